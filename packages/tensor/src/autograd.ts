@@ -1,0 +1,85 @@
+import { assertDifferentiable, computeGradients, isGradEnabled, noGrad, releaseGraph } from './engine';
+import { ShapeError, StateError, ValueError } from './errors';
+import { formatShape } from './shape';
+import { full, Tensor } from './tensor';
+
+/** Tensors in a tree: a tensor, an array of trees, or a plain object of trees. */
+export type TensorTree = Tensor | readonly TensorTree[] | { readonly [key: string]: TensorTree };
+
+function mapTree(tree: TensorTree, fn: (t: Tensor) => Tensor): TensorTree {
+  if (tree instanceof Tensor) return fn(tree);
+  if (Array.isArray(tree)) return tree.map((t) => mapTree(t, fn));
+  const out: Record<string, TensorTree> = {};
+  for (const [k, v] of Object.entries(tree)) out[k] = mapTree(v as TensorTree, fn);
+  return out;
+}
+
+function leaves(tree: TensorTree, out: Tensor[] = []): Tensor[] {
+  if (tree instanceof Tensor) out.push(tree);
+  else if (Array.isArray(tree)) for (const t of tree) leaves(t, out);
+  else for (const v of Object.values(tree)) leaves(v as TensorTree, out);
+  return out;
+}
+
+/**
+ * Gradients of a one-element `output` with respect to `inputs`, without touching any `.grad`
+ * (like `torch.autograd.grad`). Inputs that do not influence the output get zeros.
+ */
+export function grad(output: Tensor, inputs: readonly Tensor[], options: { retainGraph?: boolean } = {}): Tensor[] {
+  if (output.size !== 1) throw new ShapeError('grad', 'output must have one element', 'a scalar loss', formatShape(output.shape));
+  if (output.graphReleased) assertDifferentiable(output, 'grad');
+  const targets = new Set(inputs);
+  let found = new Map<Tensor, Tensor>();
+  if (output.requiresGrad) {
+    const seed = full(output.shape, 1, { dtype: output.dtype, backend: output.backend });
+    found = computeGradients(output, seed, (t) => targets.has(t));
+    const fromSeed = [...found.values()].includes(seed);
+    if (!fromSeed) seed.dispose();
+    if (!options.retainGraph) releaseGraph(output);
+  }
+  return inputs.map((t) => found.get(t) ?? full(t.shape, 0, { dtype: t.dtype, backend: t.backend }));
+}
+
+type GradOf<A> = A extends Tensor ? Tensor : A extends readonly unknown[] ? { [K in keyof A]: GradOf<A[K]> } : A extends object ? { [K in keyof A]: GradOf<A[K]> } : never;
+
+/**
+ * MLX-style transform: `valueAndGrad(fn, argnums)(...args)` returns `[value, grads]`, the gradient
+ * of `fn`'s one-element result with respect to the arguments at `argnums` (default 0). Those
+ * arguments may be tensors or trees (arrays / plain objects) of tensors; gradients come back in
+ * the same structure. The originals are not modified and no `.grad` is set.
+ *
+ * @example
+ * const f = (w: Tensor) => w.mul(w).sum();
+ * const [value, dw] = valueAndGrad(f)(tensor([1, 2, 3])); // 14, [2, 4, 6]
+ */
+export function valueAndGrad<Args extends unknown[]>(fn: (...args: Args) => Tensor, argnums: number | readonly number[] = 0) {
+  const list = typeof argnums === 'number' ? [argnums] : [...argnums];
+  return (...args: Args): [Tensor, Tensor | TensorTree | TensorTree[]] => {
+    if (!isGradEnabled()) throw new StateError('valueAndGrad', 'gradients are disabled; expected a call outside noGrad(), got one inside');
+    for (const i of list) {
+      if (!Number.isInteger(i) || i < 0 || i >= args.length) throw new ValueError('valueAndGrad', 'argnum out of range', `an index below ${args.length}`, String(i));
+    }
+    const callArgs = [...args] as unknown[];
+    const watched: Tensor[] = [];
+    for (const i of list) {
+      callArgs[i] = mapTree(args[i] as TensorTree, (t) => {
+        const leaf = t.detach();
+        leaf.requiresGrad = true;
+        watched.push(leaf);
+        return leaf;
+      });
+    }
+    const value = fn(...(callArgs as Args));
+    if (!(value instanceof Tensor)) throw new ValueError('valueAndGrad', 'fn must return a Tensor', 'a one-element Tensor', typeof value);
+    const grads = grad(value, watched);
+    const byLeaf = new Map(watched.map((w, i) => [w, grads[i]]));
+    const shaped = list.map((i) => mapTree(callArgs[i] as TensorTree, (leaf) => byLeaf.get(leaf)!));
+    for (const w of watched) w.dispose();
+    const result = noGrad(() => value.detach());
+    value.dispose();
+    return [result, typeof argnums === 'number' ? shaped[0] : shaped];
+  };
+}
+
+export { leaves as treeLeaves, mapTree };
+export type { GradOf };

@@ -1,0 +1,119 @@
+import type { DType, StorageArray } from './dtype';
+import { KernelNotFoundError, ValueError } from './errors';
+import type { OpName } from './ops/op-names';
+import type { Shape } from './shape';
+
+/** What a kernel sees of a tensor: its backend data, shape and dtype (always contiguous). */
+export interface TensorRef {
+  readonly data: unknown;
+  readonly shape: Shape;
+  readonly dtype: DType;
+}
+
+/** What a kernel returns for each output. `data` is owned by the backend that made it. */
+export interface KernelOutput {
+  data: unknown;
+  shape: number[];
+  dtype: DType;
+}
+
+export interface KernelArgs<B extends Backend = Backend> {
+  inputs: readonly TensorRef[];
+  // biome-ignore lint/suspicious/noExplicitAny: attrs are typed per op at the op boundary
+  attrs: any;
+  backend: B;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: kernels are registered for concrete backend classes
+export type KernelFn = (args: KernelArgs<any>) => KernelOutput[];
+
+/** Live and peak bytes held by a backend's allocator. */
+export interface MemoryInfo {
+  liveBytes: number;
+  peakBytes: number;
+  liveBuffers: number;
+}
+
+/**
+ * A place where tensor data lives and kernels run. The CPU backend is built in; the WebGPU
+ * backend registers itself from `@metal-lora/metal-kernels`.
+ */
+export interface Backend {
+  readonly name: string;
+  /** Takes ownership of `values` (already in the storage layout of `dtype`). */
+  upload(values: StorageArray, dtype: DType): unknown;
+  /** A copy of the data, in the storage layout of `dtype`. */
+  read(data: unknown, dtype: DType, size: number): Promise<StorageArray>;
+  /** Synchronous read, where the backend can offer it (the CPU backend does). */
+  readSync?(data: unknown, dtype: DType, size: number): StorageArray;
+  free(data: unknown): void;
+  memory(): MemoryInfo;
+  /** Resets the peak to the current live bytes (for measuring one step). */
+  resetPeak(): void;
+}
+
+const backends = new Map<string, Backend | (() => Backend | Promise<Backend>)>();
+let current: Backend | undefined;
+
+export function registerBackend(name: string, backend: Backend | (() => Backend | Promise<Backend>)): void {
+  backends.set(name, backend);
+}
+
+export function registeredBackends(): string[] {
+  return [...backends.keys()];
+}
+
+/** The backend by name, creating it on first use. */
+export async function resolveBackend(name: string): Promise<Backend> {
+  const entry = backends.get(name);
+  if (!entry) throw new ValueError('setBackend', 'unknown backend', `one of ${registeredBackends().join(', ')}`, `'${name}'`);
+  if (typeof entry !== 'function') return entry;
+  const made = await entry();
+  backends.set(name, made);
+  return made;
+}
+
+/** Selects the backend new tensors are created on. `webgpu` needs `@metal-lora/metal-kernels`. */
+export async function setBackend(name: string): Promise<Backend> {
+  current = await resolveBackend(name);
+  return current;
+}
+
+/** Selects an already created backend synchronously. */
+export function setBackendSync(backend: Backend): void {
+  current = backend;
+}
+
+export function getBackend(): Backend {
+  if (!current) {
+    const cpu = backends.get('cpu');
+    if (!cpu || typeof cpu === 'function') throw new ValueError('getBackend', 'no backend is set', 'the cpu backend to be registered', 'none');
+    current = cpu;
+  }
+  return current;
+}
+
+const kernels = new Map<string, Map<string, KernelFn>>();
+
+/** Registers `fn` as `op`'s kernel on `backend`. A second registration for the pair throws. */
+export function registerKernel(backend: string, op: OpName, fn: KernelFn): void {
+  let byBackend = kernels.get(op);
+  if (!byBackend) kernels.set(op, (byBackend = new Map()));
+  if (byBackend.has(backend)) throw new ValueError('registerKernel', `kernel '${op}' is already registered`, 'one registration per (backend, op)', `a second one for '${backend}'`);
+  byBackend.set(backend, fn);
+}
+
+/** Removes a registration (tests and backends that swap variants). */
+export function unregisterKernel(backend: string, op: OpName): void {
+  kernels.get(op)?.delete(backend);
+}
+
+export function hasKernel(backend: string, op: OpName): boolean {
+  return kernels.get(op)?.has(backend) ?? false;
+}
+
+export function getKernel(backend: string, op: OpName): KernelFn {
+  const fn = kernels.get(op)?.get(backend);
+  if (!fn) throw new KernelNotFoundError(op, backend, [...(kernels.get(op)?.keys() ?? [])]);
+  return fn;
+}

@@ -1,0 +1,435 @@
+import { type KernelArgs, type KernelOutput, registerKernel, type TensorRef } from '../backend';
+import type { DType, ValueArray } from '../dtype';
+import { erf, gelu, sigmoid } from '../math';
+import type { BinaryOp, OpAttrs, UnaryOp } from '../ops/op-names';
+import { dropoutKeep } from '../random';
+import { broadcastShapes, broadcastStrides, reducedShape, type Shape, sizeOf, stridesOf } from '../shape';
+import { type CpuBackend, cpuBackend } from './backend';
+import { gemmABt, transpose2d } from './matmul';
+
+type Args<K extends keyof OpAttrs> = Omit<KernelArgs<CpuBackend>, 'attrs'> & { attrs: OpAttrs[K] };
+type Floats = Float32Array | Float64Array;
+
+/** f64 inputs compute in f64; everything else in f32 (float16 included). */
+function floatArray(dtype: DType, size: number): Floats {
+  return dtype === 'float64' ? new Float64Array(size) : new Float32Array(size);
+}
+
+function asFloats(values: ValueArray, dtype: DType): Floats {
+  if (values instanceof Float32Array || values instanceof Float64Array) return values;
+  return dtype === 'float64' ? Float64Array.from(values) : Float32Array.from(values);
+}
+
+const unaryFns: Record<Exclude<UnaryOp, 'gelu'>, (x: number) => number> = {
+  neg: (x) => -x,
+  exp: Math.exp,
+  log: Math.log,
+  sqrt: Math.sqrt,
+  tanh: Math.tanh,
+  sigmoid,
+  silu: (x) => x * sigmoid(x),
+  relu: (x) => (x > 0 ? x : 0),
+  erf,
+  abs: Math.abs,
+};
+
+function unaryKernel(fn: (x: number) => number) {
+  return ({ inputs: [x], backend }: KernelArgs<CpuBackend>): KernelOutput[] => {
+    const v = backend.values(x);
+    const out = backend.alloc(x.dtype, v.length);
+    for (let i = 0; i < v.length; i++) out[i] = fn(v[i]);
+    return [backend.output(out, [...x.shape], x.dtype)];
+  };
+}
+
+/** Visits every index of `outShape`, passing the matching flat offsets into each input. */
+function forEachBroadcast(outShape: Shape, inShapes: Shape[], visit: (outIndex: number, offsets: number[]) => void): void {
+  const rank = outShape.length;
+  const strides = inShapes.map((s) => broadcastStrides(s, outShape));
+  const counter = new Array<number>(rank).fill(0);
+  const offsets = new Array<number>(inShapes.length).fill(0);
+  const total = sizeOf(outShape);
+  for (let o = 0; o < total; o++) {
+    visit(o, offsets);
+    for (let d = rank - 1; d >= 0; d--) {
+      counter[d]++;
+      for (let k = 0; k < offsets.length; k++) offsets[k] += strides[k][d];
+      if (counter[d] < outShape[d]) break;
+      for (let k = 0; k < offsets.length; k++) offsets[k] -= strides[k][d] * outShape[d];
+      counter[d] = 0;
+    }
+  }
+}
+
+const binaryFns: Record<BinaryOp, (a: number, b: number) => number> = {
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  div: (a, b) => a / b,
+  pow: (a, b) => a ** b,
+  maximum: (a, b) => (a > b || Number.isNaN(a) ? a : b),
+  equal: (a, b) => (a === b ? 1 : 0),
+  greater: (a, b) => (a > b ? 1 : 0),
+  less: (a, b) => (a < b ? 1 : 0),
+};
+
+function binaryKernel(op: BinaryOp) {
+  const fn = binaryFns[op];
+  const isCompare = op === 'equal' || op === 'greater' || op === 'less';
+  return ({ inputs: [a, b], backend }: KernelArgs<CpuBackend>): KernelOutput[] => {
+    const av = backend.values(a);
+    const bv = backend.values(b);
+    const shape = broadcastShapes(op, a.shape, b.shape);
+    const dtype: DType = isCompare ? 'bool' : a.dtype;
+    const out = backend.alloc(dtype, sizeOf(shape));
+    if (av.length === out.length && bv.length === out.length) {
+      for (let i = 0; i < out.length; i++) out[i] = fn(av[i], bv[i]);
+    } else if (bv.length === 1 && av.length === out.length) {
+      const s = bv[0];
+      for (let i = 0; i < out.length; i++) out[i] = fn(av[i], s);
+    } else {
+      forEachBroadcast(shape, [a.shape, b.shape], (o, [i, j]) => {
+        out[o] = fn(av[i], bv[j]);
+      });
+    }
+    return [backend.output(out, shape, dtype)];
+  };
+}
+
+function whereKernel({ inputs: [c, a, b], backend }: Args<'where'>): KernelOutput[] {
+  const cv = backend.values(c);
+  const av = backend.values(a);
+  const bv = backend.values(b);
+  const shape = broadcastShapes('where', c.shape, a.shape, b.shape);
+  const out = backend.alloc(a.dtype, sizeOf(shape));
+  forEachBroadcast(shape, [c.shape, a.shape, b.shape], (o, [i, j, k]) => {
+    out[o] = cv[i] ? av[j] : bv[k];
+  });
+  return [backend.output(out, shape, a.dtype)];
+}
+
+function castKernel({ inputs: [x], attrs, backend }: Args<'cast'>): KernelOutput[] {
+  return [backend.output(backend.values(x), [...x.shape], attrs.dtype)];
+}
+
+function reduceKernel(kind: 'sum' | 'max') {
+  return ({ inputs: [x], attrs, backend }: Args<'sum'>): KernelOutput[] => {
+    const v = backend.values(x);
+    const keptShape = reducedShape(x.shape, attrs.axes, true);
+    const outShape = reducedShape(x.shape, attrs.axes, attrs.keepDims);
+    const n = sizeOf(keptShape);
+    const acc = new Float64Array(n).fill(kind === 'sum' ? 0 : Number.NEGATIVE_INFINITY);
+    // Iterate the input; each element lands on its reduced output position (stride 0 on reduced axes).
+    const outStrides = stridesOf(keptShape).map((s, d) => (attrs.axes.includes(d) ? 0 : s));
+    const rank = x.shape.length;
+    const counter = new Array<number>(rank).fill(0);
+    let o = 0;
+    for (let i = 0; i < v.length; i++) {
+      const value = v[i];
+      if (kind === 'sum') acc[o] += value;
+      else if (value > acc[o] || Number.isNaN(value)) acc[o] = value;
+      for (let d = rank - 1; d >= 0; d--) {
+        counter[d]++;
+        o += outStrides[d];
+        if (counter[d] < x.shape[d]) break;
+        o -= outStrides[d] * x.shape[d];
+        counter[d] = 0;
+      }
+    }
+    return [backend.output(acc, outShape, x.dtype)];
+  };
+}
+
+/** Splits a shape around `axis` into (outer, length, inner) for axis-wise kernels. */
+function aroundAxis(shape: Shape, axis: number): [number, number, number] {
+  return [sizeOf(shape.slice(0, axis)), shape[axis], sizeOf(shape.slice(axis + 1))];
+}
+
+function softmaxKernel(log: boolean) {
+  return ({ inputs: [x], attrs, backend }: Args<'softmax'>): KernelOutput[] => {
+    const v = backend.values(x);
+    const [outer, len, inner] = aroundAxis(x.shape, attrs.axis);
+    const out = floatArray(x.dtype, v.length);
+    for (let o = 0; o < outer; o++) {
+      for (let i = 0; i < inner; i++) {
+        const base = o * len * inner + i;
+        let mx = Number.NEGATIVE_INFINITY;
+        for (let k = 0; k < len; k++) mx = Math.max(mx, v[base + k * inner]);
+        let total = 0;
+        for (let k = 0; k < len; k++) total += Math.exp(v[base + k * inner] - mx);
+        const logTotal = Math.log(total);
+        for (let k = 0; k < len; k++) {
+          const z = v[base + k * inner] - mx;
+          out[base + k * inner] = log ? z - logTotal : Math.exp(z) / total;
+        }
+      }
+    }
+    return [backend.output(out, [...x.shape], x.dtype)];
+  };
+}
+
+function matmulKernel({ inputs: [a, b], attrs, backend }: Args<'matmul'>): KernelOutput[] {
+  const av = asFloats(backend.values(a), a.dtype);
+  const bv = asFloats(backend.values(b), b.dtype);
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  const [m, k] = attrs.transposeA ? [a.shape[ra - 1], a.shape[ra - 2]] : [a.shape[ra - 2], a.shape[ra - 1]];
+  const n = attrs.transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
+  const batchA = a.shape.slice(0, -2);
+  const batchB = b.shape.slice(0, -2);
+  const batch = broadcastShapes('matmul', batchA, batchB);
+  const out = floatArray(a.dtype, sizeOf(batch) * m * n);
+  // Bring each operand into the layout gemmABt wants: A as [M, K], B as [N, K].
+  const aMat = attrs.transposeA ? floatArray(a.dtype, m * k) : null;
+  const bMat = attrs.transposeB ? null : floatArray(a.dtype, n * k);
+  forEachBroadcast(batch, [batchA, batchB], (o, [ia, ib]) => {
+    const aOff = ia * m * k;
+    const bOff = ib * n * k;
+    let aSrc: Floats = av;
+    let aStart = aOff;
+    if (aMat) {
+      transpose2d(av, aOff, k, m, aMat, 0);
+      aSrc = aMat;
+      aStart = 0;
+    }
+    let bSrc: Floats = bv;
+    let bStart = bOff;
+    if (bMat) {
+      transpose2d(bv, bOff, k, n, bMat, 0);
+      bSrc = bMat;
+      bStart = 0;
+    }
+    gemmABt(m, n, k, aSrc, aStart, bSrc, bStart, out, o * m * n, false);
+  });
+  return [backend.output(out, [...batch, m, n], a.dtype)];
+}
+
+function broadcastToKernel({ inputs: [x], attrs, backend }: Args<'broadcastTo'>): KernelOutput[] {
+  const v = backend.values(x);
+  const out = backend.alloc(x.dtype, sizeOf(attrs.shape));
+  forEachBroadcast(attrs.shape, [x.shape], (o, [i]) => {
+    out[o] = v[i];
+  });
+  return [backend.output(out, [...attrs.shape], x.dtype)];
+}
+
+function transposeKernel({ inputs: [x], attrs, backend }: Args<'transpose'>): KernelOutput[] {
+  const v = backend.values(x);
+  const outShape = attrs.perm.map((p) => x.shape[p]);
+  const inStrides = stridesOf(x.shape);
+  const out = backend.alloc(x.dtype, v.length);
+  // Read the input in the output's order: stride of output dim d is the input stride of perm[d].
+  const permStrides = attrs.perm.map((p) => inStrides[p]);
+  forEachStrided(outShape, permStrides, 0, (o, i) => {
+    out[o] = v[i];
+  });
+  return [backend.output(out, outShape, x.dtype)];
+}
+
+/** Visits every index of `shape` in order with a strided source offset. */
+function forEachStrided(shape: Shape, strides: readonly number[], start: number, visit: (outIndex: number, inIndex: number) => void): void {
+  const rank = shape.length;
+  const counter = new Array<number>(rank).fill(0);
+  let i = start;
+  const total = sizeOf(shape);
+  for (let o = 0; o < total; o++) {
+    visit(o, i);
+    for (let d = rank - 1; d >= 0; d--) {
+      counter[d]++;
+      i += strides[d];
+      if (counter[d] < shape[d]) break;
+      i -= strides[d] * shape[d];
+      counter[d] = 0;
+    }
+  }
+}
+
+function sliceKernel({ inputs: [x], attrs, backend }: Args<'slice'>): KernelOutput[] {
+  const v = backend.values(x);
+  const strides = stridesOf(x.shape);
+  const start = attrs.begin.reduce((acc, b, d) => acc + b * strides[d], 0);
+  const out = backend.alloc(x.dtype, sizeOf(attrs.size));
+  forEachStrided(attrs.size, strides, start, (o, i) => {
+    out[o] = v[i];
+  });
+  return [backend.output(out, [...attrs.size], x.dtype)];
+}
+
+function padKernel({ inputs: [x], attrs, backend }: Args<'pad'>): KernelOutput[] {
+  const v = backend.values(x);
+  const outShape = x.shape.map((d, i) => d + attrs.paddings[i][0] + attrs.paddings[i][1]);
+  const out = backend.alloc(x.dtype, sizeOf(outShape)).fill(attrs.value);
+  const outStrides = stridesOf(outShape);
+  const start = attrs.paddings.reduce((acc, [before], d) => acc + before * outStrides[d], 0);
+  // Walk the input in order and scatter into the padded interior.
+  forEachStrided(x.shape, outStrides, start, (i, o) => {
+    out[o] = v[i];
+  });
+  return [backend.output(out, outShape, x.dtype)];
+}
+
+function concatKernel({ inputs, attrs, backend }: Args<'concat'>): KernelOutput[] {
+  const axis = attrs.axis;
+  const first = inputs[0];
+  const outShape = [...first.shape];
+  outShape[axis] = inputs.reduce((acc, t) => acc + t.shape[axis], 0);
+  const out = backend.alloc(first.dtype, sizeOf(outShape));
+  const [outer, , inner] = aroundAxis(outShape, axis);
+  let offset = 0;
+  for (const t of inputs) {
+    const v = backend.values(t);
+    const chunk = t.shape[axis] * inner;
+    for (let o = 0; o < outer; o++) out.set(v.subarray(o * chunk, (o + 1) * chunk), o * outShape[axis] * inner + offset);
+    offset += chunk;
+  }
+  return [backend.output(out, outShape, first.dtype)];
+}
+
+function gatherKernel({ inputs: [table, indices], attrs, backend }: Args<'gather'>): KernelOutput[] {
+  const tv = backend.values(table);
+  const iv = backend.values(indices);
+  const [outer, len, inner] = aroundAxis(table.shape, attrs.axis);
+  const outShape = [...table.shape.slice(0, attrs.axis), ...indices.shape, ...table.shape.slice(attrs.axis + 1)];
+  const out = backend.alloc(table.dtype, sizeOf(outShape));
+  const count = iv.length;
+  for (let o = 0; o < outer; o++) {
+    for (let j = 0; j < count; j++) {
+      const src = (o * len + iv[j]) * inner;
+      out.set(tv.subarray(src, src + inner), (o * count + j) * inner);
+    }
+  }
+  return [backend.output(out, outShape, table.dtype)];
+}
+
+function scatterAddKernel({ inputs: [indices, updates], attrs, backend }: Args<'scatterAdd'>): KernelOutput[] {
+  const iv = backend.values(indices);
+  const uv = backend.values(updates);
+  const [outer, len, inner] = aroundAxis(attrs.shape, attrs.axis);
+  const out = new Float64Array(sizeOf(attrs.shape));
+  const count = iv.length;
+  for (let o = 0; o < outer; o++) {
+    for (let j = 0; j < count; j++) {
+      const dst = (o * len + iv[j]) * inner;
+      const src = (o * count + j) * inner;
+      for (let q = 0; q < inner; q++) out[dst + q] += uv[src + q];
+    }
+  }
+  return [backend.output(out, [...attrs.shape], updates.dtype)];
+}
+
+/** x with dropout applied (scaled by 1/(1-p)), or x itself when p = 0. */
+export function dropoutInput(x: Floats, dropout: number, seed: number): Floats {
+  if (dropout === 0) return x;
+  const out = new (x.constructor as Float64ArrayConstructor)(x.length);
+  const keepScale = 1 / (1 - dropout);
+  for (let i = 0; i < x.length; i++) out[i] = dropoutKeep(seed, i, dropout) ? x[i] * keepScale : 0;
+  return out;
+}
+
+function transposed(src: Floats, rows: number, cols: number): Floats {
+  const out = new (src.constructor as Float64ArrayConstructor)(rows * cols);
+  transpose2d(src, 0, rows, cols, out, 0);
+  return out;
+}
+
+function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): KernelOutput[] {
+  const [x, w, a, b, bias] = inputs;
+  const dtype = x.dtype;
+  const [m, inF] = x.shape;
+  const outF = w.shape[0];
+  const r = a.shape[0];
+  const xv = asFloats(backend.values(x), dtype);
+  const xd = dropoutInput(xv, attrs.dropout, attrs.seed);
+  const t = floatArray(dtype, m * r);
+  gemmABt(m, r, inF, xd, 0, asFloats(backend.values(a), dtype), 0, t, 0, false);
+  const y = floatArray(dtype, m * outF);
+  gemmABt(m, outF, inF, xv, 0, asFloats(backend.values(w), dtype), 0, y, 0, false);
+  const ts = t.map((v) => v * attrs.scale);
+  gemmABt(m, outF, r, ts, 0, asFloats(backend.values(b), dtype), 0, y, 0, true);
+  if (attrs.hasBias) {
+    const bv = backend.values(bias);
+    for (let i = 0; i < m; i++) for (let j = 0; j < outF; j++) y[i * outF + j] += bv[j];
+  }
+  return [backend.output(y, [m, outF], dtype), backend.output(t, [m, r], dtype)];
+}
+
+function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBackward'>): KernelOutput[] {
+  const [dyRef, xRef, wRef, aRef, bRef, tRef] = inputs;
+  const dtype = dyRef.dtype;
+  const [m, outF] = dyRef.shape;
+  const inF = xRef.shape[1];
+  const r = aRef.shape[0];
+  const s = attrs.scale;
+  const dy = asFloats(backend.values(dyRef), dtype);
+  const x = asFloats(backend.values(xRef), dtype);
+  const a = asFloats(backend.values(aRef), dtype);
+  const b = asFloats(backend.values(bRef), dtype);
+  const t = asFloats(backend.values(tRef), dtype);
+  const outputs: KernelOutput[] = [];
+  // U = s·dy·B  [M, r]
+  const u = floatArray(dtype, m * r);
+  gemmABt(m, r, outF, dy, 0, transposed(b, outF, r), 0, u, 0, false);
+  for (let i = 0; i < u.length; i++) u[i] *= s;
+  const dyT = transposed(dy, m, outF);
+  if (attrs.needX) {
+    const dx = floatArray(dtype, m * inF);
+    gemmABt(m, inF, outF, dy, 0, transposed(asFloats(backend.values(wRef), dtype), outF, inF), 0, dx, 0, false);
+    const lora = floatArray(dtype, m * inF);
+    gemmABt(m, inF, r, u, 0, transposed(a, r, inF), 0, lora, 0, false);
+    const keepScale = 1 / (1 - attrs.dropout);
+    for (let i = 0; i < dx.length; i++) {
+      if (attrs.dropout === 0) dx[i] += lora[i];
+      else if (dropoutKeep(attrs.seed, i, attrs.dropout)) dx[i] += lora[i] * keepScale;
+    }
+    outputs.push(backend.output(dx, [m, inF], dtype));
+  }
+  if (attrs.needA) {
+    const dA = floatArray(dtype, r * inF);
+    const xd = dropoutInput(x, attrs.dropout, attrs.seed);
+    gemmABt(r, inF, m, transposed(u, m, r), 0, transposed(xd, m, inF), 0, dA, 0, false);
+    outputs.push(backend.output(dA, [r, inF], dtype));
+  }
+  if (attrs.needB) {
+    const dB = floatArray(dtype, outF * r);
+    gemmABt(outF, r, m, dyT, 0, transposed(t, m, r), 0, dB, 0, false);
+    for (let i = 0; i < dB.length; i++) dB[i] *= s;
+    outputs.push(backend.output(dB, [outF, r], dtype));
+  }
+  if (attrs.needWeight) {
+    const dW = floatArray(dtype, outF * inF);
+    gemmABt(outF, inF, m, dyT, 0, transposed(x, m, inF), 0, dW, 0, false);
+    outputs.push(backend.output(dW, [outF, inF], dtype));
+  }
+  if (attrs.needBias) {
+    const dBias = new Float64Array(outF);
+    for (let i = 0; i < m; i++) for (let j = 0; j < outF; j++) dBias[j] += dy[i * outF + j];
+    outputs.push(backend.output(dBias, [outF], dtype));
+  }
+  return outputs;
+}
+
+/** Registers every CPU reference kernel. Called once when the package loads. */
+export function registerCpuKernels(): void {
+  for (const [op, fn] of Object.entries(unaryFns)) registerKernel('cpu', op as UnaryOp, unaryKernel(fn));
+  registerKernel('cpu', 'gelu', (args) => unaryKernel((x) => gelu(x, args.attrs.approximate))(args));
+  for (const op of Object.keys(binaryFns) as BinaryOp[]) registerKernel('cpu', op, binaryKernel(op));
+  registerKernel('cpu', 'where', whereKernel);
+  registerKernel('cpu', 'cast', castKernel);
+  registerKernel('cpu', 'sum', reduceKernel('sum'));
+  registerKernel('cpu', 'max', reduceKernel('max'));
+  registerKernel('cpu', 'softmax', softmaxKernel(false));
+  registerKernel('cpu', 'logSoftmax', softmaxKernel(true));
+  registerKernel('cpu', 'matmul', matmulKernel);
+  registerKernel('cpu', 'broadcastTo', broadcastToKernel);
+  registerKernel('cpu', 'transpose', transposeKernel);
+  registerKernel('cpu', 'slice', sliceKernel);
+  registerKernel('cpu', 'pad', padKernel);
+  registerKernel('cpu', 'concat', concatKernel);
+  registerKernel('cpu', 'gather', gatherKernel);
+  registerKernel('cpu', 'scatterAdd', scatterAddKernel);
+  registerKernel('cpu', 'loraLinear', loraLinearKernel);
+  registerKernel('cpu', 'loraLinearBackward', loraLinearBackwardKernel);
+}
+
+export type { TensorRef };
+export { cpuBackend };

@@ -1,0 +1,150 @@
+import { type Backend, getKernel } from './backend';
+import { StateError, ValueError } from './errors';
+import type { OpAttrs, OpName } from './ops/op-names';
+import { Tensor } from './tensor';
+
+/** A recorded op application: how to turn the output's gradient into its inputs' gradients. */
+export interface GradNode {
+  readonly op: string;
+  readonly inputs: readonly Tensor[];
+  /** One entry per input: its gradient, or null where none flows (not differentiable / not needed). */
+  readonly backward: (dy: Tensor) => readonly (Tensor | null)[];
+  /** Handles on the tensors the rule needs, owned by the node and dropped with the graph. */
+  readonly saved: readonly Tensor[];
+}
+
+/** A backward rule: the output's gradient and the saved tensors → one gradient per input. */
+export type BackwardRule = (dy: Tensor, saved: readonly Tensor[]) => readonly (Tensor | null)[];
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/**
+ * Runs `fn` without recording gradients (inference, optimizer updates). Synchronous work only:
+ * an async `fn` records again after its first `await`.
+ */
+export function noGrad<T>(fn: () => T): T {
+  const before = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = before;
+  }
+}
+
+function commonBackend(op: string, inputs: readonly Tensor[]): Backend {
+  const backend = inputs[0].backend;
+  for (const t of inputs) {
+    if (t.backend !== backend) {
+      throw new ValueError(op, 'inputs live on different backends', `all on '${backend.name}'`, `'${t.backend.name}'; move one with await t.to('${backend.name}')`);
+    }
+  }
+  return backend;
+}
+
+/** Dispatches `op` to the inputs' backend and wraps the kernel's outputs as tensors. */
+export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend): Tensor[] {
+  const target = backend ?? commonBackend(op, inputs);
+  const kernel = getKernel(target.name, op);
+  const outputs = kernel({ inputs: inputs.map((t) => t.ref(op)), attrs, backend: target });
+  return outputs.map((o) => Tensor.fromBackendData(target, o.data, o.shape, o.dtype));
+}
+
+/**
+ * Records `output` as computed from `inputs` with the given backward rule, when gradients are
+ * enabled and some input requires them. The rule gets its own handles on `save` (so the caller
+ * may dispose the originals) and must return new tensors shaped like the inputs, or `dy` itself.
+ */
+export function record(output: Tensor, inputs: readonly Tensor[], op: string, rule: BackwardRule, save: readonly Tensor[] = []): Tensor {
+  if (!gradEnabled || !inputs.some((t) => t.requiresGrad)) return output;
+  const saved = save.map((t) => t.share());
+  output.requiresGrad = true;
+  output.node = { op, inputs, saved, backward: (dy) => rule(dy, saved) };
+  return output;
+}
+
+function topoOrder(roots: readonly Tensor[]): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  // Iterative DFS: deep graphs (long training loops) must not overflow the stack.
+  const stack: [Tensor, number][] = roots.map((r) => [r, 0]);
+  for (const r of roots) seen.add(r);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [t, i] = top;
+    const inputs = t.node?.inputs ?? [];
+    if (i < inputs.length) {
+      top[1]++;
+      const next = inputs[i];
+      if (next.requiresGrad && !seen.has(next)) {
+        seen.add(next);
+        stack.push([next, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+  return order.reverse();
+}
+
+/**
+ * Gradients of `root` (seeded with `seed`) with respect to every tensor requiring grad that it
+ * depends on. Intermediate gradients are disposed as soon as they have been propagated.
+ */
+export function computeGradients(root: Tensor, seed: Tensor, isTarget: (t: Tensor) => boolean): Map<Tensor, Tensor> {
+  const order = topoOrder([root]);
+  const grads = new Map<Tensor, Tensor>([[root, seed]]);
+  const kept = new Map<Tensor, Tensor>();
+  noGrad(() => {
+    for (const t of order) {
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      if (isTarget(t)) kept.set(t, g);
+      const node = t.node;
+      if (!node) continue;
+      const inputGrads = node.backward(g);
+      // A rule may hand back `g` itself or one tensor for several inputs (add, reshape): give each
+      // its own handle so that disposing one gradient never frees another's storage.
+      const handedOut = new Set<Tensor>([g]);
+      node.inputs.forEach((input, i) => {
+        let gi = inputGrads[i];
+        if (!gi || !input.requiresGrad) return;
+        if (handedOut.has(gi)) gi = gi.share();
+        handedOut.add(gi);
+        const prev = grads.get(input);
+        if (prev) {
+          grads.set(input, prev.add(gi));
+          prev.dispose();
+          gi.dispose();
+        } else grads.set(input, gi);
+      });
+      if (!isTarget(t) && g !== seed) g.dispose();
+    }
+  });
+  return kept;
+}
+
+/** Drops the recorded graph below `root` and releases the tensors its nodes saved. */
+export function releaseGraph(root: Tensor): void {
+  for (const t of topoOrder([root])) {
+    if (!t.node) continue;
+    for (const s of t.node.saved) s.dispose();
+    t.node = null;
+    t.graphReleased = true;
+  }
+}
+
+export function assertDifferentiable(root: Tensor, op: string): void {
+  if (root.graphReleased) {
+    throw new StateError(op, 'the graph of this tensor was released by an earlier backward; expected a live graph (pass { retainGraph: true } to backward more than once), got a released one');
+  }
+  if (!root.requiresGrad) {
+    throw new StateError(op, 'the tensor does not require grad; expected an output computed from a tensor with requiresGrad: true, got one with no recorded graph');
+  }
+}

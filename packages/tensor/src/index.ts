@@ -1,0 +1,43 @@
+/**
+ * @metal-lora/tensor: tensors, reverse-mode autograd, the op registry and the CPU reference
+ * backend. GPU backends (`@metal-lora/metal-kernels`) register kernels under the same op names.
+ */
+import { registerBackend } from './backend';
+import { cpuBackend } from './cpu/backend';
+import { registerCpuKernels } from './cpu/kernels';
+
+registerBackend('cpu', cpuBackend);
+registerCpuKernels();
+
+export { grad, type TensorTree, treeLeaves, valueAndGrad } from './autograd';
+export {
+  type Backend,
+  getBackend,
+  getKernel,
+  hasKernel,
+  type KernelArgs,
+  type KernelFn,
+  type KernelOutput,
+  type MemoryInfo,
+  registerBackend,
+  registerKernel,
+  registeredBackends,
+  resolveBackend,
+  setBackend,
+  setBackendSync,
+  type TensorRef,
+  unregisterKernel,
+} from './backend';
+export { CpuBackend, cpuBackend } from './cpu/backend';
+export { gemmABt } from './cpu/matmul';
+export { type DType, DTYPES, bytesPerElement, float16BitsToFloat32, float32ToFloat16Bits, fromStorage, isFloat, type StorageArray, toStorage, type ValueArray } from './dtype';
+export { isGradEnabled, noGrad, record, runOp } from './engine';
+export { DTypeError, FormatError, GPUError, KernelNotFoundError, MetalLoRAError, ShapeError, StateError, ValueError } from './errors';
+export * from './ops/all';
+export { square } from './ops/elementwise';
+export { type Operand } from './ops/helpers';
+export { BINARY_OPS, OP_NAMES, type OpAttrs, type OpName, UNARY_OPS } from './ops/op-names';
+export { dropoutKeep, manualSeed, mix32, nextSeed, randomBits, uniformAt } from './random';
+export { keep, tidy } from './scope';
+export { broadcastShapes, formatShape, type Shape, sizeOf } from './shape';
+export { arange, type CreateOptions, full, type NestedArray, ones, rand, randn, type RandomOptions, scalar, Tensor, tensor, zeros } from './tensor';

@@ -1,0 +1,6 @@
+export * from './elementwise';
+export * from './indexing';
+export * from './layout';
+export * from './lora';
+export * from './matmul';
+export * from './reduce';

@@ -1,0 +1,128 @@
+import { record, runOp } from '../engine';
+import { ShapeError, ValueError } from '../errors';
+import { formatShape, normalizeAxis, sizeOf } from '../shape';
+import type { Tensor } from '../tensor';
+import { assertSameDType, assertTensor } from './helpers';
+
+/** The same data with a new shape (no copy). One dimension may be -1 (inferred). */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  assertTensor('reshape', x, 'x');
+  const inferred = [...shape];
+  const unknown = inferred.indexOf(-1);
+  if (inferred.some((d, i) => !Number.isInteger(d) || d < -1 || (d === -1 && i !== unknown))) {
+    throw new ShapeError('reshape', 'invalid target shape', 'non-negative integers and at most one -1', formatShape(shape));
+  }
+  if (unknown >= 0) {
+    const known = sizeOf(inferred.filter((_, i) => i !== unknown));
+    if (known === 0 || x.size % known !== 0) throw new ShapeError('reshape', `cannot infer -1 for ${x.size} elements`, `a shape whose known dims divide ${x.size}`, formatShape(shape));
+    inferred[unknown] = x.size / known;
+  }
+  if (sizeOf(inferred) !== x.size) throw new ShapeError('reshape', 'element count differs', `a shape of ${x.size} elements (from ${formatShape(x.shape)})`, `${formatShape(shape)} (${sizeOf(inferred)} elements)`);
+  const y = x.withShape(inferred);
+  const original = x.shape;
+  return record(y, [x], 'reshape', (dy) => [reshape(dy, original)]);
+}
+
+/** Permutes dimensions (default: reverses them). Copies the data. */
+export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
+  assertTensor('transpose', x, 'x');
+  const rank = x.rank;
+  const p = perm ? perm.map((a) => normalizeAxis('transpose', a, rank)) : Array.from({ length: rank }, (_, i) => rank - 1 - i);
+  if (p.length !== rank || new Set(p).size !== rank) {
+    throw new ValueError('transpose', 'perm is not a permutation of the axes', `a permutation of [0..${rank - 1}]`, JSON.stringify(perm));
+  }
+  const [y] = runOp('transpose', [x], { perm: p });
+  const inverse = new Array<number>(rank);
+  p.forEach((axis, i) => {
+    inverse[axis] = i;
+  });
+  return record(y, [x], 'transpose', (dy) => [transpose(dy, inverse)]);
+}
+
+/** Alias of {@link transpose} with an explicit permutation, as in PyTorch. */
+export function permute(x: Tensor, perm: readonly number[]): Tensor {
+  return transpose(x, perm);
+}
+
+/** Swaps the last two dimensions. */
+export function transposeLast(x: Tensor): Tensor {
+  const perm = Array.from({ length: x.rank }, (_, i) => i);
+  [perm[x.rank - 2], perm[x.rank - 1]] = [perm[x.rank - 1], perm[x.rank - 2]];
+  return transpose(x, perm);
+}
+
+/**
+ * `x[begin[0]:end[0], begin[1]:end[1], ...]` with Python semantics: negative indices count from
+ * the end, bounds clamp, missing axes are taken whole.
+ */
+export function slice(x: Tensor, begin: readonly number[], end?: readonly number[]): Tensor {
+  assertTensor('slice', x, 'x');
+  if (begin.length > x.rank || (end && end.length > x.rank)) {
+    throw new ShapeError('slice', 'more bounds than dimensions', `at most ${x.rank}`, String(Math.max(begin.length, end?.length ?? 0)));
+  }
+  const start: number[] = [];
+  const size: number[] = [];
+  x.shape.forEach((dim, d) => {
+    const clamp = (v: number) => Math.min(dim, Math.max(0, v < 0 ? v + dim : v));
+    const b = clamp(begin[d] ?? 0);
+    const e = clamp(end?.[d] ?? dim);
+    if (!Number.isInteger(begin[d] ?? 0) || !Number.isInteger(end?.[d] ?? 0)) throw new ValueError('slice', `bound of axis ${d} is not an integer`, 'integers', `${begin[d]}:${end?.[d]}`);
+    start.push(b);
+    size.push(Math.max(0, e - b));
+  });
+  const [y] = runOp('slice', [x], { begin: start, size });
+  const paddings = x.shape.map((dim, d): [number, number] => [start[d], dim - start[d] - size[d]]);
+  return record(y, [x], 'slice', (dy) => [pad(dy, paddings)]);
+}
+
+/** Pads each axis with `[before, after]` elements of `value`. */
+export function pad(x: Tensor, paddings: readonly (readonly [number, number])[], value = 0): Tensor {
+  assertTensor('pad', x, 'x');
+  if (paddings.length !== x.rank || paddings.some((p) => p.length !== 2 || p.some((v) => !Number.isInteger(v) || v < 0))) {
+    throw new ValueError('pad', 'invalid paddings', `${x.rank} pairs of non-negative integers`, JSON.stringify(paddings));
+  }
+  const pairs = paddings.map(([a, b]): [number, number] => [a, b]);
+  const [y] = runOp('pad', [x], { paddings: pairs, value });
+  const begin = pairs.map(([a]) => a);
+  const end = x.shape.map((d, i) => pairs[i][0] + d);
+  return record(y, [x], 'pad', (dy) => [slice(dy, begin, end)]);
+}
+
+/** Joins tensors along `axis`; all other dimensions must match. */
+export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
+  if (!tensors?.length) throw new ValueError('concat', 'nothing to concatenate', 'a non-empty array of tensors', String(tensors));
+  tensors.forEach((t, i) => assertTensor('concat', t, `tensors[${i}]`));
+  const first = tensors[0];
+  const a = normalizeAxis('concat', axis, first.rank);
+  assertSameDType('concat', tensors, tensors.map((_, i) => `tensors[${i}]`));
+  tensors.forEach((t, i) => {
+    if (t.rank !== first.rank || t.shape.some((d, j) => j !== a && d !== first.shape[j])) {
+      throw new ShapeError('concat', `tensors[${i}] does not match tensors[0] outside axis ${a}`, formatShape(first.shape.map((d, j) => (j === a ? t.shape[j] : d))), formatShape(t.shape));
+    }
+  });
+  const [y] = runOp('concat', tensors, { axis: a });
+  return record(y, tensors, 'concat', (dy) => {
+    let offset = 0;
+    return tensors.map((t) => {
+      const begin = t.shape.map((_, j) => (j === a ? offset : 0));
+      const end = t.shape.map((d, j) => (j === a ? offset + d : d));
+      offset += t.shape[a];
+      return t.requiresGrad ? slice(dy, begin, end) : null;
+    });
+  });
+}
+
+/** Inserts a dimension of size 1 at `axis`. */
+export function unsqueeze(x: Tensor, axis: number): Tensor {
+  const a = normalizeAxis('unsqueeze', axis, x.rank + 1);
+  const shape = [...x.shape];
+  shape.splice(a, 0, 1);
+  return reshape(x, shape);
+}
+
+/** Removes dimensions of size 1 (all of them, or those in `axes`). */
+export function squeeze(x: Tensor, axes?: number | readonly number[]): Tensor {
+  const list = axes === undefined ? x.shape.map((d, i) => (d === 1 ? i : -1)).filter((i) => i >= 0) : (typeof axes === 'number' ? [axes] : [...axes]).map((a) => normalizeAxis('squeeze', a, x.rank));
+  for (const a of list) if (x.shape[a] !== 1) throw new ShapeError('squeeze', `axis ${a} has size ${x.shape[a]}`, 'size 1', formatShape(x.shape));
+  return reshape(x, x.shape.filter((_, i) => !list.includes(i)));
+}

@@ -1,0 +1,94 @@
+import { record, runOp } from '../engine';
+import { ShapeError, ValueError } from '../errors';
+import { nextSeed } from '../random';
+import { formatShape } from '../shape';
+import type { Tensor } from '../tensor';
+import { assertFloat, assertSameDType, assertTensor } from './helpers';
+import { reshape } from './layout';
+
+export interface LoraLinearOptions {
+  /** Multiplies the low-rank branch: `alpha / rank` in PEFT, `scale` in MLX. */
+  scale: number;
+  /** `[out]`, added to the output. */
+  bias?: Tensor;
+  /** Dropout probability on the LoRA branch's input, in [0, 1). Default 0. */
+  dropout?: number;
+  /**
+   * Seed of the dropout mask (a pure function of seed and element index, regenerated in backward).
+   * Default: drawn from the global generator on each call.
+   */
+  seed?: number;
+}
+
+/**
+ * The LoRA linear layer as one op: `y = x·Wᵀ + bias + scale·(dropout(x)·Aᵀ)·Bᵀ`.
+ * x: `[..., in]`, weight: `[out, in]`, loraA: `[rank, in]`, loraB: `[out, rank]` → `[..., out]`.
+ * Backends register fused kernels for it; the CPU reference is the unfused composition. The
+ * low-rank product `dropout(x)·Aᵀ` is kept for the backward pass, which computes dx, dA, dB (and
+ * dWeight, dBias when they require grad) in one `loraLinearBackward` op.
+ *
+ * @example
+ * const y = loraLinear(x, w, a, b, { scale: 16 / 8, dropout: 0.05 });
+ */
+export function loraLinear(x: Tensor, weight: Tensor, loraA: Tensor, loraB: Tensor, options: LoraLinearOptions): Tensor {
+  const op = 'loraLinear';
+  assertTensor(op, x, 'x');
+  assertTensor(op, weight, 'weight');
+  assertTensor(op, loraA, 'loraA');
+  assertTensor(op, loraB, 'loraB');
+  const { scale, bias } = options;
+  const dropout = options.dropout ?? 0;
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new ValueError(op, 'scale must be a finite number', 'e.g. alpha / rank', String(scale));
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new ValueError(op, 'dropout out of range', 'a probability in [0, 1)', String(dropout));
+  const tensors = [x, weight, loraA, loraB, ...(bias ? [assertTensor(op, bias, 'bias')] : [])];
+  assertSameDType(op, tensors, ['x', 'weight', 'loraA', 'loraB', 'bias']);
+  assertFloat(op, x, 'x');
+  if (weight.rank !== 2) throw new ShapeError(op, 'weight must be [out, in]', 'rank 2', formatShape(weight.shape));
+  const [outF, inF] = weight.shape;
+  if (x.rank < 1 || x.shape[x.rank - 1] !== inF) throw new ShapeError(op, "x's last dimension must equal weight's in-features", `[..., ${inF}]`, formatShape(x.shape));
+  if (loraA.rank !== 2 || loraA.shape[1] !== inF || loraA.shape[0] < 1) throw new ShapeError(op, 'loraA must be [rank, in]', `[rank, ${inF}]`, formatShape(loraA.shape));
+  const rank = loraA.shape[0];
+  if (loraB.rank !== 2 || loraB.shape[0] !== outF || loraB.shape[1] !== rank) throw new ShapeError(op, 'loraB must be [out, rank]', `[${outF}, ${rank}]`, formatShape(loraB.shape));
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== outF)) throw new ShapeError(op, 'bias must be [out]', `[${outF}]`, formatShape(bias.shape));
+  const seed = dropout > 0 ? (options.seed ?? nextSeed()) >>> 0 : 0;
+  const lead = x.shape.slice(0, -1);
+  const x2 = reshape(x, [-1, inF]);
+  const [y2, t] = runOp(op, bias ? [x2, weight, loraA, loraB, bias] : [x2, weight, loraA, loraB], { scale, dropout, seed, hasBias: !!bias });
+  const y = reshape(y2, [...lead, outF]);
+  y2.dispose();
+  const inputs = bias ? [x, weight, loraA, loraB, bias] : [x, weight, loraA, loraB];
+  const needs = inputs.map((i) => i.requiresGrad);
+  const result = record(
+    y,
+    inputs,
+    op,
+    (dy, [xs, ws, as, bs, ts]) => {
+      const dy2 = reshape(dy, [-1, outF]);
+      const grads = runOp('loraLinearBackward', [dy2, xs, ws, as, bs, ts], {
+        scale,
+        dropout,
+        seed,
+        needX: needs[0],
+        needWeight: needs[1],
+        needA: needs[2],
+        needB: needs[3],
+        needBias: needs[4] ?? false,
+      });
+      dy2.dispose();
+      // Kernel outputs come in the order dx, dA, dB, dWeight, dBias (those requested).
+      const take = (wanted: boolean) => (wanted ? grads.shift()! : null);
+      const dx2 = take(needs[0]);
+      const dA = take(needs[2]);
+      const dB = take(needs[3]);
+      const dW = take(needs[1]);
+      const dBias = take(needs[4] ?? false);
+      const dx = dx2 ? reshape(dx2, x.shape) : null;
+      dx2?.dispose();
+      return [dx, dW, dA, dB, dBias];
+    },
+    [x2, weight, loraA, loraB, t],
+  );
+  x2.dispose();
+  t.dispose();
+  return result;
+}

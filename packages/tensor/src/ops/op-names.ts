@@ -1,0 +1,87 @@
+import type { DType } from '../dtype';
+
+/**
+ * Every op of the library, with the attributes its kernels receive. A backend registers kernels
+ * under these names; the user-facing functions in `ops/` validate input and dispatch here.
+ * Inputs are listed in the comment: kernels may assume they were validated.
+ */
+export interface OpAttrs {
+  // elementwise unary: [x]
+  neg: Record<string, never>;
+  exp: Record<string, never>;
+  log: Record<string, never>;
+  sqrt: Record<string, never>;
+  tanh: Record<string, never>;
+  sigmoid: Record<string, never>;
+  silu: Record<string, never>;
+  relu: Record<string, never>;
+  erf: Record<string, never>;
+  abs: Record<string, never>;
+  /** Gaussian error linear unit: exact (erf) or the tanh approximation. */
+  gelu: { approximate: 'none' | 'tanh' };
+  // elementwise binary with broadcasting: [a, b]
+  add: Record<string, never>;
+  sub: Record<string, never>;
+  mul: Record<string, never>;
+  div: Record<string, never>;
+  pow: Record<string, never>;
+  maximum: Record<string, never>;
+  equal: Record<string, never>;
+  greater: Record<string, never>;
+  less: Record<string, never>;
+  // [cond, a, b], broadcast
+  where: Record<string, never>;
+  cast: { dtype: DType };
+  // reductions: [x]; axes sorted, non-negative
+  sum: { axes: number[]; keepDims: boolean };
+  max: { axes: number[]; keepDims: boolean };
+  // along one non-negative axis: [x]
+  softmax: { axis: number };
+  logSoftmax: { axis: number };
+  // [a, b]: a [...batch, M, K] (or [..., K, M] with transposeA), b [...batch, K, N] (or [..., N, K])
+  matmul: { transposeA: boolean; transposeB: boolean };
+  // layout: [x] (reshape is metadata only: no kernel)
+  broadcastTo: { shape: number[] };
+  transpose: { perm: number[] };
+  slice: { begin: number[]; size: number[] };
+  pad: { paddings: [number, number][]; value: number };
+  concat: { axis: number };
+  // [table, indices int32]
+  gather: { axis: number };
+  // [indices int32, updates]: zeros of `shape` with updates added at indices along axis
+  scatterAdd: { axis: number; shape: number[] };
+  /**
+   * [x [M, in], weight [out, in], loraA [r, in], loraB [out, r], bias? [out]] →
+   * [y [M, out], t [M, r]] with t = dropout(x)·Aᵀ and y = x·Wᵀ + bias + scale·t·Bᵀ.
+   */
+  loraLinear: { scale: number; dropout: number; seed: number; hasBias: boolean };
+  /**
+   * [dy [M, out], x [M, in], weight, loraA, loraB, t [M, r]] → in order, those requested:
+   * dx [M, in], dA [r, in], dB [out, r], dWeight [out, in], dBias [out].
+   */
+  loraLinearBackward: {
+    scale: number;
+    dropout: number;
+    seed: number;
+    needX: boolean;
+    needA: boolean;
+    needB: boolean;
+    needWeight: boolean;
+    needBias: boolean;
+  };
+}
+
+export type OpName = keyof OpAttrs;
+
+export const OP_NAMES = [
+  'neg', 'exp', 'log', 'sqrt', 'tanh', 'sigmoid', 'silu', 'relu', 'erf', 'abs', 'gelu',
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'equal', 'greater', 'less', 'where', 'cast',
+  'sum', 'max', 'softmax', 'logSoftmax', 'matmul',
+  'broadcastTo', 'transpose', 'slice', 'pad', 'concat', 'gather', 'scatterAdd',
+  'loraLinear', 'loraLinearBackward',
+] as const satisfies readonly OpName[];
+
+export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'tanh', 'sigmoid', 'silu', 'relu', 'erf', 'abs', 'gelu'] as const;
+export type UnaryOp = (typeof UNARY_OPS)[number];
+export const BINARY_OPS = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'equal', 'greater', 'less'] as const;
+export type BinaryOp = (typeof BINARY_OPS)[number];

@@ -1,0 +1,136 @@
+import { record, runOp } from '../engine';
+import { ShapeError } from '../errors';
+import { broadcastShapes, formatShape, normalizeAxes, normalizeAxis, reducedShape, sameShape } from '../shape';
+import type { Tensor } from '../tensor';
+import { cast, div, equal, exp, mul, sub } from './elementwise';
+import { assertFloat, assertTensor } from './helpers';
+import { reshape } from './layout';
+
+/** Repeats `x` along broadcast dimensions to `shape` (NumPy rules). */
+export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
+  assertTensor('broadcastTo', x, 'x');
+  const target = [...shape];
+  if (!sameShape(broadcastShapes('broadcastTo', x.shape, target), target)) {
+    throw new ShapeError('broadcastTo', 'cannot broadcast to a smaller shape', `a shape that ${formatShape(x.shape)} broadcasts to`, formatShape(shape));
+  }
+  if (sameShape(x.shape, target)) return record(x.share(), [x], 'broadcastTo', (dy) => [dy]);
+  const [y] = runOp('broadcastTo', [x], { shape: target });
+  const original = x.shape;
+  return record(y, [x], 'broadcastTo', (dy) => [sumToShape(dy, original)]);
+}
+
+/**
+ * Sums a broadcast gradient back to `shape` (the inverse of broadcasting). With `owned`, `g` is
+ * disposed when a new tensor replaces it.
+ */
+export function sumToShape(g: Tensor, shape: readonly number[], owned = false): Tensor {
+  if (sameShape(g.shape, shape)) return g;
+  const lead = g.rank - shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < g.rank; i++) if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) axes.push(i);
+  const summed = sum(g, axes, true);
+  const out = reshape(summed, shape);
+  summed.dispose();
+  if (owned) g.dispose();
+  return out;
+}
+
+function reduce(op: 'sum' | 'max', x: Tensor, axes: number | readonly number[] | undefined, keepDims: boolean): [Tensor, number[]] {
+  assertTensor(op, x, 'x');
+  const list = normalizeAxes(op, axes, x.rank);
+  const [y] = runOp(op, [x], { axes: list, keepDims });
+  return [y, list];
+}
+
+/**
+ * Sum over `axes` (all when omitted).
+ * @example sum(tensor([[1, 2], [3, 4]]), 1) // [3, 7]
+ */
+export function sum(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  const [y, list] = reduce('sum', x, axes, keepDims);
+  const kept = reducedShape(x.shape, list, true);
+  const shape = x.shape;
+  return record(y, [x], 'sum', (dy) => {
+    const k = reshape(dy, kept);
+    const g = broadcastTo(k, shape);
+    k.dispose();
+    return [g];
+  });
+}
+
+/** Arithmetic mean over `axes` (all when omitted). */
+export function mean(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  assertFloat('mean', x);
+  const list = normalizeAxes('mean', axes, x.rank);
+  const count = list.reduce((n, a) => n * x.shape[a], 1);
+  const s = sum(x, list, keepDims);
+  const y = div(s, count);
+  s.dispose();
+  return y;
+}
+
+/** Maximum over `axes`. The gradient is split evenly between tied maxima (as PyTorch's amax). */
+export function max(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  const [y, list] = reduce('max', x, axes, keepDims);
+  const kept = reducedShape(x.shape, list, true);
+  return record(
+    y,
+    [x],
+    'max',
+    (dy, [xs, ys]) => {
+      const yk = reshape(ys, kept);
+      const hit = equal(xs, yk);
+      const mask = cast(hit, xs.dtype);
+      const count = sum(mask, list, true);
+      const share = div(reshape(dy, kept), count);
+      const g = mul(mask, share);
+      for (const t of [yk, hit, mask, count, share]) t.dispose();
+      return [g];
+    },
+    [x, y],
+  );
+}
+
+/** Softmax along `axis` (numerically stable). */
+export function softmax(x: Tensor, axis = -1): Tensor {
+  assertTensor('softmax', x, 'x');
+  assertFloat('softmax', x);
+  const a = normalizeAxis('softmax', axis, x.rank);
+  const [y] = runOp('softmax', [x], { axis: a });
+  return record(
+    y,
+    [x],
+    'softmax',
+    (dy, [ys]) => {
+      const dyy = mul(dy, ys);
+      const s = sum(dyy, a, true);
+      const centered = sub(dy, s);
+      const g = mul(ys, centered);
+      for (const t of [dyy, s, centered]) t.dispose();
+      return [g];
+    },
+    [y],
+  );
+}
+
+/** log(softmax(x)) along `axis`, computed without forming the softmax. */
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  assertTensor('logSoftmax', x, 'x');
+  assertFloat('logSoftmax', x);
+  const a = normalizeAxis('logSoftmax', axis, x.rank);
+  const [y] = runOp('logSoftmax', [x], { axis: a });
+  return record(
+    y,
+    [x],
+    'logSoftmax',
+    (dy, [ys]) => {
+      const p = exp(ys);
+      const s = sum(dy, a, true);
+      const ps = mul(p, s);
+      const g = sub(dy, ps);
+      for (const t of [p, s, ps]) t.dispose();
+      return [g];
+    },
+    [y],
+  );
+}

@@ -1,0 +1,16 @@
+import { defineConfig } from 'vitest/config';
+
+/**
+ * The one vitest configuration every package uses. Packages resolve each other's TypeScript
+ * sources through the `source` export condition, so tests never need a prior build.
+ */
+export function packageTestConfig(options: { testTimeout?: number } = {}) {
+  return defineConfig({
+    resolve: { conditions: ['source'] },
+    test: {
+      include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+      testTimeout: options.testTimeout ?? 60_000,
+      reporters: ['default', ['json', { outputFile: 'test-results.json' }]],
+    },
+  });
+}
