@@ -7,6 +7,8 @@ import { defineConfig } from 'vitest/config';
 export function packageTestConfig(options: { testTimeout?: number } = {}) {
   return defineConfig({
     resolve: { conditions: ['source'] },
+    // Vite's default server conditions, with `source` first.
+    ssr: { resolve: { conditions: ['source', 'module', 'node', 'development|production'] } },
     test: {
       include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
       testTimeout: options.testTimeout ?? 60_000,

@@ -1,3 +1,4 @@
 import { packageTestConfig } from '../../vitest.shared';
 
-export default packageTestConfig();
+// Software Vulkan (lavapipe) compiles shaders slowly: allow GPU tests more time.
+export default packageTestConfig({ testTimeout: 180_000 });

@@ -40,7 +40,8 @@ export function grad(output: Tensor, inputs: readonly Tensor[], options: { retai
   return inputs.map((t) => found.get(t) ?? full(t.shape, 0, { dtype: t.dtype, backend: t.backend }));
 }
 
-type GradOf<A> = A extends Tensor ? Tensor : A extends readonly unknown[] ? { [K in keyof A]: GradOf<A[K]> } : A extends object ? { [K in keyof A]: GradOf<A[K]> } : never;
+/** The gradient structure of an argument: a tensor for a tensor, the same tree shape for trees. */
+export type GradOf<A> = A extends Tensor ? Tensor : A extends readonly unknown[] ? { -readonly [K in keyof A]: GradOf<A[K]> } : A extends object ? { -readonly [K in keyof A]: GradOf<A[K]> } : never;
 
 /**
  * MLX-style transform: `valueAndGrad(fn, argnums)(...args)` returns `[value, grads]`, the gradient
@@ -52,9 +53,14 @@ type GradOf<A> = A extends Tensor ? Tensor : A extends readonly unknown[] ? { [K
  * const f = (w: Tensor) => w.mul(w).sum();
  * const [value, dw] = valueAndGrad(f)(tensor([1, 2, 3])); // 14, [2, 4, 6]
  */
+export function valueAndGrad<Args extends unknown[], N extends number = 0>(fn: (...args: Args) => Tensor, argnums?: N): (...args: Args) => [Tensor, GradOf<Args[N]>];
+export function valueAndGrad<Args extends unknown[], const Ns extends readonly number[]>(
+  fn: (...args: Args) => Tensor,
+  argnums: Ns,
+): (...args: Args) => [Tensor, { -readonly [K in keyof Ns]: GradOf<Args[Ns[K]]> }];
 export function valueAndGrad<Args extends unknown[]>(fn: (...args: Args) => Tensor, argnums: number | readonly number[] = 0) {
   const list = typeof argnums === 'number' ? [argnums] : [...argnums];
-  return (...args: Args): [Tensor, Tensor | TensorTree | TensorTree[]] => {
+  return (...args: Args): [Tensor, TensorTree | TensorTree[]] => {
     if (!isGradEnabled()) throw new StateError('valueAndGrad', 'gradients are disabled; expected a call outside noGrad(), got one inside');
     for (const i of list) {
       if (!Number.isInteger(i) || i < 0 || i >= args.length) throw new ValueError('valueAndGrad', 'argnum out of range', `an index below ${args.length}`, String(i));
@@ -82,4 +88,3 @@ export function valueAndGrad<Args extends unknown[]>(fn: (...args: Args) => Tens
 }
 
 export { leaves as treeLeaves, mapTree };
-export type { GradOf };

@@ -9,7 +9,7 @@ import { registerCpuKernels } from './cpu/kernels';
 registerBackend('cpu', cpuBackend);
 registerCpuKernels();
 
-export { grad, type TensorTree, treeLeaves, valueAndGrad } from './autograd';
+export { type GradOf, grad, type TensorTree, treeLeaves, valueAndGrad } from './autograd';
 export {
   type Backend,
   getBackend,
@@ -35,7 +35,7 @@ export { isGradEnabled, noGrad, record, runOp } from './engine';
 export { DTypeError, FormatError, GPUError, KernelNotFoundError, MetalLoRAError, ShapeError, StateError, ValueError } from './errors';
 export * from './ops/all';
 export { square } from './ops/elementwise';
-export { type Operand } from './ops/helpers';
+export type { Operand } from './ops/helpers';
 export { BINARY_OPS, OP_NAMES, type OpAttrs, type OpName, UNARY_OPS } from './ops/op-names';
 export { dropoutKeep, manualSeed, mix32, nextSeed, randomBits, uniformAt } from './random';
 export { keep, tidy } from './scope';

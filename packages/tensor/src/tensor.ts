@@ -178,6 +178,24 @@ export class Tensor {
     if (!options.retainGraph) releaseGraph(this);
   }
 
+  /**
+   * Replaces this tensor's data with `value`'s (shared, no copy), keeping the handle, its
+   * `requiresGrad` and `.grad`: how optimizers update parameters in place. `value` must have the
+   * same shape, dtype and backend. Not recorded by autograd.
+   */
+  assign(value: Tensor): this {
+    const incoming = value.live('assign');
+    const own = this.live('assign');
+    if (value.shape.join() !== this.shape.join() || value.dtype !== this.dtype) {
+      throw new ShapeError('assign', 'value differs in shape or dtype', formatShape(this.shape, this.dtype), formatShape(value.shape, value.dtype));
+    }
+    if (incoming.backend !== own.backend) throw new StateError('assign', `value lives on another backend; expected '${own.backend.name}', got '${incoming.backend.name}'`);
+    incoming.refs++;
+    this.storage = incoming;
+    if (--own.refs === 0) own.backend.free(own.data);
+    return this;
+  }
+
   /** Frees the data once no handle refers to it. Safe to call twice. */
   dispose(): void {
     const s = this.storage;

@@ -72,7 +72,7 @@ describe('valueAndGrad (MLX style) and grad', () => {
     const w = tensor([1, 2, 3]);
     const [value, dw] = valueAndGrad((t: Tensor) => sum(mul(t, t)))(w);
     expect(value.itemSync()).toBe(14);
-    expect((dw as Tensor).toArraySync()).toEqual([2, 4, 6]);
+    expect(dw.toArraySync()).toEqual([2, 4, 6]);
     expect(w.grad).toBeNull();
   });
   it('differentiates several arguments and trees of tensors', () => {
@@ -80,7 +80,7 @@ describe('valueAndGrad (MLX style) and grad', () => {
     const params = { a: tensor([2]), b: [tensor([3])] };
     const [value, grads] = valueAndGrad(f, [0, 1])(params, tensor([5]));
     expect(value.itemSync()).toBe(30);
-    const [gp, gx] = grads as [{ a: Tensor; b: Tensor[] }, Tensor];
+    const [gp, gx] = grads;
     expect(gp.a.itemSync()).toBe(15);
     expect(gp.b[0].itemSync()).toBe(10);
     expect(gx.itemSync()).toBe(6);

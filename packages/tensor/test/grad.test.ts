@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   abs, add, broadcastTo, cast, concat, div, erf, exp, gather, gelu, log, logSoftmax, loraLinear, matmul, max, maximum, mean, mul, neg, pad, pow, relu,
-  reshape, scatterAdd, sigmoid, silu, slice, softmax, sqrt, sub, sum, Tensor, tanh, tensor, transpose, where,
+  reshape, scatterAdd, sigmoid, silu, slice, softmax, sqrt, sub, sum, type Tensor, tanh, tensor, transpose, where,
 } from '../src/index';
 import { gradCheck, randomTensor } from '../src/testing';
 

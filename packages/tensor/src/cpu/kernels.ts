@@ -28,7 +28,7 @@ const unaryFns: Record<Exclude<UnaryOp, 'gelu'>, (x: number) => number> = {
   tanh: Math.tanh,
   sigmoid,
   silu: (x) => x * sigmoid(x),
-  relu: (x) => (x > 0 ? x : 0),
+  relu: (x) => Math.max(x, 0), // NaN stays NaN, as in PyTorch
   erf,
   abs: Math.abs,
 };

@@ -91,7 +91,9 @@ export function pad(x: Tensor, paddings: readonly (readonly [number, number])[],
 /** Joins tensors along `axis`; all other dimensions must match. */
 export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
   if (!tensors?.length) throw new ValueError('concat', 'nothing to concatenate', 'a non-empty array of tensors', String(tensors));
-  tensors.forEach((t, i) => assertTensor('concat', t, `tensors[${i}]`));
+  tensors.forEach((t, i) => {
+    assertTensor('concat', t, `tensors[${i}]`);
+  });
   const first = tensors[0];
   const a = normalizeAxis('concat', axis, first.rank);
   assertSameDType('concat', tensors, tensors.map((_, i) => `tensors[${i}]`));

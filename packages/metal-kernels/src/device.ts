@@ -1,0 +1,128 @@
+import { GPUError } from '@metal-lora/tensor';
+
+/** What the library knows about the adapter it runs on. */
+export interface AdapterReport {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** Every feature the adapter offers (those the kernels use are also broken out below). */
+  features: string[];
+  shaderF16: boolean;
+  subgroups: boolean;
+  timestampQuery: boolean;
+  /** Subgroup-matrix shapes and component types, where `chromium-experimental-subgroup-matrix` exists. */
+  subgroupMatrixConfigs: { componentType: string; resultComponentType: string; M: number; N: number; K: number }[];
+  subgroupMinSize: number | undefined;
+  subgroupMaxSize: number | undefined;
+  limits: Record<string, number>;
+  /** Where the adapter came from: Dawn in Node (`webgpu` package) or the browser's `navigator.gpu`. */
+  runtime: 'node-dawn' | 'browser';
+}
+
+export interface GPUContext {
+  /** The WebGPU entry point. Kept referenced: Dawn crashes if its instance is collected while a device lives. */
+  gpu: GPU;
+  adapter: GPUAdapter;
+  device: GPUDevice;
+  report: AdapterReport;
+}
+
+const OPTIONAL_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix'] as const;
+
+/**
+ * Dawn's instance, created once and never released: if the garbage collector frees it while a
+ * device is alive, Dawn aborts the process (seen with Dawn from webgpu 0.6.2 on Mesa lavapipe).
+ */
+let dawnInstance: GPU | undefined;
+
+async function findGPU(): Promise<{ gpu: GPU; runtime: AdapterReport['runtime'] }> {
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  if (nav?.gpu) return { gpu: nav.gpu, runtime: 'browser' };
+  if (dawnInstance) return { gpu: dawnInstance, runtime: 'node-dawn' };
+  try {
+    // Dawn's Node binding; the browser never reaches this import.
+    const dawn = (await import(/* @vite-ignore */ 'webgpu')) as { create: (flags: string[]) => GPU; globals: object };
+    Object.assign(globalThis, dawn.globals);
+    dawnInstance = dawn.create([]);
+    return { gpu: dawnInstance, runtime: 'node-dawn' };
+  } catch (error) {
+    throw new GPUError('requestGPU', 'no-adapter', `WebGPU is not available; expected navigator.gpu (browser) or the 'webgpu' package (Node), got neither (${(error as Error).message})`);
+  }
+}
+
+function describeAdapter(adapter: GPUAdapter, runtime: AdapterReport['runtime']): AdapterReport {
+  const info = adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: AdapterReport['subgroupMatrixConfigs']; subgroupMinSize?: number; subgroupMaxSize?: number };
+  const limits: Record<string, number> = {};
+  for (const key in adapter.limits) {
+    const v = (adapter.limits as unknown as Record<string, unknown>)[key];
+    if (typeof v === 'number') limits[key] = v;
+  }
+  const features = [...adapter.features].map(String).sort();
+  return {
+    vendor: info.vendor ?? '',
+    architecture: info.architecture ?? '',
+    device: info.device ?? '',
+    description: info.description ?? '',
+    features,
+    shaderF16: features.includes('shader-f16'),
+    subgroups: features.includes('subgroups'),
+    timestampQuery: features.includes('timestamp-query'),
+    subgroupMatrixConfigs: [...(info.subgroupMatrixConfigs ?? [])].map((c) => ({ componentType: c.componentType, resultComponentType: c.resultComponentType, M: c.M, N: c.N, K: c.K })),
+    subgroupMinSize: info.subgroupMinSize,
+    subgroupMaxSize: info.subgroupMaxSize,
+    limits,
+    runtime,
+  };
+}
+
+export interface RequestGPUOptions {
+  powerPreference?: GPUPowerPreference;
+  /** Features to leave off even where the adapter has them (to test the portable paths). */
+  disableFeatures?: string[];
+}
+
+/**
+ * Finds a WebGPU adapter (Dawn in Node, `navigator.gpu` in the browser) and opens a device with
+ * the optional features the kernels can use and the adapter's largest buffer limits.
+ * Throws `GPUError` with reason `no-adapter` when there is none.
+ */
+export async function requestGPU(options: RequestGPUOptions = {}): Promise<GPUContext> {
+  const { gpu, runtime } = await findGPU();
+  const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
+  if (!adapter) {
+    throw new GPUError('requestGPU', 'no-adapter', 'no WebGPU adapter found; expected a GPU or a software Vulkan driver (on Linux without a GPU: scripts/install-lavapipe.sh), got none');
+  }
+  const report = describeAdapter(adapter, runtime);
+  const wanted = OPTIONAL_FEATURES.filter((f) => report.features.includes(f) && !options.disableFeatures?.includes(f));
+  const device = await adapter.requestDevice({
+    label: 'metal-lora',
+    requiredFeatures: wanted as GPUFeatureName[],
+    requiredLimits: {
+      maxBufferSize: adapter.limits.maxBufferSize,
+      maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+      maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: adapter.limits.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupSizeY: adapter.limits.maxComputeWorkgroupSizeY,
+      maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
+    },
+  });
+  report.features = report.features.filter((f) => !OPTIONAL_FEATURES.includes(f as (typeof OPTIONAL_FEATURES)[number]) || wanted.includes(f as (typeof OPTIONAL_FEATURES)[number]));
+  report.shaderF16 = wanted.includes('shader-f16');
+  report.subgroups = wanted.includes('subgroups');
+  report.timestampQuery = wanted.includes('timestamp-query');
+  if (!wanted.includes('chromium-experimental-subgroup-matrix')) report.subgroupMatrixConfigs = [];
+  return { gpu, adapter, device, report };
+}
+
+/** Whether a WebGPU adapter can be had here (no throw). */
+export async function hasWebGPU(): Promise<boolean> {
+  try {
+    const { device } = await requestGPU();
+    device.destroy();
+    return true;
+  } catch {
+    return false;
+  }
+}

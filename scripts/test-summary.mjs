@@ -1,0 +1,34 @@
+// Adds up the vitest JSON reports of every package and prints one closing line,
+// "N passed, N failed, N skipped", so a reader (or CI) sees the whole suite's result at once.
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+if (process.argv.includes('--clean')) {
+  // Old reports must not count for a run that did not happen.
+  for (const name of readdirSync(join(root, 'packages'))) rmSync(join(root, 'packages', name, 'test-results.json'), { force: true });
+  process.exit(0);
+}
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+const missing = [];
+for (const name of readdirSync(join(root, 'packages'))) {
+  const pkg = JSON.parse(readFileSync(join(root, 'packages', name, 'package.json'), 'utf8'));
+  if (!pkg.scripts?.test) continue;
+  const file = join(root, 'packages', name, 'test-results.json');
+  if (!existsSync(file)) {
+    missing.push(name);
+    continue;
+  }
+  const report = JSON.parse(readFileSync(file, 'utf8'));
+  passed += report.numPassedTests;
+  failed += report.numFailedTests;
+  skipped += report.numPendingTests + report.numTodoTests;
+  for (const suite of report.testResults) {
+    for (const t of suite.assertionResults) if (t.status === 'failed') console.log(`FAILED ${name}: ${t.fullName}`);
+  }
+}
+if (missing.length) console.log(`no test report from: ${missing.join(', ')}`);
+console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+process.exit(failed > 0 || missing.length > 0 || passed === 0 ? 1 : 0);
