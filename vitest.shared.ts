@@ -6,6 +6,15 @@ import { defineConfig } from 'vitest/config';
  */
 export function packageTestConfig(options: { testTimeout?: number } = {}) {
   return defineConfig({
+    plugins: [
+      {
+        // WGSL kernels are imported as text, as tsup's `text` loader does for builds.
+        name: 'wgsl-text',
+        transform(code: string, id: string) {
+          if (id.endsWith('.wgsl')) return { code: `export default ${JSON.stringify(code)};`, map: null };
+        },
+      },
+    ],
     resolve: { conditions: ['source'] },
     // Vite's default server conditions, with `source` first.
     ssr: { resolve: { conditions: ['source', 'module', 'node', 'development|production'] } },

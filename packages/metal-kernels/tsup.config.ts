@@ -7,4 +7,6 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   target: 'es2022',
+  loader: { '.wgsl': 'text' },
+  external: ['webgpu'],
 });

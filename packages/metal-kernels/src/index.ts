@@ -1,5 +1,16 @@
 /**
  * @metal-lora/metal-kernels: the WebGPU backend. WGSL kernels run as Metal shaders on Apple GPUs
  * (Dawn in Node, Safari/Chrome in the browser) and as Vulkan/D3D12 elsewhere.
+ *
+ * Importing the package registers the `webgpu` backend with @metal-lora/tensor (lazily: no device
+ * is opened until `setBackend('webgpu')`).
  */
+import { registerWebGPUBackend } from './register';
+
+registerWebGPUBackend();
+
+export { type DispatchSpec, type GpuData, gpuBytesPerElement, sizeClass, WebGPUBackend, wgslType } from './backend';
 export { type AdapterReport, type GPUContext, hasWebGPU, requestGPU, type RequestGPUOptions } from './device';
+export { forceGemmConfig, type GemmConfig, type GemmDevice, type GemmShape, type GemvConfig, recordGemm, selectGemm, TILED_VARIANTS, type TiledConfig, tiledStorageBytes } from './gemm';
+export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';
+export { specialize } from './shader';

@@ -1,5 +1,5 @@
 import { afterAll, it, type TestContext } from 'vitest';
-import { type GPUContext, requestGPU } from '../src/index';
+import { type WebGPUBackend, webgpuBackend } from '../src/index';
 
 /**
  * GPU-backed tests run only where an adapter exists. Without one they skip with a one-line
@@ -8,28 +8,34 @@ import { type GPUContext, requestGPU } from '../src/index';
  */
 export const requireGPU = process.env.METAL_LORA_REQUIRE_GPU === '1';
 
-let cached: Promise<GPUContext | Error> | undefined;
-function gpuContext(): Promise<GPUContext | Error> {
-  cached ??= requestGPU().catch((e: Error) => e);
+let cached: Promise<WebGPUBackend | Error> | undefined;
+function backendOrError(): Promise<WebGPUBackend | Error> {
+  cached ??= webgpuBackend().then(
+    (b) => {
+      b.poisonOutputs = true;
+      return b;
+    },
+    (e: Error) => e,
+  );
   return cached;
 }
 
 let warned = false;
 
-/** `it` for GPU tests: the body gets the shared device; skipped (or failed under CI) without one. */
-export function gpuIt(name: string, body: (gpu: GPUContext) => Promise<void>, timeout?: number): void {
+/** `it` for GPU tests: the body gets the shared backend; skipped (or failed under CI) without one. */
+export function gpuIt(name: string, body: (backend: WebGPUBackend) => Promise<void>, timeout?: number): void {
   it(
     name,
     async (ctx: TestContext) => {
-      const gpu = await gpuContext();
-      if (gpu instanceof Error) {
-        if (requireGPU) throw gpu;
-        if (!warned) console.warn(`[metal-kernels] skipping GPU tests: no WebGPU adapter (${gpu.message})`);
+      const backend = await backendOrError();
+      if (backend instanceof Error) {
+        if (requireGPU) throw backend;
+        if (!warned) console.warn(`[metal-kernels] skipping GPU tests: no WebGPU adapter (${backend.message})`);
         warned = true;
         ctx.skip();
         return;
       }
-      await body(gpu);
+      await body(backend);
     },
     timeout,
   );
@@ -37,7 +43,9 @@ export function gpuIt(name: string, body: (gpu: GPUContext) => Promise<void>, ti
 
 // Dawn aborts the process if it exits with a live device: release it when the file's tests end.
 afterAll(async () => {
-  const ctx = await cached;
-  if (ctx && !(ctx instanceof Error)) ctx.device.destroy();
-  cached = undefined;
+  const backend = await cached;
+  if (backend && !(backend instanceof Error)) {
+    await backend.sync();
+    backend.context.device.destroy();
+  }
 });

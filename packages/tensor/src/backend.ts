@@ -73,8 +73,23 @@ export async function resolveBackend(name: string): Promise<Backend> {
   return made;
 }
 
-/** Selects the backend new tensors are created on. `webgpu` needs `@metal-lora/metal-kernels`. */
+/**
+ * Selects the backend new tensors are created on. `webgpu` needs `@metal-lora/metal-kernels` to
+ * be imported; `auto` takes webgpu when it is registered and an adapter opens, else cpu.
+ */
 export async function setBackend(name: string): Promise<Backend> {
+  if (name === 'auto') {
+    if (backends.has('webgpu')) {
+      try {
+        current = await resolveBackend('webgpu');
+        return current;
+      } catch {
+        // No adapter here: fall back to the CPU, as 'auto' promises.
+      }
+    }
+    current = await resolveBackend('cpu');
+    return current;
+  }
   current = await resolveBackend(name);
   return current;
 }

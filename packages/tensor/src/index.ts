@@ -36,8 +36,8 @@ export { DTypeError, FormatError, GPUError, KernelNotFoundError, MetalLoRAError,
 export * from './ops/all';
 export { square } from './ops/elementwise';
 export type { Operand } from './ops/helpers';
-export { BINARY_OPS, OP_NAMES, type OpAttrs, type OpName, UNARY_OPS } from './ops/op-names';
+export { BINARY_OPS, type BinaryOp, OP_NAMES, type OpAttrs, type OpName, UNARY_OPS, type UnaryOp } from './ops/op-names';
 export { dropoutKeep, manualSeed, mix32, nextSeed, randomBits, uniformAt } from './random';
 export { keep, tidy } from './scope';
-export { broadcastShapes, formatShape, type Shape, sizeOf } from './shape';
+export { broadcastShapes, formatShape, reducedShape as reducedShapeOf, type Shape, sizeOf } from './shape';
 export { arange, type CreateOptions, full, type NestedArray, ones, rand, randn, type RandomOptions, scalar, Tensor, tensor, zeros } from './tensor';

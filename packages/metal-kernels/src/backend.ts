@@ -1,0 +1,301 @@
+import { type Backend, type DType, DTypeError, GPUError, type MemoryInfo, type StorageArray, type TensorRef } from '@metal-lora/tensor';
+import type { GPUContext } from './device';
+
+/** A tensor's data on the GPU. `bytes` is the tensor's size; `buffer.size` may be larger (pool class). */
+export interface GpuData {
+  buffer: GPUBuffer;
+  bytes: number;
+}
+
+/** WGSL element type of each dtype the GPU stores (bool as u32: WGSL storage has no 8-bit types). */
+export function wgslType(dtype: DType, op = 'webgpu'): 'f32' | 'f16' | 'i32' | 'u32' {
+  switch (dtype) {
+    case 'float32':
+      return 'f32';
+    case 'float16':
+      return 'f16';
+    case 'int32':
+      return 'i32';
+    case 'bool':
+      return 'u32';
+    default:
+      throw new DTypeError(op, 'the webgpu backend has no float64 (WGSL has no f64)', 'float32 | float16 | int32 | bool', dtype);
+  }
+}
+
+export function gpuBytesPerElement(dtype: DType): number {
+  return dtype === 'float16' ? 2 : 4;
+}
+
+/** Pool size classes: exact up to 4 KiB (256-byte steps), then steps of 1/8 of the power of two (≤ 12.5% slack). */
+export function sizeClass(bytes: number): number {
+  const b = Math.max(bytes, 4);
+  if (b <= 4096) return Math.ceil(b / 256) * 256;
+  const step = 2 ** (Math.floor(Math.log2(b)) - 3);
+  return Math.ceil(b / step) * step;
+}
+
+const UNIFORM_ARENA_BYTES = 64 * 1024;
+const MAX_PASSES_PER_SUBMIT = 256;
+
+export interface DispatchSpec {
+  /** Pipeline cache key: kernel name plus whatever specialization the source text carries. */
+  key: string;
+  source: string;
+  constants?: Record<string, number>;
+  /** Bound in order at @binding(0..n-1) of group 0; the uniform (if any) follows them. */
+  buffers: GPUBuffer[];
+  uniform?: ArrayBuffer;
+  workgroups: [number, number, number];
+  label?: string;
+}
+
+/**
+ * The WebGPU backend: pooled buffers with exact live/peak accounting, a pipeline cache, and
+ * batched command submission (dispatches accumulate in one encoder and are submitted before any
+ * read, upload, or every few hundred passes).
+ */
+export class WebGPUBackend implements Backend {
+  readonly name = 'webgpu';
+  readonly device: GPUDevice;
+  readonly context: GPUContext;
+  private readonly pool = new Map<number, GPUBuffer[]>();
+  private pooledBytes = 0;
+  private live = 0;
+  private peak = 0;
+  private buffers = 0;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly modules = new Map<string, GPUShaderModule>();
+  private encoder: GPUCommandEncoder | null = null;
+  private passes = 0;
+  private readonly arena: GPUBuffer;
+  private arenaData = new Uint8Array(UNIFORM_ARENA_BYTES);
+  private arenaUsed = 0;
+  private lostReason: string | null = null;
+  private deviceError: GPUError | null = null;
+  /** Upper bound of idle pooled bytes kept for reuse; beyond it freed buffers are destroyed. */
+  maxPooledBytes = 512 * 1024 * 1024;
+
+  constructor(context: GPUContext) {
+    this.context = context;
+    this.device = context.device;
+    this.arena = this.device.createBuffer({ label: 'metal-lora uniform arena', size: UNIFORM_ARENA_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.device.lost.then((info) => {
+      this.lostReason = `${info.reason}: ${info.message}`;
+    });
+    this.device.addEventListener('uncapturederror', (event) => {
+      const error = (event as GPUUncapturedErrorEvent).error;
+      const oom = error.constructor?.name === 'GPUOutOfMemoryError';
+      this.deviceError ??= new GPUError('webgpu', oom ? 'out-of-memory' : 'validation', `${oom ? 'the GPU ran out of memory' : 'the GPU reported an error'}: ${error.message}`);
+    });
+  }
+
+  /** Throws the first asynchronous device error (lost device, out of memory, validation). */
+  checkHealth(op: string): void {
+    if (this.lostReason) throw new GPUError(op, 'device-lost', `the GPU device was lost (${this.lostReason}); expected a live device, got a lost one: create a new backend`);
+    if (this.deviceError) {
+      const e = this.deviceError;
+      this.deviceError = null;
+      throw e;
+    }
+  }
+
+  // ---- buffers -------------------------------------------------------------------------
+
+  /** A storage buffer of at least `bytes` bytes (pooled). Counted as live until `release`. */
+  acquire(bytes: number, label: string): GPUBuffer {
+    this.checkHealth(label);
+    const size = sizeClass(bytes);
+    const max = this.device.limits.maxStorageBufferBindingSize;
+    if (size > max) {
+      throw new GPUError(label, 'out-of-memory', `buffer of ${bytes} bytes exceeds the device's largest storage binding; expected at most ${max} bytes, got ${bytes}`);
+    }
+    const free = this.pool.get(size);
+    let buffer = free?.pop();
+    if (buffer) this.pooledBytes -= size;
+    else {
+      buffer = this.device.createBuffer({ label, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    }
+    this.live += size;
+    this.buffers++;
+    if (this.live > this.peak) this.peak = this.live;
+    return buffer;
+  }
+
+  release(buffer: GPUBuffer): void {
+    const size = buffer.size;
+    this.live -= size;
+    this.buffers--;
+    if (this.pooledBytes + size > this.maxPooledBytes) {
+      this.flush();
+      buffer.destroy();
+      return;
+    }
+    let list = this.pool.get(size);
+    if (!list) this.pool.set(size, (list = []));
+    list.push(buffer);
+    this.pooledBytes += size;
+  }
+
+  /** Destroys every idle pooled buffer. */
+  releasePool(): void {
+    this.flush();
+    for (const list of this.pool.values()) for (const b of list) b.destroy();
+    this.pool.clear();
+    this.pooledBytes = 0;
+  }
+
+  /**
+   * Fill every output buffer with NaN bits before a kernel writes it (tests): a kernel that skips
+   * an element then shows NaN instead of a stale value from the pool.
+   */
+  poisonOutputs = false;
+
+  /** Allocates an output tensor's buffer. */
+  allocate(dtype: DType, size: number, label: string): GpuData {
+    const bytes = size * gpuBytesPerElement(dtype);
+    const buffer = this.acquire(bytes, label);
+    if (this.poisonOutputs && bytes > 0) {
+      this.flush();
+      this.device.queue.writeBuffer(buffer, 0, new Uint32Array(Math.ceil(bytes / 4)).fill(0x7fc07fc0));
+    }
+    return { buffer, bytes };
+  }
+
+  upload(values: StorageArray, dtype: DType): GpuData {
+    wgslType(dtype, 'upload');
+    let raw: ArrayBufferView = values;
+    if (dtype === 'bool') raw = Uint32Array.from(values as Uint8Array);
+    const bytes = raw.byteLength;
+    const data = { buffer: this.acquire(bytes, `tensor ${dtype}[${values.length}]`), bytes };
+    if (bytes > 0) {
+      // The pooled buffer may still be read by commands not yet submitted: submit them first.
+      this.flush();
+      const padded = bytes % 4 === 0 ? raw : padTo4(raw);
+      this.device.queue.writeBuffer(data.buffer, 0, padded.buffer as ArrayBuffer, padded.byteOffset, padded.byteLength);
+    }
+    return data;
+  }
+
+  async read(data: unknown, dtype: DType, size: number): Promise<StorageArray> {
+    const { buffer, bytes } = data as GpuData;
+    this.checkHealth('read');
+    const copyBytes = Math.ceil(bytes / 4) * 4;
+    if (copyBytes === 0) return emptyOf(dtype);
+    const staging = this.device.createBuffer({ label: 'read staging', size: copyBytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.encode().copyBufferToBuffer(buffer, 0, staging, 0, copyBytes);
+    this.flush();
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (error) {
+      this.checkHealth('read');
+      throw new GPUError('read', 'internal', `mapping the read-back buffer failed: ${(error as Error).message}`);
+    }
+    const copy = staging.getMappedRange().slice(0, copyBytes);
+    staging.unmap();
+    staging.destroy();
+    this.checkHealth('read');
+    switch (dtype) {
+      case 'float32':
+        return new Float32Array(copy, 0, size);
+      case 'float16':
+        return new Uint16Array(copy, 0, size);
+      case 'int32':
+        return new Int32Array(copy, 0, size);
+      default:
+        return Uint8Array.from(new Uint32Array(copy, 0, size));
+    }
+  }
+
+  free(data: unknown): void {
+    this.release((data as GpuData).buffer);
+  }
+
+  memory(): MemoryInfo & { pooledBytes: number } {
+    return { liveBytes: this.live, peakBytes: this.peak, liveBuffers: this.buffers, pooledBytes: this.pooledBytes };
+  }
+
+  resetPeak(): void {
+    this.peak = this.live;
+  }
+
+  // ---- pipelines and dispatch ----------------------------------------------------------
+
+  pipeline(key: string, source: string, constants: Record<string, number> = {}): GPUComputePipeline {
+    const fullKey = `${key}|${JSON.stringify(constants)}`;
+    let pipeline = this.pipelines.get(fullKey);
+    if (pipeline) return pipeline;
+    let module = this.modules.get(key);
+    if (!module) {
+      module = this.device.createShaderModule({ label: key, code: source });
+      this.modules.set(key, module);
+    }
+    pipeline = this.device.createComputePipeline({ label: fullKey, layout: 'auto', compute: { module, entryPoint: 'main', constants } });
+    this.pipelines.set(fullKey, pipeline);
+    return pipeline;
+  }
+
+  private encode(): GPUCommandEncoder {
+    this.encoder ??= this.device.createCommandEncoder({ label: 'metal-lora batch' });
+    return this.encoder;
+  }
+
+  /** Records one compute dispatch into the current batch. */
+  dispatch(spec: DispatchSpec): void {
+    this.checkHealth(spec.key);
+    const pipeline = this.pipeline(spec.key, spec.source, spec.constants);
+    const entries: GPUBindGroupEntry[] = spec.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+    if (spec.uniform) {
+      const aligned = Math.ceil(spec.uniform.byteLength / 16) * 16;
+      if (this.arenaUsed + aligned > UNIFORM_ARENA_BYTES) this.flush();
+      this.arenaData.set(new Uint8Array(spec.uniform), this.arenaUsed);
+      entries.push({ binding: spec.buffers.length, resource: { buffer: this.arena, offset: this.arenaUsed, size: aligned } });
+      this.arenaUsed += Math.ceil(aligned / this.device.limits.minUniformBufferOffsetAlignment) * this.device.limits.minUniformBufferOffsetAlignment;
+    }
+    const bindGroup = this.device.createBindGroup({ label: spec.label ?? spec.key, layout: pipeline.getBindGroupLayout(0), entries });
+    const pass = this.encode().beginComputePass({ label: spec.label ?? spec.key });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    const [x, y, z] = spec.workgroups;
+    if (x > 0 && y > 0 && z > 0) pass.dispatchWorkgroups(x, y, z);
+    pass.end();
+    if (++this.passes >= MAX_PASSES_PER_SUBMIT) this.flush();
+  }
+
+  /** Submits the recorded batch (after writing its uniforms). */
+  flush(): void {
+    if (!this.encoder) return;
+    if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaData.buffer, 0, this.arenaUsed);
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = null;
+    this.passes = 0;
+    this.arenaUsed = 0;
+  }
+
+  /** Resolves when all submitted work has finished. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    this.checkHealth('sync');
+  }
+
+  /** The GPU data of a kernel input. */
+  data(ref: TensorRef): GpuData {
+    return ref.data as GpuData;
+  }
+
+  dispose(): void {
+    this.releasePool();
+    this.arena.destroy();
+  }
+}
+
+function padTo4(view: ArrayBufferView): Uint8Array {
+  const out = new Uint8Array(Math.ceil(view.byteLength / 4) * 4);
+  out.set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength));
+  return out;
+}
+
+function emptyOf(dtype: DType): StorageArray {
+  return dtype === 'float32' ? new Float32Array(0) : dtype === 'float16' ? new Uint16Array(0) : dtype === 'int32' ? new Int32Array(0) : new Uint8Array(0);
+}

@@ -1,0 +1,203 @@
+import { type DType, ValueError } from '@metal-lora/tensor';
+import type { GpuData, WebGPUBackend } from './backend';
+import { type Args, dummy, enableFor, grid1d, shader, typeOf, uniform } from './kernels/common';
+import splitkSource from './wgsl/gemm-splitk-reduce.wgsl';
+import tiledSource from './wgsl/gemm-tiled.wgsl';
+import gemvSource from './wgsl/gemv.wgsl';
+
+/** A register-blocked tile configuration (see gemm-tiled.wgsl). */
+export interface TiledConfig {
+  kind: 'tiled';
+  name: string;
+  tm: number;
+  tn: number;
+  tk: number;
+  wgx: number;
+  wgy: number;
+  splits: number;
+}
+
+/** A matrix-vector configuration for few rows (see gemv.wgsl). */
+export interface GemvConfig {
+  kind: 'gemv';
+  name: string;
+  mr: number;
+  lanes: number;
+  splits: number;
+}
+
+export type GemmConfig = TiledConfig | GemvConfig;
+
+export interface GemmShape {
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  transA: boolean;
+  transB: boolean;
+}
+
+/** What the selector needs to know of the device. */
+export interface GemmDevice {
+  /** Bytes of workgroup memory a kernel may use. */
+  maxWorkgroupStorage: number;
+  maxInvocations: number;
+}
+
+const tile = (name: string, tm: number, tn: number, tk: number, wgx: number, wgy: number): TiledConfig => ({ kind: 'tiled', name, tm, tn, tk, wgx, wgy, splits: 1 });
+
+/** The tiled variants, by name (tests and benchmarks force each one). */
+export const TILED_VARIANTS: Record<string, TiledConfig> = {
+  /** Big GEMMs: 128×128 outputs per workgroup, 8×8 per thread. */
+  tile128x128: tile('tile128x128', 8, 8, 8, 16, 16),
+  /** 128×64, 8×4 per thread. */
+  tile128x64: tile('tile128x64', 8, 4, 16, 16, 16),
+  /** Mid-size GEMMs. */
+  tile64x64: tile('tile64x64', 4, 4, 16, 16, 16),
+  /** Small GEMMs: more workgroups for the same work. */
+  tile32x32: tile('tile32x32', 2, 2, 16, 16, 16),
+  /** N = rank (x·Aᵀ, dy·B): 128 rows × 16 columns per workgroup. */
+  skinnyN16: tile('skinnyN16', 8, 1, 16, 16, 16),
+  /** N = rank up to 64: 64 rows × 64 columns with 4×4 threads... sized for r in 17..64. */
+  skinnyN64: tile('skinnyN64', 4, 4, 16, 16, 16),
+  /** M = rank (Uᵀ·x): 16 rows × 128 columns per workgroup. */
+  skinnyM16: tile('skinnyM16', 1, 8, 16, 16, 16),
+};
+
+/** Bytes of workgroup memory a tiled config uses. */
+export function tiledStorageBytes(c: TiledConfig): number {
+  return c.tk * (c.wgy * c.tm + c.wgx * c.tn) * 4;
+}
+
+function splitsFor(tiles: number, K: number): number {
+  // Enough workgroups to fill a large GPU (~256), but each split keeps ≥ 256 of K.
+  if (tiles >= 128 || K < 1024) return 1;
+  return Math.max(1, Math.min(16, Math.ceil(256 / tiles), Math.floor(K / 256)));
+}
+
+/**
+ * Picks the GEMM variant for a shape: a pure function of (M, N, K, batch, transposes) and the
+ * device's limits, so its choices are table-tested. Rank-shaped dims (≤ 64) get skinny tiles,
+ * few rows get the matrix-vector kernel, big products the 128×128 tile, and grids too small to
+ * fill the GPU split K.
+ */
+export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroupStorage: 16384, maxInvocations: 256 }): GemmConfig {
+  const { M, N, K, batch } = shape;
+  if (M <= 16 && batch === 1 && K >= 64) {
+    const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
+    const cols = shape.transB ? 256 / 32 : 256;
+    const groups = Math.ceil(N / cols);
+    const splits = Math.max(1, Math.min(Math.ceil(512 / groups), Math.floor(K / 128), 64));
+    return { kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits };
+  }
+  let base: TiledConfig;
+  if (N <= 16) base = TILED_VARIANTS.skinnyN16;
+  else if (N <= 64 && M >= 256) base = TILED_VARIANTS.skinnyN64;
+  else if (M <= 16) base = TILED_VARIANTS.skinnyM16;
+  else if (M * N >= 1024 * 1024) base = TILED_VARIANTS.tile128x128;
+  else if (M * N >= 256 * 256) base = TILED_VARIANTS.tile64x64;
+  else base = TILED_VARIANTS.tile32x32;
+  if (tiledStorageBytes(base) > device.maxWorkgroupStorage || base.wgx * base.wgy > device.maxInvocations) base = TILED_VARIANTS.tile32x32;
+  const tiles = Math.ceil(M / (base.wgy * base.tm)) * Math.ceil(N / (base.wgx * base.tn)) * batch;
+  const splits = splitsFor(tiles, K);
+  return splits > 1 ? { ...base, name: `${base.name}+splitK${splits}`, splits } : base;
+}
+
+let forced: GemmConfig | null = null;
+
+/** Forces every GEMM to use `config` (tests and benchmarks); `null` restores the selector. */
+export function forceGemmConfig(config: GemmConfig | null): void {
+  forced = config;
+}
+
+export interface GemmOperands {
+  a: GPUBuffer;
+  b: GPUBuffer;
+  /** Output; when `beta` is non-zero its current contents are accumulated. */
+  c: GPUBuffer;
+  bias?: GPUBuffer;
+  aBatchStride: number;
+  bBatchStride: number;
+  alpha: number;
+  beta: number;
+  dtype: DType;
+}
+
+/** Records `C = α·op(A)·op(B) + β·C + bias` for one shape and configuration. */
+export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOperands, config?: GemmConfig): GemmConfig {
+  const { M, N, K, batch } = shape;
+  const t = typeOf(backend, ops.dtype, 'matmul');
+  if (M === 0 || N === 0 || batch === 0) return config ?? forced ?? selectGemm(shape);
+  const cfg =
+    config ??
+    forced ??
+    selectGemm(shape, { maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize, maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup });
+  const hasBias = ops.bias ? 1 : 0;
+  const accumulate = ops.beta !== 0 ? 1 : 0;
+  const bias = ops.bias ?? dummy(backend);
+  const splits = cfg.kind === 'gemv' ? cfg.splits : cfg.splits;
+  const kChunk = Math.max(1, Math.ceil(K / splits / 16) * 16);
+  const realSplits = Math.max(1, Math.ceil(K / kChunk));
+  if (cfg.kind === 'gemv' && batch !== 1) throw new ValueError('matmul', 'the gemv variant handles one batch', 'batch 1', String(batch));
+  const useWorkspace = cfg.kind === 'gemv' || realSplits > 1;
+  const ws = useWorkspace ? backend.acquire(batch * realSplits * M * N * 4, 'gemm split-K workspace') : null;
+  if (cfg.kind === 'gemv') {
+    const { key, source } = shader('gemv', gemvSource, { ENABLE: enableFor(t), T: t, MR: String(cfg.mr), LANES: String(cfg.lanes) });
+    if (M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));
+    const cols = shape.transB ? 256 / cfg.lanes : 256;
+    backend.dispatch({
+      key,
+      source,
+      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0 },
+      buffers: [ops.a, ops.b, ws!],
+      uniform: uniform([M, N, K, kChunk, realSplits]),
+      workgroups: [Math.ceil(N / cols), realSplits, 1],
+      label: cfg.name,
+    });
+  } else {
+    const { key, source } = shader('gemm-tiled', tiledSource, {
+      ENABLE: enableFor(t),
+      T: t,
+      TC: useWorkspace ? 'f32' : t,
+      TM: String(cfg.tm),
+      TN: String(cfg.tn),
+      TK: String(cfg.tk),
+      WGX: String(cfg.wgx),
+      WGY: String(cfg.wgy),
+    });
+    const bm = cfg.wgy * cfg.tm;
+    const bn = cfg.wgx * cfg.tn;
+    backend.dispatch({
+      key,
+      source,
+      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0 },
+      buffers: [ops.a, ops.b, bias, ws ?? ops.c],
+      uniform: uniform([M, N, K, batch, ops.aBatchStride, ops.bBatchStride, useWorkspace ? kChunk : K, realSplits, { f32: ops.alpha }, { f32: ops.beta }]),
+      workgroups: [Math.ceil(N / bn), Math.ceil(M / bm), batch * realSplits],
+      label: cfg.name,
+    });
+  }
+  if (ws) {
+    const n = batch * M * N;
+    const { workgroups, gridX } = grid1d(n);
+    const { key, source } = shader('gemm-splitk-reduce', splitkSource, { ENABLE: enableFor(t), T: t });
+    backend.dispatch({
+      key,
+      source,
+      constants: { HAS_BIAS: hasBias, ACCUMULATE: accumulate },
+      buffers: [ws, bias, ops.c],
+      uniform: uniform([n, M * N, N, realSplits, gridX, 0, { f32: ops.alpha }, { f32: ops.beta }]),
+      workgroups,
+      label: `${cfg.name} reduce`,
+    });
+    backend.release(ws);
+  }
+  return cfg;
+}
+
+/** A fresh output buffer for C. */
+export function gemmOutput(backend: WebGPUBackend, dtype: DType, batch: number, M: number, N: number): GpuData {
+  return backend.allocate(dtype, batch * M * N, 'matmul out');
+}
+
+export type { Args };

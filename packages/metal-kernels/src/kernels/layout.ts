@@ -1,0 +1,136 @@
+import { type DType, type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
+import type { GpuData, WebGPUBackend } from '../backend';
+import copySource from '../wgsl/copy-strided.wgsl';
+import gatherSource from '../wgsl/gather.wgsl';
+import scatterSource from '../wgsl/scatter-add.wgsl';
+import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform, vec8 } from './common';
+import { broadcastStridesOf, fill } from './elementwise';
+
+function contiguousStrides(shape: readonly number[]): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i];
+  }
+  return s;
+}
+
+export interface StridedCopy {
+  shape: readonly number[];
+  srcOffset: number;
+  srcStrides: readonly number[];
+  dstOffset: number;
+  dstStrides: readonly number[];
+}
+
+/** Records dst[...] = src[...] over an index space (see copy-strided.wgsl). */
+export function stridedCopy(backend: WebGPUBackend, dtype: DType, src: GPUBuffer, dst: GPUBuffer, copy: StridedCopy, label: string): void {
+  const n = sizeOf(copy.shape);
+  if (n === 0) return;
+  if (copy.shape.length > 8) throw new RangeError(`${label}: rank ${copy.shape.length} exceeds the GPU kernels' limit of 8`);
+  const t = typeOf(backend, dtype, label);
+  const { workgroups, gridX } = grid1d(n);
+  const { key, source } = shader('copy-strided', copySource, { ENABLE: enableFor(t), T: t });
+  const params = uniform([n, copy.shape.length, gridX, copy.srcOffset, copy.dstOffset, 0, 0, 0, ...vec8(copy.shape), ...vec8(copy.srcStrides), ...vec8(copy.dstStrides)]);
+  backend.dispatch({ key, source, buffers: [src, dst], uniform: params, workgroups, label });
+}
+
+/** A contiguous permuted copy of a tensor's buffer: out[i...] = x[perm-indexed]. */
+export function permuteData(backend: WebGPUBackend, x: { buffer: GPUBuffer; shape: readonly number[]; dtype: DType }, perm: readonly number[], label: string): GpuData {
+  const outShape = perm.map((p) => x.shape[p]);
+  const inStrides = contiguousStrides(x.shape);
+  const y = backend.allocate(x.dtype, sizeOf(outShape), label);
+  stridedCopy(backend, x.dtype, x.buffer, y.buffer, { shape: outShape, srcOffset: 0, srcStrides: perm.map((p) => inStrides[p]), dstOffset: 0, dstStrides: contiguousStrides(outShape) }, label);
+  return y;
+}
+
+function transposeKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
+  const perm: number[] = attrs.perm;
+  const y = permuteData(backend, { buffer: buf(x), shape: x.shape, dtype: x.dtype }, perm, 'transpose');
+  return [out(y, perm.map((p) => x.shape[p]), x.dtype)];
+}
+
+function broadcastToKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
+  const shape: number[] = attrs.shape;
+  const y = backend.allocate(x.dtype, sizeOf(shape), 'broadcastTo');
+  stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape, srcOffset: 0, srcStrides: broadcastStridesOf(x.shape, shape), dstOffset: 0, dstStrides: contiguousStrides(shape) }, 'broadcastTo');
+  return [out(y, [...shape], x.dtype)];
+}
+
+function sliceKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
+  const { begin, size }: { begin: number[]; size: number[] } = attrs;
+  const strides = contiguousStrides(x.shape);
+  const y = backend.allocate(x.dtype, sizeOf(size), 'slice');
+  const srcOffset = begin.reduce((acc, b, d) => acc + b * strides[d], 0);
+  stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape: size, srcOffset, srcStrides: strides, dstOffset: 0, dstStrides: contiguousStrides(size) }, 'slice');
+  return [out(y, [...size], x.dtype)];
+}
+
+function padKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
+  const paddings: [number, number][] = attrs.paddings;
+  const outShape = x.shape.map((d, i) => d + paddings[i][0] + paddings[i][1]);
+  const y = fill(backend, x.dtype, sizeOf(outShape), attrs.value, 'pad');
+  const outStrides = contiguousStrides(outShape);
+  const dstOffset = paddings.reduce((acc, [before], d) => acc + before * outStrides[d], 0);
+  stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape: x.shape, srcOffset: 0, srcStrides: contiguousStrides(x.shape), dstOffset, dstStrides: outStrides }, 'pad');
+  return [out(y, outShape, x.dtype)];
+}
+
+function concatKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
+  const axis: number = attrs.axis;
+  const first = inputs[0];
+  const outShape = [...first.shape];
+  outShape[axis] = inputs.reduce((acc, t) => acc + t.shape[axis], 0);
+  const outStrides = contiguousStrides(outShape);
+  const y = backend.allocate(first.dtype, sizeOf(outShape), 'concat');
+  let offset = 0;
+  for (const t of inputs) {
+    stridedCopy(backend, t.dtype, buf(t), y.buffer, { shape: t.shape, srcOffset: 0, srcStrides: contiguousStrides(t.shape), dstOffset: offset * outStrides[axis], dstStrides: outStrides }, 'concat');
+    offset += t.shape[axis];
+  }
+  return [out(y, outShape, first.dtype)];
+}
+
+function gatherKernel({ inputs: [table, indices], attrs, backend }: Args): KernelOutput[] {
+  const axis: number = attrs.axis;
+  const t = typeOf(backend, table.dtype, 'gather');
+  const outer = sizeOf(table.shape.slice(0, axis));
+  const len = table.shape[axis];
+  const inner = sizeOf(table.shape.slice(axis + 1));
+  const count = sizeOf(indices.shape);
+  const outShape = [...table.shape.slice(0, axis), ...indices.shape, ...table.shape.slice(axis + 1)];
+  const n = outer * count * inner;
+  const y = backend.allocate(table.dtype, n, 'gather');
+  const { workgroups, gridX } = grid1d(n);
+  const { key, source } = shader('gather', gatherSource, { ENABLE: enableFor(t), T: t });
+  if (n > 0) backend.dispatch({ key, source, buffers: [buf(table), buf(indices), y.buffer], uniform: uniform([n, len, inner, count, gridX]), workgroups, label: 'gather' });
+  return [out(y, outShape, table.dtype)];
+}
+
+function scatterAddKernel({ inputs: [indices, updates], attrs, backend }: Args): KernelOutput[] {
+  const axis: number = attrs.axis;
+  const shape: number[] = attrs.shape;
+  const t = typeOf(backend, updates.dtype, 'scatterAdd');
+  const len = shape[axis];
+  const inner = sizeOf(shape.slice(axis + 1));
+  const count = sizeOf(indices.shape);
+  const n = sizeOf(shape);
+  const y = backend.allocate(updates.dtype, n, 'scatterAdd');
+  const { workgroups, gridX } = grid1d(n);
+  const { key, source } = shader('scatter-add', scatterSource, { ENABLE: enableFor(t), T: t });
+  if (n > 0) backend.dispatch({ key, source, buffers: [buf(indices), buf(updates), y.buffer], uniform: uniform([n, len, inner, count, gridX]), workgroups, label: 'scatterAdd' });
+  return [out(y, [...shape], updates.dtype)];
+}
+
+export function registerLayoutKernels(): void {
+  registerKernel('webgpu', 'transpose', transposeKernel);
+  registerKernel('webgpu', 'broadcastTo', broadcastToKernel);
+  registerKernel('webgpu', 'slice', sliceKernel);
+  registerKernel('webgpu', 'pad', padKernel);
+  registerKernel('webgpu', 'concat', concatKernel);
+  registerKernel('webgpu', 'gather', gatherKernel);
+  registerKernel('webgpu', 'scatterAdd', scatterAddKernel);
+}
+
+export { contiguousStrides };

@@ -1,0 +1,98 @@
+import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
+import type { GpuData, WebGPUBackend } from '../backend';
+import { gemmOutput, recordGemm } from '../gemm';
+import dropoutSource from '../wgsl/dropout.wgsl';
+import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
+import { fill } from './elementwise';
+
+/** A copy of `x` ([n] elements) with the LoRA dropout mask applied and kept values scaled by 1/(1-p). */
+export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, n: number, p: number, seed: number): GpuData {
+  const t = typeOf(backend, dtype, 'dropout');
+  const y = backend.allocate(dtype, n, 'dropout');
+  const { workgroups, gridX } = grid1d(n);
+  const { key, source } = shader('dropout', dropoutSource, { ENABLE: enableFor(t), T: t });
+  const threshold = Math.ceil(p * 2 ** 24);
+  if (n > 0) backend.dispatch({ key, source, buffers: [x, y.buffer], uniform: uniform([n, gridX, seed >>> 0, threshold, { f32: 1 / (1 - p) }]), workgroups, label: 'dropout' });
+  return y;
+}
+
+/**
+ * loraLinear composed from GEMMs (one kernel launch per product; the fused kernels replace
+ * this): T = dropout(x)·Aᵀ, then y = x·Wᵀ + bias, then y += s·T·Bᵀ in the same buffer.
+ */
+function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
+  const [x, w, a, b, bias] = inputs;
+  const dtype = x.dtype;
+  const [M, inF] = x.shape;
+  const outF = w.shape[0];
+  const r = a.shape[0];
+  const xd = attrs.dropout > 0 ? dropoutData(backend, dtype, buf(x), M * inF, attrs.dropout, attrs.seed) : null;
+  const t = gemmOutput(backend, dtype, 1, M, r);
+  recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
+  if (xd) backend.release(xd.buffer);
+  const y = gemmOutput(backend, dtype, 1, M, outF);
+  recordGemm(backend, { M, N: outF, K: inF, batch: 1, transA: false, transB: true }, { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
+  recordGemm(backend, { M, N: outF, K: r, batch: 1, transA: false, transB: true }, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype });
+  return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
+}
+
+/** The gradients of loraLinear, each requested one with GEMMs (see the op's CPU reference). */
+function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
+  const [dy, x, w, a, b, t] = inputs;
+  const dtype = dy.dtype;
+  const [M, outF] = dy.shape;
+  const inF = x.shape[1];
+  const r = a.shape[0];
+  const s: number = attrs.scale;
+  const p: number = attrs.dropout;
+  const gemm = (shape: { M: number; N: number; K: number; transA: boolean; transB: boolean }, ops: { a: GPUBuffer; b: GPUBuffer; c: GPUBuffer; alpha: number; beta: number }) =>
+    recordGemm(backend, { ...shape, batch: 1 }, { ...ops, aBatchStride: 0, bBatchStride: 0, dtype });
+  const outputs: KernelOutput[] = [];
+  // U = s·dy·B  [M, r]
+  const u = gemmOutput(backend, dtype, 1, M, r);
+  gemm({ M, N: r, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
+  if (attrs.needX) {
+    // dx = dropout(U·A) + dy·W: the LoRA term first, then the base product accumulates onto it.
+    let dx = gemmOutput(backend, dtype, 1, M, inF);
+    gemm({ M, N: inF, K: r, transA: false, transB: false }, { a: u.buffer, b: buf(a), c: dx.buffer, alpha: 1, beta: 0 });
+    if (p > 0) {
+      const masked = dropoutData(backend, dtype, dx.buffer, M * inF, p, attrs.seed);
+      backend.release(dx.buffer);
+      dx = masked;
+    }
+    gemm({ M, N: inF, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(w), c: dx.buffer, alpha: 1, beta: 1 });
+    outputs.push(out(dx, [M, inF], dtype));
+  }
+  if (attrs.needA) {
+    const xd = p > 0 ? dropoutData(backend, dtype, buf(x), M * inF, p, attrs.seed) : null;
+    const dA = gemmOutput(backend, dtype, 1, r, inF);
+    gemm({ M: r, N: inF, K: M, transA: true, transB: false }, { a: u.buffer, b: xd?.buffer ?? buf(x), c: dA.buffer, alpha: 1, beta: 0 });
+    if (xd) backend.release(xd.buffer);
+    outputs.push(out(dA, [r, inF], dtype));
+  }
+  backend.release(u.buffer);
+  if (attrs.needB) {
+    const dB = gemmOutput(backend, dtype, 1, outF, r);
+    gemm({ M: outF, N: r, K: M, transA: true, transB: false }, { a: buf(dy), b: buf(t), c: dB.buffer, alpha: s, beta: 0 });
+    outputs.push(out(dB, [outF, r], dtype));
+  }
+  if (attrs.needWeight) {
+    const dW = gemmOutput(backend, dtype, 1, outF, inF);
+    gemm({ M: outF, N: inF, K: M, transA: true, transB: false }, { a: buf(dy), b: buf(x), c: dW.buffer, alpha: 1, beta: 0 });
+    outputs.push(out(dW, [outF, inF], dtype));
+  }
+  if (attrs.needBias) {
+    // Column sums of dy as a 1-row product: onesᵀ·dy.
+    const ones = fill(backend, dtype, M, 1, 'ones');
+    const dBias = gemmOutput(backend, dtype, 1, 1, outF);
+    gemm({ M: 1, N: outF, K: M, transA: false, transB: false }, { a: ones.buffer, b: buf(dy), c: dBias.buffer, alpha: 1, beta: 0 });
+    backend.release(ones.buffer);
+    outputs.push(out(dBias, [outF], dtype));
+  }
+  return outputs;
+}
+
+export function registerLoraKernels(): void {
+  registerKernel('webgpu', 'loraLinear', loraLinearKernel);
+  registerKernel('webgpu', 'loraLinearBackward', loraLinearBackwardKernel);
+}

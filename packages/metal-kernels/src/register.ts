@@ -1,0 +1,40 @@
+import { registerBackend, resolveBackend } from '@metal-lora/tensor';
+import { WebGPUBackend } from './backend';
+import { requestGPU, type RequestGPUOptions } from './device';
+import { registerElementwiseKernels } from './kernels/elementwise';
+import { registerLayoutKernels } from './kernels/layout';
+import { registerLoraKernels } from './kernels/lora';
+import { registerMatmulKernel } from './kernels/matmul';
+import { registerReduceKernels } from './kernels/reduce';
+
+let kernelsRegistered = false;
+
+/** Registers every WebGPU kernel under its op name (once). */
+export function registerWebGPUKernels(): void {
+  if (kernelsRegistered) return;
+  kernelsRegistered = true;
+  registerElementwiseKernels();
+  registerLayoutKernels();
+  registerReduceKernels();
+  registerMatmulKernel();
+  registerLoraKernels();
+}
+
+/** Opens a device and wraps it as a backend (kernels registered). */
+export async function createWebGPUBackend(options: RequestGPUOptions = {}): Promise<WebGPUBackend> {
+  registerWebGPUKernels();
+  return new WebGPUBackend(await requestGPU(options));
+}
+
+/**
+ * Makes `setBackend('webgpu')` available (the device opens on first use). Importing the package
+ * does this once; call it again with options to change how the device is requested.
+ */
+export function registerWebGPUBackend(options: RequestGPUOptions = {}): void {
+  registerBackend('webgpu', () => createWebGPUBackend(options));
+}
+
+/** The webgpu backend, created on first call. */
+export async function webgpuBackend(): Promise<WebGPUBackend> {
+  return (await resolveBackend('webgpu')) as WebGPUBackend;
+}

@@ -1,0 +1,35 @@
+// gemm-splitk-reduce.wgsl: c[b, m, n] = α·Σ_s ws[b, s, m, n] (+ β·c) (+ bias[n]), the second
+// step of a split-K GEMM (gemm-tiled.wgsl with SPLIT = 1, or gemv.wgsl with splits).
+//
+// Bindings (group 0):
+//   0  ws    storage, read        [batch, splits, M, N] f32
+//   1  bias  storage, read        [N] {{T}} (dummy when HAS_BIAS = 0)
+//   2  c     storage, read_write  [batch, M, N] {{T}}
+//   3  p     uniform { n: batch·M·N, MN: M·N, N, splits, grid_x, _, alpha, beta }
+// Dispatch: ceil(n / 256) workgroups of 256, folded into (x, y). Sums in fixed split order.
+// Overrides: HAS_BIAS, ACCUMULATE (0/1).
+{{ENABLE}}
+
+override HAS_BIAS: u32 = 0u;
+override ACCUMULATE: u32 = 0u;
+
+struct Params { n: u32, MN: u32, N: u32, splits: u32, grid_x: u32, pad0: u32, alpha: f32, beta: f32 }
+
+@group(0) @binding(0) var<storage, read> ws: array<f32>;
+@group(0) @binding(1) var<storage, read> bias: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> c: array<{{T}}>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x + gid.y * p.grid_x;
+  if (i >= p.n) { return; }
+  let batch = i / p.MN;
+  let rest = i % p.MN;
+  var total = 0.0;
+  for (var s = 0u; s < p.splits; s++) { total += ws[(batch * p.splits + s) * p.MN + rest]; }
+  var v = p.alpha * total;
+  if (ACCUMULATE == 1u) { v += p.beta * f32(c[i]); }
+  if (HAS_BIAS == 1u) { v += f32(bias[rest % p.N]); }
+  c[i] = {{T}}(v);
+}

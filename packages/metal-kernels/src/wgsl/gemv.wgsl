@@ -1,0 +1,84 @@
+// gemv.wgsl: skinny products where op(A) has few rows (decode, M ≤ MR): each workgroup writes
+// partial sums over one K chunk for COLS output columns and all M rows; gemm-splitk-reduce.wgsl
+// then sums the chunks with α, β and bias. W is read exactly once overall.
+//   TRANS_B = 1 (x·Wᵀ, W [N, K] row-major): a group of LANES threads walks one row of W along K
+//     (coalesced), then the group reduces in workgroup memory.
+//   TRANS_B = 0 (B [K, N]): each thread owns a column n and walks K (coalesced across threads).
+//
+// Bindings (group 0):
+//   0  a   storage, read        op(A) [M, K] ({{T}}; A stored [K, M] when TRANS_A)
+//   1  b   storage, read        B ({{T}})
+//   2  ws  storage, read_write  [splits, M, N] f32
+//   3  p   uniform { M, N, K, k_chunk, splits }
+// Dispatch: (ceil(N / COLS), splits, 1) workgroups of 256 threads; COLS = 256 / LANES for
+//   TRANS_B = 1 and 256 for TRANS_B = 0.
+// Text constants: MR (max rows, 1..16: MR·256·4 bytes of workgroup memory ≤ 16 KiB), LANES
+//   (threads per column for TRANS_B = 1; a power of two, 8..256).
+// Overrides: TRANS_A, TRANS_B (0/1).
+{{ENABLE}}
+
+const MR: u32 = {{MR}}u;
+const LANES: u32 = {{LANES}}u;
+const WG: u32 = 256u;
+
+override TRANS_A: u32 = 0u;
+override TRANS_B: u32 = 1u;
+
+struct Params { M: u32, N: u32, K: u32, k_chunk: u32, splits: u32 }
+
+@group(0) @binding(0) var<storage, read> a: array<{{T}}>;
+@group(0) @binding(1) var<storage, read> b: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> ws: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+var<workgroup> partial: array<f32, WG * MR>;
+
+fn a_at(m: u32, k: u32) -> f32 {
+  if (TRANS_A == 1u) { return f32(a[k * p.M + m]); }
+  return f32(a[m * p.K + k]);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let split = wid.y;
+  let k_begin = split * p.k_chunk;
+  let k_end = min(p.K, k_begin + p.k_chunk);
+  var acc: array<f32, MR>;
+  for (var m = 0u; m < MR; m++) { acc[m] = 0.0; }
+
+  if (TRANS_B == 1u) {
+    let cols = WG / LANES;
+    let lane = lid.x % LANES;
+    let n = wid.x * cols + lid.x / LANES;
+    if (n < p.N) {
+      for (var k = k_begin + lane; k < k_end; k += LANES) {
+        let w = f32(b[n * p.K + k]);
+        for (var m = 0u; m < MR; m++) {
+          if (m < p.M) { acc[m] = fma(w, a_at(m, k), acc[m]); }
+        }
+      }
+    }
+    for (var m = 0u; m < MR; m++) { partial[m * WG + lid.x] = acc[m]; }
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s = s / 2u) {
+      if (lane < s) {
+        for (var m = 0u; m < MR; m++) { partial[m * WG + lid.x] += partial[m * WG + lid.x + s]; }
+      }
+      workgroupBarrier();
+    }
+    if (lane == 0u && n < p.N) {
+      for (var m = 0u; m < p.M; m++) { ws[(split * p.M + m) * p.N + n] = partial[m * WG + lid.x]; }
+    }
+  } else {
+    let n = wid.x * WG + lid.x;
+    if (n < p.N) {
+      for (var k = k_begin; k < k_end; k++) {
+        let w = f32(b[k * p.N + n]);
+        for (var m = 0u; m < MR; m++) {
+          if (m < p.M) { acc[m] = fma(w, a_at(m, k), acc[m]); }
+        }
+      }
+      for (var m = 0u; m < p.M; m++) { ws[(split * p.M + m) * p.N + n] = acc[m]; }
+    }
+  }
+}

@@ -1,0 +1,144 @@
+import * as T from '@metal-lora/tensor';
+import { cpuBackend, type DType, type Tensor } from '@metal-lora/tensor';
+import { assertClose, randomValues, TOLERANCES, type Tolerance } from '@metal-lora/tensor/testing';
+import { describe, expect } from 'vitest';
+import type { WebGPUBackend } from '../src/index';
+import { gpuIt } from './gpu-env';
+
+/** An input: shape, how to draw it, and its dtype on the GPU. */
+interface Input {
+  shape: number[];
+  kind?: 'normal' | 'positive' | 'int' | 'index' | 'bool';
+  max?: number;
+  dtype?: DType;
+}
+
+function values(input: Input, seed: number): Float64Array {
+  const n = input.shape.reduce((a, b) => a * b, 1);
+  const v = randomValues(n, seed);
+  switch (input.kind) {
+    case 'positive':
+      return v.map((x) => Math.abs(x) + 0.25);
+    case 'int':
+      return v.map((x) => Math.round(x * 10));
+    case 'index':
+      return v.map((x) => Math.floor(Math.abs(x * 1000)) % (input.max ?? 2));
+    case 'bool':
+      return v.map((x) => (x > 0 ? 1 : 0));
+    default:
+      return v;
+  }
+}
+
+function make(input: Input, data: Float64Array, backend: T.Backend, reference: boolean): Tensor {
+  const kind = input.kind ?? 'normal';
+  const dtype: DType = kind === 'index' || kind === 'int' ? 'int32' : kind === 'bool' ? 'bool' : reference ? 'float64' : (input.dtype ?? 'float32');
+  return T.tensor(data, input.shape, { dtype, backend });
+}
+
+/**
+ * Runs `fn` on the GPU (float32 inputs) and on the CPU in float64 from the same random values,
+ * and compares. Outputs are poisoned before the kernels run (gpu-env sets poisonOutputs).
+ */
+async function againstReference(backend: WebGPUBackend, fn: (...xs: Tensor[]) => Tensor, inputs: Input[], tol: Tolerance = TOLERANCES.float32, label = 'result'): Promise<void> {
+  const data = inputs.map((input, i) => values(input, 1000 + i * 17));
+  const reference = T.noGrad(() => fn(...inputs.map((input, i) => make(input, data[i], cpuBackend, true))));
+  const got = T.noGrad(() => fn(...inputs.map((input, i) => make(input, data[i], backend, false))));
+  expect(got.shape).toEqual(reference.shape);
+  assertClose(await got.data(), reference.dataSync(), tol, label);
+  got.dispose();
+}
+
+const transcendental: Tolerance = { rtol: 2e-5, atol: 2e-6 };
+/** Data movement: only the f32 rounding of the float64 reference. */
+const exactF32: Tolerance = { rtol: 6e-8, atol: 0 };
+
+describe('webgpu elementwise ops match the float64 CPU reference', () => {
+  const shape = [3, 5, 67]; // 1005 elements: not a multiple of the 256-thread workgroup
+  for (const op of ['neg', 'exp', 'tanh', 'sigmoid', 'silu', 'relu', 'erf', 'abs'] as const) {
+    gpuIt(`${op}`, (b) => againstReference(b, T[op], [{ shape }], transcendental));
+  }
+  gpuIt('log, sqrt on positives', async (b) => {
+    await againstReference(b, T.log, [{ shape, kind: 'positive' }], transcendental);
+    await againstReference(b, T.sqrt, [{ shape, kind: 'positive' }], transcendental);
+  });
+  gpuIt('gelu exact and tanh', async (b) => {
+    await againstReference(b, (x) => T.gelu(x), [{ shape }], transcendental);
+    await againstReference(b, (x) => T.gelu(x, { approximate: 'tanh' }), [{ shape }], transcendental);
+  });
+  gpuIt('int32 neg, abs, relu are exact', async (b) => {
+    for (const op of ['neg', 'abs', 'relu'] as const) await againstReference(b, T[op], [{ shape: [77], kind: 'int' }], { rtol: 0, atol: 0 });
+  });
+  for (const op of ['add', 'sub', 'mul', 'div', 'maximum'] as const) {
+    gpuIt(`${op} with broadcasting both ways`, async (b) => {
+      await againstReference(b, T[op], [{ shape: [4, 1, 33] }, { shape: [3, 1] }]);
+      await againstReference(b, T[op], [{ shape: [129] }, { shape: [129] }]);
+      await againstReference(b, (x) => T[op](x, 1.5), [{ shape: [2, 7] }]);
+    });
+  }
+  gpuIt('pow with negative bases and integer exponents', async (b) => {
+    await againstReference(b, T.pow, [{ shape: [5, 9], kind: 'positive' }, { shape: [9] }], transcendental);
+    await againstReference(b, (x) => T.pow(x, 3), [{ shape: [31] }], transcendental);
+  });
+  gpuIt('comparisons, where, cast', async (b) => {
+    for (const op of ['equal', 'greater', 'less'] as const) await againstReference(b, T[op], [{ shape: [6, 11], kind: 'int' }, { shape: [11], kind: 'int' }], { rtol: 0, atol: 0 });
+    await againstReference(b, T.where, [{ shape: [5, 1], kind: 'bool' }, { shape: [5, 13] }, { shape: [13] }], exactF32);
+    await againstReference(b, (x) => T.cast(x, 'int32'), [{ shape: [40] }], { rtol: 0, atol: 0 });
+    await againstReference(b, (x) => T.cast(x, 'bool'), [{ shape: [40], kind: 'int' }], { rtol: 0, atol: 0 });
+    await againstReference(b, (x) => T.cast(T.cast(x, 'bool'), 'float32'), [{ shape: [40], kind: 'int' }], { rtol: 0, atol: 0 });
+  });
+});
+
+describe('webgpu reductions and softmax', () => {
+  const shape = [6, 7, 45];
+  const sumTol: Tolerance = { rtol: 1e-5, atol: 1e-5 };
+  for (const axes of [undefined, 2, 1, 0, [0, 2]] as const) {
+    gpuIt(`sum and max over ${JSON.stringify(axes) ?? 'all'} (keepDims both ways)`, async (b) => {
+      await againstReference(b, (x) => T.sum(x, axes as number[]), [{ shape }], sumTol);
+      await againstReference(b, (x) => T.sum(x, axes as number[], true), [{ shape }], sumTol);
+      await againstReference(b, (x) => T.max(x, axes as number[]), [{ shape }], exactF32);
+      await againstReference(b, (x) => T.mean(x, axes as number[]), [{ shape }], sumTol);
+    });
+  }
+  gpuIt('a row longer than the workgroup (1031)', (b) => againstReference(b, (x) => T.sum(x, -1), [{ shape: [3, 1031] }], sumTol));
+  gpuIt('softmax and logSoftmax on the last and a middle axis', async (b) => {
+    await againstReference(b, (x) => T.softmax(x), [{ shape }], transcendental);
+    await againstReference(b, (x) => T.softmax(x, 1), [{ shape }], transcendental);
+    await againstReference(b, (x) => T.logSoftmax(x), [{ shape: [9, 301] }], transcendental);
+    await againstReference(b, (x) => T.logSoftmax(x, 0), [{ shape: [9, 31] }], transcendental);
+  });
+});
+
+describe('webgpu layout and indexing', () => {
+  gpuIt('transpose rank 2..4, broadcastTo', async (b) => {
+    await againstReference(b, (x) => T.transpose(x), [{ shape: [33, 17] }], exactF32);
+    await againstReference(b, (x) => T.transpose(x, [2, 0, 1]), [{ shape: [3, 5, 7] }], exactF32);
+    await againstReference(b, (x) => T.transpose(x, [1, 3, 0, 2]), [{ shape: [2, 3, 4, 5] }], exactF32);
+    await againstReference(b, (x) => T.broadcastTo(x, [4, 3, 5]), [{ shape: [3, 1] }], exactF32);
+  });
+  gpuIt('slice, pad, concat', async (b) => {
+    await againstReference(b, (x) => T.slice(x, [1, 2, 0], [4, -1, 5]), [{ shape: [5, 9, 7] }], exactF32);
+    await againstReference(b, (x) => T.pad(x, [[1, 2], [0, 3]], 0.5), [{ shape: [3, 5] }], exactF32);
+    await againstReference(b, (x, y) => T.concat([x, y], 1), [{ shape: [3, 4, 2] }, { shape: [3, 7, 2] }], exactF32);
+  });
+  gpuIt('gather (axis 0 and 1) and scatterAdd', async (b) => {
+    await againstReference(b, T.gather, [{ shape: [11, 6] }, { shape: [3, 4], kind: 'index', max: 11 }], exactF32);
+    await againstReference(b, (t, i) => T.gather(t, i, 1), [{ shape: [2, 9, 3] }, { shape: [5], kind: 'index', max: 9 }], exactF32);
+    await againstReference(b, (i, u) => T.scatterAdd(i, u, [7, 3]), [{ shape: [10], kind: 'index', max: 7 }, { shape: [10, 3] }]);
+  });
+});
+
+describe('webgpu memory accounting', () => {
+  gpuIt('live bytes return to the start after tensors are disposed; peak covers the step', async (backend) => {
+    await backend.sync();
+    const start = backend.memory().liveBytes;
+    backend.resetPeak();
+    const x = T.tensor(new Float32Array(1000).fill(1), [10, 100], { backend });
+    const y = T.tidy(() => T.sum(T.exp(x), 1));
+    expect(Array.from(await y.data())[0]).toBeCloseTo(100 * Math.E, 2);
+    expect(backend.memory().peakBytes).toBeGreaterThanOrEqual(start + 2 * 4000);
+    x.dispose();
+    y.dispose();
+    expect(backend.memory().liveBytes).toBe(start);
+  });
+});
