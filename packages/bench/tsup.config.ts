@@ -1,10 +1,21 @@
 import { defineConfig } from 'tsup';
 
+/**
+ * Self-contained bundles for machines without the workspace (the GPU machine): everything
+ * inlined except Dawn's `webgpu`, WGSL as text.
+ */
 export default defineConfig({
-  entry: ['src/index.ts'],
+  entry: { 'gemm-bench': 'src/gemm-bench.ts' },
   format: ['esm'],
-  dts: true,
-  sourcemap: true,
+  outExtension: () => ({ js: '.mjs' }),
+  platform: 'node',
+  target: 'node20',
   clean: true,
-  target: 'es2022',
+  // Everything but Dawn's binding (a native addon found next to the bundle) is inlined.
+  noExternal: [/^(?!webgpu$).*/],
+  external: ['webgpu'],
+  loader: { '.wgsl': 'text' },
+  esbuildOptions(options) {
+    options.conditions = ['source'];
+  },
 });

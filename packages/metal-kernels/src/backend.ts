@@ -35,8 +35,10 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(b / step) * step;
 }
 
-const UNIFORM_ARENA_BYTES = 64 * 1024;
-const MAX_PASSES_PER_SUBMIT = 256;
+// One submit carries up to 1024 passes (4096 uniform slots of 256 bytes): enough that a timed
+// region of small kernels runs back to back instead of waiting for the host to record more.
+const UNIFORM_ARENA_BYTES = 1024 * 1024;
+const MAX_PASSES_PER_SUBMIT = 1024;
 
 export interface DispatchSpec {
   /** Pipeline cache key: kernel name plus whatever specialization the source text carries. */
@@ -67,7 +69,13 @@ export class WebGPUBackend implements Backend {
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly modules = new Map<string, GPUShaderModule>();
   private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
   private passes = 0;
+  /**
+   * Record consecutive dispatches into one compute pass (Dawn still orders them by their buffer
+   * usage) instead of one pass each; fewer passes mean fewer barriers between kernels.
+   */
+  sharePasses = true;
   private readonly arena: GPUBuffer;
   private arenaData = new Uint8Array(UNIFORM_ARENA_BYTES);
   private arenaUsed = 0;
@@ -235,9 +243,16 @@ export class WebGPUBackend implements Backend {
     return pipeline;
   }
 
+  /** The batch's encoder, with no compute pass open (copies and queries need that). */
   private encode(): GPUCommandEncoder {
+    this.endPass();
     this.encoder ??= this.device.createCommandEncoder({ label: 'metal-lora batch' });
     return this.encoder;
+  }
+
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = null;
   }
 
   /** Records one compute dispatch into the current batch. */
@@ -253,17 +268,22 @@ export class WebGPUBackend implements Backend {
       this.arenaUsed += Math.ceil(aligned / this.device.limits.minUniformBufferOffsetAlignment) * this.device.limits.minUniformBufferOffsetAlignment;
     }
     const bindGroup = this.device.createBindGroup({ label: spec.label ?? spec.key, layout: pipeline.getBindGroupLayout(0), entries });
-    const pass = this.encode().beginComputePass({ label: spec.label ?? spec.key });
+    if (!this.pass || !this.sharePasses) {
+      this.endPass();
+      this.pass = this.encode().beginComputePass({ label: spec.label ?? spec.key });
+    }
+    const pass = this.pass;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     const [x, y, z] = spec.workgroups;
     if (x > 0 && y > 0 && z > 0) pass.dispatchWorkgroups(x, y, z);
-    pass.end();
+    if (!this.sharePasses) this.endPass();
     if (++this.passes >= MAX_PASSES_PER_SUBMIT) this.flush();
   }
 
   /** Submits the recorded batch (after writing its uniforms). */
   flush(): void {
+    this.endPass();
     if (!this.encoder) return;
     if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaData.buffer, 0, this.arenaUsed);
     this.device.queue.submit([this.encoder.finish()]);
@@ -277,6 +297,33 @@ export class WebGPUBackend implements Backend {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
     this.checkHealth('sync');
+  }
+
+  /**
+   * GPU time of the passes dispatched by `fn`, from the start of the first to the end of the last,
+   * in milliseconds (needs `timestamp-query`). Submits and waits.
+   */
+  async timeRegion(fn: () => void): Promise<number> {
+    if (!this.context.report.timestampQuery) throw new GPUError('timeRegion', 'unsupported', "GPU timing needs the 'timestamp-query' feature; expected an adapter with it, got one without");
+    this.flush();
+    const querySet = this.device.createQuerySet({ label: 'region timer', type: 'timestamp', count: 2 });
+    // Empty marker passes around the region: the kernels inside run exactly as they would untimed.
+    this.encode().beginComputePass({ label: 'timer start', timestampWrites: { querySet, beginningOfPassWriteIndex: 0 } }).end();
+    fn();
+    this.encode().beginComputePass({ label: 'timer end', timestampWrites: { querySet, endOfPassWriteIndex: 1 } }).end();
+    const resolve = this.device.createBuffer({ label: 'timer resolve', size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = this.device.createBuffer({ label: 'timer read', size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = this.encode();
+    enc.resolveQuerySet(querySet, 0, 2, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
+    this.flush();
+    await read.mapAsync(GPUMapMode.READ);
+    const [start, end] = new BigInt64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    for (const b of [read, resolve]) b.destroy();
+    querySet.destroy();
+    this.checkHealth('timeRegion');
+    return Number(end - start) / 1e6;
   }
 
   /** The GPU data of a kernel input. */

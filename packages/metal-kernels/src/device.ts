@@ -36,7 +36,7 @@ const OPTIONAL_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query', 'chromi
  */
 let dawnInstance: GPU | undefined;
 
-async function findGPU(): Promise<{ gpu: GPU; runtime: AdapterReport['runtime'] }> {
+async function findGPU(dawnFlags: string[]): Promise<{ gpu: GPU; runtime: AdapterReport['runtime'] }> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu) return { gpu: nav.gpu, runtime: 'browser' };
   if (dawnInstance) return { gpu: dawnInstance, runtime: 'node-dawn' };
@@ -44,7 +44,7 @@ async function findGPU(): Promise<{ gpu: GPU; runtime: AdapterReport['runtime'] 
     // Dawn's Node binding; the browser never reaches this import.
     const dawn = (await import(/* @vite-ignore */ 'webgpu')) as { create: (flags: string[]) => GPU; globals: object };
     Object.assign(globalThis, dawn.globals);
-    dawnInstance = dawn.create([]);
+    dawnInstance = dawn.create(dawnFlags);
     return { gpu: dawnInstance, runtime: 'node-dawn' };
   } catch (error) {
     throw new GPUError('requestGPU', 'no-adapter', `WebGPU is not available; expected navigator.gpu (browser) or the 'webgpu' package (Node), got neither (${(error as Error).message})`);
@@ -78,6 +78,11 @@ function describeAdapter(adapter: GPUAdapter, runtime: AdapterReport['runtime'])
 
 export interface RequestGPUOptions {
   powerPreference?: GPUPowerPreference;
+  /**
+   * Dawn (Node) only: turn off the quantization of GPU timestamps that Dawn applies by default
+   * (a browser fingerprinting defence), for benchmarks. Takes effect on the process's first request.
+   */
+  preciseTimestamps?: boolean;
   /** Features to leave off even where the adapter has them (to test the portable paths). */
   disableFeatures?: string[];
 }
@@ -88,7 +93,7 @@ export interface RequestGPUOptions {
  * Throws `GPUError` with reason `no-adapter` when there is none.
  */
 export async function requestGPU(options: RequestGPUOptions = {}): Promise<GPUContext> {
-  const { gpu, runtime } = await findGPU();
+  const { gpu, runtime } = await findGPU(options.preciseTimestamps ? ['disable-dawn-features=timestamp_quantization'] : []);
   const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
   if (!adapter) {
     throw new GPUError('requestGPU', 'no-adapter', 'no WebGPU adapter found; expected a GPU or a software Vulkan driver (on Linux without a GPU: scripts/install-lavapipe.sh), got none');

@@ -3,7 +3,9 @@ import type { GpuData, WebGPUBackend } from './backend';
 import { type Args, dummy, enableFor, grid1d, shader, typeOf, uniform } from './kernels/common';
 import splitkSource from './wgsl/gemm-splitk-reduce.wgsl';
 import tiledSource from './wgsl/gemm-tiled.wgsl';
+import vec4Source from './wgsl/gemm-vec4.wgsl';
 import gemvSource from './wgsl/gemv.wgsl';
+import gemvVec4Source from './wgsl/gemv-vec4.wgsl';
 
 /** A register-blocked tile configuration (see gemm-tiled.wgsl). */
 export interface TiledConfig {
@@ -17,16 +19,39 @@ export interface TiledConfig {
   splits: number;
 }
 
-/** A matrix-vector configuration for few rows (see gemv.wgsl). */
+/** A matrix-vector configuration for few rows (see gemv.wgsl; gemv-vec4.wgsl when `vec4`). */
 export interface GemvConfig {
   kind: 'gemv';
   name: string;
   mr: number;
   lanes: number;
   splits: number;
+  /** x·Wᵀ with f32 and K % 4 = 0: vec4 loads along K. */
+  vec4?: boolean;
 }
 
-export type GemmConfig = TiledConfig | GemvConfig;
+/** Whether gemv-vec4.wgsl applies: x·Wᵀ (A not transposed, B transposed), f32, K % 4 = 0. */
+export function gemvVec4Applies(shape: GemmShape): boolean {
+  return !shape.transA && shape.transB && shape.K % 4 === 0 && (shape.dtype ?? 'float32') === 'float32';
+}
+
+/** The vectorized, double-buffered 128×128 kernel for aligned f32 products (see gemm-vec4.wgsl). */
+export interface Vec4Config {
+  kind: 'vec4';
+  name: string;
+  splits: number;
+}
+
+export type GemmConfig = TiledConfig | GemvConfig | Vec4Config;
+
+export const VEC4_128: Vec4Config = { kind: 'vec4', name: 'vec4-128x128', splits: 1 };
+
+/** Whether gemm-vec4.wgsl's alignment holds: each stored operand's contiguous dim is a multiple of 4. */
+export function vec4Aligned(shape: GemmShape): boolean {
+  const aContiguous = shape.transA ? shape.M : shape.K;
+  const bContiguous = shape.transB ? shape.K : shape.N;
+  return (shape.dtype ?? 'float32') === 'float32' && aContiguous % 4 === 0 && bContiguous % 4 === 0;
+}
 
 export interface GemmShape {
   M: number;
@@ -35,6 +60,8 @@ export interface GemmShape {
   batch: number;
   transA: boolean;
   transB: boolean;
+  /** Element type (default float32); the vec4 kernel is f32-only. */
+  dtype?: 'float32' | 'float16';
 }
 
 /** What the selector needs to know of the device. */
@@ -58,8 +85,6 @@ export const TILED_VARIANTS: Record<string, TiledConfig> = {
   tile32x32: tile('tile32x32', 2, 2, 16, 16, 16),
   /** N = rank (x·Aᵀ, dy·B): 128 rows × 16 columns per workgroup. */
   skinnyN16: tile('skinnyN16', 8, 1, 16, 16, 16),
-  /** N = rank up to 64: 64 rows × 64 columns with 4×4 threads... sized for r in 17..64. */
-  skinnyN64: tile('skinnyN64', 4, 4, 16, 16, 16),
   /** M = rank (Uᵀ·x): 16 rows × 128 columns per workgroup. */
   skinnyM16: tile('skinnyM16', 1, 8, 16, 16, 16),
 };
@@ -88,13 +113,21 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
     const cols = shape.transB ? 256 / 32 : 256;
     const groups = Math.ceil(N / cols);
     const splits = Math.max(1, Math.min(Math.ceil(512 / groups), Math.floor(K / 128), 64));
-    return { kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits };
+    const vec4 = gemvVec4Applies(shape);
+    return { kind: 'gemv', name: `gemv${mr}${vec4 ? '-vec4' : ''}`, mr, lanes: 32, splits, vec4 };
   }
   let base: TiledConfig;
   if (N <= 16) base = TILED_VARIANTS.skinnyN16;
-  else if (N <= 64 && M >= 256) base = TILED_VARIANTS.skinnyN64;
+  else if (N <= 64 && M >= 256) base = TILED_VARIANTS.tile64x64; // one column of tiles; split K fills the GPU
   else if (M <= 16) base = TILED_VARIANTS.skinnyM16;
-  else if (M * N >= 1024 * 1024) base = TILED_VARIANTS.tile128x128;
+  else if (M * N >= 1024 * 1024) {
+    if (vec4Aligned(shape) && device.maxWorkgroupStorage >= 16384 && device.maxInvocations >= 256) {
+      const tiles = Math.ceil(M / 128) * Math.ceil(N / 128) * batch;
+      const splits = splitsFor(tiles, K);
+      return splits > 1 ? { ...VEC4_128, name: `${VEC4_128.name}+splitK${splits}`, splits } : VEC4_128;
+    }
+    base = TILED_VARIANTS.tile128x128;
+  }
   else if (M * N >= 256 * 256) base = TILED_VARIANTS.tile64x64;
   else base = TILED_VARIANTS.tile32x32;
   if (tiledStorageBytes(base) > device.maxWorkgroupStorage || base.wgx * base.wgy > device.maxInvocations) base = TILED_VARIANTS.tile32x32;
@@ -135,15 +168,29 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const hasBias = ops.bias ? 1 : 0;
   const accumulate = ops.beta !== 0 ? 1 : 0;
   const bias = ops.bias ?? dummy(backend);
-  const splits = cfg.kind === 'gemv' ? cfg.splits : cfg.splits;
-  const kChunk = Math.max(1, Math.ceil(K / splits / 16) * 16);
+  if (cfg.kind === 'vec4' && !vec4Aligned({ ...shape, dtype: ops.dtype === 'float16' ? 'float16' : 'float32' })) {
+    throw new ValueError('matmul', `${cfg.name} needs f32 operands whose contiguous dims are multiples of 4`, 'an aligned shape', JSON.stringify(shape));
+  }
+  const kChunk = Math.max(1, Math.ceil(K / cfg.splits / 16) * 16);
   const realSplits = Math.max(1, Math.ceil(K / kChunk));
   if (cfg.kind === 'gemv' && batch !== 1) throw new ValueError('matmul', 'the gemv variant handles one batch', 'batch 1', String(batch));
   const useWorkspace = cfg.kind === 'gemv' || realSplits > 1;
   const ws = useWorkspace ? backend.acquire(batch * realSplits * M * N * 4, 'gemm split-K workspace') : null;
-  if (cfg.kind === 'gemv') {
+  if (cfg.kind === 'gemv' && M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));
+  if (cfg.kind === 'gemv' && cfg.vec4) {
+    if (!gemvVec4Applies({ ...shape, dtype: t === 'f16' ? 'float16' : 'float32' })) throw new ValueError('matmul', `${cfg.name} needs f32 x·Wᵀ with K a multiple of 4`, 'an aligned x·Wᵀ', JSON.stringify(shape));
+    const { key, source } = shader('gemv-vec4', gemvVec4Source, { MR: String(cfg.mr), LANES: String(cfg.lanes) });
+    const k4Chunk = Math.ceil(kChunk / 4);
+    backend.dispatch({
+      key,
+      source,
+      buffers: [ops.a, ops.b, ws!],
+      uniform: uniform([M, N, K / 4, k4Chunk, realSplits]),
+      workgroups: [Math.ceil(N / (256 / cfg.lanes)), realSplits, 1],
+      label: cfg.name,
+    });
+  } else if (cfg.kind === 'gemv') {
     const { key, source } = shader('gemv', gemvSource, { ENABLE: enableFor(t), T: t, MR: String(cfg.mr), LANES: String(cfg.lanes) });
-    if (M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));
     const cols = shape.transB ? 256 / cfg.lanes : 256;
     backend.dispatch({
       key,
@@ -152,6 +199,17 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       buffers: [ops.a, ops.b, ws!],
       uniform: uniform([M, N, K, kChunk, realSplits]),
       workgroups: [Math.ceil(N / cols), realSplits, 1],
+      label: cfg.name,
+    });
+  } else if (cfg.kind === 'vec4') {
+    const { key, source } = shader('gemm-vec4', vec4Source, {});
+    backend.dispatch({
+      key,
+      source,
+      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0 },
+      buffers: [ops.a, ops.b, bias, ws ?? ops.c],
+      uniform: uniform([M, N, K, batch, ops.aBatchStride, ops.bBatchStride, useWorkspace ? kChunk : K, realSplits, { f32: ops.alpha }, { f32: ops.beta }]),
+      workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batch * realSplits],
       label: cfg.name,
     });
   } else {

@@ -1,3 +1,4 @@
+/// <reference path="./wgsl.d.ts" />
 /**
  * @metal-lora/metal-kernels: the WebGPU backend. WGSL kernels run as Metal shaders on Apple GPUs
  * (Dawn in Node, Safari/Chrome in the browser) and as Vulkan/D3D12 elsewhere.
@@ -11,6 +12,20 @@ registerWebGPUBackend();
 
 export { type DispatchSpec, type GpuData, gpuBytesPerElement, sizeClass, WebGPUBackend, wgslType } from './backend';
 export { type AdapterReport, type GPUContext, hasWebGPU, requestGPU, type RequestGPUOptions } from './device';
-export { forceGemmConfig, type GemmConfig, type GemmDevice, type GemmShape, type GemvConfig, recordGemm, selectGemm, TILED_VARIANTS, type TiledConfig, tiledStorageBytes } from './gemm';
+export {
+  forceGemmConfig,
+  type GemmConfig,
+  type GemmDevice,
+  type GemmShape,
+  type GemvConfig,
+  recordGemm,
+  selectGemm,
+  TILED_VARIANTS,
+  type TiledConfig,
+  tiledStorageBytes,
+  VEC4_128,
+  type Vec4Config,
+  vec4Aligned,
+} from './gemm';
 export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';
 export { specialize } from './shader';

@@ -22,6 +22,17 @@ export const TOLERANCES = {
 
 export type Tolerance = { rtol: number; atol: number };
 
+/**
+ * A tolerance for sums of many products (GEMMs, gradients): the absolute part scales with the
+ * largest expected magnitude, since an element that cancels to near zero still carries rounding
+ * error of the size of its terms. `fraction` is that error relative to the largest value.
+ */
+export function scaledTolerance(base: Tolerance, expected: ArrayLike<number>, fraction = 2e-6): Tolerance {
+  let maxAbs = 0;
+  for (let i = 0; i < expected.length; i++) if (Number.isFinite(expected[i])) maxAbs = Math.max(maxAbs, Math.abs(expected[i]));
+  return { rtol: base.rtol, atol: Math.max(base.atol, fraction * maxAbs) };
+}
+
 export interface Comparison {
   ok: boolean;
   maxAbsError: number;

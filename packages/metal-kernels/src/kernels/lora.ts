@@ -5,6 +5,8 @@ import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
 
+const gemmType = (dtype: DType) => (dtype === 'float16' ? 'float16' : 'float32');
+
 /** A copy of `x` ([n] elements) with the LoRA dropout mask applied and kept values scaled by 1/(1-p). */
 export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, n: number, p: number, seed: number): GpuData {
   const t = typeOf(backend, dtype, 'dropout');
@@ -28,11 +30,11 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const r = a.shape[0];
   const xd = attrs.dropout > 0 ? dropoutData(backend, dtype, buf(x), M * inF, attrs.dropout, attrs.seed) : null;
   const t = gemmOutput(backend, dtype, 1, M, r);
-  recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
+  recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
-  recordGemm(backend, { M, N: outF, K: inF, batch: 1, transA: false, transB: true }, { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
-  recordGemm(backend, { M, N: outF, K: r, batch: 1, transA: false, transB: true }, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype });
+  recordGemm(backend, { M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
+  recordGemm(backend, { M, N: outF, K: r, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype });
   return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
 }
 
@@ -46,7 +48,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   const s: number = attrs.scale;
   const p: number = attrs.dropout;
   const gemm = (shape: { M: number; N: number; K: number; transA: boolean; transB: boolean }, ops: { a: GPUBuffer; b: GPUBuffer; c: GPUBuffer; alpha: number; beta: number }) =>
-    recordGemm(backend, { ...shape, batch: 1 }, { ...ops, aBatchStride: 0, bBatchStride: 0, dtype });
+    recordGemm(backend, { ...shape, batch: 1, dtype: gemmType(dtype) }, { ...ops, aBatchStride: 0, bBatchStride: 0, dtype });
   const outputs: KernelOutput[] = [];
   // U = s·dy·B  [M, r]
   const u = gemmOutput(backend, dtype, 1, M, r);

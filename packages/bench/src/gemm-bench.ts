@@ -1,0 +1,194 @@
+/**
+ * GEMM benchmark of the WebGPU backend: the big product, decode shapes and the skinny LoRA
+ * products, each with the selector's variant and forced alternatives, timed with GPU timestamps.
+ * Inputs are random (never zeros), rotated among several copies when they could sit in cache,
+ * every variant's output is checked against a float64 CPU reference on a sample of elements
+ * first, and each time is the median of repeats.
+ *
+ *   node gemm-bench.mjs [--quick] [--json out.json]
+ */
+import { writeFileSync } from 'node:fs';
+import { createWebGPUBackend, type GemmConfig, type GemmShape, recordGemm, selectGemm, TILED_VARIANTS, VEC4_128, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { randomValues } from '@metal-lora/tensor/testing';
+import copySource from './wgsl/copy-vec4.wgsl';
+
+interface Case {
+  group: 'big' | 'decode' | 'skinny';
+  label: string;
+  shape: GemmShape;
+  configs: (GemmConfig | 'auto')[];
+}
+
+export interface GemmResult {
+  group: string;
+  label: string;
+  config: string;
+  M: number;
+  N: number;
+  K: number;
+  ms: number;
+  spreadMs: number;
+  tflops: number;
+  gbps: number;
+  maxRelError: number;
+}
+
+function cases(quick: boolean): Case[] {
+  const s = (M: number, N: number, K: number, transA: boolean, transB: boolean): GemmShape => ({ M, N, K, batch: 1, transA, transB });
+  if (quick) {
+    return [
+      { group: 'big', label: 'x·Wᵀ 256x512x512', shape: s(256, 512, 512, false, true), configs: ['auto', TILED_VARIANTS.tile64x64] },
+      { group: 'decode', label: 'decode M=1 512', shape: s(1, 512, 512, false, true), configs: ['auto'] },
+      { group: 'skinny', label: 'x·Aᵀ r=8', shape: s(256, 8, 512, false, true), configs: ['auto'] },
+    ];
+  }
+  const list: Case[] = [
+    { group: 'big', label: 'x·Wᵀ 2048x4096x4096', shape: s(2048, 4096, 4096, false, true), configs: ['auto', TILED_VARIANTS.tile128x128, TILED_VARIANTS.tile128x64] },
+    { group: 'big', label: 'x·W 2048x4096x4096 (B not transposed)', shape: s(2048, 4096, 4096, false, false), configs: ['auto', TILED_VARIANTS.tile128x64] },
+    { group: 'big', label: 'dyᵀ·x 4096x4096x2048 (A transposed)', shape: s(4096, 4096, 2048, true, false), configs: ['auto'] },
+  ];
+  const gemv = (mr: number, lanes: number, splits: number): GemmConfig => ({ kind: 'gemv', name: `gemv${mr}-vec4 l${lanes} s${splits}`, mr, lanes, splits, vec4: true });
+  for (const M of [1, 4, 16]) {
+    const mr = M;
+    const alternatives = process.argv.includes('--explore') ? [gemv(mr, 64, 1), gemv(mr, 128, 1), gemv(mr, 256, 1), gemv(mr, 32, 4), gemv(mr, 128, 4), gemv(mr, 256, 8)] : [];
+    list.push({ group: 'decode', label: `decode x·Wᵀ M=${M}`, shape: s(M, 4096, 4096, false, true), configs: ['auto', ...alternatives] });
+  }
+  for (const r of [8, 16, 64]) {
+    list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: s(2048, r, 4096, false, true), configs: ['auto'] });
+    list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: s(r, 4096, 2048, true, false), configs: ['auto'] });
+    list.push({ group: 'skinny', label: `T·Bᵀ r=${r} (K=r)`, shape: s(2048, 4096, r, false, true), configs: ['auto'] });
+  }
+  return list;
+}
+
+/**
+ * Median per-run GPU time of `run` (ms) and the spread of the trials. The GPU first works for
+ * ≥ 50 ms so its clocks settle; each of 7 trials then spans ≥ 20 ms, so timestamp granularity and
+ * pass gaps at the region's ends stay under 1%.
+ */
+export async function timeKernel(backend: WebGPUBackend, run: (i: number) => void): Promise<{ ms: number; spread: number }> {
+  let reps = 1;
+  let once = await backend.timeRegion(() => run(0));
+  while (once * reps < 50) {
+    reps *= 2;
+    once = (await backend.timeRegion(() => Array.from({ length: reps }, (_, i) => run(i)))) / reps;
+  }
+  const per = Math.max(1, Math.min(2000, Math.ceil(20 / Math.max(once, 1e-4))));
+  const times: number[] = [];
+  for (let trial = 0; trial < 7; trial++) times.push((await backend.timeRegion(() => Array.from({ length: per }, (_, i) => run(i)))) / per);
+  return { ms: median(times), spread: Math.max(...times) - Math.min(...times) };
+}
+
+function median(values: number[]): number {
+  const v = [...values].sort((a, b) => a - b);
+  return v[Math.floor(v.length / 2)];
+}
+
+function upload(backend: WebGPUBackend, values: Float64Array): GPUBuffer {
+  return (backend.upload(Float32Array.from(values), 'float32') as { buffer: GPUBuffer }).buffer;
+}
+
+async function readBuffer(backend: WebGPUBackend, buffer: GPUBuffer, n: number): Promise<Float32Array> {
+  return (await backend.read({ buffer, bytes: n * 4 }, 'float32', n)) as Float32Array;
+}
+
+/** Checks sampled outputs against a float64 dot product on the host. */
+function sampleError(out: Float32Array, a: Float64Array, b: Float64Array, s: GemmShape): number {
+  let worst = 0;
+  const samples = 64;
+  for (let t = 0; t < samples; t++) {
+    const m = (t * 7919) % s.M;
+    const n = (t * 104729) % s.N;
+    let ref = 0;
+    let mag = 0;
+    for (let k = 0; k < s.K; k++) {
+      const av = s.transA ? a[k * s.M + m] : a[m * s.K + k];
+      const bv = s.transB ? b[n * s.K + k] : b[k * s.N + n];
+      ref += av * bv;
+      mag += Math.abs(av * bv);
+    }
+    worst = Math.max(worst, Math.abs(out[m * s.N + n] - ref) / Math.max(mag, 1e-30));
+  }
+  return worst;
+}
+
+export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: (line: string) => void): Promise<GemmResult[]> {
+  const results: GemmResult[] = [];
+  for (const c of cases(quick)) {
+    const { M, N, K } = c.shape;
+    const aValues = randomValues(M * K, 11);
+    const bValues = randomValues(K * N, 12);
+    // Rotate inputs so repeats do not run from the 50 MB L2: enough copies to exceed ~150 MB.
+    const bytesPerSet = (M * K + K * N + M * N) * 4;
+    const copies = Math.max(1, Math.min(4, Math.ceil(150e6 / bytesPerSet)));
+    const sets = Array.from({ length: copies }, (_, i) => ({ a: upload(backend, i === 0 ? aValues : randomValues(M * K, 20 + i)), b: upload(backend, i === 0 ? bValues : randomValues(K * N, 40 + i)), c: backend.acquire(M * N * 4, 'bench c') }));
+    for (const requested of c.configs) {
+      const config = requested === 'auto' ? selectGemm(c.shape) : requested;
+      const run = (set: (typeof sets)[number]) => recordGemm(backend, c.shape, { a: set.a, b: set.b, c: set.c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, config);
+      // Correctness first, on poisoned output.
+      backend.device.queue.writeBuffer(sets[0].c, 0, new Uint32Array(M * N).fill(0x7fc00000));
+      run(sets[0]);
+      const out = await readBuffer(backend, sets[0].c, M * N);
+      const err = sampleError(out, aValues, bValues, c.shape);
+      const flops = 2 * M * N * K;
+      const { ms, spread } = await timeKernel(backend, (i) => run(sets[i % copies]));
+      const bytes = (M * K + K * N + M * N) * 4;
+      const r: GemmResult = {
+        group: c.group,
+        label: c.label,
+        config: config.name,
+        M,
+        N,
+        K,
+        ms,
+        spreadMs: spread,
+        tflops: flops / (ms * 1e-3) / 1e12,
+        gbps: bytes / (ms * 1e-3) / 1e9,
+        maxRelError: err,
+      };
+      results.push(r);
+      log(`${r.label.padEnd(40)} ${r.config.padEnd(22)} ${ms.toFixed(4).padStart(9)} ms ±${r.spreadMs.toFixed(4)}  ${r.tflops.toFixed(2).padStart(6)} TFLOP/s ${r.gbps.toFixed(0).padStart(6)} GB/s  err ${err.toExponential(1)}`);
+    }
+    for (const set of sets) {
+      backend.release(set.a);
+      backend.release(set.b);
+      backend.release(set.c);
+    }
+  }
+  return results;
+}
+
+/** Copy bandwidth of a vec4 compute kernel through WebGPU (bytes read + written), the decode ceiling. */
+export async function copyBandwidth(backend: WebGPUBackend): Promise<number> {
+  const bytes = 256 * 1024 * 1024;
+  const n = bytes / 16;
+  const src = backend.acquire(bytes, 'copy src');
+  const dst = backend.acquire(bytes, 'copy dst');
+  const groups = Math.ceil(n / 256);
+  const x = Math.min(groups, 65535);
+  const run = () =>
+    backend.dispatch({ key: 'copy-vec4', source: copySource, buffers: [src, dst], uniform: new Uint32Array([n, x * 256, 0, 0]).buffer, workgroups: [x, Math.ceil(groups / x), 1], label: 'copy' });
+  await backend.timeRegion(run);
+  const times: number[] = [];
+  for (let i = 0; i < 7; i++) times.push((await backend.timeRegion(() => Array.from({ length: 10 }, run))) / 10);
+  backend.release(src);
+  backend.release(dst);
+  return (2 * bytes) / (median(times) * 1e-3) / 1e9;
+}
+
+async function main(): Promise<void> {
+  const quick = process.argv.includes('--quick');
+  const jsonIndex = process.argv.indexOf('--json');
+  const backend = await createWebGPUBackend({ preciseTimestamps: true });
+  backend.sharePasses = !process.argv.includes('--separate-passes');
+  const { report } = backend.context;
+  console.log(`device: ${report.vendor} ${report.architecture} ${report.description} (${report.runtime}), timestamp-query=${report.timestampQuery}, one pass per kernel: ${!backend.sharePasses}`);
+  const copy = quick ? Number.NaN : await copyBandwidth(backend);
+  if (!quick) console.log(`WebGPU copy bandwidth (read + write): ${copy.toFixed(0)} GB/s`);
+  const results = await runGemmBench(backend, quick, console.log);
+  if (jsonIndex > 0) writeFileSync(process.argv[jsonIndex + 1], JSON.stringify({ device: report, copyGBps: copy, results }, null, 2));
+  await backend.sync();
+  backend.context.device.destroy();
+}
+
+if (process.argv[1]?.includes('gemm-bench')) await main();

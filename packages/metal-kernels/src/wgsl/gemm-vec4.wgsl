@@ -1,0 +1,188 @@
+// gemm-vec4.wgsl: C = α·op(A)·op(B) (+ β·C) (+ bias) for the large, aligned products (the base
+// GEMM of every LoRA layer), f32. 128×128 outputs per workgroup of 16×16 threads, 8×8 per thread
+// held as 16 vec4 accumulators; A and B tiles of 8 (k) × 128 pass through workgroup memory as
+// vec4, double-buffered, with the next tile prefetched into registers while the current one is
+// multiplied (one barrier per k-step).
+//   op(A) is [M, K]: A stored [M, K], or [K, M] when TRANS_A.
+//   op(B) is [K, N]: B stored [K, N], or [N, K] when TRANS_B (x·Wᵀ with W [N, K]).
+// Alignment (checked by the host): the contiguous dim of each stored operand is a multiple of 4
+//   (K for A / Bᵀ, M for Aᵀ, N for B) and so is N; M, N, K need not be multiples of the tile.
+//
+// Bindings (group 0):
+//   0  a     storage, read        array<vec4<f32>>
+//   1  b     storage, read        array<vec4<f32>>
+//   2  bias  storage, read        [N] f32 (a dummy when HAS_BIAS = 0)
+//   3  c     storage, read_write  [batch · splits][M, N] f32
+//   4  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta }
+//            (batch strides in elements, multiples of 4)
+// Dispatch: (ceil(N / 128), ceil(M / 128), batch · splits) workgroups of 16 × 16 threads.
+//   Split s covers k in [s·k_chunk, min(K, (s+1)·k_chunk)) (k_chunk a multiple of 8) and, with
+//   SPLIT = 1, writes raw partial sums for gemm-splitk-reduce.wgsl.
+// Workgroup memory: 2 buffers × (8·128 + 8·128) f32 = 16 KiB (the portable limit).
+// Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
+
+const BM: u32 = 128u;
+const BN: u32 = 128u;
+const TK: u32 = 8u;
+
+override TRANS_A: u32 = 0u;
+override TRANS_B: u32 = 0u;
+override HAS_BIAS: u32 = 0u;
+override ACCUMULATE: u32 = 0u;
+override SPLIT: u32 = 0u;
+
+struct Params {
+  M: u32, N: u32, K: u32, batch: u32,
+  a_batch_stride: u32, b_batch_stride: u32, k_chunk: u32, splits: u32,
+  alpha: f32, beta: f32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+// [buffer][k][128 / 4]: row k of a tile holds 128 m (or n) values as 32 vec4.
+var<workgroup> As: array<array<vec4<f32>, 256>, 2>;
+var<workgroup> Bs: array<array<vec4<f32>, 256>, 2>;
+
+// Thread t loads one vec4 of each tile per k-step. For a k-contiguous operand it is 4 values of
+// k at row t/2, k offset (t%2)·4; for an m- or n-contiguous one, 4 values of m/n at k = t/32.
+fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
+  if (TRANS_A == 1u) {
+    let k = k0 + t / 32u;
+    let m = row0 + (t % 32u) * 4u;
+    if (k < k_end && m < p.M) { return a[(base + k * p.M + m) / 4u]; }
+  } else {
+    let m = row0 + t / 2u;
+    let k = k0 + (t % 2u) * 4u;
+    if (m < p.M && k < k_end) { return a[(base + m * p.K + k) / 4u]; }
+  }
+  return vec4<f32>(0.0);
+}
+
+fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
+  if (TRANS_B == 1u) {
+    let n = col0 + t / 2u;
+    let k = k0 + (t % 2u) * 4u;
+    if (n < p.N && k < k_end) { return b[(base + n * p.K + k) / 4u]; }
+  } else {
+    let k = k0 + t / 32u;
+    let n = col0 + (t % 32u) * 4u;
+    if (k < k_end && n < p.N) { return b[(base + k * p.N + n) / 4u]; }
+  }
+  return vec4<f32>(0.0);
+}
+
+fn store_a(buf: u32, t: u32, v: vec4<f32>) {
+  if (TRANS_A == 1u) {
+    As[buf][(t / 32u) * 32u + t % 32u] = v;
+  } else {
+    // Four k values of one row m: scatter to four k rows of the tile.
+    let m = t / 2u;
+    let k = (t % 2u) * 4u;
+    As[buf][(k + 0u) * 32u + m / 4u][m % 4u] = v.x;
+    As[buf][(k + 1u) * 32u + m / 4u][m % 4u] = v.y;
+    As[buf][(k + 2u) * 32u + m / 4u][m % 4u] = v.z;
+    As[buf][(k + 3u) * 32u + m / 4u][m % 4u] = v.w;
+  }
+}
+
+fn store_b(buf: u32, t: u32, v: vec4<f32>) {
+  if (TRANS_B == 1u) {
+    let n = t / 2u;
+    let k = (t % 2u) * 4u;
+    Bs[buf][(k + 0u) * 32u + n / 4u][n % 4u] = v.x;
+    Bs[buf][(k + 1u) * 32u + n / 4u][n % 4u] = v.y;
+    Bs[buf][(k + 2u) * 32u + n / 4u][n % 4u] = v.z;
+    Bs[buf][(k + 3u) * 32u + n / 4u][n % 4u] = v.w;
+  } else {
+    Bs[buf][(t / 32u) * 32u + t % 32u] = v;
+  }
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let split = wid.z % p.splits;
+  let batch = wid.z / p.splits;
+  let row0 = wid.y * BM;
+  let col0 = wid.x * BN;
+  let t = lid.y * 16u + lid.x;
+  let a_base = batch * p.a_batch_stride;
+  let b_base = batch * p.b_batch_stride;
+  let k_begin = split * p.k_chunk;
+  let k_end = min(p.K, k_begin + p.k_chunk);
+
+  // Rows of this thread: ty·4 + {0..3} and 64 + ty·4 + {0..3}; columns likewise with tx. The two
+  // halves keep a warp's workgroup-memory reads on distinct banks.
+  var acc: array<vec4<f32>, 16>;
+  for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+
+  var ra = load_a(t, row0, k_begin, k_end, a_base);
+  var rb = load_b(t, col0, k_begin, k_end, b_base);
+  store_a(0u, t, ra);
+  store_b(0u, t, rb);
+  workgroupBarrier();
+
+  var buf = 0u;
+  for (var k0 = k_begin; k0 < k_end; k0 += TK) {
+    let next = k0 + TK;
+    let more = next < k_end;
+    if (more) {
+      ra = load_a(t, row0, next, k_end, a_base);
+      rb = load_b(t, col0, next, k_end, b_base);
+    }
+    for (var kk = 0u; kk < TK; kk++) {
+      let a0 = As[buf][kk * 32u + lid.y];
+      let a1 = As[buf][kk * 32u + 16u + lid.y];
+      let b0 = Bs[buf][kk * 32u + lid.x];
+      let b1 = Bs[buf][kk * 32u + 16u + lid.x];
+      acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+      acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+      acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+      acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+      acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+      acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+      acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+      acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+      acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+      acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+      acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+      acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+      acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+      acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+      acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+      acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+    }
+    if (more) {
+      buf = 1u - buf;
+      store_a(buf, t, ra);
+      store_b(buf, t, rb);
+    }
+    workgroupBarrier();
+  }
+
+  let c_base = (batch * p.splits + split) * p.M * p.N;
+  for (var i = 0u; i < 8u; i++) {
+    let m = row0 + select(lid.y * 4u + i, 64u + lid.y * 4u + (i - 4u), i >= 4u);
+    if (m >= p.M) { continue; }
+    for (var h = 0u; h < 2u; h++) {
+      let v4 = acc[i * 2u + h];
+      let n0 = col0 + h * 64u + lid.x * 4u;
+      for (var j = 0u; j < 4u; j++) {
+        let n = n0 + j;
+        if (n >= p.N) { continue; }
+        let o = c_base + m * p.N + n;
+        if (SPLIT == 1u) {
+          c[o] = v4[j];
+        } else {
+          var v = p.alpha * v4[j];
+          if (ACCUMULATE == 1u) { v += p.beta * c[o]; }
+          if (HAS_BIAS == 1u) { v += bias[n]; }
+          c[o] = v;
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,61 @@
+import * as T from '@metal-lora/tensor';
+import { cpuBackend, type Tensor } from '@metal-lora/tensor';
+import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
+import { describe, expect } from 'vitest';
+import type { WebGPUBackend } from '../src/index';
+import { gpuIt } from './gpu-env';
+
+const tol = TOLERANCES.float32Gemm;
+
+interface Case {
+  M: number;
+  inF: number;
+  outF: number;
+  r: number;
+  bias: boolean;
+  dropout: number;
+  xGrad: boolean;
+}
+
+/** Forward and every gradient of loraLinear on the GPU against the float64 CPU reference. */
+async function check(backend: WebGPUBackend, c: Case): Promise<void> {
+  const shapes = { x: [c.M, c.inF], w: [c.outF, c.inF], a: [c.r, c.inF], b: [c.outF, c.r], bias: [c.outF], dy: [c.M, c.outF] };
+  const data = Object.fromEntries(Object.entries(shapes).map(([k, s], i) => [k, randomValues(s.reduce((p, q) => p * q, 1), 50 + i)]));
+  const run = (bk: T.Backend, dtype: 'float32' | 'float64') => {
+    const t = (k: keyof typeof shapes) => T.tensor(data[k], shapes[k], { dtype, backend: bk });
+    const x = t('x');
+    const leaves = { w: t('w'), a: t('a'), b: t('b'), ...(c.bias ? { bias: t('bias') } : {}) } as Record<string, Tensor>;
+    const f = (p: Record<string, Tensor>, xs: Tensor) => T.sum(T.mul(T.loraLinear(xs, p.w, p.a, p.b, { scale: 1.75, bias: p.bias, dropout: c.dropout, seed: 4242 }), t('dy')));
+    const y = T.noGrad(() => T.loraLinear(x, leaves.w, leaves.a, leaves.b, { scale: 1.75, bias: leaves.bias, dropout: c.dropout, seed: 4242 }));
+    const [, grads] = c.xGrad ? T.valueAndGrad(f, [0, 1])(leaves, x) : T.valueAndGrad(f, [0])(leaves, x);
+    return { y, grads: grads as [Record<string, Tensor>, Tensor?] };
+  };
+  const ref = run(cpuBackend, 'float64');
+  const got = run(backend, 'float32');
+  const label = JSON.stringify(c);
+  const near = async (g: Tensor, r: Tensor, what: string) => {
+    const expected = r.dataSync();
+    assertClose(await g.data(), expected, scaledTolerance(tol, expected), `${what} ${label}`);
+  };
+  await near(got.y, ref.y, 'y');
+  for (const k of Object.keys(ref.grads[0])) await near(got.grads[0][k], ref.grads[0][k], `d${k}`);
+  if (c.xGrad) await near(got.grads[1]!, ref.grads[1]!, 'dx');
+  expect(got.grads[0].w.shape).toEqual(shapes.w);
+}
+
+describe('webgpu loraLinear forward and backward against the float64 reference', () => {
+  const cases: Case[] = [];
+  for (const M of [1, 3, 64]) for (const r of [1, 8, 64]) cases.push({ M, inF: 37, outF: 29, r, bias: r !== 8, dropout: M === 3 ? 0.25 : 0, xGrad: r !== 64 });
+  cases.push({ M: 257, inF: 45, outF: 131, r: 16, bias: true, dropout: 0.1, xGrad: true });
+  for (const c of cases) gpuIt(`M=${c.M} r=${c.r} bias=${c.bias} dropout=${c.dropout} xGrad=${c.xGrad}`, (backend) => check(backend, c));
+
+  gpuIt('the GPU dropout mask equals the CPU one bit for bit', async (backend) => {
+    const x = T.ones([7, 33], { backend });
+    const w = T.zeros([5, 33], { backend });
+    const a = T.ones([1, 33], { backend });
+    const b = T.ones([5, 1], { backend });
+    const y = T.loraLinear(x, w, a, b, { scale: 1, dropout: 0.5, seed: 99 });
+    const cpu = T.loraLinear(T.ones([7, 33]), T.zeros([5, 33]), T.ones([1, 33]), T.ones([5, 1]), { scale: 1, dropout: 0.5, seed: 99 });
+    expect(Array.from(await y.data())).toEqual(Array.from(cpu.dataSync()));
+  });
+});
