@@ -47,10 +47,10 @@ function cases(quick: boolean): Case[] {
     { group: 'big', label: 'x·W 2048x4096x4096 (B not transposed)', shape: s(2048, 4096, 4096, false, false), configs: ['auto', TILED_VARIANTS.tile128x64] },
     { group: 'big', label: 'dyᵀ·x 4096x4096x2048 (A transposed)', shape: s(4096, 4096, 2048, true, false), configs: ['auto'] },
   ];
-  const gemv = (mr: number, lanes: number, splits: number): GemmConfig => ({ kind: 'gemv', name: `gemv${mr}-vec4 l${lanes} s${splits}`, mr, lanes, splits, vec4: true });
+  const gemv = (mr: number, lanes: number, splits: number, unroll = 4): GemmConfig => ({ kind: 'gemv', name: `gemv${mr}-vec4 l${lanes} s${splits} u${unroll}`, mr, lanes, splits, vec4: true, unroll });
   for (const M of [1, 4, 16]) {
     const mr = M;
-    const alternatives = process.argv.includes('--explore') ? [gemv(mr, 64, 1), gemv(mr, 128, 1), gemv(mr, 256, 1), gemv(mr, 32, 4), gemv(mr, 128, 4), gemv(mr, 256, 8)] : [];
+    const alternatives = process.argv.includes('--explore') ? [gemv(mr, 32, 1, 1), gemv(mr, 32, 1, 2), gemv(mr, 32, 1, 8), gemv(mr, 64, 1, 4), gemv(mr, 32, 2, 4), gemv(mr, 32, 4, 4), gemv(mr, 128, 4, 4)] : [];
     list.push({ group: 'decode', label: `decode x·Wᵀ M=${M}`, shape: s(M, 4096, 4096, false, true), configs: ['auto', ...alternatives] });
   }
   for (const r of [8, 16, 64]) {
@@ -176,15 +176,30 @@ export async function copyBandwidth(backend: WebGPUBackend): Promise<number> {
   return (2 * bytes) / (median(times) * 1e-3) / 1e9;
 }
 
+/** GPU time per dispatch of a trivial kernel (one workgroup copying 4 KiB): the launch floor. */
+export async function dispatchOverhead(backend: WebGPUBackend): Promise<number> {
+  const bytes = 4096;
+  const src = backend.acquire(bytes, 'overhead src');
+  const dst = backend.acquire(bytes, 'overhead dst');
+  const run = () => backend.dispatch({ key: 'copy-vec4', source: copySource, buffers: [src, dst], uniform: new Uint32Array([bytes / 16, 256, 0, 0]).buffer, workgroups: [1, 1, 1], label: 'tiny' });
+  const { ms } = await timeKernel(backend, run);
+  backend.release(src);
+  backend.release(dst);
+  return ms;
+}
+
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
   const jsonIndex = process.argv.indexOf('--json');
   const backend = await createWebGPUBackend({ preciseTimestamps: true });
-  backend.sharePasses = !process.argv.includes('--separate-passes');
+  backend.sharePasses = process.argv.includes('--shared-passes');
   const { report } = backend.context;
   console.log(`device: ${report.vendor} ${report.architecture} ${report.description} (${report.runtime}), timestamp-query=${report.timestampQuery}, one pass per kernel: ${!backend.sharePasses}`);
   const copy = quick ? Number.NaN : await copyBandwidth(backend);
   if (!quick) console.log(`WebGPU copy bandwidth (read + write): ${copy.toFixed(0)} GB/s`);
+  const overhead = quick ? Number.NaN : await dispatchOverhead(backend);
+  if (!quick) console.log(`GPU time per dispatch of a trivial kernel: ${(overhead * 1000).toFixed(1)} µs`);
+  if (process.argv.includes('--overhead-only')) return;
   const results = await runGemmBench(backend, quick, console.log);
   if (jsonIndex > 0) writeFileSync(process.argv[jsonIndex + 1], JSON.stringify({ device: report, copyGBps: copy, results }, null, 2));
   await backend.sync();

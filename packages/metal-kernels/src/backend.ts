@@ -72,10 +72,11 @@ export class WebGPUBackend implements Backend {
   private pass: GPUComputePassEncoder | null = null;
   private passes = 0;
   /**
-   * Record consecutive dispatches into one compute pass (Dawn still orders them by their buffer
-   * usage) instead of one pass each; fewer passes mean fewer barriers between kernels.
+   * Record consecutive dispatches into one compute pass instead of one pass each. Off by default:
+   * on an H200 through Dawn/Vulkan a trivial kernel cost 8.5 µs of GPU time per dispatch inside a
+   * shared pass and 2.4 µs in its own pass (packages/bench/RESULTS.md).
    */
-  sharePasses = true;
+  sharePasses = false;
   private readonly arena: GPUBuffer;
   private arenaData = new Uint8Array(UNIFORM_ARENA_BYTES);
   private arenaUsed = 0;

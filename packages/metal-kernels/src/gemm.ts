@@ -28,6 +28,8 @@ export interface GemvConfig {
   splits: number;
   /** x·Wᵀ with f32 and K % 4 = 0: vec4 loads along K. */
   vec4?: boolean;
+  /** vec4 path: W loads in flight per thread (default 4). */
+  unroll?: number;
 }
 
 /** Whether gemv-vec4.wgsl applies: x·Wᵀ (A not transposed, B transposed), f32, K % 4 = 0. */
@@ -143,6 +145,19 @@ export function forceGemmConfig(config: GemmConfig | null): void {
   forced = config;
 }
 
+/** The fused LoRA prologue of gemm-vec4.wgsl: C gets s·mask⊙(la·op(lb)) added before α. */
+export interface LoraPrologue {
+  /** [M, r], r contiguous. */
+  la: GPUBuffer;
+  /** [N, r] when `transB`, else [r, N]. */
+  lb: GPUBuffer;
+  r: number;
+  transB: boolean;
+  scale: number;
+  /** The LoRA dropout mask over output elements (index m·N + n), kept ones scaled by 1/(1-p). */
+  dropout?: { p: number; seed: number };
+}
+
 export interface GemmOperands {
   a: GPUBuffer;
   b: GPUBuffer;
@@ -154,6 +169,8 @@ export interface GemmOperands {
   alpha: number;
   beta: number;
   dtype: DType;
+  /** Only with the vec4 kernel, batch 1 and r % 4 = 0. */
+  lora?: LoraPrologue;
 }
 
 /** Records `C = α·op(A)·op(B) + β·C + bias` for one shape and configuration. */
@@ -168,6 +185,9 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const hasBias = ops.bias ? 1 : 0;
   const accumulate = ops.beta !== 0 ? 1 : 0;
   const bias = ops.bias ?? dummy(backend);
+  if (ops.lora && (cfg.kind !== 'vec4' || batch !== 1 || ops.lora.r % 4 !== 0)) {
+    throw new ValueError('matmul', 'the fused LoRA prologue needs the vec4 kernel, batch 1 and a rank divisible by 4', 'vec4, batch 1, r % 4 = 0', `${cfg.name}, batch ${batch}, r ${ops.lora.r}`);
+  }
   if (cfg.kind === 'vec4' && !vec4Aligned({ ...shape, dtype: ops.dtype === 'float16' ? 'float16' : 'float32' })) {
     throw new ValueError('matmul', `${cfg.name} needs f32 operands whose contiguous dims are multiples of 4`, 'an aligned shape', JSON.stringify(shape));
   }
@@ -179,7 +199,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   if (cfg.kind === 'gemv' && M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));
   if (cfg.kind === 'gemv' && cfg.vec4) {
     if (!gemvVec4Applies({ ...shape, dtype: t === 'f16' ? 'float16' : 'float32' })) throw new ValueError('matmul', `${cfg.name} needs f32 x·Wᵀ with K a multiple of 4`, 'an aligned x·Wᵀ', JSON.stringify(shape));
-    const { key, source } = shader('gemv-vec4', gemvVec4Source, { MR: String(cfg.mr), LANES: String(cfg.lanes) });
+    const { key, source } = shader('gemv-vec4', gemvVec4Source, { MR: String(cfg.mr), LANES: String(cfg.lanes), UNROLL: String(cfg.unroll ?? 4) });
     const k4Chunk = Math.ceil(kChunk / 4);
     backend.dispatch({
       key,
@@ -203,12 +223,32 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     });
   } else if (cfg.kind === 'vec4') {
     const { key, source } = shader('gemm-vec4', vec4Source, {});
+    const lora = ops.lora;
+    const drop = lora?.dropout && lora.dropout.p > 0 ? lora.dropout : null;
     backend.dispatch({
       key,
       source,
       constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0 },
-      buffers: [ops.a, ops.b, bias, ws ?? ops.c],
-      uniform: uniform([M, N, K, batch, ops.aBatchStride, ops.bBatchStride, useWorkspace ? kChunk : K, realSplits, { f32: ops.alpha }, { f32: ops.beta }]),
+      buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? dummy(backend), lora?.lb ?? dummy(backend)],
+      uniform: uniform([
+        M,
+        N,
+        K,
+        batch,
+        ops.aBatchStride,
+        ops.bBatchStride,
+        useWorkspace ? kChunk : K,
+        realSplits,
+        { f32: ops.alpha },
+        { f32: ops.beta },
+        lora?.r ?? 0,
+        lora?.transB ? 1 : 0,
+        { f32: lora?.scale ?? 0 },
+        drop ? 1 : 0,
+        drop ? drop.seed >>> 0 : 0,
+        drop ? Math.ceil(drop.p * 2 ** 24) : 0,
+        { f32: drop ? 1 / (1 - drop.p) : 1 },
+      ]),
       workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batch * realSplits],
       label: cfg.name,
     });

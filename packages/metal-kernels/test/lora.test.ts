@@ -1,8 +1,8 @@
 import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
-import { describe, expect } from 'vitest';
-import type { WebGPUBackend } from '../src/index';
+import { describe, expect, it } from 'vitest';
+import { loraPlan, type WebGPUBackend } from '../src/index';
 import { gpuIt } from './gpu-env';
 
 const tol = TOLERANCES.float32Gemm;
@@ -47,7 +47,24 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
   const cases: Case[] = [];
   for (const M of [1, 3, 64]) for (const r of [1, 8, 64]) cases.push({ M, inF: 37, outF: 29, r, bias: r !== 8, dropout: M === 3 ? 0.25 : 0, xGrad: r !== 64 });
   cases.push({ M: 257, inF: 45, outF: 131, r: 16, bias: true, dropout: 0.1, xGrad: true });
+  // Fused plan (f32, in/out/rank divisible by 4, M > 16): the LoRA term enters the vec4 GEMM.
+  cases.push({ M: 64, inF: 36, outF: 132, r: 8, bias: true, dropout: 0, xGrad: true });
+  cases.push({ M: 257, inF: 68, outF: 44, r: 4, bias: false, dropout: 0.2, xGrad: true });
+  cases.push({ M: 130, inF: 256, outF: 132, r: 64, bias: true, dropout: 0.05, xGrad: true });
   for (const c of cases) gpuIt(`M=${c.M} r=${c.r} bias=${c.bias} dropout=${c.dropout} xGrad=${c.xGrad}`, (backend) => check(backend, c));
+
+  it.each([
+    [64, 36, 132, 8, 'float32', 'fused'],
+    [257, 68, 44, 4, 'float32', 'fused'],
+    [2048, 4096, 4096, 16, 'float32', 'fused'],
+    [1, 4096, 4096, 16, 'float32', 'composed'],
+    [16, 4096, 4096, 16, 'float32', 'composed'],
+    [64, 37, 132, 8, 'float32', 'composed'],
+    [64, 36, 132, 6, 'float32', 'composed'],
+    [64, 36, 132, 8, 'float16', 'composed'],
+  ] as const)('loraPlan(M=%i, in=%i, out=%i, r=%i, %s) = %s', (M, inF, outF, r, dtype, plan) => {
+    expect(loraPlan(M, inF, outF, r, dtype)).toBe(plan);
+  });
 
   gpuIt('the GPU dropout mask equals the CPU one bit for bit', async (backend) => {
     const x = T.ones([7, 33], { backend });

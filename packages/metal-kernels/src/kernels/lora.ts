@@ -1,6 +1,6 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { gemmOutput, recordGemm } from '../gemm';
+import { gemmOutput, recordGemm, VEC4_128 } from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -18,9 +18,23 @@ export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, 
   return y;
 }
 
+export type LoraPlan = 'fused' | 'composed';
+
 /**
- * loraLinear composed from GEMMs (one kernel launch per product; the fused kernels replace
- * this): T = dropout(x)·Aᵀ, then y = x·Wᵀ + bias, then y += s·T·Bᵀ in the same buffer.
+ * How loraLinear runs on the GPU, a pure function of the shape (table-tested):
+ * - `fused`: the low-rank product enters the base GEMM as a prologue of the vec4 kernel (forward:
+ *   y = x·Wᵀ + s·T·Bᵀ + bias in one pass over y; backward: dx = dy·W + mask⊙(U·A) likewise). Needs
+ *   f32 and in, out, rank divisible by 4, and enough rows for the 128×128 tiles to pay off.
+ * - `composed`: separate GEMMs accumulating into the same output buffer (decode-sized M, odd
+ *   sizes, float16), still without an [M, out] intermediate.
+ */
+export function loraPlan(M: number, inF: number, outF: number, r: number, dtype: DType): LoraPlan {
+  return dtype === 'float32' && inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 && M > 16 ? 'fused' : 'composed';
+}
+
+/**
+ * loraLinear forward: T = dropout(x)·Aᵀ (kept for backward), then y = x·Wᵀ + bias + s·T·Bᵀ,
+ * fused into one GEMM where the plan allows, else two GEMMs into the same output buffer.
  */
 function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const [x, w, a, b, bias] = inputs;
@@ -33,6 +47,15 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
+  if (loraPlan(M, inF, outF, r, dtype) === 'fused') {
+    recordGemm(
+      backend,
+      { M, N: outF, K: inF, batch: 1, transA: false, transB: true },
+      { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: t.buffer, lb: buf(b), r, transB: true, scale: attrs.scale } },
+      VEC4_128,
+    );
+    return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
+  }
   recordGemm(backend, { M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
   recordGemm(backend, { M, N: outF, K: r, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype });
   return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
@@ -53,7 +76,17 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   // U = s·dy·B  [M, r]
   const u = gemmOutput(backend, dtype, 1, M, r);
   gemm({ M, N: r, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
-  if (attrs.needX) {
+  if (attrs.needX && loraPlan(M, inF, outF, r, dtype) === 'fused') {
+    // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue, masked in registers.
+    const dx = gemmOutput(backend, dtype, 1, M, inF);
+    recordGemm(
+      backend,
+      { M, N: inF, K: outF, batch: 1, transA: false, transB: false },
+      { a: buf(dy), b: buf(w), c: dx.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined } },
+      VEC4_128,
+    );
+    outputs.push(out(dx, [M, inF], dtype));
+  } else if (attrs.needX) {
     // dx = dropout(U·A) + dy·W: the LoRA term first, then the base product accumulates onto it.
     let dx = gemmOutput(backend, dtype, 1, M, inF);
     gemm({ M, N: inF, K: r, transA: false, transB: false }, { a: u.buffer, b: buf(a), c: dx.buffer, alpha: 1, beta: 0 });

@@ -8,13 +8,25 @@
 // Alignment (checked by the host): the contiguous dim of each stored operand is a multiple of 4
 //   (K for A / Bᵀ, M for Aᵀ, N for B) and so is N; M, N, K need not be multiples of the tile.
 //
+// Fused LoRA prologue (r > 0, batch 1): before the main K loop, split 0 accumulates the low-rank
+//   product L = la·op(lb) (la [M, r]; lb [N, r] when lora_trans_b, else [r, N]) through the same
+//   tiles, then scales it in registers by lora_scale and, when dropout is on, by the LoRA dropout
+//   mask of output element (m, n) (index m·N + n, the counter-based hash of dropout.wgsl) over
+//   (1 - p). The main product then accumulates on top, so C = α·(op(A)·op(B) + s·mask⊙L) + β·C + bias
+//   is written once and no [M, N] intermediate exists. Forward: la = T, lb = B (trans), A = x,
+//   B = W (trans), lora_scale = s. Backward dx: la = U = s·dy·B, lb = A (not trans), A = dy,
+//   B = W (not trans), lora_scale = 1, with the forward pass's dropout mask.
+//
 // Bindings (group 0):
 //   0  a     storage, read        array<vec4<f32>>
 //   1  b     storage, read        array<vec4<f32>>
 //   2  bias  storage, read        [N] f32 (a dummy when HAS_BIAS = 0)
 //   3  c     storage, read_write  [batch · splits][M, N] f32
-//   4  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta }
-//            (batch strides in elements, multiples of 4)
+//   4  la    storage, read        [M, r] vec4<f32> (a dummy when r = 0)
+//   5  lb    storage, read        [N, r] or [r, N] vec4<f32> (a dummy when r = 0)
+//   6  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta,
+//                      r, lora_trans_b, lora_scale, dropout_on, dropout_seed, dropout_threshold,
+//                      dropout_keep_scale } (batch strides in elements, multiples of 4; r % 4 = 0)
 // Dispatch: (ceil(N / 128), ceil(M / 128), batch · splits) workgroups of 16 × 16 threads.
 //   Split s covers k in [s·k_chunk, min(K, (s+1)·k_chunk)) (k_chunk a multiple of 8) and, with
 //   SPLIT = 1, writes raw partial sums for gemm-splitk-reduce.wgsl.
@@ -34,49 +46,69 @@ override SPLIT: u32 = 0u;
 struct Params {
   M: u32, N: u32, K: u32, batch: u32,
   a_batch_stride: u32, b_batch_stride: u32, k_chunk: u32, splits: u32,
-  alpha: f32, beta: f32,
+  alpha: f32, beta: f32, r: u32, lora_trans_b: u32,
+  lora_scale: f32, dropout_on: u32, dropout_seed: u32, dropout_threshold: u32,
+  dropout_keep_scale: f32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> la: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> lb: array<vec4<f32>>;
+@group(0) @binding(6) var<uniform> p: Params;
 
 // [buffer][k][128 / 4]: row k of a tile holds 128 m (or n) values as 32 vec4.
 var<workgroup> As: array<array<vec4<f32>, 256>, 2>;
 var<workgroup> Bs: array<array<vec4<f32>, 256>, 2>;
 
+const MAIN: u32 = 0u;
+const LORA: u32 = 1u;
+
+fn a_transposed(phase: u32) -> bool { return phase == MAIN && TRANS_A == 1u; }
+fn b_transposed(phase: u32) -> bool { return select(TRANS_B == 1u, p.lora_trans_b == 1u, phase == LORA); }
+
 // Thread t loads one vec4 of each tile per k-step. For a k-contiguous operand it is 4 values of
 // k at row t/2, k offset (t%2)·4; for an m- or n-contiguous one, 4 values of m/n at k = t/32.
-fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
-  if (TRANS_A == 1u) {
+fn load_a(phase: u32, t: u32, row0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
+  if (a_transposed(phase)) {
     let k = k0 + t / 32u;
     let m = row0 + (t % 32u) * 4u;
     if (k < k_end && m < p.M) { return a[(base + k * p.M + m) / 4u]; }
   } else {
     let m = row0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
-    if (m < p.M && k < k_end) { return a[(base + m * p.K + k) / 4u]; }
+    if (m < p.M && k < k_end) {
+      if (phase == LORA) { return la[(m * p.r + k) / 4u]; }
+      return a[(base + m * p.K + k) / 4u];
+    }
   }
   return vec4<f32>(0.0);
 }
 
-fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
-  if (TRANS_B == 1u) {
+fn load_b(phase: u32, t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
+  let width = select(p.K, p.r, phase == LORA);
+  if (b_transposed(phase)) {
     let n = col0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
-    if (n < p.N && k < k_end) { return b[(base + n * p.K + k) / 4u]; }
+    if (n < p.N && k < k_end) {
+      if (phase == LORA) { return lb[(n * width + k) / 4u]; }
+      return b[(base + n * width + k) / 4u];
+    }
   } else {
     let k = k0 + t / 32u;
     let n = col0 + (t % 32u) * 4u;
-    if (k < k_end && n < p.N) { return b[(base + k * p.N + n) / 4u]; }
+    if (k < k_end && n < p.N) {
+      if (phase == LORA) { return lb[(k * p.N + n) / 4u]; }
+      return b[(base + k * p.N + n) / 4u];
+    }
   }
   return vec4<f32>(0.0);
 }
 
-fn store_a(buf: u32, t: u32, v: vec4<f32>) {
-  if (TRANS_A == 1u) {
+fn store_a(phase: u32, buf: u32, t: u32, v: vec4<f32>) {
+  if (a_transposed(phase)) {
     As[buf][(t / 32u) * 32u + t % 32u] = v;
   } else {
     // Four k values of one row m: scatter to four k rows of the tile.
@@ -89,8 +121,8 @@ fn store_a(buf: u32, t: u32, v: vec4<f32>) {
   }
 }
 
-fn store_b(buf: u32, t: u32, v: vec4<f32>) {
-  if (TRANS_B == 1u) {
+fn store_b(phase: u32, buf: u32, t: u32, v: vec4<f32>) {
+  if (b_transposed(phase)) {
     let n = t / 2u;
     let k = (t % 2u) * 4u;
     Bs[buf][(k + 0u) * 32u + n / 4u][n % 4u] = v.x;
@@ -102,76 +134,110 @@ fn store_b(buf: u32, t: u32, v: vec4<f32>) {
   }
 }
 
-@compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let split = wid.z % p.splits;
-  let batch = wid.z / p.splits;
-  let row0 = wid.y * BM;
-  let col0 = wid.x * BN;
+// acc += op(A)[rows, k_begin..k_end) · op(B)[k_begin..k_end), cols) for one phase's operands,
+// double-buffered with the next tile prefetched into registers (one barrier per k-step).
+fn tile_loop(phase: u32, k_begin: u32, k_end: u32, row0: u32, col0: u32, a_base: u32, b_base: u32, lid: vec3u, acc: ptr<function, array<vec4<f32>, 16>>) {
   let t = lid.y * 16u + lid.x;
-  let a_base = batch * p.a_batch_stride;
-  let b_base = batch * p.b_batch_stride;
-  let k_begin = split * p.k_chunk;
-  let k_end = min(p.K, k_begin + p.k_chunk);
-
-  // Rows of this thread: ty·4 + {0..3} and 64 + ty·4 + {0..3}; columns likewise with tx. The two
-  // halves keep a warp's workgroup-memory reads on distinct banks.
-  var acc: array<vec4<f32>, 16>;
-  for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
-
-  var ra = load_a(t, row0, k_begin, k_end, a_base);
-  var rb = load_b(t, col0, k_begin, k_end, b_base);
-  store_a(0u, t, ra);
-  store_b(0u, t, rb);
+  var ra = load_a(phase, t, row0, k_begin, k_end, a_base);
+  var rb = load_b(phase, t, col0, k_begin, k_end, b_base);
+  store_a(phase, 0u, t, ra);
+  store_b(phase, 0u, t, rb);
   workgroupBarrier();
-
   var buf = 0u;
   for (var k0 = k_begin; k0 < k_end; k0 += TK) {
     let next = k0 + TK;
     let more = next < k_end;
     if (more) {
-      ra = load_a(t, row0, next, k_end, a_base);
-      rb = load_b(t, col0, next, k_end, b_base);
+      ra = load_a(phase, t, row0, next, k_end, a_base);
+      rb = load_b(phase, t, col0, next, k_end, b_base);
     }
     for (var kk = 0u; kk < TK; kk++) {
       let a0 = As[buf][kk * 32u + lid.y];
       let a1 = As[buf][kk * 32u + 16u + lid.y];
       let b0 = Bs[buf][kk * 32u + lid.x];
       let b1 = Bs[buf][kk * 32u + 16u + lid.x];
-      acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
-      acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
-      acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
-      acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
-      acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
-      acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
-      acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
-      acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
-      acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
-      acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
-      acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
-      acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
-      acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
-      acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
-      acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
-      acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+      (*acc)[0] = fma(vec4<f32>(a0.x), b0, (*acc)[0]);
+      (*acc)[1] = fma(vec4<f32>(a0.x), b1, (*acc)[1]);
+      (*acc)[2] = fma(vec4<f32>(a0.y), b0, (*acc)[2]);
+      (*acc)[3] = fma(vec4<f32>(a0.y), b1, (*acc)[3]);
+      (*acc)[4] = fma(vec4<f32>(a0.z), b0, (*acc)[4]);
+      (*acc)[5] = fma(vec4<f32>(a0.z), b1, (*acc)[5]);
+      (*acc)[6] = fma(vec4<f32>(a0.w), b0, (*acc)[6]);
+      (*acc)[7] = fma(vec4<f32>(a0.w), b1, (*acc)[7]);
+      (*acc)[8] = fma(vec4<f32>(a1.x), b0, (*acc)[8]);
+      (*acc)[9] = fma(vec4<f32>(a1.x), b1, (*acc)[9]);
+      (*acc)[10] = fma(vec4<f32>(a1.y), b0, (*acc)[10]);
+      (*acc)[11] = fma(vec4<f32>(a1.y), b1, (*acc)[11]);
+      (*acc)[12] = fma(vec4<f32>(a1.z), b0, (*acc)[12]);
+      (*acc)[13] = fma(vec4<f32>(a1.z), b1, (*acc)[13]);
+      (*acc)[14] = fma(vec4<f32>(a1.w), b0, (*acc)[14]);
+      (*acc)[15] = fma(vec4<f32>(a1.w), b1, (*acc)[15]);
     }
     if (more) {
       buf = 1u - buf;
-      store_a(buf, t, ra);
-      store_b(buf, t, rb);
+      store_a(phase, buf, t, ra);
+      store_b(phase, buf, t, rb);
     }
     workgroupBarrier();
   }
+}
+
+// Rows of this thread: ty·4 + {0..3} and 64 + ty·4 + {0..3}; columns likewise with tx. The two
+// halves keep a warp's workgroup-memory reads on distinct banks.
+fn row_of(lid: vec3u, i: u32) -> u32 { return select(lid.y * 4u + i, 64u + lid.y * 4u + (i - 4u), i >= 4u); }
+fn col_of(lid: vec3u, h: u32, j: u32) -> u32 { return h * 64u + lid.x * 4u + j; }
+
+// One 32-bit avalanche round; kept in sync with mix32 in packages/tensor/src/random.ts.
+fn mix32(v: u32) -> u32 {
+  var x = v;
+  x = x ^ (x >> 16u);
+  x = x * 0x7feb352du;
+  x = x ^ (x >> 15u);
+  x = x * 0x846ca68bu;
+  return x ^ (x >> 16u);
+}
+
+fn lora_factor(m: u32, n: u32) -> f32 {
+  if (p.dropout_on == 0u) { return p.lora_scale; }
+  let k = mix32(p.dropout_seed ^ 0x9e3779b9u);
+  let bits = mix32(mix32(m * p.N + n + k) ^ k);
+  return select(0.0, p.lora_scale * p.dropout_keep_scale, (bits >> 8u) >= p.dropout_threshold);
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let split = wid.z % p.splits;
+  let batch = wid.z / p.splits;
+  let row0 = wid.y * BM;
+  let col0 = wid.x * BN;
+  let a_base = batch * p.a_batch_stride;
+  let b_base = batch * p.b_batch_stride;
+  let k_begin = split * p.k_chunk;
+  let k_end = min(p.K, k_begin + p.k_chunk);
+
+  var acc: array<vec4<f32>, 16>;
+  for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
+
+  if (p.r > 0u && split == 0u) {
+    tile_loop(LORA, 0u, p.r, row0, col0, 0u, 0u, lid, &acc);
+    for (var i = 0u; i < 8u; i++) {
+      for (var h = 0u; h < 2u; h++) {
+        var f: vec4<f32>;
+        for (var j = 0u; j < 4u; j++) { f[j] = lora_factor(row0 + row_of(lid, i), col0 + col_of(lid, h, j)); }
+        acc[i * 2u + h] *= f;
+      }
+    }
+  }
+  tile_loop(MAIN, k_begin, k_end, row0, col0, a_base, b_base, lid, &acc);
 
   let c_base = (batch * p.splits + split) * p.M * p.N;
   for (var i = 0u; i < 8u; i++) {
-    let m = row0 + select(lid.y * 4u + i, 64u + lid.y * 4u + (i - 4u), i >= 4u);
+    let m = row0 + row_of(lid, i);
     if (m >= p.M) { continue; }
     for (var h = 0u; h < 2u; h++) {
       let v4 = acc[i * 2u + h];
-      let n0 = col0 + h * 64u + lid.x * 4u;
       for (var j = 0u; j < 4u; j++) {
-        let n = n0 + j;
+        let n = col0 + col_of(lid, h, j);
         if (n >= p.N) { continue; }
         let o = c_base + m * p.N + n;
         if (SPLIT == 1u) {

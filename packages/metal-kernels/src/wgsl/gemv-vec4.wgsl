@@ -10,10 +10,13 @@
 //   2  ws  storage, read_write  [splits, M, N] f32
 //   3  p   uniform { M, N, K4: K / 4, k4_chunk, splits }
 // Dispatch: (ceil(N / COLS), splits, 1) workgroups of 256 threads.
-// Text constants: MR (1..16; MR·256·4 bytes of workgroup memory ≤ 16 KiB), LANES (8..256, a power of two).
+// Text constants: MR (1..16; MR·256·4 bytes of workgroup memory ≤ 16 KiB), LANES (8..256, a power
+//   of two), UNROLL (1..8: vec4 loads of W each thread issues before using them, so more bytes are
+//   in flight per thread).
 
 const MR: u32 = {{MR}}u;
 const LANES: u32 = {{LANES}}u;
+const UNROLL: u32 = {{UNROLL}}u;
 const WG: u32 = 256u;
 
 struct Params { M: u32, N: u32, K4: u32, k4_chunk: u32, splits: u32 }
@@ -35,10 +38,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   var acc: array<f32, MR>;
   for (var m = 0u; m < MR; m++) { acc[m] = 0.0; }
   if (n < p.N) {
-    for (var k = k_begin + lane; k < k_end; k += LANES) {
-      let wv = w[n * p.K4 + k];
-      for (var m = 0u; m < MR; m++) {
-        if (m < p.M) { acc[m] += dot(wv, x[m * p.K4 + k]); }
+    var wv: array<vec4<f32>, UNROLL>;
+    for (var k = k_begin + lane; k < k_end; k += LANES * UNROLL) {
+      for (var u = 0u; u < UNROLL; u++) {
+        let kk = k + u * LANES;
+        wv[u] = select(vec4<f32>(0.0), w[n * p.K4 + min(kk, p.K4 - 1u)], kk < k_end);
+      }
+      for (var u = 0u; u < UNROLL; u++) {
+        let kk = min(k + u * LANES, p.K4 - 1u);
+        for (var m = 0u; m < MR; m++) {
+          if (m < p.M) { acc[m] += dot(wv[u], x[m * p.K4 + kk]); }
+        }
       }
     }
   }
