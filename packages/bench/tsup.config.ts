@@ -5,7 +5,7 @@ import { defineConfig } from 'tsup';
  * inlined except Dawn's `webgpu`, WGSL as text.
  */
 export default defineConfig({
-  entry: { 'gemm-bench': 'src/gemm-bench.ts' },
+  entry: { 'gemm-bench': 'src/gemm-bench.ts', 'lora-bench': 'src/lora-bench.ts' },
   format: ['esm'],
   outExtension: () => ({ js: '.mjs' }),
   platform: 'node',

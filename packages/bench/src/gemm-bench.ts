@@ -8,7 +8,7 @@
  *   node gemm-bench.mjs [--quick] [--json out.json]
  */
 import { writeFileSync } from 'node:fs';
-import { createWebGPUBackend, type GemmConfig, type GemmShape, recordGemm, selectGemm, TILED_VARIANTS, VEC4_128, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type GemmConfig, type GemmShape, recordGemm, selectGemm, TILED_VARIANTS, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
 import copySource from './wgsl/copy-vec4.wgsl';
 

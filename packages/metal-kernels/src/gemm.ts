@@ -228,7 +228,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     backend.dispatch({
       key,
       source,
-      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0 },
+      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0, LORA_PROLOGUE: lora ? 1 : 0 },
       buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? dummy(backend), lora?.lb ?? dummy(backend)],
       uniform: uniform([
         M,

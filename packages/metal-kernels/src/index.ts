@@ -27,6 +27,6 @@ export {
   type Vec4Config,
   vec4Aligned,
 } from './gemm';
-export { type LoraPlan, loraPlan } from './kernels/lora';
+export { forceLoraPlan, type LoraPlan, loraPlan } from './kernels/lora';
 export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';
 export { specialize } from './shader';

@@ -20,6 +20,13 @@ export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, 
 
 export type LoraPlan = 'fused' | 'composed';
 
+let forcedPlan: LoraPlan | null = null;
+
+/** Forces the plan where it applies (benchmarks compare both); `null` restores {@link loraPlan}'s choice. */
+export function forceLoraPlan(plan: LoraPlan | null): void {
+  forcedPlan = plan;
+}
+
 /**
  * How loraLinear runs on the GPU, a pure function of the shape (table-tested):
  * - `fused`: the low-rank product enters the base GEMM as a prologue of the vec4 kernel (forward:
@@ -29,6 +36,7 @@ export type LoraPlan = 'fused' | 'composed';
  *   sizes, float16), still without an [M, out] intermediate.
  */
 export function loraPlan(M: number, inF: number, outF: number, r: number, dtype: DType): LoraPlan {
+  if (forcedPlan) return forcedPlan === 'fused' && !(dtype === 'float32' && inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0) ? 'composed' : forcedPlan;
   return dtype === 'float32' && inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 && M > 16 ? 'fused' : 'composed';
 }
 

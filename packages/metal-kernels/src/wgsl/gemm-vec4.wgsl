@@ -31,7 +31,7 @@
 //   Split s covers k in [s·k_chunk, min(K, (s+1)·k_chunk)) (k_chunk a multiple of 8) and, with
 //   SPLIT = 1, writes raw partial sums for gemm-splitk-reduce.wgsl.
 // Workgroup memory: 2 buffers × (8·128 + 8·128) f32 = 16 KiB (the portable limit).
-// Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
+// Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT, LORA_PROLOGUE (0/1).
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -42,6 +42,8 @@ override TRANS_B: u32 = 0u;
 override HAS_BIAS: u32 = 0u;
 override ACCUMULATE: u32 = 0u;
 override SPLIT: u32 = 0u;
+// 1: the fused LoRA prologue is compiled in; 0: it is dead code (the plain GEMM keeps its speed).
+override LORA_PROLOGUE: u32 = 0u;
 
 struct Params {
   M: u32, N: u32, K: u32, batch: u32,
@@ -134,54 +136,6 @@ fn store_b(phase: u32, buf: u32, t: u32, v: vec4<f32>) {
   }
 }
 
-// acc += op(A)[rows, k_begin..k_end) · op(B)[k_begin..k_end), cols) for one phase's operands,
-// double-buffered with the next tile prefetched into registers (one barrier per k-step).
-fn tile_loop(phase: u32, k_begin: u32, k_end: u32, row0: u32, col0: u32, a_base: u32, b_base: u32, lid: vec3u, acc: ptr<function, array<vec4<f32>, 16>>) {
-  let t = lid.y * 16u + lid.x;
-  var ra = load_a(phase, t, row0, k_begin, k_end, a_base);
-  var rb = load_b(phase, t, col0, k_begin, k_end, b_base);
-  store_a(phase, 0u, t, ra);
-  store_b(phase, 0u, t, rb);
-  workgroupBarrier();
-  var buf = 0u;
-  for (var k0 = k_begin; k0 < k_end; k0 += TK) {
-    let next = k0 + TK;
-    let more = next < k_end;
-    if (more) {
-      ra = load_a(phase, t, row0, next, k_end, a_base);
-      rb = load_b(phase, t, col0, next, k_end, b_base);
-    }
-    for (var kk = 0u; kk < TK; kk++) {
-      let a0 = As[buf][kk * 32u + lid.y];
-      let a1 = As[buf][kk * 32u + 16u + lid.y];
-      let b0 = Bs[buf][kk * 32u + lid.x];
-      let b1 = Bs[buf][kk * 32u + 16u + lid.x];
-      (*acc)[0] = fma(vec4<f32>(a0.x), b0, (*acc)[0]);
-      (*acc)[1] = fma(vec4<f32>(a0.x), b1, (*acc)[1]);
-      (*acc)[2] = fma(vec4<f32>(a0.y), b0, (*acc)[2]);
-      (*acc)[3] = fma(vec4<f32>(a0.y), b1, (*acc)[3]);
-      (*acc)[4] = fma(vec4<f32>(a0.z), b0, (*acc)[4]);
-      (*acc)[5] = fma(vec4<f32>(a0.z), b1, (*acc)[5]);
-      (*acc)[6] = fma(vec4<f32>(a0.w), b0, (*acc)[6]);
-      (*acc)[7] = fma(vec4<f32>(a0.w), b1, (*acc)[7]);
-      (*acc)[8] = fma(vec4<f32>(a1.x), b0, (*acc)[8]);
-      (*acc)[9] = fma(vec4<f32>(a1.x), b1, (*acc)[9]);
-      (*acc)[10] = fma(vec4<f32>(a1.y), b0, (*acc)[10]);
-      (*acc)[11] = fma(vec4<f32>(a1.y), b1, (*acc)[11]);
-      (*acc)[12] = fma(vec4<f32>(a1.z), b0, (*acc)[12]);
-      (*acc)[13] = fma(vec4<f32>(a1.z), b1, (*acc)[13]);
-      (*acc)[14] = fma(vec4<f32>(a1.w), b0, (*acc)[14]);
-      (*acc)[15] = fma(vec4<f32>(a1.w), b1, (*acc)[15]);
-    }
-    if (more) {
-      buf = 1u - buf;
-      store_a(phase, buf, t, ra);
-      store_b(phase, buf, t, rb);
-    }
-    workgroupBarrier();
-  }
-}
-
 // Rows of this thread: ty·4 + {0..3} and 64 + ty·4 + {0..3}; columns likewise with tx. The two
 // halves keep a warp's workgroup-memory reads on distinct banks.
 fn row_of(lid: vec3u, i: u32) -> u32 { return select(lid.y * 4u + i, 64u + lid.y * 4u + (i - 4u), i >= 4u); }
@@ -204,31 +158,123 @@ fn lora_factor(m: u32, n: u32) -> f32 {
   return select(0.0, p.lora_scale * p.dropout_keep_scale, (bits >> 8u) >= p.dropout_threshold);
 }
 
+fn factors(m: u32, n0: u32) -> vec4<f32> {
+  return vec4<f32>(lora_factor(m, n0), lora_factor(m, n0 + 1u), lora_factor(m, n0 + 2u), lora_factor(m, n0 + 3u));
+}
+
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let split = wid.z % p.splits;
   let batch = wid.z / p.splits;
   let row0 = wid.y * BM;
   let col0 = wid.x * BN;
+  let t = lid.y * 16u + lid.x;
   let a_base = batch * p.a_batch_stride;
   let b_base = batch * p.b_batch_stride;
   let k_begin = split * p.k_chunk;
   let k_end = min(p.K, k_begin + p.k_chunk);
+  // One k loop over a virtual range: [0, lora_len) walks the LoRA operands (split 0 only), the
+  // rest walks this split's K range. A single loop in one function keeps the accumulators in
+  // registers (a second loop in a helper function sent them to local memory: 16× slower).
+  let lora_len = select(0u, (p.r + TK - 1u) / TK * TK, LORA_PROLOGUE == 1u && p.r > 0u && split == 0u);
+  let total = lora_len + (k_end - k_begin);
 
   var acc: array<vec4<f32>, 16>;
   for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
 
-  if (p.r > 0u && split == 0u) {
-    tile_loop(LORA, 0u, p.r, row0, col0, 0u, 0u, lid, &acc);
-    for (var i = 0u; i < 8u; i++) {
-      for (var h = 0u; h < 2u; h++) {
-        var f: vec4<f32>;
-        for (var j = 0u; j < 4u; j++) { f[j] = lora_factor(row0 + row_of(lid, i), col0 + col_of(lid, h, j)); }
-        acc[i * 2u + h] *= f;
+  var phase = select(MAIN, LORA, lora_len > 0u);
+  var ra = select(load_a(MAIN, t, row0, k_begin, k_end, a_base), load_a(LORA, t, row0, 0u, p.r, 0u), phase == LORA);
+  var rb = select(load_b(MAIN, t, col0, k_begin, k_end, b_base), load_b(LORA, t, col0, 0u, p.r, 0u), phase == LORA);
+  store_a(phase, 0u, t, ra);
+  store_b(phase, 0u, t, rb);
+  workgroupBarrier();
+
+  var buf = 0u;
+  for (var v0 = 0u; v0 < total; v0 += TK) {
+    let next = v0 + TK;
+    let more = next < total;
+    let next_phase = select(MAIN, LORA, next < lora_len);
+    if (more) {
+      if (next_phase == LORA) {
+        ra = load_a(LORA, t, row0, next, p.r, 0u);
+        rb = load_b(LORA, t, col0, next, p.r, 0u);
+      } else {
+        let k = k_begin + next - lora_len;
+        ra = load_a(MAIN, t, row0, k, k_end, a_base);
+        rb = load_b(MAIN, t, col0, k, k_end, b_base);
       }
     }
+    if (LORA_PROLOGUE == 1u && lora_len > 0u && v0 == lora_len) {
+      // All LoRA steps are in: scale them (and apply the dropout mask) before the main product.
+      // Constant indices only: a loop here (with the hash inside) was not unrolled, and indexing
+      // acc with a loop variable sent all accumulators to local memory (16x slower on an H200).
+      acc[0] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 0u, 0u));
+      acc[1] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 1u, 0u));
+      acc[2] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 0u, 0u));
+      acc[3] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 1u, 0u));
+      acc[4] *= factors(row0 + row_of(lid, 2u), col0 + col_of(lid, 0u, 0u));
+      acc[5] *= factors(row0 + row_of(lid, 2u), col0 + col_of(lid, 1u, 0u));
+      acc[6] *= factors(row0 + row_of(lid, 3u), col0 + col_of(lid, 0u, 0u));
+      acc[7] *= factors(row0 + row_of(lid, 3u), col0 + col_of(lid, 1u, 0u));
+      acc[8] *= factors(row0 + row_of(lid, 4u), col0 + col_of(lid, 0u, 0u));
+      acc[9] *= factors(row0 + row_of(lid, 4u), col0 + col_of(lid, 1u, 0u));
+      acc[10] *= factors(row0 + row_of(lid, 5u), col0 + col_of(lid, 0u, 0u));
+      acc[11] *= factors(row0 + row_of(lid, 5u), col0 + col_of(lid, 1u, 0u));
+      acc[12] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 0u, 0u));
+      acc[13] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 1u, 0u));
+      acc[14] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 0u, 0u));
+      acc[15] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 1u, 0u));
+    }
+    for (var kk = 0u; kk < TK; kk++) {
+      let a0 = As[buf][kk * 32u + lid.y];
+      let a1 = As[buf][kk * 32u + 16u + lid.y];
+      let b0 = Bs[buf][kk * 32u + lid.x];
+      let b1 = Bs[buf][kk * 32u + 16u + lid.x];
+      acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+      acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+      acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+      acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+      acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+      acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+      acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+      acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+      acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+      acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+      acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+      acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+      acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+      acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+      acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+      acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+    }
+    if (more) {
+      buf = 1u - buf;
+      store_a(next_phase, buf, t, ra);
+      store_b(next_phase, buf, t, rb);
+    }
+    workgroupBarrier();
   }
-  tile_loop(MAIN, k_begin, k_end, row0, col0, a_base, b_base, lid, &acc);
+  if (LORA_PROLOGUE == 1u && lora_len > 0u && total == lora_len) {
+    // An empty main range (K = 0): the LoRA term still gets its scale.
+    // Constant indices only: a loop here (with the hash inside) was not unrolled, and indexing
+    // acc with a loop variable sent all accumulators to local memory (16x slower on an H200).
+    acc[0] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 0u, 0u));
+    acc[1] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 1u, 0u));
+    acc[2] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 0u, 0u));
+    acc[3] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 1u, 0u));
+    acc[4] *= factors(row0 + row_of(lid, 2u), col0 + col_of(lid, 0u, 0u));
+    acc[5] *= factors(row0 + row_of(lid, 2u), col0 + col_of(lid, 1u, 0u));
+    acc[6] *= factors(row0 + row_of(lid, 3u), col0 + col_of(lid, 0u, 0u));
+    acc[7] *= factors(row0 + row_of(lid, 3u), col0 + col_of(lid, 1u, 0u));
+    acc[8] *= factors(row0 + row_of(lid, 4u), col0 + col_of(lid, 0u, 0u));
+    acc[9] *= factors(row0 + row_of(lid, 4u), col0 + col_of(lid, 1u, 0u));
+    acc[10] *= factors(row0 + row_of(lid, 5u), col0 + col_of(lid, 0u, 0u));
+    acc[11] *= factors(row0 + row_of(lid, 5u), col0 + col_of(lid, 1u, 0u));
+    acc[12] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 0u, 0u));
+    acc[13] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 1u, 0u));
+    acc[14] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 0u, 0u));
+    acc[15] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 1u, 0u));
+  }
 
   let c_base = (batch * p.splits + split) * p.M * p.N;
   for (var i = 0u; i < 8u; i++) {

@@ -1,0 +1,75 @@
+"""PyTorch/cuBLAS f32 (TF32 off) LoRA layer timings, the peer of lora-bench.ts, in the same call.
+
+For M = 2048, in = out = 4096 and r in (8, 16, 32, 64): the base GEMM, the unfused LoRA forward
+(x@Wᵀ + s·(x@Aᵀ)@Bᵀ, as PEFT computes it), and a training step (forward + backward for x, A, B
+through autograd, W frozen), with CUDA events (median of 7 trials of ≥ 20 ms after a 50 ms warm-up)
+and the step's peak allocated bytes. Prints one JSON object.
+"""
+import json
+import sys
+
+import torch
+
+torch.backends.cuda.matmul.allow_tf32 = False
+dev = torch.device("cuda")
+
+
+def time_ms(fn):
+    reps = 1
+    while True:
+        torch.cuda.synchronize()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(reps):
+            fn()
+        e.record()
+        torch.cuda.synchronize()
+        once = s.elapsed_time(e) / reps
+        if once * reps >= 50:
+            break
+        reps *= 2
+    per = max(1, min(2000, int(20 / max(once, 1e-4)) + 1))
+    times = []
+    for _ in range(7):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(per):
+            fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e) / per)
+    times.sort()
+    return times[3]
+
+
+M, IN, OUT = 2048, 4096, 4096
+x = torch.randn(M, IN, device=dev)
+w = torch.randn(OUT, IN, device=dev) / IN ** 0.5
+dy = torch.randn(M, OUT, device=dev)
+results = []
+for r in (8, 16, 32, 64):
+    a = (torch.randn(r, IN, device=dev) / IN ** 0.5).requires_grad_()
+    b = (torch.randn(OUT, r, device=dev) * 0.1).requires_grad_()
+    s = 16 / r
+    xg = x.clone().requires_grad_()
+
+    def forward(xs):
+        return xs @ w.t() + s * ((xs @ a.t()) @ b.t())
+
+    def step():
+        y = forward(xg)
+        y.backward(dy)
+        xg.grad = a.grad = b.grad = None
+
+    with torch.no_grad():
+        base = time_ms(lambda: x @ w.t())
+        fwd = time_ms(lambda: forward(x))
+    st = time_ms(step)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    results.append({"r": r, "baseMs": base, "unfusedFwdMs": fwd, "unfusedStepMs": st, "stepPeakBytes": peak})
+json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "M": M, "in": IN, "out": OUT, "results": results}, sys.stdout, indent=1)

@@ -1,0 +1,137 @@
+/**
+ * LoRA layer benchmark on the WebGPU backend: for M = 2048 tokens, in = out = 4096 and several
+ * ranks, the base GEMM alone, the unfused composition a tensor library would run (separate
+ * matmuls, scale and add; autograd for backward), and the fused kernels (loraLinear and its
+ * backward op), timed side by side with GPU timestamps, plus the allocator's peak bytes of a
+ * forward+backward step. Outputs are checked against each other before timing.
+ *
+ *   node lora-bench.mjs [--quick] [--json out.json]
+ */
+import { writeFileSync } from 'node:fs';
+import { createWebGPUBackend, forceLoraPlan, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import * as T from '@metal-lora/tensor';
+import { compare, randomValues } from '@metal-lora/tensor/testing';
+import { timeKernel } from './gemm-bench';
+
+export interface LoraResult {
+  M: number;
+  inF: number;
+  outF: number;
+  r: number;
+  baseMs: number;
+  unfusedFwdMs: number;
+  fusedFwdMs: number;
+  unfusedStepMs: number;
+  fusedStepMs: number;
+  /** The same op with the `composed` plan (separate GEMMs accumulating into one output). */
+  composedFwdMs: number;
+  composedStepMs: number;
+  unfusedPeakBytes: number;
+  fusedPeakBytes: number;
+  maxRelDiff: number;
+}
+
+function make(backend: WebGPUBackend, shape: number[], seed: number, std = 1): T.Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return T.tensor(randomValues(n, seed, std), shape, { backend, dtype: 'float32' });
+}
+
+export async function runLoraBench(backend: WebGPUBackend, shapes: { M: number; inF: number; outF: number }[], ranks: number[], log: (line: string) => void): Promise<LoraResult[]> {
+  const results: LoraResult[] = [];
+  for (const { M, inF, outF } of shapes) {
+    const x = make(backend, [M, inF], 1);
+    const w = make(backend, [outF, inF], 2, 1 / Math.sqrt(inF));
+    const dy = make(backend, [M, outF], 3);
+    for (const r of ranks) {
+      const a = make(backend, [r, inF], 4, 1 / Math.sqrt(inF));
+      const b = make(backend, [outF, r], 5, 0.1);
+      const scale = 16 / r;
+      const s = T.full([], scale, { backend });
+      const unfusedForward = (xs: T.Tensor, as: T.Tensor, bs: T.Tensor) => T.add(T.matmul(xs, w, { transposeB: true }), T.mul(T.matmul(T.matmul(xs, as, { transposeB: true }), bs, { transposeB: true }), s));
+      // Agreement of the two paths (fresh random inputs, nothing zero).
+      const yu = T.noGrad(() => unfusedForward(x, a, b));
+      const yf = T.noGrad(() => T.loraLinear(x, w, a, b, { scale }));
+      const cmp = compare(await yf.data(), await yu.data(), { rtol: 1e-3, atol: 1e-3 }, 'fused vs unfused');
+      yu.dispose();
+      yf.dispose();
+      if (!cmp.ok) throw new Error(cmp.message);
+
+      const base = await timeKernel(backend, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
+      const unfusedFwd = await timeKernel(backend, () => T.tidy(() => T.noGrad(() => unfusedForward(x, a, b))));
+      const fusedFwd = await timeKernel(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
+      // A training step: forward, then dx, dA, dB (x requires grad: not the first layer).
+      const leaves = () => [x, a, b].map((t) => {
+        const leaf = t.detach();
+        leaf.requiresGrad = true;
+        return leaf;
+      });
+      const unfusedStep = () =>
+        T.tidy(() => {
+          const [xs, as, bs] = leaves();
+          unfusedForward(xs, as, bs).backward(dy);
+          for (const t of [xs, as, bs]) t.grad?.dispose();
+        });
+      const fusedStep = () =>
+        T.tidy(() => {
+          const [xs, as, bs] = leaves();
+          T.loraLinear(xs, w, as, bs, { scale }).backward(dy);
+          for (const t of [xs, as, bs]) t.grad?.dispose();
+        });
+      const peakOf = async (step: () => void) => {
+        await backend.sync();
+        backend.resetPeak();
+        const before = backend.memory().liveBytes;
+        step();
+        await backend.sync();
+        return backend.memory().peakBytes - before;
+      };
+      const unfusedPeak = await peakOf(unfusedStep);
+      const fusedPeak = await peakOf(fusedStep);
+      const unfusedStepT = await timeKernel(backend, unfusedStep);
+      const fusedStepT = await timeKernel(backend, fusedStep);
+      forceLoraPlan('composed');
+      const composedFwd = await timeKernel(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
+      const composedStep = await timeKernel(backend, fusedStep);
+      forceLoraPlan(null);
+      const res: LoraResult = {
+        M,
+        inF,
+        outF,
+        r,
+        baseMs: base.ms,
+        unfusedFwdMs: unfusedFwd.ms,
+        fusedFwdMs: fusedFwd.ms,
+        unfusedStepMs: unfusedStepT.ms,
+        fusedStepMs: fusedStepT.ms,
+        composedFwdMs: composedFwd.ms,
+        composedStepMs: composedStep.ms,
+        unfusedPeakBytes: unfusedPeak,
+        fusedPeakBytes: fusedPeak,
+        maxRelDiff: cmp.maxRelError,
+      };
+      results.push(res);
+      log(
+        `M=${M} in=${inF} out=${outF} r=${String(r).padEnd(3)} base ${base.ms.toFixed(3)} ms | fwd unfused ${unfusedFwd.ms.toFixed(3)} fused ${fusedFwd.ms.toFixed(3)} (${(fusedFwd.ms / base.ms).toFixed(2)}x base, ${(unfusedFwd.ms / fusedFwd.ms).toFixed(2)}x faster) | step unfused ${unfusedStepT.ms.toFixed(3)} fused ${fusedStepT.ms.toFixed(3)} (${(fusedStepT.ms / base.ms).toFixed(2)}x base, ${(unfusedStepT.ms / fusedStepT.ms).toFixed(2)}x faster) | peak MB unfused ${(unfusedPeak / 1e6).toFixed(1)} fused ${(fusedPeak / 1e6).toFixed(1)} (${(fusedPeak / unfusedPeak).toFixed(2)}x)`,
+      );
+      for (const t of [a, b, s]) t.dispose();
+    }
+    for (const t of [x, w, dy]) t.dispose();
+  }
+  return results;
+}
+
+async function main(): Promise<void> {
+  const quick = process.argv.includes('--quick');
+  const jsonIndex = process.argv.indexOf('--json');
+  const backend = await createWebGPUBackend({ preciseTimestamps: true });
+  T.setBackendSync(backend);
+  const { report } = backend.context;
+  console.log(`device: ${report.vendor} ${report.device} ${report.description} (${report.runtime})`);
+  const shapes = quick ? [{ M: 128, inF: 256, outF: 256 }] : [{ M: 2048, inF: 4096, outF: 4096 }];
+  const results = await runLoraBench(backend, shapes, quick ? [8] : [8, 16, 32, 64], console.log);
+  if (jsonIndex > 0) writeFileSync(process.argv[jsonIndex + 1], JSON.stringify({ device: report, results }, null, 2));
+  await backend.sync();
+  backend.context.device.destroy();
+}
+
+if (process.argv[1]?.includes('lora-bench')) await main();
