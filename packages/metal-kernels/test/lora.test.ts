@@ -51,6 +51,11 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
   cases.push({ M: 64, inF: 36, outF: 132, r: 8, bias: true, dropout: 0, xGrad: true });
   cases.push({ M: 257, inF: 68, outF: 44, r: 4, bias: false, dropout: 0.2, xGrad: true });
   cases.push({ M: 130, inF: 256, outF: 132, r: 64, bias: true, dropout: 0.05, xGrad: true });
+  // The rest of the issue's rank grid: 4, 32, 128, 256.
+  cases.push({ M: 1, inF: 40, outF: 24, r: 4, bias: true, dropout: 0, xGrad: true });
+  cases.push({ M: 64, inF: 68, outF: 36, r: 32, bias: false, dropout: 0.3, xGrad: true });
+  cases.push({ M: 257, inF: 132, outF: 68, r: 128, bias: true, dropout: 0, xGrad: false });
+  cases.push({ M: 3, inF: 37, outF: 29, r: 256, bias: true, dropout: 0.1, xGrad: true });
   for (const c of cases) gpuIt(`M=${c.M} r=${c.r} bias=${c.bias} dropout=${c.dropout} xGrad=${c.xGrad}`, (backend) => check(backend, c));
 
   it.each([
