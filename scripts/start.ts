@@ -6,10 +6,10 @@
  * PEFT and MLX initialise them) is trained with Adam through the `loraLinear` op and autograd;
  * the loss falls while W stays bit-identical. Everything is seeded: two runs print the same.
  *
- *   pnpm start [--steps N] [--rank R]
+ *   pnpm start [--steps N] [--rank R] [--backend auto|webgpu|cpu]
  */
-import { getBackend, loraLinear, manualSeed, matmul, mean, mul, noGrad, rand, randn, sub, type Tensor, tidy } from '@metal-lora/tensor';
-import { requestGPU } from '@metal-lora/metal-kernels';
+import '@metal-lora/metal-kernels';
+import { loraLinear, manualSeed, matmul, mean, mul, noGrad, rand, randn, setBackend, sub, type Tensor, tidy } from '@metal-lora/tensor';
 
 function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -27,16 +27,11 @@ const rank = flag('rank', 8);
 const [inF, outF, samples] = [96, 64, 512];
 manualSeed(2026);
 
-let gpuNote = 'none found';
-try {
-  const { device, report } = await requestGPU();
-  gpuNote = `${report.vendor || report.description || 'unknown'} (${report.runtime}; f16=${report.shaderF16}, subgroups=${report.subgroups})`;
-  device.destroy();
-} catch (e) {
-  gpuNote = `none (${(e as Error).message.split(';')[0]})`;
-}
+const wanted = process.argv.includes('--backend') ? process.argv[process.argv.indexOf('--backend') + 1] : 'auto';
+const backend = await setBackend(wanted);
+const report = (backend as { context?: { report: { vendor: string; description: string; runtime: string } } }).context?.report;
 console.log(`MetalLoRA-TS main job: LoRA fine-tuning of a frozen ${outF}x${inF} linear layer`);
-console.log(`backend: ${getBackend().name}; WebGPU adapter: ${gpuNote}`);
+console.log(`backend: ${backend.name}${report ? ` (${report.vendor} ${report.description}, ${report.runtime})` : wanted === 'auto' ? ' (no WebGPU adapter found)' : ''}`);
 
 // The task: inputs x and targets y = x·(W + ΔW)ᵀ with a hidden rank-4 ΔW.
 const weight = randn([outF, inF], { seed: 1, std: 1 / Math.sqrt(inF) });
@@ -44,7 +39,7 @@ const hiddenB = randn([outF, 4], { seed: 2, std: 0.5 });
 const hiddenA = randn([4, inF], { seed: 3, std: 0.5 / Math.sqrt(inF) });
 const x = randn([samples, inF], { seed: 4 });
 const target = tidy(() => matmul(x, weight.add(matmul(hiddenB, hiddenA)), { transposeB: true }));
-const weightBefore = Float32Array.from(weight.dataSync());
+const weightBefore = Float32Array.from(await weight.data());
 
 // The adapter, initialised as PEFT / MLX do: A ~ U(±1/√in), B = 0 (so training starts at the base).
 const bound = 1 / Math.sqrt(inF);
@@ -85,28 +80,31 @@ const lossOf = (): Tensor => {
   const diff = sub(pred, target);
   return mean(mul(diff, diff));
 };
-const baseLoss = tidy(() => noGrad(() => mean(sub(matmul(x, weight, { transposeB: true }), target).pow(2)))).itemSync();
+const baseLoss = await tidy(() => noGrad(() => mean(sub(matmul(x, weight, { transposeB: true }), target).pow(2)))).item();
 console.log(`loss of the frozen base alone: ${baseLoss.toFixed(5)}`);
 
 const t0 = performance.now();
 let loss = 0;
 for (let step = 1; step <= steps; step++) {
-  loss = tidy(() => {
-    const l = lossOf();
-    l.backward();
-    return l.itemSync();
+  const l = tidy(() => {
+    const value = lossOf();
+    value.backward();
+    return value;
   });
   adamStep(step);
+  if (step === 1 || step % 50 === 0 || step === steps) loss = await l.item();
+  l.dispose();
   if (step === 1 || step % 50 === 0 || step === steps) {
     const bar = '#'.repeat(Math.round((30 * step) / steps)).padEnd(30, '.');
     console.log(`[${bar}] step ${String(step).padStart(4)}  loss ${loss.toExponential(3)}`);
   }
 }
+await weight.data(); // wait for queued GPU work before stopping the clock
 const seconds = (performance.now() - t0) / 1000;
 const flops = steps * samples * (2 * inF * outF + 2 * rank * (inF + outF)) * 3;
 console.log(`trained ${steps} steps in ${seconds.toFixed(2)} s (${(flops / seconds / 1e9).toFixed(2)} GFLOP/s of forward+backward work)`);
 
-const unchanged = weight.dataSync().every((w, i) => Object.is(w, weightBefore[i]));
+const unchanged = (await weight.data()).every((w, i) => Object.is(w, weightBefore[i]));
 console.log(`base weight bit-identical after training: ${unchanged}`);
 const improved = loss < baseLoss * 0.05;
 console.log(`loss ${baseLoss.toFixed(5)} → ${loss.toExponential(3)} (${((1 - loss / baseLoss) * 100).toFixed(1)}% lower): ${improved ? 'the adapter learned the low-rank update' : 'did not converge'}`);
