@@ -1,2 +1,23 @@
-// Filled in by its roadmap issue; see README.md for what this package will hold.
-export {};
+/**
+ * @metal-lora/adapter-io: safetensors, and LoRA adapters in the mlx-lm and PEFT formats, on
+ * `Uint8Array` (browser and Node). File helpers live in `@metal-lora/adapter-io/node`.
+ */
+export {
+  type AdapterFiles,
+  detectFormat,
+  type LoraAdapter,
+  type LoraWeights,
+  MLX_CONFIG,
+  MLX_WEIGHTS,
+  mlxToPeft,
+  PEFT_CONFIG,
+  PEFT_WEIGHTS,
+  parseMlxAdapter,
+  parsePeftAdapter,
+  peftToMlx,
+  serializeMlxAdapter,
+  serializePeftAdapter,
+} from './adapters';
+export { adapterFromTensors, adapterTensors, type LoraTensors } from './tensors';
+export { DECODABLE, float32ToBFloat16Bits, SAFETENSORS_DTYPES, type SafetensorsDType } from './dtypes';
+export { byteLength, fromNumbers, MAX_HEADER_BYTES, readSafetensors, type Safetensors, type SafetensorsEntry, type TensorData, toFloat32, toFloat64, type WriteEntry, writeSafetensors } from './safetensors';

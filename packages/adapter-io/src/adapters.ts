@@ -1,0 +1,261 @@
+import { FormatError } from '@metal-lora/tensor';
+import type { SafetensorsDType } from './dtypes';
+import { fromNumbers, readSafetensors, type SafetensorsEntry, toFloat32, writeSafetensors } from './safetensors';
+
+/** One LoRA module's weights in the math (and PEFT) layout: A `[r, in]`, B `[out, r]`, row-major f32. */
+export interface LoraWeights {
+  a: Float32Array;
+  b: Float32Array;
+  inFeatures: number;
+  outFeatures: number;
+}
+
+/**
+ * A LoRA adapter independent of its file format: one rank and scale, and the weights of each
+ * adapted module by its path in the model (`model.layers.15.self_attn.q_proj`, the Hugging Face /
+ * MLX module naming).
+ */
+export interface LoraAdapter {
+  rank: number;
+  /** The multiplier of the low-rank branch (MLX `scale`; PEFT `lora_alpha / r`, or `/ √r` with rsLoRA). */
+  scale: number;
+  dropout: number;
+  /** MLX semantics: LoRA on the last `numLayers` blocks; -1 for all. */
+  numLayers: number;
+  /** Block-relative module paths (`self_attn.q_proj`); null means "all linear layers". */
+  keys: string[] | null;
+  modules: Record<string, LoraWeights>;
+  /** Storage dtype of the weights in the file they came from (written back the same way). */
+  dtype: 'F32' | 'F16' | 'BF16';
+}
+
+/** The two files of an adapter directory, as bytes and text. */
+export interface AdapterFiles {
+  weights: Uint8Array;
+  config: string;
+}
+
+export const MLX_WEIGHTS = 'adapters.safetensors';
+export const MLX_CONFIG = 'adapter_config.json';
+export const PEFT_WEIGHTS = 'adapter_model.safetensors';
+export const PEFT_CONFIG = 'adapter_config.json';
+const PEFT_PREFIX = 'base_model.model.';
+
+function parseJson(op: string, text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new FormatError(op, `adapter_config.json is not valid JSON (${(error as Error).message})`, { key: 'adapter_config.json' });
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new FormatError(op, 'adapter_config.json is not an object', { key: 'adapter_config.json' }, 'a JSON object', String(value));
+  return value as Record<string, unknown>;
+}
+
+function num(op: string, config: Record<string, unknown>, key: string, fallback?: number): number {
+  const v = config[key] ?? fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new FormatError(op, `config field ${key} is missing or not a number`, { key }, 'a finite number', JSON.stringify(config[key]));
+  return v;
+}
+
+function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = src[i * cols + j];
+  return out;
+}
+
+function storageDType(op: string, entries: SafetensorsEntry[]): LoraAdapter['dtype'] {
+  const kinds = new Set(entries.map((e) => e.dtype));
+  if (kinds.size > 1) throw new FormatError(op, 'adapter tensors mix dtypes', {}, 'one dtype', [...kinds].join(', '));
+  const dtype = entries[0]?.dtype ?? 'F32';
+  if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new FormatError(op, 'unsupported adapter dtype', {}, 'F32 | F16 | BF16', dtype);
+  return dtype;
+}
+
+/** The block index of a module path (`model.layers.N.…`), or -1. */
+function blockIndex(path: string): number {
+  const m = /(?:^|\.)layers\.(\d+)\./.exec(path);
+  return m ? Number(m[1]) : -1;
+}
+
+/** A module path relative to its block (`self_attn.q_proj`), or the whole path outside blocks. */
+function blockRelative(path: string): string {
+  const m = /(?:^|\.)layers\.\d+\.(.+)$/.exec(path);
+  return m ? m[1] : path;
+}
+
+// ---- MLX (mlx-lm) ------------------------------------------------------------------------
+
+/**
+ * Reads an mlx-lm adapter directory's files: `adapters.safetensors` (`<module>.lora_a` `[in, r]`,
+ * `<module>.lora_b` `[r, out]`) and `adapter_config.json` (`fine_tune_type`, `num_layers`,
+ * `lora_parameters` {rank, scale, dropout, keys}; the legacy `lora_layers` and `use_dora` too).
+ * DoRA and full fine-tunes are refused with a clear error.
+ */
+export function parseMlxAdapter(files: AdapterFiles): LoraAdapter {
+  const op = 'parseMlxAdapter';
+  const config = parseJson(op, files.config);
+  const type = config.fine_tune_type ?? (config.use_dora === true ? 'dora' : 'lora');
+  if (type !== 'lora') throw new FormatError(op, 'only LoRA adapters are supported', { key: 'fine_tune_type' }, "'lora'", JSON.stringify(type));
+  const params = config.lora_parameters as Record<string, unknown> | undefined;
+  if (!params || typeof params !== 'object') throw new FormatError(op, 'lora_parameters is missing', { key: 'lora_parameters' }, '{ rank, scale, dropout }', JSON.stringify(params));
+  const rank = num(op, params, 'rank');
+  const scale = num(op, params, 'scale');
+  const dropout = num(op, params, 'dropout', 0);
+  const numLayers = num(op, config, config.num_layers !== undefined ? 'num_layers' : 'lora_layers');
+  const keys = params.keys === undefined || params.keys === null ? null : (params.keys as unknown[]);
+  if (keys && !keys.every((k) => typeof k === 'string')) throw new FormatError(op, 'lora_parameters.keys must be strings', { key: 'keys' }, 'string[]', JSON.stringify(keys));
+  const { tensors } = readSafetensors(files.weights);
+  const modules: Record<string, LoraWeights> = {};
+  const entries = Object.entries(tensors);
+  for (const [name, entry] of entries) {
+    const m = /^(.*)\.(lora_a|lora_b)$/.exec(name);
+    if (!m) throw new FormatError(op, 'unexpected tensor in an MLX LoRA adapter', { key: name }, '<module>.lora_a or <module>.lora_b', name);
+    if (entry.shape.length !== 2) throw new FormatError(op, 'LoRA tensors must be matrices', { key: name }, 'rank 2', `[${entry.shape.join(', ')}]`);
+  }
+  for (const [name, entry] of entries) {
+    if (!name.endsWith('.lora_a')) continue;
+    const path = name.slice(0, -'.lora_a'.length);
+    const bEntry = tensors[`${path}.lora_b`];
+    if (!bEntry) throw new FormatError(op, 'lora_a without its lora_b', { key: name }, `${path}.lora_b`, 'nothing');
+    const [inF, r] = entry.shape;
+    const [rb, outF] = bEntry.shape;
+    if (r !== rank || rb !== rank) throw new FormatError(op, 'tensor rank differs from the config', { key: name }, `rank ${rank}`, `lora_a [${entry.shape}], lora_b [${bEntry.shape}]`);
+    modules[path] = { inFeatures: inF, outFeatures: outF, a: transpose(toFloat32(entry), inF, r), b: transpose(toFloat32(bEntry), r, outF) };
+  }
+  for (const name of Object.keys(tensors)) {
+    if (name.endsWith('.lora_b') && !modules[name.slice(0, -'.lora_b'.length)]) throw new FormatError(op, 'lora_b without its lora_a', { key: name });
+  }
+  return { rank, scale, dropout, numLayers, keys: keys as string[] | null, modules, dtype: storageDType(op, entries.map(([, e]) => e)) };
+}
+
+/** The two files of an mlx-lm adapter directory (null metadata, as `mx.save_safetensors` writes). */
+export function serializeMlxAdapter(adapter: LoraAdapter): AdapterFiles {
+  const tensors: Record<string, ReturnType<typeof fromNumbers>> = {};
+  for (const [path, w] of Object.entries(adapter.modules)) {
+    tensors[`${path}.lora_a`] = fromNumbers(transpose(w.a, adapter.rank, w.inFeatures), [w.inFeatures, adapter.rank], adapter.dtype as SafetensorsDType);
+    tensors[`${path}.lora_b`] = fromNumbers(transpose(w.b, w.outFeatures, adapter.rank), [adapter.rank, w.outFeatures], adapter.dtype as SafetensorsDType);
+  }
+  const lora: Record<string, unknown> = { rank: adapter.rank, scale: adapter.scale, dropout: adapter.dropout };
+  if (adapter.keys) lora.keys = adapter.keys;
+  const config = { fine_tune_type: 'lora', lora_parameters: lora, num_layers: adapter.numLayers };
+  return { weights: writeSafetensors(tensors), config: `${JSON.stringify(config, null, 4)}\n` };
+}
+
+// ---- PEFT --------------------------------------------------------------------------------
+
+/** PEFT config fields whose non-default values change the adapter in ways MLX cannot represent. */
+const PEFT_REFUSED: [string, (v: unknown) => boolean, string][] = [
+  ['use_dora', (v) => v === true, 'DoRA'],
+  ['lora_bias', (v) => v === true, 'a bias on lora_B'],
+  ['fan_in_fan_out', (v) => v === true, 'fan_in_fan_out (Conv1D) weights'],
+  ['bias', (v) => v !== undefined && v !== 'none', 'trained base biases'],
+  ['modules_to_save', (v) => Array.isArray(v) && v.length > 0, 'modules_to_save copies'],
+  ['trainable_token_indices', (v) => v !== undefined && v !== null, 'trainable tokens'],
+  ['layer_replication', (v) => v !== undefined && v !== null, 'layer replication'],
+];
+
+/**
+ * Reads a PEFT LoRA directory's files: `adapter_model.safetensors` (`base_model.model.<module>.
+ * lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`) and `adapter_config.json` (`r`,
+ * `lora_alpha`, `use_rslora`, `target_modules`, `layers_to_transform`, …). Features with no
+ * equivalent in this format-neutral adapter (DoRA, LoRA bias, Conv1D layout, per-module rank or
+ * alpha patterns that differ, other PEFT types) are refused rather than silently changed.
+ */
+export function parsePeftAdapter(files: AdapterFiles): LoraAdapter {
+  const op = 'parsePeftAdapter';
+  const config = parseJson(op, files.config);
+  if (config.peft_type !== 'LORA') throw new FormatError(op, 'only LoRA adapters are supported', { key: 'peft_type' }, "'LORA'", JSON.stringify(config.peft_type));
+  for (const [key, refused, what] of PEFT_REFUSED) {
+    if (refused(config[key])) throw new FormatError(op, `${what} cannot be represented`, { key }, 'the PEFT default', JSON.stringify(config[key]));
+  }
+  const r = num(op, config, 'r');
+  const alpha = num(op, config, 'lora_alpha', r);
+  for (const key of ['rank_pattern', 'alpha_pattern']) {
+    const pattern = (config[key] ?? {}) as Record<string, number>;
+    const base = key === 'rank_pattern' ? r : alpha;
+    for (const [k, v] of Object.entries(pattern)) {
+      if (v !== base) throw new FormatError(op, `${key} gives module '${k}' another value; one rank and scale per adapter are supported`, { key }, `${base}`, `${v}`);
+    }
+  }
+  const rslora = config.use_rslora === true;
+  const scale = rslora ? alpha / Math.sqrt(r) : alpha / r;
+  const { tensors } = readSafetensors(files.weights);
+  const modules: Record<string, LoraWeights> = {};
+  const entries = Object.entries(tensors);
+  for (const [name, entry] of entries) {
+    const m = /^base_model\.model\.(.*)\.(lora_A|lora_B)\.weight$/.exec(name);
+    if (!m) throw new FormatError(op, 'unexpected tensor in a PEFT LoRA adapter', { key: name }, `${PEFT_PREFIX}<module>.lora_A.weight / lora_B.weight`, name);
+    if (entry.shape.length !== 2) throw new FormatError(op, 'LoRA tensors must be matrices', { key: name }, 'rank 2', `[${entry.shape.join(', ')}]`);
+  }
+  for (const [name, entry] of entries) {
+    const m = /^base_model\.model\.(.*)\.lora_A\.weight$/.exec(name);
+    if (!m) continue;
+    const path = m[1];
+    const bEntry = tensors[`${PEFT_PREFIX}${path}.lora_B.weight`];
+    if (!bEntry) throw new FormatError(op, 'lora_A without its lora_B', { key: name });
+    const [ra, inF] = entry.shape;
+    const [outF, rb] = bEntry.shape;
+    if (ra !== r || rb !== r) throw new FormatError(op, 'tensor rank differs from the config', { key: name }, `r = ${r}`, `lora_A [${entry.shape}], lora_B [${bEntry.shape}]`);
+    modules[path] = { inFeatures: inF, outFeatures: outF, a: toFloat32(entry), b: toFloat32(bEntry) };
+  }
+  for (const name of Object.keys(tensors)) {
+    const m = /^base_model\.model\.(.*)\.lora_B\.weight$/.exec(name);
+    if (m && !modules[m[1]]) throw new FormatError(op, 'lora_B without its lora_A', { key: name });
+  }
+  // MLX applies LoRA to a suffix of blocks: the adapted blocks run from the lowest index present
+  // to the highest (assumed the model's last block).
+  const blocks = Object.keys(modules).map(blockIndex).filter((i) => i >= 0);
+  const numLayers = blocks.length ? Math.max(...blocks) - Math.min(...blocks) + 1 : -1;
+  const targets = config.target_modules;
+  const keys = targets === 'all-linear' || targets === undefined || targets === null ? null : [...new Set(Object.keys(modules).map(blockRelative))].sort();
+  return { rank: r, scale, dropout: num(op, config, 'lora_dropout', 0), numLayers, keys, modules, dtype: storageDType(op, entries.map(([, e]) => e)) };
+}
+
+/** The two files of a PEFT LoRA directory (metadata `format: pt`, as PEFT writes). */
+export function serializePeftAdapter(adapter: LoraAdapter, options: { baseModel?: string | null } = {}): AdapterFiles {
+  const tensors: Record<string, ReturnType<typeof fromNumbers>> = {};
+  for (const [path, w] of Object.entries(adapter.modules)) {
+    tensors[`${PEFT_PREFIX}${path}.lora_A.weight`] = fromNumbers(w.a, [adapter.rank, w.inFeatures], adapter.dtype as SafetensorsDType);
+    tensors[`${PEFT_PREFIX}${path}.lora_B.weight`] = fromNumbers(w.b, [w.outFeatures, adapter.rank], adapter.dtype as SafetensorsDType);
+  }
+  const blocks = [...new Set(Object.keys(adapter.modules).map(blockIndex).filter((i) => i >= 0))].sort((x, y) => x - y);
+  const config = {
+    peft_type: 'LORA',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: options.baseModel ?? null,
+    r: adapter.rank,
+    lora_alpha: adapter.scale * adapter.rank,
+    lora_dropout: adapter.dropout,
+    use_rslora: false,
+    use_dora: false,
+    bias: 'none',
+    fan_in_fan_out: false,
+    // Block-relative paths match by suffix in PEFT (name ends with "." + key), as exactly as MLX keys.
+    target_modules: adapter.keys ?? 'all-linear',
+    layers_to_transform: adapter.numLayers === -1 ? null : blocks,
+    rank_pattern: {},
+    alpha_pattern: {},
+    inference_mode: true,
+  };
+  return { weights: writeSafetensors(tensors, { format: 'pt' }), config: `${JSON.stringify(config, null, 2)}\n` };
+}
+
+// ---- conversions -------------------------------------------------------------------------
+
+/** PEFT directory files → mlx-lm directory files (transposes, alpha → scale, layer range, keys). */
+export function peftToMlx(files: AdapterFiles): AdapterFiles {
+  return serializeMlxAdapter(parsePeftAdapter(files));
+}
+
+/** mlx-lm directory files → PEFT directory files (transposes, scale → lora_alpha = scale·r, layers). */
+export function mlxToPeft(files: AdapterFiles, options: { baseModel?: string | null } = {}): AdapterFiles {
+  return serializePeftAdapter(parseMlxAdapter(files), options);
+}
+
+/** Which format a directory's file names indicate. */
+export function detectFormat(fileNames: readonly string[]): 'mlx' | 'peft' {
+  if (fileNames.includes(PEFT_WEIGHTS)) return 'peft';
+  if (fileNames.includes(MLX_WEIGHTS)) return 'mlx';
+  throw new FormatError('loadAdapter', 'no adapter weights found', {}, `${MLX_WEIGHTS} (MLX) or ${PEFT_WEIGHTS} (PEFT)`, fileNames.join(', ') || 'an empty directory');
+}
