@@ -1,0 +1,99 @@
+import { add, cast, type DType, div, gather, greater, matmul, mean, mul, noGrad, ones, rand, randn, reshape, sqrt, sub, type Tensor, ValueError, zeros } from '@metal-lora/tensor';
+import { Module } from './module';
+
+/** Creation options shared by the layers: dtype and backend of the parameters. */
+export interface ParamOptions {
+  dtype?: DType;
+  seed?: number;
+}
+
+function uniform(shape: number[], bound: number, options: ParamOptions): Tensor {
+  return rand(shape, { low: -bound, high: bound, seed: options.seed, dtype: options.dtype });
+}
+
+/** y = x·Wᵀ + b, with weight `[out, in]` (PyTorch / MLX layout) and x `[..., in]`. */
+export class Linear extends Module {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  constructor(inFeatures: number, outFeatures: number, options: ParamOptions & { bias?: boolean; weight?: Tensor; biasTensor?: Tensor } = {}) {
+    super();
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.param('weight', options.weight ?? uniform([outFeatures, inFeatures], bound, options));
+    if (options.bias || options.biasTensor) this.param('bias', options.biasTensor ?? uniform([outFeatures], bound, options));
+  }
+  get weight(): Tensor {
+    return this.stateDict().weight;
+  }
+  get bias(): Tensor | undefined {
+    return this.stateDict().bias;
+  }
+  forward(x: Tensor): Tensor {
+    const lead = x.shape.slice(0, -1);
+    const y = matmul(reshape(x, [-1, this.inFeatures]), this.weight, { transposeB: true });
+    const withBias = this.bias ? add(y, this.bias) : y;
+    return reshape(withBias, [...lead, this.outFeatures]);
+  }
+}
+
+/** A lookup table `[vocab, dim]` indexed by int32 token ids. */
+export class Embedding extends Module {
+  constructor(readonly numEmbeddings: number, readonly dims: number, options: ParamOptions = {}) {
+    super();
+    this.param('weight', randn([numEmbeddings, dims], { seed: options.seed, dtype: options.dtype, std: 1 }));
+  }
+  forward(ids: Tensor): Tensor {
+    return gather(this.stateDict().weight, ids);
+  }
+  /** Logits from hidden states with the table as a linear layer (tied output head). */
+  asLinear(x: Tensor): Tensor {
+    const lead = x.shape.slice(0, -1);
+    return reshape(matmul(reshape(x, [-1, this.dims]), this.stateDict().weight, { transposeB: true }), [...lead, this.numEmbeddings]);
+  }
+}
+
+/** x / sqrt(mean(x²) + eps) · weight over the last axis (Llama's norm). */
+export class RMSNorm extends Module {
+  constructor(readonly dims: number, readonly eps = 1e-5, options: ParamOptions = {}) {
+    super();
+    this.param('weight', ones([dims], { dtype: options.dtype }));
+  }
+  forward(x: Tensor): Tensor {
+    const ms = mean(mul(x, x), -1, true);
+    return mul(div(x, sqrt(add(ms, this.eps))), this.stateDict().weight);
+  }
+}
+
+/** (x - mean) / sqrt(var + eps) · weight + bias over the last axis. */
+export class LayerNorm extends Module {
+  constructor(readonly dims: number, readonly eps = 1e-5, options: ParamOptions & { affine?: boolean } = {}) {
+    super();
+    if (options.affine ?? true) {
+      this.param('weight', ones([dims], { dtype: options.dtype }));
+      this.param('bias', zeros([dims], { dtype: options.dtype }));
+    }
+  }
+  forward(x: Tensor): Tensor {
+    const mu = mean(x, -1, true);
+    const centered = sub(x, mu);
+    const variance = mean(mul(centered, centered), -1, true);
+    const normed = div(centered, sqrt(add(variance, this.eps)));
+    const { weight, bias } = this.stateDict();
+    return weight ? add(mul(normed, weight), bias) : normed;
+  }
+}
+
+/** Zeroes elements with probability p while training (kept ones scaled by 1/(1-p)). */
+export class Dropout extends Module {
+  constructor(readonly p = 0.5) {
+    super();
+    if (!(p >= 0 && p < 1)) throw new ValueError('Dropout', 'probability out of range', '[0, 1)', String(p));
+  }
+  forward(x: Tensor): Tensor {
+    if (!this.training || this.p === 0) return x;
+    const keep = noGrad(() => cast(greater(rand([...x.shape], { backend: x.backend, dtype: x.dtype }), this.p), x.dtype));
+    return mul(x, mul(keep, 1 / (1 - this.p)));
+  }
+}
+

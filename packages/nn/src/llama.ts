@@ -1,0 +1,151 @@
+import { add, broadcastTo, concat, matmul, mul, neg, reshape, silu, slice, softmax, type Tensor, tensor, transpose, ValueError } from '@metal-lora/tensor';
+import { Embedding, Linear, type ParamOptions, RMSNorm } from './layers';
+import { Module, ModuleList } from './module';
+
+/** The fields of a Hugging Face / MLX Llama `config.json` this model uses. */
+export interface LlamaConfig {
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads?: number;
+  rms_norm_eps?: number;
+  rope_theta?: number;
+  tie_word_embeddings?: boolean;
+  attention_bias?: boolean;
+  mlp_bias?: boolean;
+  head_dim?: number;
+}
+
+/** Rotary position embedding (the "rotate half" form of HF Llama) for x `[B, H, T, Dh]` at positions offset..offset+T. */
+export function applyRope(x: Tensor, theta: number, offset = 0): Tensor {
+  const [, , T, dh] = x.shape;
+  const half = dh / 2;
+  // The angles are constants: cos and sin are computed on the host, [T, Dh] with both halves equal.
+  const cosValues = new Float64Array(T * dh);
+  const sinValues = new Float64Array(T * dh);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < half; i++) {
+      const angle = (t + offset) / theta ** ((2 * i) / dh);
+      cosValues[t * dh + i] = cosValues[t * dh + half + i] = Math.cos(angle);
+      sinValues[t * dh + i] = sinValues[t * dh + half + i] = Math.sin(angle);
+    }
+  }
+  const cosFull = tensor(cosValues, [T, dh], { dtype: x.dtype, backend: x.backend });
+  const sinFull = tensor(sinValues, [T, dh], { dtype: x.dtype, backend: x.backend });
+  const x1 = slice(x, [0, 0, 0, 0], [x.shape[0], x.shape[1], T, half]);
+  const x2 = slice(x, [0, 0, 0, half], [x.shape[0], x.shape[1], T, dh]);
+  const rotated = concat([neg(x2), x1], 3);
+  return add(mul(x, cosFull), mul(rotated, sinFull));
+}
+
+/** Causal self-attention with RoPE and grouped KV heads; HF names q_proj, k_proj, v_proj, o_proj. */
+export class Attention extends Module {
+  readonly heads: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly theta: number;
+  constructor(config: LlamaConfig, options: ParamOptions = {}) {
+    super();
+    this.heads = config.num_attention_heads;
+    this.kvHeads = config.num_key_value_heads ?? this.heads;
+    this.headDim = config.head_dim ?? config.hidden_size / this.heads;
+    this.theta = config.rope_theta ?? 10000;
+    if (!Number.isInteger(this.headDim) || this.headDim % 2 !== 0) throw new ValueError('Attention', 'head dimension must be an even integer', 'hidden_size / heads even', String(this.headDim));
+    if (this.heads % this.kvHeads !== 0) throw new ValueError('Attention', 'heads must be a multiple of KV heads', `a divisor of ${this.heads}`, String(this.kvHeads));
+    const bias = config.attention_bias ?? false;
+    const seed = options.seed ?? 0;
+    this.child('q_proj', new Linear(config.hidden_size, this.heads * this.headDim, { ...options, bias, seed: seed + 1 }));
+    this.child('k_proj', new Linear(config.hidden_size, this.kvHeads * this.headDim, { ...options, bias, seed: seed + 2 }));
+    this.child('v_proj', new Linear(config.hidden_size, this.kvHeads * this.headDim, { ...options, bias, seed: seed + 3 }));
+    this.child('o_proj', new Linear(this.heads * this.headDim, config.hidden_size, { ...options, bias, seed: seed + 4 }));
+  }
+
+  forward(x: Tensor): Tensor {
+    const [B, T] = x.shape;
+    const split = (t: Tensor, h: number) => transpose(reshape(t, [B, T, h, this.headDim]), [0, 2, 1, 3]); // [B, h, T, Dh]
+    const q = applyRope(split(this.sub<Linear>('q_proj').forward(x), this.heads), this.theta);
+    let k = applyRope(split(this.sub<Linear>('k_proj').forward(x), this.kvHeads), this.theta);
+    let v = split(this.sub<Linear>('v_proj').forward(x), this.kvHeads);
+    if (this.kvHeads !== this.heads) {
+      // Each KV head serves heads / kvHeads query heads: repeat along a new axis, then merge.
+      const g = this.heads / this.kvHeads;
+      const repeat = (t: Tensor) => reshape(broadcastTo(reshape(t, [B, this.kvHeads, 1, T, this.headDim]), [B, this.kvHeads, g, T, this.headDim]), [B, this.heads, T, this.headDim]);
+      k = repeat(k);
+      v = repeat(v);
+    }
+    const scores = mul(matmul(q, k, { transposeB: true }), 1 / Math.sqrt(this.headDim)); // [B, H, T, T]
+    const mask = new Float64Array(T * T);
+    for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) mask[i * T + j] = -1e9;
+    const probs = softmax(add(scores, tensor(mask, [T, T], { dtype: x.dtype, backend: x.backend })), -1);
+    const out = reshape(transpose(matmul(probs, v), [0, 2, 1, 3]), [B, T, this.heads * this.headDim]);
+    return this.sub<Linear>('o_proj').forward(out);
+  }
+}
+
+/** SwiGLU feed-forward: down_proj(silu(gate_proj(x)) · up_proj(x)). */
+export class MLP extends Module {
+  constructor(config: LlamaConfig, options: ParamOptions = {}) {
+    super();
+    const bias = config.mlp_bias ?? false;
+    const seed = options.seed ?? 0;
+    this.child('gate_proj', new Linear(config.hidden_size, config.intermediate_size, { ...options, bias, seed: seed + 5 }));
+    this.child('up_proj', new Linear(config.hidden_size, config.intermediate_size, { ...options, bias, seed: seed + 6 }));
+    this.child('down_proj', new Linear(config.intermediate_size, config.hidden_size, { ...options, bias, seed: seed + 7 }));
+  }
+  forward(x: Tensor): Tensor {
+    return this.sub<Linear>('down_proj').forward(mul(silu(this.sub<Linear>('gate_proj').forward(x)), this.sub<Linear>('up_proj').forward(x)));
+  }
+}
+
+/** One pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(·)). */
+export class DecoderLayer extends Module {
+  constructor(config: LlamaConfig, options: ParamOptions = {}) {
+    super();
+    const eps = config.rms_norm_eps ?? 1e-5;
+    this.child('self_attn', new Attention(config, options));
+    this.child('mlp', new MLP(config, options));
+    this.child('input_layernorm', new RMSNorm(config.hidden_size, eps, options));
+    this.child('post_attention_layernorm', new RMSNorm(config.hidden_size, eps, options));
+  }
+  forward(x: Tensor): Tensor {
+    const h = add(x, this.sub<Attention>('self_attn').forward(this.sub<RMSNorm>('input_layernorm').forward(x)));
+    return add(h, this.sub<MLP>('mlp').forward(this.sub<RMSNorm>('post_attention_layernorm').forward(h)));
+  }
+}
+
+/** The decoder stack: `embed_tokens`, `layers.N`, `norm`. */
+export class LlamaModel extends Module {
+  constructor(readonly config: LlamaConfig, options: ParamOptions = {}) {
+    super();
+    const seed = options.seed ?? 0;
+    this.child('embed_tokens', new Embedding(config.vocab_size, config.hidden_size, { ...options, seed }));
+    this.child('layers', new ModuleList(Array.from({ length: config.num_hidden_layers }, (_, i) => new DecoderLayer(config, { ...options, seed: seed + 100 * (i + 1) }))));
+    this.child('norm', new RMSNorm(config.hidden_size, config.rms_norm_eps ?? 1e-5, options));
+  }
+  forward(ids: Tensor): Tensor {
+    let h = this.sub<Embedding>('embed_tokens').forward(ids);
+    for (const layer of this.sub<ModuleList<DecoderLayer>>('layers').items) h = layer.forward(h);
+    return this.sub<RMSNorm>('norm').forward(h);
+  }
+}
+
+/**
+ * A Llama-style causal LM whose parameter names match Hugging Face and MLX checkpoints
+ * (`model.layers.0.self_attn.q_proj.weight`, `lm_head.weight`), so real weights load 1:1.
+ */
+export class LlamaForCausalLM extends Module {
+  constructor(readonly config: LlamaConfig, options: ParamOptions = {}) {
+    super();
+    this.child('model', new LlamaModel(config, options));
+    if (!config.tie_word_embeddings) this.child('lm_head', new Linear(config.hidden_size, config.vocab_size, { ...options, seed: (options.seed ?? 0) + 99 }));
+  }
+  /** Logits `[B, T, vocab]` for int32 token ids `[B, T]`. */
+  forward(ids: Tensor): Tensor {
+    const h = this.sub<LlamaModel>('model').forward(ids);
+    if (this.config.tie_word_embeddings) return (this.getModule('model.embed_tokens') as Embedding).asLinear(h);
+    return this.sub<Linear>('lm_head').forward(h);
+  }
+}
+

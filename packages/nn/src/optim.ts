@@ -1,0 +1,190 @@
+import { add, div, keep, mul, noGrad, sqrt, sub, sum, type Tensor, tidy, ValueError } from '@metal-lora/tensor';
+import type { Module } from './module';
+
+/** A learning rate: a number or a schedule of the step (0-based). */
+export type LearningRate = number | ((step: number) => number);
+
+type Named = [string, Tensor][];
+
+function trainable(target: Module | Named): Named {
+  return Array.isArray(target) ? target : target.trainableParameters();
+}
+
+/**
+ * Base optimizer: per-parameter state, one `updateOne` per parameter and step (as MLX), used
+ * two ways: `optimizer.update(model, grads)` with gradients by name (from `valueAndGrad`), or
+ * `loss.backward(); optimizer.step()` with `.grad` (PyTorch style). Updates write into the
+ * parameters' own tensors (`assign`), so references to them stay valid.
+ */
+export abstract class Optimizer {
+  protected readonly state = new Map<Tensor, Record<string, Tensor>>();
+  stepCount = 0;
+  constructor(protected readonly params: Named | null, protected readonly lr: LearningRate) {}
+
+  /** The learning rate for the step about to be taken. */
+  get learningRate(): number {
+    return typeof this.lr === 'function' ? this.lr(this.stepCount) : this.lr;
+  }
+
+  protected abstract updateOne(param: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number, step: number): Tensor;
+
+  private apply(pairs: [Tensor, Tensor][]): void {
+    const lr = this.learningRate;
+    this.stepCount++;
+    noGrad(() => {
+      for (const [p, g] of pairs) {
+        let st = this.state.get(p);
+        if (!st) this.state.set(p, (st = {}));
+        const next = tidy(() => this.updateOne(p, g, st!, lr, this.stepCount));
+        p.assign(next);
+        next.dispose();
+      }
+    });
+  }
+
+  /** MLX style: gradients by parameter name (those of `valueAndGrad(model, …)`). */
+  update(model: Module, grads: Record<string, Tensor>): void {
+    const byName = new Map(model.namedParameters());
+    const pairs: [Tensor, Tensor][] = [];
+    for (const [name, g] of Object.entries(grads)) {
+      const p = byName.get(name);
+      if (!p) throw new ValueError('Optimizer.update', `no parameter named '${name}'`, 'names of the model', name);
+      pairs.push([p, g]);
+    }
+    this.apply(pairs);
+  }
+
+  /** PyTorch style: every parameter given at construction with a `.grad`. */
+  step(): void {
+    if (!this.params) throw new ValueError('Optimizer.step', 'no parameters were given to the optimizer', 'new Adam(model) or new Adam(params)', 'none');
+    this.apply(this.params.filter(([, p]) => p.grad).map(([, p]) => [p, p.grad!] as [Tensor, Tensor]));
+  }
+
+  /** Drops every `.grad` of the optimizer's parameters. */
+  zeroGrad(): void {
+    for (const [, p] of this.params ?? []) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+  }
+
+  /** Keeps a state tensor out of the step's `tidy` and frees the one it replaces. */
+  protected keepState(state: Record<string, Tensor>, key: string, value: Tensor): Tensor {
+    state[key]?.dispose();
+    state[key] = keep(value.share());
+    return value;
+  }
+}
+
+export interface SGDOptions {
+  lr: LearningRate;
+  momentum?: number;
+  dampening?: number;
+  nesterov?: boolean;
+  weightDecay?: number;
+}
+
+/** SGD with momentum, dampening, Nesterov and L2 weight decay (PyTorch's semantics). */
+export class SGD extends Optimizer {
+  constructor(target: Module | Named | null, readonly options: SGDOptions) {
+    super(target ? trainable(target) : null, options.lr);
+    if (options.nesterov && (!options.momentum || options.dampening)) throw new ValueError('SGD', 'Nesterov needs momentum and no dampening', 'momentum > 0, dampening 0', `momentum ${options.momentum}, dampening ${options.dampening}`);
+  }
+  protected updateOne(p: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number): Tensor {
+    const { momentum = 0, dampening = 0, nesterov = false, weightDecay = 0 } = this.options;
+    let g = weightDecay ? add(grad, mul(p, weightDecay)) : grad;
+    if (momentum) {
+      const buf = state.momentum ? add(mul(state.momentum, momentum), mul(g, 1 - dampening)) : g;
+      this.keepState(state, 'momentum', buf);
+      g = nesterov ? add(g, mul(buf, momentum)) : buf;
+    }
+    return sub(p, mul(g, lr));
+  }
+}
+
+export interface AdamOptions {
+  lr: LearningRate;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+}
+
+/** Adam (PyTorch's semantics: bias-corrected moments; weightDecay adds L2 to the gradient). */
+export class Adam extends Optimizer {
+  constructor(target: Module | Named | null, readonly options: AdamOptions) {
+    super(target ? trainable(target) : null, options.lr);
+  }
+  protected decoupled = false;
+  protected updateOne(p: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number, step: number): Tensor {
+    const [b1, b2] = this.options.betas ?? [0.9, 0.999];
+    const eps = this.options.eps ?? 1e-8;
+    const wd = this.options.weightDecay ?? (this.decoupled ? 0.01 : 0);
+    let param = p;
+    let g = grad;
+    if (wd && this.decoupled) param = mul(p, 1 - lr * wd);
+    else if (wd) g = add(grad, mul(p, wd));
+    const m = this.keepState(state, 'm', state.m ? add(mul(state.m, b1), mul(g, 1 - b1)) : mul(g, 1 - b1));
+    const v = this.keepState(state, 'v', state.v ? add(mul(state.v, b2), mul(mul(g, g), 1 - b2)) : mul(mul(g, g), 1 - b2));
+    const mHat = div(m, 1 - b1 ** step);
+    const denom = add(sqrt(div(v, 1 - b2 ** step)), eps);
+    return sub(param, mul(div(mHat, denom), lr));
+  }
+}
+
+/** AdamW: Adam with decoupled weight decay (default 0.01, as PyTorch). */
+export class AdamW extends Adam {
+  protected override decoupled = true;
+}
+
+/** Global L2 norm of gradients, and the gradients scaled down to `maxNorm` when above it (PyTorch's rule). */
+export function clipGradNorm(grads: Record<string, Tensor>, maxNorm: number): { grads: Record<string, Tensor>; norm: number } {
+  const values = Object.values(grads);
+  if (values.length === 0) return { grads, norm: 0 };
+  const norm = Math.sqrt(
+    noGrad(() =>
+      values.reduce((acc, g) => {
+        const sq = tidy(() => sum(mul(g, g)));
+        const v = sq.backend.readSync ? sq.itemSync() : Number.NaN;
+        sq.dispose();
+        return acc + v;
+      }, 0),
+    ),
+  );
+  if (Number.isNaN(norm)) throw new ValueError('clipGradNorm', 'this backend reads asynchronously', 'clipGradNormAsync on webgpu', 'a synchronous call');
+  return { grads: scaleGrads(grads, norm, maxNorm), norm };
+}
+
+/** `clipGradNorm` for backends that read asynchronously (webgpu). */
+export async function clipGradNormAsync(grads: Record<string, Tensor>, maxNorm: number): Promise<{ grads: Record<string, Tensor>; norm: number }> {
+  let total = 0;
+  for (const g of Object.values(grads)) {
+    const sq = noGrad(() => tidy(() => sum(mul(g, g))));
+    total += await sq.item();
+    sq.dispose();
+  }
+  const norm = Math.sqrt(total);
+  return { grads: scaleGrads(grads, norm, maxNorm), norm };
+}
+
+function scaleGrads(grads: Record<string, Tensor>, norm: number, maxNorm: number): Record<string, Tensor> {
+  const factor = maxNorm / (norm + 1e-6);
+  if (factor >= 1) return grads;
+  return noGrad(() => Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, mul(g, factor)])));
+}
+
+/** Linear warm-up from 0 to `peak` over `steps`, then `peak`. */
+export function linearWarmup(peak: number, steps: number): (step: number) => number {
+  return (step) => (steps <= 0 ? peak : peak * Math.min(1, (step + 1) / steps));
+}
+
+/** Cosine decay from `peak` to `end` over `steps`, then `end`. */
+export function cosineDecay(peak: number, steps: number, end = 0): (step: number) => number {
+  return (step) => (step >= steps ? end : end + 0.5 * (peak - end) * (1 + Math.cos((Math.PI * step) / steps)));
+}
+
+/** Warm-up for `warmup` steps, then cosine decay over the remaining `total - warmup`. */
+export function warmupCosine(peak: number, warmup: number, total: number, end = 0): (step: number) => number {
+  const up = linearWarmup(peak, warmup);
+  const down = cosineDecay(peak, Math.max(1, total - warmup), end);
+  return (step) => (step < warmup ? up(step) : down(step - warmup));
+}

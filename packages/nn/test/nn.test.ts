@@ -1,0 +1,207 @@
+import { readFileSync } from 'node:fs';
+import * as T from '@metal-lora/tensor';
+import { ShapeError, type Tensor, ValueError } from '@metal-lora/tensor';
+import { assertClose, gradCheck, randomTensor } from '@metal-lora/tensor/testing';
+import { describe, expect, it } from 'vitest';
+import {
+  Adam, AdamW, applyRope, clipGradNorm, cosineDecay, crossEntropy, Dropout, Embedding, LayerNorm, Linear, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers,
+  LoRALinear, linearWarmup, mergeWeights, mse, RMSNorm, SGD, valueAndGrad, warmupCosine,
+} from '../src/index';
+
+const tiny: LlamaConfig = { vocab_size: 32, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, rms_norm_eps: 1e-5, rope_theta: 10000 };
+
+describe('Module tree', () => {
+  const model = new LlamaForCausalLM(tiny, { seed: 1 });
+  it('names parameters like Hugging Face / MLX Llama checkpoints', () => {
+    const names = model.namedParameters().map(([n]) => n);
+    expect(names).toContain('model.embed_tokens.weight');
+    expect(names).toContain('model.layers.0.self_attn.q_proj.weight');
+    expect(names).toContain('model.layers.2.mlp.down_proj.weight');
+    expect(names).toContain('model.layers.1.post_attention_layernorm.weight');
+    expect(names).toContain('model.norm.weight');
+    expect(names).toContain('lm_head.weight');
+    expect(model.stateDict()['model.layers.0.self_attn.k_proj.weight'].shape).toEqual([8, 16]); // 2 KV heads × 4
+  });
+  it('freeze / unfreeze by key, train / eval', () => {
+    model.freeze();
+    expect(model.trainableParameters()).toHaveLength(0);
+    model.unfreeze(['model.norm']);
+    expect(model.trainableParameters().map(([n]) => n)).toEqual(['model.norm.weight']);
+    model.unfreeze(['q_proj.weight']);
+    expect(model.trainableParameters()).toHaveLength(4);
+    expect(() => model.freeze(['nothing_like_this'])).toThrow(ValueError);
+    model.eval();
+    expect(model.namedModules().every(([, m]) => !m.training)).toBe(true);
+    model.train();
+  });
+  it('loadWeights reports missing, unexpected and mis-shaped keys; strict throws', () => {
+    const other = new LlamaForCausalLM(tiny, { seed: 2 });
+    const weights = { ...other.stateDict() };
+    const report = model.loadWeights(weights);
+    expect(report).toEqual({ missing: [], unexpected: [], mismatched: [] });
+    expect(Array.from(model.stateDict()['model.norm.weight'].dataSync())).toEqual(Array.from(other.stateDict()['model.norm.weight'].dataSync()));
+    const broken = { ...weights, extra: T.zeros([1]), 'model.norm.weight': T.zeros([3]) };
+    delete (broken as Record<string, Tensor>)['lm_head.weight'];
+    expect(() => model.loadWeights(broken)).toThrow(ShapeError);
+    const lax = model.loadWeights(broken, { strict: false });
+    expect(lax.missing).toEqual(['lm_head.weight']);
+    expect(lax.unexpected).toEqual(['extra']);
+    expect(lax.mismatched[0]).toMatchObject({ name: 'model.norm.weight', expected: [16], got: [3] });
+  });
+});
+
+describe('layers', () => {
+  it('Linear, Embedding, RMSNorm, LayerNorm compute what they should', () => {
+    const lin = new Linear(3, 2, { bias: true, seed: 4 });
+    const x = randomTensor([2, 5, 3], 1);
+    const manual = T.add(T.matmul(T.reshape(x, [10, 3]), lin.weight, { transposeB: true }), lin.bias!);
+    assertClose(lin.forward(x).dataSync(), manual.dataSync(), { rtol: 1e-6, atol: 1e-7 });
+    const emb = new Embedding(10, 4, { seed: 2 });
+    expect(emb.forward(T.tensor([[3, 3]], undefined, { dtype: 'int32' })).shape).toEqual([1, 2, 4]);
+    const norm = new RMSNorm(4).forward(T.tensor([[1, 2, 3, 4]]));
+    const rms = Math.sqrt((1 + 4 + 9 + 16) / 4 + 1e-5);
+    assertClose(norm.dataSync(), [1, 2, 3, 4].map((v) => v / rms), { rtol: 1e-6, atol: 0 });
+    const ln = new LayerNorm(4).forward(T.tensor([[1, 2, 3, 4]]));
+    assertClose(ln.dataSync(), [-1.3416355, -0.4472118, 0.4472118, 1.3416355], { rtol: 1e-5, atol: 1e-6 });
+  });
+  it('Dropout drops in training only', () => {
+    const d = new Dropout(0.5);
+    const x = T.ones([1000]);
+    const y = Array.from(d.forward(x).dataSync());
+    expect(y.filter((v) => v === 0).length).toBeGreaterThan(400);
+    expect(y.filter((v) => v === 2).length).toBeGreaterThan(400);
+    d.eval();
+    expect(d.forward(x)).toBe(x);
+  });
+  it('RoPE rotates pairs (i, i + d/2) by position-dependent angles', () => {
+    const x = randomTensor([1, 1, 3, 4], 5, { dtype: 'float64' });
+    const v = x.dataSync();
+    const y = applyRope(x, 100).dataSync();
+    const t = 2;
+    const angle = t / 100 ** (2 * 1 / 4); // pair i = 1 at position 2
+    const [a, b] = [v[t * 4 + 1], v[t * 4 + 3]];
+    expect(y[t * 4 + 1]).toBeCloseTo(a * Math.cos(angle) - b * Math.sin(angle), 12);
+    expect(y[t * 4 + 3]).toBeCloseTo(b * Math.cos(angle) + a * Math.sin(angle), 12);
+  });
+  it('attention is causal: earlier outputs ignore later tokens', () => {
+    const model = new LlamaForCausalLM(tiny, { seed: 3 });
+    const a = model.forward(T.tensor([[1, 2, 3, 4]], undefined, { dtype: 'int32' })).dataSync();
+    const b = model.forward(T.tensor([[1, 2, 9, 9]], undefined, { dtype: 'int32' })).dataSync();
+    assertClose(b.slice(0, 2 * 32), a.slice(0, 2 * 32), { rtol: 1e-5, atol: 1e-6 });
+    expect(Array.from(b.slice(2 * 32))).not.toEqual(Array.from(a.slice(2 * 32)));
+  });
+  it('gradients of RMSNorm and a whole decoder block check by finite differences (float64)', () => {
+    const norm = new RMSNorm(5, 1e-5, { dtype: 'float64' });
+    gradCheck((x, w) => T.mul(T.div(x, T.sqrt(T.add(T.mean(T.mul(x, x), -1, true), 1e-5))), w), [randomTensor([3, 5], 1, { dtype: 'float64' }), norm.stateDict().weight.detach()]);
+    const model = new LlamaForCausalLM({ ...tiny, num_hidden_layers: 1 }, { seed: 5, dtype: 'float64' });
+    const layer = model.getModule('model.layers.0') as unknown as { forward(x: Tensor): Tensor };
+    gradCheck((x) => layer.forward(x), [randomTensor([1, 3, 16], 2, { dtype: 'float64' })]);
+  });
+});
+
+describe('LoRA', () => {
+  it('a new LoRALinear leaves the output unchanged (B = 0) and shares the base weight', () => {
+    const base = new Linear(8, 6, { seed: 1, bias: true });
+    const lora = LoRALinear.fromBase(base, { rank: 4, alpha: 8 });
+    expect(lora.weight).toBe(base.weight);
+    expect(lora.scale).toBe(2);
+    expect(lora.weight.requiresGrad).toBe(false);
+    expect(lora.trainableParameters().map(([n]) => n)).toEqual(['loraA', 'loraB']);
+    const x = randomTensor([3, 8], 2);
+    assertClose(lora.forward(x).dataSync(), base.forward(x).dataSync(), { rtol: 0, atol: 0 });
+    expect(new LoRALinear({ inFeatures: 4, outFeatures: 4, rank: 2, scale: 20 }).scale).toBe(20);
+    const bound = 1 / Math.sqrt(8);
+    expect(Array.from(lora.loraA.dataSync()).every((v) => Math.abs(v) <= bound)).toBe(true);
+  });
+  it('linearToLoRALayers: last numLayers blocks, block-relative keys, unknown keys refused', () => {
+    const model = new LlamaForCausalLM(tiny, { seed: 1 });
+    const paths = linearToLoRALayers(model, { numLayers: 2, keys: ['self_attn.q_proj', 'self_attn.v_proj'], rank: 4, scale: 10 });
+    expect(paths).toEqual(['model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj', 'model.layers.2.self_attn.q_proj', 'model.layers.2.self_attn.v_proj']);
+    expect(model.trainableParameters().map(([n]) => n)).toEqual(paths.flatMap((p) => [`${p}.loraA`, `${p}.loraB`]));
+    expect(() => linearToLoRALayers(new LlamaForCausalLM(tiny), { keys: ['q_proj'] })).toThrow(/keys match no Linear layer in the selected blocks: q_proj/);
+    const all = linearToLoRALayers(new LlamaForCausalLM(tiny), { numLayers: 1 });
+    expect(all).toHaveLength(7);
+  });
+  it('mergeWeights folds W + s·B·A: merged and unmerged outputs agree; unmerge restores', () => {
+    const model = new LlamaForCausalLM(tiny, { seed: 1 });
+    linearToLoRALayers(model, { numLayers: 3, rank: 4, scale: 2, seed: 7 });
+    for (const [, p] of model.trainableParameters()) p.assign(T.randn([...p.shape], { seed: p.id, std: 0.1 }));
+    const ids = T.tensor([[1, 5, 7, 2]], undefined, { dtype: 'int32' });
+    const before = model.forward(ids).dataSync();
+    const { merged, unmerge } = mergeWeights(model);
+    expect(merged).toHaveLength(21);
+    expect(model.namedModules().some(([, m]) => m instanceof LoRALinear)).toBe(false);
+    assertClose(model.forward(ids).dataSync(), before, { rtol: 1e-4, atol: 1e-5 });
+    unmerge();
+    expect(model.namedModules().filter(([, m]) => m instanceof LoRALinear)).toHaveLength(21);
+    assertClose(model.forward(ids).dataSync(), before, { rtol: 0, atol: 0 });
+  });
+});
+
+describe('optimizers match torch.optim (fixture from PyTorch, float64)', () => {
+  const fixture = JSON.parse(readFileSync(new URL('./fixtures/optimizers.json', import.meta.url), 'utf8')) as {
+    init: number[];
+    trajectories: Record<string, { optimizer: string; options: Record<string, unknown>; params: number[][] }>;
+  };
+  const make = (name: string, p: Tensor) => {
+    const o = fixture.trajectories[name].options as Record<string, number & boolean & [number, number]>;
+    const params: [string, Tensor][] = [['p', p]];
+    switch (fixture.trajectories[name].optimizer) {
+      case 'SGD':
+        return new SGD(params, { lr: o.lr, momentum: o.momentum, dampening: o.dampening, nesterov: o.nesterov, weightDecay: o.weight_decay });
+      case 'Adam':
+        return new Adam(params, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
+      default:
+        return new AdamW(params, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
+    }
+  };
+  it.each(Object.keys(fixture.trajectories))('%s', (name) => {
+    const p = T.tensor(fixture.init, undefined, { dtype: 'float64', requiresGrad: true });
+    const opt = make(name, p);
+    fixture.trajectories[name].params.forEach((expected, i) => {
+      const t = i + 1;
+      p.grad = T.tensor(Array.from(p.dataSync(), (v) => Math.sin(3 * v + t) + 0.1 * t), undefined, { dtype: 'float64' });
+      opt.step();
+      assertClose(p.dataSync(), expected, { rtol: 1e-12, atol: 1e-14 }, `${name} step ${t}`);
+    });
+  });
+});
+
+describe('training utilities', () => {
+  it('schedules', () => {
+    const warm = linearWarmup(1, 4);
+    expect([0, 1, 3, 10].map(warm)).toEqual([0.25, 0.5, 1, 1]);
+    const cos = cosineDecay(1, 10, 0.1);
+    expect(cos(0)).toBe(1);
+    expect(cos(5)).toBeCloseTo(0.55, 12);
+    expect(cos(10)).toBe(0.1);
+    expect(warmupCosine(2, 2, 12)(1)).toBe(2);
+  });
+  it('clipGradNorm scales by maxNorm / norm only above the threshold', () => {
+    const g = { a: T.tensor([3, 0]), b: T.tensor([4]) };
+    const { grads, norm } = clipGradNorm(g, 1);
+    expect(norm).toBe(5);
+    assertClose(grads.a.dataSync(), [0.6, 0], { rtol: 1e-6, atol: 0 });
+    expect(clipGradNorm(g, 10).grads).toBe(g);
+  });
+  it('crossEntropy with ignore index and mask; mse', () => {
+    const logits = T.tensor([[[2, 1, 0], [0, 0, 3]]]);
+    const targets = T.tensor([[0, -100]], undefined, { dtype: 'int32' });
+    const expected = -(2 - Math.log(Math.exp(2) + Math.exp(1) + 1));
+    expect(crossEntropy(logits, targets).itemSync()).toBeCloseTo(expected, 5);
+    const both = T.tensor([[0, 2]], undefined, { dtype: 'int32' });
+    const second = -(3 - Math.log(2 + Math.exp(3)));
+    expect(crossEntropy(logits, both).itemSync()).toBeCloseTo((expected + second) / 2, 5);
+    expect(crossEntropy(logits, both, { mask: T.tensor([[0, 1]]) }).itemSync()).toBeCloseTo(second, 5);
+    expect(mse(T.tensor([1, 2]), T.tensor([0, 0])).itemSync()).toBe(2.5);
+    expect(() => crossEntropy(logits, T.tensor([[0, 1]]))).toThrow(/int32/);
+  });
+  it('valueAndGrad(model, lossFn) returns gradients of trainable parameters only, by name', () => {
+    const model = new LlamaForCausalLM(tiny, { seed: 1 });
+    linearToLoRALayers(model, { numLayers: 1, keys: ['self_attn.q_proj'], rank: 2 });
+    const ids = T.tensor([[1, 2, 3]], undefined, { dtype: 'int32' });
+    const [loss, grads] = valueAndGrad(model, (x: Tensor) => crossEntropy(model.forward(x), x))(ids);
+    expect(loss.itemSync()).toBeGreaterThan(0);
+    expect(Object.keys(grads)).toEqual(['model.layers.2.self_attn.q_proj.loraA', 'model.layers.2.self_attn.q_proj.loraB']);
+  });
+});
