@@ -3,9 +3,9 @@
  * models, atomic writes, and adapter directories.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { FormatError } from '@metal-lora/tensor';
 import { type AdapterFiles, detectFormat, type LoraAdapter, MLX_CONFIG, MLX_WEIGHTS, PEFT_CONFIG, PEFT_WEIGHTS, parseMlxAdapter, parsePeftAdapter, serializeMlxAdapter, serializePeftAdapter } from './adapters';
 import { checkHeaderLength, parseHeader, readSafetensors, type Safetensors, type SafetensorsEntry, type WriteEntry, writeSafetensors } from './safetensors';
@@ -98,24 +98,40 @@ export function saveSafetensors(path: string, tensors: Record<string, WriteEntry
   writeFileAtomic(path, writeSafetensors(tensors, metadata));
 }
 
-/** Saves an adapter directory in MLX (`adapters.safetensors`) or PEFT (`adapter_model.safetensors`) layout. */
-export async function saveAdapter(dir: string, adapter: LoraAdapter, options: { format: 'mlx' | 'peft'; baseModel?: string | null } = { format: 'mlx' }): Promise<void> {
+/** mlx-lm's checkpoint file name for an iteration: `0000100_adapters.safetensors`. */
+export function mlxCheckpointName(iteration: number): string {
+  return `${String(iteration).padStart(7, '0')}_${MLX_WEIGHTS}`;
+}
+
+/**
+ * Saves an adapter directory in MLX (`adapters.safetensors`) or PEFT (`adapter_model.safetensors`)
+ * layout. With `checkpoint` (MLX), the weights also go to `0000100_adapters.safetensors`-style files.
+ */
+export async function saveAdapter(dir: string, adapter: LoraAdapter, options: { format: 'mlx' | 'peft'; baseModel?: string | null; checkpoint?: number } = { format: 'mlx' }): Promise<void> {
   await mkdir(dir, { recursive: true });
   const files = options.format === 'peft' ? serializePeftAdapter(adapter, options) : serializeMlxAdapter(adapter);
   writeFileAtomic(join(dir, options.format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS), files.weights);
+  if (options.checkpoint !== undefined && options.format === 'mlx') writeFileAtomic(join(dir, mlxCheckpointName(options.checkpoint)), files.weights);
   writeFileAtomic(join(dir, options.format === 'peft' ? PEFT_CONFIG : MLX_CONFIG), files.config);
 }
 
-/** Reads the files of an adapter directory. */
-export function readAdapterFiles(dir: string): { format: 'mlx' | 'peft'; files: AdapterFiles } {
-  const format = detectFormat(readdirSync(dir));
-  const weights = new Uint8Array(readFileSync(join(dir, format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS)));
-  const config = readFileSync(join(dir, format === 'peft' ? PEFT_CONFIG : MLX_CONFIG), 'utf8');
+/**
+ * Reads an adapter: a directory (format detected from its files), or one weights file such as an
+ * mlx-lm checkpoint `0000100_adapters.safetensors`, with the `adapter_config.json` beside it.
+ */
+export function readAdapterFiles(path: string): { format: 'mlx' | 'peft'; files: AdapterFiles } {
+  const isFile = statSync(path).isFile();
+  const dir = isFile ? dirname(path) : path;
+  const format = isFile ? (basename(path) === PEFT_WEIGHTS ? 'peft' : 'mlx') : detectFormat(readdirSync(dir));
+  const weights = new Uint8Array(readFileSync(isFile ? path : join(dir, format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS)));
+  const configPath = join(dir, format === 'peft' ? PEFT_CONFIG : MLX_CONFIG);
+  if (!existsSync(configPath)) throw new FormatError('loadAdapter', 'adapter_config.json not found', { key: configPath }, 'the config beside the weights', 'nothing');
+  const config = readFileSync(configPath, 'utf8');
   return { format, files: { weights, config } };
 }
 
-/** Loads an adapter directory, detecting MLX or PEFT from its files. */
-export function loadAdapter(dir: string): LoraAdapter & { format: 'mlx' | 'peft' } {
-  const { format, files } = readAdapterFiles(dir);
+/** Loads an adapter (a directory or a weights file; see {@link readAdapterFiles}), detecting MLX or PEFT. */
+export function loadAdapter(path: string): LoraAdapter & { format: 'mlx' | 'peft' } {
+  const { format, files } = readAdapterFiles(path);
   return { ...(format === 'peft' ? parsePeftAdapter(files) : parseMlxAdapter(files)), format };
 }

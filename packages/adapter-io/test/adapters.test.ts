@@ -191,3 +191,16 @@ describe('tensors ⇄ adapters', () => {
     }
   });
 });
+
+describe('mlx-lm checkpoints', () => {
+  it('saveAdapter writes 0000100_adapters.safetensors; loadAdapter reads a checkpoint file', async () => {
+    const { mlxCheckpointName } = await import('../src/node');
+    expect(mlxCheckpointName(100)).toBe('0000100_adapters.safetensors');
+    const dir = mkdtempSync(join(tmpdir(), 'ckpt-'));
+    await saveAdapter(dir, sampleAdapter(), { format: 'mlx', checkpoint: 100 });
+    expect(readdirSync(dir).sort()).toEqual(['0000100_adapters.safetensors', 'adapter_config.json', 'adapters.safetensors']);
+    const a = loadAdapter(join(dir, '0000100_adapters.safetensors'));
+    expect(a.format).toBe('mlx');
+    expect(Array.from(a.modules['model.layers.2.self_attn.q_proj'].a)).toEqual(Array.from(sampleAdapter().modules['model.layers.2.self_attn.q_proj'].a));
+  });
+});

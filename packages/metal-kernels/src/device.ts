@@ -18,6 +18,8 @@ export interface AdapterReport {
   limits: Record<string, number>;
   /** Where the adapter came from: Dawn in Node (`webgpu` package) or the browser's `navigator.gpu`. */
   runtime: 'node-dawn' | 'browser';
+  /** A CPU implementation of WebGPU (lavapipe, SwiftShader, a fallback adapter): slower than the CPU backend for small work. */
+  software: boolean;
 }
 
 export interface GPUContext {
@@ -73,6 +75,7 @@ function describeAdapter(adapter: GPUAdapter, runtime: AdapterReport['runtime'])
     subgroupMaxSize: info.subgroupMaxSize,
     limits,
     runtime,
+    software: Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter) || /llvmpipe|lavapipe|swiftshader|software/i.test(`${info.vendor} ${info.architecture} ${info.device} ${info.description}`),
   };
 }
 

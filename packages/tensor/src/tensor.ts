@@ -221,6 +221,9 @@ export class Tensor {
   tanh(): Tensor { return ops.tanh(this); }
   sigmoid(): Tensor { return ops.sigmoid(this); }
   relu(): Tensor { return ops.relu(this); }
+  abs(): Tensor { return ops.abs(this); }
+  silu(): Tensor { return ops.silu(this); }
+  gelu(options?: { approximate?: 'none' | 'tanh' }): Tensor { return ops.gelu(this, options); }
   matmul(b: Tensor, options?: ops.MatmulOptions): Tensor { return ops.matmul(this, b, options); }
   sum(axes?: number | number[], keepDims = false): Tensor { return ops.sum(this, axes, keepDims); }
   mean(axes?: number | number[], keepDims = false): Tensor { return ops.mean(this, axes, keepDims); }

@@ -1,0 +1,81 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type WriteEntry, toFloat32 } from '@metal-lora/adapter-io';
+import { openSafetensors, writeFileAtomic } from '@metal-lora/adapter-io/node';
+import { type LlamaConfig, LlamaForCausalLM, type Module } from '@metal-lora/nn';
+import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
+import { writeSafetensors } from '@metal-lora/adapter-io';
+import { CharTokenizer } from './tokenizer';
+
+export interface LoadedModel {
+  model: LlamaForCausalLM;
+  config: LlamaConfig;
+  tokenizer: CharTokenizer;
+}
+
+function readJson(path: string, what: string): Record<string, unknown> {
+  if (!existsSync(path)) throw new FormatError('loadModel', `${what} not found`, { key: path }, `a file at ${path}`, 'nothing');
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (error) {
+    throw new FormatError('loadModel', `${what} is not valid JSON (${(error as Error).message})`, { key: path });
+  }
+}
+
+/** Weight files of a checkpoint directory: `model.safetensors`, or the shards of `model.safetensors.index.json`. */
+function weightFiles(dir: string): string[] {
+  const index = join(dir, 'model.safetensors.index.json');
+  if (existsSync(index)) {
+    const map = (readJson(index, 'model.safetensors.index.json').weight_map ?? {}) as Record<string, string>;
+    return [...new Set(Object.values(map))].map((f) => join(dir, f));
+  }
+  const single = join(dir, 'model.safetensors');
+  if (!existsSync(single)) throw new FormatError('loadModel', 'no weights found', { key: dir }, 'model.safetensors or model.safetensors.index.json', 'neither');
+  return [single];
+}
+
+/**
+ * Loads a Llama-family checkpoint directory in Hugging Face / MLX layout (`config.json`,
+ * `model.safetensors` or shards, `tokenizer.json`) into a `LlamaForCausalLM` on the current
+ * backend; F16 / BF16 weights are read as f32. Tensors are read one at a time from disk.
+ */
+export function loadModel(dir: string): LoadedModel {
+  const config = readJson(join(dir, 'config.json'), 'config.json') as unknown as LlamaConfig & { model_type?: string; quantization?: unknown };
+  if (config.quantization) throw new FormatError('loadModel', 'quantized checkpoints are not supported', { key: 'quantization' }, 'float weights (F32, F16 or BF16)', 'an MLX quantized model');
+  for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const) {
+    if (typeof config[key] !== 'number') throw new FormatError('loadModel', `config.json lacks ${key}`, { key }, 'a number', JSON.stringify(config[key]));
+  }
+  const tokenizerPath = join(dir, 'tokenizer.json');
+  if (!existsSync(tokenizerPath)) throw new FormatError('loadModel', 'tokenizer.json not found', { key: tokenizerPath }, 'a tokenizer next to the weights', 'nothing');
+  const tokenizer = CharTokenizer.fromJSON(readFileSync(tokenizerPath, 'utf8'));
+  const model = new LlamaForCausalLM(config);
+  const weights: Record<string, Tensor> = {};
+  for (const file of weightFiles(dir)) {
+    const st = openSafetensors(file);
+    try {
+      for (const [name, info] of Object.entries(st.info)) {
+        if (name.endsWith('.scales') || name.endsWith('.biases')) throw new FormatError('loadModel', 'quantized weights are not supported', { key: name }, 'float weights', info.dtype);
+        if (name.includes('rotary_emb')) continue;
+        weights[name] = tensor(toFloat32(st.read(name)), info.shape, { dtype: 'float32' });
+      }
+    } finally {
+      st.close();
+    }
+  }
+  if (config.tie_word_embeddings) delete weights['lm_head.weight'];
+  model.loadWeights(weights);
+  for (const t of Object.values(weights)) t.dispose();
+  model.freeze();
+  return { model, config, tokenizer };
+}
+
+/** Saves a model as a checkpoint directory (f32 safetensors, config, tokenizer), each file atomically. */
+export async function saveModel(dir: string, model: Module, config: LlamaConfig, tokenizer: CharTokenizer): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const entries: Record<string, WriteEntry> = {};
+  for (const [name, t] of model.namedParameters()) entries[name] = { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(await t.data()) };
+  writeFileAtomic(join(dir, 'model.safetensors'), writeSafetensors(entries, { format: 'pt' }));
+  writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'], ...config }, null, 2)}\n`);
+  writeFileAtomic(join(dir, 'tokenizer.json'), tokenizer.toJSON());
+}

@@ -1,0 +1,55 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
+
+/**
+ * Reads texts in mlx-lm's format: a `.jsonl` file, or a directory with `train.jsonl` and
+ * `valid.jsonl`, one `{"text": "..."}` object per line.
+ */
+export function readJsonl(path: string): string[] {
+  if (!existsSync(path)) throw new FormatError('data', 'data file not found', { key: path }, 'a .jsonl file', 'nothing');
+  const lines = readFileSync(path, 'utf8').split('\n');
+  const texts: string[] = [];
+  lines.forEach((line, i) => {
+    if (!line.trim()) return;
+    let row: unknown;
+    try {
+      row = JSON.parse(line);
+    } catch {
+      throw new FormatError('data', `line ${i + 1} of ${path} is not JSON`, { key: `${path}:${i + 1}` }, '{"text": "..."}', line.slice(0, 40));
+    }
+    const text = (row as { text?: unknown }).text;
+    if (typeof text !== 'string') throw new FormatError('data', `line ${i + 1} of ${path} has no "text" string`, { key: `${path}:${i + 1}` }, '{"text": "..."}', line.slice(0, 40));
+    texts.push(text);
+  });
+  if (texts.length === 0) throw new FormatError('data', `${path} holds no texts`, { key: path }, 'at least one {"text": ...} line', 'none');
+  return texts;
+}
+
+export function readDataset(path: string): { train: string[]; valid: string[] } {
+  if (existsSync(path) && statSync(path).isDirectory()) {
+    const train = readJsonl(join(path, 'train.jsonl'));
+    const validPath = join(path, 'valid.jsonl');
+    return { train, valid: existsSync(validPath) ? readJsonl(validPath) : train.slice(-Math.max(1, Math.floor(train.length / 10))) };
+  }
+  const texts = readJsonl(path);
+  const cut = Math.max(1, Math.floor(texts.length * 0.9));
+  return { train: texts.slice(0, cut), valid: texts.slice(cut) };
+}
+
+/**
+ * Fixed-length training windows from a token stream: `inputs` and `targets` `[batch, length]`
+ * (targets shifted by one), windows chosen by a seeded counter so runs repeat.
+ */
+export function batchOf(stream: Int32Array, batch: number, length: number, step: number, seed: number, pick: (key: number, counter: number) => number): { inputs: Tensor; targets: Tensor } {
+  const span = stream.length - length - 1;
+  if (span <= 0) throw new FormatError('data', 'not enough tokens for one sequence', {}, `more than ${length + 1} tokens`, `${stream.length}`);
+  const x = new Int32Array(batch * length);
+  const y = new Int32Array(batch * length);
+  for (let b = 0; b < batch; b++) {
+    const start = pick(seed, step * batch + b) % span;
+    x.set(stream.subarray(start, start + length), b * length);
+    y.set(stream.subarray(start + 1, start + 1 + length), b * length);
+  }
+  return { inputs: tensor(x, [batch, length]), targets: tensor(y, [batch, length]) };
+}
