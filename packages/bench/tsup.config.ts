@@ -5,7 +5,7 @@ import { defineConfig } from 'tsup';
  * inlined except Dawn's `webgpu`, WGSL as text.
  */
 export default defineConfig({
-  entry: { 'gemm-bench': 'src/gemm-bench.ts', 'lora-bench': 'src/lora-bench.ts' },
+  entry: { 'gemm-bench': 'src/gemm-bench.ts', 'lora-bench': 'src/lora-bench.ts', cli: 'src/cli.ts' },
   format: ['esm'],
   outExtension: () => ({ js: '.mjs' }),
   platform: 'node',
@@ -15,6 +15,8 @@ export default defineConfig({
   noExternal: [/^(?!webgpu$).*/],
   external: ['webgpu'],
   loader: { '.wgsl': 'text' },
+  // tfjs calls require('util') and friends: give the ESM bundle a require.
+  banner: { js: "import { createRequire as __createRequire } from 'module'; const require = __createRequire(import.meta.url);" },
   esbuildOptions(options) {
     options.conditions = ['source'];
   },

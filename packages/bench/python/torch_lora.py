@@ -1,6 +1,6 @@
 """PyTorch/cuBLAS f32 (TF32 off) LoRA layer timings, the peer of lora-bench.ts, in the same call.
 
-For M = 2048, in = out = 4096 and r in (8, 16, 32, 64): the base GEMM, the unfused LoRA forward
+For M = 2048, in = out = 4096 and r in (8, 16, 32, 64), and decode (M = 1, 16; r = 16): the base GEMM, the unfused LoRA forward
 (x@Wᵀ + s·(x@Aᵀ)@Bᵀ, as PEFT computes it), and a training step (forward + backward for x, A, B
 through autograd, W frozen), with CUDA events (median of 7 trials of ≥ 20 ms after a 50 ms warm-up)
 and the step's peak allocated bytes. Prints one JSON object.
@@ -42,12 +42,15 @@ def time_ms(fn):
     return times[3]
 
 
-M, IN, OUT = 2048, 4096, 4096
-x = torch.randn(M, IN, device=dev)
-w = torch.randn(OUT, IN, device=dev) / IN ** 0.5
-dy = torch.randn(M, OUT, device=dev)
+quick = "--quick" in sys.argv
+IN, OUT = (128, 128) if quick else (4096, 4096)
+configs = [(64, 8), (1, 8)] if quick else [(2048, 8), (2048, 16), (2048, 32), (2048, 64), (1, 16), (16, 16)]
+M0 = configs[0][0]
 results = []
-for r in (8, 16, 32, 64):
+for M, r in configs:
+    x = torch.randn(M, IN, device=dev)
+    w = torch.randn(OUT, IN, device=dev) / IN ** 0.5
+    dy = torch.randn(M, OUT, device=dev)
     a = (torch.randn(r, IN, device=dev) / IN ** 0.5).requires_grad_()
     b = (torch.randn(OUT, r, device=dev) * 0.1).requires_grad_()
     s = 16 / r
@@ -71,5 +74,5 @@ for r in (8, 16, 32, 64):
     step()
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - before
-    results.append({"r": r, "baseMs": base, "unfusedFwdMs": fwd, "unfusedStepMs": st, "stepPeakBytes": peak})
-json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "M": M, "in": IN, "out": OUT, "results": results}, sys.stdout, indent=1)
+    results.append({"M": M, "r": r, "baseMs": base, "unfusedFwdMs": fwd, "unfusedStepMs": st, "stepPeakBytes": peak})
+json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "M": M0, "in": IN, "out": OUT, "results": results}, sys.stdout, indent=1)

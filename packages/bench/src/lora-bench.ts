@@ -8,7 +8,7 @@
  *   node lora-bench.mjs [--quick] [--json out.json]
  */
 import { writeFileSync } from 'node:fs';
-import { createWebGPUBackend, forceLoraPlan, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, forceLoraPlan, WebGPUBackend } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
 import { compare, randomValues } from '@metal-lora/tensor/testing';
 import { timeKernel } from './gemm-bench';
@@ -31,18 +31,43 @@ export interface LoraResult {
   maxRelDiff: number;
 }
 
-function make(backend: WebGPUBackend, shape: number[], seed: number, std = 1): T.Tensor {
+/** GPU timestamps on webgpu; on the CPU (synchronous kernels) the same protocol with the wall clock. */
+async function timeOn(backend: T.Backend, run: () => void): Promise<{ ms: number; spread: number }> {
+  if (backend instanceof WebGPUBackend) return timeKernel(backend, run);
+  const once = () => {
+    const t0 = performance.now();
+    run();
+    return performance.now() - t0;
+  };
+  let warm = 0;
+  while (warm < 50) warm += once();
+  const times = Array.from({ length: 7 }, once).sort((p, q) => p - q);
+  return { ms: times[3], spread: times[6] - times[0] };
+}
+
+async function settle(backend: T.Backend): Promise<void> {
+  if (backend instanceof WebGPUBackend) await backend.sync();
+}
+
+function make(backend: T.Backend, shape: number[], seed: number, std = 1): T.Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   return T.tensor(randomValues(n, seed, std), shape, { backend, dtype: 'float32' });
 }
 
-export async function runLoraBench(backend: WebGPUBackend, shapes: { M: number; inF: number; outF: number }[], ranks: number[], log: (line: string) => void): Promise<LoraResult[]> {
+export interface LoraCase {
+  M: number;
+  inF: number;
+  outF: number;
+  r: number;
+}
+
+export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (line: string) => void): Promise<LoraResult[]> {
   const results: LoraResult[] = [];
-  for (const { M, inF, outF } of shapes) {
+  for (const { M, inF, outF, r } of cases) {
     const x = make(backend, [M, inF], 1);
     const w = make(backend, [outF, inF], 2, 1 / Math.sqrt(inF));
     const dy = make(backend, [M, outF], 3);
-    for (const r of ranks) {
+    {
       const a = make(backend, [r, inF], 4, 1 / Math.sqrt(inF));
       const b = make(backend, [outF, r], 5, 0.1);
       const scale = 16 / r;
@@ -56,9 +81,9 @@ export async function runLoraBench(backend: WebGPUBackend, shapes: { M: number; 
       yf.dispose();
       if (!cmp.ok) throw new Error(cmp.message);
 
-      const base = await timeKernel(backend, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
-      const unfusedFwd = await timeKernel(backend, () => T.tidy(() => T.noGrad(() => unfusedForward(x, a, b))));
-      const fusedFwd = await timeKernel(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
+      const base = await timeOn(backend, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
+      const unfusedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => unfusedForward(x, a, b))));
+      const fusedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
       // A training step: forward, then dx, dA, dB (x requires grad: not the first layer).
       const leaves = () => [x, a, b].map((t) => {
         const leaf = t.detach();
@@ -78,20 +103,20 @@ export async function runLoraBench(backend: WebGPUBackend, shapes: { M: number; 
           for (const t of [xs, as, bs]) t.grad?.dispose();
         });
       const peakOf = async (step: () => void) => {
-        await backend.sync();
+        await settle(backend);
         backend.resetPeak();
         const before = backend.memory().liveBytes;
         step();
-        await backend.sync();
+        await settle(backend);
         return backend.memory().peakBytes - before;
       };
       const unfusedPeak = await peakOf(unfusedStep);
       const fusedPeak = await peakOf(fusedStep);
-      const unfusedStepT = await timeKernel(backend, unfusedStep);
-      const fusedStepT = await timeKernel(backend, fusedStep);
+      const unfusedStepT = await timeOn(backend, unfusedStep);
+      const fusedStepT = await timeOn(backend, fusedStep);
       forceLoraPlan('composed');
-      const composedFwd = await timeKernel(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
-      const composedStep = await timeKernel(backend, fusedStep);
+      const composedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
+      const composedStep = await timeOn(backend, fusedStep);
       forceLoraPlan(null);
       const res: LoraResult = {
         M,
@@ -127,8 +152,8 @@ async function main(): Promise<void> {
   T.setBackendSync(backend);
   const { report } = backend.context;
   console.log(`device: ${report.vendor} ${report.device} ${report.description} (${report.runtime})`);
-  const shapes = quick ? [{ M: 128, inF: 256, outF: 256 }] : [{ M: 2048, inF: 4096, outF: 4096 }];
-  const results = await runLoraBench(backend, shapes, quick ? [8] : [8, 16, 32, 64], console.log);
+  const cases = quick ? [{ M: 128, inF: 256, outF: 256, r: 8 }] : [8, 16, 32, 64].map((r) => ({ M: 2048, inF: 4096, outF: 4096, r }));
+  const results = await runLoraBench(backend, cases, console.log);
   if (jsonIndex > 0) writeFileSync(process.argv[jsonIndex + 1], JSON.stringify({ device: report, results }, null, 2));
   await backend.sync();
   backend.context.device.destroy();
