@@ -31,7 +31,7 @@ const fmt = (ms: number | undefined) => (ms === undefined || Number.isNaN(ms) ? 
 
 export function markdownTable(rows: Row[], device: string, peers: string[]): string {
   const lines = [
-    `Device: ${device}. Times in ms (median of 7 timed trials, GPU timestamps where available); speed-up = unfused / fused.`,
+    `Device: ${device}. Times in ms (median of 7 timed trials, GPU timestamps where available; the JSON has each spread); speed-up = unfused / fused.`,
     '',
     '| shape (M × in × out) | r | fwd unfused | fwd fused | fwd speed-up | fwd tfjs | fwd PyTorch | step unfused | step fused | step speed-up | step tfjs | step PyTorch | peak MB unfused → fused |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',

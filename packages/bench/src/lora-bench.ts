@@ -29,6 +29,8 @@ export interface LoraResult {
   unfusedPeakBytes: number;
   fusedPeakBytes: number;
   maxRelDiff: number;
+  /** Max − min over the 7 trials of each timing, ms. */
+  spreadMs: { base: number; unfusedFwd: number; fusedFwd: number; unfusedStep: number; fusedStep: number };
 }
 
 /** GPU timestamps on webgpu; on the CPU (synchronous kernels) the same protocol with the wall clock. */
@@ -133,6 +135,7 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
         unfusedPeakBytes: unfusedPeak,
         fusedPeakBytes: fusedPeak,
         maxRelDiff: cmp.maxRelError,
+        spreadMs: { base: base.spread, unfusedFwd: unfusedFwd.spread, fusedFwd: fusedFwd.spread, unfusedStep: unfusedStepT.spread, fusedStep: fusedStepT.spread },
       };
       results.push(res);
       log(

@@ -16,6 +16,7 @@ const row = {
   unfusedPeakBytes: 235.2e6,
   fusedPeakBytes: 69.5e6,
   maxRelDiff: 1e-3,
+  spreadMs: { base: 0.01, unfusedFwd: 0.01, fusedFwd: 0.01, unfusedStep: 0.02, fusedStep: 0.02 },
   torch: { fwdMs: 1.45, stepMs: 3.0, baseMs: 1.4, peakBytes: 1e8 },
 };
 
