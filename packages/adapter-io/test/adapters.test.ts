@@ -204,3 +204,21 @@ describe('mlx-lm checkpoints', () => {
     expect(Array.from(a.modules['model.layers.2.self_attn.q_proj'].a)).toEqual(Array.from(sampleAdapter().modules['model.layers.2.self_attn.q_proj'].a));
   });
 });
+
+describe('browser helpers', () => {
+  it('adapterFromBlobs detects the format from File-like blobs; fetchAdapter reads over HTTP', async () => {
+    const { adapterFromBlobs, fetchAdapter } = await import('../src/index');
+    const files = serializeMlxAdapter(sampleAdapter());
+    const blob = (name: string, bytes: Uint8Array | string) => ({ name, arrayBuffer: async () => (typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes).slice().buffer });
+    const picked = await adapterFromBlobs([blob('dir/adapters.safetensors', files.weights), blob('dir/adapter_config.json', files.config)]);
+    expect(picked.format).toBe('mlx');
+    expect(parseMlxAdapter(picked.files).scale).toBe(20);
+    const served = new Map([['/a/adapters.safetensors', files.weights], ['/a/adapter_config.json', new TextEncoder().encode(files.config)]]);
+    const fakeFetch = (async (url: string) => {
+      const body = served.get(url);
+      return { ok: !!body, status: body ? 200 : 404, arrayBuffer: async () => body!.slice().buffer };
+    }) as unknown as typeof fetch;
+    expect(parseMlxAdapter(await fetchAdapter('/a/', 'mlx', fakeFetch)).rank).toBe(4);
+    await expect(fetchAdapter('/missing', 'mlx', fakeFetch)).rejects.toThrow(/HTTP 404/);
+  });
+});

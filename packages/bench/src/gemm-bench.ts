@@ -10,6 +10,7 @@
 import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend, type GemmConfig, type GemmShape, recordGemm, selectGemm, TILED_VARIANTS, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
+import { median, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';
 
 interface Case {
@@ -59,29 +60,6 @@ function cases(quick: boolean): Case[] {
     list.push({ group: 'skinny', label: `T·Bᵀ r=${r} (K=r)`, shape: s(2048, 4096, r, false, true), configs: ['auto'] });
   }
   return list;
-}
-
-/**
- * Median per-run GPU time of `run` (ms) and the spread of the trials. The GPU first works for
- * ≥ 50 ms so its clocks settle; each of 7 trials then spans ≥ 20 ms, so timestamp granularity and
- * pass gaps at the region's ends stay under 1%.
- */
-export async function timeKernel(backend: WebGPUBackend, run: (i: number) => void): Promise<{ ms: number; spread: number }> {
-  let reps = 1;
-  let once = await backend.timeRegion(() => run(0));
-  while (once * reps < 50) {
-    reps *= 2;
-    once = (await backend.timeRegion(() => Array.from({ length: reps }, (_, i) => run(i)))) / reps;
-  }
-  const per = Math.max(1, Math.min(2000, Math.ceil(20 / Math.max(once, 1e-4))));
-  const times: number[] = [];
-  for (let trial = 0; trial < 7; trial++) times.push((await backend.timeRegion(() => Array.from({ length: per }, (_, i) => run(i)))) / per);
-  return { ms: median(times), spread: Math.max(...times) - Math.min(...times) };
-}
-
-function median(values: number[]): number {
-  const v = [...values].sort((a, b) => a - b);
-  return v[Math.floor(v.length / 2)];
 }
 
 function upload(backend: WebGPUBackend, values: Float64Array): GPUBuffer {

@@ -5,10 +5,9 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-export interface PeerTimes {
-  fwdMs: number;
-  stepMs: number;
-}
+import type { PeerTimes } from './peers-types';
+
+export type { PeerTimes };
 
 /** tfjs-webgpu on `gpu` (Dawn): forward and forward+backward (dx, dA, dB) of the unfused LoRA layer. */
 export async function tfjsPeer(gpu: GPU, shapes: { M: number; inF: number; outF: number; r: number }[]): Promise<Map<string, PeerTimes> | string> {

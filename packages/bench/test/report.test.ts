@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { markdownTable, svgChart } from '../src/cli';
+import { markdownTable, svgChart } from '../src/report';
 
 const row = {
   M: 2048,

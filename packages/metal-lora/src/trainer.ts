@@ -1,6 +1,6 @@
 import { Adam, crossEntropy, type LlamaForCausalLM, valueAndGrad, warmupCosine } from '@metal-lora/nn';
 import { noGrad, randomBits, type Tensor, tidy } from '@metal-lora/tensor';
-import { batchOf } from './data';
+import { batchOf } from './batches';
 
 export interface TrainOptions {
   iters: number;

@@ -1,0 +1,4 @@
+export interface PeerTimes {
+  fwdMs: number;
+  stepMs: number;
+}

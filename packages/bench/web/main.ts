@@ -1,0 +1,171 @@
+/**
+ * The benchmark page: adapter report, a correctness check of the fused kernels against the CPU
+ * reference, the benchmark table and chart, and a LoRA fine-tuning demo on the embedded model.
+ * `?auto=quick` runs everything on tiny shapes and publishes `window.__results` (the browser test).
+ */
+import { type AdapterReport, webgpuBackend } from '@metal-lora/metal-kernels';
+import { linearToLoRALayers } from '@metal-lora/nn';
+import * as T from '@metal-lora/tensor';
+import { compare, randomValues } from '@metal-lora/tensor/testing';
+import { evaluate, generate, modelFromFiles, trainLoop } from 'metal-lora/browser';
+import { type LoraCase, runLoraBench } from '../src/lora-core';
+import { markdownTable, type Row, svgChart } from '../src/report';
+
+interface PageResults {
+  adapter?: Partial<AdapterReport>;
+  correctness?: { ok: boolean; maxRelError: number; checks: number };
+  bench?: Row[];
+  finetune?: { lossBefore: number; lossAfter: number; losses: number[] };
+  error?: string;
+}
+const results: PageResults = {};
+const w = window as unknown as { __results: PageResults; __done: boolean };
+w.__results = results;
+w.__done = false;
+const $ = <E extends HTMLElement>(id: string) => document.getElementById(id) as E;
+const auto = new URLSearchParams(location.search).get('auto');
+
+async function showAdapter(): Promise<string> {
+  const backend = await webgpuBackend();
+  T.setBackendSync(backend);
+  const r = backend.context.report;
+  results.adapter = { vendor: r.vendor, architecture: r.architecture, description: r.description, features: r.features, shaderF16: r.shaderF16, subgroups: r.subgroups, timestampQuery: r.timestampQuery };
+  $('adapter').textContent = JSON.stringify({ vendor: r.vendor, architecture: r.architecture, device: r.device, description: r.description, shaderF16: r.shaderF16, subgroups: r.subgroups, timestampQuery: r.timestampQuery, subgroupMatrixConfigs: r.subgroupMatrixConfigs, software: r.software, features: r.features }, null, 2);
+  return `${r.vendor} ${r.architecture} ${r.description}`.trim();
+}
+
+/** Forward and gradients of loraLinear on the GPU against the CPU reference (float64), fused plan shapes. */
+async function checkCorrectness(): Promise<void> {
+  const gpu = T.getBackend();
+  let worst = 0;
+  let checks = 0;
+  let ok = true;
+  for (const [M, inF, outF, r, dropout] of [
+    [33, 36, 20, 8, 0],
+    [65, 68, 44, 4, 0.2],
+  ] as const) {
+    const shapes = { x: [M, inF], w: [outF, inF], a: [r, inF], b: [outF, r], dy: [M, outF] };
+    const data = Object.fromEntries(Object.entries(shapes).map(([k, s], i) => [k, randomValues(s[0] * s[1], 7 + i)]));
+    const run = (backend: T.Backend, dtype: 'float32' | 'float64') => {
+      const t = (k: keyof typeof shapes) => T.tensor(data[k], shapes[k], { dtype, backend });
+      const dy = t('dy');
+      const f = (x: T.Tensor, a: T.Tensor, b: T.Tensor) => T.sum(T.mul(T.loraLinear(x, t('w'), a, b, { scale: 2, dropout, seed: 5 }), dy));
+      const [, grads] = T.valueAndGrad(f, [0, 1, 2])(t('x'), t('a'), t('b'));
+      return grads as T.Tensor[];
+    };
+    const got = run(gpu, 'float32');
+    const ref = run(T.cpuBackend, 'float64');
+    for (let i = 0; i < 3; i++) {
+      const expected = ref[i].dataSync();
+      let scale = 0;
+      for (const v of expected) scale = Math.max(scale, Math.abs(v));
+      const c = compare(await got[i].data(), expected, { rtol: 1e-3, atol: 1e-5 * scale });
+      worst = Math.max(worst, c.maxRelError);
+      ok &&= c.ok;
+      checks++;
+    }
+  }
+  results.correctness = { ok, maxRelError: worst, checks };
+  $('correctness').innerHTML = `<span class="${ok ? 'ok' : 'bad'}">${ok ? 'PASS' : 'FAIL'}</span>: ${checks} gradients (dx, dA, dB) of the fused kernels match the float64 CPU reference (max relative error ${worst.toExponential(2)}).`;
+}
+
+async function runBench(device: string, cases: LoraCase[]): Promise<void> {
+  $('progress').textContent = `measuring ${cases.length} configurations…`;
+  let done = 0;
+  const rows = await runLoraBench(T.getBackend(), cases, (line) => {
+    $('progress').textContent = `[${++done}/${cases.length}] ${line}`;
+  });
+  results.bench = rows;
+  $('table').textContent = markdownTable(rows, device, ['peers (tfjs, PyTorch): run `pnpm bench` in Node for them']);
+  $('chart').innerHTML = svgChart(rows, device);
+  const json = JSON.stringify({ device, date: new Date().toISOString(), rows }, null, 2);
+  $<HTMLTextAreaElement>('json').value = json;
+  const copy = $<HTMLButtonElement>('copy');
+  copy.disabled = false;
+  copy.onclick = () => navigator.clipboard.writeText(json);
+}
+
+function drawLoss(losses: number[]): void {
+  const canvas = $<HTMLCanvasElement>('loss');
+  const ctx = canvas.getContext('2d')!;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const max = Math.max(...losses, 1e-6);
+  ctx.strokeStyle = '#2f80ed';
+  ctx.beginPath();
+  losses.forEach((l, i) => {
+    const x = 10 + (i / Math.max(1, losses.length - 1)) * (canvas.width - 20);
+    const y = canvas.height - 10 - (l / max) * (canvas.height - 20);
+    if (i === 0) ctx.moveTo(x, y);
+    else ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+}
+
+async function fineTune(quick: boolean): Promise<void> {
+  const status = $('finetune-status');
+  status.textContent = 'loading the embedded model…';
+  const [config, weights, tokenizerJson, train, valid] = await Promise.all([
+    fetch('./base/config.json').then((r) => r.text()),
+    fetch('./base/model.safetensors').then((r) => r.arrayBuffer()),
+    fetch('./base/tokenizer.json').then((r) => r.text()),
+    fetch('./data/train.jsonl').then((r) => r.text()),
+    fetch('./data/valid.jsonl').then((r) => r.text()),
+  ]);
+  const { model, tokenizer } = modelFromFiles({ config, weights: new Uint8Array(weights), tokenizer: tokenizerJson });
+  const texts = (s: string) => s.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { text: string }).text);
+  const trainStream = Int32Array.from(tokenizer.encode(texts(train).join(' ')));
+  const validStream = Int32Array.from(tokenizer.encode(texts(valid).join(' ')));
+  const batch = quick ? 4 : 8;
+  const length = quick ? 32 : 64;
+  const iters = quick ? 12 : 150;
+  const lossBefore = await evaluate(model, validStream, { batches: 1, batch, length });
+  const prompt = texts(valid)[0].slice(0, 8);
+  const before = quick ? '' : await generate(model, tokenizer, prompt, 40);
+  linearToLoRALayers(model, { numLayers: 2, rank: 8, scale: 2, seed: 1 });
+  const losses: number[] = [];
+  await trainLoop(model, trainStream, {
+    iters,
+    batch,
+    length,
+    lr: 1e-2,
+    reportEvery: quick ? 1 : 5,
+    onStep: (step, loss, tps) => {
+      losses.push(loss);
+      drawLoss(losses);
+      status.textContent = `iter ${step}/${iters}, loss ${loss.toFixed(3)}, ${tps.toFixed(0)} tok/s`;
+    },
+  });
+  const lossAfter = await evaluate(model, validStream, { batches: 1, batch, length });
+  results.finetune = { lossBefore, lossAfter, losses };
+  const after = quick ? '' : await generate(model.eval() as typeof model, tokenizer, prompt, 40);
+  $('samples').textContent = `validation loss ${lossBefore.toFixed(3)} → ${lossAfter.toFixed(3)}${quick ? '' : `\nbefore: "${prompt}" → "${before}"\nafter:  "${prompt}" → "${after}"`}`;
+}
+
+async function main(): Promise<void> {
+  let device = 'no adapter';
+  try {
+    device = await showAdapter();
+    await checkCorrectness();
+    const quick = auto === 'quick';
+    const form = $<HTMLFormElement>('bench-form');
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      const data = new FormData(form);
+      const dim = Number(data.get('dim'));
+      const ranks = String(data.get('ranks')).split(',').map(Number);
+      void runBench(device, ranks.map((r) => ({ M: Number(data.get('M')), inF: dim, outF: dim, r })));
+    };
+    $<HTMLButtonElement>('finetune').onclick = () => void fineTune(false);
+    if (auto) {
+      await runBench(device, quick ? [{ M: 64, inF: 128, outF: 128, r: 8 }] : [8, 16, 32].map((r) => ({ M: 2048, inF: 4096, outF: 4096, r })));
+      await fineTune(quick);
+    }
+  } catch (error) {
+    results.error = (error as Error).message;
+    $('adapter').textContent = `error: ${(error as Error).message}`;
+  } finally {
+    w.__done = true;
+  }
+}
+
+void main();

@@ -1,0 +1,26 @@
+import { readSafetensors, toFloat32 } from '@metal-lora/adapter-io';
+import { type LlamaConfig, LlamaForCausalLM } from '@metal-lora/nn';
+import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
+import { CharTokenizer } from './tokenizer';
+
+/**
+ * A model from the bytes of a checkpoint directory's files (fetched in a browser, or read in
+ * Node): `config.json` text, `model.safetensors` bytes, `tokenizer.json` text.
+ */
+export function modelFromFiles(files: { config: string; weights: Uint8Array; tokenizer: string }): { model: LlamaForCausalLM; config: LlamaConfig; tokenizer: CharTokenizer } {
+  let config: LlamaConfig;
+  try {
+    config = JSON.parse(files.config);
+  } catch {
+    throw new FormatError('modelFromFiles', 'config.json is not valid JSON', { key: 'config.json' });
+  }
+  const tokenizer = CharTokenizer.fromJSON(files.tokenizer);
+  const model = new LlamaForCausalLM(config);
+  const { tensors } = readSafetensors(files.weights);
+  const weights: Record<string, Tensor> = {};
+  for (const [name, entry] of Object.entries(tensors)) weights[name] = tensor(toFloat32(entry), entry.shape, { dtype: 'float32' });
+  model.loadWeights(weights);
+  for (const t of Object.values(weights)) t.dispose();
+  model.freeze();
+  return { model, config, tokenizer };
+}
