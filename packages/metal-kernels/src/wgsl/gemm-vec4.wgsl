@@ -255,7 +255,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     workgroupBarrier();
   }
   if (LORA_PROLOGUE == 1u && lora_len > 0u && total == lora_len) {
-    // An empty main range (K = 0): the LoRA term still gets its scale.
+    // An empty main range (K = 0): the LoRA term still gets its scale. (Written out twice on
+    // purpose: checking for the last LoRA step at the end of the loop body instead made the
+    // fused GEMM 30% slower on an H100, 2.6 ms instead of 2.0.)
     // Constant indices only: a loop here (with the hash inside) was not unrolled, and indexing
     // acc with a loop variable sent all accumulators to local memory (16x slower on an H200).
     acc[0] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 0u, 0u));
