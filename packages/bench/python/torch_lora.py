@@ -14,31 +14,25 @@ torch.backends.cuda.matmul.allow_tf32 = False
 dev = torch.device("cuda")
 
 
+def events_ms(fn, reps):
+    """GPU time of `reps` calls of fn, ms per call, with CUDA events."""
+    torch.cuda.synchronize()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(reps):
+        fn()
+    e.record()
+    torch.cuda.synchronize()
+    return s.elapsed_time(e) / reps
+
+
 def time_ms(fn):
     reps = 1
-    while True:
-        torch.cuda.synchronize()
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(reps):
-            fn()
-        e.record()
-        torch.cuda.synchronize()
-        once = s.elapsed_time(e) / reps
-        if once * reps >= 50:
-            break
+    while events_ms(fn, reps) * reps < 50:  # warm up for >= 50 ms
         reps *= 2
+    once = events_ms(fn, reps)
     per = max(1, min(2000, int(20 / max(once, 1e-4)) + 1))
-    times = []
-    for _ in range(7):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(per):
-            fn()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e) / per)
-    times.sort()
+    times = sorted(events_ms(fn, per) for _ in range(7))
     return times[3]
 
 

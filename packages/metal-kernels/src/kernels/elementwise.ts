@@ -1,4 +1,4 @@
-import { type BinaryOp, broadcastShapes, type DType, type KernelOutput, registerKernel, sizeOf, type TensorRef, type UnaryOp } from '@metal-lora/tensor';
+import { type BinaryOp, broadcastShapes, broadcastStrides, type DType, type KernelOutput, registerKernel, sizeOf, type TensorRef, type UnaryOp } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import binarySource from '../wgsl/binary.wgsl';
 import castSource from '../wgsl/cast.wgsl';
@@ -26,18 +26,6 @@ function unaryKernel(op: UnaryOp) {
   };
 }
 
-/** Element strides of `shape` read as `outShape` (0 on broadcast dims). */
-export function broadcastStridesOf(shape: readonly number[], outShape: readonly number[]): number[] {
-  const strides = new Array<number>(outShape.length).fill(0);
-  let s = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    const o = outShape.length - shape.length + i;
-    strides[o] = shape[i] === 1 ? 0 : s;
-    s *= shape[i];
-  }
-  return strides;
-}
-
 function binaryKernel(op: BinaryOp) {
   const compare = op === 'equal' || op === 'greater' || op === 'less';
   return ({ inputs: [a, b], backend }: Args): KernelOutput[] => {
@@ -51,7 +39,7 @@ function binaryKernel(op: BinaryOp) {
     const y = backend.allocate(dtype, n, `${op} out`);
     const { workgroups, gridX } = grid1d(n);
     const { key, source } = shader('binary', binarySource, { ENABLE: enableFor(t), T: t, O: o, C: c, POW: pow });
-    const params = uniform([n, shape.length, gridX, 0, ...vec8(shape), ...vec8(broadcastStridesOf(a.shape, shape)), ...vec8(broadcastStridesOf(b.shape, shape))]);
+    const params = uniform([n, shape.length, gridX, 0, ...vec8(shape), ...vec8(broadcastStrides(a.shape, shape)), ...vec8(broadcastStrides(b.shape, shape))]);
     backend.dispatch({ key, source, constants: { OP: BINARY_CODES[op] }, buffers: [buf(a), buf(b), y.buffer], uniform: params, workgroups, label: op });
     return [out(y, shape, dtype)];
   };
@@ -65,7 +53,7 @@ function whereKernel({ inputs: [cond, a, b], backend }: Args): KernelOutput[] {
   const y = backend.allocate(a.dtype, n, 'where out');
   const { workgroups, gridX } = grid1d(n);
   const { key, source } = shader('where', whereSource, { ENABLE: enableFor(t, tc), T: t, TC: tc });
-  const params = uniform([n, shape.length, gridX, 0, ...vec8(shape), ...vec8(broadcastStridesOf(cond.shape, shape)), ...vec8(broadcastStridesOf(a.shape, shape)), ...vec8(broadcastStridesOf(b.shape, shape))]);
+  const params = uniform([n, shape.length, gridX, 0, ...vec8(shape), ...vec8(broadcastStrides(cond.shape, shape)), ...vec8(broadcastStrides(a.shape, shape)), ...vec8(broadcastStrides(b.shape, shape))]);
   backend.dispatch({ key, source, buffers: [buf(cond), buf(a), buf(b), y.buffer], uniform: params, workgroups, label: 'where' });
   return [out(y, shape, a.dtype)];
 }

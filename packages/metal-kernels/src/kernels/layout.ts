@@ -1,20 +1,10 @@
-import { type DType, type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
+import { broadcastStrides, type DType, type KernelOutput, registerKernel, sizeOf, stridesOf } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
 import copySource from '../wgsl/copy-strided.wgsl';
 import gatherSource from '../wgsl/gather.wgsl';
 import scatterSource from '../wgsl/scatter-add.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform, vec8 } from './common';
-import { broadcastStridesOf, fill } from './elementwise';
-
-function contiguousStrides(shape: readonly number[]): number[] {
-  const s = new Array<number>(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
-  return s;
-}
+import { fill } from './elementwise';
 
 export interface StridedCopy {
   shape: readonly number[];
@@ -39,9 +29,9 @@ export function stridedCopy(backend: WebGPUBackend, dtype: DType, src: GPUBuffer
 /** A contiguous permuted copy of a tensor's buffer: out[i...] = x[perm-indexed]. */
 export function permuteData(backend: WebGPUBackend, x: { buffer: GPUBuffer; shape: readonly number[]; dtype: DType }, perm: readonly number[], label: string): GpuData {
   const outShape = perm.map((p) => x.shape[p]);
-  const inStrides = contiguousStrides(x.shape);
+  const inStrides = stridesOf(x.shape);
   const y = backend.allocate(x.dtype, sizeOf(outShape), label);
-  stridedCopy(backend, x.dtype, x.buffer, y.buffer, { shape: outShape, srcOffset: 0, srcStrides: perm.map((p) => inStrides[p]), dstOffset: 0, dstStrides: contiguousStrides(outShape) }, label);
+  stridedCopy(backend, x.dtype, x.buffer, y.buffer, { shape: outShape, srcOffset: 0, srcStrides: perm.map((p) => inStrides[p]), dstOffset: 0, dstStrides: stridesOf(outShape) }, label);
   return y;
 }
 
@@ -54,16 +44,16 @@ function transposeKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] 
 function broadcastToKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
   const shape: number[] = attrs.shape;
   const y = backend.allocate(x.dtype, sizeOf(shape), 'broadcastTo');
-  stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape, srcOffset: 0, srcStrides: broadcastStridesOf(x.shape, shape), dstOffset: 0, dstStrides: contiguousStrides(shape) }, 'broadcastTo');
+  stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape, srcOffset: 0, srcStrides: broadcastStrides(x.shape, shape), dstOffset: 0, dstStrides: stridesOf(shape) }, 'broadcastTo');
   return [out(y, [...shape], x.dtype)];
 }
 
 function sliceKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
   const { begin, size }: { begin: number[]; size: number[] } = attrs;
-  const strides = contiguousStrides(x.shape);
+  const strides = stridesOf(x.shape);
   const y = backend.allocate(x.dtype, sizeOf(size), 'slice');
   const srcOffset = begin.reduce((acc, b, d) => acc + b * strides[d], 0);
-  stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape: size, srcOffset, srcStrides: strides, dstOffset: 0, dstStrides: contiguousStrides(size) }, 'slice');
+  stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape: size, srcOffset, srcStrides: strides, dstOffset: 0, dstStrides: stridesOf(size) }, 'slice');
   return [out(y, [...size], x.dtype)];
 }
 
@@ -71,9 +61,9 @@ function padKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
   const paddings: [number, number][] = attrs.paddings;
   const outShape = x.shape.map((d, i) => d + paddings[i][0] + paddings[i][1]);
   const y = fill(backend, x.dtype, sizeOf(outShape), attrs.value, 'pad');
-  const outStrides = contiguousStrides(outShape);
+  const outStrides = stridesOf(outShape);
   const dstOffset = paddings.reduce((acc, [before], d) => acc + before * outStrides[d], 0);
-  stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape: x.shape, srcOffset: 0, srcStrides: contiguousStrides(x.shape), dstOffset, dstStrides: outStrides }, 'pad');
+  stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape: x.shape, srcOffset: 0, srcStrides: stridesOf(x.shape), dstOffset, dstStrides: outStrides }, 'pad');
   return [out(y, outShape, x.dtype)];
 }
 
@@ -82,11 +72,11 @@ function concatKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const first = inputs[0];
   const outShape = [...first.shape];
   outShape[axis] = inputs.reduce((acc, t) => acc + t.shape[axis], 0);
-  const outStrides = contiguousStrides(outShape);
+  const outStrides = stridesOf(outShape);
   const y = backend.allocate(first.dtype, sizeOf(outShape), 'concat');
   let offset = 0;
   for (const t of inputs) {
-    stridedCopy(backend, t.dtype, buf(t), y.buffer, { shape: t.shape, srcOffset: 0, srcStrides: contiguousStrides(t.shape), dstOffset: offset * outStrides[axis], dstStrides: outStrides }, 'concat');
+    stridedCopy(backend, t.dtype, buf(t), y.buffer, { shape: t.shape, srcOffset: 0, srcStrides: stridesOf(t.shape), dstOffset: offset * outStrides[axis], dstStrides: outStrides }, 'concat');
     offset += t.shape[axis];
   }
   return [out(y, outShape, first.dtype)];
@@ -133,4 +123,3 @@ export function registerLayoutKernels(): void {
   registerKernel('webgpu', 'scatterAdd', scatterAddKernel);
 }
 
-export { contiguousStrides };

@@ -1,8 +1,7 @@
-import { broadcastShapes, type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
+import { broadcastShapes, broadcastStrides, type KernelOutput, registerKernel, sizeOf, stridesOf } from '@metal-lora/tensor';
 import { gemmOutput, recordGemm } from '../gemm';
 import { type Args, buf, out } from './common';
-import { broadcastStridesOf } from './elementwise';
-import { contiguousStrides, stridedCopy } from './layout';
+import { stridedCopy } from './layout';
 
 function matmulKernel({ inputs: [a, b], attrs, backend }: Args): KernelOutput[] {
   const transA: boolean = attrs.transposeA;
@@ -24,7 +23,7 @@ function matmulKernel({ inputs: [a, b], attrs, backend }: Args): KernelOutput[] 
     if (count === 1) return { buffer, stride: 0, temp: null };
     const full = [...batchShape, rows, cols];
     const temp = backend.allocate(a.dtype, sizeOf(full), 'matmul broadcast');
-    stridedCopy(backend, a.dtype, buffer, temp.buffer, { shape: full, srcOffset: 0, srcStrides: broadcastStridesOf(shape, full), dstOffset: 0, dstStrides: contiguousStrides(full) }, 'matmul broadcast');
+    stridedCopy(backend, a.dtype, buffer, temp.buffer, { shape: full, srcOffset: 0, srcStrides: broadcastStrides(shape, full), dstOffset: 0, dstStrides: stridesOf(full) }, 'matmul broadcast');
     return { buffer: temp.buffer, stride: rows * cols, temp };
   };
   const A = operand(buf(a), a.shape, batchA, a.shape[ra - 2], a.shape[ra - 1]);
