@@ -1,11 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type WriteEntry, toFloat32 } from '@metal-lora/adapter-io';
+import { toFloat32, type WriteEntry, writeSafetensors } from '@metal-lora/adapter-io';
 import { openSafetensors, writeFileAtomic } from '@metal-lora/adapter-io/node';
 import { type LlamaConfig, LlamaForCausalLM, type Module } from '@metal-lora/nn';
 import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
-import { writeSafetensors } from '@metal-lora/adapter-io';
 import { CharTokenizer } from './tokenizer';
 
 export interface LoadedModel {

@@ -24,10 +24,10 @@ export class Linear extends Module {
     if (options.bias || options.biasTensor) this.param('bias', options.biasTensor ?? uniform([outFeatures], bound, options));
   }
   get weight(): Tensor {
-    return this.stateDict().weight;
+    return this.own('weight')!;
   }
   get bias(): Tensor | undefined {
-    return this.stateDict().bias;
+    return this.own('bias');
   }
   forward(x: Tensor): Tensor {
     const lead = x.shape.slice(0, -1);
@@ -44,12 +44,12 @@ export class Embedding extends Module {
     this.param('weight', randn([numEmbeddings, dims], { seed: options.seed, dtype: options.dtype, std: 1 }));
   }
   forward(ids: Tensor): Tensor {
-    return gather(this.stateDict().weight, ids);
+    return gather(this.own('weight')!, ids);
   }
   /** Logits from hidden states with the table as a linear layer (tied output head). */
   asLinear(x: Tensor): Tensor {
     const lead = x.shape.slice(0, -1);
-    return reshape(matmul(reshape(x, [-1, this.dims]), this.stateDict().weight, { transposeB: true }), [...lead, this.numEmbeddings]);
+    return reshape(matmul(reshape(x, [-1, this.dims]), this.own('weight')!, { transposeB: true }), [...lead, this.numEmbeddings]);
   }
 }
 
@@ -61,7 +61,7 @@ export class RMSNorm extends Module {
   }
   forward(x: Tensor): Tensor {
     const ms = mean(mul(x, x), -1, true);
-    return mul(div(x, sqrt(add(ms, this.eps))), this.stateDict().weight);
+    return mul(div(x, sqrt(add(ms, this.eps))), this.own('weight')!);
   }
 }
 
@@ -79,8 +79,9 @@ export class LayerNorm extends Module {
     const centered = sub(x, mu);
     const variance = mean(mul(centered, centered), -1, true);
     const normed = div(centered, sqrt(add(variance, this.eps)));
-    const { weight, bias } = this.stateDict();
-    return weight ? add(mul(normed, weight), bias) : normed;
+    const weight = this.own('weight');
+    const bias = this.own('bias');
+    return weight && bias ? add(mul(normed, weight), bias) : normed;
   }
 }
 

@@ -55,10 +55,10 @@ export class LoRALinear extends Linear {
   }
 
   get loraA(): Tensor {
-    return this.stateDict().loraA;
+    return this.own('loraA')!;
   }
   get loraB(): Tensor {
-    return this.stateDict().loraB;
+    return this.own('loraB')!;
   }
 
   override forward(x: Tensor): Tensor {

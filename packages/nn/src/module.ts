@@ -31,6 +31,11 @@ export class Module {
     return module;
   }
 
+  /** This module's own parameter by name (no walk of the tree: layers read these on every call). */
+  protected own(name: string): Tensor | undefined {
+    return this.params.get(name);
+  }
+
   /** A registered child (layers look their children up at call time, so replacing one works). */
   protected sub<M extends Module>(name: string): M {
     const m = this.children.get(name);
