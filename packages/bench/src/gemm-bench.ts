@@ -48,18 +48,30 @@ function cases(quick: boolean): Case[] {
     { group: 'big', label: 'x·W 2048x4096x4096 (B not transposed)', shape: s(2048, 4096, 4096, false, false), configs: ['auto', TILED_VARIANTS.tile128x64] },
     { group: 'big', label: 'dyᵀ·x 4096x4096x2048 (A transposed)', shape: s(4096, 4096, 2048, true, false), configs: ['auto'] },
   ];
-  const gemv = (mr: number, lanes: number, splits: number, unroll = 4): GemmConfig => ({ kind: 'gemv', name: `gemv${mr}-vec4 l${lanes} s${splits} u${unroll}`, mr, lanes, splits, vec4: true, unroll });
+  const explore = process.argv.includes('--explore');
+  // Alternatives to the selector's gemv choice: same kernel, other lane/row/unroll/split settings.
+  const variants = (shape: GemmShape, changes: Record<string, number>[]): GemmConfig[] => {
+    const auto = selectGemm(shape);
+    if (!explore || (auto.kind !== 'gemv-rows' && auto.kind !== 'gemv-cols')) return [];
+    return changes.map((c) => ({ ...auto, ...c, name: `${auto.kind} ${Object.entries({ ...auto, ...c }).filter(([k]) => !['kind', 'name'].includes(k)).map(([k, v]) => `${k[0]}${v}`).join(' ')}` }) as GemmConfig);
+  };
+  const rowsAlternatives: Record<string, number>[] = [{ lanes: 64 }, { rows: 1 }, { rows: 2 }, { rows: 4 }, { unroll: 1 }, { unroll: 4 }, { lanes: 16, rows: 2 }];
+  const colsAlternatives: Record<string, number>[] = [{ colLanes: 32 }, { colLanes: 128 }, { unroll: 2 }, { unroll: 8 }];
   for (const M of [1, 4, 16]) {
-    const mr = M;
-    const alternatives = process.argv.includes('--explore') ? [gemv(mr, 32, 1, 1), gemv(mr, 32, 1, 2), gemv(mr, 32, 1, 8), gemv(mr, 64, 1, 4), gemv(mr, 32, 2, 4), gemv(mr, 32, 4, 4), gemv(mr, 128, 4, 4)] : [];
-    list.push({ group: 'decode', label: `decode x·Wᵀ M=${M}`, shape: s(M, 4096, 4096, false, true), configs: ['auto', ...alternatives] });
+    const shape = s(M, 4096, 4096, false, true);
+    list.push({ group: 'decode', label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...variants(shape, rowsAlternatives)] });
   }
+  const halfSplits = (shape: GemmShape): Record<string, number>[] => [{ splits: Math.max(1, Math.floor((selectGemm(shape) as { splits: number }).splits / 2)) }, { splits: 2 * (selectGemm(shape) as { splits: number }).splits }];
   for (const r of [8, 16, 64]) {
-    list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: s(2048, r, 4096, false, true), configs: ['auto'] });
-    list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: s(r, 4096, 2048, true, false), configs: ['auto'] });
+    const xa = s(2048, r, 4096, false, true);
+    const ux = s(r, 4096, 2048, true, false);
+    const dyt = s(4096, r, 2048, true, false);
+    list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: xa, configs: ['auto', ...variants(xa, [...rowsAlternatives, ...halfSplits(xa)])] });
+    list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: ux, configs: ['auto', ...variants(ux, [...colsAlternatives, ...halfSplits(ux)])] });
+    list.push({ group: 'skinny', label: `dyᵀ·T r=${r} (N=r)`, shape: dyt, configs: ['auto', ...variants(dyt, colsAlternatives)] });
     list.push({ group: 'skinny', label: `T·Bᵀ r=${r} (K=r)`, shape: s(2048, 4096, r, false, true), configs: ['auto'] });
   }
-  return list;
+  return process.argv.includes('--no-big') ? list.filter((c) => c.group !== 'big') : list;
 }
 
 function upload(backend: WebGPUBackend, values: Float64Array): GPUBuffer {

@@ -1,11 +1,11 @@
 import { type DType, ValueError } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from './backend';
+import { type GemvColsConfig, type GemvRowsConfig, gemvColsStream, gemvGroups, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
 import { type Args, dummy, enableFor, grid1d, shader, typeOf, uniform } from './kernels/common';
 import splitkSource from './wgsl/gemm-splitk-reduce.wgsl';
 import tiledSource from './wgsl/gemm-tiled.wgsl';
 import vec4Source from './wgsl/gemm-vec4.wgsl';
 import gemvSource from './wgsl/gemv.wgsl';
-import gemvVec4Source from './wgsl/gemv-vec4.wgsl';
 
 /** A register-blocked tile configuration (see gemm-tiled.wgsl). */
 export interface TiledConfig {
@@ -19,22 +19,13 @@ export interface TiledConfig {
   splits: number;
 }
 
-/** A matrix-vector configuration for few rows (see gemv.wgsl; gemv-vec4.wgsl when `vec4`). */
+/** A matrix-vector configuration for few rows of any layout and dtype (see gemv.wgsl). */
 export interface GemvConfig {
   kind: 'gemv';
   name: string;
   mr: number;
   lanes: number;
   splits: number;
-  /** x·Wᵀ with f32 and K % 4 = 0: vec4 loads along K. */
-  vec4?: boolean;
-  /** vec4 path: W loads in flight per thread (default 4). */
-  unroll?: number;
-}
-
-/** Whether gemv-vec4.wgsl applies: x·Wᵀ (A not transposed, B transposed), f32, K % 4 = 0. */
-export function gemvVec4Applies(shape: GemmShape): boolean {
-  return !shape.transA && shape.transB && shape.K % 4 === 0 && (shape.dtype ?? 'float32') === 'float32';
 }
 
 /** The vectorized, double-buffered 128×128 kernel for aligned f32 products (see gemm-vec4.wgsl). */
@@ -44,7 +35,8 @@ export interface Vec4Config {
   splits: number;
 }
 
-export type GemmConfig = TiledConfig | GemvConfig | Vec4Config;
+export type GemmConfig = TiledConfig | GemvConfig | Vec4Config | GemvRowsConfig | GemvColsConfig;
+export type { GemvColsConfig, GemvRowsConfig };
 
 export const VEC4_128: Vec4Config = { kind: 'vec4', name: 'vec4-128x128', splits: 1 };
 
@@ -110,13 +102,31 @@ function splitsFor(tiles: number, K: number): number {
  */
 export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroupStorage: 16384, maxInvocations: 256 }): GemmConfig {
   const { M, N, K, batch } = shape;
+  const bucket = (n: number) => (n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : n <= 8 ? 8 : 16);
+  const rows = gemvRowsStream(shape);
+  const cols = gemvColsStream(shape);
+  // Bandwidth-bound shapes: one operand has ≤ 16 rows (decode, or a LoRA rank ≤ 16), the other
+  // is read once. Settings from the H100 sweep (`gemm-bench --explore`, packages/bench/RESULTS.md):
+  // one W row per lane group, two loads in flight (four for M = 1); ranks above 16 ran faster on tiles.
+  const few = rows === 'b' || cols === 'b' ? M : N;
+  const many = rows === 'b' || cols === 'b' ? N : M;
+  if ((rows || cols) && K >= 64 && many >= 64 && few <= 16) {
+    const mr = bucket(few);
+    const config: GemvRowsConfig | GemvColsConfig = rows
+      ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: 32, rows: 1, mr, unroll: mr === 1 ? 4 : 2, splits: 1 }
+      : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 64, mr, unroll: 2, splits: 1 };
+    // Enough workgroups for a large GPU (512 streaming a weight, 2048 streaming an activation
+    // for a rank product: the measured best), each split keeping ≥ 256 of K.
+    const target = many === N ? 512 : 2048;
+    const splits = Math.max(1, Math.min(64, Math.ceil(target / gemvGroups(shape, config)), Math.floor(K / 256)));
+    return splits > 1 ? { ...config, name: `${config.name}+splitK${splits}`, splits } : config;
+  }
   if (M <= 16 && batch === 1 && K >= 64) {
     const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
     const cols = shape.transB ? 256 / 32 : 256;
     const groups = Math.ceil(N / cols);
     const splits = Math.max(1, Math.min(Math.ceil(512 / groups), Math.floor(K / 128), 64));
-    const vec4 = gemvVec4Applies(shape);
-    return { kind: 'gemv', name: `gemv${mr}${vec4 ? '-vec4' : ''}`, mr, lanes: 32, splits, vec4 };
+    return { kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits };
   }
   let base: TiledConfig;
   if (N <= 16) base = TILED_VARIANTS.skinnyN16;
@@ -191,24 +201,22 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   if (cfg.kind === 'vec4' && !vec4Aligned({ ...shape, dtype: ops.dtype === 'float16' ? 'float16' : 'float32' })) {
     throw new ValueError('matmul', `${cfg.name} needs f32 operands whose contiguous dims are multiples of 4`, 'an aligned shape', JSON.stringify(shape));
   }
+  if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
+    const typed = { ...shape, dtype: t === 'f16' ? ('float16' as const) : ('float32' as const) };
+    if (!(cfg.kind === 'gemv-rows' ? gemvRowsStream(typed) : gemvColsStream(typed))) {
+      throw new ValueError('matmul', `${cfg.name} does not apply to this shape or layout`, cfg.kind === 'gemv-rows' ? 'f32 A·Bᵀ, batch 1, K % 4 = 0' : 'f32, batch 1, a K-major operand whose other dim is a multiple of 4', JSON.stringify(typed));
+    }
+  }
   const kChunk = Math.max(1, Math.ceil(K / cfg.splits / 16) * 16);
   const realSplits = Math.max(1, Math.ceil(K / kChunk));
   if (cfg.kind === 'gemv' && batch !== 1) throw new ValueError('matmul', 'the gemv variant handles one batch', 'batch 1', String(batch));
   const useWorkspace = cfg.kind === 'gemv' || realSplits > 1;
   const ws = useWorkspace ? backend.acquire(batch * realSplits * M * N * 4, 'gemm split-K workspace') : null;
   if (cfg.kind === 'gemv' && M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));
-  if (cfg.kind === 'gemv' && cfg.vec4) {
-    if (!gemvVec4Applies({ ...shape, dtype: t === 'f16' ? 'float16' : 'float32' })) throw new ValueError('matmul', `${cfg.name} needs f32 x·Wᵀ with K a multiple of 4`, 'an aligned x·Wᵀ', JSON.stringify(shape));
-    const { key, source } = shader('gemv-vec4', gemvVec4Source, { MR: String(cfg.mr), LANES: String(cfg.lanes), UNROLL: String(cfg.unroll ?? 4) });
-    const k4Chunk = Math.ceil(kChunk / 4);
-    backend.dispatch({
-      key,
-      source,
-      buffers: [ops.a, ops.b, ws!],
-      uniform: uniform([M, N, K / 4, k4Chunk, realSplits]),
-      workgroups: [Math.ceil(N / (256 / cfg.lanes)), realSplits, 1],
-      label: cfg.name,
-    });
+  if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
+    const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null };
+    if (cfg.kind === 'gemv-rows') recordGemvRows(backend, shape, gemvOps, cfg, kChunk, realSplits);
+    else recordGemvCols(backend, shape, gemvOps, cfg, kChunk, realSplits);
   } else if (cfg.kind === 'gemv') {
     const { key, source } = shader('gemv', gemvSource, { ENABLE: enableFor(t), T: t, MR: String(cfg.mr), LANES: String(cfg.lanes) });
     const cols = shape.transB ? 256 / cfg.lanes : 256;

@@ -17,7 +17,9 @@ export {
   type GemmConfig,
   type GemmDevice,
   type GemmShape,
+  type GemvColsConfig,
   type GemvConfig,
+  type GemvRowsConfig,
   recordGemm,
   selectGemm,
   TILED_VARIANTS,
@@ -27,6 +29,7 @@ export {
   type Vec4Config,
   vec4Aligned,
 } from './gemm';
+export { gemvColsStream, gemvRowsStream } from './gemv';
 export { forceLoraPlan, type LoraPlan, loraPlan } from './kernels/lora';
 export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';
 export { specialize } from './shader';

@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { forceGemmConfig, type GemmConfig, type GemmShape, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_128, type WebGPUBackend } from '../src/index';
+import { forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_128, type WebGPUBackend } from '../src/index';
 import { gpuIt } from './gpu-env';
 
 afterEach(() => forceGemmConfig(null));
@@ -11,17 +11,22 @@ const shape = (M: number, N: number, K: number, extra: Partial<GemmShape> = {}):
 
 describe('selectGemm (pure)', () => {
   it.each([
-    ['decode x·Wᵀ, M = 1', shape(1, 4096, 4096, { transB: true }), 'gemv1-vec4'],
+    ['decode x·Wᵀ, M = 1', shape(1, 4096, 4096, { transB: true }), 'gemv-rows1'],
     ['decode x·Wᵀ, K odd', shape(1, 4096, 4095, { transB: true }), 'gemv1'],
-    ['decode M = 4', shape(4, 4096, 4096, { transB: true }), 'gemv4-vec4'],
-    ['decode M = 16', shape(16, 4096, 4096, { transB: true }), 'gemv16-vec4'],
+    ['decode M = 4', shape(4, 4096, 4096, { transB: true }), 'gemv-rows4'],
+    ['decode M = 16', shape(16, 4096, 4096, { transB: true }), 'gemv-rows16'],
+    ['decode x·W (B not transposed), M = 3', shape(3, 4096, 4096), 'gemv-cols4+splitK16'],
+    ['decode float16: portable gemv', shape(1, 4096, 4096, { transB: true, dtype: 'float16' }), 'gemv1'],
     ['big x·Wᵀ (aligned f32: vec4 kernel)', shape(2048, 4096, 4096, { transB: true }), 'vec4-128x128'],
     ['big but K odd: scalar tiles', shape(2048, 4096, 4095, { transB: true }), 'tile128x128'],
     ['big float16: scalar tiles', shape(2048, 4096, 4096, { transB: true, dtype: 'float16' }), 'tile128x128'],
-    ['x·Aᵀ, N = r = 8 (split K)', shape(2048, 8, 4096, { transB: true }), 'skinnyN16+splitK16'],
-    ['dy·B, N = r = 64', shape(2048, 64, 4096), 'tile64x64+splitK8'],
-    ['Uᵀ·x, M = r = 16, long K', shape(16, 4096, 2048, { transA: true }), 'gemv16'],
-    ['Uᵀ·x, M = r = 64', shape(64, 4096, 2048, { transA: true }), 'tile64x64+splitK4'],
+    ['x·Aᵀ, N = r = 8 (split K)', shape(2048, 8, 4096, { transB: true }), 'gemv-rows8+splitK8'],
+    ['x·Aᵀ, N = r = 64: tiles', shape(2048, 64, 4096, { transB: true }), 'tile64x64+splitK8'],
+    ['dy·B with B [out, r] not transposed, r = 64: tiles', shape(2048, 64, 4096), 'tile64x64+splitK8'],
+    ['Uᵀ·x, M = r = 16, long K', shape(16, 4096, 2048, { transA: true }), 'gemv-cols16+splitK8'],
+    ['Uᵀ·x, M = r = 64: tiles', shape(64, 4096, 2048, { transA: true }), 'tile64x64+splitK4'],
+    ['dyᵀ·T, N = r = 8', shape(4096, 8, 2048, { transA: true }), 'gemv-cols8+splitK8'],
+    ['bias gradient onesᵀ·dy', shape(1, 4096, 2048), 'gemv-cols1+splitK8'],
     ['T·Bᵀ, K = r', shape(2048, 4096, 16, { transB: true }), 'vec4-128x128'],
     ['mid-size', shape(300, 300, 300), 'tile64x64'],
     ['small', shape(33, 17, 9), 'tile32x32'],
@@ -58,6 +63,33 @@ const forced: GemmConfig[] = [
   { ...TILED_VARIANTS.tile64x64, name: 'tile64x64+splitK3', splits: 3 },
   { ...TILED_VARIANTS.skinnyN16, name: 'skinnyN16+splitK5', splits: 5 },
 ];
+/**
+ * C = α·op(A)·op(B) + β·C₀ + bias through recordGemm with a forced config, C₀ random: the
+ * epilogue paths (bias column, accumulate, α) of a kernel against float64 on the host.
+ */
+async function checkEpilogue(backend: WebGPUBackend, cfg: GemmConfig, s: GemmShape): Promise<void> {
+  const { M, N, K } = s;
+  const a = randomValues(M * K, 31);
+  const b = randomValues(K * N, 32);
+  const c0 = randomValues(M * N, 33);
+  const bias = randomValues(N, 34);
+  const [alpha, beta] = [0.75, -1.5];
+  const up = (v: Float64Array) => (backend.upload(Float32Array.from(v), 'float32') as { buffer: GPUBuffer }).buffer;
+  const [ab, bb, cb, biasb] = [up(a), up(b), up(c0), up(bias)];
+  recordGemm(backend, s, { a: ab, b: bb, c: cb, bias: biasb, aBatchStride: 0, bBatchStride: 0, alpha, beta, dtype: 'float32' }, cfg);
+  const got = await backend.read({ buffer: cb, bytes: M * N * 4 }, 'float32', M * N);
+  const want = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let dot = 0;
+      for (let k = 0; k < K; k++) dot += (s.transA ? a[k * M + m] : a[m * K + k]) * (s.transB ? b[n * K + k] : b[k * N + n]);
+      want[m * N + n] = alpha * dot + beta * c0[m * N + n] + bias[n];
+    }
+  }
+  for (const buffer of [ab, bb, cb, biasb]) backend.release(buffer);
+  assertClose(got, want, scaledTolerance(TOLERANCES.float32Gemm, want), `${cfg.name} epilogue ${JSON.stringify(s)}`);
+}
+
 const gemvs: GemmConfig[] = [1, 4, 8, 16].map((mr) => ({ kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits: 3 }));
 
 describe('webgpu GEMM: every variant against the float64 reference on awkward shapes', () => {
@@ -95,14 +127,57 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       await checkMatmul(backend, [3, 36, 12], [12, 8], {}, `${cfg.name} batched, broadcast b`);
     });
   }
-  for (const mr of [1, 4, 16]) {
-    gpuIt(`gemv${mr}-vec4: x·Wᵀ with K % 4 = 0, K split`, async (backend) => {
-      forceGemmConfig({ kind: 'gemv', name: `gemv${mr}-vec4`, mr, lanes: 32, splits: 3, vec4: true });
-      for (const M of [...new Set([1, Math.max(1, mr - 1), mr])]) await checkMatmul(backend, [M, 300], [77, 300], { transposeB: true }, `gemv${mr}-vec4 M=${M}`);
-    });
+  const rowsConfigs: GemvRowsConfig[] = [
+    { kind: 'gemv-rows', name: 'gemv-rows l32 r1 mr1 u2', lanes: 32, rows: 1, mr: 1, unroll: 2, splits: 1 },
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r4 mr4 u1', lanes: 8, rows: 4, mr: 4, unroll: 1, splits: 1 },
+    { kind: 'gemv-rows', name: 'gemv-rows l64 r2 mr3 u3', lanes: 64, rows: 2, mr: 3, unroll: 3, splits: 1 },
+    { kind: 'gemv-rows', name: 'gemv-rows l256 r1 mr16 u1', lanes: 256, rows: 1, mr: 16, unroll: 1, splits: 1 },
+  ];
+  for (const base of rowsConfigs) {
+    for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {
+      gpuIt(`${cfg.name}: x·Wᵀ streaming either operand, K % 4 = 0 but not a multiple of the step`, async (backend) => {
+        forceGemmConfig(cfg);
+        for (const M of [...new Set([1, Math.max(1, cfg.mr - 1), cfg.mr, cfg.mr + 2])]) await checkMatmul(backend, [M, 300], [77, 300], { transposeB: true }, `${cfg.name} stream W, M=${M}`);
+        for (const N of [1, 5, 20]) await checkMatmul(backend, [130, 300], [N, 300], { transposeB: true }, `${cfg.name} stream x, N=${N}`);
+        await checkEpilogue(backend, cfg, { M: 3, N: 37, K: 64, batch: 1, transA: false, transB: true });
+        await checkEpilogue(backend, cfg, { M: 41, N: 6, K: 64, batch: 1, transA: false, transB: true });
+      });
+    }
   }
+  const colsConfigs: GemvColsConfig[] = [
+    { kind: 'gemv-cols', name: 'gemv-cols c64 mr1 u4', colLanes: 64, mr: 1, unroll: 4, splits: 1 },
+    { kind: 'gemv-cols', name: 'gemv-cols c16 mr4 u1', colLanes: 16, mr: 4, unroll: 1, splits: 1 },
+    { kind: 'gemv-cols', name: 'gemv-cols c256 mr5 u2', colLanes: 256, mr: 5, unroll: 2, splits: 1 },
+    { kind: 'gemv-cols', name: 'gemv-cols c32 mr16 u1', colLanes: 32, mr: 16, unroll: 1, splits: 1 },
+  ];
+  for (const base of colsConfigs) {
+    for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {
+      gpuIt(`${cfg.name}: reductions over rows, streaming either operand, odd K`, async (backend) => {
+        forceGemmConfig(cfg);
+        for (const M of [...new Set([1, 3, cfg.mr, cfg.mr + 5])]) {
+          await checkMatmul(backend, [301, M], [301, 76], { transposeA: true }, `${cfg.name} Uᵀ·x, M=${M}`);
+          if (M <= 3) await checkMatmul(backend, [M, 301], [301, 76], {}, `${cfg.name} x·W, M=${M}`);
+        }
+        for (const N of [1, 7]) {
+          await checkMatmul(backend, [301, 132], [301, N], { transposeA: true }, `${cfg.name} dyᵀ·T, N=${N}`);
+          await checkMatmul(backend, [301, 132], [N, 301], { transposeA: true, transposeB: true }, `${cfg.name} dyᵀ·Tᵀ, N=${N}`);
+        }
+        await checkEpilogue(backend, cfg, { M: 3, N: 36, K: 70, batch: 1, transA: true, transB: false });
+        await checkEpilogue(backend, cfg, { M: 40, N: 6, K: 70, batch: 1, transA: true, transB: false });
+      });
+    }
+  }
+  gpuIt('gemv-rows and gemv-cols refuse layouts they cannot stream, with a typed error', async (backend) => {
+    forceGemmConfig(rowsConfigs[0]);
+    expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([8, 5], 2, backend, 'float32'))).toThrow(/gemv-rows l32 r1 mr1 u2 does not apply to this shape or layout; expected f32 A·Bᵀ/);
+    forceGemmConfig(colsConfigs[0]);
+    expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([5, 8], 2, backend, 'float32'), { transposeB: true })).toThrow(/gemv-cols c64 mr1 u4 does not apply/);
+  });
   gpuIt('the selector itself on LoRA-shaped products (scaled down)', async (backend) => {
     await checkMatmul(backend, [257, 300], [8, 300], { transposeB: true }, 'x·Aᵀ');
+    await checkMatmul(backend, [257, 300], [300, 12], {}, 'dy·B');
+    await checkMatmul(backend, [257, 300], [257, 12], { transposeA: true }, 'dyᵀ·T');
+    await checkMatmul(backend, [3, 300], [300, 130], {}, 'decode x·W');
     await checkMatmul(backend, [257, 8], [300, 8], { transposeB: true }, 'T·Bᵀ');
     await checkMatmul(backend, [257, 16], [257, 300], { transposeA: true }, 'Uᵀ·x');
     await checkMatmul(backend, [3, 300], [130, 300], { transposeB: true }, 'decode');

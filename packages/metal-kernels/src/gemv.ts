@@ -1,0 +1,171 @@
+/**
+ * The bandwidth-bound products: one operand is large and read once, the other has few rows
+ * (decode, M ≤ 16) or is a rank-sized adapter matrix (N or M = r). Two kernels cover them:
+ * gemv-rows.wgsl (dot products along rows: both operands contiguous along K) and gemv-cols.wgsl
+ * (sums over the rows of a tall K-major matrix). Their inner statements are written here, one
+ * scalar or vec4 per accumulator, because accumulator arrays spill to local memory.
+ */
+import type { WebGPUBackend } from './backend';
+import type { GemmShape } from './gemm';
+import { dummy, shader, uniform } from './kernels/common';
+import colsSource from './wgsl/gemv-cols.wgsl';
+import rowsSource from './wgsl/gemv-rows.wgsl';
+
+/** gemv-rows.wgsl: LANES threads walk R rows of the streamed operand along K; MR rows of the small one per dispatch. */
+export interface GemvRowsConfig {
+  kind: 'gemv-rows';
+  name: string;
+  lanes: number;
+  rows: number;
+  mr: number;
+  unroll: number;
+  splits: number;
+}
+
+/** gemv-cols.wgsl: each thread owns a vec4 of columns of the streamed operand; MR columns of the small one per dispatch. */
+export interface GemvColsConfig {
+  kind: 'gemv-cols';
+  name: string;
+  colLanes: number;
+  mr: number;
+  unroll: number;
+  splits: number;
+}
+
+const f32 = (s: GemmShape) => (s.dtype ?? 'float32') === 'float32';
+
+/**
+ * Which operand gemv-rows streams, or null where it does not apply: f32, batch 1, op(A)·op(B)ᵀ
+ * with both stored contiguous along K (A not transposed, B transposed), K % 4 = 0. The operand
+ * with more rows is streamed.
+ */
+export function gemvRowsStream(s: GemmShape): 'a' | 'b' | null {
+  if (!f32(s) || s.batch !== 1 || s.transA || !s.transB || s.K % 4 !== 0) return null;
+  return s.M <= s.N ? 'b' : 'a';
+}
+
+/**
+ * Which operand gemv-cols streams, or null: f32, batch 1, and the streamed operand stored K-major
+ * with its other dimension a multiple of 4 (B not transposed, N % 4 = 0; or A transposed,
+ * M % 4 = 0). The larger one is preferred.
+ */
+export function gemvColsStream(s: GemmShape): 'a' | 'b' | null {
+  if (!f32(s) || s.batch !== 1) return null;
+  const b = !s.transB && s.N % 4 === 0;
+  const a = s.transA && s.M % 4 === 0;
+  if (a && b) return s.M > s.N ? 'a' : 'b';
+  return b ? 'b' : a ? 'a' : null;
+}
+
+const lines = (n: number, f: (i: number) => string) => Array.from({ length: n }, (_, i) => f(i)).join('\n');
+
+function rowsShader(c: GemvRowsConfig): { key: string; source: string } {
+  const { rows: R, mr: MR, unroll: U } = c;
+  const setup = [lines(R, (r) => `  let wo${r} = min(n0 + ${r}u, p.NW - 1u) * p.K4;`), lines(MR, (j) => `  let xo${j} = (p.x_row0 + min(${j}u, p.rows - 1u)) * p.K4;`)].join('\n');
+  const acc = lines(R * MR, (v) => `  var a${Math.floor(v / MR)}_${v % MR} = 0.0;`);
+  const body = lines(U, (u) =>
+    [
+      `    let k${u} = min(k + ${u}u * LANES, last);`,
+      `    let ok${u} = k + ${u}u * LANES < k_end;`,
+      lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), w[wo${r} + k${u}], ok${u});`),
+      lines(MR, (j) => `    { let xv = x[xo${j} + k${u}];${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`),
+    ].join('\n'),
+  );
+  const flush: string[] = [];
+  for (let first = 0; first < R * MR; first += 8) {
+    const count = Math.min(8, R * MR - first);
+    flush.push(lines(count, (i) => `  red[slot(${i}u, t)] = a${Math.floor((first + i) / MR)}_${(first + i) % MR};`));
+    flush.push(`  flush(${first}u, ${count}u, wid.x, split, t);`);
+  }
+  return shader('gemv-rows', rowsSource, { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: acc, BODY: body, FLUSH: flush.join('\n') });
+}
+
+function colsShader(c: GemvColsConfig): { key: string; source: string } {
+  const { mr: MR, unroll: U } = c;
+  const setup = lines(MR, (j) => `  let pj${j} = (p.j0 + min(${j}u, p.cols - 1u)) * p.sj;`);
+  const acc = lines(MR, (j) => `  var a${j} = vec4<f32>(0.0);`);
+  const body = lines(U, (u) =>
+    [
+      `    let m${u} = min(m + ${u}u * RL, last);`,
+      `    let q${u} = select(vec4<f32>(0.0), q[m${u} * p.N4 + col], m + ${u}u * RL < m_end);`,
+      `    let pr${u} = m${u} * p.sk;`,
+      lines(MR, (j) => `    a${j} += pm[pr${u} + pj${j}] * q${u};`),
+    ].join('\n'),
+  );
+  const flush: string[] = [];
+  for (let j = 0; j < MR; j += 2) {
+    const count = Math.min(2, MR - j);
+    flush.push(`  red[t] = a${j};${count > 1 ? ` red[256u + t] = a${j + 1};` : ''}`);
+    flush.push(`  flush(${j}u, ${count}u, c4, split, t);`);
+  }
+  return shader('gemv-cols', colsSource, { CL: String(c.colLanes), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: acc, BODY: body, FLUSH: flush.join('\n') });
+}
+
+export interface GemvOperands {
+  a: GPUBuffer;
+  b: GPUBuffer;
+  bias?: GPUBuffer;
+  /** C, or the split-K workspace [splits, M·N] when `split`. */
+  c: GPUBuffer;
+  alpha: number;
+  beta: number;
+  split: boolean;
+}
+
+/** Records gemv-rows for one shape (see {@link gemvRowsStream}); `kChunk` in elements, a multiple of 4. */
+export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOperands, c: GemvRowsConfig, kChunk: number, splits: number): void {
+  const streamB = gemvRowsStream(s) === 'b';
+  // Streamed operand W (NW rows) and the small one X (its rows in chunks of MR).
+  const [x, w, smallRows, NW] = streamB ? [ops.a, ops.b, s.M, s.N] : [ops.b, ops.a, s.N, s.M];
+  const { key, source } = rowsShader(c);
+  const flags = { OUT_T: streamB ? 0 : 1, HAS_BIAS: ops.bias ? 1 : 0, ACCUMULATE: ops.beta !== 0 ? 1 : 0, SPLIT: ops.split ? 1 : 0 };
+  for (let row0 = 0; row0 < smallRows; row0 += c.mr) {
+    backend.dispatch({
+      key,
+      source,
+      constants: flags,
+      buffers: [x, w, ops.bias ?? dummy(backend), ops.c],
+      uniform: uniform([Math.min(c.mr, smallRows - row0), NW, s.K / 4, kChunk / 4, row0, s.N, s.M * s.N, 0, { f32: ops.alpha }, { f32: ops.beta }]),
+      workgroups: [Math.ceil(NW / ((256 / c.lanes) * c.rows)), splits, 1],
+      label: c.name,
+    });
+  }
+}
+
+/** Records gemv-cols for one shape (see {@link gemvColsStream}); `kChunk` rows of the reduction per split. */
+export function recordGemvCols(backend: WebGPUBackend, s: GemmShape, ops: GemvOperands, c: GemvColsConfig, kChunk: number, splits: number): void {
+  const streamB = gemvColsStream(s) === 'b';
+  // Streamed Q [K, wide] and the small P: element (k, j) at k·sk + j·sj.
+  let q: GPUBuffer;
+  let pm: GPUBuffer;
+  let wide: number;
+  let narrow: number;
+  let sk: number;
+  let sj: number;
+  if (streamB) {
+    [q, pm, wide, narrow] = [ops.b, ops.a, s.N, s.M];
+    [sk, sj] = s.transA ? [s.M, 1] : [1, s.K];
+  } else {
+    [q, pm, wide, narrow] = [ops.a, ops.b, s.M, s.N];
+    [sk, sj] = s.transB ? [1, s.K] : [s.N, 1];
+  }
+  const { key, source } = colsShader(c);
+  const flags = { OUT_T: streamB ? 0 : 1, HAS_BIAS: ops.bias ? 1 : 0, ACCUMULATE: ops.beta !== 0 ? 1 : 0, SPLIT: ops.split ? 1 : 0 };
+  for (let j0 = 0; j0 < narrow; j0 += c.mr) {
+    backend.dispatch({
+      key,
+      source,
+      constants: flags,
+      buffers: [pm, q, ops.bias ?? dummy(backend), ops.c],
+      uniform: uniform([Math.min(c.mr, narrow - j0), wide / 4, s.K, kChunk, sk, sj, j0, s.N, s.M * s.N, 0, { f32: ops.alpha }, { f32: ops.beta }]),
+      workgroups: [Math.ceil(wide / 4 / c.colLanes), splits, 1],
+      label: c.name,
+    });
+  }
+}
+
+/** Workgroups of one gemv dispatch before K splits (the selector sizes the splits from it). */
+export function gemvGroups(s: GemmShape, c: GemvRowsConfig | GemvColsConfig): number {
+  if (c.kind === 'gemv-rows') return Math.ceil((gemvRowsStream(s) === 'b' ? s.N : s.M) / ((256 / c.lanes) * c.rows));
+  return Math.ceil((gemvColsStream(s) === 'b' ? s.N : s.M) / 4 / c.colLanes);
+}

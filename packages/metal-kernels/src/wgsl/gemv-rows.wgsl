@@ -1,0 +1,102 @@
+// gemv-rows.wgsl: C = α·X·Wᵀ (+ β·C) (+ bias) for f32 operands both contiguous along K (K a
+// multiple of 4), where X has few rows: W [NW, K] is streamed from memory exactly once in vec4
+// loads while the ≤ MR rows of X come from cache. Each group of LANES threads owns R consecutive
+// rows of W and walks them along K; the group's partial sums meet in workgroup memory.
+//   Decode (x·Wᵀ, M ≤ 16): X = x, W = the weight, C[m, n] (OUT_T = 0).
+//   LoRA down-projections (x·Aᵀ, dy·B with B pre-transposed; N = r): X = the r rows of the
+//     adapter (MR at a time, `x_row0` the chunk's first row), W = the activation, C[n, j] (OUT_T = 1).
+//
+// Bindings (group 0):
+//   0  x     storage, read        [rows of X, K / 4] vec4<f32>
+//   1  w     storage, read        [NW, K / 4] vec4<f32>
+//   2  bias  storage, read        [columns of C] f32 (dummy when HAS_BIAS = 0)
+//   3  c     storage, read_write  C (f32), or the split-K workspace [splits, mn] when SPLIT = 1
+//   4  p     uniform { rows: X rows in this chunk, NW, K4: K / 4, k4_chunk, x_row0, ldc, mn: C's
+//            element count, _, alpha, beta }
+// Dispatch: (ceil(NW / (R·256 / LANES)), splits, 1) workgroups of 256 threads.
+// Text constants: LANES (8..256, a power of two), R (1..8), MR (1..16), UNROLL (1..8); SETUP, ACC,
+//   BODY and FLUSH are the straight-line statements gemm.ts writes for them: one scalar per
+//   accumulator. Accumulators kept in a WGSL array indexed in loops measured 3–5× slower on an
+//   H100 (the array lands in local memory), so this kernel is unrolled in the text itself.
+// Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
+
+override OUT_T: u32 = 0u;
+override HAS_BIAS: u32 = 0u;
+override ACCUMULATE: u32 = 0u;
+override SPLIT: u32 = 0u;
+
+const LANES: u32 = {{LANES}}u;
+const R: u32 = {{R}}u;
+const MR: u32 = {{MR}}u;
+const UNROLL: u32 = {{UNROLL}}u;
+const GROUPS: u32 = 256u / LANES;
+// One spare slot per lane group keeps the reduction's strided reads on distinct banks.
+const PITCH: u32 = 256u + GROUPS;
+const BATCH: u32 = 8u;
+
+struct Params { rows: u32, NW: u32, K4: u32, k4_chunk: u32, x_row0: u32, ldc: u32, mn: u32, pad0: u32, alpha: f32, beta: f32 }
+
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+var<workgroup> red: array<f32, BATCH * (256u + 32u)>;
+
+fn slot(v: u32, t: u32) -> u32 { return v * PITCH + t + t / LANES; }
+
+// Sums the LANES partials of `count` accumulators (numbers first..first+count-1, staged in `red`
+// by every thread) and writes them out.
+fn flush(first: u32, count: u32, group_x: u32, split: u32, t: u32) {
+  workgroupBarrier();
+  for (var o = t; o < GROUPS * count; o += 256u) {
+    let g = o % GROUPS;
+    let i = o / GROUPS;
+    var s0 = 0.0;
+    var s1 = 0.0;
+    for (var l = 0u; l < LANES; l += 2u) {
+      s0 += red[slot(i, g * LANES + l)];
+      s1 += red[slot(i, g * LANES + l + 1u)];
+    }
+    let v = first + i;
+    let n = (group_x * GROUPS + g) * R + v / MR;
+    let j = v % MR;
+    if (n < p.NW && j < p.rows) {
+      let row = p.x_row0 + j;
+      var idx = row * p.ldc + n;
+      var col = n;
+      if (OUT_T == 1u) {
+        idx = n * p.ldc + row;
+        col = row;
+      }
+      let total = s0 + s1;
+      if (SPLIT == 1u) {
+        c[split * p.mn + idx] = total;
+      } else {
+        var y = p.alpha * total;
+        if (ACCUMULATE == 1u) { y += p.beta * c[idx]; }
+        if (HAS_BIAS == 1u) { y += bias[col]; }
+        c[idx] = y;
+      }
+    }
+  }
+  workgroupBarrier();
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let t = lid.x;
+  let lane = t % LANES;
+  let n0 = (wid.x * GROUPS + t / LANES) * R;
+  let split = wid.y;
+  let k_begin = split * p.k4_chunk;
+  let k_end = min(p.K4, k_begin + p.k4_chunk);
+  let last = p.K4 - 1u;
+{{SETUP}}
+{{ACC}}
+  for (var k = k_begin + lane; k < k_end; k += LANES * UNROLL) {
+{{BODY}}
+  }
+{{FLUSH}}
+}
