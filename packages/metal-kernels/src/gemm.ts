@@ -103,16 +103,16 @@ function splitsFor(tiles: number, K: number): number {
 export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroupStorage: 16384, maxInvocations: 256 }): GemmConfig {
   const { M, N, K, batch } = shape;
   const bucket = (n: number) => (n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : n <= 8 ? 8 : 16);
-  const rows = gemvRowsStream(shape);
-  const cols = gemvColsStream(shape);
+  const rowsStream = gemvRowsStream(shape);
+  const colsStream = gemvColsStream(shape);
   // Bandwidth-bound shapes: one operand has ≤ 16 rows (decode, or a LoRA rank ≤ 16), the other
   // is read once. Settings from the H100 sweep (`gemm-bench --explore`, packages/bench/RESULTS.md):
   // one W row per lane group, two loads in flight (four for M = 1); ranks above 16 ran faster on tiles.
-  const few = rows === 'b' || cols === 'b' ? M : N;
-  const many = rows === 'b' || cols === 'b' ? N : M;
-  if ((rows || cols) && K >= 64 && many >= 64 && few <= 16) {
+  const few = rowsStream === 'b' || colsStream === 'b' ? M : N;
+  const many = rowsStream === 'b' || colsStream === 'b' ? N : M;
+  if ((rowsStream || colsStream) && K >= 64 && many >= 64 && few <= 16) {
     const mr = bucket(few);
-    const config: GemvRowsConfig | GemvColsConfig = rows
+    const config: GemvRowsConfig | GemvColsConfig = rowsStream
       ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: 32, rows: 1, mr, unroll: mr === 1 ? 4 : 2, splits: 1 }
       : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 64, mr, unroll: 2, splits: 1 };
     // Enough workgroups for a large GPU (512 streaming a weight, 2048 streaming an activation
@@ -207,12 +207,12 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       throw new ValueError('matmul', `${cfg.name} does not apply to this shape or layout`, cfg.kind === 'gemv-rows' ? 'f32 A·Bᵀ, batch 1, K % 4 = 0' : 'f32, batch 1, a K-major operand whose other dim is a multiple of 4', JSON.stringify(typed));
     }
   }
+  if (cfg.kind === 'gemv' && batch !== 1) throw new ValueError('matmul', 'the gemv variant handles one batch', 'batch 1', String(batch));
+  if (cfg.kind === 'gemv' && M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));
   const kChunk = Math.max(1, Math.ceil(K / cfg.splits / 16) * 16);
   const realSplits = Math.max(1, Math.ceil(K / kChunk));
-  if (cfg.kind === 'gemv' && batch !== 1) throw new ValueError('matmul', 'the gemv variant handles one batch', 'batch 1', String(batch));
   const useWorkspace = cfg.kind === 'gemv' || realSplits > 1;
   const ws = useWorkspace ? backend.acquire(batch * realSplits * M * N * 4, 'gemm split-K workspace') : null;
-  if (cfg.kind === 'gemv' && M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));
   if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
     const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null };
     if (cfg.kind === 'gemv-rows') recordGemvRows(backend, shape, gemvOps, cfg, kChunk, realSplits);

@@ -112,13 +112,18 @@ export interface GemvOperands {
   split: boolean;
 }
 
+/** The overrides both gemv kernels share: which operand is streamed (C stored transposed to it when A is) and the epilogue. */
+function epilogueFlags(ops: GemvOperands, streamB: boolean): Record<string, number> {
+  return { OUT_T: streamB ? 0 : 1, HAS_BIAS: ops.bias ? 1 : 0, ACCUMULATE: ops.beta !== 0 ? 1 : 0, SPLIT: ops.split ? 1 : 0 };
+}
+
 /** Records gemv-rows for one shape (see {@link gemvRowsStream}); `kChunk` in elements, a multiple of 4. */
 export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOperands, c: GemvRowsConfig, kChunk: number, splits: number): void {
   const streamB = gemvRowsStream(s) === 'b';
   // Streamed operand W (NW rows) and the small one X (its rows in chunks of MR).
   const [x, w, smallRows, NW] = streamB ? [ops.a, ops.b, s.M, s.N] : [ops.b, ops.a, s.N, s.M];
   const { key, source } = rowsShader(c);
-  const flags = { OUT_T: streamB ? 0 : 1, HAS_BIAS: ops.bias ? 1 : 0, ACCUMULATE: ops.beta !== 0 ? 1 : 0, SPLIT: ops.split ? 1 : 0 };
+  const flags = epilogueFlags(ops, streamB);
   for (let row0 = 0; row0 < smallRows; row0 += c.mr) {
     backend.dispatch({
       key,
@@ -150,7 +155,7 @@ export function recordGemvCols(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
     [sk, sj] = s.transB ? [1, s.K] : [s.N, 1];
   }
   const { key, source } = colsShader(c);
-  const flags = { OUT_T: streamB ? 0 : 1, HAS_BIAS: ops.bias ? 1 : 0, ACCUMULATE: ops.beta !== 0 ? 1 : 0, SPLIT: ops.split ? 1 : 0 };
+  const flags = epilogueFlags(ops, streamB);
   for (let j0 = 0; j0 < narrow; j0 += c.mr) {
     backend.dispatch({
       key,
