@@ -61,7 +61,7 @@ def copy_bandwidth():
 
 shapes = [(2048, 4096, 4096, False, True), (2048, 4096, 4096, False, False)]
 shapes += [(m, 4096, 4096, False, True) for m in (1, 4, 16)]
-for r in (8, 16, 64):
+for r in (8, 16, 32, 64):
     shapes += [(2048, r, 4096, False, True), (r, 4096, 2048, True, False), (4096, r, 2048, True, False), (2048, 4096, r, False, True)]
 out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "copyGBps": copy_bandwidth(),
        "results": [gemm(*s) for s in shapes]}

@@ -5,10 +5,12 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--json out.json]
+ *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
+ *   lane/row/unroll/split settings for decode and rank ≤ 16.
  */
 import { writeFileSync } from 'node:fs';
-import { createWebGPUBackend, type GemmConfig, type GemmShape, recordGemm, selectGemm, TILED_VARIANTS, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type GemmConfig, type GemmShape, recordGemm, selectGemm, TILED_VARIANTS, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { median, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';
@@ -29,6 +31,10 @@ export interface GemmResult {
   K: number;
   ms: number;
   spreadMs: number;
+  /** Fastest of the trials. */
+  minMs: number;
+  /** Host time per run spent recording it (when ≥ ms, the GPU waited on the host). */
+  hostMs: number;
   tflops: number;
   gbps: number;
   maxRelError: number;
@@ -52,7 +58,7 @@ function cases(quick: boolean): Case[] {
   // Alternatives to the selector's gemv choice: same kernel, other lane/row/unroll/split settings.
   const variants = (shape: GemmShape, changes: Record<string, number>[]): GemmConfig[] => {
     const auto = selectGemm(shape);
-    if (!explore || (auto.kind !== 'gemv-rows' && auto.kind !== 'gemv-cols')) return [];
+    if (!process.argv.includes('--explore-gemv') || (auto.kind !== 'gemv-rows' && auto.kind !== 'gemv-cols')) return [];
     return changes.map((c) => ({ ...auto, ...c, name: `${auto.kind} ${Object.entries({ ...auto, ...c }).filter(([k]) => !['kind', 'name'].includes(k)).map(([k, v]) => `${k[0]}${v}`).join(' ')}` }) as GemmConfig);
   };
   const rowsAlternatives: Record<string, number>[] = [{ lanes: 64 }, { rows: 1 }, { rows: 2 }, { rows: 4 }, { unroll: 1 }, { unroll: 4 }, { lanes: 16, rows: 2 }];
@@ -62,13 +68,17 @@ function cases(quick: boolean): Case[] {
     list.push({ group: 'decode', label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...variants(shape, rowsAlternatives)] });
   }
   const halfSplits = (shape: GemmShape): Record<string, number>[] => [{ splits: Math.max(1, Math.floor((selectGemm(shape) as { splits: number }).splits / 2)) }, { splits: 2 * (selectGemm(shape) as { splits: number }).splits }];
-  for (const r of [8, 16, 64]) {
+  // The vec4 tiles with one half-size dimension, at several K splits (--explore).
+  const tiles = (base: Vec4Config, splits: number[]): GemmConfig[] => (explore ? splits.map((n) => ({ ...base, name: `${base.name}+splitK${n}`, splits: n })) : []);
+  for (const r of [8, 16, 32, 64]) {
     const xa = s(2048, r, 4096, false, true);
+    const dyb = s(2048, r, 4096, false, false);
     const ux = s(r, 4096, 2048, true, false);
     const dyt = s(4096, r, 2048, true, false);
-    list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: xa, configs: ['auto', ...variants(xa, [...rowsAlternatives, ...halfSplits(xa)])] });
-    list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: ux, configs: ['auto', ...variants(ux, [...colsAlternatives, ...halfSplits(ux)])] });
-    list.push({ group: 'skinny', label: `dyᵀ·T r=${r} (N=r)`, shape: dyt, configs: ['auto', ...variants(dyt, colsAlternatives)] });
+    list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: xa, configs: ['auto', ...variants(xa, [...rowsAlternatives, ...halfSplits(xa)]), ...tiles(VEC4_128x64, [8, 16, 32]), ...tiles(VEC4_128, [16])] });
+    if (explore) list.push({ group: 'skinny', label: `dy·B r=${r} (B [out, r] as stored)`, shape: dyb, configs: ['auto', ...tiles(VEC4_128x64, [16, 32])] });
+    list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: ux, configs: ['auto', ...variants(ux, [...colsAlternatives, ...halfSplits(ux)]), ...tiles(VEC4_64x128, [4, 8, 16])] });
+    list.push({ group: 'skinny', label: `dyᵀ·T r=${r} (N=r)`, shape: dyt, configs: ['auto', ...variants(dyt, colsAlternatives), ...tiles(VEC4_128x64, [4, 8, 16])] });
     list.push({ group: 'skinny', label: `T·Bᵀ r=${r} (K=r)`, shape: s(2048, 4096, r, false, true), configs: ['auto'] });
   }
   return process.argv.includes('--no-big') ? list.filter((c) => c.group !== 'big') : list;
@@ -121,7 +131,7 @@ export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: 
       const out = await readBuffer(backend, sets[0].c, M * N);
       const err = sampleError(out, aValues, bValues, c.shape);
       const flops = 2 * M * N * K;
-      const { ms, spread } = await timeKernel(backend, (i) => run(sets[i % copies]));
+      const { ms, spread, minMs, hostMs } = await timeKernel(backend, (i) => run(sets[i % copies]));
       const bytes = (M * K + K * N + M * N) * 4;
       const r: GemmResult = {
         group: c.group,
@@ -132,12 +142,14 @@ export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: 
         K,
         ms,
         spreadMs: spread,
+        minMs,
+        hostMs,
         tflops: flops / (ms * 1e-3) / 1e12,
         gbps: bytes / (ms * 1e-3) / 1e9,
         maxRelError: err,
       };
       results.push(r);
-      log(`${r.label.padEnd(40)} ${r.config.padEnd(22)} ${ms.toFixed(4).padStart(9)} ms ±${r.spreadMs.toFixed(4)}  ${r.tflops.toFixed(2).padStart(6)} TFLOP/s ${r.gbps.toFixed(0).padStart(6)} GB/s  err ${err.toExponential(1)}`);
+      log(`${r.label.padEnd(40)} ${r.config.padEnd(22)} ${ms.toFixed(4).padStart(9)} ms ±${r.spreadMs.toFixed(4)} min ${minMs.toFixed(4)} host ${hostMs.toFixed(4)}  ${r.tflops.toFixed(2).padStart(6)} TFLOP/s ${r.gbps.toFixed(0).padStart(6)} GB/s  err ${err.toExponential(1)}`);
     }
     for (const set of sets) {
       backend.release(set.a);

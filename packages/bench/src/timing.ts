@@ -6,7 +6,7 @@ import type { WebGPUBackend } from '@metal-lora/metal-kernels';
  * ≥ 50 ms so its clocks settle; each of 7 trials then spans ≥ 20 ms, so timestamp granularity and
  * pass gaps at the region's ends stay under 1%.
  */
-export async function timeKernel(backend: WebGPUBackend, run: (i: number) => void): Promise<{ ms: number; spread: number }> {
+export async function timeKernel(backend: WebGPUBackend, run: (i: number) => void): Promise<{ ms: number; spread: number; minMs: number; hostMs: number }> {
   let reps = 1;
   let once = await backend.timeRegion(() => run(0));
   while (once * reps < 50) {
@@ -15,8 +15,16 @@ export async function timeKernel(backend: WebGPUBackend, run: (i: number) => voi
   }
   const per = Math.max(1, Math.min(2000, Math.ceil(20 / Math.max(once, 1e-4))));
   const times: number[] = [];
-  for (let trial = 0; trial < 7; trial++) times.push((await backend.timeRegion(() => Array.from({ length: per }, (_, i) => run(i)))) / per);
-  return { ms: median(times), spread: Math.max(...times) - Math.min(...times) };
+  // Host time spent recording the runs: when it exceeds the GPU time, the GPU waited for the host
+  // between submits and the figure measures recording, not the kernels.
+  let host = 0;
+  const recorded = (i: number) => {
+    const t0 = performance.now();
+    run(i);
+    host += performance.now() - t0;
+  };
+  for (let trial = 0; trial < 7; trial++) times.push((await backend.timeRegion(() => Array.from({ length: per }, (_, i) => recorded(i)))) / per);
+  return { ms: median(times), spread: Math.max(...times) - Math.min(...times), minMs: Math.min(...times), hostMs: host / (7 * per) };
 }
 
 export function median(values: number[]): number {

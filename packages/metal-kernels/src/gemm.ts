@@ -28,17 +28,28 @@ export interface GemvConfig {
   splits: number;
 }
 
-/** The vectorized, double-buffered 128×128 kernel for aligned f32 products (see gemm-vec4.wgsl). */
+/**
+ * The vectorized, double-buffered kernel for aligned f32 products (see gemm-vec4.wgsl): BM×BN
+ * outputs per workgroup, 128×128 for big products, 128×64 / 64×128 for rank-shaped ones.
+ */
 export interface Vec4Config {
   kind: 'vec4';
   name: string;
   splits: number;
+  /** Rows of C per workgroup (default 128). */
+  bm?: 64 | 128;
+  /** Columns of C per workgroup (default 128). */
+  bn?: 64 | 128;
 }
 
 export type GemmConfig = TiledConfig | GemvConfig | Vec4Config | GemvRowsConfig | GemvColsConfig;
 export type { GemvColsConfig, GemvRowsConfig };
 
 export const VEC4_128: Vec4Config = { kind: 'vec4', name: 'vec4-128x128', splits: 1 };
+/** N = rank products (x·Aᵀ, dy·B, dyᵀ·T): 128 rows × 64 columns per workgroup. */
+export const VEC4_128x64: Vec4Config = { kind: 'vec4', name: 'vec4-128x64', splits: 1, bm: 128, bn: 64 };
+/** M = rank products (Uᵀ·x): 64 rows × 128 columns per workgroup. */
+export const VEC4_64x128: Vec4Config = { kind: 'vec4', name: 'vec4-64x128', splits: 1, bm: 64, bn: 128 };
 
 /** Whether gemm-vec4.wgsl's alignment holds: each stored operand's contiguous dim is a multiple of 4. */
 export function vec4Aligned(shape: GemmShape): boolean {
@@ -128,12 +139,22 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
     const splits = Math.max(1, Math.min(Math.ceil(512 / groups), Math.floor(K / 128), 64));
     return { kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits };
   }
+  const vec4Ok = vec4Aligned(shape) && device.maxWorkgroupStorage >= 16384 && device.maxInvocations >= 256;
+  if (vec4Ok && Math.min(M, N) <= 64 && Math.max(M, N) >= 256 && K >= 64) {
+    // Rank-shaped products with 16 < r ≤ 64 (x·Aᵀ, dy·B, dyᵀ·T with N = r; Uᵀ·x with M = r): the
+    // vec4 tile halved on the rank side, K split to ~256 workgroups. On an H100 these ran
+    // 1.5–2.1× faster than tile64x64 at r = 32 and 64 (packages/bench/RESULTS.md).
+    const base = N <= M ? VEC4_128x64 : VEC4_64x128;
+    const tiles = Math.ceil(M / (base.bm ?? 128)) * Math.ceil(N / (base.bn ?? 128)) * batch;
+    const splits = splitsFor(tiles, K);
+    return splits > 1 ? { ...base, name: `${base.name}+splitK${splits}`, splits } : base;
+  }
   let base: TiledConfig;
   if (N <= 16) base = TILED_VARIANTS.skinnyN16;
   else if (N <= 64 && M >= 256) base = TILED_VARIANTS.tile64x64; // one column of tiles; split K fills the GPU
   else if (M <= 16) base = TILED_VARIANTS.skinnyM16;
   else if (M * N >= 1024 * 1024) {
-    if (vec4Aligned(shape) && device.maxWorkgroupStorage >= 16384 && device.maxInvocations >= 256) {
+    if (vec4Ok) {
       const tiles = Math.ceil(M / 128) * Math.ceil(N / 128) * batch;
       const splits = splitsFor(tiles, K);
       return splits > 1 ? { ...VEC4_128, name: `${VEC4_128.name}+splitK${splits}`, splits } : VEC4_128;
@@ -195,8 +216,8 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const hasBias = ops.bias ? 1 : 0;
   const accumulate = ops.beta !== 0 ? 1 : 0;
   const bias = ops.bias ?? dummy(backend);
-  if (ops.lora && (cfg.kind !== 'vec4' || batch !== 1 || ops.lora.r % 4 !== 0)) {
-    throw new ValueError('matmul', 'the fused LoRA prologue needs the vec4 kernel, batch 1 and a rank divisible by 4', 'vec4, batch 1, r % 4 = 0', `${cfg.name}, batch ${batch}, r ${ops.lora.r}`);
+  if (ops.lora && (cfg.kind !== 'vec4' || (cfg.bm ?? 128) !== 128 || (cfg.bn ?? 128) !== 128 || batch !== 1 || ops.lora.r % 4 !== 0)) {
+    throw new ValueError('matmul', 'the fused LoRA prologue needs the 128×128 vec4 kernel, batch 1 and a rank divisible by 4', 'vec4-128x128, batch 1, r % 4 = 0', `${cfg.name}, batch ${batch}, r ${ops.lora.r}`);
   }
   if (cfg.kind === 'vec4' && !vec4Aligned({ ...shape, dtype: ops.dtype === 'float16' ? 'float16' : 'float32' })) {
     throw new ValueError('matmul', `${cfg.name} needs f32 operands whose contiguous dims are multiples of 4`, 'an aligned shape', JSON.stringify(shape));
@@ -230,7 +251,8 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       label: cfg.name,
     });
   } else if (cfg.kind === 'vec4') {
-    const { key, source } = shader('gemm-vec4', vec4Source, {});
+    const [bm, bn] = [cfg.bm ?? 128, cfg.bn ?? 128];
+    const { key, source } = shader('gemm-vec4', vec4Source, { BM: String(bm), BN: String(bn) });
     const lora = ops.lora;
     const drop = lora?.dropout && lora.dropout.p > 0 ? lora.dropout : null;
     backend.dispatch({
@@ -257,7 +279,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
         drop ? Math.ceil(drop.p * 2 ** 24) : 0,
         { f32: drop ? 1 / (1 - drop.p) : 1 },
       ]),
-      workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batch * realSplits],
+      workgroups: [Math.ceil(N / bn), Math.ceil(M / bm), batch * realSplits],
       label: cfg.name,
     });
   } else {

@@ -26,6 +26,8 @@ export {
   type TiledConfig,
   tiledStorageBytes,
   VEC4_128,
+  VEC4_128x64,
+  VEC4_64x128,
   type Vec4Config,
   vec4Aligned,
 } from './gemm';

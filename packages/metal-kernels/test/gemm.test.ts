@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_128, type WebGPUBackend } from '../src/index';
+import { forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_64x128, VEC4_128, VEC4_128x64, type WebGPUBackend } from '../src/index';
 import { gpuIt } from './gpu-env';
 
 afterEach(() => forceGemmConfig(null));
@@ -21,10 +21,14 @@ describe('selectGemm (pure)', () => {
     ['big but K odd: scalar tiles', shape(2048, 4096, 4095, { transB: true }), 'tile128x128'],
     ['big float16: scalar tiles', shape(2048, 4096, 4096, { transB: true, dtype: 'float16' }), 'tile128x128'],
     ['x·Aᵀ, N = r = 8 (split K)', shape(2048, 8, 4096, { transB: true }), 'gemv-rows8+splitK8'],
-    ['x·Aᵀ, N = r = 64: tiles', shape(2048, 64, 4096, { transB: true }), 'tile64x64+splitK8'],
-    ['dy·B with B [out, r] not transposed, r = 64: tiles', shape(2048, 64, 4096), 'tile64x64+splitK8'],
+    ['x·Aᵀ, N = r = 64: half-width vec4 tiles', shape(2048, 64, 4096, { transB: true }), 'vec4-128x64+splitK16'],
+    ['x·Aᵀ, N = r = 32', shape(2048, 32, 4096, { transB: true }), 'vec4-128x64+splitK16'],
+    ['dy·B with B [out, r] as stored, r = 8', shape(2048, 8, 4096), 'vec4-128x64+splitK16'],
+    ['dy·B with B [out, r] as stored, r = 64', shape(2048, 64, 4096), 'vec4-128x64+splitK16'],
+    ['x·Aᵀ, r = 64 but K odd: scalar tiles', shape(2048, 64, 4095, { transB: true }), 'tile64x64+splitK8'],
     ['Uᵀ·x, M = r = 16, long K', shape(16, 4096, 2048, { transA: true }), 'gemv-cols16+splitK8'],
-    ['Uᵀ·x, M = r = 64: tiles', shape(64, 4096, 2048, { transA: true }), 'tile64x64+splitK4'],
+    ['Uᵀ·x, M = r = 64: half-height vec4 tiles', shape(64, 4096, 2048, { transA: true }), 'vec4-64x128+splitK8'],
+    ['dyᵀ·T, N = r = 64', shape(4096, 64, 2048, { transA: true }), 'vec4-128x64+splitK8'],
     ['dyᵀ·T, N = r = 8', shape(4096, 8, 2048, { transA: true }), 'gemv-cols8+splitK8'],
     ['bias gradient onesᵀ·dy', shape(1, 4096, 2048), 'gemv-cols1+splitK8'],
     ['T·Bᵀ, K = r', shape(2048, 4096, 16, { transB: true }), 'vec4-128x128'],
@@ -116,7 +120,8 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       }
     });
   }
-  for (const cfg of [VEC4_128, { ...VEC4_128, name: 'vec4-128x128+splitK3', splits: 3 }]) {
+  const vec4Configs: GemmConfig[] = [VEC4_128, VEC4_128x64, VEC4_64x128].flatMap((c) => [c, { ...c, name: `${c.name}+splitK3`, splits: 3 }]);
+  for (const cfg of vec4Configs) {
     gpuIt(`${cfg.name}: all transposes on aligned shapes that are not multiples of the tile`, async (backend) => {
       forceGemmConfig(cfg);
       const [M, N, K] = [132, 68, 100];
@@ -125,6 +130,7 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       }
       await checkMatmul(backend, [37, 100], [20, 100], { transposeB: true }, `${cfg.name} odd M`);
       await checkMatmul(backend, [3, 36, 12], [12, 8], {}, `${cfg.name} batched, broadcast b`);
+      await checkEpilogue(backend, cfg, { M: 72, N: 68, K: 40, batch: 1, transA: true, transB: false });
     });
   }
   const rowsConfigs: GemvRowsConfig[] = [
@@ -180,6 +186,9 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     await checkMatmul(backend, [3, 300], [300, 130], {}, 'decode x·W');
     await checkMatmul(backend, [257, 8], [300, 8], { transposeB: true }, 'T·Bᵀ');
     await checkMatmul(backend, [257, 16], [257, 300], { transposeA: true }, 'Uᵀ·x');
+    await checkMatmul(backend, [257, 40], [257, 300], { transposeA: true }, 'Uᵀ·x, r = 40 (half-height vec4 tiles)');
+    await checkMatmul(backend, [257, 300], [40, 300], { transposeB: true }, 'x·Aᵀ, r = 40 (half-width vec4 tiles)');
+    await checkMatmul(backend, [1100, 36], [1100, 260], { transposeA: true }, 'dyᵀ·T shape, split K');
     await checkMatmul(backend, [3, 300], [130, 300], { transposeB: true }, 'decode');
   });
 });

@@ -141,4 +141,31 @@ describe('webgpu memory accounting', () => {
     y.dispose();
     expect(backend.memory().liveBytes).toBe(start);
   });
+  gpuIt('a full pool evicts its least recently released buffers, so a reused size stays pooled', async (backend) => {
+    const saved = backend.maxPooledBytes;
+    backend.releasePool();
+    backend.maxPooledBytes = 64 * 1024;
+    const held: GPUBuffer[] = [];
+    try {
+      const fillers = [0, 1, 2].map(() => backend.acquire(32 * 1024, 'filler'));
+      for (const b of fillers) backend.release(b);
+      // The third release evicted the first filler; the pool is at its budget.
+      expect(backend.memory().pooledBytes).toBe(64 * 1024);
+      const ws = backend.acquire(8 * 1024, 'workspace');
+      backend.release(ws);
+      // Room for the workspace came from the older of the two idle fillers.
+      expect(backend.memory().pooledBytes).toBe(40 * 1024);
+      for (let i = 0; i < 3; i++) {
+        const again = backend.acquire(8 * 1024, 'workspace');
+        expect(again).toBe(ws);
+        backend.release(again);
+      }
+      held.push(backend.acquire(32 * 1024, 'filler'));
+      expect(held[0]).toBe(fillers[2]);
+      expect(backend.memory().pooledBytes).toBe(8 * 1024);
+    } finally {
+      for (const b of held) backend.release(b);
+      backend.maxPooledBytes = saved;
+    }
+  });
 });

@@ -4,7 +4,6 @@ import { gemmOutput, recordGemm, VEC4_128 } from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
-import { permuteData } from './layout';
 
 const gemmType = (dtype: DType) => (dtype === 'float16' ? 'float16' : 'float32');
 
@@ -82,12 +81,9 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   const gemm = (shape: { M: number; N: number; K: number; transA: boolean; transB: boolean }, ops: { a: GPUBuffer; b: GPUBuffer; c: GPUBuffer; alpha: number; beta: number }) =>
     recordGemm(backend, { ...shape, batch: 1, dtype: gemmType(dtype) }, { ...ops, aBatchStride: 0, bBatchStride: 0, dtype });
   const outputs: KernelOutput[] = [];
-  // U = s·dy·B  [M, r], as dy·(Bᵀ)ᵀ: with Bᵀ [r, out] (a small copy) both operands run along
-  // `out`, the layout in which the bandwidth-bound gemv-rows kernel streams dy once.
+  // U = s·dy·B  [M, r], B as stored (the selector's rank-shaped vec4 tiles take it directly).
   const u = gemmOutput(backend, dtype, 1, M, r);
-  const bt = permuteData(backend, { buffer: buf(b), shape: [outF, r], dtype }, [1, 0], 'loraLinear Bᵀ');
-  gemm({ M, N: r, K: outF, transA: false, transB: true }, { a: buf(dy), b: bt.buffer, c: u.buffer, alpha: s, beta: 0 });
-  backend.release(bt.buffer);
+  gemm({ M, N: r, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
   if (attrs.needX && loraPlan(M, inF, outF, r, dtype) === 'fused') {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue, masked in registers.
     const dx = gemmOutput(backend, dtype, 1, M, inF);

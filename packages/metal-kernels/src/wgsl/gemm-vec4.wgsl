@@ -1,8 +1,12 @@
 // gemm-vec4.wgsl: C = α·op(A)·op(B) (+ β·C) (+ bias) for the large, aligned products (the base
-// GEMM of every LoRA layer), f32. 128×128 outputs per workgroup of 16×16 threads, 8×8 per thread
-// held as 16 vec4 accumulators; A and B tiles of 8 (k) × 128 pass through workgroup memory as
-// vec4, double-buffered, with the next tile prefetched into registers while the current one is
-// multiplied (one barrier per k-step).
+// GEMM of every LoRA layer), f32. BM×BN outputs per workgroup of 16×16 threads (BM, BN each 128
+// or 64: text constants), up to 8×8 per thread held as up to 16 vec4 accumulators; A and B tiles
+// of 8 (k) × BM / BN pass through workgroup memory as vec4, double-buffered, with the next tile
+// prefetched into registers while the current one is multiplied (one barrier per k-step).
+// 128×128 is the big-GEMM tile; 128×64 and 64×128 are the rank-shaped products (x·Aᵀ, dyᵀ·T with
+// N = r; Uᵀ·x with M = r), where a 128-wide tile would spend half its work on padding at r = 64.
+// A half-size dimension simply drops the second half of each thread's rows (or columns): the
+// statements for it sit behind `if (BM == 128u)` / `if (BN == 128u)` on constants and compile away.
 //   op(A) is [M, K]: A stored [M, K], or [K, M] when TRANS_A.
 //   op(B) is [K, N]: B stored [K, N], or [N, K] when TRANS_B (x·Wᵀ with W [N, K]).
 // Alignment (checked by the host): the contiguous dim of each stored operand is a multiple of 4
@@ -27,14 +31,17 @@
 //   6  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta,
 //                      r, lora_trans_b, lora_scale, dropout_on, dropout_seed, dropout_threshold,
 //                      dropout_keep_scale } (batch strides in elements, multiples of 4; r % 4 = 0)
-// Dispatch: (ceil(N / 128), ceil(M / 128), batch · splits) workgroups of 16 × 16 threads.
+// Dispatch: (ceil(N / BN), ceil(M / BM), batch · splits) workgroups of 16 × 16 threads.
 //   Split s covers k in [s·k_chunk, min(K, (s+1)·k_chunk)) (k_chunk a multiple of 8) and, with
 //   SPLIT = 1, writes raw partial sums for gemm-splitk-reduce.wgsl.
-// Workgroup memory: 2 buffers × (8·128 + 8·128) f32 = 16 KiB (the portable limit).
+// Workgroup memory: 2 buffers × (8·BM + 8·BN) f32 ≤ 16 KiB (the portable limit).
+// The LoRA prologue is only used (and tested) with BM = BN = 128.
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT, LORA_PROLOGUE (0/1).
 
-const BM: u32 = 128u;
-const BN: u32 = 128u;
+const BM: u32 = {{BM}}u;
+const BN: u32 = {{BN}}u;
+const BM4: u32 = BM / 4u;
+const BN4: u32 = BN / 4u;
 const TK: u32 = 8u;
 
 override TRANS_A: u32 = 0u;
@@ -61,9 +68,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read> lb: array<vec4<f32>>;
 @group(0) @binding(6) var<uniform> p: Params;
 
-// [buffer][k][128 / 4]: row k of a tile holds 128 m (or n) values as 32 vec4.
-var<workgroup> As: array<array<vec4<f32>, 256>, 2>;
-var<workgroup> Bs: array<array<vec4<f32>, 256>, 2>;
+// [buffer][k][BM / 4]: row k of a tile holds BM m values as BM / 4 vec4 (likewise B with BN n).
+var<workgroup> As: array<array<vec4<f32>, TK * BM4>, 2>;
+var<workgroup> Bs: array<array<vec4<f32>, TK * BN4>, 2>;
 
 const MAIN: u32 = 0u;
 const LORA: u32 = 1u;
@@ -71,12 +78,14 @@ const LORA: u32 = 1u;
 fn a_transposed(phase: u32) -> bool { return phase == MAIN && TRANS_A == 1u; }
 fn b_transposed(phase: u32) -> bool { return select(TRANS_B == 1u, p.lora_trans_b == 1u, phase == LORA); }
 
-// Thread t loads one vec4 of each tile per k-step. For a k-contiguous operand it is 4 values of
-// k at row t/2, k offset (t%2)·4; for an m- or n-contiguous one, 4 values of m/n at k = t/32.
+// Thread t < 2·BM (2·BN) loads one vec4 of the A (B) tile per k-step. For a k-contiguous operand
+// it is 4 values of k at row t/2, k offset (t%2)·4; for an m- or n-contiguous one, 4 values of
+// m/n at k = t / (BM/4).
 fn load_a(phase: u32, t: u32, row0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
+  if (t >= 2u * BM) { return vec4<f32>(0.0); }
   if (a_transposed(phase)) {
-    let k = k0 + t / 32u;
-    let m = row0 + (t % 32u) * 4u;
+    let k = k0 + t / BM4;
+    let m = row0 + (t % BM4) * 4u;
     if (k < k_end && m < p.M) { return a[(base + k * p.M + m) / 4u]; }
   } else {
     let m = row0 + t / 2u;
@@ -91,6 +100,7 @@ fn load_a(phase: u32, t: u32, row0: u32, k0: u32, k_end: u32, base: u32) -> vec4
 
 fn load_b(phase: u32, t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
   let width = select(p.K, p.r, phase == LORA);
+  if (t >= 2u * BN) { return vec4<f32>(0.0); }
   if (b_transposed(phase)) {
     let n = col0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
@@ -99,8 +109,8 @@ fn load_b(phase: u32, t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4
       return b[(base + n * width + k) / 4u];
     }
   } else {
-    let k = k0 + t / 32u;
-    let n = col0 + (t % 32u) * 4u;
+    let k = k0 + t / BN4;
+    let n = col0 + (t % BN4) * 4u;
     if (k < k_end && n < p.N) {
       if (phase == LORA) { return lb[(k * p.N + n) / 4u]; }
       return b[(base + k * p.N + n) / 4u];
@@ -110,34 +120,36 @@ fn load_b(phase: u32, t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4
 }
 
 fn store_a(phase: u32, buf: u32, t: u32, v: vec4<f32>) {
+  if (t >= 2u * BM) { return; }
   if (a_transposed(phase)) {
-    As[buf][(t / 32u) * 32u + t % 32u] = v;
+    As[buf][t] = v;
   } else {
     // Four k values of one row m: scatter to four k rows of the tile.
     let m = t / 2u;
     let k = (t % 2u) * 4u;
-    As[buf][(k + 0u) * 32u + m / 4u][m % 4u] = v.x;
-    As[buf][(k + 1u) * 32u + m / 4u][m % 4u] = v.y;
-    As[buf][(k + 2u) * 32u + m / 4u][m % 4u] = v.z;
-    As[buf][(k + 3u) * 32u + m / 4u][m % 4u] = v.w;
+    As[buf][(k + 0u) * BM4 + m / 4u][m % 4u] = v.x;
+    As[buf][(k + 1u) * BM4 + m / 4u][m % 4u] = v.y;
+    As[buf][(k + 2u) * BM4 + m / 4u][m % 4u] = v.z;
+    As[buf][(k + 3u) * BM4 + m / 4u][m % 4u] = v.w;
   }
 }
 
 fn store_b(phase: u32, buf: u32, t: u32, v: vec4<f32>) {
+  if (t >= 2u * BN) { return; }
   if (b_transposed(phase)) {
     let n = t / 2u;
     let k = (t % 2u) * 4u;
-    Bs[buf][(k + 0u) * 32u + n / 4u][n % 4u] = v.x;
-    Bs[buf][(k + 1u) * 32u + n / 4u][n % 4u] = v.y;
-    Bs[buf][(k + 2u) * 32u + n / 4u][n % 4u] = v.z;
-    Bs[buf][(k + 3u) * 32u + n / 4u][n % 4u] = v.w;
+    Bs[buf][(k + 0u) * BN4 + n / 4u][n % 4u] = v.x;
+    Bs[buf][(k + 1u) * BN4 + n / 4u][n % 4u] = v.y;
+    Bs[buf][(k + 2u) * BN4 + n / 4u][n % 4u] = v.z;
+    Bs[buf][(k + 3u) * BN4 + n / 4u][n % 4u] = v.w;
   } else {
-    Bs[buf][(t / 32u) * 32u + t % 32u] = v;
+    Bs[buf][t] = v;
   }
 }
 
-// Rows of this thread: ty·4 + {0..3} and 64 + ty·4 + {0..3}; columns likewise with tx. The two
-// halves keep a warp's workgroup-memory reads on distinct banks.
+// Rows of this thread: ty·4 + {0..3} and (BM = 128 only) 64 + ty·4 + {0..3}; columns likewise
+// with tx and BN. The two halves keep a warp's workgroup-memory reads on distinct banks.
 fn row_of(lid: vec3u, i: u32) -> u32 { return select(lid.y * 4u + i, 64u + lid.y * 4u + (i - 4u), i >= 4u); }
 fn col_of(lid: vec3u, h: u32, j: u32) -> u32 { return h * 64u + lid.x * 4u + j; }
 
@@ -226,26 +238,33 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       acc[15] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 1u, 0u));
     }
     for (var kk = 0u; kk < TK; kk++) {
-      let a0 = As[buf][kk * 32u + lid.y];
-      let a1 = As[buf][kk * 32u + 16u + lid.y];
-      let b0 = Bs[buf][kk * 32u + lid.x];
-      let b1 = Bs[buf][kk * 32u + 16u + lid.x];
+      let a0 = As[buf][kk * BM4 + lid.y];
+      let b0 = Bs[buf][kk * BN4 + lid.x];
       acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
-      acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
       acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
-      acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
       acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
-      acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
       acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
-      acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
-      acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
-      acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
-      acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
-      acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
-      acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
-      acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
-      acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
-      acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+      if (BN == 128u) {
+        let b1 = Bs[buf][kk * BN4 + 16u + lid.x];
+        acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+        acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+        acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+        acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+      }
+      if (BM == 128u) {
+        let a1 = As[buf][kk * BM4 + 16u + lid.y];
+        acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+        acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+        acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+        acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+        if (BN == 128u) {
+          let b1 = Bs[buf][kk * BN4 + 16u + lid.x];
+          acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+          acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+          acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+          acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+        }
+      }
     }
     if (more) {
       buf = 1u - buf;
@@ -279,10 +298,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   }
 
   let c_base = (batch * p.splits + split) * p.M * p.N;
-  for (var i = 0u; i < 8u; i++) {
+  for (var i = 0u; i < BM / 16u; i++) {
     let m = row0 + row_of(lid, i);
     if (m >= p.M) { continue; }
-    for (var h = 0u; h < 2u; h++) {
+    for (var h = 0u; h < BN / 64u; h++) {
       let v4 = acc[i * 2u + h];
       for (var j = 0u; j < 4u; j++) {
         let n = col0 + col_of(lid, h, j);
