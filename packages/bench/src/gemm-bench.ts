@@ -81,6 +81,12 @@ function cases(quick: boolean): Case[] {
     list.push({ group: 'skinny', label: `dyᵀ·T r=${r} (N=r)`, shape: dyt, configs: ['auto', ...variants(dyt, colsAlternatives), ...tiles(VEC4_128x64, [4, 8, 16])] });
     list.push({ group: 'skinny', label: `T·Bᵀ r=${r} (K=r)`, shape: s(2048, 4096, r, false, true), configs: ['auto'] });
   }
+  for (const r of explore ? [128, 256] : []) {
+    const xa = s(2048, r, 4096, false, true);
+    const ux = s(r, 4096, 2048, true, false);
+    list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: xa, configs: ['auto', ...tiles(VEC4_128, [4, 8, 16])] });
+    list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: ux, configs: ['auto', ...tiles(VEC4_128, [2, 4, 8])] });
+  }
   return process.argv.includes('--no-big') ? list.filter((c) => c.group !== 'big') : list;
 }
 

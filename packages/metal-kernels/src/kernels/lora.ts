@@ -30,7 +30,8 @@ export function forceLoraPlan(plan: LoraPlan | null): void {
 /**
  * How loraLinear runs on the GPU, a pure function of the shape (table-tested):
  * - `fused`: the low-rank product enters the base GEMM as a prologue of the vec4 kernel (forward:
- *   y = x·Wᵀ + s·T·Bᵀ + bias in one pass over y; backward: dx = dy·W + mask⊙(U·A) likewise). Needs
+ *   y = x·Wᵀ + s·T·Bᵀ + bias in one pass over y; backward with dropout: dx = dy·W + mask⊙(U·A)
+ *   likewise; without dropout dx is U·A with dy·W accumulated onto it, measured faster). Needs
  *   f32 and in, out, rank divisible by 4, and enough rows for the 128×128 tiles to pay off.
  * - `composed`: separate GEMMs accumulating into the same output buffer (decode-sized M, odd
  *   sizes, float16), still without an [M, out] intermediate.
@@ -84,8 +85,11 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   // U = s·dy·B  [M, r], B as stored (the selector's rank-shaped vec4 tiles take it directly).
   const u = gemmOutput(backend, dtype, 1, M, r);
   gemm({ M, N: r, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
-  if (attrs.needX && loraPlan(M, inF, outF, r, dtype) === 'fused') {
-    // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue, masked in registers.
+  if (attrs.needX && p > 0 && loraPlan(M, inF, outF, r, dtype) === 'fused') {
+    // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue, masked in registers, so no
+    // masked [M, in] copy exists. Without dropout the two-GEMM form below is used instead: on an
+    // H100 (2048×4096×4096) the prologue made this GEMM (W not transposed) 15% slower than
+    // dy·W alone, while U·A into dx plus dy·W accumulated on top costs about 4%.
     const dx = gemmOutput(backend, dtype, 1, M, inF);
     recordGemm(
       backend,

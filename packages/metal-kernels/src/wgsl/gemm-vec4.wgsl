@@ -12,9 +12,10 @@
 // Alignment (checked by the host): the contiguous dim of each stored operand is a multiple of 4
 //   (K for A / Bᵀ, M for Aᵀ, N for B) and so is N; M, N, K need not be multiples of the tile.
 //
-// Fused LoRA prologue (r > 0, batch 1): before the main K loop, split 0 accumulates the low-rank
-//   product L = la·op(lb) (la [M, r]; lb [N, r] when lora_trans_b, else [r, N]) through the same
-//   tiles, then scales it in registers by lora_scale and, when dropout is on, by the LoRA dropout
+// Fused LoRA prologue (r > 0, batch 1): before the main K loop, split 0 initializes its
+//   accumulators with the low-rank product L = la·op(lb) (la [M, r]; lb [N, r] when lora_trans_b,
+//   else [r, N]), run through the same workgroup tiles as the main product, then scales it in
+//   registers by lora_scale and, when dropout is on, by the LoRA dropout
 //   mask of output element (m, n) (index m·N + n, the counter-based hash of dropout.wgsl) over
 //   (1 - p). The main product then accumulates on top, so C = α·(op(A)·op(B) + s·mask⊙L) + β·C + bias
 //   is written once and no [M, N] intermediate exists. Forward: la = T, lb = B (trans), A = x,
@@ -72,56 +73,41 @@ struct Params {
 var<workgroup> As: array<array<vec4<f32>, TK * BM4>, 2>;
 var<workgroup> Bs: array<array<vec4<f32>, TK * BN4>, 2>;
 
-const MAIN: u32 = 0u;
-const LORA: u32 = 1u;
-
-fn a_transposed(phase: u32) -> bool { return phase == MAIN && TRANS_A == 1u; }
-fn b_transposed(phase: u32) -> bool { return select(TRANS_B == 1u, p.lora_trans_b == 1u, phase == LORA); }
-
 // Thread t < 2·BM (2·BN) loads one vec4 of the A (B) tile per k-step. For a k-contiguous operand
 // it is 4 values of k at row t/2, k offset (t%2)·4; for an m- or n-contiguous one, 4 values of
 // m/n at k = t / (BM/4).
-fn load_a(phase: u32, t: u32, row0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
+fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
   if (t >= 2u * BM) { return vec4<f32>(0.0); }
-  if (a_transposed(phase)) {
+  if (TRANS_A == 1u) {
     let k = k0 + t / BM4;
     let m = row0 + (t % BM4) * 4u;
     if (k < k_end && m < p.M) { return a[(base + k * p.M + m) / 4u]; }
   } else {
     let m = row0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
-    if (m < p.M && k < k_end) {
-      if (phase == LORA) { return la[(m * p.r + k) / 4u]; }
-      return a[(base + m * p.K + k) / 4u];
-    }
+    if (m < p.M && k < k_end) { return a[(base + m * p.K + k) / 4u]; }
   }
   return vec4<f32>(0.0);
 }
 
-fn load_b(phase: u32, t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
-  let width = select(p.K, p.r, phase == LORA);
+fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
   if (t >= 2u * BN) { return vec4<f32>(0.0); }
-  if (b_transposed(phase)) {
+  if (TRANS_B == 1u) {
     let n = col0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
-    if (n < p.N && k < k_end) {
-      if (phase == LORA) { return lb[(n * width + k) / 4u]; }
-      return b[(base + n * width + k) / 4u];
-    }
+    if (n < p.N && k < k_end) { return b[(base + n * p.K + k) / 4u]; }
   } else {
     let k = k0 + t / BN4;
     let n = col0 + (t % BN4) * 4u;
-    if (k < k_end && n < p.N) {
-      if (phase == LORA) { return lb[(k * p.N + n) / 4u]; }
-      return b[(base + k * p.N + n) / 4u];
-    }
+    if (k < k_end && n < p.N) { return b[(base + k * p.N + n) / 4u]; }
   }
   return vec4<f32>(0.0);
 }
 
-fn store_a(phase: u32, buf: u32, t: u32, v: vec4<f32>) {
+// `m_contig`: the loaded vec4 holds 4 values of m (A stored [K, M]); otherwise 4 values of k.
+fn store_a(buf: u32, t: u32, v: vec4<f32>, m_contig: bool) {
   if (t >= 2u * BM) { return; }
-  if (a_transposed(phase)) {
+  if (m_contig) {
     As[buf][t] = v;
   } else {
     // Four k values of one row m: scatter to four k rows of the tile.
@@ -134,9 +120,10 @@ fn store_a(phase: u32, buf: u32, t: u32, v: vec4<f32>) {
   }
 }
 
-fn store_b(phase: u32, buf: u32, t: u32, v: vec4<f32>) {
+// `k_contig`: the loaded vec4 holds 4 values of k (B stored [N, K]); otherwise 4 values of n.
+fn store_b(buf: u32, t: u32, v: vec4<f32>, k_contig: bool) {
   if (t >= 2u * BN) { return; }
-  if (b_transposed(phase)) {
+  if (k_contig) {
     let n = t / 2u;
     let k = (t % 2u) * 4u;
     Bs[buf][(k + 0u) * BN4 + n / 4u][n % 4u] = v.x;
@@ -174,6 +161,29 @@ fn factors(m: u32, n0: u32) -> vec4<f32> {
   return vec4<f32>(lora_factor(m, n0), lora_factor(m, n0 + 1u), lora_factor(m, n0 + 2u), lora_factor(m, n0 + 3u));
 }
 
+// The LoRA prologue's tiles, loaded like the main ones: la [M, r] is k-contiguous; lb is [N, r]
+// (k-contiguous) when lora_trans_b, else [r, N].
+fn load_la(t: u32, row0: u32, k0: u32) -> vec4<f32> {
+  let m = row0 + t / 2u;
+  let k = k0 + (t % 2u) * 4u;
+  if (t < 2u * BM && m < p.M && k < p.r) { return la[(m * p.r + k) / 4u]; }
+  return vec4<f32>(0.0);
+}
+
+fn load_lb(t: u32, col0: u32, k0: u32) -> vec4<f32> {
+  if (t >= 2u * BN) { return vec4<f32>(0.0); }
+  if (p.lora_trans_b == 1u) {
+    let n = col0 + t / 2u;
+    let k = k0 + (t % 2u) * 4u;
+    if (n < p.N && k < p.r) { return lb[(n * p.r + k) / 4u]; }
+  } else {
+    let k = k0 + t / BN4;
+    let n = col0 + (t % BN4) * 4u;
+    if (k < p.r && n < p.N) { return lb[(k * p.N + n) / 4u]; }
+  }
+  return vec4<f32>(0.0);
+}
+
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let split = wid.z % p.splits;
@@ -185,57 +195,77 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   let b_base = batch * p.b_batch_stride;
   let k_begin = split * p.k_chunk;
   let k_end = min(p.K, k_begin + p.k_chunk);
-  // One k loop over a virtual range: [0, lora_len) walks the LoRA operands (split 0 only), the
-  // rest walks this split's K range. A single loop in one function keeps the accumulators in
-  // registers (a second loop in a helper function sent them to local memory: 16× slower).
-  let lora_len = select(0u, (p.r + TK - 1u) / TK * TK, LORA_PROLOGUE == 1u && p.r > 0u && split == 0u);
-  let total = lora_len + (k_end - k_begin);
 
   var acc: array<vec4<f32>, 16>;
   for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
 
-  var phase = select(MAIN, LORA, lora_len > 0u);
-  var ra = select(load_a(MAIN, t, row0, k_begin, k_end, a_base), load_a(LORA, t, row0, 0u, p.r, 0u), phase == LORA);
-  var rb = select(load_b(MAIN, t, col0, k_begin, k_end, b_base), load_b(LORA, t, col0, 0u, p.r, 0u), phase == LORA);
-  store_a(phase, 0u, t, ra);
-  store_b(phase, 0u, t, rb);
+  if (LORA_PROLOGUE == 1u && split == 0u && p.r > 0u) {
+    // The LoRA term is the accumulators' initial value: la·op(lb) through the same workgroup
+    // tiles and multiply-adds as the main loop (8 of r per step; BM = BN = 128), then scaled and
+    // masked in registers; the main loop below is the plain GEMM's. (Two earlier versions were
+    // slower on an H100: the LoRA steps as a virtual k range inside the main loop, with a phase
+    // check per step, made the whole GEMM 8% slower; reading la and lb straight from memory
+    // here, 15–50%: the kernel's register count is set by its busiest point.) Constant
+    // accumulator indices only: indexing acc with a loop variable sends it to local memory.
+    for (var k0 = 0u; k0 < p.r; k0 += TK) {
+      store_a(0u, t, load_la(t, row0, k0), false);
+      store_b(0u, t, load_lb(t, col0, k0), p.lora_trans_b == 1u);
+      workgroupBarrier();
+      for (var kk = 0u; kk < TK; kk++) {
+        let a0 = As[0][kk * BM4 + lid.y];
+        let a1 = As[0][kk * BM4 + 16u + lid.y];
+        let b0 = Bs[0][kk * BN4 + lid.x];
+        let b1 = Bs[0][kk * BN4 + 16u + lid.x];
+        acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+        acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+        acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+        acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+        acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+        acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+        acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+        acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+        acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+        acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+        acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+        acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+        acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+        acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+        acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+        acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+      }
+      workgroupBarrier();
+    }
+    acc[0] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 0u, 0u));
+    acc[1] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 1u, 0u));
+    acc[2] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 0u, 0u));
+    acc[3] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 1u, 0u));
+    acc[4] *= factors(row0 + row_of(lid, 2u), col0 + col_of(lid, 0u, 0u));
+    acc[5] *= factors(row0 + row_of(lid, 2u), col0 + col_of(lid, 1u, 0u));
+    acc[6] *= factors(row0 + row_of(lid, 3u), col0 + col_of(lid, 0u, 0u));
+    acc[7] *= factors(row0 + row_of(lid, 3u), col0 + col_of(lid, 1u, 0u));
+    acc[8] *= factors(row0 + row_of(lid, 4u), col0 + col_of(lid, 0u, 0u));
+    acc[9] *= factors(row0 + row_of(lid, 4u), col0 + col_of(lid, 1u, 0u));
+    acc[10] *= factors(row0 + row_of(lid, 5u), col0 + col_of(lid, 0u, 0u));
+    acc[11] *= factors(row0 + row_of(lid, 5u), col0 + col_of(lid, 1u, 0u));
+    acc[12] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 0u, 0u));
+    acc[13] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 1u, 0u));
+    acc[14] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 0u, 0u));
+    acc[15] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 1u, 0u));
+  }
+
+  var ra = load_a(t, row0, k_begin, k_end, a_base);
+  var rb = load_b(t, col0, k_begin, k_end, b_base);
+  store_a(0u, t, ra, TRANS_A == 1u);
+  store_b(0u, t, rb, TRANS_B == 1u);
   workgroupBarrier();
 
   var buf = 0u;
-  for (var v0 = 0u; v0 < total; v0 += TK) {
-    let next = v0 + TK;
-    let more = next < total;
-    let next_phase = select(MAIN, LORA, next < lora_len);
+  for (var k0 = k_begin; k0 < k_end; k0 += TK) {
+    let next = k0 + TK;
+    let more = next < k_end;
     if (more) {
-      if (next_phase == LORA) {
-        ra = load_a(LORA, t, row0, next, p.r, 0u);
-        rb = load_b(LORA, t, col0, next, p.r, 0u);
-      } else {
-        let k = k_begin + next - lora_len;
-        ra = load_a(MAIN, t, row0, k, k_end, a_base);
-        rb = load_b(MAIN, t, col0, k, k_end, b_base);
-      }
-    }
-    if (LORA_PROLOGUE == 1u && lora_len > 0u && v0 == lora_len) {
-      // All LoRA steps are in: scale them (and apply the dropout mask) before the main product.
-      // Constant indices only: a loop here (with the hash inside) was not unrolled, and indexing
-      // acc with a loop variable sent all accumulators to local memory (16x slower on an H200).
-      acc[0] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 0u, 0u));
-      acc[1] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 1u, 0u));
-      acc[2] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 0u, 0u));
-      acc[3] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 1u, 0u));
-      acc[4] *= factors(row0 + row_of(lid, 2u), col0 + col_of(lid, 0u, 0u));
-      acc[5] *= factors(row0 + row_of(lid, 2u), col0 + col_of(lid, 1u, 0u));
-      acc[6] *= factors(row0 + row_of(lid, 3u), col0 + col_of(lid, 0u, 0u));
-      acc[7] *= factors(row0 + row_of(lid, 3u), col0 + col_of(lid, 1u, 0u));
-      acc[8] *= factors(row0 + row_of(lid, 4u), col0 + col_of(lid, 0u, 0u));
-      acc[9] *= factors(row0 + row_of(lid, 4u), col0 + col_of(lid, 1u, 0u));
-      acc[10] *= factors(row0 + row_of(lid, 5u), col0 + col_of(lid, 0u, 0u));
-      acc[11] *= factors(row0 + row_of(lid, 5u), col0 + col_of(lid, 1u, 0u));
-      acc[12] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 0u, 0u));
-      acc[13] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 1u, 0u));
-      acc[14] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 0u, 0u));
-      acc[15] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 1u, 0u));
+      ra = load_a(t, row0, next, k_end, a_base);
+      rb = load_b(t, col0, next, k_end, b_base);
     }
     for (var kk = 0u; kk < TK; kk++) {
       let a0 = As[buf][kk * BM4 + lid.y];
@@ -268,33 +298,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     }
     if (more) {
       buf = 1u - buf;
-      store_a(next_phase, buf, t, ra);
-      store_b(next_phase, buf, t, rb);
+      store_a(buf, t, ra, TRANS_A == 1u);
+      store_b(buf, t, rb, TRANS_B == 1u);
     }
     workgroupBarrier();
-  }
-  if (LORA_PROLOGUE == 1u && lora_len > 0u && total == lora_len) {
-    // An empty main range (K = 0): the LoRA term still gets its scale. (Written out twice on
-    // purpose: checking for the last LoRA step at the end of the loop body instead made the
-    // fused GEMM 30% slower on an H100, 2.6 ms instead of 2.0.)
-    // Constant indices only: a loop here (with the hash inside) was not unrolled, and indexing
-    // acc with a loop variable sent all accumulators to local memory (16x slower on an H200).
-    acc[0] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 0u, 0u));
-    acc[1] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 1u, 0u));
-    acc[2] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 0u, 0u));
-    acc[3] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 1u, 0u));
-    acc[4] *= factors(row0 + row_of(lid, 2u), col0 + col_of(lid, 0u, 0u));
-    acc[5] *= factors(row0 + row_of(lid, 2u), col0 + col_of(lid, 1u, 0u));
-    acc[6] *= factors(row0 + row_of(lid, 3u), col0 + col_of(lid, 0u, 0u));
-    acc[7] *= factors(row0 + row_of(lid, 3u), col0 + col_of(lid, 1u, 0u));
-    acc[8] *= factors(row0 + row_of(lid, 4u), col0 + col_of(lid, 0u, 0u));
-    acc[9] *= factors(row0 + row_of(lid, 4u), col0 + col_of(lid, 1u, 0u));
-    acc[10] *= factors(row0 + row_of(lid, 5u), col0 + col_of(lid, 0u, 0u));
-    acc[11] *= factors(row0 + row_of(lid, 5u), col0 + col_of(lid, 1u, 0u));
-    acc[12] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 0u, 0u));
-    acc[13] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 1u, 0u));
-    acc[14] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 0u, 0u));
-    acc[15] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 1u, 0u));
   }
 
   let c_base = (batch * p.splits + split) * p.M * p.N;

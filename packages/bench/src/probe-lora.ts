@@ -1,0 +1,63 @@
+/**
+ * Exploration probe: the per-kernel GPU time of one fused LoRA forward and one training step
+ * (M = 2048, in = out = 4096), each captured dispatch timed on its own. Not part of the
+ * published benchmark; it says where the time over the base GEMM goes.
+ *
+ *   node probe-lora.mjs [r ...]
+ */
+import { createWebGPUBackend, type DispatchSpec } from '@metal-lora/metal-kernels';
+import * as T from '@metal-lora/tensor';
+import { randomValues } from '@metal-lora/tensor/testing';
+import { timeKernel } from './timing';
+
+const backend = await createWebGPUBackend({ preciseTimestamps: true });
+T.setBackendSync(backend);
+const make = (shape: number[], seed: number, std = 1) => T.tensor(randomValues(shape.reduce((a, b) => a * b, 1), seed, std), shape, { dtype: 'float32' });
+
+async function profile(label: string, step: () => void): Promise<void> {
+  const captured: DispatchSpec[] = [];
+  const dispatch = backend.dispatch.bind(backend);
+  backend.dispatch = (spec: DispatchSpec) => {
+    captured.push(spec);
+    dispatch(spec);
+  };
+  step();
+  backend.dispatch = dispatch;
+  await backend.sync();
+  const whole = await timeKernel(backend, step);
+  let sum = 0;
+  console.log(`${label}: ${captured.length} dispatches, whole ${whole.ms.toFixed(4)} ms`);
+  for (const spec of captured) {
+    const { ms } = await timeKernel(backend, () => dispatch(spec));
+    sum += ms;
+    console.log(`  ${(spec.label ?? spec.key).padEnd(40)} ${spec.workgroups.join('x').padEnd(14)} ${ms.toFixed(4)} ms`);
+  }
+  console.log(`  sum of kernels ${sum.toFixed(4)} ms`);
+}
+
+const ranks = process.argv.slice(2).map(Number).filter((n) => n > 0);
+const [M, inF, outF] = [2048, 4096, 4096];
+const x = make([M, inF], 1);
+const w = make([outF, inF], 2, 1 / Math.sqrt(inF));
+const dy = make([M, outF], 3);
+for (const r of ranks.length ? ranks : [8, 64]) {
+  const a = make([r, inF], 4, 1 / Math.sqrt(inF));
+  const b = make([outF, r], 5, 0.1);
+  const scale = 16 / r;
+  await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
+  await profile(`r=${r} base dy·W (dx without LoRA)`, () => T.tidy(() => T.noGrad(() => T.matmul(dy, w))));
+  await profile(`r=${r} fused forward`, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
+  await profile(`r=${r} fused step`, () =>
+    T.tidy(() => {
+      const [xs, as, bs] = [x, a, b].map((t) => {
+        const leaf = t.detach();
+        leaf.requiresGrad = true;
+        return leaf;
+      });
+      T.loraLinear(xs, w, as, bs, { scale }).backward(dy);
+      for (const t of [xs, as, bs]) t.grad?.dispose();
+    }),
+  );
+}
+await backend.sync();
+backend.context.device.destroy();
