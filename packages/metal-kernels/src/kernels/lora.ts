@@ -4,6 +4,7 @@ import { gemmOutput, recordGemm, VEC4_128 } from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
+import { loraDualApplies, recordLoraDual } from './lora-dual';
 
 const gemmType = (dtype: DType) => (dtype === 'float16' ? 'float16' : 'float32');
 
@@ -82,19 +83,32 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   const gemm = (shape: { M: number; N: number; K: number; transA: boolean; transB: boolean }, ops: { a: GPUBuffer; b: GPUBuffer; c: GPUBuffer; alpha: number; beta: number }) =>
     recordGemm(backend, { ...shape, batch: 1, dtype: gemmType(dtype) }, { ...ops, aBatchStride: 0, bBatchStride: 0, dtype });
   const outputs: KernelOutput[] = [];
-  // U = s·dy·B  [M, r], B as stored (the selector's rank-shaped vec4 tiles take it directly).
-  const u = gemmOutput(backend, dtype, 1, M, r);
-  gemm({ M, N: r, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
-  if (attrs.needX && p > 0 && loraPlan(M, inF, outF, r, dtype) === 'fused') {
+  const plan = loraPlan(M, inF, outF, r, dtype);
+  // U = s·dy·B [M, r] (for dx and dA) and dB = s·dyᵀ·T [out, r]: from one read of dy where the
+  // dual kernel applies, else as two GEMMs (B as stored: the selector's rank-shaped tiles take it).
+  const needU = attrs.needX || attrs.needA;
+  let dB: GpuData | null = null;
+  let u: GpuData;
+  // The dual kernel is used up to r = 32: on an H100 (M = 2048, out = 4096) it took 0.064 ms
+  // against 0.075 ms for the two GEMMs at r = 8, the same at r = 32, and 0.174 against 0.115 ms
+  // at r = 64 (packages/bench/RESULTS.md).
+  if (needU && attrs.needB && plan === 'fused' && r <= 32 && loraDualApplies(M, outF, r, dtype)) {
+    ({ u, dB } = recordLoraDual(backend, buf(dy), buf(b), buf(t), M, outF, r, s));
+  } else {
+    u = gemmOutput(backend, dtype, 1, M, r);
+    if (needU) gemm({ M, N: r, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
+  }
+  if (attrs.needX && p > 0 && plan === 'fused') {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue, masked in registers, so no
     // masked [M, in] copy exists. Without dropout the two-GEMM form below is used instead: on an
     // H100 (2048×4096×4096) the prologue made this GEMM (W not transposed) 15% slower than
-    // dy·W alone, while U·A into dx plus dy·W accumulated on top costs about 4%.
+    // dy·W alone (2.01 vs 1.75 ms; the same with Aᵀ as the prologue's operand), while U·A
+    // written into dx with dy·W accumulated on top took 1.81 ms.
     const dx = gemmOutput(backend, dtype, 1, M, inF);
     recordGemm(
       backend,
       { M, N: inF, K: outF, batch: 1, transA: false, transB: false },
-      { a: buf(dy), b: buf(w), c: dx.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined } },
+      { a: buf(dy), b: buf(w), c: dx.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: { p, seed: attrs.seed } } },
       VEC4_128,
     );
     outputs.push(out(dx, [M, inF], dtype));
@@ -119,8 +133,10 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   }
   backend.release(u.buffer);
   if (attrs.needB) {
-    const dB = gemmOutput(backend, dtype, 1, outF, r);
-    gemm({ M: outF, N: r, K: M, transA: true, transB: false }, { a: buf(dy), b: buf(t), c: dB.buffer, alpha: s, beta: 0 });
+    if (!dB) {
+      dB = gemmOutput(backend, dtype, 1, outF, r);
+      gemm({ M: outF, N: r, K: M, transA: true, transB: false }, { a: buf(dy), b: buf(t), c: dB.buffer, alpha: s, beta: 0 });
+    }
     outputs.push(out(dB, [outF, r], dtype));
   }
   if (attrs.needWeight) {

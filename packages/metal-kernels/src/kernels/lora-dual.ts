@@ -1,0 +1,83 @@
+/**
+ * U = s·dy·B and dB = s·dyᵀ·T from one read of dy (lora-dual.wgsl) plus one reduction dispatch
+ * for both (lora-dual-reduce.wgsl): the LoRA backward's two products over dy.
+ */
+import type { GpuData, WebGPUBackend } from '../backend';
+import dualSource from '../wgsl/lora-dual.wgsl';
+import reduceSource from '../wgsl/lora-dual-reduce.wgsl';
+import { specialize } from '../shader';
+import { grid1d, uniform } from './common';
+
+const BM = 64;
+const NS = 64;
+/** Ranks the kernel handles: 4..64, multiples of 4 (up to 4 accumulators of each kind per thread). */
+export const LORA_DUAL_MAX_RANK = 64;
+
+/** Whether the dual kernel applies: f32, r a multiple of 4 up to 64, N a multiple of 4, and enough rows to fill blocks. */
+export function loraDualApplies(M: number, N: number, r: number, dtype: string): boolean {
+  return dtype === 'float32' && r % 4 === 0 && r > 0 && r <= LORA_DUAL_MAX_RANK && N % 4 === 0 && M > 16;
+}
+
+const lines = (n: number, f: (i: number) => string) => Array.from({ length: n }, (_, i) => f(i)).join('\n');
+
+const sources = new Map<number, string>();
+
+/** OU, the outputs of each kind per thread: the least power of two with (64 / OU)·R4 ≤ 256 threads. */
+function outputsPerThread(r: number): number {
+  let ou = 1;
+  while ((BM / ou) * (r / 4) > 256) ou *= 2;
+  return ou;
+}
+
+function dualShader(r: number): { key: string; source: string } {
+  const key = `lora-dual<r=${r}>`;
+  const cached = sources.get(r);
+  if (cached) return { key, source: cached };
+  const R4 = r / 4;
+  const OU = outputsPerThread(r);
+  const source = specialize('lora-dual', dualSource, {
+    R4: String(R4),
+    OU: String(OU),
+    U_DECL: lines(OU, (i) => `  var u${i} = vec4<f32>(0.0);`),
+    U_FMA: lines(OU, (i) => `        u${i} += tile[at(g * OU + ${i}u, n)] * bv;`),
+    B_DECL: lines(OU, (i) => `      var b${i} = vec4<f32>(0.0);`),
+    B_FMA: lines(OU, (i) => `        b${i} += tile[at(m, g * OU + ${i}u)] * tv;`),
+    B_STORE: lines(OU, (i) => `      if (n0 + g * OU + ${i}u < n_end) { ws_b[(block * p.N + n0 + g * OU + ${i}u) * R4 + j4] = b${i}; }`),
+    U_STORE: lines(OU, (i) => `    if (m0 + g * OU + ${i}u < p.M) { ws_u[(chunk * p.M + m0 + g * OU + ${i}u) * R4 + j4] = u${i}; }`),
+  });
+  sources.set(r, source);
+  return { key, source };
+}
+
+/** Column chunks per block of rows: about 256 workgroups in all, each chunk a whole number of tiles. */
+export function loraDualGrid(M: number, N: number): { blocks: number; chunks: number; nChunk: number } {
+  const blocks = Math.ceil(M / BM);
+  const tiles = Math.ceil(N / NS);
+  const wanted = Math.max(1, Math.min(tiles, Math.ceil(256 / blocks)));
+  const nChunk = Math.ceil(tiles / wanted) * NS;
+  return { blocks, chunks: Math.ceil(N / nChunk), nChunk };
+}
+
+/** Records U = s·dy·B [M, r] and dB = s·dyᵀ·T [N, r] (see {@link loraDualApplies}). */
+export function recordLoraDual(backend: WebGPUBackend, dy: GPUBuffer, b: GPUBuffer, t: GPUBuffer, M: number, N: number, r: number, scale: number): { u: GpuData; dB: GpuData } {
+  const { blocks, chunks, nChunk } = loraDualGrid(M, N);
+  const u = backend.allocate('float32', M * r, 'loraLinear U');
+  const dB = backend.allocate('float32', N * r, 'loraLinear dB');
+  const wsU = backend.acquire(chunks * M * r * 4, 'lora-dual U partials');
+  const wsB = backend.acquire(blocks * N * r * 4, 'lora-dual dB partials');
+  const { key, source } = dualShader(r);
+  backend.dispatch({ key, source, buffers: [dy, b, t, wsU, wsB], uniform: uniform([M, N, nChunk, 0]), workgroups: [blocks, chunks, 1], label: `lora-dual r${r}` });
+  const n4 = (M + N) * (r / 4);
+  const { workgroups, gridX } = grid1d(n4);
+  backend.dispatch({
+    key: 'lora-dual-reduce',
+    source: reduceSource,
+    buffers: [wsU, wsB, u.buffer, dB.buffer],
+    uniform: uniform([M * (r / 4), N * (r / 4), chunks, blocks, gridX, 0, 0, { f32: scale }]),
+    workgroups,
+    label: 'lora-dual reduce',
+  });
+  backend.release(wsU);
+  backend.release(wsB);
+  return { u, dB };
+}
