@@ -117,18 +117,19 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
   const rowsStream = gemvRowsStream(shape);
   const colsStream = gemvColsStream(shape);
   // Bandwidth-bound shapes: one operand has ≤ 16 rows (decode, or a LoRA rank ≤ 16), the other
-  // is read once. Settings from the H100 sweep (`gemm-bench --explore`, packages/bench/RESULTS.md):
-  // one W row per lane group, two loads in flight (four for M = 1); ranks above 16 ran faster on tiles.
+  // is read once. Settings from the H100 sweep (`gemm-bench --explore-gemv`, packages/bench/RESULTS.md):
+  // one W row per lane group of 32; four loads in flight for decode with M ≤ 4, two otherwise;
+  // ranks above 16 ran faster on tiles.
   const few = rowsStream === 'b' || colsStream === 'b' ? M : N;
   const many = rowsStream === 'b' || colsStream === 'b' ? N : M;
   if ((rowsStream || colsStream) && K >= 64 && many >= 64 && few <= 16) {
     const mr = bucket(few);
     const config: GemvRowsConfig | GemvColsConfig = rowsStream
-      ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: 32, rows: 1, mr, unroll: mr === 1 ? 4 : 2, splits: 1 }
+      ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: 32, rows: 1, mr, unroll: mr <= 4 && many === N ? 4 : 2, splits: 1 }
       : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 64, mr, unroll: 2, splits: 1 };
-    // Enough workgroups for a large GPU (512 streaming a weight, 2048 streaming an activation
-    // for a rank product: the measured best), each split keeping ≥ 256 of K.
-    const target = many === N ? 512 : 2048;
+    // Enough workgroups for a large GPU, each split keeping ≥ 256 of K: 512 streaming a weight
+    // with ≤ 4 rows of x, else 2048 (decode M = 16: 0.070 ms with 4 splits, 0.077 without).
+    const target = many === N && mr <= 4 ? 512 : 2048;
     const splits = Math.max(1, Math.min(64, Math.ceil(target / gemvGroups(shape, config)), Math.floor(K / 256)));
     return splits > 1 ? { ...config, name: `${config.name}+splitK${splits}`, splits } : config;
   }

@@ -14,7 +14,7 @@ describe('selectGemm (pure)', () => {
     ['decode x·Wᵀ, M = 1', shape(1, 4096, 4096, { transB: true }), 'gemv-rows1'],
     ['decode x·Wᵀ, K odd', shape(1, 4096, 4095, { transB: true }), 'gemv1'],
     ['decode M = 4', shape(4, 4096, 4096, { transB: true }), 'gemv-rows4'],
-    ['decode M = 16', shape(16, 4096, 4096, { transB: true }), 'gemv-rows16'],
+    ['decode M = 16 (K split: measured faster)', shape(16, 4096, 4096, { transB: true }), 'gemv-rows16+splitK4'],
     ['decode x·W (B not transposed), M = 3', shape(3, 4096, 4096), 'gemv-cols4+splitK16'],
     ['decode float16: portable gemv', shape(1, 4096, 4096, { transB: true, dtype: 'float16' }), 'gemv1'],
     ['big x·Wᵀ (aligned f32: vec4 kernel)', shape(2048, 4096, 4096, { transB: true }), 'vec4-128x128'],
