@@ -74,7 +74,11 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
       yf.dispose();
       if (!cmp.ok) throw new Error(cmp.message);
 
-      const base = await timeOn(backend, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
+      // The first timing after a case's uploads is discarded: on the H100 it was sometimes far
+      // slower than the same work timed again (one base GEMM read 6.0 ms instead of 1.70).
+      const baseRun = () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true })));
+      await timeOn(backend, baseRun);
+      const base = await timeOn(backend, baseRun);
       const unfusedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => unfusedForward(x, a, b))));
       const fusedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
       // A training step: forward, then dx, dA, dB (x requires grad: not the first layer).
