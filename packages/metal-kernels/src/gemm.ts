@@ -141,11 +141,13 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
     return { kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits };
   }
   const vec4Ok = vec4Aligned(shape) && device.maxWorkgroupStorage >= 16384 && device.maxInvocations >= 256;
-  if (vec4Ok && Math.min(M, N) <= 64 && Math.max(M, N) >= 256 && K >= 64) {
-    // Rank-shaped products with 16 < r ≤ 64 (x·Aᵀ, dy·B, dyᵀ·T with N = r; Uᵀ·x with M = r): the
-    // vec4 tile halved on the rank side, K split to ~256 workgroups. On an H100 these ran
-    // 1.5–2.1× faster than tile64x64 at r = 32 and 64 (packages/bench/RESULTS.md).
-    const base = N <= M ? VEC4_128x64 : VEC4_64x128;
+  const rankShaped = (Math.min(M, N) <= 64 && Math.max(M, N) >= 256) || (Math.min(M, N) <= 256 && Math.max(M, N) >= 1024);
+  if (vec4Ok && rankShaped && K >= 64) {
+    // Rank-shaped products (x·Aᵀ, dy·B, dyᵀ·T with N = r; Uᵀ·x with M = r) with r > 16, or any
+    // r for dy·B: the vec4 tile, halved on the rank side up to r = 64, K split to ~256
+    // workgroups. On an H100 these ran 2× faster than tile64x64 at r = 32 and 64, and 3–7×
+    // faster than the scalar tiles at r = 128 and 256 (packages/bench/RESULTS.md).
+    const base = Math.min(M, N) > 64 ? VEC4_128 : N <= M ? VEC4_128x64 : VEC4_64x128;
     const tiles = Math.ceil(M / (base.bm ?? 128)) * Math.ceil(N / (base.bn ?? 128)) * batch;
     const splits = splitsFor(tiles, K);
     return splits > 1 ? { ...base, name: `${base.name}+splitK${splits}`, splits } : base;

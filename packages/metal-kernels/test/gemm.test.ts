@@ -29,6 +29,8 @@ describe('selectGemm (pure)', () => {
     ['Uᵀ·x, M = r = 16, long K', shape(16, 4096, 2048, { transA: true }), 'gemv-cols16+splitK8'],
     ['Uᵀ·x, M = r = 64: half-height vec4 tiles', shape(64, 4096, 2048, { transA: true }), 'vec4-64x128+splitK8'],
     ['dyᵀ·T, N = r = 64', shape(4096, 64, 2048, { transA: true }), 'vec4-128x64+splitK8'],
+    ['x·Aᵀ, N = r = 128: 128×128 vec4 tiles, split K', shape(2048, 128, 4096, { transB: true }), 'vec4-128x128+splitK16'],
+    ['Uᵀ·x, M = r = 256', shape(256, 4096, 2048, { transA: true }), 'vec4-128x128+splitK4'],
     ['dyᵀ·T, N = r = 8', shape(4096, 8, 2048, { transA: true }), 'gemv-cols8+splitK8'],
     ['bias gradient onesᵀ·dy', shape(1, 4096, 2048), 'gemv-cols1+splitK8'],
     ['T·Bᵀ, K = r', shape(2048, 4096, 16, { transB: true }), 'vec4-128x128'],
@@ -189,6 +191,7 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     await checkMatmul(backend, [257, 40], [257, 300], { transposeA: true }, 'Uᵀ·x, r = 40 (half-height vec4 tiles)');
     await checkMatmul(backend, [257, 300], [40, 300], { transposeB: true }, 'x·Aᵀ, r = 40 (half-width vec4 tiles)');
     await checkMatmul(backend, [1100, 36], [1100, 260], { transposeA: true }, 'dyᵀ·T shape, split K');
+    await checkMatmul(backend, [1100, 132], [128, 132], { transposeB: true }, 'x·Aᵀ, r = 128 (128×128 vec4 tiles)');
     await checkMatmul(backend, [3, 300], [130, 300], { transposeB: true }, 'decode');
   });
 });
