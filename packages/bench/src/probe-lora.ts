@@ -1,11 +1,12 @@
 /**
  * Exploration probe: the per-kernel GPU time of one fused LoRA forward and one training step
- * (M = 2048, in = out = 4096), each captured dispatch timed on its own. Not part of the
+ * (M = 2048, in = out = 4096), and of the decode forward (M = 1, 16) on both plans, each
+ * captured dispatch timed on its own. Not part of the
  * published benchmark; it says where the time over the base GEMM goes.
  *
  *   node probe-lora.mjs [r ...]
  */
-import { createWebGPUBackend, type DispatchSpec } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type DispatchSpec, forceLoraPlan, loraPlan } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { timeKernel } from './timing';
@@ -58,6 +59,17 @@ for (const r of ranks.length ? ranks : [8, 64]) {
       for (const t of [xs, as, bs]) t.grad?.dispose();
     }),
   );
+}
+// Decode shapes, r = 16: the base GEMV and the forward on both plans.
+for (const Md of [1, 16]) {
+  const xd = make([Md, inF], 6);
+  const a = make([16, inF], 4, 1 / Math.sqrt(inF));
+  const b = make([outF, 16], 5, 0.1);
+  await profile(`decode M=${Md} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(xd, w, { transposeB: true }))));
+  await profile(`decode M=${Md} r=16 forward (${loraPlan(Md, inF, outF, 16, 'float32')})`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
+  forceLoraPlan('composed');
+  await profile(`decode M=${Md} r=16 forward (composed)`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
+  forceLoraPlan(null);
 }
 await backend.sync();
 backend.context.device.destroy();

@@ -179,7 +179,10 @@ export function forceGemmConfig(config: GemmConfig | null): void {
   forced = config;
 }
 
-/** The fused LoRA prologue of gemm-vec4.wgsl: C gets s·mask⊙(la·op(lb)) added before α. */
+/**
+ * The fused LoRA term: C gets s·mask⊙(la·op(lb)) added before α. gemm-vec4.wgsl (128×128) runs it
+ * as a prologue; gemv-rows.wgsl, streaming B with lb [N, r] and no mask, as an epilogue (decode).
+ */
 export interface LoraPrologue {
   /** [M, r], r contiguous. */
   la: GPUBuffer;
@@ -219,8 +222,16 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const hasBias = ops.bias ? 1 : 0;
   const accumulate = ops.beta !== 0 ? 1 : 0;
   const bias = ops.bias ?? dummy(backend);
-  if (ops.lora && (cfg.kind !== 'vec4' || (cfg.bm ?? 128) !== 128 || (cfg.bn ?? 128) !== 128 || batch !== 1 || ops.lora.r % 4 !== 0)) {
-    throw new ValueError('matmul', 'the fused LoRA prologue needs the 128×128 vec4 kernel, batch 1 and a rank divisible by 4', 'vec4-128x128, batch 1, r % 4 = 0', `${cfg.name}, batch ${batch}, r ${ops.lora.r}`);
+  const loraOnVec4 = cfg.kind === 'vec4' && (cfg.bm ?? 128) === 128 && (cfg.bn ?? 128) === 128 && batch === 1 && ops.lora !== undefined && ops.lora.r % 4 === 0;
+  // The decode form: gemv-rows streaming W adds s·T·Bᵀ in its epilogue (B [N, r], no dropout mask).
+  const loraOnGemv = cfg.kind === 'gemv-rows' && ops.lora !== undefined && ops.lora.transB && !(ops.lora.dropout && ops.lora.dropout.p > 0) && gemvRowsStream({ ...shape, dtype: 'float32' }) === 'b';
+  if (ops.lora && !loraOnVec4 && !loraOnGemv) {
+    throw new ValueError(
+      'matmul',
+      'the fused LoRA term needs the 128×128 vec4 kernel (batch 1, rank divisible by 4) or gemv-rows streaming B (B [N, r], no dropout)',
+      'vec4-128x128 or gemv-rows over W',
+      `${cfg.name}, batch ${batch}, r ${ops.lora.r}`,
+    );
   }
   if (cfg.kind === 'vec4' && !vec4Aligned({ ...shape, dtype: ops.dtype === 'float16' ? 'float16' : 'float32' })) {
     throw new ValueError('matmul', `${cfg.name} needs f32 operands whose contiguous dims are multiples of 4`, 'an aligned shape', JSON.stringify(shape));
@@ -238,7 +249,8 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const useWorkspace = cfg.kind === 'gemv' || realSplits > 1;
   const ws = useWorkspace ? backend.acquire(batch * realSplits * M * N * 4, 'gemm split-K workspace') : null;
   if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
-    const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null };
+    const lora = ops.lora ? { t: ops.lora.la, b: ops.lora.lb, r: ops.lora.r, scale: ops.lora.scale } : undefined;
+    const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null, lora };
     if (cfg.kind === 'gemv-rows') recordGemvRows(backend, shape, gemvOps, cfg, kChunk, realSplits);
     else recordGemvCols(backend, shape, gemvOps, cfg, kChunk, realSplits);
   } else if (cfg.kind === 'gemv') {

@@ -105,6 +105,8 @@ export interface GemvOperands {
   a: GPUBuffer;
   b: GPUBuffer;
   bias?: GPUBuffer;
+  /** gemv-rows streaming B only: add s·T·Bᵀ (T [M, r], B [N, r]) before α. */
+  lora?: { t: GPUBuffer; b: GPUBuffer; r: number; scale: number };
   /** C, or the split-K workspace [splits, M·N] when `split`. */
   c: GPUBuffer;
   alpha: number;
@@ -123,14 +125,14 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   // Streamed operand W (NW rows) and the small one X (its rows in chunks of MR).
   const [x, w, smallRows, NW] = streamB ? [ops.a, ops.b, s.M, s.N] : [ops.b, ops.a, s.N, s.M];
   const { key, source } = rowsShader(c);
-  const flags = epilogueFlags(ops, streamB);
+  const flags = { ...epilogueFlags(ops, streamB), HAS_LORA: ops.lora ? 1 : 0 };
   for (let row0 = 0; row0 < smallRows; row0 += c.mr) {
     backend.dispatch({
       key,
       source,
       constants: flags,
-      buffers: [x, w, ops.bias ?? dummy(backend), ops.c],
-      uniform: uniform([Math.min(c.mr, smallRows - row0), NW, s.K / 4, kChunk / 4, row0, s.N, s.M * s.N, 0, { f32: ops.alpha }, { f32: ops.beta }]),
+      buffers: [x, w, ops.bias ?? dummy(backend), ops.c, ops.lora?.t ?? dummy(backend), ops.lora?.b ?? dummy(backend)],
+      uniform: uniform([Math.min(c.mr, smallRows - row0), NW, s.K / 4, kChunk / 4, row0, s.N, s.M * s.N, ops.lora?.r ?? 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: ops.lora?.scale ?? 0 }]),
       workgroups: [Math.ceil(NW / ((256 / c.lanes) * c.rows)), splits, 1],
       label: c.name,
     });

@@ -175,6 +175,34 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       });
     }
   }
+  for (const cfg of [rowsConfigs[1], { ...rowsConfigs[1], name: `${rowsConfigs[1].name}+splitK3`, splits: 3 }]) {
+    gpuIt(`${cfg.name}: the decode LoRA epilogue (C = α·(x·Wᵀ + s·T·Bᵀ) + β·C + bias)`, async (backend) => {
+      const [M, N, K, r] = [3, 37, 68, 5];
+      const [x, w, t, lb, c0, bias] = [randomValues(M * K, 41), randomValues(N * K, 42), randomValues(M * r, 43), randomValues(N * r, 44), randomValues(M * N, 45), randomValues(N, 46)];
+      const [alpha, beta, scale] = [0.5, 2, 1.25];
+      const up = (v: Float64Array) => (backend.upload(Float32Array.from(v), 'float32') as { buffer: GPUBuffer }).buffer;
+      const bufs = [x, w, t, lb, c0, bias].map(up);
+      const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: true };
+      recordGemm(backend, shape, { a: bufs[0], b: bufs[1], c: bufs[4], bias: bufs[5], aBatchStride: 0, bBatchStride: 0, alpha, beta, dtype: 'float32', lora: { la: bufs[2], lb: bufs[3], r, transB: true, scale } }, cfg);
+      const got = await backend.read({ buffer: bufs[4], bytes: M * N * 4 }, 'float32', M * N);
+      const want = new Float64Array(M * N);
+      for (let m = 0; m < M; m++) {
+        for (let n = 0; n < N; n++) {
+          let dot = 0;
+          for (let k = 0; k < K; k++) dot += x[m * K + k] * w[n * K + k];
+          let low = 0;
+          for (let j = 0; j < r; j++) low += t[m * r + j] * lb[n * r + j];
+          want[m * N + n] = alpha * (dot + scale * low) + beta * c0[m * N + n] + bias[n];
+        }
+      }
+      for (const buffer of bufs) backend.release(buffer);
+      assertClose(got, want, scaledTolerance(TOLERANCES.float32Gemm, want), `${cfg.name} LoRA epilogue`);
+      // Where the epilogue cannot apply (streaming x, N = r): a typed refusal.
+      expect(() =>
+        recordGemm(backend, { M: 130, N: 5, K, batch: 1, transA: false, transB: true }, { a: bufs[0], b: bufs[1], c: bufs[4], aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32', lora: { la: bufs[2], lb: bufs[3], r, transB: true, scale } }, cfg),
+      ).toThrow(/the fused LoRA term needs/);
+    });
+  }
   gpuIt('gemv-rows and gemv-cols refuse layouts they cannot stream, with a typed error', async (backend) => {
     forceGemmConfig(rowsConfigs[0]);
     expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([8, 5], 2, backend, 'float32'))).toThrow(/gemv-rows l32 r1 mr1 u2 does not apply to this shape or layout; expected f32 A·Bᵀ/);

@@ -53,6 +53,10 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
   cases.push({ M: 130, inF: 256, outF: 132, r: 64, bias: true, dropout: 0.05, xGrad: true });
   // The rest of the rank grid: 4, 32, 128, 256.
   cases.push({ M: 1, inF: 40, outF: 24, r: 4, bias: true, dropout: 0, xGrad: true });
+  // Decode shapes on the fused plan: gemv-rows over W with the LoRA epilogue (odd rank too).
+  cases.push({ M: 1, inF: 68, outF: 132, r: 8, bias: true, dropout: 0, xGrad: true });
+  cases.push({ M: 3, inF: 128, outF: 100, r: 13, bias: false, dropout: 0.2, xGrad: true });
+  cases.push({ M: 16, inF: 256, outF: 72, r: 64, bias: true, dropout: 0, xGrad: false });
   cases.push({ M: 64, inF: 68, outF: 36, r: 32, bias: false, dropout: 0.3, xGrad: true });
   cases.push({ M: 257, inF: 132, outF: 68, r: 128, bias: true, dropout: 0, xGrad: false });
   cases.push({ M: 3, inF: 37, outF: 29, r: 256, bias: true, dropout: 0.1, xGrad: true });
@@ -62,8 +66,11 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     [64, 36, 132, 8, 'float32', 'fused'],
     [257, 68, 44, 4, 'float32', 'fused'],
     [2048, 4096, 4096, 16, 'float32', 'fused'],
-    [1, 4096, 4096, 16, 'float32', 'composed'],
-    [16, 4096, 4096, 16, 'float32', 'composed'],
+    [1, 4096, 4096, 16, 'float32', 'fused'],
+    [16, 4096, 4096, 16, 'float32', 'fused'],
+    [1, 4096, 4096, 13, 'float32', 'fused'],
+    [1, 4095, 4096, 16, 'float32', 'composed'],
+    [1, 40, 24, 4, 'float32', 'composed'],
     [64, 37, 132, 8, 'float32', 'composed'],
     [64, 36, 132, 6, 'float32', 'composed'],
     [64, 36, 132, 8, 'float16', 'composed'],

@@ -1,6 +1,6 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { gemmOutput, recordGemm, VEC4_128 } from '../gemm';
+import { gemmOutput, recordGemm, selectGemm, VEC4_128 } from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -30,16 +30,21 @@ export function forceLoraPlan(plan: LoraPlan | null): void {
 
 /**
  * How loraLinear runs on the GPU, a pure function of the shape (table-tested):
- * - `fused`: the low-rank product enters the base GEMM as a prologue of the vec4 kernel (forward:
- *   y = x·Wᵀ + s·T·Bᵀ + bias in one pass over y; backward with dropout: dx = dy·W + mask⊙(U·A)
- *   likewise; without dropout dx is U·A with dy·W accumulated onto it, measured faster). Needs
- *   f32 and in, out, rank divisible by 4, and enough rows for the 128×128 tiles to pay off.
- * - `composed`: separate GEMMs accumulating into the same output buffer (decode-sized M, odd
- *   sizes, float16), still without an [M, out] intermediate.
+ * - `fused`, M > 16: the low-rank product enters the base GEMM as a prologue of the vec4 kernel
+ *   (forward: y = x·Wᵀ + s·T·Bᵀ + bias in one pass over y; backward: U and dB from one read of dy
+ *   for r ≤ 32, and with dropout dx = dy·W + mask⊙(U·A) likewise; without dropout dx is U·A with
+ *   dy·W accumulated onto it, measured faster). Needs f32 and in, out, rank divisible by 4.
+ * - `fused`, M ≤ 16 (decode): the forward's gemv-rows pass over W adds s·T·Bᵀ in its epilogue;
+ *   needs f32 and a shape the selector sends to gemv-rows (in % 4 = 0, in and out ≥ 64).
+ * - `composed`: separate GEMMs accumulating into the same output buffer (odd sizes, float16),
+ *   still without an [M, out] intermediate.
  */
 export function loraPlan(M: number, inF: number, outF: number, r: number, dtype: DType): LoraPlan {
-  if (forcedPlan) return forcedPlan === 'fused' && !(dtype === 'float32' && inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0) ? 'composed' : forcedPlan;
-  return dtype === 'float32' && inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 && M > 16 ? 'fused' : 'composed';
+  const fusable =
+    dtype === 'float32' &&
+    (M > 16 ? inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 : selectGemm({ M, N: outF, K: inF, batch: 1, transA: false, transB: true }).kind === 'gemv-rows');
+  if (forcedPlan) return forcedPlan === 'fused' && !fusable ? 'composed' : forcedPlan;
+  return fusable ? 'fused' : 'composed';
 }
 
 /**
@@ -58,11 +63,12 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
   if (loraPlan(M, inF, outF, r, dtype) === 'fused') {
+    // M > 16: the vec4 kernel's prologue; decode: the selector's gemv-rows with the LoRA epilogue.
     recordGemm(
       backend,
       { M, N: outF, K: inF, batch: 1, transA: false, transB: true },
       { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: t.buffer, lb: buf(b), r, transB: true, scale: attrs.scale } },
-      VEC4_128,
+      M > 16 ? VEC4_128 : undefined,
     );
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
   }
@@ -98,7 +104,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
     u = gemmOutput(backend, dtype, 1, M, r);
     if (needU) gemm({ M, N: r, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
   }
-  if (attrs.needX && p > 0 && plan === 'fused') {
+  if (attrs.needX && p > 0 && plan === 'fused' && M > 16) {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue, masked in registers, so no
     // masked [M, in] copy exists. Without dropout the two-GEMM form below is used instead: on an
     // H100 (2048×4096×4096) the prologue made this GEMM (W not transposed) 15% slower than

@@ -11,19 +11,25 @@
 //   1  w     storage, read        [NW, K / 4] vec4<f32>
 //   2  bias  storage, read        [columns of C] f32 (dummy when HAS_BIAS = 0)
 //   3  c     storage, read_write  C (f32), or the split-K workspace [splits, mn] when SPLIT = 1
-//   4  p     uniform { rows: X rows in this chunk, NW, K4: K / 4, k4_chunk, x_row0, ldc, mn: C's
-//            element count, _, alpha, beta }
+//   4  lt    storage, read        [rows of X, r] f32: the LoRA intermediate T (dummy unless HAS_LORA)
+//   5  lb    storage, read        [NW, r] f32: the LoRA up-projection B (dummy unless HAS_LORA)
+//   6  p     uniform { rows: X rows in this chunk, NW, K4: K / 4, k4_chunk, x_row0, ldc, mn: C's
+//            element count, r, alpha, beta, lora_scale }
+// Fused LoRA epilogue (HAS_LORA = 1, decode only: OUT_T = 0): each output gets
+//   lora_scale·Σ_k T[row, k]·B[n, k] added before α (split 0 adds it to its partial sum), so
+//   y = x·Wᵀ + bias + s·T·Bᵀ is one pass over W with no second product over y.
 // Dispatch: (ceil(NW / (R·256 / LANES)), splits, 1) workgroups of 256 threads.
 // Text constants: LANES (8..256, a power of two), R (1..8), MR (1..16), UNROLL (1..8); SETUP, ACC,
 //   BODY and FLUSH are the straight-line statements gemm.ts writes for them: one scalar per
 //   accumulator. Accumulators kept in a WGSL array indexed in loops measured 3–5× slower on an
 //   H100 (the array lands in local memory), so this kernel is unrolled in the text itself.
-// Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
+// Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT, HAS_LORA (0/1).
 
 override OUT_T: u32 = 0u;
 override HAS_BIAS: u32 = 0u;
 override ACCUMULATE: u32 = 0u;
 override SPLIT: u32 = 0u;
+override HAS_LORA: u32 = 0u;
 
 const LANES: u32 = {{LANES}}u;
 const R: u32 = {{R}}u;
@@ -34,13 +40,15 @@ const GROUPS: u32 = 256u / LANES;
 const PITCH: u32 = 256u + GROUPS;
 const BATCH: u32 = 8u;
 
-struct Params { rows: u32, NW: u32, K4: u32, k4_chunk: u32, x_row0: u32, ldc: u32, mn: u32, pad0: u32, alpha: f32, beta: f32 }
+struct Params { rows: u32, NW: u32, K4: u32, k4_chunk: u32, x_row0: u32, ldc: u32, mn: u32, r: u32, alpha: f32, beta: f32, lora_scale: f32 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> lt: array<f32>;
+@group(0) @binding(5) var<storage, read> lb: array<f32>;
+@group(0) @binding(6) var<uniform> p: Params;
 
 var<workgroup> red: array<f32, BATCH * (256u + 32u)>;
 
@@ -70,7 +78,19 @@ fn flush(first: u32, count: u32, group_x: u32, split: u32, t: u32) {
         idx = n * p.ldc + row;
         col = row;
       }
-      let total = s0 + s1;
+      var total = s0 + s1;
+      if (HAS_LORA == 1u && split == 0u) {
+        // Four independent products per step: this loop is latency-bound (one thread per output).
+        var l = vec4<f32>(0.0);
+        let r4 = p.r / 4u * 4u;
+        for (var k = 0u; k < r4; k += 4u) {
+          let tv = vec4<f32>(lt[row * p.r + k], lt[row * p.r + k + 1u], lt[row * p.r + k + 2u], lt[row * p.r + k + 3u]);
+          let bv = vec4<f32>(lb[n * p.r + k], lb[n * p.r + k + 1u], lb[n * p.r + k + 2u], lb[n * p.r + k + 3u]);
+          l = fma(tv, bv, l);
+        }
+        for (var k = r4; k < p.r; k++) { l.x += lt[row * p.r + k] * lb[n * p.r + k]; }
+        total += p.lora_scale * (l.x + l.y + l.z + l.w);
+      }
       if (SPLIT == 1u) {
         c[split * p.mn + idx] = total;
       } else {
