@@ -267,7 +267,11 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     });
   } else if (cfg.kind === 'vec4') {
     const [bm, bn] = [cfg.bm ?? 128, cfg.bn ?? 128];
-    const { key, source } = shader('gemm-vec4', vec4Source, { BM: String(bm), BN: String(bn) });
+    // Whole-vec4 stores where N % 4 = 0, except with the LoRA prologue: that variant measured 5%
+    // slower with them on an H100 (1.84 against 1.75 ms), the plain GEMM the same and the K = r
+    // products 2.5× faster.
+    const vecOut = N % 4 === 0 && !ops.lora;
+    const { key, source } = shader('gemm-vec4', vec4Source, { BM: String(bm), BN: String(bn), VEC_OUT: vecOut ? '1' : '0' });
     const lora = ops.lora;
     const drop = lora?.dropout && lora.dropout.p > 0 ? lora.dropout : null;
     backend.dispatch({

@@ -133,6 +133,9 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       await checkMatmul(backend, [37, 100], [20, 100], { transposeB: true }, `${cfg.name} odd M`);
       await checkMatmul(backend, [3, 36, 12], [12, 8], {}, `${cfg.name} batched, broadcast b`);
       await checkEpilogue(backend, cfg, { M: 72, N: 68, K: 40, batch: 1, transA: true, transB: false });
+      // N odd (a vocabulary-sized projection, say): scalar stores instead of whole vec4s.
+      await checkMatmul(backend, [20, 100], [37, 100], { transposeB: true }, `${cfg.name} odd N`);
+      await checkEpilogue(backend, cfg, { M: 20, N: 37, K: 40, batch: 1, transA: false, transB: true });
     });
   }
   const rowsConfigs: GemvRowsConfig[] = [

@@ -27,6 +27,9 @@
 //   1  b     storage, read        array<vec4<f32>>
 //   2  bias  storage, read        [N] f32 (a dummy when HAS_BIAS = 0)
 //   3  c     storage, read_write  [batch · splits][M, N] f32
+//   With the text flag VEC_OUT = 1 (N % 4 = 0) both are bound as vec4<f32> and each thread
+//   stores whole vec4s of C; with VEC_OUT = 0 (N odd, e.g. a vocabulary projection) it stores
+//   scalars.
 //   4  la    storage, read        [M, r] vec4<f32> (a dummy when r = 0)
 //   5  lb    storage, read        [N, r] or [r, N] vec4<f32> (a dummy when r = 0)
 //   6  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta,
@@ -63,8 +66,14 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
+{{#VEC_OUT}}
+@group(0) @binding(2) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+{{/VEC_OUT}}
+{{^VEC_OUT}}
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
+{{/VEC_OUT}}
 @group(0) @binding(4) var<storage, read> la: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> lb: array<vec4<f32>>;
 @group(0) @binding(6) var<uniform> p: Params;
@@ -310,6 +319,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     if (m >= p.M) { continue; }
     for (var h = 0u; h < BN / 64u; h++) {
       let v4 = acc[i * 2u + h];
+{{#VEC_OUT}}
+      // 4 consecutive columns n..n+3 with n % 4 = 0 and N % 4 = 0: one whole vec4 of C, stored
+      // at once (scalar stores made a K = 8 product, the composed LoRA term, write its 32 MB
+      // output at 650 GB/s on an H100).
+      let n = col0 + col_of(lid, h, 0u);
+      if (n >= p.N) { continue; }
+      let o = (c_base + m * p.N + n) / 4u;
+      if (SPLIT == 1u) {
+        c[o] = v4;
+      } else {
+        var v = p.alpha * v4;
+        if (ACCUMULATE == 1u) { v += p.beta * c[o]; }
+        if (HAS_BIAS == 1u) { v += bias[n / 4u]; }
+        c[o] = v;
+      }
+{{/VEC_OUT}}
+{{^VEC_OUT}}
       for (var j = 0u; j < 4u; j++) {
         let n = col0 + col_of(lid, h, j);
         if (n >= p.N) { continue; }
@@ -323,6 +349,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
           c[o] = v;
         }
       }
+{{/VEC_OUT}}
     }
   }
 }
