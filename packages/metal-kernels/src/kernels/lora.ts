@@ -63,12 +63,15 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
   if (loraPlan(M, inF, outF, r, dtype) === 'fused') {
-    // M > 16: the vec4 kernel's prologue; decode: the selector's gemv-rows with the LoRA epilogue.
+    // M > 16: the vec4 kernel's prologue; decode: gemv-rows with the LoRA epilogue (the plan
+    // checked that the selector picks it; named here so a forced GEMM config cannot displace it).
+    const shape = { M, N: outF, K: inF, batch: 1, transA: false, transB: true };
+    const limits = { maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize, maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup };
     recordGemm(
       backend,
-      { M, N: outF, K: inF, batch: 1, transA: false, transB: true },
+      shape,
       { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: t.buffer, lb: buf(b), r, transB: true, scale: attrs.scale } },
-      M > 16 ? VEC4_128 : undefined,
+      M > 16 ? VEC4_128 : selectGemm(shape, limits),
     );
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
   }
@@ -109,7 +112,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
     // masked [M, in] copy exists. Without dropout the two-GEMM form below is used instead: on an
     // H100 (2048×4096×4096) the prologue made this GEMM (W not transposed) 15% slower than
     // dy·W alone (2.01 vs 1.75 ms; the same with Aᵀ as the prologue's operand), while U·A
-    // written into dx with dy·W accumulated on top took 1.81 ms.
+    // written into dx with dy·W accumulated on top took 1.78 ms.
     const dx = gemmOutput(backend, dtype, 1, M, inF);
     recordGemm(
       backend,
