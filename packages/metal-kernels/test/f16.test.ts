@@ -33,6 +33,28 @@ describe('float16 storage with f32 arithmetic (where shader-f16 exists)', () => 
   gpuIt('loraLinear forward (composed plan)', async (b) => {
     await f16AgainstReference(b, (x, w, la, lb, bias) => T.loraLinear(x, w, la, lb, { scale: 2, bias }), [[65, 36], [20, 36], [8, 36], [20, 8], [20]], 'loraLinear');
   });
+  gpuIt('loraLinear backward: dx, dA, dB in float16 storage against float64', async (b) => {
+    if (!b.context.report.shaderF16) return;
+    const shapes = [[65, 36], [20, 36], [8, 36], [20, 8], [65, 20]];
+    const gpuIn = shapes.map((s, i) => T.tensor(randomValues(s[0] * s[1], 320 + i), s, { dtype: 'float16', backend: b }));
+    const refIn = await Promise.all(gpuIn.map(async (t, i) => T.tensor(Float64Array.from(await t.data()), shapes[i], { dtype: 'float64', backend: cpuBackend })));
+    const gradsOf = ([x, w, la, lb, dy]: Tensor[]) => {
+      const leaves = [x, la, lb].map((t) => {
+        const leaf = t.detach();
+        leaf.requiresGrad = true;
+        return leaf;
+      });
+      const loss = T.sum(T.mul(T.loraLinear(leaves[0], w, leaves[1], leaves[2], { scale: 2 }), dy));
+      return T.grad(loss, leaves);
+    };
+    const got = gradsOf(gpuIn);
+    const want = gradsOf(refIn);
+    for (const [i, name] of ['dx', 'dA', 'dB'].entries()) {
+      expect(got[i].dtype).toBe('float16');
+      const expected = want[i].dataSync();
+      assertClose(await got[i].data(), expected, scaledTolerance(TOLERANCES.float16, expected, 1e-3), `loraLinear f16 ${name}`);
+    }
+  });
   gpuIt('float16 is refused with a typed error where the adapter lacks shader-f16', async (b) => {
     if (b.context.report.shaderF16) {
       expect(b.context.report.features).toContain('shader-f16');
