@@ -69,6 +69,8 @@ export class WebGPUBackend implements Backend {
   private peak = 0;
   private buffers = 0;
   private readonly pipelines = new Map<string, GPUComputePipeline>();
+  /** Each pipeline's bind group layout, fetched once (a Dawn call per dispatch otherwise). */
+  private readonly layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
   private readonly modules = new Map<string, GPUShaderModule>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -300,7 +302,9 @@ export class WebGPUBackend implements Backend {
       entries.push({ binding: spec.buffers.length, resource: { buffer: this.arena, offset: this.arenaUsed, size: aligned } });
       this.arenaUsed += Math.ceil(aligned / this.device.limits.minUniformBufferOffsetAlignment) * this.device.limits.minUniformBufferOffsetAlignment;
     }
-    const bindGroup = this.device.createBindGroup({ label: spec.label ?? spec.key, layout: pipeline.getBindGroupLayout(0), entries });
+    let layout = this.layouts.get(pipeline);
+    if (!layout) this.layouts.set(pipeline, (layout = pipeline.getBindGroupLayout(0)));
+    const bindGroup = this.device.createBindGroup({ label: spec.label ?? spec.key, layout, entries });
     if (!this.pass || !this.sharePasses) {
       this.endPass();
       this.pass = this.encode().beginComputePass({ label: spec.label ?? spec.key });

@@ -7,7 +7,7 @@
  */
 import type { WebGPUBackend } from './backend';
 import type { GemmShape } from './gemm';
-import { dummy, shader, uniform } from './kernels/common';
+import { dummy, generatedShader, uniform } from './kernels/common';
 import colsSource from './wgsl/gemv-cols.wgsl';
 import rowsSource from './wgsl/gemv-rows.wgsl';
 
@@ -60,6 +60,10 @@ export function gemvColsStream(s: GemmShape): 'a' | 'b' | null {
 const lines = (n: number, f: (i: number) => string) => Array.from({ length: n }, (_, i) => f(i)).join('\n');
 
 function rowsShader(c: GemvRowsConfig): { key: string; source: string } {
+  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll }, () => rowsValues(c));
+}
+
+function rowsValues(c: GemvRowsConfig): Record<string, string> {
   const { rows: R, mr: MR, unroll: U } = c;
   const setup = [lines(R, (r) => `  let wo${r} = min(n0 + ${r}u, p.NW - 1u) * p.K4;`), lines(MR, (j) => `  let xo${j} = (p.x_row0 + min(${j}u, p.rows - 1u)) * p.K4;`)].join('\n');
   const acc = lines(R * MR, (v) => `  var a${Math.floor(v / MR)}_${v % MR} = 0.0;`);
@@ -77,10 +81,14 @@ function rowsShader(c: GemvRowsConfig): { key: string; source: string } {
     flush.push(lines(count, (i) => `  red[slot(${i}u, t)] = a${Math.floor((first + i) / MR)}_${(first + i) % MR};`));
     flush.push(`  flush(${first}u, ${count}u, wid.x, split, t);`);
   }
-  return shader('gemv-rows', rowsSource, { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: acc, BODY: body, FLUSH: flush.join('\n') });
+  return { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: acc, BODY: body, FLUSH: flush.join('\n') };
 }
 
 function colsShader(c: GemvColsConfig): { key: string; source: string } {
+  return generatedShader('gemv-cols', colsSource, { colLanes: c.colLanes, mr: c.mr, unroll: c.unroll }, () => colsValues(c));
+}
+
+function colsValues(c: GemvColsConfig): Record<string, string> {
   const { mr: MR, unroll: U } = c;
   const setup = lines(MR, (j) => `  let pj${j} = (p.j0 + min(${j}u, p.cols - 1u)) * p.sj;`);
   const acc = lines(MR, (j) => `  var a${j} = vec4<f32>(0.0);`);
@@ -98,7 +106,7 @@ function colsShader(c: GemvColsConfig): { key: string; source: string } {
     flush.push(`  red[t] = a${j};${count > 1 ? ` red[256u + t] = a${j + 1};` : ''}`);
     flush.push(`  flush(${j}u, ${count}u, c4, split, t);`);
   }
-  return shader('gemv-cols', colsSource, { CL: String(c.colLanes), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: acc, BODY: body, FLUSH: flush.join('\n') });
+  return { CL: String(c.colLanes), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: acc, BODY: body, FLUSH: flush.join('\n') };
 }
 
 export interface GemvOperands {

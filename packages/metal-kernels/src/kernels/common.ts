@@ -40,6 +40,23 @@ export function shader(kernel: string, template: string, values: Record<string, 
   return { key, source };
 }
 
+/**
+ * Like {@link shader} for templates whose substitutions are generated code: the key is built from
+ * the small `params` that determine the text, and `values` runs only the first time, so recording
+ * a dispatch never rebuilds or hashes kilobytes of WGSL (that cost ~25 µs per gemv dispatch).
+ */
+export function generatedShader(kernel: string, template: string, params: Record<string, string | number>, values: () => Record<string, string>): { key: string; source: string } {
+  const key = `${kernel}<${Object.entries(params)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',')}>`;
+  let source = sourceCache.get(key);
+  if (!source) {
+    source = specialize(kernel, template, values());
+    sourceCache.set(key, source);
+  }
+  return { key, source };
+}
+
 /** A uniform block from 32-bit fields: integers as u32, and `f32` markers for floats. */
 export function uniform(fields: (number | { f32: number })[]): ArrayBuffer {
   const buf = new ArrayBuffer(Math.ceil((fields.length * 4) / 16) * 16);

@@ -5,8 +5,7 @@
 import type { GpuData, WebGPUBackend } from '../backend';
 import dualSource from '../wgsl/lora-dual.wgsl';
 import reduceSource from '../wgsl/lora-dual-reduce.wgsl';
-import { specialize } from '../shader';
-import { grid1d, uniform } from './common';
+import { generatedShader, grid1d, uniform } from './common';
 
 const BM = 64;
 const NS = 64;
@@ -20,8 +19,6 @@ export function loraDualApplies(M: number, N: number, r: number, dtype: string):
 
 const lines = (n: number, f: (i: number) => string) => Array.from({ length: n }, (_, i) => f(i)).join('\n');
 
-const sources = new Map<number, string>();
-
 /** OU, the outputs of each kind per thread: the least power of two with (64 / OU)·R4 ≤ 256 threads. */
 function outputsPerThread(r: number): number {
   let ou = 1;
@@ -30,12 +27,13 @@ function outputsPerThread(r: number): number {
 }
 
 function dualShader(r: number): { key: string; source: string } {
-  const key = `lora-dual<r=${r}>`;
-  const cached = sources.get(r);
-  if (cached) return { key, source: cached };
+  return generatedShader('lora-dual', dualSource, { r }, () => dualValues(r));
+}
+
+function dualValues(r: number): Record<string, string> {
   const R4 = r / 4;
   const OU = outputsPerThread(r);
-  const source = specialize('lora-dual', dualSource, {
+  return {
     R4: String(R4),
     OU: String(OU),
     U_DECL: lines(OU, (i) => `  var u${i} = vec4<f32>(0.0);`),
@@ -44,9 +42,7 @@ function dualShader(r: number): { key: string; source: string } {
     B_FMA: lines(OU, (i) => `        b${i} += tile[at(m, g * OU + ${i}u)] * tv;`),
     B_STORE: lines(OU, (i) => `      if (n0 + g * OU + ${i}u < n_end) { ws_b[(block * p.N + n0 + g * OU + ${i}u) * R4 + j4] = b${i}; }`),
     U_STORE: lines(OU, (i) => `    if (m0 + g * OU + ${i}u < p.M) { ws_u[(chunk * p.M + m0 + g * OU + ${i}u) * R4 + j4] = u${i}; }`),
-  });
-  sources.set(r, source);
-  return { key, source };
+  };
 }
 
 /** Column chunks per block of rows: about 256 workgroups in all, each chunk a whole number of tiles. */
