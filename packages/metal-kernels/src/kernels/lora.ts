@@ -98,9 +98,9 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   const needU = attrs.needX || attrs.needA;
   let dB: GpuData | null = null;
   let u: GpuData;
-  // The dual kernel is used up to r = 32: on an H100 (M = 2048, out = 4096) it took 0.064 ms
-  // against 0.074 ms for the two GEMMs at r = 8, the same at r = 32, and 0.174 against 0.116 ms
-  // at r = 64 (packages/bench/RESULTS.md).
+  // The dual kernel is used up to r = 32: on an H100 (M = 2048, out = 4096) it took 0.047 ms
+  // against 0.074 ms for the two GEMMs at r = 8, the same step time at r = 32, and 0.174 against
+  // 0.116 ms at r = 64 (packages/bench/RESULTS.md).
   if (needU && attrs.needB && plan === 'fused' && r <= 32 && loraDualApplies(M, outF, r, dtype)) {
     ({ u, dB } = recordLoraDual(backend, buf(dy), buf(b), buf(t), M, outF, r, s));
   } else {

@@ -19,8 +19,9 @@
 //   5  p     uniform { M, N, n_chunk (a multiple of NS), _ }
 // Dispatch: (blocks = ceil(M / BM), chunks = ceil(N / n_chunk), 1) workgroups of 256 threads.
 // Text constants: R4 = r / 4 (1..16) and OU (outputs of each kind per thread: the least power of
-// two with (BM / OU)·R4 ≤ 256): thread t < (BM / OU)·R4 owns vec4 column j4 = t % R4 of OU consecutive rows g·OU + i of
-// its U block and of each tile's dB rows (g = t / R4). U_DECL .. U_STORE are the straight-line
+// two with (BM / OU)·R4 ≤ 256): thread t < (BM / OU)·R4 owns vec4 column j4 = t % R4 of OU
+// consecutive rows g·OU + i of its U block and of each tile's dB rows (g = t / R4); for r ≤ 8
+// the dB rows go to thread 128 + t instead, so both products run at once. U_DECL .. U_STORE are the straight-line
 // statements lora-dual.ts writes for the OU accumulators (accumulator arrays indexed in loops
 // spill to local memory on NVIDIA).
 
@@ -29,6 +30,9 @@ const NS: u32 = 64u;
 const R4: u32 = {{R4}}u;
 const OU: u32 = {{OU}}u;
 const ACTIVE: u32 = (BM / OU) * R4;
+// With ACTIVE ≤ 128 (r ≤ 8) the two halves of the workgroup take one product each, in parallel:
+// threads 0..127 the U rows, threads 128..255 the dB rows (with thread index t - 128).
+const SPLIT_ROLES: bool = ACTIVE <= 128u;
 
 struct Params { M: u32, N: u32, n_chunk: u32, pad0: u32 }
 
@@ -53,9 +57,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   let m0 = block * BM;
   let n_begin = chunk * p.n_chunk;
   let n_end = min(p.N, n_begin + p.n_chunk);
-  let owns = t < ACTIVE;
-  let j4 = t % R4;
-  let g = t / R4;
+  let tt = select(t, t - 128u, SPLIT_ROLES && t >= 128u);
+  let does_u = tt < ACTIVE && (!SPLIT_ROLES || t < 128u);
+  let does_b = tt < ACTIVE && (!SPLIT_ROLES || t >= 128u);
+  let j4 = tt % R4;
+  let g = tt / R4;
   let N4 = p.N / 4u;
 {{U_DECL}}
   for (var n0 = n_begin; n0 < n_end; n0 += NS) {
@@ -72,12 +78,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       tile[at(m, n + 3u)] = v.w;
     }
     workgroupBarrier();
-    if (owns) {
+    if (does_u) {
       // U rows g·OU + i: Σ_n dy[m, n]·B[n, j4·4 ..].
       for (var n = 0u; n < NS; n++) {
         let bv = bm[min(n0 + n, p.N - 1u) * R4 + j4];
 {{U_FMA}}
       }
+    }
+    if (does_b) {
       // This tile's dB rows n0 + g·OU + i: Σ_m dy[m, n]·T[m, j4·4 ..] over the block.
 {{B_DECL}}
       for (var m = 0u; m < BM; m++) {
@@ -88,7 +96,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     }
     workgroupBarrier();
   }
-  if (owns) {
+  if (does_u) {
 {{U_STORE}}
   }
 }
