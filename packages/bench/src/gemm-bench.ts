@@ -133,11 +133,12 @@ export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: 
     // variant timed after a case's uploads ran slower than the same variant timed again
     // (2026-11-26: gemv-rows4 0.076 then 0.034 ms, gemv-rows16 0.125 then 0.077 ms), and the big
     // x·W, always first in its case, had trials from 1.66 to 13 ms.
-    const first = c.configs[0] === 'auto' ? selectGemm(c.shape) : c.configs[0];
-    await timeKernel(backend, (i) => recordGemm(backend, c.shape, { a: sets[i % copies].a, b: sets[i % copies].b, c: sets[i % copies].c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, first));
+    const record = (config: GemmConfig, set: (typeof sets)[number]) => recordGemm(backend, c.shape, { a: set.a, b: set.b, c: set.c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, config);
+    const configOf = (requested: GemmConfig | 'auto') => (requested === 'auto' ? selectGemm(c.shape) : requested);
+    await timeKernel(backend, (i) => record(configOf(c.configs[0]), sets[i % copies]));
     for (const requested of c.configs) {
-      const config = requested === 'auto' ? selectGemm(c.shape) : requested;
-      const run = (set: (typeof sets)[number]) => recordGemm(backend, c.shape, { a: set.a, b: set.b, c: set.c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, config);
+      const config = configOf(requested);
+      const run = (set: (typeof sets)[number]) => record(config, set);
       // Correctness first, on poisoned output.
       backend.device.queue.writeBuffer(sets[0].c, 0, new Uint32Array(M * N).fill(0x7fc00000));
       run(sets[0]);

@@ -42,7 +42,8 @@ async function settle(backend: T.Backend): Promise<void> {
   if (backend instanceof WebGPUBackend) await backend.sync();
 }
 
-function make(backend: T.Backend, shape: number[], seed: number, std = 1): T.Tensor {
+/** A seeded random normal f32 tensor (never zeros) on `backend`. */
+export function make(backend: T.Backend, shape: number[], seed: number, std = 1): T.Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   return T.tensor(randomValues(n, seed, std), shape, { backend, dtype: 'float32' });
 }

@@ -8,12 +8,12 @@
  */
 import { createWebGPUBackend, type DispatchSpec, forceLoraPlan, loraPlan } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
-import { randomValues } from '@metal-lora/tensor/testing';
+import { make as makeOn } from './lora-core';
 import { timeKernel } from './timing';
 
 const backend = await createWebGPUBackend({ preciseTimestamps: true });
 T.setBackendSync(backend);
-const make = (shape: number[], seed: number, std = 1) => T.tensor(randomValues(shape.reduce((a, b) => a * b, 1), seed, std), shape, { dtype: 'float32' });
+const make = (shape: number[], seed: number, std = 1) => makeOn(backend, shape, seed, std);
 
 async function profile(label: string, step: () => void): Promise<void> {
   const captured: DispatchSpec[] = [];

@@ -7,7 +7,7 @@
  */
 import type { WebGPUBackend } from './backend';
 import type { GemmShape } from './gemm';
-import { dummy, generatedShader, uniform } from './kernels/common';
+import { dummy, generatedShader, lines, uniform } from './kernels/common';
 import colsSource from './wgsl/gemv-cols.wgsl';
 import rowsSource from './wgsl/gemv-rows.wgsl';
 
@@ -56,8 +56,6 @@ export function gemvColsStream(s: GemmShape): 'a' | 'b' | null {
   if (a && b) return s.M > s.N ? 'a' : 'b';
   return b ? 'b' : a ? 'a' : null;
 }
-
-const lines = (n: number, f: (i: number) => string) => Array.from({ length: n }, (_, i) => f(i)).join('\n');
 
 function rowsShader(c: GemvRowsConfig): { key: string; source: string } {
   return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll }, () => rowsValues(c));

@@ -69,6 +69,11 @@ const forced: GemmConfig[] = [
   { ...TILED_VARIANTS.tile64x64, name: 'tile64x64+splitK3', splits: 3 },
   { ...TILED_VARIANTS.skinnyN16, name: 'skinnyN16+splitK5', splits: 5 },
 ];
+/** A float64 array uploaded as f32; the raw buffer. */
+function upload(backend: WebGPUBackend, values: Float64Array): GPUBuffer {
+  return (backend.upload(Float32Array.from(values), 'float32') as { buffer: GPUBuffer }).buffer;
+}
+
 /**
  * C = α·op(A)·op(B) + β·C₀ + bias through recordGemm with a forced config, C₀ random: the
  * epilogue paths (bias column, accumulate, α) of a kernel against float64 on the host.
@@ -80,8 +85,7 @@ async function checkEpilogue(backend: WebGPUBackend, cfg: GemmConfig, s: GemmSha
   const c0 = randomValues(M * N, 33);
   const bias = randomValues(N, 34);
   const [alpha, beta] = [0.75, -1.5];
-  const up = (v: Float64Array) => (backend.upload(Float32Array.from(v), 'float32') as { buffer: GPUBuffer }).buffer;
-  const [ab, bb, cb, biasb] = [up(a), up(b), up(c0), up(bias)];
+  const [ab, bb, cb, biasb] = [a, b, c0, bias].map((v) => upload(backend, v));
   recordGemm(backend, s, { a: ab, b: bb, c: cb, bias: biasb, aBatchStride: 0, bBatchStride: 0, alpha, beta, dtype: 'float32' }, cfg);
   const got = await backend.read({ buffer: cb, bytes: M * N * 4 }, 'float32', M * N);
   const want = new Float64Array(M * N);
@@ -183,8 +187,7 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       const [M, N, K, r] = [3, 37, 68, 5];
       const [x, w, t, lb, c0, bias] = [randomValues(M * K, 41), randomValues(N * K, 42), randomValues(M * r, 43), randomValues(N * r, 44), randomValues(M * N, 45), randomValues(N, 46)];
       const [alpha, beta, scale] = [0.5, 2, 1.25];
-      const up = (v: Float64Array) => (backend.upload(Float32Array.from(v), 'float32') as { buffer: GPUBuffer }).buffer;
-      const bufs = [x, w, t, lb, c0, bias].map(up);
+      const bufs = [x, w, t, lb, c0, bias].map((v) => upload(backend, v));
       const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: true };
       recordGemm(backend, shape, { a: bufs[0], b: bufs[1], c: bufs[4], bias: bufs[5], aBatchStride: 0, bBatchStride: 0, alpha, beta, dtype: 'float32', lora: { la: bufs[2], lb: bufs[3], r, transB: true, scale } }, cfg);
       const got = await backend.read({ buffer: bufs[4], bytes: M * N * 4 }, 'float32', M * N);

@@ -29,15 +29,7 @@ const sourceCache = new Map<string, string>();
 
 /** Specialized WGSL text, cached by kernel and substitutions. */
 export function shader(kernel: string, template: string, values: Record<string, string>): { key: string; source: string } {
-  const key = `${kernel}<${Object.entries(values)
-    .map(([k, v]) => `${k}=${v}`)
-    .join(',')}>`;
-  let source = sourceCache.get(key);
-  if (!source) {
-    source = specialize(kernel, template, values);
-    sourceCache.set(key, source);
-  }
-  return { key, source };
+  return generatedShader(kernel, template, values, () => values);
 }
 
 /**
@@ -55,6 +47,11 @@ export function generatedShader(kernel: string, template: string, params: Record
     sourceCache.set(key, source);
   }
   return { key, source };
+}
+
+/** `n` lines of generated WGSL, line i from `f(i)` (the straight-line statements of the gemv and lora-dual kernels). */
+export function lines(n: number, f: (i: number) => string): string {
+  return Array.from({ length: n }, (_, i) => f(i)).join('\n');
 }
 
 /** A uniform block from 32-bit fields: integers as u32, and `f32` markers for floats. */

@@ -5,7 +5,7 @@
 import type { GpuData, WebGPUBackend } from '../backend';
 import dualSource from '../wgsl/lora-dual.wgsl';
 import reduceSource from '../wgsl/lora-dual-reduce.wgsl';
-import { generatedShader, grid1d, uniform } from './common';
+import { generatedShader, grid1d, lines, uniform } from './common';
 
 const BM = 64;
 const NS = 64;
@@ -16,8 +16,6 @@ export const LORA_DUAL_MAX_RANK = 64;
 export function loraDualApplies(M: number, N: number, r: number, dtype: string): boolean {
   return dtype === 'float32' && r % 4 === 0 && r > 0 && r <= LORA_DUAL_MAX_RANK && N % 4 === 0 && M > 16;
 }
-
-const lines = (n: number, f: (i: number) => string) => Array.from({ length: n }, (_, i) => f(i)).join('\n');
 
 /** OU, the outputs of each kind per thread: the least power of two with (64 / OU)·R4 ≤ 256 threads. */
 function outputsPerThread(r: number): number {
