@@ -68,6 +68,12 @@ function cases(quick: boolean): Case[] {
     const decodeSplits: Record<string, number>[] = [{ splits: 2 }, { splits: 4 }, { splits: 8 }, { lanes: 8 }, { lanes: 8, splits: 4 }, { lanes: 16, splits: 4 }, { rows: 2, splits: 4 }, { rows: 4, splits: 4 }, { lanes: 8, rows: 4, splits: 4 }];
     list.push({ group: 'decode', label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...variants(shape, [...rowsAlternatives, ...decodeSplits])] });
   }
+  // The decode LoRA down-projection T = x·Aᵀ (N = r = 16): few rows on both sides.
+  for (const M of process.argv.includes('--explore-gemv') ? [1, 16] : []) {
+    const shape = s(M, 16, 4096, false, true);
+    const rows = (lanes: number, splits: number): GemmConfig => ({ kind: 'gemv-rows', name: `gemv-rows l${lanes} m${M} s${splits}`, lanes, rows: 1, mr: M, unroll: 2, splits });
+    list.push({ group: 'decode', label: `decode x·Aᵀ M=${M} r=16`, shape, configs: ['auto', rows(256, 1), rows(128, 1), rows(64, 1), rows(256, 2), rows(256, 4)] });
+  }
   const halfSplits = (shape: GemmShape): Record<string, number>[] => [{ splits: Math.max(1, Math.floor((selectGemm(shape) as { splits: number }).splits / 2)) }, { splits: 2 * (selectGemm(shape) as { splits: number }).splits }];
   // The vec4 tiles with one half-size dimension, at several K splits (--explore).
   const tiles = (base: Vec4Config, splits: number[]): GemmConfig[] => (explore ? splits.map((n) => ({ ...base, name: `${base.name}+splitK${n}`, splits: n })) : []);

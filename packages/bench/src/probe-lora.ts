@@ -6,7 +6,7 @@
  *
  *   node probe-lora.mjs [r ...]
  */
-import { createWebGPUBackend, type DispatchSpec, forceLoraPlan, loraPlan } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type DispatchSpec, forceLoraFusion, forceLoraPlan, type LoraFusion, loraPlan } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
 import { make as makeOn } from './lora-core';
 import { timeKernel } from './timing';
@@ -36,7 +36,21 @@ async function profile(label: string, step: () => void): Promise<void> {
   console.log(`  sum of kernels ${sum.toFixed(4)} ms`);
 }
 
+/** One training step: forward, then dx, dA, dB. */
+function step(a: T.Tensor, b: T.Tensor, scale: number): void {
+  T.tidy(() => {
+    const [xs, as, bs] = [x, a, b].map((t) => {
+      const leaf = t.detach();
+      leaf.requiresGrad = true;
+      return leaf;
+    });
+    T.loraLinear(xs, w, as, bs, { scale }).backward(dy);
+    for (const t of [xs, as, bs]) t.grad?.dispose();
+  });
+}
+
 const ranks = process.argv.slice(2).map(Number).filter((n) => n > 0);
+const fusionOnly = process.argv.includes('--fusion');
 const [M, inF, outF] = [2048, 4096, 4096];
 const x = make([M, inF], 1);
 const w = make([outF, inF], 2, 1 / Math.sqrt(inF));
@@ -45,23 +59,29 @@ for (const r of ranks.length ? ranks : [8, 64]) {
   const a = make([r, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, r], 5, 0.1);
   const scale = 16 / r;
+  if (fusionOnly) {
+    // --fusion: forward and step with the earlier forms of the LoRA term and the current one.
+    const forms: [string, Partial<LoraFusion>][] = [
+      ['before: masked prologue code, dx accumulated', { mask: true, dxAccumulate: true }],
+      ['dx accumulated', { dxAccumulate: true }],
+      ['current', {}],
+    ];
+    await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
+    for (const [name, form] of forms) {
+      forceLoraFusion(form);
+      await profile(`r=${r} fused forward (${name})`, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
+      await profile(`r=${r} fused step (${name})`, () => step(a, b, scale));
+    }
+    forceLoraFusion(null);
+    continue;
+  }
   await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
   await profile(`r=${r} base dy·W (dx without LoRA)`, () => T.tidy(() => T.noGrad(() => T.matmul(dy, w))));
   await profile(`r=${r} fused forward`, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
-  await profile(`r=${r} fused step`, () =>
-    T.tidy(() => {
-      const [xs, as, bs] = [x, a, b].map((t) => {
-        const leaf = t.detach();
-        leaf.requiresGrad = true;
-        return leaf;
-      });
-      T.loraLinear(xs, w, as, bs, { scale }).backward(dy);
-      for (const t of [xs, as, bs]) t.grad?.dispose();
-    }),
-  );
+  await profile(`r=${r} fused step`, () => step(a, b, scale));
 }
 // Decode shapes, r = 16: the base GEMV and the forward on both plans.
-for (const Md of [1, 16]) {
+for (const Md of fusionOnly ? [] : [1, 16]) {
   const xd = make([Md, inF], 6);
   const a = make([16, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, 16], 5, 0.1);

@@ -45,8 +45,11 @@ export interface DispatchSpec {
   key: string;
   source: string;
   constants?: Record<string, number>;
-  /** Bound in order at @binding(0..n-1) of group 0; the uniform (if any) follows them. */
-  buffers: GPUBuffer[];
+  /**
+   * Bound in order at @binding(0..n-1) of group 0; the uniform (if any) follows them. `null` skips
+   * a binding this variant of the shader does not declare.
+   */
+  buffers: (GPUBuffer | null)[];
   uniform?: ArrayBuffer;
   workgroups: [number, number, number];
   label?: string;
@@ -294,7 +297,10 @@ export class WebGPUBackend implements Backend {
   dispatch(spec: DispatchSpec): void {
     this.checkHealth(spec.key);
     const pipeline = this.pipeline(spec.key, spec.source, spec.constants);
-    const entries: GPUBindGroupEntry[] = spec.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+    const entries: GPUBindGroupEntry[] = [];
+    spec.buffers.forEach((buffer, binding) => {
+      if (buffer) entries.push({ binding, resource: { buffer } });
+    });
     if (spec.uniform) {
       const aligned = Math.ceil(spec.uniform.byteLength / 16) * 16;
       if (this.arenaUsed + aligned > UNIFORM_ARENA_BYTES) this.flush();

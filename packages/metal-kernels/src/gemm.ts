@@ -118,20 +118,29 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
   const colsStream = gemvColsStream(shape);
   // Bandwidth-bound shapes: one operand has ≤ 16 rows (decode, or a LoRA rank ≤ 16), the other
   // is read once. Settings from the H100 sweep (`gemm-bench --explore-gemv`, packages/bench/RESULTS.md):
-  // one W row per lane group of 32; four loads in flight for decode with M ≤ 4, two otherwise;
-  // ranks above 16 ran faster on tiles.
+  // one W row per lane group of 32 (gemv-rows) or 32 column lanes (gemv-cols: Uᵀ·x r = 8
+  // 0.030 against 0.047 ms with 64); ranks above 16 ran faster on tiles.
   const few = rowsStream === 'b' || colsStream === 'b' ? M : N;
   const many = rowsStream === 'b' || colsStream === 'b' ? N : M;
   if ((rowsStream || colsStream) && K >= 64 && many >= 64 && few <= 16) {
     const mr = bucket(few);
+    // Loads in flight per lane: four for decode with M ≤ 4, one with 8..16 rows of the small
+    // operand (its loads already keep the lane busy: decode M = 16 0.065 against 0.069 ms,
+    // x·Aᵀ r = 16 0.040 against 0.045), else two.
+    const unroll = mr <= 4 && many === N ? 4 : mr >= 8 ? 1 : 2;
     const config: GemvRowsConfig | GemvColsConfig = rowsStream
-      ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: 32, rows: 1, mr, unroll: mr <= 4 && many === N ? 4 : 2, splits: 1 }
-      : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 64, mr, unroll: 2, splits: 1 };
+      ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: 32, rows: 1, mr, unroll, splits: 1 }
+      : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 32, mr, unroll: 2, splits: 1 };
     // Enough workgroups for a large GPU, each split keeping ≥ 256 of K: 512 streaming a weight
     // with ≤ 4 rows of x, else 2048 (decode M = 16: 0.070 ms with 4 splits, 0.077 without).
     const target = many === N && mr <= 4 ? 512 : 2048;
     const splits = Math.max(1, Math.min(64, Math.ceil(target / gemvGroups(shape, config)), Math.floor(K / 256)));
     return splits > 1 ? { ...config, name: `${config.name}+splitK${splits}`, splits } : config;
+  }
+  if (rowsStream === 'b' && K >= 64 && M >= 9 && M <= 16 && N < 64) {
+    // Both sides rank-sized (the decode LoRA down-projection at M = 16): one dispatch, 128 lanes
+    // per row, no K split (0.021 against 0.029 ms for gemv16 and its reduction on an H100).
+    return { kind: 'gemv-rows', name: 'gemv-rows16 l128', lanes: 128, rows: 1, mr: 16, unroll: 2, splits: 1 };
   }
   if (M <= 16 && batch === 1 && K >= 64) {
     const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
@@ -173,6 +182,29 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
 }
 
 let forced: GemmConfig | null = null;
+
+/**
+ * The earlier forms of the fused LoRA term, kept so probe-lora can measure them against the
+ * current ones in one run: `mask` compiles the dropout mask's code into the prologue even without
+ * dropout (3% slower forward GEMM on an H100); `dxAccumulate` runs dx without dropout as U·A
+ * written into dx with dy·W accumulated onto it (the current form is dy·W with U·A as its
+ * prologue: 0.04–0.08 ms faster per step at r = 8..64).
+ */
+export interface LoraFusion {
+  mask: boolean;
+  dxAccumulate: boolean;
+}
+let loraFusion: Partial<LoraFusion> = {};
+
+/** Selects earlier forms of the fused LoRA term (benchmarks); `null` restores the current ones. */
+export function forceLoraFusion(v: Partial<LoraFusion> | null): void {
+  loraFusion = v ?? {};
+}
+
+/** The forms in force (see {@link forceLoraFusion}). */
+export function loraFusionForms(): LoraFusion {
+  return { mask: false, dxAccumulate: false, ...loraFusion };
+}
 
 /** Forces every GEMM to use `config` (tests and benchmarks); `null` restores the selector. */
 export function forceGemmConfig(config: GemmConfig | null): void {
@@ -267,18 +299,29 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     });
   } else if (cfg.kind === 'vec4') {
     const [bm, bn] = [cfg.bm ?? 128, cfg.bn ?? 128];
-    // Whole-vec4 stores where N % 4 = 0, except with the LoRA prologue: that variant measured 5%
-    // slower with them on an H100 (1.84 against 1.75 ms), the plain GEMM the same and the K = r
-    // products 2.5× faster.
-    const vecOut = N % 4 === 0 && !ops.lora;
-    const { key, source } = shader('gemm-vec4', vec4Source, { BM: String(bm), BN: String(bn), VEC_OUT: vecOut ? '1' : '0' });
+    // Whole-vec4 stores where N % 4 = 0 (the K = r products 2.5× faster on an H100, the plain GEMM
+    // and the unmasked LoRA prologue the same), except with the masked prologue, measured 5%
+    // slower with them (1.84 against 1.75 ms).
     const lora = ops.lora;
     const drop = lora?.dropout && lora.dropout.p > 0 ? lora.dropout : null;
+    // The LoRA term is a prologue of the main loop. Its dropout mask (dx with dropout) is code
+    // of its own: compiled in even behind a runtime check it made the forward GEMM 3% slower on
+    // an H100 (1.754 against 1.700 ms at r = 16; packages/bench/RESULTS.md).
+    const mask = drop !== null || loraFusionForms().mask;
+    const vecOut = N % 4 === 0 && !mask;
+    const flag = (b: boolean) => (b ? '1' : '0');
+    const { key, source } = shader('gemm-vec4', vec4Source, {
+      BM: String(bm),
+      BN: String(bn),
+      VEC_OUT: flag(vecOut),
+      LORA: flag(!!lora),
+      LORA_MASK: flag(mask),
+    });
     backend.dispatch({
       key,
       source,
-      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0, LORA_PROLOGUE: lora ? 1 : 0 },
-      buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? dummy(backend), lora?.lb ?? dummy(backend)],
+      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0 },
+      buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? null, lora?.lb ?? null],
       uniform: uniform([
         M,
         N,

@@ -14,6 +14,8 @@ export { type DispatchSpec, type GpuData, gpuBytesPerElement, sizeClass, WebGPUB
 export { type AdapterReport, type GPUContext, hasWebGPU, requestGPU, type RequestGPUOptions } from './device';
 export {
   forceGemmConfig,
+  forceLoraFusion,
+  type LoraFusion,
   type GemmConfig,
   type GemmDevice,
   type GemmShape,

@@ -34,11 +34,20 @@ describe('selectGemm (pure)', () => {
     ['dyᵀ·T, N = r = 8', shape(4096, 8, 2048, { transA: true }), 'gemv-cols8+splitK8'],
     ['bias gradient onesᵀ·dy', shape(1, 4096, 2048), 'gemv-cols1+splitK8'],
     ['T·Bᵀ, K = r', shape(2048, 4096, 16, { transB: true }), 'vec4-128x128'],
+    ['decode LoRA down-projection x·Aᵀ, M = 16, r = 16: one dispatch', shape(16, 16, 4096, { transB: true }), 'gemv-rows16 l128'],
+    ['decode LoRA down-projection x·Aᵀ, M = 1, r = 16', shape(1, 16, 4096, { transB: true }), 'gemv1'],
     ['mid-size', shape(300, 300, 300), 'tile64x64'],
     ['small', shape(33, 17, 9), 'tile32x32'],
     ['batched few rows: skinny rows', shape(3, 50, 128, { batch: 4 }), 'skinnyM16'],
   ])('%s', (_name, s, expected) => {
     expect(selectGemm(s).name).toBe(expected);
+  });
+  it('sets loads in flight and lanes by the rows of the small operand (the H100 sweep)', () => {
+    const pick = (s: GemmShape) => selectGemm(s) as GemvRowsConfig | GemvColsConfig;
+    expect((pick(shape(1, 4096, 4096, { transB: true })) as GemvRowsConfig).unroll).toBe(4);
+    expect((pick(shape(16, 4096, 4096, { transB: true })) as GemvRowsConfig).unroll).toBe(1);
+    expect((pick(shape(2048, 8, 4096, { transB: true })) as GemvRowsConfig).unroll).toBe(1);
+    expect((pick(shape(16, 4096, 2048, { transA: true })) as GemvColsConfig).colLanes).toBe(32);
   });
   it('falls back to the smallest tile when workgroup memory is scarce', () => {
     expect(selectGemm(shape(2048, 2048, 2048), { maxWorkgroupStorage: 4096, maxInvocations: 256 }).name).toBe('tile32x32');

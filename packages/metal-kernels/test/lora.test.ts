@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect, it } from 'vitest';
-import { loraPlan, type WebGPUBackend } from '../src/index';
+import { forceLoraFusion, type LoraFusion, loraPlan, type WebGPUBackend } from '../src/index';
 import { gpuIt } from './gpu-env';
 
 const tol = TOLERANCES.float32Gemm;
@@ -61,6 +61,20 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
   cases.push({ M: 257, inF: 132, outF: 68, r: 128, bias: true, dropout: 0, xGrad: false });
   cases.push({ M: 3, inF: 37, outF: 29, r: 256, bias: true, dropout: 0.1, xGrad: true });
   for (const c of cases) gpuIt(`M=${c.M} r=${c.r} bias=${c.bias} dropout=${c.dropout} xGrad=${c.xGrad}`, (backend) => check(backend, c));
+
+  // The earlier forms of the LoRA term, kept for measurement (the current ones: the grid above).
+  const forms: Partial<LoraFusion>[] = [{ mask: true }, { dxAccumulate: true }];
+  for (const form of forms) {
+    gpuIt(`fused forward and step with the LoRA term as ${JSON.stringify(form)}`, async (backend) => {
+      forceLoraFusion(form);
+      try {
+        await check(backend, { M: 130, inF: 68, outF: 132, r: 12, bias: true, dropout: 0, xGrad: true });
+        await check(backend, { M: 67, inF: 36, outF: 44, r: 8, bias: false, dropout: 0.2, xGrad: true });
+      } finally {
+        forceLoraFusion(null);
+      }
+    });
+  }
 
   it.each([
     [64, 36, 132, 8, 'float32', 'fused'],

@@ -12,4 +12,10 @@ describe('specialize (pure)', () => {
     expect(() => specialize('k', source, { T: 'f32' })).toThrow(/placeholder \{\{#VEC\}\} has no value/);
     expect(() => specialize('k', source, { T: 'f32', VEC: '1', EXTRA: 'x' })).toThrow(/substitutions EXTRA match no placeholder/);
   });
+  it('resolves nested sections of other names, and a flag inside a dropped section counts as used', () => {
+    const nested = '{{#OUTER}}o{{#INNER}}i{{/INNER}}{{^INNER}}j{{/INNER}}{{/OUTER}}.';
+    expect(specialize('k', nested, { OUTER: '1', INNER: '1' })).toBe('oi.');
+    expect(specialize('k', nested, { OUTER: '1', INNER: '0' })).toBe('oj.');
+    expect(specialize('k', nested, { OUTER: '0', INNER: '1' })).toBe('.');
+  });
 });

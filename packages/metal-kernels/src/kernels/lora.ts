@@ -1,6 +1,6 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { gemmOutput, recordGemm, selectGemm, VEC4_128 } from '../gemm';
+import { gemmOutput, loraFusionForms, recordGemm, selectGemm, VEC4_128 } from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -32,8 +32,8 @@ export function forceLoraPlan(plan: LoraPlan | null): void {
  * How loraLinear runs on the GPU, a pure function of the shape (table-tested):
  * - `fused`, M > 16: the low-rank product enters the base GEMM as a prologue of the vec4 kernel
  *   (forward: y = x·Wᵀ + s·T·Bᵀ + bias in one pass over y; backward: U and dB from one read of dy
- *   for r ≤ 32, and with dropout dx = dy·W + mask⊙(U·A) likewise; without dropout dx is U·A with
- *   dy·W accumulated onto it, measured faster). Needs f32 and in, out, rank divisible by 4.
+ *   for r ≤ 32, and dx = dy·W + mask⊙(U·A) likewise, the mask only with dropout). Needs f32 and
+ *   in, out, rank divisible by 4.
  * - `fused`, M ≤ 16 (decode): the forward's gemv-rows pass over W adds s·T·Bᵀ in its epilogue;
  *   needs f32 and a shape the selector sends to gemv-rows (in % 4 = 0, in and out ≥ 64).
  * - `composed`: separate GEMMs accumulating into the same output buffer (odd sizes, float16),
@@ -107,17 +107,17 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
     u = gemmOutput(backend, dtype, 1, M, r);
     if (needU) gemm({ M, N: r, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
   }
-  if (attrs.needX && p > 0 && plan === 'fused' && M > 16) {
-    // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue, masked in registers, so no
-    // masked [M, in] copy exists. Without dropout the two-GEMM form below is used instead: on an
-    // H100 (2048×4096×4096) the prologue made this GEMM (W not transposed) 15% slower than
-    // dy·W alone (2.01 vs 1.75 ms; the same with Aᵀ as the prologue's operand), while U·A
-    // written into dx with dy·W accumulated on top took 1.78 ms.
+  if (attrs.needX && plan === 'fused' && M > 16 && (p > 0 || !loraFusionForms().dxAccumulate)) {
+    // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue (masked in registers with
+    // dropout), so no [M, in] intermediate exists. On an H100 (2048×4096×4096, no dropout) this
+    // GEMM took 1.731 ms at r = 8 against 0.015 + 1.767 ms for U·A written into dx with dy·W
+    // accumulated on top (which also reads dx back). The mask's code costs 15% there, measured
+    // before it became its own shader variant: only dropout pays for it now.
     const dx = gemmOutput(backend, dtype, 1, M, inF);
     recordGemm(
       backend,
       { M, N: inF, K: outF, batch: 1, transA: false, transB: false },
-      { a: buf(dy), b: buf(w), c: dx.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: { p, seed: attrs.seed } } },
+      { a: buf(dy), b: buf(w), c: dx.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined } },
       VEC4_128,
     );
     outputs.push(out(dx, [M, inF], dtype));

@@ -14,10 +14,10 @@
 //
 // Fused LoRA prologue (r > 0, batch 1): before the main K loop, split 0 initializes its
 //   accumulators with the low-rank product L = la·op(lb) (la [M, r]; lb [N, r] when lora_trans_b,
-//   else [r, N]), run through the same workgroup tiles as the main product, then scales it in
-//   registers by lora_scale and, when dropout is on, by the LoRA dropout
-//   mask of output element (m, n) (index m·N + n, the counter-based hash of dropout.wgsl) over
-//   (1 - p). The main product then accumulates on top, so C = α·(op(A)·op(B) + s·mask⊙L) + β·C + bias
+//   else [r, N]), run through the same workgroup tiles as the main product, scaled by lora_scale
+//   (folded into la as it is loaded) or, with LORA_MASK, in registers by lora_scale and the LoRA
+//   dropout mask of output element (m, n) (index m·N + n, the counter-based hash of dropout.wgsl)
+//   over (1 - p). The main product then accumulates on top, so C = α·(op(A)·op(B) + s·mask⊙L) + β·C + bias
 //   is written once and no [M, N] intermediate exists. Forward: la = T, lb = B (trans), A = x,
 //   B = W (trans), lora_scale = s. Backward dx: la = U = s·dy·B, lb = A (not trans), A = dy,
 //   B = W (not trans), lora_scale = 1, with the forward pass's dropout mask.
@@ -30,8 +30,8 @@
 //   With the text flag VEC_OUT = 1 (N % 4 = 0) both are bound as vec4<f32> and each thread
 //   stores whole vec4s of C; with VEC_OUT = 0 (N odd, e.g. a vocabulary projection) it stores
 //   scalars.
-//   4  la    storage, read        [M, r] vec4<f32> (a dummy when r = 0)
-//   5  lb    storage, read        [N, r] or [r, N] vec4<f32> (a dummy when r = 0)
+//   4  la    storage, read        [M, r] vec4<f32> (LORA only)
+//   5  lb    storage, read        [N, r] or [r, N] vec4<f32> (LORA only)
 //   6  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta,
 //                      r, lora_trans_b, lora_scale, dropout_on, dropout_seed, dropout_threshold,
 //                      dropout_keep_scale } (batch strides in elements, multiples of 4; r % 4 = 0)
@@ -40,7 +40,11 @@
 //   SPLIT = 1, writes raw partial sums for gemm-splitk-reduce.wgsl.
 // Workgroup memory: 2 buffers × (8·BM + 8·BN) f32 ≤ 16 KiB (the portable limit).
 // The LoRA prologue is only used (and tested) with BM = BN = 128.
-// Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT, LORA_PROLOGUE (0/1).
+// Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
+// Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
+//   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
+//   mask's code: compiled in even behind a runtime check it made the forward GEMM 3% slower on an
+//   H100, so the unmasked prologue instead folds lora_scale into la as it loads it.
 
 const BM: u32 = {{BM}}u;
 const BN: u32 = {{BN}}u;
@@ -53,8 +57,6 @@ override TRANS_B: u32 = 0u;
 override HAS_BIAS: u32 = 0u;
 override ACCUMULATE: u32 = 0u;
 override SPLIT: u32 = 0u;
-// 1: the fused LoRA prologue is compiled in; 0: it is dead code (the plain GEMM keeps its speed).
-override LORA_PROLOGUE: u32 = 0u;
 
 struct Params {
   M: u32, N: u32, K: u32, batch: u32,
@@ -74,8 +76,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 {{/VEC_OUT}}
+{{#LORA}}
 @group(0) @binding(4) var<storage, read> la: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> lb: array<vec4<f32>>;
+{{/LORA}}
 @group(0) @binding(6) var<uniform> p: Params;
 
 // [buffer][k][BM / 4]: row k of a tile holds BM m values as BM / 4 vec4 (likewise B with BN n).
@@ -149,6 +153,7 @@ fn store_b(buf: u32, t: u32, v: vec4<f32>, k_contig: bool) {
 fn row_of(lid: vec3u, i: u32) -> u32 { return select(lid.y * 4u + i, 64u + lid.y * 4u + (i - 4u), i >= 4u); }
 fn col_of(lid: vec3u, h: u32, j: u32) -> u32 { return h * 64u + lid.x * 4u + j; }
 
+{{#LORA}}
 // One 32-bit avalanche round; kept in sync with mix32 in packages/tensor/src/random.ts.
 fn mix32(v: u32) -> u32 {
   var x = v;
@@ -192,6 +197,7 @@ fn load_lb(t: u32, col0: u32, k0: u32) -> vec4<f32> {
   }
   return vec4<f32>(0.0);
 }
+{{/LORA}}
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
@@ -208,7 +214,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   var acc: array<vec4<f32>, 16>;
   for (var i = 0u; i < 16u; i++) { acc[i] = vec4<f32>(0.0); }
 
-  if (LORA_PROLOGUE == 1u && split == 0u && p.r > 0u) {
+{{#LORA}}
+  if (split == 0u && p.r > 0u) {
+{{#LORA_MASK}}
+    let la_scale = 1.0;
+{{/LORA_MASK}}
+{{^LORA_MASK}}
+    let la_scale = p.lora_scale;
+{{/LORA_MASK}}
     // The LoRA term is the accumulators' initial value: la·op(lb) through the same workgroup
     // tiles and multiply-adds as the main loop (8 of r per step; BM = BN = 128), then scaled and
     // masked in registers; the main loop below is the plain GEMM's. (Two earlier versions were
@@ -217,7 +230,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     // here, 15–50%: the kernel's register count is set by its busiest point.) Constant
     // accumulator indices only: indexing acc with a loop variable sends it to local memory.
     for (var k0 = 0u; k0 < p.r; k0 += TK) {
-      store_a(0u, t, load_la(t, row0, k0), false);
+      store_a(0u, t, load_la(t, row0, k0) * la_scale, false);
       store_b(0u, t, load_lb(t, col0, k0), p.lora_trans_b == 1u);
       workgroupBarrier();
       for (var kk = 0u; kk < TK; kk++) {
@@ -244,6 +257,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       }
       workgroupBarrier();
     }
+{{#LORA_MASK}}
     acc[0] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 0u, 0u));
     acc[1] *= factors(row0 + row_of(lid, 0u), col0 + col_of(lid, 1u, 0u));
     acc[2] *= factors(row0 + row_of(lid, 1u), col0 + col_of(lid, 0u, 0u));
@@ -260,7 +274,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     acc[13] *= factors(row0 + row_of(lid, 6u), col0 + col_of(lid, 1u, 0u));
     acc[14] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 0u, 0u));
     acc[15] *= factors(row0 + row_of(lid, 7u), col0 + col_of(lid, 1u, 0u));
+{{/LORA_MASK}}
   }
+{{/LORA}}
 
   var ra = load_a(t, row0, k_begin, k_end, a_base);
   var rb = load_b(t, col0, k_begin, k_end, b_base);
