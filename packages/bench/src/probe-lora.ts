@@ -4,9 +4,12 @@
  * captured dispatch timed on its own. Not part of the
  * published benchmark; it says where the time over the base GEMM goes.
  *
- *   node probe-lora.mjs [r ...]
+ *   node probe-lora.mjs [r ...] [--fusion] [--dual]
+ *   --fusion: forward and step with the earlier forms of the LoRA term and the current one;
+ *   --dual: U and dB from lora-dual (both role layouts) against the two GEMMs.
  */
-import { createWebGPUBackend, type DispatchSpec, forceLoraFusion, forceLoraPlan, type LoraFusion, loraPlan } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type DispatchSpec, forceLoraFusion, forceLoraPlan, type LoraFusion, loraPlan, recordGemm, recordLoraDual } from '@metal-lora/metal-kernels';
+import { randomValues } from '@metal-lora/tensor/testing';
 import * as T from '@metal-lora/tensor';
 import { make as makeOn } from './lora-core';
 import { timeKernel } from './timing';
@@ -51,6 +54,7 @@ function step(a: T.Tensor, b: T.Tensor, scale: number): void {
 
 const ranks = process.argv.slice(2).map(Number).filter((n) => n > 0);
 const fusionOnly = process.argv.includes('--fusion');
+const dualOnly = process.argv.includes('--dual');
 const [M, inF, outF] = [2048, 4096, 4096];
 const x = make([M, inF], 1);
 const w = make([outF, inF], 2, 1 / Math.sqrt(inF));
@@ -59,6 +63,27 @@ for (const r of ranks.length ? ranks : [8, 64]) {
   const a = make([r, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, r], 5, 0.1);
   const scale = 16 / r;
+  if (dualOnly) {
+    // --dual: U = s·dy·B and dB = s·dyᵀ·T, M = 2048, out = 4096.
+    const up = (n: number, seed: number) => (backend.upload(Float32Array.from(randomValues(n, seed)), 'float32') as { buffer: GPUBuffer }).buffer;
+    const [dyb, bb, tb] = [up(M * outF, 81), up(outF * r, 82), up(M * r, 83)];
+    const [ub, dbb] = [backend.acquire(M * r * 4, 'probe U'), backend.acquire(outF * r * 4, 'probe dB')];
+    for (const roles of ['shared', 'split'] as const) {
+      await profile(`r=${r} lora-dual ${roles}`, () => {
+        const { u, dB } = recordLoraDual(backend, dyb, bb, tb, M, outF, r, 0.5, roles);
+        backend.release(u.buffer);
+        backend.release(dB.buffer);
+      });
+    }
+    await profile(`r=${r} two GEMMs`, () => {
+      const base = { batch: 1, dtype: 'float32' as const };
+      const ops = { aBatchStride: 0, bBatchStride: 0, alpha: 0.5, beta: 0, dtype: 'float32' as const };
+      recordGemm(backend, { M, N: r, K: outF, transA: false, transB: false, ...base }, { a: dyb, b: bb, c: ub, ...ops });
+      recordGemm(backend, { M: outF, N: r, K: M, transA: true, transB: false, ...base }, { a: dyb, b: tb, c: dbb, ...ops });
+    });
+    for (const buffer of [dyb, bb, tb, ub, dbb]) backend.release(buffer);
+    continue;
+  }
   if (fusionOnly) {
     // --fusion: forward and step with the earlier forms of the LoRA term and the current one.
     const forms: [string, Partial<LoraFusion>][] = [
@@ -81,7 +106,7 @@ for (const r of ranks.length ? ranks : [8, 64]) {
   await profile(`r=${r} fused step`, () => step(a, b, scale));
 }
 // Decode shapes, r = 16: the base GEMV and the forward on both plans.
-for (const Md of fusionOnly ? [] : [1, 16]) {
+for (const Md of fusionOnly || dualOnly ? [] : [1, 16]) {
   const xd = make([Md, inF], 6);
   const a = make([16, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, 16], 5, 0.1);

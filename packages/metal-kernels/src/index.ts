@@ -35,6 +35,6 @@ export {
 } from './gemm';
 export { gemvColsStream, gemvRowsStream } from './gemv';
 export { forceLoraPlan, type LoraPlan, loraPlan } from './kernels/lora';
-export { LORA_DUAL_MAX_RANK, loraDualApplies, loraDualGrid, recordLoraDual } from './kernels/lora-dual';
+export { LORA_DUAL_MAX_RANK, type LoraDualRoles, loraDualApplies, loraDualGrid, recordLoraDual } from './kernels/lora-dual';
 export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';
 export { specialize } from './shader';

@@ -1,6 +1,6 @@
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect, it } from 'vitest';
-import { loraDualApplies, loraDualGrid, recordLoraDual, type WebGPUBackend } from '../src/index';
+import { type LoraDualRoles, loraDualApplies, loraDualGrid, recordLoraDual, type WebGPUBackend } from '../src/index';
 import { gpuIt } from './gpu-env';
 
 describe('loraDualGrid (pure)', () => {
@@ -27,7 +27,7 @@ describe('loraDualGrid (pure)', () => {
 });
 
 /** U = s·dy·B and dB = s·dyᵀ·T against float64 sums on the host, workspaces poisoned first. */
-async function checkDual(backend: WebGPUBackend, M: number, N: number, r: number): Promise<void> {
+async function checkDual(backend: WebGPUBackend, M: number, N: number, r: number, roles: LoraDualRoles = 'shared'): Promise<void> {
   const s = 0.625;
   const [dy, b, t] = [randomValues(M * N, 71), randomValues(N * r, 72), randomValues(M * r, 73)];
   const up = (v: Float64Array) => (backend.upload(Float32Array.from(v), 'float32') as { buffer: GPUBuffer }).buffer;
@@ -40,7 +40,7 @@ async function checkDual(backend: WebGPUBackend, M: number, N: number, r: number
     backend.release(poisoned);
   }
   const [dyb, bb, tb] = [up(dy), up(b), up(t)];
-  const { u, dB } = recordLoraDual(backend, dyb, bb, tb, M, N, r, s);
+  const { u, dB } = recordLoraDual(backend, dyb, bb, tb, M, N, r, s, roles);
   const gotU = await backend.read(u, 'float32', M * r);
   const gotB = await backend.read(dB, 'float32', N * r);
   const wantU = new Float64Array(M * r);
@@ -55,15 +55,17 @@ async function checkDual(backend: WebGPUBackend, M: number, N: number, r: number
     }
   }
   for (const x of [dyb, bb, tb, u.buffer, dB.buffer]) backend.release(x);
-  assertClose(gotU, wantU, scaledTolerance(TOLERANCES.float32Gemm, wantU), `lora-dual U M=${M} N=${N} r=${r}`);
-  assertClose(gotB, wantB, scaledTolerance(TOLERANCES.float32Gemm, wantB), `lora-dual dB M=${M} N=${N} r=${r}`);
+  assertClose(gotU, wantU, scaledTolerance(TOLERANCES.float32Gemm, wantU), `lora-dual U M=${M} N=${N} r=${r} ${roles}`);
+  assertClose(gotB, wantB, scaledTolerance(TOLERANCES.float32Gemm, wantB), `lora-dual dB M=${M} N=${N} r=${r} ${roles}`);
 }
 
 describe('webgpu lora-dual: U and dB from one read of dy', () => {
   for (const r of [4, 8, 12, 16, 20, 32, 64]) {
-    gpuIt(`r=${r}: rows and columns not multiples of the 64×64 tile, several chunks`, async (backend) => {
-      await checkDual(backend, 130, 300, r);
-      await checkDual(backend, 17, 68, r);
+    gpuIt(`r=${r}: rows and columns not multiples of the 64×64 tile, several chunks, both role layouts`, async (backend) => {
+      for (const roles of ['shared', 'split'] as const) {
+        await checkDual(backend, 130, 300, r, roles);
+        await checkDual(backend, 17, 68, r, roles);
+      }
     });
   }
   gpuIt('many blocks and chunks (M=700, N=1100, r=8)', (backend) => checkDual(backend, 700, 1100, 8));

@@ -17,20 +17,30 @@ export function loraDualApplies(M: number, N: number, r: number, dtype: string):
   return dtype === 'float32' && r % 4 === 0 && r > 0 && r <= LORA_DUAL_MAX_RANK && N % 4 === 0 && M > 16;
 }
 
-/** OU, the outputs of each kind per thread: the least power of two with (64 / OU)·R4 ≤ 256 threads. */
-function outputsPerThread(r: number): number {
+/**
+ * How the workgroup's 256 threads share the two products: `split` gives each half one product
+ * (threads own more outputs: each B or T load feeds more multiply-adds), `shared` has every thread
+ * do both, one after the other. The default, `split` up to r = 32, is the H100's measurement
+ * (M = 2048, N = 4096: r = 16 0.060 against 0.073 ms, r = 32 0.093 against 0.100; at r = 64,
+ * eight outputs of each kind per thread, 0.230 against 0.159). At r ≤ 8 both layouts are the same.
+ */
+export type LoraDualRoles = 'split' | 'shared';
+
+/** OU, the outputs of each kind per thread: the least power of two with (64 / OU)·R4 ≤ the threads per product. */
+function outputsPerThread(r: number, roles: LoraDualRoles): number {
+  const threads = roles === 'split' ? 128 : 256;
   let ou = 1;
-  while ((BM / ou) * (r / 4) > 256) ou *= 2;
+  while ((BM / ou) * (r / 4) > threads) ou *= 2;
   return ou;
 }
 
-function dualShader(r: number): { key: string; source: string } {
-  return generatedShader('lora-dual', dualSource, { r }, () => dualValues(r));
+function dualShader(r: number, roles: LoraDualRoles): { key: string; source: string } {
+  return generatedShader('lora-dual', dualSource, { r, roles }, () => dualValues(r, roles));
 }
 
-function dualValues(r: number): Record<string, string> {
+function dualValues(r: number, roles: LoraDualRoles): Record<string, string> {
   const R4 = r / 4;
-  const OU = outputsPerThread(r);
+  const OU = outputsPerThread(r, roles);
   return {
     R4: String(R4),
     OU: String(OU),
@@ -53,14 +63,14 @@ export function loraDualGrid(M: number, N: number): { blocks: number; chunks: nu
 }
 
 /** Records U = s·dy·B [M, r] and dB = s·dyᵀ·T [N, r] (see {@link loraDualApplies}). */
-export function recordLoraDual(backend: WebGPUBackend, dy: GPUBuffer, b: GPUBuffer, t: GPUBuffer, M: number, N: number, r: number, scale: number): { u: GpuData; dB: GpuData } {
+export function recordLoraDual(backend: WebGPUBackend, dy: GPUBuffer, b: GPUBuffer, t: GPUBuffer, M: number, N: number, r: number, scale: number, roles: LoraDualRoles = r <= 32 ? 'split' : 'shared'): { u: GpuData; dB: GpuData } {
   const { blocks, chunks, nChunk } = loraDualGrid(M, N);
   const u = backend.allocate('float32', M * r, 'loraLinear U');
   const dB = backend.allocate('float32', N * r, 'loraLinear dB');
   const wsU = backend.acquire(chunks * M * r * 4, 'lora-dual U partials');
   const wsB = backend.acquire(blocks * N * r * 4, 'lora-dual dB partials');
-  const { key, source } = dualShader(r);
-  backend.dispatch({ key, source, buffers: [dy, b, t, wsU, wsB], uniform: uniform([M, N, nChunk, 0]), workgroups: [blocks, chunks, 1], label: `lora-dual r${r}` });
+  const { key, source } = dualShader(r, roles);
+  backend.dispatch({ key, source, buffers: [dy, b, t, wsU, wsB], uniform: uniform([M, N, nChunk, 0]), workgroups: [blocks, chunks, 1], label: `lora-dual r${r} ${roles}` });
   const n4 = (M + N) * (r / 4);
   const { workgroups, gridX } = grid1d(n4);
   backend.dispatch({

@@ -19,9 +19,10 @@
 //   5  p     uniform { M, N, n_chunk (a multiple of NS), _ }
 // Dispatch: (blocks = ceil(M / BM), chunks = ceil(N / n_chunk), 1) workgroups of 256 threads.
 // Text constants: R4 = r / 4 (1..16) and OU (outputs of each kind per thread: the least power of
-// two with (BM / OU)·R4 ≤ 256): thread t < (BM / OU)·R4 owns vec4 column j4 = t % R4 of OU
-// consecutive rows g·OU + i of its U block and of each tile's dB rows (g = t / R4); for r ≤ 8
-// the dB rows go to thread 128 + t instead, so both products run at once. U_DECL .. U_STORE are the straight-line
+// two with (BM / OU)·R4 ≤ 256, or ≤ 128 to split the roles): thread t < (BM / OU)·R4 owns vec4
+// column j4 = t % R4 of OU consecutive rows g·OU + i of its U block and of each tile's dB rows
+// (g = t / R4); when (BM / OU)·R4 ≤ 128 the dB rows go to thread 128 + t instead, so both
+// products run at once. U_DECL .. U_STORE are the straight-line
 // statements lora-dual.ts writes for the OU accumulators (accumulator arrays indexed in loops
 // spill to local memory on NVIDIA).
 
