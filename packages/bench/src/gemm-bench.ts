@@ -5,7 +5,7 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16.
  */
@@ -58,9 +58,16 @@ function cases(quick: boolean): Case[] {
   // Alternatives to the selector's gemv choice: same kernel, other lane/row/unroll/split settings.
   const variants = (shape: GemmShape, changes: Record<string, number>[]): GemmConfig[] => {
     const auto = selectGemm(shape);
-    if (!process.argv.includes('--explore-gemv') || (auto.kind !== 'gemv-rows' && auto.kind !== 'gemv-cols')) return [];
+    if (!(process.argv.includes('--explore-gemv') || process.argv.includes('--explore-lanes')) || (auto.kind !== 'gemv-rows' && auto.kind !== 'gemv-cols')) return [];
     return changes.map((c) => ({ ...auto, ...c, name: `${auto.kind} ${Object.entries({ ...auto, ...c }).filter(([k]) => !['kind', 'name'].includes(k)).map(([k, v]) => `${k[0]}${v}`).join(' ')}` }) as GemmConfig);
   };
+  // Fewer lanes per row, more rows per lane group, one load in flight (--explore-lanes alone).
+  const fewLanes: Record<string, number>[] = [
+    ...[2, 4, 8].map((splits) => ({ lanes: 16, rows: 2, unroll: 1, splits })),
+    { lanes: 16, rows: 4, unroll: 1, splits: 4 },
+    { lanes: 8, rows: 2, unroll: 1, splits: 4 },
+    { lanes: 8, rows: 2, unroll: 1, splits: 8 },
+  ];
   const rowsAlternatives: Record<string, number>[] = [{ lanes: 64 }, { rows: 1 }, { rows: 2 }, { rows: 4 }, { unroll: 1 }, { unroll: 4 }, { lanes: 16, rows: 2 }];
   const colsAlternatives: Record<string, number>[] = [{ colLanes: 32 }, { colLanes: 128 }, { unroll: 2 }, { unroll: 8 }];
   for (const M of [1, 4, 16]) {
@@ -76,16 +83,18 @@ function cases(quick: boolean): Case[] {
   }
   const halfSplits = (shape: GemmShape): Record<string, number>[] => [{ splits: Math.max(1, Math.floor((selectGemm(shape) as { splits: number }).splits / 2)) }, { splits: 2 * (selectGemm(shape) as { splits: number }).splits }];
   // The vec4 tiles with one half-size dimension, at several K splits (--explore).
+  // 64×64: the rank side in one tile up to r = 64 with twice the row (or column) tiles to split over.
+  const VEC4_64x64: Vec4Config = { kind: 'vec4', name: 'vec4-64x64', splits: 1, bm: 64, bn: 64 };
   const tiles = (base: Vec4Config, splits: number[]): GemmConfig[] => (explore ? splits.map((n) => ({ ...base, name: `${base.name}+splitK${n}`, splits: n })) : []);
   for (const r of [8, 16, 32, 64]) {
     const xa = s(2048, r, 4096, false, true);
     const dyb = s(2048, r, 4096, false, false);
     const ux = s(r, 4096, 2048, true, false);
     const dyt = s(4096, r, 2048, true, false);
-    list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: xa, configs: ['auto', ...variants(xa, [...rowsAlternatives, ...halfSplits(xa)]), ...tiles(VEC4_128x64, [8, 16, 32]), ...tiles(VEC4_128, [16])] });
-    if (explore) list.push({ group: 'skinny', label: `dy·B r=${r} (B [out, r] as stored)`, shape: dyb, configs: ['auto', ...tiles(VEC4_128x64, [16, 32])] });
-    list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: ux, configs: ['auto', ...variants(ux, [...colsAlternatives, ...halfSplits(ux)]), ...tiles(VEC4_64x128, [4, 8, 16])] });
-    list.push({ group: 'skinny', label: `dyᵀ·T r=${r} (N=r)`, shape: dyt, configs: ['auto', ...variants(dyt, colsAlternatives), ...tiles(VEC4_128x64, [4, 8, 16])] });
+    list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: xa, configs: ['auto', ...variants(xa, [...rowsAlternatives, ...halfSplits(xa)]), ...tiles(VEC4_128x64, [8, 16, 32]), ...tiles(VEC4_128, [16]), ...tiles(VEC4_64x64, [8, 16])] });
+    if (explore) list.push({ group: 'skinny', label: `dy·B r=${r} (B [out, r] as stored)`, shape: dyb, configs: ['auto', ...tiles(VEC4_128x64, [16, 32]), ...tiles(VEC4_64x64, [8, 16])] });
+    list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: ux, configs: ['auto', ...variants(ux, [...colsAlternatives, ...halfSplits(ux)]), ...tiles(VEC4_64x128, [4, 8, 16]), ...tiles(VEC4_64x64, [4, 8])] });
+    list.push({ group: 'skinny', label: `dyᵀ·T r=${r} (N=r)`, shape: dyt, configs: ['auto', ...variants(dyt, colsAlternatives), ...tiles(VEC4_128x64, [4, 8, 16]), ...tiles(VEC4_64x64, [4, 8])] });
     list.push({ group: 'skinny', label: `T·Bᵀ r=${r} (K=r)`, shape: s(2048, 4096, r, false, true), configs: ['auto'] });
   }
   for (const r of explore ? [128, 256] : []) {
@@ -93,6 +102,11 @@ function cases(quick: boolean): Case[] {
     const ux = s(r, 4096, 2048, true, false);
     list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: xa, configs: ['auto', ...tiles(VEC4_128, [4, 8, 16])] });
     list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: ux, configs: ['auto', ...tiles(VEC4_128, [2, 4, 8])] });
+  }
+  if (process.argv.includes('--explore-lanes')) {
+    // The selector's gemv-rows choice against the few-lane settings only, at decode M = 4, 16 and x·Aᵀ r = 8, 16.
+    const picked = list.filter((c) => /^(decode x·Wᵀ M=(4|16)|x·Aᵀ r=(8|16) )/.test(c.label));
+    return picked.map((c) => ({ ...c, configs: ['auto', ...variants(c.shape, fewLanes)] }));
   }
   return process.argv.includes('--no-big') ? list.filter((c) => c.group !== 'big') : list;
 }

@@ -4,9 +4,10 @@
  * captured dispatch timed on its own. Not part of the
  * published benchmark; it says where the time over the base GEMM goes.
  *
- *   node probe-lora.mjs [r ...] [--fusion] [--dual]
+ *   node probe-lora.mjs [r ...] [--fusion] [--dual] [--decode-step]
  *   --fusion: forward and step with the earlier forms of the LoRA term and the current one;
- *   --dual: U and dB from lora-dual (both role layouts) against the two GEMMs.
+ *   --dual: U and dB from lora-dual (both role layouts) against the two GEMMs;
+ *   --decode-step: also the decode-sized training step, loraLinear against the matmul composition.
  */
 import { createWebGPUBackend, type DispatchSpec, forceLoraFusion, forceLoraPlan, type LoraFusion, loraPlan, recordGemm, recordLoraDual } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
@@ -59,7 +60,7 @@ const [M, inF, outF] = [2048, 4096, 4096];
 const x = make([M, inF], 1);
 const w = make([outF, inF], 2, 1 / Math.sqrt(inF));
 const dy = make([M, outF], 3);
-for (const r of ranks.length ? ranks : [8, 64]) {
+for (const r of ranks.length ? ranks : process.argv.includes('--decode-step') ? [] : [8, 64]) {
   const a = make([r, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, r], 5, 0.1);
   const scale = 16 / r;
@@ -115,6 +116,25 @@ for (const Md of fusionOnly || dualOnly ? [] : [1, 16]) {
   forceLoraPlan('composed');
   await profile(`decode M=${Md} r=16 forward (composed)`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
   forceLoraPlan(null);
+  if (process.argv.includes('--decode-step')) {
+    // The training step at decode sizes: loraLinear's backward against the matmul composition's.
+    const dyd = make([Md, outF], 7);
+    const stepOf = (forward: (xs: T.Tensor, as: T.Tensor, bs: T.Tensor) => T.Tensor) => () =>
+      T.tidy(() => {
+        const [xs, as, bs] = [xd, a, b].map((t) => {
+          const leaf = t.detach();
+          leaf.requiresGrad = true;
+          return leaf;
+        });
+        forward(xs, as, bs).backward(dyd);
+        for (const t of [xs, as, bs]) t.grad?.dispose();
+      });
+    await profile(`decode M=${Md} r=16 step (loraLinear)`, stepOf((xs, as, bs) => T.loraLinear(xs, w, as, bs, { scale: 1 })));
+    await profile(
+      `decode M=${Md} r=16 step (matmul composition)`,
+      stepOf((xs, as, bs) => T.add(T.matmul(xs, w, { transposeB: true }), T.matmul(T.matmul(xs, as, { transposeB: true }), bs, { transposeB: true }))),
+    );
+  }
 }
 await backend.sync();
 backend.context.device.destroy();

@@ -117,30 +117,24 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
   const rowsStream = gemvRowsStream(shape);
   const colsStream = gemvColsStream(shape);
   // Bandwidth-bound shapes: one operand has ≤ 16 rows (decode, or a LoRA rank ≤ 16), the other
-  // is read once. Settings from the H100 sweep (`gemm-bench --explore-gemv`, packages/bench/RESULTS.md):
-  // one W row per lane group of 32 (gemv-rows) or 32 column lanes (gemv-cols: Uᵀ·x r = 8
-  // 0.030 against 0.047 ms with 64); ranks above 16 ran faster on tiles.
+  // is read once. Settings from the H100 sweeps (`gemm-bench --explore-gemv`, `--explore-lanes`,
+  // packages/bench/RESULTS.md); gemv-cols takes 32 column lanes (Uᵀ·x r = 8: 0.030 against
+  // 0.047 ms with 64); ranks above 16 ran faster on tiles.
   const few = rowsStream === 'b' || colsStream === 'b' ? M : N;
   const many = rowsStream === 'b' || colsStream === 'b' ? N : M;
   if ((rowsStream || colsStream) && K >= 64 && many >= 64 && few <= 16) {
     const mr = bucket(few);
-    // Loads in flight per lane: four for decode with M ≤ 4, one with 8..16 rows of the small
-    // operand (its loads already keep the lane busy: decode M = 16 0.065 against 0.069 ms,
-    // x·Aᵀ r = 16 0.040 against 0.045), else two.
-    const unroll = mr <= 4 && many === N ? 4 : mr >= 8 ? 1 : 2;
+    // With 8..16 rows of the small operand: 16 lanes per row, two rows per lane group, one load
+    // in flight, ~512 workgroups (decode M = 16: 0.057 against 0.065 ms; x·Aᵀ r = 16: 0.034
+    // against 0.056; r = 8: 0.025 against 0.041). Decode with M ≤ 4: 32 lanes, four loads in
+    // flight, ~512 workgroups; otherwise 32 lanes, two loads, ~2048 workgroups.
+    const manyRows = mr >= 8;
     const config: GemvRowsConfig | GemvColsConfig = rowsStream
-      ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: 32, rows: 1, mr, unroll, splits: 1 }
+      ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: manyRows ? 16 : 32, rows: manyRows ? 2 : 1, mr, unroll: manyRows ? 1 : mr <= 4 && many === N ? 4 : 2, splits: 1 }
       : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 32, mr, unroll: 2, splits: 1 };
-    // Enough workgroups for a large GPU, each split keeping ≥ 256 of K: 512 streaming a weight
-    // with ≤ 4 rows of x, else 2048 (decode M = 16: 0.070 ms with 4 splits, 0.077 without).
-    const target = many === N && mr <= 4 ? 512 : 2048;
+    const target = (many === N && mr <= 4) || (rowsStream && manyRows) ? 512 : 2048;
     const splits = Math.max(1, Math.min(64, Math.ceil(target / gemvGroups(shape, config)), Math.floor(K / 256)));
     return splits > 1 ? { ...config, name: `${config.name}+splitK${splits}`, splits } : config;
-  }
-  if (rowsStream === 'b' && K >= 64 && M >= 9 && M <= 16 && N < 64) {
-    // Both sides rank-sized (the decode LoRA down-projection at M = 16): one dispatch, 128 lanes
-    // per row, no K split (0.021 against 0.029 ms for gemv16 and its reduction on an H100).
-    return { kind: 'gemv-rows', name: 'gemv-rows16 l128', lanes: 128, rows: 1, mr: 16, unroll: 2, splits: 1 };
   }
   if (M <= 16 && batch === 1 && K >= 64) {
     const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;

@@ -34,7 +34,7 @@ describe('selectGemm (pure)', () => {
     ['dyᵀ·T, N = r = 8', shape(4096, 8, 2048, { transA: true }), 'gemv-cols8+splitK8'],
     ['bias gradient onesᵀ·dy', shape(1, 4096, 2048), 'gemv-cols1+splitK8'],
     ['T·Bᵀ, K = r', shape(2048, 4096, 16, { transB: true }), 'vec4-128x128'],
-    ['decode LoRA down-projection x·Aᵀ, M = 16, r = 16: one dispatch', shape(16, 16, 4096, { transB: true }), 'gemv-rows16 l128'],
+    ['decode LoRA down-projection x·Aᵀ, M = 16, r = 16', shape(16, 16, 4096, { transB: true }), 'gemv16'],
     ['decode LoRA down-projection x·Aᵀ, M = 1, r = 16', shape(1, 16, 4096, { transB: true }), 'gemv1'],
     ['mid-size', shape(300, 300, 300), 'tile64x64'],
     ['small', shape(33, 17, 9), 'tile32x32'],
@@ -44,9 +44,9 @@ describe('selectGemm (pure)', () => {
   });
   it('sets loads in flight and lanes by the rows of the small operand (the H100 sweep)', () => {
     const pick = (s: GemmShape) => selectGemm(s) as GemvRowsConfig | GemvColsConfig;
-    expect((pick(shape(1, 4096, 4096, { transB: true })) as GemvRowsConfig).unroll).toBe(4);
-    expect((pick(shape(16, 4096, 4096, { transB: true })) as GemvRowsConfig).unroll).toBe(1);
-    expect((pick(shape(2048, 8, 4096, { transB: true })) as GemvRowsConfig).unroll).toBe(1);
+    expect(pick(shape(16, 4096, 4096, { transB: true }))).toMatchObject({ lanes: 16, rows: 2, unroll: 1, splits: 4 });
+    expect(pick(shape(2048, 8, 4096, { transB: true }))).toMatchObject({ lanes: 16, rows: 2, unroll: 1, splits: 8 });
+    expect(pick(shape(4, 4096, 4096, { transB: true }))).toMatchObject({ lanes: 32, rows: 1, unroll: 4 });
     expect((pick(shape(16, 4096, 2048, { transA: true })) as GemvColsConfig).colLanes).toBe(32);
   });
   it('falls back to the smallest tile when workgroup memory is scarce', () => {
@@ -156,6 +156,7 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     { kind: 'gemv-rows', name: 'gemv-rows l8 r4 mr4 u1', lanes: 8, rows: 4, mr: 4, unroll: 1, splits: 1 },
     { kind: 'gemv-rows', name: 'gemv-rows l64 r2 mr3 u3', lanes: 64, rows: 2, mr: 3, unroll: 3, splits: 1 },
     { kind: 'gemv-rows', name: 'gemv-rows l256 r1 mr16 u1', lanes: 256, rows: 1, mr: 16, unroll: 1, splits: 1 },
+    { kind: 'gemv-rows', name: 'gemv-rows l16 r2 mr16 u1', lanes: 16, rows: 2, mr: 16, unroll: 1, splits: 1 },
   ];
   for (const base of rowsConfigs) {
     for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {
