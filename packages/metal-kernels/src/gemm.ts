@@ -301,7 +301,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     // The LoRA term is a prologue of the main loop. Its dropout mask (dx with dropout) is code
     // of its own: compiled in even behind a runtime check it made the forward GEMM 3% slower on
     // an H100 (1.754 against 1.700 ms at r = 16; packages/bench/RESULTS.md).
-    const mask = drop !== null || loraFusionForms().mask;
+    const mask = lora !== undefined && (drop !== null || loraFusionForms().mask);
     const vecOut = N % 4 === 0 && !mask;
     const flag = (b: boolean) => (b ? '1' : '0');
     const { key, source } = shader('gemm-vec4', vec4Source, {
