@@ -105,8 +105,16 @@ function cases(quick: boolean): Case[] {
   }
   if (process.argv.includes('--explore-lanes')) {
     // The selector's gemv-rows choice against the few-lane settings only, at decode M = 4, 16 and x·Aᵀ r = 8, 16.
-    const picked = list.filter((c) => /^(decode x·Wᵀ M=(4|16)|x·Aᵀ r=(8|16) )/.test(c.label));
-    return picked.map((c) => ({ ...c, configs: ['auto', ...variants(c.shape, fewLanes)] }));
+    const picked = list.filter((c) => /^(decode x·Wᵀ M=(4|16)|x·Aᵀ r=(8|16|32|64) )/.test(c.label));
+    // Ranks 32 and 64 on gemv-rows too: 32 rows of A per dispatch (32 or 64 accumulators per thread).
+    const wideRanks = (r: number): GemmConfig[] =>
+      [
+        [16, 1, 8],
+        [16, 1, 4],
+        [16, 2, 8],
+        [32, 1, 8],
+      ].map(([lanes, rows, splits]) => ({ kind: 'gemv-rows', name: `gemv-rows l${lanes} r${rows} m32 u1 s${splits}`, lanes, rows, mr: Math.min(32, r), unroll: 1, splits }));
+    return picked.map((c) => ({ ...c, configs: ['auto', ...(c.shape.N >= 32 ? wideRanks(c.shape.N) : variants(c.shape, fewLanes))] }));
   }
   return process.argv.includes('--no-big') ? list.filter((c) => c.group !== 'big') : list;
 }
