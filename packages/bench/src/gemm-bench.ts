@@ -5,7 +5,7 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--hot] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16.
  */
@@ -155,7 +155,8 @@ export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: 
     const bValues = randomValues(K * N, 12);
     // Rotate inputs so repeats do not run from the 50 MB L2: enough copies to exceed ~150 MB.
     const bytesPerSet = (M * K + K * N + M * N) * 4;
-    const copies = Math.max(1, Math.min(4, Math.ceil(150e6 / bytesPerSet)));
+    // --hot: one copy, so inputs that fit stay in L2 (tells a DRAM-bound kernel from one bound inside the SM).
+    const copies = process.argv.includes('--hot') ? 1 : Math.max(1, Math.min(4, Math.ceil(150e6 / bytesPerSet)));
     const sets = Array.from({ length: copies }, (_, i) => ({ a: upload(backend, i === 0 ? aValues : randomValues(M * K, 20 + i)), b: upload(backend, i === 0 ? bValues : randomValues(K * N, 40 + i)), c: backend.acquire(M * N * 4, 'bench c') }));
     // One discarded timing of the first config on the fresh buffers: on the H100 the first
     // variant timed after a case's uploads ran slower than the same variant timed again
