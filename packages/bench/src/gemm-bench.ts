@@ -5,7 +5,7 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--hot] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--hot] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16.
  */
@@ -102,6 +102,27 @@ function cases(quick: boolean): Case[] {
     const ux = s(r, 4096, 2048, true, false);
     list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: xa, configs: ['auto', ...tiles(VEC4_128, [4, 8, 16])] });
     list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: ux, configs: ['auto', ...tiles(VEC4_128, [2, 4, 8])] });
+  }
+  if (process.argv.includes('--explore-narrow')) {
+    // 128-thread vec4 tiles sized to the rank: 128×32 / 32×128 and 128×64 / 64×128 with 8×8 per
+    // thread, at the selector's split and its neighbours, for the rank products at r = 16..64.
+    const tile = (bm: 32 | 64 | 128, bn: 32 | 64 | 128, splits: number): GemmConfig => {
+      const wide = bn >= bm;
+      return { kind: 'vec4', name: `vec4-${bm}x${bn} ${wide ? '16x8' : '8x16'}${splits > 1 ? `+splitK${splits}` : ''}`, splits, bm, bn, ...(wide ? { wgy: 8 as const } : { wgx: 8 as const }) };
+    };
+    const picked = list.filter((c) => c.group === 'big' || /^(x·Aᵀ|dy·B|Uᵀ·x|dyᵀ·T) r=(16|32|64) /.test(c.label));
+    return picked
+      .filter((c) => c.group !== 'big' || !process.argv.includes('--no-big'))
+      .map((c) => {
+        if (c.group === 'big') return { ...c, configs: ['auto'] };
+        const rankRows = c.shape.M < c.shape.N;
+        const r = rankRows ? c.shape.M : c.shape.N;
+        const auto = selectGemm(c.shape) as { splits: number };
+        const n = Math.max(2, auto.splits);
+        const splits = [Math.max(1, n / 2), n, n * 2];
+        const shapes: [32 | 64 | 128, 32 | 64 | 128][] = rankRows ? (r <= 32 ? [[32, 128], [64, 128]] : [[64, 128]]) : r <= 32 ? [[128, 32], [128, 64]] : [[128, 64]];
+        return { ...c, configs: ['auto', ...shapes.flatMap(([bm, bn]) => splits.map((k) => tile(bm, bn, k)))] };
+      });
   }
   if (process.argv.includes('--explore-lanes')) {
     // The selector's gemv-rows choice against the few-lane settings only, at decode M = 4, 16 and x·Aᵀ r = 8, 16.

@@ -37,9 +37,12 @@ export interface Vec4Config {
   name: string;
   splits: number;
   /** Rows of C per workgroup (default 128). */
-  bm?: 64 | 128;
+  bm?: 32 | 64 | 128;
   /** Columns of C per workgroup (default 128). */
-  bn?: 64 | 128;
+  bn?: 32 | 64 | 128;
+  /** Threads across (columns) and down (rows) the workgroup (default 16 × 16): bn / (4·wgx) and bm / (4·wgy) must be 1 or 2. */
+  wgx?: 8 | 16;
+  wgy?: 8 | 16;
 }
 
 export type GemmConfig = TiledConfig | GemvConfig | Vec4Config | GemvRowsConfig | GemvColsConfig;
@@ -50,6 +53,12 @@ export const VEC4_128: Vec4Config = { kind: 'vec4', name: 'vec4-128x128', splits
 export const VEC4_128x64: Vec4Config = { kind: 'vec4', name: 'vec4-128x64', splits: 1, bm: 128, bn: 64 };
 /** M = rank products (Uᵀ·x): 64 rows × 128 columns per workgroup. */
 export const VEC4_64x128: Vec4Config = { kind: 'vec4', name: 'vec4-64x128', splits: 1, bm: 64, bn: 128 };
+/** N = rank products with r ≤ 32: 128 × 32 on 8 × 16 threads (8 × 4 outputs each). */
+export const VEC4_128x32: Vec4Config = { kind: 'vec4', name: 'vec4-128x32', splits: 1, bm: 128, bn: 32, wgx: 8 };
+/** M = rank products with r ≤ 32: 32 × 128 on 16 × 8 threads. */
+export const VEC4_32x128: Vec4Config = { kind: 'vec4', name: 'vec4-32x128', splits: 1, bm: 32, bn: 128, wgy: 8 };
+/** N = rank products with 32 < r ≤ 64: 128 × 64 on 8 × 16 threads, 8 × 8 outputs each as in the big tile. */
+export const VEC4_128x64_T128: Vec4Config = { kind: 'vec4', name: 'vec4-128x64/128t', splits: 1, bm: 128, bn: 64, wgx: 8 };
 
 /** Whether gemm-vec4.wgsl's alignment holds: each stored operand's contiguous dim is a multiple of 4. */
 export function vec4Aligned(shape: GemmShape): boolean {
@@ -147,12 +156,18 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
   const rankShaped = (Math.min(M, N) <= 64 && Math.max(M, N) >= 256) || (Math.min(M, N) <= 256 && Math.max(M, N) >= 1024);
   if (vec4Ok && rankShaped && K >= 64) {
     // Rank-shaped products (x·Aᵀ, dy·B, dyᵀ·T with N = r; Uᵀ·x with M = r) with r > 16, or any
-    // r for dy·B: the vec4 tile, halved on the rank side up to r = 64, K split to ~256
-    // workgroups. On an H100 these ran 2× faster than tile64x64 at r = 32 and 64, and 3–7×
-    // faster than the scalar tiles at r = 128 and 256 (packages/bench/RESULTS.md).
-    const base = Math.min(M, N) > 64 ? VEC4_128 : N <= M ? VEC4_128x64 : VEC4_64x128;
+    // r for dy·B. Their time follows the number of tile steps, not the rank, so the tile is sized
+    // to the rank on 128 threads: 128×32 / 32×128 up to r = 32 with K split to ~512 workgroups,
+    // 128×64 (8×8 per thread) with N = r ≤ 64 to ~256; Uᵀ·x at r = 64 keeps the 64×128 tile on
+    // 256 threads, and ranks above 64 the 128×128 tile. On an H100 (M = 2048) the sized tiles
+    // took 0.033–0.048 ms where the 128-wide ones took 0.050–0.060 (packages/bench/RESULTS.md).
+    const rank = Math.min(M, N);
+    const onN = N <= M;
+    const [base, target] =
+      rank > 64 ? [VEC4_128, 0] : rank <= 32 ? [onN ? VEC4_128x32 : VEC4_32x128, 512] : onN ? [VEC4_128x64_T128, 256] : [VEC4_64x128, 0];
     const tiles = Math.ceil(M / (base.bm ?? 128)) * Math.ceil(N / (base.bn ?? 128)) * batch;
-    const splits = splitsFor(tiles, K);
+    // The sized tiles split K down to 128 per split; the others keep splitsFor's ~256 workgroups and 256 of K.
+    const splits = target ? Math.max(1, Math.min(64, Math.ceil(target / tiles), Math.floor(K / 128))) : splitsFor(tiles, K);
     return splits > 1 ? { ...base, name: `${base.name}+splitK${splits}`, splits } : base;
   }
   let base: TiledConfig;
@@ -248,7 +263,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const hasBias = ops.bias ? 1 : 0;
   const accumulate = ops.beta !== 0 ? 1 : 0;
   const bias = ops.bias ?? dummy(backend);
-  const loraOnVec4 = cfg.kind === 'vec4' && (cfg.bm ?? 128) === 128 && (cfg.bn ?? 128) === 128 && batch === 1 && ops.lora !== undefined && ops.lora.r % 4 === 0;
+  const loraOnVec4 = cfg.kind === 'vec4' && (cfg.bm ?? 128) === 128 && (cfg.bn ?? 128) === 128 && (cfg.wgx ?? 16) === 16 && (cfg.wgy ?? 16) === 16 && batch === 1 && ops.lora !== undefined && ops.lora.r % 4 === 0;
   // The decode form: gemv-rows streaming W adds s·T·Bᵀ in its epilogue (B [N, r], no dropout mask).
   const loraOnGemv = cfg.kind === 'gemv-rows' && ops.lora !== undefined && ops.lora.transB && !(ops.lora.dropout && ops.lora.dropout.p > 0) && gemvRowsStream({ ...shape, dtype: 'float32' }) === 'b';
   if (ops.lora && !loraOnVec4 && !loraOnGemv) {
@@ -292,7 +307,11 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       label: cfg.name,
     });
   } else if (cfg.kind === 'vec4') {
-    const [bm, bn] = [cfg.bm ?? 128, cfg.bn ?? 128];
+    const [bm, bn, wgx, wgy] = [cfg.bm ?? 128, cfg.bn ?? 128, cfg.wgx ?? 16, cfg.wgy ?? 16];
+    const halves = [bm / (4 * wgy), bn / (4 * wgx)];
+    if (!halves.every((h) => h === 1 || h === 2)) {
+      throw new ValueError('matmul', `${cfg.name}: each thread covers 4 or 8 rows and columns`, 'bm / (4·wgy) and bn / (4·wgx) in {1, 2}', `bm ${bm}, bn ${bn}, wgx ${wgx}, wgy ${wgy}`);
+    }
     // Whole-vec4 stores where N % 4 = 0 (the K = r products 2.5× faster on an H100, the plain GEMM
     // and the unmasked LoRA prologue the same), except with the masked prologue, measured 5%
     // slower with them (1.84 against 1.75 ms).
@@ -307,6 +326,10 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     const { key, source } = shader('gemm-vec4', vec4Source, {
       BM: String(bm),
       BN: String(bn),
+      WGX: String(wgx),
+      WGY: String(wgy),
+      A2: flag(2 * bm > wgx * wgy),
+      B2: flag(2 * bn > wgx * wgy),
       VEC_OUT: flag(vecOut),
       LORA: flag(!!lora),
       LORA_MASK: flag(mask),

@@ -30,6 +30,9 @@ export {
   VEC4_128,
   VEC4_128x64,
   VEC4_64x128,
+  VEC4_128x32,
+  VEC4_128x64_T128,
+  VEC4_32x128,
   type Vec4Config,
   vec4Aligned,
 } from './gemm';

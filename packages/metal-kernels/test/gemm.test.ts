@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_64x128, VEC4_128, VEC4_128x64, type WebGPUBackend } from '../src/index';
+import { forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x32, VEC4_128x64, VEC4_128x64_T128, type Vec4Config, type WebGPUBackend } from '../src/index';
 import { gpuIt } from './gpu-env';
 
 afterEach(() => forceGemmConfig(null));
@@ -21,14 +21,16 @@ describe('selectGemm (pure)', () => {
     ['big but K odd: scalar tiles', shape(2048, 4096, 4095, { transB: true }), 'tile128x128'],
     ['big float16: scalar tiles', shape(2048, 4096, 4096, { transB: true, dtype: 'float16' }), 'tile128x128'],
     ['x·Aᵀ, N = r = 8 (split K)', shape(2048, 8, 4096, { transB: true }), 'gemv-rows8+splitK8'],
-    ['x·Aᵀ, N = r = 64: half-width vec4 tiles', shape(2048, 64, 4096, { transB: true }), 'vec4-128x64+splitK16'],
-    ['x·Aᵀ, N = r = 32', shape(2048, 32, 4096, { transB: true }), 'vec4-128x64+splitK16'],
-    ['dy·B with B [out, r] as stored, r = 8', shape(2048, 8, 4096), 'vec4-128x64+splitK16'],
-    ['dy·B with B [out, r] as stored, r = 64', shape(2048, 64, 4096), 'vec4-128x64+splitK16'],
+    ['x·Aᵀ, N = r = 64: 128×64 on 128 threads', shape(2048, 64, 4096, { transB: true }), 'vec4-128x64/128t+splitK16'],
+    ['x·Aᵀ, N = r = 32: 128×32, K split to 128 per split', shape(2048, 32, 4096, { transB: true }), 'vec4-128x32+splitK32'],
+    ['dy·B with B [out, r] as stored, r = 8', shape(2048, 8, 4096), 'vec4-128x32+splitK32'],
+    ['dy·B with B [out, r] as stored, r = 64', shape(2048, 64, 4096), 'vec4-128x64/128t+splitK16'],
+    ['Uᵀ·x, M = r = 32: 32×128', shape(32, 4096, 2048, { transA: true }), 'vec4-32x128+splitK16'],
+    ['dyᵀ·T, N = r = 32', shape(4096, 32, 2048, { transA: true }), 'vec4-128x32+splitK16'],
     ['x·Aᵀ, r = 64 but K odd: scalar tiles', shape(2048, 64, 4095, { transB: true }), 'tile64x64+splitK8'],
     ['Uᵀ·x, M = r = 16, long K', shape(16, 4096, 2048, { transA: true }), 'gemv-cols16+splitK8'],
     ['Uᵀ·x, M = r = 64: half-height vec4 tiles', shape(64, 4096, 2048, { transA: true }), 'vec4-64x128+splitK8'],
-    ['dyᵀ·T, N = r = 64', shape(4096, 64, 2048, { transA: true }), 'vec4-128x64+splitK8'],
+    ['dyᵀ·T, N = r = 64', shape(4096, 64, 2048, { transA: true }), 'vec4-128x64/128t+splitK8'],
     ['x·Aᵀ, N = r = 128: 128×128 vec4 tiles, split K', shape(2048, 128, 4096, { transB: true }), 'vec4-128x128+splitK16'],
     ['Uᵀ·x, M = r = 256', shape(256, 4096, 2048, { transA: true }), 'vec4-128x128+splitK4'],
     ['dyᵀ·T, N = r = 8', shape(4096, 8, 2048, { transA: true }), 'gemv-cols8+splitK8'],
@@ -135,7 +137,9 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       }
     });
   }
-  const vec4Configs: GemmConfig[] = [VEC4_128, VEC4_128x64, VEC4_64x128].flatMap((c) => [c, { ...c, name: `${c.name}+splitK3`, splits: 3 }]);
+  // The 128-thread tiles: 8 threads across (columns) or down (rows).
+  const narrow: Vec4Config[] = [VEC4_128x32, VEC4_32x128, VEC4_128x64_T128, { kind: 'vec4', name: 'vec4-64x128/128t', splits: 1, bm: 64, bn: 128, wgy: 8 }];
+  const vec4Configs: GemmConfig[] = [VEC4_128, VEC4_128x64, VEC4_64x128, ...narrow].flatMap((c) => [c, { ...c, name: `${c.name}+splitK3`, splits: 3 }]);
   for (const cfg of vec4Configs) {
     gpuIt(`${cfg.name}: all transposes on aligned shapes that are not multiples of the tile`, async (backend) => {
       forceGemmConfig(cfg);

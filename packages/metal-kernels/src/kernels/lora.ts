@@ -32,7 +32,7 @@ export function forceLoraPlan(plan: LoraPlan | null): void {
  * How loraLinear runs on the GPU, a pure function of the shape (table-tested):
  * - `fused`, M > 16: the low-rank product enters the base GEMM as a prologue of the vec4 kernel
  *   (forward: y = x·Wᵀ + s·T·Bᵀ + bias in one pass over y; backward: U and dB from one read of dy
- *   for r ≤ 32, and dx = dy·W + mask⊙(U·A) likewise, the mask only with dropout). Needs f32 and
+ *   for r ≤ 8, and dx = dy·W + mask⊙(U·A) likewise, the mask only with dropout). Needs f32 and
  *   in, out, rank divisible by 4.
  * - `fused`, M ≤ 16 (decode): the forward's gemv-rows pass over W adds s·T·Bᵀ in its epilogue;
  *   needs f32 and a shape the selector sends to gemv-rows (in % 4 = 0, in and out ≥ 64).
@@ -98,10 +98,11 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   const needU = attrs.needX || attrs.needA;
   let dB: GpuData | null = null;
   let u: GpuData;
-  // The dual kernel is used up to r = 32: on an H100 (M = 2048, out = 4096) it took 0.047 ms
-  // against 0.074 ms for the two GEMMs at r = 8, the same step time at r = 32, and 0.174 against
-  // 0.116 ms at r = 64 (packages/bench/RESULTS.md).
-  if (needU && attrs.needB && plan === 'fused' && r <= 32 && loraDualApplies(M, outF, r, dtype)) {
+  // The dual kernel is used up to r = 8: on an H100 (M = 2048, out = 4096) it took 0.050 ms
+  // against 0.058 ms for the two GEMMs at r = 8; with the rank-sized tiles the two GEMMs won from
+  // r = 16 on (0.063 against 0.067 ms, r = 32: 0.076 against 0.105, r = 64: 0.103 against 0.175;
+  // packages/bench/RESULTS.md).
+  if (needU && attrs.needB && plan === 'fused' && r <= 8 && loraDualApplies(M, outF, r, dtype)) {
     ({ u, dB } = recordLoraDual(backend, buf(dy), buf(b), buf(t), M, outF, r, s));
   } else {
     u = gemmOutput(backend, dtype, 1, M, r);

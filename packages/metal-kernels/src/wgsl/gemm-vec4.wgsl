@@ -1,12 +1,15 @@
 // gemm-vec4.wgsl: C = α·op(A)·op(B) (+ β·C) (+ bias) for the large, aligned products (the base
-// GEMM of every LoRA layer), f32. BM×BN outputs per workgroup of 16×16 threads (BM, BN each 128
-// or 64: text constants), up to 8×8 per thread held as up to 16 vec4 accumulators; A and B tiles
+// GEMM of every LoRA layer), f32. BM×BN outputs per workgroup of WGX×WGY threads (text
+// constants: BM, BN ∈ {32, 64, 128}, WGX, WGY ∈ {8, 16}, BM / (4·WGY) and BN / (4·WGX) each 1 or
+// 2), up to 8×8 per thread held as up to 16 vec4 accumulators; A and B tiles
 // of 8 (k) × BM / BN pass through workgroup memory as vec4, double-buffered, with the next tile
 // prefetched into registers while the current one is multiplied (one barrier per k-step).
 // 128×128 is the big-GEMM tile; 128×64 and 64×128 are the rank-shaped products (x·Aᵀ, dyᵀ·T with
 // N = r; Uᵀ·x with M = r), where a 128-wide tile would spend half its work on padding at r = 64.
 // A half-size dimension simply drops the second half of each thread's rows (or columns): the
-// statements for it sit behind `if (BM == 128u)` / `if (BN == 128u)` on constants and compile away.
+// statements for it sit behind `if (HM == 2u)` / `if (HN == 2u)` on constants and compile away.
+// With 8 threads on a side (128 threads), a tile of 2·BM > 128 vec4 loads two per thread
+// (sections A2, B2).
 //   op(A) is [M, K]: A stored [M, K], or [K, M] when TRANS_A.
 //   op(B) is [K, N]: B stored [K, N], or [N, K] when TRANS_B (x·Wᵀ with W [N, K]).
 // Alignment (checked by the host): the contiguous dim of each stored operand is a multiple of 4
@@ -35,11 +38,11 @@
 //   6  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta,
 //                      r, lora_trans_b, lora_scale, dropout_on, dropout_seed, dropout_threshold,
 //                      dropout_keep_scale } (batch strides in elements, multiples of 4; r % 4 = 0)
-// Dispatch: (ceil(N / BN), ceil(M / BM), batch · splits) workgroups of 16 × 16 threads.
+// Dispatch: (ceil(N / BN), ceil(M / BM), batch · splits) workgroups of WGX × WGY threads.
 //   Split s covers k in [s·k_chunk, min(K, (s+1)·k_chunk)) (k_chunk a multiple of 8) and, with
 //   SPLIT = 1, writes raw partial sums for gemm-splitk-reduce.wgsl.
 // Workgroup memory: 2 buffers × (8·BM + 8·BN) f32 ≤ 16 KiB (the portable limit).
-// The LoRA prologue is only used (and tested) with BM = BN = 128.
+// The LoRA prologue is only used (and tested) with BM = BN = 128 and 16 × 16 threads.
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
 // Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
 //   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
@@ -49,6 +52,13 @@
 const BM: u32 = {{BM}}u;
 const BN: u32 = {{BN}}u;
 const BM4: u32 = BM / 4u;
+// The workgroup is WGX × WGY threads (text constants, 8 or 16 each); each thread owns 4 rows at
+// ty·4 and, when HM = 2, 4 more at WGY·4 + ty·4 (likewise HN for its columns).
+const WGX: u32 = {{WGX}}u;
+const WGY: u32 = {{WGY}}u;
+const THREADS: u32 = WGX * WGY;
+const HM: u32 = BM / (WGY * 4u);
+const HN: u32 = BN / (WGX * 4u);
 const BN4: u32 = BN / 4u;
 const TK: u32 = 8u;
 
@@ -150,8 +160,8 @@ fn store_b(buf: u32, t: u32, v: vec4<f32>, k_contig: bool) {
 
 // Rows of this thread: ty·4 + {0..3} and (BM = 128 only) 64 + ty·4 + {0..3}; columns likewise
 // with tx and BN. The two halves keep a warp's workgroup-memory reads on distinct banks.
-fn row_of(lid: vec3u, i: u32) -> u32 { return select(lid.y * 4u + i, 64u + lid.y * 4u + (i - 4u), i >= 4u); }
-fn col_of(lid: vec3u, h: u32, j: u32) -> u32 { return h * 64u + lid.x * 4u + j; }
+fn row_of(lid: vec3u, i: u32) -> u32 { return select(lid.y * 4u + i, WGY * 4u + lid.y * 4u + (i - 4u), i >= 4u); }
+fn col_of(lid: vec3u, h: u32, j: u32) -> u32 { return h * WGX * 4u + lid.x * 4u + j; }
 
 {{#LORA}}
 // One 32-bit avalanche round; kept in sync with mix32 in packages/tensor/src/random.ts.
@@ -199,13 +209,13 @@ fn load_lb(t: u32, col0: u32, k0: u32) -> vec4<f32> {
 }
 {{/LORA}}
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(WGX, WGY)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let split = wid.z % p.splits;
   let batch = wid.z / p.splits;
   let row0 = wid.y * BM;
   let col0 = wid.x * BN;
-  let t = lid.y * 16u + lid.x;
+  let t = lid.y * WGX + lid.x;
   let a_base = batch * p.a_batch_stride;
   let b_base = batch * p.b_batch_stride;
   let k_begin = split * p.k_chunk;
@@ -282,6 +292,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   var rb = load_b(t, col0, k_begin, k_end, b_base);
   store_a(0u, t, ra, TRANS_A == 1u);
   store_b(0u, t, rb, TRANS_B == 1u);
+{{#A2}}
+  // Fewer threads than vec4 in the A tile (2·BM): a second one each.
+  var ra2 = load_a(t + THREADS, row0, k_begin, k_end, a_base);
+  store_a(0u, t + THREADS, ra2, TRANS_A == 1u);
+{{/A2}}
+{{#B2}}
+  var rb2 = load_b(t + THREADS, col0, k_begin, k_end, b_base);
+  store_b(0u, t + THREADS, rb2, TRANS_B == 1u);
+{{/B2}}
   workgroupBarrier();
 
   var buf = 0u;
@@ -291,6 +310,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     if (more) {
       ra = load_a(t, row0, next, k_end, a_base);
       rb = load_b(t, col0, next, k_end, b_base);
+{{#A2}}
+      ra2 = load_a(t + THREADS, row0, next, k_end, a_base);
+{{/A2}}
+{{#B2}}
+      rb2 = load_b(t + THREADS, col0, next, k_end, b_base);
+{{/B2}}
     }
     for (var kk = 0u; kk < TK; kk++) {
       let a0 = As[buf][kk * BM4 + lid.y];
@@ -299,21 +324,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
       acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
       acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
-      if (BN == 128u) {
-        let b1 = Bs[buf][kk * BN4 + 16u + lid.x];
+      if (HN == 2u) {
+        let b1 = Bs[buf][kk * BN4 + WGX + lid.x];
         acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
         acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
         acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
         acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
       }
-      if (BM == 128u) {
-        let a1 = As[buf][kk * BM4 + 16u + lid.y];
+      if (HM == 2u) {
+        let a1 = As[buf][kk * BM4 + WGY + lid.y];
         acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
         acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
         acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
         acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
-        if (BN == 128u) {
-          let b1 = Bs[buf][kk * BN4 + 16u + lid.x];
+        if (HN == 2u) {
+          let b1 = Bs[buf][kk * BN4 + WGX + lid.x];
           acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
           acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
           acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
@@ -325,15 +350,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       buf = 1u - buf;
       store_a(buf, t, ra, TRANS_A == 1u);
       store_b(buf, t, rb, TRANS_B == 1u);
+{{#A2}}
+      store_a(buf, t + THREADS, ra2, TRANS_A == 1u);
+{{/A2}}
+{{#B2}}
+      store_b(buf, t + THREADS, rb2, TRANS_B == 1u);
+{{/B2}}
     }
     workgroupBarrier();
   }
 
   let c_base = (batch * p.splits + split) * p.M * p.N;
-  for (var i = 0u; i < BM / 16u; i++) {
+  for (var i = 0u; i < 4u * HM; i++) {
     let m = row0 + row_of(lid, i);
     if (m >= p.M) { continue; }
-    for (var h = 0u; h < BN / 64u; h++) {
+    for (var h = 0u; h < HN; h++) {
       let v4 = acc[i * 2u + h];
 {{#VEC_OUT}}
       // 4 consecutive columns n..n+3 with n % 4 = 0 and N % 4 = 0: one whole vec4 of C, stored
