@@ -4,8 +4,9 @@
 // 2), up to 8×8 per thread held as up to 16 vec4 accumulators; A and B tiles
 // of 8 (k) × BM / BN pass through workgroup memory as vec4, double-buffered, with the next tile
 // prefetched into registers while the current one is multiplied (one barrier per k-step).
-// 128×128 is the big-GEMM tile; 128×64 and 64×128 are the rank-shaped products (x·Aᵀ, dyᵀ·T with
-// N = r; Uᵀ·x with M = r), where a 128-wide tile would spend half its work on padding at r = 64.
+// 128×128 is the big-GEMM tile; the rank-shaped products (x·Aᵀ, dy·B, dyᵀ·T with N = r; Uᵀ·x with
+// M = r) take tiles sized to the rank (128×32 / 32×128 and 128×64 on 128 threads, 64×128 on 256),
+// since their time follows the number of tile steps and a 128-wide tile is mostly padding there.
 // A half-size dimension simply drops the second half of each thread's rows (or columns): the
 // statements for it sit behind `if (HM == 2u)` / `if (HN == 2u)` on constants and compile away.
 // With 8 threads on a side (128 threads), a tile of 2·BM > 128 vec4 loads two per thread
@@ -96,9 +97,10 @@ struct Params {
 var<workgroup> As: array<array<vec4<f32>, TK * BM4>, 2>;
 var<workgroup> Bs: array<array<vec4<f32>, TK * BN4>, 2>;
 
-// Thread t < 2·BM (2·BN) loads one vec4 of the A (B) tile per k-step. For a k-contiguous operand
-// it is 4 values of k at row t/2, k offset (t%2)·4; for an m- or n-contiguous one, 4 values of
-// m/n at k = t / (BM/4).
+// Vec4 number t < 2·BM (2·BN) of the A (B) tile per k-step: thread t loads it, and thread t loads
+// number t + THREADS too where the tile has more vec4 than the workgroup has threads. For a
+// k-contiguous operand it is 4 values of k at row t/2, k offset (t%2)·4; for an m- or
+// n-contiguous one, 4 values of m/n at k = t / (BM/4).
 fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
   if (t >= 2u * BM) { return vec4<f32>(0.0); }
   if (TRANS_A == 1u) {
@@ -158,8 +160,8 @@ fn store_b(buf: u32, t: u32, v: vec4<f32>, k_contig: bool) {
   }
 }
 
-// Rows of this thread: ty·4 + {0..3} and (BM = 128 only) 64 + ty·4 + {0..3}; columns likewise
-// with tx and BN. The two halves keep a warp's workgroup-memory reads on distinct banks.
+// Rows of this thread: ty·4 + {0..3} and (HM = 2) WGY·4 + ty·4 + {0..3}; columns likewise with
+// tx, WGX and HN. The two halves keep a warp's workgroup-memory reads on distinct banks.
 fn row_of(lid: vec3u, i: u32) -> u32 { return select(lid.y * 4u + i, WGY * 4u + lid.y * 4u + (i - 4u), i >= 4u); }
 fn col_of(lid: vec3u, h: u32, j: u32) -> u32 { return h * WGX * 4u + lid.x * 4u + j; }
 
