@@ -40,15 +40,15 @@ async function profile(label: string, step: () => void): Promise<void> {
   console.log(`  sum of kernels ${sum.toFixed(4)} ms`);
 }
 
-/** One training step: forward, then dx, dA, dB. */
-function step(a: T.Tensor, b: T.Tensor, scale: number): void {
+/** One training step of `forward` on fresh leaves of x, A, B: the forward, then dx, dA, dB from `dyOut`. */
+function step(xIn: T.Tensor, a: T.Tensor, b: T.Tensor, dyOut: T.Tensor, forward: (xs: T.Tensor, as: T.Tensor, bs: T.Tensor) => T.Tensor): void {
   T.tidy(() => {
-    const [xs, as, bs] = [x, a, b].map((t) => {
+    const [xs, as, bs] = [xIn, a, b].map((t) => {
       const leaf = t.detach();
       leaf.requiresGrad = true;
       return leaf;
     });
-    T.loraLinear(xs, w, as, bs, { scale }).backward(dy);
+    forward(xs, as, bs).backward(dyOut);
     for (const t of [xs, as, bs]) t.grad?.dispose();
   });
 }
@@ -64,6 +64,7 @@ for (const r of ranks.length ? ranks : process.argv.includes('--decode-step') ? 
   const a = make([r, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, r], 5, 0.1);
   const scale = 16 / r;
+  const fused = (xs: T.Tensor, as: T.Tensor, bs: T.Tensor) => T.loraLinear(xs, w, as, bs, { scale });
   if (dualOnly) {
     // --dual: U = s·dy·B and dB = s·dyᵀ·T, M = 2048, out = 4096.
     const up = (n: number, seed: number) => (backend.upload(Float32Array.from(randomValues(n, seed)), 'float32') as { buffer: GPUBuffer }).buffer;
@@ -95,16 +96,16 @@ for (const r of ranks.length ? ranks : process.argv.includes('--decode-step') ? 
     await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
     for (const [name, form] of forms) {
       forceLoraFusion(form);
-      await profile(`r=${r} fused forward (${name})`, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
-      await profile(`r=${r} fused step (${name})`, () => step(a, b, scale));
+      await profile(`r=${r} fused forward (${name})`, () => T.tidy(() => T.noGrad(() => fused(x, a, b))));
+      await profile(`r=${r} fused step (${name})`, () => step(x, a, b, dy, fused));
     }
     forceLoraFusion(null);
     continue;
   }
   await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
   await profile(`r=${r} base dy·W (dx without LoRA)`, () => T.tidy(() => T.noGrad(() => T.matmul(dy, w))));
-  await profile(`r=${r} fused forward`, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
-  await profile(`r=${r} fused step`, () => step(a, b, scale));
+  await profile(`r=${r} fused forward`, () => T.tidy(() => T.noGrad(() => fused(x, a, b))));
+  await profile(`r=${r} fused step`, () => step(x, a, b, dy, fused));
 }
 // Decode shapes, r = 16: the base GEMV and the forward on both plans.
 for (const Md of fusionOnly || dualOnly ? [] : [1, 16]) {
@@ -119,20 +120,10 @@ for (const Md of fusionOnly || dualOnly ? [] : [1, 16]) {
   if (process.argv.includes('--decode-step')) {
     // The training step at decode sizes: loraLinear's backward against the matmul composition's.
     const dyd = make([Md, outF], 7);
-    const stepOf = (forward: (xs: T.Tensor, as: T.Tensor, bs: T.Tensor) => T.Tensor) => () =>
-      T.tidy(() => {
-        const [xs, as, bs] = [xd, a, b].map((t) => {
-          const leaf = t.detach();
-          leaf.requiresGrad = true;
-          return leaf;
-        });
-        forward(xs, as, bs).backward(dyd);
-        for (const t of [xs, as, bs]) t.grad?.dispose();
-      });
-    await profile(`decode M=${Md} r=16 step (loraLinear)`, stepOf((xs, as, bs) => T.loraLinear(xs, w, as, bs, { scale: 1 })));
+    await profile(`decode M=${Md} r=16 step (loraLinear)`, () => step(xd, a, b, dyd, (xs, as, bs) => T.loraLinear(xs, w, as, bs, { scale: 1 })));
     await profile(
       `decode M=${Md} r=16 step (matmul composition)`,
-      stepOf((xs, as, bs) => T.add(T.matmul(xs, w, { transposeB: true }), T.matmul(T.matmul(xs, as, { transposeB: true }), bs, { transposeB: true }))),
+      () => step(xd, a, b, dyd, (xs, as, bs) => T.add(T.matmul(xs, w, { transposeB: true }), T.matmul(T.matmul(xs, as, { transposeB: true }), bs, { transposeB: true }))),
     );
   }
 }

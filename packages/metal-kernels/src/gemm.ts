@@ -108,10 +108,25 @@ export function tiledStorageBytes(c: TiledConfig): number {
   return c.tk * (c.wgy * c.tm + c.wgx * c.tn) * 4;
 }
 
+/** K splits toward `target` workgroups from `groups` per split: each split keeps ≥ `minChunk` of K, at most `cap` splits. */
+function splitsToward(target: number, groups: number, K: number, minChunk: number, cap = 64): number {
+  return Math.max(1, Math.min(cap, Math.ceil(target / groups), Math.floor(K / minChunk)));
+}
+
 function splitsFor(tiles: number, K: number): number {
   // Enough workgroups to fill a large GPU (~256), but each split keeps ≥ 256 of K.
   if (tiles >= 128 || K < 1024) return 1;
-  return Math.max(1, Math.min(16, Math.ceil(256 / tiles), Math.floor(K / 256)));
+  return splitsToward(256, tiles, K, 256, 16);
+}
+
+/** `config` with K split `splits` ways (named `…+splitKn`), or as it is for one. */
+function withSplits<C extends GemmConfig>(config: C, splits: number): C {
+  return splits > 1 ? { ...config, name: `${config.name}+splitK${splits}`, splits } : config;
+}
+
+/** Workgroup tiles of a vec4 config over an M×N output (per batch entry: times `batch`). */
+function vec4Tiles(c: Vec4Config, M: number, N: number, batch: number): number {
+  return Math.ceil(M / (c.bm ?? 128)) * Math.ceil(N / (c.bn ?? 128)) * batch;
 }
 
 /**
@@ -142,15 +157,13 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
       ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: manyRows ? 16 : 32, rows: manyRows ? 2 : 1, mr, unroll: manyRows ? 1 : mr <= 4 && many === N ? 4 : 2, splits: 1 }
       : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 32, mr, unroll: 2, splits: 1 };
     const target = (many === N && mr <= 4) || (rowsStream && manyRows) ? 512 : 2048;
-    const splits = Math.max(1, Math.min(64, Math.ceil(target / gemvGroups(shape, config)), Math.floor(K / 256)));
-    return splits > 1 ? { ...config, name: `${config.name}+splitK${splits}`, splits } : config;
+    return withSplits(config, splitsToward(target, gemvGroups(shape, config), K, 256));
   }
   if (M <= 16 && batch === 1 && K >= 64) {
     const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
     const cols = shape.transB ? 256 / 32 : 256;
     const groups = Math.ceil(N / cols);
-    const splits = Math.max(1, Math.min(Math.ceil(512 / groups), Math.floor(K / 128), 64));
-    return { kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits };
+    return { kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits: splitsToward(512, groups, K, 128) };
   }
   const vec4Ok = vec4Aligned(shape) && device.maxWorkgroupStorage >= 16384 && device.maxInvocations >= 256;
   const rankShaped = (Math.min(M, N) <= 64 && Math.max(M, N) >= 256) || (Math.min(M, N) <= 256 && Math.max(M, N) >= 1024);
@@ -163,31 +176,26 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
     // took 0.033–0.048 ms where the 128-wide ones took 0.050–0.060 (packages/bench/RESULTS.md).
     const rank = Math.min(M, N);
     const onN = N <= M;
-    const [base, target] =
-      rank > 64 ? [VEC4_128, 0] : rank <= 32 ? [onN ? VEC4_128x32 : VEC4_32x128, 512] : onN ? [VEC4_128x64_T128, 256] : [VEC4_64x128, 0];
-    const tiles = Math.ceil(M / (base.bm ?? 128)) * Math.ceil(N / (base.bn ?? 128)) * batch;
-    // The sized tiles split K down to 128 per split; the others keep splitsFor's ~256 workgroups and 256 of K.
-    const splits = target ? Math.max(1, Math.min(64, Math.ceil(target / tiles), Math.floor(K / 128))) : splitsFor(tiles, K);
-    return splits > 1 ? { ...base, name: `${base.name}+splitK${splits}`, splits } : base;
+    if (rank <= 32 || (rank <= 64 && onN)) {
+      // The sized tiles split K down to 128 per split.
+      const sized = rank <= 32 ? (onN ? VEC4_128x32 : VEC4_32x128) : VEC4_128x64_T128;
+      return withSplits(sized, splitsToward(rank <= 32 ? 512 : 256, vec4Tiles(sized, M, N, batch), K, 128));
+    }
+    const base = rank > 64 ? VEC4_128 : VEC4_64x128;
+    return withSplits(base, splitsFor(vec4Tiles(base, M, N, batch), K));
   }
   let base: TiledConfig;
   if (N <= 16) base = TILED_VARIANTS.skinnyN16;
   else if (N <= 64 && M >= 256) base = TILED_VARIANTS.tile64x64; // one column of tiles; split K fills the GPU
   else if (M <= 16) base = TILED_VARIANTS.skinnyM16;
   else if (M * N >= 1024 * 1024) {
-    if (vec4Ok) {
-      const tiles = Math.ceil(M / 128) * Math.ceil(N / 128) * batch;
-      const splits = splitsFor(tiles, K);
-      return splits > 1 ? { ...VEC4_128, name: `${VEC4_128.name}+splitK${splits}`, splits } : VEC4_128;
-    }
+    if (vec4Ok) return withSplits(VEC4_128, splitsFor(vec4Tiles(VEC4_128, M, N, batch), K));
     base = TILED_VARIANTS.tile128x128;
   }
   else if (M * N >= 256 * 256) base = TILED_VARIANTS.tile64x64;
   else base = TILED_VARIANTS.tile32x32;
   if (tiledStorageBytes(base) > device.maxWorkgroupStorage || base.wgx * base.wgy > device.maxInvocations) base = TILED_VARIANTS.tile32x32;
-  const tiles = Math.ceil(M / (base.wgy * base.tm)) * Math.ceil(N / (base.wgx * base.tn)) * batch;
-  const splits = splitsFor(tiles, K);
-  return splits > 1 ? { ...base, name: `${base.name}+splitK${splits}`, splits } : base;
+  return withSplits(base, splitsFor(Math.ceil(M / (base.wgy * base.tm)) * Math.ceil(N / (base.wgx * base.tn)) * batch, K));
 }
 
 let forced: GemmConfig | null = null;
