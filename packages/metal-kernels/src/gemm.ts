@@ -60,11 +60,14 @@ export const VEC4_32x128: Vec4Config = { kind: 'vec4', name: 'vec4-32x128', spli
 /** N = rank products with 32 < r ≤ 64: 128 × 64 on 8 × 16 threads, 8 × 8 outputs each as in the big tile. */
 export const VEC4_128x64_T128: Vec4Config = { kind: 'vec4', name: 'vec4-128x64/128t', splits: 1, bm: 128, bn: 64, wgx: 8 };
 
-/** Whether gemm-vec4.wgsl's alignment holds: each stored operand's contiguous dim is a multiple of 4. */
+/**
+ * Whether gemm-vec4.wgsl's alignment holds: each stored operand's contiguous dim is a multiple of
+ * 4 (f32, or f16 storage where the device has `shader-f16`; the kernel computes in f32 either way).
+ */
 export function vec4Aligned(shape: GemmShape): boolean {
   const aContiguous = shape.transA ? shape.M : shape.K;
   const bContiguous = shape.transB ? shape.K : shape.N;
-  return (shape.dtype ?? 'float32') === 'float32' && aContiguous % 4 === 0 && bContiguous % 4 === 0;
+  return aContiguous % 4 === 0 && bContiguous % 4 === 0;
 }
 
 export interface GemmShape {
@@ -74,7 +77,7 @@ export interface GemmShape {
   batch: number;
   transA: boolean;
   transB: boolean;
-  /** Element type (default float32); the vec4 kernel is f32-only. */
+  /** Element type of the operands and C (default float32); float16 is storage only, every kernel computes in f32. */
   dtype?: 'float32' | 'float16';
 }
 
@@ -273,7 +276,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const bias = ops.bias ?? dummy(backend);
   const loraOnVec4 = cfg.kind === 'vec4' && (cfg.bm ?? 128) === 128 && (cfg.bn ?? 128) === 128 && (cfg.wgx ?? 16) === 16 && (cfg.wgy ?? 16) === 16 && batch === 1 && ops.lora !== undefined && ops.lora.r % 4 === 0;
   // The decode form: gemv-rows streaming W adds s·T·Bᵀ in its epilogue (B [N, r], no dropout mask).
-  const loraOnGemv = cfg.kind === 'gemv-rows' && ops.lora !== undefined && ops.lora.transB && !(ops.lora.dropout && ops.lora.dropout.p > 0) && gemvRowsStream({ ...shape, dtype: 'float32' }) === 'b';
+  const loraOnGemv = cfg.kind === 'gemv-rows' && ops.lora !== undefined && ops.lora.transB && !(ops.lora.dropout && ops.lora.dropout.p > 0) && gemvRowsStream(shape) === 'b';
   if (ops.lora && !loraOnVec4 && !loraOnGemv) {
     throw new ValueError(
       'matmul',
@@ -282,13 +285,12 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       `${cfg.name}, batch ${batch}, r ${ops.lora.r}`,
     );
   }
-  if (cfg.kind === 'vec4' && !vec4Aligned({ ...shape, dtype: ops.dtype === 'float16' ? 'float16' : 'float32' })) {
+  if (cfg.kind === 'vec4' && !vec4Aligned(shape)) {
     throw new ValueError('matmul', `${cfg.name} needs f32 operands whose contiguous dims are multiples of 4`, 'an aligned shape', JSON.stringify(shape));
   }
   if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
-    const typed = { ...shape, dtype: t === 'f16' ? ('float16' as const) : ('float32' as const) };
-    if (!(cfg.kind === 'gemv-rows' ? gemvRowsStream(typed) : gemvColsStream(typed))) {
-      throw new ValueError('matmul', `${cfg.name} does not apply to this shape or layout`, cfg.kind === 'gemv-rows' ? 'f32 A·Bᵀ, batch 1, K % 4 = 0' : 'f32, batch 1, a K-major operand whose other dim is a multiple of 4', JSON.stringify(typed));
+    if (!(cfg.kind === 'gemv-rows' ? gemvRowsStream(shape) : gemvColsStream(shape))) {
+      throw new ValueError('matmul', `${cfg.name} does not apply to this shape or layout`, cfg.kind === 'gemv-rows' ? 'A·Bᵀ, batch 1, K % 4 = 0' : 'batch 1, a K-major operand whose other dim is a multiple of 4', JSON.stringify(shape));
     }
   }
   if (cfg.kind === 'gemv' && batch !== 1) throw new ValueError('matmul', 'the gemv variant handles one batch', 'batch 1', String(batch));
@@ -299,7 +301,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const ws = useWorkspace ? backend.acquire(batch * realSplits * M * N * 4, 'gemm split-K workspace') : null;
   if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
     const lora = ops.lora ? { t: ops.lora.la, b: ops.lora.lb, r: ops.lora.r, scale: ops.lora.scale } : undefined;
-    const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null, lora };
+    const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null, lora, t: t === 'f16' ? ('f16' as const) : ('f32' as const) };
     if (cfg.kind === 'gemv-rows') recordGemvRows(backend, shape, gemvOps, cfg, kChunk, realSplits);
     else recordGemvCols(backend, shape, gemvOps, cfg, kChunk, realSplits);
   } else if (cfg.kind === 'gemv') {
@@ -332,6 +334,9 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     const vecOut = N % 4 === 0 && !mask;
     const flag = (b: boolean) => (b ? '1' : '0');
     const { key, source } = shader('gemm-vec4', vec4Source, {
+      ENABLE: enableFor(t),
+      T: t,
+      TC: useWorkspace ? 'f32' : t,
       BM: String(bm),
       BN: String(bn),
       WGX: String(wgx),

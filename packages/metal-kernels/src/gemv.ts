@@ -7,7 +7,7 @@
  */
 import type { WebGPUBackend } from './backend';
 import type { GemmShape } from './gemm';
-import { dummy, generatedShader, lines, uniform } from './kernels/common';
+import { dummy, enableFor, generatedShader, lines, uniform } from './kernels/common';
 import colsSource from './wgsl/gemv-cols.wgsl';
 import rowsSource from './wgsl/gemv-rows.wgsl';
 
@@ -32,33 +32,41 @@ export interface GemvColsConfig {
   splits: number;
 }
 
-const f32 = (s: GemmShape) => (s.dtype ?? 'float32') === 'float32';
-
 /**
- * Which operand gemv-rows streams, or null where it does not apply: f32, batch 1, op(A)·op(B)ᵀ
+ * Which operand gemv-rows streams, or null where it does not apply: batch 1, op(A)·op(B)ᵀ
  * with both stored contiguous along K (A not transposed, B transposed), K % 4 = 0. The operand
  * with more rows is streamed.
  */
 export function gemvRowsStream(s: GemmShape): 'a' | 'b' | null {
-  if (!f32(s) || s.batch !== 1 || s.transA || !s.transB || s.K % 4 !== 0) return null;
+  if (s.batch !== 1 || s.transA || !s.transB || s.K % 4 !== 0) return null;
   return s.M <= s.N ? 'b' : 'a';
 }
 
 /**
- * Which operand gemv-cols streams, or null: f32, batch 1, and the streamed operand stored K-major
+ * Which operand gemv-cols streams, or null: batch 1, and the streamed operand stored K-major
  * with its other dimension a multiple of 4 (B not transposed, N % 4 = 0; or A transposed,
  * M % 4 = 0). The larger one is preferred.
  */
 export function gemvColsStream(s: GemmShape): 'a' | 'b' | null {
-  if (!f32(s) || s.batch !== 1) return null;
+  if (s.batch !== 1) return null;
   const b = !s.transB && s.N % 4 === 0;
   const a = s.transA && s.M % 4 === 0;
   if (a && b) return s.M > s.N ? 'a' : 'b';
   return b ? 'b' : a ? 'a' : null;
 }
 
-function rowsShader(c: GemvRowsConfig): { key: string; source: string } {
-  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll }, () => rowsValues(c));
+/** Element types of a gemv dispatch: T for the operands, TC for C (f32 when C is the split-K workspace). */
+export interface GemvTypes {
+  t: 'f32' | 'f16';
+  tc: 'f32' | 'f16';
+}
+
+function typeValues(types: GemvTypes): Record<string, string> {
+  return { ENABLE: enableFor(types.t, types.tc), T: types.t, TC: types.tc };
+}
+
+function rowsShader(c: GemvRowsConfig, types: GemvTypes): { key: string; source: string } {
+  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, ...types }, () => ({ ...rowsValues(c), ...typeValues(types) }));
 }
 
 function rowsValues(c: GemvRowsConfig): Record<string, string> {
@@ -69,8 +77,8 @@ function rowsValues(c: GemvRowsConfig): Record<string, string> {
     [
       `    let k${u} = min(k + ${u}u * LANES, last);`,
       `    let ok${u} = k + ${u}u * LANES < k_end;`,
-      lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), w[wo${r} + k${u}], ok${u});`),
-      lines(MR, (j) => `    { let xv = x[xo${j} + k${u}];${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`),
+      lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), vec4<f32>(w[wo${r} + k${u}]), ok${u});`),
+      lines(MR, (j) => `    { let xv = vec4<f32>(x[xo${j} + k${u}]);${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`),
     ].join('\n'),
   );
   const flush: string[] = [];
@@ -82,8 +90,8 @@ function rowsValues(c: GemvRowsConfig): Record<string, string> {
   return { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: acc, BODY: body, FLUSH: flush.join('\n') };
 }
 
-function colsShader(c: GemvColsConfig): { key: string; source: string } {
-  return generatedShader('gemv-cols', colsSource, { colLanes: c.colLanes, mr: c.mr, unroll: c.unroll }, () => colsValues(c));
+function colsShader(c: GemvColsConfig, types: GemvTypes): { key: string; source: string } {
+  return generatedShader('gemv-cols', colsSource, { colLanes: c.colLanes, mr: c.mr, unroll: c.unroll, ...types }, () => ({ ...colsValues(c), ...typeValues(types) }));
 }
 
 function colsValues(c: GemvColsConfig): Record<string, string> {
@@ -93,9 +101,9 @@ function colsValues(c: GemvColsConfig): Record<string, string> {
   const body = lines(U, (u) =>
     [
       `    let m${u} = min(m + ${u}u * RL, last);`,
-      `    let q${u} = select(vec4<f32>(0.0), q[m${u} * p.N4 + col], m + ${u}u * RL < m_end);`,
+      `    let q${u} = select(vec4<f32>(0.0), vec4<f32>(q[m${u} * p.N4 + col]), m + ${u}u * RL < m_end);`,
       `    let pr${u} = m${u} * p.sk;`,
-      lines(MR, (j) => `    a${j} += pm[pr${u} + pj${j}] * q${u};`),
+      lines(MR, (j) => `    a${j} += f32(pm[pr${u} + pj${j}]) * q${u};`),
     ].join('\n'),
   );
   const flush: string[] = [];
@@ -113,8 +121,10 @@ export interface GemvOperands {
   bias?: GPUBuffer;
   /** gemv-rows streaming B only: add s·T·Bᵀ (T [M, r], B [N, r]) before α. */
   lora?: { t: GPUBuffer; b: GPUBuffer; r: number; scale: number };
-  /** C, or the split-K workspace [splits, M·N] when `split`. */
+  /** C, or the split-K workspace [splits, M·N] (f32) when `split`. */
   c: GPUBuffer;
+  /** The operands' element type (C's too, unless `split`). */
+  t: 'f32' | 'f16';
   alpha: number;
   beta: number;
   split: boolean;
@@ -130,7 +140,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   const streamB = gemvRowsStream(s) === 'b';
   // Streamed operand W (NW rows) and the small one X (its rows in chunks of MR).
   const [x, w, smallRows, NW] = streamB ? [ops.a, ops.b, s.M, s.N] : [ops.b, ops.a, s.N, s.M];
-  const { key, source } = rowsShader(c);
+  const { key, source } = rowsShader(c, { t: ops.t, tc: ops.split ? 'f32' : ops.t });
   const flags = { ...epilogueFlags(ops, streamB), HAS_LORA: ops.lora ? 1 : 0 };
   for (let row0 = 0; row0 < smallRows; row0 += c.mr) {
     backend.dispatch({
@@ -162,7 +172,7 @@ export function recordGemvCols(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
     [q, pm, wide, narrow] = [ops.a, ops.b, s.M, s.N];
     [sk, sj] = s.transB ? [1, s.K] : [s.N, 1];
   }
-  const { key, source } = colsShader(c);
+  const { key, source } = colsShader(c, { t: ops.t, tc: ops.split ? 'f32' : ops.t });
   const flags = epilogueFlags(ops, streamB);
   for (let j0 = 0; j0 < narrow; j0 += c.mr) {
     backend.dispatch({

@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect } from 'vitest';
-import type { WebGPUBackend } from '../src/index';
+import { loraPlan, type WebGPUBackend } from '../src/index';
 import { gpuIt } from './gpu-env';
 
 /** float16 storage, f32 arithmetic: compare with the float64 reference of the f16-rounded inputs. */
@@ -26,35 +26,58 @@ describe('float16 storage with f32 arithmetic (where shader-f16 exists)', () => 
     await f16AgainstReference(b, (x) => T.softmax(x), [[5, 33]], 'softmax');
     await f16AgainstReference(b, (x) => T.transpose(x), [[7, 5]], 'transpose');
   });
-  gpuIt('GEMM: tiled and gemv variants', async (b) => {
+  gpuIt('GEMM through the selector: tiled, vec4, gemv-rows and gemv-cols (every variant forced: gemm.test.ts)', async (b) => {
     await f16AgainstReference(b, (x, y) => T.matmul(x, y, { transposeB: true }), [[37, 101], [19, 101]], 'tiled x·Wᵀ');
+    await f16AgainstReference(b, (x, y) => T.matmul(x, y, { transposeB: true }), [[130, 68], [72, 68]], 'vec4 x·Wᵀ');
+    await f16AgainstReference(b, (x, y) => T.matmul(x, y, { transposeB: true }), [[2, 300], [70, 300]], 'gemv-rows decode');
     await f16AgainstReference(b, (x, y) => T.matmul(x, y), [[3, 301], [301, 77]], 'gemv x·W');
+    await f16AgainstReference(b, (x, y) => T.matmul(x, y), [[3, 300], [300, 76]], 'gemv-cols x·W');
   });
-  gpuIt('loraLinear forward (composed plan)', async (b) => {
-    await f16AgainstReference(b, (x, w, la, lb, bias) => T.loraLinear(x, w, la, lb, { scale: 2, bias }), [[65, 36], [20, 36], [8, 36], [20, 8], [20]], 'loraLinear');
-  });
-  gpuIt('loraLinear backward: dx, dA, dB in float16 storage against float64', async (b) => {
-    if (!b.context.report.shaderF16) return;
-    const shapes = [[65, 36], [20, 36], [8, 36], [20, 8], [65, 20]];
-    const gpuIn = shapes.map((s, i) => T.tensor(randomValues(s[0] * s[1], 320 + i), s, { dtype: 'float16', backend: b }));
-    const refIn = await Promise.all(gpuIn.map(async (t, i) => T.tensor(Float64Array.from(await t.data()), shapes[i], { dtype: 'float64', backend: cpuBackend })));
-    const gradsOf = ([x, w, la, lb, dy]: Tensor[]) => {
-      const leaves = [x, la, lb].map((t) => {
-        const leaf = t.detach();
-        leaf.requiresGrad = true;
-        return leaf;
-      });
-      const loss = T.sum(T.mul(T.loraLinear(leaves[0], w, leaves[1], leaves[2], { scale: 2 }), dy));
-      return T.grad(loss, leaves);
-    };
-    const got = gradsOf(gpuIn);
-    const want = gradsOf(refIn);
-    for (const [i, name] of ['dx', 'dA', 'dB'].entries()) {
-      expect(got[i].dtype).toBe('float16');
-      const expected = want[i].dataSync();
-      assertClose(await got[i].data(), expected, scaledTolerance(TOLERANCES.float16, expected, 1e-3), `loraLinear f16 ${name}`);
-    }
-  });
+  // The fused plans (vec4 prologue for M > 16, gemv-rows epilogue for decode) and the composed
+  // one (odd sizes), forward and every gradient, with dropout and bias in some.
+  const loraCases = [
+    { M: 65, inF: 36, outF: 20, r: 8, dropout: 0, bias: true, plan: 'fused', kernel: 'vec4-128x128' },
+    { M: 40, inF: 36, outF: 44, r: 12, dropout: 0.2, bias: false, plan: 'fused', kernel: 'vec4-128x128' },
+    { M: 3, inF: 68, outF: 132, r: 8, dropout: 0, bias: true, plan: 'fused', kernel: 'gemv-rows4' },
+    { M: 33, inF: 37, outF: 20, r: 5, dropout: 0.1, bias: true, plan: 'composed', kernel: 'tile32x32' },
+  ] as const;
+  for (const c of loraCases) {
+    gpuIt(`loraLinear forward and backward (${c.plan} plan, M=${c.M} r=${c.r} dropout=${c.dropout}) in float16 storage against float64`, async (b) => {
+      if (!b.context.report.shaderF16) return;
+      expect(loraPlan(c.M, c.inF, c.outF, c.r, 'float16')).toBe(c.plan);
+      const shapes = [[c.M, c.inF], [c.outF, c.inF], [c.r, c.inF], [c.outF, c.r], [c.outF], [c.M, c.outF]];
+      const gpuIn = shapes.map((s, i) => T.tensor(randomValues(s.reduce((p, q) => p * q, 1), 320 + i), s, { dtype: 'float16', backend: b }));
+      const refIn = await Promise.all(gpuIn.map(async (t, i) => T.tensor(Float64Array.from(await t.data()), shapes[i], { dtype: 'float64', backend: cpuBackend })));
+      const run = ([x, w, la, lb, bias, dy]: Tensor[]) => {
+        const leaves = (c.bias ? [x, la, lb, bias] : [x, la, lb]).map((t) => {
+          const leaf = t.detach();
+          leaf.requiresGrad = true;
+          return leaf;
+        });
+        const y = T.loraLinear(leaves[0], w, leaves[1], leaves[2], { scale: 2, bias: leaves[3], dropout: c.dropout, seed: 77 });
+        return [y, ...T.grad(T.sum(T.mul(y, dy)), leaves)];
+      };
+      const labels: string[] = [];
+      const dispatch = b.dispatch.bind(b);
+      b.dispatch = (spec) => {
+        labels.push(spec.label ?? spec.key);
+        dispatch(spec);
+      };
+      let got: Tensor[];
+      try {
+        got = run(gpuIn);
+      } finally {
+        b.dispatch = dispatch;
+      }
+      expect(labels).toContain(c.kernel);
+      const want = run(refIn);
+      for (const [i, name] of ['y', 'dx', 'dA', 'dB', 'dbias'].slice(0, want.length).entries()) {
+        expect(got[i].dtype).toBe('float16');
+        const expected = want[i].dataSync();
+        assertClose(await got[i].data(), expected, scaledTolerance(TOLERANCES.float16, expected, 1e-3), `loraLinear f16 ${name} ${JSON.stringify(c)}`);
+      }
+    });
+  }
   gpuIt('float16 is refused with a typed error where the adapter lacks shader-f16', async (b) => {
     if (b.context.report.shaderF16) {
       expect(b.context.report.features).toContain('shader-f16');

@@ -1,5 +1,5 @@
 import * as T from '@metal-lora/tensor';
-import { cpuBackend, type Tensor } from '@metal-lora/tensor';
+import { cpuBackend, fromStorage, type Tensor, toStorage } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x32, VEC4_128x64, VEC4_128x64_T128, type Vec4Config, type WebGPUBackend } from '../src/index';
@@ -16,10 +16,13 @@ describe('selectGemm (pure)', () => {
     ['decode M = 4', shape(4, 4096, 4096, { transB: true }), 'gemv-rows4'],
     ['decode M = 16 (K split: measured faster)', shape(16, 4096, 4096, { transB: true }), 'gemv-rows16+splitK4'],
     ['decode x·W (B not transposed), M = 3', shape(3, 4096, 4096), 'gemv-cols4+splitK16'],
-    ['decode float16: portable gemv', shape(1, 4096, 4096, { transB: true, dtype: 'float16' }), 'gemv1'],
+    ['decode float16 storage: gemv-rows too', shape(1, 4096, 4096, { transB: true, dtype: 'float16' }), 'gemv-rows1'],
+    ['decode float16, K odd: portable gemv', shape(1, 4096, 4095, { transB: true, dtype: 'float16' }), 'gemv1'],
     ['big x·Wᵀ (aligned f32: vec4 kernel)', shape(2048, 4096, 4096, { transB: true }), 'vec4-128x128'],
     ['big but K odd: scalar tiles', shape(2048, 4096, 4095, { transB: true }), 'tile128x128'],
-    ['big float16: scalar tiles', shape(2048, 4096, 4096, { transB: true, dtype: 'float16' }), 'tile128x128'],
+    ['big float16 storage, aligned: vec4 kernel', shape(2048, 4096, 4096, { transB: true, dtype: 'float16' }), 'vec4-128x128'],
+    ['big float16, K odd: scalar tiles', shape(2048, 4096, 4095, { transB: true, dtype: 'float16' }), 'tile128x128'],
+    ['dyᵀ·T float16, N = r = 32', shape(4096, 32, 2048, { transA: true, dtype: 'float16' }), 'vec4-128x32+splitK16'],
     ['x·Aᵀ, N = r = 8 (split K)', shape(2048, 8, 4096, { transB: true }), 'gemv-rows8+splitK8'],
     ['x·Aᵀ, N = r = 64: 128×64 on 128 threads', shape(2048, 64, 4096, { transB: true }), 'vec4-128x64/128t+splitK16'],
     ['x·Aᵀ, N = r = 32: 128×32, K split to 128 per split', shape(2048, 32, 4096, { transB: true }), 'vec4-128x32+splitK32'],
@@ -66,12 +69,25 @@ function random(shape: number[], seed: number, backend: T.Backend, dtype: 'float
   return T.tensor(randomValues(shape.reduce((a, b) => a * b, 1), seed), shape, { dtype, backend });
 }
 
-async function checkMatmul(backend: WebGPUBackend, aShape: number[], bShape: number[], options: T.MatmulOptions, label: string): Promise<void> {
-  const ref = T.matmul(random(aShape, 1, cpuBackend, 'float64'), random(bShape, 2, cpuBackend, 'float64'), options);
-  const got = T.matmul(random(aShape, 1, backend, 'float32'), random(bShape, 2, backend, 'float32'), options);
+type Stored = 'float32' | 'float16';
+
+/** Random values as `dtype` would store them (float16: rounded to half), in float64. */
+function stored(n: number, seed: number, dtype: Stored): Float64Array {
+  return Float64Array.from(fromStorage(toStorage(randomValues(n, seed), dtype), dtype));
+}
+
+/** float16 runs store operands and C as halves and compute in f32: C is compared after its own rounding. */
+const gemmTolerance = (dtype: Stored, expected: ArrayLike<number>) => (dtype === 'float16' ? scaledTolerance(TOLERANCES.float16, expected, 1e-3) : scaledTolerance(TOLERANCES.float32Gemm, expected));
+
+async function checkMatmul(backend: WebGPUBackend, aShape: number[], bShape: number[], options: T.MatmulOptions, label: string, dtype: Stored = 'float32'): Promise<void> {
+  const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const [a, b] = [stored(size(aShape), 1, dtype), stored(size(bShape), 2, dtype)];
+  const ref = T.matmul(T.tensor(a, aShape, { dtype: 'float64', backend: cpuBackend }), T.tensor(b, bShape, { dtype: 'float64', backend: cpuBackend }), options);
+  const got = T.matmul(T.tensor(a, aShape, { dtype, backend }), T.tensor(b, bShape, { dtype, backend }), options);
   expect(got.shape).toEqual(ref.shape);
+  expect(got.dtype).toBe(dtype);
   const expected = ref.dataSync();
-  assertClose(await got.data(), expected, scaledTolerance(TOLERANCES.float32Gemm, expected), label);
+  assertClose(await got.data(), expected, gemmTolerance(dtype, expected), `${label} ${dtype}`);
   got.dispose();
 }
 
@@ -80,25 +96,25 @@ const forced: GemmConfig[] = [
   { ...TILED_VARIANTS.tile64x64, name: 'tile64x64+splitK3', splits: 3 },
   { ...TILED_VARIANTS.skinnyN16, name: 'skinnyN16+splitK5', splits: 5 },
 ];
-/** A float64 array uploaded as f32; the raw buffer. */
-function upload(backend: WebGPUBackend, values: Float64Array): GPUBuffer {
-  return (backend.upload(Float32Array.from(values), 'float32') as { buffer: GPUBuffer }).buffer;
+/** A float64 array uploaded as `dtype` (f32 by default); the raw buffer. */
+function upload(backend: WebGPUBackend, values: Float64Array, dtype: Stored = 'float32'): GPUBuffer {
+  return (backend.upload(toStorage(values, dtype), dtype) as { buffer: GPUBuffer }).buffer;
 }
 
 /**
  * C = α·op(A)·op(B) + β·C₀ + bias through recordGemm with a forced config, C₀ random: the
  * epilogue paths (bias column, accumulate, α) of a kernel against float64 on the host.
  */
-async function checkEpilogue(backend: WebGPUBackend, cfg: GemmConfig, s: GemmShape): Promise<void> {
+async function checkEpilogue(backend: WebGPUBackend, cfg: GemmConfig, s: GemmShape, dtype: Stored = 'float32'): Promise<void> {
   const { M, N, K } = s;
-  const a = randomValues(M * K, 31);
-  const b = randomValues(K * N, 32);
-  const c0 = randomValues(M * N, 33);
-  const bias = randomValues(N, 34);
+  const a = stored(M * K, 31, dtype);
+  const b = stored(K * N, 32, dtype);
+  const c0 = stored(M * N, 33, dtype);
+  const bias = stored(N, 34, dtype);
   const [alpha, beta] = [0.75, -1.5];
-  const [ab, bb, cb, biasb] = [a, b, c0, bias].map((v) => upload(backend, v));
-  recordGemm(backend, s, { a: ab, b: bb, c: cb, bias: biasb, aBatchStride: 0, bBatchStride: 0, alpha, beta, dtype: 'float32' }, cfg);
-  const got = await backend.read({ buffer: cb, bytes: M * N * 4 }, 'float32', M * N);
+  const [ab, bb, cb, biasb] = [a, b, c0, bias].map((v) => upload(backend, v, dtype));
+  recordGemm(backend, { ...s, dtype }, { a: ab, b: bb, c: cb, bias: biasb, aBatchStride: 0, bBatchStride: 0, alpha, beta, dtype }, cfg);
+  const got = fromStorage(await backend.read({ buffer: cb, bytes: M * N * (dtype === 'float16' ? 2 : 4) }, dtype, M * N), dtype);
   const want = new Float64Array(M * N);
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
@@ -108,7 +124,7 @@ async function checkEpilogue(backend: WebGPUBackend, cfg: GemmConfig, s: GemmSha
     }
   }
   for (const buffer of [ab, bb, cb, biasb]) backend.release(buffer);
-  assertClose(got, want, scaledTolerance(TOLERANCES.float32Gemm, want), `${cfg.name} epilogue ${JSON.stringify(s)}`);
+  assertClose(got, want, gemmTolerance(dtype, want), `${cfg.name} epilogue ${JSON.stringify(s)} ${dtype}`);
 }
 
 const gemvs: GemmConfig[] = [1, 4, 8, 16].map((mr) => ({ kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits: 3 }));
@@ -153,6 +169,13 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       // N odd (a vocabulary-sized projection, say): scalar stores instead of whole vec4s.
       await checkMatmul(backend, [20, 100], [37, 100], { transposeB: true }, `${cfg.name} odd N`);
       await checkEpilogue(backend, cfg, { M: 20, N: 37, K: 40, batch: 1, transA: false, transB: true });
+      // float16 storage (f32 arithmetic) where the adapter has shader-f16.
+      if (!backend.context.report.shaderF16) return;
+      for (const [ta, tb] of [[false, true], [true, false]] as const) {
+        await checkMatmul(backend, ta ? [K, M] : [M, K], tb ? [N, K] : [K, N], { transposeA: ta, transposeB: tb }, `${cfg.name} ta=${ta} tb=${tb}`, 'float16');
+      }
+      await checkEpilogue(backend, cfg, { M: 72, N: 68, K: 40, batch: 1, transA: false, transB: false }, 'float16');
+      await checkEpilogue(backend, cfg, { M: 20, N: 37, K: 40, batch: 1, transA: true, transB: true }, 'float16');
     });
   }
   const rowsConfigs: GemvRowsConfig[] = [
@@ -170,6 +193,10 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
         for (const N of [1, 5, 20]) await checkMatmul(backend, [130, 300], [N, 300], { transposeB: true }, `${cfg.name} stream x, N=${N}`);
         await checkEpilogue(backend, cfg, { M: 3, N: 37, K: 64, batch: 1, transA: false, transB: true });
         await checkEpilogue(backend, cfg, { M: 41, N: 6, K: 64, batch: 1, transA: false, transB: true });
+        if (!backend.context.report.shaderF16) return;
+        await checkMatmul(backend, [cfg.mr, 300], [77, 300], { transposeB: true }, `${cfg.name} stream W`, 'float16');
+        await checkMatmul(backend, [130, 300], [5, 300], { transposeB: true }, `${cfg.name} stream x`, 'float16');
+        await checkEpilogue(backend, cfg, { M: 3, N: 37, K: 64, batch: 1, transA: false, transB: true }, 'float16');
       });
     }
   }
@@ -193,6 +220,10 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
         }
         await checkEpilogue(backend, cfg, { M: 3, N: 36, K: 70, batch: 1, transA: true, transB: false });
         await checkEpilogue(backend, cfg, { M: 40, N: 6, K: 70, batch: 1, transA: true, transB: false });
+        if (!backend.context.report.shaderF16) return;
+        await checkMatmul(backend, [301, cfg.mr], [301, 76], { transposeA: true }, `${cfg.name} Uᵀ·x`, 'float16');
+        await checkMatmul(backend, [301, 132], [301, 7], { transposeA: true }, `${cfg.name} dyᵀ·T`, 'float16');
+        await checkEpilogue(backend, cfg, { M: 3, N: 36, K: 70, batch: 1, transA: true, transB: false }, 'float16');
       });
     }
   }
@@ -225,7 +256,7 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
   }
   gpuIt('gemv-rows and gemv-cols refuse layouts they cannot stream, with a typed error', async (backend) => {
     forceGemmConfig(rowsConfigs[0]);
-    expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([8, 5], 2, backend, 'float32'))).toThrow(/gemv-rows l32 r1 mr1 u2 does not apply to this shape or layout; expected f32 A·Bᵀ/);
+    expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([8, 5], 2, backend, 'float32'))).toThrow(/gemv-rows l32 r1 mr1 u2 does not apply to this shape or layout; expected A·Bᵀ/);
     forceGemmConfig(colsConfigs[0]);
     expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([5, 8], 2, backend, 'float32'), { transposeB: true })).toThrow(/gemv-cols c64 mr1 u4 does not apply/);
   });

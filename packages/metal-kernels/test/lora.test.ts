@@ -87,7 +87,9 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     [1, 40, 24, 4, 'float32', 'composed'],
     [64, 37, 132, 8, 'float32', 'composed'],
     [64, 36, 132, 6, 'float32', 'composed'],
-    [64, 36, 132, 8, 'float16', 'composed'],
+    [64, 36, 132, 8, 'float16', 'fused'],
+    [1, 4096, 4096, 16, 'float16', 'fused'],
+    [64, 37, 132, 8, 'float16', 'composed'],
   ] as const)('loraPlan(M=%i, in=%i, out=%i, r=%i, %s) = %s', (M, inF, outF, r, dtype, plan) => {
     expect(loraPlan(M, inF, outF, r, dtype)).toBe(plan);
   });

@@ -29,20 +29,21 @@ export function forceLoraPlan(plan: LoraPlan | null): void {
 }
 
 /**
- * How loraLinear runs on the GPU, a pure function of the shape (table-tested):
+ * How loraLinear runs on the GPU, a pure function of the shape (table-tested). float32 and
+ * float16 (storage only: the kernels compute and accumulate in f32) take the same plans.
  * - `fused`, M > 16: the low-rank product enters the base GEMM as a prologue of the vec4 kernel
  *   (forward: y = x·Wᵀ + s·T·Bᵀ + bias in one pass over y; backward: U and dB from one read of dy
- *   for r ≤ 8, and dx = dy·W + mask⊙(U·A) likewise, the mask only with dropout). Needs f32 and
+ *   for f32 and r ≤ 8, and dx = dy·W + mask⊙(U·A) likewise, the mask only with dropout). Needs
  *   in, out, rank divisible by 4.
  * - `fused`, M ≤ 16 (decode): the forward's gemv-rows pass over W adds s·T·Bᵀ in its epilogue;
- *   needs f32 and a shape the selector sends to gemv-rows (in % 4 = 0, in and out ≥ 64).
- * - `composed`: separate GEMMs accumulating into the same output buffer (odd sizes, float16),
- *   still without an [M, out] intermediate.
+ *   needs a shape the selector sends to gemv-rows (in % 4 = 0, in and out ≥ 64).
+ * - `composed`: separate GEMMs accumulating into the same output buffer (odd sizes), still
+ *   without an [M, out] intermediate.
  */
 export function loraPlan(M: number, inF: number, outF: number, r: number, dtype: DType): LoraPlan {
   const fusable =
-    dtype === 'float32' &&
-    (M > 16 ? inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 : selectGemm({ M, N: outF, K: inF, batch: 1, transA: false, transB: true }).kind === 'gemv-rows');
+    (dtype === 'float32' || dtype === 'float16') &&
+    (M > 16 ? inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 : selectGemm({ M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype }).kind === 'gemv-rows');
   if (forcedPlan) return forcedPlan === 'fused' && !fusable ? 'composed' : forcedPlan;
   return fusable ? 'fused' : 'composed';
 }

@@ -1,5 +1,7 @@
 // gemm-vec4.wgsl: C = α·op(A)·op(B) (+ β·C) (+ bias) for the large, aligned products (the base
-// GEMM of every LoRA layer), f32. BM×BN outputs per workgroup of WGX×WGY threads (text
+// GEMM of every LoRA layer): f32, or f16 storage (T = f16, with `shader-f16`) with f32 arithmetic
+// and accumulation throughout (tiles in workgroup memory, accumulators and split-K partials stay
+// f32; values are widened as they are loaded and rounded once as C is stored). BM×BN outputs per workgroup of WGX×WGY threads (text
 // constants: BM, BN ∈ {32, 64, 128}, WGX, WGY ∈ {8, 16}, BM / (4·WGY) and BN / (4·WGX) each 1 or
 // 2), up to 8×8 per thread held as up to 16 vec4 accumulators; A and B tiles
 // of 8 (k) × BM / BN pass through workgroup memory as vec4, double-buffered, with the next tile
@@ -27,15 +29,15 @@
 //   B = W (not trans), lora_scale = 1, with the forward pass's dropout mask.
 //
 // Bindings (group 0):
-//   0  a     storage, read        array<vec4<f32>>
-//   1  b     storage, read        array<vec4<f32>>
-//   2  bias  storage, read        [N] f32 (a dummy when HAS_BIAS = 0)
-//   3  c     storage, read_write  [batch · splits][M, N] f32
-//   With the text flag VEC_OUT = 1 (N % 4 = 0) both are bound as vec4<f32> and each thread
+//   0  a     storage, read        array<vec4<T>>
+//   1  b     storage, read        array<vec4<T>>
+//   2  bias  storage, read        [N] T (a dummy when HAS_BIAS = 0)
+//   3  c     storage, read_write  [batch · splits][M, N] TC (T, or the f32 workspace when SPLIT = 1)
+//   With the text flag VEC_OUT = 1 (N % 4 = 0) both are bound as vec4 and each thread
 //   stores whole vec4s of C; with VEC_OUT = 0 (N odd, e.g. a vocabulary projection) it stores
 //   scalars.
-//   4  la    storage, read        [M, r] vec4<f32> (LORA only)
-//   5  lb    storage, read        [N, r] or [r, N] vec4<f32> (LORA only)
+//   4  la    storage, read        [M, r] vec4<T> (LORA only)
+//   5  lb    storage, read        [N, r] or [r, N] vec4<T> (LORA only)
 //   6  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta,
 //                      r, lora_trans_b, lora_scale, dropout_on, dropout_seed, dropout_threshold,
 //                      dropout_keep_scale } (batch strides in elements, multiples of 4; r % 4 = 0)
@@ -45,10 +47,13 @@
 // Workgroup memory: 2 buffers × (8·BM + 8·BN) f32 ≤ 16 KiB (the portable limit).
 // The LoRA prologue is only used (and tested) with BM = BN = 128 and 16 × 16 threads.
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
+// Text types: T (f32 or f16; ENABLE is `enable f16;` for f16), TC (C's element type).
 // Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
 //   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
 //   mask's code: compiled in even behind a runtime check it made the forward GEMM 3% slower on an
 //   H100, so the unmasked prologue instead folds lora_scale into la as it loads it.
+
+{{ENABLE}}
 
 const BM: u32 = {{BM}}u;
 const BN: u32 = {{BN}}u;
@@ -77,19 +82,19 @@ struct Params {
   dropout_keep_scale: f32,
 }
 
-@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read> a: array<vec4<{{T}}>>;
+@group(0) @binding(1) var<storage, read> b: array<vec4<{{T}}>>;
 {{#VEC_OUT}}
-@group(0) @binding(2) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bias: array<vec4<{{T}}>>;
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<{{TC}}>>;
 {{/VEC_OUT}}
 {{^VEC_OUT}}
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<{{T}}>;
+@group(0) @binding(3) var<storage, read_write> c: array<{{TC}}>;
 {{/VEC_OUT}}
 {{#LORA}}
-@group(0) @binding(4) var<storage, read> la: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> lb: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> la: array<vec4<{{T}}>>;
+@group(0) @binding(5) var<storage, read> lb: array<vec4<{{T}}>>;
 {{/LORA}}
 @group(0) @binding(6) var<uniform> p: Params;
 
@@ -106,11 +111,11 @@ fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
   if (TRANS_A == 1u) {
     let k = k0 + t / BM4;
     let m = row0 + (t % BM4) * 4u;
-    if (k < k_end && m < p.M) { return a[(base + k * p.M + m) / 4u]; }
+    if (k < k_end && m < p.M) { return vec4<f32>(a[(base + k * p.M + m) / 4u]); }
   } else {
     let m = row0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
-    if (m < p.M && k < k_end) { return a[(base + m * p.K + k) / 4u]; }
+    if (m < p.M && k < k_end) { return vec4<f32>(a[(base + m * p.K + k) / 4u]); }
   }
   return vec4<f32>(0.0);
 }
@@ -120,11 +125,11 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
   if (TRANS_B == 1u) {
     let n = col0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
-    if (n < p.N && k < k_end) { return b[(base + n * p.K + k) / 4u]; }
+    if (n < p.N && k < k_end) { return vec4<f32>(b[(base + n * p.K + k) / 4u]); }
   } else {
     let k = k0 + t / BN4;
     let n = col0 + (t % BN4) * 4u;
-    if (k < k_end && n < p.N) { return b[(base + k * p.N + n) / 4u]; }
+    if (k < k_end && n < p.N) { return vec4<f32>(b[(base + k * p.N + n) / 4u]); }
   }
   return vec4<f32>(0.0);
 }
@@ -192,7 +197,7 @@ fn factors(m: u32, n0: u32) -> vec4<f32> {
 fn load_la(t: u32, row0: u32, k0: u32) -> vec4<f32> {
   let m = row0 + t / 2u;
   let k = k0 + (t % 2u) * 4u;
-  if (t < 2u * BM && m < p.M && k < p.r) { return la[(m * p.r + k) / 4u]; }
+  if (t < 2u * BM && m < p.M && k < p.r) { return vec4<f32>(la[(m * p.r + k) / 4u]); }
   return vec4<f32>(0.0);
 }
 
@@ -201,11 +206,11 @@ fn load_lb(t: u32, col0: u32, k0: u32) -> vec4<f32> {
   if (p.lora_trans_b == 1u) {
     let n = col0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
-    if (n < p.N && k < p.r) { return lb[(n * p.r + k) / 4u]; }
+    if (n < p.N && k < p.r) { return vec4<f32>(lb[(n * p.r + k) / 4u]); }
   } else {
     let k = k0 + t / BN4;
     let n = col0 + (t % BN4) * 4u;
-    if (k < p.r && n < p.N) { return lb[(k * p.N + n) / 4u]; }
+    if (k < p.r && n < p.N) { return vec4<f32>(lb[(k * p.N + n) / 4u]); }
   }
   return vec4<f32>(0.0);
 }
@@ -376,12 +381,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       if (n >= p.N) { continue; }
       let o = (c_base + m * p.N + n) / 4u;
       if (SPLIT == 1u) {
-        c[o] = v4;
+        c[o] = vec4<{{TC}}>(v4);
       } else {
         var v = p.alpha * v4;
-        if (ACCUMULATE == 1u) { v += p.beta * c[o]; }
-        if (HAS_BIAS == 1u) { v += bias[n / 4u]; }
-        c[o] = v;
+        if (ACCUMULATE == 1u) { v += p.beta * vec4<f32>(c[o]); }
+        if (HAS_BIAS == 1u) { v += vec4<f32>(bias[n / 4u]); }
+        c[o] = vec4<{{TC}}>(v);
       }
 {{/VEC_OUT}}
 {{^VEC_OUT}}
@@ -390,12 +395,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
         if (n >= p.N) { continue; }
         let o = c_base + m * p.N + n;
         if (SPLIT == 1u) {
-          c[o] = v4[j];
+          c[o] = {{TC}}(v4[j]);
         } else {
           var v = p.alpha * v4[j];
-          if (ACCUMULATE == 1u) { v += p.beta * c[o]; }
-          if (HAS_BIAS == 1u) { v += bias[n]; }
-          c[o] = v;
+          if (ACCUMULATE == 1u) { v += p.beta * f32(c[o]); }
+          if (HAS_BIAS == 1u) { v += f32(bias[n]); }
+          c[o] = {{TC}}(v);
         }
       }
 {{/VEC_OUT}}

@@ -9,17 +9,20 @@
 // workspace that gemm-splitk-reduce.wgsl adds up.
 //
 // Bindings (group 0):
-//   0  pm    storage, read        P: element (m, j) at m·sk + j·sj, f32
-//   1  q     storage, read        Q [KR, N / 4] vec4<f32>
-//   2  bias  storage, read        [columns of C] f32 (dummy when HAS_BIAS = 0)
-//   3  c     storage, read_write  C (f32), or the split-K workspace [splits, mn] when SPLIT = 1
+//   0  pm    storage, read        P: element (m, j) at m·sk + j·sj, T
+//   1  q     storage, read        Q [KR, N / 4] vec4<T>
+//   2  bias  storage, read        [columns of C] T (dummy when HAS_BIAS = 0)
+//   3  c     storage, read_write  C (TC = T), or the f32 split-K workspace [splits, mn] when SPLIT = 1
 //   4  p     uniform { cols: P columns in this chunk, N4: N / 4, KR, kr_chunk, sk, sj: P's strides,
 //            j0: the chunk's first column of P, ldc, mn: C's element count, _, alpha, beta }
 // Dispatch: (ceil(N4 / CL), splits, 1) workgroups of 256 threads.
+// Text types: T, TC (f32, or f16 storage with f32 arithmetic; ENABLE is `enable f16;` for f16).
 // Text constants: CL (column lanes: 16..256, a power of two), MR (1..16), UNROLL (1..8); SETUP,
 //   ACC, BODY and FLUSH are the straight-line statements gemm.ts writes (one vec4 per
 //   accumulator, for the reason given in gemv-rows.wgsl).
 // Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
+
+{{ENABLE}}
 
 override OUT_T: u32 = 0u;
 override HAS_BIAS: u32 = 0u;
@@ -33,23 +36,23 @@ const RL: u32 = 256u / CL;
 
 struct Params { cols: u32, N4: u32, KR: u32, kr_chunk: u32, sk: u32, sj: u32, j0: u32, ldc: u32, mn: u32, pad0: u32, alpha: f32, beta: f32 }
 
-@group(0) @binding(0) var<storage, read> pm: array<f32>;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(0) var<storage, read> pm: array<{{T}}>;
+@group(0) @binding(1) var<storage, read> q: array<vec4<{{T}}>>;
+@group(0) @binding(2) var<storage, read> bias: array<{{T}}>;
+@group(0) @binding(3) var<storage, read_write> c: array<{{TC}}>;
 @group(0) @binding(4) var<uniform> p: Params;
 
 var<workgroup> red: array<vec4<f32>, 512>;
 
 fn put(idx: u32, col: u32, total: f32, split: u32) {
   if (SPLIT == 1u) {
-    c[split * p.mn + idx] = total;
+    c[split * p.mn + idx] = {{TC}}(total);
     return;
   }
   var y = p.alpha * total;
-  if (ACCUMULATE == 1u) { y += p.beta * c[idx]; }
-  if (HAS_BIAS == 1u) { y += bias[col]; }
-  c[idx] = y;
+  if (ACCUMULATE == 1u) { y += p.beta * f32(c[idx]); }
+  if (HAS_BIAS == 1u) { y += f32(bias[col]); }
+  c[idx] = {{TC}}(y);
 }
 
 // Adds the RL row lanes' partials of accumulators j and j + 1 (staged in `red`) and writes them.

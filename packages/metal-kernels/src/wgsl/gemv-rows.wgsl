@@ -1,5 +1,5 @@
-// gemv-rows.wgsl: C = α·X·Wᵀ (+ β·C) (+ bias) for f32 operands both contiguous along K (K a
-// multiple of 4), where X has few rows: W [NW, K] is streamed from memory exactly once in vec4
+// gemv-rows.wgsl: C = α·X·Wᵀ (+ β·C) (+ bias) for operands both contiguous along K (K a
+// multiple of 4), where X has few rows; f32, or f16 storage (T) with f32 arithmetic: W [NW, K] is streamed from memory exactly once in vec4
 // loads while the ≤ MR rows of X come from cache. Each group of LANES threads owns R consecutive
 // rows of W and walks them along K; the group's partial sums meet in workgroup memory.
 //   Decode (x·Wᵀ, M ≤ 16): X = x, W = the weight, C[m, n] (OUT_T = 0).
@@ -7,23 +7,26 @@
 //     adapter (MR at a time, `x_row0` the chunk's first row), W = the activation, C[n, j] (OUT_T = 1).
 //
 // Bindings (group 0):
-//   0  x     storage, read        [rows of X, K / 4] vec4<f32>
-//   1  w     storage, read        [NW, K / 4] vec4<f32>
-//   2  bias  storage, read        [columns of C] f32 (dummy when HAS_BIAS = 0)
-//   3  c     storage, read_write  C (f32), or the split-K workspace [splits, mn] when SPLIT = 1
-//   4  lt    storage, read        [rows of X, r] f32: the LoRA intermediate T (dummy unless HAS_LORA)
-//   5  lb    storage, read        [NW, r] f32: the LoRA up-projection B (dummy unless HAS_LORA)
+//   0  x     storage, read        [rows of X, K / 4] vec4<T>
+//   1  w     storage, read        [NW, K / 4] vec4<T>
+//   2  bias  storage, read        [columns of C] T (dummy when HAS_BIAS = 0)
+//   3  c     storage, read_write  C (TC = T), or the f32 split-K workspace [splits, mn] when SPLIT = 1
+//   4  lt    storage, read        [rows of X, r] T: the LoRA intermediate T (dummy unless HAS_LORA)
+//   5  lb    storage, read        [NW, r] T: the LoRA up-projection B (dummy unless HAS_LORA)
 //   6  p     uniform { rows: X rows in this chunk, NW, K4: K / 4, k4_chunk, x_row0, ldc, mn: C's
 //            element count, r, alpha, beta, lora_scale }
 // Fused LoRA epilogue (HAS_LORA = 1, decode only: OUT_T = 0): each output gets
 //   lora_scale·Σ_k T[row, k]·B[n, k] added before α (split 0 adds it to its partial sum), so
 //   y = x·Wᵀ + bias + s·T·Bᵀ is one pass over W with no second product over y.
 // Dispatch: (ceil(NW / (R·256 / LANES)), splits, 1) workgroups of 256 threads.
+// Text types: T, TC (f32 or f16; ENABLE is `enable f16;` for f16).
 // Text constants: LANES (8..256, a power of two), R (1..8), MR (1..16), UNROLL (1..8); SETUP, ACC,
 //   BODY and FLUSH are the straight-line statements gemm.ts writes for them: one scalar per
 //   accumulator. Accumulators kept in a WGSL array indexed in loops measured 3–5× slower on an
 //   H100 (the array lands in local memory), so this kernel is unrolled in the text itself.
 // Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT, HAS_LORA (0/1).
+
+{{ENABLE}}
 
 override OUT_T: u32 = 0u;
 override HAS_BIAS: u32 = 0u;
@@ -42,12 +45,12 @@ const BATCH: u32 = 8u;
 
 struct Params { rows: u32, NW: u32, K4: u32, k4_chunk: u32, x_row0: u32, ldc: u32, mn: u32, r: u32, alpha: f32, beta: f32, lora_scale: f32 }
 
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> lt: array<f32>;
-@group(0) @binding(5) var<storage, read> lb: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<vec4<{{T}}>>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<{{T}}>>;
+@group(0) @binding(2) var<storage, read> bias: array<{{T}}>;
+@group(0) @binding(3) var<storage, read_write> c: array<{{TC}}>;
+@group(0) @binding(4) var<storage, read> lt: array<{{T}}>;
+@group(0) @binding(5) var<storage, read> lb: array<{{T}}>;
 @group(0) @binding(6) var<uniform> p: Params;
 
 var<workgroup> red: array<f32, BATCH * (256u + 32u)>;
@@ -84,20 +87,20 @@ fn flush(first: u32, count: u32, group_x: u32, split: u32, t: u32) {
         var l = vec4<f32>(0.0);
         let r4 = p.r / 4u * 4u;
         for (var k = 0u; k < r4; k += 4u) {
-          let tv = vec4<f32>(lt[row * p.r + k], lt[row * p.r + k + 1u], lt[row * p.r + k + 2u], lt[row * p.r + k + 3u]);
-          let bv = vec4<f32>(lb[n * p.r + k], lb[n * p.r + k + 1u], lb[n * p.r + k + 2u], lb[n * p.r + k + 3u]);
+          let tv = vec4<f32>(f32(lt[row * p.r + k]), f32(lt[row * p.r + k + 1u]), f32(lt[row * p.r + k + 2u]), f32(lt[row * p.r + k + 3u]));
+          let bv = vec4<f32>(f32(lb[n * p.r + k]), f32(lb[n * p.r + k + 1u]), f32(lb[n * p.r + k + 2u]), f32(lb[n * p.r + k + 3u]));
           l = fma(tv, bv, l);
         }
-        for (var k = r4; k < p.r; k++) { l.x += lt[row * p.r + k] * lb[n * p.r + k]; }
+        for (var k = r4; k < p.r; k++) { l.x += f32(lt[row * p.r + k]) * f32(lb[n * p.r + k]); }
         total += p.lora_scale * (l.x + l.y + l.z + l.w);
       }
       if (SPLIT == 1u) {
-        c[split * p.mn + idx] = total;
+        c[split * p.mn + idx] = {{TC}}(total);
       } else {
         var y = p.alpha * total;
-        if (ACCUMULATE == 1u) { y += p.beta * c[idx]; }
-        if (HAS_BIAS == 1u) { y += bias[col]; }
-        c[idx] = y;
+        if (ACCUMULATE == 1u) { y += p.beta * f32(c[idx]); }
+        if (HAS_BIAS == 1u) { y += f32(bias[col]); }
+        c[idx] = {{TC}}(y);
       }
     }
   }
