@@ -5,14 +5,15 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--hot] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--hot] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16, --explore-lanes the gemv settings
  *   for 8..16 rows alone, --explore-narrow (with --explore) the rank-sized vec4 tiles, --hot keeps
- *   the inputs in L2.
+ *   the inputs in L2, --explore-raster the big products' tile raster orders, --explore-decode-tiles
+ *   decode M = 4 and 16 on vec4 tiles 16 rows high.
  */
 import { writeFileSync } from 'node:fs';
-import { createWebGPUBackend, type GemmConfig, type GemmShape, recordGemm, selectGemm, TILED_VARIANTS, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type GemmConfig, type GemmShape, gemvChoice, recordGemm, selectGemm, TILED_VARIANTS, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { median, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';
@@ -138,6 +139,23 @@ function cases(quick: boolean): Case[] {
         [32, 1, 8],
       ].map(([lanes, rows, splits]) => ({ kind: 'gemv-rows', name: `gemv-rows l${lanes} r${rows} m32 u1 s${splits}`, lanes, rows, mr: Math.min(32, r), unroll: 1, splits }));
     return picked.map((c) => ({ ...c, configs: ['auto', ...(c.shape.N >= 32 ? wideRanks(c.shape.N) : variants(c.shape, fewLanes))] }));
+  }
+  if (process.argv.includes('--explore-raster')) {
+    // The big products with the 128×128 tiles walked G tile rows down before one column across.
+    const raster = (g: number): GemmConfig => ({ ...VEC4_128, name: `vec4-128x128/g${g}`, groupM: g });
+    const rowMajor: GemmConfig = { ...VEC4_128, name: 'vec4-128x128 row-major', groupM: undefined };
+    return list.filter((c) => c.group === 'big').map((c) => ({ ...c, configs: ['auto', rowMajor, ...[2, 4, 8, 16].map(raster), rowMajor] }));
+  }
+  if (process.argv.includes('--explore-decode-tiles')) {
+    // Decode (M = 4, 16) and x·Aᵀ at r = 16 on vec4 tiles 16 rows high, at several K splits.
+    const decodeTile = (bn: 64 | 128, splits: number): GemmConfig => ({ kind: 'vec4', name: `vec4-16x${bn}+splitK${splits}`, splits, bm: 16, bn, wgx: bn === 128 ? 32 : 16, wgy: 4 });
+    const picked = list.filter((c) => /^decode x·Wᵀ M=(4|16)$/.test(c.label));
+    // Each run twice, alternating, as the first timings after a process starts can run slow.
+    return picked.map((c) => {
+      const rows = gemvChoice(c.shape)!;
+      const tiles = [decodeTile(128, 8), decodeTile(128, 16), decodeTile(128, 32), decodeTile(64, 16)];
+      return { ...c, configs: ['auto', rows, ...tiles, rows, ...tiles, { ...VEC4_32x128, name: 'vec4-32x128+splitK16', splits: 16 }] };
+    });
   }
   return process.argv.includes('--no-big') ? list.filter((c) => c.group !== 'big') : list;
 }

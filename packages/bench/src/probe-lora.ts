@@ -5,7 +5,8 @@
  * published benchmark; it says where the time over the base GEMM goes.
  *
  *   node probe-lora.mjs [r ...] [--fusion] [--dual] [--decode-step]
- *   --fusion: forward and step with the earlier forms of the LoRA term and the current one;
+ *   --fusion: forward and step with the earlier forms of the LoRA term, the current one and the
+ *   LoRA tiles in raster orders 2, 4, 8; the decode forward with T by gemv or one gemv-rows dispatch;
  *   --dual: U and dB from lora-dual (both role layouts) against the two GEMMs;
  *   --decode-step: also the decode-sized training step, loraLinear against the matmul composition.
  */
@@ -92,6 +93,9 @@ for (const r of ranks.length ? ranks : process.argv.includes('--decode-step') ? 
       ['before: masked prologue code, dx accumulated', { mask: true, dxAccumulate: true }],
       ['dx accumulated', { dxAccumulate: true }],
       ['current', {}],
+      ['LoRA tiles in raster order 2', { raster: 2 }],
+      ['LoRA tiles in raster order 4', { raster: 4 }],
+      ['LoRA tiles in raster order 8', { raster: 8 }],
     ];
     await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
     for (const [name, form] of forms) {
@@ -108,11 +112,20 @@ for (const r of ranks.length ? ranks : process.argv.includes('--decode-step') ? 
   await profile(`r=${r} fused step`, () => step(x, a, b, dy, fused));
 }
 // Decode shapes, r = 16: the base GEMV and the forward on both plans.
-for (const Md of fusionOnly || dualOnly ? [] : [1, 16]) {
+for (const Md of dualOnly ? [] : [1, 16]) {
   const xd = make([Md, inF], 6);
   const a = make([16, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, 16], 5, 0.1);
   await profile(`decode M=${Md} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(xd, w, { transposeB: true }))));
+  if (fusionOnly) {
+    // --fusion: T = x·Aᵀ as the selector's gemv and its reduction, or one gemv-rows dispatch.
+    for (const decodeT of ['gemv', 'rows', 'gemv'] as const) {
+      forceLoraFusion({ decodeT });
+      await profile(`decode M=${Md} r=16 forward (T by ${decodeT})`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
+    }
+    forceLoraFusion(null);
+    continue;
+  }
   await profile(`decode M=${Md} r=16 forward (${loraPlan(Md, inF, outF, 16, 'float32')})`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
   forceLoraPlan('composed');
   await profile(`decode M=${Md} r=16 forward (composed)`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));

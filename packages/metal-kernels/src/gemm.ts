@@ -36,19 +36,33 @@ export interface Vec4Config {
   kind: 'vec4';
   name: string;
   splits: number;
-  /** Rows of C per workgroup (default 128). */
-  bm?: 32 | 64 | 128;
+  /** Rows of C per workgroup (default 128); 16 for decode-sized M with 4 threads down. */
+  bm?: 16 | 32 | 64 | 128;
   /** Columns of C per workgroup (default 128). */
   bn?: 32 | 64 | 128;
   /** Threads across (columns) and down (rows) the workgroup (default 16 × 16): bn / (4·wgx) and bm / (4·wgy) must be 1 or 2. */
-  wgx?: 8 | 16;
-  wgy?: 8 | 16;
+  wgx?: 8 | 16 | 32;
+  wgy?: 4 | 8 | 16;
+  /** Raster order of the tiles: G tile rows walked down before one column across (0 or absent: row-major). */
+  groupM?: number;
 }
 
 export type GemmConfig = TiledConfig | GemvConfig | Vec4Config | GemvRowsConfig | GemvColsConfig;
 export type { GemvColsConfig, GemvRowsConfig };
 
+/** Big products: 128×128 on 16×16 threads, 8×8 outputs each, tiles in row-major order. */
 export const VEC4_128: Vec4Config = { kind: 'vec4', name: 'vec4-128x128', splits: 1 };
+/**
+ * The same with the tiles walked four tile rows down before one column across: for products
+ * other than A·Bᵀ (H100, 2048×4096×4096: x·W 1.753 → 1.720 ms, dyᵀ·x 1.720 → 1.701; two, eight
+ * and sixteen rows were slower), while A·Bᵀ (x·Wᵀ) ran 0.4% slower with it (1.700 → 1.707).
+ */
+export const VEC4_128_G4: Vec4Config = { kind: 'vec4', name: 'vec4-128x128/g4', splits: 1, groupM: 4 };
+
+/** The 128×128 tile for a layout: row-major for A·Bᵀ, four-row raster groups otherwise (see {@link VEC4_128_G4}). */
+export function bigTile(shape: Pick<GemmShape, 'transA' | 'transB'>): Vec4Config {
+  return shape.transB && !shape.transA ? VEC4_128 : VEC4_128_G4;
+}
 /** N = rank products (x·Aᵀ, dy·B, dyᵀ·T): 128 rows × 64 columns per workgroup. */
 export const VEC4_128x64: Vec4Config = { kind: 'vec4', name: 'vec4-128x64', splits: 1, bm: 128, bn: 64 };
 /** M = rank products (Uᵀ·x): 64 rows × 128 columns per workgroup. */
@@ -57,6 +71,8 @@ export const VEC4_64x128: Vec4Config = { kind: 'vec4', name: 'vec4-64x128', spli
 export const VEC4_128x32: Vec4Config = { kind: 'vec4', name: 'vec4-128x32', splits: 1, bm: 128, bn: 32, wgx: 8 };
 /** M = rank products with r ≤ 32: 32 × 128 on 16 × 8 threads. */
 export const VEC4_32x128: Vec4Config = { kind: 'vec4', name: 'vec4-32x128', splits: 1, bm: 32, bn: 128, wgy: 8 };
+/** Decode x·Wᵀ with 9..16 rows: 16 × 128 on 32 × 4 threads (4 × 4 outputs each), K split. */
+export const VEC4_16x128: Vec4Config = { kind: 'vec4', name: 'vec4-16x128', splits: 1, bm: 16, bn: 128, wgx: 32, wgy: 4 };
 /** N = rank products with 32 < r ≤ 64: 128 × 64 on 8 × 16 threads, 8 × 8 outputs each as in the big tile. */
 export const VEC4_128x64_T128: Vec4Config = { kind: 'vec4', name: 'vec4-128x64/128t', splits: 1, bm: 128, bn: 64, wgx: 8 };
 
@@ -133,6 +149,34 @@ function vec4Tiles(c: Vec4Config, M: number, N: number, batch: number): number {
 }
 
 /**
+ * The bandwidth-bound choice, or null: one operand has ≤ 16 rows (decode, or a LoRA rank ≤ 16),
+ * the other is read once by gemv-rows or gemv-cols. Settings from the H100 sweeps
+ * (`gemm-bench --explore-gemv`, `--explore-lanes`, packages/bench/RESULTS.md); gemv-cols takes 32
+ * column lanes (Uᵀ·x r = 8: 0.030 against 0.047 ms with 64); ranks above 16 ran faster on tiles.
+ * The fused decode forward uses this gemv-rows choice for its LoRA epilogue.
+ */
+export function gemvChoice(shape: GemmShape): GemvRowsConfig | GemvColsConfig | null {
+  const { M, N, K } = shape;
+  const bucket = (n: number) => (n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : n <= 8 ? 8 : 16);
+  const rowsStream = gemvRowsStream(shape);
+  const colsStream = gemvColsStream(shape);
+  const few = rowsStream === 'b' || colsStream === 'b' ? M : N;
+  const many = rowsStream === 'b' || colsStream === 'b' ? N : M;
+  if (!(rowsStream || colsStream) || K < 64 || many < 64 || few > 16) return null;
+  const mr = bucket(few);
+  // With 8..16 rows of the small operand: 16 lanes per row, two rows per lane group, one load in
+  // flight, ~512 workgroups (decode M = 16: 0.057 against 0.065 ms; x·Aᵀ r = 16: 0.034 against
+  // 0.056; r = 8: 0.025 against 0.041). Decode with M ≤ 4: 32 lanes, four loads in flight, ~512
+  // workgroups; otherwise 32 lanes, two loads, ~2048 workgroups.
+  const manyRows = mr >= 8;
+  const config: GemvRowsConfig | GemvColsConfig = rowsStream
+    ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: manyRows ? 16 : 32, rows: manyRows ? 2 : 1, mr, unroll: manyRows ? 1 : mr <= 4 && many === N ? 4 : 2, splits: 1 }
+    : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 32, mr, unroll: 2, splits: 1 };
+  const target = (many === N && mr <= 4) || (rowsStream && manyRows) ? 512 : 2048;
+  return withSplits(config, splitsToward(target, gemvGroups(shape, config), K, 256));
+}
+
+/**
  * Picks the GEMM variant for a shape: a pure function of (M, N, K, batch, transposes) and the
  * device's limits, so its choices are table-tested. Rank-shaped dims (≤ 64) get skinny tiles,
  * few rows get the matrix-vector kernel, big products the 128×128 tile, and grids too small to
@@ -140,27 +184,16 @@ function vec4Tiles(c: Vec4Config, M: number, N: number, batch: number): number {
  */
 export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroupStorage: 16384, maxInvocations: 256 }): GemmConfig {
   const { M, N, K, batch } = shape;
-  const bucket = (n: number) => (n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : n <= 8 ? 8 : 16);
-  const rowsStream = gemvRowsStream(shape);
-  const colsStream = gemvColsStream(shape);
-  // Bandwidth-bound shapes: one operand has ≤ 16 rows (decode, or a LoRA rank ≤ 16), the other
-  // is read once. Settings from the H100 sweeps (`gemm-bench --explore-gemv`, `--explore-lanes`,
-  // packages/bench/RESULTS.md); gemv-cols takes 32 column lanes (Uᵀ·x r = 8: 0.030 against
-  // 0.047 ms with 64); ranks above 16 ran faster on tiles.
-  const few = rowsStream === 'b' || colsStream === 'b' ? M : N;
-  const many = rowsStream === 'b' || colsStream === 'b' ? N : M;
-  if ((rowsStream || colsStream) && K >= 64 && many >= 64 && few <= 16) {
-    const mr = bucket(few);
-    // With 8..16 rows of the small operand: 16 lanes per row, two rows per lane group, one load
-    // in flight, ~512 workgroups (decode M = 16: 0.057 against 0.065 ms; x·Aᵀ r = 16: 0.034
-    // against 0.056; r = 8: 0.025 against 0.041). Decode with M ≤ 4: 32 lanes, four loads in
-    // flight, ~512 workgroups; otherwise 32 lanes, two loads, ~2048 workgroups.
-    const manyRows = mr >= 8;
-    const config: GemvRowsConfig | GemvColsConfig = rowsStream
-      ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: manyRows ? 16 : 32, rows: manyRows ? 2 : 1, mr, unroll: manyRows ? 1 : mr <= 4 && many === N ? 4 : 2, splits: 1 }
-      : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 32, mr, unroll: 2, splits: 1 };
-    const target = (many === N && mr <= 4) || (rowsStream && manyRows) ? 512 : 2048;
-    return withSplits(config, splitsToward(target, gemvGroups(shape, config), K, 256));
+  const gemv = gemvChoice(shape);
+  const vec4Ok = vec4Aligned(shape) && device.maxWorkgroupStorage >= 16384 && device.maxInvocations >= 256;
+  if (gemv) {
+    // Decode with 9..16 rows streaming W: a 16-row vec4 tile with K split to ~512 workgroups
+    // (H100, 16×4096×4096: 0.054 against 0.059 ms for gemv-rows16; at M = 4 it lost, 0.052
+    // against 0.029).
+    if (gemv.kind === 'gemv-rows' && gemv.mr === 16 && M <= 16 && M < N && vec4Ok) {
+      return withSplits(VEC4_16x128, splitsToward(512, vec4Tiles(VEC4_16x128, M, N, batch), K, 256));
+    }
+    return gemv;
   }
   if (M <= 16 && batch === 1 && K >= 64) {
     const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
@@ -168,7 +201,6 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
     const groups = Math.ceil(N / cols);
     return { kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits: splitsToward(512, groups, K, 128) };
   }
-  const vec4Ok = vec4Aligned(shape) && device.maxWorkgroupStorage >= 16384 && device.maxInvocations >= 256;
   const rankShaped = (Math.min(M, N) <= 64 && Math.max(M, N) >= 256) || (Math.min(M, N) <= 256 && Math.max(M, N) >= 1024);
   if (vec4Ok && rankShaped && K >= 64) {
     // Rank-shaped products (x·Aᵀ, dy·B, dyᵀ·T with N = r; Uᵀ·x with M = r) with r > 16, or any
@@ -184,7 +216,7 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
       const sized = rank <= 32 ? (onN ? VEC4_128x32 : VEC4_32x128) : VEC4_128x64_T128;
       return withSplits(sized, splitsToward(rank <= 32 ? 512 : 256, vec4Tiles(sized, M, N, batch), K, 128));
     }
-    const base = rank > 64 ? VEC4_128 : VEC4_64x128;
+    const base = rank > 64 ? bigTile(shape) : VEC4_64x128;
     return withSplits(base, splitsFor(vec4Tiles(base, M, N, batch), K));
   }
   let base: TiledConfig;
@@ -192,7 +224,7 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
   else if (N <= 64 && M >= 256) base = TILED_VARIANTS.tile64x64; // one column of tiles; split K fills the GPU
   else if (M <= 16) base = TILED_VARIANTS.skinnyM16;
   else if (M * N >= 1024 * 1024) {
-    if (vec4Ok) return withSplits(VEC4_128, splitsFor(vec4Tiles(VEC4_128, M, N, batch), K));
+    if (vec4Ok) return withSplits(bigTile(shape), splitsFor(vec4Tiles(VEC4_128, M, N, batch), K));
     base = TILED_VARIANTS.tile128x128;
   }
   else if (M * N >= 256 * 256) base = TILED_VARIANTS.tile64x64;
@@ -213,6 +245,10 @@ let forced: GemmConfig | null = null;
 export interface LoraFusion {
   mask: boolean;
   dxAccumulate: boolean;
+  /** Raster order (tile rows per group, 0 = row-major) of the 128×128 GEMMs carrying the LoRA term. */
+  raster: number;
+  /** T = x·Aᵀ at decode sizes: the selector's gemv (with its reduction) or one gemv-rows dispatch of 256 lanes per row. */
+  decodeT: 'gemv' | 'rows';
 }
 let loraFusion: Partial<LoraFusion> = {};
 
@@ -223,7 +259,7 @@ export function forceLoraFusion(v: Partial<LoraFusion> | null): void {
 
 /** The forms in force (see {@link forceLoraFusion}). */
 export function loraFusionForms(): LoraFusion {
-  return { mask: false, dxAccumulate: false, ...loraFusion };
+  return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', ...loraFusion };
 }
 
 /** Forces every GEMM to use `config` (tests and benchmarks); `null` restores the selector. */
@@ -319,8 +355,13 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   } else if (cfg.kind === 'vec4') {
     const [bm, bn, wgx, wgy] = [cfg.bm ?? 128, cfg.bn ?? 128, cfg.wgx ?? 16, cfg.wgy ?? 16];
     const halves = [bm / (4 * wgy), bn / (4 * wgx)];
-    if (!halves.every((h) => h === 1 || h === 2)) {
-      throw new ValueError('matmul', `${cfg.name}: each thread covers 4 or 8 rows and columns`, 'bm / (4·wgy) and bn / (4·wgx) in {1, 2}', `bm ${bm}, bn ${bn}, wgx ${wgx}, wgy ${wgy}`);
+    if (!halves.every((h) => h === 1 || h === 2) || wgx * wgy > 256 || Math.max(bm, bn) > wgx * wgy) {
+      throw new ValueError(
+        'matmul',
+        `${cfg.name}: each thread covers 4 or 8 rows and columns and loads at most two vec4 of each tile`,
+        'bm / (4·wgy) and bn / (4·wgx) in {1, 2}, wgx·wgy ≤ 256, bm and bn ≤ wgx·wgy',
+        `bm ${bm}, bn ${bn}, wgx ${wgx}, wgy ${wgy}`,
+      );
     }
     // Whole-vec4 stores where N % 4 = 0 (the K = r products 2.5× faster on an H100, the plain GEMM
     // and the unmasked LoRA prologue the same), except with the masked prologue, measured 5%
@@ -346,6 +387,8 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       VEC_OUT: flag(vecOut),
       LORA: flag(!!lora),
       LORA_MASK: flag(mask),
+      RASTER: flag(!!cfg.groupM),
+      ...(cfg.groupM ? { GROUP_M: String(cfg.groupM) } : {}),
     });
     backend.dispatch({
       key,

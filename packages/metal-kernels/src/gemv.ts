@@ -73,6 +73,17 @@ function rowsValues(c: GemvRowsConfig): Record<string, string> {
   const { rows: R, mr: MR, unroll: U } = c;
   const setup = [lines(R, (r) => `  let wo${r} = min(n0 + ${r}u, p.NW - 1u) * p.K4;`), lines(MR, (j) => `  let xo${j} = (p.x_row0 + min(${j}u, p.rows - 1u)) * p.K4;`)].join('\n');
   const acc = lines(R * MR, (v) => `  var a${Math.floor(v / MR)}_${v % MR} = 0.0;`);
+  // The decode LoRA term s·T·Bᵀ: each lane starts its accumulators at its share of the r
+  // products (k = lane, lane + LANES, …), issued before the stream over W so their latency hides
+  // under it; the lane reduction in FLUSH then adds them up with the rest.
+  const loraInit = [
+    '  if (HAS_LORA == 1u && split == 0u) {',
+    '    for (var k = lane; k < p.r; k += LANES) {',
+    lines(R, (r) => `      let lb${r} = f32(lb[min(n0 + ${r}u, p.NW - 1u) * p.r + k]);`),
+    lines(MR, (j) => `      { let tv = p.lora_scale * f32(lt[(p.x_row0 + min(${j}u, p.rows - 1u)) * p.r + k]);${Array.from({ length: R }, (_, r) => ` a${r}_${j} += tv * lb${r};`).join('')} }`),
+    '    }',
+    '  }',
+  ].join('\n');
   const body = lines(U, (u) =>
     [
       `    let k${u} = min(k + ${u}u * LANES, last);`,
@@ -87,7 +98,7 @@ function rowsValues(c: GemvRowsConfig): Record<string, string> {
     flush.push(lines(count, (i) => `  red[slot(${i}u, t)] = a${Math.floor((first + i) / MR)}_${(first + i) % MR};`));
     flush.push(`  flush(${first}u, ${count}u, wid.x, split, t);`);
   }
-  return { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: acc, BODY: body, FLUSH: flush.join('\n') };
+  return { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: `${acc}\n${loraInit}`, BODY: body, FLUSH: flush.join('\n') };
 }
 
 function colsShader(c: GemvColsConfig, types: GemvTypes): { key: string; source: string } {

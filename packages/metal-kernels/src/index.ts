@@ -33,6 +33,10 @@ export {
   VEC4_128x32,
   VEC4_128x64_T128,
   VEC4_32x128,
+  VEC4_16x128,
+  VEC4_128_G4,
+  bigTile,
+  gemvChoice,
   type Vec4Config,
   vec4Aligned,
 } from './gemm';

@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, fromStorage, type Tensor, toStorage } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x32, VEC4_128x64, VEC4_128x64_T128, type Vec4Config, type WebGPUBackend } from '../src/index';
+import { forceGemmConfig, type GemmConfig, gemvChoice, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x32, VEC4_128x64, VEC4_128x64_T128, type Vec4Config, type WebGPUBackend } from '../src/index';
 import { gpuIt } from './gpu-env';
 
 afterEach(() => forceGemmConfig(null));
@@ -14,7 +14,10 @@ describe('selectGemm (pure)', () => {
     ['decode x·Wᵀ, M = 1', shape(1, 4096, 4096, { transB: true }), 'gemv-rows1'],
     ['decode x·Wᵀ, K odd', shape(1, 4096, 4095, { transB: true }), 'gemv1'],
     ['decode M = 4', shape(4, 4096, 4096, { transB: true }), 'gemv-rows4'],
-    ['decode M = 16 (K split: measured faster)', shape(16, 4096, 4096, { transB: true }), 'gemv-rows16+splitK4'],
+    ['decode M = 16: 16-row vec4 tiles, K split', shape(16, 4096, 4096, { transB: true }), 'vec4-16x128+splitK16'],
+    ['decode M = 9: 16-row vec4 tiles', shape(9, 4096, 4096, { transB: true }), 'vec4-16x128+splitK16'],
+    ['decode M = 8 stays on gemv-rows', shape(8, 4096, 4096, { transB: true }), 'gemv-rows8+splitK4'],
+    ['decode M = 16, f16 storage', shape(16, 4096, 4096, { transB: true, dtype: 'float16' }), 'vec4-16x128+splitK16'],
     ['decode x·W (B not transposed), M = 3', shape(3, 4096, 4096), 'gemv-cols4+splitK16'],
     ['decode float16 storage: gemv-rows too', shape(1, 4096, 4096, { transB: true, dtype: 'float16' }), 'gemv-rows1'],
     ['decode float16, K odd: portable gemv', shape(1, 4096, 4095, { transB: true, dtype: 'float16' }), 'gemv1'],
@@ -35,7 +38,9 @@ describe('selectGemm (pure)', () => {
     ['Uᵀ·x, M = r = 64: half-height vec4 tiles', shape(64, 4096, 2048, { transA: true }), 'vec4-64x128+splitK8'],
     ['dyᵀ·T, N = r = 64', shape(4096, 64, 2048, { transA: true }), 'vec4-128x64/128t+splitK8'],
     ['x·Aᵀ, N = r = 128: 128×128 vec4 tiles, split K', shape(2048, 128, 4096, { transB: true }), 'vec4-128x128+splitK16'],
-    ['Uᵀ·x, M = r = 256', shape(256, 4096, 2048, { transA: true }), 'vec4-128x128+splitK4'],
+    ['Uᵀ·x, M = r = 256 (raster groups: Aᵀ)', shape(256, 4096, 2048, { transA: true }), 'vec4-128x128/g4+splitK4'],
+    ['big x·W (B as stored): raster groups', shape(2048, 4096, 4096), 'vec4-128x128/g4'],
+    ['big dyᵀ·x: raster groups', shape(4096, 4096, 2048, { transA: true }), 'vec4-128x128/g4'],
     ['dyᵀ·T, N = r = 8', shape(4096, 8, 2048, { transA: true }), 'gemv-cols8+splitK8'],
     ['bias gradient onesᵀ·dy', shape(1, 4096, 2048), 'gemv-cols1+splitK8'],
     ['T·Bᵀ, K = r', shape(2048, 4096, 16, { transB: true }), 'vec4-128x128'],
@@ -49,7 +54,7 @@ describe('selectGemm (pure)', () => {
   });
   it('sets loads in flight and lanes by the rows of the small operand (the H100 sweep)', () => {
     const pick = (s: GemmShape) => selectGemm(s) as GemvRowsConfig | GemvColsConfig;
-    expect(pick(shape(16, 4096, 4096, { transB: true }))).toMatchObject({ lanes: 16, rows: 2, unroll: 1, splits: 4 });
+    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }))).toMatchObject({ kind: 'gemv-rows', lanes: 16, rows: 2, unroll: 1, splits: 4 });
     expect(pick(shape(2048, 8, 4096, { transB: true }))).toMatchObject({ lanes: 16, rows: 2, unroll: 1, splits: 8 });
     expect(pick(shape(4, 4096, 4096, { transB: true }))).toMatchObject({ lanes: 32, rows: 1, unroll: 4 });
     expect((pick(shape(16, 4096, 2048, { transA: true })) as GemvColsConfig).colLanes).toBe(32);
@@ -154,7 +159,15 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     });
   }
   // The 128-thread tiles: 8 threads across (columns) or down (rows).
-  const narrow: Vec4Config[] = [VEC4_128x32, VEC4_32x128, VEC4_128x64_T128, { kind: 'vec4', name: 'vec4-64x128/128t', splits: 1, bm: 64, bn: 128, wgy: 8 }];
+  const narrow: Vec4Config[] = [
+    VEC4_128x32,
+    VEC4_32x128,
+    VEC4_128x64_T128,
+    { kind: 'vec4', name: 'vec4-64x128/128t', splits: 1, bm: 64, bn: 128, wgy: 8 },
+    // Decode-height tiles: 16 rows on 4 threads down.
+    { kind: 'vec4', name: 'vec4-16x128/32x4', splits: 1, bm: 16, bn: 128, wgx: 32, wgy: 4 },
+    { kind: 'vec4', name: 'vec4-16x64/16x4', splits: 1, bm: 16, bn: 64, wgx: 16, wgy: 4 },
+  ];
   const vec4Configs: GemmConfig[] = [VEC4_128, VEC4_128x64, VEC4_64x128, ...narrow].flatMap((c) => [c, { ...c, name: `${c.name}+splitK3`, splits: 3 }]);
   for (const cfg of vec4Configs) {
     gpuIt(`${cfg.name}: all transposes on aligned shapes that are not multiples of the tile`, async (backend) => {
@@ -176,6 +189,18 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       }
       await checkEpilogue(backend, cfg, { M: 72, N: 68, K: 40, batch: 1, transA: false, transB: false }, 'float16');
       await checkEpilogue(backend, cfg, { M: 20, N: 37, K: 40, batch: 1, transA: true, transB: true }, 'float16');
+    });
+  }
+  // Raster orders: G tile rows down before one column across, with a last group of fewer rows.
+  for (const cfg of [
+    { ...VEC4_128, name: 'vec4-128x128/g2', groupM: 2 },
+    { ...VEC4_32x128, name: 'vec4-32x128/g3+splitK2', groupM: 3, splits: 2 },
+  ] as Vec4Config[]) {
+    gpuIt(`${cfg.name}: every tile once in raster order ${cfg.groupM}`, async (backend) => {
+      forceGemmConfig(cfg);
+      await checkMatmul(backend, [300, 100], [520, 100], { transposeB: true }, `${cfg.name} 3×5 tiles`);
+      await checkMatmul(backend, [100, 300], [100, 264], { transposeA: true }, `${cfg.name} Aᵀ`);
+      await checkEpilogue(backend, cfg, { M: 260, N: 264, K: 24, batch: 1, transA: false, transB: false });
     });
   }
   const rowsConfigs: GemvRowsConfig[] = [
@@ -228,32 +253,39 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     }
   }
   for (const cfg of [rowsConfigs[1], { ...rowsConfigs[1], name: `${rowsConfigs[1].name}+splitK3`, splits: 3 }]) {
-    gpuIt(`${cfg.name}: the decode LoRA epilogue (C = α·(x·Wᵀ + s·T·Bᵀ) + β·C + bias)`, async (backend) => {
-      const [M, N, K, r] = [3, 37, 68, 5];
-      const [x, w, t, lb, c0, bias] = [randomValues(M * K, 41), randomValues(N * K, 42), randomValues(M * r, 43), randomValues(N * r, 44), randomValues(M * N, 45), randomValues(N, 46)];
-      const [alpha, beta, scale] = [0.5, 2, 1.25];
-      const bufs = [x, w, t, lb, c0, bias].map((v) => upload(backend, v));
-      const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: true };
-      recordGemm(backend, shape, { a: bufs[0], b: bufs[1], c: bufs[4], bias: bufs[5], aBatchStride: 0, bBatchStride: 0, alpha, beta, dtype: 'float32', lora: { la: bufs[2], lb: bufs[3], r, transB: true, scale } }, cfg);
-      const got = await backend.read({ buffer: bufs[4], bytes: M * N * 4 }, 'float32', M * N);
-      const want = new Float64Array(M * N);
-      for (let m = 0; m < M; m++) {
-        for (let n = 0; n < N; n++) {
-          let dot = 0;
-          for (let k = 0; k < K; k++) dot += x[m * K + k] * w[n * K + k];
-          let low = 0;
-          for (let j = 0; j < r; j++) low += t[m * r + j] * lb[n * r + j];
-          want[m * N + n] = alpha * (dot + scale * low) + beta * c0[m * N + n] + bias[n];
-        }
-      }
-      for (const buffer of bufs) backend.release(buffer);
-      assertClose(got, want, scaledTolerance(TOLERANCES.float32Gemm, want), `${cfg.name} LoRA epilogue`);
-      // Where the epilogue cannot apply (streaming x, N = r): a typed refusal.
-      expect(() =>
-        recordGemm(backend, { M: 130, N: 5, K, batch: 1, transA: false, transB: true }, { a: bufs[0], b: bufs[1], c: bufs[4], aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32', lora: { la: bufs[2], lb: bufs[3], r, transB: true, scale } }, cfg),
-      ).toThrow(/the fused LoRA term needs/);
+    gpuIt(`${cfg.name}: the decode LoRA term (C = α·(x·Wᵀ + s·T·Bᵀ) + β·C + bias), rank below and above the lanes`, async (backend) => {
+      for (const r of [5, 19]) await checkDecodeLora(backend, cfg, r);
     });
   }
+  async function checkDecodeLora(backend: WebGPUBackend, cfg: GemmConfig, r: number): Promise<void> {
+    const [M, N, K] = [3, 37, 68];
+    const [x, w, t, lb, c0, bias] = [randomValues(M * K, 41), randomValues(N * K, 42), randomValues(M * r, 43), randomValues(N * r, 44), randomValues(M * N, 45), randomValues(N, 46)];
+    const [alpha, beta, scale] = [0.5, 2, 1.25];
+    const bufs = [x, w, t, lb, c0, bias].map((v) => upload(backend, v));
+    const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: true };
+    recordGemm(backend, shape, { a: bufs[0], b: bufs[1], c: bufs[4], bias: bufs[5], aBatchStride: 0, bBatchStride: 0, alpha, beta, dtype: 'float32', lora: { la: bufs[2], lb: bufs[3], r, transB: true, scale } }, cfg);
+    const got = await backend.read({ buffer: bufs[4], bytes: M * N * 4 }, 'float32', M * N);
+    const want = new Float64Array(M * N);
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let dot = 0;
+        for (let k = 0; k < K; k++) dot += x[m * K + k] * w[n * K + k];
+        let low = 0;
+        for (let j = 0; j < r; j++) low += t[m * r + j] * lb[n * r + j];
+        want[m * N + n] = alpha * (dot + scale * low) + beta * c0[m * N + n] + bias[n];
+      }
+    }
+    for (const buffer of bufs) backend.release(buffer);
+    assertClose(got, want, scaledTolerance(TOLERANCES.float32Gemm, want), `${cfg.name} LoRA term r=${r}`);
+    // Where the epilogue cannot apply (streaming x, N = r): a typed refusal.
+    expect(() =>
+      recordGemm(backend, { M: 130, N: 5, K, batch: 1, transA: false, transB: true }, { a: bufs[0], b: bufs[1], c: bufs[4], aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32', lora: { la: bufs[2], lb: bufs[3], r, transB: true, scale } }, cfg),
+    ).toThrow(/the fused LoRA term needs/);
+  }
+  gpuIt('a vec4 workgroup shape that cannot cover its tile is refused with a typed error', async (backend) => {
+    forceGemmConfig({ kind: 'vec4', name: 'vec4-16x128/8x4', splits: 1, bm: 16, bn: 128, wgx: 8, wgy: 4 });
+    expect(() => T.matmul(random([16, 8], 1, backend, 'float32'), random([8, 128], 2, backend, 'float32'))).toThrow(/vec4-16x128\/8x4: each thread covers 4 or 8 rows and columns.*expected bm \/ \(4·wgy\)/);
+  });
   gpuIt('gemv-rows and gemv-cols refuse layouts they cannot stream, with a typed error', async (backend) => {
     forceGemmConfig(rowsConfigs[0]);
     expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([8, 5], 2, backend, 'float32'))).toThrow(/gemv-rows l32 r1 mr1 u2 does not apply to this shape or layout; expected A·Bᵀ/);

@@ -63,13 +63,15 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
   for (const c of cases) gpuIt(`M=${c.M} r=${c.r} bias=${c.bias} dropout=${c.dropout} xGrad=${c.xGrad}`, (backend) => check(backend, c));
 
   // The earlier forms of the LoRA term, kept for measurement (the current ones: the grid above).
-  const forms: Partial<LoraFusion>[] = [{ mask: true }, { dxAccumulate: true }];
+  const forms: Partial<LoraFusion>[] = [{ mask: true }, { dxAccumulate: true }, { raster: 2 }, { decodeT: 'rows' }];
   for (const form of forms) {
     gpuIt(`fused forward and step with the LoRA term as ${JSON.stringify(form)}`, async (backend) => {
       forceLoraFusion(form);
       try {
         await check(backend, { M: 130, inF: 68, outF: 132, r: 12, bias: true, dropout: 0, xGrad: true });
         await check(backend, { M: 67, inF: 36, outF: 44, r: 8, bias: false, dropout: 0.2, xGrad: true });
+        await check(backend, { M: 300, inF: 36, outF: 264, r: 8, bias: true, dropout: 0.1, xGrad: true });
+        await check(backend, { M: 3, inF: 68, outF: 100, r: 12, bias: true, dropout: 0, xGrad: true });
       } finally {
         forceLoraFusion(null);
       }

@@ -1,12 +1,30 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { gemmOutput, loraFusionForms, recordGemm, selectGemm, VEC4_128 } from '../gemm';
+import { type GemmConfig, gemmOutput, gemvChoice, loraFusionForms, recordGemm, VEC4_128, type Vec4Config } from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
 import { loraDualApplies, recordLoraDual } from './lora-dual';
 
 const gemmType = (dtype: DType) => (dtype === 'float16' ? 'float16' : 'float32');
+
+/**
+ * The 128×128 tile that carries the LoRA term, walked row-major: the raster order that made the
+ * plain dy·W 2% faster made dx with the LoRA prologue 2% slower on an H100 (r = 64: 1.788–1.798
+ * against 1.761 ms, orders 2, 4 and 8) and the forward no faster (packages/bench/RESULTS.md);
+ * `forceLoraFusion({ raster })` measures it again.
+ */
+function loraTile(): Vec4Config {
+  const raster = loraFusionForms().raster;
+  return { ...VEC4_128, groupM: raster > 0 ? raster : undefined };
+}
+
+/** T = x·Aᵀ's config: the selector's, or at decode sizes with `forceLoraFusion({ decodeT: 'rows' })` one gemv-rows dispatch. */
+function lowRankConfig(M: number, inF: number): GemmConfig | undefined {
+  if (M > 16 || inF % 4 !== 0 || loraFusionForms().decodeT !== 'rows') return undefined;
+  const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
+  return { kind: 'gemv-rows', name: `gemv-rows${mr}/256 lanes`, lanes: 256, rows: 1, mr, unroll: 2, splits: 1 };
+}
 
 /** A copy of `x` ([n] elements) with the LoRA dropout mask applied and kept values scaled by 1/(1-p). */
 export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, n: number, p: number, seed: number): GpuData {
@@ -36,14 +54,15 @@ export function forceLoraPlan(plan: LoraPlan | null): void {
  *   for f32 and r ≤ 8, and dx = dy·W + mask⊙(U·A) likewise, the mask only with dropout). Needs
  *   in, out, rank divisible by 4.
  * - `fused`, M ≤ 16 (decode): the forward's gemv-rows pass over W adds s·T·Bᵀ in its epilogue;
- *   needs a shape the selector sends to gemv-rows (in % 4 = 0, in and out ≥ 64).
+ *   needs a shape gemv-rows can stream (in % 4 = 0, in and out ≥ 64; {@link gemvChoice}). The
+ *   plain decode GEMM at 9..16 rows runs on a 16-row vec4 tile instead, which has no LoRA term.
  * - `composed`: separate GEMMs accumulating into the same output buffer (odd sizes), still
  *   without an [M, out] intermediate.
  */
 export function loraPlan(M: number, inF: number, outF: number, r: number, dtype: DType): LoraPlan {
   const fusable =
     (dtype === 'float32' || dtype === 'float16') &&
-    (M > 16 ? inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 : selectGemm({ M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype }).kind === 'gemv-rows');
+    (M > 16 ? inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 : gemvChoice({ M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype })?.kind === 'gemv-rows');
   if (forcedPlan) return forcedPlan === 'fused' && !fusable ? 'composed' : forcedPlan;
   return fusable ? 'fused' : 'composed';
 }
@@ -60,19 +79,18 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const r = a.shape[0];
   const xd = attrs.dropout > 0 ? dropoutData(backend, dtype, buf(x), M * inF, attrs.dropout, attrs.seed) : null;
   const t = gemmOutput(backend, dtype, 1, M, r);
-  recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
+  recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype }, lowRankConfig(M, inF));
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
   if (loraPlan(M, inF, outF, r, dtype) === 'fused') {
     // M > 16: the vec4 kernel's prologue; decode: gemv-rows with the LoRA epilogue (the plan
-    // checked that the selector picks it; named here so a forced GEMM config cannot displace it).
-    const shape = { M, N: outF, K: inF, batch: 1, transA: false, transB: true };
-    const limits = { maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize, maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup };
+    // checked that gemvChoice picks it; named here so a forced GEMM config cannot displace it).
+    const shape = { M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) } as const;
     recordGemm(
       backend,
       shape,
       { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: t.buffer, lb: buf(b), r, transB: true, scale: attrs.scale } },
-      M > 16 ? VEC4_128 : selectGemm(shape, limits),
+      M > 16 ? loraTile() : gemvChoice(shape)!,
     );
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
   }
@@ -120,7 +138,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
       backend,
       { M, N: inF, K: outF, batch: 1, transA: false, transB: false },
       { a: buf(dy), b: buf(w), c: dx.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined } },
-      VEC4_128,
+      loraTile(),
     );
     outputs.push(out(dx, [M, inF], dtype));
   } else if (attrs.needX) {

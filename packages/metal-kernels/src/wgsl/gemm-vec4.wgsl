@@ -1,14 +1,17 @@
 // gemm-vec4.wgsl: C = α·op(A)·op(B) (+ β·C) (+ bias) for the large, aligned products (the base
 // GEMM of every LoRA layer): f32, or f16 storage (T = f16, with `shader-f16`) with f32 arithmetic
 // and accumulation throughout (tiles in workgroup memory, accumulators and split-K partials stay
-// f32; values are widened as they are loaded and rounded once as C is stored). BM×BN outputs per workgroup of WGX×WGY threads (text
-// constants: BM, BN ∈ {32, 64, 128}, WGX, WGY ∈ {8, 16}, BM / (4·WGY) and BN / (4·WGX) each 1 or
-// 2), up to 8×8 per thread held as up to 16 vec4 accumulators; A and B tiles
-// of 8 (k) × BM / BN pass through workgroup memory as vec4, double-buffered, with the next tile
-// prefetched into registers while the current one is multiplied (one barrier per k-step).
+// f32; values are widened as they are loaded and rounded once as C is stored). BM×BN outputs
+// per workgroup of WGX×WGY threads (text constants: BM ∈ {16, 32, 64, 128}, BN ∈ {32, 64, 128},
+// WGX ∈ {8, 16, 32}, WGY ∈ {4, 8, 16}, at most 256 threads, BM and BN at most the thread count,
+// BM / (4·WGY) and BN / (4·WGX) each 1 or 2), up to 8×8 per thread held as up to 16 vec4
+// accumulators; A and B tiles of 8 (k) × BM / BN pass through workgroup memory as vec4,
+// double-buffered, with the next tile prefetched into registers while the current one is
+// multiplied (one barrier per k-step).
 // 128×128 is the big-GEMM tile; the rank-shaped products (x·Aᵀ, dy·B, dyᵀ·T with N = r; Uᵀ·x with
 // M = r) take tiles sized to the rank (128×32 / 32×128 and 128×64 on 128 threads, 64×128 on 256),
-// since their time follows the number of tile steps and a 128-wide tile is mostly padding there.
+// since their time follows the number of tile steps and a 128-wide tile is mostly padding there;
+// decode with 9..16 rows takes 16×128 on 32×4 threads, K split.
 // A half-size dimension simply drops the second half of each thread's rows (or columns): the
 // statements for it sit behind `if (HM == 2u)` / `if (HN == 2u)` on constants and compile away.
 // With 8 threads on a side (128 threads), a tile of 2·BM > 128 vec4 loads two per thread
@@ -47,6 +50,7 @@
 // Workgroup memory: 2 buffers × (8·BM + 8·BN) f32 ≤ 16 KiB (the portable limit).
 // The LoRA prologue is only used (and tested) with BM = BN = 128 and 16 × 16 threads.
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
+// Text section RASTER with GROUP_M: the tiles' raster order (tile_of below).
 // Text types: T (f32 or f16; ENABLE is `enable f16;` for f16), TC (C's element type).
 // Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
 //   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
@@ -58,7 +62,7 @@
 const BM: u32 = {{BM}}u;
 const BN: u32 = {{BN}}u;
 const BM4: u32 = BM / 4u;
-// The workgroup is WGX × WGY threads (text constants, 8 or 16 each); each thread owns 4 rows at
+// The workgroup is WGX × WGY threads (text constants); each thread owns 4 rows at
 // ty·4 and, when HM = 2, 4 more at WGY·4 + ty·4 (likewise HN for its columns).
 const WGX: u32 = {{WGX}}u;
 const WGY: u32 = {{WGY}}u;
@@ -216,12 +220,38 @@ fn load_lb(t: u32, col0: u32, k0: u32) -> vec4<f32> {
 }
 {{/LORA}}
 
+{{#RASTER}}
+// Raster order of the output tiles (section RASTER; without it workgroup x runs along N and y
+// along M): GROUP_M tile rows are walked down before one tile column across, so the workgroups
+// resident together share fewer, taller panels of A and B in L2.
+const GROUP_M: u32 = {{GROUP_M}}u;
+
+// The output tile (column, row) of workgroup `wid` (the grid is ceil(N / BN) × ceil(M / BM)).
+fn tile_of(wid: vec3u) -> vec2u {
+  let nx = (p.N + BN - 1u) / BN;
+  let ny = (p.M + BM - 1u) / BM;
+  let id = wid.y * nx + wid.x;
+  let per_group = GROUP_M * nx;
+  let first = (id / per_group) * GROUP_M;
+  let rows = min(GROUP_M, ny - first);
+  let i = id % per_group;
+  return vec2u(i / rows, first + i % rows);
+}
+{{/RASTER}}
+
 @compute @workgroup_size(WGX, WGY)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let split = wid.z % p.splits;
-  let batch = wid.z / p.splits;
+{{#RASTER}}
+  let tile = tile_of(wid);
+  let row0 = tile.y * BM;
+  let col0 = tile.x * BN;
+{{/RASTER}}
+{{^RASTER}}
   let row0 = wid.y * BM;
   let col0 = wid.x * BN;
+{{/RASTER}}
+  let split = wid.z % p.splits;
+  let batch = wid.z / p.splits;
   let t = lid.y * WGX + lid.x;
   let a_base = batch * p.a_batch_stride;
   let b_base = batch * p.b_batch_stride;
