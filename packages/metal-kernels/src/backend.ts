@@ -95,6 +95,12 @@ export class WebGPUBackend implements Backend {
    * per-step outputs) stay pooled however much else passed through the pool before.
    */
   maxPooledBytes = 512 * 1024 * 1024;
+  /**
+   * Use the subgroup-matrix GEMM (gemm-sgmat.wgsl) for big products where the adapter offers a
+   * float configuration (Apple GPUs: f32 and f16 8×8×8). Off by default: it is tested wherever the
+   * feature exists, but no adapter it has run on so far offers one.
+   */
+  subgroupMatrix = false;
 
   constructor(context: GPUContext) {
     this.context = context;

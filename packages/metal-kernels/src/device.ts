@@ -88,6 +88,13 @@ export interface RequestGPUOptions {
   preciseTimestamps?: boolean;
   /** Features to leave off even where the adapter has them (to test the portable paths). */
   disableFeatures?: string[];
+  /**
+   * Dawn (Node) only: let Dawn expose its experimental features (toggle `allow_unsafe_apis`), of
+   * which the kernels use `chromium-experimental-subgroup-matrix`: without it Dawn reports no
+   * subgroup-matrix configurations at all. Takes effect on the process's first request. (Chrome
+   * needs its own flag for the same.)
+   */
+  experimentalFeatures?: boolean;
 }
 
 /**
@@ -96,7 +103,8 @@ export interface RequestGPUOptions {
  * Throws `GPUError` with reason `no-adapter` when there is none.
  */
 export async function requestGPU(options: RequestGPUOptions = {}): Promise<GPUContext> {
-  const { gpu, runtime } = await findGPU(options.preciseTimestamps ? ['disable-dawn-features=timestamp_quantization'] : []);
+  const flags = [...(options.preciseTimestamps ? ['disable-dawn-features=timestamp_quantization'] : []), ...(options.experimentalFeatures ? ['enable-dawn-features=allow_unsafe_apis'] : [])];
+  const { gpu, runtime } = await findGPU(flags);
   const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
   if (!adapter) {
     throw new GPUError('requestGPU', 'no-adapter', 'no WebGPU adapter found; expected a GPU or a software Vulkan driver (on Linux without a GPU: scripts/install-lavapipe.sh), got none');

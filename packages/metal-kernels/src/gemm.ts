@@ -2,6 +2,7 @@ import { type DType, ValueError } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from './backend';
 import { type GemvColsConfig, type GemvRowsConfig, gemvColsStream, gemvGroups, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
 import { type Args, dummy, enableFor, grid1d, shader, typeOf, uniform } from './kernels/common';
+import { recordSgmat, type SgmatConfig, subgroupMatrixChoice } from './sgmat';
 import splitkSource from './wgsl/gemm-splitk-reduce.wgsl';
 import tiledSource from './wgsl/gemm-tiled.wgsl';
 import vec4Source from './wgsl/gemm-vec4.wgsl';
@@ -47,8 +48,8 @@ export interface Vec4Config {
   groupM?: number;
 }
 
-export type GemmConfig = TiledConfig | GemvConfig | Vec4Config | GemvRowsConfig | GemvColsConfig;
-export type { GemvColsConfig, GemvRowsConfig };
+export type GemmConfig = TiledConfig | GemvConfig | Vec4Config | GemvRowsConfig | GemvColsConfig | SgmatConfig;
+export type { GemvColsConfig, GemvRowsConfig, SgmatConfig };
 
 /** Big products: 128×128 on 16×16 threads, 8×8 outputs each, tiles in row-major order. */
 export const VEC4_128: Vec4Config = { kind: 'vec4', name: 'vec4-128x128', splits: 1 };
@@ -102,6 +103,8 @@ export interface GemmDevice {
   /** Bytes of workgroup memory a kernel may use. */
   maxWorkgroupStorage: number;
   maxInvocations: number;
+  /** The subgroup-matrix configuration to use for big products, where the backend opts in (see sgmat.ts). */
+  sgmat?: SgmatConfig | null;
 }
 
 const tile = (name: string, tm: number, tn: number, tk: number, wgx: number, wgy: number): TiledConfig => ({ kind: 'tiled', name, tm, tn, tk, wgx, wgy, splits: 1 });
@@ -219,6 +222,8 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
     const base = rank > 64 ? bigTile(shape) : VEC4_64x128;
     return withSplits(base, splitsFor(vec4Tiles(base, M, N, batch), K));
   }
+  // Subgroup matrices (opt-in) for the products that are neither decode- nor rank-shaped.
+  if (device.sgmat && Math.min(M, N) > 64 && K >= 16) return device.sgmat;
   let base: TiledConfig;
   if (N <= 16) base = TILED_VARIANTS.skinnyN16;
   else if (N <= 64 && M >= 256) base = TILED_VARIANTS.tile64x64; // one column of tiles; split K fills the GPU
@@ -306,7 +311,11 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const cfg =
     config ??
     forced ??
-    selectGemm(shape, { maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize, maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup });
+    selectGemm(shape, {
+      maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize,
+      maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup,
+      sgmat: backend.subgroupMatrix && (t === 'f32' || t === 'f16') ? subgroupMatrixChoice(backend.context.report, t === 'f16' ? 'float16' : 'float32') : null,
+    });
   const hasBias = ops.bias ? 1 : 0;
   const accumulate = ops.beta !== 0 ? 1 : 0;
   const bias = ops.bias ?? dummy(backend);
@@ -328,6 +337,11 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     if (!(cfg.kind === 'gemv-rows' ? gemvRowsStream(shape) : gemvColsStream(shape))) {
       throw new ValueError('matmul', `${cfg.name} does not apply to this shape or layout`, cfg.kind === 'gemv-rows' ? 'A·Bᵀ, batch 1, K % 4 = 0' : 'batch 1, a K-major operand whose other dim is a multiple of 4', JSON.stringify(shape));
     }
+  }
+  if (cfg.kind === 'sgmat') {
+    if (t !== 'f32' && t !== 'f16') throw new ValueError('matmul', `${cfg.name} takes float operands`, 'float32 or float16', ops.dtype);
+    recordSgmat(backend, shape, ops, t, cfg);
+    return cfg;
   }
   if (cfg.kind === 'gemv' && batch !== 1) throw new ValueError('matmul', 'the gemv variant handles one batch', 'batch 1', String(batch));
   if (cfg.kind === 'gemv' && M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));

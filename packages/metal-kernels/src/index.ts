@@ -44,4 +44,5 @@ export { gemvColsStream, gemvRowsStream } from './gemv';
 export { forceLoraPlan, type LoraPlan, loraPlan } from './kernels/lora';
 export { LORA_DUAL_MAX_RANK, type LoraDualRoles, loraDualApplies, loraDualGrid, recordLoraDual } from './kernels/lora-dual';
 export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';
+export { recordSgmat, type SgmatConfig, sgmatShader, subgroupMatrixChoice } from './sgmat';
 export { specialize } from './shader';

@@ -23,7 +23,7 @@ function backendOrError(): Promise<WebGPUBackend | Error> {
 let warned = false;
 
 /** `it` for GPU tests: the body gets the shared backend; skipped (or failed under CI) without one. */
-export function gpuIt(name: string, body: (backend: WebGPUBackend) => Promise<void>, timeout?: number): void {
+export function gpuIt(name: string, body: (backend: WebGPUBackend, ctx: TestContext) => Promise<void>, timeout?: number): void {
   it(
     name,
     async (ctx: TestContext) => {
@@ -35,7 +35,7 @@ export function gpuIt(name: string, body: (backend: WebGPUBackend) => Promise<vo
         ctx.skip();
         return;
       }
-      await body(backend);
+      await body(backend, ctx);
     },
     timeout,
   );

@@ -1,0 +1,110 @@
+import * as T from '@metal-lora/tensor';
+import { cpuBackend, fromStorage, toStorage } from '@metal-lora/tensor';
+import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type AdapterReport, forceGemmConfig, type GemmShape, type SgmatConfig, selectGemm, subgroupMatrixChoice } from '../src/index';
+import { gpuIt } from './gpu-env';
+
+afterEach(() => forceGemmConfig(null));
+
+type Report = Pick<AdapterReport, 'features' | 'shaderF16' | 'subgroupMatrixConfigs' | 'subgroupMinSize' | 'subgroupMaxSize'>;
+const config = (componentType: string, resultComponentType: string, M: number, N: number, K: number) => ({ componentType, resultComponentType, M, N, K });
+/** What an Apple GPU reports through Dawn (Metal simdgroup matrices). */
+const apple: Report = {
+  features: ['chromium-experimental-subgroup-matrix', 'shader-f16', 'subgroups'],
+  shaderF16: true,
+  subgroupMatrixConfigs: [config('f32', 'f32', 8, 8, 8), config('f16', 'f16', 8, 8, 8)],
+  subgroupMinSize: 32,
+  subgroupMaxSize: 32,
+};
+/** What the H100 reports through Dawn/Vulkan. */
+const h100: Report = { ...apple, shaderF16: false, subgroupMatrixConfigs: [config('i8', 'i32', 16, 16, 32), config('u8', 'u32', 16, 16, 32)] };
+
+describe('subgroupMatrixChoice and the selector (pure)', () => {
+  it('takes the f32 8×8×8 configuration of an Apple GPU for f32 and, lacking f16→f32, for f16 operands', () => {
+    expect(subgroupMatrixChoice(apple, 'float32')).toMatchObject({ kind: 'sgmat', component: 'f32', sm: 8, sn: 8, sk: 8, subgroupSize: 32, name: 'sgmat-32x32 f32 8x8x8' });
+    expect(subgroupMatrixChoice(apple, 'float16')?.component).toBe('f32');
+    const mixed = { ...apple, subgroupMatrixConfigs: [...apple.subgroupMatrixConfigs, config('f16', 'f32', 8, 8, 8)] };
+    expect(subgroupMatrixChoice(mixed, 'float16')?.component).toBe('f16');
+    expect(subgroupMatrixChoice(mixed, 'float32')?.component).toBe('f32');
+  });
+  it('refuses integer-only configurations, varying subgroup sizes and adapters without the feature', () => {
+    expect(subgroupMatrixChoice(h100, 'float32')).toBeNull();
+    expect(subgroupMatrixChoice({ ...apple, subgroupMinSize: 16, subgroupMaxSize: 32 }, 'float32')).toBeNull();
+    expect(subgroupMatrixChoice({ ...apple, features: ['subgroups'] }, 'float32')).toBeNull();
+    expect(subgroupMatrixChoice({ ...apple, subgroupMatrixConfigs: [config('f32', 'f32', 32, 32, 8)] }, 'float32')).toBeNull();
+  });
+  it('sends big products to it when the backend opts in, and keeps decode- and rank-shaped ones elsewhere', () => {
+    const sgmat = subgroupMatrixChoice(apple, 'float32');
+    const device = { maxWorkgroupStorage: 16384, maxInvocations: 256, sgmat };
+    const shape = (M: number, N: number, K: number, transB = true): GemmShape => ({ M, N, K, batch: 1, transA: false, transB });
+    expect(selectGemm(shape(2048, 4096, 4096), device).name).toBe('sgmat-32x32 f32 8x8x8');
+    expect(selectGemm(shape(300, 300, 300, false), device).kind).toBe('sgmat');
+    expect(selectGemm(shape(1, 4096, 4096), device).name).toBe('gemv-rows1');
+    expect(selectGemm(shape(2048, 16, 4096), device).kind).toBe('gemv-rows');
+    expect(selectGemm(shape(2048, 4096, 4096), { ...device, sgmat: null }).name).toBe('vec4-128x128');
+  });
+});
+
+/** matmul through the forced subgroup-matrix config against float64 (operands as `dtype` stores them). */
+async function check(backend: Parameters<Parameters<typeof gpuIt>[1]>[0], cfg: SgmatConfig, dtype: 'float32' | 'float16', aShape: number[], bShape: number[], options: T.MatmulOptions): Promise<void> {
+  const stored = (n: number, seed: number) => Float64Array.from(fromStorage(toStorage(randomValues(n, seed), dtype), dtype));
+  const size = (s: number[]) => s.reduce((p, q) => p * q, 1);
+  const [a, b] = [stored(size(aShape), 61), stored(size(bShape), 62)];
+  forceGemmConfig(cfg);
+  const got = T.matmul(T.tensor(a, aShape, { dtype, backend }), T.tensor(b, bShape, { dtype, backend }), options);
+  forceGemmConfig(null);
+  const want = T.matmul(T.tensor(a, aShape, { dtype: 'float64', backend: cpuBackend }), T.tensor(b, bShape, { dtype: 'float64', backend: cpuBackend }), options).dataSync();
+  const tol = dtype === 'float16' ? scaledTolerance(TOLERANCES.float16, want, 1e-3) : scaledTolerance(TOLERANCES.float32Gemm, want);
+  assertClose(await got.data(), want, tol, `${cfg.name} ${dtype} ${JSON.stringify({ aShape, bShape, options })}`);
+}
+
+describe('webgpu subgroup-matrix GEMM', () => {
+  gpuIt('against float64 on awkward shapes, every transpose, batches and f16 storage (where the adapter offers a float configuration)', async (backend, ctx) => {
+    const cfg = subgroupMatrixChoice(backend.context.report, 'float32');
+    if (!cfg) {
+      ctx.skip(`no float subgroup-matrix configuration on ${backend.context.report.description || 'this adapter'}`);
+      return;
+    }
+    const [M, N, K] = [70, 45, 101];
+    for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+      await check(backend, cfg, 'float32', ta ? [K, M] : [M, K], tb ? [N, K] : [K, N], { transposeA: ta, transposeB: tb });
+    }
+    await check(backend, cfg, 'float32', [3, 33, 40], [40, 37], {});
+    await check(backend, cfg, 'float32', [1, 1], [1, 1], {});
+    const f16 = subgroupMatrixChoice(backend.context.report, 'float16');
+    if (f16 && backend.context.report.shaderF16) await check(backend, f16, 'float16', [67, 36], [29, 36], { transposeB: true });
+    backend.subgroupMatrix = true;
+    try {
+      // Through the selector, with bias (an epilogue) in a linear layer's shape.
+      const x = T.tensor(randomValues(130 * 96, 63), [130, 96], { dtype: 'float32', backend });
+      const w = T.tensor(randomValues(100 * 96, 64), [100, 96], { dtype: 'float32', backend });
+      const bias = T.tensor(randomValues(100, 65), [100], { dtype: 'float32', backend });
+      const y = T.add(T.matmul(x, w, { transposeB: true }), bias);
+      const ref = T.add(T.matmul(T.tensor(randomValues(130 * 96, 63), [130, 96], { dtype: 'float64' }), T.tensor(randomValues(100 * 96, 64), [100, 96], { dtype: 'float64' }), { transposeB: true }), T.tensor(randomValues(100, 65), [100], { dtype: 'float64' })).dataSync();
+      assertClose(await y.data(), ref, scaledTolerance(TOLERANCES.float32Gemm, ref), 'sgmat through the selector');
+    } finally {
+      backend.subgroupMatrix = false;
+    }
+  });
+  gpuIt('a typed error where the adapter cannot run it, and the selector does not pick it', async (backend, ctx) => {
+    if (subgroupMatrixChoice(backend.context.report, 'float32')) {
+      ctx.skip('this adapter offers a float subgroup-matrix configuration: the other test runs it');
+      return;
+    }
+    const apple32 = subgroupMatrixChoice(apple, 'float32')!;
+    forceGemmConfig(apple32);
+    expect(() => T.matmul(T.tensor(randomValues(64, 1), [8, 8], { dtype: 'float32', backend }), T.tensor(randomValues(64, 2), [8, 8], { dtype: 'float32', backend }))).toThrow(
+      /matmul: sgmat-32x32 f32 8x8x8 needs the adapter's subgroup-matrix configuration; expected chromium-experimental-subgroup-matrix with f32->f32 8x8x8/,
+    );
+    forceGemmConfig(null);
+    backend.subgroupMatrix = true;
+    try {
+      const y = T.matmul(T.tensor(randomValues(200 * 96, 3), [200, 96], { dtype: 'float32', backend }), T.tensor(randomValues(96 * 100, 4), [96, 100], { dtype: 'float32', backend }));
+      const want = T.matmul(T.tensor(randomValues(200 * 96, 3), [200, 96], { dtype: 'float64' }), T.tensor(randomValues(96 * 100, 4), [96, 100], { dtype: 'float64' })).dataSync();
+      assertClose(await y.data(), want, scaledTolerance(TOLERANCES.float32Gemm, want), 'opted in without a configuration: the usual kernels');
+    } finally {
+      backend.subgroupMatrix = false;
+    }
+  });
+});
