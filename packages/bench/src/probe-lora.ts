@@ -6,7 +6,7 @@
  *
  *   node probe-lora.mjs [r ...] [--fusion] [--dual] [--decode-step]
  *   --fusion: forward and step with the earlier forms of the LoRA term, the current one and the
- *   LoRA tiles in raster orders 2, 4, 8; the decode forward with T by gemv or one gemv-rows dispatch;
+ *   LoRA tiles in raster orders 2, 4, 8, dA and dB as two GEMMs instead of one pair; the decode forward with T by gemv or one gemv-rows dispatch;
  *   --dual: U and dB from lora-dual (both role layouts) against the two GEMMs;
  *   --decode-step: also the decode-sized training step, loraLinear against the matmul composition.
  */
@@ -96,6 +96,7 @@ for (const r of ranks.length ? ranks : process.argv.includes('--decode-step') ? 
       ['LoRA tiles in raster order 2', { raster: 2 }],
       ['LoRA tiles in raster order 4', { raster: 4 }],
       ['LoRA tiles in raster order 8', { raster: 8 }],
+      ['dA and dB as two GEMMs', { pairGrads: false }],
     ];
     await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
     for (const [name, form] of forms) {

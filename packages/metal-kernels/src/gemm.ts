@@ -254,6 +254,8 @@ export interface LoraFusion {
   raster: number;
   /** T = x·Aᵀ at decode sizes: the selector's gemv (with its reduction) or one gemv-rows dispatch of 256 lanes per row. */
   decodeT: 'gemv' | 'rows';
+  /** dA and dB as one pair of products (one GEMM dispatch and one reduction) where in = out, or as two GEMMs. */
+  pairGrads: boolean;
 }
 let loraFusion: Partial<LoraFusion> = {};
 
@@ -264,7 +266,15 @@ export function forceLoraFusion(v: Partial<LoraFusion> | null): void {
 
 /** The forms in force (see {@link forceLoraFusion}). */
 export function loraFusionForms(): LoraFusion {
-  return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', ...loraFusion };
+  return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', pairGrads: true, ...loraFusion };
+}
+
+/** The config a pair of products of `shape` would run on (see `GemmOperands.pair`), or null where the selector's choice cannot take one. */
+export function pairConfig(shape: GemmShape, device?: GemmDevice): Vec4Config | null {
+  const cfg = forced ?? selectGemm(shape, device);
+  if (cfg.kind !== 'vec4' || shape.batch !== 1) return null;
+  const kChunk = Math.max(1, Math.ceil(shape.K / cfg.splits / 16) * 16);
+  return Math.ceil(shape.K / kChunk) > 1 ? cfg : null;
 }
 
 /** Forces every GEMM to use `config` (tests and benchmarks); `null` restores the selector. */
@@ -301,6 +311,12 @@ export interface GemmOperands {
   dtype: DType;
   /** Only with the vec4 kernel, batch 1 and r % 4 = 0. */
   lora?: LoraPrologue;
+  /**
+   * A second product of the same shape in the same dispatch (vec4 kernel, batch 1, K split, no
+   * bias, β or LoRA term): C2ᵀ = α2·op(A2)·op(B2), written transposed ([N, M]) into `c`. The LoRA
+   * backward's dA = Uᵀ·x and dB = (Tᵀ·dy)ᵀ.
+   */
+  pair?: { a: GPUBuffer; b: GPUBuffer; cT: GPUBuffer; alpha: number };
 }
 
 /** Records `C = α·op(A)·op(B) + β·C + bias` for one shape and configuration. */
@@ -348,7 +364,13 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const kChunk = Math.max(1, Math.ceil(K / cfg.splits / 16) * 16);
   const realSplits = Math.max(1, Math.ceil(K / kChunk));
   const useWorkspace = cfg.kind === 'gemv' || realSplits > 1;
-  const ws = useWorkspace ? backend.acquire(batch * realSplits * M * N * 4, 'gemm split-K workspace') : null;
+  const pair = ops.pair;
+  if (pair && (cfg.kind !== 'vec4' || batch !== 1 || realSplits < 2 || ops.lora || ops.bias || ops.beta !== 0)) {
+    throw new ValueError('matmul', 'a pair of products needs the vec4 kernel with K split, batch 1, and no bias, β or LoRA term', 'a vec4 config splitting K', `${cfg.name}, batch ${batch}, ${realSplits} split(s)`);
+  }
+  // Batch entries of the dispatch: a pair runs as two.
+  const entries = pair ? 2 : batch;
+  const ws = useWorkspace ? backend.acquire(entries * realSplits * M * N * 4, 'gemm split-K workspace') : null;
   if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
     const lora = ops.lora ? { t: ops.lora.la, b: ops.lora.lb, r: ops.lora.r, scale: ops.lora.scale } : undefined;
     const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null, lora, t: t === 'f16' ? ('f16' as const) : ('f32' as const) };
@@ -403,17 +425,18 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       LORA_MASK: flag(mask),
       RASTER: flag(!!cfg.groupM),
       ...(cfg.groupM ? { GROUP_M: String(cfg.groupM) } : {}),
+      PAIR: flag(!!pair),
     });
     backend.dispatch({
       key,
       source,
       constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0 },
-      buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? null, lora?.lb ?? null],
+      buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? pair?.a ?? null, lora?.lb ?? pair?.b ?? null],
       uniform: uniform([
         M,
         N,
         K,
-        batch,
+        entries,
         ops.aBatchStride,
         ops.bBatchStride,
         useWorkspace ? kChunk : K,
@@ -428,8 +451,8 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
         drop ? Math.ceil(drop.p * 2 ** 24) : 0,
         { f32: drop ? 1 / (1 - drop.p) : 1 },
       ]),
-      workgroups: [Math.ceil(N / bn), Math.ceil(M / bm), batch * realSplits],
-      label: cfg.name,
+      workgroups: [Math.ceil(N / bn), Math.ceil(M / bm), entries * realSplits],
+      label: pair ? `${cfg.name} pair` : cfg.name,
     });
   } else {
     const { key, source } = shader('gemm-tiled', tiledSource, {
@@ -455,17 +478,17 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     });
   }
   if (ws) {
-    const n = batch * M * N;
+    const n = entries * M * N;
     const { workgroups, gridX } = grid1d(n);
-    const { key, source } = shader('gemm-splitk-reduce', splitkSource, { ENABLE: enableFor(t), T: t });
+    const { key, source } = shader('gemm-splitk-reduce', splitkSource, { ENABLE: enableFor(t), T: t, PAIR_T: pair ? '1' : '0' });
     backend.dispatch({
       key,
       source,
       constants: { HAS_BIAS: hasBias, ACCUMULATE: accumulate },
-      buffers: [ws, bias, ops.c],
-      uniform: uniform([n, M * N, N, realSplits, gridX, 0, { f32: ops.alpha }, { f32: ops.beta }]),
+      buffers: pair ? [ws, bias, ops.c, pair.cT] : [ws, bias, ops.c],
+      uniform: uniform([n, M * N, N, realSplits, gridX, 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: pair?.alpha ?? 0 }]),
       workgroups,
-      label: `${cfg.name} reduce`,
+      label: `${cfg.name}${pair ? ' pair' : ''} reduce`,
     });
     backend.release(ws);
   }

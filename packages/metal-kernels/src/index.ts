@@ -37,6 +37,7 @@ export {
   VEC4_128_G4,
   bigTile,
   gemvChoice,
+  pairConfig,
   type Vec4Config,
   vec4Aligned,
 } from './gemm';

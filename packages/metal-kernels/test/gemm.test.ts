@@ -203,6 +203,51 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       await checkEpilogue(backend, cfg, { M: 260, N: 264, K: 24, batch: 1, transA: false, transB: false });
     });
   }
+  // Two products of one shape in one dispatch (the LoRA backward's dA and dBᵀ), the second written transposed.
+  for (const cfg of [
+    { ...VEC4_64x128, name: 'vec4-64x128+splitK3', splits: 3 },
+    { ...VEC4_32x128, name: 'vec4-32x128+splitK2', splits: 2 },
+    { ...VEC4_128, name: 'vec4-128x128+splitK2', splits: 2 },
+  ] as Vec4Config[]) {
+    gpuIt(`${cfg.name}: a pair of Aᵀ·B products, the second transposed into its output`, async (backend) => {
+      for (const dtype of ['float32', 'float16'] as const) {
+        if (dtype === 'float16' && !backend.context.report.shaderF16) continue;
+        const [M, N, K] = [40, 260, 300];
+        const [a1, b1, a2, b2] = [stored(K * M, 71, dtype), stored(K * N, 72, dtype), stored(K * M, 73, dtype), stored(K * N, 74, dtype)];
+        const [ab1, bb1, ab2, bb2] = [a1, b1, a2, b2].map((v) => upload(backend, v, dtype));
+        const bytes = M * N * (dtype === 'float16' ? 2 : 4);
+        const c1 = backend.acquire(bytes, 'pair c1');
+        const c2 = backend.acquire(bytes, 'pair c2');
+        for (const c of [c1, c2]) backend.device.queue.writeBuffer(c, 0, new Uint8Array(bytes).fill(0xff));
+        const shape: GemmShape = { M, N, K, batch: 1, transA: true, transB: false, dtype };
+        recordGemm(backend, shape, { a: ab1, b: bb1, c: c1, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, pair: { a: ab2, b: bb2, cT: c2, alpha: -0.5 } }, cfg);
+        const got1 = fromStorage(await backend.read({ buffer: c1, bytes }, dtype, M * N), dtype);
+        const got2 = fromStorage(await backend.read({ buffer: c2, bytes }, dtype, M * N), dtype);
+        const want1 = new Float64Array(M * N);
+        const want2 = new Float64Array(M * N);
+        for (let m = 0; m < M; m++) {
+          for (let n = 0; n < N; n++) {
+            let [d1, d2] = [0, 0];
+            for (let k = 0; k < K; k++) {
+              d1 += a1[k * M + m] * b1[k * N + n];
+              d2 += a2[k * M + m] * b2[k * N + n];
+            }
+            want1[m * N + n] = d1;
+            want2[n * M + m] = -0.5 * d2;
+          }
+        }
+        for (const buffer of [ab1, bb1, ab2, bb2, c1, c2]) backend.release(buffer);
+        assertClose(got1, want1, gemmTolerance(dtype, want1), `${cfg.name} pair, first ${dtype}`);
+        assertClose(got2, want2, gemmTolerance(dtype, want2), `${cfg.name} pair, second transposed ${dtype}`);
+      }
+      // Without a K split there is no reduction to transpose in: a typed refusal.
+      const buffers = [0, 1, 2, 3, 4].map(() => backend.acquire(64 * 64 * 4, 'pair refusal'));
+      expect(() =>
+        recordGemm(backend, { M: 8, N: 64, K: 8, batch: 1, transA: true, transB: false }, { a: buffers[0], b: buffers[1], c: buffers[2], aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32', pair: { a: buffers[3], b: buffers[4], cT: buffers[2], alpha: 1 } }, { ...cfg, splits: 1 }),
+      ).toThrow(/matmul: a pair of products needs the vec4 kernel with K split/);
+      for (const buffer of buffers) backend.release(buffer);
+    });
+  }
   const rowsConfigs: GemvRowsConfig[] = [
     { kind: 'gemv-rows', name: 'gemv-rows l32 r1 mr1 u2', lanes: 32, rows: 1, mr: 1, unroll: 2, splits: 1 },
     { kind: 'gemv-rows', name: 'gemv-rows l8 r4 mr4 u1', lanes: 8, rows: 4, mr: 4, unroll: 1, splits: 1 },

@@ -60,10 +60,13 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
   cases.push({ M: 64, inF: 68, outF: 36, r: 32, bias: false, dropout: 0.3, xGrad: true });
   cases.push({ M: 257, inF: 132, outF: 68, r: 128, bias: true, dropout: 0, xGrad: false });
   cases.push({ M: 3, inF: 37, outF: 29, r: 256, bias: true, dropout: 0.1, xGrad: true });
+  // in = out with a K split on dA's shape: dA and dB as one pair of products.
+  cases.push({ M: 300, inF: 260, outF: 260, r: 32, bias: true, dropout: 0.1, xGrad: true });
+  cases.push({ M: 300, inF: 260, outF: 260, r: 64, bias: false, dropout: 0, xGrad: false });
   for (const c of cases) gpuIt(`M=${c.M} r=${c.r} bias=${c.bias} dropout=${c.dropout} xGrad=${c.xGrad}`, (backend) => check(backend, c));
 
   // The earlier forms of the LoRA term, kept for measurement (the current ones: the grid above).
-  const forms: Partial<LoraFusion>[] = [{ mask: true }, { dxAccumulate: true }, { raster: 2 }, { decodeT: 'rows' }];
+  const forms: Partial<LoraFusion>[] = [{ mask: true }, { dxAccumulate: true }, { raster: 2 }, { decodeT: 'rows' }, { pairGrads: false }];
   for (const form of forms) {
     gpuIt(`fused forward and step with the LoRA term as ${JSON.stringify(form)}`, async (backend) => {
       forceLoraFusion(form);
@@ -94,6 +97,22 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     [64, 37, 132, 8, 'float16', 'composed'],
   ] as const)('loraPlan(M=%i, in=%i, out=%i, r=%i, %s) = %s', (M, inF, outF, r, dtype, plan) => {
     expect(loraPlan(M, inF, outF, r, dtype)).toBe(plan);
+  });
+
+  gpuIt('where in = out and dA splits K, dA and dB run as one pair (one GEMM dispatch, one reduction)', async (backend) => {
+    const labels: string[] = [];
+    const dispatch = backend.dispatch.bind(backend);
+    backend.dispatch = (spec) => {
+      labels.push(spec.label ?? spec.key);
+      dispatch(spec);
+    };
+    try {
+      await check(backend, { M: 300, inF: 260, outF: 260, r: 32, bias: false, dropout: 0, xGrad: false });
+    } finally {
+      backend.dispatch = dispatch;
+    }
+    expect(labels.filter((l) => l.endsWith(' pair'))).toEqual(['vec4-32x128+splitK2 pair']);
+    expect(labels).toContain('vec4-32x128+splitK2 pair reduce');
   });
 
   gpuIt('the GPU dropout mask equals the CPU one bit for bit', async (backend) => {

@@ -1,6 +1,6 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { type GemmConfig, gemmOutput, gemvChoice, loraFusionForms, recordGemm, VEC4_128, type Vec4Config } from '../gemm';
+import { type GemmConfig, gemmOutput, gemvChoice, loraFusionForms, pairConfig, recordGemm, VEC4_128, type Vec4Config } from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -153,10 +153,21 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
     gemm({ M, N: inF, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(w), c: dx.buffer, alpha: 1, beta: 1 });
     outputs.push(out(dx, [M, inF], dtype));
   }
+  // dA = Uᵀ·dropout(x) and dB = s·dyᵀ·T: where in = out the two are one pair of products of the
+  // same shape (dA and dBᵀ = s·Tᵀ·dy, r × in, K = M) in one dispatch and one reduction, which
+  // writes dB transposed.
+  const limits = { maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize, maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup };
+  const gradShape = { M: r, N: inF, K: M, batch: 1, transA: true, transB: false, dtype: gemmType(dtype) } as const;
+  const paired = attrs.needA && attrs.needB && !dB && inF === outF && plan === 'fused' && loraFusionForms().pairGrads ? pairConfig(gradShape, limits) : null;
   if (attrs.needA) {
     const xd = p > 0 ? dropoutData(backend, dtype, buf(x), M * inF, p, attrs.seed) : null;
     const dA = gemmOutput(backend, dtype, 1, r, inF);
-    gemm({ M: r, N: inF, K: M, transA: true, transB: false }, { a: u.buffer, b: xd?.buffer ?? buf(x), c: dA.buffer, alpha: 1, beta: 0 });
+    if (paired) {
+      dB = gemmOutput(backend, dtype, 1, outF, r);
+      recordGemm(backend, gradShape, { a: u.buffer, b: xd?.buffer ?? buf(x), c: dA.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, pair: { a: buf(t), b: buf(dy), cT: dB.buffer, alpha: s } }, paired);
+    } else {
+      gemm({ M: r, N: inF, K: M, transA: true, transB: false }, { a: u.buffer, b: xd?.buffer ?? buf(x), c: dA.buffer, alpha: 1, beta: 0 });
+    }
     if (xd) backend.release(xd.buffer);
     outputs.push(out(dA, [r, inF], dtype));
   }

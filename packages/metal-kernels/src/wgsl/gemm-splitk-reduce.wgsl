@@ -5,7 +5,9 @@
 //   0  ws    storage, read        [batch, splits, M, N] f32
 //   1  bias  storage, read        [N] {{T}} (dummy when HAS_BIAS = 0)
 //   2  c     storage, read_write  [batch, M, N] {{T}}
-//   3  p     uniform { n: batch·M·N, MN: M·N, N, splits, grid_x, _, alpha, beta }
+//   3  p     uniform { n: batch·M·N, MN: M·N, N, splits, grid_x, _, alpha, beta, alpha2 }
+// Section PAIR_T (the two products of gemm-vec4.wgsl's PAIR, batch 2): batch entry 1 goes to c2,
+//   bound at 3 (the uniform then at 4), transposed ([N, M]) and scaled by alpha2; no β or bias.
 // Dispatch: ceil(n / 256) workgroups of 256, folded into (x, y). Sums in a fixed order.
 // Overrides: HAS_BIAS, ACCUMULATE (0/1).
 {{ENABLE}}
@@ -13,12 +15,18 @@
 override HAS_BIAS: u32 = 0u;
 override ACCUMULATE: u32 = 0u;
 
-struct Params { n: u32, MN: u32, N: u32, splits: u32, grid_x: u32, pad0: u32, alpha: f32, beta: f32 }
+struct Params { n: u32, MN: u32, N: u32, splits: u32, grid_x: u32, pad0: u32, alpha: f32, beta: f32, alpha2: f32 }
 
 @group(0) @binding(0) var<storage, read> ws: array<f32>;
 @group(0) @binding(1) var<storage, read> bias: array<{{T}}>;
 @group(0) @binding(2) var<storage, read_write> c: array<{{T}}>;
+{{#PAIR_T}}
+@group(0) @binding(3) var<storage, read_write> c2: array<{{T}}>;
+@group(0) @binding(4) var<uniform> p: Params;
+{{/PAIR_T}}
+{{^PAIR_T}}
 @group(0) @binding(3) var<uniform> p: Params;
+{{/PAIR_T}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -36,6 +44,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   for (var s = whole; s < p.splits; s++) { acc.x += ws[base + s * p.MN]; }
   let total = (acc.x + acc.y) + (acc.z + acc.w);
+{{#PAIR_T}}
+  if (batch == 1u) {
+    c2[(rest % p.N) * (p.MN / p.N) + rest / p.N] = {{T}}(p.alpha2 * total);
+    return;
+  }
+{{/PAIR_T}}
   var v = p.alpha * total;
   if (ACCUMULATE == 1u) { v += p.beta * f32(c[i]); }
   if (HAS_BIAS == 1u) { v += f32(bias[rest % p.N]); }

@@ -50,7 +50,10 @@
 // Workgroup memory: 2 buffers × (8·BM + 8·BN) f32 ≤ 16 KiB (the portable limit).
 // The LoRA prologue is only used (and tested) with BM = BN = 128 and 16 × 16 threads.
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
-// Text section RASTER with GROUP_M: the tiles' raster order (tile_of below).
+// Text section RASTER with GROUP_M: the tiles' raster order (tile_of below). Section PAIR: two
+//   products of one shape in one dispatch as batch entries 0 and 1, the second reading bindings
+//   4 and 5 (a2, b2; batch strides 0, SPLIT = 1, no LORA): the LoRA backward's dA = Uᵀ·x and
+//   dBᵀ = Tᵀ·dy, which gemm-splitk-reduce.wgsl (PAIR_T) then writes to dA and, transposed, dB.
 // Text types: T (f32 or f16; ENABLE is `enable f16;` for f16), TC (C's element type).
 // Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
 //   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
@@ -96,6 +99,12 @@ struct Params {
 @group(0) @binding(2) var<storage, read> bias: array<{{T}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{{TC}}>;
 {{/VEC_OUT}}
+{{#PAIR}}
+// The second product of a pair (section PAIR): batch entry 1 reads these instead of a and b.
+@group(0) @binding(4) var<storage, read> a2: array<vec4<{{T}}>>;
+@group(0) @binding(5) var<storage, read> b2: array<vec4<{{T}}>>;
+var<private> second: bool;
+{{/PAIR}}
 {{#LORA}}
 @group(0) @binding(4) var<storage, read> la: array<vec4<{{T}}>>;
 @group(0) @binding(5) var<storage, read> lb: array<vec4<{{T}}>>;
@@ -115,11 +124,21 @@ fn load_a(t: u32, row0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
   if (TRANS_A == 1u) {
     let k = k0 + t / BM4;
     let m = row0 + (t % BM4) * 4u;
-    if (k < k_end && m < p.M) { return vec4<f32>(a[(base + k * p.M + m) / 4u]); }
+    if (k < k_end && m < p.M) {
+{{#PAIR}}
+      if (second) { return vec4<f32>(a2[(base + k * p.M + m) / 4u]); }
+{{/PAIR}}
+      return vec4<f32>(a[(base + k * p.M + m) / 4u]);
+    }
   } else {
     let m = row0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
-    if (m < p.M && k < k_end) { return vec4<f32>(a[(base + m * p.K + k) / 4u]); }
+    if (m < p.M && k < k_end) {
+{{#PAIR}}
+      if (second) { return vec4<f32>(a2[(base + m * p.K + k) / 4u]); }
+{{/PAIR}}
+      return vec4<f32>(a[(base + m * p.K + k) / 4u]);
+    }
   }
   return vec4<f32>(0.0);
 }
@@ -129,11 +148,21 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
   if (TRANS_B == 1u) {
     let n = col0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
-    if (n < p.N && k < k_end) { return vec4<f32>(b[(base + n * p.K + k) / 4u]); }
+    if (n < p.N && k < k_end) {
+{{#PAIR}}
+      if (second) { return vec4<f32>(b2[(base + n * p.K + k) / 4u]); }
+{{/PAIR}}
+      return vec4<f32>(b[(base + n * p.K + k) / 4u]);
+    }
   } else {
     let k = k0 + t / BN4;
     let n = col0 + (t % BN4) * 4u;
-    if (k < k_end && n < p.N) { return vec4<f32>(b[(base + k * p.N + n) / 4u]); }
+    if (k < k_end && n < p.N) {
+{{#PAIR}}
+      if (second) { return vec4<f32>(b2[(base + k * p.N + n) / 4u]); }
+{{/PAIR}}
+      return vec4<f32>(b[(base + k * p.N + n) / 4u]);
+    }
   }
   return vec4<f32>(0.0);
 }
@@ -252,6 +281,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 {{/RASTER}}
   let split = wid.z % p.splits;
   let batch = wid.z / p.splits;
+{{#PAIR}}
+  second = batch == 1u;
+{{/PAIR}}
   let t = lid.y * WGX + lid.x;
   let a_base = batch * p.a_batch_stride;
   let b_base = batch * p.b_batch_stride;
