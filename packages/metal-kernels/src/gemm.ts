@@ -347,7 +347,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     );
   }
   if (cfg.kind === 'vec4' && !vec4Aligned(shape)) {
-    throw new ValueError('matmul', `${cfg.name} needs f32 operands whose contiguous dims are multiples of 4`, 'an aligned shape', JSON.stringify(shape));
+    throw new ValueError('matmul', `${cfg.name} needs operands whose contiguous dims are multiples of 4`, 'an aligned shape', JSON.stringify(shape));
   }
   if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
     if (!(cfg.kind === 'gemv-rows' ? gemvRowsStream(shape) : gemvColsStream(shape))) {
