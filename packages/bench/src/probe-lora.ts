@@ -6,7 +6,7 @@
  *
  *   node probe-lora.mjs [r ...] [--fusion] [--dual] [--decode-step]
  *   --fusion: forward and step with the earlier forms of the LoRA term, the current one and the
- *   LoRA tiles in raster orders 2, 4, 8, dA and dB as two GEMMs instead of one pair; the decode forward with T by gemv or one gemv-rows dispatch;
+ *   LoRA tiles in raster orders 2, 4, 8, dA and dB as two GEMMs instead of one pair; the decode forward with T along the pass over W, by gemv or by one gemv-rows dispatch;
  *   --dual: U and dB from lora-dual (both role layouts) against the two GEMMs;
  *   --decode-step: also the decode-sized training step, loraLinear against the matmul composition.
  */
@@ -119,10 +119,17 @@ for (const Md of dualOnly ? [] : [1, 16]) {
   const b = make([outF, 16], 5, 0.1);
   await profile(`decode M=${Md} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(xd, w, { transposeB: true }))));
   if (fusionOnly) {
-    // --fusion: T = x·Aᵀ as the selector's gemv and its reduction, or one gemv-rows dispatch.
-    for (const decodeT of ['gemv', 'rows', 'gemv'] as const) {
-      forceLoraFusion({ decodeT });
-      await profile(`decode M=${Md} r=16 forward (T by ${decodeT})`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
+    // --fusion: T riding along the pass over W (current), T first by the selector's gemv and its
+    // reduction or by one gemv-rows dispatch, with the LoRA term in the pass's epilogue.
+    const decodeForms: [string, Partial<LoraFusion>][] = [
+      ['T along the pass over W', {}],
+      ['T by gemv, term in the epilogue', { decodeConcat: false }],
+      ['T by one gemv-rows dispatch, term in the epilogue', { decodeConcat: false, decodeT: 'rows' }],
+      ['T along the pass over W, again', {}],
+    ];
+    for (const [name, form] of decodeForms) {
+      forceLoraFusion(form);
+      await profile(`decode M=${Md} r=16 forward (${name})`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
     }
     forceLoraFusion(null);
     continue;

@@ -256,6 +256,8 @@ export interface LoraFusion {
   decodeT: 'gemv' | 'rows';
   /** dA and dB as one pair of products (one GEMM dispatch and one reduction) where in = out, or as two GEMMs. */
   pairGrads: boolean;
+  /** Decode without dropout: T = x·Aᵀ in the pass over W and s·T·Bᵀ added after it, or T first and the term in the pass's epilogue. */
+  decodeConcat: boolean;
 }
 let loraFusion: Partial<LoraFusion> = {};
 
@@ -266,7 +268,7 @@ export function forceLoraFusion(v: Partial<LoraFusion> | null): void {
 
 /** The forms in force (see {@link forceLoraFusion}). */
 export function loraFusionForms(): LoraFusion {
-  return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', pairGrads: true, ...loraFusion };
+  return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', pairGrads: true, decodeConcat: true, ...loraFusion };
 }
 
 /** The config a pair of products of `shape` would run on (see `GemmOperands.pair`), or null where the selector's choice cannot take one. */

@@ -5,6 +5,7 @@
  * (sums over the rows of a tall K-major matrix). Their inner statements are written here, one
  * scalar or vec4 per accumulator, because accumulator arrays spill to local memory.
  */
+import { ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from './backend';
 import type { GemmShape } from './gemm';
 import { dummy, enableFor, generatedShader, lines, uniform } from './kernels/common';
@@ -65,13 +66,15 @@ function typeValues(types: GemvTypes): Record<string, string> {
   return { ENABLE: enableFor(types.t, types.tc), T: types.t, TC: types.tc };
 }
 
-function rowsShader(c: GemvRowsConfig, types: GemvTypes): { key: string; source: string } {
-  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, ...types }, () => ({ ...rowsValues(c), ...typeValues(types) }));
+function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key: string; source: string } {
+  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, ...types }, () => ({ ...rowsValues(c, concat), ...typeValues(types) }));
 }
 
-function rowsValues(c: GemvRowsConfig): Record<string, string> {
+function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> {
   const { rows: R, mr: MR, unroll: U } = c;
-  const setup = [lines(R, (r) => `  let wo${r} = min(n0 + ${r}u, p.NW - 1u) * p.K4;`), lines(MR, (j) => `  let xo${j} = (p.x_row0 + min(${j}u, p.rows - 1u)) * p.K4;`)].join('\n');
+  // With CONCAT a lane group's rows are all in W or all in W2 (R divides NW).
+  const rowOf = (r: number) => (concat ? `select(min(n0 + ${r}u, p.NW - 1u), min(n0 + ${r}u - p.NW, p.nw2 - 1u), n0 >= p.NW)` : `min(n0 + ${r}u, p.NW - 1u)`);
+  const setup = [lines(R, (r) => `  let wo${r} = ${rowOf(r)} * p.K4;`), lines(MR, (j) => `  let xo${j} = (p.x_row0 + min(${j}u, p.rows - 1u)) * p.K4;`)].join('\n');
   const acc = lines(R * MR, (v) => `  var a${Math.floor(v / MR)}_${v % MR} = 0.0;`);
   // The decode LoRA term s·T·Bᵀ: each lane starts its accumulators at its share of the r
   // products (k = lane, lane + LANES, …), issued before the stream over W so their latency hides
@@ -84,21 +87,24 @@ function rowsValues(c: GemvRowsConfig): Record<string, string> {
     '    }',
     '  }',
   ].join('\n');
-  const body = lines(U, (u) =>
-    [
-      `    let k${u} = min(k + ${u}u * LANES, last);`,
-      `    let ok${u} = k + ${u}u * LANES < k_end;`,
-      lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), vec4<f32>(w[wo${r} + k${u}]), ok${u});`),
-      lines(MR, (j) => `    { let xv = vec4<f32>(x[xo${j} + k${u}]);${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`),
-    ].join('\n'),
-  );
+  const body = (w: string) =>
+    lines(U, (u) =>
+      [
+        `    let k${u} = min(k + ${u}u * LANES, last);`,
+        `    let ok${u} = k + ${u}u * LANES < k_end;`,
+        lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + k${u}]), ok${u});`),
+        lines(MR, (j) => `    { let xv = vec4<f32>(x[xo${j} + k${u}]);${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`),
+      ].join('\n'),
+    );
   const flush: string[] = [];
   for (let first = 0; first < R * MR; first += 8) {
     const count = Math.min(8, R * MR - first);
     flush.push(lines(count, (i) => `  red[slot(${i}u, t)] = a${Math.floor((first + i) / MR)}_${(first + i) % MR};`));
     flush.push(`  flush(${first}u, ${count}u, wid.x, split, t);`);
   }
-  return { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: `${acc}\n${loraInit}`, BODY: body, FLUSH: flush.join('\n') };
+  const values: Record<string, string> = { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: concat ? acc : `${acc}\n${loraInit}`, BODY: body('w'), FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0' };
+  if (concat) values.BODY2 = body('w2');
+  return values;
 }
 
 function colsShader(c: GemvColsConfig, types: GemvTypes): { key: string; source: string } {
@@ -132,6 +138,11 @@ export interface GemvOperands {
   bias?: GPUBuffer;
   /** gemv-rows streaming B only: add s·T·Bᵀ (T [M, r], B [N, r]) before α. */
   lora?: { t: GPUBuffer; b: GPUBuffer; r: number; scale: number };
+  /**
+   * gemv-rows streaming B, no K split, no `lora`: a second matrix W2 [rows, K] streamed after B's
+   * rows, X·W2ᵀ written to `c` ([M, rows], no α, β or bias). The decode LoRA forward's T = x·Aᵀ.
+   */
+  concat?: { w: GPUBuffer; c: GPUBuffer; rows: number };
   /** C, or the split-K workspace [splits, M·N] (f32) when `split`. */
   c: GPUBuffer;
   /** The operands' element type (C's too, unless `split`). */
@@ -151,17 +162,22 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   const streamB = gemvRowsStream(s) === 'b';
   // Streamed operand W (NW rows) and the small one X (its rows in chunks of MR).
   const [x, w, smallRows, NW] = streamB ? [ops.a, ops.b, s.M, s.N] : [ops.b, ops.a, s.N, s.M];
-  const { key, source } = rowsShader(c, { t: ops.t, tc: ops.split ? 'f32' : ops.t });
+  const concat = ops.concat;
+  if (concat && (!streamB || splits > 1 || ops.split || ops.lora || NW % c.rows !== 0)) {
+    throw new ValueError('matmul', `${c.name}: a second streamed matrix needs W streamed whole`, 'x·Wᵀ streaming W, no K split or LoRA term, rows per lane group dividing N', `${JSON.stringify(s)}, ${splits} split(s)`);
+  }
+  const { key, source } = rowsShader(c, { t: ops.t, tc: ops.split ? 'f32' : ops.t }, !!concat);
   const flags = { ...epilogueFlags(ops, streamB), HAS_LORA: ops.lora ? 1 : 0 };
+  const rowsOut = NW + (concat?.rows ?? 0);
   for (let row0 = 0; row0 < smallRows; row0 += c.mr) {
     backend.dispatch({
       key,
       source,
       constants: flags,
-      buffers: [x, w, ops.bias ?? dummy(backend), ops.c, ops.lora?.t ?? dummy(backend), ops.lora?.b ?? dummy(backend)],
-      uniform: uniform([Math.min(c.mr, smallRows - row0), NW, s.K / 4, kChunk / 4, row0, s.N, s.M * s.N, ops.lora?.r ?? 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: ops.lora?.scale ?? 0 }]),
-      workgroups: [Math.ceil(NW / ((256 / c.lanes) * c.rows)), splits, 1],
-      label: c.name,
+      buffers: [x, w, ops.bias ?? dummy(backend), ops.c, concat?.w ?? ops.lora?.t ?? dummy(backend), concat?.c ?? ops.lora?.b ?? dummy(backend)],
+      uniform: uniform([Math.min(c.mr, smallRows - row0), NW, s.K / 4, kChunk / 4, row0, s.N, s.M * s.N, ops.lora?.r ?? 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: ops.lora?.scale ?? 0 }, concat?.rows ?? 0]),
+      workgroups: [Math.ceil(rowsOut / ((256 / c.lanes) * c.rows)), splits, 1],
+      label: concat ? `${c.name}+concat` : c.name,
     });
   }
 }

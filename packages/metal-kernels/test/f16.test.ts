@@ -38,7 +38,7 @@ describe('float16 storage with f32 arithmetic (where shader-f16 exists)', () => 
   const loraCases = [
     { M: 65, inF: 36, outF: 20, r: 8, dropout: 0, bias: true, plan: 'fused', kernel: 'vec4-128x128' },
     { M: 40, inF: 36, outF: 44, r: 12, dropout: 0.2, bias: false, plan: 'fused', kernel: 'vec4-128x128' },
-    { M: 3, inF: 68, outF: 132, r: 8, dropout: 0, bias: true, plan: 'fused', kernel: 'gemv-rows4' },
+    { M: 3, inF: 68, outF: 132, r: 8, dropout: 0, bias: true, plan: 'fused', kernel: 'gemv-rows4+concat' },
     { M: 33, inF: 37, outF: 20, r: 5, dropout: 0.1, bias: true, plan: 'composed', kernel: 'tile32x32' },
   ] as const;
   for (const c of loraCases) {

@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, fromStorage, type Tensor, toStorage } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { forceGemmConfig, type GemmConfig, gemvChoice, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x32, VEC4_128x64, VEC4_128x64_T128, type Vec4Config, type WebGPUBackend } from '../src/index';
+import { forceGemmConfig, type GemmConfig, gemvChoice, recordGemvRows, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x32, VEC4_128x64, VEC4_128x64_T128, type Vec4Config, type WebGPUBackend } from '../src/index';
 import { gpuIt } from './gpu-env';
 
 afterEach(() => forceGemmConfig(null));
@@ -336,6 +336,11 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([8, 5], 2, backend, 'float32'))).toThrow(/gemv-rows l32 r1 mr1 u2 does not apply to this shape or layout; expected A·Bᵀ/);
     forceGemmConfig(colsConfigs[0]);
     expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([5, 8], 2, backend, 'float32'), { transposeB: true })).toThrow(/gemv-cols c64 mr1 u4 does not apply/);
+    // A second streamed matrix (the decode T riding along) only without a K split.
+    const buffers = [0, 1, 2, 3].map(() => backend.acquire(4096, 'concat refusal'));
+    const ops = { a: buffers[0], b: buffers[1], c: buffers[2], alpha: 1, beta: 0, split: false, t: 'f32' as const, concat: { w: buffers[3], c: buffers[2], rows: 4 } };
+    expect(() => recordGemvRows(backend, { M: 1, N: 64, K: 64, batch: 1, transA: false, transB: true }, ops, rowsConfigs[0], 32, 2)).toThrow(/a second streamed matrix needs W streamed whole/);
+    for (const buffer of buffers) backend.release(buffer);
   });
   gpuIt('the selector itself on LoRA-shaped products (scaled down)', async (backend) => {
     await checkMatmul(backend, [257, 300], [8, 300], { transposeB: true }, 'x·Aᵀ');

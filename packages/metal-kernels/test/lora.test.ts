@@ -66,7 +66,7 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
   for (const c of cases) gpuIt(`M=${c.M} r=${c.r} bias=${c.bias} dropout=${c.dropout} xGrad=${c.xGrad}`, (backend) => check(backend, c));
 
   // The earlier forms of the LoRA term, kept for measurement (the current ones: the grid above).
-  const forms: Partial<LoraFusion>[] = [{ mask: true }, { dxAccumulate: true }, { raster: 2 }, { decodeT: 'rows' }, { pairGrads: false }];
+  const forms: Partial<LoraFusion>[] = [{ mask: true }, { dxAccumulate: true }, { raster: 2 }, { decodeT: 'rows' }, { pairGrads: false }, { decodeConcat: false }];
   for (const form of forms) {
     gpuIt(`fused forward and step with the LoRA term as ${JSON.stringify(form)}`, async (backend) => {
       forceLoraFusion(form);
@@ -97,6 +97,27 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     [64, 37, 132, 8, 'float16', 'composed'],
   ] as const)('loraPlan(M=%i, in=%i, out=%i, r=%i, %s) = %s', (M, inF, outF, r, dtype, plan) => {
     expect(loraPlan(M, inF, outF, r, dtype)).toBe(plan);
+  });
+
+  gpuIt('decode without dropout: T rides along the pass over W (two dispatches for the forward)', async (backend) => {
+    const labels: string[] = [];
+    const dispatch = backend.dispatch.bind(backend);
+    backend.dispatch = (spec) => {
+      labels.push(spec.label ?? spec.key);
+      dispatch(spec);
+    };
+    try {
+      const x = T.tensor(randomValues(2 * 68, 91), [2, 68], { dtype: 'float32', backend });
+      const w = T.tensor(randomValues(132 * 68, 92), [132, 68], { dtype: 'float32', backend });
+      const a = T.tensor(randomValues(12 * 68, 93), [12, 68], { dtype: 'float32', backend });
+      const b = T.tensor(randomValues(132 * 12, 94), [132, 12], { dtype: 'float32', backend });
+      T.noGrad(() => T.loraLinear(x, w, a, b, { scale: 0.5 })).dispose();
+    } finally {
+      backend.dispatch = dispatch;
+    }
+    expect(labels).toEqual(['gemv-rows2+concat', 'gemv-rows/8 lanes']);
+    await check(backend, { M: 2, inF: 68, outF: 132, r: 12, bias: true, dropout: 0, xGrad: true });
+    await check(backend, { M: 4, inF: 256, outF: 100, r: 7, bias: false, dropout: 0, xGrad: true });
   });
 
   gpuIt('where in = out and dA splits K, dA and dB run as one pair (one GEMM dispatch, one reduction)', async (backend) => {

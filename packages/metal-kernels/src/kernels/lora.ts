@@ -1,6 +1,7 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { type GemmConfig, gemmOutput, gemvChoice, loraFusionForms, pairConfig, recordGemm, VEC4_128, type Vec4Config } from '../gemm';
+import { type GemmConfig, type GemmShape, type GemvRowsConfig, gemmOutput, gemvChoice, loraFusionForms, pairConfig, recordGemm, VEC4_128, type Vec4Config } from '../gemm';
+import { recordGemvRows } from '../gemv';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -24,6 +25,17 @@ function lowRankConfig(M: number, inF: number): GemmConfig | undefined {
   if (M > 16 || inF % 4 !== 0 || loraFusionForms().decodeT !== 'rows') return undefined;
   const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
   return { kind: 'gemv-rows', name: `gemv-rows${mr}/256 lanes`, lanes: 256, rows: 1, mr, unroll: 2, splits: 1 };
+}
+
+/**
+ * The decode forward's gemv-rows config when T = x·Aᵀ can ride along its pass over W (see
+ * gemv-rows.wgsl, CONCAT): the selector's gemv-rows choice without a K split, its rows per lane
+ * group dividing out; null otherwise or with `forceLoraFusion({ decodeConcat: false })`.
+ */
+function concatConfig(shape: GemmShape): GemvRowsConfig | null {
+  const cfg = gemvChoice(shape);
+  if (!loraFusionForms().decodeConcat || cfg?.kind !== 'gemv-rows' || cfg.splits !== 1 || shape.N % cfg.rows !== 0) return null;
+  return cfg;
 }
 
 /** A copy of `x` ([n] elements) with the LoRA dropout mask applied and kept values scaled by 1/(1-p). */
@@ -77,6 +89,20 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const [M, inF] = x.shape;
   const outF = w.shape[0];
   const r = a.shape[0];
+  const shape = { M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) } as const;
+  const alongside = attrs.dropout === 0 && loraPlan(M, inF, outF, r, dtype) === 'fused' ? concatConfig(shape) : null;
+  if (alongside) {
+    // Decode without dropout: T = x·Aᵀ rides along the pass over W (A's rows streamed after W's,
+    // one dispatch for y = x·Wᵀ + bias and T), then y += s·T·Bᵀ in a small pass over B.
+    const t = gemmOutput(backend, dtype, 1, M, r);
+    const y = gemmOutput(backend, dtype, 1, M, outF);
+    const tt = typeOf(backend, dtype, 'loraLinear') === 'f16' ? 'f16' : 'f32';
+    recordGemvRows(backend, shape, { a: buf(x), b: buf(w), bias: attrs.hasBias ? buf(bias) : undefined, c: y.buffer, alpha: 1, beta: 0, split: false, t: tt, concat: { w: buf(a), c: t.buffer, rows: r } }, alongside, inF, 1);
+    const termShape: GemmShape = { M, N: outF, K: r, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) };
+    const term: GemmConfig | undefined = r % 4 === 0 ? { kind: 'gemv-rows', name: 'gemv-rows/8 lanes', lanes: 8, rows: 1, mr: alongside.mr, unroll: 1, splits: 1 } : undefined;
+    recordGemm(backend, termShape, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype }, term);
+    return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
+  }
   const xd = attrs.dropout > 0 ? dropoutData(backend, dtype, buf(x), M * inF, attrs.dropout, attrs.seed) : null;
   const t = gemmOutput(backend, dtype, 1, M, r);
   recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype }, lowRankConfig(M, inF));
@@ -85,7 +111,6 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   if (loraPlan(M, inF, outF, r, dtype) === 'fused') {
     // M > 16: the vec4 kernel's prologue; decode: gemv-rows with the LoRA epilogue (the plan
     // checked that gemvChoice picks it; named here so a forced GEMM config cannot displace it).
-    const shape = { M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) } as const;
     recordGemm(
       backend,
       shape,

@@ -23,6 +23,10 @@
 //   the M = 1 pass 0.026 → 0.034 ms on an H100: a latency-bound tail.)
 // Dispatch: (ceil(NW / (R·256 / LANES)), splits, 1) workgroups of 256 threads.
 // Text types: T, TC (f32 or f16; ENABLE is `enable f16;` for f16).
+// Section CONCAT (with BODY2; no LoRA term, no K split): a second streamed matrix W2 [nw2, K]
+//   (binding 4) continues W's rows, its results going to C2 [rows of X, nw2] (binding 5, T): the
+//   decode LoRA forward's T = x·Aᵀ rides along the pass over W. R divides NW, so each lane group
+//   reads one of the two; uniform field nw2 (0 otherwise).
 // Text constants: LANES (8..256, a power of two), R (1..8), MR (1..16), UNROLL (1..8); SETUP, ACC,
 //   BODY and FLUSH are the straight-line statements gemm.ts writes for them: one scalar per
 //   accumulator. Accumulators kept in a WGSL array indexed in loops measured 3–5× slower on an
@@ -46,14 +50,20 @@ const GROUPS: u32 = 256u / LANES;
 const PITCH: u32 = 256u + GROUPS;
 const BATCH: u32 = 8u;
 
-struct Params { rows: u32, NW: u32, K4: u32, k4_chunk: u32, x_row0: u32, ldc: u32, mn: u32, r: u32, alpha: f32, beta: f32, lora_scale: f32 }
+struct Params { rows: u32, NW: u32, K4: u32, k4_chunk: u32, x_row0: u32, ldc: u32, mn: u32, r: u32, alpha: f32, beta: f32, lora_scale: f32, nw2: u32 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<{{T}}>>;
 @group(0) @binding(1) var<storage, read> w: array<vec4<{{T}}>>;
 @group(0) @binding(2) var<storage, read> bias: array<{{T}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{{TC}}>;
+{{^CONCAT}}
 @group(0) @binding(4) var<storage, read> lt: array<{{T}}>;
 @group(0) @binding(5) var<storage, read> lb: array<{{T}}>;
+{{/CONCAT}}
+{{#CONCAT}}
+@group(0) @binding(4) var<storage, read> w2: array<vec4<{{T}}>>;
+@group(0) @binding(5) var<storage, read_write> c2: array<{{T}}>;
+{{/CONCAT}}
 @group(0) @binding(6) var<uniform> p: Params;
 
 var<workgroup> red: array<f32, BATCH * (256u + 32u)>;
@@ -94,6 +104,9 @@ fn flush(first: u32, count: u32, group_x: u32, split: u32, t: u32) {
         c[idx] = {{TC}}(y);
       }
     }
+{{#CONCAT}}
+    if (n >= p.NW && n < p.NW + p.nw2 && j < p.rows) { c2[(p.x_row0 + j) * p.nw2 + n - p.NW] = {{T}}(s0 + s1); }
+{{/CONCAT}}
   }
   workgroupBarrier();
 }
@@ -109,8 +122,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   let last = p.K4 - 1u;
 {{SETUP}}
 {{ACC}}
+{{#CONCAT}}
+  if (n0 >= p.NW) {
+    for (var k = k_begin + lane; k < k_end; k += LANES * UNROLL) {
+{{BODY2}}
+    }
+  } else {
+{{/CONCAT}}
   for (var k = k_begin + lane; k < k_end; k += LANES * UNROLL) {
 {{BODY}}
   }
+{{#CONCAT}}
+  }
+{{/CONCAT}}
 {{FLUSH}}
 }
