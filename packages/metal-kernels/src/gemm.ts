@@ -271,8 +271,11 @@ export function loraFusionForms(): LoraFusion {
   return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', pairGrads: true, decodeConcat: true, ...loraFusion };
 }
 
-/** The config a pair of products of `shape` would run on (see `GemmOperands.pair`), or null where the selector's choice cannot take one. */
-export function pairConfig(shape: GemmShape, device?: GemmDevice): Vec4Config | null {
+/**
+ * The selector's config for `shape` where it is the vec4 kernel splitting K, else null: what a
+ * pair of products (`GemmOperands.pair`) or appended rows (`concatN`) need.
+ */
+export function splitVec4Config(shape: GemmShape, device?: GemmDevice): Vec4Config | null {
   const cfg = forced ?? selectGemm(shape, device);
   if (cfg.kind !== 'vec4' || shape.batch !== 1) return null;
   const kChunk = Math.max(1, Math.ceil(shape.K / cfg.splits / 16) * 16);
@@ -319,6 +322,12 @@ export interface GemmOperands {
    * backward's dA = Uᵀ·x and dB = (Tᵀ·dy)ᵀ.
    */
   pair?: { a: GPUBuffer; b: GPUBuffer; cT: GPUBuffer; alpha: number };
+  /**
+   * Rows appended to op(B)ᵀ (vec4 kernel, B transposed, batch 1, K split, no β, LoRA term or
+   * pair): B2 [rows, K], its products written as they are ([M, rows], no α or bias) to `c`. The
+   * decode LoRA forward's T = x·Aᵀ computed with x·Wᵀ.
+   */
+  concatN?: { b: GPUBuffer; c: GPUBuffer; rows: number };
 }
 
 /** Records `C = α·op(A)·op(B) + β·C + bias` for one shape and configuration. */
@@ -370,9 +379,14 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   if (pair && (cfg.kind !== 'vec4' || batch !== 1 || realSplits < 2 || ops.lora || ops.bias || ops.beta !== 0)) {
     throw new ValueError('matmul', 'a pair of products needs the vec4 kernel with K split, batch 1, and no bias, β or LoRA term', 'a vec4 config splitting K', `${cfg.name}, batch ${batch}, ${realSplits} split(s)`);
   }
-  // Batch entries of the dispatch: a pair runs as two.
+  const concatN = ops.concatN;
+  if (concatN && (cfg.kind !== 'vec4' || !shape.transB || batch !== 1 || realSplits < 2 || ops.lora || pair || ops.beta !== 0)) {
+    throw new ValueError('matmul', 'rows appended to B need the vec4 kernel with K split, B transposed, batch 1, and no β, LoRA term or pair', 'a vec4 config splitting K', `${cfg.name}, batch ${batch}, ${realSplits} split(s)`);
+  }
+  // Batch entries of the dispatch: a pair runs as two. Columns of the dispatch: B's rows, then B2's.
   const entries = pair ? 2 : batch;
-  const ws = useWorkspace ? backend.acquire(entries * realSplits * M * N * 4, 'gemm split-K workspace') : null;
+  const NT = N + (concatN?.rows ?? 0);
+  const ws = useWorkspace ? backend.acquire(entries * realSplits * M * NT * 4, 'gemm split-K workspace') : null;
   if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
     const lora = ops.lora ? { t: ops.lora.la, b: ops.lora.lb, r: ops.lora.r, scale: ops.lora.scale } : undefined;
     const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null, lora, t: t === 'f16' ? ('f16' as const) : ('f32' as const) };
@@ -410,7 +424,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     // of its own: compiled in even behind a runtime check it made the forward GEMM 3% slower on
     // an H100 (1.754 against 1.700 ms at r = 16; packages/bench/RESULTS.md).
     const mask = lora !== undefined && (drop !== null || loraFusionForms().mask);
-    const vecOut = N % 4 === 0 && !mask;
+    const vecOut = NT % 4 === 0 && !mask;
     const flag = (b: boolean) => (b ? '1' : '0');
     const { key, source } = shader('gemm-vec4', vec4Source, {
       ENABLE: enableFor(t),
@@ -428,15 +442,16 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       RASTER: flag(!!cfg.groupM),
       ...(cfg.groupM ? { GROUP_M: String(cfg.groupM) } : {}),
       PAIR: flag(!!pair),
+      CONCAT_N: flag(!!concatN),
     });
     backend.dispatch({
       key,
       source,
       constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0 },
-      buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? pair?.a ?? null, lora?.lb ?? pair?.b ?? null],
+      buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? pair?.a ?? null, lora?.lb ?? pair?.b ?? concatN?.b ?? null],
       uniform: uniform([
         M,
-        N,
+        NT,
         K,
         entries,
         ops.aBatchStride,
@@ -452,9 +467,10 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
         drop ? drop.seed >>> 0 : 0,
         drop ? Math.ceil(drop.p * 2 ** 24) : 0,
         { f32: drop ? 1 / (1 - drop.p) : 1 },
+        N,
       ]),
-      workgroups: [Math.ceil(N / bn), Math.ceil(M / bm), entries * realSplits],
-      label: pair ? `${cfg.name} pair` : cfg.name,
+      workgroups: [Math.ceil(NT / bn), Math.ceil(M / bm), entries * realSplits],
+      label: pair ? `${cfg.name} pair` : concatN ? `${cfg.name}+concat` : cfg.name,
     });
   } else {
     const { key, source } = shader('gemm-tiled', tiledSource, {
@@ -480,17 +496,18 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     });
   }
   if (ws) {
-    const n = entries * M * N;
+    const n = entries * M * NT;
     const { workgroups, gridX } = grid1d(n);
-    const { key, source } = shader('gemm-splitk-reduce', splitkSource, { ENABLE: enableFor(t), T: t, PAIR_T: pair ? '1' : '0' });
+    const second = pair?.cT ?? concatN?.c;
+    const { key, source } = shader('gemm-splitk-reduce', splitkSource, { ENABLE: enableFor(t), T: t, TWO_OUT: second ? '1' : '0', PAIR_T: pair ? '1' : '0', CONCAT_C: concatN ? '1' : '0' });
     backend.dispatch({
       key,
       source,
       constants: { HAS_BIAS: hasBias, ACCUMULATE: accumulate },
-      buffers: pair ? [ws, bias, ops.c, pair.cT] : [ws, bias, ops.c],
-      uniform: uniform([n, M * N, N, realSplits, gridX, 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: pair?.alpha ?? 0 }]),
+      buffers: second ? [ws, bias, ops.c, second] : [ws, bias, ops.c],
+      uniform: uniform([n, M * NT, NT, realSplits, gridX, 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: pair?.alpha ?? 0 }, N]),
       workgroups,
-      label: `${cfg.name}${pair ? ' pair' : ''} reduce`,
+      label: `${cfg.name}${pair ? ' pair' : concatN ? '+concat' : ''} reduce`,
     });
     backend.release(ws);
   }

@@ -37,7 +37,7 @@ export {
   VEC4_128_G4,
   bigTile,
   gemvChoice,
-  pairConfig,
+  splitVec4Config,
   type Vec4Config,
   vec4Aligned,
 } from './gemm';

@@ -120,6 +120,27 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     await check(backend, { M: 4, inF: 256, outF: 100, r: 7, bias: false, dropout: 0, xGrad: true });
   });
 
+  gpuIt('decode with 9..16 rows: T rides along the 16-row vec4 tile, its reduction writing y and T', async (backend) => {
+    const labels: string[] = [];
+    const dispatch = backend.dispatch.bind(backend);
+    backend.dispatch = (spec) => {
+      labels.push(spec.label ?? spec.key);
+      dispatch(spec);
+    };
+    try {
+      const x = T.tensor(randomValues(12 * 520, 95), [12, 520], { dtype: 'float32', backend });
+      const w = T.tensor(randomValues(132 * 520, 96), [132, 520], { dtype: 'float32', backend });
+      const a = T.tensor(randomValues(12 * 520, 97), [12, 520], { dtype: 'float32', backend });
+      const b = T.tensor(randomValues(132 * 12, 98), [132, 12], { dtype: 'float32', backend });
+      T.noGrad(() => T.loraLinear(x, w, a, b, { scale: 0.5 })).dispose();
+    } finally {
+      backend.dispatch = dispatch;
+    }
+    expect(labels).toEqual(['vec4-16x128+splitK2+concat', 'vec4-16x128+splitK2+concat reduce', 'gemv-rows/8 lanes']);
+    await check(backend, { M: 12, inF: 520, outF: 132, r: 12, bias: true, dropout: 0, xGrad: true });
+    await check(backend, { M: 16, inF: 516, outF: 260, r: 5, bias: false, dropout: 0, xGrad: true });
+  });
+
   gpuIt('where in = out and dA splits K, dA and dB run as one pair (one GEMM dispatch, one reduction)', async (backend) => {
     const labels: string[] = [];
     const dispatch = backend.dispatch.bind(backend);

@@ -1,6 +1,6 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { type GemmConfig, type GemmShape, type GemvRowsConfig, gemmOutput, gemvChoice, loraFusionForms, pairConfig, recordGemm, VEC4_128, type Vec4Config } from '../gemm';
+import { type GemmConfig, type GemmShape, type GemvRowsConfig, gemmOutput, gemvChoice, loraFusionForms, splitVec4Config, recordGemm, VEC4_128, type Vec4Config } from '../gemm';
 import { recordGemvRows } from '../gemv';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
@@ -90,16 +90,27 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const outF = w.shape[0];
   const r = a.shape[0];
   const shape = { M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) } as const;
-  const alongside = attrs.dropout === 0 && loraPlan(M, inF, outF, r, dtype) === 'fused' ? concatConfig(shape) : null;
-  if (alongside) {
-    // Decode without dropout: T = x·Aᵀ rides along the pass over W (A's rows streamed after W's,
-    // one dispatch for y = x·Wᵀ + bias and T), then y += s·T·Bᵀ in a small pass over B.
+  const decodeAlong = M <= 16 && attrs.dropout === 0 && loraFusionForms().decodeConcat && loraPlan(M, inF, outF, r, dtype) === 'fused';
+  // Decode without dropout: T = x·Aᵀ rides along the pass over W (A's rows streamed after W's:
+  // one pass for y = x·Wᵀ + bias and T), then y += s·T·Bᵀ in a small pass over B. The pass is
+  // gemv-rows where it does not split K, else the 16-row vec4 tile the selector picks for 9..16
+  // rows (with its reduction writing y and T).
+  const alongRows = decodeAlong ? concatConfig(shape) : null;
+  const limits = { maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize, maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup };
+  const alongTile = decodeAlong && !alongRows ? splitVec4Config(shape, limits) : null;
+  if (alongRows || alongTile) {
     const t = gemmOutput(backend, dtype, 1, M, r);
     const y = gemmOutput(backend, dtype, 1, M, outF);
-    const tt = typeOf(backend, dtype, 'loraLinear') === 'f16' ? 'f16' : 'f32';
-    recordGemvRows(backend, shape, { a: buf(x), b: buf(w), bias: attrs.hasBias ? buf(bias) : undefined, c: y.buffer, alpha: 1, beta: 0, split: false, t: tt, concat: { w: buf(a), c: t.buffer, rows: r } }, alongside, inF, 1);
+    const hasBias = attrs.hasBias ? buf(bias) : undefined;
+    if (alongRows) {
+      const tt = typeOf(backend, dtype, 'loraLinear') === 'f16' ? 'f16' : 'f32';
+      recordGemvRows(backend, shape, { a: buf(x), b: buf(w), bias: hasBias, c: y.buffer, alpha: 1, beta: 0, split: false, t: tt, concat: { w: buf(a), c: t.buffer, rows: r } }, alongRows, inF, 1);
+    } else {
+      recordGemm(backend, shape, { a: buf(x), b: buf(w), c: y.buffer, bias: hasBias, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, concatN: { b: buf(a), c: t.buffer, rows: r } }, alongTile!);
+    }
     const termShape: GemmShape = { M, N: outF, K: r, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) };
-    const term: GemmConfig | undefined = r % 4 === 0 ? { kind: 'gemv-rows', name: 'gemv-rows/8 lanes', lanes: 8, rows: 1, mr: alongside.mr, unroll: 1, splits: 1 } : undefined;
+    const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
+    const term: GemmConfig | undefined = r % 4 === 0 ? { kind: 'gemv-rows', name: 'gemv-rows/8 lanes', lanes: 8, rows: 1, mr, unroll: 1, splits: 1 } : undefined;
     recordGemm(backend, termShape, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype }, term);
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
   }
@@ -183,7 +194,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   // writes dB transposed.
   const limits = { maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize, maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup };
   const gradShape = { M: r, N: inF, K: M, batch: 1, transA: true, transB: false, dtype: gemmType(dtype) } as const;
-  const paired = attrs.needA && attrs.needB && !dB && inF === outF && plan === 'fused' && loraFusionForms().pairGrads ? pairConfig(gradShape, limits) : null;
+  const paired = attrs.needA && attrs.needB && !dB && inF === outF && plan === 'fused' && loraFusionForms().pairGrads ? splitVec4Config(gradShape, limits) : null;
   if (attrs.needA) {
     const xd = p > 0 ? dropoutData(backend, dtype, buf(x), M * inF, p, attrs.seed) : null;
     const dA = gemmOutput(backend, dtype, 1, r, inF);

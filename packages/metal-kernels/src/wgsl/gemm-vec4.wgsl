@@ -54,6 +54,9 @@
 //   products of one shape in one dispatch as batch entries 0 and 1, the second reading bindings
 //   4 and 5 (a2, b2; batch strides 0, SPLIT = 1, no LORA): the LoRA backward's dA = Uᵀ·x and
 //   dBᵀ = Tᵀ·dy, which gemm-splitk-reduce.wgsl (PAIR_T) then writes to dA and, transposed, dB.
+//   Section CONCAT_N (TRANS_B, SPLIT = 1): the columns n1..N of C come from a second matrix B2
+//   (binding 5) stored like B: the decode LoRA forward's T = x·Aᵀ computed with x·Wᵀ, which
+//   gemm-splitk-reduce.wgsl (CONCAT_C) then writes to y and T.
 // Text types: T (f32 or f16; ENABLE is `enable f16;` for f16), TC (C's element type).
 // Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
 //   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
@@ -86,7 +89,7 @@ struct Params {
   a_batch_stride: u32, b_batch_stride: u32, k_chunk: u32, splits: u32,
   alpha: f32, beta: f32, r: u32, lora_trans_b: u32,
   lora_scale: f32, dropout_on: u32, dropout_seed: u32, dropout_threshold: u32,
-  dropout_keep_scale: f32,
+  dropout_keep_scale: f32, n1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<vec4<{{T}}>>;
@@ -105,6 +108,10 @@ struct Params {
 @group(0) @binding(5) var<storage, read> b2: array<vec4<{{T}}>>;
 var<private> second: bool;
 {{/PAIR}}
+{{#CONCAT_N}}
+// Rows n1..N of op(B)ᵀ come from here (section CONCAT_N): B2 [N - n1, K].
+@group(0) @binding(5) var<storage, read> b2: array<vec4<{{T}}>>;
+{{/CONCAT_N}}
 {{#LORA}}
 @group(0) @binding(4) var<storage, read> la: array<vec4<{{T}}>>;
 @group(0) @binding(5) var<storage, read> lb: array<vec4<{{T}}>>;
@@ -152,6 +159,9 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
 {{#PAIR}}
       if (second) { return vec4<f32>(b2[(base + n * p.K + k) / 4u]); }
 {{/PAIR}}
+{{#CONCAT_N}}
+      if (n >= p.n1) { return vec4<f32>(b2[((n - p.n1) * p.K + k) / 4u]); }
+{{/CONCAT_N}}
       return vec4<f32>(b[(base + n * p.K + k) / 4u]);
     }
   } else {
