@@ -43,7 +43,7 @@
 //   5  lb    storage, read        [N, r] or [r, N] vec4<T> (LORA only)
 //   6  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta,
 //                      r, lora_trans_b, lora_scale, dropout_on, dropout_seed, dropout_threshold,
-//                      dropout_keep_scale } (batch strides in elements, multiples of 4; r % 4 = 0)
+//                      dropout_keep_scale, n1: the columns from B under CONCAT_N } (batch strides in elements, multiples of 4; r % 4 = 0)
 // Dispatch: (ceil(N / BN), ceil(M / BM), batch · splits) workgroups of WGX × WGY threads.
 //   Split s covers k in [s·k_chunk, min(K, (s+1)·k_chunk)) (k_chunk a multiple of 8) and, with
 //   SPLIT = 1, writes raw partial sums for gemm-splitk-reduce.wgsl.

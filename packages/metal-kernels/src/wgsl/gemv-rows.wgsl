@@ -14,7 +14,7 @@
 //   4  lt    storage, read        [rows of X, r] T: the LoRA intermediate T (dummy unless HAS_LORA)
 //   5  lb    storage, read        [NW, r] T: the LoRA up-projection B (dummy unless HAS_LORA)
 //   6  p     uniform { rows: X rows in this chunk, NW, K4: K / 4, k4_chunk, x_row0, ldc, mn: C's
-//            element count, r, alpha, beta, lora_scale }
+//            element count, r, alpha, beta, lora_scale, nw2: W2's rows under CONCAT (else 0) }
 // Fused LoRA term (HAS_LORA = 1, decode only: OUT_T = 0): each output gets
 //   lora_scale·Σ_k T[row, k]·B[n, k] added before α, so y = x·Wᵀ + bias + s·T·Bᵀ is one pass
 //   over W with no second product over y. In split 0, each lane starts its accumulators at its
