@@ -3,7 +3,7 @@ import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect } from 'vitest';
 import { loraPlan, type WebGPUBackend } from '../src/index';
-import { gpuIt } from './gpu-env';
+import { gpuIt, withDispatchLabels } from './gpu-env';
 
 /** float16 storage, f32 arithmetic: compare with the float64 reference of the f16-rounded inputs. */
 async function f16AgainstReference(backend: WebGPUBackend, fn: (...xs: Tensor[]) => Tensor, shapes: number[][], label: string): Promise<void> {
@@ -57,18 +57,7 @@ describe('float16 storage with f32 arithmetic (where shader-f16 exists)', () => 
         const y = T.loraLinear(leaves[0], w, leaves[1], leaves[2], { scale: 2, bias: leaves[3], dropout: c.dropout, seed: 77 });
         return [y, ...T.grad(T.sum(T.mul(y, dy)), leaves)];
       };
-      const labels: string[] = [];
-      const dispatch = b.dispatch.bind(b);
-      b.dispatch = (spec) => {
-        labels.push(spec.label ?? spec.key);
-        dispatch(spec);
-      };
-      let got: Tensor[];
-      try {
-        got = run(gpuIn);
-      } finally {
-        b.dispatch = dispatch;
-      }
+      const { result: got, labels } = await withDispatchLabels(b, () => run(gpuIn));
       expect(labels).toContain(c.kernel);
       const want = run(refIn);
       for (const [i, name] of ['y', 'dx', 'dA', 'dB', 'dbias'].slice(0, want.length).entries()) {

@@ -41,6 +41,21 @@ export function gpuIt(name: string, body: (backend: WebGPUBackend, ctx: TestCont
   );
 }
 
+/** Runs `fn` with the backend's dispatches recorded: its result and the labels of what it dispatched, in order. */
+export async function withDispatchLabels<R>(backend: WebGPUBackend, fn: () => R | Promise<R>): Promise<{ result: R; labels: string[] }> {
+  const labels: string[] = [];
+  const dispatch = backend.dispatch.bind(backend);
+  backend.dispatch = (spec) => {
+    labels.push(spec.label ?? spec.key);
+    dispatch(spec);
+  };
+  try {
+    return { result: await fn(), labels };
+  } finally {
+    backend.dispatch = dispatch;
+  }
+}
+
 // Dawn aborts the process if it exits with a live device: release it when the file's tests end.
 afterAll(async () => {
   const backend = await cached;

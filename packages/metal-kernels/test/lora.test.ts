@@ -3,7 +3,7 @@ import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect, it } from 'vitest';
 import { forceLoraFusion, type LoraFusion, loraPlan, type WebGPUBackend } from '../src/index';
-import { gpuIt } from './gpu-env';
+import { gpuIt, withDispatchLabels } from './gpu-env';
 
 const tol = TOLERANCES.float32Gemm;
 
@@ -99,60 +99,28 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     expect(loraPlan(M, inF, outF, r, dtype)).toBe(plan);
   });
 
+  /** The dispatches of one decode-sized loraLinear forward (random inputs, no dropout). */
+  async function forwardLabels(backend: WebGPUBackend, M: number, inF: number, outF: number, r: number, seed: number): Promise<string[]> {
+    const t = (shape: number[], k: number) => T.tensor(randomValues(shape[0] * shape[1], seed + k), shape, { dtype: 'float32', backend });
+    const [x, w, a, b] = [t([M, inF], 0), t([outF, inF], 1), t([r, inF], 2), t([outF, r], 3)];
+    const { labels } = await withDispatchLabels(backend, () => T.noGrad(() => T.loraLinear(x, w, a, b, { scale: 0.5 })).dispose());
+    return labels;
+  }
+
   gpuIt('decode without dropout: T rides along the pass over W (two dispatches for the forward)', async (backend) => {
-    const labels: string[] = [];
-    const dispatch = backend.dispatch.bind(backend);
-    backend.dispatch = (spec) => {
-      labels.push(spec.label ?? spec.key);
-      dispatch(spec);
-    };
-    try {
-      const x = T.tensor(randomValues(2 * 68, 91), [2, 68], { dtype: 'float32', backend });
-      const w = T.tensor(randomValues(132 * 68, 92), [132, 68], { dtype: 'float32', backend });
-      const a = T.tensor(randomValues(12 * 68, 93), [12, 68], { dtype: 'float32', backend });
-      const b = T.tensor(randomValues(132 * 12, 94), [132, 12], { dtype: 'float32', backend });
-      T.noGrad(() => T.loraLinear(x, w, a, b, { scale: 0.5 })).dispose();
-    } finally {
-      backend.dispatch = dispatch;
-    }
-    expect(labels).toEqual(['gemv-rows2+concat', 'gemv-rows/8 lanes']);
+    expect(await forwardLabels(backend, 2, 68, 132, 12, 91)).toEqual(['gemv-rows2+concat', 'gemv-rows/8 lanes']);
     await check(backend, { M: 2, inF: 68, outF: 132, r: 12, bias: true, dropout: 0, xGrad: true });
     await check(backend, { M: 4, inF: 256, outF: 100, r: 7, bias: false, dropout: 0, xGrad: true });
   });
 
   gpuIt('decode with 9..16 rows: T rides along the 16-row vec4 tile, its reduction writing y and T', async (backend) => {
-    const labels: string[] = [];
-    const dispatch = backend.dispatch.bind(backend);
-    backend.dispatch = (spec) => {
-      labels.push(spec.label ?? spec.key);
-      dispatch(spec);
-    };
-    try {
-      const x = T.tensor(randomValues(12 * 520, 95), [12, 520], { dtype: 'float32', backend });
-      const w = T.tensor(randomValues(132 * 520, 96), [132, 520], { dtype: 'float32', backend });
-      const a = T.tensor(randomValues(12 * 520, 97), [12, 520], { dtype: 'float32', backend });
-      const b = T.tensor(randomValues(132 * 12, 98), [132, 12], { dtype: 'float32', backend });
-      T.noGrad(() => T.loraLinear(x, w, a, b, { scale: 0.5 })).dispose();
-    } finally {
-      backend.dispatch = dispatch;
-    }
-    expect(labels).toEqual(['vec4-16x128+splitK2+concat', 'vec4-16x128+splitK2+concat reduce', 'gemv-rows/8 lanes']);
+    expect(await forwardLabels(backend, 12, 520, 132, 12, 95)).toEqual(['vec4-16x128+splitK2+concat', 'vec4-16x128+splitK2+concat reduce', 'gemv-rows/8 lanes']);
     await check(backend, { M: 12, inF: 520, outF: 132, r: 12, bias: true, dropout: 0, xGrad: true });
     await check(backend, { M: 16, inF: 516, outF: 260, r: 5, bias: false, dropout: 0, xGrad: true });
   });
 
   gpuIt('where in = out and dA splits K, dA and dB run as one pair (one GEMM dispatch, one reduction)', async (backend) => {
-    const labels: string[] = [];
-    const dispatch = backend.dispatch.bind(backend);
-    backend.dispatch = (spec) => {
-      labels.push(spec.label ?? spec.key);
-      dispatch(spec);
-    };
-    try {
-      await check(backend, { M: 300, inF: 260, outF: 260, r: 32, bias: false, dropout: 0, xGrad: false });
-    } finally {
-      backend.dispatch = dispatch;
-    }
+    const { labels } = await withDispatchLabels(backend, () => check(backend, { M: 300, inF: 260, outF: 260, r: 32, bias: false, dropout: 0, xGrad: false }));
     expect(labels.filter((l) => l.endsWith(' pair'))).toEqual(['vec4-32x128+splitK2 pair']);
     expect(labels).toContain('vec4-32x128+splitK2 pair reduce');
   });
