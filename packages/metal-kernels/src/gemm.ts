@@ -107,6 +107,18 @@ export interface GemmDevice {
   sgmat?: SgmatConfig | null;
 }
 
+/** What the selector needs of `backend`'s device; given the operands' type, also the subgroup-matrix configuration where the backend opts in. */
+export function gemmDevice(backend: WebGPUBackend, t?: string): GemmDevice {
+  const { limits } = backend.device;
+  const sgmat = t !== undefined && backend.subgroupMatrix && (t === 'f32' || t === 'f16') ? subgroupMatrixChoice(backend.context.report, t === 'f16' ? 'float16' : 'float32') : null;
+  return { maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize, maxInvocations: limits.maxComputeInvocationsPerWorkgroup, sgmat };
+}
+
+/** Rows of the small operand a gemv dispatch is compiled for (1, 4, 8 or 16) to cover `rows`. */
+export function gemvRowBucket(rows: number): 1 | 4 | 8 | 16 {
+  return rows <= 1 ? 1 : rows <= 4 ? 4 : rows <= 8 ? 8 : 16;
+}
+
 const tile = (name: string, tm: number, tn: number, tk: number, wgx: number, wgy: number): TiledConfig => ({ kind: 'tiled', name, tm, tn, tk, wgx, wgy, splits: 1 });
 
 /** The tiled variants, by name (tests and benchmarks force each one). */
@@ -199,7 +211,7 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroup
     return gemv;
   }
   if (M <= 16 && batch === 1 && K >= 64) {
-    const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
+    const mr = gemvRowBucket(M);
     const cols = shape.transB ? 256 / 32 : 256;
     const groups = Math.ceil(N / cols);
     return { kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits: splitsToward(512, groups, K, 128) };
@@ -338,11 +350,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const cfg =
     config ??
     forced ??
-    selectGemm(shape, {
-      maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize,
-      maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup,
-      sgmat: backend.subgroupMatrix && (t === 'f32' || t === 'f16') ? subgroupMatrixChoice(backend.context.report, t === 'f16' ? 'float16' : 'float32') : null,
-    });
+    selectGemm(shape, gemmDevice(backend, t));
   const hasBias = ops.bias ? 1 : 0;
   const accumulate = ops.beta !== 0 ? 1 : 0;
   const bias = ops.bias ?? dummy(backend);

@@ -37,6 +37,8 @@ export {
   VEC4_128_G4,
   bigTile,
   gemvChoice,
+  gemmDevice,
+  gemvRowBucket,
   splitVec4Config,
   type Vec4Config,
   vec4Aligned,

@@ -1,6 +1,6 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { type GemmConfig, type GemmShape, type GemvRowsConfig, gemmOutput, gemvChoice, loraFusionForms, splitVec4Config, recordGemm, VEC4_128, type Vec4Config } from '../gemm';
+import { type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, gemmOutput, gemvChoice, gemvRowBucket, loraFusionForms, splitVec4Config, recordGemm, VEC4_128, type Vec4Config } from '../gemm';
 import { recordGemvRows } from '../gemv';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
@@ -23,18 +23,18 @@ function loraTile(): Vec4Config {
 /** T = x·Aᵀ's config: the selector's, or at decode sizes with `forceLoraFusion({ decodeT: 'rows' })` one gemv-rows dispatch. */
 function lowRankConfig(M: number, inF: number): GemmConfig | undefined {
   if (M > 16 || inF % 4 !== 0 || loraFusionForms().decodeT !== 'rows') return undefined;
-  const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
+  const mr = gemvRowBucket(M);
   return { kind: 'gemv-rows', name: `gemv-rows${mr}/256 lanes`, lanes: 256, rows: 1, mr, unroll: 2, splits: 1 };
 }
 
 /**
  * The decode forward's gemv-rows config when T = x·Aᵀ can ride along its pass over W (see
  * gemv-rows.wgsl, CONCAT): the selector's gemv-rows choice without a K split, its rows per lane
- * group dividing out; null otherwise or with `forceLoraFusion({ decodeConcat: false })`.
+ * group dividing out; null otherwise.
  */
 function concatConfig(shape: GemmShape): GemvRowsConfig | null {
   const cfg = gemvChoice(shape);
-  if (!loraFusionForms().decodeConcat || cfg?.kind !== 'gemv-rows' || cfg.splits !== 1 || shape.N % cfg.rows !== 0) return null;
+  if (cfg?.kind !== 'gemv-rows' || cfg.splits !== 1 || shape.N % cfg.rows !== 0) return null;
   return cfg;
 }
 
@@ -96,8 +96,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   // gemv-rows where it does not split K, else the 16-row vec4 tile the selector picks for 9..16
   // rows (with its reduction writing y and T).
   const alongRows = decodeAlong ? concatConfig(shape) : null;
-  const limits = { maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize, maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup };
-  const alongTile = decodeAlong && !alongRows ? splitVec4Config(shape, limits) : null;
+  const alongTile = decodeAlong && !alongRows ? splitVec4Config(shape, gemmDevice(backend)) : null;
   if (alongRows || alongTile) {
     const t = gemmOutput(backend, dtype, 1, M, r);
     const y = gemmOutput(backend, dtype, 1, M, outF);
@@ -109,8 +108,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
       recordGemm(backend, shape, { a: buf(x), b: buf(w), c: y.buffer, bias: hasBias, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, concatN: { b: buf(a), c: t.buffer, rows: r } }, alongTile!);
     }
     const termShape: GemmShape = { M, N: outF, K: r, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) };
-    const mr = M <= 1 ? 1 : M <= 4 ? 4 : M <= 8 ? 8 : 16;
-    const term: GemmConfig | undefined = r % 4 === 0 ? { kind: 'gemv-rows', name: 'gemv-rows/8 lanes', lanes: 8, rows: 1, mr, unroll: 1, splits: 1 } : undefined;
+    const term: GemmConfig | undefined = r % 4 === 0 ? { kind: 'gemv-rows', name: 'gemv-rows/8 lanes', lanes: 8, rows: 1, mr: gemvRowBucket(M), unroll: 1, splits: 1 } : undefined;
     recordGemm(backend, termShape, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype }, term);
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
   }
@@ -192,9 +190,8 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   // dA = Uᵀ·dropout(x) and dB = s·dyᵀ·T: where in = out the two are one pair of products of the
   // same shape (dA and dBᵀ = s·Tᵀ·dy, r × in, K = M) in one dispatch and one reduction, which
   // writes dB transposed.
-  const limits = { maxWorkgroupStorage: backend.device.limits.maxComputeWorkgroupStorageSize, maxInvocations: backend.device.limits.maxComputeInvocationsPerWorkgroup };
   const gradShape = { M: r, N: inF, K: M, batch: 1, transA: true, transB: false, dtype: gemmType(dtype) } as const;
-  const paired = attrs.needA && attrs.needB && !dB && inF === outF && plan === 'fused' && loraFusionForms().pairGrads ? splitVec4Config(gradShape, limits) : null;
+  const paired = attrs.needA && attrs.needB && !dB && inF === outF && plan === 'fused' && loraFusionForms().pairGrads ? splitVec4Config(gradShape, gemmDevice(backend)) : null;
   if (attrs.needA) {
     const xd = p > 0 ? dropoutData(backend, dtype, buf(x), M * inF, p, attrs.seed) : null;
     const dA = gemmOutput(backend, dtype, 1, r, inF);
