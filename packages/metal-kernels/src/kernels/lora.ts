@@ -90,7 +90,8 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const outF = w.shape[0];
   const r = a.shape[0];
   const shape = { M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) } as const;
-  const decodeAlong = M <= 16 && attrs.dropout === 0 && loraFusionForms().decodeConcat && loraPlan(M, inF, outF, r, dtype) === 'fused';
+  const fused = loraPlan(M, inF, outF, r, dtype) === 'fused';
+  const decodeAlong = M <= 16 && attrs.dropout === 0 && loraFusionForms().decodeConcat && fused;
   // Decode without dropout: T = x·Aᵀ rides along the pass over W (A's rows streamed after W's:
   // one pass for y = x·Wᵀ + bias and T), then y += s·T·Bᵀ in a small pass over B. The pass is
   // gemv-rows where it does not split K, else the 16-row vec4 tile the selector picks for 9..16
@@ -117,7 +118,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype }, lowRankConfig(M, inF));
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
-  if (loraPlan(M, inF, outF, r, dtype) === 'fused') {
+  if (fused) {
     // M > 16: the vec4 kernel's prologue; decode: gemv-rows with the LoRA epilogue (the plan
     // checked that gemvChoice picks it; named here so a forced GEMM config cannot displace it).
     recordGemm(
