@@ -5,15 +5,16 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--hot] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--hot] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16, --explore-lanes the gemv settings
  *   for 8..16 rows alone, --explore-narrow (with --explore) the rank-sized vec4 tiles, --hot keeps
  *   the inputs in L2, --explore-raster the big products' tile raster orders, --explore-decode-tiles
- *   decode M = 4 and 16 on vec4 tiles 16 rows high.
+ *   decode M = 4 and 16 on vec4 tiles 16 rows high, --explore-xs decode M = 8, 16 on gemv-rows
+ *   with x staged in workgroup memory.
  */
 import { writeFileSync } from 'node:fs';
-import { createWebGPUBackend, type GemmConfig, type GemmShape, gemvChoice, recordGemm, selectGemm, TILED_VARIANTS, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type GemmConfig, type GemmShape, gemmDevice, gemvChoice, recordGemm, selectGemm, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { median, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';
@@ -157,6 +158,26 @@ function cases(quick: boolean): Case[] {
       return { ...c, configs: ['auto', rows, ...tiles, rows, ...tiles, { ...VEC4_32x128, name: 'vec4-32x128+splitK16', splits: 16 }] };
     });
   }
+  if (process.argv.includes('--explore-xs')) {
+    // Decode (M = 8, 16) on gemv-rows with the rows of x staged in workgroup memory (section
+    // XS), over lanes, W rows per lane group, loads in flight, stage length, K splits and the
+    // dispatch order of the splits; the selector's choice and the plain gemv-rows first, and
+    // again last (first timings run slow).
+    const picked = [8, 16].map((M) => ({ group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape: s(M, 4096, 4096, false, true) }));
+    return picked.map((c) => {
+      const mr = c.shape.M;
+      const staged: GemmConfig[] = [];
+      const grid: [number, number, number, number, number][] = []; // lanes, rows, unroll, stage, splits
+      for (const rows of [2, 3, 4, 6, 8]) for (const stage of [16, 32, 64]) for (const splits of [4, 6, 8, 12, 16]) grid.push([8, rows, 1, stage, splits]);
+      for (const splits of [4, 6, 8]) grid.push([8, 4, 2, 32, splits], [16, 4, 1, 16, splits], [16, 4, 1, 32, splits], [16, 8, 1, 32, splits]);
+      for (const [lanes, rows, unroll, stage, splits] of grid) staged.push({ kind: 'gemv-rows', name: `xs l${lanes} r${rows} u${unroll} s${stage} k${splits}`, lanes, rows, mr, unroll, splits, stage });
+      // The choices before x was staged: gemv-rows reading x from cache (16 lanes, 2 rows, K split
+      // 4) and, for 9..16 rows, the 16-row vec4 tile with K split 16.
+      const before: GemmConfig[] = [{ kind: 'gemv-rows', name: `gemv-rows${mr} (x from cache)+splitK4`, lanes: 16, rows: 2, mr, unroll: 1, splits: 4 }];
+      if (mr === 16) before.push({ ...VEC4_16x128, name: 'vec4-16x128+splitK16', splits: 16 });
+      return { ...c, configs: ['auto', ...before, ...staged, 'auto', ...before] };
+    });
+  }
   return process.argv.includes('--no-big') ? list.filter((c) => c.group !== 'big') : list;
 }
 
@@ -204,7 +225,8 @@ export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: 
     // (2026-11-26: gemv-rows4 0.076 then 0.034 ms, gemv-rows16 0.125 then 0.077 ms), and the big
     // x·W, always first in its case, had trials from 1.66 to 13 ms.
     const record = (config: GemmConfig, set: (typeof sets)[number]) => recordGemm(backend, c.shape, { a: set.a, b: set.b, c: set.c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, config);
-    const configOf = (requested: GemmConfig | 'auto') => (requested === 'auto' ? selectGemm(c.shape) : requested);
+    // 'auto' is the selector's choice for this device (its workgroup memory decides, e.g., how much of x decode stages).
+    const configOf = (requested: GemmConfig | 'auto') => (requested === 'auto' ? selectGemm(c.shape, gemmDevice(backend)) : requested);
     await timeKernel(backend, (i) => record(configOf(c.configs[0]), sets[i % copies]));
     for (const requested of c.configs) {
       const config = configOf(requested);
@@ -280,7 +302,7 @@ async function main(): Promise<void> {
   const backend = await createWebGPUBackend({ preciseTimestamps: true });
   backend.sharePasses = process.argv.includes('--shared-passes');
   const { report } = backend.context;
-  console.log(`device: ${report.vendor} ${report.architecture} ${report.description} (${report.runtime}), timestamp-query=${report.timestampQuery}, one pass per kernel: ${!backend.sharePasses}`);
+  console.log(`device: ${report.vendor} ${report.architecture} ${report.description} (${report.runtime}), timestamp-query=${report.timestampQuery}, one pass per kernel: ${!backend.sharePasses}, workgroup memory ${backend.device.limits.maxComputeWorkgroupStorageSize} B`);
   const copy = quick ? Number.NaN : await copyBandwidth(backend);
   if (!quick) console.log(`WebGPU copy bandwidth (read + write): ${copy.toFixed(0)} GB/s`);
   const overhead = quick ? Number.NaN : await dispatchOverhead(backend);

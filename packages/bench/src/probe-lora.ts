@@ -97,6 +97,8 @@ for (const r of ranks.length ? ranks : process.argv.includes('--decode-step') ? 
       ['LoRA tiles in raster order 4', { raster: 4 }],
       ['LoRA tiles in raster order 8', { raster: 8 }],
       ['dA and dB as two GEMMs', { pairGrads: false }],
+      ['dA and dB paired, K split 4', { pairSplits: 4 }],
+      ['dA and dB paired, K split 16', { pairSplits: 16 }],
     ];
     await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
     for (const [name, form] of forms) {

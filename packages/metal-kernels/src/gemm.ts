@@ -1,6 +1,6 @@
 import { type DType, ValueError } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from './backend';
-import { type GemvColsConfig, type GemvRowsConfig, gemvColsStream, gemvGroups, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
+import { type GemvColsConfig, type GemvRowsConfig, gemvColsStream, gemvGroups, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
 import { type Args, dummy, enableFor, grid1d, shader, typeOf, uniform } from './kernels/common';
 import { recordSgmat, type SgmatConfig, subgroupMatrixChoice } from './sgmat';
 import splitkSource from './wgsl/gemm-splitk-reduce.wgsl';
@@ -72,7 +72,11 @@ export const VEC4_64x128: Vec4Config = { kind: 'vec4', name: 'vec4-64x128', spli
 export const VEC4_128x32: Vec4Config = { kind: 'vec4', name: 'vec4-128x32', splits: 1, bm: 128, bn: 32, wgx: 8 };
 /** M = rank products with r ≤ 32: 32 × 128 on 16 × 8 threads. */
 export const VEC4_32x128: Vec4Config = { kind: 'vec4', name: 'vec4-32x128', splits: 1, bm: 32, bn: 128, wgy: 8 };
-/** Decode x·Wᵀ with 9..16 rows: 16 × 128 on 32 × 4 threads (4 × 4 outputs each), K split. */
+/**
+ * Decode x·Wᵀ with 9..16 rows: 16 × 128 on 32 × 4 threads (4 × 4 outputs each), K split. Not
+ * chosen since gemv-rows stages x in workgroup memory (0.054 against 0.041 ms on an H100); kept
+ * for benchmarks and forced configs.
+ */
 export const VEC4_16x128: Vec4Config = { kind: 'vec4', name: 'vec4-16x128', splits: 1, bm: 16, bn: 128, wgx: 32, wgy: 4 };
 /** N = rank products with 32 < r ≤ 64: 128 × 64 on 8 × 16 threads, 8 × 8 outputs each as in the big tile. */
 export const VEC4_128x64_T128: Vec4Config = { kind: 'vec4', name: 'vec4-128x64/128t', splits: 1, bm: 128, bn: 64, wgx: 8 };
@@ -106,6 +110,9 @@ export interface GemmDevice {
   /** The subgroup-matrix configuration to use for big products, where the backend opts in (see sgmat.ts). */
   sgmat?: SgmatConfig | null;
 }
+
+/** The selector's device where none is given: WebGPU's default limits. */
+const DEFAULT_DEVICE: GemmDevice = { maxWorkgroupStorage: 16384, maxInvocations: 256 };
 
 /** What the selector needs of `backend`'s device; given the operands' type, also the subgroup-matrix configuration where the backend opts in. */
 export function gemmDevice(backend: WebGPUBackend, t?: string): GemmDevice {
@@ -170,7 +177,7 @@ function vec4Tiles(c: Vec4Config, M: number, N: number, batch: number): number {
  * column lanes (Uᵀ·x r = 8: 0.030 against 0.047 ms with 64); ranks above 16 ran faster on tiles.
  * The fused decode forward uses this gemv-rows choice for its LoRA epilogue.
  */
-export function gemvChoice(shape: GemmShape): GemvRowsConfig | GemvColsConfig | null {
+export function gemvChoice(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE): GemvRowsConfig | GemvColsConfig | null {
   const { M, N, K } = shape;
   const bucket = (n: number) => (n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : n <= 8 ? 8 : 16);
   const rowsStream = gemvRowsStream(shape);
@@ -184,6 +191,16 @@ export function gemvChoice(shape: GemmShape): GemvRowsConfig | GemvColsConfig | 
   // 0.056; r = 8: 0.025 against 0.041). Decode with M ≤ 4: 32 lanes, four loads in flight, ~512
   // workgroups; otherwise 32 lanes, two loads, ~2048 workgroups.
   const manyRows = mr >= 8;
+  if (rowsStream === 'b' && manyRows) {
+    // Decode with 5..16 rows: x staged in workgroup memory 32 vec4 per row at a time (16 where
+    // the device has only 16 KiB), 8 lanes per row, four rows of W per lane group, K split to
+    // ~256 workgroups (H100, 16×4096×4096: 0.041 ms against 0.054 for the 16-row vec4 tile and
+    // 0.057 for gemv-rows16 reading x from cache; 8 rows: 0.035 against 0.040; 128 or 384
+    // workgroups were about 30% slower; packages/bench/RESULTS.md).
+    const staged: GemvRowsConfig = { kind: 'gemv-rows', name: `gemv-rows${mr}/xs32`, lanes: 8, rows: 4, mr, unroll: 1, splits: 1, stage: 32 };
+    const fits = gemvRowsStorage(staged) <= device.maxWorkgroupStorage ? staged : { ...staged, name: `gemv-rows${mr}/xs16`, stage: 16 };
+    return withSplits(fits, splitsToward(256, gemvGroups(shape, fits), K, 256));
+  }
   const config: GemvRowsConfig | GemvColsConfig = rowsStream
     ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: manyRows ? 16 : 32, rows: manyRows ? 2 : 1, mr, unroll: manyRows ? 1 : mr <= 4 && many === N ? 4 : 2, splits: 1 }
     : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 32, mr, unroll: 2, splits: 1 };
@@ -197,19 +214,11 @@ export function gemvChoice(shape: GemmShape): GemvRowsConfig | GemvColsConfig | 
  * few rows get the matrix-vector kernel, big products the 128×128 tile, and grids too small to
  * fill the GPU split K.
  */
-export function selectGemm(shape: GemmShape, device: GemmDevice = { maxWorkgroupStorage: 16384, maxInvocations: 256 }): GemmConfig {
+export function selectGemm(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE): GemmConfig {
   const { M, N, K, batch } = shape;
-  const gemv = gemvChoice(shape);
+  const gemv = gemvChoice(shape, device);
   const vec4Ok = vec4Aligned(shape) && device.maxWorkgroupStorage >= 16384 && device.maxInvocations >= 256;
-  if (gemv) {
-    // Decode with 9..16 rows streaming W: a 16-row vec4 tile with K split to ~512 workgroups
-    // (H100, 16×4096×4096: 0.054 against 0.059 ms for gemv-rows16; at M = 4 it lost, 0.052
-    // against 0.029).
-    if (gemv.kind === 'gemv-rows' && gemv.mr === 16 && M <= 16 && M < N && vec4Ok) {
-      return withSplits(VEC4_16x128, splitsToward(512, vec4Tiles(VEC4_16x128, M, N, batch), K, 256));
-    }
-    return gemv;
-  }
+  if (gemv) return gemv;
   if (M <= 16 && batch === 1 && K >= 64) {
     const mr = gemvRowBucket(M);
     const cols = shape.transB ? 256 / 32 : 256;
@@ -270,6 +279,8 @@ export interface LoraFusion {
   pairGrads: boolean;
   /** Decode without dropout: T = x·Aᵀ in the pass over W and s·T·Bᵀ added after it, or T first and the term in the pass's epilogue. */
   decodeConcat: boolean;
+  /** K splits of the dA/dB pair (0: the selector's). */
+  pairSplits: number;
 }
 let loraFusion: Partial<LoraFusion> = {};
 
@@ -280,7 +291,7 @@ export function forceLoraFusion(v: Partial<LoraFusion> | null): void {
 
 /** The forms in force (see {@link forceLoraFusion}). */
 export function loraFusionForms(): LoraFusion {
-  return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', pairGrads: true, decodeConcat: true, ...loraFusion };
+  return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', pairGrads: true, decodeConcat: true, pairSplits: 0, ...loraFusion };
 }
 
 /**
@@ -292,6 +303,17 @@ export function splitVec4Config(shape: GemmShape, device?: GemmDevice): Vec4Conf
   if (cfg.kind !== 'vec4' || shape.batch !== 1) return null;
   const kChunk = Math.max(1, Math.ceil(shape.K / cfg.splits / 16) * 16);
   return Math.ceil(shape.K / kChunk) > 1 ? cfg : null;
+}
+
+/**
+ * The selector's config for `shape` where rows can be appended to op(B)ᵀ (`GemmOperands.concatN`),
+ * else null: the vec4 kernel splitting K, or gemv-rows streaming B with its rows per lane group
+ * dividing N (split or not).
+ */
+export function concatConfig(shape: GemmShape, device?: GemmDevice): GemmConfig | null {
+  const cfg = forced ?? selectGemm(shape, device);
+  if (cfg.kind === 'gemv-rows') return shape.batch === 1 && shape.transB && gemvRowsStream(shape) === 'b' && shape.N % cfg.rows === 0 ? cfg : null;
+  return splitVec4Config(shape, device);
 }
 
 /** Forces every GEMM to use `config` (tests and benchmarks); `null` restores the selector. */
@@ -335,9 +357,9 @@ export interface GemmOperands {
    */
   pair?: { a: GPUBuffer; b: GPUBuffer; cT: GPUBuffer; alpha: number };
   /**
-   * Rows appended to op(B)ᵀ (vec4 kernel, B transposed, batch 1, K split, no β, LoRA term or
-   * pair): B2 [rows, K], its products written as they are ([M, rows], no α or bias) to `c`. The
-   * decode LoRA forward's T = x·Aᵀ computed with x·Wᵀ.
+   * Rows appended to op(B)ᵀ (B transposed, batch 1, no β, LoRA term or pair; the vec4 kernel
+   * splitting K, or gemv-rows streaming B): B2 [rows, K], its products written as they are
+   * ([M, rows], no α or bias) to `c`. The decode LoRA forward's T = x·Aᵀ computed with x·Wᵀ.
    */
   concatN?: { b: GPUBuffer; c: GPUBuffer; rows: number };
 }
@@ -388,8 +410,14 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     throw new ValueError('matmul', 'a pair of products needs the vec4 kernel with K split, batch 1, and no bias, β or LoRA term', 'a vec4 config splitting K', `${cfg.name}, batch ${batch}, ${realSplits} split(s)`);
   }
   const concatN = ops.concatN;
-  if (concatN && (cfg.kind !== 'vec4' || !shape.transB || batch !== 1 || realSplits < 2 || ops.lora || pair || ops.beta !== 0)) {
-    throw new ValueError('matmul', 'rows appended to B need the vec4 kernel with K split, B transposed, batch 1, and no β, LoRA term or pair', 'a vec4 config splitting K', `${cfg.name}, batch ${batch}, ${realSplits} split(s)`);
+  const concatGemv = cfg.kind === 'gemv-rows' && gemvRowsStream(shape) === 'b' && N % cfg.rows === 0;
+  if (concatN && (!((cfg.kind === 'vec4' && realSplits >= 2) || concatGemv) || !shape.transB || batch !== 1 || ops.lora || pair || ops.beta !== 0)) {
+    throw new ValueError(
+      'matmul',
+      'rows appended to B need the vec4 kernel with K split or gemv-rows streaming B, B transposed, batch 1, and no β, LoRA term or pair',
+      'a vec4 config splitting K, or gemv-rows whose rows per lane group divide N',
+      `${cfg.name}, batch ${batch}, ${realSplits} split(s)`,
+    );
   }
   // Batch entries of the dispatch: a pair runs as two. Columns of the dispatch: B's rows, then B2's.
   const entries = pair ? 2 : batch;
@@ -397,7 +425,8 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const ws = useWorkspace ? backend.acquire(entries * realSplits * M * NT * 4, 'gemm split-K workspace') : null;
   if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
     const lora = ops.lora ? { t: ops.lora.la, b: ops.lora.lb, r: ops.lora.r, scale: ops.lora.scale } : undefined;
-    const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null, lora, t: t === 'f16' ? ('f16' as const) : ('f32' as const) };
+    const concat = concatN ? { w: concatN.b, c: concatN.c, rows: concatN.rows } : undefined;
+    const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null, lora, concat, t: t === 'f16' ? ('f16' as const) : ('f32' as const) };
     if (cfg.kind === 'gemv-rows') recordGemvRows(backend, shape, gemvOps, cfg, kChunk, realSplits);
     else recordGemvCols(backend, shape, gemvOps, cfg, kChunk, realSplits);
   } else if (cfg.kind === 'gemv') {

@@ -21,6 +21,14 @@ export interface GemvRowsConfig {
   mr: number;
   unroll: number;
   splits: number;
+  /**
+   * vec4s of each row of the small operand staged in workgroup memory at a time (section XS),
+   * 0 or absent to read them from global memory. Storage: MR·stage·16 bytes besides the
+   * reduction's 9 KiB.
+   */
+  stage?: number;
+  /** Dispatch a block's K splits next to each other (x) instead of the blocks of one split. */
+  splitFast?: boolean;
 }
 
 /** gemv-cols.wgsl: each thread owns a vec4 of columns of the streamed operand; MR columns of the small one per dispatch. */
@@ -67,14 +75,21 @@ function typeValues(types: GemvTypes): Record<string, string> {
 }
 
 function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key: string; source: string } {
-  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, ...types }, () => ({ ...rowsValues(c, concat), ...typeValues(types) }));
+  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, ...types }, () => ({ ...rowsValues(c, concat), ...typeValues(types) }));
+}
+
+/** Bytes of workgroup memory gemv-rows takes for a config: the reduction's, plus the staged rows of X (section XS). */
+export function gemvRowsStorage(c: GemvRowsConfig): number {
+  return 8 * (256 + 32) * 4 + c.mr * (c.stage ?? 0) * 16;
 }
 
 function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> {
   const { rows: R, mr: MR, unroll: U } = c;
   // With CONCAT a lane group's rows are all in W or all in W2 (R divides NW).
   const rowOf = (r: number) => (concat ? `select(min(n0 + ${r}u, p.NW - 1u), min(n0 + ${r}u - p.NW, p.nw2 - 1u), n0 >= p.NW)` : `min(n0 + ${r}u, p.NW - 1u)`);
-  const setup = [lines(R, (r) => `  let wo${r} = ${rowOf(r)} * p.K4;`), lines(MR, (j) => `  let xo${j} = (p.x_row0 + min(${j}u, p.rows - 1u)) * p.K4;`)].join('\n');
+  const staged = (c.stage ?? 0) > 0;
+  const wOffsets = lines(R, (r) => `  let wo${r} = ${rowOf(r)} * p.K4;`);
+  const setup = staged ? wOffsets : [wOffsets, lines(MR, (j) => `  let xo${j} = (p.x_row0 + min(${j}u, p.rows - 1u)) * p.K4;`)].join('\n');
   const acc = lines(R * MR, (v) => `  var a${Math.floor(v / MR)}_${v % MR} = 0.0;`);
   // The decode LoRA term s·T·Bᵀ: each lane starts its accumulators at its share of the r
   // products (k = lane, lane + LANES, …), issued before the stream over W so their latency hides
@@ -87,22 +102,26 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
     '    }',
     '  }',
   ].join('\n');
+  // With XS the x vec4s come from the staged rows (k relative to the stage's first, kb), the
+  // indices clamped to the stage's end, ke.
+  const [end, xAt] = staged ? ['ke', (j: number, u: number) => `xs[${j}u * XS4 + k${u} - kb]`] : ['k_end', (j: number, u: number) => `vec4<f32>(x[xo${j} + k${u}])`];
   const body = (w: string) =>
     lines(U, (u) =>
       [
-        `    let k${u} = min(k + ${u}u * LANES, last);`,
-        `    let ok${u} = k + ${u}u * LANES < k_end;`,
+        `    let k${u} = min(k + ${u}u * LANES, ${staged ? 'ke - 1u' : 'last'});`,
+        `    let ok${u} = k + ${u}u * LANES < ${end};`,
         lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + k${u}]), ok${u});`),
-        lines(MR, (j) => `    { let xv = vec4<f32>(x[xo${j} + k${u}]);${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`),
+        lines(MR, (j) => `    { let xv = ${xAt(j, u)};${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`),
       ].join('\n'),
     );
   const flush: string[] = [];
   for (let first = 0; first < R * MR; first += 8) {
     const count = Math.min(8, R * MR - first);
     flush.push(lines(count, (i) => `  red[slot(${i}u, t)] = a${Math.floor((first + i) / MR)}_${(first + i) % MR};`));
-    flush.push(`  flush(${first}u, ${count}u, wid.x, split, t);`);
+    flush.push(`  flush(${first}u, ${count}u, block, split, t);`);
   }
-  const values: Record<string, string> = { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: concat ? acc : `${acc}\n${loraInit}`, BODY: body('w'), FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0' };
+  const values: Record<string, string> = { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: concat ? acc : `${acc}\n${loraInit}`, BODY: body('w'), FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0' };
+  if (staged) values.XS4 = String(c.stage);
   if (concat) values.BODY2 = body('w2');
   return values;
 }
@@ -139,8 +158,9 @@ export interface GemvOperands {
   /** gemv-rows streaming B only: add s·T·Bᵀ (T [M, r], B [N, r]) before α. */
   lora?: { t: GPUBuffer; b: GPUBuffer; r: number; scale: number };
   /**
-   * gemv-rows streaming B, no K split, no `lora`: a second matrix W2 [rows, K] streamed after B's
-   * rows, X·W2ᵀ written to `c` ([M, rows], no α, β or bias). The decode LoRA forward's T = x·Aᵀ.
+   * gemv-rows streaming B, no `lora`: a second matrix W2 [rows, K] streamed after B's rows, X·W2ᵀ
+   * written to `c` ([M, rows], no α, β or bias), or with `split` to columns N..N + rows of the
+   * workspace ([splits, M, N + rows]; `c` unused). The decode LoRA forward's T = x·Aᵀ.
    */
   concat?: { w: GPUBuffer; c: GPUBuffer; rows: number };
   /** C, or the split-K workspace [splits, M·N] (f32) when `split`. */
@@ -163,20 +183,30 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   // Streamed operand W (NW rows) and the small one X (its rows in chunks of MR).
   const [x, w, smallRows, NW] = streamB ? [ops.a, ops.b, s.M, s.N] : [ops.b, ops.a, s.N, s.M];
   const concat = ops.concat;
-  if (concat && (!streamB || splits > 1 || ops.split || ops.lora || NW % c.rows !== 0)) {
-    throw new ValueError('matmul', `${c.name}: a second streamed matrix needs W streamed whole`, 'x·Wᵀ streaming W, no K split or LoRA term, rows per lane group dividing N', `${JSON.stringify(s)}, ${splits} split(s)`);
+  if (concat && (!streamB || (splits > 1 && !ops.split) || ops.lora || NW % c.rows !== 0)) {
+    throw new ValueError('matmul', `${c.name}: a second streamed matrix needs W streamed whole`, 'x·Wᵀ streaming W, a workspace if K is split, no LoRA term, rows per lane group dividing N', `${JSON.stringify(s)}, ${splits} split(s)`);
+  }
+  if (![8, 16, 32, 64, 128, 256].includes(c.lanes) || !(c.rows >= 1 && c.rows <= 8) || !(c.mr >= 1 && c.mr <= 32)) {
+    throw new ValueError('matmul', `${c.name}: lanes, rows or mr out of range`, 'lanes a power of two in 8..256, rows in 1..8, mr in 1..32', `lanes ${c.lanes}, rows ${c.rows}, mr ${c.mr}`);
+  }
+  const storage = gemvRowsStorage(c);
+  const limit = backend.device.limits.maxComputeWorkgroupStorageSize;
+  if (c.stage !== undefined && c.stage !== 0 && (!Number.isInteger(c.stage) || c.stage < 1 || storage > limit)) {
+    throw new ValueError('matmul', `${c.name}: the staged rows of X do not fit`, `a whole number of vec4s per row, ${limit} bytes of workgroup memory at most`, `stage ${c.stage}, ${storage} bytes`);
   }
   const { key, source } = rowsShader(c, { t: ops.t, tc: ops.split ? 'f32' : ops.t }, !!concat);
-  const flags = { ...epilogueFlags(ops, streamB), HAS_LORA: ops.lora ? 1 : 0 };
+  const flags = { ...epilogueFlags(ops, streamB), HAS_LORA: ops.lora ? 1 : 0, SPLIT_FAST: c.splitFast ? 1 : 0 };
   const rowsOut = NW + (concat?.rows ?? 0);
+  // C's row length: the split workspace holds W2's columns after W's.
+  const ldc = concat && ops.split ? rowsOut : s.N;
   for (let row0 = 0; row0 < smallRows; row0 += c.mr) {
     backend.dispatch({
       key,
       source,
       constants: flags,
       buffers: [x, w, ops.bias ?? dummy(backend), ops.c, concat?.w ?? ops.lora?.t ?? dummy(backend), concat?.c ?? ops.lora?.b ?? dummy(backend)],
-      uniform: uniform([Math.min(c.mr, smallRows - row0), NW, s.K / 4, kChunk / 4, row0, s.N, s.M * s.N, ops.lora?.r ?? 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: ops.lora?.scale ?? 0 }, concat?.rows ?? 0]),
-      workgroups: [Math.ceil(rowsOut / ((256 / c.lanes) * c.rows)), splits, 1],
+      uniform: uniform([Math.min(c.mr, smallRows - row0), NW, s.K / 4, kChunk / 4, row0, ldc, s.M * ldc, ops.lora?.r ?? 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: ops.lora?.scale ?? 0 }, concat?.rows ?? 0]),
+      workgroups: c.splitFast ? [splits, Math.ceil(rowsOut / ((256 / c.lanes) * c.rows)), 1] : [Math.ceil(rowsOut / ((256 / c.lanes) * c.rows)), splits, 1],
       label: concat ? `${c.name}+concat` : c.name,
     });
   }

@@ -39,11 +39,12 @@ export {
   gemvChoice,
   gemmDevice,
   gemvRowBucket,
+  concatConfig,
   splitVec4Config,
   type Vec4Config,
   vec4Aligned,
 } from './gemm';
-export { gemvColsStream, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
+export { gemvColsStream, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
 export { forceLoraPlan, type LoraPlan, loraPlan } from './kernels/lora';
 export { LORA_DUAL_MAX_RANK, type LoraDualRoles, loraDualApplies, loraDualGrid, recordLoraDual } from './kernels/lora-dual';
 export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';

@@ -14,10 +14,10 @@ describe('selectGemm (pure)', () => {
     ['decode x·Wᵀ, M = 1', shape(1, 4096, 4096, { transB: true }), 'gemv-rows1'],
     ['decode x·Wᵀ, K odd', shape(1, 4096, 4095, { transB: true }), 'gemv1'],
     ['decode M = 4', shape(4, 4096, 4096, { transB: true }), 'gemv-rows4'],
-    ['decode M = 16: 16-row vec4 tiles, K split', shape(16, 4096, 4096, { transB: true }), 'vec4-16x128+splitK16'],
-    ['decode M = 9: 16-row vec4 tiles', shape(9, 4096, 4096, { transB: true }), 'vec4-16x128+splitK16'],
-    ['decode M = 8 stays on gemv-rows', shape(8, 4096, 4096, { transB: true }), 'gemv-rows8+splitK4'],
-    ['decode M = 16, f16 storage', shape(16, 4096, 4096, { transB: true, dtype: 'float16' }), 'vec4-16x128+splitK16'],
+    ['decode M = 16: x staged 16 vec4 per row in 16 KiB, K split', shape(16, 4096, 4096, { transB: true }), 'gemv-rows16/xs16+splitK8'],
+    ['decode M = 9: 16 rows staged', shape(9, 4096, 4096, { transB: true }), 'gemv-rows16/xs16+splitK8'],
+    ['decode M = 5..8: 8 rows staged 32 vec4 at a time', shape(8, 4096, 4096, { transB: true }), 'gemv-rows8/xs32+splitK8'],
+    ['decode M = 16, f16 storage', shape(16, 4096, 4096, { transB: true, dtype: 'float16' }), 'gemv-rows16/xs16+splitK8'],
     ['decode x·W (B not transposed), M = 3', shape(3, 4096, 4096), 'gemv-cols4+splitK16'],
     ['decode float16 storage: gemv-rows too', shape(1, 4096, 4096, { transB: true, dtype: 'float16' }), 'gemv-rows1'],
     ['decode float16, K odd: portable gemv', shape(1, 4096, 4095, { transB: true, dtype: 'float16' }), 'gemv1'],
@@ -54,7 +54,14 @@ describe('selectGemm (pure)', () => {
   });
   it('sets loads in flight and lanes by the rows of the small operand (the H100 sweep)', () => {
     const pick = (s: GemmShape) => selectGemm(s) as GemvRowsConfig | GemvColsConfig;
-    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }))).toMatchObject({ kind: 'gemv-rows', lanes: 16, rows: 2, unroll: 1, splits: 4 });
+    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }))).toMatchObject({ kind: 'gemv-rows', lanes: 8, rows: 4, unroll: 1, splits: 8, stage: 16 });
+    // With more than 16 KiB of workgroup memory (the H100 has 48 KiB) 32 vec4 per row are staged.
+    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024 })).toMatchObject({ name: 'gemv-rows16/xs32+splitK8', stage: 32 });
+    expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17408, maxInvocations: 256 }).name).toBe('gemv-rows16/xs32+splitK8');
+    expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17407, maxInvocations: 256 }).name).toBe('gemv-rows16/xs16+splitK8');
+    // The LoRA rank side stays on the cache-read form: x·Aᵀ streams x, not W.
+    expect(pick(shape(2048, 16, 4096, { transB: true }))).toMatchObject({ lanes: 16, rows: 2, unroll: 1 });
+    expect((pick(shape(2048, 16, 4096, { transB: true })) as GemvRowsConfig).stage).toBeUndefined();
     expect(pick(shape(2048, 8, 4096, { transB: true }))).toMatchObject({ lanes: 16, rows: 2, unroll: 1, splits: 8 });
     expect(pick(shape(4, 4096, 4096, { transB: true }))).toMatchObject({ lanes: 32, rows: 1, unroll: 4 });
     expect((pick(shape(16, 4096, 2048, { transA: true })) as GemvColsConfig).colLanes).toBe(32);
@@ -254,6 +261,9 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     { kind: 'gemv-rows', name: 'gemv-rows l64 r2 mr3 u3', lanes: 64, rows: 2, mr: 3, unroll: 3, splits: 1 },
     { kind: 'gemv-rows', name: 'gemv-rows l256 r1 mr16 u1', lanes: 256, rows: 1, mr: 16, unroll: 1, splits: 1 },
     { kind: 'gemv-rows', name: 'gemv-rows l16 r2 mr16 u1', lanes: 16, rows: 2, mr: 16, unroll: 1, splits: 1 },
+    // x staged in workgroup memory (section XS): K = 300 is 75 vec4s, so several stages and a partial last one.
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r4 mr16 u2 xs16', lanes: 8, rows: 4, mr: 16, unroll: 2, splits: 1, stage: 16 },
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u3 xs7 split-fast', lanes: 8, rows: 2, mr: 5, unroll: 3, splits: 1, stage: 7, splitFast: true },
   ];
   for (const base of rowsConfigs) {
     for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {
@@ -340,6 +350,12 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     const buffers = [0, 1, 2, 3].map(() => backend.acquire(4096, 'concat refusal'));
     const ops = { a: buffers[0], b: buffers[1], c: buffers[2], alpha: 1, beta: 0, split: false, t: 'f32' as const, concat: { w: buffers[3], c: buffers[2], rows: 4 } };
     expect(() => recordGemvRows(backend, { M: 1, N: 64, K: 64, batch: 1, transA: false, transB: true }, ops, rowsConfigs[0], 32, 2)).toThrow(/a second streamed matrix needs W streamed whole/);
+    // Staged rows of X beyond the device's workgroup memory, and lane groups the reduction cannot index.
+    const plain = { ...ops, concat: undefined };
+    const decode = { M: 1, N: 64, K: 64, batch: 1, transA: false, transB: true };
+    const limit = backend.device.limits.maxComputeWorkgroupStorageSize;
+    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], mr: 16, stage: Math.ceil(limit / 256) }, 64, 1)).toThrow(/the staged rows of X do not fit; expected a whole number of vec4s per row, \d+ bytes/);
+    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: 4 }, 64, 1)).toThrow(/lanes, rows or mr out of range; expected lanes a power of two in 8..256/);
     for (const buffer of buffers) backend.release(buffer);
   });
   gpuIt('the selector itself on LoRA-shaped products (scaled down)', async (backend) => {

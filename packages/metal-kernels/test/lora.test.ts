@@ -113,10 +113,15 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     await check(backend, { M: 4, inF: 256, outF: 100, r: 7, bias: false, dropout: 0, xGrad: true });
   });
 
-  gpuIt('decode with 9..16 rows: T rides along the 16-row vec4 tile, its reduction writing y and T', async (backend) => {
-    expect(await forwardLabels(backend, 12, 520, 132, 12, 95)).toEqual(['vec4-16x128+splitK2+concat', 'vec4-16x128+splitK2+concat reduce', 'gemv-rows/8 lanes']);
+  gpuIt('decode with 5..16 rows: T rides along the staged gemv-rows pass, its split-K reduction writing y and T', async (backend) => {
+    const stage = backend.device.limits.maxComputeWorkgroupStorageSize >= 17408 ? 32 : 16;
+    expect(await forwardLabels(backend, 12, 520, 132, 12, 95)).toEqual([`gemv-rows16/xs${stage}+splitK2+concat`, `gemv-rows16/xs${stage}+splitK2+concat reduce`, 'gemv-rows/8 lanes']);
+    expect(await forwardLabels(backend, 6, 1024, 132, 8, 96)).toEqual(['gemv-rows8/xs32+splitK4+concat', 'gemv-rows8/xs32+splitK4+concat reduce', 'gemv-rows/8 lanes']);
     await check(backend, { M: 12, inF: 520, outF: 132, r: 12, bias: true, dropout: 0, xGrad: true });
     await check(backend, { M: 16, inF: 516, outF: 260, r: 5, bias: false, dropout: 0, xGrad: true });
+    await check(backend, { M: 7, inF: 1028, outF: 68, r: 16, bias: true, dropout: 0, xGrad: false });
+    // out not a multiple of the rows per lane group: T first, the term in the staged pass's epilogue.
+    await check(backend, { M: 10, inF: 520, outF: 130, r: 12, bias: true, dropout: 0, xGrad: true });
   });
 
   gpuIt('where in = out and dA splits K, dA and dB run as one pair (one GEMM dispatch, one reduction)', async (backend) => {

@@ -1,7 +1,6 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, gemmOutput, gemvChoice, gemvRowBucket, loraFusionForms, splitVec4Config, recordGemm, VEC4_128, type Vec4Config } from '../gemm';
-import { recordGemvRows } from '../gemv';
+import { concatConfig, type GemmConfig, type GemmShape, gemmDevice, gemmOutput, gemvChoice, gemvRowBucket, loraFusionForms, recordGemm, splitVec4Config, VEC4_128, type Vec4Config } from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -25,17 +24,6 @@ function lowRankConfig(M: number, inF: number): GemmConfig | undefined {
   if (M > 16 || inF % 4 !== 0 || loraFusionForms().decodeT !== 'rows') return undefined;
   const mr = gemvRowBucket(M);
   return { kind: 'gemv-rows', name: `gemv-rows${mr}/256 lanes`, lanes: 256, rows: 1, mr, unroll: 2, splits: 1 };
-}
-
-/**
- * The decode forward's gemv-rows config when T = x·Aᵀ can ride along its pass over W (see
- * gemv-rows.wgsl, CONCAT): the selector's gemv-rows choice without a K split, its rows per lane
- * group dividing out; null otherwise.
- */
-function concatConfig(shape: GemmShape): GemvRowsConfig | null {
-  const cfg = gemvChoice(shape);
-  if (cfg?.kind !== 'gemv-rows' || cfg.splits !== 1 || shape.N % cfg.rows !== 0) return null;
-  return cfg;
 }
 
 /** A copy of `x` ([n] elements) with the LoRA dropout mask applied and kept values scaled by 1/(1-p). */
@@ -66,8 +54,8 @@ export function forceLoraPlan(plan: LoraPlan | null): void {
  *   for f32 and r ≤ 8, and dx = dy·W + mask⊙(U·A) likewise, the mask only with dropout). Needs
  *   in, out, rank divisible by 4.
  * - `fused`, M ≤ 16 (decode): the forward's gemv-rows pass over W adds s·T·Bᵀ in its epilogue;
- *   needs a shape gemv-rows can stream (in % 4 = 0, in and out ≥ 64; {@link gemvChoice}). The
- *   plain decode GEMM at 9..16 rows runs on a 16-row vec4 tile instead, which has no LoRA term.
+ *   needs a shape gemv-rows can stream (in % 4 = 0, in and out ≥ 64; {@link gemvChoice}).
+ *   Without dropout T = x·Aᵀ rides along that pass and s·T·Bᵀ is added by a small pass after it.
  * - `composed`: separate GEMMs accumulating into the same output buffer (odd sizes), still
  *   without an [M, out] intermediate.
  */
@@ -94,20 +82,13 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const decodeAlong = M <= 16 && attrs.dropout === 0 && loraFusionForms().decodeConcat && fused;
   // Decode without dropout: T = x·Aᵀ rides along the pass over W (A's rows streamed after W's:
   // one pass for y = x·Wᵀ + bias and T), then y += s·T·Bᵀ in a small pass over B. The pass is
-  // gemv-rows where it does not split K, else the 16-row vec4 tile the selector picks for 9..16
-  // rows (with its reduction writing y and T).
-  const alongRows = decodeAlong ? concatConfig(shape) : null;
-  const alongTile = decodeAlong && !alongRows ? splitVec4Config(shape, gemmDevice(backend)) : null;
-  if (alongRows || alongTile) {
+  // the selector's gemv-rows (where it splits K, its reduction writes y and T).
+  const along = decodeAlong ? concatConfig(shape, gemmDevice(backend)) : null;
+  if (along) {
     const t = gemmOutput(backend, dtype, 1, M, r);
     const y = gemmOutput(backend, dtype, 1, M, outF);
     const hasBias = attrs.hasBias ? buf(bias) : undefined;
-    if (alongRows) {
-      const tt = typeOf(backend, dtype, 'loraLinear') === 'f16' ? 'f16' : 'f32';
-      recordGemvRows(backend, shape, { a: buf(x), b: buf(w), bias: hasBias, c: y.buffer, alpha: 1, beta: 0, split: false, t: tt, concat: { w: buf(a), c: t.buffer, rows: r } }, alongRows, inF, 1);
-    } else {
-      recordGemm(backend, shape, { a: buf(x), b: buf(w), c: y.buffer, bias: hasBias, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, concatN: { b: buf(a), c: t.buffer, rows: r } }, alongTile!);
-    }
+    recordGemm(backend, shape, { a: buf(x), b: buf(w), c: y.buffer, bias: hasBias, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, concatN: { b: buf(a), c: t.buffer, rows: r } }, along);
     const termShape: GemmShape = { M, N: outF, K: r, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) };
     const term: GemmConfig | undefined = r % 4 === 0 ? { kind: 'gemv-rows', name: 'gemv-rows/8 lanes', lanes: 8, rows: 1, mr: gemvRowBucket(M), unroll: 1, splits: 1 } : undefined;
     recordGemm(backend, termShape, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype }, term);
@@ -125,7 +106,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
       backend,
       shape,
       { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: t.buffer, lb: buf(b), r, transB: true, scale: attrs.scale } },
-      M > 16 ? loraTile() : gemvChoice(shape)!,
+      M > 16 ? loraTile() : gemvChoice(shape, gemmDevice(backend))!,
     );
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
   }
@@ -192,7 +173,9 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   // same shape (dA and dBᵀ = s·Tᵀ·dy, r × in, K = M) in one dispatch and one reduction, which
   // writes dB transposed.
   const gradShape = { M: r, N: inF, K: M, batch: 1, transA: true, transB: false, dtype: gemmType(dtype) } as const;
-  const paired = attrs.needA && attrs.needB && !dB && inF === outF && plan === 'fused' && loraFusionForms().pairGrads ? splitVec4Config(gradShape, gemmDevice(backend)) : null;
+  const forms = loraFusionForms();
+  const pairBase = attrs.needA && attrs.needB && !dB && inF === outF && plan === 'fused' && forms.pairGrads ? splitVec4Config(gradShape, gemmDevice(backend)) : null;
+  const paired = pairBase && forms.pairSplits > 1 ? { ...pairBase, name: `${pairBase.name.replace(/\+splitK\d+$/, '')}+splitK${forms.pairSplits}`, splits: forms.pairSplits } : pairBase;
   if (attrs.needA) {
     const xd = p > 0 ? dropoutData(backend, dtype, buf(x), M * inF, p, attrs.seed) : null;
     const dA = gemmOutput(backend, dtype, 1, r, inF);

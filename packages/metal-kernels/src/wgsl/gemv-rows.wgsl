@@ -21,17 +21,24 @@
 //   share of the r products (k ≡ lane mod LANES), loaded before the stream over W; the lane
 //   reduction adds them up. (Computed after the stream instead, one thread per output, it made
 //   the M = 1 pass 0.026 → 0.034 ms on an H100: a latency-bound tail.)
-// Dispatch: (ceil(NW / (R·256 / LANES)), splits, 1) workgroups of 256 threads.
+// Dispatch: (ceil(NW / (R·256 / LANES)), splits, 1) workgroups of 256 threads, or (splits, ceil(…), 1)
+//   with SPLIT_FAST.
 // Text types: T, TC (f32 or f16; ENABLE is `enable f16;` for f16).
-// Section CONCAT (with BODY2; no LoRA term, no K split): a second streamed matrix W2 [nw2, K]
-//   (binding 4) continues W's rows, its results going to C2 [rows of X, nw2] (binding 5, T): the
-//   decode LoRA forward's T = x·Aᵀ rides along the pass over W. R divides NW, so each lane group
-//   reads one of the two; uniform field nw2 (0 otherwise).
+// Section CONCAT (with BODY2; no LoRA term): a second streamed matrix W2 [nw2, K] (binding 4)
+//   continues W's rows, its results going to C2 [rows of X, nw2] (binding 5, T), or with SPLIT to
+//   columns NW..NW + nw2 of the workspace (ldc = NW + nw2; the split-K reduction's CONCAT_C then
+//   writes them out): the decode LoRA forward's T = x·Aᵀ rides along the pass over W. R divides
+//   NW, so each lane group reads one of the two; uniform field nw2 (0 otherwise).
 // Text constants: LANES (8..256, a power of two), R (1..8), MR (1..16), UNROLL (1..8); SETUP, ACC,
 //   BODY and FLUSH are the straight-line statements gemm.ts writes for them: one scalar per
 //   accumulator. Accumulators kept in a WGSL array indexed in loops measured 3–5× slower on an
 //   H100 (the array lands in local memory), so this kernel is unrolled in the text itself.
-// Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT, HAS_LORA (0/1).
+// Section XS (text constant XS4): the MR rows of X are staged in workgroup memory, XS4 vec4
+//   (f32) of each row at a time, and read from there instead of from global memory: with many
+//   rows of X each W vec4 meets MR vec4s of x, and those reads, not W's, were the limit (decode
+//   M = 16). The lanes of a warp read XS4-strided rows at up to LANES distinct k, so the load
+//   is a broadcast across lane groups. A K chunk longer than XS4 is staged in turns.
+// Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT, HAS_LORA, SPLIT_FAST (0/1).
 
 {{ENABLE}}
 
@@ -40,6 +47,7 @@ override HAS_BIAS: u32 = 0u;
 override ACCUMULATE: u32 = 0u;
 override SPLIT: u32 = 0u;
 override HAS_LORA: u32 = 0u;
+override SPLIT_FAST: u32 = 0u;
 
 const LANES: u32 = {{LANES}}u;
 const R: u32 = {{R}}u;
@@ -67,6 +75,10 @@ struct Params { rows: u32, NW: u32, K4: u32, k4_chunk: u32, x_row0: u32, ldc: u3
 @group(0) @binding(6) var<uniform> p: Params;
 
 var<workgroup> red: array<f32, BATCH * (256u + 32u)>;
+{{#XS}}
+const XS4: u32 = {{XS4}}u;
+var<workgroup> xs: array<vec4<f32>, MR * XS4>;
+{{/XS}}
 
 fn slot(v: u32, t: u32) -> u32 { return v * PITCH + t + t / LANES; }
 
@@ -86,7 +98,8 @@ fn flush(first: u32, count: u32, group_x: u32, split: u32, t: u32) {
     let v = first + i;
     let n = (group_x * GROUPS + g) * R + v / MR;
     let j = v % MR;
-    if (n < p.NW && j < p.rows) {
+    // With CONCAT and SPLIT, W2's rows are columns NW.. of the workspace (ldc = NW + nw2).
+    if (j < p.rows && (n < p.NW || (SPLIT == 1u && n < p.NW + p.nw2))) {
       let row = p.x_row0 + j;
       var idx = row * p.ldc + n;
       var col = n;
@@ -105,7 +118,7 @@ fn flush(first: u32, count: u32, group_x: u32, split: u32, t: u32) {
       }
     }
 {{#CONCAT}}
-    if (n >= p.NW && n < p.NW + p.nw2 && j < p.rows) { c2[(p.x_row0 + j) * p.nw2 + n - p.NW] = {{T}}(s0 + s1); }
+    if (SPLIT == 0u && n >= p.NW && n < p.NW + p.nw2 && j < p.rows) { c2[(p.x_row0 + j) * p.nw2 + n - p.NW] = {{T}}(s0 + s1); }
 {{/CONCAT}}
   }
   workgroupBarrier();
@@ -115,13 +128,17 @@ fn flush(first: u32, count: u32, group_x: u32, split: u32, t: u32) {
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let t = lid.x;
   let lane = t % LANES;
-  let n0 = (wid.x * GROUPS + t / LANES) * R;
-  let split = wid.y;
+  // SPLIT_FAST: the K splits of one block of rows are neighbours in dispatch order (x), so
+  // the workgroups resident together read whole rows of W between them.
+  let block = select(wid.x, wid.y, SPLIT_FAST == 1u);
+  let split = select(wid.y, wid.x, SPLIT_FAST == 1u);
+  let n0 = (block * GROUPS + t / LANES) * R;
   let k_begin = split * p.k4_chunk;
   let k_end = min(p.K4, k_begin + p.k4_chunk);
   let last = p.K4 - 1u;
 {{SETUP}}
 {{ACC}}
+{{^XS}}
 {{#CONCAT}}
   if (n0 >= p.NW) {
     for (var k = k_begin + lane; k < k_end; k += LANES * UNROLL) {
@@ -135,5 +152,31 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 {{#CONCAT}}
   }
 {{/CONCAT}}
+{{/XS}}
+{{#XS}}
+  // The stage loop's bounds are uniform across the workgroup, so its barriers are too.
+  for (var kb = k_begin; kb < k_end; kb += XS4) {
+    let ke = min(k_end, kb + XS4);
+    workgroupBarrier();
+    for (var i = t; i < MR * XS4; i += 256u) {
+      let kk = kb + i % XS4;
+      xs[i] = select(vec4<f32>(0.0), vec4<f32>(x[(p.x_row0 + min(i / XS4, p.rows - 1u)) * p.K4 + min(kk, last)]), kk < ke);
+    }
+    workgroupBarrier();
+{{#CONCAT}}
+    if (n0 >= p.NW) {
+      for (var k = kb + lane; k < ke; k += LANES * UNROLL) {
+{{BODY2}}
+      }
+    } else {
+{{/CONCAT}}
+    for (var k = kb + lane; k < ke; k += LANES * UNROLL) {
+{{BODY}}
+    }
+{{#CONCAT}}
+    }
+{{/CONCAT}}
+  }
+{{/XS}}
 {{FLUSH}}
 }
