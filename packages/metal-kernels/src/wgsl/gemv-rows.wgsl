@@ -29,7 +29,7 @@
 //   columns NW..NW + nw2 of the workspace (ldc = NW + nw2; the split-K reduction's CONCAT_C then
 //   writes them out): the decode LoRA forward's T = x·Aᵀ rides along the pass over W. R divides
 //   NW, so each lane group reads one of the two; uniform field nw2 (0 otherwise).
-// Text constants: LANES (8..256, a power of two), R (1..8), MR (1..16), UNROLL (1..8); SETUP, ACC,
+// Text constants: LANES (8..256, a power of two), R (1..8), MR (1..32), UNROLL (1..8); SETUP, ACC,
 //   BODY and FLUSH are the straight-line statements gemm.ts writes for them: one scalar per
 //   accumulator. Accumulators kept in a WGSL array indexed in loops measured 3–5× slower on an
 //   H100 (the array lands in local memory), so this kernel is unrolled in the text itself.
