@@ -104,7 +104,7 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
   ].join('\n');
   // With XS the x vec4s come from the staged rows (k relative to the stage's first, kb), the
   // indices clamped to the stage's end, ke.
-  const [end, xAt] = staged ? ['ke', (j: number, u: number) => `xs[${j}u * XS4 + k${u} - kb]`] : ['k_end', (j: number, u: number) => `vec4<f32>(x[xo${j} + k${u}])`];
+  const [start, end, xAt] = staged ? ['kb', 'ke', (j: number, u: number) => `xs[${j}u * XS4 + k${u} - kb]`] : ['k_begin', 'k_end', (j: number, u: number) => `vec4<f32>(x[xo${j} + k${u}])`];
   const body = (w: string) =>
     lines(U, (u) =>
       [
@@ -114,15 +114,17 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
         lines(MR, (j) => `    { let xv = ${xAt(j, u)};${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`),
       ].join('\n'),
     );
+  // The walk along K over the lane group's rows of W, or with CONCAT of W2 for the groups past W's rows.
+  const loop = (w: string) => [`  for (var k = ${start} + lane; k < ${end}; k += LANES * UNROLL) {`, body(w), '  }'].join('\n');
+  const stream = concat ? ['  if (n0 >= p.NW) {', loop('w2'), '  } else {', loop('w'), '  }'].join('\n') : loop('w');
   const flush: string[] = [];
   for (let first = 0; first < R * MR; first += 8) {
     const count = Math.min(8, R * MR - first);
     flush.push(lines(count, (i) => `  red[slot(${i}u, t)] = a${Math.floor((first + i) / MR)}_${(first + i) % MR};`));
     flush.push(`  flush(${first}u, ${count}u, block, split, t);`);
   }
-  const values: Record<string, string> = { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: concat ? acc : `${acc}\n${loraInit}`, BODY: body('w'), FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0' };
+  const values: Record<string, string> = { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: concat ? acc : `${acc}\n${loraInit}`, STREAM: stream, FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0' };
   if (staged) values.XS4 = String(c.stage);
-  if (concat) values.BODY2 = body('w2');
   return values;
 }
 

@@ -24,14 +24,14 @@
 // Dispatch: (ceil(NW / (R·256 / LANES)), splits, 1) workgroups of 256 threads, or (splits, ceil(…), 1)
 //   with SPLIT_FAST.
 // Text types: T, TC (f32 or f16; ENABLE is `enable f16;` for f16).
-// Section CONCAT (with BODY2; no LoRA term): a second streamed matrix W2 [nw2, K] (binding 4)
+// Section CONCAT (no LoRA term): a second streamed matrix W2 [nw2, K] (binding 4)
 //   continues W's rows, its results going to C2 [rows of X, nw2] (binding 5, T), or with SPLIT to
 //   columns NW..NW + nw2 of the workspace (ldc = NW + nw2; the split-K reduction's CONCAT_C then
 //   writes them out): the decode LoRA forward's T = x·Aᵀ rides along the pass over W. R divides
 //   NW, so each lane group reads one of the two; uniform field nw2 (0 otherwise).
 // Text constants: LANES (8..256, a power of two), R (1..8), MR (1..32), UNROLL (1..8); SETUP, ACC,
-//   BODY and FLUSH are the straight-line statements gemm.ts writes for them: one scalar per
-//   accumulator. Accumulators kept in a WGSL array indexed in loops measured 3–5× slower on an
+//   STREAM (the walk along K, from k_begin or the stage's kb) and FLUSH are the statements gemv.ts
+//   writes for them: one scalar per accumulator. Accumulators kept in a WGSL array indexed in loops measured 3–5× slower on an
 //   H100 (the array lands in local memory), so this kernel is unrolled in the text itself.
 // Section XS (text constant XS4): the MR rows of X are staged in workgroup memory, XS4 vec4
 //   (f32) of each row at a time, and read from there instead of from global memory: with many
@@ -139,19 +139,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 {{SETUP}}
 {{ACC}}
 {{^XS}}
-{{#CONCAT}}
-  if (n0 >= p.NW) {
-    for (var k = k_begin + lane; k < k_end; k += LANES * UNROLL) {
-{{BODY2}}
-    }
-  } else {
-{{/CONCAT}}
-  for (var k = k_begin + lane; k < k_end; k += LANES * UNROLL) {
-{{BODY}}
-  }
-{{#CONCAT}}
-  }
-{{/CONCAT}}
+{{STREAM}}
 {{/XS}}
 {{#XS}}
   // The stage loop's bounds are uniform across the workgroup, so its barriers are too.
@@ -163,19 +151,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       xs[i] = select(vec4<f32>(0.0), vec4<f32>(x[(p.x_row0 + min(i / XS4, p.rows - 1u)) * p.K4 + min(kk, last)]), kk < ke);
     }
     workgroupBarrier();
-{{#CONCAT}}
-    if (n0 >= p.NW) {
-      for (var k = kb + lane; k < ke; k += LANES * UNROLL) {
-{{BODY2}}
-      }
-    } else {
-{{/CONCAT}}
-    for (var k = kb + lane; k < ke; k += LANES * UNROLL) {
-{{BODY}}
-    }
-{{#CONCAT}}
-    }
-{{/CONCAT}}
+{{STREAM}}
   }
 {{/XS}}
 {{FLUSH}}
