@@ -5,13 +5,14 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--hot] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--explore-dyb] [--hot] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16, --explore-lanes the gemv settings
  *   for 8..16 rows alone, --explore-narrow (with --explore) the rank-sized vec4 tiles, --hot keeps
  *   the inputs in L2, --explore-raster the big products' tile raster orders, --explore-decode-tiles
  *   decode M = 4 and 16 on vec4 tiles 16 rows high, --explore-xs decode M = 8, 16 on gemv-rows
- *   with x staged in workgroup memory.
+ *   with x staged in workgroup memory, --explore-dyb the decode backward's U = dy·B on the
+ *   portable gemv over lanes per column and K splits.
  */
 import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend, type GemmConfig, type GemmShape, gemmDevice, gemvChoice, recordGemm, selectGemm, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
@@ -157,6 +158,19 @@ function cases(quick: boolean): Case[] {
       const tiles = [decodeTile(128, 8), decodeTile(128, 16), decodeTile(128, 32), decodeTile(64, 16)];
       return { ...c, configs: ['auto', rows, ...tiles, rows, ...tiles, { ...VEC4_32x128, name: 'vec4-32x128+splitK16', splits: 16 }] };
     });
+  }
+  if (process.argv.includes('--explore-dyb')) {
+    // The decode LoRA backward's U = dy·B (B [out, r] as stored, N = r) on the portable gemv:
+    // one lane per column (the form before lanes along K), then lanes along K at several K
+    // splits; the selector's choice first and again last (first timings run slow).
+    return [1, 16].flatMap((M) =>
+      [16, 64].map((r) => {
+        const gemv = (lanes: number, splits: number): GemmConfig => ({ kind: 'gemv', name: `gemv${M} l${lanes} k${splits}`, mr: M, lanes, splits });
+        const wide = 256 / r;
+        const grid = [gemv(1, 32), ...[16, 32, 64].map((k) => gemv(wide, k)), gemv(wide / 2, 32), gemv(wide / 2, 64), gemv(1, 32)];
+        return { group: 'decode' as const, label: `decode dy·B M=${M} r=${r}`, shape: s(M, r, 4096, false, false), configs: ['auto', ...grid, 'auto'] };
+      }),
+    );
   }
   if (process.argv.includes('--explore-xs')) {
     // Decode (M = 8, 16) on gemv-rows with the rows of x staged in workgroup memory (section

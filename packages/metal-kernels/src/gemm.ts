@@ -25,8 +25,23 @@ export interface GemvConfig {
   kind: 'gemv';
   name: string;
   mr: number;
+  /** Threads per output column walking its K chunk together (a power of two, 1..256): 256 / lanes columns per workgroup. */
   lanes: number;
   splits: number;
+}
+
+/**
+ * The portable gemv's config for few rows of op(A) (M ≤ 16): 32 lanes per column of W for
+ * x·Wᵀ; with B as stored ([K, N]) the columns side by side (up to 256) and the rest of the 256
+ * threads as lanes along K, so a rank-sized N (U = dy·B at decode, N = r) keeps every thread busy.
+ * K split toward 512 workgroups, each lane walking at least 4 of K per split.
+ */
+export function gemvConfig(shape: GemmShape): GemvConfig {
+  const { M, N, K } = shape;
+  const mr = gemvRowBucket(M);
+  const lanes = shape.transB ? 32 : 256 / Math.min(256, 2 ** Math.ceil(Math.log2(Math.max(1, N))));
+  const groups = Math.ceil(N / (256 / lanes));
+  return { kind: 'gemv', name: shape.transB || lanes === 1 ? `gemv${mr}` : `gemv${mr}/l${lanes}`, mr, lanes, splits: splitsToward(512, groups, K, Math.max(128, 4 * lanes)) };
 }
 
 /**
@@ -219,12 +234,7 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
   const gemv = gemvChoice(shape, device);
   const vec4Ok = vec4Aligned(shape) && device.maxWorkgroupStorage >= 16384 && device.maxInvocations >= 256;
   if (gemv) return gemv;
-  if (M <= 16 && batch === 1 && K >= 64) {
-    const mr = gemvRowBucket(M);
-    const cols = shape.transB ? 256 / 32 : 256;
-    const groups = Math.ceil(N / cols);
-    return { kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits: splitsToward(512, groups, K, 128) };
-  }
+  if (M <= 16 && batch === 1 && K >= 64) return gemvConfig(shape);
   const rankShaped = (Math.min(M, N) <= 64 && Math.max(M, N) >= 256) || (Math.min(M, N) <= 256 && Math.max(M, N) >= 1024);
   if (vec4Ok && rankShaped && K >= 64) {
     // Rank-shaped products (x·Aᵀ, dy·B, dyᵀ·T with N = r; Uᵀ·x with M = r) with r > 16, or any
@@ -430,8 +440,11 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     if (cfg.kind === 'gemv-rows') recordGemvRows(backend, shape, gemvOps, cfg, kChunk, realSplits);
     else recordGemvCols(backend, shape, gemvOps, cfg, kChunk, realSplits);
   } else if (cfg.kind === 'gemv') {
+    if (!(cfg.lanes >= 1 && cfg.lanes <= 256 && Number.isInteger(Math.log2(cfg.lanes)))) {
+      throw new ValueError('matmul', `${cfg.name}: lanes per column must be a power of two from 1 to 256`, 'lanes in {1, 2, 4, …, 256}', String(cfg.lanes));
+    }
     const { key, source } = shader('gemv', gemvSource, { ENABLE: enableFor(t), T: t, MR: String(cfg.mr), LANES: String(cfg.lanes) });
-    const cols = shape.transB ? 256 / cfg.lanes : 256;
+    const cols = 256 / cfg.lanes;
     backend.dispatch({
       key,
       source,

@@ -46,6 +46,9 @@ describe('selectGemm (pure)', () => {
     ['T·Bᵀ, K = r', shape(2048, 4096, 16, { transB: true }), 'vec4-128x128'],
     ['decode LoRA down-projection x·Aᵀ, M = 16, r = 16', shape(16, 16, 4096, { transB: true }), 'gemv16'],
     ['decode LoRA down-projection x·Aᵀ, M = 1, r = 16', shape(1, 16, 4096, { transB: true }), 'gemv1'],
+    ['decode LoRA backward U = dy·B (B [out, r] as stored), M = 16, r = 16: 16 lanes per column', shape(16, 16, 4096), 'gemv16/l16'],
+    ['decode U = dy·B, M = 1, r = 8: 32 lanes per column', shape(1, 8, 4096), 'gemv1/l32'],
+    ['decode U = dy·B, r = 5: 8 columns per workgroup', shape(4, 5, 4096), 'gemv4/l32'],
     ['mid-size', shape(300, 300, 300), 'tile64x64'],
     ['small', shape(33, 17, 9), 'tile32x32'],
     ['batched few rows: skinny rows', shape(3, 50, 128, { batch: 4 }), 'skinnyM16'],
@@ -65,6 +68,9 @@ describe('selectGemm (pure)', () => {
     expect(pick(shape(2048, 8, 4096, { transB: true }))).toMatchObject({ lanes: 16, rows: 2, unroll: 1, splits: 8 });
     expect(pick(shape(4, 4096, 4096, { transB: true }))).toMatchObject({ lanes: 32, rows: 1, unroll: 4 });
     expect((pick(shape(16, 4096, 2048, { transA: true })) as GemvColsConfig).colLanes).toBe(32);
+    // The portable gemv with B as stored: the columns side by side, the rest of the threads along K.
+    expect(selectGemm(shape(16, 16, 4096))).toMatchObject({ kind: 'gemv', lanes: 16, splits: 32 });
+    expect(selectGemm(shape(16, 201, 4096))).toMatchObject({ kind: 'gemv', lanes: 1, name: 'gemv16' });
   });
   it('falls back to the smallest tile when workgroup memory is scarce', () => {
     expect(selectGemm(shape(2048, 2048, 2048), { maxWorkgroupStorage: 4096, maxInvocations: 256 }).name).toBe('tile32x32');
@@ -139,7 +145,13 @@ async function checkEpilogue(backend: WebGPUBackend, cfg: GemmConfig, s: GemmSha
   assertClose(got, want, gemmTolerance(dtype, want), `${cfg.name} epilogue ${JSON.stringify(s)} ${dtype}`);
 }
 
-const gemvs: GemmConfig[] = [1, 4, 8, 16].map((mr) => ({ kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits: 3 }));
+const gemvs: GemmConfig[] = [
+  ...[1, 4, 8, 16].map((mr): GemmConfig => ({ kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits: 3 })),
+  // Lanes per column from one (each thread walks its chunk alone) to the whole workgroup.
+  { kind: 'gemv', name: 'gemv16/l1', mr: 16, lanes: 1, splits: 2 },
+  { kind: 'gemv', name: 'gemv5/l16', mr: 5, lanes: 16, splits: 3 },
+  { kind: 'gemv', name: 'gemv1/l256', mr: 1, lanes: 256, splits: 1 },
+];
 
 describe('webgpu GEMM: every variant against the float64 reference on awkward shapes', () => {
   for (const cfg of forced) {
@@ -162,6 +174,8 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
         await checkMatmul(backend, [M, 301], [77, 301], { transposeB: true }, `${cfg.name} M=${M} x·Wᵀ`);
         await checkMatmul(backend, [M, 301], [301, 77], {}, `${cfg.name} M=${M} x·W`);
         await checkMatmul(backend, [301, M], [301, 77], { transposeA: true }, `${cfg.name} M=${M} aᵀ·W`);
+        // A rank-sized N (U = dy·B at decode) narrower than the workgroup's columns.
+        await checkMatmul(backend, [M, 301], [301, 5], {}, `${cfg.name} M=${M} dy·B, N = 5`);
       }
     });
   }
@@ -340,6 +354,12 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
   gpuIt('a vec4 workgroup shape that cannot cover its tile is refused with a typed error', async (backend) => {
     forceGemmConfig({ kind: 'vec4', name: 'vec4-16x128/8x4', splits: 1, bm: 16, bn: 128, wgx: 8, wgy: 4 });
     expect(() => T.matmul(random([16, 8], 1, backend, 'float32'), random([8, 128], 2, backend, 'float32'))).toThrow(/vec4-16x128\/8x4: each thread covers 4 or 8 rows and columns.*expected bm \/ \(4·wgy\)/);
+  });
+  gpuIt('the portable gemv refuses lanes per column that are not a power of two up to 256', async (backend) => {
+    for (const lanes of [3, 512, 0]) {
+      forceGemmConfig({ kind: 'gemv', name: `gemv4/l${lanes}`, mr: 4, lanes, splits: 1 });
+      expect(() => T.matmul(random([3, 64], 1, backend, 'float32'), random([64, 5], 2, backend, 'float32'))).toThrow(new RegExp(`gemv4/l${lanes}: lanes per column must be a power of two from 1 to 256; expected lanes in \\{1, 2, 4, …, 256\\}, got ${lanes}`));
+    }
   });
   gpuIt('gemv-rows and gemv-cols refuse layouts they cannot stream, with a typed error', async (backend) => {
     forceGemmConfig(rowsConfigs[0]);

@@ -1,19 +1,22 @@
 // gemv.wgsl: skinny products where op(A) has few rows (decode, M ≤ MR): each workgroup writes
-// partial sums over one K chunk for COLS output columns and all M rows; gemm-splitk-reduce.wgsl
-// then sums the chunks with α, β and bias. W is read exactly once overall.
-//   TRANS_B = 1 (x·Wᵀ, W [N, K] row-major): a group of LANES threads walks one row of W along K
-//     (coalesced), then the group reduces in workgroup memory.
-//   TRANS_B = 0 (B [K, N]): each thread owns a column n and walks K (coalesced across threads).
+// partial sums over one K chunk for COLS = 256 / LANES output columns and all M rows;
+// gemm-splitk-reduce.wgsl then sums the chunks with α, β and bias. B is read exactly once overall.
+// LANES threads share a column: they walk its K chunk together and reduce in workgroup memory.
+//   TRANS_B = 1 (x·Wᵀ, W [N, K] row-major): a column's lanes are adjacent threads, so a row of W
+//     is read along K (coalesced).
+//   TRANS_B = 0 (B [K, N]): the COLS columns are adjacent threads, so a row of B is read along N
+//     (coalesced), and a column's lanes lie COLS threads apart. With N = r (the LoRA backward's
+//     U = dy·B) a lane per column left 240 of 256 threads idle and each live one walking its
+//     whole chunk alone.
 //
 // Bindings (group 0):
 //   0  a   storage, read        op(A) [M, K] ({{T}}; A stored [K, M] when TRANS_A)
 //   1  b   storage, read        B ({{T}})
 //   2  ws  storage, read_write  [splits, M, N] f32
 //   3  p   uniform { M, N, K, k_chunk, splits }
-// Dispatch: (ceil(N / COLS), splits, 1) workgroups of 256 threads; COLS = 256 / LANES for
-//   TRANS_B = 1 and 256 for TRANS_B = 0.
+// Dispatch: (ceil(N / COLS), splits, 1) workgroups of 256 threads.
 // Text constants: MR (max rows, 1..16: MR·256·4 bytes of workgroup memory ≤ 16 KiB), LANES
-//   (threads per column for TRANS_B = 1; a power of two, 8..256).
+//   (threads per column; a power of two, 1..256).
 // Overrides: TRANS_A, TRANS_B (0/1).
 {{ENABLE}}
 
@@ -46,39 +49,39 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   var acc: array<f32, MR>;
   for (var m = 0u; m < MR; m++) { acc[m] = 0.0; }
 
-  if (TRANS_B == 1u) {
-    let cols = WG / LANES;
-    let lane = lid.x % LANES;
-    let n = wid.x * cols + lid.x / LANES;
-    if (n < p.N) {
-      for (var k = k_begin + lane; k < k_end; k += LANES) {
-        let w = f32(b[n * p.K + k]);
-        for (var m = 0u; m < MR; m++) {
-          if (m < p.M) { acc[m] = fma(w, a_at(m, k), acc[m]); }
-        }
+  // LANES threads share each output column n and walk its K range together, then reduce in
+  // workgroup memory. TRANS_B = 1: the lanes of a column are adjacent threads (a row of W is
+  // contiguous along K). TRANS_B = 0: the columns are adjacent (a row of B is contiguous along
+  // N) and the lanes of a column lie `cols` threads apart.
+  let cols = WG / LANES;
+  var lane = lid.x % LANES;
+  var n = wid.x * cols + lid.x / LANES;
+  var stride = 1u;
+  if (TRANS_B == 0u) {
+    lane = lid.x / cols;
+    n = wid.x * cols + lid.x % cols;
+    stride = cols;
+  }
+  if (n < p.N) {
+    for (var k = k_begin + lane; k < k_end; k += LANES) {
+      let w = f32(b[select(k * p.N + n, n * p.K + k, TRANS_B == 1u)]);
+      for (var m = 0u; m < MR; m++) {
+        if (m < p.M) { acc[m] = fma(w, a_at(m, k), acc[m]); }
       }
     }
+  }
+  if (LANES > 1u) {
     for (var m = 0u; m < MR; m++) { partial[m * WG + lid.x] = acc[m]; }
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s = s / 2u) {
       if (lane < s) {
-        for (var m = 0u; m < MR; m++) { partial[m * WG + lid.x] += partial[m * WG + lid.x + s]; }
+        for (var m = 0u; m < MR; m++) { partial[m * WG + lid.x] += partial[m * WG + lid.x + s * stride]; }
       }
       workgroupBarrier();
     }
-    if (lane == 0u && n < p.N) {
-      for (var m = 0u; m < p.M; m++) { ws[(split * p.M + m) * p.N + n] = partial[m * WG + lid.x]; }
-    }
-  } else {
-    let n = wid.x * WG + lid.x;
-    if (n < p.N) {
-      for (var k = k_begin; k < k_end; k++) {
-        let w = f32(b[k * p.N + n]);
-        for (var m = 0u; m < MR; m++) {
-          if (m < p.M) { acc[m] = fma(w, a_at(m, k), acc[m]); }
-        }
-      }
-      for (var m = 0u; m < p.M; m++) { ws[(split * p.M + m) * p.N + n] = acc[m]; }
-    }
+    for (var m = 0u; m < MR; m++) { acc[m] = partial[m * WG + lid.x]; }
+  }
+  if (lane == 0u && n < p.N) {
+    for (var m = 0u; m < p.M; m++) { ws[(split * p.M + m) * p.N + n] = acc[m]; }
   }
 }
