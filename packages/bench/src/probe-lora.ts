@@ -6,7 +6,7 @@
  *
  *   node probe-lora.mjs [r ...] [--fusion] [--dual] [--decode-step]
  *   --fusion: forward and step with the earlier forms of the LoRA term, the current one and the
- *   LoRA tiles in raster orders 2, 4, 8, dA and dB as two GEMMs instead of one pair; the decode forward with T along the pass over W, by gemv or by one gemv-rows dispatch;
+ *   LoRA tiles in raster orders 2, 4, 8, 16, dA and dB as two GEMMs instead of one pair or at other K splits, lb's layout compiled in or read from the uniform; the decode forward with T along the pass over W, by gemv or by one gemv-rows dispatch;
  *   --dual: U and dB from lora-dual (both role layouts) against the two GEMMs;
  *   --decode-step: also the decode-sized training step, loraLinear against the matmul composition.
  */
@@ -96,9 +96,13 @@ for (const r of ranks.length ? ranks : process.argv.includes('--decode-step') ? 
       ['LoRA tiles in raster order 2', { raster: 2 }],
       ['LoRA tiles in raster order 4', { raster: 4 }],
       ['LoRA tiles in raster order 8', { raster: 8 }],
+      ['LoRA tiles in raster order 16 (column-major at M = 2048)', { raster: 16 }],
       ['dA and dB as two GEMMs', { pairGrads: false }],
       ['dA and dB paired, K split 4', { pairSplits: 4 }],
+      ['dA and dB paired, K split 8', { pairSplits: 8 }],
       ['dA and dB paired, K split 16', { pairSplits: 16 }],
+      ["lb's layout a pipeline constant in the forward too", { lbConstant: 'both' }],
+      ["lb's layout from the uniform in dx too", { lbConstant: 'neither' }],
     ];
     await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
     for (const [name, form] of forms) {

@@ -289,8 +289,13 @@ export interface LoraFusion {
   pairGrads: boolean;
   /** Decode without dropout: T = x·Aᵀ in the pass over W and s·T·Bᵀ added after it, or T first and the term in the pass's epilogue. */
   decodeConcat: boolean;
-  /** K splits of the dA/dB pair (0: the selector's). */
+  /** K splits of the dA/dB pair (0: half the selector's for one product, so the pair keeps its workgroup count). */
   pairSplits: number;
+  /**
+   * Which LoRA GEMMs compile lb's layout in as a constant (the others read it from the uniform):
+   * `dx` (lb = A as stored) only, the current form; `both`; `neither`.
+   */
+  lbConstant: 'dx' | 'both' | 'neither';
 }
 let loraFusion: Partial<LoraFusion> = {};
 
@@ -301,7 +306,19 @@ export function forceLoraFusion(v: Partial<LoraFusion> | null): void {
 
 /** The forms in force (see {@link forceLoraFusion}). */
 export function loraFusionForms(): LoraFusion {
-  return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', pairGrads: true, decodeConcat: true, pairSplits: 0, ...loraFusion };
+  return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', pairGrads: true, decodeConcat: true, pairSplits: 0, lbConstant: 'dx', ...loraFusion };
+}
+
+/**
+ * gemm-vec4's LORA_TRANS_B for a LoRA term with lb transposed or not: the layout as a pipeline
+ * constant (0 or 1) or 2, read from the uniform. On an H100 (r = 64, same call) the constant made
+ * dx (lb = A [r, N]) 1.757 → 1.728 ms and the forward (lb = B [N, r]) 1.723 → 1.735, so only dx
+ * takes it (`forceLoraFusion({ lbConstant })` measures the others).
+ */
+function loraLayoutConstant(transB: boolean): number {
+  const which = loraFusionForms().lbConstant;
+  const constant = which === 'both' || (which === 'dx' && !transB);
+  return constant ? (transB ? 1 : 0) : 2;
 }
 
 /**
@@ -497,7 +514,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     backend.dispatch({
       key,
       source,
-      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0 },
+      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0, ...(lora ? { LORA_TRANS_B: loraLayoutConstant(lora.transB) } : {}) },
       buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? pair?.a ?? null, lora?.lb ?? pair?.b ?? concatN?.b ?? null],
       uniform: uniform([
         M,

@@ -22,7 +22,7 @@
 //   (K for A / Bᵀ, M for Aᵀ, N for B) and so is N; M, N, K need not be multiples of the tile.
 //
 // Fused LoRA prologue (r > 0, batch 1): before the main K loop, split 0 initializes its
-//   accumulators with the low-rank product L = la·op(lb) (la [M, r]; lb [N, r] when lora_trans_b,
+//   accumulators with the low-rank product L = la·op(lb) (la [M, r]; lb [N, r] when lb_trans(),
 //   else [r, N]), run through the same workgroup tiles as the main product, scaled by lora_scale
 //   (folded into la as it is loaded) or, with LORA_MASK, in registers by lora_scale and the LoRA
 //   dropout mask of output element (m, n) (index m·N + n, the counter-based hash of dropout.wgsl)
@@ -49,7 +49,8 @@
 //   SPLIT = 1, writes raw partial sums for gemm-splitk-reduce.wgsl.
 // Workgroup memory: 2 buffers × (8·BM + 8·BN) f32 ≤ 16 KiB (the portable limit).
 // The LoRA prologue is only used (and tested) with BM = BN = 128 and 16 × 16 threads.
-// Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT (0/1).
+// Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, SPLIT (0/1); with LORA also LORA_TRANS_B
+//   (0, 1, or 2 for the uniform's lora_trans_b; below).
 // Text section RASTER with GROUP_M: the tiles' raster order (tile_of below). Section PAIR: two
 //   products of one shape in one dispatch as batch entries 0 and 1, the second reading bindings
 //   4 and 5 (a2, b2; batch strides 0, SPLIT = 1, no LORA): the LoRA backward's dA = Uᵀ·x and
@@ -113,6 +114,16 @@ var<private> second: bool;
 @group(0) @binding(5) var<storage, read> b2: array<vec4<{{T}}>>;
 {{/CONCAT_N}}
 {{#LORA}}
+// lb's layout: 0 ([r, N]) or 1 ([N, r]) fixed when the pipeline is compiled, so the prologue
+// holds one of its two loads and stores; 2: read from the uniform's lora_trans_b, both compiled.
+// Which compiles faster differs by variant (H100: dx 1.757 ms from the uniform, 1.728 fixed; the
+// forward 1.723 from the uniform, 1.735 fixed); the host picks per layout.
+override LORA_TRANS_B: u32 = 2u;
+
+fn lb_trans() -> bool {
+  if (LORA_TRANS_B == 2u) { return p.lora_trans_b == 1u; }
+  return LORA_TRANS_B == 1u;
+}
 @group(0) @binding(4) var<storage, read> la: array<vec4<{{T}}>>;
 @group(0) @binding(5) var<storage, read> lb: array<vec4<{{T}}>>;
 {{/LORA}}
@@ -236,7 +247,7 @@ fn factors(m: u32, n0: u32) -> vec4<f32> {
 }
 
 // The LoRA prologue's tiles, loaded like the main ones: la [M, r] is k-contiguous; lb is [N, r]
-// (k-contiguous) when lora_trans_b, else [r, N].
+// (k-contiguous) when lb_trans(), else [r, N].
 fn load_la(t: u32, row0: u32, k0: u32) -> vec4<f32> {
   let m = row0 + t / 2u;
   let k = k0 + (t % 2u) * 4u;
@@ -246,7 +257,7 @@ fn load_la(t: u32, row0: u32, k0: u32) -> vec4<f32> {
 
 fn load_lb(t: u32, col0: u32, k0: u32) -> vec4<f32> {
   if (t >= 2u * BN) { return vec4<f32>(0.0); }
-  if (p.lora_trans_b == 1u) {
+  if (lb_trans()) {
     let n = col0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
     if (n < p.N && k < p.r) { return vec4<f32>(lb[(n * p.r + k) / 4u]); }
@@ -320,7 +331,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     // accumulator indices only: indexing acc with a loop variable sends it to local memory.
     for (var k0 = 0u; k0 < p.r; k0 += TK) {
       store_a(0u, t, load_la(t, row0, k0) * la_scale, false);
-      store_b(0u, t, load_lb(t, col0, k0), p.lora_trans_b == 1u);
+      store_b(0u, t, load_lb(t, col0, k0), lb_trans());
       workgroupBarrier();
       for (var kk = 0u; kk < TK; kk++) {
         let a0 = As[0][kk * BM4 + lid.y];
