@@ -30,5 +30,11 @@ for (const name of readdirSync(join(root, 'packages'))) {
   }
 }
 if (missing.length) console.log(`no test report from: ${missing.join(', ')}`);
+// A package's test command can fail with every test passed (vitest's unhandled errors: a worker
+// that timed out or crashed, an error thrown outside any test), which its JSON report does not
+// show; turbo's exit status does.
+const at = process.argv.indexOf('--turbo-exit');
+const turboExit = at > 0 ? Number(process.argv[at + 1]) : 0;
+if (turboExit !== 0 && failed === 0) console.log(`a package's test command failed (exit ${turboExit}) with no failing test: see its output above (unhandled errors?)`);
 console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
-process.exit(failed > 0 || missing.length > 0 || passed === 0 ? 1 : 0);
+process.exit(failed > 0 || missing.length > 0 || passed === 0 || turboExit !== 0 ? 1 : 0);
