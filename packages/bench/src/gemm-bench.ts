@@ -5,17 +5,19 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--explore-dyb] [--hot] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--explore-dyb] [--explore-inflight] [--hot] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16, --explore-lanes the gemv settings
  *   for 8..16 rows alone, --explore-narrow (with --explore) the rank-sized vec4 tiles, --hot keeps
  *   the inputs in L2, --explore-raster the big products' tile raster orders, --explore-decode-tiles
  *   decode M = 4 and 16 on vec4 tiles 16 rows high, --explore-xs decode M = 8, 16 on gemv-rows
  *   with x staged in workgroup memory, --explore-dyb the decode backward's U = dy·B on the
- *   portable gemv over lanes per column and K splits.
+ *   portable gemv over lanes per column and K splits, --explore-inflight decode M = 16 over loads
+ *   in flight and accumulators per thread, with the loads written first or not (M = 1, 4: the
+ *   selector's choice both ways).
  */
 import { writeFileSync } from 'node:fs';
-import { createWebGPUBackend, type GemmConfig, type GemmShape, gemmDevice, gemvChoice, recordGemm, selectGemm, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, gemvChoice, recordGemm, selectGemm, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { median, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';
@@ -158,6 +160,23 @@ function cases(quick: boolean): Case[] {
       const tiles = [decodeTile(128, 8), decodeTile(128, 16), decodeTile(128, 32), decodeTile(64, 16)];
       return { ...c, configs: ['auto', rows, ...tiles, rows, ...tiles, { ...VEC4_32x128, name: 'vec4-32x128+splitK16', splits: 16 }] };
     });
+  }
+  if (process.argv.includes('--explore-inflight')) {
+    // Loads of W in flight per thread (rows per lane group × loads in flight) against
+    // accumulators (rows × rows of x), with the loads written before the multiply-adds or not,
+    // for decode M = 16 (x staged) and the selector's M = 1 and 4; the selector's first and last.
+    const xs = (lanes: number, rows: number, unroll: number, stage: number, splits: number, loadsFirst: boolean): GemmConfig => ({ kind: 'gemv-rows', name: `xs l${lanes} r${rows} u${unroll} s${stage} k${splits}${loadsFirst ? ' lf' : ''}`, lanes, rows, mr: 16, unroll, splits, stage, loadsFirst });
+    const grid: GemmConfig[] = [];
+    for (const lf of [false, true]) {
+      grid.push(xs(8, 4, 1, 32, 8, lf), xs(8, 4, 2, 32, 8, lf), xs(8, 2, 2, 32, 4, lf), xs(8, 2, 4, 32, 4, lf), xs(8, 2, 4, 32, 8, lf), xs(8, 1, 4, 32, 2, lf), xs(8, 1, 8, 32, 2, lf), xs(8, 1, 8, 32, 4, lf));
+    }
+    const m16 = { group: 'decode' as const, label: 'decode x·Wᵀ M=16', shape: s(16, 4096, 4096, false, true), configs: ['auto', ...grid, 'auto'] as (GemmConfig | 'auto')[] };
+    const small = [1, 4].map((M) => {
+      const shape = s(M, 4096, 4096, false, true);
+      const auto = selectGemm(shape) as GemvRowsConfig;
+      return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', { ...auto, name: `${auto.name} lf`, loadsFirst: true }, 'auto', { ...auto, name: `${auto.name} lf`, loadsFirst: true }] as (GemmConfig | 'auto')[] };
+    });
+    return [...small, m16];
   }
   if (process.argv.includes('--explore-dyb')) {
     // The decode LoRA backward's U = dy·B (B [out, r] as stored, N = r) on the portable gemv:

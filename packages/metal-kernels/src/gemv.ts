@@ -29,6 +29,11 @@ export interface GemvRowsConfig {
   stage?: number;
   /** Dispatch a block's K splits next to each other (x) instead of the blocks of one split. */
   splitFast?: boolean;
+  /**
+   * Write the UNROLL steps' loads of W before any of their multiply-adds, instead of each step's
+   * loads followed by its multiply-adds.
+   */
+  loadsFirst?: boolean;
 }
 
 /** gemv-cols.wgsl: each thread owns a vec4 of columns of the streamed operand; MR columns of the small one per dispatch. */
@@ -75,7 +80,7 @@ function typeValues(types: GemvTypes): Record<string, string> {
 }
 
 function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key: string; source: string } {
-  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, ...types }, () => ({ ...rowsValues(c, concat), ...typeValues(types) }));
+  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, ...types }, () => ({ ...rowsValues(c, concat), ...typeValues(types) }));
 }
 
 /** Bytes of workgroup memory gemv-rows takes for a config: the reduction's, plus the staged rows of X (section XS). */
@@ -105,15 +110,14 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
   // With XS the x vec4s come from the staged rows (k relative to the stage's first, kb), the
   // indices clamped to the stage's end, ke.
   const [start, end, xAt] = staged ? ['kb', 'ke', (j: number, u: number) => `xs[${j}u * XS4 + k${u} - kb]`] : ['k_begin', 'k_end', (j: number, u: number) => `vec4<f32>(x[xo${j} + k${u}])`];
-  const body = (w: string) =>
-    lines(U, (u) =>
-      [
-        `    let k${u} = min(k + ${u}u * LANES, ${staged ? 'ke - 1u' : 'last'});`,
-        `    let ok${u} = k + ${u}u * LANES < ${end};`,
-        lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + k${u}]), ok${u});`),
-        lines(MR, (j) => `    { let xv = ${xAt(j, u)};${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`),
-      ].join('\n'),
-    );
+  const loads = (w: string, u: number) =>
+    [
+      `    let k${u} = min(k + ${u}u * LANES, ${staged ? 'ke - 1u' : 'last'});`,
+      `    let ok${u} = k + ${u}u * LANES < ${end};`,
+      lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + k${u}]), ok${u});`),
+    ].join('\n');
+  const fmas = (u: number) => lines(MR, (j) => `    { let xv = ${xAt(j, u)};${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`);
+  const body = (w: string) => (c.loadsFirst ? [lines(U, (u) => loads(w, u)), lines(U, fmas)].join('\n') : lines(U, (u) => [loads(w, u), fmas(u)].join('\n')));
   // The walk along K over the lane group's rows of W, or with CONCAT of W2 for the groups past W's rows.
   const loop = (w: string) => [`  for (var k = ${start} + lane; k < ${end}; k += LANES * UNROLL) {`, body(w), '  }'].join('\n');
   const stream = concat ? ['  if (n0 >= p.NW) {', loop('w2'), '  } else {', loop('w'), '  }'].join('\n') : loop('w');

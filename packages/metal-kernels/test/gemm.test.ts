@@ -278,6 +278,9 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     // x staged in workgroup memory (section XS): K = 300 is 75 vec4s, so several stages and a partial last one.
     { kind: 'gemv-rows', name: 'gemv-rows l8 r4 mr16 u2 xs16', lanes: 8, rows: 4, mr: 16, unroll: 2, splits: 1, stage: 16 },
     { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u3 xs7 split-fast', lanes: 8, rows: 2, mr: 5, unroll: 3, splits: 1, stage: 7, splitFast: true },
+    // The loads of all UNROLL steps written before their multiply-adds.
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr16 u4 xs16 loads-first', lanes: 8, rows: 2, mr: 16, unroll: 4, splits: 1, stage: 16, loadsFirst: true },
+    { kind: 'gemv-rows', name: 'gemv-rows l32 r1 mr3 u3 loads-first', lanes: 32, rows: 1, mr: 3, unroll: 3, splits: 1, loadsFirst: true },
   ];
   for (const base of rowsConfigs) {
     for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {
