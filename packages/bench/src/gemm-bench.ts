@@ -5,7 +5,7 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--explore-dyb] [--explore-inflight] [--hot] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--explore-dyb] [--explore-inflight [--prefetch-only]] [--hot] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16, --explore-lanes the gemv settings
  *   for 8..16 rows alone, --explore-narrow (with --explore) the rank-sized vec4 tiles, --hot keeps
@@ -13,8 +13,9 @@
  *   decode M = 4 and 16 on vec4 tiles 16 rows high, --explore-xs decode M = 8, 16 on gemv-rows
  *   with x staged in workgroup memory, --explore-dyb the decode backward's U = dy·B on the
  *   portable gemv over lanes per column and K splits, --explore-inflight decode M = 16 over loads
- *   in flight and accumulators per thread, with the loads written first or not (M = 1, 4: the
- *   selector's choice both ways).
+ *   in flight and accumulators per thread, with the loads written first or not, and with the next
+ *   stage of x prefetched into registers (M = 8 with and without it; M = 1, 4: the selector's
+ *   choice both ways; --prefetch-only: M = 8 and the prefetch rows alone).
  */
 import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend, type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, gemvChoice, recordGemm, selectGemm, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
@@ -170,13 +171,22 @@ function cases(quick: boolean): Case[] {
     for (const lf of [false, true]) {
       grid.push(xs(8, 4, 1, 32, 8, lf), xs(8, 4, 2, 32, 8, lf), xs(8, 2, 2, 32, 4, lf), xs(8, 2, 4, 32, 4, lf), xs(8, 2, 4, 32, 8, lf), xs(8, 1, 4, 32, 2, lf), xs(8, 1, 8, 32, 2, lf), xs(8, 1, 8, 32, 4, lf));
     }
-    const m16 = { group: 'decode' as const, label: 'decode x·Wᵀ M=16', shape: s(16, 4096, 4096, false, true), configs: ['auto', ...grid, 'auto'] as (GemmConfig | 'auto')[] };
+    // The next stage of x loaded into registers while the current one streams (prefetchX), at the
+    // chosen setting and its neighbours in stage length and K splits, each twice.
+    const pre = (unroll: number, stage: number, splits: number): GemmConfig => ({ kind: 'gemv-rows', name: `xs l8 r4 u${unroll} s${stage} k${splits} prefetch`, lanes: 8, rows: 4, mr: 16, unroll, splits, stage, prefetchX: true });
+    const prefetched = [pre(1, 32, 8), pre(1, 16, 8), pre(1, 24, 8), pre(1, 40, 8), pre(1, 48, 8), pre(1, 64, 8), pre(2, 32, 8), pre(1, 32, 6), pre(1, 32, 16)];
+    const m16 = { group: 'decode' as const, label: 'decode x·Wᵀ M=16', shape: s(16, 4096, 4096, false, true), configs: ['auto', ...grid, 'auto', ...prefetched, 'auto', ...prefetched, 'auto'] as (GemmConfig | 'auto')[] };
+    // Eight rows: the selector's staged pass with and without the prefetch, twice.
+    const shape8 = s(8, 4096, 4096, false, true);
+    const auto8 = selectGemm(shape8, { maxWorkgroupStorage: 49152, maxInvocations: 1024 }) as GemvRowsConfig;
+    const withPrefetch8: GemmConfig = { ...auto8, name: `${auto8.name} prefetch`, prefetchX: true };
+    const m8 = { group: 'decode' as const, label: 'decode x·Wᵀ M=8', shape: shape8, configs: ['auto', withPrefetch8, 'auto', withPrefetch8, 'auto'] as (GemmConfig | 'auto')[] };
     const small = [1, 4].map((M) => {
       const shape = s(M, 4096, 4096, false, true);
       const auto = selectGemm(shape) as GemvRowsConfig;
       return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', { ...auto, name: `${auto.name} lf`, loadsFirst: true }, 'auto', { ...auto, name: `${auto.name} lf`, loadsFirst: true }] as (GemmConfig | 'auto')[] };
     });
-    return [...small, m16];
+    return process.argv.includes('--prefetch-only') ? [m8, { ...m16, configs: ['auto', ...prefetched, 'auto', ...prefetched, 'auto'] }] : [...small, m8, m16];
   }
   if (process.argv.includes('--explore-dyb')) {
     // The decode LoRA backward's U = dy·B (B [out, r] as stored, N = r) on the portable gemv:

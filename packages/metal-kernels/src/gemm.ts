@@ -212,8 +212,10 @@ export function gemvChoice(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
     // ~256 workgroups (H100, 16×4096×4096: 0.041 ms against 0.054 for the 16-row vec4 tile and
     // 0.057 for gemv-rows16 reading x from cache; 8 rows: 0.035 against 0.040; 128 or 384
     // workgroups were about 30% slower; packages/bench/RESULTS.md).
-    const staged: GemvRowsConfig = { kind: 'gemv-rows', name: `gemv-rows${mr}/xs32`, lanes: 8, rows: 4, mr, unroll: 1, splits: 1, stage: 32 };
-    const fits = gemvRowsStorage(staged) <= device.maxWorkgroupStorage ? staged : { ...staged, name: `gemv-rows${mr}/xs16`, stage: 16 };
+    // With 9..16 rows and 32 vec4 staged, each stage's x is loaded into registers while the one
+    // before streams (0.0411 → 0.0397–0.0400 ms on the H100; no change with 8 rows or 16 vec4).
+    const staged: GemvRowsConfig = { kind: 'gemv-rows', name: `gemv-rows${mr}/xs32${mr === 16 ? 'p' : ''}`, lanes: 8, rows: 4, mr, unroll: 1, splits: 1, stage: 32, prefetchX: mr === 16 };
+    const fits = gemvRowsStorage(staged) <= device.maxWorkgroupStorage ? staged : { ...staged, name: `gemv-rows${mr}/xs16`, stage: 16, prefetchX: false };
     return withSplits(fits, splitsToward(256, gemvGroups(shape, fits), K, 256));
   }
   const config: GemvRowsConfig | GemvColsConfig = rowsStream

@@ -34,6 +34,8 @@ export interface GemvRowsConfig {
    * loads followed by its multiply-adds.
    */
   loadsFirst?: boolean;
+  /** With `stage`: load the next stage of X into registers while the current one streams (section XP). */
+  prefetchX?: boolean;
 }
 
 /** gemv-cols.wgsl: each thread owns a vec4 of columns of the streamed operand; MR columns of the small one per dispatch. */
@@ -80,7 +82,7 @@ function typeValues(types: GemvTypes): Record<string, string> {
 }
 
 function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key: string; source: string } {
-  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, ...types }, () => ({ ...rowsValues(c, concat), ...typeValues(types) }));
+  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, prefetchX: c.prefetchX ? 1 : 0, ...types }, () => ({ ...rowsValues(c, concat), ...typeValues(types) }));
 }
 
 /** Bytes of workgroup memory gemv-rows takes for a config: the reduction's, plus the staged rows of X (section XS). */
@@ -128,7 +130,17 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
     flush.push(`  flush(${first}u, ${count}u, block, split, t);`);
   }
   const values: Record<string, string> = { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: concat ? acc : `${acc}\n${loraInit}`, STREAM: stream, FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0' };
-  if (staged) values.XS4 = String(c.stage);
+  if (staged) {
+    values.XS4 = String(c.stage);
+    const prefetch = !!c.prefetchX;
+    values.XP = prefetch ? '1' : '0';
+    if (prefetch) {
+      const XPT = Math.ceil((MR * c.stage!) / 256);
+      values.XLOAD = lines(XPT, (j) => `  var xr${j} = x_stage(t + ${256 * j}u, k_begin, min(k_end, k_begin + XS4));`);
+      values.XSTORE = lines(XPT, (j) => `    if (t + ${256 * j}u < MR * XS4) { xs[t + ${256 * j}u] = xr${j}; }`);
+      values.XNEXT = lines(XPT, (j) => `    xr${j} = x_stage(t + ${256 * j}u, nb, min(k_end, nb + XS4));`);
+    }
+  }
   return values;
 }
 

@@ -59,8 +59,8 @@ describe('selectGemm (pure)', () => {
     const pick = (s: GemmShape) => selectGemm(s) as GemvRowsConfig | GemvColsConfig;
     expect(gemvChoice(shape(16, 4096, 4096, { transB: true }))).toMatchObject({ kind: 'gemv-rows', lanes: 8, rows: 4, unroll: 1, splits: 8, stage: 16 });
     // With more than 16 KiB of workgroup memory (the H100 has 48 KiB) 32 vec4 per row are staged.
-    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024 })).toMatchObject({ name: 'gemv-rows16/xs32+splitK8', stage: 32 });
-    expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17408, maxInvocations: 256 }).name).toBe('gemv-rows16/xs32+splitK8');
+    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024 })).toMatchObject({ name: 'gemv-rows16/xs32p+splitK8', stage: 32, prefetchX: true });
+    expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17408, maxInvocations: 256 }).name).toBe('gemv-rows16/xs32p+splitK8');
     expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17407, maxInvocations: 256 }).name).toBe('gemv-rows16/xs16+splitK8');
     // The LoRA rank side stays on the cache-read form: x·Aᵀ streams x, not W.
     expect(pick(shape(2048, 16, 4096, { transB: true }))).toMatchObject({ lanes: 16, rows: 2, unroll: 1 });
@@ -279,8 +279,13 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     { kind: 'gemv-rows', name: 'gemv-rows l8 r4 mr16 u2 xs16', lanes: 8, rows: 4, mr: 16, unroll: 2, splits: 1, stage: 16 },
     { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u3 xs7 split-fast', lanes: 8, rows: 2, mr: 5, unroll: 3, splits: 1, stage: 7, splitFast: true },
     // The loads of all UNROLL steps written before their multiply-adds.
-    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr16 u4 xs16 loads-first', lanes: 8, rows: 2, mr: 16, unroll: 4, splits: 1, stage: 16, loadsFirst: true },
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr4 u4 xs16 loads-first', lanes: 8, rows: 2, mr: 4, unroll: 4, splits: 1, stage: 16, loadsFirst: true },
     { kind: 'gemv-rows', name: 'gemv-rows l32 r1 mr3 u3 loads-first', lanes: 32, rows: 1, mr: 3, unroll: 3, splits: 1, loadsFirst: true },
+    // The next stage of x loaded into registers while the current one streams (section XP): two
+    // vec4s per thread, the second one for only some threads (9 rows × 32 = 288), and one with a
+    // partial last stage. (Few accumulators: lavapipe takes a minute to compile 16 rows × 4.)
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r1 mr9 u1 xs32 prefetch', lanes: 8, rows: 1, mr: 9, unroll: 1, splits: 1, stage: 32, prefetchX: true },
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u2 xs7 prefetch', lanes: 8, rows: 2, mr: 5, unroll: 2, splits: 1, stage: 7, prefetchX: true },
   ];
   for (const base of rowsConfigs) {
     for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {

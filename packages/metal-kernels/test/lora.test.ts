@@ -117,7 +117,8 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
   });
 
   gpuIt('decode with 5..16 rows: T rides along the staged gemv-rows pass, its split-K reduction writing y and T', async (backend) => {
-    const stage = backend.device.limits.maxComputeWorkgroupStorageSize >= 17408 ? 32 : 16;
+    // 32 vec4 of each row staged (with the next stage prefetched) where the device has more than 16 KiB.
+    const stage = backend.device.limits.maxComputeWorkgroupStorageSize >= 17408 ? '32p' : '16';
     expect(await forwardLabels(backend, 12, 520, 132, 12, 95)).toEqual([`gemv-rows16/xs${stage}+splitK2+concat`, `gemv-rows16/xs${stage}+splitK2+concat reduce`, 'gemv-rows/8 lanes']);
     expect(await forwardLabels(backend, 6, 1024, 132, 8, 96)).toEqual(['gemv-rows8/xs32+splitK4+concat', 'gemv-rows8/xs32+splitK4+concat reduce', 'gemv-rows/8 lanes']);
     await check(backend, { M: 12, inF: 520, outF: 132, r: 12, bias: true, dropout: 0, xGrad: true });

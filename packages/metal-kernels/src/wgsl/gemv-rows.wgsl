@@ -37,7 +37,9 @@
 //   (f32) of each row at a time, and read from there instead of from global memory: with many
 //   rows of X each W vec4 meets MR vec4s of x, and those reads, not W's, were the limit (decode
 //   M = 16). The lanes of a warp read XS4-strided rows at up to LANES distinct k, so the load
-//   is a broadcast across lane groups. A K chunk longer than XS4 is staged in turns.
+//   is a broadcast across lane groups. A K chunk longer than XS4 is staged in turns. With
+//   section XP (text constant XPT = ⌈MR·XS4 / 256⌉) the next stage is loaded into registers while
+//   the current one streams, instead of after it.
 // Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT, HAS_LORA, SPLIT_FAST (0/1).
 
 {{ENABLE}}
@@ -78,6 +80,13 @@ var<workgroup> red: array<f32, BATCH * (256u + 32u)>;
 {{#XS}}
 const XS4: u32 = {{XS4}}u;
 var<workgroup> xs: array<vec4<f32>, MR * XS4>;
+
+// Staged value number i (row i / XS4 of X, k = kb + i % XS4) of the stage [kb, ke): zero past ke
+// or past the MR rows, its address clamped into X either way.
+fn x_stage(i: u32, kb: u32, ke: u32) -> vec4<f32> {
+  let kk = kb + i % XS4;
+  return select(vec4<f32>(0.0), vec4<f32>(x[(p.x_row0 + min(i / XS4, p.rows - 1u)) * p.K4 + min(kk, p.K4 - 1u)]), kk < ke && i < MR * XS4);
+}
 {{/XS}}
 
 fn slot(v: u32, t: u32) -> u32 { return v * PITCH + t + t / LANES; }
@@ -143,16 +152,29 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 {{/XS}}
 {{#XS}}
   // The stage loop's bounds are uniform across the workgroup, so its barriers are too.
+{{^XP}}
   for (var kb = k_begin; kb < k_end; kb += XS4) {
     let ke = min(k_end, kb + XS4);
     workgroupBarrier();
-    for (var i = t; i < MR * XS4; i += 256u) {
-      let kk = kb + i % XS4;
-      xs[i] = select(vec4<f32>(0.0), vec4<f32>(x[(p.x_row0 + min(i / XS4, p.rows - 1u)) * p.K4 + min(kk, last)]), kk < ke);
-    }
+    for (var i = t; i < MR * XS4; i += 256u) { xs[i] = x_stage(i, kb, ke); }
     workgroupBarrier();
 {{STREAM}}
   }
+{{/XP}}
+{{#XP}}
+  // Section XP: each thread's share of the next stage (XLOAD, XNEXT: XPT vec4s, number t + 256·j)
+  // is loaded into registers while this stage streams W, then stored (XSTORE) between barriers.
+{{XLOAD}}
+  for (var kb = k_begin; kb < k_end; kb += XS4) {
+    workgroupBarrier();
+{{XSTORE}}
+    workgroupBarrier();
+    let ke = min(k_end, kb + XS4);
+    let nb = kb + XS4;
+{{XNEXT}}
+{{STREAM}}
+  }
+{{/XP}}
 {{/XS}}
 {{FLUSH}}
 }
