@@ -4,7 +4,7 @@ import { defineConfig } from 'vitest/config';
  * The one vitest configuration every package uses. Packages resolve each other's TypeScript
  * sources through the `source` export condition, so tests never need a prior build.
  */
-export function packageTestConfig(options: { testTimeout?: number; maxWorkers?: number } = {}) {
+export function packageTestConfig(options: { testTimeout?: number } = {}) {
   return defineConfig({
     plugins: [
       {
@@ -21,8 +21,6 @@ export function packageTestConfig(options: { testTimeout?: number; maxWorkers?: 
     test: {
       include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
       testTimeout: options.testTimeout ?? 60_000,
-      // vitest's default is one worker per core but one, so a 2-core machine gets one.
-      ...(options.maxWorkers ? { maxWorkers: options.maxWorkers, minWorkers: 1 } : {}),
       reporters: ['default', ['json', { outputFile: 'test-results.json' }]],
     },
   });

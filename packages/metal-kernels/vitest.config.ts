@@ -1,6 +1,6 @@
 import { packageTestConfig } from '../../vitest.shared';
 
-// Software Vulkan (lavapipe) compiles shaders slowly: allow GPU tests more time, and two test
-// files at once (compiling is single-threaded; on a 2-core machine with no shader cache the GEMM
-// and gemv files took 828 s in one worker).
-export default packageTestConfig({ testTimeout: 180_000, maxWorkers: 2 });
+// Software Vulkan (lavapipe) compiles shaders slowly: allow GPU tests more time. (Two workers
+// were tried: in CI, beside the other packages' suites on 2 cores, metal-kernels ran no faster
+// with an empty shader cache, 968 s against 972, and another package's vitest worker timed out.)
+export default packageTestConfig({ testTimeout: 180_000 });
