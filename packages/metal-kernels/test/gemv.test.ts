@@ -37,7 +37,8 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     { kind: 'gemv-rows', name: 'gemv-rows l256 r1 mr16 u1', lanes: 256, rows: 1, mr: 16, unroll: 1, splits: 1 },
     { kind: 'gemv-rows', name: 'gemv-rows l16 r2 mr16 u1', lanes: 16, rows: 2, mr: 16, unroll: 1, splits: 1 },
     // x staged in workgroup memory (section XS): K = 300 is 75 vec4s, so several stages and a partial last one.
-    { kind: 'gemv-rows', name: 'gemv-rows l8 r4 mr16 u2 xs16', lanes: 8, rows: 4, mr: 16, unroll: 2, splits: 1, stage: 16 },
+    // The selector's config where a device has 16 KiB of workgroup memory (gemv-rows16/xs16).
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r4 mr16 u1 xs16', lanes: 8, rows: 4, mr: 16, unroll: 1, splits: 1, stage: 16 },
     { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u3 xs7 split-fast', lanes: 8, rows: 2, mr: 5, unroll: 3, splits: 1, stage: 7, splitFast: true },
     // The loads of all UNROLL steps written before their multiply-adds.
     { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr4 u4 xs16 loads-first', lanes: 8, rows: 2, mr: 4, unroll: 4, splits: 1, stage: 16, loadsFirst: true },
