@@ -166,14 +166,26 @@ function cases(quick: boolean): Case[] {
     // Loads of W in flight per thread (rows per lane group × loads in flight) against
     // accumulators (rows × rows of x), with the loads written before the multiply-adds or not,
     // for decode M = 16 (x staged) and the selector's M = 1 and 4; the selector's first and last.
-    const xs = (lanes: number, rows: number, unroll: number, stage: number, splits: number, loadsFirst: boolean): GemmConfig => ({ kind: 'gemv-rows', name: `xs l${lanes} r${rows} u${unroll} s${stage} k${splits}${loadsFirst ? ' lf' : ''}`, lanes, rows, mr: 16, unroll, splits, stage, loadsFirst });
+    // Staged 16-row configs, named `xs l… r… u… s… k…` and ` lf` (loads first) or ` prefetch`.
+    const forms = { plain: {}, lf: { loadsFirst: true }, prefetch: { prefetchX: true } };
+    const xs = (lanes: number, rows: number, unroll: number, stage: number, splits: number, form: keyof typeof forms = 'plain'): GemmConfig => ({
+      kind: 'gemv-rows',
+      name: `xs l${lanes} r${rows} u${unroll} s${stage} k${splits}${form === 'plain' ? '' : ` ${form}`}`,
+      lanes,
+      rows,
+      mr: 16,
+      unroll,
+      splits,
+      stage,
+      ...forms[form],
+    });
     const grid: GemmConfig[] = [];
-    for (const lf of [false, true]) {
-      grid.push(xs(8, 4, 1, 32, 8, lf), xs(8, 4, 2, 32, 8, lf), xs(8, 2, 2, 32, 4, lf), xs(8, 2, 4, 32, 4, lf), xs(8, 2, 4, 32, 8, lf), xs(8, 1, 4, 32, 2, lf), xs(8, 1, 8, 32, 2, lf), xs(8, 1, 8, 32, 4, lf));
+    for (const form of ['plain', 'lf'] as const) {
+      grid.push(xs(8, 4, 1, 32, 8, form), xs(8, 4, 2, 32, 8, form), xs(8, 2, 2, 32, 4, form), xs(8, 2, 4, 32, 4, form), xs(8, 2, 4, 32, 8, form), xs(8, 1, 4, 32, 2, form), xs(8, 1, 8, 32, 2, form), xs(8, 1, 8, 32, 4, form));
     }
     // The next stage of x loaded into registers while the current one streams (prefetchX), at the
     // chosen setting and its neighbours in stage length and K splits, each twice.
-    const pre = (unroll: number, stage: number, splits: number): GemmConfig => ({ kind: 'gemv-rows', name: `xs l8 r4 u${unroll} s${stage} k${splits} prefetch`, lanes: 8, rows: 4, mr: 16, unroll, splits, stage, prefetchX: true });
+    const pre = (unroll: number, stage: number, splits: number) => xs(8, 4, unroll, stage, splits, 'prefetch');
     const prefetched = [pre(1, 32, 8), pre(1, 16, 8), pre(1, 24, 8), pre(1, 40, 8), pre(1, 48, 8), pre(1, 64, 8), pre(2, 32, 8), pre(1, 32, 6), pre(1, 32, 16)];
     const m16 = { group: 'decode' as const, label: 'decode x·Wᵀ M=16', shape: s(16, 4096, 4096, false, true), configs: ['auto', ...grid, 'auto', ...prefetched, 'auto', ...prefetched, 'auto'] as (GemmConfig | 'auto')[] };
     // Eight rows: the selector's staged pass with and without the prefetch, twice.
@@ -184,7 +196,8 @@ function cases(quick: boolean): Case[] {
     const small = [1, 4].map((M) => {
       const shape = s(M, 4096, 4096, false, true);
       const auto = selectGemm(shape) as GemvRowsConfig;
-      return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', { ...auto, name: `${auto.name} lf`, loadsFirst: true }, 'auto', { ...auto, name: `${auto.name} lf`, loadsFirst: true }] as (GemmConfig | 'auto')[] };
+      const loadsFirst: GemmConfig = { ...auto, name: `${auto.name} lf`, loadsFirst: true };
+      return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', loadsFirst, 'auto', loadsFirst] as (GemmConfig | 'auto')[] };
     });
     return process.argv.includes('--prefetch-only') ? [m8, { ...m16, configs: ['auto', ...prefetched, 'auto', ...prefetched, 'auto'] }] : [...small, m8, m16];
   }

@@ -175,9 +175,20 @@ function splitsFor(tiles: number, K: number): number {
   return splitsToward(256, tiles, K, 256, 16);
 }
 
-/** `config` with K split `splits` ways (named `…+splitKn`), or as it is for one. */
-function withSplits<C extends GemmConfig>(config: C, splits: number): C {
-  return splits > 1 ? { ...config, name: `${config.name}+splitK${splits}`, splits } : config;
+/**
+ * `config` with K split `splits` ways (named `…+splitKn`), or unsplit for one; a config that is
+ * already split is renamed for the new count.
+ */
+export function withSplits<C extends GemmConfig>(config: C, splits: number): C {
+  const name = config.name.replace(/\+splitK\d+$/, '');
+  if (splits > 1) return { ...config, name: `${name}+splitK${splits}`, splits };
+  return config.splits > 1 ? { ...config, name, splits: 1 } : config;
+}
+
+/** The K chunk (elements, a multiple of 16) of each of `splits` splits of K, and how many splits that makes (the last may be short, none empty). */
+function kSplit(K: number, splits: number): { kChunk: number; realSplits: number } {
+  const kChunk = Math.max(1, Math.ceil(K / splits / 16) * 16);
+  return { kChunk, realSplits: Math.max(1, Math.ceil(K / kChunk)) };
 }
 
 /** Workgroup tiles of a vec4 config over an M×N output (per batch entry: times `batch`). */
@@ -330,8 +341,7 @@ function loraLayoutConstant(transB: boolean): number {
 export function splitVec4Config(shape: GemmShape, device?: GemmDevice): Vec4Config | null {
   const cfg = forced ?? selectGemm(shape, device);
   if (cfg.kind !== 'vec4' || shape.batch !== 1) return null;
-  const kChunk = Math.max(1, Math.ceil(shape.K / cfg.splits / 16) * 16);
-  return Math.ceil(shape.K / kChunk) > 1 ? cfg : null;
+  return kSplit(shape.K, cfg.splits).realSplits > 1 ? cfg : null;
 }
 
 /**
@@ -431,8 +441,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   }
   if (cfg.kind === 'gemv' && batch !== 1) throw new ValueError('matmul', 'the gemv variant handles one batch', 'batch 1', String(batch));
   if (cfg.kind === 'gemv' && M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));
-  const kChunk = Math.max(1, Math.ceil(K / cfg.splits / 16) * 16);
-  const realSplits = Math.max(1, Math.ceil(K / kChunk));
+  const { kChunk, realSplits } = kSplit(K, cfg.splits);
   const useWorkspace = cfg.kind === 'gemv' || realSplits > 1;
   const pair = ops.pair;
   if (pair && (cfg.kind !== 'vec4' || batch !== 1 || realSplits < 2 || ops.lora || ops.bias || ops.beta !== 0)) {
@@ -450,6 +459,8 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   }
   // Batch entries of the dispatch: a pair runs as two. Columns of the dispatch: B's rows, then B2's.
   const entries = pair ? 2 : batch;
+  // What the dispatch computes besides the plain product, in its labels.
+  const role = pair ? ' pair' : concatN ? '+concat' : '';
   const NT = N + (concatN?.rows ?? 0);
   const ws = useWorkspace ? backend.acquire(entries * realSplits * M * NT * 4, 'gemm split-K workspace') : null;
   if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
@@ -539,7 +550,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
         N,
       ]),
       workgroups: [Math.ceil(NT / bn), Math.ceil(M / bm), entries * realSplits],
-      label: pair ? `${cfg.name} pair` : concatN ? `${cfg.name}+concat` : cfg.name,
+      label: `${cfg.name}${role}`,
     });
   } else {
     const { key, source } = shader('gemm-tiled', tiledSource, {
@@ -576,7 +587,7 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       buffers: second ? [ws, bias, ops.c, second] : [ws, bias, ops.c],
       uniform: uniform([n, M * NT, NT, realSplits, gridX, 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: pair?.alpha ?? 0 }, N]),
       workgroups,
-      label: `${cfg.name}${pair ? ' pair' : concatN ? '+concat' : ''} reduce`,
+      label: `${cfg.name}${role} reduce`,
     });
     backend.release(ws);
   }

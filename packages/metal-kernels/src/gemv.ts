@@ -217,6 +217,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   const rowsOut = NW + (concat?.rows ?? 0);
   // C's row length: the split workspace holds W2's columns after W's.
   const ldc = concat && ops.split ? rowsOut : s.N;
+  const blocks = Math.ceil(rowsOut / ((256 / c.lanes) * c.rows));
   for (let row0 = 0; row0 < smallRows; row0 += c.mr) {
     backend.dispatch({
       key,
@@ -224,7 +225,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
       constants: flags,
       buffers: [x, w, ops.bias ?? dummy(backend), ops.c, concat?.w ?? ops.lora?.t ?? dummy(backend), concat?.c ?? ops.lora?.b ?? dummy(backend)],
       uniform: uniform([Math.min(c.mr, smallRows - row0), NW, s.K / 4, kChunk / 4, row0, ldc, s.M * ldc, ops.lora?.r ?? 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: ops.lora?.scale ?? 0 }, concat?.rows ?? 0]),
-      workgroups: c.splitFast ? [splits, Math.ceil(rowsOut / ((256 / c.lanes) * c.rows)), 1] : [Math.ceil(rowsOut / ((256 / c.lanes) * c.rows)), splits, 1],
+      workgroups: c.splitFast ? [splits, blocks, 1] : [blocks, splits, 1],
       label: concat ? `${c.name}+concat` : c.name,
     });
   }

@@ -1,8 +1,8 @@
 import * as T from '@metal-lora/tensor';
-import { cpuBackend, fromStorage, toStorage } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type AdapterReport, forceGemmConfig, type GemmShape, type SgmatConfig, selectGemm, subgroupMatrixChoice } from '../src/index';
+import { type AdapterReport, forceGemmConfig, type GemmShape, type SgmatConfig, selectGemm, subgroupMatrixChoice, type WebGPUBackend } from '../src/index';
+import { checkMatmul, type Stored } from './gemm-check';
 import { gpuIt } from './gpu-env';
 
 afterEach(() => forceGemmConfig(null));
@@ -46,17 +46,14 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
   });
 });
 
-/** matmul through the forced subgroup-matrix config against float64 (operands as `dtype` stores them). */
-async function check(backend: Parameters<Parameters<typeof gpuIt>[1]>[0], cfg: SgmatConfig, dtype: 'float32' | 'float16', aShape: number[], bShape: number[], options: T.MatmulOptions): Promise<void> {
-  const stored = (n: number, seed: number) => Float64Array.from(fromStorage(toStorage(randomValues(n, seed), dtype), dtype));
-  const size = (s: number[]) => s.reduce((p, q) => p * q, 1);
-  const [a, b] = [stored(size(aShape), 61), stored(size(bShape), 62)];
+/** matmul through the forced subgroup-matrix config against float64 (the shared GEMM check), the selector restored after. */
+async function check(backend: WebGPUBackend, cfg: SgmatConfig, dtype: Stored, aShape: number[], bShape: number[], options: T.MatmulOptions): Promise<void> {
   forceGemmConfig(cfg);
-  const got = T.matmul(T.tensor(a, aShape, { dtype, backend }), T.tensor(b, bShape, { dtype, backend }), options);
-  forceGemmConfig(null);
-  const want = T.matmul(T.tensor(a, aShape, { dtype: 'float64', backend: cpuBackend }), T.tensor(b, bShape, { dtype: 'float64', backend: cpuBackend }), options).dataSync();
-  const tol = dtype === 'float16' ? scaledTolerance(TOLERANCES.float16, want, 1e-3) : scaledTolerance(TOLERANCES.float32Gemm, want);
-  assertClose(await got.data(), want, tol, `${cfg.name} ${dtype} ${JSON.stringify({ aShape, bShape, options })}`);
+  try {
+    await checkMatmul(backend, aShape, bShape, options, cfg.name, dtype);
+  } finally {
+    forceGemmConfig(null);
+  }
 }
 
 describe('webgpu subgroup-matrix GEMM', () => {

@@ -1,6 +1,6 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { concatConfig, type GemmConfig, type GemmShape, gemmDevice, gemmOutput, gemvChoice, gemvRowBucket, loraFusionForms, recordGemm, splitVec4Config, VEC4_128, type Vec4Config } from '../gemm';
+import { concatConfig, type GemmConfig, type GemmShape, gemmDevice, gemmOutput, gemvChoice, gemvRowBucket, loraFusionForms, recordGemm, splitVec4Config, VEC4_128, type Vec4Config, withSplits } from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -77,7 +77,10 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const [M, inF] = x.shape;
   const outF = w.shape[0];
   const r = a.shape[0];
+  // y = x·Wᵀ (K = in), and the LoRA term s·T·Bᵀ (K = r) where it is a product of its own.
   const shape = { M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) } as const;
+  const termShape: GemmShape = { ...shape, K: r };
+  const biasBuf = attrs.hasBias ? buf(bias) : undefined;
   const fused = loraPlan(M, inF, outF, r, dtype) === 'fused';
   const decodeAlong = M <= 16 && attrs.dropout === 0 && loraFusionForms().decodeConcat && fused;
   // Decode without dropout: T = x·Aᵀ rides along the pass over W (A's rows streamed after W's:
@@ -87,9 +90,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   if (along) {
     const t = gemmOutput(backend, dtype, 1, M, r);
     const y = gemmOutput(backend, dtype, 1, M, outF);
-    const hasBias = attrs.hasBias ? buf(bias) : undefined;
-    recordGemm(backend, shape, { a: buf(x), b: buf(w), c: y.buffer, bias: hasBias, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, concatN: { b: buf(a), c: t.buffer, rows: r } }, along);
-    const termShape: GemmShape = { M, N: outF, K: r, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) };
+    recordGemm(backend, shape, { a: buf(x), b: buf(w), c: y.buffer, bias: biasBuf, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, concatN: { b: buf(a), c: t.buffer, rows: r } }, along);
     const term: GemmConfig | undefined = r % 4 === 0 ? { kind: 'gemv-rows', name: 'gemv-rows/8 lanes', lanes: 8, rows: 1, mr: gemvRowBucket(M), unroll: 1, splits: 1 } : undefined;
     recordGemm(backend, termShape, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype }, term);
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
@@ -105,13 +106,13 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
     recordGemm(
       backend,
       shape,
-      { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: t.buffer, lb: buf(b), r, transB: true, scale: attrs.scale } },
+      { a: buf(x), b: buf(w), c: y.buffer, bias: biasBuf, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: t.buffer, lb: buf(b), r, transB: true, scale: attrs.scale } },
       M > 16 ? loraTile() : gemvChoice(shape, gemmDevice(backend))!,
     );
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
   }
-  recordGemm(backend, { M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: buf(x), b: buf(w), c: y.buffer, bias: attrs.hasBias ? buf(bias) : undefined, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
-  recordGemm(backend, { M, N: outF, K: r, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype });
+  recordGemm(backend, shape, { a: buf(x), b: buf(w), c: y.buffer, bias: biasBuf, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
+  recordGemm(backend, termShape, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype });
   return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
 }
 
@@ -179,7 +180,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   // keeps the count (H100, r = 64: step 3.6645–3.6648 ms with 4 splits against 3.6705–3.6726
   // with the selector's 8; r = 32: 3.6135 with 8 against 3.6144 with 16, session 6).
   const pairSplits = pairBase ? (forms.pairSplits > 1 ? forms.pairSplits : Math.max(2, Math.floor(pairBase.splits / 2))) : 0;
-  const paired = pairBase && pairSplits !== pairBase.splits ? { ...pairBase, name: `${pairBase.name.replace(/\+splitK\d+$/, '')}+splitK${pairSplits}`, splits: pairSplits } : pairBase;
+  const paired = pairBase ? withSplits(pairBase, pairSplits) : null;
   if (attrs.needA) {
     const xd = p > 0 ? dropoutData(backend, dtype, buf(x), M * inF, p, attrs.seed) : null;
     const dA = gemmOutput(backend, dtype, 1, r, inF);
