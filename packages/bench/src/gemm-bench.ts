@@ -18,7 +18,7 @@
  *   choice both ways; --prefetch-only: M = 8 and the prefetch rows alone).
  */
 import { writeFileSync } from 'node:fs';
-import { createWebGPUBackend, type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, gemvChoice, recordGemm, selectGemm, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, gemvChoice, recordGemm, selectGemm, withSplits, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { median, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';
@@ -201,6 +201,57 @@ function cases(quick: boolean): Case[] {
     });
     return process.argv.includes('--prefetch-only') ? [m8, { ...m16, configs: ['auto', ...prefetched, 'auto', ...prefetched, 'auto'] }] : [...small, m8, m16];
   }
+  if (process.argv.includes('--explore-flush')) {
+    // Decode on gemv-rows with W loaded a step ahead across the stage barriers (prefetchW) and the
+    // lane groups' partials summed by subgroup shuffles instead of workgroup memory
+    // (subgroupFlush), alone and together, against the selector's choice; M = 16 also at other
+    // K splits, loads in flight, stage lengths and lanes. Each list twice, the selector's first,
+    // between and last (first timings run slow).
+    const forms = { pw: { prefetchW: true }, sg: { subgroupFlush: true }, 'pw sg': { prefetchW: true, subgroupFlush: true } };
+    const formsOf = (base: GemvRowsConfig) => (Object.keys(forms) as (keyof typeof forms)[]).map((f): GemmConfig => ({ ...base, name: `${base.name} ${f}`, ...forms[f] }));
+    const xs16 = (lanes: number, unroll: number, stage: number, splits: number, form: keyof typeof forms): GemmConfig => ({
+      kind: 'gemv-rows',
+      name: `xs l${lanes} r4 u${unroll} s${stage} k${splits} p ${form}`,
+      lanes,
+      rows: 4,
+      mr: 16,
+      unroll,
+      splits,
+      stage,
+      prefetchX: true,
+      ...forms[form],
+    });
+    return [1, 4, 8, 16].map((M) => {
+      const shape = s(M, 4096, 4096, false, true);
+      const auto = selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024 }) as GemvRowsConfig;
+      const list = formsOf(auto);
+      if (M === 16) list.push(xs16(8, 2, 32, 8, 'pw sg'), xs16(8, 1, 32, 6, 'pw sg'), xs16(8, 1, 32, 12, 'pw sg'), xs16(8, 1, 32, 16, 'pw sg'), xs16(8, 1, 16, 8, 'pw sg'), xs16(8, 1, 64, 8, 'pw sg'), xs16(16, 1, 32, 8, 'pw sg'), xs16(16, 1, 32, 8, 'sg'));
+      return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...list, 'auto', ...list, 'auto'] as (GemmConfig | 'auto')[] };
+    });
+  }
+  if (process.argv.includes('--explore-sg')) {
+    // Decode M = 8, 16 with the partials summed by subgroup shuffles: the selector's choice against
+    // the same config with the workgroup-memory reduction, and the shuffles at other K splits,
+    // stage lengths, loads in flight, rows of W per lane group and lanes. Twice each.
+    return [8, 16].map((M) => {
+      const shape = s(M, 4096, 4096, false, true);
+      const auto = selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 }) as GemvRowsConfig;
+      const base = withSplits(auto, 1);
+      const at = (name: string, change: Partial<GemvRowsConfig>, splits = auto.splits): GemmConfig => withSplits({ ...base, name: `${base.name} ${name}`, ...change }, splits);
+      const list: GemmConfig[] = [
+        at('smem', { subgroupFlush: false }),
+        ...[4, 6, 12, 16].map((k) => at(`k${k}`, {}, k)),
+        ...[16, 24, 48, 64].map((stage) => at(`s${stage}`, { stage })),
+        at('u2', { unroll: 2 }),
+        at('r2', { rows: 2 }),
+        at('r2 k4', { rows: 2 }, 4),
+        at('l16', { lanes: 16 }),
+        at('l32', { lanes: 32 }),
+      ];
+      if (M === 8) list.push(at('x prefetch', { prefetchX: true }));
+      return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...list, 'auto', ...list, 'auto'] as (GemmConfig | 'auto')[] };
+    });
+  }
   if (process.argv.includes('--explore-dyb')) {
     // The decode LoRA backward's U = dy·B (B [out, r] as stored, N = r) on the portable gemv:
     // one lane per column (the form before lanes along K), then lanes along K at several K
@@ -245,8 +296,10 @@ async function readBuffer(backend: WebGPUBackend, buffer: GPUBuffer, n: number):
   return (await backend.read({ buffer, bytes: n * 4 }, 'float32', n)) as Float32Array;
 }
 
-/** Checks sampled outputs against a float64 dot product on the host. */
+/** Checks sampled outputs against a float64 dot product on the host, and that every output was written (finite). */
 function sampleError(out: Float32Array, a: Float64Array, b: Float64Array, s: GemmShape): number {
+  // The output was poisoned with NaN before the run: any element left unwritten (or not finite) fails the check outright.
+  if (!out.every(Number.isFinite)) return Number.POSITIVE_INFINITY;
   let worst = 0;
   const samples = 64;
   for (let t = 0; t < samples; t++) {
@@ -323,7 +376,7 @@ export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: 
 }
 
 /** Copy bandwidth of a vec4 compute kernel through WebGPU (bytes read + written), the decode ceiling. */
-export async function copyBandwidth(backend: WebGPUBackend): Promise<number> {
+export async function copyBandwidth(backend: WebGPUBackend, settleMs = 0): Promise<number> {
   const bytes = 256 * 1024 * 1024;
   const n = bytes / 16;
   const src = backend.acquire(bytes, 'copy src');
@@ -333,6 +386,9 @@ export async function copyBandwidth(backend: WebGPUBackend): Promise<number> {
   const run = () =>
     backend.dispatch({ key: 'copy-vec4', source: copySource, buffers: [src, dst], uniform: new Uint32Array([n, x * 256, 0, 0]).buffer, workgroups: [x, Math.ceil(groups / x), 1], label: 'copy' });
   await backend.timeRegion(run);
+  // Keep the GPU copying for `settleMs` of GPU time first: on the H100 the first second or so of
+  // a process timed latency-bound kernels up to 2× slow (decode M = 4: 0.056 against 0.030 ms).
+  for (let busy = 0; busy < settleMs; ) busy += await backend.timeRegion(() => Array.from({ length: 20 }, run));
   const times: number[] = [];
   for (let i = 0; i < 7; i++) times.push((await backend.timeRegion(() => Array.from({ length: 10 }, run))) / 10);
   backend.release(src);
@@ -359,7 +415,7 @@ async function main(): Promise<void> {
   backend.sharePasses = process.argv.includes('--shared-passes');
   const { report } = backend.context;
   console.log(`device: ${report.vendor} ${report.architecture} ${report.description} (${report.runtime}), timestamp-query=${report.timestampQuery}, one pass per kernel: ${!backend.sharePasses}, workgroup memory ${backend.device.limits.maxComputeWorkgroupStorageSize} B`);
-  const copy = quick ? Number.NaN : await copyBandwidth(backend);
+  const copy = quick ? Number.NaN : await copyBandwidth(backend, 2000);
   if (!quick) console.log(`WebGPU copy bandwidth (read + write): ${copy.toFixed(0)} GB/s`);
   const overhead = quick ? Number.NaN : await dispatchOverhead(backend);
   if (!quick) console.log(`GPU time per dispatch of a trivial kernel: ${(overhead * 1000).toFixed(1)} µs`);

@@ -1,6 +1,6 @@
 import { type DType, ValueError } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from './backend';
-import { type GemvColsConfig, type GemvRowsConfig, gemvColsStream, gemvGroups, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
+import { type GemvColsConfig, type GemvRowsConfig, fixedSubgroupSize, gemvColsStream, gemvGroups, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
 import { type Args, dummy, enableFor, grid1d, shader, typeOf, uniform } from './kernels/common';
 import { recordSgmat, type SgmatConfig, subgroupMatrixChoice } from './sgmat';
 import splitkSource from './wgsl/gemm-splitk-reduce.wgsl';
@@ -124,6 +124,8 @@ export interface GemmDevice {
   maxInvocations: number;
   /** The subgroup-matrix configuration to use for big products, where the backend opts in (see sgmat.ts). */
   sgmat?: SgmatConfig | null;
+  /** The subgroup size where the `subgroups` feature is on and the size is fixed (see `fixedSubgroupSize`). */
+  subgroupSize?: number;
 }
 
 /** The selector's device where none is given: WebGPU's default limits. */
@@ -133,7 +135,7 @@ const DEFAULT_DEVICE: GemmDevice = { maxWorkgroupStorage: 16384, maxInvocations:
 export function gemmDevice(backend: WebGPUBackend, t?: string): GemmDevice {
   const { limits } = backend.device;
   const sgmat = t !== undefined && backend.subgroupMatrix && (t === 'f32' || t === 'f16') ? subgroupMatrixChoice(backend.context.report, t === 'f16' ? 'float16' : 'float32') : null;
-  return { maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize, maxInvocations: limits.maxComputeInvocationsPerWorkgroup, sgmat };
+  return { maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize, maxInvocations: limits.maxComputeInvocationsPerWorkgroup, sgmat, subgroupSize: fixedSubgroupSize(backend.context.report) };
 }
 
 /** Rows of the small operand a gemv dispatch is compiled for (1, 4, 8 or 16) to cover `rows`. */
@@ -225,9 +227,17 @@ export function gemvChoice(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
     // workgroups were about 30% slower; packages/bench/RESULTS.md).
     // With 9..16 rows and 32 vec4 staged, each stage's x is loaded into registers while the one
     // before streams (0.0411 → 0.0397–0.0400 ms on the H100; no change with 8 rows or 16 vec4).
-    const staged: GemvRowsConfig = { kind: 'gemv-rows', name: `gemv-rows${mr}/xs32${mr === 16 ? 'p' : ''}`, lanes: 8, rows: 4, mr, unroll: 1, splits: 1, stage: 32, prefetchX: mr === 16 };
-    const fits = gemvRowsStorage(staged) <= device.maxWorkgroupStorage ? staged : { ...staged, name: `gemv-rows${mr}/xs16`, stage: 16, prefetchX: false };
-    return withSplits(fits, splitsToward(256, gemvGroups(shape, fits), K, 256));
+    // Where subgroups of a fixed size hold whole lane groups, the partials are summed by
+    // shuffles instead of through workgroup memory (`/sg`; 16 rows 0.0397–0.0400 → 0.0369 ms on
+    // the H100), which also leaves 32 vec4 staged within 16 KiB.
+    // With 8 rows, 16 lanes per lane group where subgroups hold them (half the accumulators per
+    // thread, K split to ~512 workgroups: 0.0345–0.0374 → 0.0321–0.0361 ms).
+    const sg = device.subgroupSize !== undefined && device.subgroupSize % 8 === 0 && 256 % device.subgroupSize === 0;
+    const lanes = sg && mr === 8 && device.subgroupSize! % 16 === 0 ? 16 : 8;
+    const name = (stage: string) => `gemv-rows${mr}/xs${stage}${sg ? '/sg' : ''}${lanes === 16 ? '/l16' : ''}`;
+    const staged: GemvRowsConfig = { kind: 'gemv-rows', name: name(mr === 16 ? '32p' : '32'), lanes, rows: 4, mr, unroll: 1, splits: 1, stage: 32, prefetchX: mr === 16, ...(sg ? { subgroupFlush: true } : {}) };
+    const fits = gemvRowsStorage(staged) <= device.maxWorkgroupStorage ? staged : { ...staged, name: name('16'), stage: 16, prefetchX: false };
+    return withSplits(fits, splitsToward((256 * lanes) / 8, gemvGroups(shape, fits), K, 256));
   }
   const config: GemvRowsConfig | GemvColsConfig = rowsStream
     ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: manyRows ? 16 : 32, rows: manyRows ? 2 : 1, mr, unroll: manyRows ? 1 : mr <= 4 && many === N ? 4 : 2, splits: 1 }

@@ -36,6 +36,19 @@ export interface GemvRowsConfig {
   loadsFirst?: boolean;
   /** With `stage`: load the next stage of X into registers while the current one streams (section XP). */
   prefetchX?: boolean;
+  /**
+   * Load W's vec4s one step (UNROLL loads per row) ahead: each step's multiply-adds run while
+   * the next step's loads are in flight, across the stage barriers too. With `stage`, the stage
+   * must hold whole steps (a multiple of lanes × unroll vec4s).
+   */
+  prefetchW?: boolean;
+  /**
+   * Sum each lane group's partials with subgroup shuffles (section SG: a butterfly in which each
+   * lane keeps half of what is left at each step) instead of through workgroup memory with two
+   * barriers per eight accumulators. Needs the `subgroups` feature with one subgroup size (the
+   * adapter's minimum and maximum agree) that lanes divides.
+   */
+  subgroupFlush?: boolean;
 }
 
 /** gemv-cols.wgsl: each thread owns a vec4 of columns of the streamed operand; MR columns of the small one per dispatch. */
@@ -82,12 +95,46 @@ function typeValues(types: GemvTypes): Record<string, string> {
 }
 
 function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key: string; source: string } {
-  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, prefetchX: c.prefetchX ? 1 : 0, ...types }, () => ({ ...rowsValues(c, concat), ...typeValues(types) }));
+  const values = () => {
+    const typed = typeValues(types);
+    return { ...rowsValues(c, concat), ...typed, ENABLE: [typed.ENABLE, c.subgroupFlush ? 'enable subgroups;' : ''].filter(Boolean).join('\n') };
+  };
+  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, prefetchX: c.prefetchX ? 1 : 0, prefetchW: c.prefetchW ? 1 : 0, subgroupFlush: c.subgroupFlush ? 1 : 0, ...types }, values);
 }
 
-/** Bytes of workgroup memory gemv-rows takes for a config: the reduction's, plus the staged rows of X (section XS). */
+/** Bytes of workgroup memory gemv-rows takes for a config: the reduction's (none with subgroupFlush), plus the staged rows of X (section XS). */
 export function gemvRowsStorage(c: GemvRowsConfig): number {
-  return 8 * (256 + 32) * 4 + c.mr * (c.stage ?? 0) * 16;
+  return (c.subgroupFlush ? 0 : 8 * (256 + 32) * 4) + c.mr * (c.stage ?? 0) * 16;
+}
+
+/**
+ * The subgroup size gemv-rows' subgroup flush can rely on: the adapter's, where the `subgroups`
+ * feature is on and its minimum and maximum agree; otherwise undefined.
+ */
+export function fixedSubgroupSize(report: { subgroups: boolean; subgroupMinSize: number | undefined; subgroupMaxSize: number | undefined }): number | undefined {
+  return report.subgroups && report.subgroupMinSize !== undefined && report.subgroupMinSize === report.subgroupMaxSize ? report.subgroupMinSize : undefined;
+}
+
+/**
+ * The butterfly of section SG: the R·MR accumulators (padded with zeros to a multiple of LANES)
+ * halve at each of log2(LANES) steps, each lane keeping the half its bit names and adding its
+ * partner's copy of it, so lane l ends with outputs l·P/LANES … (l + 1)·P/LANES − 1 summed over
+ * the group (P the padded count).
+ */
+function butterflyFlush(R: number, MR: number, lanes: number): string {
+  const count = R * MR;
+  const padded = Math.ceil(count / lanes) * lanes;
+  let list = Array.from({ length: padded }, (_, v) => (v < count ? `a${Math.floor(v / MR)}_${v % MR}` : '0.0'));
+  const out: string[] = [];
+  for (let step = 0, mask = lanes / 2; mask >= 1; step++, mask /= 2) {
+    const half = list.length / 2;
+    out.push(`  let hi${step} = (lane & ${mask}u) != 0u;`);
+    out.push(lines(half, (i) => `  let q${step}_${i} = select(${list[i]}, ${list[half + i]}, hi${step}) + subgroupShuffleXor(select(${list[half + i]}, ${list[i]}, hi${step}), ${mask}u);`));
+    list = Array.from({ length: half }, (_, i) => `q${step}_${i}`);
+  }
+  const per = padded / lanes;
+  out.push(lines(per, (i) => `  { let v = lane * ${per}u + ${i}u; if (v < ${count}u) { emit(n0 + v / MR, v % MR, ${list[i]}, split); } }`));
+  return out.join('\n');
 }
 
 function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> {
@@ -112,6 +159,8 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
   // With XS the x vec4s come from the staged rows (k relative to the stage's first, kb), the
   // indices clamped to the stage's end, ke.
   const [start, end, xAt] = staged ? ['kb', 'ke', (j: number, u: number) => `xs[${j}u * XS4 + k${u} - kb]`] : ['k_begin', 'k_end', (j: number, u: number) => `vec4<f32>(x[xo${j} + k${u}])`];
+  // W's vec4 of row r at k (guarded by the chunk's end: zero past it, the address clamped).
+  const wAt = (w: string, r: number, k: string) => `select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + min(${k}, last)]), ${k} < k_end)`;
   const loads = (w: string, u: number) =>
     [
       `    let k${u} = min(k + ${u}u * LANES, ${staged ? 'ke - 1u' : 'last'});`,
@@ -119,17 +168,33 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
       lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + k${u}]), ok${u});`),
     ].join('\n');
   const fmas = (u: number) => lines(MR, (j) => `    { let xv = ${xAt(j, u)};${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`);
-  const body = (w: string) => (c.loadsFirst ? [lines(U, (u) => loads(w, u)), lines(U, fmas)].join('\n') : lines(U, (u) => [loads(w, u), fmas(u)].join('\n')));
+  // prefetchW: registers pw hold this step's W (loaded one step before, or before the walk), and
+  // are refilled with the next step's, k + UNROLL·LANES on, before this step's multiply-adds.
+  // A stage holds whole steps, so the next step is this lane's next k whichever stage it is in.
+  const prefetched = (w: string) =>
+    [
+      lines(U, (u) => [`    let k${u} = min(k + ${u}u * LANES, ${staged ? 'ke - 1u' : 'last'});`, lines(R, (r) => `    let wv${u}_${r} = pw${u}_${r};`)].join('\n')),
+      lines(U, (u) => [`    let kn${u} = k + ${U + u}u * LANES;`, lines(R, (r) => `    pw${u}_${r} = ${wAt(w, r, `kn${u}`)};`)].join('\n')),
+      lines(U, fmas),
+    ].join('\n');
+  const prefetchInit = (w: string) => lines(U, (u) => lines(R, (r) => `    pw${u}_${r} = ${wAt(w, r, `k_begin + lane + ${u}u * LANES`)};`));
+  const body = (w: string) => (c.prefetchW ? prefetched(w) : c.loadsFirst ? [lines(U, (u) => loads(w, u)), lines(U, fmas)].join('\n') : lines(U, (u) => [loads(w, u), fmas(u)].join('\n')));
   // The walk along K over the lane group's rows of W, or with CONCAT of W2 for the groups past W's rows.
   const loop = (w: string) => [`  for (var k = ${start} + lane; k < ${end}; k += LANES * UNROLL) {`, body(w), '  }'].join('\n');
   const stream = concat ? ['  if (n0 >= p.NW) {', loop('w2'), '  } else {', loop('w'), '  }'].join('\n') : loop('w');
   const flush: string[] = [];
-  for (let first = 0; first < R * MR; first += 8) {
-    const count = Math.min(8, R * MR - first);
-    flush.push(lines(count, (i) => `  red[slot(${i}u, t)] = a${Math.floor((first + i) / MR)}_${(first + i) % MR};`));
-    flush.push(`  flush(${first}u, ${count}u, block, split, t);`);
+  if (c.subgroupFlush) flush.push(butterflyFlush(R, MR, c.lanes));
+  else {
+    for (let first = 0; first < R * MR; first += 8) {
+      const count = Math.min(8, R * MR - first);
+      flush.push(lines(count, (i) => `  red[slot(${i}u, t)] = a${Math.floor((first + i) / MR)}_${(first + i) % MR};`));
+      flush.push(`  flush(${first}u, ${count}u, block, split, t);`);
+    }
   }
-  const values: Record<string, string> = { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: concat ? acc : `${acc}\n${loraInit}`, STREAM: stream, FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0' };
+  const wInit = c.prefetchW
+    ? [lines(U, (u) => lines(R, (r) => `  var pw${u}_${r}: vec4<f32>;`)), ...(concat ? ['  if (n0 >= p.NW) {', prefetchInit('w2'), '  } else {', prefetchInit('w'), '  }'] : ['  {', prefetchInit('w'), '  }'])].join('\n')
+    : '';
+  const values: Record<string, string> = { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: [acc, concat ? '' : loraInit, wInit].filter(Boolean).join('\n'), STREAM: stream, FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0', SG: c.subgroupFlush ? '1' : '0' };
   if (staged) {
     values.XS4 = String(c.stage);
     const prefetch = !!c.prefetchX;
@@ -211,6 +276,15 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   const limit = backend.device.limits.maxComputeWorkgroupStorageSize;
   if (c.stage !== undefined && c.stage !== 0 && (!Number.isInteger(c.stage) || c.stage < 1 || storage > limit)) {
     throw new ValueError('matmul', `${c.name}: the staged rows of X do not fit`, `a whole number of vec4s per row, ${limit} bytes of workgroup memory at most`, `stage ${c.stage}, ${storage} bytes`);
+  }
+  if (c.subgroupFlush) {
+    const size = fixedSubgroupSize(backend.context.report);
+    if (size === undefined || size % c.lanes !== 0 || 256 % size !== 0) {
+      throw new ValueError('matmul', `${c.name}: the subgroup flush needs lane groups inside subgroups of one size`, `the subgroups feature with one subgroup size that ${c.lanes} lanes divide`, size === undefined ? `subgroups ${backend.context.report.subgroups ? `of ${backend.context.report.subgroupMinSize}..${backend.context.report.subgroupMaxSize} invocations` : 'off'}` : `subgroups of ${size}`);
+    }
+  }
+  if (c.prefetchW && (c.stage ?? 0) > 0 && c.stage! % (c.lanes * c.unroll) !== 0) {
+    throw new ValueError('matmul', `${c.name}: W loaded a step ahead needs stages of whole steps`, `stage a multiple of lanes × unroll (${c.lanes * c.unroll})`, `stage ${c.stage}`);
   }
   const { key, source } = rowsShader(c, { t: ops.t, tc: ops.split ? 'f32' : ops.t }, !!concat);
   const flags = { ...epilogueFlags(ops, streamB), HAS_LORA: ops.lora ? 1 : 0, SPLIT_FAST: c.splitFast ? 1 : 0 };

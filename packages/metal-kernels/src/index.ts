@@ -43,8 +43,9 @@ export {
   splitVec4Config,
   type Vec4Config,
   vec4Aligned,
+  withSplits,
 } from './gemm';
-export { gemvColsStream, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
+export { fixedSubgroupSize, gemvColsStream, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
 export { forceLoraPlan, type LoraPlan, loraPlan } from './kernels/lora';
 export { LORA_DUAL_MAX_RANK, type LoraDualRoles, loraDualApplies, loraDualGrid, recordLoraDual } from './kernels/lora-dual';
 export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';

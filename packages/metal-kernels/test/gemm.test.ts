@@ -64,6 +64,22 @@ describe('selectGemm (pure)', () => {
     expect(gemvChoice(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024 })).toMatchObject({ name: 'gemv-rows16/xs32p+splitK8', stage: 32, prefetchX: true });
     expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17408, maxInvocations: 256 }).name).toBe('gemv-rows16/xs32p+splitK8');
     expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17407, maxInvocations: 256 }).name).toBe('gemv-rows16/xs16+splitK8');
+    // Subgroups of one size that lane groups of 8 fit in: partials summed by shuffles (/sg), whose
+    // free workgroup memory leaves 32 vec4 staged within 16 KiB.
+    const sg = (subgroupSize: number | undefined, maxWorkgroupStorage = 16384) => selectGemm(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage, maxInvocations: 256, subgroupSize });
+    expect(sg(32)).toMatchObject({ name: 'gemv-rows16/xs32p/sg+splitK8', stage: 32, prefetchX: true, subgroupFlush: true });
+    expect(sg(8, 49152).name).toBe('gemv-rows16/xs32p/sg+splitK8');
+    expect(sg(64, 8191).name).toBe('gemv-rows16/xs16/sg+splitK8');
+    // Eight rows: 16 lanes per lane group where the subgroups hold them, K split to 512 workgroups.
+    expect(selectGemm(shape(8, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 })).toMatchObject({ name: 'gemv-rows8/xs32/sg/l16+splitK8', lanes: 16, subgroupFlush: true });
+    expect(selectGemm(shape(8, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 8 })).toMatchObject({ name: 'gemv-rows8/xs32/sg+splitK8', lanes: 8, subgroupFlush: true });
+    // Subgroups smaller than a lane group, or of no fixed size: the workgroup-memory reduction.
+    expect(sg(4)).toMatchObject({ name: 'gemv-rows16/xs16+splitK8' });
+    expect(sg(4)).not.toHaveProperty('subgroupFlush');
+    expect(sg(undefined).name).toBe('gemv-rows16/xs16+splitK8');
+    // The rows of x read from memory (M ≤ 4) keep the workgroup-memory reduction: 32 lanes and one
+    // row of W per lane group leave too few partials for the shuffles to pay (M = 4: 0.0296 → 0.0374 ms).
+    expect(selectGemm(shape(4, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 })).not.toHaveProperty('subgroupFlush');
     // The LoRA rank side stays on the cache-read form: x·Aᵀ streams x, not W.
     expect(pick(shape(2048, 16, 4096, { transB: true }))).toMatchObject({ lanes: 16, rows: 2, unroll: 1 });
     expect((pick(shape(2048, 16, 4096, { transB: true })) as GemvRowsConfig).stage).toBeUndefined();

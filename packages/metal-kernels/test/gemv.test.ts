@@ -1,11 +1,17 @@
 import * as T from '@metal-lora/tensor';
 import { randomValues, assertClose, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect } from 'vitest';
-import { forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, recordGemvRows, type WebGPUBackend } from '../src/index';
+import { fixedSubgroupSize, forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, recordGemvRows, type WebGPUBackend } from '../src/index';
 import { checkEpilogue, checkMatmul, random, upload } from './gemm-check';
 import { gpuIt } from './gpu-env';
 
 afterEach(() => forceGemmConfig(null));
+
+/** Whether gemv-rows' subgroup flush runs here for lane groups of `lanes`. */
+function subgroupFlushFits(backend: WebGPUBackend, lanes: number): boolean {
+  const size = fixedSubgroupSize(backend.context.report);
+  return size !== undefined && size % lanes === 0 && 256 % size === 0;
+}
 
 const gemvs: GemmConfig[] = [
   ...[1, 4, 8, 16].map((mr): GemmConfig => ({ kind: 'gemv', name: `gemv${mr}`, mr, lanes: 32, splits: 3 })),
@@ -48,11 +54,23 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     // partial last stage. (Few accumulators: lavapipe takes a minute to compile 16 rows × 4.)
     { kind: 'gemv-rows', name: 'gemv-rows l8 r1 mr9 u1 xs32 prefetch', lanes: 8, rows: 1, mr: 9, unroll: 1, splits: 1, stage: 32, prefetchX: true },
     { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u2 xs7 prefetch', lanes: 8, rows: 2, mr: 5, unroll: 2, splits: 1, stage: 7, prefetchX: true },
+    // W loaded one step ahead (prefetchW): across stages of two steps, with x prefetched too; and
+    // without stages, the chunk's end inside a step.
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u1 xs16 prefetch-xw', lanes: 8, rows: 2, mr: 5, unroll: 1, splits: 1, stage: 16, prefetchX: true, prefetchW: true },
+    { kind: 'gemv-rows', name: 'gemv-rows l16 r1 mr3 u2 prefetch-w', lanes: 16, rows: 1, mr: 3, unroll: 2, splits: 1, prefetchW: true },
+    // Partials summed by subgroup shuffles (subgroupFlush): 2 × 5 accumulators padded to 16 for
+    // 8 lanes, staged and prefetched; 1 × 3 padded to 8 reading x from memory.
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u1 xs16 prefetch-xw sg', lanes: 8, rows: 2, mr: 5, unroll: 1, splits: 1, stage: 16, prefetchX: true, prefetchW: true, subgroupFlush: true },
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r1 mr3 u2 sg', lanes: 8, rows: 1, mr: 3, unroll: 2, splits: 1, subgroupFlush: true },
   ];
   for (const base of rowsConfigs) {
     for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {
       gpuIt(`${cfg.name}: x·Wᵀ streaming either operand, K % 4 = 0 but not a multiple of the step`, async (backend) => {
         forceGemmConfig(cfg);
+        if (cfg.subgroupFlush && !subgroupFlushFits(backend, cfg.lanes)) {
+          expect(() => T.matmul(random([2, 300], 1, backend, 'float32'), random([77, 300], 2, backend, 'float32'), { transposeB: true })).toThrow(/the subgroup flush needs lane groups inside subgroups of one size/);
+          return;
+        }
         for (const M of [...new Set([1, Math.max(1, cfg.mr - 1), cfg.mr, cfg.mr + 2])]) await checkMatmul(backend, [M, 300], [77, 300], { transposeB: true }, `${cfg.name} stream W, M=${M}`);
         for (const N of [1, 5, 20]) await checkMatmul(backend, [130, 300], [N, 300], { transposeB: true }, `${cfg.name} stream x, N=${N}`);
         await checkEpilogue(backend, cfg, { M: 3, N: 37, K: 64, batch: 1, transA: false, transB: true });
@@ -121,6 +139,32 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
       recordGemm(backend, { M: 130, N: 5, K, batch: 1, transA: false, transB: true }, { a: bufs[0], b: bufs[1], c: bufs[4], aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32', lora: { la: bufs[2], lb: bufs[3], r, transB: true, scale } }, cfg),
     ).toThrow(/the fused LoRA term needs/);
   }
+  gpuIt('gemv-rows with a second streamed matrix (W2 after W: the decode T riding along), W loaded a step ahead or not', async (backend) => {
+    const [M, N, N2, K] = [5, 36, 12, 300];
+    const [x, w, w2] = [randomValues(M * K, 51), randomValues(N * K, 52), randomValues(N2 * K, 53)];
+    const [bx, bw, bw2] = [x, w, w2].map((v) => upload(backend, v));
+    const prefetched = rowsConfigs.find((c) => c.name === 'gemv-rows l8 r2 mr5 u1 xs16 prefetch-xw')!;
+    const configs = [prefetched, { ...prefetched, name: 'l8 r2 mr5 u1 xs16 prefetch-x', prefetchW: false }];
+    if (subgroupFlushFits(backend, 8)) configs.push({ ...prefetched, name: `${prefetched.name} sg`, subgroupFlush: true });
+    for (const cfg of configs) {
+      const [c, c2] = [backend.acquire(M * N * 4, 'concat c'), backend.acquire(M * N2 * 4, 'concat c2')];
+      // Poisoned: every element must be written.
+      backend.device.queue.writeBuffer(c, 0, new Float32Array(M * N).fill(Number.NaN));
+      backend.device.queue.writeBuffer(c2, 0, new Float32Array(M * N2).fill(Number.NaN));
+      recordGemvRows(backend, { M, N, K, batch: 1, transA: false, transB: true }, { a: bx, b: bw, c, alpha: 1, beta: 0, split: false, t: 'f32', concat: { w: bw2, c: c2, rows: N2 } }, cfg, K, 1);
+      const product = (wm: Float64Array, rows: number) => {
+        const out = new Float64Array(M * rows);
+        for (let m = 0; m < M; m++) for (let n = 0; n < rows; n++) for (let k = 0; k < K; k++) out[m * rows + n] += x[m * K + k] * wm[n * K + k];
+        return out;
+      };
+      const [yw, yw2] = [product(w, N), product(w2, N2)];
+      assertClose(await backend.read({ buffer: c, bytes: M * N * 4 }, 'float32', M * N), yw, scaledTolerance(TOLERANCES.float32Gemm, yw), `${cfg.name} x·Wᵀ`);
+      assertClose(await backend.read({ buffer: c2, bytes: M * N2 * 4 }, 'float32', M * N2), yw2, scaledTolerance(TOLERANCES.float32Gemm, yw2), `${cfg.name} x·W2ᵀ`);
+      backend.release(c);
+      backend.release(c2);
+    }
+    for (const buffer of [bx, bw, bw2]) backend.release(buffer);
+  });
   gpuIt('the portable gemv refuses lanes per column that are not a power of two up to 256', async (backend) => {
     for (const lanes of [3, 512, 0]) {
       forceGemmConfig({ kind: 'gemv', name: `gemv4/l${lanes}`, mr: 4, lanes, splits: 1 });
@@ -142,6 +186,12 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     const limit = backend.device.limits.maxComputeWorkgroupStorageSize;
     expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], mr: 16, stage: Math.ceil(limit / 256) }, 64, 1)).toThrow(/the staged rows of X do not fit; expected a whole number of vec4s per row, \d+ bytes/);
     expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: 4 }, 64, 1)).toThrow(/lanes, rows or mr out of range; expected lanes a power of two in 8..256/);
+    // A subgroup flush where lane groups would straddle subgroups (or subgroups are off or vary in size).
+    const size = fixedSubgroupSize(backend.context.report);
+    const straddling = Math.min(256, (size ?? 4) * 2);
+    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: straddling, subgroupFlush: true }, 64, 1)).toThrow(/the subgroup flush needs lane groups inside subgroups of one size; expected the subgroups feature with one subgroup size that \d+ lanes divide, got subgroups/);
+    // W a step ahead with a stage that does not hold whole steps (8 lanes × 2).
+    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: 8, unroll: 2, stage: 12, prefetchW: true }, 64, 1)).toThrow(/W loaded a step ahead needs stages of whole steps; expected stage a multiple of lanes × unroll \(16\), got stage 12/);
     for (const buffer of buffers) backend.release(buffer);
   });
 });

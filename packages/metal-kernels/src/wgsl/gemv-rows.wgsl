@@ -76,7 +76,9 @@ struct Params { rows: u32, NW: u32, K4: u32, k4_chunk: u32, x_row0: u32, ldc: u3
 {{/CONCAT}}
 @group(0) @binding(6) var<uniform> p: Params;
 
+{{^SG}}
 var<workgroup> red: array<f32, BATCH * (256u + 32u)>;
+{{/SG}}
 {{#XS}}
 const XS4: u32 = {{XS4}}u;
 var<workgroup> xs: array<vec4<f32>, MR * XS4>;
@@ -89,6 +91,32 @@ fn x_stage(i: u32, kb: u32, ke: u32) -> vec4<f32> {
 }
 {{/XS}}
 
+// Writes one output: the sum over K (this split's share with SPLIT) of row j of X with row n of W.
+fn emit(n: u32, j: u32, total: f32, split: u32) {
+  // With CONCAT and SPLIT, W2's rows are columns NW.. of the workspace (ldc = NW + nw2).
+  if (j < p.rows && (n < p.NW || (SPLIT == 1u && n < p.NW + p.nw2))) {
+    let row = p.x_row0 + j;
+    var idx = row * p.ldc + n;
+    var col = n;
+    if (OUT_T == 1u) {
+      idx = n * p.ldc + row;
+      col = row;
+    }
+    if (SPLIT == 1u) {
+      c[split * p.mn + idx] = {{TC}}(total);
+    } else {
+      var y = p.alpha * total;
+      if (ACCUMULATE == 1u) { y += p.beta * f32(c[idx]); }
+      if (HAS_BIAS == 1u) { y += f32(bias[col]); }
+      c[idx] = {{TC}}(y);
+    }
+  }
+{{#CONCAT}}
+  if (SPLIT == 0u && n >= p.NW && n < p.NW + p.nw2 && j < p.rows) { c2[(p.x_row0 + j) * p.nw2 + n - p.NW] = {{T}}(total); }
+{{/CONCAT}}
+}
+
+{{^SG}}
 fn slot(v: u32, t: u32) -> u32 { return v * PITCH + t + t / LANES; }
 
 // Sums the LANES partials of `count` accumulators (numbers first..first+count-1, staged in `red`
@@ -105,43 +133,29 @@ fn flush(first: u32, count: u32, group_x: u32, split: u32, t: u32) {
       s1 += red[slot(i, g * LANES + l + 1u)];
     }
     let v = first + i;
-    let n = (group_x * GROUPS + g) * R + v / MR;
-    let j = v % MR;
-    // With CONCAT and SPLIT, W2's rows are columns NW.. of the workspace (ldc = NW + nw2).
-    if (j < p.rows && (n < p.NW || (SPLIT == 1u && n < p.NW + p.nw2))) {
-      let row = p.x_row0 + j;
-      var idx = row * p.ldc + n;
-      var col = n;
-      if (OUT_T == 1u) {
-        idx = n * p.ldc + row;
-        col = row;
-      }
-      let total = s0 + s1;
-      if (SPLIT == 1u) {
-        c[split * p.mn + idx] = {{TC}}(total);
-      } else {
-        var y = p.alpha * total;
-        if (ACCUMULATE == 1u) { y += p.beta * f32(c[idx]); }
-        if (HAS_BIAS == 1u) { y += f32(bias[col]); }
-        c[idx] = {{TC}}(y);
-      }
-    }
-{{#CONCAT}}
-    if (SPLIT == 0u && n >= p.NW && n < p.NW + p.nw2 && j < p.rows) { c2[(p.x_row0 + j) * p.nw2 + n - p.NW] = {{T}}(s0 + s1); }
-{{/CONCAT}}
+    emit((group_x * GROUPS + g) * R + v / MR, v % MR, s0 + s1, split);
   }
   workgroupBarrier();
 }
+{{/SG}}
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u{{#SG}}, @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_size) sg_size: u32, @builtin(subgroup_invocation_id) sg_lane: u32{{/SG}}) {
   let t = lid.x;
-  let lane = t % LANES;
+  // The thread's place among the lane groups: with SG, numbered by subgroup so that each lane
+  // group lies in one subgroup (LANES divides the subgroup size) and the lanes are its neighbours.
+{{^SG}}
+  let tr = t;
+{{/SG}}
+{{#SG}}
+  let tr = sg_id * sg_size + sg_lane;
+{{/SG}}
+  let lane = tr % LANES;
   // SPLIT_FAST: the K splits of one block of rows are neighbours in dispatch order (x), so
   // the workgroups resident together read whole rows of W between them.
   let block = select(wid.x, wid.y, SPLIT_FAST == 1u);
   let split = select(wid.y, wid.x, SPLIT_FAST == 1u);
-  let n0 = (block * GROUPS + t / LANES) * R;
+  let n0 = (block * GROUPS + tr / LANES) * R;
   let k_begin = split * p.k4_chunk;
   let k_end = min(p.K4, k_begin + p.k4_chunk);
   let last = p.K4 - 1u;
