@@ -473,135 +473,146 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const role = pair ? ' pair' : concatN ? '+concat' : '';
   const NT = N + (concatN?.rows ?? 0);
   const ws = useWorkspace ? backend.acquire(entries * realSplits * M * NT * 4, 'gemm split-K workspace') : null;
-  if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
-    const lora = ops.lora ? { t: ops.lora.la, b: ops.lora.lb, r: ops.lora.r, scale: ops.lora.scale } : undefined;
-    const concat = concatN ? { w: concatN.b, c: concatN.c, rows: concatN.rows } : undefined;
-    const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null, lora, concat, t: t === 'f16' ? ('f16' as const) : ('f32' as const) };
-    if (cfg.kind === 'gemv-rows') recordGemvRows(backend, shape, gemvOps, cfg, kChunk, realSplits);
-    else recordGemvCols(backend, shape, gemvOps, cfg, kChunk, realSplits);
-  } else if (cfg.kind === 'gemv') {
-    if (!(cfg.lanes >= 1 && cfg.lanes <= 256 && Number.isInteger(Math.log2(cfg.lanes)))) {
-      throw new ValueError('matmul', `${cfg.name}: lanes per column must be a power of two from 1 to 256`, 'lanes in {1, 2, 4, …, 256}', String(cfg.lanes));
-    }
-    const { key, source } = shader('gemv', gemvSource, { ENABLE: enableFor(t), T: t, MR: String(cfg.mr), LANES: String(cfg.lanes) });
-    const cols = 256 / cfg.lanes;
-    backend.dispatch({
-      key,
-      source,
-      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0 },
-      buffers: [ops.a, ops.b, ws!],
-      uniform: uniform([M, N, K, kChunk, realSplits]),
-      workgroups: [Math.ceil(N / cols), realSplits, 1],
-      label: cfg.name,
-    });
-  } else if (cfg.kind === 'vec4') {
-    const [bm, bn, wgx, wgy] = [cfg.bm ?? 128, cfg.bn ?? 128, cfg.wgx ?? 16, cfg.wgy ?? 16];
-    const halves = [bm / (4 * wgy), bn / (4 * wgx)];
-    if (!halves.every((h) => h === 1 || h === 2) || wgx * wgy > 256 || Math.max(bm, bn) > wgx * wgy) {
-      throw new ValueError(
-        'matmul',
-        `${cfg.name}: each thread covers 4 or 8 rows and columns and loads at most two vec4 of each tile`,
-        'bm / (4·wgy) and bn / (4·wgx) in {1, 2}, wgx·wgy ≤ 256, bm and bn ≤ wgx·wgy',
-        `bm ${bm}, bn ${bn}, wgx ${wgx}, wgy ${wgy}`,
-      );
-    }
-    // Whole-vec4 stores where N % 4 = 0 (the K = r products 2.5× faster on an H100, the plain GEMM
-    // and the unmasked LoRA prologue the same), except with the masked prologue, measured 5%
-    // slower with them (1.84 against 1.75 ms).
-    const lora = ops.lora;
-    const drop = lora?.dropout && lora.dropout.p > 0 ? lora.dropout : null;
-    // The LoRA term is a prologue of the main loop. Its dropout mask (dx with dropout) is code
-    // of its own: compiled in even behind a runtime check it made the forward GEMM 3% slower on
-    // an H100 (1.754 against 1.700 ms at r = 16; packages/bench/RESULTS.md).
-    const mask = lora !== undefined && (drop !== null || loraFusionForms().mask);
-    const vecOut = NT % 4 === 0 && !mask;
-    const flag = (b: boolean) => (b ? '1' : '0');
-    const { key, source } = shader('gemm-vec4', vec4Source, {
-      ENABLE: enableFor(t),
-      T: t,
-      TC: useWorkspace ? 'f32' : t,
-      BM: String(bm),
-      BN: String(bn),
-      WGX: String(wgx),
-      WGY: String(wgy),
-      A2: flag(2 * bm > wgx * wgy),
-      B2: flag(2 * bn > wgx * wgy),
-      VEC_OUT: flag(vecOut),
-      LORA: flag(!!lora),
-      LORA_MASK: flag(mask),
-      RASTER: flag(!!cfg.groupM),
-      ...(cfg.groupM ? { GROUP_M: String(cfg.groupM) } : {}),
-      PAIR: flag(!!pair),
-      CONCAT_N: flag(!!concatN),
-    });
-    backend.dispatch({
-      key,
-      source,
-      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0, ...(lora ? { LORA_TRANS_B: loraLayoutConstant(lora.transB) } : {}) },
-      buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? pair?.a ?? null, lora?.lb ?? pair?.b ?? concatN?.b ?? null],
-      uniform: uniform([
-        M,
-        NT,
-        K,
-        entries,
-        ops.aBatchStride,
-        ops.bBatchStride,
-        useWorkspace ? kChunk : K,
-        realSplits,
-        { f32: ops.alpha },
-        { f32: ops.beta },
-        lora?.r ?? 0,
-        lora?.transB ? 1 : 0,
-        { f32: lora?.scale ?? 0 },
-        drop ? 1 : 0,
-        drop ? drop.seed >>> 0 : 0,
-        drop ? Math.ceil(drop.p * 2 ** 24) : 0,
-        { f32: drop ? 1 / (1 - drop.p) : 1 },
-        N,
-      ]),
-      workgroups: [Math.ceil(NT / bn), Math.ceil(M / bm), entries * realSplits],
-      label: `${cfg.name}${role}`,
-    });
-  } else {
-    const { key, source } = shader('gemm-tiled', tiledSource, {
-      ENABLE: enableFor(t),
-      T: t,
-      TC: useWorkspace ? 'f32' : t,
-      TM: String(cfg.tm),
-      TN: String(cfg.tn),
-      TK: String(cfg.tk),
-      WGX: String(cfg.wgx),
-      WGY: String(cfg.wgy),
-    });
-    const bm = cfg.wgy * cfg.tm;
-    const bn = cfg.wgx * cfg.tn;
-    backend.dispatch({
-      key,
-      source,
-      constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0 },
-      buffers: [ops.a, ops.b, bias, ws ?? ops.c],
-      uniform: uniform([M, N, K, batch, ops.aBatchStride, ops.bBatchStride, useWorkspace ? kChunk : K, realSplits, { f32: ops.alpha }, { f32: ops.beta }]),
-      workgroups: [Math.ceil(N / bn), Math.ceil(M / bm), batch * realSplits],
-      label: cfg.name,
-    });
-  }
-  if (ws) {
-    const n = entries * M * NT;
-    const { workgroups, gridX } = grid1d(n);
-    const second = pair?.cT ?? concatN?.c;
-    const { key, source } = shader('gemm-splitk-reduce', splitkSource, { ENABLE: enableFor(t), T: t, TWO_OUT: second ? '1' : '0', PAIR_T: pair ? '1' : '0', CONCAT_C: concatN ? '1' : '0' });
-    backend.dispatch({
-      key,
-      source,
-      constants: { HAS_BIAS: hasBias, ACCUMULATE: accumulate },
-      buffers: second ? [ws, bias, ops.c, second] : [ws, bias, ops.c],
-      uniform: uniform([n, M * NT, NT, realSplits, gridX, 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: pair?.alpha ?? 0 }, N]),
-      workgroups,
-      label: `${cfg.name}${role} reduce`,
-    });
-    backend.release(ws);
+  try {
+    recordKernels(cfg);
+  } catch (error) {
+    // A refused config records nothing: its workspace goes back to the pool.
+    if (ws) backend.release(ws);
+    throw error;
   }
   return cfg;
+
+  // The product (and reduction) dispatches; `cfg` narrowed past the subgroup-matrix path.
+  function recordKernels(cfg: Exclude<GemmConfig, SgmatConfig>): void {
+    if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
+      const lora = ops.lora ? { t: ops.lora.la, b: ops.lora.lb, r: ops.lora.r, scale: ops.lora.scale } : undefined;
+      const concat = concatN ? { w: concatN.b, c: concatN.c, rows: concatN.rows } : undefined;
+      const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null, lora, concat, t: t === 'f16' ? ('f16' as const) : ('f32' as const) };
+      if (cfg.kind === 'gemv-rows') recordGemvRows(backend, shape, gemvOps, cfg, kChunk, realSplits);
+      else recordGemvCols(backend, shape, gemvOps, cfg, kChunk, realSplits);
+    } else if (cfg.kind === 'gemv') {
+      if (!(cfg.lanes >= 1 && cfg.lanes <= 256 && Number.isInteger(Math.log2(cfg.lanes)))) {
+        throw new ValueError('matmul', `${cfg.name}: lanes per column must be a power of two from 1 to 256`, 'lanes in {1, 2, 4, …, 256}', String(cfg.lanes));
+      }
+      const { key, source } = shader('gemv', gemvSource, { ENABLE: enableFor(t), T: t, MR: String(cfg.mr), LANES: String(cfg.lanes) });
+      const cols = 256 / cfg.lanes;
+      backend.dispatch({
+        key,
+        source,
+        constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0 },
+        buffers: [ops.a, ops.b, ws!],
+        uniform: uniform([M, N, K, kChunk, realSplits]),
+        workgroups: [Math.ceil(N / cols), realSplits, 1],
+        label: cfg.name,
+      });
+    } else if (cfg.kind === 'vec4') {
+      const [bm, bn, wgx, wgy] = [cfg.bm ?? 128, cfg.bn ?? 128, cfg.wgx ?? 16, cfg.wgy ?? 16];
+      const halves = [bm / (4 * wgy), bn / (4 * wgx)];
+      if (!halves.every((h) => h === 1 || h === 2) || wgx * wgy > 256 || Math.max(bm, bn) > wgx * wgy) {
+        throw new ValueError(
+          'matmul',
+          `${cfg.name}: each thread covers 4 or 8 rows and columns and loads at most two vec4 of each tile`,
+          'bm / (4·wgy) and bn / (4·wgx) in {1, 2}, wgx·wgy ≤ 256, bm and bn ≤ wgx·wgy',
+          `bm ${bm}, bn ${bn}, wgx ${wgx}, wgy ${wgy}`,
+        );
+      }
+      // Whole-vec4 stores where N % 4 = 0 (the K = r products 2.5× faster on an H100, the plain GEMM
+      // and the unmasked LoRA prologue the same), except with the masked prologue, measured 5%
+      // slower with them (1.84 against 1.75 ms).
+      const lora = ops.lora;
+      const drop = lora?.dropout && lora.dropout.p > 0 ? lora.dropout : null;
+      // The LoRA term is a prologue of the main loop. Its dropout mask (dx with dropout) is code
+      // of its own: compiled in even behind a runtime check it made the forward GEMM 3% slower on
+      // an H100 (1.754 against 1.700 ms at r = 16; packages/bench/RESULTS.md).
+      const mask = lora !== undefined && (drop !== null || loraFusionForms().mask);
+      const vecOut = NT % 4 === 0 && !mask;
+      const flag = (b: boolean) => (b ? '1' : '0');
+      const { key, source } = shader('gemm-vec4', vec4Source, {
+        ENABLE: enableFor(t),
+        T: t,
+        TC: useWorkspace ? 'f32' : t,
+        BM: String(bm),
+        BN: String(bn),
+        WGX: String(wgx),
+        WGY: String(wgy),
+        A2: flag(2 * bm > wgx * wgy),
+        B2: flag(2 * bn > wgx * wgy),
+        VEC_OUT: flag(vecOut),
+        LORA: flag(!!lora),
+        LORA_MASK: flag(mask),
+        RASTER: flag(!!cfg.groupM),
+        ...(cfg.groupM ? { GROUP_M: String(cfg.groupM) } : {}),
+        PAIR: flag(!!pair),
+        CONCAT_N: flag(!!concatN),
+      });
+      backend.dispatch({
+        key,
+        source,
+        constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0, ...(lora ? { LORA_TRANS_B: loraLayoutConstant(lora.transB) } : {}) },
+        buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? pair?.a ?? null, lora?.lb ?? pair?.b ?? concatN?.b ?? null],
+        uniform: uniform([
+          M,
+          NT,
+          K,
+          entries,
+          ops.aBatchStride,
+          ops.bBatchStride,
+          useWorkspace ? kChunk : K,
+          realSplits,
+          { f32: ops.alpha },
+          { f32: ops.beta },
+          lora?.r ?? 0,
+          lora?.transB ? 1 : 0,
+          { f32: lora?.scale ?? 0 },
+          drop ? 1 : 0,
+          drop ? drop.seed >>> 0 : 0,
+          drop ? Math.ceil(drop.p * 2 ** 24) : 0,
+          { f32: drop ? 1 / (1 - drop.p) : 1 },
+          N,
+        ]),
+        workgroups: [Math.ceil(NT / bn), Math.ceil(M / bm), entries * realSplits],
+        label: `${cfg.name}${role}`,
+      });
+    } else {
+      const { key, source } = shader('gemm-tiled', tiledSource, {
+        ENABLE: enableFor(t),
+        T: t,
+        TC: useWorkspace ? 'f32' : t,
+        TM: String(cfg.tm),
+        TN: String(cfg.tn),
+        TK: String(cfg.tk),
+        WGX: String(cfg.wgx),
+        WGY: String(cfg.wgy),
+      });
+      const bm = cfg.wgy * cfg.tm;
+      const bn = cfg.wgx * cfg.tn;
+      backend.dispatch({
+        key,
+        source,
+        constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0 },
+        buffers: [ops.a, ops.b, bias, ws ?? ops.c],
+        uniform: uniform([M, N, K, batch, ops.aBatchStride, ops.bBatchStride, useWorkspace ? kChunk : K, realSplits, { f32: ops.alpha }, { f32: ops.beta }]),
+        workgroups: [Math.ceil(N / bn), Math.ceil(M / bm), batch * realSplits],
+        label: cfg.name,
+      });
+    }
+    if (ws) {
+      const n = entries * M * NT;
+      const { workgroups, gridX } = grid1d(n);
+      const second = pair?.cT ?? concatN?.c;
+      const { key, source } = shader('gemm-splitk-reduce', splitkSource, { ENABLE: enableFor(t), T: t, TWO_OUT: second ? '1' : '0', PAIR_T: pair ? '1' : '0', CONCAT_C: concatN ? '1' : '0' });
+      backend.dispatch({
+        key,
+        source,
+        constants: { HAS_BIAS: hasBias, ACCUMULATE: accumulate },
+        buffers: second ? [ws, bias, ops.c, second] : [ws, bias, ops.c],
+        uniform: uniform([n, M * NT, NT, realSplits, gridX, 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: pair?.alpha ?? 0 }, N]),
+        workgroups,
+        label: `${cfg.name}${role} reduce`,
+      });
+      backend.release(ws);
+    }
+  }
 }
 
 /** A fresh output buffer for C. */

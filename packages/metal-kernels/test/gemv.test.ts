@@ -166,10 +166,16 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     for (const buffer of [bx, bw, bw2]) backend.release(buffer);
   });
   gpuIt('the portable gemv refuses lanes per column that are not a power of two up to 256', async (backend) => {
+    const [a, b] = [random([3, 64], 1, backend, 'float32'), random([64, 5], 2, backend, 'float32')];
     for (const lanes of [3, 512, 0]) {
       forceGemmConfig({ kind: 'gemv', name: `gemv4/l${lanes}`, mr: 4, lanes, splits: 1 });
-      expect(() => T.matmul(random([3, 64], 1, backend, 'float32'), random([64, 5], 2, backend, 'float32'))).toThrow(new RegExp(`gemv4/l${lanes}: lanes per column must be a power of two from 1 to 256; expected lanes in \\{1, 2, 4, …, 256\\}, got ${lanes}`));
+      const live = backend.memory().liveBytes;
+      expect(() => T.matmul(a, b)).toThrow(new RegExp(`gemv4/l${lanes}: lanes per column must be a power of two from 1 to 256; expected lanes in \\{1, 2, 4, …, 256\\}, got ${lanes}`));
+      // The refused product's workspace and output went back to the pool.
+      expect(backend.memory().liveBytes).toBe(live);
     }
+    a.dispose();
+    b.dispose();
   });
   gpuIt('gemv-rows and gemv-cols refuse layouts they cannot stream, with a typed error', async (backend) => {
     forceGemmConfig(rowsConfigs[0]);

@@ -29,9 +29,16 @@ function matmulKernel({ inputs: [a, b], attrs, backend }: Args): KernelOutput[] 
   const A = operand(buf(a), a.shape, batchA, a.shape[ra - 2], a.shape[ra - 1]);
   const B = operand(buf(b), b.shape, batchB, b.shape[rb - 2], b.shape[rb - 1]);
   const c = gemmOutput(backend, a.dtype, batch, M, N);
-  recordGemm(backend, { M, N, K, batch, transA, transB, dtype: a.dtype === 'float16' ? 'float16' : 'float32' }, { a: A.buffer, b: B.buffer, c: c.buffer, aBatchStride: A.stride, bBatchStride: B.stride, alpha: 1, beta: 0, dtype: a.dtype });
-  if (A.temp) backend.release(A.temp.buffer);
-  if (B.temp) backend.release(B.temp.buffer);
+  try {
+    recordGemm(backend, { M, N, K, batch, transA, transB, dtype: a.dtype === 'float16' ? 'float16' : 'float32' }, { a: A.buffer, b: B.buffer, c: c.buffer, aBatchStride: A.stride, bBatchStride: B.stride, alpha: 1, beta: 0, dtype: a.dtype });
+  } catch (error) {
+    // A refused product leaves nothing allocated behind.
+    backend.release(c.buffer);
+    throw error;
+  } finally {
+    if (A.temp) backend.release(A.temp.buffer);
+    if (B.temp) backend.release(B.temp.buffer);
+  }
   return [out(c, [...batchShape, M, N], a.dtype)];
 }
 

@@ -1,7 +1,8 @@
 // gemv-rows.wgsl: C = α·X·Wᵀ (+ β·C) (+ bias) for operands both contiguous along K (K a
 // multiple of 4), where X has few rows; f32, or f16 storage (T) with f32 arithmetic: W [NW, K] is streamed from memory exactly once in vec4
 // loads while the ≤ MR rows of X come from cache. Each group of LANES threads owns R consecutive
-// rows of W and walks them along K; the group's partial sums meet in workgroup memory.
+// rows of W and walks them along K; the group's partial sums meet in workgroup memory, or with
+// section SG in subgroup shuffles.
 //   Decode (x·Wᵀ, M ≤ 16): X = x, W = the weight, C[m, n] (OUT_T = 0).
 //   LoRA down-projections (x·Aᵀ, dy·B with B pre-transposed; N = r): X = the r rows of the
 //     adapter (MR at a time, `x_row0` the chunk's first row), W = the activation, C[n, j] (OUT_T = 1).
@@ -40,6 +41,9 @@
 //   is a broadcast across lane groups. A K chunk longer than XS4 is staged in turns. With
 //   section XP (text constant XPT = ⌈MR·XS4 / 256⌉) the next stage is loaded into registers while
 //   the current one streams, instead of after it.
+// Section SG (`enable subgroups`): each lane group's partials are summed by subgroup shuffles
+//   (the butterfly gemv.ts writes as FLUSH) instead of through workgroup memory; the threads are
+//   numbered by subgroup so that a lane group lies in one subgroup (LANES divides its size).
 // Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT, HAS_LORA, SPLIT_FAST (0/1).
 
 {{ENABLE}}
