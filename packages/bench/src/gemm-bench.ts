@@ -20,7 +20,7 @@
 import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend, type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, gemvChoice, recordGemm, selectGemm, withSplits, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
-import { median, timeKernel } from './timing';
+import { median, settleAfterUploads, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';
 
 interface Case {
@@ -232,7 +232,8 @@ function cases(quick: boolean): Case[] {
   if (process.argv.includes('--explore-sg')) {
     // Decode M = 8, 16 with the partials summed by subgroup shuffles: the selector's choice against
     // the same config with the workgroup-memory reduction, and the shuffles at other K splits,
-    // stage lengths, loads in flight, rows of W per lane group and lanes. Twice each.
+    // stage lengths, loads in flight, rows of W per lane group, lanes and the splits' dispatch
+    // order (l8, r3 and split-fast added after the first two runs, when 8 rows took 16 lanes). Twice each.
     return [8, 16].map((M) => {
       const shape = s(M, 4096, 4096, false, true);
       const auto = selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 }) as GemvRowsConfig;
@@ -245,12 +246,24 @@ function cases(quick: boolean): Case[] {
         at('u2', { unroll: 2 }),
         at('r2', { rows: 2 }),
         at('r2 k4', { rows: 2 }, 4),
+        at('l8', { lanes: 8 }, M === 8 ? 8 : auto.splits),
         at('l16', { lanes: 16 }),
         at('l32', { lanes: 32 }),
+        at('r3', { rows: 3 }),
+        at('split-fast', { splitFast: true }),
       ];
       if (M === 8) list.push(at('x prefetch', { prefetchX: true }));
       return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...list, 'auto', ...list, 'auto'] as (GemmConfig | 'auto')[] };
     });
+  }
+  if (process.argv.includes('--explore-settle')) {
+    // Decode M = 16 timed over and over on one set of buffers: the selector's choice twelve times,
+    // then after another config with a larger split-K workspace, four more (does the pair of
+    // dispatches run faster only after other configs, as in the explore runs?).
+    const shape = s(16, 4096, 4096, false, true);
+    const auto = selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 }) as GemvRowsConfig;
+    const wide = withSplits(auto, 16);
+    return [{ group: 'decode' as const, label: 'decode x·Wᵀ M=16', shape, configs: [...Array<'auto'>(12).fill('auto'), wide, ...Array<'auto'>(4).fill('auto')] }];
   }
   if (process.argv.includes('--explore-dyb')) {
     // The decode LoRA backward's U = dy·B (B [out, r] as stored, N = r) on the portable gemv:
@@ -329,14 +342,14 @@ export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: 
     // --hot: one copy, so inputs that fit stay in L2 (tells a DRAM-bound kernel from one bound inside the SM).
     const copies = process.argv.includes('--hot') ? 1 : Math.max(1, Math.min(4, Math.ceil(150e6 / bytesPerSet)));
     const sets = Array.from({ length: copies }, (_, i) => ({ a: upload(backend, i === 0 ? aValues : randomValues(M * K, 20 + i)), b: upload(backend, i === 0 ? bValues : randomValues(K * N, 40 + i)), c: backend.acquire(M * N * 4, 'bench c') }));
-    // One discarded timing of the first config on the fresh buffers: on the H100 the first
-    // variant timed after a case's uploads ran slower than the same variant timed again
-    // (2026-11-26: gemv-rows4 0.076 then 0.034 ms, gemv-rows16 0.125 then 0.077 ms), and the big
-    // x·W, always first in its case, had trials from 1.66 to 13 ms.
+    // The first config is timed and discarded until the GPU has settled after the uploads (see
+    // settleAfterUploads); the big x·W, always first in its case, had trials from 1.66 to 13 ms
+    // before any such warm-up.
+    const uploaded = performance.now();
     const record = (config: GemmConfig, set: (typeof sets)[number]) => recordGemm(backend, c.shape, { a: set.a, b: set.b, c: set.c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, config);
     // 'auto' is the selector's choice for this device (its workgroup memory decides, e.g., how much of x decode stages).
     const configOf = (requested: GemmConfig | 'auto') => (requested === 'auto' ? selectGemm(c.shape, gemmDevice(backend)) : requested);
-    await timeKernel(backend, (i) => record(configOf(c.configs[0]), sets[i % copies]));
+    await settleAfterUploads(backend, (i) => record(configOf(c.configs[0]), sets[i % copies]), uploaded);
     for (const requested of c.configs) {
       const config = configOf(requested);
       const run = (set: (typeof sets)[number]) => record(config, set);
@@ -375,25 +388,29 @@ export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: 
   return results;
 }
 
-/** Copy bandwidth of a vec4 compute kernel through WebGPU (bytes read + written), the decode ceiling. */
-export async function copyBandwidth(backend: WebGPUBackend, settleMs = 0): Promise<number> {
+/**
+ * Copy bandwidth of a vec4 compute kernel through WebGPU (bytes read + written), the decode
+ * ceiling: the best of 1, 2, 4 and 8 vec4s per thread (each figure in `forms`).
+ */
+export async function copyBandwidth(backend: WebGPUBackend): Promise<{ best: number; forms: Record<number, number> }> {
   const bytes = 256 * 1024 * 1024;
   const n = bytes / 16;
   const src = backend.acquire(bytes, 'copy src');
   const dst = backend.acquire(bytes, 'copy dst');
-  const groups = Math.ceil(n / 256);
-  const x = Math.min(groups, 65535);
-  const run = () =>
-    backend.dispatch({ key: 'copy-vec4', source: copySource, buffers: [src, dst], uniform: new Uint32Array([n, x * 256, 0, 0]).buffer, workgroups: [x, Math.ceil(groups / x), 1], label: 'copy' });
-  await backend.timeRegion(run);
-  // Keep the GPU copying for `settleMs` of GPU time first: on the H100 the first second or so of
-  // a process timed latency-bound kernels up to 2× slow (decode M = 4: 0.056 against 0.030 ms).
-  for (let busy = 0; busy < settleMs; ) busy += await backend.timeRegion(() => Array.from({ length: 20 }, run));
-  const times: number[] = [];
-  for (let i = 0; i < 7; i++) times.push((await backend.timeRegion(() => Array.from({ length: 10 }, run))) / 10);
+  const forms: Record<number, number> = {};
+  for (const per of [1, 2, 4, 8]) {
+    const groups = Math.ceil(n / (256 * per));
+    const x = Math.min(groups, 65535);
+    const run = () =>
+      backend.dispatch({ key: 'copy-vec4', source: copySource, buffers: [src, dst], constants: { PER: per }, uniform: new Uint32Array([n, x, 0, 0]).buffer, workgroups: [x, Math.ceil(groups / x), 1], label: `copy ×${per}` });
+    await backend.timeRegion(run);
+    const times: number[] = [];
+    for (let i = 0; i < 7; i++) times.push((await backend.timeRegion(() => Array.from({ length: 10 }, run))) / 10);
+    forms[per] = (2 * bytes) / (median(times) * 1e-3) / 1e9;
+  }
   backend.release(src);
   backend.release(dst);
-  return (2 * bytes) / (median(times) * 1e-3) / 1e9;
+  return { best: Math.max(...Object.values(forms)), forms };
 }
 
 /** GPU time per dispatch of a trivial kernel (one workgroup copying 4 KiB): the launch floor. */
@@ -401,7 +418,7 @@ export async function dispatchOverhead(backend: WebGPUBackend): Promise<number> 
   const bytes = 4096;
   const src = backend.acquire(bytes, 'overhead src');
   const dst = backend.acquire(bytes, 'overhead dst');
-  const run = () => backend.dispatch({ key: 'copy-vec4', source: copySource, buffers: [src, dst], uniform: new Uint32Array([bytes / 16, 256, 0, 0]).buffer, workgroups: [1, 1, 1], label: 'tiny' });
+  const run = () => backend.dispatch({ key: 'copy-vec4', source: copySource, buffers: [src, dst], constants: { PER: 1 }, uniform: new Uint32Array([bytes / 16, 1, 0, 0]).buffer, workgroups: [1, 1, 1], label: 'tiny' });
   const { ms } = await timeKernel(backend, run);
   backend.release(src);
   backend.release(dst);
@@ -415,8 +432,9 @@ async function main(): Promise<void> {
   backend.sharePasses = process.argv.includes('--shared-passes');
   const { report } = backend.context;
   console.log(`device: ${report.vendor} ${report.architecture} ${report.description} (${report.runtime}), timestamp-query=${report.timestampQuery}, one pass per kernel: ${!backend.sharePasses}, workgroup memory ${backend.device.limits.maxComputeWorkgroupStorageSize} B`);
-  const copy = quick ? Number.NaN : await copyBandwidth(backend, 2000);
-  if (!quick) console.log(`WebGPU copy bandwidth (read + write): ${copy.toFixed(0)} GB/s`);
+  const copyForms = quick ? null : await copyBandwidth(backend);
+  const copy = copyForms?.best ?? Number.NaN;
+  if (copyForms) console.log(`WebGPU copy bandwidth (read + write): ${copy.toFixed(0)} GB/s (best of ${Object.entries(copyForms.forms).map(([per, g]) => `${per} vec4/thread ${g.toFixed(0)}`).join(', ')})`);
   const overhead = quick ? Number.NaN : await dispatchOverhead(backend);
   if (!quick) console.log(`GPU time per dispatch of a trivial kernel: ${(overhead * 1000).toFixed(1)} µs`);
   if (process.argv.includes('--overhead-only')) return;

@@ -2,7 +2,7 @@
 import { forceLoraPlan, WebGPUBackend } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
 import { compare, randomValues } from '@metal-lora/tensor/testing';
-import { timeKernel } from './timing';
+import { settleAfterUploads, timeKernel } from './timing';
 
 export interface LoraResult {
   M: number;
@@ -58,6 +58,7 @@ export interface LoraCase {
 export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (line: string) => void): Promise<LoraResult[]> {
   const results: LoraResult[] = [];
   for (const { M, inF, outF, r } of cases) {
+    const uploaded = performance.now();
     const x = make(backend, [M, inF], 1);
     const w = make(backend, [outF, inF], 2, 1 / Math.sqrt(inF));
     const dy = make(backend, [M, outF], 3);
@@ -75,10 +76,12 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
       yf.dispose();
       if (!cmp.ok) throw new Error(cmp.message);
 
-      // The first timing after a case's uploads is discarded: on the H100 it was sometimes far
-      // slower than the same work timed again (one base GEMM read 6.0 ms instead of 1.70).
+      // The first timings after a case's uploads are discarded: on the H100 they were sometimes far
+      // slower than the same work timed again (one base GEMM read 6.0 ms instead of 1.70; decode
+      // ran slow for about a second, see settleAfterUploads).
       const baseRun = () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true })));
-      await timeOn(backend, baseRun);
+      if (backend instanceof WebGPUBackend) await settleAfterUploads(backend, baseRun, uploaded);
+      else await timeOn(backend, baseRun);
       const base = await timeOn(backend, baseRun);
       const unfusedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => unfusedForward(x, a, b))));
       const fusedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
