@@ -15,6 +15,8 @@ export interface AdapterReport {
   subgroupMatrixConfigs: { componentType: string; resultComponentType: string; M: number; N: number; K: number }[];
   subgroupMinSize: number | undefined;
   subgroupMaxSize: number | undefined;
+  /** The WGSL language extensions of the WebGPU implementation (`gpu.wgslLanguageFeatures`), e.g. `subgroup_id`. */
+  wgslLanguageFeatures: string[];
   limits: Record<string, number>;
   /** Where the adapter came from: Dawn in Node (`webgpu` package) or the browser's `navigator.gpu`. */
   runtime: 'node-dawn' | 'browser';
@@ -53,7 +55,7 @@ async function findGPU(dawnFlags: string[]): Promise<{ gpu: GPU; runtime: Adapte
   }
 }
 
-function describeAdapter(adapter: GPUAdapter, runtime: AdapterReport['runtime']): AdapterReport {
+function describeAdapter(gpu: GPU, adapter: GPUAdapter, runtime: AdapterReport['runtime']): AdapterReport {
   const info = adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: AdapterReport['subgroupMatrixConfigs']; subgroupMinSize?: number; subgroupMaxSize?: number };
   const limits: Record<string, number> = {};
   for (const key in adapter.limits) {
@@ -73,6 +75,7 @@ function describeAdapter(adapter: GPUAdapter, runtime: AdapterReport['runtime'])
     subgroupMatrixConfigs: [...(info.subgroupMatrixConfigs ?? [])].map((c) => ({ componentType: c.componentType, resultComponentType: c.resultComponentType, M: c.M, N: c.N, K: c.K })),
     subgroupMinSize: info.subgroupMinSize,
     subgroupMaxSize: info.subgroupMaxSize,
+    wgslLanguageFeatures: [...((gpu as { wgslLanguageFeatures?: Iterable<string> }).wgslLanguageFeatures ?? [])].map(String).sort(),
     limits,
     runtime,
     software: Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter) || /llvmpipe|lavapipe|swiftshader|software/i.test(`${info.vendor} ${info.architecture} ${info.device} ${info.description}`),
@@ -109,7 +112,7 @@ export async function requestGPU(options: RequestGPUOptions = {}): Promise<GPUCo
   if (!adapter) {
     throw new GPUError('requestGPU', 'no-adapter', 'no WebGPU adapter found; expected a GPU or a software Vulkan driver (on Linux without a GPU: scripts/install-lavapipe.sh), got none');
   }
-  const report = describeAdapter(adapter, runtime);
+  const report = describeAdapter(gpu, adapter, runtime);
   const wanted = OPTIONAL_FEATURES.filter((f) => report.features.includes(f) && !options.disableFeatures?.includes(f));
   const device = await adapter.requestDevice({
     label: 'metal-lora',

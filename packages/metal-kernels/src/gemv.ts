@@ -7,6 +7,7 @@
  */
 import { ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from './backend';
+import type { AdapterReport } from './device';
 import type { GemmShape } from './gemm';
 import { dummy, enableFor, generatedShader, lines, uniform } from './kernels/common';
 import colsSource from './wgsl/gemv-cols.wgsl';
@@ -97,7 +98,7 @@ function typeValues(types: GemvTypes): Record<string, string> {
 function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key: string; source: string } {
   const values = () => {
     const typed = typeValues(types);
-    return { ...rowsValues(c, concat), ...typed, ENABLE: [typed.ENABLE, c.subgroupFlush ? 'enable subgroups;' : ''].filter(Boolean).join('\n') };
+    return { ...rowsValues(c, concat), ...typed, ENABLE: [typed.ENABLE, c.subgroupFlush ? 'enable subgroups;\nrequires subgroup_id;' : ''].filter(Boolean).join('\n') };
   };
   return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, prefetchX: c.prefetchX ? 1 : 0, prefetchW: c.prefetchW ? 1 : 0, subgroupFlush: c.subgroupFlush ? 1 : 0, ...types }, values);
 }
@@ -109,10 +110,13 @@ export function gemvRowsStorage(c: GemvRowsConfig): number {
 
 /**
  * The subgroup size gemv-rows' subgroup flush can rely on: the adapter's, where the `subgroups`
- * feature is on and its minimum and maximum agree; otherwise undefined.
+ * feature is on, its minimum and maximum agree (a 256-thread workgroup is then whole subgroups)
+ * and WGSL has `@builtin(subgroup_id)` (the `subgroup_id` language extension: Chrome 144, Dawn);
+ * otherwise undefined.
  */
-export function fixedSubgroupSize(report: { subgroups: boolean; subgroupMinSize: number | undefined; subgroupMaxSize: number | undefined }): number | undefined {
-  return report.subgroups && report.subgroupMinSize !== undefined && report.subgroupMinSize === report.subgroupMaxSize ? report.subgroupMinSize : undefined;
+export function fixedSubgroupSize(report: Pick<AdapterReport, 'subgroups' | 'subgroupMinSize' | 'subgroupMaxSize' | 'wgslLanguageFeatures'>): number | undefined {
+  const fixed = report.subgroups && report.subgroupMinSize !== undefined && report.subgroupMinSize === report.subgroupMaxSize;
+  return fixed && report.wgslLanguageFeatures.includes('subgroup_id') ? report.subgroupMinSize : undefined;
 }
 
 /**
@@ -280,7 +284,9 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   if (c.subgroupFlush) {
     const size = fixedSubgroupSize(backend.context.report);
     if (size === undefined || size % c.lanes !== 0 || 256 % size !== 0) {
-      throw new ValueError('matmul', `${c.name}: the subgroup flush needs lane groups inside subgroups of one size`, `the subgroups feature with one subgroup size that ${c.lanes} lanes divide`, size === undefined ? `subgroups ${backend.context.report.subgroups ? `of ${backend.context.report.subgroupMinSize}..${backend.context.report.subgroupMaxSize} invocations` : 'off'}` : `subgroups of ${size}`);
+      const { report } = backend.context;
+      const got = size !== undefined ? `subgroups of ${size}` : !report.subgroups ? 'subgroups off' : report.wgslLanguageFeatures.includes('subgroup_id') ? `subgroups of ${report.subgroupMinSize}..${report.subgroupMaxSize} invocations` : 'subgroups without WGSL subgroup_id';
+      throw new ValueError('matmul', `${c.name}: the subgroup flush needs lane groups inside subgroups of one size`, `the subgroups feature with one subgroup size that ${c.lanes} lanes divide, and WGSL subgroup_id`, got);
     }
   }
   if (c.prefetchW && (c.stage ?? 0) > 0 && c.stage! % (c.lanes * c.unroll) !== 0) {

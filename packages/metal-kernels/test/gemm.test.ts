@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { fromStorage } from '@metal-lora/tensor';
 import { assertClose } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { forceGemmConfig, type GemmConfig, gemvChoice, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x32, VEC4_128x64, VEC4_128x64_T128, type Vec4Config } from '../src/index';
+import { fixedSubgroupSize, forceGemmConfig, type GemmConfig, gemvChoice, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x32, VEC4_128x64, VEC4_128x64_T128, type Vec4Config } from '../src/index';
 import { checkEpilogue, checkMatmul, gemmTolerance, random, shape, stored, upload } from './gemm-check';
 import { gpuIt } from './gpu-env';
 
@@ -56,6 +56,14 @@ describe('selectGemm (pure)', () => {
     ['batched few rows: skinny rows', shape(3, 50, 128, { batch: 4 }), 'skinnyM16'],
   ])('%s', (_name, s, expected) => {
     expect(selectGemm(s).name).toBe(expected);
+  });
+  it('relies on a subgroup size only where it is fixed and WGSL has subgroup_id', () => {
+    const report = { subgroups: true, subgroupMinSize: 32, subgroupMaxSize: 32, wgslLanguageFeatures: ['subgroup_id', 'subgroup_uniformity'] };
+    expect(fixedSubgroupSize(report)).toBe(32);
+    expect(fixedSubgroupSize({ ...report, subgroupMinSize: 16, subgroupMaxSize: 32 })).toBeUndefined();
+    expect(fixedSubgroupSize({ ...report, subgroups: false })).toBeUndefined();
+    expect(fixedSubgroupSize({ ...report, wgslLanguageFeatures: ['subgroup_uniformity'] })).toBeUndefined();
+    expect(fixedSubgroupSize({ ...report, subgroupMinSize: undefined, subgroupMaxSize: undefined })).toBeUndefined();
   });
   it('sets loads in flight and lanes by the rows of the small operand (the H100 sweep)', () => {
     const pick = (s: GemmShape) => selectGemm(s) as GemvRowsConfig | GemvColsConfig;

@@ -195,7 +195,7 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     // A subgroup flush where lane groups would straddle subgroups (or subgroups are off or vary in size).
     const size = fixedSubgroupSize(backend.context.report);
     const straddling = Math.min(256, (size ?? 4) * 2);
-    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: straddling, subgroupFlush: true }, 64, 1)).toThrow(/the subgroup flush needs lane groups inside subgroups of one size; expected the subgroups feature with one subgroup size that \d+ lanes divide, got subgroups/);
+    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: straddling, subgroupFlush: true }, 64, 1)).toThrow(/the subgroup flush needs lane groups inside subgroups of one size; expected the subgroups feature with one subgroup size that \d+ lanes divide, and WGSL subgroup_id, got subgroups/);
     // W a step ahead with a stage that does not hold whole steps (8 lanes × 2).
     expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: 8, unroll: 2, stage: 12, prefetchW: true }, 64, 1)).toThrow(/W loaded a step ahead needs stages of whole steps; expected stage a multiple of lanes × unroll \(16\), got stage 12/);
     for (const buffer of buffers) backend.release(buffer);

@@ -41,7 +41,7 @@
 //   is a broadcast across lane groups. A K chunk longer than XS4 is staged in turns. With
 //   section XP (text constant XPT = ⌈MR·XS4 / 256⌉) the next stage is loaded into registers while
 //   the current one streams, instead of after it.
-// Section SG (`enable subgroups`): each lane group's partials are summed by subgroup shuffles
+// Section SG (`enable subgroups; requires subgroup_id;`): each lane group's partials are summed by subgroup shuffles
 //   (the butterfly gemv.ts writes as FLUSH) instead of through workgroup memory; the threads are
 //   numbered by subgroup so that a lane group lies in one subgroup (LANES divides its size).
 // Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT, HAS_LORA, SPLIT_FAST (0/1).
