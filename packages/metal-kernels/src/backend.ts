@@ -81,9 +81,10 @@ export class WebGPUBackend implements Backend {
   /**
    * Record consecutive dispatches into one compute pass instead of one pass each. Off by default:
    * on an H200 through Dawn/Vulkan a trivial kernel cost 8.5 µs of GPU time per dispatch inside a
-   * shared pass and 2.4 µs in its own pass. On an H100 both took 2.3 µs, and the split decode
-   * product (16×4096×4096, two dispatches) ran at 0.0369 ms shared against 0.038–0.044 ms in
-   * passes of their own (packages/bench/RESULTS.md, session 8).
+   * shared pass and 2.4 µs in its own pass. On H100s it took 2.3 µs either way on one machine and
+   * 5.6 shared against 3.2 on another, while the split decode product (16×4096×4096, two
+   * dispatches) ran at 0.037–0.038 ms shared against 0.038–0.044 ms in passes of their own
+   * (packages/bench/RESULTS.md, session 8).
    */
   sharePasses = false;
   private readonly arena: GPUBuffer;
