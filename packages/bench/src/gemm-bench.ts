@@ -48,6 +48,11 @@ export interface GemmResult {
   maxRelError: number;
 }
 
+/** A staged gemv-rows config for 16 rows of x, named `xs l… r… u… s… k…` and the suffix (the explore runs' names). */
+function stagedDecode16(lanes: number, rows: number, unroll: number, stage: number, splits: number, suffix: string, forms: Partial<GemvRowsConfig>): GemvRowsConfig {
+  return { kind: 'gemv-rows', name: `xs l${lanes} r${rows} u${unroll} s${stage} k${splits}${suffix ? ` ${suffix}` : ''}`, lanes, rows, mr: 16, unroll, splits, stage, ...forms };
+}
+
 function cases(quick: boolean): Case[] {
   const s = (M: number, N: number, K: number, transA: boolean, transB: boolean): GemmShape => ({ M, N, K, batch: 1, transA, transB });
   if (quick) {
@@ -168,17 +173,7 @@ function cases(quick: boolean): Case[] {
     // for decode M = 16 (x staged) and the selector's M = 1 and 4; the selector's first and last.
     // Staged 16-row configs, named `xs l… r… u… s… k…` and ` lf` (loads first) or ` prefetch`.
     const forms = { plain: {}, lf: { loadsFirst: true }, prefetch: { prefetchX: true } };
-    const xs = (lanes: number, rows: number, unroll: number, stage: number, splits: number, form: keyof typeof forms = 'plain'): GemmConfig => ({
-      kind: 'gemv-rows',
-      name: `xs l${lanes} r${rows} u${unroll} s${stage} k${splits}${form === 'plain' ? '' : ` ${form}`}`,
-      lanes,
-      rows,
-      mr: 16,
-      unroll,
-      splits,
-      stage,
-      ...forms[form],
-    });
+    const xs = (lanes: number, rows: number, unroll: number, stage: number, splits: number, form: keyof typeof forms = 'plain'): GemmConfig => stagedDecode16(lanes, rows, unroll, stage, splits, form === 'plain' ? '' : form, forms[form]);
     const grid: GemmConfig[] = [];
     for (const form of ['plain', 'lf'] as const) {
       grid.push(xs(8, 4, 1, 32, 8, form), xs(8, 4, 2, 32, 8, form), xs(8, 2, 2, 32, 4, form), xs(8, 2, 4, 32, 4, form), xs(8, 2, 4, 32, 8, form), xs(8, 1, 4, 32, 2, form), xs(8, 1, 8, 32, 2, form), xs(8, 1, 8, 32, 4, form));
@@ -209,18 +204,7 @@ function cases(quick: boolean): Case[] {
     // between and last (first timings run slow).
     const forms = { pw: { prefetchW: true }, sg: { subgroupFlush: true }, 'pw sg': { prefetchW: true, subgroupFlush: true } };
     const formsOf = (base: GemvRowsConfig) => (Object.keys(forms) as (keyof typeof forms)[]).map((f): GemmConfig => ({ ...base, name: `${base.name} ${f}`, ...forms[f] }));
-    const xs16 = (lanes: number, unroll: number, stage: number, splits: number, form: keyof typeof forms): GemmConfig => ({
-      kind: 'gemv-rows',
-      name: `xs l${lanes} r4 u${unroll} s${stage} k${splits} p ${form}`,
-      lanes,
-      rows: 4,
-      mr: 16,
-      unroll,
-      splits,
-      stage,
-      prefetchX: true,
-      ...forms[form],
-    });
+    const xs16 = (lanes: number, unroll: number, stage: number, splits: number, form: keyof typeof forms): GemmConfig => stagedDecode16(lanes, 4, unroll, stage, splits, `p ${form}`, { prefetchX: true, ...forms[form] });
     return [1, 4, 8, 16].map((M) => {
       const shape = s(M, 4096, 4096, false, true);
       const auto = selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024 }) as GemvRowsConfig;

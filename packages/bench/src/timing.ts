@@ -30,9 +30,10 @@ export async function timeKernel(backend: WebGPUBackend, run: (i: number) => voi
 /**
  * Times `run` (discarding the figures) until `minMs` have passed since `since` (a
  * `performance.now()` reading, e.g. taken after a case's uploads) and two timings in a row agree
- * within 3%, at most 30 times or until 5 × `minMs` have passed (noisy software adapters). On the H100 kernels timed in the first second or so after a case's
- * buffers were uploaded ran slow however often they were repeated (2026-11-26: decode M = 16
- * 0.050–0.053 ms for about a second, then 0.037 ms with the same buffers and pipeline).
+ * within 3%, at most 30 times or until 5 × `minMs` have passed (noisy software adapters). On
+ * the H100 kernels timed in the first second or so after a case's buffers were uploaded ran slow
+ * however often they were repeated (2026-11-26: decode M = 16 0.050–0.053 ms for about a second,
+ * then 0.037 ms with the same buffers and pipeline).
  */
 export async function settleAfterUploads(backend: WebGPUBackend, run: (i: number) => void, since: number, minMs = 2000): Promise<void> {
   for (let tries = 0, last = Number.POSITIVE_INFINITY; tries < 30; tries++) {

@@ -1,6 +1,6 @@
 import { type DType, ValueError } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from './backend';
-import { type GemvColsConfig, type GemvRowsConfig, fixedSubgroupSize, gemvColsStream, gemvGroups, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
+import { type GemvColsConfig, type GemvRowsConfig, fixedSubgroupSize, gemvColsStream, gemvGroups, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows, subgroupFlushFits } from './gemv';
 import { type Args, dummy, enableFor, grid1d, shader, typeOf, uniform } from './kernels/common';
 import { recordSgmat, type SgmatConfig, subgroupMatrixChoice } from './sgmat';
 import splitkSource from './wgsl/gemm-splitk-reduce.wgsl';
@@ -232,8 +232,8 @@ export function gemvChoice(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
     // the H100), which also leaves 32 vec4 staged within 16 KiB.
     // With 8 rows, 16 lanes per lane group where subgroups hold them (half the accumulators per
     // thread, K split to ~512 workgroups: 0.0345–0.0374 → 0.0321–0.0361 ms).
-    const sg = device.subgroupSize !== undefined && device.subgroupSize % 8 === 0 && 256 % device.subgroupSize === 0;
-    const lanes = sg && mr === 8 && device.subgroupSize! % 16 === 0 ? 16 : 8;
+    const sg = subgroupFlushFits(device.subgroupSize, 8);
+    const lanes = sg && mr === 8 && subgroupFlushFits(device.subgroupSize, 16) ? 16 : 8;
     const name = (stage: string) => `gemv-rows${mr}/xs${stage}${sg ? '/sg' : ''}${lanes === 16 ? '/l16' : ''}`;
     const staged: GemvRowsConfig = { kind: 'gemv-rows', name: name(mr === 16 ? '32p' : '32'), lanes, rows: 4, mr, unroll: 1, splits: 1, stage: 32, prefetchX: mr === 16, ...(sg ? { subgroupFlush: true } : {}) };
     const fits = gemvRowsStorage(staged) <= device.maxWorkgroupStorage ? staged : { ...staged, name: name('16'), stage: 16, prefetchX: false };

@@ -120,6 +120,15 @@ export function fixedSubgroupSize(report: Pick<AdapterReport, 'subgroups' | 'sub
 }
 
 /**
+ * Whether gemv-rows' subgroup flush runs with lane groups of `lanes` on subgroups of `size` (from
+ * `fixedSubgroupSize`): each lane group inside one subgroup, and the 256-thread workgroup whole
+ * subgroups.
+ */
+export function subgroupFlushFits(size: number | undefined, lanes: number): boolean {
+  return size !== undefined && size % lanes === 0 && 256 % size === 0;
+}
+
+/**
  * The butterfly of section SG: the R·MR accumulators (padded with zeros to a multiple of LANES)
  * halve at each of log2(LANES) steps, each lane keeping the half its bit names and adding its
  * partner's copy of it, so lane l ends with outputs l·P/LANES … (l + 1)·P/LANES − 1 summed over
@@ -165,9 +174,11 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
   const [start, end, xAt] = staged ? ['kb', 'ke', (j: number, u: number) => `xs[${j}u * XS4 + k${u} - kb]`] : ['k_begin', 'k_end', (j: number, u: number) => `vec4<f32>(x[xo${j} + k${u}])`];
   // W's vec4 of row r at k (guarded by the chunk's end: zero past it, the address clamped).
   const wAt = (w: string, r: number, k: string) => `select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + min(${k}, last)]), ${k} < k_end)`;
+  // Step u's k, clamped into the stage (the index of its x) or into K.
+  const kLine = (u: number) => `    let k${u} = min(k + ${u}u * LANES, ${staged ? 'ke - 1u' : 'last'});`;
   const loads = (w: string, u: number) =>
     [
-      `    let k${u} = min(k + ${u}u * LANES, ${staged ? 'ke - 1u' : 'last'});`,
+      kLine(u),
       `    let ok${u} = k + ${u}u * LANES < ${end};`,
       lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + k${u}]), ok${u});`),
     ].join('\n');
@@ -177,7 +188,7 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
   // A stage holds whole steps, so the next step is this lane's next k whichever stage it is in.
   const prefetched = (w: string) =>
     [
-      lines(U, (u) => [`    let k${u} = min(k + ${u}u * LANES, ${staged ? 'ke - 1u' : 'last'});`, lines(R, (r) => `    let wv${u}_${r} = pw${u}_${r};`)].join('\n')),
+      lines(U, (u) => [kLine(u), lines(R, (r) => `    let wv${u}_${r} = pw${u}_${r};`)].join('\n')),
       lines(U, (u) => [`    let kn${u} = k + ${U + u}u * LANES;`, lines(R, (r) => `    pw${u}_${r} = ${wAt(w, r, `kn${u}`)};`)].join('\n')),
       lines(U, fmas),
     ].join('\n');
@@ -283,7 +294,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   }
   if (c.subgroupFlush) {
     const size = fixedSubgroupSize(backend.context.report);
-    if (size === undefined || size % c.lanes !== 0 || 256 % size !== 0) {
+    if (!subgroupFlushFits(size, c.lanes)) {
       const { report } = backend.context;
       const got = size !== undefined ? `subgroups of ${size}` : !report.subgroups ? 'subgroups off' : report.wgslLanguageFeatures.includes('subgroup_id') ? `subgroups of ${report.subgroupMinSize}..${report.subgroupMaxSize} invocations` : 'subgroups without WGSL subgroup_id';
       throw new ValueError('matmul', `${c.name}: the subgroup flush needs lane groups inside subgroups of one size`, `the subgroups feature with one subgroup size that ${c.lanes} lanes divide, and WGSL subgroup_id`, got);

@@ -45,7 +45,7 @@ export {
   vec4Aligned,
   withSplits,
 } from './gemm';
-export { fixedSubgroupSize, gemvColsStream, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows } from './gemv';
+export { fixedSubgroupSize, gemvColsStream, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows, subgroupFlushFits } from './gemv';
 export { forceLoraPlan, type LoraPlan, loraPlan } from './kernels/lora';
 export { LORA_DUAL_MAX_RANK, type LoraDualRoles, loraDualApplies, loraDualGrid, recordLoraDual } from './kernels/lora-dual';
 export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';

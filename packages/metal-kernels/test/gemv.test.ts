@@ -1,16 +1,15 @@
 import * as T from '@metal-lora/tensor';
 import { randomValues, assertClose, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect } from 'vitest';
-import { fixedSubgroupSize, forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, recordGemvRows, type WebGPUBackend } from '../src/index';
+import { fixedSubgroupSize, forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, recordGemvRows, subgroupFlushFits, type WebGPUBackend } from '../src/index';
 import { checkEpilogue, checkMatmul, random, upload } from './gemm-check';
 import { gpuIt } from './gpu-env';
 
 afterEach(() => forceGemmConfig(null));
 
 /** Whether gemv-rows' subgroup flush runs here for lane groups of `lanes`. */
-function subgroupFlushFits(backend: WebGPUBackend, lanes: number): boolean {
-  const size = fixedSubgroupSize(backend.context.report);
-  return size !== undefined && size % lanes === 0 && 256 % size === 0;
+function flushFitsHere(backend: WebGPUBackend, lanes: number): boolean {
+  return subgroupFlushFits(fixedSubgroupSize(backend.context.report), lanes);
 }
 
 const gemvs: GemmConfig[] = [
@@ -67,7 +66,7 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {
       gpuIt(`${cfg.name}: x·Wᵀ streaming either operand, K % 4 = 0 but not a multiple of the step`, async (backend) => {
         forceGemmConfig(cfg);
-        if (cfg.subgroupFlush && !subgroupFlushFits(backend, cfg.lanes)) {
+        if (cfg.subgroupFlush && !flushFitsHere(backend, cfg.lanes)) {
           expect(() => T.matmul(random([2, 300], 1, backend, 'float32'), random([77, 300], 2, backend, 'float32'), { transposeB: true })).toThrow(/the subgroup flush needs lane groups inside subgroups of one size/);
           return;
         }
@@ -145,7 +144,7 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     const [bx, bw, bw2] = [x, w, w2].map((v) => upload(backend, v));
     const prefetched = rowsConfigs.find((c) => c.name === 'gemv-rows l8 r2 mr5 u1 xs16 prefetch-xw')!;
     const configs = [prefetched, { ...prefetched, name: 'l8 r2 mr5 u1 xs16 prefetch-x', prefetchW: false }];
-    if (subgroupFlushFits(backend, 8)) configs.push({ ...prefetched, name: `${prefetched.name} sg`, subgroupFlush: true });
+    if (flushFitsHere(backend, 8)) configs.push({ ...prefetched, name: `${prefetched.name} sg`, subgroupFlush: true });
     for (const cfg of configs) {
       const [c, c2] = [backend.acquire(M * N * 4, 'concat c'), backend.acquire(M * N2 * 4, 'concat c2')];
       // Poisoned: every element must be written.

@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect, it } from 'vitest';
-import { fixedSubgroupSize, forceLoraFusion, type LoraFusion, loraPlan, type WebGPUBackend } from '../src/index';
+import { fixedSubgroupSize, forceLoraFusion, type LoraFusion, loraPlan, subgroupFlushFits, type WebGPUBackend } from '../src/index';
 import { gpuIt, withDispatchLabels } from './gpu-env';
 
 const tol = TOLERANCES.float32Gemm;
@@ -120,8 +120,7 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     // 32 vec4 of each row staged (with the next stage prefetched) where the device has more than
     // 16 KiB, or with the partials summed by subgroup shuffles (/sg) where subgroups of one size
     // hold the lane groups of 8 (lavapipe's are 8 wide).
-    const size = fixedSubgroupSize(backend.context.report);
-    const sg = size !== undefined && size % 8 === 0 && 256 % size === 0 ? '/sg' : '';
+    const sg = subgroupFlushFits(fixedSubgroupSize(backend.context.report), 8) ? '/sg' : '';
     const stage = sg || backend.device.limits.maxComputeWorkgroupStorageSize >= 17408 ? '32p' : '16';
     expect(await forwardLabels(backend, 12, 520, 132, 12, 95)).toEqual([`gemv-rows16/xs${stage}${sg}+splitK2+concat`, `gemv-rows16/xs${stage}${sg}+splitK2+concat reduce`, 'gemv-rows/8 lanes']);
     expect(await forwardLabels(backend, 6, 1024, 132, 8, 96)).toEqual([`gemv-rows8/xs32${sg}+splitK4+concat`, `gemv-rows8/xs32${sg}+splitK4+concat reduce`, 'gemv-rows/8 lanes']);
