@@ -5,7 +5,7 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--explore-dyb] [--explore-inflight [--prefetch-only]] [--hot] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--explore-dyb] [--explore-inflight [--prefetch-only]] [--explore-chunk] [--explore-fma] [--ab-decode] [--hot] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16, --explore-lanes the gemv settings
  *   for 8..16 rows alone, --explore-narrow (with --explore) the rank-sized vec4 tiles, --hot keeps
@@ -15,7 +15,10 @@
  *   portable gemv over lanes per column and K splits, --explore-inflight decode M = 16 over loads
  *   in flight and accumulators per thread, with the loads written first or not, and with the next
  *   stage of x prefetched into registers (M = 8 with and without it; M = 1, 4: the selector's
- *   choice both ways; --prefetch-only: M = 8 and the prefetch rows alone).
+ *   choice both ways; --prefetch-only: M = 8 and the prefetch rows alone), --explore-chunk
+ *   decode M = 8, 16 with each split's whole chunk of x staged at once, --explore-fma decode with
+ *   the products as fma chains and x staged by k (from the form before these were chosen),
+ *   --ab-decode the selector's staged decode against that form, alternating.
  */
 import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend, type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, gemvChoice, recordGemm, selectGemm, withSplits, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
@@ -237,6 +240,56 @@ function cases(quick: boolean): Case[] {
         at('split-fast', { splitFast: true }),
       ];
       if (M === 8) list.push(at('x prefetch', { prefetchX: true }));
+      return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...list, 'auto', ...list, 'auto'] as (GemmConfig | 'auto')[] };
+    });
+  }
+  if (process.argv.includes('--explore-fma') || process.argv.includes('--ab-decode')) {
+    // The selector's staged decode (M = 8, 16) in its form before x was staged by k with fma
+    // chains (2026-11-26, session 9), named `…/xs…` as it was then.
+    const before = (auto: GemvRowsConfig): GemvRowsConfig => ({ ...auto, name: auto.name.replace('/xk', '/xs'), stageByK: false, fmaChains: false });
+    const decode = (M: number) => {
+      const shape = s(M, 4096, 4096, false, true);
+      return { shape, auto: selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 }) as GemvRowsConfig };
+    };
+    if (process.argv.includes('--ab-decode')) {
+      // The selector's choice against its form before, alternating four times each.
+      return [8, 16].map((M) => {
+        const { shape, auto } = decode(M);
+        return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', before(auto), 'auto', before(auto), 'auto', before(auto), 'auto', before(auto)] as (GemmConfig | 'auto')[] };
+      });
+    }
+    // Decode M = 1, 4, 8, 16 from the form before: the products written as fma chains (fma), x
+    // staged by k (byk), and both (the selector's choice now); M = 8 and 16 also at other stage
+    // lengths, prefetches, lanes, workgroup sizes and K splits with both (the first run of this
+    // grid had stages of 16, two loads in flight and 16 or 6 splits in place of the M = 16 rows
+    // after 'fma byk s64'). Twice each, the form before first, between and last.
+    return [1, 4, 8, 16].map((M) => {
+      const { shape, auto } = decode(M);
+      const staged = (auto.stage ?? 0) > 0;
+      const base = staged ? before(auto) : auto;
+      const at = (name: string, change: Partial<GemvRowsConfig>, splits = base.splits): GemmConfig => withSplits({ ...withSplits(base, 1), name: `${base.name} ${name}`, ...change }, splits);
+      const both = { fmaChains: true, stageByK: true };
+      const list: GemmConfig[] = [at('fma', { fmaChains: true }), ...(staged ? [at('byk', { stageByK: true }), at('fma byk', both)] : [])];
+      if (M === 16) list.push(at('fma byk s64', { ...both, stage: 64 }), at('fma byk no-xp', { ...both, prefetchX: false }), at('fma byk pw', { ...both, prefetchW: true }), at('fma byk l16 k16', { ...both, lanes: 16 }, 16), at('fma byk s64 k6', { ...both, stage: 64 }, 6), at('fma byk t128', { ...both, threads: 128 }), at('fma byk t128 k4', { ...both, threads: 128 }, 4), at('fma byk t64 k4', { ...both, threads: 64 }, 4), at('fma byk t64 k2', { ...both, threads: 64 }, 2));
+      if (M === 8) list.push(at('fma byk k16', both, 16), at('fma byk xp', { ...both, prefetchX: true }), at('fma byk t128 k4', { ...both, threads: 128 }, 4), at('fma byk t128 k8', { ...both, threads: 128 }, 8));
+      return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: [base, ...list, base, ...list, base] };
+    });
+  }
+  if (process.argv.includes('--explore-chunk')) {
+    // Decode M = 8, 16 with a split's whole K chunk of x staged at once (one barrier pair, then
+    // no barriers while W streams, so the warps run free of each other; no registers holding the
+    // next stage), alone, with W loaded a step ahead (pw) or two loads in flight (u2), against the
+    // selector's choice. Twice each, the selector's first, between and last.
+    return [8, 16].map((M) => {
+      const shape = s(M, 4096, 4096, false, true);
+      const auto = selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 }) as GemvRowsConfig;
+      const at = (name: string, change: Partial<GemvRowsConfig>): GemmConfig => ({ ...auto, name: `${auto.name} ${name}`, prefetchX: false, ...change });
+      // Whole chunks: K4 / splits vec4 of each row of x.
+      const whole = (lanes: number, splits: number, extra: Partial<GemvRowsConfig>, tag: string) => at(`l${lanes} k${splits} s${1024 / splits}${tag}`, { lanes, splits, stage: 1024 / splits, ...extra });
+      const list: GemmConfig[] =
+        M === 16
+          ? [whole(8, 8, {}, ''), whole(8, 8, { prefetchW: true }, ' pw'), whole(8, 8, { unroll: 2 }, ' u2'), whole(8, 16, {}, ''), whole(8, 16, { prefetchW: true }, ' pw'), whole(8, 8, { splitFast: true }, ' fast'), whole(16, 16, {}, '')]
+          : [whole(16, 16, {}, ''), whole(16, 16, { prefetchW: true }, ' pw'), whole(8, 8, {}, ''), whole(8, 8, { prefetchW: true }, ' pw'), whole(16, 8, {}, '')];
       return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...list, 'auto', ...list, 'auto'] as (GemmConfig | 'auto')[] };
     });
   }

@@ -50,6 +50,15 @@ export interface GemvRowsConfig {
    * adapter's minimum and maximum agree) that lanes divides.
    */
   subgroupFlush?: boolean;
+  /**
+   * With `stage`: stage X by k (`xs[k][row]`, rows padded by one vec4) instead of by row, so a
+   * step's reads of the MR rows share one index and differ by constant offsets (section XSK).
+   */
+  stageByK?: boolean;
+  /** Accumulate each product as a chain of four fma() on the accumulator instead of adding a dot(). */
+  fmaChains?: boolean;
+  /** Threads per workgroup: 64, 128 or 256 (the default). */
+  threads?: 64 | 128 | 256;
 }
 
 /** gemv-cols.wgsl: each thread owns a vec4 of columns of the streamed operand; MR columns of the small one per dispatch. */
@@ -100,12 +109,12 @@ function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key
     const typed = typeValues(types);
     return { ...rowsValues(c, concat), ...typed, ENABLE: [typed.ENABLE, c.subgroupFlush ? 'enable subgroups;\nrequires subgroup_id;' : ''].filter(Boolean).join('\n') };
   };
-  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, prefetchX: c.prefetchX ? 1 : 0, prefetchW: c.prefetchW ? 1 : 0, subgroupFlush: c.subgroupFlush ? 1 : 0, ...types }, values);
+  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, prefetchX: c.prefetchX ? 1 : 0, prefetchW: c.prefetchW ? 1 : 0, subgroupFlush: c.subgroupFlush ? 1 : 0, stageByK: c.stageByK ? 1 : 0, fmaChains: c.fmaChains ? 1 : 0, threads: c.threads ?? 256, ...types }, values);
 }
 
 /** Bytes of workgroup memory gemv-rows takes for a config: the reduction's (none with subgroupFlush), plus the staged rows of X (section XS). */
 export function gemvRowsStorage(c: GemvRowsConfig): number {
-  return (c.subgroupFlush ? 0 : 8 * (256 + 32) * 4) + c.mr * (c.stage ?? 0) * 16;
+  return (c.subgroupFlush ? 0 : 8 * ((c.threads ?? 256) + 32) * 4) + (c.stageByK ? c.mr + 1 : c.mr) * (c.stage ?? 0) * 16;
 }
 
 /**
@@ -121,11 +130,12 @@ export function fixedSubgroupSize(report: Pick<AdapterReport, 'subgroups' | 'sub
 
 /**
  * Whether gemv-rows' subgroup flush runs with lane groups of `lanes` on subgroups of `size` (from
- * `fixedSubgroupSize`): each lane group inside one subgroup, and the 256-thread workgroup whole
+ * `fixedSubgroupSize`): each lane group inside one subgroup, and the workgroup (256 threads unless
+ * `threads` says otherwise) whole
  * subgroups.
  */
-export function subgroupFlushFits(size: number | undefined, lanes: number): boolean {
-  return size !== undefined && size % lanes === 0 && 256 % size === 0;
+export function subgroupFlushFits(size: number | undefined, lanes: number, threads = 256): boolean {
+  return size !== undefined && size % lanes === 0 && threads % size === 0;
 }
 
 /**
@@ -171,7 +181,7 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
   ].join('\n');
   // With XS the x vec4s come from the staged rows (k relative to the stage's first, kb), the
   // indices clamped to the stage's end, ke.
-  const [start, end, xAt] = staged ? ['kb', 'ke', (j: number, u: number) => `xs[${j}u * XS4 + k${u} - kb]`] : ['k_begin', 'k_end', (j: number, u: number) => `vec4<f32>(x[xo${j} + k${u}])`];
+  const [start, end, xAt] = staged ? ['kb', 'ke', (j: number, u: number) => (c.stageByK ? `xs[k${u} - kb][${j}]` : `xs[${j}u * XS4 + k${u} - kb]`)] : ['k_begin', 'k_end', (j: number, u: number) => `vec4<f32>(x[xo${j} + k${u}])`];
   // W's vec4 of row r at k (guarded by the chunk's end: zero past it, the address clamped).
   const wAt = (w: string, r: number, k: string) => `select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + min(${k}, last)]), ${k} < k_end)`;
   // Step u's k, clamped into the stage (the index of its x) or into K.
@@ -182,7 +192,8 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
       `    let ok${u} = k + ${u}u * LANES < ${end};`,
       lines(R, (r) => `    let wv${u}_${r} = select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + k${u}]), ok${u});`),
     ].join('\n');
-  const fmas = (u: number) => lines(MR, (j) => `    { let xv = ${xAt(j, u)};${Array.from({ length: R }, (_, r) => ` a${r}_${j} += dot(wv${u}_${r}, xv);`).join('')} }`);
+  const product = (acc: string, w: string) => (c.fmaChains ? ` ${acc} = fma(${w}.w, xv.w, fma(${w}.z, xv.z, fma(${w}.y, xv.y, fma(${w}.x, xv.x, ${acc}))));` : ` ${acc} += dot(${w}, xv);`);
+  const fmas = (u: number) => lines(MR, (j) => `    { let xv = ${xAt(j, u)};${Array.from({ length: R }, (_, r) => product(`a${r}_${j}`, `wv${u}_${r}`)).join('')} }`);
   // prefetchW: registers pw hold this step's W (loaded one step before, or before the walk), and
   // are refilled with the next step's, k + UNROLL·LANES on, before this step's multiply-adds.
   // A stage holds whole steps, so the next step is this lane's next k whichever stage it is in.
@@ -209,16 +220,18 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
   const wInit = c.prefetchW
     ? [lines(U, (u) => lines(R, (r) => `  var pw${u}_${r}: vec4<f32>;`)), ...(concat ? ['  if (n0 >= p.NW) {', prefetchInit('w2'), '  } else {', prefetchInit('w'), '  }'] : ['  {', prefetchInit('w'), '  }'])].join('\n')
     : '';
-  const values: Record<string, string> = { LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: [acc, concat ? '' : loraInit, wInit].filter(Boolean).join('\n'), STREAM: stream, FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0', SG: c.subgroupFlush ? '1' : '0' };
+  const values: Record<string, string> = { WG: String(c.threads ?? 256), LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: [acc, concat ? '' : loraInit, wInit].filter(Boolean).join('\n'), STREAM: stream, FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0', SG: c.subgroupFlush ? '1' : '0' };
   if (staged) {
     values.XS4 = String(c.stage);
+    values.XSK = c.stageByK ? '1' : '0';
     const prefetch = !!c.prefetchX;
     values.XP = prefetch ? '1' : '0';
     if (prefetch) {
-      const XPT = Math.ceil((MR * c.stage!) / 256);
-      values.XLOAD = lines(XPT, (j) => `  var xr${j} = x_stage(t + ${256 * j}u, k_begin, min(k_end, k_begin + XS4));`);
-      values.XSTORE = lines(XPT, (j) => `    if (t + ${256 * j}u < MR * XS4) { xs[t + ${256 * j}u] = xr${j}; }`);
-      values.XNEXT = lines(XPT, (j) => `    xr${j} = x_stage(t + ${256 * j}u, nb, min(k_end, nb + XS4));`);
+      const wg = c.threads ?? 256;
+      const XPT = Math.ceil((MR * c.stage!) / wg);
+      values.XLOAD = lines(XPT, (j) => `  var xr${j} = x_stage(t + ${wg * j}u, k_begin, min(k_end, k_begin + XS4));`);
+      values.XSTORE = lines(XPT, (j) => `    if (t + ${wg * j}u < MR * XS4) { xs_put(t + ${wg * j}u, xr${j}); }`);
+      values.XNEXT = lines(XPT, (j) => `    xr${j} = x_stage(t + ${wg * j}u, nb, min(k_end, nb + XS4));`);
     }
   }
   return values;
@@ -284,8 +297,12 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   if (concat && (!streamB || (splits > 1 && !ops.split) || ops.lora || NW % c.rows !== 0)) {
     throw new ValueError('matmul', `${c.name}: a second streamed matrix needs W streamed whole`, 'x·Wᵀ streaming W, a workspace if K is split, no LoRA term, rows per lane group dividing N', `${JSON.stringify(s)}, ${splits} split(s)`);
   }
+  const threads = c.threads ?? 256;
   if (![8, 16, 32, 64, 128, 256].includes(c.lanes) || !(c.rows >= 1 && c.rows <= 8) || !(c.mr >= 1 && c.mr <= 32)) {
     throw new ValueError('matmul', `${c.name}: lanes, rows or mr out of range`, 'lanes a power of two in 8..256, rows in 1..8, mr in 1..32', `lanes ${c.lanes}, rows ${c.rows}, mr ${c.mr}`);
+  }
+  if (![64, 128, 256].includes(threads) || c.lanes > threads) {
+    throw new ValueError('matmul', `${c.name}: threads out of range`, `64, 128 or 256 threads, at least lanes (${c.lanes})`, `${threads} threads`);
   }
   const storage = gemvRowsStorage(c);
   const limit = backend.device.limits.maxComputeWorkgroupStorageSize;
@@ -294,10 +311,10 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   }
   if (c.subgroupFlush) {
     const size = fixedSubgroupSize(backend.context.report);
-    if (!subgroupFlushFits(size, c.lanes)) {
+    if (!subgroupFlushFits(size, c.lanes, threads)) {
       const { report } = backend.context;
       const got = size !== undefined ? `subgroups of ${size}` : !report.subgroups ? 'subgroups off' : report.wgslLanguageFeatures.includes('subgroup_id') ? `subgroups of ${report.subgroupMinSize}..${report.subgroupMaxSize} invocations` : 'subgroups without WGSL subgroup_id';
-      throw new ValueError('matmul', `${c.name}: the subgroup flush needs lane groups inside subgroups of one size`, `the subgroups feature with one subgroup size that ${c.lanes} lanes divide, and WGSL subgroup_id`, got);
+      throw new ValueError('matmul', `${c.name}: the subgroup flush needs lane groups inside subgroups of one size`, `the subgroups feature with one subgroup size that ${c.lanes} lanes divide and that divides ${threads} threads, and WGSL subgroup_id`, got);
     }
   }
   if (c.prefetchW && (c.stage ?? 0) > 0 && c.stage! % (c.lanes * c.unroll) !== 0) {
@@ -308,7 +325,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   const rowsOut = NW + (concat?.rows ?? 0);
   // C's row length: the split workspace holds W2's columns after W's.
   const ldc = concat && ops.split ? rowsOut : s.N;
-  const blocks = Math.ceil(rowsOut / ((256 / c.lanes) * c.rows));
+  const blocks = Math.ceil(rowsOut / (((c.threads ?? 256) / c.lanes) * c.rows));
   for (let row0 = 0; row0 < smallRows; row0 += c.mr) {
     backend.dispatch({
       key,
@@ -356,6 +373,6 @@ export function recordGemvCols(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
 
 /** Workgroups of one gemv dispatch before K splits (the selector sizes the splits from it). */
 export function gemvGroups(s: GemmShape, c: GemvRowsConfig | GemvColsConfig): number {
-  if (c.kind === 'gemv-rows') return Math.ceil((gemvRowsStream(s) === 'b' ? s.N : s.M) / ((256 / c.lanes) * c.rows));
+  if (c.kind === 'gemv-rows') return Math.ceil((gemvRowsStream(s) === 'b' ? s.N : s.M) / (((c.threads ?? 256) / c.lanes) * c.rows));
   return Math.ceil((gemvColsStream(s) === 'b' ? s.N : s.M) / 4 / c.colLanes);
 }

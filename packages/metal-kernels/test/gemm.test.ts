@@ -16,10 +16,10 @@ describe('selectGemm (pure)', () => {
     ['decode x·Wᵀ, M = 1', shape(1, 4096, 4096, { transB: true }), 'gemv-rows1'],
     ['decode x·Wᵀ, K odd', shape(1, 4096, 4095, { transB: true }), 'gemv1'],
     ['decode M = 4', shape(4, 4096, 4096, { transB: true }), 'gemv-rows4'],
-    ['decode M = 16: x staged 16 vec4 per row in 16 KiB, K split', shape(16, 4096, 4096, { transB: true }), 'gemv-rows16/xs16+splitK8'],
-    ['decode M = 9: 16 rows staged', shape(9, 4096, 4096, { transB: true }), 'gemv-rows16/xs16+splitK8'],
-    ['decode M = 5..8: 8 rows staged 32 vec4 at a time', shape(8, 4096, 4096, { transB: true }), 'gemv-rows8/xs32+splitK8'],
-    ['decode M = 16, f16 storage', shape(16, 4096, 4096, { transB: true, dtype: 'float16' }), 'gemv-rows16/xs16+splitK8'],
+    ['decode M = 16: x staged 16 vec4 per row in 16 KiB, K split', shape(16, 4096, 4096, { transB: true }), 'gemv-rows16/xk16+splitK8'],
+    ['decode M = 9: 16 rows staged', shape(9, 4096, 4096, { transB: true }), 'gemv-rows16/xk16+splitK8'],
+    ['decode M = 5..8: 8 rows staged 32 vec4 at a time', shape(8, 4096, 4096, { transB: true }), 'gemv-rows8/xk32+splitK8'],
+    ['decode M = 16, f16 storage', shape(16, 4096, 4096, { transB: true, dtype: 'float16' }), 'gemv-rows16/xk16+splitK8'],
     ['decode x·W (B not transposed), M = 3', shape(3, 4096, 4096), 'gemv-cols4+splitK16'],
     ['decode float16 storage: gemv-rows too', shape(1, 4096, 4096, { transB: true, dtype: 'float16' }), 'gemv-rows1'],
     ['decode float16, K odd: portable gemv', shape(1, 4096, 4095, { transB: true, dtype: 'float16' }), 'gemv1'],
@@ -69,22 +69,22 @@ describe('selectGemm (pure)', () => {
     const pick = (s: GemmShape) => selectGemm(s) as GemvRowsConfig | GemvColsConfig;
     expect(gemvChoice(shape(16, 4096, 4096, { transB: true }))).toMatchObject({ kind: 'gemv-rows', lanes: 8, rows: 4, unroll: 1, splits: 8, stage: 16 });
     // With more than 16 KiB of workgroup memory (the H100 has 48 KiB) 32 vec4 per row are staged.
-    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024 })).toMatchObject({ name: 'gemv-rows16/xs32p+splitK8', stage: 32, prefetchX: true });
-    expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17408, maxInvocations: 256 }).name).toBe('gemv-rows16/xs32p+splitK8');
-    expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17407, maxInvocations: 256 }).name).toBe('gemv-rows16/xs16+splitK8');
+    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024 })).toMatchObject({ name: 'gemv-rows16/xk32p+splitK8', stage: 32, prefetchX: true, stageByK: true, fmaChains: true });
+    expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17920, maxInvocations: 256 }).name).toBe('gemv-rows16/xk32p+splitK8');
+    expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17919, maxInvocations: 256 }).name).toBe('gemv-rows16/xk16+splitK8');
     // Subgroups of one size that lane groups of 8 fit in: partials summed by shuffles (/sg), whose
     // free workgroup memory leaves 32 vec4 staged within 16 KiB.
     const sg = (subgroupSize: number | undefined, maxWorkgroupStorage = 16384) => selectGemm(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage, maxInvocations: 256, subgroupSize });
-    expect(sg(32)).toMatchObject({ name: 'gemv-rows16/xs32p/sg+splitK8', stage: 32, prefetchX: true, subgroupFlush: true });
-    expect(sg(8, 49152).name).toBe('gemv-rows16/xs32p/sg+splitK8');
-    expect(sg(64, 8191).name).toBe('gemv-rows16/xs16/sg+splitK8');
+    expect(sg(32)).toMatchObject({ name: 'gemv-rows16/xk32p/sg+splitK8', stage: 32, prefetchX: true, subgroupFlush: true });
+    expect(sg(8, 49152).name).toBe('gemv-rows16/xk32p/sg+splitK8');
+    expect(sg(64, 8191).name).toBe('gemv-rows16/xk16/sg+splitK8');
     // Eight rows: 16 lanes per lane group where the subgroups hold them, K split to 512 workgroups.
-    expect(selectGemm(shape(8, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 })).toMatchObject({ name: 'gemv-rows8/xs32/sg/l16+splitK8', lanes: 16, subgroupFlush: true });
-    expect(selectGemm(shape(8, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 8 })).toMatchObject({ name: 'gemv-rows8/xs32/sg+splitK8', lanes: 8, subgroupFlush: true });
+    expect(selectGemm(shape(8, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 })).toMatchObject({ name: 'gemv-rows8/xk32/sg/l16+splitK8', lanes: 16, subgroupFlush: true });
+    expect(selectGemm(shape(8, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 8 })).toMatchObject({ name: 'gemv-rows8/xk32/sg+splitK8', lanes: 8, subgroupFlush: true });
     // Subgroups smaller than a lane group, or of no fixed size: the workgroup-memory reduction.
-    expect(sg(4)).toMatchObject({ name: 'gemv-rows16/xs16+splitK8' });
+    expect(sg(4)).toMatchObject({ name: 'gemv-rows16/xk16+splitK8' });
     expect(sg(4)).not.toHaveProperty('subgroupFlush');
-    expect(sg(undefined).name).toBe('gemv-rows16/xs16+splitK8');
+    expect(sg(undefined).name).toBe('gemv-rows16/xk16+splitK8');
     // The rows of x read from memory (M ≤ 4) keep the workgroup-memory reduction: 32 lanes and one
     // row of W per lane group leave too few partials for the shuffles to pay (M = 4: 0.0296 → 0.0374 ms).
     expect(selectGemm(shape(4, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 })).not.toHaveProperty('subgroupFlush');

@@ -61,6 +61,16 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     // 8 lanes, staged and prefetched; 1 × 3 padded to 8 reading x from memory.
     { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u1 xs16 prefetch-xw sg', lanes: 8, rows: 2, mr: 5, unroll: 1, splits: 1, stage: 16, prefetchX: true, prefetchW: true, subgroupFlush: true },
     { kind: 'gemv-rows', name: 'gemv-rows l8 r1 mr3 u2 sg', lanes: 8, rows: 1, mr: 3, unroll: 2, splits: 1, subgroupFlush: true },
+    // x staged by k (section XSK), prefetched across stages or not, with the products as fma
+    // chains; and fma chains reading x from memory.
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u1 xs16 by-k prefetch fma', lanes: 8, rows: 2, mr: 5, unroll: 1, splits: 1, stage: 16, prefetchX: true, stageByK: true, fmaChains: true },
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u3 xs7 by-k', lanes: 8, rows: 2, mr: 5, unroll: 3, splits: 1, stage: 7, stageByK: true },
+    { kind: 'gemv-rows', name: 'gemv-rows l32 r2 mr3 u2 fma', lanes: 32, rows: 2, mr: 3, unroll: 2, splits: 1, fmaChains: true },
+    // Workgroups of 128 and 64 threads: staged (a stage of 9 × 32 vec4s is 2.25 and 4.5 loads per
+    // thread) with the subgroup flush, and reading x from memory with the workgroup-memory one.
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r1 mr9 u1 xs32 prefetch t128 sg', lanes: 8, rows: 1, mr: 9, unroll: 1, splits: 1, stage: 32, prefetchX: true, threads: 128, subgroupFlush: true },
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u1 xs16 by-k t64', lanes: 8, rows: 2, mr: 5, unroll: 1, splits: 1, stage: 16, stageByK: true, threads: 64 },
+    { kind: 'gemv-rows', name: 'gemv-rows l16 r2 mr3 u2 t64', lanes: 16, rows: 2, mr: 3, unroll: 2, splits: 1, threads: 64 },
   ];
   for (const base of rowsConfigs) {
     for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {
@@ -191,10 +201,13 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     const limit = backend.device.limits.maxComputeWorkgroupStorageSize;
     expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], mr: 16, stage: Math.ceil(limit / 256) }, 64, 1)).toThrow(/the staged rows of X do not fit; expected a whole number of vec4s per row, \d+ bytes/);
     expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: 4 }, 64, 1)).toThrow(/lanes, rows or mr out of range; expected lanes a power of two in 8..256/);
+    // Workgroups of other sizes than 64, 128, 256, or narrower than a lane group.
+    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], threads: 96 as 64 }, 64, 1)).toThrow(/threads out of range; expected 64, 128 or 256 threads, at least lanes \(32\), got 96 threads/);
+    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: 128, threads: 64 }, 64, 1)).toThrow(/threads out of range; expected 64, 128 or 256 threads, at least lanes \(128\), got 64 threads/);
     // A subgroup flush where lane groups would straddle subgroups (or subgroups are off or vary in size).
     const size = fixedSubgroupSize(backend.context.report);
     const straddling = Math.min(256, (size ?? 4) * 2);
-    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: straddling, subgroupFlush: true }, 64, 1)).toThrow(/the subgroup flush needs lane groups inside subgroups of one size; expected the subgroups feature with one subgroup size that \d+ lanes divide, and WGSL subgroup_id, got subgroups/);
+    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: straddling, subgroupFlush: true }, 64, 1)).toThrow(/the subgroup flush needs lane groups inside subgroups of one size; expected the subgroups feature with one subgroup size that \d+ lanes divide and that divides 256 threads, and WGSL subgroup_id, got subgroups/);
     // W a step ahead with a stage that does not hold whole steps (8 lanes × 2).
     expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: 8, unroll: 2, stage: 12, prefetchW: true }, 64, 1)).toThrow(/W loaded a step ahead needs stages of whole steps; expected stage a multiple of lanes × unroll \(16\), got stage 12/);
     for (const buffer of buffers) backend.release(buffer);

@@ -22,7 +22,7 @@
 //   share of the r products (k ≡ lane mod LANES), loaded before the stream over W; the lane
 //   reduction adds them up. (Computed after the stream instead, one thread per output, it made
 //   the M = 1 pass 0.026 → 0.034 ms on an H100: a latency-bound tail.)
-// Dispatch: (ceil(NW / (R·256 / LANES)), splits, 1) workgroups of 256 threads, or (splits, ceil(…), 1)
+// Dispatch: (ceil(NW / (R·WG / LANES)), splits, 1) workgroups of WG threads, or (splits, ceil(…), 1)
 //   with SPLIT_FAST.
 // Text types: T, TC (f32 or f16; ENABLE is `enable f16;` for f16).
 // Section CONCAT (no LoRA term): a second streamed matrix W2 [nw2, K] (binding 4)
@@ -30,7 +30,7 @@
 //   columns NW..NW + nw2 of the workspace (ldc = NW + nw2; the split-K reduction's CONCAT_C then
 //   writes them out): the decode LoRA forward's T = x·Aᵀ rides along the pass over W. R divides
 //   NW, so each lane group reads one of the two; uniform field nw2 (0 otherwise).
-// Text constants: LANES (8..256, a power of two), R (1..8), MR (1..32), UNROLL (1..8); SETUP, ACC,
+// Text constants: WG (threads: 64, 128 or 256), LANES (8..WG, a power of two), R (1..8), MR (1..32), UNROLL (1..8); SETUP, ACC,
 //   STREAM (the walk along K, from k_begin or the stage's kb) and FLUSH are the statements gemv.ts
 //   writes for them: one scalar per accumulator. Accumulators kept in a WGSL array indexed in loops measured 3–5× slower on an
 //   H100 (the array lands in local memory), so this kernel is unrolled in the text itself.
@@ -39,7 +39,7 @@
 //   rows of X each W vec4 meets MR vec4s of x, and those reads, not W's, were the limit (decode
 //   M = 16). The lanes of a warp read XS4-strided rows at up to LANES distinct k, so the load
 //   is a broadcast across lane groups. A K chunk longer than XS4 is staged in turns. With
-//   section XP (text constant XPT = ⌈MR·XS4 / 256⌉) the next stage is loaded into registers while
+//   section XP (text constant XPT = ⌈MR·XS4 / WG⌉) the next stage is loaded into registers while
 //   the current one streams, instead of after it.
 // Section SG (`enable subgroups; requires subgroup_id;`): each lane group's partials are summed by subgroup shuffles
 //   (the butterfly gemv.ts writes as FLUSH) instead of through workgroup memory; the threads are
@@ -59,9 +59,10 @@ const LANES: u32 = {{LANES}}u;
 const R: u32 = {{R}}u;
 const MR: u32 = {{MR}}u;
 const UNROLL: u32 = {{UNROLL}}u;
-const GROUPS: u32 = 256u / LANES;
+const WG: u32 = {{WG}}u;
+const GROUPS: u32 = WG / LANES;
 // One spare slot per lane group keeps the reduction's strided reads on distinct banks.
-const PITCH: u32 = 256u + GROUPS;
+const PITCH: u32 = WG + GROUPS;
 const BATCH: u32 = 8u;
 
 struct Params { rows: u32, NW: u32, K4: u32, k4_chunk: u32, x_row0: u32, ldc: u32, mn: u32, r: u32, alpha: f32, beta: f32, lora_scale: f32, nw2: u32 }
@@ -81,11 +82,20 @@ struct Params { rows: u32, NW: u32, K4: u32, k4_chunk: u32, x_row0: u32, ldc: u3
 @group(0) @binding(6) var<uniform> p: Params;
 
 {{^SG}}
-var<workgroup> red: array<f32, BATCH * (256u + 32u)>;
+var<workgroup> red: array<f32, BATCH * (WG + 32u)>;
 {{/SG}}
 {{#XS}}
 const XS4: u32 = {{XS4}}u;
+{{^XSK}}
 var<workgroup> xs: array<vec4<f32>, MR * XS4>;
+fn xs_put(i: u32, v: vec4<f32>) { xs[i] = v; }
+{{/XSK}}
+{{#XSK}}
+// Section XSK: staged by k, xs[k - kb][row], each k's rows padded to MR + 1 vec4 so that the
+// lanes of a group (at different k) read different banks.
+var<workgroup> xs: array<array<vec4<f32>, MR + 1u>, XS4>;
+fn xs_put(i: u32, v: vec4<f32>) { xs[i % XS4][i / XS4] = v; }
+{{/XSK}}
 
 // Staged value number i (row i / XS4 of X, k = kb + i % XS4) of the stage [kb, ke): zero past ke
 // or past the MR rows, its address clamped into X either way.
@@ -127,7 +137,7 @@ fn slot(v: u32, t: u32) -> u32 { return v * PITCH + t + t / LANES; }
 // by every thread) and writes them out.
 fn flush(first: u32, count: u32, group_x: u32, split: u32, t: u32) {
   workgroupBarrier();
-  for (var o = t; o < GROUPS * count; o += 256u) {
+  for (var o = t; o < GROUPS * count; o += WG) {
     let g = o % GROUPS;
     let i = o / GROUPS;
     var s0 = 0.0;
@@ -143,7 +153,7 @@ fn flush(first: u32, count: u32, group_x: u32, split: u32, t: u32) {
 }
 {{/SG}}
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u{{#SG}}, @builtin(subgroup_id) sg_id: u32, @builtin(subgroup_size) sg_size: u32, @builtin(subgroup_invocation_id) sg_lane: u32{{/SG}}) {
   let t = lid.x;
   // The thread's place among the lane groups: with SG, numbered by subgroup so that each lane
@@ -174,13 +184,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   for (var kb = k_begin; kb < k_end; kb += XS4) {
     let ke = min(k_end, kb + XS4);
     workgroupBarrier();
-    for (var i = t; i < MR * XS4; i += 256u) { xs[i] = x_stage(i, kb, ke); }
+    for (var i = t; i < MR * XS4; i += WG) { xs_put(i, x_stage(i, kb, ke)); }
     workgroupBarrier();
 {{STREAM}}
   }
 {{/XP}}
 {{#XP}}
-  // Section XP: each thread's share of the next stage (XLOAD, XNEXT: XPT vec4s, number t + 256·j)
+  // Section XP: each thread's share of the next stage (XLOAD, XNEXT: XPT vec4s, number t + WG·j)
   // is loaded into registers while this stage streams W, then stored (XSTORE) between barriers.
 {{XLOAD}}
   for (var kb = k_begin; kb < k_end; kb += XS4) {
