@@ -2,7 +2,7 @@
 /**
  * `pnpm bench` / `metal-lora-bench`: the seed's table measured on this machine.
  *
- *   metal-lora-bench [--quick] [--backend webgpu|cpu] [--json out.json] [--svg out.svg] [--no-peers]
+ *   metal-lora-bench [--quick] [--backend webgpu|cpu] [--json out.json] [--svg out.svg] [--no-peers] [--no-warm]
  *
  * Rows: forward at rank 8, 16, 32, 64 and backward (a training step: forward + dx, dA, dB) for
  * M = 2048 tokens (batch 4 × seq 512), in = out = 4096, plus decode (M = 1, 16; rank 16); the
@@ -15,6 +15,7 @@ import * as T from '@metal-lora/tensor';
 import { type LoraCase, runLoraBench } from './lora-core';
 import { tfjsPeer, torchPeer } from './peers';
 import { key, markdownTable, type Row, svgChart } from './report';
+import { clockWarmerLine } from './timing';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
@@ -48,6 +49,7 @@ async function main(): Promise<void> {
     backend = gpu;
     const r = gpu.context.report;
     device = `${r.vendor} ${r.device || r.architecture} ${r.description} (WebGPU via ${r.runtime})`.replace(/\s+/g, ' ');
+    console.log(await clockWarmerLine(gpu, process.argv.includes('--no-warm')));
   }
   T.setBackendSync(backend);
   const cases: LoraCase[] = quick

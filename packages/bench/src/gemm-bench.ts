@@ -5,7 +5,7 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--explore-dyb] [--explore-inflight [--prefetch-only]] [--explore-chunk] [--explore-fma] [--ab-decode] [--hot] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--explore-dyb] [--explore-inflight [--prefetch-only]] [--explore-chunk] [--explore-fma] [--ab-decode] [--hot] [--no-warm] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16, --explore-lanes the gemv settings
  *   for 8..16 rows alone, --explore-narrow (with --explore) the rank-sized vec4 tiles, --hot keeps
@@ -23,7 +23,7 @@
 import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend, type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, gemvChoice, recordGemm, selectGemm, withSplits, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
-import { median, settleAfterUploads, timeKernel } from './timing';
+import { clockWarmerLine, median, settleAfterUploads, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';
 
 interface Case {
@@ -469,6 +469,7 @@ async function main(): Promise<void> {
   backend.sharePasses = process.argv.includes('--shared-passes');
   const { report } = backend.context;
   console.log(`device: ${report.vendor} ${report.architecture} ${report.description} (${report.runtime}), timestamp-query=${report.timestampQuery}, one pass per kernel: ${!backend.sharePasses}, workgroup memory ${backend.device.limits.maxComputeWorkgroupStorageSize} B`);
+  console.log(await clockWarmerLine(backend, process.argv.includes('--no-warm')));
   const copyForms = quick ? null : await copyBandwidth(backend);
   const copy = copyForms?.best ?? Number.NaN;
   if (copyForms) console.log(`WebGPU copy bandwidth (read + write): ${copy.toFixed(0)} GB/s (best of ${Object.entries(copyForms.forms).map(([per, g]) => `${per} vec4/thread ${g.toFixed(0)}`).join(', ')})`);

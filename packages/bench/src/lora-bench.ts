@@ -11,6 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
 import { runLoraBench } from './lora-core';
+import { clockWarmerLine } from './timing';
 
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
   T.setBackendSync(backend);
   const { report } = backend.context;
   console.log(`device: ${report.vendor} ${report.device} ${report.description} (${report.runtime})`);
+  console.log(await clockWarmerLine(backend, process.argv.includes('--no-warm')));
   const cases = quick ? [{ M: 128, inF: 256, outF: 256, r: 8 }] : [8, 16, 32, 64].map((r) => ({ M: 2048, inF: 4096, outF: 4096, r }));
   const results = await runLoraBench(backend, cases, console.log);
   if (jsonIndex > 0) writeFileSync(process.argv[jsonIndex + 1], JSON.stringify({ device: report, results }, null, 2));

@@ -7,7 +7,7 @@
 import { createWebGPUBackend, recordGemm, selectGemm } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { copyBandwidth } from './gemm-bench';
-import { timeKernel } from './timing';
+import { clockWarmerLine, timeKernel } from './timing';
 
 const K = 4096;
 const N = 4096;
@@ -75,6 +75,7 @@ async function main(): Promise<void> {
   const backend = await createWebGPUBackend({ preciseTimestamps: true });
   const { report } = backend.context;
   console.log(`device: ${report.vendor} ${report.architecture} ${report.description}; features: ${report.features.join(',')}`);
+  console.log(await clockWarmerLine(backend, process.argv.includes('--no-warm')));
   const copy = await copyBandwidth(backend).then((c) => c.best, () => Number.NaN);
   console.log(`copy (read+write) ${copy.toFixed(0)} GB/s`);
   const bytes = N * K * 4;

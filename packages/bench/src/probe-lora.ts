@@ -14,10 +14,11 @@ import { createWebGPUBackend, type DispatchSpec, forceLoraFusion, forceLoraPlan,
 import { randomValues } from '@metal-lora/tensor/testing';
 import * as T from '@metal-lora/tensor';
 import { make as makeOn } from './lora-core';
-import { timeKernel } from './timing';
+import { clockWarmerLine, timeKernel } from './timing';
 
 const backend = await createWebGPUBackend({ preciseTimestamps: true });
 T.setBackendSync(backend);
+console.log(await clockWarmerLine(backend, process.argv.includes('--no-warm')));
 const make = (shape: number[], seed: number, std = 1) => makeOn(backend, shape, seed, std);
 
 async function profile(label: string, step: () => void): Promise<void> {

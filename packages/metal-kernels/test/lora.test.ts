@@ -117,13 +117,13 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
   });
 
   gpuIt('decode with 5..16 rows: T rides along the staged gemv-rows pass, its split-K reduction writing y and T', async (backend) => {
-    // 32 vec4 of each row staged (with the next stage prefetched) where the device has more than
-    // 16 KiB, or with the partials summed by subgroup shuffles (/sg) where subgroups of one size
-    // hold the lane groups of 8 (lavapipe's are 8 wide).
+    // 32 vec4 of each row staged by k (with the next stage prefetched) where the device has more
+    // than 16 KiB, or with the partials summed by subgroup shuffles (/sg) where subgroups of one
+    // size hold the lane groups of 8 (lavapipe's are 8 wide).
     const sg = subgroupFlushFits(fixedSubgroupSize(backend.context.report), 8) ? '/sg' : '';
-    const stage = sg || backend.device.limits.maxComputeWorkgroupStorageSize >= 17408 ? '32p' : '16';
-    expect(await forwardLabels(backend, 12, 520, 132, 12, 95)).toEqual([`gemv-rows16/xs${stage}${sg}+splitK2+concat`, `gemv-rows16/xs${stage}${sg}+splitK2+concat reduce`, 'gemv-rows/8 lanes']);
-    expect(await forwardLabels(backend, 6, 1024, 132, 8, 96)).toEqual([`gemv-rows8/xs32${sg}+splitK4+concat`, `gemv-rows8/xs32${sg}+splitK4+concat reduce`, 'gemv-rows/8 lanes']);
+    const stage = sg || backend.device.limits.maxComputeWorkgroupStorageSize >= 17920 ? '32p' : '16';
+    expect(await forwardLabels(backend, 12, 520, 132, 12, 95)).toEqual([`gemv-rows16/xk${stage}${sg}+splitK2+concat`, `gemv-rows16/xk${stage}${sg}+splitK2+concat reduce`, 'gemv-rows/8 lanes']);
+    expect(await forwardLabels(backend, 6, 1024, 132, 8, 96)).toEqual([`gemv-rows8/xk32${sg}+splitK4+concat`, `gemv-rows8/xk32${sg}+splitK4+concat reduce`, 'gemv-rows/8 lanes']);
     await check(backend, { M: 12, inF: 520, outF: 132, r: 12, bias: true, dropout: 0, xGrad: true });
     await check(backend, { M: 16, inF: 516, outF: 260, r: 5, bias: false, dropout: 0, xGrad: true });
     await check(backend, { M: 7, inF: 1028, outF: 68, r: 16, bias: true, dropout: 0, xGrad: false });

@@ -1,4 +1,6 @@
+import * as T from '@metal-lora/tensor';
 import { describe, expect } from 'vitest';
+import { random } from './gemm-check';
 import { gpuIt } from './gpu-env';
 
 describe('WebGPU smoke test', () => {
@@ -48,5 +50,35 @@ describe('WebGPU smoke test', () => {
     const got = new Float32Array(read.getMappedRange().slice(0));
     read.unmap();
     for (let i = 0; i < n; i++) expect(got[i]).toBeCloseTo(Math.fround(a[i] * b[i]) + 1, 5);
+  });
+  gpuIt('timeRegion times the passes fn records, and submits the prelude before them, untimed', async (backend) => {
+    if (!backend.context.report.timestampQuery) return;
+    const a = random([192, 160], 1, backend, 'float32');
+    const b = random([160, 176], 2, backend, 'float32');
+    const x = random([64], 3, backend, 'float32');
+    const big = () => T.matmul(a, b);
+    // Warm the pipelines, then: the product alone, and a small op with the product as its prelude.
+    big();
+    await backend.sync();
+    const bigMs = await backend.timeRegion(() => Array.from({ length: 8 }, big));
+    let inPrelude: T.Tensor | undefined;
+    let small: T.Tensor | undefined;
+    const smallMs = await backend.timeRegion(
+      () => {
+        small = T.add(x, x);
+      },
+      () => {
+        inPrelude = T.matmul(a, b);
+      },
+    );
+    expect(bigMs).toBeGreaterThan(0);
+    expect(smallMs).toBeGreaterThanOrEqual(0);
+    // The prelude ran (its product is there) but its time is not in the region's.
+    expect(smallMs).toBeLessThan(bigMs / 16);
+    const ref = T.matmul(T.tensor(await a.data(), [192, 160], { dtype: 'float64' }), T.tensor(await b.data(), [160, 176], { dtype: 'float64' }));
+    const got = await inPrelude!.data();
+    const want = await ref.data();
+    expect(Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i])))).toBeLessThan(1e-3);
+    expect(Array.from(await small!.data())).toEqual(Array.from(await x.data(), (v) => Math.fround(2 * v)));
   });
 });
