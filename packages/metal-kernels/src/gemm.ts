@@ -233,8 +233,8 @@ export function gemvChoice(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
     // With 8 rows, 16 lanes per lane group where subgroups hold them (half the accumulators per
     // thread, K split to ~512 workgroups: 0.0345–0.0374 → 0.0321–0.0361 ms).
     // x is staged by k (`xk`: a step's MR reads share one index) and each product is a chain of
-    // four fma() on its accumulator instead of an added dot(): 16 rows 0.0372 → 0.0362 ms on the
-    // H100 (8 rows 0.0320 → 0.0318), both from fewer instructions per step.
+    // four fma() on its accumulator instead of an added dot(): 16 rows 0.0372 → 0.0364 ms on the
+    // H100 with steady clocks (8 rows 0.0320 → 0.0317), both from fewer instructions per step.
     const sg = subgroupFlushFits(device.subgroupSize, 8);
     const lanes = sg && mr === 8 && subgroupFlushFits(device.subgroupSize, 16) ? 16 : 8;
     const name = (stage: string) => `gemv-rows${mr}/xk${stage}${sg ? '/sg' : ''}${lanes === 16 ? '/l16' : ''}`;

@@ -109,12 +109,17 @@ function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key
     const typed = typeValues(types);
     return { ...rowsValues(c, concat), ...typed, ENABLE: [typed.ENABLE, c.subgroupFlush ? 'enable subgroups;\nrequires subgroup_id;' : ''].filter(Boolean).join('\n') };
   };
-  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, prefetchX: c.prefetchX ? 1 : 0, prefetchW: c.prefetchW ? 1 : 0, subgroupFlush: c.subgroupFlush ? 1 : 0, stageByK: c.stageByK ? 1 : 0, fmaChains: c.fmaChains ? 1 : 0, threads: c.threads ?? 256, ...types }, values);
+  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, prefetchX: c.prefetchX ? 1 : 0, prefetchW: c.prefetchW ? 1 : 0, subgroupFlush: c.subgroupFlush ? 1 : 0, stageByK: c.stageByK ? 1 : 0, fmaChains: c.fmaChains ? 1 : 0, threads: threadsOf(c), ...types }, values);
+}
+
+/** A gemv-rows config's threads per workgroup. */
+function threadsOf(c: GemvRowsConfig): number {
+  return c.threads ?? 256;
 }
 
 /** Bytes of workgroup memory gemv-rows takes for a config: the reduction's (none with subgroupFlush), plus the staged rows of X (section XS). */
 export function gemvRowsStorage(c: GemvRowsConfig): number {
-  return (c.subgroupFlush ? 0 : 8 * ((c.threads ?? 256) + 32) * 4) + (c.stageByK ? c.mr + 1 : c.mr) * (c.stage ?? 0) * 16;
+  return (c.subgroupFlush ? 0 : 8 * (threadsOf(c) + 32) * 4) + (c.stageByK ? c.mr + 1 : c.mr) * (c.stage ?? 0) * 16;
 }
 
 /**
@@ -130,9 +135,8 @@ export function fixedSubgroupSize(report: Pick<AdapterReport, 'subgroups' | 'sub
 
 /**
  * Whether gemv-rows' subgroup flush runs with lane groups of `lanes` on subgroups of `size` (from
- * `fixedSubgroupSize`): each lane group inside one subgroup, and the workgroup (256 threads unless
- * `threads` says otherwise) whole
- * subgroups.
+ * `fixedSubgroupSize`): each lane group inside one subgroup, and the workgroup of `threads` (256
+ * unless the config says otherwise) whole subgroups.
  */
 export function subgroupFlushFits(size: number | undefined, lanes: number, threads = 256): boolean {
   return size !== undefined && size % lanes === 0 && threads % size === 0;
@@ -220,14 +224,14 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
   const wInit = c.prefetchW
     ? [lines(U, (u) => lines(R, (r) => `  var pw${u}_${r}: vec4<f32>;`)), ...(concat ? ['  if (n0 >= p.NW) {', prefetchInit('w2'), '  } else {', prefetchInit('w'), '  }'] : ['  {', prefetchInit('w'), '  }'])].join('\n')
     : '';
-  const values: Record<string, string> = { WG: String(c.threads ?? 256), LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: [acc, concat ? '' : loraInit, wInit].filter(Boolean).join('\n'), STREAM: stream, FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0', SG: c.subgroupFlush ? '1' : '0' };
+  const values: Record<string, string> = { WG: String(threadsOf(c)), LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: [acc, concat ? '' : loraInit, wInit].filter(Boolean).join('\n'), STREAM: stream, FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0', SG: c.subgroupFlush ? '1' : '0' };
   if (staged) {
     values.XS4 = String(c.stage);
     values.XSK = c.stageByK ? '1' : '0';
     const prefetch = !!c.prefetchX;
     values.XP = prefetch ? '1' : '0';
     if (prefetch) {
-      const wg = c.threads ?? 256;
+      const wg = threadsOf(c);
       const XPT = Math.ceil((MR * c.stage!) / wg);
       values.XLOAD = lines(XPT, (j) => `  var xr${j} = x_stage(t + ${wg * j}u, k_begin, min(k_end, k_begin + XS4));`);
       values.XSTORE = lines(XPT, (j) => `    if (t + ${wg * j}u < MR * XS4) { xs_put(t + ${wg * j}u, xr${j}); }`);
@@ -297,7 +301,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   if (concat && (!streamB || (splits > 1 && !ops.split) || ops.lora || NW % c.rows !== 0)) {
     throw new ValueError('matmul', `${c.name}: a second streamed matrix needs W streamed whole`, 'x·Wᵀ streaming W, a workspace if K is split, no LoRA term, rows per lane group dividing N', `${JSON.stringify(s)}, ${splits} split(s)`);
   }
-  const threads = c.threads ?? 256;
+  const threads = threadsOf(c);
   if (![8, 16, 32, 64, 128, 256].includes(c.lanes) || !(c.rows >= 1 && c.rows <= 8) || !(c.mr >= 1 && c.mr <= 32)) {
     throw new ValueError('matmul', `${c.name}: lanes, rows or mr out of range`, 'lanes a power of two in 8..256, rows in 1..8, mr in 1..32', `lanes ${c.lanes}, rows ${c.rows}, mr ${c.mr}`);
   }
@@ -325,7 +329,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   const rowsOut = NW + (concat?.rows ?? 0);
   // C's row length: the split workspace holds W2's columns after W's.
   const ldc = concat && ops.split ? rowsOut : s.N;
-  const blocks = Math.ceil(rowsOut / (((c.threads ?? 256) / c.lanes) * c.rows));
+  const blocks = Math.ceil(rowsOut / ((threads / c.lanes) * c.rows));
   for (let row0 = 0; row0 < smallRows; row0 += c.mr) {
     backend.dispatch({
       key,
@@ -373,6 +377,6 @@ export function recordGemvCols(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
 
 /** Workgroups of one gemv dispatch before K splits (the selector sizes the splits from it). */
 export function gemvGroups(s: GemmShape, c: GemvRowsConfig | GemvColsConfig): number {
-  if (c.kind === 'gemv-rows') return Math.ceil((gemvRowsStream(s) === 'b' ? s.N : s.M) / (((c.threads ?? 256) / c.lanes) * c.rows));
+  if (c.kind === 'gemv-rows') return Math.ceil((gemvRowsStream(s) === 'b' ? s.N : s.M) / ((threadsOf(c) / c.lanes) * c.rows));
   return Math.ceil((gemvColsStream(s) === 'b' ? s.N : s.M) / 4 / c.colLanes);
 }

@@ -41,6 +41,8 @@
 //   is a broadcast across lane groups. A K chunk longer than XS4 is staged in turns. With
 //   section XP (text constant XPT = ⌈MR·XS4 / WG⌉) the next stage is loaded into registers while
 //   the current one streams, instead of after it.
+// Section XSK (with XS): x staged by k, xs[k - kb][row] (see xs_put), so the MR reads of a step
+//   share one index; each k's rows are padded to MR + 1 vec4 to keep a group's lanes on distinct banks.
 // Section SG (`enable subgroups; requires subgroup_id;`): each lane group's partials are summed by subgroup shuffles
 //   (the butterfly gemv.ts writes as FLUSH) instead of through workgroup memory; the threads are
 //   numbered by subgroup so that a lane group lies in one subgroup (LANES divides its size).
