@@ -117,6 +117,11 @@ function threadsOf(c: GemvRowsConfig): number {
   return c.threads ?? 256;
 }
 
+/** Rows of the streamed operand one gemv-rows workgroup covers: its lane groups × their rows. */
+function streamedRowsPerWorkgroup(c: GemvRowsConfig): number {
+  return (threadsOf(c) / c.lanes) * c.rows;
+}
+
 /** Bytes of workgroup memory gemv-rows takes for a config: the reduction's (none with subgroupFlush), plus the staged rows of X (section XS). */
 export function gemvRowsStorage(c: GemvRowsConfig): number {
   return (c.subgroupFlush ? 0 : 8 * (threadsOf(c) + 32) * 4) + (c.stageByK ? c.mr + 1 : c.mr) * (c.stage ?? 0) * 16;
@@ -124,8 +129,8 @@ export function gemvRowsStorage(c: GemvRowsConfig): number {
 
 /**
  * The subgroup size gemv-rows' subgroup flush can rely on: the adapter's, where the `subgroups`
- * feature is on, its minimum and maximum agree (a 256-thread workgroup is then whole subgroups)
- * and WGSL has `@builtin(subgroup_id)` (the `subgroup_id` language extension: Chrome 144, Dawn);
+ * feature is on, its minimum and maximum agree (whether a config's lane groups and workgroup are
+ * then whole subgroups is `subgroupFlushFits`) and WGSL has `@builtin(subgroup_id)` (the `subgroup_id` language extension: Chrome 144, Dawn);
  * otherwise undefined.
  */
 export function fixedSubgroupSize(report: Pick<AdapterReport, 'subgroups' | 'subgroupMinSize' | 'subgroupMaxSize' | 'wgslLanguageFeatures'>): number | undefined {
@@ -329,7 +334,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
   const rowsOut = NW + (concat?.rows ?? 0);
   // C's row length: the split workspace holds W2's columns after W's.
   const ldc = concat && ops.split ? rowsOut : s.N;
-  const blocks = Math.ceil(rowsOut / ((threads / c.lanes) * c.rows));
+  const blocks = Math.ceil(rowsOut / streamedRowsPerWorkgroup(c));
   for (let row0 = 0; row0 < smallRows; row0 += c.mr) {
     backend.dispatch({
       key,
@@ -377,6 +382,6 @@ export function recordGemvCols(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
 
 /** Workgroups of one gemv dispatch before K splits (the selector sizes the splits from it). */
 export function gemvGroups(s: GemmShape, c: GemvRowsConfig | GemvColsConfig): number {
-  if (c.kind === 'gemv-rows') return Math.ceil((gemvRowsStream(s) === 'b' ? s.N : s.M) / ((threadsOf(c) / c.lanes) * c.rows));
+  if (c.kind === 'gemv-rows') return Math.ceil((gemvRowsStream(s) === 'b' ? s.N : s.M) / streamedRowsPerWorkgroup(c));
   return Math.ceil((gemvColsStream(s) === 'b' ? s.N : s.M) / 4 / c.colLanes);
 }
