@@ -1,9 +1,11 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts'],
+  entry: ['src/index.ts', 'src/browser.ts'],
   format: ['esm'],
-  dts: true,
+  // The published declarations name WebGPU's types (GPUBuffer, GPUDevice): `@webgpu/types` is a
+  // dependency, and every declaration file references it.
+  dts: { banner: '/// <reference types="@webgpu/types" />' },
   sourcemap: true,
   clean: true,
   target: 'es2022',

@@ -64,6 +64,10 @@ export class WebGPUBackend implements Backend {
   readonly name = 'webgpu';
   readonly device: GPUDevice;
   readonly context: GPUContext;
+  /** A software adapter (lavapipe, SwiftShader): `setBackend('auto')` prefers the CPU over it. */
+  get software(): boolean {
+    return this.context.report.software;
+  }
   private readonly pool = new Map<number, GPUBuffer[]>();
   /** Idle pooled buffers, least recently released first (Map keeps insertion order). */
   private readonly idle = new Map<GPUBuffer, number>();

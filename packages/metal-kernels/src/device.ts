@@ -34,6 +34,34 @@ export interface GPUContext {
 
 const OPTIONAL_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix'] as const;
 
+/** Dawn's Node binding (npm `webgpu`), as the Node entry loads it. */
+export interface DawnBinding {
+  create: (flags: string[]) => GPU;
+  globals: object;
+}
+
+/**
+ * How to load Dawn where there is no `navigator.gpu`: set by the package's Node entry, absent
+ * from the browser entry, so that bundlers never see the `webgpu` package.
+ */
+let dawnLoader: (() => Promise<DawnBinding>) | undefined;
+let dawnSkipReason: (() => string | undefined) | undefined;
+
+/**
+ * Sets how Dawn is loaded in Node (the Node entry of this package calls it; tests may too), and
+ * optionally a cheap check that tells `setBackend('auto')` not to open Dawn on this machine.
+ */
+export function setDawnLoader(loader: (() => Promise<DawnBinding>) | undefined, skipReason?: () => string | undefined): void {
+  dawnLoader = loader;
+  dawnSkipReason = skipReason;
+}
+
+/** Why `setBackend('auto')` should not open WebGPU here (Node without a GPU device), or undefined to try it. */
+export function autoSkipReason(): string | undefined {
+  if ((globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu) return undefined;
+  return dawnSkipReason?.();
+}
+
 /**
  * Dawn's instance, created once and never released: if the garbage collector frees it while a
  * device is alive, Dawn aborts the process (seen with Dawn from webgpu 0.6.2 on Mesa lavapipe).
@@ -44,15 +72,18 @@ async function findGPU(dawnFlags: string[]): Promise<{ gpu: GPU; runtime: Adapte
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu) return { gpu: nav.gpu, runtime: 'browser' };
   if (dawnInstance) return { gpu: dawnInstance, runtime: 'node-dawn' };
+  if (!dawnLoader) {
+    throw new GPUError('requestGPU', 'no-adapter', "WebGPU is not available; expected navigator.gpu (this is the browser build of @metal-lora/metal-kernels, which never loads Dawn), got none");
+  }
+  let dawn: DawnBinding;
   try {
-    // Dawn's Node binding; the browser never reaches this import.
-    const dawn = (await import(/* @vite-ignore */ 'webgpu')) as { create: (flags: string[]) => GPU; globals: object };
-    Object.assign(globalThis, dawn.globals);
-    dawnInstance = dawn.create(dawnFlags);
-    return { gpu: dawnInstance, runtime: 'node-dawn' };
+    dawn = await dawnLoader();
   } catch (error) {
     throw new GPUError('requestGPU', 'no-adapter', `WebGPU is not available; expected navigator.gpu (browser) or the 'webgpu' package (Node), got neither (${(error as Error).message})`);
   }
+  Object.assign(globalThis, dawn.globals);
+  dawnInstance = dawn.create(dawnFlags);
+  return { gpu: dawnInstance, runtime: 'node-dawn' };
 }
 
 function describeAdapter(gpu: GPU, adapter: GPUAdapter, runtime: AdapterReport['runtime']): AdapterReport {

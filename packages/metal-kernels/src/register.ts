@@ -1,6 +1,6 @@
 import { registerBackend, resolveBackend } from '@metal-lora/tensor';
 import { WebGPUBackend } from './backend';
-import { requestGPU, type RequestGPUOptions } from './device';
+import { autoSkipReason, requestGPU, type RequestGPUOptions } from './device';
 import { registerElementwiseKernels } from './kernels/elementwise';
 import { registerLayoutKernels } from './kernels/layout';
 import { registerLoraKernels } from './kernels/lora';
@@ -31,7 +31,7 @@ export async function createWebGPUBackend(options: RequestGPUOptions = {}): Prom
  * does this once; call it again with options to change how the device is requested.
  */
 export function registerWebGPUBackend(options: RequestGPUOptions = {}): void {
-  registerBackend('webgpu', () => createWebGPUBackend(options));
+  registerBackend('webgpu', () => createWebGPUBackend(options), { skipReason: autoSkipReason });
 }
 
 /** The webgpu backend, created on first call. */

@@ -1,12 +1,20 @@
 /**
- * `metal-lora/browser`: the parts of the main job that run in a browser (no Node built-ins):
- * models from fetched bytes, the tokenizer, the embedded texts, training and sampling.
+ * metal-lora in the browser (the package's `browser` condition, also `metal-lora/browser`): the
+ * whole library without Node built-ins or Dawn. WebGPU comes from `navigator.gpu`; files come
+ * from fetched bytes, `Blob`s and downloads instead of paths (`modelFromFiles`, `adapterFromBlobs`,
+ * `fetchAdapter`, `downloadAdapter`).
+ *
+ * Each entry re-exports the packages itself: a re-export shared through a common chunk of the
+ * build would be dropped from the entry (esbuild cannot list an external module's names).
  */
-import '@metal-lora/metal-kernels';
-
+export * from '@metal-lora/adapter-io';
+export * from '@metal-lora/metal-kernels';
+export * from '@metal-lora/nn';
+export * from '@metal-lora/tensor';
 export { batchOf } from './batches';
 export { kitchenJournal, shipsLog } from './corpus';
 export { generate } from './generate';
 export { modelFromFiles } from './model-bytes';
 export { CharTokenizer } from './tokenizer';
 export { evaluate, type TrainOptions, trainLoop } from './trainer';
+export { valueAndGrad } from './value-and-grad';

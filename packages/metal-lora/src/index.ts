@@ -2,18 +2,25 @@
  * metal-lora: the MetalLoRA-TS umbrella package. Fused LoRA kernels on WebGPU (Metal on Apple
  * Silicon), a small training stack, and adapters exchanged with MLX and PEFT.
  *
- * Importing it registers the webgpu backend; `await setBackend('auto')` picks it where an adapter
- * exists.
+ * This is the Node entry: everything the browser entry has, plus files by path (`saveAdapter`,
+ * `loadAdapter`, `mergeWeights`, `loadModel`, `saveModel`, the safetensors file helpers).
+ * Importing it registers the webgpu backend (Dawn in Node); `await setBackend('auto')` picks it
+ * where a hardware adapter exists.
+ *
+ * Each entry re-exports the packages itself: a re-export shared through a common chunk of the
+ * build would be dropped from the entry (esbuild cannot list an external module's names).
  */
-import '@metal-lora/metal-kernels';
-
 export * from '@metal-lora/adapter-io';
-export { loadSafetensors, openSafetensors, readAdapterFiles, saveSafetensors } from '@metal-lora/adapter-io/node';
-export { type AdapterReport, createWebGPUBackend, hasWebGPU, requestGPU, webgpuBackend } from '@metal-lora/metal-kernels';
+export { loadSafetensors, openSafetensors, readAdapterFiles, saveSafetensors, writeFileAtomic } from '@metal-lora/adapter-io/node';
+export * from '@metal-lora/metal-kernels';
 export * from '@metal-lora/nn';
 export * from '@metal-lora/tensor';
 export { loadAdapter, mergeWeights, saveAdapter } from './adapters';
-export { valueAndGrad } from './value-and-grad';
+export { batchOf } from './batches';
 export { type LoadedModel, loadModel, saveModel } from './checkpoint';
+export { kitchenJournal, shipsLog } from './corpus';
 export { generate } from './generate';
+export { modelFromFiles } from './model-bytes';
 export { CharTokenizer } from './tokenizer';
+export { evaluate, type TrainOptions, trainLoop } from './trainer';
+export { valueAndGrad } from './value-and-grad';

@@ -50,13 +50,39 @@ export interface Backend {
   memory(): MemoryInfo;
   /** Resets the peak to the current live bytes (for measuring one step). */
   resetPeak(): void;
+  /**
+   * A CPU implementation of a GPU API (lavapipe, SwiftShader): slower than the CPU backend for
+   * the work this library does, so `setBackend('auto')` passes it over.
+   */
+  readonly software?: boolean;
+}
+
+/** How `setBackend('auto')` may rule out a registered backend before opening it. */
+export interface AutoHint {
+  /** Why 'auto' should not take this backend on this machine (e.g. only a software GPU driver is installed), or undefined to try it. */
+  skipReason(): string | undefined;
 }
 
 const backends = new Map<string, Backend | (() => Backend | Promise<Backend>)>();
+const autoHints = new Map<string, AutoHint>();
 let current: Backend | undefined;
 
-export function registerBackend(name: string, backend: Backend | (() => Backend | Promise<Backend>)): void {
+/** Registers a backend (or a factory called on first use) under `name`, with an optional hint for 'auto'. */
+export function registerBackend(name: string, backend: Backend | (() => Backend | Promise<Backend>), autoHint?: AutoHint): void {
   backends.set(name, backend);
+  if (autoHint) autoHints.set(name, autoHint);
+  else autoHints.delete(name);
+}
+
+/** Where a backend is registered by importing a package, named in the error for a missing one. */
+const REGISTERED_BY: Record<string, string> = { webgpu: "import '@metal-lora/metal-kernels' (or 'metal-lora') first: importing it registers the webgpu backend" };
+
+let autoNoted = false;
+/** 'auto' says once per process why it took the CPU over a GPU backend that exists. */
+function noteAuto(reason: string): void {
+  if (autoNoted) return;
+  autoNoted = true;
+  console.warn(`metal-lora: setBackend('auto') chose the cpu backend: ${reason}`);
 }
 
 export function registeredBackends(): string[] {
@@ -66,7 +92,10 @@ export function registeredBackends(): string[] {
 /** The backend by name, creating it on first use. */
 export async function resolveBackend(name: string): Promise<Backend> {
   const entry = backends.get(name);
-  if (!entry) throw new ValueError('setBackend', 'unknown backend', `one of ${registeredBackends().join(', ')}`, `'${name}'`);
+  if (!entry) {
+    const hint = REGISTERED_BY[name];
+    throw new ValueError('setBackend', `unknown backend${hint ? ` ('${name}' is not registered: ${hint})` : ''}`, `one of ${registeredBackends().join(', ')}`, `'${name}'`);
+  }
   if (typeof entry !== 'function') return entry;
   const made = await entry();
   backends.set(name, made);
@@ -75,16 +104,26 @@ export async function resolveBackend(name: string): Promise<Backend> {
 
 /**
  * Selects the backend new tensors are created on. `webgpu` needs `@metal-lora/metal-kernels` to
- * be imported; `auto` takes webgpu when it is registered and an adapter opens, else cpu.
+ * be imported; `auto` takes webgpu when it is registered and a hardware adapter opens, else cpu.
+ * A software adapter (lavapipe, SwiftShader) is slower than the CPU backend here, so 'auto'
+ * takes the CPU instead and says so once (`console.warn`); `setBackend('webgpu')` uses it anyway.
  */
 export async function setBackend(name: string): Promise<Backend> {
   if (name === 'auto') {
     if (backends.has('webgpu')) {
-      try {
-        current = await resolveBackend('webgpu');
-        return current;
-      } catch {
-        // No adapter here: fall back to the CPU, as 'auto' promises.
+      const skip = autoHints.get('webgpu')?.skipReason();
+      if (skip) noteAuto(skip);
+      else {
+        try {
+          const gpu = await resolveBackend('webgpu');
+          if (!gpu.software) {
+            current = gpu;
+            return current;
+          }
+          noteAuto(`the WebGPU adapter is a software renderer, slower than the CPU backend (setBackend('webgpu') uses it anyway)`);
+        } catch {
+          // No adapter here: fall back to the CPU, as 'auto' promises.
+        }
       }
     }
     current = await resolveBackend('cpu');

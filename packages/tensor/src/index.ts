@@ -11,6 +11,7 @@ registerCpuKernels();
 
 export { type GradOf, grad, type TensorTree, treeLeaves, valueAndGrad } from './autograd';
 export {
+  type AutoHint,
   type Backend,
   getBackend,
   getKernel,
