@@ -2,11 +2,10 @@
 /**
  * The metal-lora CLI (the repository's `pnpm start`).
  *
- *   metal-lora [train] [--model DIR] [--data DIR|FILE.jsonl] [--rank 8] [--scale 2] [--dropout 0]
- *              [--num-layers N] [--keys a,b] [--iters N] [--batch 8] [--seq 64] [--lr 1e-2]
- *              [--adapter-path adapters] [--format mlx|peft] [--resume-adapter-file FILE]
- *              [--backend auto|webgpu|cpu] [--quick]
+ *   metal-lora [train] [flags]
  *   metal-lora fuse --model DIR --adapter-path DIR --save-path DIR
+ *
+ * The flags are the table in `cli-args.ts` (`metal-lora --help` prints it).
  *
  * Without --model/--data it runs the embedded default: the small base model in assets/base,
  * fine-tuned on the ship's log in assets/data.
@@ -17,48 +16,17 @@ import { fileURLToPath } from 'node:url';
 import { readAdapterFiles } from '@metal-lora/adapter-io/node';
 import { parseMlxAdapter, parsePeftAdapter } from '@metal-lora/adapter-io';
 import { linearToLoRALayers, LoRALinear } from '@metal-lora/nn';
+import '@metal-lora/metal-kernels'; // registers the webgpu backend
 import type { AdapterReport } from '@metal-lora/metal-kernels';
 import { type Backend, MetalLoRAError, noGrad, setBackend, tensor, tidy } from '@metal-lora/tensor';
 import { loadAdapter, mergeWeights, saveAdapter } from './adapters';
 import { loadModel, saveModel } from './checkpoint';
+import { helpText, parseCommandLine, UsageError } from './cli-args';
 import { readDataset } from './data';
 import { generate } from './generate';
 import { evaluate, trainLoop } from './trainer';
-import './index';
 
 const assets = join(dirname(fileURLToPath(import.meta.url)), '..', 'assets');
-
-class UsageError extends Error {}
-
-function parseArgs(argv: string[]): { command: string; flags: Map<string, string> } {
-  const flags = new Map<string, string>();
-  let command = 'train';
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith('--')) {
-      if (i === 0 && (a === 'train' || a === 'fuse')) command = a;
-      else throw new UsageError(`unexpected argument '${a}'; expected flags such as --iters 100 (see --help)`);
-      continue;
-    }
-    const name = a.slice(2);
-    if (name === 'quick' || name === 'help') flags.set(name, 'true');
-    else {
-      const value = argv[i + 1];
-      if (value === undefined || value.startsWith('--')) throw new UsageError(`--${name} needs a value`);
-      flags.set(name, value);
-      i++;
-    }
-  }
-  return { command, flags };
-}
-
-function numberFlag(flags: Map<string, string>, name: string, fallback: number, integer = false): number {
-  const raw = flags.get(name);
-  if (raw === undefined) return fallback;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || (integer && (!Number.isInteger(v) || v <= 0))) throw new UsageError(`--${name} must be ${integer ? 'a positive integer' : 'a number'}; got '${raw}'`);
-  return v;
-}
 
 function bar(done: number, total: number): string {
   const width = 24;
@@ -67,39 +35,34 @@ function bar(done: number, total: number): string {
 }
 
 /**
- * 'auto' takes WebGPU on a hardware adapter; a software one (lavapipe, SwiftShader) is slower than
- * the CPU backend at these sizes, so 'auto' then stays on the CPU and says why.
+ * The library's 'auto' takes WebGPU on a hardware adapter and the CPU otherwise (saying why once
+ * when a GPU backend exists but is passed over); the CLI names what it got.
  */
 async function chooseBackend(wanted: string): Promise<Backend> {
-  if (wanted !== 'auto' && wanted !== 'webgpu' && wanted !== 'cpu') throw new UsageError(`--backend must be auto, webgpu or cpu; got '${wanted}'`);
-  let backend = await setBackend(wanted);
+  const backend = await setBackend(wanted);
   const report = (backend as { context?: { report: AdapterReport } }).context?.report;
-  if (wanted === 'auto' && report?.software) {
-    backend = await setBackend('cpu');
-    console.log(`backend: cpu (the WebGPU adapter "${report.description || report.vendor}" is a software renderer, slower than the CPU backend; --backend webgpu uses it anyway)`);
-  } else {
-    console.log(`backend: ${backend.name}${report ? ` (${report.vendor} ${report.description})` : wanted === 'auto' ? ' (no WebGPU adapter found)' : ''}`);
-  }
+  console.log(`backend: ${backend.name}${report ? ` (${report.vendor} ${report.description}${report.software ? ', a software renderer' : ''})` : ''}`);
   return backend;
 }
 
-async function train(flags: Map<string, string>): Promise<void> {
-  const quick = flags.has('quick');
-  const modelDir = flags.get('model') ?? join(assets, 'base');
-  const dataPath = flags.get('data') ?? join(assets, 'data');
-  const rank = numberFlag(flags, 'rank', 8, true);
-  const scale = numberFlag(flags, 'scale', 2);
-  const dropout = numberFlag(flags, 'dropout', 0);
-  const iters = numberFlag(flags, 'iters', quick ? 12 : 200, true);
-  const batch = numberFlag(flags, 'batch', 8, true);
-  const length = numberFlag(flags, 'seq', 64, true);
-  const lr = numberFlag(flags, 'lr', 1e-2);
-  const numLayersFlag = flags.has('num-layers') ? numberFlag(flags, 'num-layers', 2, true) : undefined;
-  const keys = flags.get('keys')?.split(',').map((k) => k.trim());
-  const adapterPath = flags.get('adapter-path') ?? 'adapters';
-  const format = (flags.get('format') ?? 'mlx') as 'mlx' | 'peft';
-  if (format !== 'mlx' && format !== 'peft') throw new UsageError(`--format must be mlx or peft; got '${format}'`);
-  await chooseBackend(flags.get('backend') ?? 'auto');
+type Flags = ReturnType<typeof parseCommandLine>['flags'];
+
+async function train(flags: Flags): Promise<void> {
+  const quick = flags.quick === true;
+  const modelDir = flags.model ?? join(assets, 'base');
+  const dataPath = flags.data ?? join(assets, 'data');
+  const rank = flags.rank ?? 8;
+  const scale = flags.scale ?? 2;
+  const dropout = flags.dropout ?? 0;
+  const iters = flags.iters ?? (quick ? 12 : 200);
+  const batch = flags.batch ?? 8;
+  const length = flags.seq ?? 64;
+  const lr = flags.lr ?? 1e-2;
+  const numLayersFlag = flags['num-layers'];
+  const keys = flags.keys?.split(',').map((k) => k.trim());
+  const adapterPath = flags['adapter-path'] ?? 'adapters';
+  const format = (flags.format ?? 'mlx') as 'mlx' | 'peft';
+  await chooseBackend(flags.backend ?? 'auto');
   const { model, config, tokenizer } = loadModel(modelDir);
   const { train: trainTexts, valid } = readDataset(dataPath);
   const trainStream = Int32Array.from(tokenizer.encode(trainTexts.join(' ')));
@@ -115,8 +78,8 @@ async function train(flags: Map<string, string>): Promise<void> {
   console.log(`sample before: "${prompt}" → "${sampleBefore}"`);
 
   const converted = linearToLoRALayers(model, { numLayers, keys, rank, scale, dropout, seed: 1 });
-  if (flags.has('resume-adapter-file')) {
-    const file = flags.get('resume-adapter-file')!;
+  const file = flags['resume-adapter-file'];
+  if (file !== undefined) {
     loadAdapter(model, file);
     console.log(`resumed from ${file}`);
   }
@@ -164,12 +127,13 @@ async function train(flags: Map<string, string>): Promise<void> {
   if (!reloadOk || !mergeOk || !(lossAfter < lossBefore)) throw new MetalLoRAError('train', 'a final check failed (see above)');
 }
 
-async function fuse(flags: Map<string, string>): Promise<void> {
-  const modelDir = flags.get('model');
-  const adapterPath = flags.get('adapter-path');
-  const savePath = flags.get('save-path');
-  if (!modelDir || !adapterPath || !savePath) throw new UsageError('fuse needs --model DIR --adapter-path DIR --save-path DIR');
-  await chooseBackend(flags.get('backend') ?? 'auto');
+async function fuse(flags: Flags): Promise<void> {
+  const { model: modelDir, 'adapter-path': adapterPath, 'save-path': savePath } = flags;
+  if (!modelDir || !adapterPath || !savePath) {
+    const missing = [modelDir ? '' : '--model', adapterPath ? '' : '--adapter-path', savePath ? '' : '--save-path'].filter(Boolean);
+    throw new UsageError('fuse needs --model DIR --adapter-path DIR --save-path DIR', 'all three', `no ${missing.join(', ')}`);
+  }
+  await chooseBackend(flags.backend ?? 'auto');
   const { model, config, tokenizer } = loadModel(modelDir);
   const { format, files } = readAdapterFiles(adapterPath);
   const adapter = format === 'peft' ? parsePeftAdapter(files) : parseMlxAdapter(files);
@@ -179,16 +143,13 @@ async function fuse(flags: Map<string, string>): Promise<void> {
   console.log(`fused ${merged.length} layers of a ${format.toUpperCase()} adapter into ${savePath}/ (config.json, model.safetensors, tokenizer.json)`);
 }
 
-const HELP = `usage: metal-lora [train] [--model DIR] [--data PATH] [--rank N] [--scale S] [--iters N] [--adapter-path DIR] [--format mlx|peft] [--resume-adapter-file FILE] [--backend auto|webgpu|cpu] [--quick]
-       metal-lora fuse --model DIR --adapter-path DIR --save-path DIR`;
-
 async function main(): Promise<void> {
-  const { command, flags } = parseArgs(process.argv.slice(2));
-  if (flags.has('help')) {
-    console.log(HELP);
+  const { command, flags } = parseCommandLine(process.argv.slice(2));
+  if (flags.help) {
+    console.log(helpText());
     return;
   }
-  if (!existsSync(join(assets, 'base', 'config.json')) && !flags.has('model')) throw new UsageError(`the embedded model is missing at ${join(assets, 'base')}; pass --model DIR`);
+  if (!existsSync(join(assets, 'base', 'config.json')) && flags.model === undefined) throw new UsageError(`the embedded model is missing at ${join(assets, 'base')}`, '--model DIR', 'no --model');
   if (command === 'fuse') await fuse(flags);
   else await train(flags);
 }
@@ -196,7 +157,8 @@ async function main(): Promise<void> {
 try {
   await main();
 } catch (error) {
-  const message = error instanceof MetalLoRAError || error instanceof UsageError ? error.message : `${(error as Error).message ?? error}`;
-  console.error(`metal-lora: ${message}`);
+  // One line: a library error already names its op (`loadModel: ...`, `metal-lora: ...`).
+  const message = error instanceof MetalLoRAError ? error.message : `${(error as Error).message ?? error}`;
+  console.error(message.startsWith('metal-lora: ') ? message : `metal-lora: ${message}`);
   process.exitCode = 1;
 }

@@ -1,25 +1,37 @@
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { FLAGS } from '../src/cli-args';
 
 const root = new URL('../../..', import.meta.url).pathname;
 
-/** Runs the CLI from source, as `pnpm start` does. */
-function cli(args: string[]): { code: number | null; out: string; err: string } {
-  const r = spawnSync(process.execPath, ['--conditions=source', '--import', './scripts/register-wgsl.mjs', '--import', 'tsx', 'packages/metal-lora/src/cli.ts', ...args], {
-    cwd: root,
-    encoding: 'utf8',
-    env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? tmpdir() },
+/**
+ * Runs the CLI from source, as `pnpm start` does. Asynchronously: a worker blocked on a child
+ * process cannot answer vitest's RPC, which fails the whole run on a loaded machine.
+ */
+function cli(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  const argv = ['--conditions=source', '--import', './scripts/register-wgsl.mjs', '--import', 'tsx', 'packages/metal-lora/src/cli.ts', ...args];
+  return new Promise((resolve) => {
+    execFile(process.execPath, argv, { cwd: root, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024, env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? tmpdir() } }, (error, stdout, stderr) => {
+      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, out: stdout, err: stderr });
+    });
   });
-  return { code: r.status, out: r.stdout, err: r.stderr };
 }
+
+describe('the command line as users pass it', () => {
+  it("takes pnpm's '--' and lists every flag of the parser in --help", async () => {
+    const help = await cli(['--', '--help']);
+    expect(help.code).toBe(0);
+    for (const flag of Object.keys(FLAGS)) expect(help.out).toContain(`--${flag}`);
+  });
+});
 
 describe('the main job (reduced mode)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'metal-lora-'));
-  it('trains, saves an MLX adapter, reloads and merges it', () => {
-    const r = cli(['--quick', '--backend', 'cpu', '--adapter-path', join(dir, 'adapters')]);
+  it('trains, saves an MLX adapter, reloads and merges it', async () => {
+    const r = await cli(['--quick', '--backend', 'cpu', '--adapter-path', join(dir, 'adapters')]);
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/backend: cpu/);
@@ -29,29 +41,35 @@ describe('the main job (reduced mode)', () => {
     expect(config).toMatchObject({ fine_tune_type: 'lora', num_layers: 2, lora_parameters: { rank: 8, scale: 2 } });
     expect(existsSync(join(dir, 'adapters', 'adapters.safetensors'))).toBe(true);
   });
-  it('fuse writes a merged model that loads again as a base', () => {
-    const r = cli(['fuse', '--backend', 'cpu', '--model', join(root, 'packages/metal-lora/assets/base'), '--adapter-path', join(dir, 'adapters'), '--save-path', join(dir, 'fused')]);
+  it('fuse writes a merged model that loads again as a base', async () => {
+    const r = await cli(['fuse', '--backend', 'cpu', '--model', join(root, 'packages/metal-lora/assets/base'), '--adapter-path', join(dir, 'adapters'), '--save-path', join(dir, 'fused')]);
     expect(r.err).toBe('');
     expect(r.out).toMatch(/fused \d+ layers of a MLX adapter/);
-    const again = cli(['--quick', '--backend', 'cpu', '--iters', '2', '--model', join(dir, 'fused'), '--adapter-path', join(dir, 'again')]);
+    const again = await cli(['--quick', '--backend', 'cpu', '--iters', '2', '--model', join(dir, 'fused'), '--adapter-path', join(dir, 'again')]);
     expect(again.out).toMatch(/model: .*fused/);
   });
-  it('resumes from an MLX adapter file and saves PEFT', () => {
-    const r = cli(['--quick', '--backend', 'cpu', '--iters', '2', '--resume-adapter-file', join(dir, 'adapters', 'adapters.safetensors'), '--format', 'peft', '--adapter-path', join(dir, 'peft')]);
+  it('resumes from an MLX adapter file and saves PEFT', async () => {
+    const r = await cli(['--quick', '--backend', 'cpu', '--iters', '2', '--resume-adapter-file', join(dir, 'adapters', 'adapters.safetensors'), '--format', 'peft', '--adapter-path', join(dir, 'peft')]);
     expect(r.err).toBe('');
     expect(r.out).toMatch(/resumed from .*adapters\.safetensors/);
     expect(r.out).toMatch(/saved PEFT adapter/);
     const config = JSON.parse(readFileSync(join(dir, 'peft', 'adapter_config.json'), 'utf8'));
     expect(config).toMatchObject({ peft_type: 'LORA', r: 8, lora_alpha: 16 });
   });
-  it('bad input ends with one clear line and a non-zero exit', () => {
-    const missing = cli(['--model', join(dir, 'nope'), '--backend', 'cpu']);
+  it('bad input ends with one clear line and a non-zero exit', async () => {
+    const missing = await cli(['--model', join(dir, 'nope'), '--backend', 'cpu']);
     expect(missing.code).toBe(1);
     expect(missing.err.trim().split('\n')).toHaveLength(1);
     expect(missing.err).toMatch(/^metal-lora: loadModel: config.json not found/);
-    const badFlag = cli(['--iters', 'many']);
-    expect(badFlag.err.trim()).toBe("metal-lora: --iters must be a positive integer; got 'many'");
-    const badFormat = cli(['--format', 'gguf', '--backend', 'cpu', '--quick']);
-    expect(badFormat.err.trim()).toBe("metal-lora: --format must be mlx or peft; got 'gguf'");
+    const badFlag = await cli(['--iters', 'many']);
+    expect(badFlag.err.trim()).toBe("metal-lora: --iters must be a positive integer; expected an integer ≥ 1, got 'many'");
+    const badFormat = await cli(['--format', 'gguf', '--backend', 'cpu', '--quick']);
+    expect(badFormat.err.trim()).toBe("metal-lora: --format must be one of mlx, peft; expected mlx or peft, got 'gguf'");
+    // An unknown flag stops the run before anything is trained or written.
+    const misspelt = await cli(['--adapter_path', join(dir, 'mine'), '--backend', 'cpu', '--quick']);
+    expect(misspelt.code).toBe(1);
+    expect(misspelt.err.trim()).toBe("metal-lora: unknown flag --adapter_path (did you mean --adapter-path?); expected a flag listed by 'metal-lora --help', got --adapter_path");
+    expect(misspelt.out).toBe('');
+    expect(existsSync(join(dir, 'mine'))).toBe(false);
   });
 });

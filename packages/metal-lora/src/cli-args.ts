@@ -1,0 +1,160 @@
+/**
+ * The CLI's flags: one table that both the parser (`node:util` `parseArgs`, strict) and the help
+ * text are made from, so every flag the parser takes is documented and nothing else is accepted.
+ */
+import { parseArgs } from 'node:util';
+import { ValueError } from '@metal-lora/tensor';
+
+/** A command line the CLI cannot act on: unknown or misspelt flags, bad values, a missing flag. */
+export class UsageError extends ValueError {
+  constructor(problem: string, expected?: string, got?: string) {
+    super('metal-lora', problem, expected, got);
+  }
+}
+
+export type Command = 'train' | 'fuse';
+
+interface FlagSpec {
+  /** How the value is read: a boolean switch, text, a number or a positive integer. */
+  kind: 'switch' | 'text' | 'number' | 'count';
+  /** Placeholder for the value in the help text. */
+  value?: string;
+  /** Allowed values, for text flags with a fixed set. */
+  choices?: readonly string[];
+  /** Bounds for numbers: `[min, max]`, with `open` making them exclusive. */
+  range?: { min?: number; max?: number; minOpen?: boolean; maxOpen?: boolean };
+  commands: readonly Command[];
+  help: string;
+  /** The default as shown in the help (the code applies it). */
+  fallback?: string;
+}
+
+const BOTH = ['train', 'fuse'] as const;
+const TRAIN = ['train'] as const;
+
+/** Every flag of the CLI. */
+export const FLAGS = {
+  model: { kind: 'text', value: 'DIR', commands: BOTH, help: 'a Llama-family checkpoint folder (config.json, model.safetensors or shards, tokenizer.json)', fallback: 'the bundled base model' },
+  data: { kind: 'text', value: 'PATH', commands: TRAIN, help: 'mlx-lm data: a folder with train.jsonl / valid.jsonl, or one .jsonl of {"text": ...} lines', fallback: 'the bundled ship\'s log' },
+  rank: { kind: 'count', value: 'N', commands: TRAIN, help: 'LoRA rank', fallback: '8' },
+  scale: { kind: 'number', value: 'S', range: { min: 0, minOpen: true, max: 1e6 }, commands: TRAIN, help: 'LoRA scale (alpha / rank)', fallback: '2' },
+  dropout: { kind: 'number', value: 'P', range: { min: 0, max: 1, maxOpen: true }, commands: TRAIN, help: 'dropout on the LoRA input', fallback: '0' },
+  'num-layers': { kind: 'count', value: 'N', commands: TRAIN, help: 'LoRA on the last N blocks', fallback: '2' },
+  keys: { kind: 'text', value: 'A,B', commands: TRAIN, help: 'block-relative layers to adapt, e.g. self_attn.q_proj,self_attn.v_proj', fallback: 'all linear layers' },
+  iters: { kind: 'count', value: 'N', commands: TRAIN, help: 'training steps', fallback: '200 (12 with --quick)' },
+  batch: { kind: 'count', value: 'N', commands: TRAIN, help: 'sequences per step', fallback: '8' },
+  seq: { kind: 'count', value: 'N', commands: TRAIN, help: 'tokens per sequence', fallback: '64' },
+  lr: { kind: 'number', value: 'LR', range: { min: 0, minOpen: true, max: 1 }, commands: TRAIN, help: 'peak learning rate (Adam, warm-up then cosine decay)', fallback: '1e-2' },
+  'adapter-path': { kind: 'text', value: 'DIR', commands: BOTH, help: 'where the adapter is saved (train) or read (fuse)', fallback: 'adapters' },
+  format: { kind: 'text', value: 'FMT', choices: ['mlx', 'peft'], commands: TRAIN, help: 'adapter format to save', fallback: 'mlx' },
+  'resume-adapter-file': { kind: 'text', value: 'FILE', commands: TRAIN, help: 'start from a saved adapter (a .safetensors file or an adapter folder)' },
+  'save-path': { kind: 'text', value: 'DIR', commands: ['fuse'], help: 'where the fused model is written' },
+  backend: { kind: 'text', value: 'NAME', choices: ['auto', 'webgpu', 'cpu'], commands: BOTH, help: 'compute backend (auto: WebGPU on a hardware adapter, else the CPU)', fallback: 'auto' },
+  quick: { kind: 'switch', commands: TRAIN, help: 'a reduced run (fewer steps and evaluation batches)' },
+  help: { kind: 'switch', commands: BOTH, help: 'print this help' },
+} as const satisfies Record<string, FlagSpec>;
+
+export type FlagName = keyof typeof FLAGS;
+type Values = { [K in FlagName]?: (typeof FLAGS)[K]['kind'] extends 'switch' ? boolean : (typeof FLAGS)[K]['kind'] extends 'text' ? string : number };
+
+/** The usage text, made from {@link FLAGS}. */
+export function helpText(): string {
+  const rows = Object.entries(FLAGS as Record<string, FlagSpec>).map(([name, spec]) => {
+    const left = `--${name}${spec.value ? ` ${spec.choices ? spec.choices.join('|') : spec.value}` : ''}`;
+    const only = spec.commands.length === 1 ? ` [${spec.commands[0]} only]` : '';
+    return `  ${left.padEnd(30)} ${spec.help}${spec.fallback ? ` (default: ${spec.fallback})` : ''}${only}`;
+  });
+  return [
+    'usage: metal-lora [train] [flags]          fine-tune LoRA adapters (the embedded default without --model/--data)',
+    '       metal-lora fuse --model DIR --adapter-path DIR --save-path DIR',
+    '',
+    'flags (--name value or --name=value):',
+    ...rows,
+  ].join('\n');
+}
+
+/** Edit distance between two strings (for "did you mean"). */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/** The valid flag closest to `name` (underscores read as dashes, as mlx-lm users type them). */
+export function closestFlag(name: string): FlagName {
+  const wanted = name.replace(/_/g, '-').toLowerCase();
+  let best: FlagName = 'help';
+  let bestDistance = Number.POSITIVE_INFINITY;
+  for (const flag of Object.keys(FLAGS) as FlagName[]) {
+    const d = flag.startsWith(wanted) || wanted.startsWith(flag) ? Math.abs(flag.length - wanted.length) * 0.5 : distance(wanted, flag);
+    if (d < bestDistance) [best, bestDistance] = [flag, d];
+  }
+  return best;
+}
+
+function readValue(name: FlagName, raw: string): string | number {
+  const spec: FlagSpec = FLAGS[name];
+  if (spec.kind === 'text') {
+    if (raw === '') throw new UsageError(`--${name} is empty`, `a ${spec.value ?? 'value'}`, "''");
+    if (spec.choices && !spec.choices.includes(raw)) throw new UsageError(`--${name} must be one of ${spec.choices.join(', ')}`, spec.choices.join(' or '), `'${raw}'`);
+    return raw;
+  }
+  const v = raw.trim() === '' ? Number.NaN : Number(raw);
+  if (spec.kind === 'count') {
+    if (!Number.isSafeInteger(v) || v <= 0) throw new UsageError(`--${name} must be a positive integer`, 'an integer ≥ 1', `'${raw}'`);
+    return v;
+  }
+  if (!Number.isFinite(v)) throw new UsageError(`--${name} must be a finite number`, 'a number', `'${raw}'`);
+  const r = spec.range ?? {};
+  const low = r.min === undefined ? '' : `${r.minOpen ? '>' : '≥'} ${r.min}`;
+  const high = r.max === undefined ? '' : `${r.maxOpen ? '<' : '≤'} ${r.max}`;
+  const tooLow = r.min !== undefined && (r.minOpen ? v <= r.min : v < r.min);
+  const tooHigh = r.max !== undefined && (r.maxOpen ? v >= r.max : v > r.max);
+  if (tooLow || tooHigh) throw new UsageError(`--${name} is out of range`, `a number ${[low, high].filter(Boolean).join(' and ')}`, `'${raw}'`);
+  return v;
+}
+
+/**
+ * Parses the CLI's arguments. `train` is the default command; a leading `--` (as `pnpm start --
+ * --help` passes it) is ignored. Throws {@link UsageError} naming the closest valid flag for an
+ * unknown one.
+ */
+export function parseCommandLine(argv: readonly string[]): { command: Command; flags: Values } {
+  const args = argv[0] === '--' ? argv.slice(1) : [...argv];
+  const options = Object.fromEntries(Object.entries(FLAGS).map(([name, spec]) => [name, { type: spec.kind === 'switch' ? 'boolean' : 'string' }])) as Record<string, { type: 'boolean' | 'string' }>;
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: true });
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    const message = (error as Error).message;
+    const unknown = /Unknown option '(-{1,2})([^']*)'/.exec(message);
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) {
+      const flag = unknown[2].split('=')[0];
+      throw new UsageError(`unknown flag ${unknown[1]}${flag} (did you mean --${closestFlag(flag)}?)`, "a flag listed by 'metal-lora --help'", `${unknown[1]}${flag}`);
+    }
+    const missing = /Option '(?:-\w, )?--([\w-]+)/.exec(message);
+    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && missing) {
+      const name = missing[1] as FlagName;
+      const spec: FlagSpec | undefined = FLAGS[name];
+      if (spec?.kind === 'switch') throw new UsageError(`--${name} takes no value`, `--${name} alone`, `--${name}=…`);
+      throw new UsageError(`--${name} needs a value`, `--${name} ${spec?.value ?? 'VALUE'}`, 'nothing');
+    }
+    throw new UsageError(message);
+  }
+  const positionals = parsed.positionals;
+  let command: Command = 'train';
+  if (positionals.length > 0 && (positionals[0] === 'train' || positionals[0] === 'fuse')) command = positionals.shift() as Command;
+  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`, 'train, fuse or flags such as --iters 100', `'${positionals.join(' ')}'`);
+  const flags: Record<string, string | number | boolean> = {};
+  for (const [name, raw] of Object.entries(parsed.values)) {
+    const spec: FlagSpec = FLAGS[name as FlagName];
+    if (!spec.commands.includes(command)) throw new UsageError(`--${name} does not apply to '${command}'`, `flags of '${command}' (see --help)`, `--${name}`);
+    flags[name] = typeof raw === 'boolean' ? raw : readValue(name as FlagName, raw as string);
+  }
+  return { command, flags: flags as Values };
+}
