@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { GPUError } from '@metal-lora/tensor';
 import { describe, expect } from 'vitest';
 import { createWebGPUBackend } from '../src/index';
-import { gpuIt } from './gpu-env';
+import { gpuIt } from '../../../test-support/gpu';
 
 describe('GPU failures are typed errors, not hangs', () => {
   gpuIt('a buffer beyond the device limit is refused as out-of-memory before allocation', async (shared) => {

@@ -3,7 +3,7 @@ import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect } from 'vitest';
 import { loraPlan, type WebGPUBackend } from '../src/index';
-import { gpuIt, withDispatchLabels } from './gpu-env';
+import { gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 
 /** float16 storage, f32 arithmetic: compare with the float64 reference of the f16-rounded inputs. */
 async function f16AgainstReference(backend: WebGPUBackend, fn: (...xs: Tensor[]) => Tensor, shapes: number[][], label: string): Promise<void> {

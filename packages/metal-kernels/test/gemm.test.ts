@@ -4,7 +4,7 @@ import { assertClose } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fixedSubgroupSize, forceGemmConfig, type GemmConfig, gemvChoice, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x32, VEC4_128x64, VEC4_128x64_T128, type Vec4Config } from '../src/index';
 import { checkEpilogue, checkMatmul, gemmTolerance, random, shape, stored, upload } from './gemm-check';
-import { gpuIt } from './gpu-env';
+import { gpuIt } from '../../../test-support/gpu';
 
 // The gemv family (gemv, gemv-rows, gemv-cols) is tested in gemv.test.ts: a file of its own so that
 // vitest can compile its shaders beside these on a second worker.

@@ -3,7 +3,7 @@ import { randomValues, assertClose, scaledTolerance, TOLERANCES } from '@metal-l
 import { afterEach, describe, expect } from 'vitest';
 import { fixedSubgroupSize, forceGemmConfig, type GemmConfig, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, recordGemvRows, subgroupFlushFits, type WebGPUBackend } from '../src/index';
 import { checkEpilogue, checkMatmul, random, upload } from './gemm-check';
-import { gpuIt } from './gpu-env';
+import { gpuIt } from '../../../test-support/gpu';
 
 afterEach(() => forceGemmConfig(null));
 

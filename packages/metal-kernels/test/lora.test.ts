@@ -3,7 +3,7 @@ import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect, it } from 'vitest';
 import { fixedSubgroupSize, forceLoraFusion, type LoraFusion, loraPlan, subgroupFlushFits, type WebGPUBackend } from '../src/index';
-import { gpuIt, withDispatchLabels } from './gpu-env';
+import { gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 
 const tol = TOLERANCES.float32Gemm;
 

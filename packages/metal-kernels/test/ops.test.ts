@@ -3,7 +3,7 @@ import { cpuBackend, type DType, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, TOLERANCES, type Tolerance } from '@metal-lora/tensor/testing';
 import { describe, expect } from 'vitest';
 import type { WebGPUBackend } from '../src/index';
-import { gpuIt } from './gpu-env';
+import { gpuIt } from '../../../test-support/gpu';
 
 /** An input: shape, how to draw it, and its dtype on the GPU. */
 interface Input {
@@ -38,7 +38,7 @@ function make(input: Input, data: Float64Array, backend: T.Backend, reference: b
 
 /**
  * Runs `fn` on the GPU (float32 inputs) and on the CPU in float64 from the same random values,
- * and compares. Outputs are poisoned before the kernels run (gpu-env sets poisonOutputs).
+ * and compares. Outputs are poisoned before the kernels run (test-support/gpu.ts sets poisonOutputs).
  */
 async function againstReference(backend: WebGPUBackend, fn: (...xs: Tensor[]) => Tensor, inputs: Input[], tol: Tolerance = TOLERANCES.float32, label = 'result'): Promise<void> {
   const data = inputs.map((input, i) => values(input, 1000 + i * 17));

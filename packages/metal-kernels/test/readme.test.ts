@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import * as tensor from '@metal-lora/tensor';
 import { expect } from 'vitest';
-import { gpuIt } from './gpu-env';
+import { gpuIt } from '../../../test-support/gpu';
 
 /** The README's example runs as written (imports mapped to the workspace sources). */
 gpuIt('the README example runs on webgpu', async () => {

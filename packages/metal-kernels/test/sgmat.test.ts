@@ -3,7 +3,7 @@ import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-l
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AdapterReport, forceGemmConfig, type GemmShape, type SgmatConfig, selectGemm, subgroupMatrixChoice, type WebGPUBackend } from '../src/index';
 import { checkMatmul, type Stored } from './gemm-check';
-import { gpuIt } from './gpu-env';
+import { gpuIt } from '../../../test-support/gpu';
 
 afterEach(() => forceGemmConfig(null));
 

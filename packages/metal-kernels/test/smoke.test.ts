@@ -1,7 +1,7 @@
 import * as T from '@metal-lora/tensor';
 import { describe, expect } from 'vitest';
 import { random } from './gemm-check';
-import { gpuIt } from './gpu-env';
+import { gpuIt } from '../../../test-support/gpu';
 
 describe('WebGPU smoke test', () => {
   gpuIt('finds an adapter and reports its features', async ({ context: { report } }) => {

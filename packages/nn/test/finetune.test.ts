@@ -2,9 +2,9 @@ import '@metal-lora/metal-kernels'; // registers the webgpu backend (tests only:
 import * as T from '@metal-lora/tensor';
 import type { Tensor } from '@metal-lora/tensor';
 import { afterAll, describe, expect, it } from 'vitest';
+import { skipWithoutAdapter } from '../../../test-support/gpu';
 import { Adam, crossEntropy, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } from '../src/index';
 
-const requireGPU = process.env.METAL_LORA_REQUIRE_GPU === '1';
 
 /** Sequences where token[t+1] = (3·token[t] + 1) mod 32: a rule the random base model does not know. */
 function batch(step: number, size: number, length: number): { inputs: Tensor; targets: Tensor } {
@@ -61,12 +61,7 @@ describe('LoRA fine-tuning of a small Llama on each backend', () => {
     try {
       r = await fineTune('webgpu');
     } catch (error) {
-      if (!requireGPU && error instanceof T.GPUError && error.reason === 'no-adapter') {
-        console.warn(`[nn] skipping the webgpu fine-tune: ${error.message}`);
-        ctx.skip();
-        return;
-      }
-      throw error;
+      skipWithoutAdapter(ctx, error);
     }
     expect(r.baseUnchanged).toBe(true);
     expect(r.last).toBeLessThan(r.first * 0.7);
