@@ -20,6 +20,9 @@ export function packageTestConfig(options: { testTimeout?: number } = {}) {
     ssr: { resolve: { conditions: ['source', 'module', 'node', 'development|production'] } },
     test: {
       include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+      // Lavapipe only (other drivers ignore them): 4-wide SIMD and no LLVM optimization passes make
+      // its shader compilation, which is most of a cold GPU suite's time, about 3x faster.
+      env: { LP_NATIVE_VECTOR_WIDTH: process.env.LP_NATIVE_VECTOR_WIDTH ?? '128', GALLIVM_PERF: process.env.GALLIVM_PERF ?? 'nopt' },
       testTimeout: options.testTimeout ?? 60_000,
       reporters: ['default', ['json', { outputFile: 'test-results.json' }]],
     },
