@@ -8,7 +8,7 @@ import * as api from '../src/index';
 /** Runs a README's quick start as written (imports mapped to the sources, files in a temp dir). */
 async function runQuickStart(readmePath: URL, heading: string): Promise<unknown[][]> {
   const readme = readFileSync(readmePath, 'utf8');
-  const code = readme.match(new RegExp(`## ${heading}\\n\\n\`\`\`ts\\n([\\s\\S]*?)\`\`\``))![1];
+  const code = readme.match(new RegExp(`## ${heading}\\n[\\s\\S]*?\`\`\`ts\\n([\\s\\S]*?)\`\`\``))![1];
   const dir = mkdtempSync(join(tmpdir(), 'quickstart-'));
   const body = code.replace(/^import \{([^}]*)\} from 'metal-lora';$/m, (_m, names: string) => `const {${names}} = api;`).replace(/'my-adapter'/g, JSON.stringify(join(dir, 'my-adapter')));
   const logs: unknown[][] = [];
