@@ -98,6 +98,10 @@ function topoOrder(roots: readonly Tensor[]): Tensor[] {
  */
 export function computeGradients(root: Tensor, seed: Tensor, isTarget: (t: Tensor) => boolean): Map<Tensor, Tensor> {
   const order = topoOrder([root]);
+  // A tensor whose graph an earlier backward released would stop the gradient there and leave its
+  // inputs with a partial .grad: refuse, as PyTorch does, before anything is accumulated.
+  const released = order.find((t) => t.graphReleased);
+  if (released) assertDifferentiable(released, 'backward');
   const grads = new Map<Tensor, Tensor>([[root, seed]]);
   const kept = new Map<Tensor, Tensor>();
   noGrad(() => {
@@ -142,7 +146,7 @@ export function releaseGraph(root: Tensor): void {
 
 export function assertDifferentiable(root: Tensor, op: string): void {
   if (root.graphReleased) {
-    throw new StateError(op, 'the graph of this tensor was released by an earlier backward; expected a live graph (pass { retainGraph: true } to backward more than once), got a released one');
+    throw new StateError(op, 'the graph of this tensor (or of a tensor it was computed from) was released by an earlier backward; expected a live graph (pass { retainGraph: true } to the first backward to go through it again), got a released one');
   }
   if (!root.requiresGrad) {
     throw new StateError(op, 'the tensor does not require grad; expected an output computed from a tensor with requiresGrad: true, got one with no recorded graph');

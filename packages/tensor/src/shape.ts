@@ -27,10 +27,16 @@ export function sameShape(a: Shape, b: Shape): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
+/** The most elements one tensor may have: what one JavaScript typed array can hold everywhere. */
+export const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+
 export function assertShape(op: string, shape: unknown): number[] {
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new ShapeError(op, 'invalid shape', 'an array of non-negative integers', JSON.stringify(shape));
   }
+  // Checked before anything is allocated: a bare RangeError from a typed array says nothing.
+  const size = shape.reduce((a: number, d: number) => a * d, 1);
+  if (size > MAX_TENSOR_ELEMENTS) throw new ShapeError(op, 'the tensor is too large', `at most ${MAX_TENSOR_ELEMENTS} elements`, `${size} elements for ${formatShape(shape)}`);
   return [...shape];
 }
 

@@ -295,7 +295,7 @@ function defaultDType(data: NestedArray | TypedInput): DType {
 
 /** Builds a leaf tensor from computed values (number arrays in the compute layout of `dtype`). */
 export function fromValues(values: ArrayLike<number>, shape: readonly number[], options: CreateOptions = {}, op = 'tensor'): Tensor {
-  const dtype = options.dtype ?? 'float32';
+  const dtype = assertDType(op, options.dtype ?? 'float32');
   const backend = options.backend ?? getBackend();
   const t = Tensor.fromBackendData(backend, backend.upload(toStorage(values, dtype), dtype), shape, dtype);
   return setRequiresGrad(t, options.requiresGrad ?? false, op);
@@ -348,6 +348,7 @@ export function tensor(data: NestedArray | TypedInput, shape?: readonly number[]
 /** A tensor of `shape` filled with `value`. */
 export function full(shape: readonly number[], value: number, options: CreateOptions = {}): Tensor {
   const s = assertShape('full', shape);
+  if (options.dtype !== undefined) assertDType('full', options.dtype);
   const values = new Float64Array(sizeOf(s)).fill(value);
   return fromValues(values, s, options, 'full');
 }
@@ -373,6 +374,7 @@ export interface RandomOptions extends CreateOptions {
 /** Uniform values in [low, high). */
 export function rand(shape: readonly number[], options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
   const s = assertShape('rand', shape);
+  if (options.dtype !== undefined) assertDType('rand', options.dtype);
   const values = new Float64Array(sizeOf(s));
   uniformValues(options.seed ?? nextSeed(), values.length, options.low ?? 0, options.high ?? 1, values);
   return fromValues(values, s, options, 'rand');
@@ -381,6 +383,7 @@ export function rand(shape: readonly number[], options: RandomOptions & { low?: 
 /** Normal values with the given mean and standard deviation. */
 export function randn(shape: readonly number[], options: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
   const s = assertShape('randn', shape);
+  if (options.dtype !== undefined) assertDType('randn', options.dtype);
   const values = new Float64Array(sizeOf(s));
   normalValues(options.seed ?? nextSeed(), values.length, options.mean ?? 0, options.std ?? 1, values);
   return fromValues(values, s, options, 'randn');

@@ -31,6 +31,21 @@ describe('backward (PyTorch style)', () => {
     expect(x.grad!.dataSync()[0]).toBeCloseTo(2 * Math.E, 5);
     expect(() => y.backward()).toThrow(StateError);
   });
+  it('refuses a backward through a tensor whose graph was released, and retains it when asked', () => {
+    const x = tensor([1, 2], undefined, { requiresGrad: true });
+    const h = mul(x, 3);
+    sum(h).backward();
+    expect(x.grad!.toArraySync()).toEqual([3, 3]);
+    // The second graph reaches x only through h, released by the first backward.
+    expect(() => sum(mul(h, h)).backward()).toThrow(StateError);
+    expect(() => sum(mul(h, h)).backward()).toThrow(/backward: the graph of this tensor \(or of a tensor it was computed from\) was released by an earlier backward/);
+    expect(x.grad!.toArraySync()).toEqual([3, 3]); // nothing half-accumulated
+    const x2 = tensor([1, 2], undefined, { requiresGrad: true });
+    const h2 = mul(x2, 3);
+    sum(h2).backward(undefined, { retainGraph: true });
+    sum(mul(h2, h2)).backward();
+    expect(x2.grad!.toArraySync()).toEqual([3 + 2 * 9 * 1, 3 + 2 * 9 * 2]); // [21, 39], as PyTorch
+  });
   it('frees saved tensors when the graph is released', () => {
     const before = cpuBackend.memory().liveBuffers;
     const x = tensor(new Float32Array(64).fill(0.5), [8, 8], { requiresGrad: true });

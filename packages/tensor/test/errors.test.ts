@@ -1,3 +1,4 @@
+import * as T from '../src/index';
 import { describe, expect, it } from 'vitest';
 import {
   add, concat, DTypeError, gather, getKernel, KernelNotFoundError, loraLinear, matmul, MetalLoRAError, ones, registerKernel, reshape, setBackend, ShapeError,
@@ -71,5 +72,17 @@ describe('kernel and backend registry', () => {
   });
   it('an unknown backend name is refused', async () => {
     await expect(setBackend('metal')).rejects.toThrow("setBackend: unknown backend; expected one of cpu, got 'metal'");
+  });
+});
+
+describe('no silent wrong answers from creation, mixed operands and empty reductions', () => {
+  it('refuses unknown dtypes, oversized shapes, fractions for int32 operands and the max of nothing', () => {
+  expect(() => T.zeros([2], { dtype: 'float8' as never })).toThrow("full: unknown dtype; expected float32 | float16 | float64 | int32 | bool, got float8");
+  expect(() => T.zeros([1e6, 1e6])).toThrow('full: the tensor is too large; expected at most 2147483647 elements, got 1000000000000 elements for [1000000, 1000000]');
+  expect(() => T.add(T.tensor([1, 2, 3], undefined, { dtype: 'int32' }), 0.5)).toThrow("add: the number 0.5 is not an int32, the other operand's dtype; expected an integer in int32 range (cast the tensor to a float dtype for fractions), got 0.5");
+  expect(T.add(T.tensor([1, 2, 3], undefined, { dtype: 'int32' }), 2).toArraySync()).toEqual([3, 4, 5]);
+  expect(() => T.max(T.zeros([0]))).toThrow('max: a reduced axis is empty; expected every reduced axis of length ≥ 1, got [0] reduced over [0]');
+  expect(T.max(T.zeros([2, 0]), 0).shape).toEqual([0]);
+  expect(T.sum(T.zeros([0])).itemSync()).toBe(0);
   });
 });

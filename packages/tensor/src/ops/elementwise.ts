@@ -145,8 +145,8 @@ type BinaryRule = (dy: Tensor, a: Tensor, b: Tensor, y: Tensor, needA: boolean, 
  */
 function binary(op: BinaryOp, a: Operand, b: Operand, rule?: BinaryRule, saves = ''): Tensor {
   if (typeof a === 'number' && typeof b === 'number') throw new DTypeError(op, 'both operands are numbers', 'at least one Tensor', 'two numbers');
-  const at = typeof a === 'number' ? asTensor(a, assertTensor(op, b, 'b')) : assertTensor(op, a, 'a');
-  const bt = typeof b === 'number' ? asTensor(b, at) : assertTensor(op, b, 'b');
+  const at = typeof a === 'number' ? asTensor(a, assertTensor(op, b, 'b'), op) : assertTensor(op, a, 'a');
+  const bt = typeof b === 'number' ? asTensor(b, at, op) : assertTensor(op, b, 'b');
   assertSameDType(op, [at, bt], ['a', 'b']);
   if (at.dtype === 'bool' && op !== 'equal') throw new DTypeError(op, 'bool operands', 'a numeric dtype', 'bool');
   const [y] = runOp(op, [at, bt], {});
@@ -245,8 +245,8 @@ export function less(a: Operand, b: Operand): Tensor {
 export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   assertTensor('where', cond, 'cond');
   if (typeof a === 'number' && typeof b === 'number') throw new DTypeError('where', 'both branches are numbers', 'at least one Tensor branch', 'two numbers');
-  const at = typeof a === 'number' ? asTensor(a, b as Tensor) : assertTensor('where', a, 'a');
-  const bt = typeof b === 'number' ? asTensor(b, at) : assertTensor('where', b, 'b');
+  const at = typeof a === 'number' ? asTensor(a, b as Tensor, 'where') : assertTensor('where', a, 'a');
+  const bt = typeof b === 'number' ? asTensor(b, at, 'where') : assertTensor('where', b, 'b');
   assertSameDType('where', [at, bt], ['a', 'b']);
   const [y] = runOp('where', [cond, at, bt], {});
   const aShape = at.shape;

@@ -1,5 +1,5 @@
 import { record, runOp } from '../engine';
-import { ShapeError } from '../errors';
+import { ShapeError, ValueError } from '../errors';
 import { broadcastShapes, formatShape, normalizeAxes, normalizeAxis, reducedShape, sameShape } from '../shape';
 import type { Tensor } from '../tensor';
 import { cast, div, equal, exp, mul, sub } from './elementwise';
@@ -38,6 +38,10 @@ export function sumToShape(g: Tensor, shape: readonly number[], owned = false): 
 function reduce(op: 'sum' | 'max', x: Tensor, axes: number | readonly number[] | undefined, keepDims: boolean): [Tensor, number[]] {
   assertTensor(op, x, 'x');
   const list = normalizeAxes(op, axes, x.rank);
+  // The maximum of nothing has no value (-Inf would be a silently wrong answer); a sum of nothing is 0.
+  if (op === 'max' && list.some((a) => x.shape[a] === 0)) {
+    throw new ValueError(op, 'a reduced axis is empty', 'every reduced axis of length ≥ 1', `${formatShape(x.shape)} reduced over [${list.join(', ')}]`);
+  }
   const [y] = runOp(op, [x], { axes: list, keepDims });
   return [y, list];
 }
