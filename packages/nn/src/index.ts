@@ -3,7 +3,7 @@
  * of @metal-lora/tensor (chosen at run time; this package never imports the kernels).
  */
 export { Dropout, Embedding, LayerNorm, Linear, type ParamOptions, RMSNorm } from './layers';
-export { applyRope, Attention, DecoderLayer, type LlamaConfig, LlamaForCausalLM, LlamaModel, MLP } from './llama';
+export { applyRope, Attention, DecoderLayer, LLAMA_CONFIG_LIMITS, type LlamaConfig, LlamaForCausalLM, LlamaModel, MLP, validateLlamaConfig } from './llama';
 export { linearToLoRALayers, LoRALinear, type LoRAOptions, mergeWeights } from './lora';
 export { crossEntropy, mse } from './losses';
 export { type LoadReport, Module, ModuleList } from './module';

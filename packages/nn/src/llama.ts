@@ -18,6 +18,46 @@ export interface LlamaConfig {
   head_dim?: number;
 }
 
+/** Upper bounds of the sizes a config may ask for: far above any released model, far below what would exhaust memory by mistake. */
+export const LLAMA_CONFIG_LIMITS = {
+  vocab_size: 1 << 22,
+  hidden_size: 1 << 16,
+  intermediate_size: 1 << 18,
+  num_hidden_layers: 1 << 10,
+  num_attention_heads: 1 << 10,
+  num_key_value_heads: 1 << 10,
+  head_dim: 1 << 12,
+} as const;
+
+/** Elements a JavaScript typed array (one tensor's storage) may hold. */
+const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+
+/**
+ * Checks a config before anything is allocated: every size a positive integer within
+ * {@link LLAMA_CONFIG_LIMITS}, heads that divide evenly, positive finite `rope_theta` and
+ * `rms_norm_eps`, and no weight matrix too large for one tensor. Throws `ValueError` naming the field.
+ */
+export function validateLlamaConfig(config: LlamaConfig): void {
+  const op = 'LlamaConfig';
+  if (config === null || typeof config !== 'object') throw new ValueError(op, 'the config is not an object', 'an object such as config.json holds', String(config));
+  for (const [key, max] of Object.entries(LLAMA_CONFIG_LIMITS) as [keyof typeof LLAMA_CONFIG_LIMITS, number][]) {
+    const v = config[key];
+    if (v === undefined && (key === 'num_key_value_heads' || key === 'head_dim')) continue;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) throw new ValueError(op, `${key} is out of range`, `an integer in 1..${max}`, JSON.stringify(v) ?? 'nothing');
+  }
+  for (const key of ['rope_theta', 'rms_norm_eps'] as const) {
+    const v = config[key];
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new ValueError(op, `${key} must be a positive finite number`, 'a number > 0', JSON.stringify(v));
+  }
+  const heads = config.num_attention_heads;
+  const kv = config.num_key_value_heads ?? heads;
+  if (heads % kv !== 0) throw new ValueError(op, 'num_attention_heads must be a multiple of num_key_value_heads', `a divisor of ${heads}`, String(kv));
+  const headDim = config.head_dim ?? config.hidden_size / heads;
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new ValueError(op, 'the head dimension must be an even integer', 'hidden_size / num_attention_heads (or head_dim) even', String(headDim));
+  const largest = Math.max(config.vocab_size * config.hidden_size, config.intermediate_size * config.hidden_size, heads * headDim * config.hidden_size);
+  if (largest > MAX_TENSOR_ELEMENTS) throw new ValueError(op, 'a weight matrix would not fit in one tensor', `at most ${MAX_TENSOR_ELEMENTS} elements`, String(largest));
+}
+
 /** Rotary position embedding (the "rotate half" form of HF Llama) for x `[B, H, T, Dh]` at positions offset..offset+T. */
 export function applyRope(x: Tensor, theta: number, offset = 0): Tensor {
   const [, , T, dh] = x.shape;
@@ -138,6 +178,7 @@ export class LlamaModel extends Module {
 export class LlamaForCausalLM extends Module {
   constructor(readonly config: LlamaConfig, options: ParamOptions = {}) {
     super();
+    validateLlamaConfig(config);
     this.child('model', new LlamaModel(config, options));
     if (!config.tie_word_embeddings) this.child('lm_head', new Linear(config.hidden_size, config.vocab_size, { ...options, seed: (options.seed ?? 0) + 99 }));
   }

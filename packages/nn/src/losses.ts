@@ -1,4 +1,4 @@
-import { cast, type DType, equal, logSoftmax, mean, mul, neg, reshape, sub, sum, type Tensor, tensor, ValueError } from '@metal-lora/tensor';
+import { add, cast, type DType, equal, greater, less, logSoftmax, mean, mul, neg, reshape, sub, sum, type Tensor, tensor, ValueError, where } from '@metal-lora/tensor';
 
 /** 1 where `t != value`, else 0, as `dtype`. */
 function notEqualMask(t: Tensor, value: number, dtype: DType): Tensor {
@@ -8,7 +8,9 @@ function notEqualMask(t: Tensor, value: number, dtype: DType): Tensor {
 /**
  * Cross-entropy of logits `[..., V]` against int32 targets `[...]`, averaged over the targets that
  * count: those different from `ignoreIndex` (default -100, as PyTorch) and, when given, where
- * `mask` is non-zero.
+ * `mask` is non-zero. Every other target must be a class (`0 <= t < V`): on backends that hold
+ * data on the host (cpu) one outside that range throws a `ValueError`; on the GPU, where checking
+ * would wait for the device, it makes the loss NaN instead of a silently smaller number.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreIndex?: number; mask?: Tensor } = {}): Tensor {
   const op = 'crossEntropy';
@@ -16,6 +18,12 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreI
   if (targets.dtype !== 'int32') throw new ValueError(op, 'targets must be int32 token ids', 'int32', targets.dtype);
   if (targets.shape.join() !== logits.shape.slice(0, -1).join()) throw new ValueError(op, 'targets do not match the logits', `[${logits.shape.slice(0, -1)}]`, `[${targets.shape}]`);
   const ignore = options.ignoreIndex ?? -100;
+  if (targets.backend.readSync) {
+    const v = targets.dataSync();
+    for (let i = 0; i < v.length; i++) {
+      if (v[i] !== ignore && (v[i] < 0 || v[i] >= V)) throw new ValueError(op, `target ${v[i]} at position ${i} is not a class of the ${V} logits`, `0 <= target < ${V} or the ignore index ${ignore}`, String(v[i]));
+    }
+  }
   const flat = reshape(logits, [-1, V]);
   const t = reshape(targets, [-1]);
   const logp = logSoftmax(flat, -1);
@@ -26,7 +34,10 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreI
   let weight = notEqualMask(t, ignore, logits.dtype);
   if (options.mask) weight = mul(weight, cast(reshape(options.mask, [-1]), logits.dtype));
   const count = sum(weight);
-  return neg(sum(mul(picked, weight))).div(count);
+  const loss = neg(sum(mul(picked, weight))).div(count);
+  if (targets.backend.readSync) return loss;
+  const outside = mul(add(cast(less(t, 0), logits.dtype), cast(greater(t, V - 1), logits.dtype)), notEqualMask(t, ignore, logits.dtype));
+  return where(greater(sum(outside), 0), Number.NaN, loss);
 }
 
 /** Mean squared error. */

@@ -10,6 +10,12 @@ function trainable(target: Module | Named): Named {
   return Array.isArray(target) ? target : target.trainableParameters();
 }
 
+/** Refuses a hyperparameter outside `[min, max)` (or `[min, max]` when `maxIncluded`), NaN and infinities included. */
+function checkRange(op: string, name: string, value: unknown, min: number, max = Number.POSITIVE_INFINITY, maxIncluded = false): void {
+  const ok = typeof value === 'number' && Number.isFinite(value) && value >= min && (maxIncluded ? value <= max : value < max);
+  if (!ok) throw new ValueError(op, `${name} is out of range`, `a finite number ≥ ${min}${Number.isFinite(max) ? ` and ${maxIncluded ? '≤' : '<'} ${max}` : ''}`, String(value));
+}
+
 /**
  * Base optimizer: per-parameter state, one `updateOne` per parameter and step (as MLX), used
  * two ways: `optimizer.update(model, grads)` with gradients by name (from `valueAndGrad`), or
@@ -19,11 +25,16 @@ function trainable(target: Module | Named): Named {
 export abstract class Optimizer {
   protected readonly state = new Map<Tensor, Record<string, Tensor>>();
   stepCount = 0;
-  constructor(protected readonly params: Named | null, protected readonly lr: LearningRate) {}
+  constructor(protected readonly params: Named | null, protected readonly lr: LearningRate) {
+    if (typeof lr !== 'function') checkRange(new.target.name, 'lr', lr, 0);
+  }
 
-  /** The learning rate for the step about to be taken. */
+  /** The learning rate for the step about to be taken (a schedule's value is checked like a number). */
   get learningRate(): number {
-    return typeof this.lr === 'function' ? this.lr(this.stepCount) : this.lr;
+    if (typeof this.lr !== 'function') return this.lr;
+    const lr = this.lr(this.stepCount);
+    checkRange(this.constructor.name, `lr at step ${this.stepCount}`, lr, 0);
+    return lr;
   }
 
   protected abstract updateOne(param: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number, step: number): Tensor;
@@ -88,6 +99,9 @@ export interface SGDOptions {
 export class SGD extends Optimizer {
   constructor(target: Module | Named | null, readonly options: SGDOptions) {
     super(target ? trainable(target) : null, options.lr);
+    checkRange('SGD', 'momentum', options.momentum ?? 0, 0);
+    checkRange('SGD', 'dampening', options.dampening ?? 0, 0, 1, true);
+    checkRange('SGD', 'weightDecay', options.weightDecay ?? 0, 0);
     if (options.nesterov && (!options.momentum || options.dampening)) throw new ValueError('SGD', 'Nesterov needs momentum and no dampening', 'momentum > 0, dampening 0', `momentum ${options.momentum}, dampening ${options.dampening}`);
   }
   protected updateOne(p: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number): Tensor {
@@ -113,6 +127,11 @@ export interface AdamOptions {
 export class Adam extends Optimizer {
   constructor(target: Module | Named | null, readonly options: AdamOptions) {
     super(target ? trainable(target) : null, options.lr);
+    const [b1, b2] = options.betas ?? [0.9, 0.999];
+    checkRange(new.target.name, 'betas[0]', b1, 0, 1);
+    checkRange(new.target.name, 'betas[1]', b2, 0, 1);
+    checkRange(new.target.name, 'eps', options.eps ?? 1e-8, 0);
+    checkRange(new.target.name, 'weightDecay', options.weightDecay ?? 0, 0);
   }
   protected decoupled = false;
   protected updateOne(p: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number, step: number): Tensor {

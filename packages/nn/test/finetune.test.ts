@@ -56,6 +56,17 @@ describe('LoRA fine-tuning of a small Llama on each backend', () => {
     expect(r.baseUnchanged).toBe(true);
     expect(r.last).toBeLessThan(r.first * 0.7);
   });
+  it('webgpu: a target outside the classes makes the loss NaN, not a smaller number', async (ctx) => {
+    try {
+      await T.setBackend('webgpu');
+    } catch (error) {
+      skipWithoutAdapter(ctx, error);
+    }
+    const logits = T.tensor([[2, 1, 0, 1, 2], [0, 0, 3, 1, 1]]);
+    expect(await crossEntropy(logits, T.tensor([0, 2], undefined, { dtype: 'int32' })).item()).toBeCloseTo(-(2 - Math.log(2 * Math.exp(2) + 2 * Math.E + 1) + 3 - Math.log(2 + Math.exp(3) + 2 * Math.E)) / 2, 4);
+    expect(await crossEntropy(logits, T.tensor([0, 7], undefined, { dtype: 'int32' })).item()).toBeNaN();
+    expect(await crossEntropy(logits, T.tensor([-100, 2], undefined, { dtype: 'int32' })).item()).toBeCloseTo(-(3 - Math.log(2 + Math.exp(3) + 2 * Math.E)), 4);
+  });
   it('webgpu: the same, through the fused kernels', async (ctx) => {
     let r: Awaited<ReturnType<typeof fineTune>>;
     try {

@@ -196,6 +196,14 @@ describe('training utilities', () => {
     expect(mse(T.tensor([1, 2]), T.tensor([0, 0])).itemSync()).toBe(2.5);
     expect(() => crossEntropy(logits, T.tensor([[0, 1]]))).toThrow(/int32/);
   });
+  it('crossEntropy refuses targets that are not classes (unless ignored)', () => {
+    const logits = T.tensor([[2, 1, 0, 1, 2], [0, 0, 3, 1, 1]]);
+    const ids = (v: number[]) => T.tensor(v, undefined, { dtype: 'int32' });
+    expect(() => crossEntropy(logits, ids([0, 7]))).toThrow(T.ValueError);
+    expect(() => crossEntropy(logits, ids([0, 7]))).toThrow('crossEntropy: target 7 at position 1 is not a class of the 5 logits; expected 0 <= target < 5 or the ignore index -100, got 7');
+    expect(() => crossEntropy(logits, ids([-1, 0]))).toThrow(/target -1 at position 0/);
+    expect(crossEntropy(logits, ids([-1, 0]), { ignoreIndex: -1 }).itemSync()).toBeCloseTo(Math.log(2 + Math.exp(3) + 2 * Math.E), 5);
+  });
   it('valueAndGrad(model, lossFn) returns gradients of trainable parameters only, by name', () => {
     const model = new LlamaForCausalLM(tiny, { seed: 1 });
     linearToLoRALayers(model, { numLayers: 1, keys: ['self_attn.q_proj'], rank: 2 });
@@ -203,5 +211,38 @@ describe('training utilities', () => {
     const [loss, grads] = valueAndGrad(model, (x: Tensor) => crossEntropy(model.forward(x), x))(ids);
     expect(loss.itemSync()).toBeGreaterThan(0);
     expect(Object.keys(grads)).toEqual(['model.layers.2.self_attn.q_proj.loraA', 'model.layers.2.self_attn.q_proj.loraB']);
+  });
+});
+
+describe('LlamaForCausalLM refuses configs before allocating', () => {
+  it('names the field and its range', () => {
+    const ok = { vocab_size: 32, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2 };
+    const refuse = (patch: Record<string, unknown>, message: string | RegExp) => {
+      expect(() => new LlamaForCausalLM({ ...ok, ...patch } as LlamaConfig)).toThrow(T.ValueError);
+      expect(() => new LlamaForCausalLM({ ...ok, ...patch } as LlamaConfig)).toThrow(message);
+    };
+    refuse({ intermediate_size: 4e6 }, 'LlamaConfig: intermediate_size is out of range; expected an integer in 1..262144, got 4000000');
+    refuse({ num_hidden_layers: 100000 }, 'LlamaConfig: num_hidden_layers is out of range; expected an integer in 1..1024, got 100000');
+    refuse({ vocab_size: 0 }, /vocab_size is out of range/);
+    refuse({ hidden_size: 16.5 }, /hidden_size is out of range/);
+    refuse({ num_attention_heads: '2' }, /num_attention_heads is out of range; expected an integer in 1\.\.1024, got "2"/);
+    refuse({ rope_theta: -1 }, 'LlamaConfig: rope_theta must be a positive finite number; expected a number > 0, got -1');
+    refuse({ num_key_value_heads: 3, num_attention_heads: 4 }, /multiple of num_key_value_heads/);
+    refuse({ vocab_size: 1 << 22, hidden_size: 1 << 10, num_attention_heads: 8 }, /a weight matrix would not fit in one tensor/);
+  });
+});
+
+describe('optimizers refuse hyperparameters that would silently break training', () => {
+  it('lr, betas, eps, weight decay and momentum outside their ranges', () => {
+    const params: [string, T.Tensor][] = [['w', T.tensor([1, 2], undefined, { requiresGrad: true })]];
+    expect(() => new Adam(params, { lr: Number.NaN })).toThrow('Adam: lr is out of range; expected a finite number ≥ 0, got NaN');
+    expect(() => new AdamW(params, { lr: -1 })).toThrow('AdamW: lr is out of range; expected a finite number ≥ 0, got -1');
+    expect(() => new Adam(params, { lr: 1e-3, betas: [0.9, 1] })).toThrow(/betas\[1\] is out of range; expected a finite number ≥ 0 and < 1, got 1/);
+    expect(() => new Adam(params, { lr: 1e-3, eps: Number.POSITIVE_INFINITY })).toThrow(/eps is out of range/);
+    expect(() => new SGD(params, { lr: 0.1, momentum: -0.5 })).toThrow(/SGD: momentum is out of range/);
+    // A schedule is checked at the step that uses it.
+    const scheduled = new Adam(params, { lr: () => Number.NaN });
+    params[0][1].grad = T.tensor([1, 1]);
+    expect(() => scheduled.step()).toThrow('Adam: lr at step 0 is out of range; expected a finite number ≥ 0, got NaN');
   });
 });
