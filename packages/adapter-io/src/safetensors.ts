@@ -1,5 +1,6 @@
 import { FormatError } from '@metal-lora/tensor';
 import { DECODABLE, decode, dtypeRank, encode, isSafetensorsDType, SAFETENSORS_DTYPES, type SafetensorsDType } from './dtypes';
+import { type DuplicatePolicy, JsonFloat, JsonSyntaxError, type JsonValue, parseStrictJson } from './strict-json';
 
 /** One tensor of a safetensors file: raw little-endian bytes (a view into the file when read). */
 export interface SafetensorsEntry {
@@ -16,7 +17,8 @@ export interface Safetensors {
 
 /** The reference implementation's cap on the JSON header. */
 export const MAX_HEADER_BYTES = 100_000_000;
-const MAX_DIM = 2 ** 48 - 1;
+/** Dimensions above 2^53 are refused: a JavaScript number cannot hold them exactly (the reference takes any u64). */
+const MAX_DIM = Number.MAX_SAFE_INTEGER;
 
 const op = 'readSafetensors';
 
@@ -35,9 +37,6 @@ export function byteLength(dtype: SafetensorsDType, shape: readonly number[], ke
   if (bits % 8 !== 0) fail('tensor does not fill whole bytes', { key }, 'elements × bits divisible by 8', `${count} × ${SAFETENSORS_DTYPES[dtype]} bits`);
   return bits / 8;
 }
-
-/** Keys that would change an object's prototype chain if used as plain-object properties. */
-const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 /**
  * Parses a safetensors file with the reference reader's checks: header length against the file,
@@ -79,51 +78,62 @@ export interface HeaderEntry {
 }
 
 /**
+ * The reference reader's rule for repeated keys: a repeated field of a tensor entry or a second
+ * `__metadata__` is refused; a repeated tensor name or metadata key keeps its last value.
+ */
+const headerDuplicates: DuplicatePolicy = (path, key) => {
+  if (path.length === 0) return key !== '__metadata__';
+  if (path.length === 1 && path[0] !== '__metadata__') return !TENSOR_FIELDS.has(key);
+  return true;
+};
+const TENSOR_FIELDS = new Set(['dtype', 'shape', 'data_offsets']);
+
+/**
  * Parses and validates a header (the bytes after the length) for a data buffer of `dataLength`
  * bytes: everything `readSafetensors` checks, without needing the data itself.
  */
 export function parseHeader(headerBytes: Uint8Array, dataLength: number): { metadata: Record<string, string>; entries: HeaderEntry[] } {
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+    // ignoreBOM keeps a byte-order mark in the text, where the parser refuses it as the reference does.
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(headerBytes);
   } catch {
     fail('header is not valid UTF-8', { offset: 8 });
   }
-  let header: unknown;
+  let header: JsonValue;
   try {
-    header = JSON.parse(text);
+    header = parseStrictJson(text, headerDuplicates);
   } catch (error) {
-    fail(`header is not valid JSON (${(error as Error).message})`, { offset: 8 });
+    if (!(error instanceof JsonSyntaxError)) throw error;
+    fail(`header is not valid JSON (${error.message})`, { offset: 8 });
   }
-  if (header === null || typeof header !== 'object' || Array.isArray(header)) fail('header is not a JSON object', { offset: 8 }, 'an object', Array.isArray(header) ? 'an array' : String(header));
-  // JSON.parse keeps the last of duplicate keys silently: count them in the text instead.
-  assertNoDuplicateTopLevelKeys(text);
+  if (!(header instanceof Map)) fail('header is not a JSON object', { offset: 8 }, 'an object', Array.isArray(header) ? 'an array' : String(header));
   const metadata: Record<string, string> = Object.create(null);
   const entries: HeaderEntry[] = [];
-  for (const [key, value] of Object.entries(header as Record<string, unknown>)) {
+  const isCount = (v: JsonValue, max: number) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
+  const show = (v: JsonValue | undefined) => JSON.stringify(v, (_k, x) => (x instanceof Map ? Object.fromEntries(x) : x instanceof JsonFloat ? x.value : x)) ?? 'nothing';
+  for (const [key, value] of header) {
     if (key === '__metadata__') {
       if (value === null) continue;
-      if (typeof value !== 'object' || Array.isArray(value)) fail('__metadata__ is not an object', { key }, 'a string → string map', JSON.stringify(value));
-      for (const [mk, mv] of Object.entries(value as Record<string, unknown>)) {
-        if (typeof mv !== 'string') fail('metadata value is not a string', { key: mk }, 'a string', JSON.stringify(mv));
-        if (FORBIDDEN_KEYS.has(mk)) fail('metadata key could pollute prototypes', { key: mk }, 'an ordinary key', mk);
+      if (!(value instanceof Map)) fail('__metadata__ is not an object', { key }, 'a string → string map', show(value));
+      for (const [mk, mv] of value) {
+        if (typeof mv !== 'string') fail('metadata value is not a string', { key: mk }, 'a string', show(mv));
         metadata[mk] = mv;
       }
       continue;
     }
-    if (FORBIDDEN_KEYS.has(key)) fail('tensor name could pollute prototypes', { key }, 'an ordinary name', key);
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) fail('tensor entry is not an object', { key }, '{ dtype, shape, data_offsets }', JSON.stringify(value));
-    const info = value as Record<string, unknown>;
-    if (!isSafetensorsDType(info.dtype)) fail('unknown dtype', { key }, Object.keys(SAFETENSORS_DTYPES).join(' | '), JSON.stringify(info.dtype));
-    const shape = info.shape;
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0 && d <= MAX_DIM)) fail('invalid shape', { key }, 'an array of non-negative integers', JSON.stringify(shape));
-    const offsets = info.data_offsets;
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) fail('invalid data_offsets', { key }, '[begin, end] non-negative integers', JSON.stringify(offsets));
+    if (!(value instanceof Map)) fail('tensor entry is not an object', { key }, '{ dtype, shape, data_offsets }', show(value));
+    const dtype = value.get('dtype');
+    if (!isSafetensorsDType(dtype)) fail('unknown dtype', { key }, Object.keys(SAFETENSORS_DTYPES).join(' | '), show(dtype));
+    const shape = value.get('shape');
+    if (!Array.isArray(shape) || !shape.every((d) => isCount(d, MAX_DIM))) fail('invalid shape', { key }, 'an array of non-negative integers', show(shape));
+    const offsets = value.get('data_offsets');
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => isCount(o, Number.MAX_SAFE_INTEGER))) fail('invalid data_offsets', { key }, '[begin, end] non-negative integers', show(offsets));
     const [begin, end] = offsets as [number, number];
     if (end < begin) fail('data_offsets end before they begin', { key }, 'begin <= end', `[${begin}, ${end}]`);
-    const expected = byteLength(info.dtype, shape as number[], key);
-    if (end - begin !== expected) fail('data size does not match dtype and shape', { key }, `${expected} bytes for ${info.dtype} [${(shape as number[]).join(', ')}]`, `${end - begin}`);
-    entries.push({ key, dtype: info.dtype, shape: [...(shape as number[])], begin, end });
+    const expected = byteLength(dtype, shape as number[], key);
+    if (end - begin !== expected) fail('data size does not match dtype and shape', { key }, `${expected} bytes for ${dtype} [${(shape as number[]).join(', ')}]`, `${end - begin}`);
+    entries.push({ key, dtype, shape: shape as number[], begin, end });
   }
   const dataStart = 8 + headerBytes.length;
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
@@ -134,35 +144,6 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number): { meta
   }
   if (cursor !== dataLength) fail(cursor < dataLength ? 'trailing bytes after the last tensor' : 'file is truncated', { offset: dataStart + cursor }, `${cursor} data bytes`, `${dataLength}`);
   return { metadata, entries };
-}
-
-/** Scans the top level of a JSON object for repeated keys (JSON.parse silently keeps the last). */
-function assertNoDuplicateTopLevelKeys(text: string): void {
-  const seen = new Set<string>();
-  let depth = 0;
-  let i = 0;
-  let expectKey = false;
-  while (i < text.length) {
-    const ch = text[i];
-    if (ch === '"') {
-      let j = i + 1;
-      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
-      if (depth === 1 && expectKey) {
-        const key = JSON.parse(text.slice(i, j + 1)) as string;
-        if (seen.has(key)) fail('duplicate tensor name', { key }, 'unique names', `"${key}" twice`);
-        seen.add(key);
-        expectKey = false;
-      }
-      i = j + 1;
-      continue;
-    }
-    if (ch === '{' || ch === '[') {
-      depth++;
-      if (ch === '{' && depth === 1) expectKey = true;
-    } else if (ch === '}' || ch === ']') depth--;
-    else if (ch === ',' && depth === 1) expectKey = true;
-    i++;
-  }
 }
 
 /** Anything a writer accepts as tensor data: raw bytes, or a typed array of the dtype's width. */
@@ -184,7 +165,7 @@ export function writeSafetensors(tensors: Record<string, WriteEntry>, metadata?:
   const names = Object.keys(tensors);
   for (const name of names) {
     const t = tensors[name];
-    if (FORBIDDEN_KEYS.has(name) || name === '__metadata__') throw new FormatError(wop, 'reserved tensor name', { key: name }, 'an ordinary name', name);
+    if (name === '__metadata__') throw new FormatError(wop, 'reserved tensor name', { key: name }, 'any name but __metadata__', name);
     if (!isSafetensorsDType(t.dtype)) throw new FormatError(wop, 'unknown dtype', { key: name }, Object.keys(SAFETENSORS_DTYPES).join(' | '), String(t.dtype));
     if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0)) throw new FormatError(wop, 'invalid shape', { key: name }, 'non-negative integers', JSON.stringify(t.shape));
     const expected = byteLength(t.dtype, t.shape, name);
@@ -194,8 +175,9 @@ export function writeSafetensors(tensors: Record<string, WriteEntry>, metadata?:
     for (const [k, v] of Object.entries(metadata)) if (typeof v !== 'string') throw new FormatError(wop, 'metadata value is not a string', { key: k }, 'a string', typeof v);
   }
   names.sort((a, b) => dtypeRank(tensors[b].dtype) - dtypeRank(tensors[a].dtype) || (a < b ? -1 : a > b ? 1 : 0));
-  const header: Record<string, unknown> = {};
-  if (metadata) header.__metadata__ = metadata;
+  // Null prototypes: a tensor or metadata key such as `__proto__` is an ordinary property here.
+  const header: Record<string, unknown> = Object.create(null);
+  if (metadata) header.__metadata__ = Object.assign(Object.create(null), metadata);
   let offset = 0;
   for (const name of names) {
     const t = tensors[name];
