@@ -58,6 +58,33 @@ function num(op: string, config: Record<string, unknown>, key: string, fallback?
   return v;
 }
 
+function checkRank(op: string, rank: number): number {
+  if (!Number.isSafeInteger(rank) || rank < 1) throw new FormatError(op, 'the rank must be a positive integer', { key: 'rank' }, 'an integer ≥ 1', String(rank));
+  return rank;
+}
+
+/**
+ * Refuses an adapter that would load and then compute nonsense: a rank that is not a positive
+ * integer (PEFT `r: 0` gave scale NaN), a non-finite scale, dropout outside [0, 1), no LoRA
+ * tensors at all, or weights holding NaN or infinities (fusing them writes a model of NaNs).
+ */
+export function validateAdapter(op: string, adapter: LoraAdapter): LoraAdapter {
+  const { rank, scale, dropout, numLayers } = adapter;
+  checkRank(op, rank);
+  if (!Number.isFinite(scale)) throw new FormatError(op, 'the scale is not a finite number', { key: 'scale' }, 'a finite number', String(scale));
+  if (!(dropout >= 0 && dropout < 1)) throw new FormatError(op, 'dropout is out of range', { key: 'dropout' }, 'a probability in [0, 1)', String(dropout));
+  if (!Number.isSafeInteger(numLayers) || numLayers < -1) throw new FormatError(op, 'num_layers must be -1 (all) or a count of blocks', { key: 'num_layers' }, 'an integer ≥ -1', String(numLayers));
+  const modules = Object.entries(adapter.modules);
+  if (modules.length === 0) throw new FormatError(op, 'the adapter has no LoRA tensors', {}, 'at least one pair of A and B matrices', 'none');
+  for (const [path, w] of modules) {
+    for (const [name, values] of [['A', w.a], ['B', w.b]] as const) {
+      const bad = values.findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0) throw new FormatError(op, `the ${name} matrix of '${path}' holds a non-finite value at element ${bad}`, { key: path }, 'finite weights', String(values[bad]));
+    }
+  }
+  return adapter;
+}
+
 function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = src[i * cols + j];
@@ -99,14 +126,14 @@ export function parseMlxAdapter(files: AdapterFiles): LoraAdapter {
   if (type !== 'lora') throw new FormatError(op, 'only LoRA adapters are supported', { key: 'fine_tune_type' }, "'lora'", JSON.stringify(type));
   const params = config.lora_parameters as Record<string, unknown> | undefined;
   if (!params || typeof params !== 'object') throw new FormatError(op, 'lora_parameters is missing', { key: 'lora_parameters' }, '{ rank, scale, dropout }', JSON.stringify(params));
-  const rank = num(op, params, 'rank');
+  const rank = checkRank(op, num(op, params, 'rank'));
   const scale = num(op, params, 'scale');
   const dropout = num(op, params, 'dropout', 0);
   const numLayers = num(op, config, config.num_layers !== undefined ? 'num_layers' : 'lora_layers');
-  const keys = params.keys === undefined || params.keys === null ? null : (params.keys as unknown[]);
-  if (keys && !keys.every((k) => typeof k === 'string')) throw new FormatError(op, 'lora_parameters.keys must be strings', { key: 'keys' }, 'string[]', JSON.stringify(keys));
+  const keys = params.keys === undefined || params.keys === null ? null : params.keys;
+  if (keys !== null && !(Array.isArray(keys) && keys.every((k) => typeof k === 'string'))) throw new FormatError(op, 'lora_parameters.keys must be a list of strings', { key: 'keys' }, 'string[] or null', JSON.stringify(keys));
   const { tensors } = readSafetensors(files.weights);
-  const modules: Record<string, LoraWeights> = {};
+  const modules: Record<string, LoraWeights> = Object.create(null);
   const entries = Object.entries(tensors);
   for (const [name, entry] of entries) {
     const m = /^(.*)\.(lora_a|lora_b)$/.exec(name);
@@ -126,12 +153,13 @@ export function parseMlxAdapter(files: AdapterFiles): LoraAdapter {
   for (const name of Object.keys(tensors)) {
     if (name.endsWith('.lora_b') && !modules[name.slice(0, -'.lora_b'.length)]) throw new FormatError(op, 'lora_b without its lora_a', { key: name });
   }
-  return { rank, scale, dropout, numLayers, keys: keys as string[] | null, modules, dtype: storageDType(op, entries.map(([, e]) => e)) };
+  return validateAdapter(op, { rank, scale, dropout, numLayers, keys: keys as string[] | null, modules, dtype: storageDType(op, entries.map(([, e]) => e)) });
 }
 
 /** The two files of an mlx-lm adapter directory (null metadata, as `mx.save_safetensors` writes). */
 export function serializeMlxAdapter(adapter: LoraAdapter): AdapterFiles {
-  const tensors: Record<string, ReturnType<typeof fromNumbers>> = {};
+  validateAdapter('serializeMlxAdapter', adapter);
+  const tensors: Record<string, ReturnType<typeof fromNumbers>> = Object.create(null);
   for (const [path, w] of Object.entries(adapter.modules)) {
     tensors[`${path}.lora_a`] = fromNumbers(transpose(w.a, adapter.rank, w.inFeatures), [w.inFeatures, adapter.rank], adapter.dtype as SafetensorsDType);
     tensors[`${path}.lora_b`] = fromNumbers(transpose(w.b, w.outFeatures, adapter.rank), [adapter.rank, w.outFeatures], adapter.dtype as SafetensorsDType);
@@ -169,7 +197,7 @@ export function parsePeftAdapter(files: AdapterFiles): LoraAdapter {
   for (const [key, refused, what] of PEFT_REFUSED) {
     if (refused(config[key])) throw new FormatError(op, `${what} cannot be represented`, { key }, 'the PEFT default', JSON.stringify(config[key]));
   }
-  const r = num(op, config, 'r');
+  const r = checkRank(op, num(op, config, 'r'));
   const alpha = num(op, config, 'lora_alpha', r);
   for (const key of ['rank_pattern', 'alpha_pattern']) {
     const pattern = (config[key] ?? {}) as Record<string, number>;
@@ -181,7 +209,7 @@ export function parsePeftAdapter(files: AdapterFiles): LoraAdapter {
   const rslora = config.use_rslora === true;
   const scale = rslora ? alpha / Math.sqrt(r) : alpha / r;
   const { tensors } = readSafetensors(files.weights);
-  const modules: Record<string, LoraWeights> = {};
+  const modules: Record<string, LoraWeights> = Object.create(null);
   const entries = Object.entries(tensors);
   for (const [name, entry] of entries) {
     const m = /^base_model\.model\.(.*)\.(lora_A|lora_B)\.weight$/.exec(name);
@@ -209,12 +237,13 @@ export function parsePeftAdapter(files: AdapterFiles): LoraAdapter {
   const numLayers = blocks.length ? Math.max(...blocks) - Math.min(...blocks) + 1 : -1;
   const targets = config.target_modules;
   const keys = targets === 'all-linear' || targets === undefined || targets === null ? null : [...new Set(Object.keys(modules).map(blockRelative))].sort();
-  return { rank: r, scale, dropout: num(op, config, 'lora_dropout', 0), numLayers, keys, modules, dtype: storageDType(op, entries.map(([, e]) => e)) };
+  return validateAdapter(op, { rank: r, scale, dropout: num(op, config, 'lora_dropout', 0), numLayers, keys, modules, dtype: storageDType(op, entries.map(([, e]) => e)) });
 }
 
 /** The two files of a PEFT LoRA directory (metadata `format: pt`, as PEFT writes). */
 export function serializePeftAdapter(adapter: LoraAdapter, options: { baseModel?: string | null } = {}): AdapterFiles {
-  const tensors: Record<string, ReturnType<typeof fromNumbers>> = {};
+  validateAdapter('serializePeftAdapter', adapter);
+  const tensors: Record<string, ReturnType<typeof fromNumbers>> = Object.create(null);
   for (const [path, w] of Object.entries(adapter.modules)) {
     tensors[`${PEFT_PREFIX}${path}.lora_A.weight`] = fromNumbers(w.a, [adapter.rank, w.inFeatures], adapter.dtype as SafetensorsDType);
     tensors[`${PEFT_PREFIX}${path}.lora_B.weight`] = fromNumbers(w.b, [w.outFeatures, adapter.rank], adapter.dtype as SafetensorsDType);
@@ -254,7 +283,16 @@ export function mlxToPeft(files: AdapterFiles, options: { baseModel?: string | n
 }
 
 /** Which format a directory's file names indicate. */
-export function detectFormat(fileNames: readonly string[]): 'mlx' | 'peft' {
+export function detectFormat(fileNames: readonly string[], configText?: string): 'mlx' | 'peft' {
+  // Both weight files in one folder (a folder saved in one format, then the other): the config,
+  // which both formats name adapter_config.json, says which one it belongs to.
+  if (configText !== undefined && fileNames.includes(PEFT_WEIGHTS) && fileNames.includes(MLX_WEIGHTS)) {
+    try {
+      return (JSON.parse(configText) as { peft_type?: unknown } | null)?.peft_type !== undefined ? 'peft' : 'mlx';
+    } catch {
+      // An unreadable config is reported by the parser.
+    }
+  }
   if (fileNames.includes(PEFT_WEIGHTS)) return 'peft';
   if (fileNames.includes(MLX_WEIGHTS)) return 'mlx';
   throw new FormatError('loadAdapter', 'no adapter weights found', {}, `${MLX_WEIGHTS} (MLX) or ${PEFT_WEIGHTS} (PEFT)`, fileNames.join(', ') || 'an empty directory');

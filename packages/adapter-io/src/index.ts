@@ -17,6 +17,7 @@ export {
   peftToMlx,
   serializeMlxAdapter,
   serializePeftAdapter,
+  validateAdapter,
 } from './adapters';
 export { adapterFromBlobs, downloadAdapter, downloadFile, fetchAdapter, type NamedBlob } from './web';
 export { adapterFromTensors, adapterTensors, type LoraTensors } from './tensors';

@@ -2,12 +2,12 @@
  * Node file helpers (`@metal-lora/adapter-io/node`): lazy safetensors reading for large base
  * models, atomic writes, and adapter directories.
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { FormatError } from '@metal-lora/tensor';
 import { type AdapterFiles, detectFormat, type LoraAdapter, MLX_CONFIG, MLX_WEIGHTS, PEFT_CONFIG, PEFT_WEIGHTS, parseMlxAdapter, parsePeftAdapter, serializeMlxAdapter, serializePeftAdapter } from './adapters';
+import { completedPendingPair, writeDurable, writePair } from './pair-files';
 import { checkHeaderLength, parseHeader, readSafetensors, type Safetensors, type SafetensorsEntry, type WriteEntry, writeSafetensors } from './safetensors';
 
 export interface LazySafetensors {
@@ -24,7 +24,7 @@ export interface LazySafetensors {
  * so single tensors of a large base model can be read on demand.
  */
 export function openSafetensors(path: string): LazySafetensors {
-  const fd = openSync(path, 'r');
+  const fd = fsCall('openSafetensors', path, () => openSync(path, 'r'));
   try {
     const size = statSync(path).size;
     const head = Buffer.alloc(8);
@@ -34,8 +34,10 @@ export function openSafetensors(path: string): LazySafetensors {
     readSync(fd, header, 0, headerLength, 8);
     const parsed = parseHeader(header, size - 8 - headerLength);
     const dataStart = 8 + headerLength;
-    const info: LazySafetensors['info'] = {};
-    const offsets: Record<string, number> = {};
+    // Null prototypes: a tensor named `constructor` or `__proto__` is an ordinary entry, and a
+    // name that is not in the file is never found on Object.prototype.
+    const info: LazySafetensors['info'] = Object.create(null);
+    const offsets: Record<string, number> = Object.create(null);
     for (const e of parsed.entries) {
       info[e.key] = { dtype: e.dtype, shape: e.shape, byteLength: e.end - e.begin };
       offsets[e.key] = dataStart + e.begin;
@@ -45,8 +47,8 @@ export function openSafetensors(path: string): LazySafetensors {
       metadata: parsed.metadata,
       info,
       read(name: string): SafetensorsEntry {
-        const i = info[name];
-        if (!i) throw new FormatError('openSafetensors', 'no such tensor', { key: name }, Object.keys(info).slice(0, 5).join(', '), name);
+        const i = Object.hasOwn(info, name) ? info[name] : undefined;
+        if (!i) throw new FormatError('openSafetensors', 'no such tensor', { key: name }, `one of ${Object.keys(info).slice(0, 5).join(', ')}${Object.keys(info).length > 5 ? ', …' : ''}`, name);
         if (!open) throw new FormatError('openSafetensors', 'file was closed', { key: name });
         const data = new Uint8Array(i.byteLength);
         readSync(fd, data, 0, data.length, offsets[name]);
@@ -65,7 +67,22 @@ export function openSafetensors(path: string): LazySafetensors {
 
 /** Reads a whole safetensors file. */
 export function loadSafetensors(path: string): Safetensors {
-  return readSafetensors(new Uint8Array(readFileSync(path)));
+  return readSafetensors(new Uint8Array(fsCall('loadSafetensors', path, () => readFileSync(path))));
+}
+
+/**
+ * Runs a file system call, turning the errors a user can cause (a missing file, a folder where a
+ * file was expected, no permission) into a `FormatError` naming the path instead of a raw errno.
+ */
+export function fsCall<T>(op: string, path: string, call: () => T): T {
+  try {
+    return call();
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    const what: Record<string, string> = { ENOENT: 'no such file or folder', EISDIR: 'a folder where a file was expected', ENOTDIR: 'a file where a folder was expected', EACCES: 'permission denied', EPERM: 'permission denied' };
+    if (code && what[code]) throw new FormatError(op, `${what[code]}: ${path}`, { key: path }, 'a readable file', code);
+    throw error;
+  }
 }
 
 /**
@@ -73,24 +90,7 @@ export function loadSafetensors(path: string): Safetensors {
  * renamed over `path`, so a crash never leaves a half-written file where a good one was.
  */
 export function writeFileAtomic(path: string, bytes: Uint8Array | string): void {
-  const tmp = join(dirname(path), `.${Date.now()}-${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'w');
-  try {
-    const data = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
-    let written = 0;
-    while (written < data.length) written += writeSync(fd, data, written, data.length - written);
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, path);
-  } catch (error) {
-    try {
-      closeSync(fd);
-    } catch {
-      // already closed
-    }
-    rmSync(tmp, { force: true });
-    throw error;
-  }
+  writeDurable(path, bytes);
 }
 
 /** `writeSafetensors` to a file, atomically. */
@@ -106,13 +106,21 @@ export function mlxCheckpointName(iteration: number): string {
 /**
  * Saves an adapter directory in MLX (`adapters.safetensors`) or PEFT (`adapter_model.safetensors`)
  * layout. With `checkpoint` (MLX), the weights also go to `0000100_adapters.safetensors`-style files.
+ *
+ * The weights and `adapter_config.json` are replaced as one unit: a process killed at any point
+ * leaves the old pair or the new one, which the next load reads whole (see `pair-files.ts`). One
+ * process saves to a folder at a time (`.metal-lora.lock`): a second concurrent save fails with a
+ * `StateError`, and a lock left by a dead process is taken over. Temporaries of dead saves are
+ * removed by the next save.
  */
 export async function saveAdapter(dir: string, adapter: LoraAdapter, options: { format: 'mlx' | 'peft'; baseModel?: string | null; checkpoint?: number } = { format: 'mlx' }): Promise<void> {
-  await mkdir(dir, { recursive: true });
   const files = options.format === 'peft' ? serializePeftAdapter(adapter, options) : serializeMlxAdapter(adapter);
-  writeFileAtomic(join(dir, options.format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS), files.weights);
-  if (options.checkpoint !== undefined && options.format === 'mlx') writeFileAtomic(join(dir, mlxCheckpointName(options.checkpoint)), files.weights);
-  writeFileAtomic(join(dir, options.format === 'peft' ? PEFT_CONFIG : MLX_CONFIG), files.config);
+  await fsCall('saveAdapter', dir, () => mkdir(dir, { recursive: true }));
+  const weightsName = options.format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS;
+  const extra: [string, Uint8Array][] = options.checkpoint !== undefined && options.format === 'mlx' ? [[mlxCheckpointName(options.checkpoint), files.weights]] : [];
+  // The other format's weights, if the folder held them, would no longer match the config.
+  const stale = options.format === 'peft' ? MLX_WEIGHTS : PEFT_WEIGHTS;
+  writePair('saveAdapter', dir, { weights: [weightsName, files.weights], config: [options.format === 'peft' ? PEFT_CONFIG : MLX_CONFIG, files.config] }, extra, [stale]);
 }
 
 /**
@@ -120,13 +128,25 @@ export async function saveAdapter(dir: string, adapter: LoraAdapter, options: { 
  * mlx-lm checkpoint `0000100_adapters.safetensors`, with the `adapter_config.json` beside it.
  */
 export function readAdapterFiles(path: string): { format: 'mlx' | 'peft'; files: AdapterFiles } {
-  const isFile = statSync(path).isFile();
+  const op = 'loadAdapter';
+  const isFile = fsCall(op, path, () => statSync(path)).isFile();
   const dir = isFile ? dirname(path) : path;
-  const format = isFile ? (basename(path) === PEFT_WEIGHTS ? 'peft' : 'mlx') : detectFormat(readdirSync(dir));
-  const weights = new Uint8Array(readFileSync(isFile ? path : join(dir, format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS)));
-  const configPath = join(dir, format === 'peft' ? PEFT_CONFIG : MLX_CONFIG);
+  // A save that was interrupted after writing its complete pair is read as the new adapter.
+  const pending = isFile ? undefined : completedPendingPair(dir, MLX_CONFIG);
+  if (pending) {
+    return {
+      format: pending.weightsName === PEFT_WEIGHTS ? 'peft' : 'mlx',
+      files: { weights: new Uint8Array(fsCall(op, pending.weights, () => readFileSync(pending.weights))), config: fsCall(op, pending.config, () => readFileSync(pending.config, 'utf8')) },
+    };
+  }
+  // MLX and PEFT both name the config adapter_config.json.
+  const configPath = join(dir, MLX_CONFIG);
+  const names = isFile ? [] : fsCall(op, dir, () => readdirSync(dir));
+  const format = isFile ? (basename(path) === PEFT_WEIGHTS ? 'peft' : 'mlx') : detectFormat(names, existsSync(configPath) ? fsCall(op, configPath, () => readFileSync(configPath, 'utf8')) : undefined);
+  const weightsPath = isFile ? path : join(dir, format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS);
+  const weights = new Uint8Array(fsCall(op, weightsPath, () => readFileSync(weightsPath)));
   if (!existsSync(configPath)) throw new FormatError('loadAdapter', 'adapter_config.json not found', { key: configPath }, 'the config beside the weights', 'nothing');
-  const config = readFileSync(configPath, 'utf8');
+  const config = fsCall(op, configPath, () => readFileSync(configPath, 'utf8'));
   return { format, files: { weights, config } };
 }
 

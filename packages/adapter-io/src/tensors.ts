@@ -12,7 +12,7 @@ export interface LoraTensors {
  * `loraLinear(x, weight, loraA, loraB, { scale: adapter.scale })`.
  */
 export function adapterTensors(adapter: LoraAdapter, options: Omit<CreateOptions, 'dtype'> = {}): Record<string, LoraTensors> {
-  const out: Record<string, LoraTensors> = {};
+  const out: Record<string, LoraTensors> = Object.create(null);
   for (const [path, w] of Object.entries(adapter.modules)) {
     out[path] = {
       loraA: tensor(w.a, [adapter.rank, w.inFeatures], { ...options, dtype: 'float32' }),
@@ -34,7 +34,7 @@ export async function adapterFromTensors(
   const paths = Object.keys(layers);
   if (paths.length === 0) throw new ValueError(op, 'no layers given', 'at least one module path', 'none');
   let rank = -1;
-  const modules: LoraAdapter['modules'] = {};
+  const modules: LoraAdapter['modules'] = Object.create(null);
   for (const path of paths) {
     const { loraA, loraB } = layers[path];
     if (loraA.rank !== 2 || loraB.rank !== 2 || loraA.shape[0] !== loraB.shape[1]) {

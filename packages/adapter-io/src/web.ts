@@ -15,11 +15,12 @@ export interface NamedBlob {
 export async function adapterFromBlobs(blobs: Iterable<NamedBlob>): Promise<{ format: 'mlx' | 'peft'; files: AdapterFiles }> {
   const byName = new Map<string, NamedBlob>();
   for (const b of blobs) byName.set(b.name.split('/').pop()!, b);
-  const format = detectFormat([...byName.keys()]);
-  const weights = byName.get(format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS)!;
   const config = byName.get(MLX_CONFIG);
-  if (!config) throw new FormatError('adapterFromBlobs', 'adapter_config.json is missing', { key: MLX_CONFIG }, 'the config next to the weights', [...byName.keys()].join(', '));
-  return { format, files: { weights: new Uint8Array(await weights.arrayBuffer()), config: new TextDecoder().decode(await config.arrayBuffer()) } };
+  const configText = config ? new TextDecoder().decode(await config.arrayBuffer()) : undefined;
+  const format = detectFormat([...byName.keys()], configText);
+  const weights = byName.get(format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS)!;
+  if (configText === undefined) throw new FormatError('adapterFromBlobs', 'adapter_config.json is missing', { key: MLX_CONFIG }, 'the config next to the weights', [...byName.keys()].join(', '));
+  return { format, files: { weights: new Uint8Array(await weights.arrayBuffer()), config: configText } };
 }
 
 /** Fetches an adapter directory served over HTTP (`${base}/adapter_config.json` and its weights). */

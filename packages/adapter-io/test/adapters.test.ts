@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FormatError } from '@metal-lora/tensor';
 import { describe, expect, it } from 'vitest';
-import { type AdapterFiles, type LoraAdapter, mlxToPeft, parseMlxAdapter, parsePeftAdapter, peftToMlx, readSafetensors, serializeMlxAdapter, toFloat32 } from '../src/index';
+import { type AdapterFiles, type LoraAdapter, mlxToPeft, parseMlxAdapter, parsePeftAdapter, peftToMlx, readSafetensors, serializeMlxAdapter, toFloat32, writeSafetensors } from '../src/index';
 import { loadAdapter, loadSafetensors, openSafetensors, saveAdapter, saveSafetensors, writeFileAtomic } from '../src/node';
 
 const fx = (p: string) => new URL(`./fixtures/${p}`, import.meta.url);
@@ -129,6 +129,46 @@ describe('what cannot be represented is refused, not changed', () => {
     expect(() => parseMlxAdapter({ weights: files.weights, config: '{"fine_tune_type":"full","num_layers":2}' })).toThrow(FormatError);
     expect(() => parseMlxAdapter({ weights: files.weights, config: '{"num_layers":2,"lora_parameters":{"rank":4,"dropout":0}}' })).toThrow(/scale is missing/);
     expect(() => parseMlxAdapter({ weights: files.weights, config: 'nope' })).toThrow(/not valid JSON/);
+  });
+  it('module paths equal to Object.prototype members are kept, not dropped', () => {
+    const adapter = sampleAdapter();
+    const w = adapter.modules['model.layers.2.self_attn.q_proj'];
+    adapter.modules = Object.assign(Object.create(null), { ['__proto__']: w, toString: adapter.modules['model.layers.2.self_attn.v_proj'] });
+    expect(Object.keys(adapter.modules)).toEqual(['__proto__', 'toString']);
+    const mlx = serializeMlxAdapter(adapter);
+    expect(Object.keys(readSafetensors(mlx.weights).tensors).sort()).toEqual(['__proto__.lora_a', '__proto__.lora_b', 'toString.lora_a', 'toString.lora_b']);
+    for (const parsed of [parseMlxAdapter(mlx), parsePeftAdapter(mlxToPeft(mlx))]) {
+      expect(Object.keys(parsed.modules).sort()).toEqual(['__proto__', 'toString']);
+      const protoKey = '__proto__';
+      expect(Array.from(parsed.modules[protoKey].a)).toEqual(Array.from(w.a));
+    }
+  });
+  it('refuses adapters that would load and compute nonsense: rank 0, NaN weights, no tensors, dropout 5', () => {
+    const mlx = serializeMlxAdapter(sampleAdapter());
+    const peft = mlxToPeft(mlx);
+    const peftConfig = JSON.parse(peft.config);
+    const refuse = (f: () => unknown, message: string) => {
+      expect(f).toThrow(FormatError);
+      expect(f).toThrow(message);
+    };
+    refuse(() => parsePeftAdapter({ ...peft, config: JSON.stringify({ ...peftConfig, r: 0 }) }), 'parsePeftAdapter: the rank must be a positive integer; expected an integer ≥ 1, got 0');
+    const mlxConfig = JSON.parse(mlx.config);
+    mlxConfig.lora_parameters.dropout = 5;
+    refuse(() => parseMlxAdapter({ ...mlx, config: JSON.stringify(mlxConfig) }), 'parseMlxAdapter: dropout is out of range; expected a probability in [0, 1), got 5');
+    mlxConfig.lora_parameters.dropout = 0;
+    mlxConfig.lora_parameters.keys = 'self_attn.q_proj';
+    refuse(() => parseMlxAdapter({ ...mlx, config: JSON.stringify(mlxConfig) }), 'parseMlxAdapter: lora_parameters.keys must be a list of strings; expected string[] or null, got "self_attn.q_proj"');
+    const nan = sampleAdapter();
+    nan.modules['model.layers.3.self_attn.v_proj'].b[5] = Number.NaN;
+    refuse(() => serializeMlxAdapter(nan), "serializeMlxAdapter: the B matrix of 'model.layers.3.self_attn.v_proj' holds a non-finite value at element 5; expected finite weights, got NaN");
+    const nanFiles = serializeMlxAdapter(sampleAdapter());
+    const parsed = readSafetensors(nanFiles.weights);
+    const a = parsed.tensors['model.layers.2.self_attn.q_proj.lora_a'];
+    new DataView(a.data.buffer, a.data.byteOffset).setFloat32(0, Number.POSITIVE_INFINITY, true);
+    refuse(() => parseMlxAdapter(nanFiles), "parseMlxAdapter: the A matrix of 'model.layers.2.self_attn.q_proj' holds a non-finite value at element 0; expected finite weights, got Infinity");
+    const empty = { ...sampleAdapter(), modules: {} };
+    refuse(() => serializeMlxAdapter(empty), 'serializeMlxAdapter: the adapter has no LoRA tensors; expected at least one pair of A and B matrices, got none');
+    refuse(() => parseMlxAdapter({ weights: writeSafetensors({}), config: mlx.config }), 'parseMlxAdapter: the adapter has no LoRA tensors');
   });
 });
 
