@@ -24,28 +24,67 @@ export async function saveAdapter(layerOrModel: Module, path: string, options: {
 }
 
 /**
+ * The module paths an adapter is meant to cover in `model`: its own LoRA layers when it has some,
+ * else (a plain model) the Linear layers of the last `numLayers` blocks (`model.layers.N.…`),
+ * limited to `keys` when the adapter names them, as mlx-lm applies LoRA.
+ */
+function expectedCoverage(model: Module, adapter: LoraAdapter): string[] {
+  const lora = loraLayers(model).map(([p]) => p);
+  if (lora.length) return lora;
+  const blocks = model
+    .namedModules()
+    .filter(([, m]) => m instanceof Linear)
+    .map(([p]) => ({ path: p, match: /(?:^|\.)layers\.(\d+)\.(.+)$/.exec(p) }))
+    .filter((x): x is { path: string; match: RegExpExecArray } => x.match !== null);
+  const count = Math.max(-1, ...blocks.map((b) => Number(b.match[1]))) + 1;
+  const first = adapter.numLayers < 0 ? 0 : count - adapter.numLayers;
+  return blocks.filter((b) => Number(b.match[1]) >= first && (adapter.keys === null || adapter.keys.includes(b.match[2]))).map((b) => b.path);
+}
+
+/**
  * Loads an adapter directory (MLX or PEFT, detected) into a model: layers it names become
  * LoRALinear if they are plain Linear layers, and receive the adapter's factors and scale.
+ *
+ * Everything is checked before the model changes (a failed load leaves it as it was): every
+ * module the adapter names exists, is a Linear layer and fits its factors, and the adapter covers
+ * every layer it should (the model's LoRA layers, or for a plain model the blocks and keys its
+ * config names). `{ strict: false }` accepts an adapter that covers only some of them.
  */
-export function loadAdapter(layerOrModel: Module, path: string): LoraAdapter {
+export function loadAdapter(layerOrModel: Module, path: string, options: { strict?: boolean } = {}): LoraAdapter {
+  const op = 'loadAdapter';
   const adapter = loadAdapterDir(path);
+  const single = layerOrModel instanceof LoRALinear;
+  const names = Object.keys(adapter.modules);
+  if (single && names.length !== 1) throw new FormatError(op, 'a single LoRALinear takes an adapter of one module', { key: path }, '1 module', `${names.length}`);
+  const targets = names.map((modulePath): [string, Linear] => {
+    const layer = single ? layerOrModel : layerOrModel.getModule(modulePath);
+    if (!layer) throw new FormatError(op, `the model has no module '${modulePath}'`, { key: modulePath }, 'a module path of this model', modulePath);
+    if (!(layer instanceof Linear)) throw new FormatError(op, `'${modulePath}' is not a Linear layer`, { key: modulePath }, 'Linear', layer.constructor.name);
+    const { inFeatures, outFeatures } = adapter.modules[modulePath];
+    const rank = layer instanceof LoRALinear ? layer.loraA.shape[0] : adapter.rank;
+    if (layer.inFeatures !== inFeatures || layer.outFeatures !== outFeatures || rank !== adapter.rank) {
+      throw new FormatError(op, `adapter shapes do not fit '${modulePath}'`, { key: modulePath }, `A [${rank}, ${layer.inFeatures}], B [${layer.outFeatures}, ${rank}]`, `A [${adapter.rank}, ${inFeatures}], B [${outFeatures}, ${adapter.rank}]`);
+    }
+    return [modulePath, layer];
+  });
+  if (!single && options.strict !== false) {
+    const missing = expectedCoverage(layerOrModel, adapter).filter((p) => !Object.hasOwn(adapter.modules, p));
+    if (missing.length) {
+      const covered = expectedCoverage(layerOrModel, adapter).length - missing.length;
+      throw new FormatError(op, `the adapter covers ${covered} of the ${covered + missing.length} layers it should (missing ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''}); pass { strict: false } to load it anyway`, { key: missing[0] }, 'every layer', `${covered}`);
+    }
+  }
   const tensors = adapterTensors(adapter);
-  for (const [modulePath, factors] of Object.entries(tensors)) {
-    let layer: Module | undefined = layerOrModel instanceof LoRALinear ? layerOrModel : layerOrModel.getModule(modulePath);
-    if (!layer) throw new FormatError('loadAdapter', `the model has no module '${modulePath}'`, { key: modulePath }, 'a module path of this model', modulePath);
-    if (!(layer instanceof LoRALinear)) {
-      if (!(layer instanceof Linear)) throw new FormatError('loadAdapter', `'${modulePath}' is not a Linear layer`, { key: modulePath }, 'Linear', layer.constructor.name);
-      const lora = LoRALinear.fromBase(layer, { rank: adapter.rank, scale: adapter.scale, dropout: adapter.dropout });
-      layerOrModel.setModule(modulePath, lora);
-      layer = lora;
+  for (const [modulePath, layer] of targets) {
+    let l = layer;
+    if (!(l instanceof LoRALinear)) {
+      l = LoRALinear.fromBase(l, { rank: adapter.rank, scale: adapter.scale, dropout: adapter.dropout });
+      layerOrModel.setModule(modulePath, l);
     }
-    const l = layer as LoRALinear;
-    if (l.loraA.shape.join() !== factors.loraA.shape.join() || l.loraB.shape.join() !== factors.loraB.shape.join()) {
-      throw new FormatError('loadAdapter', `adapter shapes do not fit '${modulePath}'`, { key: modulePath }, `A [${l.loraA.shape}], B [${l.loraB.shape}]`, `A [${factors.loraA.shape}], B [${factors.loraB.shape}]`);
-    }
-    l.loraA.assign(factors.loraA);
-    l.loraB.assign(factors.loraB);
-    l.scale = adapter.scale;
+    const factors = tensors[modulePath];
+    (l as LoRALinear).loraA.assign(factors.loraA);
+    (l as LoRALinear).loraB.assign(factors.loraB);
+    (l as LoRALinear).scale = adapter.scale;
     factors.loraA.dispose();
     factors.loraB.dispose();
   }
@@ -60,11 +99,17 @@ export function loadAdapter(layerOrModel: Module, path: string): LoraAdapter {
 export function mergeWeights(model: Module, adapter?: LoraAdapter | string): string[] {
   if (adapter === undefined) return mergeLoRALayers(model).merged;
   const a = typeof adapter === 'string' ? loadAdapterDir(adapter) : adapter;
+  // Every layer is checked before the first weight changes.
+  const layers = Object.entries(a.modules).map(([path, w]): [string, Linear] => {
+    const layer = model.getModule(path);
+    if (!(layer instanceof Linear) || layer instanceof LoRALinear) throw new FormatError('mergeWeights', `the model has no plain Linear layer '${path}'`, { key: path }, 'a Linear module path', path);
+    if (layer.inFeatures !== w.inFeatures || layer.outFeatures !== w.outFeatures) throw new FormatError('mergeWeights', `adapter shapes do not fit '${path}'`, { key: path }, `[${layer.outFeatures}, ${layer.inFeatures}]`, `[${w.outFeatures}, ${w.inFeatures}]`);
+    return [path, layer];
+  });
   const tensors = adapterTensors(a);
   noGrad(() => {
-    for (const [path, { loraA, loraB }] of Object.entries(tensors)) {
-      const layer = model.getModule(path);
-      if (!(layer instanceof Linear)) throw new FormatError('mergeWeights', `the model has no Linear layer '${path}'`, { key: path }, 'a Linear module path', path);
+    for (const [path, layer] of layers) {
+      const { loraA, loraB } = tensors[path];
       const w = layer.weight;
       const fused = add(w.cast('float32'), matmul(loraB, loraA).mul(a.scale)).cast(w.dtype);
       w.assign(fused);

@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join, resolve, sep } from 'node:path';
 import { toFloat32, type WriteEntry, writeSafetensors } from '@metal-lora/adapter-io';
-import { openSafetensors, writeFileAtomic } from '@metal-lora/adapter-io/node';
-import { type LlamaConfig, LlamaForCausalLM, type Module } from '@metal-lora/nn';
+import { fsCall, openSafetensors, writeFileAtomic } from '@metal-lora/adapter-io/node';
+import { type LlamaConfig, LlamaForCausalLM, type Module, validateLlamaConfig } from '@metal-lora/nn';
 import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
 import { CharTokenizer } from './tokenizer';
 
@@ -16,18 +16,34 @@ export interface LoadedModel {
 function readJson(path: string, what: string): Record<string, unknown> {
   if (!existsSync(path)) throw new FormatError('loadModel', `${what} not found`, { key: path }, `a file at ${path}`, 'nothing');
   try {
-    return JSON.parse(readFileSync(path, 'utf8'));
+    const value = JSON.parse(fsCall('loadModel', path, () => readFileSync(path, 'utf8')));
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new FormatError('loadModel', `${what} is not a JSON object`, { key: path }, 'an object', JSON.stringify(value));
+    return value;
   } catch (error) {
+    if (error instanceof FormatError) throw error;
     throw new FormatError('loadModel', `${what} is not valid JSON (${(error as Error).message})`, { key: path });
   }
 }
 
-/** Weight files of a checkpoint directory: `model.safetensors`, or the shards of `model.safetensors.index.json`. */
+/**
+ * Weight files of a checkpoint directory: `model.safetensors`, or the shards of
+ * `model.safetensors.index.json`, each of which must be a file inside the directory (an index
+ * naming `../../etc/hostname` is refused, not opened).
+ */
 function weightFiles(dir: string): string[] {
   const index = join(dir, 'model.safetensors.index.json');
   if (existsSync(index)) {
-    const map = (readJson(index, 'model.safetensors.index.json').weight_map ?? {}) as Record<string, string>;
-    return [...new Set(Object.values(map))].map((f) => join(dir, f));
+    const map = readJson(index, 'model.safetensors.index.json').weight_map;
+    if (map === null || typeof map !== 'object' || Array.isArray(map)) throw new FormatError('loadModel', 'model.safetensors.index.json has no weight_map object', { key: 'weight_map' }, '{ "tensor name": "shard file" }', JSON.stringify(map));
+    const root = resolve(dir);
+    const shards = new Set<string>();
+    for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
+      if (typeof file !== 'string' || file === '' || isAbsolute(file) || !resolve(root, file).startsWith(root + sep)) {
+        throw new FormatError('loadModel', `the shard of '${name}' is not a file inside the model folder`, { key: name }, `a file name relative to ${root}`, JSON.stringify(file));
+      }
+      shards.add(resolve(root, file));
+    }
+    return [...shards];
   }
   const single = join(dir, 'model.safetensors');
   if (!existsSync(single)) throw new FormatError('loadModel', 'no weights found', { key: dir }, 'model.safetensors or model.safetensors.index.json', 'neither');
@@ -45,11 +61,13 @@ export function loadModel(dir: string): LoadedModel {
   for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const) {
     if (typeof config[key] !== 'number') throw new FormatError('loadModel', `config.json lacks ${key}`, { key }, 'a number', JSON.stringify(config[key]));
   }
+  // Sizes and ranges before anything is read or allocated.
+  validateLlamaConfig(config);
   const tokenizerPath = join(dir, 'tokenizer.json');
   if (!existsSync(tokenizerPath)) throw new FormatError('loadModel', 'tokenizer.json not found', { key: tokenizerPath }, 'a tokenizer next to the weights', 'nothing');
   const tokenizer = CharTokenizer.fromJSON(readFileSync(tokenizerPath, 'utf8'));
   const model = new LlamaForCausalLM(config);
-  const weights: Record<string, Tensor> = {};
+  const weights: Record<string, Tensor> = Object.create(null);
   for (const file of weightFiles(dir)) {
     const st = openSafetensors(file);
     try {
@@ -72,7 +90,7 @@ export function loadModel(dir: string): LoadedModel {
 /** Saves a model as a checkpoint directory (f32 safetensors, config, tokenizer), each file atomically. */
 export async function saveModel(dir: string, model: Module, config: LlamaConfig, tokenizer: CharTokenizer): Promise<void> {
   await mkdir(dir, { recursive: true });
-  const entries: Record<string, WriteEntry> = {};
+  const entries: Record<string, WriteEntry> = Object.create(null);
   for (const [name, t] of model.namedParameters()) entries[name] = { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(await t.data()) };
   writeFileAtomic(join(dir, 'model.safetensors'), writeSafetensors(entries, { format: 'pt' }));
   writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'], ...config }, null, 2)}\n`);

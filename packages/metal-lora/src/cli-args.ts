@@ -21,7 +21,7 @@ interface FlagSpec {
   value?: string;
   /** Allowed values, for text flags with a fixed set. */
   choices?: readonly string[];
-  /** Bounds for numbers: `[min, max]`, with `open` making them exclusive. */
+  /** Bounds for numbers: `[min, max]`, with `open` making them exclusive (counts: at most `max`). */
   range?: { min?: number; max?: number; minOpen?: boolean; maxOpen?: boolean };
   commands: readonly Command[];
   help: string;
@@ -36,14 +36,14 @@ const TRAIN = ['train'] as const;
 export const FLAGS = {
   model: { kind: 'text', value: 'DIR', commands: BOTH, help: 'a Llama-family checkpoint folder (config.json, model.safetensors or shards, tokenizer.json)', fallback: 'the bundled base model' },
   data: { kind: 'text', value: 'PATH', commands: TRAIN, help: 'mlx-lm data: a folder with train.jsonl / valid.jsonl, or one .jsonl of {"text": ...} lines', fallback: 'the bundled ship\'s log' },
-  rank: { kind: 'count', value: 'N', commands: TRAIN, help: 'LoRA rank', fallback: '8' },
+  rank: { kind: 'count', value: 'N', range: { max: 4096 }, commands: TRAIN, help: 'LoRA rank', fallback: '8' },
   scale: { kind: 'number', value: 'S', range: { min: 0, minOpen: true, max: 1e6 }, commands: TRAIN, help: 'LoRA scale (alpha / rank)', fallback: '2' },
   dropout: { kind: 'number', value: 'P', range: { min: 0, max: 1, maxOpen: true }, commands: TRAIN, help: 'dropout on the LoRA input', fallback: '0' },
-  'num-layers': { kind: 'count', value: 'N', commands: TRAIN, help: 'LoRA on the last N blocks', fallback: '2' },
+  'num-layers': { kind: 'count', value: 'N', range: { max: 1024 }, commands: TRAIN, help: 'LoRA on the last N blocks', fallback: '2' },
   keys: { kind: 'text', value: 'A,B', commands: TRAIN, help: 'block-relative layers to adapt, e.g. self_attn.q_proj,self_attn.v_proj', fallback: 'all linear layers' },
-  iters: { kind: 'count', value: 'N', commands: TRAIN, help: 'training steps', fallback: '200 (12 with --quick)' },
-  batch: { kind: 'count', value: 'N', commands: TRAIN, help: 'sequences per step', fallback: '8' },
-  seq: { kind: 'count', value: 'N', commands: TRAIN, help: 'tokens per sequence', fallback: '64' },
+  iters: { kind: 'count', value: 'N', range: { max: 10_000_000 }, commands: TRAIN, help: 'training steps', fallback: '200 (12 with --quick)' },
+  batch: { kind: 'count', value: 'N', range: { max: 4096 }, commands: TRAIN, help: 'sequences per step', fallback: '8' },
+  seq: { kind: 'count', value: 'N', range: { max: 32768 }, commands: TRAIN, help: 'tokens per sequence', fallback: '64' },
   lr: { kind: 'number', value: 'LR', range: { min: 0, minOpen: true, max: 1 }, commands: TRAIN, help: 'peak learning rate (Adam, warm-up then cosine decay)', fallback: '1e-2' },
   'adapter-path': { kind: 'text', value: 'DIR', commands: BOTH, help: 'where the adapter is saved (train) or read (fuse)', fallback: 'adapters' },
   format: { kind: 'text', value: 'FMT', choices: ['mlx', 'peft'], commands: TRAIN, help: 'adapter format to save', fallback: 'mlx' },
@@ -105,7 +105,9 @@ function readValue(name: FlagName, raw: string): string | number {
   }
   const v = raw.trim() === '' ? Number.NaN : Number(raw);
   if (spec.kind === 'count') {
+    const max = spec.range?.max ?? Number.MAX_SAFE_INTEGER;
     if (!Number.isSafeInteger(v) || v <= 0) throw new UsageError(`--${name} must be a positive integer`, 'an integer ≥ 1', `'${raw}'`);
+    if (v > max) throw new UsageError(`--${name} is out of range`, `an integer in 1..${max}`, `'${raw}'`);
     return v;
   }
   if (!Number.isFinite(v)) throw new UsageError(`--${name} must be a finite number`, 'a number', `'${raw}'`);

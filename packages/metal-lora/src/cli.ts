@@ -10,8 +10,8 @@
  * Without --model/--data it runs the embedded default: the small base model in assets/base,
  * fine-tuned on the ship's log in assets/data.
  */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readAdapterFiles } from '@metal-lora/adapter-io/node';
 import { parseMlxAdapter, parsePeftAdapter } from '@metal-lora/adapter-io';
@@ -70,6 +70,11 @@ async function train(flags: Flags): Promise<void> {
   const numLayers = numLayersFlag ?? Math.min(2, config.num_hidden_layers);
   console.log(`model: ${modelDir} (${config.num_hidden_layers} layers, hidden ${config.hidden_size}, vocab ${config.vocab_size}); data: ${trainTexts.length} train / ${valid.length} valid texts`);
 
+  for (const [what, stream] of [['training', trainStream], ['validation', validStream]] as const) {
+    if (stream.length < 3) throw new UsageError(`the ${what} texts hold ${stream.length} tokens, too few for one sequence`, 'at least 3 tokens', String(stream.length));
+  }
+  const maxPositions = (config as { max_position_embeddings?: number }).max_position_embeddings;
+  if (maxPositions !== undefined && length > maxPositions) throw new UsageError('--seq is longer than the model\'s positions', `at most max_position_embeddings = ${maxPositions}`, String(length));
   const evalOptions = { batches: quick ? 1 : 4, batch, length: Math.min(length, validStream.length - 2) };
   const prompt = valid[0].slice(0, 8);
   const lossBefore = await evaluate(model, validStream, evalOptions);
@@ -77,6 +82,9 @@ async function train(flags: Flags): Promise<void> {
   console.log(`validation loss before: ${lossBefore.toFixed(3)}`);
   console.log(`sample before: "${prompt}" → "${sampleBefore}"`);
 
+  const kvWidth = (config.num_key_value_heads ?? config.num_attention_heads) * (config.head_dim ?? config.hidden_size / config.num_attention_heads);
+  const narrowest = Math.min(config.hidden_size, config.intermediate_size, kvWidth);
+  if (rank > narrowest) throw new UsageError("--rank exceeds the model's layer sizes (a LoRA update's rank is at most its layer's smaller side)", `at most ${narrowest}`, String(rank));
   const converted = linearToLoRALayers(model, { numLayers, keys, rank, scale, dropout, seed: 1 });
   const file = flags['resume-adapter-file'];
   if (file !== undefined) {
@@ -103,9 +111,11 @@ async function train(flags: Flags): Promise<void> {
   console.log(`validation loss after: ${lossAfter.toFixed(3)} (${lossAfter < lossBefore ? 'down' : 'NOT down'} from ${lossBefore.toFixed(3)}) in ${seconds.toFixed(1)} s`);
   console.log(`sample after:  "${prompt}" → "${sampleAfter}"`);
 
-  // Save, reload into a fresh model, compare; then merge and compare again.
-  await saveAdapter(model, adapterPath, { format, numLayers, keys: keys ?? null });
-  console.log(`saved ${format === 'mlx' ? 'MLX' : 'PEFT'} adapter to ${adapterPath}/`);
+  // Nothing is written over an existing adapter until the run has passed its checks: the adapter
+  // is saved to a temporary folder beside it, reloaded into a fresh model and merged there, and
+  // only then saved to --adapter-path (the weights and config swapped in as a pair).
+  const embeddedDefault = flags.model === undefined && flags.data === undefined;
+  if (embeddedDefault && !(lossAfter < lossBefore)) throw new MetalLoRAError('train', `the embedded default's validation loss did not fall (${lossBefore.toFixed(3)} → ${lossAfter.toFixed(3)}); nothing was saved`);
   const probe = tensor(Int32Array.from(validStream.subarray(0, Math.min(32, validStream.length))), [1, Math.min(32, validStream.length)]);
   const logits = async (m: typeof model) => {
     const out = tidy(() => noGrad(() => m.forward(probe)));
@@ -115,16 +125,25 @@ async function train(flags: Flags): Promise<void> {
   };
   const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((mx, v, i) => Math.max(mx, Math.abs(v - b[i])), 0);
   const reference = await logits(model);
-  const fresh = loadModel(modelDir).model;
-  fresh.eval();
-  loadAdapter(fresh, adapterPath);
-  const reloadDiff = maxDiff(await logits(fresh), reference);
-  mergeWeights(fresh);
-  const mergedDiff = maxDiff(await logits(fresh), reference);
-  const reloadOk = reloadDiff <= 1e-4;
-  const mergeOk = mergedDiff <= 2e-3;
-  console.log(`reloaded adapter: max |Δlogit| ${reloadDiff.toExponential(2)} ${reloadOk ? 'ok' : 'MISMATCH'}; merged weights: max |Δlogit| ${mergedDiff.toExponential(2)} ${mergeOk ? 'ok' : 'MISMATCH'}`);
-  if (!reloadOk || !mergeOk || !(lossAfter < lossBefore)) throw new MetalLoRAError('train', 'a final check failed (see above)');
+  mkdirSync(dirname(resolve(adapterPath)), { recursive: true });
+  const scratch = mkdtempSync(join(dirname(resolve(adapterPath)), `.${basename(resolve(adapterPath))}.check-`));
+  try {
+    await saveAdapter(model, scratch, { format, numLayers, keys: keys ?? null });
+    const fresh = loadModel(modelDir).model;
+    fresh.eval();
+    loadAdapter(fresh, scratch);
+    const reloadDiff = maxDiff(await logits(fresh), reference);
+    mergeWeights(fresh);
+    const mergedDiff = maxDiff(await logits(fresh), reference);
+    const reloadOk = reloadDiff <= 1e-4;
+    const mergeOk = mergedDiff <= 2e-3;
+    console.log(`reloaded adapter: max |Δlogit| ${reloadDiff.toExponential(2)} ${reloadOk ? 'ok' : 'MISMATCH'}; merged weights: max |Δlogit| ${mergedDiff.toExponential(2)} ${mergeOk ? 'ok' : 'MISMATCH'}`);
+    if (!reloadOk || !mergeOk) throw new MetalLoRAError('train', `the saved adapter does not reproduce the trained model (see above); nothing was written to ${adapterPath}`);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+  await saveAdapter(model, adapterPath, { format, numLayers, keys: keys ?? null });
+  console.log(`saved ${format === 'mlx' ? 'MLX' : 'PEFT'} adapter to ${adapterPath}/`);
 }
 
 async function fuse(flags: Flags): Promise<void> {

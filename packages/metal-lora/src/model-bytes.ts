@@ -17,7 +17,7 @@ export function modelFromFiles(files: { config: string; weights: Uint8Array; tok
   const tokenizer = CharTokenizer.fromJSON(files.tokenizer);
   const model = new LlamaForCausalLM(config);
   const { tensors } = readSafetensors(files.weights);
-  const weights: Record<string, Tensor> = {};
+  const weights: Record<string, Tensor> = Object.create(null);
   for (const [name, entry] of Object.entries(tensors)) weights[name] = tensor(toFloat32(entry), entry.shape, { dtype: 'float32' });
   model.loadWeights(weights);
   for (const t of Object.values(weights)) t.dispose();

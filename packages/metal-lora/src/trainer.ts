@@ -1,5 +1,5 @@
 import { Adam, crossEntropy, type LlamaForCausalLM, valueAndGrad, warmupCosine } from '@metal-lora/nn';
-import { noGrad, randomBits, type Tensor, tidy } from '@metal-lora/tensor';
+import { noGrad, randomBits, type Tensor, tidy, ValueError } from '@metal-lora/tensor';
 import { batchOf } from './batches';
 
 export interface TrainOptions {
@@ -29,7 +29,10 @@ export async function evaluate(model: LlamaForCausalLM, stream: Int32Array, opti
   return total / options.batches;
 }
 
-/** Trains the model's trainable parameters with Adam and a warm-up + cosine schedule. */
+/**
+ * Trains the model's trainable parameters with Adam and a warm-up + cosine schedule. A loss that
+ * is not finite when it is read back (every `reportEvery` steps) stops training with a `ValueError`.
+ */
 export async function trainLoop(model: LlamaForCausalLM, stream: Int32Array, options: TrainOptions): Promise<number> {
   const optimizer = new Adam(model, { lr: warmupCosine(options.lr, Math.max(1, Math.floor(options.iters / 10)), options.iters, options.lr / 10) });
   const step = valueAndGrad(model, (x: Tensor, y: Tensor) => crossEntropy(model.forward(x), y));
@@ -47,6 +50,10 @@ export async function trainLoop(model: LlamaForCausalLM, stream: Int32Array, opt
     targets.dispose();
     if (i % every === 0 || i === options.iters || i === 1) {
       last = await loss.item();
+      if (!Number.isFinite(last)) {
+        loss.dispose();
+        throw new ValueError('trainLoop', `the loss is ${last} at step ${i}: training diverged`, 'a finite loss (a lower learning rate usually helps)', String(last));
+      }
       const seconds = (performance.now() - started) / 1000;
       options.onStep?.(i, last, (i * options.batch * options.length) / seconds);
     }
