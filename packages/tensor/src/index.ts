@@ -40,5 +40,5 @@ export type { Operand } from './ops/helpers';
 export { BINARY_OPS, type BinaryOp, OP_NAMES, type OpAttrs, type OpName, UNARY_OPS, type UnaryOp } from './ops/op-names';
 export { dropoutKeep, manualSeed, mix32, nextSeed, randomBits, uniformAt } from './random';
 export { keep, tidy } from './scope';
-export { broadcastShapes, broadcastStrides, formatShape, reducedShape as reducedShapeOf, type Shape, sizeOf, stridesOf } from './shape';
+export { broadcastShapes, broadcastStrides, formatShape, MAX_TENSOR_ELEMENTS, reducedShape as reducedShapeOf, type Shape, sizeOf, stridesOf } from './shape';
 export { arange, type CreateOptions, full, type NestedArray, ones, rand, randn, type RandomOptions, scalar, Tensor, tensor, zeros } from './tensor';
