@@ -9,7 +9,7 @@
  * ignored and removed. A kill at any point leaves the old pair or the new one, never a mix.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { FormatError, StateError } from '@metal-lora/tensor';
@@ -79,17 +79,33 @@ export function lockFolder(op: string, dir: string): () => void {
       linkSync(draft, lock);
       return () => rmSync(lock, { force: true });
     } catch (error) {
-      if ((error as { code?: string }).code !== 'EEXIST') throw error;
+      const code = (error as { code?: string }).code;
+      if (code !== 'EEXIST') {
+        // A file system without hard links (FAT, some network shares): an exclusive create,
+        // whose content a holder killed at once may leave empty (then it is taken as stale).
+        if (!['EPERM', 'ENOTSUP', 'ENOSYS', 'EOPNOTSUPP', 'EXDEV'].includes(code ?? '')) throw error;
+        try {
+          const fd = openSync(lock, 'wx');
+          writeSync(fd, me);
+          closeSync(fd);
+          return () => rmSync(lock, { force: true });
+        } catch (fallback) {
+          if ((fallback as { code?: string }).code !== 'EEXIST') throw fallback;
+        }
+      }
     } finally {
       rmSync(draft, { force: true });
     }
     let holder: { pid?: number; host?: string } = {};
     try {
-      holder = JSON.parse(readFileSync(lock, 'utf8'));
+      const text = readFileSync(lock, 'utf8');
+      // Empty only where hard links are missing and the holder died between create and write.
+      holder = text === '' && Date.now() - statSync(lock).mtimeMs > 5000 ? { host: hostname() } : JSON.parse(text);
     } catch {
-      // Just removed by its holder: try again.
+      // Just removed by its holder, or being written: try again.
       continue;
     }
+    // A holder on another host cannot be checked; one here is alive or not (an old empty lock has no pid: dead).
     const sameHost = holder.host === hostname();
     if (!sameHost || (typeof holder.pid === 'number' && alive(holder.pid))) {
       throw new StateError(op, `another process (pid ${holder.pid} on ${holder.host}) is saving to ${dir}; expected the folder to be free (if no save is running, remove ${lock}), got it locked`);
@@ -133,7 +149,8 @@ function recover(dir: string, config: string): void {
   }
   for (const name of readdirSync(dir)) {
     const tmp = /^\..+\.(\d+)-[0-9a-f]{8}\.tmp$/.exec(name);
-    if (name.endsWith(PENDING) || (tmp && (Number(tmp[1]) === process.pid || !alive(Number(tmp[1]))))) rmSync(join(dir, name), { force: true });
+    const ours = name.endsWith(`.safetensors${PENDING}`) || (name.startsWith(`${config}.for-`) && name.endsWith(PENDING));
+    if (ours || (tmp && (Number(tmp[1]) === process.pid || !alive(Number(tmp[1]))))) rmSync(join(dir, name), { force: true });
   }
   syncFolder(dir);
 }

@@ -88,10 +88,21 @@ describe('adapter saves under kills and concurrency', () => {
 
   it('a save into a folder locked by a live process is refused at once', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'adapter-locked-'));
-    const { writeFileSync } = await import('node:fs');
+    const { utimesSync, writeFileSync } = await import('node:fs');
     const { hostname } = await import('node:os');
-    writeFileSync(join(dir, '.metal-lora.lock'), JSON.stringify({ pid: process.pid, host: hostname() }));
+    const lock = join(dir, '.metal-lora.lock');
+    writeFileSync(lock, JSON.stringify({ pid: process.pid, host: hostname() }));
     await expect(saveAdapter(dir, versionedAdapter(1), { format: 'mlx' })).rejects.toThrow(StateError);
+    // Another machine's lock (a shared folder) cannot be checked, so it is respected too.
+    writeFileSync(lock, JSON.stringify({ pid: 1, host: `not-${hostname()}` }));
+    await expect(saveAdapter(dir, versionedAdapter(1), { format: 'mlx' })).rejects.toThrow(/another process \(pid 1 on not-/);
     expect(existsSync(join(dir, 'adapters.safetensors'))).toBe(false);
+    // An empty lock (a holder killed between creating and writing it, where hard links are
+    // missing) is stale once it is a few seconds old.
+    writeFileSync(lock, '');
+    utimesSync(lock, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    await saveAdapter(dir, versionedAdapter(2), { format: 'mlx' });
+    expect(versionOf(loadAdapter(dir))).toBe(2);
+    expect(existsSync(lock)).toBe(false);
   });
 });
