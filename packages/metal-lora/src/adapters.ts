@@ -1,6 +1,6 @@
 import { adapterFromTensors, adapterTensors, type LoraAdapter } from '@metal-lora/adapter-io';
 import { loadAdapter as loadAdapterDir, saveAdapter as saveAdapterDir } from '@metal-lora/adapter-io/node';
-import { Linear, LoRALinear, mergeWeights as mergeLoRALayers, type Module } from '@metal-lora/nn';
+import { Linear, LoRALinear, type Module } from '@metal-lora/nn';
 import { add, FormatError, matmul, noGrad } from '@metal-lora/tensor';
 
 /** The LoRA layers of a model by path (a lone layer is named `layer`). */
@@ -92,18 +92,18 @@ export function loadAdapter(layerOrModel: Module, path: string, options: { stric
 }
 
 /**
- * Without an adapter: folds the model's LoRA layers into plain Linear layers (`W + s·B·A`).
- * With one (an adapter or a directory): fuses it straight into the plain model's Linear weights,
- * as `mlx_lm.fuse` does. Returns the merged module paths.
+ * Fuses an MLX or PEFT adapter (parsed, or a folder) straight into a plain model's Linear
+ * weights (`W + s·B·A`), as `mlx_lm.fuse` does. Every layer is checked before the first weight
+ * changes. Returns the fused module paths. (`mergeWeights(model)` folds a model's own LoRA
+ * layers instead.)
  */
-export function mergeWeights(model: Module, adapter?: LoraAdapter | string): string[] {
-  if (adapter === undefined) return mergeLoRALayers(model).merged;
+export function fuseAdapter(model: Module, adapter: LoraAdapter | string): string[] {
   const a = typeof adapter === 'string' ? loadAdapterDir(adapter) : adapter;
   // Every layer is checked before the first weight changes.
   const layers = Object.entries(a.modules).map(([path, w]): [string, Linear] => {
     const layer = model.getModule(path);
-    if (!(layer instanceof Linear) || layer instanceof LoRALinear) throw new FormatError('mergeWeights', `the model has no plain Linear layer '${path}'`, { key: path }, 'a Linear module path', path);
-    if (layer.inFeatures !== w.inFeatures || layer.outFeatures !== w.outFeatures) throw new FormatError('mergeWeights', `adapter shapes do not fit '${path}'`, { key: path }, `[${layer.outFeatures}, ${layer.inFeatures}]`, `[${w.outFeatures}, ${w.inFeatures}]`);
+    if (!(layer instanceof Linear) || layer instanceof LoRALinear) throw new FormatError('fuseAdapter', `the model has no plain Linear layer '${path}'`, { key: path }, 'a Linear module path', path);
+    if (layer.inFeatures !== w.inFeatures || layer.outFeatures !== w.outFeatures) throw new FormatError('fuseAdapter', `adapter shapes do not fit '${path}'`, { key: path }, `[${layer.outFeatures}, ${layer.inFeatures}]`, `[${w.outFeatures}, ${w.inFeatures}]`);
     return [path, layer];
   });
   const tensors = adapterTensors(a);

@@ -17,4 +17,5 @@ export { generate } from './generate';
 export { modelFromFiles } from './model-bytes';
 export { CharTokenizer } from './tokenizer';
 export { evaluate, type TrainOptions, trainLoop } from './trainer';
-export { valueAndGrad } from './value-and-grad';
+// Both tensor and nn export valueAndGrad; nn's takes both forms (model, lossFn) and (fn, argnums).
+export { valueAndGrad } from '@metal-lora/nn';

@@ -15,11 +15,11 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readAdapterFiles } from '@metal-lora/adapter-io/node';
 import { parseMlxAdapter, parsePeftAdapter } from '@metal-lora/adapter-io';
-import { linearToLoRALayers, LoRALinear } from '@metal-lora/nn';
+import { linearToLoRALayers, LoRALinear, mergeWeights } from '@metal-lora/nn';
 import '@metal-lora/metal-kernels'; // registers the webgpu backend
 import type { AdapterReport } from '@metal-lora/metal-kernels';
 import { type Backend, MetalLoRAError, noGrad, setBackend, tensor, tidy } from '@metal-lora/tensor';
-import { loadAdapter, mergeWeights, saveAdapter } from './adapters';
+import { fuseAdapter, loadAdapter, saveAdapter } from './adapters';
 import { loadModel, saveModel } from './checkpoint';
 import { helpText, parseCommandLine, UsageError } from './cli-args';
 import { readDataset } from './data';
@@ -156,7 +156,7 @@ async function fuse(flags: Flags): Promise<void> {
   const { model, config, tokenizer } = loadModel(modelDir);
   const { format, files } = readAdapterFiles(adapterPath);
   const adapter = format === 'peft' ? parsePeftAdapter(files) : parseMlxAdapter(files);
-  const merged = mergeWeights(model, adapter);
+  const merged = fuseAdapter(model, adapter);
   if (model.namedModules().some(([, m]) => m instanceof LoRALinear)) throw new MetalLoRAError('fuse', 'the model still has LoRA layers after fusing');
   await saveModel(savePath, model, config, tokenizer);
   console.log(`fused ${merged.length} layers of a ${format.toUpperCase()} adapter into ${savePath}/ (config.json, model.safetensors, tokenizer.json)`);

@@ -3,7 +3,7 @@
  * Silicon), a small training stack, and adapters exchanged with MLX and PEFT.
  *
  * This is the Node entry: everything the browser entry has, plus files by path (`saveAdapter`,
- * `loadAdapter`, `mergeWeights`, `loadModel`, `saveModel`, the safetensors file helpers).
+ * `loadAdapter`, `fuseAdapter`, `loadModel`, `saveModel`, the safetensors file helpers).
  * Importing it registers the webgpu backend (Dawn in Node); `await setBackend('auto')` picks it
  * where a hardware adapter exists.
  *
@@ -15,7 +15,7 @@ export { loadSafetensors, openSafetensors, readAdapterFiles, saveSafetensors, wr
 export * from '@metal-lora/metal-kernels';
 export * from '@metal-lora/nn';
 export * from '@metal-lora/tensor';
-export { loadAdapter, mergeWeights, saveAdapter } from './adapters';
+export { fuseAdapter, loadAdapter, saveAdapter } from './adapters';
 export { batchOf } from './batches';
 export { type LoadedModel, loadModel, saveModel } from './checkpoint';
 export { kitchenJournal, shipsLog } from './corpus';
@@ -23,4 +23,5 @@ export { generate } from './generate';
 export { modelFromFiles } from './model-bytes';
 export { CharTokenizer } from './tokenizer';
 export { evaluate, type TrainOptions, trainLoop } from './trainer';
-export { valueAndGrad } from './value-and-grad';
+// Both tensor and nn export valueAndGrad; nn's takes both forms (model, lossFn) and (fn, argnums).
+export { valueAndGrad } from '@metal-lora/nn';

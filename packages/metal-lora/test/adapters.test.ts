@@ -5,7 +5,7 @@ import { saveAdapter as saveAdapterDir } from '@metal-lora/adapter-io/node';
 import { LlamaForCausalLM, linearToLoRALayers, LoRALinear, type Module } from '@metal-lora/nn';
 import { FormatError } from '@metal-lora/tensor';
 import { describe, expect, it } from 'vitest';
-import { loadAdapter, mergeWeights, saveAdapter } from '../src/index';
+import { fuseAdapter, loadAdapter, saveAdapter } from '../src/index';
 
 const config = { vocab_size: 32, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 3, num_attention_heads: 2, num_key_value_heads: 1 };
 const loraCount = (m: Module) => m.namedModules().filter(([, x]) => x instanceof LoRALinear).length;
@@ -18,7 +18,7 @@ async function savedAdapter(dir: string): Promise<string> {
   return path;
 }
 
-describe('loadAdapter and mergeWeights check everything before changing the model', () => {
+describe('loadAdapter and fuseAdapter check everything before changing the model', () => {
   const dir = mkdtempSync(join(tmpdir(), 'metal-lora-adapters-'));
 
   it('loads a whole adapter into a plain model (the blocks and keys of its config)', async () => {
@@ -59,7 +59,7 @@ describe('loadAdapter and mergeWeights check everything before changing the mode
     expect(loraCount(model)).toBe(0);
     const before = model.getModule('model.layers.1.self_attn.q_proj') as unknown as { weight: { dataSync(): Float32Array } };
     const weight = Float32Array.from(before.weight.dataSync());
-    expect(() => mergeWeights(model, bad)).toThrow(/^mergeWeights: adapter shapes do not fit/);
+    expect(() => fuseAdapter(model, bad)).toThrow(/^fuseAdapter: adapter shapes do not fit/);
     expect(Array.from(before.weight.dataSync())).toEqual(Array.from(weight));
   });
 
