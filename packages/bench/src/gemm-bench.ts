@@ -5,12 +5,11 @@
  * every variant's output is checked against a float64 CPU reference on a sample of elements
  * first, and each time is the median of repeats.
  *
- *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-decode-tiles] [--explore-xs] [--explore-dyb] [--explore-inflight [--prefetch-only]] [--explore-chunk] [--explore-fma] [--ab-decode] [--hot] [--no-warm] [--json out.json]
+ *   node gemm-bench.mjs [--quick] [--no-big] [--explore] [--explore-gemv] [--explore-lanes] [--explore-narrow] [--explore-raster] [--explore-xs] [--explore-dyb] [--explore-inflight [--prefetch-only]] [--explore-chunk] [--explore-fma] [--ab-decode] [--hot] [--no-warm] [--json out.json]
  *   --explore adds the vec4 tile alternatives for the rank products, --explore-gemv the gemv
  *   lane/row/unroll/split settings for decode and rank ≤ 16, --explore-lanes the gemv settings
  *   for 8..16 rows alone, --explore-narrow (with --explore) the rank-sized vec4 tiles, --hot keeps
- *   the inputs in L2, --explore-raster the big products' tile raster orders, --explore-decode-tiles
- *   decode M = 4 and 16 on vec4 tiles 16 rows high, --explore-xs decode M = 8, 16 on gemv-rows
+ *   the inputs in L2, --explore-raster the big products' tile raster orders, --explore-xs decode M = 8, 16 on gemv-rows
  *   with x staged in workgroup memory, --explore-dyb the decode backward's U = dy·B on the
  *   portable gemv over lanes per column and K splits, --explore-inflight decode M = 16 over loads
  *   in flight and accumulators per thread, with the loads written first or not, and with the next
@@ -21,7 +20,7 @@
  *   --ab-decode the selector's staged decode against that form, alternating.
  */
 import { writeFileSync } from 'node:fs';
-import { createWebGPUBackend, type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, gemvChoice, recordGemm, selectGemm, withSplits, TILED_VARIANTS, VEC4_16x128, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, recordGemm, selectGemm, withSplits, TILED_VARIANTS, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { clockWarmerLine, median, settleAfterUploads, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';
@@ -159,28 +158,14 @@ function cases(quick: boolean): Case[] {
     const rowMajor: GemmConfig = { ...VEC4_128, name: 'vec4-128x128 row-major', groupM: undefined };
     return list.filter((c) => c.group === 'big').map((c) => ({ ...c, configs: ['auto', rowMajor, ...[2, 4, 8, 16].map(raster), rowMajor] }));
   }
-  if (process.argv.includes('--explore-decode-tiles')) {
-    // Decode (M = 4, 16) and x·Aᵀ at r = 16 on vec4 tiles 16 rows high, at several K splits.
-    const decodeTile = (bn: 64 | 128, splits: number): GemmConfig => ({ kind: 'vec4', name: `vec4-16x${bn}+splitK${splits}`, splits, bm: 16, bn, wgx: bn === 128 ? 32 : 16, wgy: 4 });
-    const picked = list.filter((c) => /^decode x·Wᵀ M=(4|16)$/.test(c.label));
-    // Each run twice, alternating, as the first timings after a process starts can run slow.
-    return picked.map((c) => {
-      const rows = gemvChoice(c.shape)!;
-      const tiles = [decodeTile(128, 8), decodeTile(128, 16), decodeTile(128, 32), decodeTile(64, 16)];
-      return { ...c, configs: ['auto', rows, ...tiles, rows, ...tiles, { ...VEC4_32x128, name: 'vec4-32x128+splitK16', splits: 16 }] };
-    });
-  }
   if (process.argv.includes('--explore-inflight')) {
     // Loads of W in flight per thread (rows per lane group × loads in flight) against
-    // accumulators (rows × rows of x), with the loads written before the multiply-adds or not,
-    // for decode M = 16 (x staged) and the selector's M = 1 and 4; the selector's first and last.
-    // Staged 16-row configs, named `xs l… r… u… s… k…` and ` lf` (loads first) or ` prefetch`.
-    const forms = { plain: {}, lf: { loadsFirst: true }, prefetch: { prefetchX: true } };
+    // accumulators (rows × rows of x) for decode M = 16 (x staged); the selector's first and last.
+    // Staged 16-row configs, named `xs l… r… u… s… k…` and ` prefetch`.
+    const forms = { plain: {}, prefetch: { prefetchX: true } };
     const xs = (lanes: number, rows: number, unroll: number, stage: number, splits: number, form: keyof typeof forms = 'plain'): GemmConfig => stagedDecode16(lanes, rows, unroll, stage, splits, form === 'plain' ? '' : form, forms[form]);
     const grid: GemmConfig[] = [];
-    for (const form of ['plain', 'lf'] as const) {
-      grid.push(xs(8, 4, 1, 32, 8, form), xs(8, 4, 2, 32, 8, form), xs(8, 2, 2, 32, 4, form), xs(8, 2, 4, 32, 4, form), xs(8, 2, 4, 32, 8, form), xs(8, 1, 4, 32, 2, form), xs(8, 1, 8, 32, 2, form), xs(8, 1, 8, 32, 4, form));
-    }
+    grid.push(xs(8, 4, 1, 32, 8), xs(8, 4, 2, 32, 8), xs(8, 2, 2, 32, 4), xs(8, 2, 4, 32, 4), xs(8, 2, 4, 32, 8), xs(8, 1, 4, 32, 2), xs(8, 1, 8, 32, 2), xs(8, 1, 8, 32, 4));
     // The next stage of x loaded into registers while the current one streams (prefetchX), at the
     // chosen setting and its neighbours in stage length and K splits, each twice.
     const pre = (unroll: number, stage: number, splits: number) => xs(8, 4, unroll, stage, splits, 'prefetch');
@@ -191,13 +176,7 @@ function cases(quick: boolean): Case[] {
     const auto8 = selectGemm(shape8, { maxWorkgroupStorage: 49152, maxInvocations: 1024 }) as GemvRowsConfig;
     const withPrefetch8: GemmConfig = { ...auto8, name: `${auto8.name} prefetch`, prefetchX: true };
     const m8 = { group: 'decode' as const, label: 'decode x·Wᵀ M=8', shape: shape8, configs: ['auto', withPrefetch8, 'auto', withPrefetch8, 'auto'] as (GemmConfig | 'auto')[] };
-    const small = [1, 4].map((M) => {
-      const shape = s(M, 4096, 4096, false, true);
-      const auto = selectGemm(shape) as GemvRowsConfig;
-      const loadsFirst: GemmConfig = { ...auto, name: `${auto.name} lf`, loadsFirst: true };
-      return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', loadsFirst, 'auto', loadsFirst] as (GemmConfig | 'auto')[] };
-    });
-    return process.argv.includes('--prefetch-only') ? [m8, { ...m16, configs: ['auto', ...prefetched, 'auto', ...prefetched, 'auto'] }] : [...small, m8, m16];
+    return process.argv.includes('--prefetch-only') ? [m8, { ...m16, configs: ['auto', ...prefetched, 'auto', ...prefetched, 'auto'] }] : [m8, m16];
   }
   if (process.argv.includes('--explore-flush')) {
     // Decode on gemv-rows with W loaded a step ahead across the stage barriers (prefetchW) and the
@@ -237,7 +216,6 @@ function cases(quick: boolean): Case[] {
         at('l16', { lanes: 16 }),
         at('l32', { lanes: 32 }),
         at('r3', { rows: 3 }),
-        at('split-fast', { splitFast: true }),
       ];
       if (M === 8) list.push(at('x prefetch', { prefetchX: true }));
       return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...list, 'auto', ...list, 'auto'] as (GemmConfig | 'auto')[] };
@@ -270,7 +248,7 @@ function cases(quick: boolean): Case[] {
       const at = (name: string, change: Partial<GemvRowsConfig>, splits = base.splits): GemmConfig => withSplits({ ...withSplits(base, 1), name: `${base.name} ${name}`, ...change }, splits);
       const both = { fmaChains: true, stageByK: true };
       const list: GemmConfig[] = [at('fma', { fmaChains: true }), ...(staged ? [at('byk', { stageByK: true }), at('fma byk', both)] : [])];
-      if (M === 16) list.push(at('fma byk s64', { ...both, stage: 64 }), at('fma byk no-xp', { ...both, prefetchX: false }), at('fma byk pw', { ...both, prefetchW: true }), at('fma byk l16 k16', { ...both, lanes: 16 }, 16), at('fma byk s64 k6', { ...both, stage: 64 }, 6), at('fma byk t128', { ...both, threads: 128 }), at('fma byk t128 k4', { ...both, threads: 128 }, 4), at('fma byk t64 k4', { ...both, threads: 64 }, 4), at('fma byk t64 k2', { ...both, threads: 64 }, 2));
+      if (M === 16) list.push(at('fma byk s64', { ...both, stage: 64 }), at('fma byk no-xp', { ...both, prefetchX: false }), at('fma byk l16 k16', { ...both, lanes: 16 }, 16), at('fma byk s64 k6', { ...both, stage: 64 }, 6), at('fma byk t128', { ...both, threads: 128 }), at('fma byk t128 k4', { ...both, threads: 128 }, 4), at('fma byk t64 k4', { ...both, threads: 64 }, 4), at('fma byk t64 k2', { ...both, threads: 64 }, 2));
       if (M === 8) list.push(at('fma byk k16', both, 16), at('fma byk xp', { ...both, prefetchX: true }), at('fma byk t128 k4', { ...both, threads: 128 }, 4), at('fma byk t128 k8', { ...both, threads: 128 }, 8));
       return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: [base, ...list, base, ...list, base] };
     });
@@ -278,7 +256,7 @@ function cases(quick: boolean): Case[] {
   if (process.argv.includes('--explore-chunk')) {
     // Decode M = 8, 16 with a split's whole K chunk of x staged at once (one barrier pair, then
     // no barriers while W streams, so the warps run free of each other; no registers holding the
-    // next stage), alone, with W loaded a step ahead (pw) or two loads in flight (u2), against the
+    // next stage), alone or with two loads in flight (u2), against the
     // selector's choice. Twice each, the selector's first, between and last.
     return [8, 16].map((M) => {
       const shape = s(M, 4096, 4096, false, true);
@@ -288,8 +266,8 @@ function cases(quick: boolean): Case[] {
       const whole = (lanes: number, splits: number, extra: Partial<GemvRowsConfig>, tag: string) => at(`l${lanes} k${splits} s${1024 / splits}${tag}`, { lanes, splits, stage: 1024 / splits, ...extra });
       const list: GemmConfig[] =
         M === 16
-          ? [whole(8, 8, {}, ''), whole(8, 8, { prefetchW: true }, ' pw'), whole(8, 8, { unroll: 2 }, ' u2'), whole(8, 16, {}, ''), whole(8, 16, { prefetchW: true }, ' pw'), whole(8, 8, { splitFast: true }, ' fast'), whole(16, 16, {}, '')]
-          : [whole(16, 16, {}, ''), whole(16, 16, { prefetchW: true }, ' pw'), whole(8, 8, {}, ''), whole(8, 8, { prefetchW: true }, ' pw'), whole(16, 8, {}, '')];
+          ? [whole(8, 8, {}, ''), whole(8, 8, { unroll: 2 }, ' u2'), whole(8, 16, {}, ''), whole(16, 16, {}, '')]
+          : [whole(16, 16, {}, ''), whole(8, 8, {}, ''), whole(16, 8, {}, '')];
       return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...list, 'auto', ...list, 'auto'] as (GemmConfig | 'auto')[] };
     });
   }
@@ -331,7 +309,6 @@ function cases(quick: boolean): Case[] {
       // The choices before x was staged: gemv-rows reading x from cache (16 lanes, 2 rows, K split
       // 4) and, for 9..16 rows, the 16-row vec4 tile with K split 16.
       const before: GemmConfig[] = [{ kind: 'gemv-rows', name: `gemv-rows${mr} (x from cache)+splitK4`, lanes: 16, rows: 2, mr, unroll: 1, splits: 4 }];
-      if (mr === 16) before.push({ ...VEC4_16x128, name: 'vec4-16x128+splitK16', splits: 16 });
       return { ...c, configs: ['auto', ...before, ...staged, 'auto', ...before] };
     });
   }

@@ -4,13 +4,11 @@
  * captured dispatch timed on its own. Not part of the
  * published benchmark; it says where the time over the base GEMM goes.
  *
- *   node probe-lora.mjs [r ...] [--fusion] [--dual] [--decode-step]
- *   --fusion: forward and step with the earlier forms of the LoRA term, the current one and the
- *   LoRA tiles in raster orders 2, 4, 8, 16, dA and dB as two GEMMs instead of one pair or at other K splits, lb's layout compiled in or read from the uniform; the decode forward with T along the pass over W, by gemv or by one gemv-rows dispatch;
+ *   node probe-lora.mjs [r ...] [--dual] [--decode-step]
  *   --dual: U and dB from lora-dual (both role layouts) against the two GEMMs;
  *   --decode-step: also the decode-sized training step, loraLinear against the matmul composition.
  */
-import { createWebGPUBackend, type DispatchSpec, forceLoraFusion, forceLoraPlan, type LoraFusion, loraPlan, recordGemm, recordLoraDual } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type DispatchSpec, forceLoraPlan, loraPlan, recordGemm, recordLoraDual } from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
 import * as T from '@metal-lora/tensor';
 import { make as makeOn } from './lora-core';
@@ -56,7 +54,6 @@ function step(xIn: T.Tensor, a: T.Tensor, b: T.Tensor, dyOut: T.Tensor, forward:
 }
 
 const ranks = process.argv.slice(2).map(Number).filter((n) => n > 0);
-const fusionOnly = process.argv.includes('--fusion');
 const dualOnly = process.argv.includes('--dual');
 const [M, inF, outF] = [2048, 4096, 4096];
 const x = make([M, inF], 1);
@@ -88,32 +85,6 @@ for (const r of ranks.length ? ranks : process.argv.includes('--decode-step') ? 
     for (const buffer of [dyb, bb, tb, ub, dbb]) backend.release(buffer);
     continue;
   }
-  if (fusionOnly) {
-    // --fusion: forward and step with the earlier forms of the LoRA term and the current one.
-    const forms: [string, Partial<LoraFusion>][] = [
-      ['before: masked prologue code, dx accumulated', { mask: true, dxAccumulate: true }],
-      ['dx accumulated', { dxAccumulate: true }],
-      ['current', {}],
-      ['LoRA tiles in raster order 2', { raster: 2 }],
-      ['LoRA tiles in raster order 4', { raster: 4 }],
-      ['LoRA tiles in raster order 8', { raster: 8 }],
-      ['LoRA tiles in raster order 16 (column-major at M = 2048)', { raster: 16 }],
-      ['dA and dB as two GEMMs', { pairGrads: false }],
-      ['dA and dB paired, K split 4', { pairSplits: 4 }],
-      ['dA and dB paired, K split 8', { pairSplits: 8 }],
-      ['dA and dB paired, K split 16', { pairSplits: 16 }],
-      ["lb's layout a pipeline constant in the forward too", { lbConstant: 'both' }],
-      ["lb's layout from the uniform in dx too", { lbConstant: 'neither' }],
-    ];
-    await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
-    for (const [name, form] of forms) {
-      forceLoraFusion(form);
-      await profile(`r=${r} fused forward (${name})`, () => T.tidy(() => T.noGrad(() => fused(x, a, b))));
-      await profile(`r=${r} fused step (${name})`, () => step(x, a, b, dy, fused));
-    }
-    forceLoraFusion(null);
-    continue;
-  }
   await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
   await profile(`r=${r} base dy·W (dx without LoRA)`, () => T.tidy(() => T.noGrad(() => T.matmul(dy, w))));
   await profile(`r=${r} fused forward`, () => T.tidy(() => T.noGrad(() => fused(x, a, b))));
@@ -125,22 +96,6 @@ for (const Md of dualOnly ? [] : [1, 16]) {
   const a = make([16, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, 16], 5, 0.1);
   await profile(`decode M=${Md} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(xd, w, { transposeB: true }))));
-  if (fusionOnly) {
-    // --fusion: T riding along the pass over W (current), T first by the selector's gemv and its
-    // reduction or by one gemv-rows dispatch, with the LoRA term in the pass's epilogue.
-    const decodeForms: [string, Partial<LoraFusion>][] = [
-      ['T along the pass over W', {}],
-      ['T by gemv, term in the epilogue', { decodeConcat: false }],
-      ['T by one gemv-rows dispatch, term in the epilogue', { decodeConcat: false, decodeT: 'rows' }],
-      ['T along the pass over W, again', {}],
-    ];
-    for (const [name, form] of decodeForms) {
-      forceLoraFusion(form);
-      await profile(`decode M=${Md} r=16 forward (${name})`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
-    }
-    forceLoraFusion(null);
-    continue;
-  }
   await profile(`decode M=${Md} r=16 forward (${loraPlan(Md, inF, outF, 16, 'float32')})`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
   forceLoraPlan('composed');
   await profile(`decode M=${Md} r=16 forward (composed)`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));

@@ -8,8 +8,6 @@ export { type DispatchSpec, type GpuData, gpuBytesPerElement, sizeClass, WebGPUB
 export { type AdapterReport, type DawnBinding, type GPUContext, hasWebGPU, requestGPU, type RequestGPUOptions, setDawnLoader } from './device';
 export {
   forceGemmConfig,
-  forceLoraFusion,
-  type LoraFusion,
   type GemmConfig,
   type GemmDevice,
   type GemmShape,
@@ -27,7 +25,6 @@ export {
   VEC4_128x32,
   VEC4_128x64_T128,
   VEC4_32x128,
-  VEC4_16x128,
   VEC4_128_G4,
   bigTile,
   gemvChoice,

@@ -87,12 +87,6 @@ export const VEC4_64x128: Vec4Config = { kind: 'vec4', name: 'vec4-64x128', spli
 export const VEC4_128x32: Vec4Config = { kind: 'vec4', name: 'vec4-128x32', splits: 1, bm: 128, bn: 32, wgx: 8 };
 /** M = rank products with r ≤ 32: 32 × 128 on 16 × 8 threads. */
 export const VEC4_32x128: Vec4Config = { kind: 'vec4', name: 'vec4-32x128', splits: 1, bm: 32, bn: 128, wgy: 8 };
-/**
- * Decode x·Wᵀ with 9..16 rows: 16 × 128 on 32 × 4 threads (4 × 4 outputs each), K split. Not
- * chosen since gemv-rows stages x in workgroup memory (0.054 against 0.041 ms on an H100); kept
- * for benchmarks and forced configs.
- */
-export const VEC4_16x128: Vec4Config = { kind: 'vec4', name: 'vec4-16x128', splits: 1, bm: 16, bn: 128, wgx: 32, wgy: 4 };
 /** N = rank products with 32 < r ≤ 64: 128 × 64 on 8 × 16 threads, 8 × 8 outputs each as in the big tile. */
 export const VEC4_128x64_T128: Vec4Config = { kind: 'vec4', name: 'vec4-128x64/128t', splits: 1, bm: 128, bn: 64, wgx: 8 };
 
@@ -298,53 +292,12 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
 let forced: GemmConfig | null = null;
 
 /**
- * The earlier forms of the fused LoRA term, kept so probe-lora can measure them against the
- * current ones in one run: `mask` compiles the dropout mask's code into the prologue even without
- * dropout (3% slower forward GEMM on an H100); `dxAccumulate` runs dx without dropout as U·A
- * written into dx with dy·W accumulated onto it (the current form is dy·W with U·A as its
- * prologue: 0.04–0.08 ms faster per step at r = 8..64).
- */
-export interface LoraFusion {
-  mask: boolean;
-  dxAccumulate: boolean;
-  /** Raster order (tile rows per group, 0 = row-major) of the 128×128 GEMMs carrying the LoRA term. */
-  raster: number;
-  /** T = x·Aᵀ at decode sizes: the selector's gemv (with its reduction) or one gemv-rows dispatch of 256 lanes per row. */
-  decodeT: 'gemv' | 'rows';
-  /** dA and dB as one pair of products (one GEMM dispatch and one reduction) where in = out, or as two GEMMs. */
-  pairGrads: boolean;
-  /** Decode without dropout: T = x·Aᵀ in the pass over W and s·T·Bᵀ added after it, or T first and the term in the pass's epilogue. */
-  decodeConcat: boolean;
-  /** K splits of the dA/dB pair (0: half the selector's for one product, so the pair keeps its workgroup count). */
-  pairSplits: number;
-  /**
-   * Which LoRA GEMMs compile lb's layout in as a constant (the others read it from the uniform):
-   * `dx` (lb = A as stored) only, the current form; `both`; `neither`.
-   */
-  lbConstant: 'dx' | 'both' | 'neither';
-}
-let loraFusion: Partial<LoraFusion> = {};
-
-/** Selects earlier forms of the fused LoRA term (benchmarks); `null` restores the current ones. */
-export function forceLoraFusion(v: Partial<LoraFusion> | null): void {
-  loraFusion = v ?? {};
-}
-
-/** The forms in force (see {@link forceLoraFusion}). */
-export function loraFusionForms(): LoraFusion {
-  return { mask: false, dxAccumulate: false, raster: 0, decodeT: 'gemv', pairGrads: true, decodeConcat: true, pairSplits: 0, lbConstant: 'dx', ...loraFusion };
-}
-
-/**
- * gemm-vec4's LORA_TRANS_B for a LoRA term with lb transposed or not: the layout as a pipeline
- * constant (0 or 1) or 2, read from the uniform. On an H100 (r = 64, same call) the constant made
- * dx (lb = A [r, N]) 1.757 → 1.728 ms and the forward (lb = B [N, r]) 1.723 → 1.735, so only dx
- * takes it (`forceLoraFusion({ lbConstant })` measures the others).
+ * gemm-vec4's LORA_TRANS_B for a LoRA term with lb transposed or not: dx's layout (lb = A as
+ * stored) is compiled in as a constant, while the forward's (lb = B) reads the uniform (2), which
+ * measured faster for each (RESULTS.md, "LoRA prologue: lb's layout").
  */
 function loraLayoutConstant(transB: boolean): number {
-  const which = loraFusionForms().lbConstant;
-  const constant = which === 'both' || (which === 'dx' && !transB);
-  return constant ? (transB ? 1 : 0) : 2;
+  return transB ? 2 : 0;
 }
 
 /**
@@ -525,9 +478,9 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       const lora = ops.lora;
       const drop = lora?.dropout && lora.dropout.p > 0 ? lora.dropout : null;
       // The LoRA term is a prologue of the main loop. Its dropout mask (dx with dropout) is code
-      // of its own: compiled in even behind a runtime check it made the forward GEMM 3% slower on
-      // an H100 (1.754 against 1.700 ms at r = 16; packages/bench/RESULTS.md).
-      const mask = lora !== undefined && (drop !== null || loraFusionForms().mask);
+      // of its own, compiled only where dropout is on (RESULTS.md: compiled in behind a runtime
+      // check it slowed the forward GEMM).
+      const mask = lora !== undefined && drop !== null;
       const vecOut = NT % 4 === 0 && !mask;
       const flag = (b: boolean) => (b ? '1' : '0');
       const { key, source } = shader('gemm-vec4', vec4Source, {

@@ -28,21 +28,8 @@ export interface GemvRowsConfig {
    * reduction's 9 KiB.
    */
   stage?: number;
-  /** Dispatch a block's K splits next to each other (x) instead of the blocks of one split. */
-  splitFast?: boolean;
-  /**
-   * Write the UNROLL steps' loads of W before any of their multiply-adds, instead of each step's
-   * loads followed by its multiply-adds.
-   */
-  loadsFirst?: boolean;
   /** With `stage`: load the next stage of X into registers while the current one streams (section XP). */
   prefetchX?: boolean;
-  /**
-   * Load W's vec4s one step (UNROLL loads per row) ahead: each step's multiply-adds run while
-   * the next step's loads are in flight, across the stage barriers too. With `stage`, the stage
-   * must hold whole steps (a multiple of lanes × unroll vec4s).
-   */
-  prefetchW?: boolean;
   /**
    * Sum each lane group's partials with subgroup shuffles (section SG: a butterfly in which each
    * lane keeps half of what is left at each step) instead of through workgroup memory with two
@@ -109,7 +96,7 @@ function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key
     const typed = typeValues(types);
     return { ...rowsValues(c, concat), ...typed, ENABLE: [typed.ENABLE, c.subgroupFlush ? 'enable subgroups;\nrequires subgroup_id;' : ''].filter(Boolean).join('\n') };
   };
-  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, loadsFirst: c.loadsFirst ? 1 : 0, prefetchX: c.prefetchX ? 1 : 0, prefetchW: c.prefetchW ? 1 : 0, subgroupFlush: c.subgroupFlush ? 1 : 0, stageByK: c.stageByK ? 1 : 0, fmaChains: c.fmaChains ? 1 : 0, threads: threadsOf(c), ...types }, values);
+  return generatedShader('gemv-rows', rowsSource, { lanes: c.lanes, rows: c.rows, mr: c.mr, unroll: c.unroll, concat: concat ? 1 : 0, stage: c.stage ?? 0, prefetchX: c.prefetchX ? 1 : 0, subgroupFlush: c.subgroupFlush ? 1 : 0, stageByK: c.stageByK ? 1 : 0, fmaChains: c.fmaChains ? 1 : 0, threads: threadsOf(c), ...types }, values);
 }
 
 /** A gemv-rows config's threads per workgroup. */
@@ -191,8 +178,6 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
   // With XS the x vec4s come from the staged rows (k relative to the stage's first, kb), the
   // indices clamped to the stage's end, ke.
   const [start, end, xAt] = staged ? ['kb', 'ke', (j: number, u: number) => (c.stageByK ? `xs[k${u} - kb][${j}]` : `xs[${j}u * XS4 + k${u} - kb]`)] : ['k_begin', 'k_end', (j: number, u: number) => `vec4<f32>(x[xo${j} + k${u}])`];
-  // W's vec4 of row r at k (guarded by the chunk's end: zero past it, the address clamped).
-  const wAt = (w: string, r: number, k: string) => `select(vec4<f32>(0.0), vec4<f32>(${w}[wo${r} + min(${k}, last)]), ${k} < k_end)`;
   // Step u's k, clamped into the stage (the index of its x) or into K.
   const kLine = (u: number) => `    let k${u} = min(k + ${u}u * LANES, ${staged ? 'ke - 1u' : 'last'});`;
   const loads = (w: string, u: number) =>
@@ -203,17 +188,7 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
     ].join('\n');
   const product = (acc: string, w: string) => (c.fmaChains ? ` ${acc} = fma(${w}.w, xv.w, fma(${w}.z, xv.z, fma(${w}.y, xv.y, fma(${w}.x, xv.x, ${acc}))));` : ` ${acc} += dot(${w}, xv);`);
   const fmas = (u: number) => lines(MR, (j) => `    { let xv = ${xAt(j, u)};${Array.from({ length: R }, (_, r) => product(`a${r}_${j}`, `wv${u}_${r}`)).join('')} }`);
-  // prefetchW: registers pw hold this step's W (loaded one step before, or before the walk), and
-  // are refilled with the next step's, k + UNROLL·LANES on, before this step's multiply-adds.
-  // A stage holds whole steps, so the next step is this lane's next k whichever stage it is in.
-  const prefetched = (w: string) =>
-    [
-      lines(U, (u) => [kLine(u), lines(R, (r) => `    let wv${u}_${r} = pw${u}_${r};`)].join('\n')),
-      lines(U, (u) => [`    let kn${u} = k + ${U + u}u * LANES;`, lines(R, (r) => `    pw${u}_${r} = ${wAt(w, r, `kn${u}`)};`)].join('\n')),
-      lines(U, fmas),
-    ].join('\n');
-  const prefetchInit = (w: string) => lines(U, (u) => lines(R, (r) => `    pw${u}_${r} = ${wAt(w, r, `k_begin + lane + ${u}u * LANES`)};`));
-  const body = (w: string) => (c.prefetchW ? prefetched(w) : c.loadsFirst ? [lines(U, (u) => loads(w, u)), lines(U, fmas)].join('\n') : lines(U, (u) => [loads(w, u), fmas(u)].join('\n')));
+  const body = (w: string) => lines(U, (u) => [loads(w, u), fmas(u)].join('\n'));
   // The walk along K over the lane group's rows of W, or with CONCAT of W2 for the groups past W's rows.
   const loop = (w: string) => [`  for (var k = ${start} + lane; k < ${end}; k += LANES * UNROLL) {`, body(w), '  }'].join('\n');
   const stream = concat ? ['  if (n0 >= p.NW) {', loop('w2'), '  } else {', loop('w'), '  }'].join('\n') : loop('w');
@@ -226,10 +201,7 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
       flush.push(`  flush(${first}u, ${count}u, block, split, t);`);
     }
   }
-  const wInit = c.prefetchW
-    ? [lines(U, (u) => lines(R, (r) => `  var pw${u}_${r}: vec4<f32>;`)), ...(concat ? ['  if (n0 >= p.NW) {', prefetchInit('w2'), '  } else {', prefetchInit('w'), '  }'] : ['  {', prefetchInit('w'), '  }'])].join('\n')
-    : '';
-  const values: Record<string, string> = { WG: String(threadsOf(c)), LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: [acc, concat ? '' : loraInit, wInit].filter(Boolean).join('\n'), STREAM: stream, FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0', SG: c.subgroupFlush ? '1' : '0' };
+  const values: Record<string, string> = { WG: String(threadsOf(c)), LANES: String(c.lanes), R: String(R), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: [acc, concat ? '' : loraInit].filter(Boolean).join('\n'), STREAM: stream, FLUSH: flush.join('\n'), CONCAT: concat ? '1' : '0', XS: staged ? '1' : '0', SG: c.subgroupFlush ? '1' : '0' };
   if (staged) {
     values.XS4 = String(c.stage);
     values.XSK = c.stageByK ? '1' : '0';
@@ -326,11 +298,8 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
       throw new ValueError('matmul', `${c.name}: the subgroup flush needs lane groups inside subgroups of one size`, `the subgroups feature with one subgroup size that ${c.lanes} lanes divide and that divides ${threads} threads, and WGSL subgroup_id`, got);
     }
   }
-  if (c.prefetchW && (c.stage ?? 0) > 0 && c.stage! % (c.lanes * c.unroll) !== 0) {
-    throw new ValueError('matmul', `${c.name}: W loaded a step ahead needs stages of whole steps`, `stage a multiple of lanes × unroll (${c.lanes * c.unroll})`, `stage ${c.stage}`);
-  }
   const { key, source } = rowsShader(c, { t: ops.t, tc: ops.split ? 'f32' : ops.t }, !!concat);
-  const flags = { ...epilogueFlags(ops, streamB), HAS_LORA: ops.lora ? 1 : 0, SPLIT_FAST: c.splitFast ? 1 : 0 };
+  const flags = { ...epilogueFlags(ops, streamB), HAS_LORA: ops.lora ? 1 : 0 };
   const rowsOut = NW + (concat?.rows ?? 0);
   // C's row length: the split workspace holds W2's columns after W's.
   const ldc = concat && ops.split ? rowsOut : s.N;
@@ -342,7 +311,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
       constants: flags,
       buffers: [x, w, ops.bias ?? dummy(backend), ops.c, concat?.w ?? ops.lora?.t ?? dummy(backend), concat?.c ?? ops.lora?.b ?? dummy(backend)],
       uniform: uniform([Math.min(c.mr, smallRows - row0), NW, s.K / 4, kChunk / 4, row0, ldc, s.M * ldc, ops.lora?.r ?? 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: ops.lora?.scale ?? 0 }, concat?.rows ?? 0]),
-      workgroups: c.splitFast ? [splits, blocks, 1] : [blocks, splits, 1],
+      workgroups: [blocks, splits, 1],
       label: concat ? `${c.name}+concat` : c.name,
     });
   }

@@ -134,9 +134,6 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     VEC4_32x128,
     VEC4_128x64_T128,
     { kind: 'vec4', name: 'vec4-64x128/128t', splits: 1, bm: 64, bn: 128, wgy: 8 },
-    // Decode-height tiles: 16 rows on 4 threads down.
-    { kind: 'vec4', name: 'vec4-16x128/32x4', splits: 1, bm: 16, bn: 128, wgx: 32, wgy: 4 },
-    { kind: 'vec4', name: 'vec4-16x64/16x4', splits: 1, bm: 16, bn: 64, wgx: 16, wgy: 4 },
   ];
   const vec4Configs: GemmConfig[] = [VEC4_128, VEC4_128x64, VEC4_64x128, ...narrow].flatMap((c) => [c, { ...c, name: `${c.name}+splitK3`, splits: 3 }]);
   for (const cfg of vec4Configs) {

@@ -44,22 +44,14 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     // x staged in workgroup memory (section XS): K = 300 is 75 vec4s, so several stages and a partial last one.
     // The selector's config where a device has 16 KiB of workgroup memory (gemv-rows16/xs16).
     { kind: 'gemv-rows', name: 'gemv-rows l8 r4 mr16 u1 xs16', lanes: 8, rows: 4, mr: 16, unroll: 1, splits: 1, stage: 16 },
-    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u3 xs7 split-fast', lanes: 8, rows: 2, mr: 5, unroll: 3, splits: 1, stage: 7, splitFast: true },
-    // The loads of all UNROLL steps written before their multiply-adds.
-    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr4 u4 xs16 loads-first', lanes: 8, rows: 2, mr: 4, unroll: 4, splits: 1, stage: 16, loadsFirst: true },
-    { kind: 'gemv-rows', name: 'gemv-rows l32 r1 mr3 u3 loads-first', lanes: 32, rows: 1, mr: 3, unroll: 3, splits: 1, loadsFirst: true },
     // The next stage of x loaded into registers while the current one streams (section XP): two
     // vec4s per thread, the second one for only some threads (9 rows × 32 = 288), and one with a
     // partial last stage. (Few accumulators: lavapipe takes a minute to compile 16 rows × 4.)
     { kind: 'gemv-rows', name: 'gemv-rows l8 r1 mr9 u1 xs32 prefetch', lanes: 8, rows: 1, mr: 9, unroll: 1, splits: 1, stage: 32, prefetchX: true },
     { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u2 xs7 prefetch', lanes: 8, rows: 2, mr: 5, unroll: 2, splits: 1, stage: 7, prefetchX: true },
-    // W loaded one step ahead (prefetchW): across stages of two steps, with x prefetched too; and
-    // without stages, the chunk's end inside a step.
-    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u1 xs16 prefetch-xw', lanes: 8, rows: 2, mr: 5, unroll: 1, splits: 1, stage: 16, prefetchX: true, prefetchW: true },
-    { kind: 'gemv-rows', name: 'gemv-rows l16 r1 mr3 u2 prefetch-w', lanes: 16, rows: 1, mr: 3, unroll: 2, splits: 1, prefetchW: true },
     // Partials summed by subgroup shuffles (subgroupFlush): 2 × 5 accumulators padded to 16 for
     // 8 lanes, staged and prefetched; 1 × 3 padded to 8 reading x from memory.
-    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u1 xs16 prefetch-xw sg', lanes: 8, rows: 2, mr: 5, unroll: 1, splits: 1, stage: 16, prefetchX: true, prefetchW: true, subgroupFlush: true },
+    { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u1 xs16 prefetch sg', lanes: 8, rows: 2, mr: 5, unroll: 1, splits: 1, stage: 16, prefetchX: true, subgroupFlush: true },
     { kind: 'gemv-rows', name: 'gemv-rows l8 r1 mr3 u2 sg', lanes: 8, rows: 1, mr: 3, unroll: 2, splits: 1, subgroupFlush: true },
     // x staged by k (section XSK), prefetched across stages or not, with the products as fma
     // chains; and fma chains reading x from memory.
@@ -148,12 +140,12 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
       recordGemm(backend, { M: 130, N: 5, K, batch: 1, transA: false, transB: true }, { a: bufs[0], b: bufs[1], c: bufs[4], aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32', lora: { la: bufs[2], lb: bufs[3], r, transB: true, scale } }, cfg),
     ).toThrow(/the fused LoRA term needs/);
   }
-  gpuIt('gemv-rows with a second streamed matrix (W2 after W: the decode T riding along), W loaded a step ahead or not', async (backend) => {
+  gpuIt('gemv-rows with a second streamed matrix (W2 after W: the decode T riding along)', async (backend) => {
     const [M, N, N2, K] = [5, 36, 12, 300];
     const [x, w, w2] = [randomValues(M * K, 51), randomValues(N * K, 52), randomValues(N2 * K, 53)];
     const [bx, bw, bw2] = [x, w, w2].map((v) => upload(backend, v));
-    const prefetched = rowsConfigs.find((c) => c.name === 'gemv-rows l8 r2 mr5 u1 xs16 prefetch-xw')!;
-    const configs = [prefetched, { ...prefetched, name: 'l8 r2 mr5 u1 xs16 prefetch-x', prefetchW: false }];
+    const prefetched: GemvRowsConfig = { kind: 'gemv-rows', name: 'gemv-rows l8 r2 mr5 u1 xs16 prefetch', lanes: 8, rows: 2, mr: 5, unroll: 1, splits: 1, stage: 16, prefetchX: true };
+    const configs = [prefetched];
     if (flushFitsHere(backend, 8)) configs.push({ ...prefetched, name: `${prefetched.name} sg`, subgroupFlush: true });
     for (const cfg of configs) {
       const [c, c2] = [backend.acquire(M * N * 4, 'concat c'), backend.acquire(M * N2 * 4, 'concat c2')];
@@ -208,8 +200,6 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     const size = fixedSubgroupSize(backend.context.report);
     const straddling = Math.min(256, (size ?? 4) * 2);
     expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: straddling, subgroupFlush: true }, 64, 1)).toThrow(/the subgroup flush needs lane groups inside subgroups of one size; expected the subgroups feature with one subgroup size that \d+ lanes divide and that divides 256 threads, and WGSL subgroup_id, got subgroups/);
-    // W a step ahead with a stage that does not hold whole steps (8 lanes × 2).
-    expect(() => recordGemvRows(backend, decode, plain, { ...rowsConfigs[0], lanes: 8, unroll: 2, stage: 12, prefetchW: true }, 64, 1)).toThrow(/W loaded a step ahead needs stages of whole steps; expected stage a multiple of lanes × unroll \(16\), got stage 12/);
     for (const buffer of buffers) backend.release(buffer);
   });
 });

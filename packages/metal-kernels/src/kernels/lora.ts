@@ -1,6 +1,6 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { concatConfig, type GemmConfig, type GemmShape, gemmDevice, gemmOutput, gemvChoice, gemvRowBucket, loraFusionForms, recordGemm, splitVec4Config, VEC4_128, type Vec4Config, withSplits } from '../gemm';
+import { concatConfig, type GemmConfig, type GemmShape, gemmDevice, gemmOutput, gemvChoice, gemvRowBucket, recordGemm, splitVec4Config, VEC4_128, withSplits } from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -9,22 +9,10 @@ import { loraDualApplies, recordLoraDual } from './lora-dual';
 const gemmType = (dtype: DType) => (dtype === 'float16' ? 'float16' : 'float32');
 
 /**
- * The 128×128 tile that carries the LoRA term, walked row-major: the raster order that made the
- * plain dy·W 2% faster made dx with the LoRA prologue 2% slower on an H100 (r = 64: 1.788–1.798
- * against 1.761 ms, orders 2, 4 and 8) and the forward no faster (packages/bench/RESULTS.md);
- * `forceLoraFusion({ raster })` measures it again.
+ * The 128×128 tile that carries the LoRA term is walked row-major: raster groups, which made the
+ * plain dy·W faster, made dx with the LoRA prologue slower (RESULTS.md, "raster order").
  */
-function loraTile(): Vec4Config {
-  const raster = loraFusionForms().raster;
-  return { ...VEC4_128, groupM: raster > 0 ? raster : undefined };
-}
-
-/** T = x·Aᵀ's config: the selector's, or at decode sizes with `forceLoraFusion({ decodeT: 'rows' })` one gemv-rows dispatch. */
-function lowRankConfig(M: number, inF: number): GemmConfig | undefined {
-  if (M > 16 || inF % 4 !== 0 || loraFusionForms().decodeT !== 'rows') return undefined;
-  const mr = gemvRowBucket(M);
-  return { kind: 'gemv-rows', name: `gemv-rows${mr}/256 lanes`, lanes: 256, rows: 1, mr, unroll: 2, splits: 1 };
-}
+const LORA_TILE = VEC4_128;
 
 /** A copy of `x` ([n] elements) with the LoRA dropout mask applied and kept values scaled by 1/(1-p). */
 export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, n: number, p: number, seed: number): GpuData {
@@ -82,7 +70,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const termShape: GemmShape = { ...shape, K: r };
   const biasBuf = attrs.hasBias ? buf(bias) : undefined;
   const fused = loraPlan(M, inF, outF, r, dtype) === 'fused';
-  const decodeAlong = M <= 16 && attrs.dropout === 0 && loraFusionForms().decodeConcat && fused;
+  const decodeAlong = M <= 16 && attrs.dropout === 0 && fused;
   // Decode without dropout: T = x·Aᵀ rides along the pass over W (A's rows streamed after W's:
   // one pass for y = x·Wᵀ + bias and T), then y += s·T·Bᵀ in a small pass over B. The pass is
   // the selector's gemv-rows (where it splits K, its reduction writes y and T).
@@ -97,7 +85,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   }
   const xd = attrs.dropout > 0 ? dropoutData(backend, dtype, buf(x), M * inF, attrs.dropout, attrs.seed) : null;
   const t = gemmOutput(backend, dtype, 1, M, r);
-  recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype }, lowRankConfig(M, inF));
+  recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
   if (fused) {
@@ -107,7 +95,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
       backend,
       shape,
       { a: buf(x), b: buf(w), c: y.buffer, bias: biasBuf, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: t.buffer, lb: buf(b), r, transB: true, scale: attrs.scale } },
-      M > 16 ? loraTile() : gemvChoice(shape, gemmDevice(backend))!,
+      M > 16 ? LORA_TILE : gemvChoice(shape, gemmDevice(backend))!,
     );
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
   }
@@ -144,7 +132,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
     u = gemmOutput(backend, dtype, 1, M, r);
     if (needU) gemm({ M, N: r, K: outF, transA: false, transB: false }, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
   }
-  if (attrs.needX && plan === 'fused' && M > 16 && (p > 0 || !loraFusionForms().dxAccumulate)) {
+  if (attrs.needX && plan === 'fused' && M > 16) {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue (masked in registers with
     // dropout), so no [M, in] intermediate exists. On an H100 (2048×4096×4096, no dropout) this
     // GEMM took 1.731 ms at r = 8 against 0.015 + 1.767 ms for U·A written into dx with dy·W
@@ -155,7 +143,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
       backend,
       { M, N: inF, K: outF, batch: 1, transA: false, transB: false },
       { a: buf(dy), b: buf(w), c: dx.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined } },
-      loraTile(),
+      LORA_TILE,
     );
     outputs.push(out(dx, [M, inF], dtype));
   } else if (attrs.needX) {
@@ -174,12 +162,11 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   // same shape (dA and dBᵀ = s·Tᵀ·dy, r × in, K = M) in one dispatch and one reduction, which
   // writes dB transposed.
   const gradShape = { M: r, N: inF, K: M, batch: 1, transA: true, transB: false, dtype: gemmType(dtype) } as const;
-  const forms = loraFusionForms();
-  const pairBase = attrs.needA && attrs.needB && !dB && inF === outF && plan === 'fused' && forms.pairGrads ? splitVec4Config(gradShape, gemmDevice(backend)) : null;
+  const pairBase = attrs.needA && attrs.needB && !dB && inF === outF && plan === 'fused' ? splitVec4Config(gradShape, gemmDevice(backend)) : null;
   // The pair is two products' workgroups in one dispatch: half the selector's K splits for one
   // keeps the count (H100, r = 64: step 3.6645–3.6648 ms with 4 splits against 3.6705–3.6726
   // with the selector's 8; r = 32: 3.6135 with 8 against 3.6144 with 16, session 6).
-  const pairSplits = pairBase ? (forms.pairSplits > 1 ? forms.pairSplits : Math.max(2, Math.floor(pairBase.splits / 2))) : 0;
+  const pairSplits = pairBase ? Math.max(2, Math.floor(pairBase.splits / 2)) : 0;
   const paired = pairBase ? withSplits(pairBase, pairSplits) : null;
   if (attrs.needA) {
     const xd = p > 0 ? dropoutData(backend, dtype, buf(x), M * inF, p, attrs.seed) : null;

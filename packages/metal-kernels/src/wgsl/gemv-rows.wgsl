@@ -22,8 +22,7 @@
 //   share of the r products (k ≡ lane mod LANES), loaded before the stream over W; the lane
 //   reduction adds them up. (Computed after the stream instead, one thread per output, it made
 //   the M = 1 pass 0.026 → 0.034 ms on an H100: a latency-bound tail.)
-// Dispatch: (ceil(NW / (R·WG / LANES)), splits, 1) workgroups of WG threads, or (splits, ceil(…), 1)
-//   with SPLIT_FAST.
+// Dispatch: (ceil(NW / (R·WG / LANES)), splits, 1) workgroups of WG threads.
 // Text types: T, TC (f32 or f16; ENABLE is `enable f16;` for f16).
 // Section CONCAT (no LoRA term): a second streamed matrix W2 [nw2, K] (binding 4)
 //   continues W's rows, its results going to C2 [rows of X, nw2] (binding 5, T), or with SPLIT to
@@ -46,7 +45,7 @@
 // Section SG (`enable subgroups; requires subgroup_id;`): each lane group's partials are summed by subgroup shuffles
 //   (the butterfly gemv.ts writes as FLUSH) instead of through workgroup memory; the threads are
 //   numbered by subgroup so that a lane group lies in one subgroup (LANES divides its size).
-// Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT, HAS_LORA, SPLIT_FAST (0/1).
+// Overrides: OUT_T, HAS_BIAS, ACCUMULATE, SPLIT, HAS_LORA (0/1).
 
 {{ENABLE}}
 
@@ -55,7 +54,6 @@ override HAS_BIAS: u32 = 0u;
 override ACCUMULATE: u32 = 0u;
 override SPLIT: u32 = 0u;
 override HAS_LORA: u32 = 0u;
-override SPLIT_FAST: u32 = 0u;
 
 const LANES: u32 = {{LANES}}u;
 const R: u32 = {{R}}u;
@@ -167,10 +165,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   let tr = sg_id * sg_size + sg_lane;
 {{/SG}}
   let lane = tr % LANES;
-  // SPLIT_FAST: the K splits of one block of rows are neighbours in dispatch order (x), so
-  // the workgroups resident together read whole rows of W between them.
-  let block = select(wid.x, wid.y, SPLIT_FAST == 1u);
-  let split = select(wid.y, wid.x, SPLIT_FAST == 1u);
+  let block = wid.x;
+  let split = wid.y;
   let n0 = (block * GROUPS + tr / LANES) * R;
   let k_begin = split * p.k4_chunk;
   let k_end = min(p.K4, k_begin + p.k4_chunk);
