@@ -65,7 +65,11 @@ const { publint } = await import('publint');
 const { formatMessage } = await import('publint/utils');
 for (const { dir, pkg } of packages) {
   const tarball = readFileSync(tarballs[pkg.name]);
-  const { messages } = await publint({ pack: { tarball: tarball.buffer.slice(tarball.byteOffset, tarball.byteOffset + tarball.byteLength) }, strict: true, level: 'suggestion' });
+  const { messages } = await publint({
+    pack: { tarball: tarball.buffer.slice(tarball.byteOffset, tarball.byteOffset + tarball.byteLength) },
+    strict: true,
+    level: 'suggestion',
+  });
   const packed = JSON.parse(execFileSync('tar', ['-xzOf', tarballs[pkg.name], 'package/package.json'], { encoding: 'utf8' }));
   for (const m of messages) {
     const text = `${pkg.name}: ${m.type}: ${formatMessage(m, packed) ?? m.code}`;
@@ -120,7 +124,15 @@ mkdirSync(join(project, 'snippets'));
 for (const s of snippets) writeFileSync(join(project, 'snippets', s.file), `${s.code}\nexport {};\n`);
 console.log(`consumer-check: ${snippets.length} blocks from ${readmes.length} READMEs`);
 
-const common = { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, skipLibCheck: false, noEmit: true, verbatimModuleSyntax: true };
+const common = {
+  target: 'ES2022',
+  module: 'NodeNext',
+  moduleResolution: 'NodeNext',
+  strict: true,
+  skipLibCheck: false,
+  noEmit: true,
+  verbatimModuleSyntax: true,
+};
 const configs = {
   // A Node project. WebGPU's types (@webgpu/types, a dependency of the packages) name DOM types,
   // so declarations are checked with TypeScript's default DOM library.
@@ -161,7 +173,12 @@ step('run the blocks and the exports check with Node (compiled by esbuild, impor
 const esbuild = join(project, 'node_modules', '.bin', 'esbuild');
 const compiled = join(project, 'compiled');
 const entries = [...snippets.map((s) => join('snippets', s.file)), 'exports-check.ts'];
-run('esbuild (compile the blocks)', esbuild, [...entries, `--outdir=${compiled}`, '--format=esm', '--platform=node', '--target=node20', '--out-extension:.js=.mjs'], { cwd: project });
+run(
+  'esbuild (compile the blocks)',
+  esbuild,
+  [...entries, `--outdir=${compiled}`, '--format=esm', '--platform=node', '--target=node20', '--out-extension:.js=.mjs'],
+  { cwd: project },
+);
 // Node's own environment, without the workspace's module conditions.
 const env = { ...process.env, NODE_OPTIONS: '' };
 const exportsRun = run('the umbrella exports every package', process.execPath, [join(compiled, 'exports-check.mjs')], { cwd: project, env });
@@ -184,9 +201,20 @@ for (const [i, spec] of browserEntries.entries()) {
   const entry = join(project, 'web', `entry-${i}.js`);
   writeFileSync(entry, `import * as m from '${spec}';\nconsole.log(Object.keys(m).length);\n`);
   const out = join(project, 'web', `bundle-${i}.js`);
-  if (!run(`browser bundle of ${spec}`, esbuild, [entry, '--bundle', '--platform=browser', '--format=esm', `--outfile=${out}`, '--log-level=warning'], { cwd: project })) continue;
+  if (
+    !run(`browser bundle of ${spec}`, esbuild, [entry, '--bundle', '--platform=browser', '--format=esm', `--outfile=${out}`, '--log-level=warning'], {
+      cwd: project,
+    })
+  )
+    continue;
   const bundle = readFileSync(out, 'utf8');
-  const leaked = [...new Set([...bundle.matchAll(/\b(?:import|from|require)\s*\(?\s*["']((?:node:)?(?:fs|path|url|crypto|os|child_process|module|webgpu)(?:\/[\w/]*)?)["']/g)].map((m) => m[1]))];
+  const leaked = [
+    ...new Set(
+      [...bundle.matchAll(/\b(?:import|from|require)\s*\(?\s*["']((?:node:)?(?:fs|path|url|crypto|os|child_process|module|webgpu)(?:\/[\w/]*)?)["']/g)].map(
+        (m) => m[1],
+      ),
+    ),
+  ];
   if (leaked.length) fail(`browser bundle of ${spec} imports ${leaked.join(', ')}`);
 }
 

@@ -35,7 +35,8 @@ if (missing.length) console.log(`no test report from: ${missing.join(', ')}`);
 // show; turbo's exit status does.
 const at = process.argv.indexOf('--turbo-exit');
 const turboExit = at > 0 ? Number(process.argv[at + 1]) : 0;
-if (turboExit !== 0 && failed === 0) console.log(`a package's test command failed (exit ${turboExit}) with no failing test: see its output above (unhandled errors?)`);
+if (turboExit !== 0 && failed === 0)
+  console.log(`a package's test command failed (exit ${turboExit}) with no failing test: see its output above (unhandled errors?)`);
 // .ci/run records when it started: its log shows the whole run's duration next to the result.
 const ciStarted = Number(process.env.METAL_LORA_CI_STARTED);
 if (ciStarted > 0) console.log(`ci: ${Math.round(Date.now() / 1000 - ciStarted)} s since .ci/run started`);

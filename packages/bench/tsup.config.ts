@@ -5,7 +5,14 @@ import { defineConfig } from 'tsup';
  * inlined except Dawn's `webgpu`, WGSL as text.
  */
 export default defineConfig({
-  entry: { 'gemm-bench': 'src/gemm-bench.ts', 'probe-decode': 'src/probe-decode.ts', 'probe-lora': 'src/probe-lora.ts', 'probe-sgmat': 'src/probe-sgmat.ts', 'lora-bench': 'src/lora-bench.ts', cli: 'src/cli.ts' },
+  entry: {
+    'gemm-bench': 'src/gemm-bench.ts',
+    'probe-decode': 'src/probe-decode.ts',
+    'probe-lora': 'src/probe-lora.ts',
+    'probe-sgmat': 'src/probe-sgmat.ts',
+    'lora-bench': 'src/lora-bench.ts',
+    cli: 'src/cli.ts',
+  },
   format: ['esm'],
   outExtension: () => ({ js: '.mjs' }),
   platform: 'node',

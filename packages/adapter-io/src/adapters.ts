@@ -48,18 +48,21 @@ function parseJson(op: string, text: string): Record<string, unknown> {
   } catch (error) {
     throw new FormatError(op, `adapter_config.json is not valid JSON (${(error as Error).message})`, { key: 'adapter_config.json' });
   }
-  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new FormatError(op, 'adapter_config.json is not an object', { key: 'adapter_config.json' }, 'a JSON object', String(value));
+  if (!value || typeof value !== 'object' || Array.isArray(value))
+    throw new FormatError(op, 'adapter_config.json is not an object', { key: 'adapter_config.json' }, 'a JSON object', String(value));
   return value as Record<string, unknown>;
 }
 
 function num(op: string, config: Record<string, unknown>, key: string, fallback?: number): number {
   const v = config[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new FormatError(op, `config field ${key} is missing or not a number`, { key }, 'a finite number', JSON.stringify(config[key]));
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new FormatError(op, `config field ${key} is missing or not a number`, { key }, 'a finite number', JSON.stringify(config[key]));
   return v;
 }
 
 function checkRank(op: string, rank: number): number {
-  if (!Number.isSafeInteger(rank) || rank < 1) throw new FormatError(op, 'the rank must be a positive integer', { key: 'rank' }, 'an integer ≥ 1', String(rank));
+  if (!Number.isSafeInteger(rank) || rank < 1)
+    throw new FormatError(op, 'the rank must be a positive integer', { key: 'rank' }, 'an integer ≥ 1', String(rank));
   return rank;
 }
 
@@ -73,13 +76,24 @@ export function validateAdapter(op: string, adapter: LoraAdapter): LoraAdapter {
   checkRank(op, rank);
   if (!Number.isFinite(scale)) throw new FormatError(op, 'the scale is not a finite number', { key: 'scale' }, 'a finite number', String(scale));
   if (!(dropout >= 0 && dropout < 1)) throw new FormatError(op, 'dropout is out of range', { key: 'dropout' }, 'a probability in [0, 1)', String(dropout));
-  if (!Number.isSafeInteger(numLayers) || numLayers < -1) throw new FormatError(op, 'num_layers must be -1 (all) or a count of blocks', { key: 'num_layers' }, 'an integer ≥ -1', String(numLayers));
+  if (!Number.isSafeInteger(numLayers) || numLayers < -1)
+    throw new FormatError(op, 'num_layers must be -1 (all) or a count of blocks', { key: 'num_layers' }, 'an integer ≥ -1', String(numLayers));
   const modules = Object.entries(adapter.modules);
   if (modules.length === 0) throw new FormatError(op, 'the adapter has no LoRA tensors', {}, 'at least one pair of A and B matrices', 'none');
   for (const [path, w] of modules) {
-    for (const [name, values] of [['A', w.a], ['B', w.b]] as const) {
+    for (const [name, values] of [
+      ['A', w.a],
+      ['B', w.b],
+    ] as const) {
       const bad = values.findIndex((v) => !Number.isFinite(v));
-      if (bad >= 0) throw new FormatError(op, `the ${name} matrix of '${path}' holds a non-finite value at element ${bad}`, { key: path }, 'finite weights', String(values[bad]));
+      if (bad >= 0)
+        throw new FormatError(
+          op,
+          `the ${name} matrix of '${path}' holds a non-finite value at element ${bad}`,
+          { key: path },
+          'finite weights',
+          String(values[bad]),
+        );
     }
   }
   return adapter;
@@ -125,13 +139,15 @@ export function parseMlxAdapter(files: AdapterFiles): LoraAdapter {
   const type = config.fine_tune_type ?? (config.use_dora === true ? 'dora' : 'lora');
   if (type !== 'lora') throw new FormatError(op, 'only LoRA adapters are supported', { key: 'fine_tune_type' }, "'lora'", JSON.stringify(type));
   const params = config.lora_parameters as Record<string, unknown> | undefined;
-  if (!params || typeof params !== 'object') throw new FormatError(op, 'lora_parameters is missing', { key: 'lora_parameters' }, '{ rank, scale, dropout }', JSON.stringify(params));
+  if (!params || typeof params !== 'object')
+    throw new FormatError(op, 'lora_parameters is missing', { key: 'lora_parameters' }, '{ rank, scale, dropout }', JSON.stringify(params));
   const rank = checkRank(op, num(op, params, 'rank'));
   const scale = num(op, params, 'scale');
   const dropout = num(op, params, 'dropout', 0);
   const numLayers = num(op, config, config.num_layers !== undefined ? 'num_layers' : 'lora_layers');
   const keys = params.keys === undefined || params.keys === null ? null : params.keys;
-  if (keys !== null && !(Array.isArray(keys) && keys.every((k) => typeof k === 'string'))) throw new FormatError(op, 'lora_parameters.keys must be a list of strings', { key: 'keys' }, 'string[] or null', JSON.stringify(keys));
+  if (keys !== null && !(Array.isArray(keys) && keys.every((k) => typeof k === 'string')))
+    throw new FormatError(op, 'lora_parameters.keys must be a list of strings', { key: 'keys' }, 'string[] or null', JSON.stringify(keys));
   const { tensors } = readSafetensors(files.weights);
   const modules: Record<string, LoraWeights> = Object.create(null);
   const entries = Object.entries(tensors);
@@ -147,13 +163,25 @@ export function parseMlxAdapter(files: AdapterFiles): LoraAdapter {
     if (!bEntry) throw new FormatError(op, 'lora_a without its lora_b', { key: name }, `${path}.lora_b`, 'nothing');
     const [inF, r] = entry.shape;
     const [rb, outF] = bEntry.shape;
-    if (r !== rank || rb !== rank) throw new FormatError(op, 'tensor rank differs from the config', { key: name }, `rank ${rank}`, `lora_a [${entry.shape}], lora_b [${bEntry.shape}]`);
+    if (r !== rank || rb !== rank)
+      throw new FormatError(op, 'tensor rank differs from the config', { key: name }, `rank ${rank}`, `lora_a [${entry.shape}], lora_b [${bEntry.shape}]`);
     modules[path] = { inFeatures: inF, outFeatures: outF, a: transpose(toFloat32(entry), inF, r), b: transpose(toFloat32(bEntry), r, outF) };
   }
   for (const name of Object.keys(tensors)) {
     if (name.endsWith('.lora_b') && !modules[name.slice(0, -'.lora_b'.length)]) throw new FormatError(op, 'lora_b without its lora_a', { key: name });
   }
-  return validateAdapter(op, { rank, scale, dropout, numLayers, keys: keys as string[] | null, modules, dtype: storageDType(op, entries.map(([, e]) => e)) });
+  return validateAdapter(op, {
+    rank,
+    scale,
+    dropout,
+    numLayers,
+    keys: keys as string[] | null,
+    modules,
+    dtype: storageDType(
+      op,
+      entries.map(([, e]) => e),
+    ),
+  });
 }
 
 /** The two files of an mlx-lm adapter directory (null metadata, as `mx.save_safetensors` writes). */
@@ -193,7 +221,8 @@ const PEFT_REFUSED: [string, (v: unknown) => boolean, string][] = [
 export function parsePeftAdapter(files: AdapterFiles): LoraAdapter {
   const op = 'parsePeftAdapter';
   const config = parseJson(op, files.config);
-  if (config.peft_type !== 'LORA') throw new FormatError(op, 'only LoRA adapters are supported', { key: 'peft_type' }, "'LORA'", JSON.stringify(config.peft_type));
+  if (config.peft_type !== 'LORA')
+    throw new FormatError(op, 'only LoRA adapters are supported', { key: 'peft_type' }, "'LORA'", JSON.stringify(config.peft_type));
   for (const [key, refused, what] of PEFT_REFUSED) {
     if (refused(config[key])) throw new FormatError(op, `${what} cannot be represented`, { key }, 'the PEFT default', JSON.stringify(config[key]));
   }
@@ -203,7 +232,8 @@ export function parsePeftAdapter(files: AdapterFiles): LoraAdapter {
     const pattern = (config[key] ?? {}) as Record<string, number>;
     const base = key === 'rank_pattern' ? r : alpha;
     for (const [k, v] of Object.entries(pattern)) {
-      if (v !== base) throw new FormatError(op, `${key} gives module '${k}' another value; one rank and scale per adapter are supported`, { key }, `${base}`, `${v}`);
+      if (v !== base)
+        throw new FormatError(op, `${key} gives module '${k}' another value; one rank and scale per adapter are supported`, { key }, `${base}`, `${v}`);
     }
   }
   const rslora = config.use_rslora === true;
@@ -224,7 +254,8 @@ export function parsePeftAdapter(files: AdapterFiles): LoraAdapter {
     if (!bEntry) throw new FormatError(op, 'lora_A without its lora_B', { key: name });
     const [ra, inF] = entry.shape;
     const [outF, rb] = bEntry.shape;
-    if (ra !== r || rb !== r) throw new FormatError(op, 'tensor rank differs from the config', { key: name }, `r = ${r}`, `lora_A [${entry.shape}], lora_B [${bEntry.shape}]`);
+    if (ra !== r || rb !== r)
+      throw new FormatError(op, 'tensor rank differs from the config', { key: name }, `r = ${r}`, `lora_A [${entry.shape}], lora_B [${bEntry.shape}]`);
     modules[path] = { inFeatures: inF, outFeatures: outF, a: toFloat32(entry), b: toFloat32(bEntry) };
   }
   for (const name of Object.keys(tensors)) {
@@ -233,11 +264,24 @@ export function parsePeftAdapter(files: AdapterFiles): LoraAdapter {
   }
   // MLX applies LoRA to a suffix of blocks: the adapted blocks run from the lowest index present
   // to the highest (assumed the model's last block).
-  const blocks = Object.keys(modules).map(blockIndex).filter((i) => i >= 0);
+  const blocks = Object.keys(modules)
+    .map(blockIndex)
+    .filter((i) => i >= 0);
   const numLayers = blocks.length ? Math.max(...blocks) - Math.min(...blocks) + 1 : -1;
   const targets = config.target_modules;
   const keys = targets === 'all-linear' || targets === undefined || targets === null ? null : [...new Set(Object.keys(modules).map(blockRelative))].sort();
-  return validateAdapter(op, { rank: r, scale, dropout: num(op, config, 'lora_dropout', 0), numLayers, keys, modules, dtype: storageDType(op, entries.map(([, e]) => e)) });
+  return validateAdapter(op, {
+    rank: r,
+    scale,
+    dropout: num(op, config, 'lora_dropout', 0),
+    numLayers,
+    keys,
+    modules,
+    dtype: storageDType(
+      op,
+      entries.map(([, e]) => e),
+    ),
+  });
 }
 
 /** The two files of a PEFT LoRA directory (metadata `format: pt`, as PEFT writes). */
@@ -248,7 +292,13 @@ export function serializePeftAdapter(adapter: LoraAdapter, options: { baseModel?
     tensors[`${PEFT_PREFIX}${path}.lora_A.weight`] = fromNumbers(w.a, [adapter.rank, w.inFeatures], adapter.dtype as SafetensorsDType);
     tensors[`${PEFT_PREFIX}${path}.lora_B.weight`] = fromNumbers(w.b, [w.outFeatures, adapter.rank], adapter.dtype as SafetensorsDType);
   }
-  const blocks = [...new Set(Object.keys(adapter.modules).map(blockIndex).filter((i) => i >= 0))].sort((x, y) => x - y);
+  const blocks = [
+    ...new Set(
+      Object.keys(adapter.modules)
+        .map(blockIndex)
+        .filter((i) => i >= 0),
+    ),
+  ].sort((x, y) => x - y);
   const config = {
     peft_type: 'LORA',
     task_type: 'CAUSAL_LM',
@@ -295,5 +345,11 @@ export function detectFormat(fileNames: readonly string[], configText?: string):
   }
   if (fileNames.includes(PEFT_WEIGHTS)) return 'peft';
   if (fileNames.includes(MLX_WEIGHTS)) return 'mlx';
-  throw new FormatError('loadAdapter', 'no adapter weights found', {}, `${MLX_WEIGHTS} (MLX) or ${PEFT_WEIGHTS} (PEFT)`, fileNames.join(', ') || 'an empty directory');
+  throw new FormatError(
+    'loadAdapter',
+    'no adapter weights found',
+    {},
+    `${MLX_WEIGHTS} (MLX) or ${PEFT_WEIGHTS} (PEFT)`,
+    fileNames.join(', ') || 'an empty directory',
+  );
 }

@@ -43,7 +43,24 @@ export function isSafetensorsDType(value: unknown): value is SafetensorsDType {
 }
 
 /** Dtypes `toFloat32` / `toFloat64` decode; the sub-byte floats, the FNUZ variants and C64 are refused. */
-export const DECODABLE: readonly SafetensorsDType[] = ['BOOL', 'U8', 'I8', 'F8_E5M2', 'F8_E4M3', 'F8_E8M0', 'I16', 'U16', 'F16', 'BF16', 'I32', 'U32', 'F32', 'F64', 'I64', 'U64'];
+export const DECODABLE: readonly SafetensorsDType[] = [
+  'BOOL',
+  'U8',
+  'I8',
+  'F8_E5M2',
+  'F8_E4M3',
+  'F8_E8M0',
+  'I16',
+  'U16',
+  'F16',
+  'BF16',
+  'I32',
+  'U32',
+  'F32',
+  'F64',
+  'I64',
+  'U64',
+];
 
 /** F8 E4M3 (finite-only "fn" variant: S.EEEE.MMM, bias 7, 0x7f/0xff are NaN, no infinities). */
 function f8e4m3(bits: number): number {

@@ -22,4 +22,16 @@ export {
 export { adapterFromBlobs, downloadAdapter, downloadFile, fetchAdapter, type NamedBlob } from './web';
 export { adapterFromTensors, adapterTensors, type LoraTensors } from './tensors';
 export { DECODABLE, float32ToBFloat16Bits, SAFETENSORS_DTYPES, type SafetensorsDType } from './dtypes';
-export { byteLength, fromNumbers, MAX_HEADER_BYTES, readSafetensors, type Safetensors, type SafetensorsEntry, type TensorData, toFloat32, toFloat64, type WriteEntry, writeSafetensors } from './safetensors';
+export {
+  byteLength,
+  fromNumbers,
+  MAX_HEADER_BYTES,
+  readSafetensors,
+  type Safetensors,
+  type SafetensorsEntry,
+  type TensorData,
+  toFloat32,
+  toFloat64,
+  type WriteEntry,
+  writeSafetensors,
+} from './safetensors';

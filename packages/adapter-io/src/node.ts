@@ -6,7 +6,19 @@ import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, s
 import { mkdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { FormatError } from '@metal-lora/tensor';
-import { type AdapterFiles, detectFormat, type LoraAdapter, MLX_CONFIG, MLX_WEIGHTS, PEFT_CONFIG, PEFT_WEIGHTS, parseMlxAdapter, parsePeftAdapter, serializeMlxAdapter, serializePeftAdapter } from './adapters';
+import {
+  type AdapterFiles,
+  detectFormat,
+  type LoraAdapter,
+  MLX_CONFIG,
+  MLX_WEIGHTS,
+  PEFT_CONFIG,
+  PEFT_WEIGHTS,
+  parseMlxAdapter,
+  parsePeftAdapter,
+  serializeMlxAdapter,
+  serializePeftAdapter,
+} from './adapters';
 import { completedPendingPair, writeDurable, writePair } from './pair-files';
 import { checkHeaderLength, parseHeader, readSafetensors, type Safetensors, type SafetensorsEntry, type WriteEntry, writeSafetensors } from './safetensors';
 
@@ -28,7 +40,8 @@ export function openSafetensors(path: string): LazySafetensors {
   try {
     const size = statSync(path).size;
     const head = Buffer.alloc(8);
-    if (size < 8 || readSync(fd, head, 0, 8, 0) !== 8) throw new FormatError('openSafetensors', 'file is shorter than its 8-byte header length', { offset: 0 }, 'at least 8 bytes', `${size}`);
+    if (size < 8 || readSync(fd, head, 0, 8, 0) !== 8)
+      throw new FormatError('openSafetensors', 'file is shorter than its 8-byte header length', { offset: 0 }, 'at least 8 bytes', `${size}`);
     const headerLength = checkHeaderLength(head.readBigUInt64LE(0), size);
     const header = new Uint8Array(headerLength);
     readSync(fd, header, 0, headerLength, 8);
@@ -48,7 +61,14 @@ export function openSafetensors(path: string): LazySafetensors {
       info,
       read(name: string): SafetensorsEntry {
         const i = Object.hasOwn(info, name) ? info[name] : undefined;
-        if (!i) throw new FormatError('openSafetensors', 'no such tensor', { key: name }, `one of ${Object.keys(info).slice(0, 5).join(', ')}${Object.keys(info).length > 5 ? ', …' : ''}`, name);
+        if (!i)
+          throw new FormatError(
+            'openSafetensors',
+            'no such tensor',
+            { key: name },
+            `one of ${Object.keys(info).slice(0, 5).join(', ')}${Object.keys(info).length > 5 ? ', …' : ''}`,
+            name,
+          );
         if (!open) throw new FormatError('openSafetensors', 'file was closed', { key: name });
         const data = new Uint8Array(i.byteLength);
         readSync(fd, data, 0, data.length, offsets[name]);
@@ -79,7 +99,13 @@ export function fsCall<T>(op: string, path: string, call: () => T): T {
     return call();
   } catch (error) {
     const code = (error as { code?: string }).code;
-    const what: Record<string, string> = { ENOENT: 'no such file or folder', EISDIR: 'a folder where a file was expected', ENOTDIR: 'a file where a folder was expected', EACCES: 'permission denied', EPERM: 'permission denied' };
+    const what: Record<string, string> = {
+      ENOENT: 'no such file or folder',
+      EISDIR: 'a folder where a file was expected',
+      ENOTDIR: 'a file where a folder was expected',
+      EACCES: 'permission denied',
+      EPERM: 'permission denied',
+    };
     if (code && what[code]) throw new FormatError(op, `${what[code]}: ${path}`, { key: path }, 'a readable file', code);
     throw error;
   }
@@ -113,14 +139,25 @@ export function mlxCheckpointName(iteration: number): string {
  * `StateError`, and a lock left by a dead process is taken over. Temporaries of dead saves are
  * removed by the next save.
  */
-export async function saveAdapter(dir: string, adapter: LoraAdapter, options: { format: 'mlx' | 'peft'; baseModel?: string | null; checkpoint?: number } = { format: 'mlx' }): Promise<void> {
+export async function saveAdapter(
+  dir: string,
+  adapter: LoraAdapter,
+  options: { format: 'mlx' | 'peft'; baseModel?: string | null; checkpoint?: number } = { format: 'mlx' },
+): Promise<void> {
   const files = options.format === 'peft' ? serializePeftAdapter(adapter, options) : serializeMlxAdapter(adapter);
   await fsCall('saveAdapter', dir, () => mkdir(dir, { recursive: true }));
   const weightsName = options.format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS;
-  const extra: [string, Uint8Array][] = options.checkpoint !== undefined && options.format === 'mlx' ? [[mlxCheckpointName(options.checkpoint), files.weights]] : [];
+  const extra: [string, Uint8Array][] =
+    options.checkpoint !== undefined && options.format === 'mlx' ? [[mlxCheckpointName(options.checkpoint), files.weights]] : [];
   // The other format's weights, if the folder held them, would no longer match the config.
   const stale = options.format === 'peft' ? MLX_WEIGHTS : PEFT_WEIGHTS;
-  writePair('saveAdapter', dir, { weights: [weightsName, files.weights], config: [options.format === 'peft' ? PEFT_CONFIG : MLX_CONFIG, files.config] }, extra, [stale]);
+  writePair(
+    'saveAdapter',
+    dir,
+    { weights: [weightsName, files.weights], config: [options.format === 'peft' ? PEFT_CONFIG : MLX_CONFIG, files.config] },
+    extra,
+    [stale],
+  );
 }
 
 /**
@@ -136,16 +173,24 @@ export function readAdapterFiles(path: string): { format: 'mlx' | 'peft'; files:
   if (pending) {
     return {
       format: pending.weightsName === PEFT_WEIGHTS ? 'peft' : 'mlx',
-      files: { weights: new Uint8Array(fsCall(op, pending.weights, () => readFileSync(pending.weights))), config: fsCall(op, pending.config, () => readFileSync(pending.config, 'utf8')) },
+      files: {
+        weights: new Uint8Array(fsCall(op, pending.weights, () => readFileSync(pending.weights))),
+        config: fsCall(op, pending.config, () => readFileSync(pending.config, 'utf8')),
+      },
     };
   }
   // MLX and PEFT both name the config adapter_config.json.
   const configPath = join(dir, MLX_CONFIG);
   const names = isFile ? [] : fsCall(op, dir, () => readdirSync(dir));
-  const format = isFile ? (basename(path) === PEFT_WEIGHTS ? 'peft' : 'mlx') : detectFormat(names, existsSync(configPath) ? fsCall(op, configPath, () => readFileSync(configPath, 'utf8')) : undefined);
+  const format = isFile
+    ? basename(path) === PEFT_WEIGHTS
+      ? 'peft'
+      : 'mlx'
+    : detectFormat(names, existsSync(configPath) ? fsCall(op, configPath, () => readFileSync(configPath, 'utf8')) : undefined);
   const weightsPath = isFile ? path : join(dir, format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS);
   const weights = new Uint8Array(fsCall(op, weightsPath, () => readFileSync(weightsPath)));
-  if (!existsSync(configPath)) throw new FormatError('loadAdapter', 'adapter_config.json not found', { key: configPath }, 'the config beside the weights', 'nothing');
+  if (!existsSync(configPath))
+    throw new FormatError('loadAdapter', 'adapter_config.json not found', { key: configPath }, 'the config beside the weights', 'nothing');
   const config = fsCall(op, configPath, () => readFileSync(configPath, 'utf8'));
   return { format, files: { weights, config } };
 }

@@ -9,7 +9,20 @@
  * ignored and removed. A kill at any point leaves the old pair or the new one, never a mix.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  linkSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { FormatError, StateError } from '@metal-lora/tensor';
@@ -108,7 +121,10 @@ export function lockFolder(op: string, dir: string): () => void {
     // A holder on another host cannot be checked; one here is alive or not (an old empty lock has no pid: dead).
     const sameHost = holder.host === hostname();
     if (!sameHost || (typeof holder.pid === 'number' && alive(holder.pid))) {
-      throw new StateError(op, `another process (pid ${holder.pid} on ${holder.host}) is saving to ${dir}; expected the folder to be free (if no save is running, remove ${lock}), got it locked`);
+      throw new StateError(
+        op,
+        `another process (pid ${holder.pid} on ${holder.host}) is saving to ${dir}; expected the folder to be free (if no save is running, remove ${lock}), got it locked`,
+      );
     }
     // The holder died: move its lock away under a name of our own, then try again.
     try {
@@ -160,7 +176,13 @@ function recover(dir: string, config: string): void {
  * files (numbered checkpoints) are written durably beside them first, and `obsolete` files (the
  * other format's weights) are removed once the new pair is in place.
  */
-export function writePair(op: string, dir: string, pair: { weights: [string, Uint8Array]; config: [string, string] }, extra: [string, Uint8Array][] = [], obsolete: string[] = []): void {
+export function writePair(
+  op: string,
+  dir: string,
+  pair: { weights: [string, Uint8Array]; config: [string, string] },
+  extra: [string, Uint8Array][] = [],
+  obsolete: string[] = [],
+): void {
   const release = lockFolder(op, dir);
   try {
     const [weightsName, weightsBytes] = pair.weights;

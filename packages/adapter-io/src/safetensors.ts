@@ -111,7 +111,8 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number): { meta
   const metadata: Record<string, string> = Object.create(null);
   const entries: HeaderEntry[] = [];
   const isCount = (v: JsonValue, max: number) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
-  const show = (v: JsonValue | undefined) => JSON.stringify(v, (_k, x) => (x instanceof Map ? Object.fromEntries(x) : x instanceof JsonFloat ? x.value : x)) ?? 'nothing';
+  const show = (v: JsonValue | undefined) =>
+    JSON.stringify(v, (_k, x) => (x instanceof Map ? Object.fromEntries(x) : x instanceof JsonFloat ? x.value : x)) ?? 'nothing';
   for (const [key, value] of header) {
     if (key === '__metadata__') {
       if (value === null) continue;
@@ -128,26 +129,50 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number): { meta
     const shape = value.get('shape');
     if (!Array.isArray(shape) || !shape.every((d) => isCount(d, MAX_DIM))) fail('invalid shape', { key }, 'an array of non-negative integers', show(shape));
     const offsets = value.get('data_offsets');
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => isCount(o, Number.MAX_SAFE_INTEGER))) fail('invalid data_offsets', { key }, '[begin, end] non-negative integers', show(offsets));
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => isCount(o, Number.MAX_SAFE_INTEGER)))
+      fail('invalid data_offsets', { key }, '[begin, end] non-negative integers', show(offsets));
     const [begin, end] = offsets as [number, number];
     if (end < begin) fail('data_offsets end before they begin', { key }, 'begin <= end', `[${begin}, ${end}]`);
     const expected = byteLength(dtype, shape as number[], key);
-    if (end - begin !== expected) fail('data size does not match dtype and shape', { key }, `${expected} bytes for ${dtype} [${(shape as number[]).join(', ')}]`, `${end - begin}`);
+    if (end - begin !== expected)
+      fail('data size does not match dtype and shape', { key }, `${expected} bytes for ${dtype} [${(shape as number[]).join(', ')}]`, `${end - begin}`);
     entries.push({ key, dtype, shape: shape as number[], begin, end });
   }
   const dataStart = 8 + headerBytes.length;
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let cursor = 0;
   for (const e of entries) {
-    if (e.begin !== cursor) fail(e.begin > cursor ? 'gap before tensor data' : 'tensor data overlap', { key: e.key, offset: dataStart + e.begin }, `data starting at ${cursor}`, `${e.begin}`);
+    if (e.begin !== cursor)
+      fail(
+        e.begin > cursor ? 'gap before tensor data' : 'tensor data overlap',
+        { key: e.key, offset: dataStart + e.begin },
+        `data starting at ${cursor}`,
+        `${e.begin}`,
+      );
     cursor = e.end;
   }
-  if (cursor !== dataLength) fail(cursor < dataLength ? 'trailing bytes after the last tensor' : 'file is truncated', { offset: dataStart + cursor }, `${cursor} data bytes`, `${dataLength}`);
+  if (cursor !== dataLength)
+    fail(
+      cursor < dataLength ? 'trailing bytes after the last tensor' : 'file is truncated',
+      { offset: dataStart + cursor },
+      `${cursor} data bytes`,
+      `${dataLength}`,
+    );
   return { metadata, entries };
 }
 
 /** Anything a writer accepts as tensor data: raw bytes, or a typed array of the dtype's width. */
-export type TensorData = Uint8Array | Int8Array | Uint16Array | Int16Array | Uint32Array | Int32Array | Float32Array | Float64Array | BigInt64Array | BigUint64Array;
+export type TensorData =
+  | Uint8Array
+  | Int8Array
+  | Uint16Array
+  | Int16Array
+  | Uint32Array
+  | Int32Array
+  | Float32Array
+  | Float64Array
+  | BigInt64Array
+  | BigUint64Array;
 
 export interface WriteEntry {
   dtype: SafetensorsDType;
@@ -167,12 +192,15 @@ export function writeSafetensors(tensors: Record<string, WriteEntry>, metadata?:
     const t = tensors[name];
     if (name === '__metadata__') throw new FormatError(wop, 'reserved tensor name', { key: name }, 'any name but __metadata__', name);
     if (!isSafetensorsDType(t.dtype)) throw new FormatError(wop, 'unknown dtype', { key: name }, Object.keys(SAFETENSORS_DTYPES).join(' | '), String(t.dtype));
-    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0)) throw new FormatError(wop, 'invalid shape', { key: name }, 'non-negative integers', JSON.stringify(t.shape));
+    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isInteger(d) && d >= 0))
+      throw new FormatError(wop, 'invalid shape', { key: name }, 'non-negative integers', JSON.stringify(t.shape));
     const expected = byteLength(t.dtype, t.shape, name);
-    if (t.data.byteLength !== expected) throw new FormatError(wop, 'data size does not match dtype and shape', { key: name }, `${expected} bytes`, `${t.data.byteLength}`);
+    if (t.data.byteLength !== expected)
+      throw new FormatError(wop, 'data size does not match dtype and shape', { key: name }, `${expected} bytes`, `${t.data.byteLength}`);
   }
   if (metadata) {
-    for (const [k, v] of Object.entries(metadata)) if (typeof v !== 'string') throw new FormatError(wop, 'metadata value is not a string', { key: k }, 'a string', typeof v);
+    for (const [k, v] of Object.entries(metadata))
+      if (typeof v !== 'string') throw new FormatError(wop, 'metadata value is not a string', { key: k }, 'a string', typeof v);
   }
   names.sort((a, b) => dtypeRank(tensors[b].dtype) - dtypeRank(tensors[a].dtype) || (a < b ? -1 : a > b ? 1 : 0));
   // Null prototypes: a tensor or metadata key such as `__proto__` is an ordinary property here.
@@ -201,7 +229,8 @@ export function writeSafetensors(tensors: Record<string, WriteEntry>, metadata?:
 }
 
 function decodeEntry(entry: SafetensorsEntry, out: Float32Array | Float64Array, fn: string): void {
-  if (!DECODABLE.includes(entry.dtype)) throw new FormatError(fn, `dtype ${entry.dtype} cannot be decoded to numbers`, {}, `one of ${DECODABLE.join(', ')}`, entry.dtype);
+  if (!DECODABLE.includes(entry.dtype))
+    throw new FormatError(fn, `dtype ${entry.dtype} cannot be decoded to numbers`, {}, `one of ${DECODABLE.join(', ')}`, entry.dtype);
   decode(entry.dtype, entry.data, out.length, out, fn);
 }
 

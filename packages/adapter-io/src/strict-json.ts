@@ -168,7 +168,8 @@ export function parseStrictJson(text: string, allowDuplicate: DuplicatePolicy = 
         if (top.kind === 'object') readKey(top);
         break;
       }
-      if (text[i] !== (top.kind === 'array' ? ']' : '}')) throw new JsonSyntaxError(i >= n ? 'unexpected end of input' : `expected ',' or '${top.kind === 'array' ? ']' : '}'}'`, i);
+      if (text[i] !== (top.kind === 'array' ? ']' : '}'))
+        throw new JsonSyntaxError(i >= n ? 'unexpected end of input' : `expected ',' or '${top.kind === 'array' ? ']' : '}'}'`, i);
       i++;
       stack.pop();
       value = top.value;

@@ -42,9 +42,17 @@ export async function adapterFromTensors(
     }
     if (rank >= 0 && loraA.shape[0] !== rank) throw new ValueError(op, `layer '${path}' has another rank`, `${rank}`, `${loraA.shape[0]}`);
     rank = loraA.shape[0];
-    modules[path] = { inFeatures: loraA.shape[1], outFeatures: loraB.shape[0], a: Float32Array.from(await loraA.data()), b: Float32Array.from(await loraB.data()) };
+    modules[path] = {
+      inFeatures: loraA.shape[1],
+      outFeatures: loraB.shape[0],
+      a: Float32Array.from(await loraA.data()),
+      b: Float32Array.from(await loraB.data()),
+    };
   }
-  const blocks = paths.map((p) => /(?:^|\.)layers\.(\d+)\./.exec(p)).filter((m) => m !== null).map((m) => Number(m[1]));
+  const blocks = paths
+    .map((p) => /(?:^|\.)layers\.(\d+)\./.exec(p))
+    .filter((m) => m !== null)
+    .map((m) => Number(m[1]));
   const relative = [...new Set(paths.map((p) => /(?:^|\.)layers\.\d+\.(.+)$/.exec(p)?.[1] ?? p))].sort();
   return {
     rank,

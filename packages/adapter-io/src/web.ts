@@ -19,7 +19,14 @@ export async function adapterFromBlobs(blobs: Iterable<NamedBlob>): Promise<{ fo
   const configText = config ? new TextDecoder().decode(await config.arrayBuffer()) : undefined;
   const format = detectFormat([...byName.keys()], configText);
   const weights = byName.get(format === 'peft' ? PEFT_WEIGHTS : MLX_WEIGHTS)!;
-  if (configText === undefined) throw new FormatError('adapterFromBlobs', 'adapter_config.json is missing', { key: MLX_CONFIG }, 'the config next to the weights', [...byName.keys()].join(', '));
+  if (configText === undefined)
+    throw new FormatError(
+      'adapterFromBlobs',
+      'adapter_config.json is missing',
+      { key: MLX_CONFIG },
+      'the config next to the weights',
+      [...byName.keys()].join(', '),
+    );
   return { format, files: { weights: new Uint8Array(await weights.arrayBuffer()), config: configText } };
 }
 

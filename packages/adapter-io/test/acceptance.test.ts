@@ -46,7 +46,7 @@ describe('safetensors headers: the same verdicts as the reference reader', () =>
       expect(Array.from(tensors[key].data)).toEqual([1, 2]);
     }
     const lazy = openSafetensors(new URL('baseline.safetensors', dir).pathname);
-    expect(() => lazy.read('constructor')).toThrow("openSafetensors: no such tensor; expected one of x, got constructor");
+    expect(() => lazy.read('constructor')).toThrow('openSafetensors: no such tensor; expected one of x, got constructor');
     expect(() => lazy.read('toString')).toThrow(FormatError);
     lazy.close();
   });

@@ -3,12 +3,30 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FormatError } from '@metal-lora/tensor';
 import { describe, expect, it } from 'vitest';
-import { type AdapterFiles, type LoraAdapter, mlxToPeft, parseMlxAdapter, parsePeftAdapter, peftToMlx, readSafetensors, serializeMlxAdapter, toFloat32, writeSafetensors } from '../src/index';
+import {
+  type AdapterFiles,
+  type LoraAdapter,
+  mlxToPeft,
+  parseMlxAdapter,
+  parsePeftAdapter,
+  peftToMlx,
+  readSafetensors,
+  serializeMlxAdapter,
+  toFloat32,
+  writeSafetensors,
+} from '../src/index';
 import { loadAdapter, loadSafetensors, openSafetensors, saveAdapter, saveSafetensors, writeFileAtomic } from '../src/node';
 
 const fx = (p: string) => new URL(`./fixtures/${p}`, import.meta.url);
-const peftFiles = (dir: string): AdapterFiles => ({ weights: new Uint8Array(readFileSync(fx(`${dir}/adapter_model.safetensors`))), config: readFileSync(fx(`${dir}/adapter_config.json`), 'utf8') });
-const expected = (dir: string) => JSON.parse(readFileSync(fx(`${dir}/expected.json`), 'utf8')) as { scaling: Record<string, number>; weights: Record<string, { A: number[][]; B: number[][] }> };
+const peftFiles = (dir: string): AdapterFiles => ({
+  weights: new Uint8Array(readFileSync(fx(`${dir}/adapter_model.safetensors`))),
+  config: readFileSync(fx(`${dir}/adapter_config.json`), 'utf8'),
+});
+const expected = (dir: string) =>
+  JSON.parse(readFileSync(fx(`${dir}/expected.json`), 'utf8')) as {
+    scaling: Record<string, number>;
+    weights: Record<string, { A: number[][]; B: number[][] }>;
+  };
 
 /** A small MLX-style adapter with every value distinct (never zeros). */
 function sampleAdapter(): LoraAdapter {
@@ -35,7 +53,10 @@ function sampleAdapter(): LoraAdapter {
 }
 
 describe('PEFT adapters written by the real PEFT library', () => {
-  for (const [dir, rs] of [['peft-lora', false], ['peft-rslora', true]] as const) {
+  for (const [dir, rs] of [
+    ['peft-lora', false],
+    ['peft-rslora', true],
+  ] as const) {
     it(`${dir}: scale, paths and weights match what PEFT reports`, () => {
       const adapter = parsePeftAdapter(peftFiles(dir));
       const exp = expected(dir);
@@ -56,7 +77,11 @@ describe('PEFT adapters written by the real PEFT library', () => {
   it('converts to MLX: transposed tensors, scale, layers and block-relative keys', () => {
     const mlx = peftToMlx(peftFiles('peft-lora'));
     const config = JSON.parse(mlx.config);
-    expect(config).toEqual({ fine_tune_type: 'lora', lora_parameters: { rank: 4, scale: 2, dropout: 0.05, keys: ['self_attn.q_proj', 'self_attn.v_proj'] }, num_layers: 1 });
+    expect(config).toEqual({
+      fine_tune_type: 'lora',
+      lora_parameters: { rank: 4, scale: 2, dropout: 0.05, keys: ['self_attn.q_proj', 'self_attn.v_proj'] },
+      num_layers: 1,
+    });
     const st = readSafetensors(mlx.weights);
     const a = st.tensors['model.layers.1.self_attn.v_proj.lora_a'];
     const b = st.tensors['model.layers.1.self_attn.v_proj.lora_b'];
@@ -88,7 +113,15 @@ describe('MLX adapters', () => {
   it('PEFT config from MLX: lora_alpha = scale·r, layers_to_transform, format pt', () => {
     const peft = mlxToPeft(serializeMlxAdapter(sampleAdapter()), { baseModel: 'meta-llama/Llama-3.2-1B' });
     const config = JSON.parse(peft.config);
-    expect(config).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 80, lora_dropout: 0.05, target_modules: ['self_attn.q_proj', 'self_attn.v_proj'], layers_to_transform: [2, 3], base_model_name_or_path: 'meta-llama/Llama-3.2-1B' });
+    expect(config).toMatchObject({
+      peft_type: 'LORA',
+      r: 4,
+      lora_alpha: 80,
+      lora_dropout: 0.05,
+      target_modules: ['self_attn.q_proj', 'self_attn.v_proj'],
+      layers_to_transform: [2, 3],
+      base_model_name_or_path: 'meta-llama/Llama-3.2-1B',
+    });
     expect({ ...readSafetensors(peft.weights).metadata }).toEqual({ format: 'pt' });
   });
   it('accepts the legacy config keys lora_layers and use_dora: false', () => {
@@ -102,7 +135,10 @@ describe('MLX adapters', () => {
 
 describe('what cannot be represented is refused, not changed', () => {
   const peft = peftFiles('peft-lora');
-  const withConfig = (patch: Record<string, unknown>): AdapterFiles => ({ weights: peft.weights, config: JSON.stringify({ ...JSON.parse(peft.config), ...patch }) });
+  const withConfig = (patch: Record<string, unknown>): AdapterFiles => ({
+    weights: peft.weights,
+    config: JSON.stringify({ ...JSON.parse(peft.config), ...patch }),
+  });
   it.each([
     [{ use_dora: true }, /DoRA cannot be represented/],
     [{ lora_bias: true }, /bias on lora_B/],
@@ -125,7 +161,9 @@ describe('what cannot be represented is refused, not changed', () => {
   });
   it('MLX DoRA, full fine-tunes and malformed configs', () => {
     const files = serializeMlxAdapter(sampleAdapter());
-    expect(() => parseMlxAdapter({ weights: files.weights, config: '{"fine_tune_type":"dora","num_layers":2,"lora_parameters":{"rank":4,"scale":1,"dropout":0}}' })).toThrow(/only LoRA adapters/);
+    expect(() =>
+      parseMlxAdapter({ weights: files.weights, config: '{"fine_tune_type":"dora","num_layers":2,"lora_parameters":{"rank":4,"scale":1,"dropout":0}}' }),
+    ).toThrow(/only LoRA adapters/);
     expect(() => parseMlxAdapter({ weights: files.weights, config: '{"fine_tune_type":"full","num_layers":2}' })).toThrow(FormatError);
     expect(() => parseMlxAdapter({ weights: files.weights, config: '{"num_layers":2,"lora_parameters":{"rank":4,"dropout":0}}' })).toThrow(/scale is missing/);
     expect(() => parseMlxAdapter({ weights: files.weights, config: 'nope' })).toThrow(/not valid JSON/);
@@ -151,21 +189,36 @@ describe('what cannot be represented is refused, not changed', () => {
       expect(f).toThrow(FormatError);
       expect(f).toThrow(message);
     };
-    refuse(() => parsePeftAdapter({ ...peft, config: JSON.stringify({ ...peftConfig, r: 0 }) }), 'parsePeftAdapter: the rank must be a positive integer; expected an integer ≥ 1, got 0');
+    refuse(
+      () => parsePeftAdapter({ ...peft, config: JSON.stringify({ ...peftConfig, r: 0 }) }),
+      'parsePeftAdapter: the rank must be a positive integer; expected an integer ≥ 1, got 0',
+    );
     const mlxConfig = JSON.parse(mlx.config);
     mlxConfig.lora_parameters.dropout = 5;
-    refuse(() => parseMlxAdapter({ ...mlx, config: JSON.stringify(mlxConfig) }), 'parseMlxAdapter: dropout is out of range; expected a probability in [0, 1), got 5');
+    refuse(
+      () => parseMlxAdapter({ ...mlx, config: JSON.stringify(mlxConfig) }),
+      'parseMlxAdapter: dropout is out of range; expected a probability in [0, 1), got 5',
+    );
     mlxConfig.lora_parameters.dropout = 0;
     mlxConfig.lora_parameters.keys = 'self_attn.q_proj';
-    refuse(() => parseMlxAdapter({ ...mlx, config: JSON.stringify(mlxConfig) }), 'parseMlxAdapter: lora_parameters.keys must be a list of strings; expected string[] or null, got "self_attn.q_proj"');
+    refuse(
+      () => parseMlxAdapter({ ...mlx, config: JSON.stringify(mlxConfig) }),
+      'parseMlxAdapter: lora_parameters.keys must be a list of strings; expected string[] or null, got "self_attn.q_proj"',
+    );
     const nan = sampleAdapter();
     nan.modules['model.layers.3.self_attn.v_proj'].b[5] = Number.NaN;
-    refuse(() => serializeMlxAdapter(nan), "serializeMlxAdapter: the B matrix of 'model.layers.3.self_attn.v_proj' holds a non-finite value at element 5; expected finite weights, got NaN");
+    refuse(
+      () => serializeMlxAdapter(nan),
+      "serializeMlxAdapter: the B matrix of 'model.layers.3.self_attn.v_proj' holds a non-finite value at element 5; expected finite weights, got NaN",
+    );
     const nanFiles = serializeMlxAdapter(sampleAdapter());
     const parsed = readSafetensors(nanFiles.weights);
     const a = parsed.tensors['model.layers.2.self_attn.q_proj.lora_a'];
     new DataView(a.data.buffer, a.data.byteOffset).setFloat32(0, Number.POSITIVE_INFINITY, true);
-    refuse(() => parseMlxAdapter(nanFiles), "parseMlxAdapter: the A matrix of 'model.layers.2.self_attn.q_proj' holds a non-finite value at element 0; expected finite weights, got Infinity");
+    refuse(
+      () => parseMlxAdapter(nanFiles),
+      "parseMlxAdapter: the A matrix of 'model.layers.2.self_attn.q_proj' holds a non-finite value at element 0; expected finite weights, got Infinity",
+    );
     const empty = { ...sampleAdapter(), modules: {} };
     refuse(() => serializeMlxAdapter(empty), 'serializeMlxAdapter: the adapter has no LoRA tensors; expected at least one pair of A and B matrices, got none');
     refuse(() => parseMlxAdapter({ weights: writeSafetensors({}), config: mlx.config }), 'parseMlxAdapter: the adapter has no LoRA tensors');
@@ -217,11 +270,20 @@ describe('Node files', () => {
 describe('tensors ⇄ adapters', () => {
   it('a layer computes the same outputs after save and load in either format', async () => {
     const { loraLinear, randn, tidy } = await import('@metal-lora/tensor');
-    const { adapterFromTensors, adapterTensors, parseMlxAdapter: parseMlx, parsePeftAdapter: parsePeft, serializeMlxAdapter: toMlx, serializePeftAdapter: toPeft } = await import('../src/index');
+    const {
+      adapterFromTensors,
+      adapterTensors,
+      parseMlxAdapter: parseMlx,
+      parsePeftAdapter: parsePeft,
+      serializeMlxAdapter: toMlx,
+      serializePeftAdapter: toPeft,
+    } = await import('../src/index');
     const x = randn([5, 16], { seed: 1 });
     const w = randn([8, 16], { seed: 2 });
     const trained = { 'model.layers.0.mlp.up_proj': { loraA: randn([4, 16], { seed: 3 }), loraB: randn([8, 4], { seed: 4 }) } };
-    const before = tidy(() => loraLinear(x, w, trained['model.layers.0.mlp.up_proj'].loraA, trained['model.layers.0.mlp.up_proj'].loraB, { scale: 2.5 })).dataSync();
+    const before = tidy(() =>
+      loraLinear(x, w, trained['model.layers.0.mlp.up_proj'].loraA, trained['model.layers.0.mlp.up_proj'].loraB, { scale: 2.5 }),
+    ).dataSync();
     const adapter = await adapterFromTensors(trained, { scale: 2.5 });
     expect(adapter.keys).toEqual(['mlp.up_proj']);
     for (const reloaded of [parseMlx(toMlx(adapter)), parsePeft(toPeft(adapter))]) {
@@ -249,11 +311,17 @@ describe('browser helpers', () => {
   it('adapterFromBlobs detects the format from File-like blobs; fetchAdapter reads over HTTP', async () => {
     const { adapterFromBlobs, fetchAdapter } = await import('../src/index');
     const files = serializeMlxAdapter(sampleAdapter());
-    const blob = (name: string, bytes: Uint8Array | string) => ({ name, arrayBuffer: async () => (typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes).slice().buffer });
+    const blob = (name: string, bytes: Uint8Array | string) => ({
+      name,
+      arrayBuffer: async () => (typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes).slice().buffer,
+    });
     const picked = await adapterFromBlobs([blob('dir/adapters.safetensors', files.weights), blob('dir/adapter_config.json', files.config)]);
     expect(picked.format).toBe('mlx');
     expect(parseMlxAdapter(picked.files).scale).toBe(20);
-    const served = new Map([['/a/adapters.safetensors', files.weights], ['/a/adapter_config.json', new TextEncoder().encode(files.config)]]);
+    const served = new Map([
+      ['/a/adapters.safetensors', files.weights],
+      ['/a/adapter_config.json', new TextEncoder().encode(files.config)],
+    ]);
     const fakeFetch = (async (url: string) => {
       const body = served.get(url);
       return { ok: !!body, status: body ? 200 : 404, arrayBuffer: async () => body!.slice().buffer };

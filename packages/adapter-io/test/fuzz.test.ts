@@ -128,7 +128,8 @@ it('mutated adapter configs and weights give only typed errors, with memory boun
       [mlx, parseMlxAdapter],
       [peft, parsePeftAdapter],
     ] as const) {
-      const mutated = i % 3 === 2 ? { weights: mutate(files.weights, i), config: files.config } : { weights: files.weights, config: mutateConfig(files.config, i) };
+      const mutated =
+        i % 3 === 2 ? { weights: mutate(files.weights, i), config: files.config } : { weights: files.weights, config: mutateConfig(files.config, i) };
       try {
         const adapter = parse(mutated);
         // Whatever is accepted is an adapter that computes: finite, positive rank, dropout in range.

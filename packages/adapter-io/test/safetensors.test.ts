@@ -114,7 +114,9 @@ describe('strict validation with typed errors naming the key', () => {
     const dup = '{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}';
     expect(formatError(() => readSafetensors(file(null, 2, dup))).message).toMatch(/gap before tensor data/);
     const field = '{"a":{"dtype":"U8","dtype":"U8","shape":[1],"data_offsets":[0,1]}}';
-    expect(formatError(() => readSafetensors(file(null, 1, field))).message).toMatch(/^readSafetensors: header is not valid JSON \(duplicate key "dtype" at character \d+\)/);
+    expect(formatError(() => readSafetensors(file(null, 1, field))).message).toMatch(
+      /^readSafetensors: header is not valid JSON \(duplicate key "dtype" at character \d+\)/,
+    );
     const proto = '{"__proto__":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}';
     expect(Object.keys(readSafetensors(file(null, 1, proto)).tensors)).toEqual(['__proto__']);
   });
@@ -132,7 +134,11 @@ describe('strict validation with typed errors naming the key', () => {
   });
   it('accepts __metadata__ absent, {} and null, empty tensors and scalars', () => {
     for (const meta of [undefined, {}, null]) {
-      const header = { ...(meta === undefined ? {} : { __metadata__: meta }), e: { dtype: 'F32', shape: [0, 3], data_offsets: [0, 0] }, s: { dtype: 'F32', shape: [], data_offsets: [0, 4] } };
+      const header = {
+        ...(meta === undefined ? {} : { __metadata__: meta }),
+        e: { dtype: 'F32', shape: [0, 3], data_offsets: [0, 0] },
+        s: { dtype: 'F32', shape: [], data_offsets: [0, 4] },
+      };
       const st = readSafetensors(file(header, 4));
       expect({ ...st.metadata }).toEqual({});
       expect(st.tensors.s.shape).toEqual([]);

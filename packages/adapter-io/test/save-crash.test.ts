@@ -44,7 +44,8 @@ function start(args: string[]): { proc: ChildProcess; lines: string[]; line: (ma
   return { proc, lines, line };
 }
 
-const exited = (proc: ChildProcess) => new Promise<void>((resolve) => (proc.exitCode !== null || proc.signalCode !== null ? resolve() : proc.once('exit', () => resolve())));
+const exited = (proc: ChildProcess) =>
+  new Promise<void>((resolve) => (proc.exitCode !== null || proc.signalCode !== null ? resolve() : proc.once('exit', () => resolve())));
 
 describe('adapter saves under kills and concurrency', () => {
   it('a process killed at a random point of its saves leaves the old or the new adapter, whole (60 kills)', async () => {

@@ -20,7 +20,22 @@
  *   --ab-decode the selector's staged decode against that form, alternating.
  */
 import { writeFileSync } from 'node:fs';
-import { createWebGPUBackend, type GemmConfig, type GemmShape, type GemvRowsConfig, gemmDevice, recordGemm, selectGemm, withSplits, TILED_VARIANTS, VEC4_64x128, VEC4_128, VEC4_128x64, type Vec4Config, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import {
+  createWebGPUBackend,
+  type GemmConfig,
+  type GemmShape,
+  type GemvRowsConfig,
+  gemmDevice,
+  recordGemm,
+  selectGemm,
+  withSplits,
+  TILED_VARIANTS,
+  VEC4_64x128,
+  VEC4_128,
+  VEC4_128x64,
+  type Vec4Config,
+  type WebGPUBackend,
+} from '@metal-lora/metal-kernels';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { clockWarmerLine, median, settleAfterUploads, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';
@@ -51,8 +66,26 @@ export interface GemmResult {
 }
 
 /** A staged gemv-rows config for 16 rows of x, named `xs l… r… u… s… k…` and the suffix (the explore runs' names). */
-function stagedDecode16(lanes: number, rows: number, unroll: number, stage: number, splits: number, suffix: string, forms: Partial<GemvRowsConfig>): GemvRowsConfig {
-  return { kind: 'gemv-rows', name: `xs l${lanes} r${rows} u${unroll} s${stage} k${splits}${suffix ? ` ${suffix}` : ''}`, lanes, rows, mr: 16, unroll, splits, stage, ...forms };
+function stagedDecode16(
+  lanes: number,
+  rows: number,
+  unroll: number,
+  stage: number,
+  splits: number,
+  suffix: string,
+  forms: Partial<GemvRowsConfig>,
+): GemvRowsConfig {
+  return {
+    kind: 'gemv-rows',
+    name: `xs l${lanes} r${rows} u${unroll} s${stage} k${splits}${suffix ? ` ${suffix}` : ''}`,
+    lanes,
+    rows,
+    mr: 16,
+    unroll,
+    splits,
+    stage,
+    ...forms,
+  };
 }
 
 function cases(quick: boolean): Case[] {
@@ -65,7 +98,12 @@ function cases(quick: boolean): Case[] {
     ];
   }
   const list: Case[] = [
-    { group: 'big', label: 'x·Wᵀ 2048x4096x4096', shape: s(2048, 4096, 4096, false, true), configs: ['auto', TILED_VARIANTS.tile128x128, TILED_VARIANTS.tile128x64] },
+    {
+      group: 'big',
+      label: 'x·Wᵀ 2048x4096x4096',
+      shape: s(2048, 4096, 4096, false, true),
+      configs: ['auto', TILED_VARIANTS.tile128x128, TILED_VARIANTS.tile128x64],
+    },
     { group: 'big', label: 'x·W 2048x4096x4096 (B not transposed)', shape: s(2048, 4096, 4096, false, false), configs: ['auto', TILED_VARIANTS.tile128x64] },
     { group: 'big', label: 'dyᵀ·x 4096x4096x2048 (A transposed)', shape: s(4096, 4096, 2048, true, false), configs: ['auto'] },
   ];
@@ -73,8 +111,19 @@ function cases(quick: boolean): Case[] {
   // Alternatives to the selector's gemv choice: same kernel, other lane/row/unroll/split settings.
   const variants = (shape: GemmShape, changes: Record<string, number>[]): GemmConfig[] => {
     const auto = selectGemm(shape);
-    if (!(process.argv.includes('--explore-gemv') || process.argv.includes('--explore-lanes')) || (auto.kind !== 'gemv-rows' && auto.kind !== 'gemv-cols')) return [];
-    return changes.map((c) => ({ ...auto, ...c, name: `${auto.kind} ${Object.entries({ ...auto, ...c }).filter(([k]) => !['kind', 'name'].includes(k)).map(([k, v]) => `${k[0]}${v}`).join(' ')}` }) as GemmConfig);
+    if (!(process.argv.includes('--explore-gemv') || process.argv.includes('--explore-lanes')) || (auto.kind !== 'gemv-rows' && auto.kind !== 'gemv-cols'))
+      return [];
+    return changes.map(
+      (c) =>
+        ({
+          ...auto,
+          ...c,
+          name: `${auto.kind} ${Object.entries({ ...auto, ...c })
+            .filter(([k]) => !['kind', 'name'].includes(k))
+            .map(([k, v]) => `${k[0]}${v}`)
+            .join(' ')}`,
+        }) as GemmConfig,
+    );
   };
   // Fewer lanes per row, more rows per lane group, one load in flight (--explore-lanes alone).
   const fewLanes: Record<string, number>[] = [
@@ -83,33 +132,95 @@ function cases(quick: boolean): Case[] {
     { lanes: 8, rows: 2, unroll: 1, splits: 4 },
     { lanes: 8, rows: 2, unroll: 1, splits: 8 },
   ];
-  const rowsAlternatives: Record<string, number>[] = [{ lanes: 64 }, { rows: 1 }, { rows: 2 }, { rows: 4 }, { unroll: 1 }, { unroll: 4 }, { lanes: 16, rows: 2 }];
+  const rowsAlternatives: Record<string, number>[] = [
+    { lanes: 64 },
+    { rows: 1 },
+    { rows: 2 },
+    { rows: 4 },
+    { unroll: 1 },
+    { unroll: 4 },
+    { lanes: 16, rows: 2 },
+  ];
   const colsAlternatives: Record<string, number>[] = [{ colLanes: 32 }, { colLanes: 128 }, { unroll: 2 }, { unroll: 8 }];
   for (const M of [1, 4, 16]) {
     const shape = s(M, 4096, 4096, false, true);
-    const decodeSplits: Record<string, number>[] = [{ splits: 2 }, { splits: 4 }, { splits: 8 }, { lanes: 8 }, { lanes: 8, splits: 4 }, { lanes: 16, splits: 4 }, { rows: 2, splits: 4 }, { rows: 4, splits: 4 }, { lanes: 8, rows: 4, splits: 4 }];
+    const decodeSplits: Record<string, number>[] = [
+      { splits: 2 },
+      { splits: 4 },
+      { splits: 8 },
+      { lanes: 8 },
+      { lanes: 8, splits: 4 },
+      { lanes: 16, splits: 4 },
+      { rows: 2, splits: 4 },
+      { rows: 4, splits: 4 },
+      { lanes: 8, rows: 4, splits: 4 },
+    ];
     list.push({ group: 'decode', label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...variants(shape, [...rowsAlternatives, ...decodeSplits])] });
   }
   // The decode LoRA down-projection T = x·Aᵀ (N = r = 16): few rows on both sides.
   for (const M of process.argv.includes('--explore-gemv') ? [1, 16] : []) {
     const shape = s(M, 16, 4096, false, true);
-    const rows = (lanes: number, splits: number): GemmConfig => ({ kind: 'gemv-rows', name: `gemv-rows l${lanes} m${M} s${splits}`, lanes, rows: 1, mr: M, unroll: 2, splits });
-    list.push({ group: 'decode', label: `decode x·Aᵀ M=${M} r=16`, shape, configs: ['auto', rows(256, 1), rows(128, 1), rows(64, 1), rows(256, 2), rows(256, 4)] });
+    const rows = (lanes: number, splits: number): GemmConfig => ({
+      kind: 'gemv-rows',
+      name: `gemv-rows l${lanes} m${M} s${splits}`,
+      lanes,
+      rows: 1,
+      mr: M,
+      unroll: 2,
+      splits,
+    });
+    list.push({
+      group: 'decode',
+      label: `decode x·Aᵀ M=${M} r=16`,
+      shape,
+      configs: ['auto', rows(256, 1), rows(128, 1), rows(64, 1), rows(256, 2), rows(256, 4)],
+    });
   }
-  const halfSplits = (shape: GemmShape): Record<string, number>[] => [{ splits: Math.max(1, Math.floor((selectGemm(shape) as { splits: number }).splits / 2)) }, { splits: 2 * (selectGemm(shape) as { splits: number }).splits }];
+  const halfSplits = (shape: GemmShape): Record<string, number>[] => [
+    { splits: Math.max(1, Math.floor((selectGemm(shape) as { splits: number }).splits / 2)) },
+    { splits: 2 * (selectGemm(shape) as { splits: number }).splits },
+  ];
   // The vec4 tiles with one half-size dimension, at several K splits (--explore).
   // 64×64: the rank side in one tile up to r = 64 with twice the row (or column) tiles to split over.
   const VEC4_64x64: Vec4Config = { kind: 'vec4', name: 'vec4-64x64', splits: 1, bm: 64, bn: 64 };
-  const tiles = (base: Vec4Config, splits: number[]): GemmConfig[] => (explore ? splits.map((n) => ({ ...base, name: `${base.name}+splitK${n}`, splits: n })) : []);
+  const tiles = (base: Vec4Config, splits: number[]): GemmConfig[] =>
+    explore ? splits.map((n) => ({ ...base, name: `${base.name}+splitK${n}`, splits: n })) : [];
   for (const r of [8, 16, 32, 64]) {
     const xa = s(2048, r, 4096, false, true);
     const dyb = s(2048, r, 4096, false, false);
     const ux = s(r, 4096, 2048, true, false);
     const dyt = s(4096, r, 2048, true, false);
-    list.push({ group: 'skinny', label: `x·Aᵀ r=${r} (N=r)`, shape: xa, configs: ['auto', ...variants(xa, [...rowsAlternatives, ...halfSplits(xa)]), ...tiles(VEC4_128x64, [8, 16, 32]), ...tiles(VEC4_128, [16]), ...tiles(VEC4_64x64, [8, 16])] });
-    if (explore) list.push({ group: 'skinny', label: `dy·B r=${r} (B [out, r] as stored)`, shape: dyb, configs: ['auto', ...tiles(VEC4_128x64, [16, 32]), ...tiles(VEC4_64x64, [8, 16])] });
-    list.push({ group: 'skinny', label: `Uᵀ·x r=${r} (M=r)`, shape: ux, configs: ['auto', ...variants(ux, [...colsAlternatives, ...halfSplits(ux)]), ...tiles(VEC4_64x128, [4, 8, 16]), ...tiles(VEC4_64x64, [4, 8])] });
-    list.push({ group: 'skinny', label: `dyᵀ·T r=${r} (N=r)`, shape: dyt, configs: ['auto', ...variants(dyt, colsAlternatives), ...tiles(VEC4_128x64, [4, 8, 16]), ...tiles(VEC4_64x64, [4, 8])] });
+    list.push({
+      group: 'skinny',
+      label: `x·Aᵀ r=${r} (N=r)`,
+      shape: xa,
+      configs: [
+        'auto',
+        ...variants(xa, [...rowsAlternatives, ...halfSplits(xa)]),
+        ...tiles(VEC4_128x64, [8, 16, 32]),
+        ...tiles(VEC4_128, [16]),
+        ...tiles(VEC4_64x64, [8, 16]),
+      ],
+    });
+    if (explore)
+      list.push({
+        group: 'skinny',
+        label: `dy·B r=${r} (B [out, r] as stored)`,
+        shape: dyb,
+        configs: ['auto', ...tiles(VEC4_128x64, [16, 32]), ...tiles(VEC4_64x64, [8, 16])],
+      });
+    list.push({
+      group: 'skinny',
+      label: `Uᵀ·x r=${r} (M=r)`,
+      shape: ux,
+      configs: ['auto', ...variants(ux, [...colsAlternatives, ...halfSplits(ux)]), ...tiles(VEC4_64x128, [4, 8, 16]), ...tiles(VEC4_64x64, [4, 8])],
+    });
+    list.push({
+      group: 'skinny',
+      label: `dyᵀ·T r=${r} (N=r)`,
+      shape: dyt,
+      configs: ['auto', ...variants(dyt, colsAlternatives), ...tiles(VEC4_128x64, [4, 8, 16]), ...tiles(VEC4_64x64, [4, 8])],
+    });
     list.push({ group: 'skinny', label: `T·Bᵀ r=${r} (K=r)`, shape: s(2048, 4096, r, false, true), configs: ['auto'] });
   }
   for (const r of explore ? [128, 256] : []) {
@@ -123,7 +234,14 @@ function cases(quick: boolean): Case[] {
     // thread, at the selector's split and its neighbours, for the rank products at r = 16..64.
     const tile = (bm: 32 | 64 | 128, bn: 32 | 64 | 128, splits: number): GemmConfig => {
       const wide = bn >= bm;
-      return { kind: 'vec4', name: `vec4-${bm}x${bn} ${wide ? '16x8' : '8x16'}${splits > 1 ? `+splitK${splits}` : ''}`, splits, bm, bn, ...(wide ? { wgy: 8 as const } : { wgx: 8 as const }) };
+      return {
+        kind: 'vec4',
+        name: `vec4-${bm}x${bn} ${wide ? '16x8' : '8x16'}${splits > 1 ? `+splitK${splits}` : ''}`,
+        splits,
+        bm,
+        bn,
+        ...(wide ? { wgy: 8 as const } : { wgx: 8 as const }),
+      };
     };
     const picked = list.filter((c) => c.group === 'big' || /^(x·Aᵀ|dy·B|Uᵀ·x|dyᵀ·T) r=(16|32|64) /.test(c.label));
     return picked
@@ -135,7 +253,19 @@ function cases(quick: boolean): Case[] {
         const auto = selectGemm(c.shape) as { splits: number };
         const n = Math.max(2, auto.splits);
         const splits = [Math.max(1, n / 2), n, n * 2];
-        const shapes: [32 | 64 | 128, 32 | 64 | 128][] = rankRows ? (r <= 32 ? [[32, 128], [64, 128]] : [[64, 128]]) : r <= 32 ? [[128, 32], [128, 64]] : [[128, 64]];
+        const shapes: [32 | 64 | 128, 32 | 64 | 128][] = rankRows
+          ? r <= 32
+            ? [
+                [32, 128],
+                [64, 128],
+              ]
+            : [[64, 128]]
+          : r <= 32
+            ? [
+                [128, 32],
+                [128, 64],
+              ]
+            : [[128, 64]];
         return { ...c, configs: ['auto', ...shapes.flatMap(([bm, bn]) => splits.map((k) => tile(bm, bn, k)))] };
       });
   }
@@ -149,7 +279,15 @@ function cases(quick: boolean): Case[] {
         [16, 1, 4],
         [16, 2, 8],
         [32, 1, 8],
-      ].map(([lanes, rows, splits]) => ({ kind: 'gemv-rows', name: `gemv-rows l${lanes} r${rows} m32 u1 s${splits}`, lanes, rows, mr: Math.min(32, r), unroll: 1, splits }));
+      ].map(([lanes, rows, splits]) => ({
+        kind: 'gemv-rows',
+        name: `gemv-rows l${lanes} r${rows} m32 u1 s${splits}`,
+        lanes,
+        rows,
+        mr: Math.min(32, r),
+        unroll: 1,
+        splits,
+      }));
     return picked.map((c) => ({ ...c, configs: ['auto', ...(c.shape.N >= 32 ? wideRanks(c.shape.N) : variants(c.shape, fewLanes))] }));
   }
   if (process.argv.includes('--explore-raster')) {
@@ -163,19 +301,39 @@ function cases(quick: boolean): Case[] {
     // accumulators (rows × rows of x) for decode M = 16 (x staged); the selector's first and last.
     // Staged 16-row configs, named `xs l… r… u… s… k…` and ` prefetch`.
     const forms = { plain: {}, prefetch: { prefetchX: true } };
-    const xs = (lanes: number, rows: number, unroll: number, stage: number, splits: number, form: keyof typeof forms = 'plain'): GemmConfig => stagedDecode16(lanes, rows, unroll, stage, splits, form === 'plain' ? '' : form, forms[form]);
+    const xs = (lanes: number, rows: number, unroll: number, stage: number, splits: number, form: keyof typeof forms = 'plain'): GemmConfig =>
+      stagedDecode16(lanes, rows, unroll, stage, splits, form === 'plain' ? '' : form, forms[form]);
     const grid: GemmConfig[] = [];
-    grid.push(xs(8, 4, 1, 32, 8), xs(8, 4, 2, 32, 8), xs(8, 2, 2, 32, 4), xs(8, 2, 4, 32, 4), xs(8, 2, 4, 32, 8), xs(8, 1, 4, 32, 2), xs(8, 1, 8, 32, 2), xs(8, 1, 8, 32, 4));
+    grid.push(
+      xs(8, 4, 1, 32, 8),
+      xs(8, 4, 2, 32, 8),
+      xs(8, 2, 2, 32, 4),
+      xs(8, 2, 4, 32, 4),
+      xs(8, 2, 4, 32, 8),
+      xs(8, 1, 4, 32, 2),
+      xs(8, 1, 8, 32, 2),
+      xs(8, 1, 8, 32, 4),
+    );
     // The next stage of x loaded into registers while the current one streams (prefetchX), at the
     // chosen setting and its neighbours in stage length and K splits, each twice.
     const pre = (unroll: number, stage: number, splits: number) => xs(8, 4, unroll, stage, splits, 'prefetch');
     const prefetched = [pre(1, 32, 8), pre(1, 16, 8), pre(1, 24, 8), pre(1, 40, 8), pre(1, 48, 8), pre(1, 64, 8), pre(2, 32, 8), pre(1, 32, 6), pre(1, 32, 16)];
-    const m16 = { group: 'decode' as const, label: 'decode x·Wᵀ M=16', shape: s(16, 4096, 4096, false, true), configs: ['auto', ...grid, 'auto', ...prefetched, 'auto', ...prefetched, 'auto'] as (GemmConfig | 'auto')[] };
+    const m16 = {
+      group: 'decode' as const,
+      label: 'decode x·Wᵀ M=16',
+      shape: s(16, 4096, 4096, false, true),
+      configs: ['auto', ...grid, 'auto', ...prefetched, 'auto', ...prefetched, 'auto'] as (GemmConfig | 'auto')[],
+    };
     // Eight rows: the selector's staged pass with and without the prefetch, twice.
     const shape8 = s(8, 4096, 4096, false, true);
     const auto8 = selectGemm(shape8, { maxWorkgroupStorage: 49152, maxInvocations: 1024 }) as GemvRowsConfig;
     const withPrefetch8: GemmConfig = { ...auto8, name: `${auto8.name} prefetch`, prefetchX: true };
-    const m8 = { group: 'decode' as const, label: 'decode x·Wᵀ M=8', shape: shape8, configs: ['auto', withPrefetch8, 'auto', withPrefetch8, 'auto'] as (GemmConfig | 'auto')[] };
+    const m8 = {
+      group: 'decode' as const,
+      label: 'decode x·Wᵀ M=8',
+      shape: shape8,
+      configs: ['auto', withPrefetch8, 'auto', withPrefetch8, 'auto'] as (GemmConfig | 'auto')[],
+    };
     return process.argv.includes('--prefetch-only') ? [m8, { ...m16, configs: ['auto', ...prefetched, 'auto', ...prefetched, 'auto'] }] : [m8, m16];
   }
   if (process.argv.includes('--explore-flush')) {
@@ -185,13 +343,25 @@ function cases(quick: boolean): Case[] {
     // K splits, loads in flight, stage lengths and lanes. Each list twice, the selector's first,
     // between and last (first timings run slow).
     const forms = { pw: { prefetchW: true }, sg: { subgroupFlush: true }, 'pw sg': { prefetchW: true, subgroupFlush: true } };
-    const formsOf = (base: GemvRowsConfig) => (Object.keys(forms) as (keyof typeof forms)[]).map((f): GemmConfig => ({ ...base, name: `${base.name} ${f}`, ...forms[f] }));
-    const xs16 = (lanes: number, unroll: number, stage: number, splits: number, form: keyof typeof forms): GemmConfig => stagedDecode16(lanes, 4, unroll, stage, splits, `p ${form}`, { prefetchX: true, ...forms[form] });
+    const formsOf = (base: GemvRowsConfig) =>
+      (Object.keys(forms) as (keyof typeof forms)[]).map((f): GemmConfig => ({ ...base, name: `${base.name} ${f}`, ...forms[f] }));
+    const xs16 = (lanes: number, unroll: number, stage: number, splits: number, form: keyof typeof forms): GemmConfig =>
+      stagedDecode16(lanes, 4, unroll, stage, splits, `p ${form}`, { prefetchX: true, ...forms[form] });
     return [1, 4, 8, 16].map((M) => {
       const shape = s(M, 4096, 4096, false, true);
       const auto = selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024 }) as GemvRowsConfig;
       const list = formsOf(auto);
-      if (M === 16) list.push(xs16(8, 2, 32, 8, 'pw sg'), xs16(8, 1, 32, 6, 'pw sg'), xs16(8, 1, 32, 12, 'pw sg'), xs16(8, 1, 32, 16, 'pw sg'), xs16(8, 1, 16, 8, 'pw sg'), xs16(8, 1, 64, 8, 'pw sg'), xs16(16, 1, 32, 8, 'pw sg'), xs16(16, 1, 32, 8, 'sg'));
+      if (M === 16)
+        list.push(
+          xs16(8, 2, 32, 8, 'pw sg'),
+          xs16(8, 1, 32, 6, 'pw sg'),
+          xs16(8, 1, 32, 12, 'pw sg'),
+          xs16(8, 1, 32, 16, 'pw sg'),
+          xs16(8, 1, 16, 8, 'pw sg'),
+          xs16(8, 1, 64, 8, 'pw sg'),
+          xs16(16, 1, 32, 8, 'pw sg'),
+          xs16(16, 1, 32, 8, 'sg'),
+        );
       return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', ...list, 'auto', ...list, 'auto'] as (GemmConfig | 'auto')[] };
     });
   }
@@ -204,7 +374,8 @@ function cases(quick: boolean): Case[] {
       const shape = s(M, 4096, 4096, false, true);
       const auto = selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 }) as GemvRowsConfig;
       const base = withSplits(auto, 1);
-      const at = (name: string, change: Partial<GemvRowsConfig>, splits = auto.splits): GemmConfig => withSplits({ ...base, name: `${base.name} ${name}`, ...change }, splits);
+      const at = (name: string, change: Partial<GemvRowsConfig>, splits = auto.splits): GemmConfig =>
+        withSplits({ ...base, name: `${base.name} ${name}`, ...change }, splits);
       const list: GemmConfig[] = [
         at('smem', { subgroupFlush: false }),
         ...[4, 6, 12, 16].map((k) => at(`k${k}`, {}, k)),
@@ -233,7 +404,12 @@ function cases(quick: boolean): Case[] {
       // The selector's choice against its form before, alternating four times each.
       return [8, 16].map((M) => {
         const { shape, auto } = decode(M);
-        return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: ['auto', before(auto), 'auto', before(auto), 'auto', before(auto), 'auto', before(auto)] as (GemmConfig | 'auto')[] };
+        return {
+          group: 'decode' as const,
+          label: `decode x·Wᵀ M=${M}`,
+          shape,
+          configs: ['auto', before(auto), 'auto', before(auto), 'auto', before(auto), 'auto', before(auto)] as (GemmConfig | 'auto')[],
+        };
       });
     }
     // Decode M = 1, 4, 8, 16 from the form before: the products written as fma chains (fma), x
@@ -245,11 +421,28 @@ function cases(quick: boolean): Case[] {
       const { shape, auto } = decode(M);
       const staged = (auto.stage ?? 0) > 0;
       const base = staged ? before(auto) : auto;
-      const at = (name: string, change: Partial<GemvRowsConfig>, splits = base.splits): GemmConfig => withSplits({ ...withSplits(base, 1), name: `${base.name} ${name}`, ...change }, splits);
+      const at = (name: string, change: Partial<GemvRowsConfig>, splits = base.splits): GemmConfig =>
+        withSplits({ ...withSplits(base, 1), name: `${base.name} ${name}`, ...change }, splits);
       const both = { fmaChains: true, stageByK: true };
       const list: GemmConfig[] = [at('fma', { fmaChains: true }), ...(staged ? [at('byk', { stageByK: true }), at('fma byk', both)] : [])];
-      if (M === 16) list.push(at('fma byk s64', { ...both, stage: 64 }), at('fma byk no-xp', { ...both, prefetchX: false }), at('fma byk l16 k16', { ...both, lanes: 16 }, 16), at('fma byk s64 k6', { ...both, stage: 64 }, 6), at('fma byk t128', { ...both, threads: 128 }), at('fma byk t128 k4', { ...both, threads: 128 }, 4), at('fma byk t64 k4', { ...both, threads: 64 }, 4), at('fma byk t64 k2', { ...both, threads: 64 }, 2));
-      if (M === 8) list.push(at('fma byk k16', both, 16), at('fma byk xp', { ...both, prefetchX: true }), at('fma byk t128 k4', { ...both, threads: 128 }, 4), at('fma byk t128 k8', { ...both, threads: 128 }, 8));
+      if (M === 16)
+        list.push(
+          at('fma byk s64', { ...both, stage: 64 }),
+          at('fma byk no-xp', { ...both, prefetchX: false }),
+          at('fma byk l16 k16', { ...both, lanes: 16 }, 16),
+          at('fma byk s64 k6', { ...both, stage: 64 }, 6),
+          at('fma byk t128', { ...both, threads: 128 }),
+          at('fma byk t128 k4', { ...both, threads: 128 }, 4),
+          at('fma byk t64 k4', { ...both, threads: 64 }, 4),
+          at('fma byk t64 k2', { ...both, threads: 64 }, 2),
+        );
+      if (M === 8)
+        list.push(
+          at('fma byk k16', both, 16),
+          at('fma byk xp', { ...both, prefetchX: true }),
+          at('fma byk t128 k4', { ...both, threads: 128 }, 4),
+          at('fma byk t128 k8', { ...both, threads: 128 }, 8),
+        );
       return { group: 'decode' as const, label: `decode x·Wᵀ M=${M}`, shape, configs: [base, ...list, base, ...list, base] };
     });
   }
@@ -263,7 +456,8 @@ function cases(quick: boolean): Case[] {
       const auto = selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 }) as GemvRowsConfig;
       const at = (name: string, change: Partial<GemvRowsConfig>): GemmConfig => ({ ...auto, name: `${auto.name} ${name}`, prefetchX: false, ...change });
       // Whole chunks: K4 / splits vec4 of each row of x.
-      const whole = (lanes: number, splits: number, extra: Partial<GemvRowsConfig>, tag: string) => at(`l${lanes} k${splits} s${1024 / splits}${tag}`, { lanes, splits, stage: 1024 / splits, ...extra });
+      const whole = (lanes: number, splits: number, extra: Partial<GemvRowsConfig>, tag: string) =>
+        at(`l${lanes} k${splits} s${1024 / splits}${tag}`, { lanes, splits, stage: 1024 / splits, ...extra });
       const list: GemmConfig[] =
         M === 16
           ? [whole(8, 8, {}, ''), whole(8, 8, { unroll: 2 }, ' u2'), whole(8, 16, {}, ''), whole(16, 16, {}, '')]
@@ -278,7 +472,9 @@ function cases(quick: boolean): Case[] {
     const shape = s(16, 4096, 4096, false, true);
     const auto = selectGemm(shape, { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 }) as GemvRowsConfig;
     const wide = withSplits(auto, 16);
-    return [{ group: 'decode' as const, label: 'decode x·Wᵀ M=16', shape, configs: [...Array<'auto'>(12).fill('auto'), wide, ...Array<'auto'>(4).fill('auto')] }];
+    return [
+      { group: 'decode' as const, label: 'decode x·Wᵀ M=16', shape, configs: [...Array<'auto'>(12).fill('auto'), wide, ...Array<'auto'>(4).fill('auto')] },
+    ];
   }
   if (process.argv.includes('--explore-dyb')) {
     // The decode LoRA backward's U = dy·B (B [out, r] as stored, N = r) on the portable gemv:
@@ -305,7 +501,8 @@ function cases(quick: boolean): Case[] {
       const grid: [number, number, number, number, number][] = []; // lanes, rows, unroll, stage, splits
       for (const rows of [2, 3, 4, 6, 8]) for (const stage of [16, 32, 64]) for (const splits of [4, 6, 8, 12, 16]) grid.push([8, rows, 1, stage, splits]);
       for (const splits of [4, 6, 8]) grid.push([8, 4, 2, 32, splits], [16, 4, 1, 16, splits], [16, 4, 1, 32, splits], [16, 8, 1, 32, splits]);
-      for (const [lanes, rows, unroll, stage, splits] of grid) staged.push({ kind: 'gemv-rows', name: `xs l${lanes} r${rows} u${unroll} s${stage} k${splits}`, lanes, rows, mr, unroll, splits, stage });
+      for (const [lanes, rows, unroll, stage, splits] of grid)
+        staged.push({ kind: 'gemv-rows', name: `xs l${lanes} r${rows} u${unroll} s${stage} k${splits}`, lanes, rows, mr, unroll, splits, stage });
       // The choices before x was staged: gemv-rows reading x from cache (16 lanes, 2 rows, K split
       // 4) and, for 9..16 rows, the 16-row vec4 tile with K split 16.
       const before: GemmConfig[] = [{ kind: 'gemv-rows', name: `gemv-rows${mr} (x from cache)+splitK4`, lanes: 16, rows: 2, mr, unroll: 1, splits: 4 }];
@@ -355,12 +552,17 @@ export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: 
     const bytesPerSet = (M * K + K * N + M * N) * 4;
     // --hot: one copy, so inputs that fit stay in L2 (tells a DRAM-bound kernel from one bound inside the SM).
     const copies = process.argv.includes('--hot') ? 1 : Math.max(1, Math.min(4, Math.ceil(150e6 / bytesPerSet)));
-    const sets = Array.from({ length: copies }, (_, i) => ({ a: upload(backend, i === 0 ? aValues : randomValues(M * K, 20 + i)), b: upload(backend, i === 0 ? bValues : randomValues(K * N, 40 + i)), c: backend.acquire(M * N * 4, 'bench c') }));
+    const sets = Array.from({ length: copies }, (_, i) => ({
+      a: upload(backend, i === 0 ? aValues : randomValues(M * K, 20 + i)),
+      b: upload(backend, i === 0 ? bValues : randomValues(K * N, 40 + i)),
+      c: backend.acquire(M * N * 4, 'bench c'),
+    }));
     // The first config is timed and discarded until the GPU has settled after the uploads (see
     // settleAfterUploads); the big x·W, always first in its case, had trials from 1.66 to 13 ms
     // before any such warm-up.
     const uploaded = performance.now();
-    const record = (config: GemmConfig, set: (typeof sets)[number]) => recordGemm(backend, c.shape, { a: set.a, b: set.b, c: set.c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, config);
+    const record = (config: GemmConfig, set: (typeof sets)[number]) =>
+      recordGemm(backend, c.shape, { a: set.a, b: set.b, c: set.c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, config);
     // 'auto' is the selector's choice for this device (its workgroup memory decides, e.g., how much of x decode stages).
     const configOf = (requested: GemmConfig | 'auto') => (requested === 'auto' ? selectGemm(c.shape, gemmDevice(backend)) : requested);
     await settleAfterUploads(backend, (i) => record(configOf(c.configs[0]), sets[i % copies]), uploaded);
@@ -391,7 +593,9 @@ export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: 
         maxRelError: err,
       };
       results.push(r);
-      log(`${r.label.padEnd(40)} ${r.config.padEnd(22)} ${ms.toFixed(4).padStart(9)} ms ±${r.spreadMs.toFixed(4)} min ${minMs.toFixed(4)} host ${hostMs.toFixed(4)}  ${r.tflops.toFixed(2).padStart(6)} TFLOP/s ${r.gbps.toFixed(0).padStart(6)} GB/s  err ${err.toExponential(1)}`);
+      log(
+        `${r.label.padEnd(40)} ${r.config.padEnd(22)} ${ms.toFixed(4).padStart(9)} ms ±${r.spreadMs.toFixed(4)} min ${minMs.toFixed(4)} host ${hostMs.toFixed(4)}  ${r.tflops.toFixed(2).padStart(6)} TFLOP/s ${r.gbps.toFixed(0).padStart(6)} GB/s  err ${err.toExponential(1)}`,
+      );
     }
     for (const set of sets) {
       backend.release(set.a);
@@ -416,7 +620,15 @@ export async function copyBandwidth(backend: WebGPUBackend): Promise<{ best: num
     const groups = Math.ceil(n / (256 * per));
     const x = Math.min(groups, 65535);
     const run = () =>
-      backend.dispatch({ key: 'copy-vec4', source: copySource, buffers: [src, dst], constants: { PER: per }, uniform: new Uint32Array([n, x, 0, 0]).buffer, workgroups: [x, Math.ceil(groups / x), 1], label: `copy ×${per}` });
+      backend.dispatch({
+        key: 'copy-vec4',
+        source: copySource,
+        buffers: [src, dst],
+        constants: { PER: per },
+        uniform: new Uint32Array([n, x, 0, 0]).buffer,
+        workgroups: [x, Math.ceil(groups / x), 1],
+        label: `copy ×${per}`,
+      });
     await backend.timeRegion(run);
     const times: number[] = [];
     for (let i = 0; i < 7; i++) times.push((await backend.timeRegion(() => Array.from({ length: 10 }, run))) / 10);
@@ -432,7 +644,16 @@ export async function dispatchOverhead(backend: WebGPUBackend): Promise<number> 
   const bytes = 4096;
   const src = backend.acquire(bytes, 'overhead src');
   const dst = backend.acquire(bytes, 'overhead dst');
-  const run = () => backend.dispatch({ key: 'copy-vec4', source: copySource, buffers: [src, dst], constants: { PER: 1 }, uniform: new Uint32Array([bytes / 16, 1, 0, 0]).buffer, workgroups: [1, 1, 1], label: 'tiny' });
+  const run = () =>
+    backend.dispatch({
+      key: 'copy-vec4',
+      source: copySource,
+      buffers: [src, dst],
+      constants: { PER: 1 },
+      uniform: new Uint32Array([bytes / 16, 1, 0, 0]).buffer,
+      workgroups: [1, 1, 1],
+      label: 'tiny',
+    });
   const { ms } = await timeKernel(backend, run);
   backend.release(src);
   backend.release(dst);
@@ -445,11 +666,18 @@ async function main(): Promise<void> {
   const backend = await createWebGPUBackend({ preciseTimestamps: true });
   backend.sharePasses = process.argv.includes('--shared-passes');
   const { report } = backend.context;
-  console.log(`device: ${report.vendor} ${report.architecture} ${report.description} (${report.runtime}), timestamp-query=${report.timestampQuery}, one pass per kernel: ${!backend.sharePasses}, workgroup memory ${backend.device.limits.maxComputeWorkgroupStorageSize} B`);
+  console.log(
+    `device: ${report.vendor} ${report.architecture} ${report.description} (${report.runtime}), timestamp-query=${report.timestampQuery}, one pass per kernel: ${!backend.sharePasses}, workgroup memory ${backend.device.limits.maxComputeWorkgroupStorageSize} B`,
+  );
   console.log(await clockWarmerLine(backend, process.argv.includes('--no-warm')));
   const copyForms = quick ? null : await copyBandwidth(backend);
   const copy = copyForms?.best ?? Number.NaN;
-  if (copyForms) console.log(`WebGPU copy bandwidth (read + write): ${copy.toFixed(0)} GB/s (best of ${Object.entries(copyForms.forms).map(([per, g]) => `${per} vec4/thread ${g.toFixed(0)}`).join(', ')})`);
+  if (copyForms)
+    console.log(
+      `WebGPU copy bandwidth (read + write): ${copy.toFixed(0)} GB/s (best of ${Object.entries(copyForms.forms)
+        .map(([per, g]) => `${per} vec4/thread ${g.toFixed(0)}`)
+        .join(', ')})`,
+    );
   const overhead = quick ? Number.NaN : await dispatchOverhead(backend);
   if (!quick) console.log(`GPU time per dispatch of a trivial kernel: ${(overhead * 1000).toFixed(1)} µs`);
   if (process.argv.includes('--overhead-only')) return;

@@ -67,7 +67,8 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
       const b = make(backend, [outF, r], 5, 0.1);
       const scale = 16 / r;
       const s = T.full([], scale, { backend });
-      const unfusedForward = (xs: T.Tensor, as: T.Tensor, bs: T.Tensor) => T.add(T.matmul(xs, w, { transposeB: true }), T.mul(T.matmul(T.matmul(xs, as, { transposeB: true }), bs, { transposeB: true }), s));
+      const unfusedForward = (xs: T.Tensor, as: T.Tensor, bs: T.Tensor) =>
+        T.add(T.matmul(xs, w, { transposeB: true }), T.mul(T.matmul(T.matmul(xs, as, { transposeB: true }), bs, { transposeB: true }), s));
       // Agreement of the two paths (fresh random inputs, nothing zero).
       const yu = T.noGrad(() => unfusedForward(x, a, b));
       const yf = T.noGrad(() => T.loraLinear(x, w, a, b, { scale }));
@@ -86,11 +87,12 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
       const unfusedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => unfusedForward(x, a, b))));
       const fusedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
       // A training step: forward, then dx, dA, dB (x requires grad: not the first layer).
-      const leaves = () => [x, a, b].map((t) => {
-        const leaf = t.detach();
-        leaf.requiresGrad = true;
-        return leaf;
-      });
+      const leaves = () =>
+        [x, a, b].map((t) => {
+          const leaf = t.detach();
+          leaf.requiresGrad = true;
+          return leaf;
+        });
       const unfusedStep = () =>
         T.tidy(() => {
           const [xs, as, bs] = leaves();
@@ -134,7 +136,13 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
         unfusedPeakBytes: unfusedPeak,
         fusedPeakBytes: fusedPeak,
         maxRelDiff: cmp.maxRelError,
-        spreadMs: { base: base.spread, unfusedFwd: unfusedFwd.spread, fusedFwd: fusedFwd.spread, unfusedStep: unfusedStepT.spread, fusedStep: fusedStepT.spread },
+        spreadMs: {
+          base: base.spread,
+          unfusedFwd: unfusedFwd.spread,
+          fusedFwd: fusedFwd.spread,
+          unfusedStep: unfusedStepT.spread,
+          fusedStep: fusedStepT.spread,
+        },
       };
       results.push(res);
       log(
@@ -146,4 +154,3 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
   }
   return results;
 }
-

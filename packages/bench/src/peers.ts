@@ -28,7 +28,8 @@ export async function tfjsPeer(gpu: GPU, shapes: { M: number; inF: number; outF:
       const b = tf.randomNormal([outF, r], 0, 0.1);
       const dy = tf.randomNormal([M, outF]);
       const s = 16 / r;
-      const forward = (xs: typeof x, as: typeof a, bs: typeof b) => tf.add(tf.matMul(xs, w, false, true), tf.mul(tf.matMul(tf.matMul(xs, as, false, true), bs, false, true), s));
+      const forward = (xs: typeof x, as: typeof a, bs: typeof b) =>
+        tf.add(tf.matMul(xs, w, false, true), tf.mul(tf.matMul(tf.matMul(xs, as, false, true), bs, false, true), s));
       const gradsFn = tf.grads((xs, as, bs) => tf.sum(tf.mul(forward(xs as typeof x, as as typeof a, bs as typeof b), dy)));
       const time = async (fn: () => void): Promise<number> => {
         for (let i = 0; i < 3; i++) await tf.time(fn);
@@ -56,8 +57,20 @@ export function torchPeer(quick: boolean): { device: string; results: Map<string
   const script = fileURLToPath(new URL(process.env.METAL_LORA_TORCH_SCRIPT ?? '../python/torch_lora.py', import.meta.url));
   const run = spawnSync('python3', [script, ...(quick ? ['--quick'] : [])], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (run.status !== 0) return `pytorch: the script failed (${run.stderr.trim().split('\n').pop()})`;
-  const json = JSON.parse(run.stdout) as { device: string; M: number; in: number; out: number; results: { M?: number; r: number; baseMs: number; unfusedFwdMs: number; unfusedStepMs: number; stepPeakBytes: number }[] };
+  const json = JSON.parse(run.stdout) as {
+    device: string;
+    M: number;
+    in: number;
+    out: number;
+    results: { M?: number; r: number; baseMs: number; unfusedFwdMs: number; unfusedStepMs: number; stepPeakBytes: number }[];
+  };
   const results = new Map<string, PeerTimes & { baseMs: number; peakBytes: number }>();
-  for (const r of json.results) results.set(`${r.M ?? json.M}x${json.in}x${json.out}r${r.r}`, { fwdMs: r.unfusedFwdMs, stepMs: r.unfusedStepMs, baseMs: r.baseMs, peakBytes: r.stepPeakBytes });
+  for (const r of json.results)
+    results.set(`${r.M ?? json.M}x${json.in}x${json.out}r${r.r}`, {
+      fwdMs: r.unfusedFwdMs,
+      stepMs: r.unfusedStepMs,
+      baseMs: r.baseMs,
+      peakBytes: r.stepPeakBytes,
+    });
   return { device: json.device, results };
 }

@@ -37,12 +37,16 @@ ${loads}
 /** ROWS rows of W per workgroup, 256/ROWS lanes per row, UNROLL straight-line loads, M = 1. */
 function gemvRows(rows: number, unroll: number, subgroups: boolean): string {
   const lanes = 256 / rows;
-  const loads = Array.from({ length: unroll }, (_, u) => `    let k${u} = k + ${u * lanes}u; let w${u} = w[base + min(k${u}, last)]; let x${u} = x[min(k${u}, last)];`).join('\n');
+  const loads = Array.from(
+    { length: unroll },
+    (_, u) => `    let k${u} = k + ${u * lanes}u; let w${u} = w[base + min(k${u}, last)]; let x${u} = x[min(k${u}, last)];`,
+  ).join('\n');
   const fma = Array.from({ length: unroll }, (_, u) => `    acc += select(0.0, dot(w${u}, x${u}), k${u} < p.K4);`).join('\n');
-  const reduce = subgroups && lanes === 32
-    ? `  let total = subgroupAdd(acc);
+  const reduce =
+    subgroups && lanes === 32
+      ? `  let total = subgroupAdd(acc);
   if (lane == 0u && n < p.N) { y[n] = total; }`
-    : `  partial[lid.x] = acc;
+      : `  partial[lid.x] = acc;
   workgroupBarrier();
   for (var s = ${lanes / 2}u; s > 0u; s = s / 2u) {
     if (lane < s) { partial[lid.x] += partial[lid.x + s]; }
@@ -76,22 +80,38 @@ async function main(): Promise<void> {
   const { report } = backend.context;
   console.log(`device: ${report.vendor} ${report.architecture} ${report.description}; features: ${report.features.join(',')}`);
   console.log(await clockWarmerLine(backend, process.argv.includes('--no-warm')));
-  const copy = await copyBandwidth(backend).then((c) => c.best, () => Number.NaN);
+  const copy = await copyBandwidth(backend).then(
+    (c) => c.best,
+    () => Number.NaN,
+  );
   console.log(`copy (read+write) ${copy.toFixed(0)} GB/s`);
   const bytes = N * K * 4;
   const copies = 3;
-  const ws = Array.from({ length: copies }, (_, i) => (backend.upload(Float32Array.from(randomValues(N * K, 50 + i)), 'float32') as { buffer: GPUBuffer }).buffer);
+  const ws = Array.from(
+    { length: copies },
+    (_, i) => (backend.upload(Float32Array.from(randomValues(N * K, 50 + i)), 'float32') as { buffer: GPUBuffer }).buffer,
+  );
   const xv = Float32Array.from(randomValues(K, 7));
   const x = (backend.upload(xv, 'float32') as { buffer: GPUBuffer }).buffer;
   const y = backend.acquire(N * 4, 'y');
-  const line = (name: string, ms: number, spread: number) => console.log(`${name.padEnd(34)} ${ms.toFixed(4)} ms ±${spread.toFixed(4)}  ${(bytes / ms / 1e6).toFixed(0)} GB/s  (${((bytes / ms / 1e6 / copy) * 100).toFixed(0)}% of copy)`);
+  const line = (name: string, ms: number, spread: number) =>
+    console.log(
+      `${name.padEnd(34)} ${ms.toFixed(4)} ms ±${spread.toFixed(4)}  ${(bytes / ms / 1e6).toFixed(0)} GB/s  (${((bytes / ms / 1e6 / copy) * 100).toFixed(0)}% of copy)`,
+    );
   const n4 = (N * K) / 4;
   for (const unroll of [1, 4, 8]) {
     for (const groups of [528, 1056, 2112, 4224]) {
       const src = readSum(unroll);
       const threads = groups * 256;
       const { ms, spread } = await timeKernel(backend, (i) =>
-        backend.dispatch({ key: `probe-read-${unroll}`, source: src, buffers: [ws[i % copies], y], uniform: new Uint32Array([n4, threads, 0, 0]).buffer, workgroups: [groups, 1, 1], label: 'read' }),
+        backend.dispatch({
+          key: `probe-read-${unroll}`,
+          source: src,
+          buffers: [ws[i % copies], y],
+          uniform: new Uint32Array([n4, threads, 0, 0]).buffer,
+          workgroups: [groups, 1, 1],
+          label: 'read',
+        }),
       );
       line(`read u${unroll} wg${groups}`, ms, spread);
     }
@@ -116,7 +136,15 @@ async function main(): Promise<void> {
         if (sub && rows !== 8) continue;
         const src = gemvRows(rows, unroll, sub);
         const key = `probe-gemv-${rows}-${unroll}-${sub}`;
-        const run = (i: number) => backend.dispatch({ key, source: src, buffers: [x, ws[i % copies], y], uniform: new Uint32Array([N, K / 4, 0, 0]).buffer, workgroups: [N / rows, 1, 1], label: 'gemv' });
+        const run = (i: number) =>
+          backend.dispatch({
+            key,
+            source: src,
+            buffers: [x, ws[i % copies], y],
+            uniform: new Uint32Array([N, K / 4, 0, 0]).buffer,
+            workgroups: [N / rows, 1, 1],
+            label: 'gemv',
+          });
         backend.device.queue.writeBuffer(y, 0, new Float32Array(N).fill(Number.NaN));
         run(0);
         await check(key);
@@ -127,7 +155,9 @@ async function main(): Promise<void> {
   }
   const shape = { M: 1, N, K, batch: 1, transA: false, transB: true };
   const cfg = selectGemm(shape);
-  const { ms, spread } = await timeKernel(backend, (i) => recordGemm(backend, shape, { a: x, b: ws[i % copies], c: y, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, cfg));
+  const { ms, spread } = await timeKernel(backend, (i) =>
+    recordGemm(backend, shape, { a: x, b: ws[i % copies], c: y, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, cfg),
+  );
   line(`library ${cfg.name}`, ms, spread);
   await backend.sync();
   backend.context.device.destroy();

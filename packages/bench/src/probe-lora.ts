@@ -53,7 +53,10 @@ function step(xIn: T.Tensor, a: T.Tensor, b: T.Tensor, dyOut: T.Tensor, forward:
   });
 }
 
-const ranks = process.argv.slice(2).map(Number).filter((n) => n > 0);
+const ranks = process.argv
+  .slice(2)
+  .map(Number)
+  .filter((n) => n > 0);
 const dualOnly = process.argv.includes('--dual');
 const [M, inF, outF] = [2048, 4096, 4096];
 const x = make([M, inF], 1);
@@ -96,7 +99,9 @@ for (const Md of dualOnly ? [] : [1, 16]) {
   const a = make([16, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, 16], 5, 0.1);
   await profile(`decode M=${Md} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(xd, w, { transposeB: true }))));
-  await profile(`decode M=${Md} r=16 forward (${loraPlan(Md, inF, outF, 16, 'float32')})`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
+  await profile(`decode M=${Md} r=16 forward (${loraPlan(Md, inF, outF, 16, 'float32')})`, () =>
+    T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))),
+  );
   forceLoraPlan('composed');
   await profile(`decode M=${Md} r=16 forward (composed)`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
   forceLoraPlan(null);
@@ -104,9 +109,10 @@ for (const Md of dualOnly ? [] : [1, 16]) {
     // The training step at decode sizes: loraLinear's backward against the matmul composition's.
     const dyd = make([Md, outF], 7);
     await profile(`decode M=${Md} r=16 step (loraLinear)`, () => step(xd, a, b, dyd, (xs, as, bs) => T.loraLinear(xs, w, as, bs, { scale: 1 })));
-    await profile(
-      `decode M=${Md} r=16 step (matmul composition)`,
-      () => step(xd, a, b, dyd, (xs, as, bs) => T.add(T.matmul(xs, w, { transposeB: true }), T.matmul(T.matmul(xs, as, { transposeB: true }), bs, { transposeB: true }))),
+    await profile(`decode M=${Md} r=16 step (matmul composition)`, () =>
+      step(xd, a, b, dyd, (xs, as, bs) =>
+        T.add(T.matmul(xs, w, { transposeB: true }), T.matmul(T.matmul(xs, as, { transposeB: true }), bs, { transposeB: true })),
+      ),
     );
   }
 }

@@ -11,7 +11,9 @@ import { requestGPU, type SgmatConfig, sgmatShader } from '@metal-lora/metal-ker
 const { device, report } = await requestGPU({ experimentalFeatures: true });
 console.log(`${report.vendor} ${report.architecture} ${report.description}; subgroup sizes ${report.subgroupMinSize}..${report.subgroupMaxSize}`);
 console.log(`features: ${report.features.join(', ')}`);
-console.log(`subgroup-matrix configurations: ${report.subgroupMatrixConfigs.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'}`);
+console.log(
+  `subgroup-matrix configurations: ${report.subgroupMatrixConfigs.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'}`,
+);
 const variants: [SgmatConfig, 'f32' | 'f16'][] = [
   [{ kind: 'sgmat', name: 'sgmat f32 8x8x8', component: 'f32', sm: 8, sn: 8, sk: 8, subgroupSize: 32, splits: 1 }, 'f32'],
   [{ kind: 'sgmat', name: 'sgmat f16 8x8x8, f16 storage', component: 'f16', sm: 8, sn: 8, sk: 8, subgroupSize: 32, splits: 1 }, 'f16'],
@@ -26,11 +28,16 @@ for (const [cfg, t] of variants) {
   const module = device.createShaderModule({ label: cfg.name, code: source });
   const info = await module.getCompilationInfo();
   const messages = info.messages.map((m) => `${m.type} ${m.lineNum}:${m.linePos} ${m.message}`);
-  console.log(`${cfg.name}: shader module ${messages.some((m) => m.startsWith('error')) ? 'INVALID' : 'valid'}${messages.length ? `\n  ${messages.join('\n  ')}` : ''}`);
+  console.log(
+    `${cfg.name}: shader module ${messages.some((m) => m.startsWith('error')) ? 'INVALID' : 'valid'}${messages.length ? `\n  ${messages.join('\n  ')}` : ''}`,
+  );
   const moduleError = await device.popErrorScope();
   if (moduleError) console.log(`  module error: ${moduleError.message}`);
   try {
-    await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main', constants: { TRANS_A: 0, TRANS_B: 1, HAS_BIAS: 1, ACCUMULATE: 0 } } });
+    await device.createComputePipelineAsync({
+      layout: 'auto',
+      compute: { module, entryPoint: 'main', constants: { TRANS_A: 0, TRANS_B: 1, HAS_BIAS: 1, ACCUMULATE: 0 } },
+    });
     console.log('  pipeline: created');
   } catch (error) {
     console.log(`  pipeline: ${(error as Error).message.split('\n').slice(0, 3).join(' | ')}`);

@@ -54,7 +54,12 @@ export function svgChart(rows: Row[], device: string): string {
       return `${group}<text x="${60 + i * groupW}" y="${h + 38}" font-size="11">M=${r.M} r=${r.r}</text>`;
     })
     .join('\n');
-  const legend = series.map(([name, color], j) => `<rect x="${60 + j * 90}" y="${h + 50}" width="10" height="10" fill="${color}"/><text x="${74 + j * 90}" y="${h + 59}" font-size="11">${name}</text>`).join('');
+  const legend = series
+    .map(
+      ([name, color], j) =>
+        `<rect x="${60 + j * 90}" y="${h + 50}" width="10" height="10" fill="${color}"/><text x="${74 + j * 90}" y="${h + 59}" font-size="11">${name}</text>`,
+    )
+    .join('');
   const title = `LoRA training step (forward + backward), ms, lower is better: ${device.replace(/[<&>]/g, '')}`;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${h + 80}" font-family="sans-serif" role="img">
 <title>${title}</title>
@@ -65,4 +70,3 @@ ${legend}
 </svg>
 `;
 }
-

@@ -19,7 +19,15 @@ export async function useClockWarmer(backend: WebGPUBackend, targetMs = 60): Pro
   // A software adapter (CI's lavapipe) has no clocks to keep up, and would spin for seconds.
   if (backend.context.report.software || !backend.context.report.timestampQuery) return 0;
   const out = backend.acquire(WARM_GROUPS * 256 * 4, 'clock warmer');
-  const spin = (iters: number) => () => backend.dispatch({ key: 'spin', source: spinSource, buffers: [out], uniform: new Uint32Array([iters, 0, 0, 0]).buffer, workgroups: [WARM_GROUPS, 1, 1], label: 'clock warmer' });
+  const spin = (iters: number) => () =>
+    backend.dispatch({
+      key: 'spin',
+      source: spinSource,
+      buffers: [out],
+      uniform: new Uint32Array([iters, 0, 0, 0]).buffer,
+      workgroups: [WARM_GROUPS, 1, 1],
+      label: 'clock warmer',
+    });
   let iters = 1024;
   // Scaled toward the target four times: the clocks rise while it calibrates.
   for (let round = 0; round < 4; round++) {
@@ -85,4 +93,3 @@ export function median(values: number[]): number {
   const v = [...values].sort((a, b) => a - b);
   return v[Math.floor(v.length / 2)];
 }
-

@@ -19,7 +19,16 @@ describe('GPU timing of the benchmarks', () => {
       const src = backend.acquire(n * 16, 'timing src');
       const dst = backend.acquire(n * 16, 'timing dst');
       const b = backend;
-      const run = () => b.dispatch({ key: 'copy-vec4', source: copySource, buffers: [src, dst], constants: { PER: 1 }, uniform: new Uint32Array([n, 16, 0, 0]).buffer, workgroups: [16, 1, 1], label: 'timing copy' });
+      const run = () =>
+        b.dispatch({
+          key: 'copy-vec4',
+          source: copySource,
+          buffers: [src, dst],
+          constants: { PER: 1 },
+          uniform: new Uint32Array([n, 16, 0, 0]).buffer,
+          workgroups: [16, 1, 1],
+          label: 'timing copy',
+        });
       const { ms, spread, minMs } = await timeKernel(backend, run);
       expect(Number.isFinite(ms) && ms > 0).toBe(true);
       expect(minMs).toBeLessThanOrEqual(ms);

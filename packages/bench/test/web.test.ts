@@ -13,7 +13,13 @@ const required = process.env.METAL_LORA_REQUIRE_BROWSER === '1';
 const available = existsSync(CHROMIUM);
 if (!available && !required) console.warn(`[bench] skipping the browser test: no Chromium at ${CHROMIUM}`);
 
-const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.json': 'application/json', '.jsonl': 'text/plain', '.svg': 'image/svg+xml' };
+const TYPES: Record<string, string> = {
+  '.html': 'text/html',
+  '.js': 'text/javascript',
+  '.json': 'application/json',
+  '.jsonl': 'text/plain',
+  '.svg': 'image/svg+xml',
+};
 
 /** A static file server on 127.0.0.1 for the built page. */
 function serve(root: string): Promise<Server> {
@@ -38,7 +44,15 @@ describe.runIf(available || required)('the benchmark page in headless Chromium (
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
-      args: ['--no-sandbox', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--enable-unsafe-webgpu',
+        '--enable-unsafe-swiftshader',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     try {
       const page = await browser.newPage({ viewport: { width: 1100, height: 1400 } });
@@ -64,7 +78,8 @@ describe.runIf(available || required)('the benchmark page in headless Chromium (
       expect(await page.locator('#correctness').textContent()).toContain('PASS');
       expect(await page.locator('#table').textContent()).toContain('| 64 × 128 × 128 | 8 |');
       // The docs' screenshot is refreshed on request only, so a test run leaves the tree clean.
-      const shot = process.env.METAL_LORA_UPDATE_SCREENSHOT === '1' ? new URL('../web/screenshot.png', import.meta.url).pathname : join(outDir, 'screenshot.png');
+      const shot =
+        process.env.METAL_LORA_UPDATE_SCREENSHOT === '1' ? new URL('../web/screenshot.png', import.meta.url).pathname : join(outDir, 'screenshot.png');
       await page.screenshot({ path: shot, fullPage: true });
       expect(statSync(shot).size).toBeGreaterThan(10_000);
     } finally {

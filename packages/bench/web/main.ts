@@ -29,8 +29,31 @@ async function showAdapter(): Promise<string> {
   const backend = await webgpuBackend();
   T.setBackendSync(backend);
   const r = backend.context.report;
-  results.adapter = { vendor: r.vendor, architecture: r.architecture, description: r.description, features: r.features, shaderF16: r.shaderF16, subgroups: r.subgroups, timestampQuery: r.timestampQuery };
-  $('adapter').textContent = JSON.stringify({ vendor: r.vendor, architecture: r.architecture, device: r.device, description: r.description, shaderF16: r.shaderF16, subgroups: r.subgroups, timestampQuery: r.timestampQuery, subgroupMatrixConfigs: r.subgroupMatrixConfigs, software: r.software, features: r.features }, null, 2);
+  results.adapter = {
+    vendor: r.vendor,
+    architecture: r.architecture,
+    description: r.description,
+    features: r.features,
+    shaderF16: r.shaderF16,
+    subgroups: r.subgroups,
+    timestampQuery: r.timestampQuery,
+  };
+  $('adapter').textContent = JSON.stringify(
+    {
+      vendor: r.vendor,
+      architecture: r.architecture,
+      device: r.device,
+      description: r.description,
+      shaderF16: r.shaderF16,
+      subgroups: r.subgroups,
+      timestampQuery: r.timestampQuery,
+      subgroupMatrixConfigs: r.subgroupMatrixConfigs,
+      software: r.software,
+      features: r.features,
+    },
+    null,
+    2,
+  );
   return `${r.vendor} ${r.architecture} ${r.description}`.trim();
 }
 
@@ -66,7 +89,8 @@ async function checkCorrectness(): Promise<void> {
     }
   }
   results.correctness = { ok, maxRelError: worst, checks };
-  $('correctness').innerHTML = `<span class="${ok ? 'ok' : 'bad'}">${ok ? 'PASS' : 'FAIL'}</span>: ${checks} gradients (dx, dA, dB) of the fused kernels match the float64 CPU reference (max relative error ${worst.toExponential(2)}).`;
+  $('correctness').innerHTML =
+    `<span class="${ok ? 'ok' : 'bad'}">${ok ? 'PASS' : 'FAIL'}</span>: ${checks} gradients (dx, dA, dB) of the fused kernels match the float64 CPU reference (max relative error ${worst.toExponential(2)}).`;
 }
 
 async function runBench(device: string, cases: LoraCase[]): Promise<void> {
@@ -112,7 +136,11 @@ async function fineTune(quick: boolean): Promise<void> {
     fetch('./data/valid.jsonl').then((r) => r.text()),
   ]);
   const { model, tokenizer } = modelFromFiles({ config, weights: new Uint8Array(weights), tokenizer: tokenizerJson });
-  const texts = (s: string) => s.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { text: string }).text);
+  const texts = (s: string) =>
+    s
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { text: string }).text);
   const trainStream = Int32Array.from(tokenizer.encode(texts(train).join(' ')));
   const validStream = Int32Array.from(tokenizer.encode(texts(valid).join(' ')));
   const batch = quick ? 4 : 8;
@@ -138,7 +166,8 @@ async function fineTune(quick: boolean): Promise<void> {
   const lossAfter = await evaluate(model, validStream, { batches: 1, batch, length });
   results.finetune = { lossBefore, lossAfter, losses };
   const after = quick ? '' : await generate(model.eval() as typeof model, tokenizer, prompt, 40);
-  $('samples').textContent = `validation loss ${lossBefore.toFixed(3)} → ${lossAfter.toFixed(3)}${quick ? '' : `\nbefore: "${prompt}" → "${before}"\nafter:  "${prompt}" → "${after}"`}`;
+  $('samples').textContent =
+    `validation loss ${lossBefore.toFixed(3)} → ${lossAfter.toFixed(3)}${quick ? '' : `\nbefore: "${prompt}" → "${before}"\nafter:  "${prompt}" → "${after}"`}`;
 }
 
 async function main(): Promise<void> {
@@ -153,7 +182,10 @@ async function main(): Promise<void> {
       const data = new FormData(form);
       const dim = Number(data.get('dim'));
       const ranks = String(data.get('ranks')).split(',').map(Number);
-      void runBench(device, ranks.map((r) => ({ M: Number(data.get('M')), inF: dim, outF: dim, r })));
+      void runBench(
+        device,
+        ranks.map((r) => ({ M: Number(data.get('M')), inF: dim, outF: dim, r })),
+      );
     };
     $<HTMLButtonElement>('finetune').onclick = () => void fineTune(false);
     if (auto) {

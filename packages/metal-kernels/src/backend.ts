@@ -112,20 +112,29 @@ export class WebGPUBackend implements Backend {
   constructor(context: GPUContext) {
     this.context = context;
     this.device = context.device;
-    this.arena = this.device.createBuffer({ label: 'metal-lora uniform arena', size: UNIFORM_ARENA_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.arena = this.device.createBuffer({
+      label: 'metal-lora uniform arena',
+      size: UNIFORM_ARENA_BYTES,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
     this.device.lost.then((info) => {
       this.lostReason = `${info.reason}: ${info.message}`;
     });
     this.device.addEventListener('uncapturederror', (event) => {
       const error = (event as GPUUncapturedErrorEvent).error;
       const oom = error.constructor?.name === 'GPUOutOfMemoryError';
-      this.deviceError ??= new GPUError('webgpu', oom ? 'out-of-memory' : 'validation', `${oom ? 'the GPU ran out of memory' : 'the GPU reported an error'}: ${error.message}`);
+      this.deviceError ??= new GPUError(
+        'webgpu',
+        oom ? 'out-of-memory' : 'validation',
+        `${oom ? 'the GPU ran out of memory' : 'the GPU reported an error'}: ${error.message}`,
+      );
     });
   }
 
   /** Throws the first asynchronous device error (lost device, out of memory, validation). */
   checkHealth(op: string): void {
-    if (this.lostReason) throw new GPUError(op, 'device-lost', `the GPU device was lost (${this.lostReason}); expected a live device, got a lost one: create a new backend`);
+    if (this.lostReason)
+      throw new GPUError(op, 'device-lost', `the GPU device was lost (${this.lostReason}); expected a live device, got a lost one: create a new backend`);
     if (this.deviceError) {
       const e = this.deviceError;
       this.deviceError = null;
@@ -141,7 +150,11 @@ export class WebGPUBackend implements Backend {
     const size = sizeClass(bytes);
     const max = this.device.limits.maxStorageBufferBindingSize;
     if (size > max) {
-      throw new GPUError(label, 'out-of-memory', `buffer of ${bytes} bytes exceeds the device's largest storage binding; expected at most ${max} bytes, got ${bytes}`);
+      throw new GPUError(
+        label,
+        'out-of-memory',
+        `buffer of ${bytes} bytes exceeds the device's largest storage binding; expected at most ${max} bytes, got ${bytes}`,
+      );
     }
     const free = this.pool.get(size);
     let buffer = free?.pop();
@@ -361,7 +374,8 @@ export class WebGPUBackend implements Backend {
    * submitted first, untimed.
    */
   async timeRegion(fn: () => void, prelude?: () => void): Promise<number> {
-    if (!this.context.report.timestampQuery) throw new GPUError('timeRegion', 'unsupported', "GPU timing needs the 'timestamp-query' feature; expected an adapter with it, got one without");
+    if (!this.context.report.timestampQuery)
+      throw new GPUError('timeRegion', 'unsupported', "GPU timing needs the 'timestamp-query' feature; expected an adapter with it, got one without");
     this.flush();
     // Untimed work submitted just before the region, and at once, so the GPU runs it while the
     // host records the region (benchmarks: a kernel that keeps the GPU's clocks up meanwhile).
@@ -371,9 +385,13 @@ export class WebGPUBackend implements Backend {
     }
     const querySet = this.device.createQuerySet({ label: 'region timer', type: 'timestamp', count: 2 });
     // Empty marker passes around the region: the kernels inside run exactly as they would untimed.
-    this.encode().beginComputePass({ label: 'timer start', timestampWrites: { querySet, beginningOfPassWriteIndex: 0 } }).end();
+    this.encode()
+      .beginComputePass({ label: 'timer start', timestampWrites: { querySet, beginningOfPassWriteIndex: 0 } })
+      .end();
     fn();
-    this.encode().beginComputePass({ label: 'timer end', timestampWrites: { querySet, endOfPassWriteIndex: 1 } }).end();
+    this.encode()
+      .beginComputePass({ label: 'timer end', timestampWrites: { querySet, endOfPassWriteIndex: 1 } })
+      .end();
     const resolve = this.device.createBuffer({ label: 'timer resolve', size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
     const read = this.device.createBuffer({ label: 'timer read', size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     const enc = this.encode();

@@ -73,13 +73,21 @@ async function findGPU(dawnFlags: string[]): Promise<{ gpu: GPU; runtime: Adapte
   if (nav?.gpu) return { gpu: nav.gpu, runtime: 'browser' };
   if (dawnInstance) return { gpu: dawnInstance, runtime: 'node-dawn' };
   if (!dawnLoader) {
-    throw new GPUError('requestGPU', 'no-adapter', "WebGPU is not available; expected navigator.gpu (this is the browser build of @metal-lora/metal-kernels, which never loads Dawn), got none");
+    throw new GPUError(
+      'requestGPU',
+      'no-adapter',
+      'WebGPU is not available; expected navigator.gpu (this is the browser build of @metal-lora/metal-kernels, which never loads Dawn), got none',
+    );
   }
   let dawn: DawnBinding;
   try {
     dawn = await dawnLoader();
   } catch (error) {
-    throw new GPUError('requestGPU', 'no-adapter', `WebGPU is not available; expected navigator.gpu (browser) or the 'webgpu' package (Node), got neither (${(error as Error).message})`);
+    throw new GPUError(
+      'requestGPU',
+      'no-adapter',
+      `WebGPU is not available; expected navigator.gpu (browser) or the 'webgpu' package (Node), got neither (${(error as Error).message})`,
+    );
   }
   Object.assign(globalThis, dawn.globals);
   dawnInstance = dawn.create(dawnFlags);
@@ -87,7 +95,11 @@ async function findGPU(dawnFlags: string[]): Promise<{ gpu: GPU; runtime: Adapte
 }
 
 function describeAdapter(gpu: GPU, adapter: GPUAdapter, runtime: AdapterReport['runtime']): AdapterReport {
-  const info = adapter.info as GPUAdapterInfo & { subgroupMatrixConfigs?: AdapterReport['subgroupMatrixConfigs']; subgroupMinSize?: number; subgroupMaxSize?: number };
+  const info = adapter.info as GPUAdapterInfo & {
+    subgroupMatrixConfigs?: AdapterReport['subgroupMatrixConfigs'];
+    subgroupMinSize?: number;
+    subgroupMaxSize?: number;
+  };
   const limits: Record<string, number> = {};
   for (const key in adapter.limits) {
     const v = (adapter.limits as unknown as Record<string, unknown>)[key];
@@ -103,13 +115,21 @@ function describeAdapter(gpu: GPU, adapter: GPUAdapter, runtime: AdapterReport['
     shaderF16: features.includes('shader-f16'),
     subgroups: features.includes('subgroups'),
     timestampQuery: features.includes('timestamp-query'),
-    subgroupMatrixConfigs: [...(info.subgroupMatrixConfigs ?? [])].map((c) => ({ componentType: c.componentType, resultComponentType: c.resultComponentType, M: c.M, N: c.N, K: c.K })),
+    subgroupMatrixConfigs: [...(info.subgroupMatrixConfigs ?? [])].map((c) => ({
+      componentType: c.componentType,
+      resultComponentType: c.resultComponentType,
+      M: c.M,
+      N: c.N,
+      K: c.K,
+    })),
     subgroupMinSize: info.subgroupMinSize,
     subgroupMaxSize: info.subgroupMaxSize,
     wgslLanguageFeatures: [...((gpu as { wgslLanguageFeatures?: Iterable<string> }).wgslLanguageFeatures ?? [])].map(String).sort(),
     limits,
     runtime,
-    software: Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter) || /llvmpipe|lavapipe|swiftshader|software/i.test(`${info.vendor} ${info.architecture} ${info.device} ${info.description}`),
+    software:
+      Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter) ||
+      /llvmpipe|lavapipe|swiftshader|software/i.test(`${info.vendor} ${info.architecture} ${info.device} ${info.description}`),
   };
 }
 
@@ -137,11 +157,18 @@ export interface RequestGPUOptions {
  * Throws `GPUError` with reason `no-adapter` when there is none.
  */
 export async function requestGPU(options: RequestGPUOptions = {}): Promise<GPUContext> {
-  const flags = [...(options.preciseTimestamps ? ['disable-dawn-features=timestamp_quantization'] : []), ...(options.experimentalFeatures ? ['enable-dawn-features=allow_unsafe_apis'] : [])];
+  const flags = [
+    ...(options.preciseTimestamps ? ['disable-dawn-features=timestamp_quantization'] : []),
+    ...(options.experimentalFeatures ? ['enable-dawn-features=allow_unsafe_apis'] : []),
+  ];
   const { gpu, runtime } = await findGPU(flags);
   const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
   if (!adapter) {
-    throw new GPUError('requestGPU', 'no-adapter', 'no WebGPU adapter found; expected a GPU or a software Vulkan driver (on Linux without a GPU: scripts/install-lavapipe.sh), got none');
+    throw new GPUError(
+      'requestGPU',
+      'no-adapter',
+      'no WebGPU adapter found; expected a GPU or a software Vulkan driver (on Linux without a GPU: scripts/install-lavapipe.sh), got none',
+    );
   }
   const report = describeAdapter(gpu, adapter, runtime);
   const wanted = OPTIONAL_FEATURES.filter((f) => report.features.includes(f) && !options.disableFeatures?.includes(f));
@@ -158,7 +185,9 @@ export async function requestGPU(options: RequestGPUOptions = {}): Promise<GPUCo
       maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
     },
   });
-  report.features = report.features.filter((f) => !OPTIONAL_FEATURES.includes(f as (typeof OPTIONAL_FEATURES)[number]) || wanted.includes(f as (typeof OPTIONAL_FEATURES)[number]));
+  report.features = report.features.filter(
+    (f) => !OPTIONAL_FEATURES.includes(f as (typeof OPTIONAL_FEATURES)[number]) || wanted.includes(f as (typeof OPTIONAL_FEATURES)[number]),
+  );
   report.shaderF16 = wanted.includes('shader-f16');
   report.subgroups = wanted.includes('subgroups');
   report.timestampQuery = wanted.includes('timestamp-query');

@@ -1,6 +1,17 @@
 import { type DType, ValueError } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from './backend';
-import { type GemvColsConfig, type GemvRowsConfig, fixedSubgroupSize, gemvColsStream, gemvGroups, gemvRowsStorage, gemvRowsStream, recordGemvCols, recordGemvRows, subgroupFlushFits } from './gemv';
+import {
+  type GemvColsConfig,
+  type GemvRowsConfig,
+  fixedSubgroupSize,
+  gemvColsStream,
+  gemvGroups,
+  gemvRowsStorage,
+  gemvRowsStream,
+  recordGemvCols,
+  recordGemvRows,
+  subgroupFlushFits,
+} from './gemv';
 import { type Args, dummy, enableFor, grid1d, shader, typeOf, uniform } from './kernels/common';
 import { recordSgmat, type SgmatConfig, subgroupMatrixChoice } from './sgmat';
 import splitkSource from './wgsl/gemm-splitk-reduce.wgsl';
@@ -41,7 +52,13 @@ export function gemvConfig(shape: GemmShape): GemvConfig {
   const mr = gemvRowBucket(M);
   const lanes = shape.transB ? 32 : 256 / Math.min(256, 2 ** Math.ceil(Math.log2(Math.max(1, N))));
   const groups = Math.ceil(N / (256 / lanes));
-  return { kind: 'gemv', name: shape.transB || lanes === 1 ? `gemv${mr}` : `gemv${mr}/l${lanes}`, mr, lanes, splits: splitsToward(512, groups, K, Math.max(128, 4 * lanes)) };
+  return {
+    kind: 'gemv',
+    name: shape.transB || lanes === 1 ? `gemv${mr}` : `gemv${mr}/l${lanes}`,
+    mr,
+    lanes,
+    splits: splitsToward(512, groups, K, Math.max(128, 4 * lanes)),
+  };
 }
 
 /**
@@ -128,8 +145,16 @@ const DEFAULT_DEVICE: GemmDevice = { maxWorkgroupStorage: 16384, maxInvocations:
 /** What the selector needs of `backend`'s device; given the operands' type, also the subgroup-matrix configuration where the backend opts in. */
 export function gemmDevice(backend: WebGPUBackend, t?: string): GemmDevice {
   const { limits } = backend.device;
-  const sgmat = t !== undefined && backend.subgroupMatrix && (t === 'f32' || t === 'f16') ? subgroupMatrixChoice(backend.context.report, t === 'f16' ? 'float16' : 'float32') : null;
-  return { maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize, maxInvocations: limits.maxComputeInvocationsPerWorkgroup, sgmat, subgroupSize: fixedSubgroupSize(backend.context.report) };
+  const sgmat =
+    t !== undefined && backend.subgroupMatrix && (t === 'f32' || t === 'f16')
+      ? subgroupMatrixChoice(backend.context.report, t === 'f16' ? 'float16' : 'float32')
+      : null;
+  return {
+    maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize,
+    maxInvocations: limits.maxComputeInvocationsPerWorkgroup,
+    sgmat,
+    subgroupSize: fixedSubgroupSize(backend.context.report),
+  };
 }
 
 /** Rows of the small operand a gemv dispatch is compiled for (1, 4, 8 or 16) to cover `rows`. */
@@ -137,7 +162,16 @@ export function gemvRowBucket(rows: number): 1 | 4 | 8 | 16 {
   return rows <= 1 ? 1 : rows <= 4 ? 4 : rows <= 8 ? 8 : 16;
 }
 
-const tile = (name: string, tm: number, tn: number, tk: number, wgx: number, wgy: number): TiledConfig => ({ kind: 'tiled', name, tm, tn, tk, wgx, wgy, splits: 1 });
+const tile = (name: string, tm: number, tn: number, tk: number, wgx: number, wgy: number): TiledConfig => ({
+  kind: 'tiled',
+  name,
+  tm,
+  tn,
+  tk,
+  wgx,
+  wgy,
+  splits: 1,
+});
 
 /** The tiled variants, by name (tests and benchmarks force each one). */
 export const TILED_VARIANTS: Record<string, TiledConfig> = {
@@ -232,12 +266,33 @@ export function gemvChoice(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
     const sg = subgroupFlushFits(device.subgroupSize, 8);
     const lanes = sg && mr === 8 && subgroupFlushFits(device.subgroupSize, 16) ? 16 : 8;
     const name = (stage: string) => `gemv-rows${mr}/xk${stage}${sg ? '/sg' : ''}${lanes === 16 ? '/l16' : ''}`;
-    const staged: GemvRowsConfig = { kind: 'gemv-rows', name: name(mr === 16 ? '32p' : '32'), lanes, rows: 4, mr, unroll: 1, splits: 1, stage: 32, prefetchX: mr === 16, stageByK: true, fmaChains: true, ...(sg ? { subgroupFlush: true } : {}) };
+    const staged: GemvRowsConfig = {
+      kind: 'gemv-rows',
+      name: name(mr === 16 ? '32p' : '32'),
+      lanes,
+      rows: 4,
+      mr,
+      unroll: 1,
+      splits: 1,
+      stage: 32,
+      prefetchX: mr === 16,
+      stageByK: true,
+      fmaChains: true,
+      ...(sg ? { subgroupFlush: true } : {}),
+    };
     const fits = gemvRowsStorage(staged) <= device.maxWorkgroupStorage ? staged : { ...staged, name: name('16'), stage: 16, prefetchX: false };
     return withSplits(fits, splitsToward((256 * lanes) / 8, gemvGroups(shape, fits), K, 256));
   }
   const config: GemvRowsConfig | GemvColsConfig = rowsStream
-    ? { kind: 'gemv-rows', name: `gemv-rows${mr}`, lanes: manyRows ? 16 : 32, rows: manyRows ? 2 : 1, mr, unroll: manyRows ? 1 : mr <= 4 && many === N ? 4 : 2, splits: 1 }
+    ? {
+        kind: 'gemv-rows',
+        name: `gemv-rows${mr}`,
+        lanes: manyRows ? 16 : 32,
+        rows: manyRows ? 2 : 1,
+        mr,
+        unroll: manyRows ? 1 : mr <= 4 && many === N ? 4 : 2,
+        splits: 1,
+      }
     : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 32, mr, unroll: 2, splits: 1 };
   const target = (many === N && mr <= 4) || (rowsStream && manyRows) ? 512 : 2048;
   return withSplits(config, splitsToward(target, gemvGroups(shape, config), K, 256));
@@ -277,13 +332,13 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
   if (device.sgmat && Math.min(M, N) > 64 && K >= 16) return device.sgmat;
   let base: TiledConfig;
   if (N <= 16) base = TILED_VARIANTS.skinnyN16;
-  else if (N <= 64 && M >= 256) base = TILED_VARIANTS.tile64x64; // one column of tiles; split K fills the GPU
+  else if (N <= 64 && M >= 256)
+    base = TILED_VARIANTS.tile64x64; // one column of tiles; split K fills the GPU
   else if (M <= 16) base = TILED_VARIANTS.skinnyM16;
   else if (M * N >= 1024 * 1024) {
     if (vec4Ok) return withSplits(bigTile(shape), splitsFor(vec4Tiles(VEC4_128, M, N, batch), K));
     base = TILED_VARIANTS.tile128x128;
-  }
-  else if (M * N >= 256 * 256) base = TILED_VARIANTS.tile64x64;
+  } else if (M * N >= 256 * 256) base = TILED_VARIANTS.tile64x64;
   else base = TILED_VARIANTS.tile32x32;
   if (tiledStorageBytes(base) > device.maxWorkgroupStorage || base.wgx * base.wgy > device.maxInvocations) base = TILED_VARIANTS.tile32x32;
   return withSplits(base, splitsFor(Math.ceil(M / (base.wgy * base.tm)) * Math.ceil(N / (base.wgx * base.tn)) * batch, K));
@@ -374,16 +429,22 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const { M, N, K, batch } = shape;
   const t = typeOf(backend, ops.dtype, 'matmul');
   if (M === 0 || N === 0 || batch === 0) return config ?? forced ?? selectGemm(shape);
-  const cfg =
-    config ??
-    forced ??
-    selectGemm(shape, gemmDevice(backend, t));
+  const cfg = config ?? forced ?? selectGemm(shape, gemmDevice(backend, t));
   const hasBias = ops.bias ? 1 : 0;
   const accumulate = ops.beta !== 0 ? 1 : 0;
   const bias = ops.bias ?? dummy(backend);
-  const loraOnVec4 = cfg.kind === 'vec4' && (cfg.bm ?? 128) === 128 && (cfg.bn ?? 128) === 128 && (cfg.wgx ?? 16) === 16 && (cfg.wgy ?? 16) === 16 && batch === 1 && ops.lora !== undefined && ops.lora.r % 4 === 0;
+  const loraOnVec4 =
+    cfg.kind === 'vec4' &&
+    (cfg.bm ?? 128) === 128 &&
+    (cfg.bn ?? 128) === 128 &&
+    (cfg.wgx ?? 16) === 16 &&
+    (cfg.wgy ?? 16) === 16 &&
+    batch === 1 &&
+    ops.lora !== undefined &&
+    ops.lora.r % 4 === 0;
   // The decode form: gemv-rows streaming W adds s·T·Bᵀ in its epilogue (B [N, r], no dropout mask).
-  const loraOnGemv = cfg.kind === 'gemv-rows' && ops.lora !== undefined && ops.lora.transB && !(ops.lora.dropout && ops.lora.dropout.p > 0) && gemvRowsStream(shape) === 'b';
+  const loraOnGemv =
+    cfg.kind === 'gemv-rows' && ops.lora !== undefined && ops.lora.transB && !(ops.lora.dropout && ops.lora.dropout.p > 0) && gemvRowsStream(shape) === 'b';
   if (ops.lora && !loraOnVec4 && !loraOnGemv) {
     throw new ValueError(
       'matmul',
@@ -397,7 +458,12 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   }
   if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
     if (!(cfg.kind === 'gemv-rows' ? gemvRowsStream(shape) : gemvColsStream(shape))) {
-      throw new ValueError('matmul', `${cfg.name} does not apply to this shape or layout`, cfg.kind === 'gemv-rows' ? 'A·Bᵀ, batch 1, K % 4 = 0' : 'batch 1, a K-major operand whose other dim is a multiple of 4', JSON.stringify(shape));
+      throw new ValueError(
+        'matmul',
+        `${cfg.name} does not apply to this shape or layout`,
+        cfg.kind === 'gemv-rows' ? 'A·Bᵀ, batch 1, K % 4 = 0' : 'batch 1, a K-major operand whose other dim is a multiple of 4',
+        JSON.stringify(shape),
+      );
     }
   }
   if (cfg.kind === 'sgmat') {
@@ -411,7 +477,12 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   const useWorkspace = cfg.kind === 'gemv' || realSplits > 1;
   const pair = ops.pair;
   if (pair && (cfg.kind !== 'vec4' || batch !== 1 || realSplits < 2 || ops.lora || ops.bias || ops.beta !== 0)) {
-    throw new ValueError('matmul', 'a pair of products needs the vec4 kernel with K split, batch 1, and no bias, β or LoRA term', 'a vec4 config splitting K', `${cfg.name}, batch ${batch}, ${realSplits} split(s)`);
+    throw new ValueError(
+      'matmul',
+      'a pair of products needs the vec4 kernel with K split, batch 1, and no bias, β or LoRA term',
+      'a vec4 config splitting K',
+      `${cfg.name}, batch ${batch}, ${realSplits} split(s)`,
+    );
   }
   const concatN = ops.concatN;
   const concatGemv = cfg.kind === 'gemv-rows' && gemvRowsStream(shape) === 'b' && N % cfg.rows === 0;
@@ -443,7 +514,18 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     if (cfg.kind === 'gemv-rows' || cfg.kind === 'gemv-cols') {
       const lora = ops.lora ? { t: ops.lora.la, b: ops.lora.lb, r: ops.lora.r, scale: ops.lora.scale } : undefined;
       const concat = concatN ? { w: concatN.b, c: concatN.c, rows: concatN.rows } : undefined;
-      const gemvOps = { a: ops.a, b: ops.b, bias: ops.bias, c: ws ?? ops.c, alpha: ops.alpha, beta: ops.beta, split: ws !== null, lora, concat, t: t === 'f16' ? ('f16' as const) : ('f32' as const) };
+      const gemvOps = {
+        a: ops.a,
+        b: ops.b,
+        bias: ops.bias,
+        c: ws ?? ops.c,
+        alpha: ops.alpha,
+        beta: ops.beta,
+        split: ws !== null,
+        lora,
+        concat,
+        t: t === 'f16' ? ('f16' as const) : ('f32' as const),
+      };
       if (cfg.kind === 'gemv-rows') recordGemvRows(backend, shape, gemvOps, cfg, kChunk, realSplits);
       else recordGemvCols(backend, shape, gemvOps, cfg, kChunk, realSplits);
     } else if (cfg.kind === 'gemv') {
@@ -504,7 +586,14 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       backend.dispatch({
         key,
         source,
-        constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: hasBias, ACCUMULATE: accumulate, SPLIT: useWorkspace ? 1 : 0, ...(lora ? { LORA_TRANS_B: loraLayoutConstant(lora.transB) } : {}) },
+        constants: {
+          TRANS_A: shape.transA ? 1 : 0,
+          TRANS_B: shape.transB ? 1 : 0,
+          HAS_BIAS: hasBias,
+          ACCUMULATE: accumulate,
+          SPLIT: useWorkspace ? 1 : 0,
+          ...(lora ? { LORA_TRANS_B: loraLayoutConstant(lora.transB) } : {}),
+        },
         buffers: [ops.a, ops.b, bias, ws ?? ops.c, lora?.la ?? pair?.a ?? null, lora?.lb ?? pair?.b ?? concatN?.b ?? null],
         uniform: uniform([
           M,
@@ -556,7 +645,13 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       const n = entries * M * NT;
       const { workgroups, gridX } = grid1d(n);
       const second = pair?.cT ?? concatN?.c;
-      const { key, source } = shader('gemm-splitk-reduce', splitkSource, { ENABLE: enableFor(t), T: t, TWO_OUT: second ? '1' : '0', PAIR_T: pair ? '1' : '0', CONCAT_C: concatN ? '1' : '0' });
+      const { key, source } = shader('gemm-splitk-reduce', splitkSource, {
+        ENABLE: enableFor(t),
+        T: t,
+        TWO_OUT: second ? '1' : '0',
+        PAIR_T: pair ? '1' : '0',
+        CONCAT_C: concatN ? '1' : '0',
+      });
       backend.dispatch({
         key,
         source,

@@ -40,18 +40,38 @@ export function subgroupMatrixChoice(report: Report, dtype: 'float32' | 'float16
   const size = report.subgroupMinSize;
   if (size === undefined || size !== report.subgroupMaxSize || size < 8 || size > 128 || 128 % size !== 0) return null;
   const usable = (component: string) =>
-    report.subgroupMatrixConfigs.find((c) => c.componentType === component && c.resultComponentType === 'f32' && [c.M, c.N, c.K].every((d) => d >= 1 && d <= 16));
+    report.subgroupMatrixConfigs.find(
+      (c) => c.componentType === component && c.resultComponentType === 'f32' && [c.M, c.N, c.K].every((d) => d >= 1 && d <= 16),
+    );
   const components: ('f32' | 'f16')[] = dtype === 'float16' && report.shaderF16 ? ['f16', 'f32'] : ['f32'];
   for (const component of components) {
     const c = usable(component);
-    if (c) return { kind: 'sgmat', name: `sgmat-${4 * c.M}x${4 * c.N} ${component} ${c.M}x${c.N}x${c.K}`, component, sm: c.M, sn: c.N, sk: c.K, subgroupSize: size, splits: 1 };
+    if (c)
+      return {
+        kind: 'sgmat',
+        name: `sgmat-${4 * c.M}x${4 * c.N} ${component} ${c.M}x${c.N}x${c.K}`,
+        component,
+        sm: c.M,
+        sn: c.N,
+        sk: c.K,
+        subgroupSize: size,
+        splits: 1,
+      };
   }
   return null;
 }
 
 /** The WGSL of `cfg` for operands of type `t` (benchmarks compile it on adapters that cannot run it, to validate it). */
 export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; source: string } {
-  return shader('gemm-sgmat', sgmatSource, { ENABLE: enableFor(t, cfg.component), T: t, MT: cfg.component, SM: String(cfg.sm), SN: String(cfg.sn), SK: String(cfg.sk), SG: String(cfg.subgroupSize) });
+  return shader('gemm-sgmat', sgmatSource, {
+    ENABLE: enableFor(t, cfg.component),
+    T: t,
+    MT: cfg.component,
+    SM: String(cfg.sm),
+    SN: String(cfg.sn),
+    SK: String(cfg.sk),
+    SG: String(cfg.subgroupSize),
+  });
 }
 
 /** Records C = α·op(A)·op(B) + β·C + bias on the subgroup-matrix kernel; throws where the adapter cannot run `cfg`. */
@@ -64,7 +84,13 @@ export function recordSgmat(
 ): void {
   const report = backend.context.report;
   const offered = subgroupMatrixChoice(report, t === 'f16' ? 'float16' : 'float32');
-  const same = offered && offered.component === cfg.component && offered.sm === cfg.sm && offered.sn === cfg.sn && offered.sk === cfg.sk && offered.subgroupSize === cfg.subgroupSize;
+  const same =
+    offered &&
+    offered.component === cfg.component &&
+    offered.sm === cfg.sm &&
+    offered.sn === cfg.sn &&
+    offered.sk === cfg.sk &&
+    offered.subgroupSize === cfg.subgroupSize;
   // An f32 component also serves f16 operands (widened as they are staged).
   const widened = t === 'f16' && cfg.component === 'f32' && subgroupMatrixChoice(report, 'float32')?.sm === cfg.sm;
   if (!same && !widened) {

@@ -28,9 +28,15 @@ export function specialize(kernel: string, source: string, values: Record<string
     return values[name];
   });
   const leftover = out.match(/\{\{[#^/]?\w+\}\}/);
-  if (leftover) throw new GPUError(kernel, 'internal', `shader placeholder ${leftover[0]} has no value; expected values for every placeholder, got ${Object.keys(values).join(', ') || 'none'}`);
+  if (leftover)
+    throw new GPUError(
+      kernel,
+      'internal',
+      `shader placeholder ${leftover[0]} has no value; expected values for every placeholder, got ${Object.keys(values).join(', ') || 'none'}`,
+    );
   // A section nested in a dropped one counts as used: the template names it.
   const unused = Object.keys(values).filter((k) => !used.has(k) && !source.includes(`{{#${k}}}`) && !source.includes(`{{^${k}}}`));
-  if (unused.length) throw new GPUError(kernel, 'internal', `substitutions ${unused.join(', ')} match no placeholder; expected each to be used, got unused ones`);
+  if (unused.length)
+    throw new GPUError(kernel, 'internal', `substitutions ${unused.join(', ')} match no placeholder; expected each to be used, got unused ones`);
   return out;
 }

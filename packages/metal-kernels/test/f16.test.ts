@@ -8,7 +8,12 @@ import { gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 /** float16 storage, f32 arithmetic: compare with the float64 reference of the f16-rounded inputs. */
 async function f16AgainstReference(backend: WebGPUBackend, fn: (...xs: Tensor[]) => Tensor, shapes: number[][], label: string): Promise<void> {
   if (!backend.context.report.shaderF16) return;
-  const data = shapes.map((s, i) => randomValues(s.reduce((a, b) => a * b, 1), 300 + i));
+  const data = shapes.map((s, i) =>
+    randomValues(
+      s.reduce((a, b) => a * b, 1),
+      300 + i,
+    ),
+  );
   const gpuIn = data.map((d, i) => T.tensor(d, shapes[i], { dtype: 'float16', backend }));
   // The reference sees exactly the halves the GPU sees.
   const refIn = await Promise.all(gpuIn.map(async (t, i) => T.tensor(Float64Array.from(await t.data()), shapes[i], { dtype: 'float64', backend: cpuBackend })));
@@ -21,17 +26,65 @@ async function f16AgainstReference(backend: WebGPUBackend, fn: (...xs: Tensor[])
 describe('float16 storage with f32 arithmetic (where shader-f16 exists)', () => {
   gpuIt('elementwise, broadcasting, reductions and softmax', async (b) => {
     await f16AgainstReference(b, (x) => T.gelu(x), [[3, 67]], 'gelu');
-    await f16AgainstReference(b, T.mul, [[4, 1, 9], [3, 1]], 'mul');
+    await f16AgainstReference(
+      b,
+      T.mul,
+      [
+        [4, 1, 9],
+        [3, 1],
+      ],
+      'mul',
+    );
     await f16AgainstReference(b, (x) => T.sum(x, 1), [[5, 301]], 'sum');
     await f16AgainstReference(b, (x) => T.softmax(x), [[5, 33]], 'softmax');
     await f16AgainstReference(b, (x) => T.transpose(x), [[7, 5]], 'transpose');
   });
   gpuIt('GEMM through the selector: tiled, vec4, gemv-rows and gemv-cols (every variant forced: gemm.test.ts)', async (b) => {
-    await f16AgainstReference(b, (x, y) => T.matmul(x, y, { transposeB: true }), [[37, 101], [19, 101]], 'tiled x·Wᵀ');
-    await f16AgainstReference(b, (x, y) => T.matmul(x, y, { transposeB: true }), [[130, 68], [72, 68]], 'vec4 x·Wᵀ');
-    await f16AgainstReference(b, (x, y) => T.matmul(x, y, { transposeB: true }), [[2, 300], [70, 300]], 'gemv-rows decode');
-    await f16AgainstReference(b, (x, y) => T.matmul(x, y), [[3, 301], [301, 77]], 'gemv x·W');
-    await f16AgainstReference(b, (x, y) => T.matmul(x, y), [[3, 300], [300, 76]], 'gemv-cols x·W');
+    await f16AgainstReference(
+      b,
+      (x, y) => T.matmul(x, y, { transposeB: true }),
+      [
+        [37, 101],
+        [19, 101],
+      ],
+      'tiled x·Wᵀ',
+    );
+    await f16AgainstReference(
+      b,
+      (x, y) => T.matmul(x, y, { transposeB: true }),
+      [
+        [130, 68],
+        [72, 68],
+      ],
+      'vec4 x·Wᵀ',
+    );
+    await f16AgainstReference(
+      b,
+      (x, y) => T.matmul(x, y, { transposeB: true }),
+      [
+        [2, 300],
+        [70, 300],
+      ],
+      'gemv-rows decode',
+    );
+    await f16AgainstReference(
+      b,
+      (x, y) => T.matmul(x, y),
+      [
+        [3, 301],
+        [301, 77],
+      ],
+      'gemv x·W',
+    );
+    await f16AgainstReference(
+      b,
+      (x, y) => T.matmul(x, y),
+      [
+        [3, 300],
+        [300, 76],
+      ],
+      'gemv-cols x·W',
+    );
   });
   // The fused plans (vec4 prologue for M > 16, gemv-rows epilogue for decode) and the composed
   // one (odd sizes), forward and every gradient, with dropout and bias in some.
@@ -46,8 +99,19 @@ describe('float16 storage with f32 arithmetic (where shader-f16 exists)', () => 
       if (!b.context.report.shaderF16) return;
       expect(loraPlan(c.M, c.inF, c.outF, c.r, 'float16')).toBe(c.plan);
       const shapes = [[c.M, c.inF], [c.outF, c.inF], [c.r, c.inF], [c.outF, c.r], [c.outF], [c.M, c.outF]];
-      const gpuIn = shapes.map((s, i) => T.tensor(randomValues(s.reduce((p, q) => p * q, 1), 320 + i), s, { dtype: 'float16', backend: b }));
-      const refIn = await Promise.all(gpuIn.map(async (t, i) => T.tensor(Float64Array.from(await t.data()), shapes[i], { dtype: 'float64', backend: cpuBackend })));
+      const gpuIn = shapes.map((s, i) =>
+        T.tensor(
+          randomValues(
+            s.reduce((p, q) => p * q, 1),
+            320 + i,
+          ),
+          s,
+          { dtype: 'float16', backend: b },
+        ),
+      );
+      const refIn = await Promise.all(
+        gpuIn.map(async (t, i) => T.tensor(Float64Array.from(await t.data()), shapes[i], { dtype: 'float64', backend: cpuBackend })),
+      );
       const run = ([x, w, la, lb, bias, dy]: Tensor[]) => {
         const leaves = (c.bias ? [x, la, lb, bias] : [x, la, lb]).map((t) => {
           const leaf = t.detach();

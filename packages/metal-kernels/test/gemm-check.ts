@@ -5,10 +5,25 @@ import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-l
 import { expect } from 'vitest';
 import { type GemmConfig, type GemmShape, recordGemm, type WebGPUBackend } from '../src/index';
 
-export const shape = (M: number, N: number, K: number, extra: Partial<GemmShape> = {}): GemmShape => ({ M, N, K, batch: 1, transA: false, transB: false, ...extra });
+export const shape = (M: number, N: number, K: number, extra: Partial<GemmShape> = {}): GemmShape => ({
+  M,
+  N,
+  K,
+  batch: 1,
+  transA: false,
+  transB: false,
+  ...extra,
+});
 
 export function random(shape: number[], seed: number, backend: T.Backend, dtype: 'float32' | 'float64'): Tensor {
-  return T.tensor(randomValues(shape.reduce((a, b) => a * b, 1), seed), shape, { dtype, backend });
+  return T.tensor(
+    randomValues(
+      shape.reduce((a, b) => a * b, 1),
+      seed,
+    ),
+    shape,
+    { dtype, backend },
+  );
 }
 
 export type Stored = 'float32' | 'float16';
@@ -19,9 +34,17 @@ export function stored(n: number, seed: number, dtype: Stored): Float64Array {
 }
 
 /** float16 runs store operands and C as halves and compute in f32: C is compared after its own rounding. */
-export const gemmTolerance = (dtype: Stored, expected: ArrayLike<number>) => (dtype === 'float16' ? scaledTolerance(TOLERANCES.float16, expected, 1e-3) : scaledTolerance(TOLERANCES.float32Gemm, expected));
+export const gemmTolerance = (dtype: Stored, expected: ArrayLike<number>) =>
+  dtype === 'float16' ? scaledTolerance(TOLERANCES.float16, expected, 1e-3) : scaledTolerance(TOLERANCES.float32Gemm, expected);
 
-export async function checkMatmul(backend: WebGPUBackend, aShape: number[], bShape: number[], options: T.MatmulOptions, label: string, dtype: Stored = 'float32'): Promise<void> {
+export async function checkMatmul(
+  backend: WebGPUBackend,
+  aShape: number[],
+  bShape: number[],
+  options: T.MatmulOptions,
+  label: string,
+  dtype: Stored = 'float32',
+): Promise<void> {
   const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
   const [a, b] = [stored(size(aShape), 1, dtype), stored(size(bShape), 2, dtype)];
   const ref = T.matmul(T.tensor(a, aShape, { dtype: 'float64', backend: cpuBackend }), T.tensor(b, bShape, { dtype: 'float64', backend: cpuBackend }), options);

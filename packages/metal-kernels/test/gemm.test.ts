@@ -2,7 +2,26 @@ import * as T from '@metal-lora/tensor';
 import { fromStorage } from '@metal-lora/tensor';
 import { assertClose } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { fixedSubgroupSize, forceGemmConfig, type GemmConfig, gemvChoice, type GemmShape, type GemvColsConfig, type GemvRowsConfig, recordGemm, selectGemm, TILED_VARIANTS, tiledStorageBytes, VEC4_32x128, VEC4_64x128, VEC4_128, VEC4_128x32, VEC4_128x64, VEC4_128x64_T128, type Vec4Config } from '../src/index';
+import {
+  fixedSubgroupSize,
+  forceGemmConfig,
+  type GemmConfig,
+  gemvChoice,
+  type GemmShape,
+  type GemvColsConfig,
+  type GemvRowsConfig,
+  recordGemm,
+  selectGemm,
+  TILED_VARIANTS,
+  tiledStorageBytes,
+  VEC4_32x128,
+  VEC4_64x128,
+  VEC4_128,
+  VEC4_128x32,
+  VEC4_128x64,
+  VEC4_128x64_T128,
+  type Vec4Config,
+} from '../src/index';
 import { checkEpilogue, checkMatmul, gemmTolerance, random, shape, stored, upload } from './gemm-check';
 import { gpuIt } from '../../../test-support/gpu';
 
@@ -69,25 +88,42 @@ describe('selectGemm (pure)', () => {
     const pick = (s: GemmShape) => selectGemm(s) as GemvRowsConfig | GemvColsConfig;
     expect(gemvChoice(shape(16, 4096, 4096, { transB: true }))).toMatchObject({ kind: 'gemv-rows', lanes: 8, rows: 4, unroll: 1, splits: 8, stage: 16 });
     // With more than 16 KiB of workgroup memory (the H100 has 48 KiB) 32 vec4 per row are staged.
-    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024 })).toMatchObject({ name: 'gemv-rows16/xk32p+splitK8', stage: 32, prefetchX: true, stageByK: true, fmaChains: true });
+    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024 })).toMatchObject({
+      name: 'gemv-rows16/xk32p+splitK8',
+      stage: 32,
+      prefetchX: true,
+      stageByK: true,
+      fmaChains: true,
+    });
     expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17920, maxInvocations: 256 }).name).toBe('gemv-rows16/xk32p+splitK8');
     expect(selectGemm(shape(12, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 17919, maxInvocations: 256 }).name).toBe('gemv-rows16/xk16+splitK8');
     // Subgroups of one size that lane groups of 8 fit in: partials summed by shuffles (/sg), whose
     // free workgroup memory leaves 32 vec4 staged within 16 KiB.
-    const sg = (subgroupSize: number | undefined, maxWorkgroupStorage = 16384) => selectGemm(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage, maxInvocations: 256, subgroupSize });
+    const sg = (subgroupSize: number | undefined, maxWorkgroupStorage = 16384) =>
+      selectGemm(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage, maxInvocations: 256, subgroupSize });
     expect(sg(32)).toMatchObject({ name: 'gemv-rows16/xk32p/sg+splitK8', stage: 32, prefetchX: true, subgroupFlush: true });
     expect(sg(8, 49152).name).toBe('gemv-rows16/xk32p/sg+splitK8');
     expect(sg(64, 8191).name).toBe('gemv-rows16/xk16/sg+splitK8');
     // Eight rows: 16 lanes per lane group where the subgroups hold them, K split to 512 workgroups.
-    expect(selectGemm(shape(8, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 })).toMatchObject({ name: 'gemv-rows8/xk32/sg/l16+splitK8', lanes: 16, subgroupFlush: true });
-    expect(selectGemm(shape(8, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 8 })).toMatchObject({ name: 'gemv-rows8/xk32/sg+splitK8', lanes: 8, subgroupFlush: true });
+    expect(selectGemm(shape(8, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 })).toMatchObject({
+      name: 'gemv-rows8/xk32/sg/l16+splitK8',
+      lanes: 16,
+      subgroupFlush: true,
+    });
+    expect(selectGemm(shape(8, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 8 })).toMatchObject({
+      name: 'gemv-rows8/xk32/sg+splitK8',
+      lanes: 8,
+      subgroupFlush: true,
+    });
     // Subgroups smaller than a lane group, or of no fixed size: the workgroup-memory reduction.
     expect(sg(4)).toMatchObject({ name: 'gemv-rows16/xk16+splitK8' });
     expect(sg(4)).not.toHaveProperty('subgroupFlush');
     expect(sg(undefined).name).toBe('gemv-rows16/xk16+splitK8');
     // The rows of x read from memory (M ≤ 4) keep the workgroup-memory reduction: 32 lanes and one
     // row of W per lane group leave too few partials for the shuffles to pay (M = 4: 0.0296 → 0.0374 ms).
-    expect(selectGemm(shape(4, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 })).not.toHaveProperty('subgroupFlush');
+    expect(selectGemm(shape(4, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 })).not.toHaveProperty(
+      'subgroupFlush',
+    );
     // The LoRA rank side stays on the cache-read form: x·Aᵀ streams x, not W.
     expect(pick(shape(2048, 16, 4096, { transB: true }))).toMatchObject({ lanes: 16, rows: 2, unroll: 1 });
     expect((pick(shape(2048, 16, 4096, { transB: true })) as GemvRowsConfig).stage).toBeUndefined();
@@ -120,7 +156,12 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     gpuIt(`${cfg.name}: all transpose combinations, odd M/N/K`, async (backend) => {
       forceGemmConfig(cfg);
       const [M, N, K] = [37, 19, 101];
-      for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+      for (const [ta, tb] of [
+        [false, false],
+        [true, false],
+        [false, true],
+        [true, true],
+      ] as const) {
         await checkMatmul(backend, ta ? [K, M] : [M, K], tb ? [N, K] : [K, N], { transposeA: ta, transposeB: tb }, `${cfg.name} ta=${ta} tb=${tb}`);
       }
       await checkMatmul(backend, [3, 5, 33], [33, 6], {}, `${cfg.name} batched, broadcast b`);
@@ -129,18 +170,18 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     });
   }
   // The 128-thread tiles: 8 threads across (columns) or down (rows).
-  const narrow: Vec4Config[] = [
-    VEC4_128x32,
-    VEC4_32x128,
-    VEC4_128x64_T128,
-    { kind: 'vec4', name: 'vec4-64x128/128t', splits: 1, bm: 64, bn: 128, wgy: 8 },
-  ];
+  const narrow: Vec4Config[] = [VEC4_128x32, VEC4_32x128, VEC4_128x64_T128, { kind: 'vec4', name: 'vec4-64x128/128t', splits: 1, bm: 64, bn: 128, wgy: 8 }];
   const vec4Configs: GemmConfig[] = [VEC4_128, VEC4_128x64, VEC4_64x128, ...narrow].flatMap((c) => [c, { ...c, name: `${c.name}+splitK3`, splits: 3 }]);
   for (const cfg of vec4Configs) {
     gpuIt(`${cfg.name}: all transposes on aligned shapes that are not multiples of the tile`, async (backend) => {
       forceGemmConfig(cfg);
       const [M, N, K] = [132, 68, 100];
-      for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+      for (const [ta, tb] of [
+        [false, false],
+        [true, false],
+        [false, true],
+        [true, true],
+      ] as const) {
         await checkMatmul(backend, ta ? [K, M] : [M, K], tb ? [N, K] : [K, N], { transposeA: ta, transposeB: tb }, `${cfg.name} ta=${ta} tb=${tb}`);
       }
       await checkMatmul(backend, [37, 100], [20, 100], { transposeB: true }, `${cfg.name} odd M`);
@@ -151,7 +192,10 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       await checkEpilogue(backend, cfg, { M: 20, N: 37, K: 40, batch: 1, transA: false, transB: true });
       // float16 storage (f32 arithmetic) where the adapter has shader-f16.
       if (!backend.context.report.shaderF16) return;
-      for (const [ta, tb] of [[false, true], [true, false]] as const) {
+      for (const [ta, tb] of [
+        [false, true],
+        [true, false],
+      ] as const) {
         await checkMatmul(backend, ta ? [K, M] : [M, K], tb ? [N, K] : [K, N], { transposeA: ta, transposeB: tb }, `${cfg.name} ta=${ta} tb=${tb}`, 'float16');
       }
       await checkEpilogue(backend, cfg, { M: 72, N: 68, K: 40, batch: 1, transA: false, transB: false }, 'float16');
@@ -187,7 +231,12 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
         const c2 = backend.acquire(bytes, 'pair c2');
         for (const c of [c1, c2]) backend.device.queue.writeBuffer(c, 0, new Uint8Array(bytes).fill(0xff));
         const shape: GemmShape = { M, N, K, batch: 1, transA: true, transB: false, dtype };
-        recordGemm(backend, shape, { a: ab1, b: bb1, c: c1, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, pair: { a: ab2, b: bb2, cT: c2, alpha: -0.5 } }, cfg);
+        recordGemm(
+          backend,
+          shape,
+          { a: ab1, b: bb1, c: c1, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, pair: { a: ab2, b: bb2, cT: c2, alpha: -0.5 } },
+          cfg,
+        );
         const got1 = fromStorage(await backend.read({ buffer: c1, bytes }, dtype, M * N), dtype);
         const got2 = fromStorage(await backend.read({ buffer: c2, bytes }, dtype, M * N), dtype);
         const want1 = new Float64Array(M * N);
@@ -210,14 +259,31 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       // Without a K split there is no reduction to transpose in: a typed refusal.
       const buffers = [0, 1, 2, 3, 4].map(() => backend.acquire(64 * 64 * 4, 'pair refusal'));
       expect(() =>
-        recordGemm(backend, { M: 8, N: 64, K: 8, batch: 1, transA: true, transB: false }, { a: buffers[0], b: buffers[1], c: buffers[2], aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32', pair: { a: buffers[3], b: buffers[4], cT: buffers[2], alpha: 1 } }, { ...cfg, splits: 1 }),
+        recordGemm(
+          backend,
+          { M: 8, N: 64, K: 8, batch: 1, transA: true, transB: false },
+          {
+            a: buffers[0],
+            b: buffers[1],
+            c: buffers[2],
+            aBatchStride: 0,
+            bBatchStride: 0,
+            alpha: 1,
+            beta: 0,
+            dtype: 'float32',
+            pair: { a: buffers[3], b: buffers[4], cT: buffers[2], alpha: 1 },
+          },
+          { ...cfg, splits: 1 },
+        ),
       ).toThrow(/matmul: a pair of products needs the vec4 kernel with K split/);
       for (const buffer of buffers) backend.release(buffer);
     });
   }
   gpuIt('a vec4 workgroup shape that cannot cover its tile is refused with a typed error', async (backend) => {
     forceGemmConfig({ kind: 'vec4', name: 'vec4-16x128/8x4', splits: 1, bm: 16, bn: 128, wgx: 8, wgy: 4 });
-    expect(() => T.matmul(random([16, 8], 1, backend, 'float32'), random([8, 128], 2, backend, 'float32'))).toThrow(/vec4-16x128\/8x4: each thread covers 4 or 8 rows and columns.*expected bm \/ \(4·wgy\)/);
+    expect(() => T.matmul(random([16, 8], 1, backend, 'float32'), random([8, 128], 2, backend, 'float32'))).toThrow(
+      /vec4-16x128\/8x4: each thread covers 4 or 8 rows and columns.*expected bm \/ \(4·wgy\)/,
+    );
   });
   gpuIt('the selector itself on LoRA-shaped products (scaled down)', async (backend) => {
     await checkMatmul(backend, [257, 300], [8, 300], { transposeB: true }, 'x·Aᵀ');

@@ -20,12 +20,21 @@ interface Case {
 /** Forward and every gradient of loraLinear on the GPU against the float64 CPU reference. */
 async function check(backend: WebGPUBackend, c: Case): Promise<void> {
   const shapes = { x: [c.M, c.inF], w: [c.outF, c.inF], a: [c.r, c.inF], b: [c.outF, c.r], bias: [c.outF], dy: [c.M, c.outF] };
-  const data = Object.fromEntries(Object.entries(shapes).map(([k, s], i) => [k, randomValues(s.reduce((p, q) => p * q, 1), 50 + i)]));
+  const data = Object.fromEntries(
+    Object.entries(shapes).map(([k, s], i) => [
+      k,
+      randomValues(
+        s.reduce((p, q) => p * q, 1),
+        50 + i,
+      ),
+    ]),
+  );
   const run = (bk: T.Backend, dtype: 'float32' | 'float64') => {
     const t = (k: keyof typeof shapes) => T.tensor(data[k], shapes[k], { dtype, backend: bk });
     const x = t('x');
     const leaves = { w: t('w'), a: t('a'), b: t('b'), ...(c.bias ? { bias: t('bias') } : {}) } as Record<string, Tensor>;
-    const f = (p: Record<string, Tensor>, xs: Tensor) => T.sum(T.mul(T.loraLinear(xs, p.w, p.a, p.b, { scale: 1.75, bias: p.bias, dropout: c.dropout, seed: 4242 }), t('dy')));
+    const f = (p: Record<string, Tensor>, xs: Tensor) =>
+      T.sum(T.mul(T.loraLinear(xs, p.w, p.a, p.b, { scale: 1.75, bias: p.bias, dropout: c.dropout, seed: 4242 }), t('dy')));
     const y = T.noGrad(() => T.loraLinear(x, leaves.w, leaves.a, leaves.b, { scale: 1.75, bias: leaves.bias, dropout: c.dropout, seed: 4242 }));
     const [, grads] = c.xGrad ? T.valueAndGrad(f, [0, 1])(leaves, x) : T.valueAndGrad(f, [0])(leaves, x);
     return { y, grads: grads as [Record<string, Tensor>, Tensor?] };
@@ -105,8 +114,16 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     // size hold the lane groups of 8 (lavapipe's are 8 wide).
     const sg = subgroupFlushFits(fixedSubgroupSize(backend.context.report), 8) ? '/sg' : '';
     const stage = sg || backend.device.limits.maxComputeWorkgroupStorageSize >= 17920 ? '32p' : '16';
-    expect(await forwardLabels(backend, 12, 520, 132, 12, 95)).toEqual([`gemv-rows16/xk${stage}${sg}+splitK2+concat`, `gemv-rows16/xk${stage}${sg}+splitK2+concat reduce`, 'gemv-rows/8 lanes']);
-    expect(await forwardLabels(backend, 6, 1024, 132, 8, 96)).toEqual([`gemv-rows8/xk32${sg}+splitK4+concat`, `gemv-rows8/xk32${sg}+splitK4+concat reduce`, 'gemv-rows/8 lanes']);
+    expect(await forwardLabels(backend, 12, 520, 132, 12, 95)).toEqual([
+      `gemv-rows16/xk${stage}${sg}+splitK2+concat`,
+      `gemv-rows16/xk${stage}${sg}+splitK2+concat reduce`,
+      'gemv-rows/8 lanes',
+    ]);
+    expect(await forwardLabels(backend, 6, 1024, 132, 8, 96)).toEqual([
+      `gemv-rows8/xk32${sg}+splitK4+concat`,
+      `gemv-rows8/xk32${sg}+splitK4+concat reduce`,
+      'gemv-rows/8 lanes',
+    ]);
     await check(backend, { M: 12, inF: 520, outF: 132, r: 12, bias: true, dropout: 0, xGrad: true });
     await check(backend, { M: 16, inF: 516, outF: 260, r: 5, bias: false, dropout: 0, xGrad: true });
     await check(backend, { M: 7, inF: 1028, outF: 68, r: 16, bias: true, dropout: 0, xGrad: false });

@@ -40,7 +40,13 @@ function make(input: Input, data: Float64Array, backend: T.Backend, reference: b
  * Runs `fn` on the GPU (float32 inputs) and on the CPU in float64 from the same random values,
  * and compares. Outputs are poisoned before the kernels run (test-support/gpu.ts sets poisonOutputs).
  */
-async function againstReference(backend: WebGPUBackend, fn: (...xs: Tensor[]) => Tensor, inputs: Input[], tol: Tolerance = TOLERANCES.float32, label = 'result'): Promise<void> {
+async function againstReference(
+  backend: WebGPUBackend,
+  fn: (...xs: Tensor[]) => Tensor,
+  inputs: Input[],
+  tol: Tolerance = TOLERANCES.float32,
+  label = 'result',
+): Promise<void> {
   const data = inputs.map((input, i) => values(input, 1000 + i * 17));
   const reference = T.noGrad(() => fn(...inputs.map((input, i) => make(input, data[i], cpuBackend, true))));
   const got = T.noGrad(() => fn(...inputs.map((input, i) => make(input, data[i], backend, false))));
@@ -81,7 +87,16 @@ describe('webgpu elementwise ops match the float64 CPU reference', () => {
     await againstReference(b, (x) => T.pow(x, 3), [{ shape: [31] }], transcendental);
   });
   gpuIt('comparisons, where, cast', async (b) => {
-    for (const op of ['equal', 'greater', 'less'] as const) await againstReference(b, T[op], [{ shape: [6, 11], kind: 'int' }, { shape: [11], kind: 'int' }], { rtol: 0, atol: 0 });
+    for (const op of ['equal', 'greater', 'less'] as const)
+      await againstReference(
+        b,
+        T[op],
+        [
+          { shape: [6, 11], kind: 'int' },
+          { shape: [11], kind: 'int' },
+        ],
+        { rtol: 0, atol: 0 },
+      );
     await againstReference(b, T.where, [{ shape: [5, 1], kind: 'bool' }, { shape: [5, 13] }, { shape: [13] }], exactF32);
     await againstReference(b, (x) => T.cast(x, 'int32'), [{ shape: [40] }], { rtol: 0, atol: 0 });
     await againstReference(b, (x) => T.cast(x, 'bool'), [{ shape: [40], kind: 'int' }], { rtol: 0, atol: 0 });
@@ -118,7 +133,20 @@ describe('webgpu layout and indexing', () => {
   });
   gpuIt('slice, pad, concat', async (b) => {
     await againstReference(b, (x) => T.slice(x, [1, 2, 0], [4, -1, 5]), [{ shape: [5, 9, 7] }], exactF32);
-    await againstReference(b, (x) => T.pad(x, [[1, 2], [0, 3]], 0.5), [{ shape: [3, 5] }], exactF32);
+    await againstReference(
+      b,
+      (x) =>
+        T.pad(
+          x,
+          [
+            [1, 2],
+            [0, 3],
+          ],
+          0.5,
+        ),
+      [{ shape: [3, 5] }],
+      exactF32,
+    );
     await againstReference(b, (x, y) => T.concat([x, y], 1), [{ shape: [3, 4, 2] }, { shape: [3, 7, 2] }], exactF32);
   });
   gpuIt('gather (axis 0 and 1) and scatterAdd', async (b) => {

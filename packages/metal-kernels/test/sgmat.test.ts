@@ -22,7 +22,15 @@ const h100: Report = { ...apple, shaderF16: false, subgroupMatrixConfigs: [confi
 
 describe('subgroupMatrixChoice and the selector (pure)', () => {
   it('takes the f32 8×8×8 configuration of an Apple GPU for f32 and, lacking f16→f32, for f16 operands', () => {
-    expect(subgroupMatrixChoice(apple, 'float32')).toMatchObject({ kind: 'sgmat', component: 'f32', sm: 8, sn: 8, sk: 8, subgroupSize: 32, name: 'sgmat-32x32 f32 8x8x8' });
+    expect(subgroupMatrixChoice(apple, 'float32')).toMatchObject({
+      kind: 'sgmat',
+      component: 'f32',
+      sm: 8,
+      sn: 8,
+      sk: 8,
+      subgroupSize: 32,
+      name: 'sgmat-32x32 f32 8x8x8',
+    });
     expect(subgroupMatrixChoice(apple, 'float16')?.component).toBe('f32');
     const mixed = { ...apple, subgroupMatrixConfigs: [...apple.subgroupMatrixConfigs, config('f16', 'f32', 8, 8, 8)] };
     expect(subgroupMatrixChoice(mixed, 'float16')?.component).toBe('f16');
@@ -57,33 +65,48 @@ async function check(backend: WebGPUBackend, cfg: SgmatConfig, dtype: Stored, aS
 }
 
 describe('webgpu subgroup-matrix GEMM', () => {
-  gpuIt('against float64 on awkward shapes, every transpose, batches and f16 storage (where the adapter offers a float configuration)', async (backend, ctx) => {
-    const cfg = subgroupMatrixChoice(backend.context.report, 'float32');
-    if (!cfg) {
-      ctx.skip(`no float subgroup-matrix configuration on ${backend.context.report.description || 'this adapter'}`);
-      return;
-    }
-    const [M, N, K] = [70, 45, 101];
-    for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
-      await check(backend, cfg, 'float32', ta ? [K, M] : [M, K], tb ? [N, K] : [K, N], { transposeA: ta, transposeB: tb });
-    }
-    await check(backend, cfg, 'float32', [3, 33, 40], [40, 37], {});
-    await check(backend, cfg, 'float32', [1, 1], [1, 1], {});
-    const f16 = subgroupMatrixChoice(backend.context.report, 'float16');
-    if (f16 && backend.context.report.shaderF16) await check(backend, f16, 'float16', [67, 36], [29, 36], { transposeB: true });
-    backend.subgroupMatrix = true;
-    try {
-      // Through the selector, with bias (an epilogue) in a linear layer's shape.
-      const x = T.tensor(randomValues(130 * 96, 63), [130, 96], { dtype: 'float32', backend });
-      const w = T.tensor(randomValues(100 * 96, 64), [100, 96], { dtype: 'float32', backend });
-      const bias = T.tensor(randomValues(100, 65), [100], { dtype: 'float32', backend });
-      const y = T.add(T.matmul(x, w, { transposeB: true }), bias);
-      const ref = T.add(T.matmul(T.tensor(randomValues(130 * 96, 63), [130, 96], { dtype: 'float64' }), T.tensor(randomValues(100 * 96, 64), [100, 96], { dtype: 'float64' }), { transposeB: true }), T.tensor(randomValues(100, 65), [100], { dtype: 'float64' })).dataSync();
-      assertClose(await y.data(), ref, scaledTolerance(TOLERANCES.float32Gemm, ref), 'sgmat through the selector');
-    } finally {
-      backend.subgroupMatrix = false;
-    }
-  });
+  gpuIt(
+    'against float64 on awkward shapes, every transpose, batches and f16 storage (where the adapter offers a float configuration)',
+    async (backend, ctx) => {
+      const cfg = subgroupMatrixChoice(backend.context.report, 'float32');
+      if (!cfg) {
+        ctx.skip(`no float subgroup-matrix configuration on ${backend.context.report.description || 'this adapter'}`);
+        return;
+      }
+      const [M, N, K] = [70, 45, 101];
+      for (const [ta, tb] of [
+        [false, false],
+        [true, false],
+        [false, true],
+        [true, true],
+      ] as const) {
+        await check(backend, cfg, 'float32', ta ? [K, M] : [M, K], tb ? [N, K] : [K, N], { transposeA: ta, transposeB: tb });
+      }
+      await check(backend, cfg, 'float32', [3, 33, 40], [40, 37], {});
+      await check(backend, cfg, 'float32', [1, 1], [1, 1], {});
+      const f16 = subgroupMatrixChoice(backend.context.report, 'float16');
+      if (f16 && backend.context.report.shaderF16) await check(backend, f16, 'float16', [67, 36], [29, 36], { transposeB: true });
+      backend.subgroupMatrix = true;
+      try {
+        // Through the selector, with bias (an epilogue) in a linear layer's shape.
+        const x = T.tensor(randomValues(130 * 96, 63), [130, 96], { dtype: 'float32', backend });
+        const w = T.tensor(randomValues(100 * 96, 64), [100, 96], { dtype: 'float32', backend });
+        const bias = T.tensor(randomValues(100, 65), [100], { dtype: 'float32', backend });
+        const y = T.add(T.matmul(x, w, { transposeB: true }), bias);
+        const ref = T.add(
+          T.matmul(
+            T.tensor(randomValues(130 * 96, 63), [130, 96], { dtype: 'float64' }),
+            T.tensor(randomValues(100 * 96, 64), [100, 96], { dtype: 'float64' }),
+            { transposeB: true },
+          ),
+          T.tensor(randomValues(100, 65), [100], { dtype: 'float64' }),
+        ).dataSync();
+        assertClose(await y.data(), ref, scaledTolerance(TOLERANCES.float32Gemm, ref), 'sgmat through the selector');
+      } finally {
+        backend.subgroupMatrix = false;
+      }
+    },
+  );
   gpuIt('a typed error where the adapter cannot run it, and the selector does not pick it', async (backend, ctx) => {
     if (subgroupMatrixChoice(backend.context.report, 'float32')) {
       ctx.skip('this adapter offers a float subgroup-matrix configuration: the other test runs it');
@@ -91,14 +114,22 @@ describe('webgpu subgroup-matrix GEMM', () => {
     }
     const apple32 = subgroupMatrixChoice(apple, 'float32')!;
     forceGemmConfig(apple32);
-    expect(() => T.matmul(T.tensor(randomValues(64, 1), [8, 8], { dtype: 'float32', backend }), T.tensor(randomValues(64, 2), [8, 8], { dtype: 'float32', backend }))).toThrow(
+    expect(() =>
+      T.matmul(T.tensor(randomValues(64, 1), [8, 8], { dtype: 'float32', backend }), T.tensor(randomValues(64, 2), [8, 8], { dtype: 'float32', backend })),
+    ).toThrow(
       /matmul: sgmat-32x32 f32 8x8x8 needs the adapter's subgroup-matrix configuration; expected chromium-experimental-subgroup-matrix with f32->f32 8x8x8/,
     );
     forceGemmConfig(null);
     backend.subgroupMatrix = true;
     try {
-      const y = T.matmul(T.tensor(randomValues(200 * 96, 3), [200, 96], { dtype: 'float32', backend }), T.tensor(randomValues(96 * 100, 4), [96, 100], { dtype: 'float32', backend }));
-      const want = T.matmul(T.tensor(randomValues(200 * 96, 3), [200, 96], { dtype: 'float64' }), T.tensor(randomValues(96 * 100, 4), [96, 100], { dtype: 'float64' })).dataSync();
+      const y = T.matmul(
+        T.tensor(randomValues(200 * 96, 3), [200, 96], { dtype: 'float32', backend }),
+        T.tensor(randomValues(96 * 100, 4), [96, 100], { dtype: 'float32', backend }),
+      );
+      const want = T.matmul(
+        T.tensor(randomValues(200 * 96, 3), [200, 96], { dtype: 'float64' }),
+        T.tensor(randomValues(96 * 100, 4), [96, 100], { dtype: 'float64' }),
+      ).dataSync();
       assertClose(await y.data(), want, scaledTolerance(TOLERANCES.float32Gemm, want), 'opted in without a configuration: the usual kernels');
     } finally {
       backend.subgroupMatrix = false;

@@ -7,7 +7,9 @@ describe('WebGPU smoke test', () => {
   gpuIt('finds an adapter and reports its features', async ({ context: { report } }) => {
     expect(report.features.length).toBeGreaterThan(0);
     expect(report.limits.maxComputeWorkgroupSizeX).toBeGreaterThanOrEqual(64);
-    console.info(`[metal-kernels] adapter: ${report.vendor || '?'} ${report.architecture || ''} ${report.description || ''} (${report.runtime}); f16=${report.shaderF16} subgroups=${report.subgroups} timestamps=${report.timestampQuery}`);
+    console.info(
+      `[metal-kernels] adapter: ${report.vendor || '?'} ${report.architecture || ''} ${report.description || ''} (${report.runtime}); f16=${report.shaderF16} subgroups=${report.subgroups} timestamps=${report.timestampQuery}`,
+    );
   });
 
   gpuIt('runs a compute shader and reads back its result', async ({ device }) => {

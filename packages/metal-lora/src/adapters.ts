@@ -13,12 +13,22 @@ function loraLayers(target: Module): [string, LoRALinear][] {
  * Saves the LoRA layers of a model (or one LoRALinear) as an adapter directory: MLX by default
  * (`adapters.safetensors` + `adapter_config.json`), or PEFT. Layers must share rank and scale.
  */
-export async function saveAdapter(layerOrModel: Module, path: string, options: { format?: 'mlx' | 'peft'; numLayers?: number; keys?: string[] | null; baseModel?: string } = {}): Promise<LoraAdapter> {
+export async function saveAdapter(
+  layerOrModel: Module,
+  path: string,
+  options: { format?: 'mlx' | 'peft'; numLayers?: number; keys?: string[] | null; baseModel?: string } = {},
+): Promise<LoraAdapter> {
   const layers = loraLayers(layerOrModel);
   if (layers.length === 0) throw new FormatError('saveAdapter', 'the model has no LoRA layers', {}, 'layers made by linearToLoRALayers or LoRALinear', 'none');
   const { scale, dropout } = layers[0][1];
-  for (const [p, l] of layers) if (l.scale !== scale) throw new FormatError('saveAdapter', `layer '${p}' has another scale`, { key: p }, String(scale), String(l.scale));
-  const adapter = await adapterFromTensors(Object.fromEntries(layers.map(([p, l]) => [p, { loraA: l.loraA, loraB: l.loraB }])), { scale, dropout, numLayers: options.numLayers, keys: options.keys });
+  for (const [p, l] of layers)
+    if (l.scale !== scale) throw new FormatError('saveAdapter', `layer '${p}' has another scale`, { key: p }, String(scale), String(l.scale));
+  const adapter = await adapterFromTensors(Object.fromEntries(layers.map(([p, l]) => [p, { loraA: l.loraA, loraB: l.loraB }])), {
+    scale,
+    dropout,
+    numLayers: options.numLayers,
+    keys: options.keys,
+  });
   await saveAdapterDir(path, adapter, { format: options.format ?? 'mlx', baseModel: options.baseModel });
   return adapter;
 }
@@ -55,7 +65,8 @@ export function loadAdapter(layerOrModel: Module, path: string, options: { stric
   const adapter = loadAdapterDir(path);
   const single = layerOrModel instanceof LoRALinear;
   const names = Object.keys(adapter.modules);
-  if (single && names.length !== 1) throw new FormatError(op, 'a single LoRALinear takes an adapter of one module', { key: path }, '1 module', `${names.length}`);
+  if (single && names.length !== 1)
+    throw new FormatError(op, 'a single LoRALinear takes an adapter of one module', { key: path }, '1 module', `${names.length}`);
   const targets = names.map((modulePath): [string, Linear] => {
     const layer = single ? layerOrModel : layerOrModel.getModule(modulePath);
     if (!layer) throw new FormatError(op, `the model has no module '${modulePath}'`, { key: modulePath }, 'a module path of this model', modulePath);
@@ -63,7 +74,13 @@ export function loadAdapter(layerOrModel: Module, path: string, options: { stric
     const { inFeatures, outFeatures } = adapter.modules[modulePath];
     const rank = layer instanceof LoRALinear ? layer.loraA.shape[0] : adapter.rank;
     if (layer.inFeatures !== inFeatures || layer.outFeatures !== outFeatures || rank !== adapter.rank) {
-      throw new FormatError(op, `adapter shapes do not fit '${modulePath}'`, { key: modulePath }, `A [${rank}, ${layer.inFeatures}], B [${layer.outFeatures}, ${rank}]`, `A [${adapter.rank}, ${inFeatures}], B [${outFeatures}, ${adapter.rank}]`);
+      throw new FormatError(
+        op,
+        `adapter shapes do not fit '${modulePath}'`,
+        { key: modulePath },
+        `A [${rank}, ${layer.inFeatures}], B [${layer.outFeatures}, ${rank}]`,
+        `A [${adapter.rank}, ${inFeatures}], B [${outFeatures}, ${adapter.rank}]`,
+      );
     }
     return [modulePath, layer];
   });
@@ -71,7 +88,13 @@ export function loadAdapter(layerOrModel: Module, path: string, options: { stric
     const missing = expectedCoverage(layerOrModel, adapter).filter((p) => !Object.hasOwn(adapter.modules, p));
     if (missing.length) {
       const covered = expectedCoverage(layerOrModel, adapter).length - missing.length;
-      throw new FormatError(op, `the adapter covers ${covered} of the ${covered + missing.length} layers it should (missing ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''}); pass { strict: false } to load it anyway`, { key: missing[0] }, 'every layer', `${covered}`);
+      throw new FormatError(
+        op,
+        `the adapter covers ${covered} of the ${covered + missing.length} layers it should (missing ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''}); pass { strict: false } to load it anyway`,
+        { key: missing[0] },
+        'every layer',
+        `${covered}`,
+      );
     }
   }
   const tensors = adapterTensors(adapter);
@@ -102,8 +125,16 @@ export function fuseAdapter(model: Module, adapter: LoraAdapter | string): strin
   // Every layer is checked before the first weight changes.
   const layers = Object.entries(a.modules).map(([path, w]): [string, Linear] => {
     const layer = model.getModule(path);
-    if (!(layer instanceof Linear) || layer instanceof LoRALinear) throw new FormatError('fuseAdapter', `the model has no plain Linear layer '${path}'`, { key: path }, 'a Linear module path', path);
-    if (layer.inFeatures !== w.inFeatures || layer.outFeatures !== w.outFeatures) throw new FormatError('fuseAdapter', `adapter shapes do not fit '${path}'`, { key: path }, `[${layer.outFeatures}, ${layer.inFeatures}]`, `[${w.outFeatures}, ${w.inFeatures}]`);
+    if (!(layer instanceof Linear) || layer instanceof LoRALinear)
+      throw new FormatError('fuseAdapter', `the model has no plain Linear layer '${path}'`, { key: path }, 'a Linear module path', path);
+    if (layer.inFeatures !== w.inFeatures || layer.outFeatures !== w.outFeatures)
+      throw new FormatError(
+        'fuseAdapter',
+        `adapter shapes do not fit '${path}'`,
+        { key: path },
+        `[${layer.outFeatures}, ${layer.inFeatures}]`,
+        `[${w.outFeatures}, ${w.inFeatures}]`,
+      );
     return [path, layer];
   });
   const tensors = adapterTensors(a);

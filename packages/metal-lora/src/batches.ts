@@ -4,7 +4,14 @@ import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
  * Fixed-length training windows from a token stream: `inputs` and `targets` `[batch, length]`
  * (targets shifted by one), windows chosen by a seeded counter so runs repeat.
  */
-export function batchOf(stream: Int32Array, batch: number, length: number, step: number, seed: number, pick: (key: number, counter: number) => number): { inputs: Tensor; targets: Tensor } {
+export function batchOf(
+  stream: Int32Array,
+  batch: number,
+  length: number,
+  step: number,
+  seed: number,
+  pick: (key: number, counter: number) => number,
+): { inputs: Tensor; targets: Tensor } {
   const span = stream.length - length - 1;
   if (span <= 0) throw new FormatError('data', 'not enough tokens for one sequence', {}, `more than ${length + 1} tokens`, `${stream.length}`);
   const x = new Int32Array(batch * length);

@@ -17,7 +17,8 @@ function readJson(path: string, what: string): Record<string, unknown> {
   if (!existsSync(path)) throw new FormatError('loadModel', `${what} not found`, { key: path }, `a file at ${path}`, 'nothing');
   try {
     const value = JSON.parse(fsCall('loadModel', path, () => readFileSync(path, 'utf8')));
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new FormatError('loadModel', `${what} is not a JSON object`, { key: path }, 'an object', JSON.stringify(value));
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      throw new FormatError('loadModel', `${what} is not a JSON object`, { key: path }, 'an object', JSON.stringify(value));
     return value;
   } catch (error) {
     if (error instanceof FormatError) throw error;
@@ -34,12 +35,25 @@ function weightFiles(dir: string): string[] {
   const index = join(dir, 'model.safetensors.index.json');
   if (existsSync(index)) {
     const map = readJson(index, 'model.safetensors.index.json').weight_map;
-    if (map === null || typeof map !== 'object' || Array.isArray(map)) throw new FormatError('loadModel', 'model.safetensors.index.json has no weight_map object', { key: 'weight_map' }, '{ "tensor name": "shard file" }', JSON.stringify(map));
+    if (map === null || typeof map !== 'object' || Array.isArray(map))
+      throw new FormatError(
+        'loadModel',
+        'model.safetensors.index.json has no weight_map object',
+        { key: 'weight_map' },
+        '{ "tensor name": "shard file" }',
+        JSON.stringify(map),
+      );
     const root = resolve(dir);
     const shards = new Set<string>();
     for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
       if (typeof file !== 'string' || file === '' || isAbsolute(file) || !resolve(root, file).startsWith(root + sep)) {
-        throw new FormatError('loadModel', `the shard of '${name}' is not a file inside the model folder`, { key: name }, `a file name relative to ${root}`, JSON.stringify(file));
+        throw new FormatError(
+          'loadModel',
+          `the shard of '${name}' is not a file inside the model folder`,
+          { key: name },
+          `a file name relative to ${root}`,
+          JSON.stringify(file),
+        );
       }
       shards.add(resolve(root, file));
     }
@@ -57,14 +71,22 @@ function weightFiles(dir: string): string[] {
  */
 export function loadModel(dir: string): LoadedModel {
   const config = readJson(join(dir, 'config.json'), 'config.json') as unknown as LlamaConfig & { model_type?: string; quantization?: unknown };
-  if (config.quantization) throw new FormatError('loadModel', 'quantized checkpoints are not supported', { key: 'quantization' }, 'float weights (F32, F16 or BF16)', 'an MLX quantized model');
+  if (config.quantization)
+    throw new FormatError(
+      'loadModel',
+      'quantized checkpoints are not supported',
+      { key: 'quantization' },
+      'float weights (F32, F16 or BF16)',
+      'an MLX quantized model',
+    );
   for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const) {
     if (typeof config[key] !== 'number') throw new FormatError('loadModel', `config.json lacks ${key}`, { key }, 'a number', JSON.stringify(config[key]));
   }
   // Sizes and ranges before anything is read or allocated.
   validateLlamaConfig(config);
   const tokenizerPath = join(dir, 'tokenizer.json');
-  if (!existsSync(tokenizerPath)) throw new FormatError('loadModel', 'tokenizer.json not found', { key: tokenizerPath }, 'a tokenizer next to the weights', 'nothing');
+  if (!existsSync(tokenizerPath))
+    throw new FormatError('loadModel', 'tokenizer.json not found', { key: tokenizerPath }, 'a tokenizer next to the weights', 'nothing');
   const tokenizer = CharTokenizer.fromJSON(readFileSync(tokenizerPath, 'utf8'));
   const model = new LlamaForCausalLM(config);
   const weights: Record<string, Tensor> = Object.create(null);
@@ -72,7 +94,8 @@ export function loadModel(dir: string): LoadedModel {
     const st = openSafetensors(file);
     try {
       for (const [name, info] of Object.entries(st.info)) {
-        if (name.endsWith('.scales') || name.endsWith('.biases')) throw new FormatError('loadModel', 'quantized weights are not supported', { key: name }, 'float weights', info.dtype);
+        if (name.endsWith('.scales') || name.endsWith('.biases'))
+          throw new FormatError('loadModel', 'quantized weights are not supported', { key: name }, 'float weights', info.dtype);
         if (name.includes('rotary_emb')) continue;
         weights[name] = tensor(toFloat32(st.read(name)), info.shape, { dtype: 'float32' });
       }

@@ -34,22 +34,54 @@ const TRAIN = ['train'] as const;
 
 /** Every flag of the CLI. */
 export const FLAGS = {
-  model: { kind: 'text', value: 'DIR', commands: BOTH, help: 'a Llama-family checkpoint folder (config.json, model.safetensors or shards, tokenizer.json)', fallback: 'the bundled base model' },
-  data: { kind: 'text', value: 'PATH', commands: TRAIN, help: 'mlx-lm data: a folder with train.jsonl / valid.jsonl, or one .jsonl of {"text": ...} lines', fallback: 'the bundled ship\'s log' },
+  model: {
+    kind: 'text',
+    value: 'DIR',
+    commands: BOTH,
+    help: 'a Llama-family checkpoint folder (config.json, model.safetensors or shards, tokenizer.json)',
+    fallback: 'the bundled base model',
+  },
+  data: {
+    kind: 'text',
+    value: 'PATH',
+    commands: TRAIN,
+    help: 'mlx-lm data: a folder with train.jsonl / valid.jsonl, or one .jsonl of {"text": ...} lines',
+    fallback: "the bundled ship's log",
+  },
   rank: { kind: 'count', value: 'N', range: { max: 4096 }, commands: TRAIN, help: 'LoRA rank', fallback: '8' },
   scale: { kind: 'number', value: 'S', range: { min: 0, minOpen: true, max: 1e6 }, commands: TRAIN, help: 'LoRA scale (alpha / rank)', fallback: '2' },
   dropout: { kind: 'number', value: 'P', range: { min: 0, max: 1, maxOpen: true }, commands: TRAIN, help: 'dropout on the LoRA input', fallback: '0' },
   'num-layers': { kind: 'count', value: 'N', range: { max: 1024 }, commands: TRAIN, help: 'LoRA on the last N blocks', fallback: '2' },
-  keys: { kind: 'text', value: 'A,B', commands: TRAIN, help: 'block-relative layers to adapt, e.g. self_attn.q_proj,self_attn.v_proj', fallback: 'all linear layers' },
+  keys: {
+    kind: 'text',
+    value: 'A,B',
+    commands: TRAIN,
+    help: 'block-relative layers to adapt, e.g. self_attn.q_proj,self_attn.v_proj',
+    fallback: 'all linear layers',
+  },
   iters: { kind: 'count', value: 'N', range: { max: 10_000_000 }, commands: TRAIN, help: 'training steps', fallback: '200 (12 with --quick)' },
   batch: { kind: 'count', value: 'N', range: { max: 4096 }, commands: TRAIN, help: 'sequences per step', fallback: '8' },
   seq: { kind: 'count', value: 'N', range: { max: 32768 }, commands: TRAIN, help: 'tokens per sequence', fallback: '64' },
-  lr: { kind: 'number', value: 'LR', range: { min: 0, minOpen: true, max: 1 }, commands: TRAIN, help: 'peak learning rate (Adam, warm-up then cosine decay)', fallback: '1e-2' },
+  lr: {
+    kind: 'number',
+    value: 'LR',
+    range: { min: 0, minOpen: true, max: 1 },
+    commands: TRAIN,
+    help: 'peak learning rate (Adam, warm-up then cosine decay)',
+    fallback: '1e-2',
+  },
   'adapter-path': { kind: 'text', value: 'DIR', commands: BOTH, help: 'where the adapter is saved (train) or read (fuse)', fallback: 'adapters' },
   format: { kind: 'text', value: 'FMT', choices: ['mlx', 'peft'], commands: TRAIN, help: 'adapter format to save', fallback: 'mlx' },
   'resume-adapter-file': { kind: 'text', value: 'FILE', commands: TRAIN, help: 'start from a saved adapter (a .safetensors file or an adapter folder)' },
   'save-path': { kind: 'text', value: 'DIR', commands: ['fuse'], help: 'where the fused model is written' },
-  backend: { kind: 'text', value: 'NAME', choices: ['auto', 'webgpu', 'cpu'], commands: BOTH, help: 'compute backend (auto: WebGPU on a hardware adapter, else the CPU)', fallback: 'auto' },
+  backend: {
+    kind: 'text',
+    value: 'NAME',
+    choices: ['auto', 'webgpu', 'cpu'],
+    commands: BOTH,
+    help: 'compute backend (auto: WebGPU on a hardware adapter, else the CPU)',
+    fallback: 'auto',
+  },
   quick: { kind: 'switch', commands: TRAIN, help: 'a reduced run (fewer steps and evaluation batches)' },
   help: { kind: 'switch', commands: BOTH, help: 'print this help' },
 } as const satisfies Record<string, FlagSpec>;
@@ -100,7 +132,8 @@ function readValue(name: FlagName, raw: string): string | number {
   const spec: FlagSpec = FLAGS[name];
   if (spec.kind === 'text') {
     if (raw === '') throw new UsageError(`--${name} is empty`, `a ${spec.value ?? 'value'}`, "''");
-    if (spec.choices && !spec.choices.includes(raw)) throw new UsageError(`--${name} must be one of ${spec.choices.join(', ')}`, spec.choices.join(' or '), `'${raw}'`);
+    if (spec.choices && !spec.choices.includes(raw))
+      throw new UsageError(`--${name} must be one of ${spec.choices.join(', ')}`, spec.choices.join(' or '), `'${raw}'`);
     return raw;
   }
   const v = raw.trim() === '' ? Number.NaN : Number(raw);
@@ -127,7 +160,10 @@ function readValue(name: FlagName, raw: string): string | number {
  */
 export function parseCommandLine(argv: readonly string[]): { command: Command; flags: Values } {
   const args = argv[0] === '--' ? argv.slice(1) : [...argv];
-  const options = Object.fromEntries(Object.entries(FLAGS).map(([name, spec]) => [name, { type: spec.kind === 'switch' ? 'boolean' : 'string' }])) as Record<string, { type: 'boolean' | 'string' }>;
+  const options = Object.fromEntries(Object.entries(FLAGS).map(([name, spec]) => [name, { type: spec.kind === 'switch' ? 'boolean' : 'string' }])) as Record<
+    string,
+    { type: 'boolean' | 'string' }
+  >;
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args, options, strict: true, allowPositionals: true });
@@ -137,7 +173,11 @@ export function parseCommandLine(argv: readonly string[]): { command: Command; f
     const unknown = /Unknown option '(-{1,2})([^']*)'/.exec(message);
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) {
       const flag = unknown[2].split('=')[0];
-      throw new UsageError(`unknown flag ${unknown[1]}${flag} (did you mean --${closestFlag(flag)}?)`, "a flag listed by 'metal-lora --help'", `${unknown[1]}${flag}`);
+      throw new UsageError(
+        `unknown flag ${unknown[1]}${flag} (did you mean --${closestFlag(flag)}?)`,
+        "a flag listed by 'metal-lora --help'",
+        `${unknown[1]}${flag}`,
+      );
     }
     const missing = /Option '(?:-\w, )?--([\w-]+)/.exec(message);
     if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && missing) {
@@ -151,7 +191,8 @@ export function parseCommandLine(argv: readonly string[]): { command: Command; f
   const positionals = parsed.positionals;
   let command: Command = 'train';
   if (positionals.length > 0 && (positionals[0] === 'train' || positionals[0] === 'fuse')) command = positionals.shift() as Command;
-  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`, 'train, fuse or flags such as --iters 100', `'${positionals.join(' ')}'`);
+  if (positionals.length > 0)
+    throw new UsageError(`unexpected argument '${positionals[0]}'`, 'train, fuse or flags such as --iters 100', `'${positionals.join(' ')}'`);
   const flags: Record<string, string | number | boolean> = {};
   for (const [name, raw] of Object.entries(parsed.values)) {
     const spec: FlagSpec = FLAGS[name as FlagName];

@@ -68,13 +68,20 @@ async function train(flags: Flags): Promise<void> {
   const trainStream = Int32Array.from(tokenizer.encode(trainTexts.join(' ')));
   const validStream = Int32Array.from(tokenizer.encode(valid.join(' ')));
   const numLayers = numLayersFlag ?? Math.min(2, config.num_hidden_layers);
-  console.log(`model: ${modelDir} (${config.num_hidden_layers} layers, hidden ${config.hidden_size}, vocab ${config.vocab_size}); data: ${trainTexts.length} train / ${valid.length} valid texts`);
+  console.log(
+    `model: ${modelDir} (${config.num_hidden_layers} layers, hidden ${config.hidden_size}, vocab ${config.vocab_size}); data: ${trainTexts.length} train / ${valid.length} valid texts`,
+  );
 
-  for (const [what, stream] of [['training', trainStream], ['validation', validStream]] as const) {
-    if (stream.length < 3) throw new UsageError(`the ${what} texts hold ${stream.length} tokens, too few for one sequence`, 'at least 3 tokens', String(stream.length));
+  for (const [what, stream] of [
+    ['training', trainStream],
+    ['validation', validStream],
+  ] as const) {
+    if (stream.length < 3)
+      throw new UsageError(`the ${what} texts hold ${stream.length} tokens, too few for one sequence`, 'at least 3 tokens', String(stream.length));
   }
   const maxPositions = (config as { max_position_embeddings?: number }).max_position_embeddings;
-  if (maxPositions !== undefined && length > maxPositions) throw new UsageError('--seq is longer than the model\'s positions', `at most max_position_embeddings = ${maxPositions}`, String(length));
+  if (maxPositions !== undefined && length > maxPositions)
+    throw new UsageError("--seq is longer than the model's positions", `at most max_position_embeddings = ${maxPositions}`, String(length));
   const evalOptions = { batches: quick ? 1 : 4, batch, length: Math.min(length, validStream.length - 2) };
   const prompt = valid[0].slice(0, 8);
   const lossBefore = await evaluate(model, validStream, evalOptions);
@@ -84,7 +91,12 @@ async function train(flags: Flags): Promise<void> {
 
   const kvWidth = (config.num_key_value_heads ?? config.num_attention_heads) * (config.head_dim ?? config.hidden_size / config.num_attention_heads);
   const narrowest = Math.min(config.hidden_size, config.intermediate_size, kvWidth);
-  if (rank > narrowest) throw new UsageError("--rank exceeds the model's layer sizes (a LoRA update's rank is at most its layer's smaller side)", `at most ${narrowest}`, String(rank));
+  if (rank > narrowest)
+    throw new UsageError(
+      "--rank exceeds the model's layer sizes (a LoRA update's rank is at most its layer's smaller side)",
+      `at most ${narrowest}`,
+      String(rank),
+    );
   const converted = linearToLoRALayers(model, { numLayers, keys, rank, scale, dropout, seed: 1 });
   const file = flags['resume-adapter-file'];
   if (file !== undefined) {
@@ -93,7 +105,9 @@ async function train(flags: Flags): Promise<void> {
   }
   const trainable = model.trainableParameters().reduce((n, [, p]) => n + p.size, 0);
   const total = model.namedParameters().reduce((n, [, p]) => n + p.size, 0);
-  console.log(`LoRA rank ${rank}, scale ${scale} on ${converted.length} layers (last ${numLayers} blocks): ${trainable} trainable of ${total} parameters (${((100 * trainable) / total).toFixed(2)}%)`);
+  console.log(
+    `LoRA rank ${rank}, scale ${scale} on ${converted.length} layers (last ${numLayers} blocks): ${trainable} trainable of ${total} parameters (${((100 * trainable) / total).toFixed(2)}%)`,
+  );
 
   const started = performance.now();
   await trainLoop(model, trainStream, {
@@ -108,14 +122,20 @@ async function train(flags: Flags): Promise<void> {
   const lossAfter = await evaluate(model, validStream, evalOptions);
   model.eval();
   const sampleAfter = await generate(model, tokenizer, prompt, quick ? 16 : 48);
-  console.log(`validation loss after: ${lossAfter.toFixed(3)} (${lossAfter < lossBefore ? 'down' : 'NOT down'} from ${lossBefore.toFixed(3)}) in ${seconds.toFixed(1)} s`);
+  console.log(
+    `validation loss after: ${lossAfter.toFixed(3)} (${lossAfter < lossBefore ? 'down' : 'NOT down'} from ${lossBefore.toFixed(3)}) in ${seconds.toFixed(1)} s`,
+  );
   console.log(`sample after:  "${prompt}" → "${sampleAfter}"`);
 
   // Nothing is written over an existing adapter until the run has passed its checks: the adapter
   // is saved to a temporary folder beside it, reloaded into a fresh model and merged there, and
   // only then saved to --adapter-path (the weights and config swapped in as a pair).
   const embeddedDefault = flags.model === undefined && flags.data === undefined;
-  if (embeddedDefault && !(lossAfter < lossBefore)) throw new MetalLoRAError('train', `the embedded default's validation loss did not fall (${lossBefore.toFixed(3)} → ${lossAfter.toFixed(3)}); nothing was saved`);
+  if (embeddedDefault && !(lossAfter < lossBefore))
+    throw new MetalLoRAError(
+      'train',
+      `the embedded default's validation loss did not fall (${lossBefore.toFixed(3)} → ${lossAfter.toFixed(3)}); nothing was saved`,
+    );
   const probe = tensor(Int32Array.from(validStream.subarray(0, Math.min(32, validStream.length))), [1, Math.min(32, validStream.length)]);
   const logits = async (m: typeof model) => {
     const out = tidy(() => noGrad(() => m.forward(probe)));
@@ -137,8 +157,11 @@ async function train(flags: Flags): Promise<void> {
     const mergedDiff = maxDiff(await logits(fresh), reference);
     const reloadOk = reloadDiff <= 1e-4;
     const mergeOk = mergedDiff <= 2e-3;
-    console.log(`reloaded adapter: max |Δlogit| ${reloadDiff.toExponential(2)} ${reloadOk ? 'ok' : 'MISMATCH'}; merged weights: max |Δlogit| ${mergedDiff.toExponential(2)} ${mergeOk ? 'ok' : 'MISMATCH'}`);
-    if (!reloadOk || !mergeOk) throw new MetalLoRAError('train', `the saved adapter does not reproduce the trained model (see above); nothing was written to ${adapterPath}`);
+    console.log(
+      `reloaded adapter: max |Δlogit| ${reloadDiff.toExponential(2)} ${reloadOk ? 'ok' : 'MISMATCH'}; merged weights: max |Δlogit| ${mergedDiff.toExponential(2)} ${mergeOk ? 'ok' : 'MISMATCH'}`,
+    );
+    if (!reloadOk || !mergeOk)
+      throw new MetalLoRAError('train', `the saved adapter does not reproduce the trained model (see above); nothing was written to ${adapterPath}`);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
@@ -168,7 +191,8 @@ async function main(): Promise<void> {
     console.log(helpText());
     return;
   }
-  if (!existsSync(join(assets, 'base', 'config.json')) && flags.model === undefined) throw new UsageError(`the embedded model is missing at ${join(assets, 'base')}`, '--model DIR', 'no --model');
+  if (!existsSync(join(assets, 'base', 'config.json')) && flags.model === undefined)
+    throw new UsageError(`the embedded model is missing at ${join(assets, 'base')}`, '--model DIR', 'no --model');
   if (command === 'fuse') await fuse(flags);
   else await train(flags);
 }

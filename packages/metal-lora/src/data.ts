@@ -20,7 +20,8 @@ export function readJsonl(path: string): string[] {
       throw new FormatError('data', `line ${i + 1} of ${path} is not JSON`, { key: `${path}:${i + 1}` }, '{"text": "..."}', line.slice(0, 40));
     }
     const text = row !== null && typeof row === 'object' && !Array.isArray(row) ? (row as { text?: unknown }).text : undefined;
-    if (typeof text !== 'string') throw new FormatError('data', `line ${i + 1} of ${path} has no "text" string`, { key: `${path}:${i + 1}` }, '{"text": "..."}', line.slice(0, 40));
+    if (typeof text !== 'string')
+      throw new FormatError('data', `line ${i + 1} of ${path} has no "text" string`, { key: `${path}:${i + 1}` }, '{"text": "..."}', line.slice(0, 40));
     if (text.length === 0) throw new FormatError('data', `line ${i + 1} of ${path} has an empty text`, { key: `${path}:${i + 1}` }, 'a non-empty "text"', '""');
     texts.push(text);
   });
@@ -35,7 +36,14 @@ export function readDataset(path: string): { train: string[]; valid: string[] } 
     return { train, valid: existsSync(validPath) ? readJsonl(validPath) : train.slice(-Math.max(1, Math.floor(train.length / 10))) };
   }
   const texts = readJsonl(path);
-  if (texts.length < 2) throw new FormatError('data', `${path} holds ${texts.length} text, too few to keep one for validation`, { key: path }, 'at least 2 texts, or a folder with train.jsonl and valid.jsonl', String(texts.length));
+  if (texts.length < 2)
+    throw new FormatError(
+      'data',
+      `${path} holds ${texts.length} text, too few to keep one for validation`,
+      { key: path },
+      'at least 2 texts, or a folder with train.jsonl and valid.jsonl',
+      String(texts.length),
+    );
   const cut = Math.max(1, Math.floor(texts.length * 0.9));
   return { train: texts.slice(0, cut), valid: texts.slice(cut) };
 }

@@ -7,7 +7,9 @@ export async function generate(model: LlamaForCausalLM, tokenizer: CharTokenizer
   const ids = tokenizer.encode(prompt);
   for (let i = 0; i < count; i++) {
     const context = ids.slice(-maxContext);
-    const logits = tidy(() => noGrad(() => slice(model.forward(tensor(Int32Array.from(context), [1, context.length])), [0, context.length - 1], [1, context.length])));
+    const logits = tidy(() =>
+      noGrad(() => slice(model.forward(tensor(Int32Array.from(context), [1, context.length])), [0, context.length - 1], [1, context.length])),
+    );
     const values = await logits.data();
     logits.dispose();
     let best = 0;

@@ -7,7 +7,11 @@ import { CharTokenizer } from './tokenizer';
  * A model from the bytes of a checkpoint directory's files (fetched in a browser, or read in
  * Node): `config.json` text, `model.safetensors` bytes, `tokenizer.json` text.
  */
-export function modelFromFiles(files: { config: string; weights: Uint8Array; tokenizer: string }): { model: LlamaForCausalLM; config: LlamaConfig; tokenizer: CharTokenizer } {
+export function modelFromFiles(files: { config: string; weights: Uint8Array; tokenizer: string }): {
+  model: LlamaForCausalLM;
+  config: LlamaConfig;
+  tokenizer: CharTokenizer;
+} {
   let config: LlamaConfig;
   try {
     config = JSON.parse(files.config);

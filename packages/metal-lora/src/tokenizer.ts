@@ -28,7 +28,13 @@ export class CharTokenizer {
     const t = json as { type?: unknown; vocab?: unknown; model?: { type?: unknown } };
     if (t.type !== 'char' || !Array.isArray(t.vocab) || !t.vocab.every((v) => typeof v === 'string')) {
       const kind = t.model?.type ?? t.type;
-      throw new FormatError('tokenizer', 'unsupported tokenizer.json', { key: 'tokenizer.json' }, "a character tokenizer ({ type: 'char', vocab: [...] })", `type ${JSON.stringify(kind)} (subword tokenizers such as Hugging Face BPE are not supported yet)`);
+      throw new FormatError(
+        'tokenizer',
+        'unsupported tokenizer.json',
+        { key: 'tokenizer.json' },
+        "a character tokenizer ({ type: 'char', vocab: [...] })",
+        `type ${JSON.stringify(kind)} (subword tokenizers such as Hugging Face BPE are not supported yet)`,
+      );
     }
     return new CharTokenizer(t.vocab as string[]);
   }

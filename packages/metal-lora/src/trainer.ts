@@ -15,7 +15,11 @@ export interface TrainOptions {
 }
 
 /** Mean cross-entropy over `batches` fixed windows of a token stream (no gradients). */
-export async function evaluate(model: LlamaForCausalLM, stream: Int32Array, options: { batches: number; batch: number; length: number; seed?: number }): Promise<number> {
+export async function evaluate(
+  model: LlamaForCausalLM,
+  stream: Int32Array,
+  options: { batches: number; batch: number; length: number; seed?: number },
+): Promise<number> {
   const wasTraining = model.training;
   model.eval();
   let total = 0;
@@ -52,7 +56,12 @@ export async function trainLoop(model: LlamaForCausalLM, stream: Int32Array, opt
       last = await loss.item();
       if (!Number.isFinite(last)) {
         loss.dispose();
-        throw new ValueError('trainLoop', `the loss is ${last} at step ${i}: training diverged`, 'a finite loss (a lower learning rate usually helps)', String(last));
+        throw new ValueError(
+          'trainLoop',
+          `the loss is ${last} at step ${i}: training diverged`,
+          'a finite loss (a lower learning rate usually helps)',
+          String(last),
+        );
       }
       const seconds = (performance.now() - started) / 1000;
       options.onStep?.(i, last, (i * options.batch * options.length) / seconds);

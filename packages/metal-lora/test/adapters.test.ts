@@ -36,7 +36,9 @@ describe('loadAdapter and fuseAdapter check everything before changing the model
     await saveAdapterDir(partial, { ...full, modules: { [one]: full.modules[one] } }, { format: 'mlx' });
     const model = new LlamaForCausalLM(config, { seed: 1 });
     expect(() => loadAdapter(model, partial)).toThrow(FormatError);
-    expect(() => loadAdapter(model, partial)).toThrow(/^loadAdapter: the adapter covers 1 of the 14 layers it should \(missing model\.layers\.1\.self_attn\.q_proj, /);
+    expect(() => loadAdapter(model, partial)).toThrow(
+      /^loadAdapter: the adapter covers 1 of the 14 layers it should \(missing model\.layers\.1\.self_attn\.q_proj, /,
+    );
     expect(loraCount(model)).toBe(0);
     loadAdapter(model, partial, { strict: false });
     expect(loraCount(model)).toBe(1);

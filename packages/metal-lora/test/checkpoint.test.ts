@@ -27,7 +27,11 @@ describe('loadModel refuses hostile folders before reading or allocating', () =>
 
   it('sizes in config.json are checked before the model is built', () => {
     const config = JSON.parse(readFileSync(join(base, 'config.json'), 'utf8'));
-    for (const [key, value] of [['intermediate_size', 4e6], ['num_hidden_layers', 100000], ['vocab_size', -3]] as const) {
+    for (const [key, value] of [
+      ['intermediate_size', 4e6],
+      ['num_hidden_layers', 100000],
+      ['vocab_size', -3],
+    ] as const) {
       const dir = folder({ 'config.json': JSON.stringify({ ...config, [key]: value }) });
       expect(() => loadModel(dir)).toThrow(ValueError);
       expect(() => loadModel(dir)).toThrow(new RegExp(`^LlamaConfig: ${key} is out of range`));

@@ -16,7 +16,10 @@ function usage(argv: string[]): string {
 describe('the CLI flags (node:util parseArgs, strict)', () => {
   it('reads --name value and --name=value, with train as the default command', () => {
     expect(parseCommandLine(['--iters', '5', '--lr=3e-4', '--quick'])).toEqual({ command: 'train', flags: { iters: 5, lr: 3e-4, quick: true } });
-    expect(parseCommandLine(['fuse', '--model', 'm', '--adapter-path=a', '--save-path', 's'])).toEqual({ command: 'fuse', flags: { model: 'm', 'adapter-path': 'a', 'save-path': 's' } });
+    expect(parseCommandLine(['fuse', '--model', 'm', '--adapter-path=a', '--save-path', 's'])).toEqual({
+      command: 'fuse',
+      flags: { model: 'm', 'adapter-path': 'a', 'save-path': 's' },
+    });
   });
 
   it("ignores the '--' that pnpm passes before the script's arguments", () => {
@@ -25,7 +28,9 @@ describe('the CLI flags (node:util parseArgs, strict)', () => {
   });
 
   it('refuses unknown and misspelt flags, naming the closest valid one', () => {
-    expect(usage(['--adapter_path', 'mine'])).toBe("metal-lora: unknown flag --adapter_path (did you mean --adapter-path?); expected a flag listed by 'metal-lora --help', got --adapter_path");
+    expect(usage(['--adapter_path', 'mine'])).toBe(
+      "metal-lora: unknown flag --adapter_path (did you mean --adapter-path?); expected a flag listed by 'metal-lora --help', got --adapter_path",
+    );
     expect(usage(['--learning-rate', '1e-5'])).toMatch(/^metal-lora: unknown flag --learning-rate \(did you mean --[\w-]+\?\)/);
     expect(usage(['--iter=5'])).toContain('did you mean --iters?');
     expect(usage(['-x'])).toContain('unknown flag -x');

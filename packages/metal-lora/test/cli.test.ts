@@ -27,14 +27,36 @@ describe('the main job (reduced mode)', () => {
     expect(existsSync(join(dir, 'adapters', 'adapters.safetensors'))).toBe(true);
   });
   it('fuse writes a merged model that loads again as a base', async () => {
-    const r = await cli(['fuse', '--backend', 'cpu', '--model', join(root, 'packages/metal-lora/assets/base'), '--adapter-path', join(dir, 'adapters'), '--save-path', join(dir, 'fused')]);
+    const r = await cli([
+      'fuse',
+      '--backend',
+      'cpu',
+      '--model',
+      join(root, 'packages/metal-lora/assets/base'),
+      '--adapter-path',
+      join(dir, 'adapters'),
+      '--save-path',
+      join(dir, 'fused'),
+    ]);
     expect(r.err).toBe('');
     expect(r.out).toMatch(/fused \d+ layers of a MLX adapter/);
     const again = await cli(['--quick', '--backend', 'cpu', '--iters', '2', '--model', join(dir, 'fused'), '--adapter-path', join(dir, 'again')]);
     expect(again.out).toMatch(/model: .*fused/);
   });
   it('resumes from an MLX adapter file and saves PEFT', async () => {
-    const r = await cli(['--quick', '--backend', 'cpu', '--iters', '2', '--resume-adapter-file', join(dir, 'adapters', 'adapters.safetensors'), '--format', 'peft', '--adapter-path', join(dir, 'peft')]);
+    const r = await cli([
+      '--quick',
+      '--backend',
+      'cpu',
+      '--iters',
+      '2',
+      '--resume-adapter-file',
+      join(dir, 'adapters', 'adapters.safetensors'),
+      '--format',
+      'peft',
+      '--adapter-path',
+      join(dir, 'peft'),
+    ]);
     expect(r.err).toBe('');
     expect(r.out).toMatch(/resumed from .*adapters\.safetensors/);
     expect(r.out).toMatch(/saved PEFT adapter/);
@@ -53,7 +75,9 @@ describe('the main job (reduced mode)', () => {
     // An unknown flag stops the run before anything is trained or written.
     const misspelt = await cli(['--adapter_path', join(dir, 'mine'), '--backend', 'cpu', '--quick']);
     expect(misspelt.code).toBe(1);
-    expect(misspelt.err.trim()).toBe("metal-lora: unknown flag --adapter_path (did you mean --adapter-path?); expected a flag listed by 'metal-lora --help', got --adapter_path");
+    expect(misspelt.err.trim()).toBe(
+      "metal-lora: unknown flag --adapter_path (did you mean --adapter-path?); expected a flag listed by 'metal-lora --help', got --adapter_path",
+    );
     expect(misspelt.out).toBe('');
     expect(existsSync(join(dir, 'mine'))).toBe(false);
   });

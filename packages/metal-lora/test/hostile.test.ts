@@ -35,7 +35,9 @@ describe('the CLI under bad input: one clear line, and nothing of the user lost'
     cpSync(base, model, { recursive: true });
     const cfg = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8'));
     writeFileSync(join(model, 'config.json'), JSON.stringify({ ...cfg, rope_theta: -1 }));
-    expect(await refused(['--model', model, '--backend', 'cpu', '--adapter-path', adapters])).toBe('metal-lora: LlamaConfig: rope_theta must be a positive finite number; expected a number > 0, got -1');
+    expect(await refused(['--model', model, '--backend', 'cpu', '--adapter-path', adapters])).toBe(
+      'metal-lora: LlamaConfig: rope_theta must be a positive finite number; expected a number > 0, got -1',
+    );
     expect(readFileSync(join(adapters, 'adapters.safetensors')).equals(before)).toBe(true);
     expect(readFileSync(join(adapters, 'adapter_config.json'), 'utf8')).toBe(config);
   }, 180_000);
@@ -46,7 +48,9 @@ describe('the CLI under bad input: one clear line, and nothing of the user lost'
     const stream = Int32Array.from({ length: 200 }, (_, i) => (i * 7) % 16);
     const run = trainLoop(model, stream, { iters: 30, batch: 2, length: 8, lr: 1e30, reportEvery: 1 });
     await expect(run).rejects.toThrow(ValueError);
-    await expect(trainLoop(model, stream, { iters: 30, batch: 2, length: 8, lr: 1e30, reportEvery: 1 })).rejects.toThrow(/^trainLoop: the loss is (NaN|-?Infinity) at step \d+: training diverged/);
+    await expect(trainLoop(model, stream, { iters: 30, batch: 2, length: 8, lr: 1e30, reportEvery: 1 })).rejects.toThrow(
+      /^trainLoop: the loss is (NaN|-?Infinity) at step \d+: training diverged/,
+    );
   });
 
   it('bad data files name the file and line', async () => {
@@ -54,9 +58,13 @@ describe('the CLI under bad input: one clear line, and nothing of the user lost'
       writeFileSync(join(dir, name), text);
       return join(dir, name);
     };
-    expect(await refused(['--data', write('one.jsonl', '{"text": "only one"}\n'), '--backend', 'cpu'])).toMatch(/one\.jsonl holds 1 text, too few to keep one for validation/);
+    expect(await refused(['--data', write('one.jsonl', '{"text": "only one"}\n'), '--backend', 'cpu'])).toMatch(
+      /one\.jsonl holds 1 text, too few to keep one for validation/,
+    );
     expect(await refused(['--data', write('null.jsonl', 'null\n{"text": "a"}\n'), '--backend', 'cpu'])).toMatch(/line 1 of .*null\.jsonl has no "text" string/);
-    expect(await refused(['--data', write('empty.jsonl', '{"text": "a"}\n{"text": ""}\n'), '--backend', 'cpu'])).toMatch(/line 2 of .*empty\.jsonl has an empty text/);
+    expect(await refused(['--data', write('empty.jsonl', '{"text": "a"}\n{"text": ""}\n'), '--backend', 'cpu'])).toMatch(
+      /line 2 of .*empty\.jsonl has an empty text/,
+    );
     expect(await refused(['--data', write('broken.jsonl', '{"text": "a"}\n{"text": \n'), '--backend', 'cpu'])).toMatch(/line 2 of .*broken\.jsonl is not JSON/);
     expect(await refused(['--data', join(dir, 'missing.jsonl'), '--backend', 'cpu'])).toMatch(/data file not found/);
   }, 120_000);
@@ -65,6 +73,8 @@ describe('the CLI under bad input: one clear line, and nothing of the user lost'
     expect(await refused(['--rank', '5000000'])).toBe("metal-lora: --rank is out of range; expected an integer in 1..4096, got '5000000'");
     expect(await refused(['--seq', '100000'])).toBe("metal-lora: --seq is out of range; expected an integer in 1..32768, got '100000'");
     expect(await refused(['--rank', '4000', '--backend', 'cpu'])).toMatch(/--rank exceeds the model's layer sizes .*; expected at most \d+, got 4000/);
-    expect(await refused(['--resume-adapter-file', join(dir, 'nope'), '--backend', 'cpu', '--quick'])).toMatch(/^metal-lora: loadAdapter: no such file or folder: .*nope/);
+    expect(await refused(['--resume-adapter-file', join(dir, 'nope'), '--backend', 'cpu', '--quick'])).toMatch(
+      /^metal-lora: loadAdapter: no such file or folder: .*nope/,
+    );
   }, 120_000);
 });

@@ -10,7 +10,9 @@ async function runQuickStart(readmePath: URL, heading: string): Promise<unknown[
   const readme = readFileSync(readmePath, 'utf8');
   const code = readme.match(new RegExp(`## ${heading}\\n[\\s\\S]*?\`\`\`ts\\n([\\s\\S]*?)\`\`\``))![1];
   const dir = mkdtempSync(join(tmpdir(), 'quickstart-'));
-  const body = code.replace(/^import \{([^}]*)\} from 'metal-lora';$/m, (_m, names: string) => `const {${names}} = api;`).replace(/'my-adapter'/g, JSON.stringify(join(dir, 'my-adapter')));
+  const body = code
+    .replace(/^import \{([^}]*)\} from 'metal-lora';$/m, (_m, names: string) => `const {${names}} = api;`)
+    .replace(/'my-adapter'/g, JSON.stringify(join(dir, 'my-adapter')));
   const logs: unknown[][] = [];
   await new Function('api', 'console', `return (async () => {${body}})();`)(api, { log: (...args: unknown[]) => logs.push(args) });
   await T.setBackend('cpu');

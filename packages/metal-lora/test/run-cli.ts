@@ -10,9 +10,13 @@ export const root = new URL('../../..', import.meta.url).pathname;
 export function cli(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
   const argv = ['--conditions=source', '--import', './scripts/register-wgsl.mjs', '--import', 'tsx', 'packages/metal-lora/src/cli.ts', ...args];
   return new Promise((resolve) => {
-    execFile(process.execPath, argv, { cwd: root, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024, env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? tmpdir() } }, (error, stdout, stderr) => {
-      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, out: stdout, err: stderr });
-    });
+    execFile(
+      process.execPath,
+      argv,
+      { cwd: root, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024, env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? tmpdir() } },
+      (error, stdout, stderr) => {
+        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, out: stdout, err: stderr });
+      },
+    );
   });
 }
-

@@ -7,5 +7,18 @@ export { applyRope, Attention, DecoderLayer, LLAMA_CONFIG_LIMITS, type LlamaConf
 export { linearToLoRALayers, LoRALinear, type LoRAOptions, mergeWeights } from './lora';
 export { crossEntropy, mse } from './losses';
 export { type LoadReport, Module, ModuleList } from './module';
-export { Adam, type AdamOptions, AdamW, clipGradNorm, clipGradNormAsync, cosineDecay, type LearningRate, linearWarmup, Optimizer, SGD, type SGDOptions, warmupCosine } from './optim';
+export {
+  Adam,
+  type AdamOptions,
+  AdamW,
+  clipGradNorm,
+  clipGradNormAsync,
+  cosineDecay,
+  type LearningRate,
+  linearWarmup,
+  Optimizer,
+  SGD,
+  type SGDOptions,
+  warmupCosine,
+} from './optim';
 export { valueAndGrad } from './train';

@@ -1,4 +1,24 @@
-import { add, cast, type DType, div, gather, greater, matmul, mean, mul, noGrad, ones, rand, randn, reshape, sqrt, sub, type Tensor, ValueError, zeros } from '@metal-lora/tensor';
+import {
+  add,
+  cast,
+  type DType,
+  div,
+  gather,
+  greater,
+  matmul,
+  mean,
+  mul,
+  noGrad,
+  ones,
+  rand,
+  randn,
+  reshape,
+  sqrt,
+  sub,
+  type Tensor,
+  ValueError,
+  zeros,
+} from '@metal-lora/tensor';
 import { Module } from './module';
 
 /** Creation options shared by the layers: dtype and backend of the parameters. */
@@ -39,7 +59,11 @@ export class Linear extends Module {
 
 /** A lookup table `[vocab, dim]` indexed by int32 token ids. */
 export class Embedding extends Module {
-  constructor(readonly numEmbeddings: number, readonly dims: number, options: ParamOptions = {}) {
+  constructor(
+    readonly numEmbeddings: number,
+    readonly dims: number,
+    options: ParamOptions = {},
+  ) {
     super();
     this.param('weight', randn([numEmbeddings, dims], { seed: options.seed, dtype: options.dtype, std: 1 }));
   }
@@ -55,7 +79,11 @@ export class Embedding extends Module {
 
 /** x / sqrt(mean(x²) + eps) · weight over the last axis (Llama's norm). */
 export class RMSNorm extends Module {
-  constructor(readonly dims: number, readonly eps = 1e-5, options: ParamOptions = {}) {
+  constructor(
+    readonly dims: number,
+    readonly eps = 1e-5,
+    options: ParamOptions = {},
+  ) {
     super();
     this.param('weight', ones([dims], { dtype: options.dtype }));
   }
@@ -67,7 +95,11 @@ export class RMSNorm extends Module {
 
 /** (x - mean) / sqrt(var + eps) · weight + bias over the last axis. */
 export class LayerNorm extends Module {
-  constructor(readonly dims: number, readonly eps = 1e-5, options: ParamOptions & { affine?: boolean } = {}) {
+  constructor(
+    readonly dims: number,
+    readonly eps = 1e-5,
+    options: ParamOptions & { affine?: boolean } = {},
+  ) {
     super();
     if (options.affine ?? true) {
       this.param('weight', ones([dims], { dtype: options.dtype }));
@@ -97,4 +129,3 @@ export class Dropout extends Module {
     return mul(x, mul(keep, 1 / (1 - this.p)));
   }
 }
-

@@ -39,23 +39,28 @@ const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
  */
 export function validateLlamaConfig(config: LlamaConfig): void {
   const op = 'LlamaConfig';
-  if (config === null || typeof config !== 'object') throw new ValueError(op, 'the config is not an object', 'an object such as config.json holds', String(config));
+  if (config === null || typeof config !== 'object')
+    throw new ValueError(op, 'the config is not an object', 'an object such as config.json holds', String(config));
   for (const [key, max] of Object.entries(LLAMA_CONFIG_LIMITS) as [keyof typeof LLAMA_CONFIG_LIMITS, number][]) {
     const v = config[key];
     if (v === undefined && (key === 'num_key_value_heads' || key === 'head_dim')) continue;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) throw new ValueError(op, `${key} is out of range`, `an integer in 1..${max}`, JSON.stringify(v) ?? 'nothing');
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max)
+      throw new ValueError(op, `${key} is out of range`, `an integer in 1..${max}`, JSON.stringify(v) ?? 'nothing');
   }
   for (const key of ['rope_theta', 'rms_norm_eps'] as const) {
     const v = config[key];
-    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw new ValueError(op, `${key} must be a positive finite number`, 'a number > 0', JSON.stringify(v));
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0))
+      throw new ValueError(op, `${key} must be a positive finite number`, 'a number > 0', JSON.stringify(v));
   }
   const heads = config.num_attention_heads;
   const kv = config.num_key_value_heads ?? heads;
   if (heads % kv !== 0) throw new ValueError(op, 'num_attention_heads must be a multiple of num_key_value_heads', `a divisor of ${heads}`, String(kv));
   const headDim = config.head_dim ?? config.hidden_size / heads;
-  if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new ValueError(op, 'the head dimension must be an even integer', 'hidden_size / num_attention_heads (or head_dim) even', String(headDim));
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0)
+    throw new ValueError(op, 'the head dimension must be an even integer', 'hidden_size / num_attention_heads (or head_dim) even', String(headDim));
   const largest = Math.max(config.vocab_size * config.hidden_size, config.intermediate_size * config.hidden_size, heads * headDim * config.hidden_size);
-  if (largest > MAX_TENSOR_ELEMENTS) throw new ValueError(op, 'a weight matrix would not fit in one tensor', `at most ${MAX_TENSOR_ELEMENTS} elements`, String(largest));
+  if (largest > MAX_TENSOR_ELEMENTS)
+    throw new ValueError(op, 'a weight matrix would not fit in one tensor', `at most ${MAX_TENSOR_ELEMENTS} elements`, String(largest));
 }
 
 /** Rotary position embedding (the "rotate half" form of HF Llama) for x `[B, H, T, Dh]` at positions offset..offset+T. */
@@ -92,8 +97,10 @@ export class Attention extends Module {
     this.kvHeads = config.num_key_value_heads ?? this.heads;
     this.headDim = config.head_dim ?? config.hidden_size / this.heads;
     this.theta = config.rope_theta ?? 10000;
-    if (!Number.isInteger(this.headDim) || this.headDim % 2 !== 0) throw new ValueError('Attention', 'head dimension must be an even integer', 'hidden_size / heads even', String(this.headDim));
-    if (this.heads % this.kvHeads !== 0) throw new ValueError('Attention', 'heads must be a multiple of KV heads', `a divisor of ${this.heads}`, String(this.kvHeads));
+    if (!Number.isInteger(this.headDim) || this.headDim % 2 !== 0)
+      throw new ValueError('Attention', 'head dimension must be an even integer', 'hidden_size / heads even', String(this.headDim));
+    if (this.heads % this.kvHeads !== 0)
+      throw new ValueError('Attention', 'heads must be a multiple of KV heads', `a divisor of ${this.heads}`, String(this.kvHeads));
     const bias = config.attention_bias ?? false;
     const seed = options.seed ?? 0;
     this.child('q_proj', new Linear(config.hidden_size, this.heads * this.headDim, { ...options, bias, seed: seed + 1 }));
@@ -111,7 +118,8 @@ export class Attention extends Module {
     if (this.kvHeads !== this.heads) {
       // Each KV head serves heads / kvHeads query heads: repeat along a new axis, then merge.
       const g = this.heads / this.kvHeads;
-      const repeat = (t: Tensor) => reshape(broadcastTo(reshape(t, [B, this.kvHeads, 1, T, this.headDim]), [B, this.kvHeads, g, T, this.headDim]), [B, this.heads, T, this.headDim]);
+      const repeat = (t: Tensor) =>
+        reshape(broadcastTo(reshape(t, [B, this.kvHeads, 1, T, this.headDim]), [B, this.kvHeads, g, T, this.headDim]), [B, this.heads, T, this.headDim]);
       k = repeat(k);
       v = repeat(v);
     }
@@ -157,11 +165,17 @@ export class DecoderLayer extends Module {
 
 /** The decoder stack: `embed_tokens`, `layers.N`, `norm`. */
 export class LlamaModel extends Module {
-  constructor(readonly config: LlamaConfig, options: ParamOptions = {}) {
+  constructor(
+    readonly config: LlamaConfig,
+    options: ParamOptions = {},
+  ) {
     super();
     const seed = options.seed ?? 0;
     this.child('embed_tokens', new Embedding(config.vocab_size, config.hidden_size, { ...options, seed }));
-    this.child('layers', new ModuleList(Array.from({ length: config.num_hidden_layers }, (_, i) => new DecoderLayer(config, { ...options, seed: seed + 100 * (i + 1) }))));
+    this.child(
+      'layers',
+      new ModuleList(Array.from({ length: config.num_hidden_layers }, (_, i) => new DecoderLayer(config, { ...options, seed: seed + 100 * (i + 1) }))),
+    );
     this.child('norm', new RMSNorm(config.hidden_size, config.rms_norm_eps ?? 1e-5, options));
   }
   forward(ids: Tensor): Tensor {
@@ -176,7 +190,10 @@ export class LlamaModel extends Module {
  * (`model.layers.0.self_attn.q_proj.weight`, `lm_head.weight`), so real weights load 1:1.
  */
 export class LlamaForCausalLM extends Module {
-  constructor(readonly config: LlamaConfig, options: ParamOptions = {}) {
+  constructor(
+    readonly config: LlamaConfig,
+    options: ParamOptions = {},
+  ) {
     super();
     validateLlamaConfig(config);
     this.child('model', new LlamaModel(config, options));
@@ -189,4 +206,3 @@ export class LlamaForCausalLM extends Module {
     return this.sub<Linear>('lm_head').forward(h);
   }
 }
-

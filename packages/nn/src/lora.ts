@@ -114,8 +114,17 @@ export function linearToLoRALayers(model: Module, options: LoRAOptions & { numLa
   }
   const unknown = (options.keys ?? []).filter((k) => !used.has(k));
   if (unknown.length) {
-    const sample = model.getModule(`${prefix}.${count - 1}`)!.namedModules().filter(([, m]) => m instanceof Linear).map(([p]) => p);
-    throw new ValueError(op, `keys match no Linear layer in the selected blocks: ${unknown.join(', ')}`, `block-relative paths such as ${sample.slice(0, 4).join(', ')}`, unknown.join(', '));
+    const sample = model
+      .getModule(`${prefix}.${count - 1}`)!
+      .namedModules()
+      .filter(([, m]) => m instanceof Linear)
+      .map(([p]) => p);
+    throw new ValueError(
+      op,
+      `keys match no Linear layer in the selected blocks: ${unknown.join(', ')}`,
+      `block-relative paths such as ${sample.slice(0, 4).join(', ')}`,
+      unknown.join(', '),
+    );
   }
   return converted;
 }

@@ -1,4 +1,22 @@
-import { add, cast, type DType, equal, greater, less, logSoftmax, mean, mul, neg, reshape, sub, sum, type Tensor, tensor, ValueError, where } from '@metal-lora/tensor';
+import {
+  add,
+  cast,
+  type DType,
+  equal,
+  greater,
+  less,
+  logSoftmax,
+  mean,
+  mul,
+  neg,
+  reshape,
+  sub,
+  sum,
+  type Tensor,
+  tensor,
+  ValueError,
+  where,
+} from '@metal-lora/tensor';
 
 /** 1 where `t != value`, else 0, as `dtype`. */
 function notEqualMask(t: Tensor, value: number, dtype: DType): Tensor {
@@ -16,19 +34,30 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreI
   const op = 'crossEntropy';
   const V = logits.shape[logits.rank - 1];
   if (targets.dtype !== 'int32') throw new ValueError(op, 'targets must be int32 token ids', 'int32', targets.dtype);
-  if (targets.shape.join() !== logits.shape.slice(0, -1).join()) throw new ValueError(op, 'targets do not match the logits', `[${logits.shape.slice(0, -1)}]`, `[${targets.shape}]`);
+  if (targets.shape.join() !== logits.shape.slice(0, -1).join())
+    throw new ValueError(op, 'targets do not match the logits', `[${logits.shape.slice(0, -1)}]`, `[${targets.shape}]`);
   const ignore = options.ignoreIndex ?? -100;
   if (targets.backend.readSync) {
     const v = targets.dataSync();
     for (let i = 0; i < v.length; i++) {
-      if (v[i] !== ignore && (v[i] < 0 || v[i] >= V)) throw new ValueError(op, `target ${v[i]} at position ${i} is not a class of the ${V} logits`, `0 <= target < ${V} or the ignore index ${ignore}`, String(v[i]));
+      if (v[i] !== ignore && (v[i] < 0 || v[i] >= V))
+        throw new ValueError(
+          op,
+          `target ${v[i]} at position ${i} is not a class of the ${V} logits`,
+          `0 <= target < ${V} or the ignore index ${ignore}`,
+          String(v[i]),
+        );
     }
   }
   const flat = reshape(logits, [-1, V]);
   const t = reshape(targets, [-1]);
   const logp = logSoftmax(flat, -1);
   // One-hot of the targets (ignored targets match no class), contracted with the log-probabilities.
-  const classes = tensor(Int32Array.from({ length: V }, (_, i) => i), [1, V], { backend: logits.backend });
+  const classes = tensor(
+    Int32Array.from({ length: V }, (_, i) => i),
+    [1, V],
+    { backend: logits.backend },
+  );
   const onehot = cast(equal(reshape(t, [-1, 1]), classes), logits.dtype);
   const picked = sum(mul(logp, onehot), -1);
   let weight = notEqualMask(t, ignore, logits.dtype);

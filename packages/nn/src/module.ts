@@ -96,7 +96,16 @@ export class Module {
     const all = this.namedParameters();
     if (!keys) return all;
     const chosen = all.filter(([n]) => keys.some((k) => n === k || n.startsWith(`${k}.`) || n.endsWith(`.${k}`)));
-    if (chosen.length === 0) throw new ValueError(op, 'the keys match no parameter', `names such as ${all.slice(0, 3).map(([n]) => n).join(', ')}`, keys.join(', '));
+    if (chosen.length === 0)
+      throw new ValueError(
+        op,
+        'the keys match no parameter',
+        `names such as ${all
+          .slice(0, 3)
+          .map(([n]) => n)
+          .join(', ')}`,
+        keys.join(', '),
+      );
     return chosen;
   }
 
@@ -143,7 +152,12 @@ export class Module {
       const parts = [
         report.missing.length ? `missing ${report.missing.slice(0, 5).join(', ')}${report.missing.length > 5 ? ` (+${report.missing.length - 5})` : ''}` : '',
         report.unexpected.length ? `unexpected ${report.unexpected.slice(0, 5).join(', ')}` : '',
-        report.mismatched.length ? `mis-shaped ${report.mismatched.map((m) => `${m.name} [${m.got}] vs [${m.expected}]`).slice(0, 3).join(', ')}` : '',
+        report.mismatched.length
+          ? `mis-shaped ${report.mismatched
+              .map((m) => `${m.name} [${m.got}] vs [${m.expected}]`)
+              .slice(0, 3)
+              .join(', ')}`
+          : '',
       ].filter(Boolean);
       throw new ShapeError('loadWeights', 'weights do not match the model', 'every parameter by name and shape', parts.join('; '));
     }

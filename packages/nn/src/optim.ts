@@ -13,7 +13,13 @@ function trainable(target: Module | Named): Named {
 /** Refuses a hyperparameter outside `[min, max)` (or `[min, max]` when `maxIncluded`), NaN and infinities included. */
 function checkRange(op: string, name: string, value: unknown, min: number, max = Number.POSITIVE_INFINITY, maxIncluded = false): void {
   const ok = typeof value === 'number' && Number.isFinite(value) && value >= min && (maxIncluded ? value <= max : value < max);
-  if (!ok) throw new ValueError(op, `${name} is out of range`, `a finite number ≥ ${min}${Number.isFinite(max) ? ` and ${maxIncluded ? '≤' : '<'} ${max}` : ''}`, String(value));
+  if (!ok)
+    throw new ValueError(
+      op,
+      `${name} is out of range`,
+      `a finite number ≥ ${min}${Number.isFinite(max) ? ` and ${maxIncluded ? '≤' : '<'} ${max}` : ''}`,
+      String(value),
+    );
 }
 
 /**
@@ -25,7 +31,10 @@ function checkRange(op: string, name: string, value: unknown, min: number, max =
 export abstract class Optimizer {
   protected readonly state = new Map<Tensor, Record<string, Tensor>>();
   stepCount = 0;
-  constructor(protected readonly params: Named | null, protected readonly lr: LearningRate) {
+  constructor(
+    protected readonly params: Named | null,
+    protected readonly lr: LearningRate,
+  ) {
     if (typeof lr !== 'function') checkRange(new.target.name, 'lr', lr, 0);
   }
 
@@ -97,12 +106,21 @@ export interface SGDOptions {
 
 /** SGD with momentum, dampening, Nesterov and L2 weight decay (PyTorch's semantics). */
 export class SGD extends Optimizer {
-  constructor(target: Module | Named | null, readonly options: SGDOptions) {
+  constructor(
+    target: Module | Named | null,
+    readonly options: SGDOptions,
+  ) {
     super(target ? trainable(target) : null, options.lr);
     checkRange('SGD', 'momentum', options.momentum ?? 0, 0);
     checkRange('SGD', 'dampening', options.dampening ?? 0, 0, 1, true);
     checkRange('SGD', 'weightDecay', options.weightDecay ?? 0, 0);
-    if (options.nesterov && (!options.momentum || options.dampening)) throw new ValueError('SGD', 'Nesterov needs momentum and no dampening', 'momentum > 0, dampening 0', `momentum ${options.momentum}, dampening ${options.dampening}`);
+    if (options.nesterov && (!options.momentum || options.dampening))
+      throw new ValueError(
+        'SGD',
+        'Nesterov needs momentum and no dampening',
+        'momentum > 0, dampening 0',
+        `momentum ${options.momentum}, dampening ${options.dampening}`,
+      );
   }
   protected updateOne(p: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number): Tensor {
     const { momentum = 0, dampening = 0, nesterov = false, weightDecay = 0 } = this.options;
@@ -125,7 +143,10 @@ export interface AdamOptions {
 
 /** Adam (PyTorch's semantics: bias-corrected moments; weightDecay adds L2 to the gradient). */
 export class Adam extends Optimizer {
-  constructor(target: Module | Named | null, readonly options: AdamOptions) {
+  constructor(
+    target: Module | Named | null,
+    readonly options: AdamOptions,
+  ) {
     super(target ? trainable(target) : null, options.lr);
     const [b1, b2] = options.betas ?? [0.9, 0.999];
     checkRange(new.target.name, 'betas[0]', b1, 0, 1);

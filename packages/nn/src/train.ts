@@ -13,8 +13,14 @@ import { Module } from './module';
  * optimizer.update(model, grads);
  */
 export function valueAndGrad<A extends unknown[]>(model: Module, lossFn: (...args: A) => Tensor): (...args: A) => [Tensor, Record<string, Tensor>];
-export function valueAndGrad<Args extends unknown[], N extends number = 0>(fn: (...args: Args) => Tensor, argnums?: N): (...args: Args) => [Tensor, GradOf<Args[N]>];
-export function valueAndGrad<Args extends unknown[], const Ns extends readonly number[]>(fn: (...args: Args) => Tensor, argnums: Ns): (...args: Args) => [Tensor, { -readonly [K in keyof Ns]: GradOf<Args[Ns[K]]> }];
+export function valueAndGrad<Args extends unknown[], N extends number = 0>(
+  fn: (...args: Args) => Tensor,
+  argnums?: N,
+): (...args: Args) => [Tensor, GradOf<Args[N]>];
+export function valueAndGrad<Args extends unknown[], const Ns extends readonly number[]>(
+  fn: (...args: Args) => Tensor,
+  argnums: Ns,
+): (...args: Args) => [Tensor, { -readonly [K in keyof Ns]: GradOf<Args[Ns[K]]> }];
 export function valueAndGrad(first: Module | ((...args: unknown[]) => Tensor), second?: unknown): unknown {
   if (first instanceof Module) return moduleValueAndGrad(first, second as (...args: unknown[]) => Tensor);
   return functionValueAndGrad(first, second as number);
@@ -23,9 +29,13 @@ export function valueAndGrad(first: Module | ((...args: unknown[]) => Tensor), s
 function moduleValueAndGrad<A extends unknown[]>(model: Module, lossFn: (...args: A) => Tensor): (...args: A) => [Tensor, Record<string, Tensor>] {
   return (...args: A) => {
     const params = model.trainableParameters();
-    if (params.length === 0) throw new ValueError('valueAndGrad', 'the model has no trainable parameters', 'at least one unfrozen parameter', 'none (all frozen)');
+    if (params.length === 0)
+      throw new ValueError('valueAndGrad', 'the model has no trainable parameters', 'at least one unfrozen parameter', 'none (all frozen)');
     const loss = lossFn(...args);
-    const grads = grad(loss, params.map(([, p]) => p));
+    const grads = grad(
+      loss,
+      params.map(([, p]) => p),
+    );
     return [loss, Object.fromEntries(params.map(([name], i) => [name, grads[i]]))];
   };
 }

@@ -5,7 +5,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { skipWithoutAdapter } from '../../../test-support/gpu';
 import { Adam, crossEntropy, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } from '../src/index';
 
-
 /** Sequences where token[t+1] = (3·token[t] + 1) mod 32: a rule the random base model does not know. */
 function batch(step: number, size: number, length: number): { inputs: Tensor; targets: Tensor } {
   const ids = new Int32Array(size * (length + 1));
@@ -23,7 +22,10 @@ function batch(step: number, size: number, length: number): { inputs: Tensor; ta
 async function fineTune(backendName: 'cpu' | 'webgpu'): Promise<{ first: number; last: number; baseUnchanged: boolean }> {
   await T.setBackend(backendName);
   T.manualSeed(11);
-  const model = new LlamaForCausalLM({ vocab_size: 32, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2 }, { seed: 3 });
+  const model = new LlamaForCausalLM(
+    { vocab_size: 32, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2 },
+    { seed: 3 },
+  );
   linearToLoRALayers(model, { numLayers: 2, rank: 8, scale: 2, seed: 5 });
   const frozen = model.namedParameters().filter(([, p]) => !p.requiresGrad);
   const before = await Promise.all(frozen.map(async ([, p]) => Float32Array.from(await p.data())));
@@ -62,8 +64,14 @@ describe('LoRA fine-tuning of a small Llama on each backend', () => {
     } catch (error) {
       skipWithoutAdapter(ctx, error);
     }
-    const logits = T.tensor([[2, 1, 0, 1, 2], [0, 0, 3, 1, 1]]);
-    expect(await crossEntropy(logits, T.tensor([0, 2], undefined, { dtype: 'int32' })).item()).toBeCloseTo(-(2 - Math.log(2 * Math.exp(2) + 2 * Math.E + 1) + 3 - Math.log(2 + Math.exp(3) + 2 * Math.E)) / 2, 4);
+    const logits = T.tensor([
+      [2, 1, 0, 1, 2],
+      [0, 0, 3, 1, 1],
+    ]);
+    expect(await crossEntropy(logits, T.tensor([0, 2], undefined, { dtype: 'int32' })).item()).toBeCloseTo(
+      -(2 - Math.log(2 * Math.exp(2) + 2 * Math.E + 1) + 3 - Math.log(2 + Math.exp(3) + 2 * Math.E)) / 2,
+      4,
+    );
     expect(await crossEntropy(logits, T.tensor([0, 7], undefined, { dtype: 'int32' })).item()).toBeNaN();
     expect(await crossEntropy(logits, T.tensor([-100, 2], undefined, { dtype: 'int32' })).item()).toBeCloseTo(-(3 - Math.log(2 + Math.exp(3) + 2 * Math.E)), 4);
   });

@@ -4,11 +4,39 @@ import { ShapeError, type Tensor, ValueError } from '@metal-lora/tensor';
 import { assertClose, gradCheck, randomTensor } from '@metal-lora/tensor/testing';
 import { describe, expect, it } from 'vitest';
 import {
-  Adam, AdamW, applyRope, clipGradNorm, cosineDecay, crossEntropy, Dropout, Embedding, LayerNorm, Linear, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers,
-  LoRALinear, linearWarmup, mergeWeights, mse, RMSNorm, SGD, valueAndGrad, warmupCosine,
+  Adam,
+  AdamW,
+  applyRope,
+  clipGradNorm,
+  cosineDecay,
+  crossEntropy,
+  Dropout,
+  Embedding,
+  LayerNorm,
+  Linear,
+  type LlamaConfig,
+  LlamaForCausalLM,
+  linearToLoRALayers,
+  LoRALinear,
+  linearWarmup,
+  mergeWeights,
+  mse,
+  RMSNorm,
+  SGD,
+  valueAndGrad,
+  warmupCosine,
 } from '../src/index';
 
-const tiny: LlamaConfig = { vocab_size: 32, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, rms_norm_eps: 1e-5, rope_theta: 10000 };
+const tiny: LlamaConfig = {
+  vocab_size: 32,
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+};
 
 describe('Module tree', () => {
   const model = new LlamaForCausalLM(tiny, { seed: 1 });
@@ -60,7 +88,11 @@ describe('layers', () => {
     expect(emb.forward(T.tensor([[3, 3]], undefined, { dtype: 'int32' })).shape).toEqual([1, 2, 4]);
     const norm = new RMSNorm(4).forward(T.tensor([[1, 2, 3, 4]]));
     const rms = Math.sqrt((1 + 4 + 9 + 16) / 4 + 1e-5);
-    assertClose(norm.dataSync(), [1, 2, 3, 4].map((v) => v / rms), { rtol: 1e-6, atol: 0 });
+    assertClose(
+      norm.dataSync(),
+      [1, 2, 3, 4].map((v) => v / rms),
+      { rtol: 1e-6, atol: 0 },
+    );
     const ln = new LayerNorm(4).forward(T.tensor([[1, 2, 3, 4]]));
     assertClose(ln.dataSync(), [-1.3416355, -0.4472118, 0.4472118, 1.3416355], { rtol: 1e-5, atol: 1e-6 });
   });
@@ -78,7 +110,7 @@ describe('layers', () => {
     const v = x.dataSync();
     const y = applyRope(x, 100).dataSync();
     const t = 2;
-    const angle = t / 100 ** (2 * 1 / 4); // pair i = 1 at position 2
+    const angle = t / 100 ** ((2 * 1) / 4); // pair i = 1 at position 2
     const [a, b] = [v[t * 4 + 1], v[t * 4 + 3]];
     expect(y[t * 4 + 1]).toBeCloseTo(a * Math.cos(angle) - b * Math.sin(angle), 12);
     expect(y[t * 4 + 3]).toBeCloseTo(b * Math.cos(angle) + a * Math.sin(angle), 12);
@@ -92,7 +124,10 @@ describe('layers', () => {
   });
   it('gradients of RMSNorm and a whole decoder block check by finite differences (float64)', () => {
     const norm = new RMSNorm(5, 1e-5, { dtype: 'float64' });
-    gradCheck((x, w) => T.mul(T.div(x, T.sqrt(T.add(T.mean(T.mul(x, x), -1, true), 1e-5))), w), [randomTensor([3, 5], 1, { dtype: 'float64' }), norm.stateDict().weight.detach()]);
+    gradCheck(
+      (x, w) => T.mul(T.div(x, T.sqrt(T.add(T.mean(T.mul(x, x), -1, true), 1e-5))), w),
+      [randomTensor([3, 5], 1, { dtype: 'float64' }), norm.stateDict().weight.detach()],
+    );
     const model = new LlamaForCausalLM({ ...tiny, num_hidden_layers: 1 }, { seed: 5, dtype: 'float64' });
     const layer = model.getModule('model.layers.0') as unknown as { forward(x: Tensor): Tensor };
     gradCheck((x) => layer.forward(x), [randomTensor([1, 3, 16], 2, { dtype: 'float64' })]);
@@ -116,7 +151,12 @@ describe('LoRA', () => {
   it('linearToLoRALayers: last numLayers blocks, block-relative keys, unknown keys refused', () => {
     const model = new LlamaForCausalLM(tiny, { seed: 1 });
     const paths = linearToLoRALayers(model, { numLayers: 2, keys: ['self_attn.q_proj', 'self_attn.v_proj'], rank: 4, scale: 10 });
-    expect(paths).toEqual(['model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj', 'model.layers.2.self_attn.q_proj', 'model.layers.2.self_attn.v_proj']);
+    expect(paths).toEqual([
+      'model.layers.1.self_attn.q_proj',
+      'model.layers.1.self_attn.v_proj',
+      'model.layers.2.self_attn.q_proj',
+      'model.layers.2.self_attn.v_proj',
+    ]);
     expect(model.trainableParameters().map(([n]) => n)).toEqual(paths.flatMap((p) => [`${p}.loraA`, `${p}.loraB`]));
     expect(() => linearToLoRALayers(new LlamaForCausalLM(tiny), { keys: ['q_proj'] })).toThrow(/keys match no Linear layer in the selected blocks: q_proj/);
     const all = linearToLoRALayers(new LlamaForCausalLM(tiny), { numLayers: 1 });
@@ -160,7 +200,11 @@ describe('optimizers match torch.optim (fixture from PyTorch, float64)', () => {
     const opt = make(name, p);
     fixture.trajectories[name].params.forEach((expected, i) => {
       const t = i + 1;
-      p.grad = T.tensor(Array.from(p.dataSync(), (v) => Math.sin(3 * v + t) + 0.1 * t), undefined, { dtype: 'float64' });
+      p.grad = T.tensor(
+        Array.from(p.dataSync(), (v) => Math.sin(3 * v + t) + 0.1 * t),
+        undefined,
+        { dtype: 'float64' },
+      );
       opt.step();
       assertClose(p.dataSync(), expected, { rtol: 1e-12, atol: 1e-14 }, `${name} step ${t}`);
     });
@@ -185,7 +229,12 @@ describe('training utilities', () => {
     expect(clipGradNorm(g, 10).grads).toBe(g);
   });
   it('crossEntropy with ignore index and mask; mse', () => {
-    const logits = T.tensor([[[2, 1, 0], [0, 0, 3]]]);
+    const logits = T.tensor([
+      [
+        [2, 1, 0],
+        [0, 0, 3],
+      ],
+    ]);
     const targets = T.tensor([[0, -100]], undefined, { dtype: 'int32' });
     const expected = -(2 - Math.log(Math.exp(2) + Math.exp(1) + 1));
     expect(crossEntropy(logits, targets).itemSync()).toBeCloseTo(expected, 5);
@@ -197,10 +246,15 @@ describe('training utilities', () => {
     expect(() => crossEntropy(logits, T.tensor([[0, 1]]))).toThrow(/int32/);
   });
   it('crossEntropy refuses targets that are not classes (unless ignored)', () => {
-    const logits = T.tensor([[2, 1, 0, 1, 2], [0, 0, 3, 1, 1]]);
+    const logits = T.tensor([
+      [2, 1, 0, 1, 2],
+      [0, 0, 3, 1, 1],
+    ]);
     const ids = (v: number[]) => T.tensor(v, undefined, { dtype: 'int32' });
     expect(() => crossEntropy(logits, ids([0, 7]))).toThrow(T.ValueError);
-    expect(() => crossEntropy(logits, ids([0, 7]))).toThrow('crossEntropy: target 7 at position 1 is not a class of the 5 logits; expected 0 <= target < 5 or the ignore index -100, got 7');
+    expect(() => crossEntropy(logits, ids([0, 7]))).toThrow(
+      'crossEntropy: target 7 at position 1 is not a class of the 5 logits; expected 0 <= target < 5 or the ignore index -100, got 7',
+    );
     expect(() => crossEntropy(logits, ids([-1, 0]))).toThrow(/target -1 at position 0/);
     expect(crossEntropy(logits, ids([-1, 0]), { ignoreIndex: -1 }).itemSync()).toBeCloseTo(Math.log(2 + Math.exp(3) + 2 * Math.E), 5);
   });

@@ -41,7 +41,13 @@ export function grad(output: Tensor, inputs: readonly Tensor[], options: { retai
 }
 
 /** The gradient structure of an argument: a tensor for a tensor, the same tree shape for trees. */
-export type GradOf<A> = A extends Tensor ? Tensor : A extends readonly unknown[] ? { -readonly [K in keyof A]: GradOf<A[K]> } : A extends object ? { -readonly [K in keyof A]: GradOf<A[K]> } : never;
+export type GradOf<A> = A extends Tensor
+  ? Tensor
+  : A extends readonly unknown[]
+    ? { -readonly [K in keyof A]: GradOf<A[K]> }
+    : A extends object
+      ? { -readonly [K in keyof A]: GradOf<A[K]> }
+      : never;
 
 /**
  * MLX-style transform: `valueAndGrad(fn, argnums)(...args)` returns `[value, grads]`, the gradient
@@ -53,7 +59,10 @@ export type GradOf<A> = A extends Tensor ? Tensor : A extends readonly unknown[]
  * const f = (w: Tensor) => w.mul(w).sum();
  * const [value, dw] = valueAndGrad(f)(tensor([1, 2, 3])); // 14, [2, 4, 6]
  */
-export function valueAndGrad<Args extends unknown[], N extends number = 0>(fn: (...args: Args) => Tensor, argnums?: N): (...args: Args) => [Tensor, GradOf<Args[N]>];
+export function valueAndGrad<Args extends unknown[], N extends number = 0>(
+  fn: (...args: Args) => Tensor,
+  argnums?: N,
+): (...args: Args) => [Tensor, GradOf<Args[N]>];
 export function valueAndGrad<Args extends unknown[], const Ns extends readonly number[]>(
   fn: (...args: Args) => Tensor,
   argnums: Ns,
@@ -63,7 +72,8 @@ export function valueAndGrad<Args extends unknown[]>(fn: (...args: Args) => Tens
   return (...args: Args): [Tensor, TensorTree | TensorTree[]] => {
     if (!isGradEnabled()) throw new StateError('valueAndGrad', 'gradients are disabled; expected a call outside noGrad(), got one inside');
     for (const i of list) {
-      if (!Number.isInteger(i) || i < 0 || i >= args.length) throw new ValueError('valueAndGrad', 'argnum out of range', `an index below ${args.length}`, String(i));
+      if (!Number.isInteger(i) || i < 0 || i >= args.length)
+        throw new ValueError('valueAndGrad', 'argnum out of range', `an index below ${args.length}`, String(i));
     }
     const callArgs = [...args] as unknown[];
     const watched: Tensor[] = [];

@@ -75,7 +75,9 @@ export function registerBackend(name: string, backend: Backend | (() => Backend 
 }
 
 /** Where a backend is registered by importing a package, named in the error for a missing one. */
-const REGISTERED_BY: Record<string, string> = { webgpu: "import '@metal-lora/metal-kernels' (or 'metal-lora') first: importing it registers the webgpu backend" };
+const REGISTERED_BY: Record<string, string> = {
+  webgpu: "import '@metal-lora/metal-kernels' (or 'metal-lora') first: importing it registers the webgpu backend",
+};
 
 let autoNoted = false;
 /** 'auto' says once per process why it took the CPU over a GPU backend that exists. */
@@ -94,7 +96,12 @@ export async function resolveBackend(name: string): Promise<Backend> {
   const entry = backends.get(name);
   if (!entry) {
     const hint = REGISTERED_BY[name];
-    throw new ValueError('setBackend', `unknown backend${hint ? ` ('${name}' is not registered: ${hint})` : ''}`, `one of ${registeredBackends().join(', ')}`, `'${name}'`);
+    throw new ValueError(
+      'setBackend',
+      `unknown backend${hint ? ` ('${name}' is not registered: ${hint})` : ''}`,
+      `one of ${registeredBackends().join(', ')}`,
+      `'${name}'`,
+    );
   }
   if (typeof entry !== 'function') return entry;
   const made = await entry();
@@ -153,7 +160,8 @@ const kernels = new Map<string, Map<string, KernelFn>>();
 export function registerKernel(backend: string, op: OpName, fn: KernelFn): void {
   let byBackend = kernels.get(op);
   if (!byBackend) kernels.set(op, (byBackend = new Map()));
-  if (byBackend.has(backend)) throw new ValueError('registerKernel', `kernel '${op}' is already registered`, 'one registration per (backend, op)', `a second one for '${backend}'`);
+  if (byBackend.has(backend))
+    throw new ValueError('registerKernel', `kernel '${op}' is already registered`, 'one registration per (backend, op)', `a second one for '${backend}'`);
   byBackend.set(backend, fn);
 }
 

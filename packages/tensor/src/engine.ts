@@ -40,7 +40,12 @@ function commonBackend(op: string, inputs: readonly Tensor[]): Backend {
   const backend = inputs[0].backend;
   for (const t of inputs) {
     if (t.backend !== backend) {
-      throw new ValueError(op, 'inputs live on different backends', `all on '${backend.name}'`, `'${t.backend.name}'; move one with await t.to('${backend.name}')`);
+      throw new ValueError(
+        op,
+        'inputs live on different backends',
+        `all on '${backend.name}'`,
+        `'${t.backend.name}'; move one with await t.to('${backend.name}')`,
+      );
     }
   }
   return backend;
@@ -146,9 +151,15 @@ export function releaseGraph(root: Tensor): void {
 
 export function assertDifferentiable(root: Tensor, op: string): void {
   if (root.graphReleased) {
-    throw new StateError(op, 'the graph of this tensor (or of a tensor it was computed from) was released by an earlier backward; expected a live graph (pass { retainGraph: true } to the first backward to go through it again), got a released one');
+    throw new StateError(
+      op,
+      'the graph of this tensor (or of a tensor it was computed from) was released by an earlier backward; expected a live graph (pass { retainGraph: true } to the first backward to go through it again), got a released one',
+    );
   }
   if (!root.requiresGrad) {
-    throw new StateError(op, 'the tensor does not require grad; expected an output computed from a tensor with requiresGrad: true, got one with no recorded graph');
+    throw new StateError(
+      op,
+      'the tensor does not require grad; expected an output computed from a tensor with requiresGrad: true, got one with no recorded graph',
+    );
   }
 }

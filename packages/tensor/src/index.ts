@@ -31,7 +31,18 @@ export {
 } from './backend';
 export { CpuBackend, cpuBackend } from './cpu/backend';
 export { gemmABt } from './cpu/matmul';
-export { type DType, DTYPES, bytesPerElement, float16BitsToFloat32, float32ToFloat16Bits, fromStorage, isFloat, type StorageArray, toStorage, type ValueArray } from './dtype';
+export {
+  type DType,
+  DTYPES,
+  bytesPerElement,
+  float16BitsToFloat32,
+  float32ToFloat16Bits,
+  fromStorage,
+  isFloat,
+  type StorageArray,
+  toStorage,
+  type ValueArray,
+} from './dtype';
 export { isGradEnabled, noGrad, record, runOp } from './engine';
 export { DTypeError, FormatError, GPUError, KernelNotFoundError, MetalLoRAError, ShapeError, StateError, ValueError } from './errors';
 export * from './ops/all';

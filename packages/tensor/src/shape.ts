@@ -36,7 +36,8 @@ export function assertShape(op: string, shape: unknown): number[] {
   }
   // Checked before anything is allocated: a bare RangeError from a typed array says nothing.
   const size = shape.reduce((a: number, d: number) => a * d, 1);
-  if (size > MAX_TENSOR_ELEMENTS) throw new ShapeError(op, 'the tensor is too large', `at most ${MAX_TENSOR_ELEMENTS} elements`, `${size} elements for ${formatShape(shape)}`);
+  if (size > MAX_TENSOR_ELEMENTS)
+    throw new ShapeError(op, 'the tensor is too large', `at most ${MAX_TENSOR_ELEMENTS} elements`, `${size} elements for ${formatShape(shape)}`);
   return [...shape];
 }
 

@@ -75,7 +75,8 @@ export class Tensor {
   }
 
   private live(op: string): Storage {
-    if (!this.storage) throw new StateError(op, `tensor #${this.id} ${formatShape(this.shape, this.dtype)} was disposed; expected a live tensor, got a disposed one`);
+    if (!this.storage)
+      throw new StateError(op, `tensor #${this.id} ${formatShape(this.shape, this.dtype)} was disposed; expected a live tensor, got a disposed one`);
     return this.storage;
   }
 
@@ -159,7 +160,8 @@ export class Tensor {
     assertDifferentiable(this, 'backward');
     let seed = grad;
     if (!seed) {
-      if (this.size !== 1) throw new ShapeError('backward', 'an implicit gradient needs a one-element output', 'a scalar (pass grad for other shapes)', formatShape(this.shape));
+      if (this.size !== 1)
+        throw new ShapeError('backward', 'an implicit gradient needs a one-element output', 'a scalar (pass grad for other shapes)', formatShape(this.shape));
       seed = full(this.shape, 1, { dtype: this.dtype, backend: this.backend });
     } else if (seed.shape.join() !== this.shape.join()) {
       throw new ShapeError('backward', 'gradient shape differs from the output', formatShape(this.shape), formatShape(seed.shape));
@@ -189,7 +191,8 @@ export class Tensor {
     if (value.shape.join() !== this.shape.join() || value.dtype !== this.dtype) {
       throw new ShapeError('assign', 'value differs in shape or dtype', formatShape(this.shape, this.dtype), formatShape(value.shape, value.dtype));
     }
-    if (incoming.backend !== own.backend) throw new StateError('assign', `value lives on another backend; expected '${own.backend.name}', got '${incoming.backend.name}'`);
+    if (incoming.backend !== own.backend)
+      throw new StateError('assign', `value lives on another backend; expected '${own.backend.name}', got '${incoming.backend.name}'`);
     incoming.refs++;
     this.storage = incoming;
     if (--own.refs === 0) own.backend.free(own.data);
@@ -209,31 +212,81 @@ export class Tensor {
   }
 
   // Chaining forms of the ops (see the functions in ops/ for documentation).
-  add(b: Tensor | number): Tensor { return ops.add(this, b); }
-  sub(b: Tensor | number): Tensor { return ops.sub(this, b); }
-  mul(b: Tensor | number): Tensor { return ops.mul(this, b); }
-  div(b: Tensor | number): Tensor { return ops.div(this, b); }
-  pow(b: Tensor | number): Tensor { return ops.pow(this, b); }
-  neg(): Tensor { return ops.neg(this); }
-  exp(): Tensor { return ops.exp(this); }
-  log(): Tensor { return ops.log(this); }
-  sqrt(): Tensor { return ops.sqrt(this); }
-  tanh(): Tensor { return ops.tanh(this); }
-  sigmoid(): Tensor { return ops.sigmoid(this); }
-  relu(): Tensor { return ops.relu(this); }
-  abs(): Tensor { return ops.abs(this); }
-  silu(): Tensor { return ops.silu(this); }
-  gelu(options?: { approximate?: 'none' | 'tanh' }): Tensor { return ops.gelu(this, options); }
-  matmul(b: Tensor, options?: ops.MatmulOptions): Tensor { return ops.matmul(this, b, options); }
-  sum(axes?: number | number[], keepDims = false): Tensor { return ops.sum(this, axes, keepDims); }
-  mean(axes?: number | number[], keepDims = false): Tensor { return ops.mean(this, axes, keepDims); }
-  max(axes?: number | number[], keepDims = false): Tensor { return ops.max(this, axes, keepDims); }
-  softmax(axis = -1): Tensor { return ops.softmax(this, axis); }
-  logSoftmax(axis = -1): Tensor { return ops.logSoftmax(this, axis); }
-  reshape(shape: readonly number[]): Tensor { return ops.reshape(this, shape); }
-  transpose(perm?: readonly number[]): Tensor { return ops.transpose(this, perm); }
-  slice(begin: readonly number[], end?: readonly number[]): Tensor { return ops.slice(this, begin, end); }
-  cast(dtype: DType): Tensor { return ops.cast(this, dtype); }
+  add(b: Tensor | number): Tensor {
+    return ops.add(this, b);
+  }
+  sub(b: Tensor | number): Tensor {
+    return ops.sub(this, b);
+  }
+  mul(b: Tensor | number): Tensor {
+    return ops.mul(this, b);
+  }
+  div(b: Tensor | number): Tensor {
+    return ops.div(this, b);
+  }
+  pow(b: Tensor | number): Tensor {
+    return ops.pow(this, b);
+  }
+  neg(): Tensor {
+    return ops.neg(this);
+  }
+  exp(): Tensor {
+    return ops.exp(this);
+  }
+  log(): Tensor {
+    return ops.log(this);
+  }
+  sqrt(): Tensor {
+    return ops.sqrt(this);
+  }
+  tanh(): Tensor {
+    return ops.tanh(this);
+  }
+  sigmoid(): Tensor {
+    return ops.sigmoid(this);
+  }
+  relu(): Tensor {
+    return ops.relu(this);
+  }
+  abs(): Tensor {
+    return ops.abs(this);
+  }
+  silu(): Tensor {
+    return ops.silu(this);
+  }
+  gelu(options?: { approximate?: 'none' | 'tanh' }): Tensor {
+    return ops.gelu(this, options);
+  }
+  matmul(b: Tensor, options?: ops.MatmulOptions): Tensor {
+    return ops.matmul(this, b, options);
+  }
+  sum(axes?: number | number[], keepDims = false): Tensor {
+    return ops.sum(this, axes, keepDims);
+  }
+  mean(axes?: number | number[], keepDims = false): Tensor {
+    return ops.mean(this, axes, keepDims);
+  }
+  max(axes?: number | number[], keepDims = false): Tensor {
+    return ops.max(this, axes, keepDims);
+  }
+  softmax(axis = -1): Tensor {
+    return ops.softmax(this, axis);
+  }
+  logSoftmax(axis = -1): Tensor {
+    return ops.logSoftmax(this, axis);
+  }
+  reshape(shape: readonly number[]): Tensor {
+    return ops.reshape(this, shape);
+  }
+  transpose(perm?: readonly number[]): Tensor {
+    return ops.transpose(this, perm);
+  }
+  slice(begin: readonly number[], end?: readonly number[]): Tensor {
+    return ops.slice(this, begin, end);
+  }
+  cast(dtype: DType): Tensor {
+    return ops.cast(this, dtype);
+  }
 }
 
 setTensorCheck((v: unknown): v is Tensor => v instanceof Tensor);
@@ -268,10 +321,12 @@ function inferShape(data: NestedArray, op: string): number[] {
   }
   const check = (v: NestedArray, dim: number): void => {
     if (dim === shape.length) {
-      if (typeof v !== 'number' && typeof v !== 'boolean') throw new ShapeError(op, 'ragged nested array', `a rectangular array of shape ${formatShape(shape)}`, 'rows of different lengths');
+      if (typeof v !== 'number' && typeof v !== 'boolean')
+        throw new ShapeError(op, 'ragged nested array', `a rectangular array of shape ${formatShape(shape)}`, 'rows of different lengths');
       return;
     }
-    if (!Array.isArray(v) || v.length !== shape[dim]) throw new ShapeError(op, 'ragged nested array', `a rectangular array of shape ${formatShape(shape)}`, 'rows of different lengths');
+    if (!Array.isArray(v) || v.length !== shape[dim])
+      throw new ShapeError(op, 'ragged nested array', `a rectangular array of shape ${formatShape(shape)}`, 'rows of different lengths');
     for (const x of v) check(x, dim + 1);
   };
   check(data, 0);
@@ -324,7 +379,8 @@ export function tensor(data: NestedArray | TypedInput, shape?: readonly number[]
       if (dtype !== 'float16') throw new DTypeError('tensor', 'a Uint16Array holds float16 bits', "dtype 'float16'", dtype);
       const backend = options.backend ?? getBackend();
       const s = shape ? assertShape('tensor', shape) : [data.length];
-      if (sizeOf(s) !== data.length) throw new ShapeError('tensor', 'data length does not match the shape', `${sizeOf(s)} elements for ${formatShape(s)}`, `${data.length}`);
+      if (sizeOf(s) !== data.length)
+        throw new ShapeError('tensor', 'data length does not match the shape', `${sizeOf(s)} elements for ${formatShape(s)}`, `${data.length}`);
       const t = Tensor.fromBackendData(backend, backend.upload(data.slice(), 'float16'), s, 'float16');
       return setRequiresGrad(t, options.requiresGrad ?? false, 'tensor');
     }

@@ -44,7 +44,13 @@ export interface Comparison {
 /** Compares elementwise; NaN equals NaN, infinities must match exactly. */
 export function compare(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: Tolerance, label = 'values'): Comparison {
   if (actual.length !== expected.length) {
-    return { ok: false, maxAbsError: Number.POSITIVE_INFINITY, maxRelError: Number.POSITIVE_INFINITY, worstIndex: -1, message: `${label}: length ${actual.length} vs expected ${expected.length}` };
+    return {
+      ok: false,
+      maxAbsError: Number.POSITIVE_INFINITY,
+      maxRelError: Number.POSITIVE_INFINITY,
+      worstIndex: -1,
+      message: `${label}: length ${actual.length} vs expected ${expected.length}`,
+    };
   }
   let maxAbs = 0;
   let maxRel = 0;
@@ -105,7 +111,11 @@ export function randomTensor(shape: readonly number[], seed: number, options: { 
  * contracted with fixed random weights, so the whole vector-Jacobian product is checked, not
  * only its sum. Returns the worst comparison; throws with both sides printed when off.
  */
-export function gradCheck(fn: (...inputs: Tensor[]) => Tensor, inputs: Tensor[], options: { eps?: number; tol?: Tolerance; only?: number[] } = {}): Comparison[] {
+export function gradCheck(
+  fn: (...inputs: Tensor[]) => Tensor,
+  inputs: Tensor[],
+  options: { eps?: number; tol?: Tolerance; only?: number[] } = {},
+): Comparison[] {
   const eps = options.eps ?? 1e-6;
   const tol = options.tol ?? TOLERANCES.gradCheck;
   const which = options.only ?? inputs.map((_, i) => i);
@@ -118,7 +128,10 @@ export function gradCheck(fn: (...inputs: Tensor[]) => Tensor, inputs: Tensor[],
     leaf.requiresGrad = which.includes(inputs.indexOf(x));
     return leaf;
   });
-  const analytic = grad(objective(leaves), which.map((i) => leaves[i]));
+  const analytic = grad(
+    objective(leaves),
+    which.map((i) => leaves[i]),
+  );
   const results: Comparison[] = [];
   which.forEach((inputIndex, k) => {
     const base = inputs[inputIndex];

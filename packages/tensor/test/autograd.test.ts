@@ -18,10 +18,25 @@ describe('backward (PyTorch style)', () => {
     expect(c.grad).toBeNull();
   });
   it('accepts an explicit output gradient of the output shape', () => {
-    const x = tensor([[1, 2], [3, 4]], undefined, { requiresGrad: true });
+    const x = tensor(
+      [
+        [1, 2],
+        [3, 4],
+      ],
+      undefined,
+      { requiresGrad: true },
+    );
     const y = mul(x, 2);
-    y.backward(tensor([[1, 0], [0, 1]]));
-    expect(x.grad!.toArraySync()).toEqual([[2, 0], [0, 2]]);
+    y.backward(
+      tensor([
+        [1, 0],
+        [0, 1],
+      ]),
+    );
+    expect(x.grad!.toArraySync()).toEqual([
+      [2, 0],
+      [0, 2],
+    ]);
   });
   it('releases the graph: a second backward throws unless retainGraph', () => {
     const x = tensor([1, 2], undefined, { requiresGrad: true });
@@ -38,7 +53,9 @@ describe('backward (PyTorch style)', () => {
     expect(x.grad!.toArraySync()).toEqual([3, 3]);
     // The second graph reaches x only through h, released by the first backward.
     expect(() => sum(mul(h, h)).backward()).toThrow(StateError);
-    expect(() => sum(mul(h, h)).backward()).toThrow(/backward: the graph of this tensor \(or of a tensor it was computed from\) was released by an earlier backward/);
+    expect(() => sum(mul(h, h)).backward()).toThrow(
+      /backward: the graph of this tensor \(or of a tensor it was computed from\) was released by an earlier backward/,
+    );
     expect(x.grad!.toArraySync()).toEqual([3, 3]); // nothing half-accumulated
     const x2 = tensor([1, 2], undefined, { requiresGrad: true });
     const h2 = mul(x2, 3);
@@ -132,7 +149,10 @@ describe('memory: dispose, tidy, keep', () => {
     const x = tensor([1, 2, 3, 4]);
     const r = x.reshape([2, 2]);
     x.dispose();
-    expect(r.toArraySync()).toEqual([[1, 2], [3, 4]]);
+    expect(r.toArraySync()).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
   });
   it('tidy disposes everything when the function throws', () => {
     const before = cpuBackend.memory().liveBuffers;

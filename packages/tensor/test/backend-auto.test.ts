@@ -4,7 +4,16 @@ import { type Backend, getBackend, registerBackend, setBackend, ValueError } fro
 /** A stand-in GPU backend: the CPU backend's storage under another name. */
 async function fakeGpu(software: boolean): Promise<Backend> {
   const cpu = await setBackend('cpu');
-  return { ...cpu, name: 'webgpu', software, upload: cpu.upload.bind(cpu), read: cpu.read.bind(cpu), free: cpu.free.bind(cpu), memory: cpu.memory.bind(cpu), resetPeak: cpu.resetPeak.bind(cpu) };
+  return {
+    ...cpu,
+    name: 'webgpu',
+    software,
+    upload: cpu.upload.bind(cpu),
+    read: cpu.read.bind(cpu),
+    free: cpu.free.bind(cpu),
+    memory: cpu.memory.bind(cpu),
+    resetPeak: cpu.resetPeak.bind(cpu),
+  };
 }
 
 describe("setBackend('auto')", () => {

@@ -1,14 +1,35 @@
 import * as T from '../src/index';
 import { describe, expect, it } from 'vitest';
 import {
-  add, concat, DTypeError, gather, getKernel, KernelNotFoundError, loraLinear, matmul, MetalLoRAError, ones, registerKernel, reshape, setBackend, ShapeError,
-  slice, sum, tensor, transpose, unregisterKernel, ValueError, zeros,
+  add,
+  concat,
+  DTypeError,
+  gather,
+  getKernel,
+  KernelNotFoundError,
+  loraLinear,
+  matmul,
+  MetalLoRAError,
+  ones,
+  registerKernel,
+  reshape,
+  setBackend,
+  ShapeError,
+  slice,
+  sum,
+  tensor,
+  transpose,
+  unregisterKernel,
+  ValueError,
+  zeros,
 } from '../src/index';
 
 describe('typed errors with "<op>: what; expected X, got Y"', () => {
   it('shape mismatch in broadcasting', () => {
     expect(() => add(zeros([2, 3]), zeros([4]))).toThrow(ShapeError);
-    expect(() => add(zeros([2, 3]), zeros([4]))).toThrow('add: shapes cannot be broadcast together; expected equal dimensions or 1 in each position from the right, got [2, 3] and [4]');
+    expect(() => add(zeros([2, 3]), zeros([4]))).toThrow(
+      'add: shapes cannot be broadcast together; expected equal dimensions or 1 in each position from the right, got [2, 3] and [4]',
+    );
   });
   it('matmul inner dimensions', () => {
     expect(() => matmul(zeros([2, 3]), zeros([4, 5]))).toThrow(/^matmul: inner dimensions differ; expected .*, got \[2, 3\] · \[4, 5\] \(3 vs 4\)$/);
@@ -33,12 +54,16 @@ describe('typed errors with "<op>: what; expected X, got Y"', () => {
     expect(() => concat([zeros([2, 2]), zeros([3, 3])], 0)).toThrow(ShapeError);
   });
   it('reshape element count and ragged data', () => {
-    expect(() => reshape(zeros([2, 3]), [4, 2])).toThrow('reshape: element count differs; expected a shape of 6 elements (from [2, 3]), got [4, 2] (8 elements)');
+    expect(() => reshape(zeros([2, 3]), [4, 2])).toThrow(
+      'reshape: element count differs; expected a shape of 6 elements (from [2, 3]), got [4, 2] (8 elements)',
+    );
     expect(() => tensor([[1, 2], [3]])).toThrow(ShapeError);
     expect(() => tensor([1, 2, 3], [2, 2])).toThrow(ShapeError);
   });
   it('gather index out of range and wrong index dtype', () => {
-    expect(() => gather(ones([3, 2]), tensor([3], undefined, { dtype: 'int32' }))).toThrow('gather: index 3 at position 0 is out of range; expected 0 <= index < 3, got 3');
+    expect(() => gather(ones([3, 2]), tensor([3], undefined, { dtype: 'int32' }))).toThrow(
+      'gather: index 3 at position 0 is out of range; expected 0 <= index < 3, got 3',
+    );
     expect(() => gather(ones([3, 2]), tensor([1]))).toThrow(DTypeError);
   });
   it('transcendental ops refuse integers; slice refuses non-integers', () => {
@@ -60,7 +85,9 @@ describe('typed errors with "<op>: what; expected X, got Y"', () => {
 describe('kernel and backend registry', () => {
   it('a missing kernel names the backends that have it', () => {
     expect(() => getKernel('webgpu-test', 'matmul')).toThrow(KernelNotFoundError);
-    expect(() => getKernel('webgpu-test', 'matmul')).toThrow("matmul: no kernel registered for backend 'webgpu-test'; expected one of the backends that have it: cpu, got 'webgpu-test'");
+    expect(() => getKernel('webgpu-test', 'matmul')).toThrow(
+      "matmul: no kernel registered for backend 'webgpu-test'; expected one of the backends that have it: cpu, got 'webgpu-test'",
+    );
   });
   it('a duplicate registration throws; unregister allows a new one', () => {
     expect(() => registerKernel('cpu', 'exp', () => [])).toThrow(/already registered/);
@@ -77,12 +104,16 @@ describe('kernel and backend registry', () => {
 
 describe('no silent wrong answers from creation, mixed operands and empty reductions', () => {
   it('refuses unknown dtypes, oversized shapes, fractions for int32 operands and the max of nothing', () => {
-  expect(() => T.zeros([2], { dtype: 'float8' as never })).toThrow("full: unknown dtype; expected float32 | float16 | float64 | int32 | bool, got float8");
-  expect(() => T.zeros([1e6, 1e6])).toThrow('full: the tensor is too large; expected at most 2147483647 elements, got 1000000000000 elements for [1000000, 1000000]');
-  expect(() => T.add(T.tensor([1, 2, 3], undefined, { dtype: 'int32' }), 0.5)).toThrow("add: the number 0.5 is not an int32, the other operand's dtype; expected an integer in int32 range (cast the tensor to a float dtype for fractions), got 0.5");
-  expect(T.add(T.tensor([1, 2, 3], undefined, { dtype: 'int32' }), 2).toArraySync()).toEqual([3, 4, 5]);
-  expect(() => T.max(T.zeros([0]))).toThrow('max: a reduced axis is empty; expected every reduced axis of length ≥ 1, got [0] reduced over [0]');
-  expect(T.max(T.zeros([2, 0]), 0).shape).toEqual([0]);
-  expect(T.sum(T.zeros([0])).itemSync()).toBe(0);
+    expect(() => T.zeros([2], { dtype: 'float8' as never })).toThrow('full: unknown dtype; expected float32 | float16 | float64 | int32 | bool, got float8');
+    expect(() => T.zeros([1e6, 1e6])).toThrow(
+      'full: the tensor is too large; expected at most 2147483647 elements, got 1000000000000 elements for [1000000, 1000000]',
+    );
+    expect(() => T.add(T.tensor([1, 2, 3], undefined, { dtype: 'int32' }), 0.5)).toThrow(
+      "add: the number 0.5 is not an int32, the other operand's dtype; expected an integer in int32 range (cast the tensor to a float dtype for fractions), got 0.5",
+    );
+    expect(T.add(T.tensor([1, 2, 3], undefined, { dtype: 'int32' }), 2).toArraySync()).toEqual([3, 4, 5]);
+    expect(() => T.max(T.zeros([0]))).toThrow('max: a reduced axis is empty; expected every reduced axis of length ≥ 1, got [0] reduced over [0]');
+    expect(T.max(T.zeros([2, 0]), 0).shape).toEqual([0]);
+    expect(T.sum(T.zeros([0])).itemSync()).toBe(0);
   });
 });

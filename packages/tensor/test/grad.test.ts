@@ -1,7 +1,41 @@
 import { describe, expect, it } from 'vitest';
 import {
-  abs, add, broadcastTo, cast, concat, div, erf, exp, gather, gelu, log, logSoftmax, loraLinear, matmul, max, maximum, mean, mul, neg, pad, pow, relu,
-  reshape, scatterAdd, sigmoid, silu, slice, softmax, sqrt, sub, sum, type Tensor, tanh, tensor, transpose, where,
+  abs,
+  add,
+  broadcastTo,
+  cast,
+  concat,
+  div,
+  erf,
+  exp,
+  gather,
+  gelu,
+  log,
+  logSoftmax,
+  loraLinear,
+  matmul,
+  max,
+  maximum,
+  mean,
+  mul,
+  neg,
+  pad,
+  pow,
+  relu,
+  reshape,
+  scatterAdd,
+  sigmoid,
+  silu,
+  slice,
+  softmax,
+  sqrt,
+  sub,
+  sum,
+  type Tensor,
+  tanh,
+  tensor,
+  transpose,
+  where,
 } from '../src/index';
 import { gradCheck, randomTensor } from '../src/testing';
 
@@ -60,19 +94,54 @@ const layoutCases: Case[] = [
   ['reshape', (x) => reshape(x, [4, 3]), () => [f64([2, 6], 60)]],
   ['transpose rank 3', (x) => transpose(x, [1, 2, 0]), () => [f64([2, 3, 4], 61)]],
   ['slice', (x) => slice(x, [1, 0], [3, -1]), () => [f64([4, 5], 62)]],
-  ['pad', (x) => pad(x, [[1, 2], [0, 1]], 0.5), () => [f64([2, 3], 63)]],
+  [
+    'pad',
+    (x) =>
+      pad(
+        x,
+        [
+          [1, 2],
+          [0, 1],
+        ],
+        0.5,
+      ),
+    () => [f64([2, 3], 63)],
+  ],
   ['concat axis 1', (a, b) => concat([a, b], 1), () => [f64([2, 3], 64), f64([2, 2], 65)]],
   ['broadcastTo', (x) => broadcastTo(x, [3, 2, 4]), () => [f64([2, 1], 66)]],
   ['where', (a, b) => where(tensor([[1, 0, 1]], undefined, { dtype: 'bool' }), a, b), () => [f64([2, 3], 67), f64([3], 68)]],
-  ['gather (repeated ids)', (t) => gather(t, tensor([[0, 2], [2, 1]], undefined, { dtype: 'int32' })), () => [f64([3, 4], 69)]],
+  [
+    'gather (repeated ids)',
+    (t) =>
+      gather(
+        t,
+        tensor(
+          [
+            [0, 2],
+            [2, 1],
+          ],
+          undefined,
+          { dtype: 'int32' },
+        ),
+      ),
+    () => [f64([3, 4], 69)],
+  ],
   ['gather axis 1', (t) => gather(t, tensor([3, 0, 3], undefined, { dtype: 'int32' }), 1), () => [f64([2, 4], 70)]],
   ['scatterAdd updates', (u) => scatterAdd(tensor([1, 1, 0], undefined, { dtype: 'int32' }), u, [3, 2]), () => [f64([3, 2], 71)]],
 ];
 
 const loraCases: Case[] = [
   ['loraLinear', (x, w, a, b) => loraLinear(x, w, a, b, { scale: 2.5 }), () => [f64([3, 5], 80), f64([4, 5], 81), f64([2, 5], 82), f64([4, 2], 83)]],
-  ['loraLinear with bias, rank 1, 3-D x', (x, w, a, b, bias) => loraLinear(x, w, a, b, { scale: 0.5, bias }), () => [f64([2, 3, 5], 84), f64([4, 5], 85), f64([1, 5], 86), f64([4, 1], 87), f64([4], 88)]],
-  ['loraLinear with dropout', (x, w, a, b) => loraLinear(x, w, a, b, { scale: 1.5, dropout: 0.4, seed: 1234 }), () => [f64([4, 6], 89), f64([3, 6], 90), f64([2, 6], 91), f64([3, 2], 92)]],
+  [
+    'loraLinear with bias, rank 1, 3-D x',
+    (x, w, a, b, bias) => loraLinear(x, w, a, b, { scale: 0.5, bias }),
+    () => [f64([2, 3, 5], 84), f64([4, 5], 85), f64([1, 5], 86), f64([4, 1], 87), f64([4], 88)],
+  ],
+  [
+    'loraLinear with dropout',
+    (x, w, a, b) => loraLinear(x, w, a, b, { scale: 1.5, dropout: 0.4, seed: 1234 }),
+    () => [f64([4, 6], 89), f64([3, 6], 90), f64([2, 6], 91), f64([3, 2], 92)],
+  ],
 ];
 
 describe.each([

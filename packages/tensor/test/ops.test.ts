@@ -1,7 +1,45 @@
 import { describe, expect, it } from 'vitest';
 import {
-  abs, add, arange, broadcastTo, cast, concat, div, equal, erf, exp, gather, gelu, greater, less, log, logSoftmax, matmul, max, maximum, mean, mul, neg,
-  pad, pow, relu, reshape, scatterAdd, sigmoid, silu, slice, softmax, sqrt, squeeze, sub, sum, tanh, tensor, transpose, unsqueeze, where,
+  abs,
+  add,
+  arange,
+  broadcastTo,
+  cast,
+  concat,
+  div,
+  equal,
+  erf,
+  exp,
+  gather,
+  gelu,
+  greater,
+  less,
+  log,
+  logSoftmax,
+  matmul,
+  max,
+  maximum,
+  mean,
+  mul,
+  neg,
+  pad,
+  pow,
+  relu,
+  reshape,
+  scatterAdd,
+  sigmoid,
+  silu,
+  slice,
+  softmax,
+  sqrt,
+  squeeze,
+  sub,
+  sum,
+  tanh,
+  tensor,
+  transpose,
+  unsqueeze,
+  where,
 } from '../src/index';
 import { assertClose, TOLERANCES } from '../src/testing';
 
@@ -14,12 +52,12 @@ describe('elementwise, hand-computed', () => {
     ['neg', neg, [2, 0.5, -0, -0.5, -3]],
     ['exp', exp, [Math.exp(-2), Math.exp(-0.5), 1, Math.exp(0.5), Math.exp(3)]],
     ['tanh', tanh, [Math.tanh(-2), Math.tanh(-0.5), 0, Math.tanh(0.5), Math.tanh(3)]],
-    ['sigmoid', sigmoid, [0.11920292202, 0.37754066879, 0.5, 0.62245933120, 0.95257412682]],
-    ['silu', silu, [-0.23840584404, -0.18877033439, 0, 0.31122966560, 2.85772238047]],
+    ['sigmoid', sigmoid, [0.11920292202, 0.37754066879, 0.5, 0.6224593312, 0.95257412682]],
+    ['silu', silu, [-0.23840584404, -0.18877033439, 0, 0.3112296656, 2.85772238047]],
     ['relu', relu, [0, 0, 0, 0.5, 3]],
     ['abs', abs, [2, 0.5, 0, 0.5, 3]],
-    ['erf', erf, [-0.99532226501, -0.52049987781, 0, 0.52049987781, 0.99997790950]],
-    ['gelu', (t: ReturnType<typeof tensor>) => gelu(t), [-0.04550026390, -0.15426876936, 0, 0.34573123063, 2.99595031903]],
+    ['erf', erf, [-0.99532226501, -0.52049987781, 0, 0.52049987781, 0.9999779095]],
+    ['gelu', (t: ReturnType<typeof tensor>) => gelu(t), [-0.0455002639, -0.15426876936, 0, 0.34573123063, 2.99595031903]],
     ['gelu tanh', (t: ReturnType<typeof tensor>) => gelu(t, { approximate: 'tanh' }), [-0.04540230591, -0.15428599017, 0, 0.34571400982, 2.99636353479]],
   ] as const)('%s', (_name, fn, expected) => {
     close(fn(x), [...expected]);
@@ -37,7 +75,16 @@ describe('elementwise, hand-computed', () => {
 
 describe('binary ops and broadcasting', () => {
   it('adds a row vector to every row', () => {
-    close(add(tensor([[1, 2, 3], [4, 5, 6]]), tensor([10, 20, 30])), [11, 22, 33, 14, 25, 36]);
+    close(
+      add(
+        tensor([
+          [1, 2, 3],
+          [4, 5, 6],
+        ]),
+        tensor([10, 20, 30]),
+      ),
+      [11, 22, 33, 14, 25, 36],
+    );
   });
   it('broadcasts a column against a row into a matrix', () => {
     const y = mul(tensor([[1], [2]]), tensor([[10, 20, 30]]));
@@ -76,7 +123,10 @@ describe('binary ops and broadcasting', () => {
 });
 
 describe('reductions and softmax', () => {
-  const x = tensor([[1, 5, 3], [4, 2, 6]]);
+  const x = tensor([
+    [1, 5, 3],
+    [4, 2, 6],
+  ]);
   it('sum, mean, max over axes with and without keepDims', () => {
     close(sum(x), [21]);
     close(sum(x, 0), [5, 7, 9]);
@@ -90,18 +140,39 @@ describe('reductions and softmax', () => {
     close(sum(t, 1), [12, 15, 18, 21, 48, 51, 54, 57]);
   });
   it('softmax rows sum to one and survive large logits', () => {
-    const s = softmax(tensor([[1000, 1000], [0, Math.log(3)]]));
+    const s = softmax(
+      tensor([
+        [1000, 1000],
+        [0, Math.log(3)],
+      ]),
+    );
     close(s, [0.5, 0.5, 0.25, 0.75]);
     close(logSoftmax(tensor([0, Math.log(3)])), [Math.log(0.25), Math.log(0.75)]);
   });
   it('softmax along axis 0', () => {
-    close(softmax(tensor([[0, 1], [0, 1]]), 0), [0.5, 0.5, 0.5, 0.5]);
+    close(
+      softmax(
+        tensor([
+          [0, 1],
+          [0, 1],
+        ]),
+        0,
+      ),
+      [0.5, 0.5, 0.5, 0.5],
+    );
   });
 });
 
 describe('matmul', () => {
-  const a = tensor([[1, 2, 3], [4, 5, 6]]);
-  const b = tensor([[7, 8], [9, 10], [11, 12]]);
+  const a = tensor([
+    [1, 2, 3],
+    [4, 5, 6],
+  ]);
+  const b = tensor([
+    [7, 8],
+    [9, 10],
+    [11, 12],
+  ]);
   it('plain and with every transpose combination', () => {
     const expected = [58, 64, 139, 154];
     close(matmul(a, b), expected);
@@ -134,19 +205,51 @@ describe('layout and indexing', () => {
     expect(slice(x, [5]).shape).toEqual([0, 3]);
   });
   it('pad, concat, broadcastTo', () => {
-    close(pad(tensor([[1, 2]]), [[1, 0], [0, 1]], 9), [9, 9, 9, 1, 2, 9]);
+    close(
+      pad(
+        tensor([[1, 2]]),
+        [
+          [1, 0],
+          [0, 1],
+        ],
+        9,
+      ),
+      [9, 9, 9, 1, 2, 9],
+    );
     close(concat([x, tensor([[6, 7, 8]])], 0), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
     close(concat([x, tensor([[9], [9]])], 1), [0, 1, 2, 9, 3, 4, 5, 9]);
     close(broadcastTo(tensor([1, 2]), [2, 2]), [1, 2, 1, 2]);
   });
   it('gather rows and along axis 1; scatterAdd accumulates repeats', () => {
-    const table = tensor([[1, 2], [3, 4], [5, 6]]);
-    const ids = tensor([[2, 0], [2, 2]], undefined, { dtype: 'int32' });
+    const table = tensor([
+      [1, 2],
+      [3, 4],
+      [5, 6],
+    ]);
+    const ids = tensor(
+      [
+        [2, 0],
+        [2, 2],
+      ],
+      undefined,
+      { dtype: 'int32' },
+    );
     const g = gather(table, ids);
     expect(g.shape).toEqual([2, 2, 2]);
     close(g, [5, 6, 1, 2, 5, 6, 5, 6]);
     close(gather(table, tensor([1], undefined, { dtype: 'int32' }), 1), [2, 4, 6]);
-    close(scatterAdd(tensor([0, 0, 2], undefined, { dtype: 'int32' }), tensor([[1, 1], [2, 2], [3, 3]]), [3, 2]), [3, 3, 0, 0, 3, 3]);
+    close(
+      scatterAdd(
+        tensor([0, 0, 2], undefined, { dtype: 'int32' }),
+        tensor([
+          [1, 1],
+          [2, 2],
+          [3, 3],
+        ]),
+        [3, 2],
+      ),
+      [3, 3, 0, 0, 3, 3],
+    );
   });
   it('cast truncates toward zero and round-trips float16', () => {
     expect(cast(tensor([-1.7, 2.9]), 'int32').toArraySync()).toEqual([-1, 2]);

@@ -15,5 +15,8 @@ it('the README example runs', async () => {
   await run(api, { log: (...args: unknown[]) => logs.push(args) });
   expect(logs[0]).toEqual([[2, 16]]);
   expect(logs[1][0]).toBeTypeOf('number');
-  expect(logs[1].slice(1)).toEqual([[2, 16], [8, 2]]);
+  expect(logs[1].slice(1)).toEqual([
+    [2, 16],
+    [8, 2],
+  ]);
 });

@@ -3,7 +3,10 @@ import { arange, float16BitsToFloat32, float32ToFloat16Bits, full, manualSeed, o
 
 describe('creation', () => {
   it('infers shapes from nested arrays and dtypes from typed arrays', () => {
-    const t = tensor([[1, 2, 3], [4, 5, 6]]);
+    const t = tensor([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
     expect(t.shape).toEqual([2, 3]);
     expect(t.dtype).toBe('float32');
     expect(tensor(new Int32Array([1, 2])).dtype).toBe('int32');
@@ -18,7 +21,10 @@ describe('creation', () => {
     expect(t.toArraySync()).toEqual([1, 2]);
   });
   it('zeros, ones, full, arange', () => {
-    expect(zeros([2, 2]).toArraySync()).toEqual([[0, 0], [0, 0]]);
+    expect(zeros([2, 2]).toArraySync()).toEqual([
+      [0, 0],
+      [0, 0],
+    ]);
     expect(ones([3]).toArraySync()).toEqual([1, 1, 1]);
     expect(full([2], 7, { dtype: 'int32' }).toArraySync()).toEqual([7, 7]);
     expect(arange(5).toArraySync()).toEqual([0, 1, 2, 3, 4]);

@@ -37,7 +37,12 @@ export function shader(kernel: string, template: string, values: Record<string, 
  * the small `params` that determine the text, and `values` runs only the first time, so recording
  * a dispatch never rebuilds or hashes kilobytes of WGSL (that cost ~25 µs per gemv dispatch).
  */
-export function generatedShader(kernel: string, template: string, params: Record<string, string | number>, values: () => Record<string, string>): { key: string; source: string } {
+export function generatedShader(
+  kernel: string,
+  template: string,
+  params: Record<string, string | number>,
+  values: () => Record<string, string>,
+): { key: string; source: string } {
   const key = `${kernel}<${Object.entries(params)
     .map(([k, v]) => `${k}=${v}`)
     .join(',')}>`;
@@ -87,7 +92,12 @@ export function out(data: GpuData, shape: number[], dtype: DType): KernelOutput 
 export function typeOf(backend: WebGPUBackend, dtype: DType, op: string): 'f32' | 'f16' | 'i32' | 'u32' {
   const t = wgslType(dtype, op);
   if (t === 'f16' && !backend.context.report.shaderF16) {
-    throw new DTypeError(op, "float16 on webgpu needs the 'shader-f16' feature", 'an adapter with shader-f16', backend.context.report.description || 'an adapter without it');
+    throw new DTypeError(
+      op,
+      "float16 on webgpu needs the 'shader-f16' feature",
+      'an adapter with shader-f16',
+      backend.context.report.description || 'an adapter without it',
+    );
   }
   return t;
 }

@@ -1,4 +1,14 @@
-import { type BinaryOp, broadcastShapes, broadcastStrides, type DType, type KernelOutput, registerKernel, sizeOf, type TensorRef, type UnaryOp } from '@metal-lora/tensor';
+import {
+  type BinaryOp,
+  broadcastShapes,
+  broadcastStrides,
+  type DType,
+  type KernelOutput,
+  registerKernel,
+  sizeOf,
+  type TensorRef,
+  type UnaryOp,
+} from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import binarySource from '../wgsl/binary.wgsl';
 import castSource from '../wgsl/cast.wgsl';
@@ -53,7 +63,16 @@ function whereKernel({ inputs: [cond, a, b], backend }: Args): KernelOutput[] {
   const y = backend.allocate(a.dtype, n, 'where out');
   const { workgroups, gridX } = grid1d(n);
   const { key, source } = shader('where', whereSource, { ENABLE: enableFor(t, tc), T: t, TC: tc });
-  const params = uniform([n, shape.length, gridX, 0, ...vec8(shape), ...vec8(broadcastStrides(cond.shape, shape)), ...vec8(broadcastStrides(a.shape, shape)), ...vec8(broadcastStrides(b.shape, shape))]);
+  const params = uniform([
+    n,
+    shape.length,
+    gridX,
+    0,
+    ...vec8(shape),
+    ...vec8(broadcastStrides(cond.shape, shape)),
+    ...vec8(broadcastStrides(a.shape, shape)),
+    ...vec8(broadcastStrides(b.shape, shape)),
+  ]);
   backend.dispatch({ key, source, buffers: [buf(cond), buf(a), buf(b), y.buffer], uniform: params, workgroups, label: 'where' });
   return [out(y, shape, a.dtype)];
 }

@@ -22,29 +22,66 @@ export function stridedCopy(backend: WebGPUBackend, dtype: DType, src: GPUBuffer
   const t = typeOf(backend, dtype, label);
   const { workgroups, gridX } = grid1d(n);
   const { key, source } = shader('copy-strided', copySource, { ENABLE: enableFor(t), T: t });
-  const params = uniform([n, copy.shape.length, gridX, copy.srcOffset, copy.dstOffset, 0, 0, 0, ...vec8(copy.shape), ...vec8(copy.srcStrides), ...vec8(copy.dstStrides)]);
+  const params = uniform([
+    n,
+    copy.shape.length,
+    gridX,
+    copy.srcOffset,
+    copy.dstOffset,
+    0,
+    0,
+    0,
+    ...vec8(copy.shape),
+    ...vec8(copy.srcStrides),
+    ...vec8(copy.dstStrides),
+  ]);
   backend.dispatch({ key, source, buffers: [src, dst], uniform: params, workgroups, label });
 }
 
 /** A contiguous permuted copy of a tensor's buffer: out[i...] = x[perm-indexed]. */
-export function permuteData(backend: WebGPUBackend, x: { buffer: GPUBuffer; shape: readonly number[]; dtype: DType }, perm: readonly number[], label: string): GpuData {
+export function permuteData(
+  backend: WebGPUBackend,
+  x: { buffer: GPUBuffer; shape: readonly number[]; dtype: DType },
+  perm: readonly number[],
+  label: string,
+): GpuData {
   const outShape = perm.map((p) => x.shape[p]);
   const inStrides = stridesOf(x.shape);
   const y = backend.allocate(x.dtype, sizeOf(outShape), label);
-  stridedCopy(backend, x.dtype, x.buffer, y.buffer, { shape: outShape, srcOffset: 0, srcStrides: perm.map((p) => inStrides[p]), dstOffset: 0, dstStrides: stridesOf(outShape) }, label);
+  stridedCopy(
+    backend,
+    x.dtype,
+    x.buffer,
+    y.buffer,
+    { shape: outShape, srcOffset: 0, srcStrides: perm.map((p) => inStrides[p]), dstOffset: 0, dstStrides: stridesOf(outShape) },
+    label,
+  );
   return y;
 }
 
 function transposeKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
   const perm: number[] = attrs.perm;
   const y = permuteData(backend, { buffer: buf(x), shape: x.shape, dtype: x.dtype }, perm, 'transpose');
-  return [out(y, perm.map((p) => x.shape[p]), x.dtype)];
+  return [
+    out(
+      y,
+      perm.map((p) => x.shape[p]),
+      x.dtype,
+    ),
+  ];
 }
 
 function broadcastToKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
   const shape: number[] = attrs.shape;
   const y = backend.allocate(x.dtype, sizeOf(shape), 'broadcastTo');
-  stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape, srcOffset: 0, srcStrides: broadcastStrides(x.shape, shape), dstOffset: 0, dstStrides: stridesOf(shape) }, 'broadcastTo');
+  stridedCopy(
+    backend,
+    x.dtype,
+    buf(x),
+    y.buffer,
+    { shape, srcOffset: 0, srcStrides: broadcastStrides(x.shape, shape), dstOffset: 0, dstStrides: stridesOf(shape) },
+    'broadcastTo',
+  );
   return [out(y, [...shape], x.dtype)];
 }
 
@@ -76,7 +113,14 @@ function concatKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const y = backend.allocate(first.dtype, sizeOf(outShape), 'concat');
   let offset = 0;
   for (const t of inputs) {
-    stridedCopy(backend, t.dtype, buf(t), y.buffer, { shape: t.shape, srcOffset: 0, srcStrides: stridesOf(t.shape), dstOffset: offset * outStrides[axis], dstStrides: outStrides }, 'concat');
+    stridedCopy(
+      backend,
+      t.dtype,
+      buf(t),
+      y.buffer,
+      { shape: t.shape, srcOffset: 0, srcStrides: stridesOf(t.shape), dstOffset: offset * outStrides[axis], dstStrides: outStrides },
+      'concat',
+    );
     offset += t.shape[axis];
   }
   return [out(y, outShape, first.dtype)];
@@ -94,7 +138,15 @@ function gatherKernel({ inputs: [table, indices], attrs, backend }: Args): Kerne
   const y = backend.allocate(table.dtype, n, 'gather');
   const { workgroups, gridX } = grid1d(n);
   const { key, source } = shader('gather', gatherSource, { ENABLE: enableFor(t), T: t });
-  if (n > 0) backend.dispatch({ key, source, buffers: [buf(table), buf(indices), y.buffer], uniform: uniform([n, len, inner, count, gridX]), workgroups, label: 'gather' });
+  if (n > 0)
+    backend.dispatch({
+      key,
+      source,
+      buffers: [buf(table), buf(indices), y.buffer],
+      uniform: uniform([n, len, inner, count, gridX]),
+      workgroups,
+      label: 'gather',
+    });
   return [out(y, outShape, table.dtype)];
 }
 
@@ -109,7 +161,15 @@ function scatterAddKernel({ inputs: [indices, updates], attrs, backend }: Args):
   const y = backend.allocate(updates.dtype, n, 'scatterAdd');
   const { workgroups, gridX } = grid1d(n);
   const { key, source } = shader('scatter-add', scatterSource, { ENABLE: enableFor(t), T: t });
-  if (n > 0) backend.dispatch({ key, source, buffers: [buf(indices), buf(updates), y.buffer], uniform: uniform([n, len, inner, count, gridX]), workgroups, label: 'scatterAdd' });
+  if (n > 0)
+    backend.dispatch({
+      key,
+      source,
+      buffers: [buf(indices), buf(updates), y.buffer],
+      uniform: uniform([n, len, inner, count, gridX]),
+      workgroups,
+      label: 'scatterAdd',
+    });
   return [out(y, [...shape], updates.dtype)];
 }
 
@@ -122,4 +182,3 @@ export function registerLayoutKernels(): void {
   registerKernel('webgpu', 'gather', gatherKernel);
   registerKernel('webgpu', 'scatterAdd', scatterAddKernel);
 }
-

@@ -63,14 +63,31 @@ export function loraDualGrid(M: number, N: number): { blocks: number; chunks: nu
 }
 
 /** Records U = s·dy·B [M, r] and dB = s·dyᵀ·T [N, r] (see {@link loraDualApplies}). */
-export function recordLoraDual(backend: WebGPUBackend, dy: GPUBuffer, b: GPUBuffer, t: GPUBuffer, M: number, N: number, r: number, scale: number, roles: LoraDualRoles = r <= 32 ? 'split' : 'shared'): { u: GpuData; dB: GpuData } {
+export function recordLoraDual(
+  backend: WebGPUBackend,
+  dy: GPUBuffer,
+  b: GPUBuffer,
+  t: GPUBuffer,
+  M: number,
+  N: number,
+  r: number,
+  scale: number,
+  roles: LoraDualRoles = r <= 32 ? 'split' : 'shared',
+): { u: GpuData; dB: GpuData } {
   const { blocks, chunks, nChunk } = loraDualGrid(M, N);
   const u = backend.allocate('float32', M * r, 'loraLinear U');
   const dB = backend.allocate('float32', N * r, 'loraLinear dB');
   const wsU = backend.acquire(chunks * M * r * 4, 'lora-dual U partials');
   const wsB = backend.acquire(blocks * N * r * 4, 'lora-dual dB partials');
   const { key, source } = dualShader(r, roles);
-  backend.dispatch({ key, source, buffers: [dy, b, t, wsU, wsB], uniform: uniform([M, N, nChunk, 0]), workgroups: [blocks, chunks, 1], label: `lora-dual r${r} ${roles}` });
+  backend.dispatch({
+    key,
+    source,
+    buffers: [dy, b, t, wsU, wsB],
+    uniform: uniform([M, N, nChunk, 0]),
+    workgroups: [blocks, chunks, 1],
+    label: `lora-dual r${r} ${roles}`,
+  });
   const n4 = (M + N) * (r / 4);
   const { workgroups, gridX } = grid1d(n4);
   backend.dispatch({

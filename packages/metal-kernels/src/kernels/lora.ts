@@ -1,6 +1,18 @@
 import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
-import { concatConfig, type GemmConfig, type GemmShape, gemmDevice, gemmOutput, gemvChoice, gemvRowBucket, recordGemm, splitVec4Config, VEC4_128, withSplits } from '../gemm';
+import {
+  concatConfig,
+  type GemmConfig,
+  type GemmShape,
+  gemmDevice,
+  gemmOutput,
+  gemvChoice,
+  gemvRowBucket,
+  recordGemm,
+  splitVec4Config,
+  VEC4_128,
+  withSplits,
+} from '../gemm';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -21,7 +33,15 @@ export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, 
   const { workgroups, gridX } = grid1d(n);
   const { key, source } = shader('dropout', dropoutSource, { ENABLE: enableFor(t), T: t });
   const threshold = Math.ceil(p * 2 ** 24);
-  if (n > 0) backend.dispatch({ key, source, buffers: [x, y.buffer], uniform: uniform([n, gridX, seed >>> 0, threshold, { f32: 1 / (1 - p) }]), workgroups, label: 'dropout' });
+  if (n > 0)
+    backend.dispatch({
+      key,
+      source,
+      buffers: [x, y.buffer],
+      uniform: uniform([n, gridX, seed >>> 0, threshold, { f32: 1 / (1 - p) }]),
+      workgroups,
+      label: 'dropout',
+    });
   return y;
 }
 
@@ -50,7 +70,9 @@ export function forceLoraPlan(plan: LoraPlan | null): void {
 export function loraPlan(M: number, inF: number, outF: number, r: number, dtype: DType): LoraPlan {
   const fusable =
     (dtype === 'float32' || dtype === 'float16') &&
-    (M > 16 ? inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 : gemvChoice({ M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype })?.kind === 'gemv-rows');
+    (M > 16
+      ? inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0
+      : gemvChoice({ M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype })?.kind === 'gemv-rows');
   if (forcedPlan) return forcedPlan === 'fused' && !fusable ? 'composed' : forcedPlan;
   return fusable ? 'fused' : 'composed';
 }
@@ -78,14 +100,35 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   if (along) {
     const t = gemmOutput(backend, dtype, 1, M, r);
     const y = gemmOutput(backend, dtype, 1, M, outF);
-    recordGemm(backend, shape, { a: buf(x), b: buf(w), c: y.buffer, bias: biasBuf, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, concatN: { b: buf(a), c: t.buffer, rows: r } }, along);
-    const term: GemmConfig | undefined = r % 4 === 0 ? { kind: 'gemv-rows', name: 'gemv-rows/8 lanes', lanes: 8, rows: 1, mr: gemvRowBucket(M), unroll: 1, splits: 1 } : undefined;
+    recordGemm(
+      backend,
+      shape,
+      {
+        a: buf(x),
+        b: buf(w),
+        c: y.buffer,
+        bias: biasBuf,
+        aBatchStride: 0,
+        bBatchStride: 0,
+        alpha: 1,
+        beta: 0,
+        dtype,
+        concatN: { b: buf(a), c: t.buffer, rows: r },
+      },
+      along,
+    );
+    const term: GemmConfig | undefined =
+      r % 4 === 0 ? { kind: 'gemv-rows', name: 'gemv-rows/8 lanes', lanes: 8, rows: 1, mr: gemvRowBucket(M), unroll: 1, splits: 1 } : undefined;
     recordGemm(backend, termShape, { a: t.buffer, b: buf(b), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: attrs.scale, beta: 1, dtype }, term);
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
   }
   const xd = attrs.dropout > 0 ? dropoutData(backend, dtype, buf(x), M * inF, attrs.dropout, attrs.seed) : null;
   const t = gemmOutput(backend, dtype, 1, M, r);
-  recordGemm(backend, { M, N: r, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) }, { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype });
+  recordGemm(
+    backend,
+    { M, N: r, K: inF, batch: 1, transA: false, transB: true, dtype: gemmType(dtype) },
+    { a: xd?.buffer ?? buf(x), b: buf(a), c: t.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype },
+  );
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
   if (fused) {
@@ -94,7 +137,18 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
     recordGemm(
       backend,
       shape,
-      { a: buf(x), b: buf(w), c: y.buffer, bias: biasBuf, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: t.buffer, lb: buf(b), r, transB: true, scale: attrs.scale } },
+      {
+        a: buf(x),
+        b: buf(w),
+        c: y.buffer,
+        bias: biasBuf,
+        aBatchStride: 0,
+        bBatchStride: 0,
+        alpha: 1,
+        beta: 0,
+        dtype,
+        lora: { la: t.buffer, lb: buf(b), r, transB: true, scale: attrs.scale },
+      },
       M > 16 ? LORA_TILE : gemvChoice(shape, gemmDevice(backend))!,
     );
     return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
@@ -113,8 +167,10 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   const r = a.shape[0];
   const s: number = attrs.scale;
   const p: number = attrs.dropout;
-  const gemm = (shape: { M: number; N: number; K: number; transA: boolean; transB: boolean }, ops: { a: GPUBuffer; b: GPUBuffer; c: GPUBuffer; alpha: number; beta: number }) =>
-    recordGemm(backend, { ...shape, batch: 1, dtype: gemmType(dtype) }, { ...ops, aBatchStride: 0, bBatchStride: 0, dtype });
+  const gemm = (
+    shape: { M: number; N: number; K: number; transA: boolean; transB: boolean },
+    ops: { a: GPUBuffer; b: GPUBuffer; c: GPUBuffer; alpha: number; beta: number },
+  ) => recordGemm(backend, { ...shape, batch: 1, dtype: gemmType(dtype) }, { ...ops, aBatchStride: 0, bBatchStride: 0, dtype });
   const outputs: KernelOutput[] = [];
   const plan = loraPlan(M, inF, outF, r, dtype);
   // U = s·dy·B [M, r] (for dx and dA) and dB = s·dyᵀ·T [out, r]: from one read of dy where the
@@ -142,7 +198,17 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
     recordGemm(
       backend,
       { M, N: inF, K: outF, batch: 1, transA: false, transB: false },
-      { a: buf(dy), b: buf(w), c: dx.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined } },
+      {
+        a: buf(dy),
+        b: buf(w),
+        c: dx.buffer,
+        aBatchStride: 0,
+        bBatchStride: 0,
+        alpha: 1,
+        beta: 0,
+        dtype,
+        lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined },
+      },
       LORA_TILE,
     );
     outputs.push(out(dx, [M, inF], dtype));
@@ -173,7 +239,22 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
     const dA = gemmOutput(backend, dtype, 1, r, inF);
     if (paired) {
       dB = gemmOutput(backend, dtype, 1, outF, r);
-      recordGemm(backend, gradShape, { a: u.buffer, b: xd?.buffer ?? buf(x), c: dA.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype, pair: { a: buf(t), b: buf(dy), cT: dB.buffer, alpha: s } }, paired);
+      recordGemm(
+        backend,
+        gradShape,
+        {
+          a: u.buffer,
+          b: xd?.buffer ?? buf(x),
+          c: dA.buffer,
+          aBatchStride: 0,
+          bBatchStride: 0,
+          alpha: 1,
+          beta: 0,
+          dtype,
+          pair: { a: buf(t), b: buf(dy), cT: dB.buffer, alpha: s },
+        },
+        paired,
+      );
     } else {
       gemm({ M: r, N: inF, K: M, transA: true, transB: false }, { a: u.buffer, b: xd?.buffer ?? buf(x), c: dA.buffer, alpha: 1, beta: 0 });
     }

@@ -23,14 +23,25 @@ function matmulKernel({ inputs: [a, b], attrs, backend }: Args): KernelOutput[] 
     if (count === 1) return { buffer, stride: 0, temp: null };
     const full = [...batchShape, rows, cols];
     const temp = backend.allocate(a.dtype, sizeOf(full), 'matmul broadcast');
-    stridedCopy(backend, a.dtype, buffer, temp.buffer, { shape: full, srcOffset: 0, srcStrides: broadcastStrides(shape, full), dstOffset: 0, dstStrides: stridesOf(full) }, 'matmul broadcast');
+    stridedCopy(
+      backend,
+      a.dtype,
+      buffer,
+      temp.buffer,
+      { shape: full, srcOffset: 0, srcStrides: broadcastStrides(shape, full), dstOffset: 0, dstStrides: stridesOf(full) },
+      'matmul broadcast',
+    );
     return { buffer: temp.buffer, stride: rows * cols, temp };
   };
   const A = operand(buf(a), a.shape, batchA, a.shape[ra - 2], a.shape[ra - 1]);
   const B = operand(buf(b), b.shape, batchB, b.shape[rb - 2], b.shape[rb - 1]);
   const c = gemmOutput(backend, a.dtype, batch, M, N);
   try {
-    recordGemm(backend, { M, N, K, batch, transA, transB, dtype: a.dtype === 'float16' ? 'float16' : 'float32' }, { a: A.buffer, b: B.buffer, c: c.buffer, aBatchStride: A.stride, bBatchStride: B.stride, alpha: 1, beta: 0, dtype: a.dtype });
+    recordGemm(
+      backend,
+      { M, N, K, batch, transA, transB, dtype: a.dtype === 'float16' ? 'float16' : 'float32' },
+      { a: A.buffer, b: B.buffer, c: c.buffer, aBatchStride: A.stride, bBatchStride: B.stride, alpha: 1, beta: 0, dtype: a.dtype },
+    );
   } catch (error) {
     // A refused product leaves nothing allocated behind.
     backend.release(c.buffer);

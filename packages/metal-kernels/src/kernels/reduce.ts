@@ -20,13 +20,26 @@ function rowsView(args: Args, axes: readonly number[]) {
 
 function reduceKernel(op: 'sum' | 'max') {
   return (args: Args): KernelOutput[] => {
-    const { inputs: [x], attrs, backend } = args;
+    const {
+      inputs: [x],
+      attrs,
+      backend,
+    } = args;
     const t = typeOf(backend, x.dtype, op);
     const view = rowsView(args, attrs.axes);
     const y = backend.allocate(x.dtype, view.rows, op);
     const { workgroups, gridX } = gridRows(view.rows);
     const { key, source } = shader('reduce-rows', reduceSource, { ENABLE: enableFor(t), T: t });
-    if (view.rows > 0) backend.dispatch({ key, source, constants: { OP: op === 'sum' ? 0 : 1 }, buffers: [view.buffer, y.buffer], uniform: uniform([view.rows, view.len, gridX]), workgroups, label: op });
+    if (view.rows > 0)
+      backend.dispatch({
+        key,
+        source,
+        constants: { OP: op === 'sum' ? 0 : 1 },
+        buffers: [view.buffer, y.buffer],
+        uniform: uniform([view.rows, view.len, gridX]),
+        workgroups,
+        label: op,
+      });
     if (view.temp) backend.release(view.temp.buffer);
     return [out(y, reducedShapeOf(x.shape, attrs.axes, attrs.keepDims), x.dtype)];
   };
@@ -34,13 +47,26 @@ function reduceKernel(op: 'sum' | 'max') {
 
 function softmaxKernel(log: boolean) {
   return (args: Args): KernelOutput[] => {
-    const { inputs: [x], attrs, backend } = args;
+    const {
+      inputs: [x],
+      attrs,
+      backend,
+    } = args;
     const t = typeOf(backend, x.dtype, log ? 'logSoftmax' : 'softmax');
     const view = rowsView(args, [attrs.axis]);
     const y = backend.allocate(x.dtype, sizeOf(x.shape), 'softmax');
     const { workgroups, gridX } = gridRows(view.rows);
     const { key, source } = shader('softmax-rows', softmaxSource, { ENABLE: enableFor(t), T: t });
-    if (view.rows > 0) backend.dispatch({ key, source, constants: { LOG: log ? 1 : 0 }, buffers: [view.buffer, y.buffer], uniform: uniform([view.rows, view.len, gridX]), workgroups, label: 'softmax' });
+    if (view.rows > 0)
+      backend.dispatch({
+        key,
+        source,
+        constants: { LOG: log ? 1 : 0 },
+        buffers: [view.buffer, y.buffer],
+        uniform: uniform([view.rows, view.len, gridX]),
+        workgroups,
+        label: 'softmax',
+      });
     if (!view.temp) return [out(y, [...x.shape], x.dtype)];
     // Undo the permutation: the result was computed in the permuted layout.
     backend.release(view.temp.buffer);

@@ -189,44 +189,62 @@ export function mul(a: Operand, b: Operand): Tensor {
 }
 /** a / b elementwise with broadcasting. */
 export function div(a: Operand, b: Operand): Tensor {
-  return binary('div', a, b, (dy, _as, bs, ys, _needA, needB) => {
-    const ga = div(dy, bs);
-    if (!needB) return [ga, null];
-    const t = mul(ga, ys); // dy·a/b²
-    return [ga, freeing(neg(t), t)];
-  }, 'by');
+  return binary(
+    'div',
+    a,
+    b,
+    (dy, _as, bs, ys, _needA, needB) => {
+      const ga = div(dy, bs);
+      if (!needB) return [ga, null];
+      const t = mul(ga, ys); // dy·a/b²
+      return [ga, freeing(neg(t), t)];
+    },
+    'by',
+  );
 }
 /** aᵇ elementwise with broadcasting. The exponent's gradient uses log(a) (NaN for a < 0). */
 export function pow(a: Operand, b: Operand): Tensor {
-  return binary('pow', a, b, (dy, as, bs, ys, needA, needB) => {
-    let ga: Tensor | null = null;
-    let gb: Tensor | null = null;
-    if (needA) {
-      const bm1 = sub(bs, 1);
-      const p = pow(as, bm1);
-      const d = mul(p, bs);
-      ga = freeing(mul(dy, d), bm1, p, d);
-    }
-    if (needB) {
-      const l = log(as);
-      const d = mul(ys, l);
-      gb = freeing(mul(dy, d), l, d);
-    }
-    return [ga, gb];
-  }, 'aby');
+  return binary(
+    'pow',
+    a,
+    b,
+    (dy, as, bs, ys, needA, needB) => {
+      let ga: Tensor | null = null;
+      let gb: Tensor | null = null;
+      if (needA) {
+        const bm1 = sub(bs, 1);
+        const p = pow(as, bm1);
+        const d = mul(p, bs);
+        ga = freeing(mul(dy, d), bm1, p, d);
+      }
+      if (needB) {
+        const l = log(as);
+        const d = mul(ys, l);
+        gb = freeing(mul(dy, d), l, d);
+      }
+      return [ga, gb];
+    },
+    'aby',
+  );
 }
 /** Elementwise maximum; tied gradients are split evenly. */
 export function maximum(a: Operand, b: Operand): Tensor {
-  return binary('maximum', a, b, (dy, as, bs) => {
-    const gt = greater(as, bs);
-    const eq = equal(as, bs);
-    const gtf = cast(gt, dy.dtype);
-    const eqf = cast(eq, dy.dtype);
-    const half = mul(eqf, 0.5);
-    const wa = add(gtf, half);
-    const wb = sub(1, wa);
-    return freeing([mul(dy, wa), mul(dy, wb)], gt, eq, gtf, eqf, half, wa, wb);
-  }, 'ab');
+  return binary(
+    'maximum',
+    a,
+    b,
+    (dy, as, bs) => {
+      const gt = greater(as, bs);
+      const eq = equal(as, bs);
+      const gtf = cast(gt, dy.dtype);
+      const eqf = cast(eq, dy.dtype);
+      const half = mul(eqf, 0.5);
+      const wa = add(gtf, half);
+      const wb = sub(1, wa);
+      return freeing([mul(dy, wa), mul(dy, wb)], gt, eq, gtf, eqf, half, wa, wb);
+    },
+    'ab',
+  );
 }
 /** a == b elementwise (bool). Not differentiable. */
 export function equal(a: Operand, b: Operand): Tensor {

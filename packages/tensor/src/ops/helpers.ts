@@ -10,9 +10,15 @@ export function asTensor(value: Operand, like: Tensor, op = 'asTensor'): Tensor 
   // A number takes the tensor's dtype; one that dtype cannot hold would be silently rounded
   // (int32 + 0.5 gave the int32 unchanged): refuse it instead of promoting behind the user's back.
   if (like.dtype === 'int32' && !(Number.isInteger(value) && value >= -2147483648 && value <= 2147483647)) {
-    throw new DTypeError(op, `the number ${value} is not an int32, the other operand's dtype`, 'an integer in int32 range (cast the tensor to a float dtype for fractions)', String(value));
+    throw new DTypeError(
+      op,
+      `the number ${value} is not an int32, the other operand's dtype`,
+      'an integer in int32 range (cast the tensor to a float dtype for fractions)',
+      String(value),
+    );
   }
-  if (like.dtype === 'bool' && value !== 0 && value !== 1) throw new DTypeError(op, `the number ${value} is not a bool, the other operand's dtype`, '0 or 1', String(value));
+  if (like.dtype === 'bool' && value !== 0 && value !== 1)
+    throw new DTypeError(op, `the number ${value} is not a bool, the other operand's dtype`, '0 or 1', String(value));
   return fromValues([value], [], { dtype: like.dtype, backend: like.backend });
 }
 

@@ -14,10 +14,17 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   }
   if (unknown >= 0) {
     const known = sizeOf(inferred.filter((_, i) => i !== unknown));
-    if (known === 0 || x.size % known !== 0) throw new ShapeError('reshape', `cannot infer -1 for ${x.size} elements`, `a shape whose known dims divide ${x.size}`, formatShape(shape));
+    if (known === 0 || x.size % known !== 0)
+      throw new ShapeError('reshape', `cannot infer -1 for ${x.size} elements`, `a shape whose known dims divide ${x.size}`, formatShape(shape));
     inferred[unknown] = x.size / known;
   }
-  if (sizeOf(inferred) !== x.size) throw new ShapeError('reshape', 'element count differs', `a shape of ${x.size} elements (from ${formatShape(x.shape)})`, `${formatShape(shape)} (${sizeOf(inferred)} elements)`);
+  if (sizeOf(inferred) !== x.size)
+    throw new ShapeError(
+      'reshape',
+      'element count differs',
+      `a shape of ${x.size} elements (from ${formatShape(x.shape)})`,
+      `${formatShape(shape)} (${sizeOf(inferred)} elements)`,
+    );
   const y = x.withShape(inferred);
   const original = x.shape;
   return record(y, [x], 'reshape', (dy) => [reshape(dy, original)]);
@@ -66,7 +73,8 @@ export function slice(x: Tensor, begin: readonly number[], end?: readonly number
     const clamp = (v: number) => Math.min(dim, Math.max(0, v < 0 ? v + dim : v));
     const b = clamp(begin[d] ?? 0);
     const e = clamp(end?.[d] ?? dim);
-    if (!Number.isInteger(begin[d] ?? 0) || !Number.isInteger(end?.[d] ?? 0)) throw new ValueError('slice', `bound of axis ${d} is not an integer`, 'integers', `${begin[d]}:${end?.[d]}`);
+    if (!Number.isInteger(begin[d] ?? 0) || !Number.isInteger(end?.[d] ?? 0))
+      throw new ValueError('slice', `bound of axis ${d} is not an integer`, 'integers', `${begin[d]}:${end?.[d]}`);
     start.push(b);
     size.push(Math.max(0, e - b));
   });
@@ -96,10 +104,19 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
   });
   const first = tensors[0];
   const a = normalizeAxis('concat', axis, first.rank);
-  assertSameDType('concat', tensors, tensors.map((_, i) => `tensors[${i}]`));
+  assertSameDType(
+    'concat',
+    tensors,
+    tensors.map((_, i) => `tensors[${i}]`),
+  );
   tensors.forEach((t, i) => {
     if (t.rank !== first.rank || t.shape.some((d, j) => j !== a && d !== first.shape[j])) {
-      throw new ShapeError('concat', `tensors[${i}] does not match tensors[0] outside axis ${a}`, formatShape(first.shape.map((d, j) => (j === a ? t.shape[j] : d))), formatShape(t.shape));
+      throw new ShapeError(
+        'concat',
+        `tensors[${i}] does not match tensors[0] outside axis ${a}`,
+        formatShape(first.shape.map((d, j) => (j === a ? t.shape[j] : d))),
+        formatShape(t.shape),
+      );
     }
   });
   const [y] = runOp('concat', tensors, { axis: a });
@@ -124,7 +141,13 @@ export function unsqueeze(x: Tensor, axis: number): Tensor {
 
 /** Removes dimensions of size 1 (all of them, or those in `axes`). */
 export function squeeze(x: Tensor, axes?: number | readonly number[]): Tensor {
-  const list = axes === undefined ? x.shape.map((d, i) => (d === 1 ? i : -1)).filter((i) => i >= 0) : (typeof axes === 'number' ? [axes] : [...axes]).map((a) => normalizeAxis('squeeze', a, x.rank));
+  const list =
+    axes === undefined
+      ? x.shape.map((d, i) => (d === 1 ? i : -1)).filter((i) => i >= 0)
+      : (typeof axes === 'number' ? [axes] : [...axes]).map((a) => normalizeAxis('squeeze', a, x.rank));
   for (const a of list) if (x.shape[a] !== 1) throw new ShapeError('squeeze', `axis ${a} has size ${x.shape[a]}`, 'size 1', formatShape(x.shape));
-  return reshape(x, x.shape.filter((_, i) => !list.includes(i)));
+  return reshape(
+    x,
+    x.shape.filter((_, i) => !list.includes(i)),
+  );
 }

@@ -39,16 +39,20 @@ export function loraLinear(x: Tensor, weight: Tensor, loraA: Tensor, loraB: Tens
   const { scale, bias } = options;
   const dropout = options.dropout ?? 0;
   if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new ValueError(op, 'scale must be a finite number', 'e.g. alpha / rank', String(scale));
-  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new ValueError(op, 'dropout out of range', 'a probability in [0, 1)', String(dropout));
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1))
+    throw new ValueError(op, 'dropout out of range', 'a probability in [0, 1)', String(dropout));
   const tensors = [x, weight, loraA, loraB, ...(bias ? [assertTensor(op, bias, 'bias')] : [])];
   assertSameDType(op, tensors, ['x', 'weight', 'loraA', 'loraB', 'bias']);
   assertFloat(op, x, 'x');
   if (weight.rank !== 2) throw new ShapeError(op, 'weight must be [out, in]', 'rank 2', formatShape(weight.shape));
   const [outF, inF] = weight.shape;
-  if (x.rank < 1 || x.shape[x.rank - 1] !== inF) throw new ShapeError(op, "x's last dimension must equal weight's in-features", `[..., ${inF}]`, formatShape(x.shape));
-  if (loraA.rank !== 2 || loraA.shape[1] !== inF || loraA.shape[0] < 1) throw new ShapeError(op, 'loraA must be [rank, in]', `[rank, ${inF}]`, formatShape(loraA.shape));
+  if (x.rank < 1 || x.shape[x.rank - 1] !== inF)
+    throw new ShapeError(op, "x's last dimension must equal weight's in-features", `[..., ${inF}]`, formatShape(x.shape));
+  if (loraA.rank !== 2 || loraA.shape[1] !== inF || loraA.shape[0] < 1)
+    throw new ShapeError(op, 'loraA must be [rank, in]', `[rank, ${inF}]`, formatShape(loraA.shape));
   const rank = loraA.shape[0];
-  if (loraB.rank !== 2 || loraB.shape[0] !== outF || loraB.shape[1] !== rank) throw new ShapeError(op, 'loraB must be [out, rank]', `[${outF}, ${rank}]`, formatShape(loraB.shape));
+  if (loraB.rank !== 2 || loraB.shape[0] !== outF || loraB.shape[1] !== rank)
+    throw new ShapeError(op, 'loraB must be [out, rank]', `[${outF}, ${rank}]`, formatShape(loraB.shape));
   if (bias && (bias.rank !== 1 || bias.shape[0] !== outF)) throw new ShapeError(op, 'bias must be [out]', `[${outF}]`, formatShape(bias.shape));
   const seed = dropout > 0 ? (options.seed ?? nextSeed()) >>> 0 : 0;
   const lead = x.shape.slice(0, -1);
