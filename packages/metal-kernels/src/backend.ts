@@ -84,11 +84,8 @@ export class WebGPUBackend implements Backend {
   private passes = 0;
   /**
    * Record consecutive dispatches into one compute pass instead of one pass each. Off by default:
-   * on an H200 through Dawn/Vulkan a trivial kernel cost 8.5 µs of GPU time per dispatch inside a
-   * shared pass and 2.4 µs in its own pass. On H100s it took 2.3 µs either way on one machine and
-   * 5.6 shared against 3.2 on another, while the split decode product (16×4096×4096, two
-   * dispatches) ran at 0.037–0.038 ms shared against 0.038–0.044 ms in passes of their own
-   * (packages/bench/RESULTS.md, session 8).
+   * a shared pass made a trivial dispatch cheaper on one GPU and dearer on others, so which wins
+   * depends on the adapter; measure on yours (RESULTS.md, session 8, "one compute pass").
    */
   sharePasses = false;
   private readonly arena: GPUBuffer;
@@ -190,9 +187,9 @@ export class WebGPUBackend implements Backend {
 
   /**
    * Destroys idle pooled buffers, least recently released first, until at least `bytes` are
-   * freed. (Destroying the buffer being released instead, as this pool once did, made a loop
-   * whose workspace size was not pooled create, clear and destroy a buffer, and submit, every
-   * iteration: on an H100 that bounded split-K GEMMs by host time, 0.4 ms per product.)
+   * freed. (Destroying the buffer being released instead made a loop whose workspace size was not
+   * pooled create, clear and destroy a buffer, and submit, every iteration: split-K GEMMs became
+   * bound by host time; RESULTS.md, "the pool fix".)
    */
   private evict(bytes: number): void {
     this.flush();

@@ -86,9 +86,9 @@ export type { GemvColsConfig, GemvRowsConfig, SgmatConfig };
 /** Big products: 128×128 on 16×16 threads, 8×8 outputs each, tiles in row-major order. */
 export const VEC4_128: Vec4Config = { kind: 'vec4', name: 'vec4-128x128', splits: 1 };
 /**
- * The same with the tiles walked four tile rows down before one column across: for products
- * other than A·Bᵀ (H100, 2048×4096×4096: x·W 1.753 → 1.720 ms, dyᵀ·x 1.720 → 1.701; two, eight
- * and sixteen rows were slower), while A·Bᵀ (x·Wᵀ) ran 0.4% slower with it (1.700 → 1.707).
+ * The same with the tiles walked four tile rows down before one column across: faster for
+ * products other than A·Bᵀ (groups of two, eight and sixteen rows were slower), slower for A·Bᵀ
+ * itself, so `bigTile` picks per layout (RESULTS.md, session 5, "raster groups").
  */
 export const VEC4_128_G4: Vec4Config = { kind: 'vec4', name: 'vec4-128x128/g4', splits: 1, groupM: 4 };
 
@@ -228,10 +228,10 @@ function vec4Tiles(c: Vec4Config, M: number, N: number, batch: number): number {
 
 /**
  * The bandwidth-bound choice, or null: one operand has ≤ 16 rows (decode, or a LoRA rank ≤ 16),
- * the other is read once by gemv-rows or gemv-cols. Settings from the H100 sweeps
- * (`gemm-bench --explore-gemv`, `--explore-lanes`, packages/bench/RESULTS.md); gemv-cols takes 32
- * column lanes (Uᵀ·x r = 8: 0.030 against 0.047 ms with 64); ranks above 16 ran faster on tiles.
- * The fused decode forward uses this gemv-rows choice for its LoRA epilogue.
+ * the other is read once by gemv-rows or gemv-cols. The settings are those the sweeps found best
+ * (`gemm-bench --explore-gemv`, `--explore-lanes`; RESULTS.md, "the bandwidth-bound gemv
+ * kernels"): gemv-cols on 32 column lanes; ranks above 16 run faster on tiles. The fused decode
+ * forward uses this gemv-rows choice for its LoRA epilogue.
  */
 export function gemvChoice(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE): GemvRowsConfig | GemvColsConfig | null {
   const { M, N, K } = shape;
@@ -243,26 +243,19 @@ export function gemvChoice(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
   if (!(rowsStream || colsStream) || K < 64 || many < 64 || few > 16) return null;
   const mr = bucket(few);
   // With 8..16 rows of the small operand: 16 lanes per row, two rows per lane group, one load in
-  // flight, ~512 workgroups (decode M = 16: 0.057 against 0.065 ms; x·Aᵀ r = 16: 0.034 against
-  // 0.056; r = 8: 0.025 against 0.041). Decode with M ≤ 4: 32 lanes, four loads in flight, ~512
-  // workgroups; otherwise 32 lanes, two loads, ~2048 workgroups.
+  // flight, ~512 workgroups. Decode with M ≤ 4: 32 lanes, four loads in flight, ~512 workgroups;
+  // otherwise 32 lanes, two loads, ~2048 workgroups (each the sweeps' best).
   const manyRows = mr >= 8;
   if (rowsStream === 'b' && manyRows) {
     // Decode with 5..16 rows: x staged in workgroup memory 32 vec4 per row at a time (16 where
     // the device has only 16 KiB), 8 lanes per row, four rows of W per lane group, K split to
-    // ~256 workgroups (H100, 16×4096×4096: 0.041 ms against 0.054 for the 16-row vec4 tile and
-    // 0.057 for gemv-rows16 reading x from cache; 8 rows: 0.035 against 0.040; 128 or 384
-    // workgroups were about 30% slower; packages/bench/RESULTS.md).
-    // With 9..16 rows and 32 vec4 staged, each stage's x is loaded into registers while the one
-    // before streams (0.0411 → 0.0397–0.0400 ms on the H100; no change with 8 rows or 16 vec4).
-    // Where subgroups of a fixed size hold whole lane groups, the partials are summed by
-    // shuffles instead of through workgroup memory (`/sg`; 16 rows 0.0397–0.0400 → 0.0369 ms on
-    // the H100), which also leaves 32 vec4 staged within 16 KiB.
-    // With 8 rows, 16 lanes per lane group where subgroups hold them (half the accumulators per
-    // thread, K split to ~512 workgroups: 0.0345–0.0374 → 0.0321–0.0361 ms).
-    // x is staged by k (`xk`: a step's MR reads share one index) and each product is a chain of
-    // four fma() on its accumulator instead of an added dot(): 16 rows 0.0372 → 0.0364 ms on the
-    // H100 with steady clocks (8 rows 0.0320 → 0.0317), both from fewer instructions per step.
+    // ~256 workgroups, one wave (sessions 6–9 in RESULTS.md give the measurements):
+    // - with 9..16 rows, each stage's x is loaded into registers while the one before streams;
+    // - where subgroups of a fixed size hold whole lane groups, the partials are summed by
+    //   shuffles instead of through workgroup memory (`/sg`), which also keeps 32 vec4 staged
+    //   within 16 KiB; with 8 rows the lane groups then take 16 lanes (half the accumulators);
+    // - x is staged by k (`xk`: a step's MR reads share one index) and each product is a chain
+    //   of four fma() on its accumulator: fewer instructions per step.
     const sg = subgroupFlushFits(device.subgroupSize, 8);
     const lanes = sg && mr === 8 && subgroupFlushFits(device.subgroupSize, 16) ? 16 : 8;
     const name = (stage: string) => `gemv-rows${mr}/xk${stage}${sg ? '/sg' : ''}${lanes === 16 ? '/l16' : ''}`;
@@ -316,8 +309,7 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
     // r for dy·B. Their time follows the number of tile steps, not the rank, so the tile is sized
     // to the rank on 128 threads: 128×32 / 32×128 up to r = 32 with K split to ~512 workgroups,
     // 128×64 (8×8 per thread) with N = r ≤ 64 to ~256; Uᵀ·x at r = 64 keeps the 64×128 tile on
-    // 256 threads, and ranks above 64 the 128×128 tile. On an H100 (M = 2048) the sized tiles
-    // took 0.033–0.048 ms where the 128-wide ones took 0.050–0.060 (packages/bench/RESULTS.md).
+    // 256 threads, and ranks above 64 the 128×128 tile (RESULTS.md, "rank-shaped tiles").
     const rank = Math.min(M, N);
     const onN = N <= M;
     if (rank <= 32 || (rank <= 64 && onN)) {
@@ -554,9 +546,8 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
           `bm ${bm}, bn ${bn}, wgx ${wgx}, wgy ${wgy}`,
         );
       }
-      // Whole-vec4 stores where N % 4 = 0 (the K = r products 2.5× faster on an H100, the plain GEMM
-      // and the unmasked LoRA prologue the same), except with the masked prologue, measured 5%
-      // slower with them (1.84 against 1.75 ms).
+      // Whole-vec4 stores where N % 4 = 0 (much faster for the K = r products, even for the rest),
+      // except with the masked prologue, which they made slower (RESULTS.md, session 4).
       const lora = ops.lora;
       const drop = lora?.dropout && lora.dropout.p > 0 ? lora.dropout : null;
       // The LoRA term is a prologue of the main loop. Its dropout mask (dx with dropout) is code

@@ -2,9 +2,8 @@
  * The subgroup-matrix GEMM (gemm-sgmat.wgsl): Apple's simdgroup matrices as Dawn and browsers
  * expose them (`chromium-experimental-subgroup-matrix`, f32 and f16 8×8×8). It is chosen from the
  * configurations the adapter reports, and used only when the backend opts in
- * (`WebGPUBackend.subgroupMatrix`): no adapter this project has run on offers a float
- * configuration (lavapipe has none, the H100 through Dawn only int8), so the kernel has been
- * validated by Dawn's WGSL compiler but not yet run; its tests run wherever the feature exists.
+ * (`WebGPUBackend.subgroupMatrix`) until it has run on an adapter with a float configuration
+ * (lavapipe has none); its tests run wherever the feature exists.
  */
 import { ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from './backend';

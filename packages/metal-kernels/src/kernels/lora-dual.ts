@@ -20,9 +20,8 @@ export function loraDualApplies(M: number, N: number, r: number, dtype: string):
 /**
  * How the workgroup's 256 threads share the two products: `split` gives each half one product
  * (threads own more outputs: each B or T load feeds more multiply-adds), `shared` has every thread
- * do both, one after the other. The default, `split` up to r = 32, is the H100's measurement
- * (M = 2048, N = 4096: r = 16 0.060 against 0.073 ms, r = 32 0.093 against 0.100; at r = 64,
- * eight outputs of each kind per thread, 0.230 against 0.159). At r ≤ 8 both layouts are the same.
+ * do both, one after the other. The default, `split` up to r = 32 and `shared` above, is what
+ * measured faster (RESULTS.md, "one read of dy"). At r ≤ 8 both layouts are the same.
  */
 export type LoraDualRoles = 'split' | 'shared';
 

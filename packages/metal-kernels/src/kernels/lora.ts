@@ -178,10 +178,8 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   const needU = attrs.needX || attrs.needA;
   let dB: GpuData | null = null;
   let u: GpuData;
-  // The dual kernel is used up to r = 8: on an H100 (M = 2048, out = 4096) it took 0.050 ms
-  // against 0.058 ms for the two GEMMs at r = 8; with the rank-sized tiles the two GEMMs won from
-  // r = 16 on (0.063 against 0.067 ms, r = 32: 0.076 against 0.105, r = 64: 0.103 against 0.175;
-  // packages/bench/RESULTS.md).
+  // The dual kernel is used up to r = 8: above it the two GEMMs on rank-sized tiles are faster
+  // (RESULTS.md, "one read of dy").
   if (needU && attrs.needB && plan === 'fused' && r <= 8 && loraDualApplies(M, outF, r, dtype)) {
     ({ u, dB } = recordLoraDual(backend, buf(dy), buf(b), buf(t), M, outF, r, s));
   } else {
@@ -190,10 +188,9 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   }
   if (attrs.needX && plan === 'fused' && M > 16) {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue (masked in registers with
-    // dropout), so no [M, in] intermediate exists. On an H100 (2048×4096×4096, no dropout) this
-    // GEMM took 1.731 ms at r = 8 against 0.015 + 1.767 ms for U·A written into dx with dy·W
-    // accumulated on top (which also reads dx back). The mask's code costs 15% there, measured
-    // before it became its own shader variant: only dropout pays for it now.
+    // dropout), so no [M, in] intermediate exists, and it is faster than U·A written into dx with
+    // dy·W accumulated on top, which also reads dx back (RESULTS.md, session 4). The mask's code
+    // is a shader variant of its own: only dropout pays for it.
     const dx = gemmOutput(backend, dtype, 1, M, inF);
     recordGemm(
       backend,
@@ -230,8 +227,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   const gradShape = { M: r, N: inF, K: M, batch: 1, transA: true, transB: false, dtype: gemmType(dtype) } as const;
   const pairBase = attrs.needA && attrs.needB && !dB && inF === outF && plan === 'fused' ? splitVec4Config(gradShape, gemmDevice(backend)) : null;
   // The pair is two products' workgroups in one dispatch: half the selector's K splits for one
-  // keeps the count (H100, r = 64: step 3.6645–3.6648 ms with 4 splits against 3.6705–3.6726
-  // with the selector's 8; r = 32: 3.6135 with 8 against 3.6144 with 16, session 6).
+  // keeps the workgroup count, which measured faster than the full count (RESULTS.md, session 7).
   const pairSplits = pairBase ? Math.max(2, Math.floor(pairBase.splits / 2)) : 0;
   const paired = pairBase ? withSplits(pairBase, pairSplits) : null;
   if (attrs.needA) {

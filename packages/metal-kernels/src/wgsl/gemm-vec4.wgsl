@@ -61,8 +61,8 @@
 // Text types: T (f32 or f16; ENABLE is `enable f16;` for f16), TC (C's element type).
 // Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
 //   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
-//   mask's code: compiled in even behind a runtime check it made the forward GEMM 3% slower on an
-//   H100, so the unmasked prologue instead folds lora_scale into la as it loads it.
+//   mask's code, which even behind a runtime check slowed the forward GEMM (RESULTS.md, session 4),
+//   so the unmasked prologue instead folds lora_scale into la as it loads it.
 
 {{ENABLE}}
 
@@ -116,8 +116,8 @@ var<private> second: bool;
 {{#LORA}}
 // lb's layout: 0 ([r, N]) or 1 ([N, r]) fixed when the pipeline is compiled, so the prologue
 // holds one of its two loads and stores; 2: read from the uniform's lora_trans_b, both compiled.
-// Which compiles faster differs by variant (H100: dx 1.757 ms from the uniform, 1.728 fixed; the
-// forward 1.723 from the uniform, 1.735 fixed); the host picks per layout.
+// Which runs faster differs by variant (dx fixed, the forward from the uniform; RESULTS.md,
+// session 7); the host picks per layout.
 override LORA_TRANS_B: u32 = 2u;
 
 fn lb_trans() -> bool {
@@ -325,9 +325,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     // The LoRA term is the accumulators' initial value: la·op(lb) through the same workgroup
     // tiles and multiply-adds as the main loop (8 of r per step; BM = BN = 128), then scaled and
     // masked in registers; the main loop below is the plain GEMM's. (Two earlier versions were
-    // slower on an H100: the LoRA steps as a virtual k range inside the main loop, with a phase
-    // check per step, made the whole GEMM 8% slower; reading la and lb straight from memory
-    // here, 15–50%: the kernel's register count is set by its busiest point.) Constant
+    // slower: the LoRA steps as a virtual k range inside the main loop, with a phase check per
+    // step; and la and lb read straight from memory here: the kernel's register count is set by
+    // its busiest point. RESULTS.md, "the LoRA prologue".) Constant
     // accumulator indices only: indexing acc with a loop variable sends it to local memory.
     for (var k0 = 0u; k0 < p.r; k0 += TK) {
       store_a(0u, t, load_la(t, row0, k0) * la_scale, false);
@@ -458,8 +458,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       let v4 = acc[i * 2u + h];
 {{#VEC_OUT}}
       // 4 consecutive columns n..n+3 with n % 4 = 0 and N % 4 = 0: one whole vec4 of C, stored
-      // at once (scalar stores made a K = 8 product, the composed LoRA term, write its 32 MB
-      // output at 650 GB/s on an H100).
+      // at once (scalar stores left a K = 8 product, the composed LoRA term, bound by its writes).
       let n = col0 + col_of(lid, h, 0u);
       if (n >= p.N) { continue; }
       let o = (c_base + m * p.N + n) / 4u;

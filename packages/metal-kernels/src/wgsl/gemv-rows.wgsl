@@ -20,8 +20,8 @@
 //   lora_scale·Σ_k T[row, k]·B[n, k] added before α, so y = x·Wᵀ + bias + s·T·Bᵀ is one pass
 //   over W with no second product over y. In split 0, each lane starts its accumulators at its
 //   share of the r products (k ≡ lane mod LANES), loaded before the stream over W; the lane
-//   reduction adds them up. (Computed after the stream instead, one thread per output, it made
-//   the M = 1 pass 0.026 → 0.034 ms on an H100: a latency-bound tail.)
+//   reduction adds them up. (Computed after the stream instead, one thread per output, it was a
+//   latency-bound tail on the M = 1 pass; RESULTS.md, session 5.)
 // Dispatch: (ceil(NW / (R·WG / LANES)), splits, 1) workgroups of WG threads.
 // Text types: T, TC (f32 or f16; ENABLE is `enable f16;` for f16).
 // Section CONCAT (no LoRA term): a second streamed matrix W2 [nw2, K] (binding 4)
@@ -31,8 +31,8 @@
 //   NW, so each lane group reads one of the two; uniform field nw2 (0 otherwise).
 // Text constants: WG (threads: 64, 128 or 256), LANES (8..WG, a power of two), R (1..8), MR (1..32), UNROLL (1..8); SETUP, ACC,
 //   STREAM (the walk along K, from k_begin or the stage's kb) and FLUSH are the statements gemv.ts
-//   writes for them: one scalar per accumulator. Accumulators kept in a WGSL array indexed in loops measured 3–5× slower on an
-//   H100 (the array lands in local memory), so this kernel is unrolled in the text itself.
+//   writes for them: one scalar per accumulator. Accumulators kept in a WGSL array indexed in loops
+//   were several times slower (the array lands in local memory), so this kernel is unrolled in the text itself.
 // Section XS (text constant XS4): the MR rows of X are staged in workgroup memory, XS4 vec4
 //   (f32) of each row at a time, and read from there instead of from global memory: with many
 //   rows of X each W vec4 meets MR vec4s of x, and those reads, not W's, were the limit (decode
