@@ -1,7 +1,7 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts', 'src/browser.ts'],
+  entry: ['src/index.ts', 'src/browser.ts', 'src/internal.ts'],
   format: ['esm'],
   // The published declarations name WebGPU's types (GPUBuffer, GPUDevice): `@webgpu/types` is a
   // dependency, and every declaration file references it.

@@ -20,22 +20,19 @@
  *   --ab-decode the selector's staged decode against that form, alternating.
  */
 import { writeFileSync } from 'node:fs';
+import { createWebGPUBackend, type GemmShape, selectGemm, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import {
-  createWebGPUBackend,
   type GemmConfig,
-  type GemmShape,
   type GemvRowsConfig,
   gemmDevice,
   recordGemm,
-  selectGemm,
   withSplits,
   TILED_VARIANTS,
   VEC4_64x128,
   VEC4_128,
   VEC4_128x64,
   type Vec4Config,
-  type WebGPUBackend,
-} from '@metal-lora/metal-kernels';
+} from '@metal-lora/metal-kernels/internal';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { clockWarmerLine, median, settleAfterUploads, timeKernel } from './timing';
 import copySource from './wgsl/copy-vec4.wgsl';

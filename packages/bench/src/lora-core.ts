@@ -1,5 +1,6 @@
 /** The LoRA layer measurements (browser-safe: the page and the CLI share them). */
-import { forceLoraPlan, WebGPUBackend } from '@metal-lora/metal-kernels';
+import { WebGPUBackend } from '@metal-lora/metal-kernels';
+import { forceLoraPlan } from '@metal-lora/metal-kernels/internal';
 import * as T from '@metal-lora/tensor';
 import { compare, randomValues } from '@metal-lora/tensor/testing';
 import { settleAfterUploads, timeKernel } from './timing';

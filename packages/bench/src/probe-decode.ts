@@ -4,7 +4,8 @@
  *
  *   node probe-decode.mjs
  */
-import { createWebGPUBackend, recordGemm, selectGemm } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, selectGemm } from '@metal-lora/metal-kernels';
+import { recordGemm } from '@metal-lora/metal-kernels/internal';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { copyBandwidth } from './gemm-bench';
 import { clockWarmerLine, timeKernel } from './timing';

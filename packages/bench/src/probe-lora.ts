@@ -8,7 +8,8 @@
  *   --dual: U and dB from lora-dual (both role layouts) against the two GEMMs;
  *   --decode-step: also the decode-sized training step, loraLinear against the matmul composition.
  */
-import { createWebGPUBackend, type DispatchSpec, forceLoraPlan, loraPlan, recordGemm, recordLoraDual } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type DispatchSpec, loraPlan } from '@metal-lora/metal-kernels';
+import { forceLoraPlan, recordGemm, recordLoraDual } from '@metal-lora/metal-kernels/internal';
 import { randomValues } from '@metal-lora/tensor/testing';
 import * as T from '@metal-lora/tensor';
 import { make as makeOn } from './lora-core';

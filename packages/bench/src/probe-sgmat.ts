@@ -6,7 +6,8 @@
  *
  *   node probe-sgmat.mjs
  */
-import { requestGPU, type SgmatConfig, sgmatShader } from '@metal-lora/metal-kernels';
+import { requestGPU } from '@metal-lora/metal-kernels';
+import { type SgmatConfig, sgmatShader } from '@metal-lora/metal-kernels/internal';
 
 const { device, report } = await requestGPU({ experimentalFeatures: true });
 console.log(`${report.vendor} ${report.architecture} ${report.description}; subgroup sizes ${report.subgroupMinSize}..${report.subgroupMaxSize}`);

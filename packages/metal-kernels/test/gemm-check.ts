@@ -3,7 +3,8 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, fromStorage, type Tensor, toStorage } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { expect } from 'vitest';
-import { type GemmConfig, type GemmShape, recordGemm, type WebGPUBackend } from '../src/index';
+import type { GemmShape, WebGPUBackend } from '../src/index';
+import { type GemmConfig, recordGemm } from '../src/internal';
 
 export const shape = (M: number, N: number, K: number, extra: Partial<GemmShape> = {}): GemmShape => ({
   M,

@@ -2,16 +2,15 @@ import * as T from '@metal-lora/tensor';
 import { fromStorage } from '@metal-lora/tensor';
 import { assertClose } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
+import { type GemmShape, selectGemm } from '../src/index';
 import {
   fixedSubgroupSize,
   forceGemmConfig,
   type GemmConfig,
   gemvChoice,
-  type GemmShape,
   type GemvColsConfig,
   type GemvRowsConfig,
   recordGemm,
-  selectGemm,
   TILED_VARIANTS,
   tiledStorageBytes,
   VEC4_32x128,
@@ -21,7 +20,7 @@ import {
   VEC4_128x64,
   VEC4_128x64_T128,
   type Vec4Config,
-} from '../src/index';
+} from '../src/internal';
 import { checkEpilogue, checkMatmul, gemmTolerance, random, shape, stored, upload } from './gemm-check';
 import { gpuIt } from '../../../test-support/gpu';
 

@@ -1,18 +1,17 @@
 import * as T from '@metal-lora/tensor';
 import { randomValues, assertClose, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect } from 'vitest';
+import type { GemmShape, WebGPUBackend } from '../src/index';
 import {
   fixedSubgroupSize,
   forceGemmConfig,
   type GemmConfig,
-  type GemmShape,
   type GemvColsConfig,
   type GemvRowsConfig,
   recordGemm,
   recordGemvRows,
   subgroupFlushFits,
-  type WebGPUBackend,
-} from '../src/index';
+} from '../src/internal';
 import { checkEpilogue, checkMatmul, random, upload } from './gemm-check';
 import { gpuIt } from '../../../test-support/gpu';
 

@@ -1,6 +1,7 @@
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect, it } from 'vitest';
-import { type LoraDualRoles, loraDualApplies, loraDualGrid, recordLoraDual, type WebGPUBackend } from '../src/index';
+import type { WebGPUBackend } from '../src/index';
+import { type LoraDualRoles, loraDualApplies, loraDualGrid, recordLoraDual } from '../src/internal';
 import { gpuIt } from '../../../test-support/gpu';
 
 describe('loraDualGrid (pure)', () => {

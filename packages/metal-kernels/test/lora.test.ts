@@ -2,7 +2,8 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect, it } from 'vitest';
-import { fixedSubgroupSize, loraPlan, subgroupFlushFits, type WebGPUBackend } from '../src/index';
+import { loraPlan, type WebGPUBackend } from '../src/index';
+import { fixedSubgroupSize, subgroupFlushFits } from '../src/internal';
 import { gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 
 const tol = TOLERANCES.float32Gemm;

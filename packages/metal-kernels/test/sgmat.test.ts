@@ -1,7 +1,8 @@
 import * as T from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type AdapterReport, forceGemmConfig, type GemmShape, type SgmatConfig, selectGemm, subgroupMatrixChoice, type WebGPUBackend } from '../src/index';
+import { type AdapterReport, type GemmShape, selectGemm, type WebGPUBackend } from '../src/index';
+import { forceGemmConfig, type SgmatConfig, subgroupMatrixChoice } from '../src/internal';
 import { checkMatmul, type Stored } from './gemm-check';
 import { gpuIt } from '../../../test-support/gpu';
 

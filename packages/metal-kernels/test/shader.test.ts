@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { specialize } from '../src/index';
+import { specialize } from '../src/internal';
 
 describe('specialize (pure)', () => {
   const source = 'a {{T}};\n{{#VEC}}vec {{T}}{{/VEC}}{{^VEC}}scalar{{/VEC}}\nend';
