@@ -15,7 +15,8 @@ export { batchOf } from './batches';
 export { kitchenJournal, shipsLog } from './corpus';
 export { generate } from './generate';
 export { modelFromFiles } from './model-bytes';
-export { CharTokenizer } from './tokenizer';
+export { type ChatMessage, HFTokenizer, type TokenizerFiles } from './hf-tokenizer';
+export { CharTokenizer, type TextTokenizer, tokenizerFromFiles } from './tokenizer';
 export { evaluate, type TrainOptions, trainLoop } from './trainer';
 // Both tensor and nn export valueAndGrad; nn's takes both forms (model, lossFn) and (fn, argnums).
 export { valueAndGrad } from '@metal-lora/nn';

@@ -5,12 +5,13 @@ import { toFloat32, type WriteEntry, writeSafetensors } from '@metal-lora/adapte
 import { fsCall, openSafetensors, writeFileAtomic } from '@metal-lora/adapter-io/node';
 import { type LlamaConfig, LlamaForCausalLM, type Module, validateLlamaConfig } from '@metal-lora/nn';
 import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
-import { CharTokenizer } from './tokenizer';
+import type { HFTokenizer } from './hf-tokenizer';
+import { type CharTokenizer, type TextTokenizer, tokenizerFromFiles } from './tokenizer';
 
 export interface LoadedModel {
   model: LlamaForCausalLM;
   config: LlamaConfig;
-  tokenizer: CharTokenizer;
+  tokenizer: CharTokenizer | HFTokenizer;
 }
 
 function readJson(path: string, what: string): Record<string, unknown> {
@@ -87,7 +88,22 @@ export function loadModel(dir: string): LoadedModel {
   const tokenizerPath = join(dir, 'tokenizer.json');
   if (!existsSync(tokenizerPath))
     throw new FormatError('loadModel', 'tokenizer.json not found', { key: tokenizerPath }, 'a tokenizer next to the weights', 'nothing');
-  const tokenizer = CharTokenizer.fromJSON(readFileSync(tokenizerPath, 'utf8'));
+  const optional = (name: string) =>
+    existsSync(join(dir, name)) ? fsCall('loadModel', join(dir, name), () => readFileSync(join(dir, name), 'utf8')) : undefined;
+  const tokenizer = tokenizerFromFiles({
+    tokenizer: readFileSync(tokenizerPath, 'utf8'),
+    tokenizerConfig: optional('tokenizer_config.json'),
+    chatTemplate: optional('chat_template.jinja'),
+  });
+  if (tokenizer.size > config.vocab_size) {
+    throw new FormatError(
+      'loadModel',
+      'the tokenizer has more tokens than the model has embeddings',
+      { key: 'tokenizer.json' },
+      `at most vocab_size = ${config.vocab_size}`,
+      String(tokenizer.size),
+    );
+  }
   const model = new LlamaForCausalLM(config);
   const weights: Record<string, Tensor> = Object.create(null);
   for (const file of weightFiles(dir)) {
@@ -110,12 +126,15 @@ export function loadModel(dir: string): LoadedModel {
   return { model, config, tokenizer };
 }
 
-/** Saves a model as a checkpoint directory (f32 safetensors, config, tokenizer), each file atomically. */
-export async function saveModel(dir: string, model: Module, config: LlamaConfig, tokenizer: CharTokenizer): Promise<void> {
+/** Saves a model as a checkpoint directory (f32 safetensors, config, the tokenizer's files), each file atomically. */
+export async function saveModel(dir: string, model: Module, config: LlamaConfig, tokenizer: TextTokenizer): Promise<void> {
   await mkdir(dir, { recursive: true });
   const entries: Record<string, WriteEntry> = Object.create(null);
   for (const [name, t] of model.namedParameters()) entries[name] = { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(await t.data()) };
   writeFileAtomic(join(dir, 'model.safetensors'), writeSafetensors(entries, { format: 'pt' }));
   writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'], ...config }, null, 2)}\n`);
-  writeFileAtomic(join(dir, 'tokenizer.json'), tokenizer.toJSON());
+  const { tokenizer: tokenizerJson, tokenizerConfig, chatTemplate } = tokenizer.files;
+  writeFileAtomic(join(dir, 'tokenizer.json'), tokenizerJson);
+  if (tokenizerConfig !== undefined) writeFileAtomic(join(dir, 'tokenizer_config.json'), tokenizerConfig);
+  if (chatTemplate !== undefined) writeFileAtomic(join(dir, 'chat_template.jinja'), chatTemplate);
 }

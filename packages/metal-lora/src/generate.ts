@@ -1,9 +1,9 @@
 import type { LlamaForCausalLM } from '@metal-lora/nn';
 import { noGrad, slice, tensor, tidy } from '@metal-lora/tensor';
-import type { CharTokenizer } from './tokenizer';
+import type { TextTokenizer } from './tokenizer';
 
 /** Greedy continuation of `prompt` by `count` tokens (the whole context is re-run each step). */
-export async function generate(model: LlamaForCausalLM, tokenizer: CharTokenizer, prompt: string, count: number, maxContext = 64): Promise<string> {
+export async function generate(model: LlamaForCausalLM, tokenizer: TextTokenizer, prompt: string, count: number, maxContext = 64): Promise<string> {
   const ids = tokenizer.encode(prompt);
   for (let i = 0; i < count; i++) {
     const context = ids.slice(-maxContext);
@@ -16,5 +16,5 @@ export async function generate(model: LlamaForCausalLM, tokenizer: CharTokenizer
     for (let v = 1; v < values.length; v++) if (values[v] > values[best]) best = v;
     ids.push(best);
   }
-  return tokenizer.decode(ids.slice(tokenizer.encode(prompt).length));
+  return tokenizer.decode(ids.slice(tokenizer.encode(prompt).length), { skipSpecialTokens: true });
 }

@@ -1,10 +1,36 @@
 import { FormatError } from '@metal-lora/tensor';
+import { HFTokenizer, type TokenizerFiles } from './hf-tokenizer';
+
+/** What training, evaluation and generation need of a tokenizer (`CharTokenizer` and `HFTokenizer` have it). */
+export interface TextTokenizer {
+  /** Vocabulary size. */
+  readonly size: number;
+  encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
+  decode(ids: ArrayLike<number>, options?: { skipSpecialTokens?: boolean }): string;
+  /** The files that hold it in a model folder (`saveModel` writes them). */
+  readonly files: TokenizerFiles;
+}
+
+/**
+ * The tokenizer of a model folder's files: the embedded default's character tokenizer
+ * (`{ "type": "char" }`), or a Hugging Face `tokenizer.json` with its config and chat template.
+ */
+export function tokenizerFromFiles(files: TokenizerFiles): CharTokenizer | HFTokenizer {
+  let type: unknown;
+  try {
+    type = (JSON.parse(files.tokenizer) as { type?: unknown } | null)?.type;
+  } catch {
+    throw new FormatError('tokenizer', 'tokenizer.json is not valid JSON', { key: 'tokenizer.json' });
+  }
+  return type === 'char' ? CharTokenizer.fromJSON(files.tokenizer) : HFTokenizer.fromFiles(files);
+}
 
 /**
  * A character-level tokenizer (the embedded default model's): one id per character of `vocab`,
  * with id 0 reserved for characters outside it. Saved as `tokenizer.json` `{ "type": "char", "vocab": [...] }`.
  */
-export class CharTokenizer {
+export class CharTokenizer implements TextTokenizer {
+  readonly kind = 'char' as const;
   readonly vocab: string[];
   private readonly ids: Map<string, number>;
   constructor(vocab: string[]) {
@@ -30,10 +56,12 @@ export class CharTokenizer {
       const kind = t.model?.type ?? t.type;
       throw new FormatError(
         'tokenizer',
-        'unsupported tokenizer.json',
+        t.type === 'char'
+          ? "a character tokenizer's vocab must be a list of strings"
+          : 'not a character tokenizer (tokenizerFromFiles reads Hugging Face tokenizers)',
         { key: 'tokenizer.json' },
-        "a character tokenizer ({ type: 'char', vocab: [...] })",
-        `type ${JSON.stringify(kind)} (subword tokenizers such as Hugging Face BPE are not supported yet)`,
+        "{ type: 'char', vocab: [...] }",
+        `type ${JSON.stringify(kind)}`,
       );
     }
     return new CharTokenizer(t.vocab as string[]);
@@ -43,15 +71,20 @@ export class CharTokenizer {
     return `${JSON.stringify({ type: 'char', vocab: this.vocab })}\n`;
   }
 
+  get files(): TokenizerFiles {
+    return { tokenizer: this.toJSON() };
+  }
+
   get size(): number {
     return this.vocab.length;
   }
 
-  encode(text: string): number[] {
+  /** One id per character (a character tokenizer has no special tokens: the options change nothing). */
+  encode(text: string, _options?: { addSpecialTokens?: boolean }): number[] {
     return [...text].map((c) => this.ids.get(c) ?? 0);
   }
 
-  decode(ids: readonly number[]): string {
-    return ids.map((i) => (i === 0 ? '?' : (this.vocab[i] ?? '?'))).join('');
+  decode(ids: ArrayLike<number>, _options?: { skipSpecialTokens?: boolean }): string {
+    return Array.from(ids, (i) => (i === 0 ? '?' : (this.vocab[i] ?? '?'))).join('');
   }
 }
