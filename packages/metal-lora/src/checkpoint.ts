@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { toFloat32, type WriteEntry, writeSafetensors } from '@metal-lora/adapter-io';
 import { fsCall, openSafetensors, writeFileAtomic } from '@metal-lora/adapter-io/node';
-import { type LlamaConfig, LlamaForCausalLM, type Module, validateLlamaConfig } from '@metal-lora/nn';
+import { type LlamaConfig, LlamaForCausalLM, llamaConfigFromJson, type Module, validateLlamaConfig } from '@metal-lora/nn';
 import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
 import type { HFTokenizer } from './hf-tokenizer';
 import { type CharTokenizer, type TextTokenizer, tokenizerFromFiles } from './tokenizer';
@@ -66,12 +66,15 @@ function weightFiles(dir: string): string[] {
 }
 
 /**
- * Loads a Llama-family checkpoint directory in Hugging Face / MLX layout (`config.json`,
- * `model.safetensors` or shards, `tokenizer.json`) into a `LlamaForCausalLM` on the current
- * backend; F16 / BF16 weights are read as f32. Tensors are read one at a time from disk.
+ * Loads a checkpoint directory in Hugging Face / MLX layout (`config.json`, `model.safetensors`
+ * or shards, `tokenizer.json` with `tokenizer_config.json` and `chat_template.jinja`) into a
+ * `LlamaForCausalLM` on the current backend: Llama (Llama 3 RoPE scaling too), Mistral (sliding
+ * window), Qwen2 and Qwen3 (see nn's `llamaConfigFromJson`). F16 / BF16 weights are read as f32.
+ * Tensors are read one at a time from disk.
  */
 export function loadModel(dir: string): LoadedModel {
-  const config = readJson(join(dir, 'config.json'), 'config.json') as unknown as LlamaConfig & { model_type?: string; quantization?: unknown };
+  const raw = readJson(join(dir, 'config.json'), 'config.json');
+  const config = llamaConfigFromJson(raw) as LlamaConfig & { quantization?: unknown };
   if (config.quantization)
     throw new FormatError(
       'loadModel',
@@ -132,7 +135,12 @@ export async function saveModel(dir: string, model: Module, config: LlamaConfig,
   const entries: Record<string, WriteEntry> = Object.create(null);
   for (const [name, t] of model.namedParameters()) entries[name] = { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(await t.data()) };
   writeFileAtomic(join(dir, 'model.safetensors'), writeSafetensors(entries, { format: 'pt' }));
-  writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'], ...config }, null, 2)}\n`);
+  // Qwen2's q/k/v bias and Qwen3's q/k norm follow from model_type: the flags stay out of the file.
+  const { qkv_bias: _qkvBias, qk_norm: _qkNorm, ...saved } = config;
+  const type = config.model_type ?? 'llama';
+  const architecture =
+    { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' }[type] ?? 'LlamaForCausalLM';
+  writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify({ ...saved, model_type: type, architectures: [architecture] }, null, 2)}\n`);
   const { tokenizer: tokenizerJson, tokenizerConfig, chatTemplate } = tokenizer.files;
   writeFileAtomic(join(dir, 'tokenizer.json'), tokenizerJson);
   if (tokenizerConfig !== undefined) writeFileAtomic(join(dir, 'tokenizer_config.json'), tokenizerConfig);

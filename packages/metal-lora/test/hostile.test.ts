@@ -36,7 +36,7 @@ describe('the CLI under bad input: one clear line, and nothing of the user lost'
     const cfg = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8'));
     writeFileSync(join(model, 'config.json'), JSON.stringify({ ...cfg, rope_theta: -1 }));
     expect(await refused(['--model', model, '--backend', 'cpu', '--adapter-path', adapters])).toBe(
-      'metal-lora: LlamaConfig: rope_theta must be a positive finite number; expected a number > 0, got -1',
+      'metal-lora: loadModel: rope_theta must be a positive number; expected a number > 0, got -1',
     );
     expect(readFileSync(join(adapters, 'adapters.safetensors')).equals(before)).toBe(true);
     expect(readFileSync(join(adapters, 'adapter_config.json'), 'utf8')).toBe(config);

@@ -3,7 +3,20 @@
  * of @metal-lora/tensor (chosen at run time; this package never imports the kernels).
  */
 export { Dropout, Embedding, LayerNorm, Linear, type ParamOptions, RMSNorm } from './layers';
-export { applyRope, Attention, DecoderLayer, LLAMA_CONFIG_LIMITS, type LlamaConfig, LlamaForCausalLM, LlamaModel, MLP, validateLlamaConfig } from './llama';
+export { llamaConfigFromJson, SUPPORTED_MODEL_TYPES } from './hf-config';
+export {
+  applyRope,
+  Attention,
+  DecoderLayer,
+  LLAMA_CONFIG_LIMITS,
+  type LlamaConfig,
+  LlamaForCausalLM,
+  LlamaModel,
+  MLP,
+  type RopeScaling,
+  ropeInverseFrequencies,
+  validateLlamaConfig,
+} from './llama';
 export { linearToLoRALayers, LoRALinear, type LoRAOptions, mergeWeights } from './lora';
 export { crossEntropy, mse } from './losses';
 export { type LoadReport, Module, ModuleList } from './module';

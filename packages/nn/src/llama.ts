@@ -13,9 +13,48 @@ export interface LlamaConfig {
   rms_norm_eps?: number;
   rope_theta?: number;
   tie_word_embeddings?: boolean;
+  /** Bias on q, k, v and o (Llama's `attention_bias`). */
   attention_bias?: boolean;
   mlp_bias?: boolean;
   head_dim?: number;
+  /** Bias on q, k and v only (Qwen2). */
+  qkv_bias?: boolean;
+  /** Per-head RMSNorm of q and k before RoPE (Qwen3): `q_norm`, `k_norm` of `head_dim`. */
+  qk_norm?: boolean;
+  /** Each position attends to the last `sliding_window` positions, itself included (Mistral). */
+  sliding_window?: number | null;
+  /** RoPE frequency scaling: none, or Llama 3's (`rope_type: 'llama3'`). */
+  rope_scaling?: RopeScaling | null;
+  model_type?: string;
+}
+
+/** Llama 3's RoPE scaling: low frequencies divided by `factor`, high ones kept, the band between smoothed. */
+export interface RopeScaling {
+  rope_type: 'llama3';
+  factor: number;
+  low_freq_factor: number;
+  high_freq_factor: number;
+  original_max_position_embeddings: number;
+}
+
+/**
+ * RoPE's inverse frequencies for a head dimension: `theta^(-2i/d)`, with Llama 3's scaling where
+ * the config has it (as transformers' `_compute_llama3_parameters`).
+ */
+export function ropeInverseFrequencies(headDim: number, theta: number, scaling: RopeScaling | null = null): Float64Array {
+  const half = headDim / 2;
+  const inv = Float64Array.from({ length: half }, (_, i) => 1 / theta ** ((2 * i) / headDim));
+  if (!scaling) return inv;
+  const { factor, low_freq_factor: low, high_freq_factor: high, original_max_position_embeddings: context } = scaling;
+  const lowWavelen = context / low;
+  const highWavelen = context / high;
+  return inv.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    if (wavelen < highWavelen) return f;
+    if (wavelen > lowWavelen) return f / factor;
+    const smooth = (context / wavelen - low) / (high - low);
+    return (1 - smooth) * (f / factor) + smooth * f;
+  });
 }
 
 /** Upper bounds of the sizes a config may ask for: far above any released model, far below what would exhaust memory by mistake. */
@@ -52,6 +91,10 @@ export function validateLlamaConfig(config: LlamaConfig): void {
     if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0))
       throw new ValueError(op, `${key} must be a positive finite number`, 'a number > 0', JSON.stringify(v));
   }
+  const window = config.sliding_window;
+  if (window !== undefined && window !== null && !(Number.isInteger(window) && window >= 1)) {
+    throw new ValueError(op, 'sliding_window must be a positive integer or null', 'an integer ≥ 1', JSON.stringify(window));
+  }
   const heads = config.num_attention_heads;
   const kv = config.num_key_value_heads ?? heads;
   if (heads % kv !== 0) throw new ValueError(op, 'num_attention_heads must be a multiple of num_key_value_heads', `a divisor of ${heads}`, String(kv));
@@ -63,16 +106,20 @@ export function validateLlamaConfig(config: LlamaConfig): void {
     throw new ValueError(op, 'a weight matrix would not fit in one tensor', `at most ${MAX_TENSOR_ELEMENTS} elements`, String(largest));
 }
 
-/** Rotary position embedding (the "rotate half" form of HF Llama) for x `[B, H, T, Dh]` at positions offset..offset+T. */
-export function applyRope(x: Tensor, theta: number, offset = 0): Tensor {
+/**
+ * Rotary position embedding (the "rotate half" form of HF Llama) for x `[B, H, T, Dh]` at
+ * positions offset..offset+T, with RoPE base `theta` or explicit inverse frequencies (`Dh / 2`).
+ */
+export function applyRope(x: Tensor, theta: number | Float64Array, offset = 0): Tensor {
   const [, , T, dh] = x.shape;
   const half = dh / 2;
+  const inv = typeof theta === 'number' ? ropeInverseFrequencies(dh, theta) : theta;
   // The angles are constants: cos and sin are computed on the host, [T, Dh] with both halves equal.
   const cosValues = new Float64Array(T * dh);
   const sinValues = new Float64Array(T * dh);
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < half; i++) {
-      const angle = (t + offset) / theta ** ((2 * i) / dh);
+      const angle = (t + offset) * inv[i];
       cosValues[t * dh + i] = cosValues[t * dh + half + i] = Math.cos(angle);
       sinValues[t * dh + i] = sinValues[t * dh + half + i] = Math.sin(angle);
     }
@@ -91,29 +138,44 @@ export class Attention extends Module {
   readonly kvHeads: number;
   readonly headDim: number;
   readonly theta: number;
+  /** RoPE's inverse frequencies (`headDim / 2`), scaled where the config says. */
+  readonly invFreq: Float64Array;
+  readonly slidingWindow: number | null;
   constructor(config: LlamaConfig, options: ParamOptions = {}) {
     super();
     this.heads = config.num_attention_heads;
     this.kvHeads = config.num_key_value_heads ?? this.heads;
     this.headDim = config.head_dim ?? config.hidden_size / this.heads;
     this.theta = config.rope_theta ?? 10000;
+    this.invFreq = ropeInverseFrequencies(this.headDim, this.theta, config.rope_scaling ?? null);
+    this.slidingWindow = config.sliding_window ?? null;
     if (!Number.isInteger(this.headDim) || this.headDim % 2 !== 0)
       throw new ValueError('Attention', 'head dimension must be an even integer', 'hidden_size / heads even', String(this.headDim));
     if (this.heads % this.kvHeads !== 0)
       throw new ValueError('Attention', 'heads must be a multiple of KV heads', `a divisor of ${this.heads}`, String(this.kvHeads));
     const bias = config.attention_bias ?? false;
+    const qkvBias = bias || (config.qkv_bias ?? false);
     const seed = options.seed ?? 0;
-    this.child('q_proj', new Linear(config.hidden_size, this.heads * this.headDim, { ...options, bias, seed: seed + 1 }));
-    this.child('k_proj', new Linear(config.hidden_size, this.kvHeads * this.headDim, { ...options, bias, seed: seed + 2 }));
-    this.child('v_proj', new Linear(config.hidden_size, this.kvHeads * this.headDim, { ...options, bias, seed: seed + 3 }));
+    this.child('q_proj', new Linear(config.hidden_size, this.heads * this.headDim, { ...options, bias: qkvBias, seed: seed + 1 }));
+    this.child('k_proj', new Linear(config.hidden_size, this.kvHeads * this.headDim, { ...options, bias: qkvBias, seed: seed + 2 }));
+    this.child('v_proj', new Linear(config.hidden_size, this.kvHeads * this.headDim, { ...options, bias: qkvBias, seed: seed + 3 }));
     this.child('o_proj', new Linear(this.heads * this.headDim, config.hidden_size, { ...options, bias, seed: seed + 4 }));
+    if (config.qk_norm) {
+      this.child('q_norm', new RMSNorm(this.headDim, config.rms_norm_eps ?? 1e-6, options));
+      this.child('k_norm', new RMSNorm(this.headDim, config.rms_norm_eps ?? 1e-6, options));
+    }
   }
 
   forward(x: Tensor): Tensor {
     const [B, T] = x.shape;
-    const split = (t: Tensor, h: number) => transpose(reshape(t, [B, T, h, this.headDim]), [0, 2, 1, 3]); // [B, h, T, Dh]
-    const q = applyRope(split(this.sub<Linear>('q_proj').forward(x), this.heads), this.theta);
-    let k = applyRope(split(this.sub<Linear>('k_proj').forward(x), this.kvHeads), this.theta);
+    // [B, T, h·Dh] → [B, h, T, Dh], with the per-head norm (Qwen3) applied over Dh first.
+    const split = (t: Tensor, h: number, norm?: string) => {
+      const heads = reshape(t, [B, T, h, this.headDim]);
+      return transpose(norm ? this.sub<RMSNorm>(norm).forward(heads) : heads, [0, 2, 1, 3]);
+    };
+    const normed = this.getModule('q_norm') !== undefined;
+    const q = applyRope(split(this.sub<Linear>('q_proj').forward(x), this.heads, normed ? 'q_norm' : undefined), this.invFreq);
+    let k = applyRope(split(this.sub<Linear>('k_proj').forward(x), this.kvHeads, normed ? 'k_norm' : undefined), this.invFreq);
     let v = split(this.sub<Linear>('v_proj').forward(x), this.kvHeads);
     if (this.kvHeads !== this.heads) {
       // Each KV head serves heads / kvHeads query heads: repeat along a new axis, then merge.
@@ -124,8 +186,10 @@ export class Attention extends Module {
       v = repeat(v);
     }
     const scores = mul(matmul(q, k, { transposeB: true }), 1 / Math.sqrt(this.headDim)); // [B, H, T, T]
+    // Causal, and with a sliding window each query sees only the last `slidingWindow` keys.
     const mask = new Float64Array(T * T);
-    for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) mask[i * T + j] = -1e9;
+    const window = this.slidingWindow ?? T;
+    for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) if (j > i || i - j >= window) mask[i * T + j] = -1e9;
     const probs = softmax(add(scores, tensor(mask, [T, T], { dtype: x.dtype, backend: x.backend })), -1);
     const out = reshape(transpose(matmul(probs, v), [0, 2, 1, 3]), [B, T, this.heads * this.headDim]);
     return this.sub<Linear>('o_proj').forward(out);
