@@ -1,4 +1,21 @@
-import { add, broadcastTo, concat, matmul, mul, neg, reshape, silu, slice, softmax, type Tensor, tensor, transpose, ValueError } from '@metal-lora/tensor';
+import {
+  add,
+  broadcastTo,
+  concat,
+  matmul,
+  mul,
+  neg,
+  randn,
+  reshape,
+  silu,
+  slice,
+  softmax,
+  type Tensor,
+  tensor,
+  transpose,
+  ValueError,
+  zeros,
+} from '@metal-lora/tensor';
 import { Embedding, Linear, type ParamOptions, RMSNorm } from './layers';
 import { Module, ModuleList } from './module';
 
@@ -17,6 +34,8 @@ export interface LlamaConfig {
   attention_bias?: boolean;
   mlp_bias?: boolean;
   head_dim?: number;
+  /** Standard deviation of a fresh model's weights, as transformers initializes them (default 0.02). */
+  initializer_range?: number;
   /** Bias on q, k and v only (Qwen2). */
   qkv_bias?: boolean;
   /** Per-head RMSNorm of q and k before RoPE (Qwen3): `q_norm`, `k_norm` of `head_dim`. */
@@ -86,7 +105,7 @@ export function validateLlamaConfig(config: LlamaConfig): void {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max)
       throw new ValueError(op, `${key} is out of range`, `an integer in 1..${max}`, JSON.stringify(v) ?? 'nothing');
   }
-  for (const key of ['rope_theta', 'rms_norm_eps'] as const) {
+  for (const key of ['rope_theta', 'rms_norm_eps', 'initializer_range'] as const) {
     const v = config[key];
     if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0))
       throw new ValueError(op, `${key} must be a positive finite number`, 'a number > 0', JSON.stringify(v));
@@ -262,6 +281,29 @@ export class LlamaForCausalLM extends Module {
     validateLlamaConfig(config);
     this.child('model', new LlamaModel(config, options));
     if (!config.tie_word_embeddings) this.child('lm_head', new Linear(config.hidden_size, config.vocab_size, { ...options, seed: (options.seed ?? 0) + 99 }));
+    this.initializeAsTransformers(config.initializer_range ?? 0.02, options);
+  }
+
+  /**
+   * A fresh model's weights as transformers' `_init_weights` makes them: Linear and Embedding
+   * weights normal(0, initializer_range), biases zero, norms one. (The layers' own defaults,
+   * uniform ±1/√in and a unit-variance embedding, made a fresh 49k-vocabulary model's loss start
+   * near 400 instead of ln(vocab).) Loaded weights replace these.
+   */
+  private initializeAsTransformers(std: number, options: ParamOptions): void {
+    let seed = (options.seed ?? 0) * 7919 + 17;
+    for (const [, m] of this.namedModules()) {
+      if (!(m instanceof Linear) && !(m instanceof Embedding)) continue;
+      for (const [name, p] of m.namedParameters()) {
+        if (name.includes('.')) continue;
+        const fresh =
+          name === 'bias'
+            ? zeros([...p.shape], { dtype: p.dtype, backend: p.backend })
+            : randn([...p.shape], { seed: seed++, std, dtype: p.dtype, backend: p.backend });
+        p.assign(fresh);
+        fresh.dispose();
+      }
+    }
   }
   /** Logits `[B, T, vocab]` for int32 token ids `[B, T]`. */
   forward(ids: Tensor): Tensor {

@@ -22,8 +22,10 @@ function batch(step: number, size: number, length: number): { inputs: Tensor; ta
 async function fineTune(backendName: 'cpu' | 'webgpu'): Promise<{ first: number; last: number; baseUnchanged: boolean }> {
   await T.setBackend(backendName);
   T.manualSeed(11);
+  // A base with weights of some size, as a trained one has, so that LoRA has something to steer
+  // (transformers' default initializer_range, 0.02, leaves the logits near uniform).
   const model = new LlamaForCausalLM(
-    { vocab_size: 32, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2 },
+    { vocab_size: 32, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, initializer_range: 0.3 },
     { seed: 3 },
   );
   linearToLoRALayers(model, { numLayers: 2, rank: 8, scale: 2, seed: 5 });

@@ -300,3 +300,32 @@ describe('optimizers refuse hyperparameters that would silently break training',
     expect(() => scheduled.step()).toThrow('Adam: lr at step 0 is out of range; expected a finite number ≥ 0, got NaN');
   });
 });
+
+describe('a fresh model is initialized as transformers does', () => {
+  it('normal(0, initializer_range) weights, zero biases: the loss starts near ln(vocab)', () => {
+    const vocab = 4096;
+    const model = new LlamaForCausalLM(
+      { vocab_size: vocab, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, model_type: 'qwen2', qkv_bias: true },
+      { seed: 1 },
+    );
+    const ids = T.tensor(
+      Int32Array.from({ length: 32 }, (_, i) => (i * 131) % vocab),
+      [2, 16],
+      { dtype: 'int32' },
+    );
+    const loss = crossEntropy(model.forward(T.slice(ids, [0, 0], [2, 15])), T.slice(ids, [0, 1], [2, 16])).itemSync();
+    expect(Math.abs(loss - Math.log(vocab))).toBeLessThan(0.05);
+    const q = model.getModule('model.layers.0.self_attn.q_proj') as Linear;
+    const w = Array.from(q.weight.dataSync());
+    const std = Math.sqrt(w.reduce((a, v) => a + v * v, 0) / w.length);
+    expect(std).toBeGreaterThan(0.018);
+    expect(std).toBeLessThan(0.022);
+    expect(Array.from(q.bias!.dataSync()).every((v) => v === 0)).toBe(true);
+    const wide = new LlamaForCausalLM(
+      { vocab_size: 64, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 1, num_attention_heads: 4, initializer_range: 0.2 },
+      { seed: 1 },
+    );
+    const e = Array.from(new Map(wide.namedParameters()).get('model.embed_tokens.weight')!.dataSync());
+    expect(Math.sqrt(e.reduce((a, v) => a + v * v, 0) / e.length)).toBeGreaterThan(0.18);
+  });
+});
