@@ -77,8 +77,8 @@ for (const { dir, pkg } of packages) {
     else fail(`publint ${text}`);
   }
   if (JSON.stringify(packed.exports ?? {}).includes('"source"')) fail(`${pkg.name}: the published exports carry the workspace-only 'source' condition`);
+  const listed = execFileSync('tar', ['-tzf', tarballs[pkg.name]], { encoding: 'utf8' }).split('\n');
   for (const file of ['LICENSE', 'README.md']) {
-    const listed = execFileSync('tar', ['-tzf', tarballs[pkg.name]], { encoding: 'utf8' }).split('\n');
     if (!listed.includes(`package/${file}`)) fail(`${pkg.name}: the tarball has no ${file}`);
   }
   if (!/^\d+\.\d+\.\d+/.test(packed.version) || packed.version === '0.0.0') fail(`${pkg.name}: version ${packed.version}; expected a real starting version`);

@@ -85,9 +85,10 @@ export function loadAdapter(layerOrModel: Module, path: string, options: { stric
     return [modulePath, layer];
   });
   if (!single && options.strict !== false) {
-    const missing = expectedCoverage(layerOrModel, adapter).filter((p) => !Object.hasOwn(adapter.modules, p));
+    const expected = expectedCoverage(layerOrModel, adapter);
+    const missing = expected.filter((p) => !Object.hasOwn(adapter.modules, p));
     if (missing.length) {
-      const covered = expectedCoverage(layerOrModel, adapter).length - missing.length;
+      const covered = expected.length - missing.length;
       throw new FormatError(
         op,
         `the adapter covers ${covered} of the ${covered + missing.length} layers it should (missing ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''}); pass { strict: false } to load it anyway`,

@@ -107,7 +107,8 @@ export function loadModel(dir: string): LoadedModel {
       String(tokenizer.size),
     );
   }
-  const model = new LlamaForCausalLM(config);
+  // Every parameter is loaded below (strictly), so the fresh model's initialization is skipped.
+  const model = new LlamaForCausalLM(config, { initialize: false });
   const weights: Record<string, Tensor> = Object.create(null);
   for (const file of weightFiles(dir)) {
     const st = openSafetensors(file);

@@ -60,9 +60,9 @@ export class HFTokenizer {
   readonly bosToken: string | undefined;
   readonly eosToken: string | undefined;
 
-  private constructor(files: TokenizerFiles) {
+  private constructor(files: TokenizerFiles, parsed?: Record<string, unknown>) {
     const op = 'HFTokenizer';
-    const json = parseJson(op, files.tokenizer, 'tokenizer.json');
+    const json = parsed ?? parseJson(op, files.tokenizer, 'tokenizer.json');
     if (!json.model || typeof json.model !== 'object')
       throw new FormatError(
         op,
@@ -98,9 +98,12 @@ export class HFTokenizer {
     }
   }
 
-  /** A tokenizer from a model folder's files (see {@link TokenizerFiles}). */
-  static fromFiles(files: TokenizerFiles): HFTokenizer {
-    return new HFTokenizer(files);
+  /**
+   * A tokenizer from a model folder's files (see {@link TokenizerFiles}); `parsed` is
+   * `tokenizer.json` already parsed, where the caller has it (it can be tens of megabytes).
+   */
+  static fromFiles(files: TokenizerFiles, parsed?: Record<string, unknown>): HFTokenizer {
+    return new HFTokenizer(files, parsed);
   }
 
   /** tokenizer_config.json's `chat_template`: a string, or a list of named templates (the `default` one). */

@@ -21,7 +21,7 @@ export function modelFromFiles(files: { config: string; weights: Uint8Array; tok
     throw new FormatError('modelFromFiles', 'config.json is not valid JSON', { key: 'config.json' });
   }
   const tokenizer = tokenizerFromFiles({ tokenizer: files.tokenizer, tokenizerConfig: files.tokenizerConfig, chatTemplate: files.chatTemplate });
-  const model = new LlamaForCausalLM(config);
+  const model = new LlamaForCausalLM(config, { initialize: false });
   const { tensors } = readSafetensors(files.weights);
   const weights: Record<string, Tensor> = Object.create(null);
   for (const [name, entry] of Object.entries(tensors)) weights[name] = tensor(toFloat32(entry), entry.shape, { dtype: 'float32' });

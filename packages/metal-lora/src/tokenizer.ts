@@ -16,13 +16,16 @@ export interface TextTokenizer {
  * (`{ "type": "char" }`), or a Hugging Face `tokenizer.json` with its config and chat template.
  */
 export function tokenizerFromFiles(files: TokenizerFiles): CharTokenizer | HFTokenizer {
-  let type: unknown;
+  let json: unknown;
   try {
-    type = (JSON.parse(files.tokenizer) as { type?: unknown } | null)?.type;
+    json = JSON.parse(files.tokenizer);
   } catch {
     throw new FormatError('tokenizer', 'tokenizer.json is not valid JSON', { key: 'tokenizer.json' });
   }
-  return type === 'char' ? CharTokenizer.fromJSON(files.tokenizer) : HFTokenizer.fromFiles(files);
+  if ((json as { type?: unknown } | null)?.type === 'char') return CharTokenizer.fromJSON(files.tokenizer);
+  // A parsed object is handed on (tokenizer.json is not parsed twice); anything else is refused there.
+  const parsed = json !== null && typeof json === 'object' && !Array.isArray(json) ? (json as Record<string, unknown>) : undefined;
+  return HFTokenizer.fromFiles(files, parsed);
 }
 
 /**

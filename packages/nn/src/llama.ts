@@ -160,6 +160,8 @@ export class Attention extends Module {
   /** RoPE's inverse frequencies (`headDim / 2`), scaled where the config says. */
   readonly invFreq: Float64Array;
   readonly slidingWindow: number | null;
+  /** Whether q and k are normalized per head (Qwen3's `q_norm`, `k_norm`). */
+  readonly qkNorm: boolean;
   constructor(config: LlamaConfig, options: ParamOptions = {}) {
     super();
     this.heads = config.num_attention_heads;
@@ -168,6 +170,7 @@ export class Attention extends Module {
     this.theta = config.rope_theta ?? 10000;
     this.invFreq = ropeInverseFrequencies(this.headDim, this.theta, config.rope_scaling ?? null);
     this.slidingWindow = config.sliding_window ?? null;
+    this.qkNorm = config.qk_norm ?? false;
     if (!Number.isInteger(this.headDim) || this.headDim % 2 !== 0)
       throw new ValueError('Attention', 'head dimension must be an even integer', 'hidden_size / heads even', String(this.headDim));
     if (this.heads % this.kvHeads !== 0)
@@ -179,7 +182,7 @@ export class Attention extends Module {
     this.child('k_proj', new Linear(config.hidden_size, this.kvHeads * this.headDim, { ...options, bias: qkvBias, seed: seed + 2 }));
     this.child('v_proj', new Linear(config.hidden_size, this.kvHeads * this.headDim, { ...options, bias: qkvBias, seed: seed + 3 }));
     this.child('o_proj', new Linear(this.heads * this.headDim, config.hidden_size, { ...options, bias, seed: seed + 4 }));
-    if (config.qk_norm) {
+    if (this.qkNorm) {
       this.child('q_norm', new RMSNorm(this.headDim, config.rms_norm_eps ?? 1e-6, options));
       this.child('k_norm', new RMSNorm(this.headDim, config.rms_norm_eps ?? 1e-6, options));
     }
@@ -192,9 +195,8 @@ export class Attention extends Module {
       const heads = reshape(t, [B, T, h, this.headDim]);
       return transpose(norm ? this.sub<RMSNorm>(norm).forward(heads) : heads, [0, 2, 1, 3]);
     };
-    const normed = this.getModule('q_norm') !== undefined;
-    const q = applyRope(split(this.sub<Linear>('q_proj').forward(x), this.heads, normed ? 'q_norm' : undefined), this.invFreq);
-    let k = applyRope(split(this.sub<Linear>('k_proj').forward(x), this.kvHeads, normed ? 'k_norm' : undefined), this.invFreq);
+    const q = applyRope(split(this.sub<Linear>('q_proj').forward(x), this.heads, this.qkNorm ? 'q_norm' : undefined), this.invFreq);
+    let k = applyRope(split(this.sub<Linear>('k_proj').forward(x), this.kvHeads, this.qkNorm ? 'k_norm' : undefined), this.invFreq);
     let v = split(this.sub<Linear>('v_proj').forward(x), this.kvHeads);
     if (this.kvHeads !== this.heads) {
       // Each KV head serves heads / kvHeads query heads: repeat along a new axis, then merge.
@@ -273,15 +275,20 @@ export class LlamaModel extends Module {
  * (`model.layers.0.self_attn.q_proj.weight`, `lm_head.weight`), so real weights load 1:1.
  */
 export class LlamaForCausalLM extends Module {
+  /**
+   * `initialize: false` skips transformers' initialization, for a model whose weights are loaded
+   * next (`loadModel`): drawing normal values for every parameter of a large model only to
+   * overwrite them costs seconds.
+   */
   constructor(
     readonly config: LlamaConfig,
-    options: ParamOptions = {},
+    options: ParamOptions & { initialize?: boolean } = {},
   ) {
     super();
     validateLlamaConfig(config);
     this.child('model', new LlamaModel(config, options));
     if (!config.tie_word_embeddings) this.child('lm_head', new Linear(config.hidden_size, config.vocab_size, { ...options, seed: (options.seed ?? 0) + 99 }));
-    this.initializeAsTransformers(config.initializer_range ?? 0.02, options);
+    if (options.initialize !== false) this.initializeAsTransformers(config.initializer_range ?? 0.02, options);
   }
 
   /**
