@@ -5,18 +5,18 @@
 export { Dropout, Embedding, LayerNorm, Linear, type ParamOptions, RMSNorm } from './layers';
 export { llamaConfigFromJson, SUPPORTED_MODEL_TYPES } from './hf-config';
 export {
-  applyRope,
-  Attention,
-  DecoderLayer,
+  ACTIVATIONS,
+  ARCHITECTURES,
+  type ArchitectureTraits,
+  architectureOf,
   LLAMA_CONFIG_LIMITS,
   type LlamaConfig,
-  LlamaForCausalLM,
-  LlamaModel,
-  MLP,
-  type RopeScaling,
-  ropeInverseFrequencies,
+  rotaryDimOf,
   validateLlamaConfig,
-} from './llama';
+} from './config';
+export { AttentionContext, KVCache } from './kv-cache';
+export { Attention, DecoderLayer, type ForwardOptions, LlamaForCausalLM, LlamaModel, MLP } from './llama';
+export { applyRope, type Llama3RopeScaling, type LinearRopeScaling, type RopeScaling, type RopeTables, ropeInverseFrequencies, ropeTables } from './rope';
 export { linearToLoRALayers, LoRALinear, type LoRAOptions, mergeWeights } from './lora';
 export { crossEntropy, mse } from './losses';
 export { type LoadReport, Module, ModuleList } from './module';
@@ -35,3 +35,4 @@ export {
   warmupCosine,
 } from './optim';
 export { valueAndGrad } from './train';
+export { type FinishReason, type GenerateIdsOptions, type GenerateIdsResult, generateIds, Sampler, type SamplingOptions, validateSampling } from './generate';

@@ -77,19 +77,25 @@ export class Embedding extends Module {
   }
 }
 
-/** x / sqrt(mean(x²) + eps) · weight over the last axis (Llama's norm). */
+/**
+ * x / sqrt(mean(x²) + eps) · weight over the last axis (Llama's norm); with `offset`, · (1 + weight)
+ * as Gemma stores its norm weights (zero-centred, and zero in a fresh model).
+ */
 export class RMSNorm extends Module {
+  readonly offset: boolean;
   constructor(
     readonly dims: number,
     readonly eps = 1e-5,
-    options: ParamOptions = {},
+    options: ParamOptions & { offset?: boolean } = {},
   ) {
     super();
-    this.param('weight', ones([dims], { dtype: options.dtype }));
+    this.offset = options.offset ?? false;
+    this.param('weight', (this.offset ? zeros : ones)([dims], { dtype: options.dtype }));
   }
   forward(x: Tensor): Tensor {
     const ms = mean(mul(x, x), -1, true);
-    return mul(div(x, sqrt(add(ms, this.eps))), this.own('weight')!);
+    const w = this.own('weight')!;
+    return mul(div(x, sqrt(add(ms, this.eps))), this.offset ? add(w, 1) : w);
   }
 }
 

@@ -1,278 +1,226 @@
-import {
-  add,
-  broadcastTo,
-  concat,
-  matmul,
-  mul,
-  neg,
-  randn,
-  reshape,
-  silu,
-  slice,
-  softmax,
-  type Tensor,
-  tensor,
-  transpose,
-  ValueError,
-  zeros,
-} from '@metal-lora/tensor';
+import { add, gelu, matmul, mul, reshape, silu, slice, softmax, type Tensor, tanh, transpose, zeros, randn } from '@metal-lora/tensor';
+import { ACTIVATIONS, architectureOf, type LlamaConfig, rotaryDimOf, validateLlamaConfig } from './config';
+import { AttentionContext, type KVCache } from './kv-cache';
 import { Embedding, Linear, type ParamOptions, RMSNorm } from './layers';
 import { Module, ModuleList } from './module';
+import { applyRope, ropeInverseFrequencies } from './rope';
 
-/** The fields of a Hugging Face / MLX Llama `config.json` this model uses. */
-export interface LlamaConfig {
-  vocab_size: number;
-  hidden_size: number;
-  intermediate_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  num_key_value_heads?: number;
-  rms_norm_eps?: number;
-  rope_theta?: number;
-  tie_word_embeddings?: boolean;
-  /** Bias on q, k, v and o (Llama's `attention_bias`). */
-  attention_bias?: boolean;
-  mlp_bias?: boolean;
-  head_dim?: number;
-  /** Standard deviation of a fresh model's weights, as transformers initializes them (default 0.02). */
-  initializer_range?: number;
-  /** Bias on q, k and v only (Qwen2). */
-  qkv_bias?: boolean;
-  /** Per-head RMSNorm of q and k before RoPE (Qwen3): `q_norm`, `k_norm` of `head_dim`. */
-  qk_norm?: boolean;
-  /** Each position attends to the last `sliding_window` positions, itself included (Mistral). */
-  sliding_window?: number | null;
-  /** RoPE frequency scaling: none, or Llama 3's (`rope_type: 'llama3'`). */
-  rope_scaling?: RopeScaling | null;
-  model_type?: string;
+/** Options of a causal model's forward pass. */
+export interface ForwardOptions {
+  /** Keys and values of earlier positions: the pass appends its own and attends to all of them. */
+  cache?: KVCache;
+  /** `'last'`: logits of the last position only (`[B, 1, vocab]`), as generation needs. Default `'all'`. */
+  logits?: 'all' | 'last';
 }
 
-/** Llama 3's RoPE scaling: low frequencies divided by `factor`, high ones kept, the band between smoothed. */
-export interface RopeScaling {
-  rope_type: 'llama3';
-  factor: number;
-  low_freq_factor: number;
-  high_freq_factor: number;
-  original_max_position_embeddings: number;
+/** `cap·tanh(x / cap)`. */
+function softcap(x: Tensor, cap: number | null | undefined): Tensor {
+  return cap ? mul(tanh(mul(x, 1 / cap)), cap) : x;
 }
 
 /**
- * RoPE's inverse frequencies for a head dimension: `theta^(-2i/d)`, with Llama 3's scaling where
- * the config has it (as transformers' `_compute_llama3_parameters`).
+ * Causal self-attention with RoPE and grouped KV heads; HF names q_proj, k_proj, v_proj, o_proj
+ * (Phi-3: one qkv_proj). Per layer, from the config: a sliding window, the RoPE base and scaling
+ * (Gemma 3's local and global layers differ), partial rotary features (Phi-3), per-head q/k norms
+ * (Qwen3, Gemma 3) and the score scale (Gemma's `query_pre_attn_scalar`).
  */
-export function ropeInverseFrequencies(headDim: number, theta: number, scaling: RopeScaling | null = null): Float64Array {
-  const half = headDim / 2;
-  const inv = Float64Array.from({ length: half }, (_, i) => 1 / theta ** ((2 * i) / headDim));
-  if (!scaling) return inv;
-  const { factor, low_freq_factor: low, high_freq_factor: high, original_max_position_embeddings: context } = scaling;
-  const lowWavelen = context / low;
-  const highWavelen = context / high;
-  return inv.map((f) => {
-    const wavelen = (2 * Math.PI) / f;
-    if (wavelen < highWavelen) return f;
-    if (wavelen > lowWavelen) return f / factor;
-    const smooth = (context / wavelen - low) / (high - low);
-    return (1 - smooth) * (f / factor) + smooth * f;
-  });
-}
-
-/** Upper bounds of the sizes a config may ask for: far above any released model, far below what would exhaust memory by mistake. */
-export const LLAMA_CONFIG_LIMITS = {
-  vocab_size: 1 << 22,
-  hidden_size: 1 << 16,
-  intermediate_size: 1 << 18,
-  num_hidden_layers: 1 << 10,
-  num_attention_heads: 1 << 10,
-  num_key_value_heads: 1 << 10,
-  head_dim: 1 << 12,
-} as const;
-
-/** Elements a JavaScript typed array (one tensor's storage) may hold. */
-const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
-
-/**
- * Checks a config before anything is allocated: every size a positive integer within
- * {@link LLAMA_CONFIG_LIMITS}, heads that divide evenly, positive finite `rope_theta` and
- * `rms_norm_eps`, and no weight matrix too large for one tensor. Throws `ValueError` naming the field.
- */
-export function validateLlamaConfig(config: LlamaConfig): void {
-  const op = 'LlamaConfig';
-  if (config === null || typeof config !== 'object')
-    throw new ValueError(op, 'the config is not an object', 'an object such as config.json holds', String(config));
-  for (const [key, max] of Object.entries(LLAMA_CONFIG_LIMITS) as [keyof typeof LLAMA_CONFIG_LIMITS, number][]) {
-    const v = config[key];
-    if (v === undefined && (key === 'num_key_value_heads' || key === 'head_dim')) continue;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max)
-      throw new ValueError(op, `${key} is out of range`, `an integer in 1..${max}`, JSON.stringify(v) ?? 'nothing');
-  }
-  for (const key of ['rope_theta', 'rms_norm_eps', 'initializer_range'] as const) {
-    const v = config[key];
-    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0))
-      throw new ValueError(op, `${key} must be a positive finite number`, 'a number > 0', JSON.stringify(v));
-  }
-  const window = config.sliding_window;
-  if (window !== undefined && window !== null && !(Number.isInteger(window) && window >= 1)) {
-    throw new ValueError(op, 'sliding_window must be a positive integer or null', 'an integer ≥ 1', JSON.stringify(window));
-  }
-  const heads = config.num_attention_heads;
-  const kv = config.num_key_value_heads ?? heads;
-  if (heads % kv !== 0) throw new ValueError(op, 'num_attention_heads must be a multiple of num_key_value_heads', `a divisor of ${heads}`, String(kv));
-  const headDim = config.head_dim ?? config.hidden_size / heads;
-  if (!Number.isInteger(headDim) || headDim % 2 !== 0)
-    throw new ValueError(op, 'the head dimension must be an even integer', 'hidden_size / num_attention_heads (or head_dim) even', String(headDim));
-  const largest = Math.max(config.vocab_size * config.hidden_size, config.intermediate_size * config.hidden_size, heads * headDim * config.hidden_size);
-  if (largest > MAX_TENSOR_ELEMENTS)
-    throw new ValueError(op, 'a weight matrix would not fit in one tensor', `at most ${MAX_TENSOR_ELEMENTS} elements`, String(largest));
-}
-
-/**
- * Rotary position embedding (the "rotate half" form of HF Llama) for x `[B, H, T, Dh]` at
- * positions offset..offset+T, with RoPE base `theta` or explicit inverse frequencies (`Dh / 2`).
- */
-export function applyRope(x: Tensor, theta: number | Float64Array, offset = 0): Tensor {
-  const [, , T, dh] = x.shape;
-  const half = dh / 2;
-  const inv = typeof theta === 'number' ? ropeInverseFrequencies(dh, theta) : theta;
-  // The angles are constants: cos and sin are computed on the host, [T, Dh] with both halves equal.
-  const cosValues = new Float64Array(T * dh);
-  const sinValues = new Float64Array(T * dh);
-  for (let t = 0; t < T; t++) {
-    for (let i = 0; i < half; i++) {
-      const angle = (t + offset) * inv[i];
-      cosValues[t * dh + i] = cosValues[t * dh + half + i] = Math.cos(angle);
-      sinValues[t * dh + i] = sinValues[t * dh + half + i] = Math.sin(angle);
-    }
-  }
-  const cosFull = tensor(cosValues, [T, dh], { dtype: x.dtype, backend: x.backend });
-  const sinFull = tensor(sinValues, [T, dh], { dtype: x.dtype, backend: x.backend });
-  const x1 = slice(x, [0, 0, 0, 0], [x.shape[0], x.shape[1], T, half]);
-  const x2 = slice(x, [0, 0, 0, half], [x.shape[0], x.shape[1], T, dh]);
-  const rotated = concat([neg(x2), x1], 3);
-  return add(mul(x, cosFull), mul(rotated, sinFull));
-}
-
-/** Causal self-attention with RoPE and grouped KV heads; HF names q_proj, k_proj, v_proj, o_proj. */
 export class Attention extends Module {
   readonly heads: number;
   readonly kvHeads: number;
   readonly headDim: number;
-  readonly theta: number;
-  /** RoPE's inverse frequencies (`headDim / 2`), scaled where the config says. */
+  /** RoPE's inverse frequencies (`rotaryDim / 2`), scaled where the config says. */
   readonly invFreq: Float64Array;
   readonly slidingWindow: number | null;
-  /** Whether q and k are normalized per head (Qwen3's `q_norm`, `k_norm`). */
+  /** Whether q and k are normalized per head (Qwen3's and Gemma 3's `q_norm`, `k_norm`). */
   readonly qkNorm: boolean;
-  constructor(config: LlamaConfig, options: ParamOptions = {}) {
+  readonly scale: number;
+  private readonly fused: boolean;
+  private readonly softcap: number | null;
+
+  constructor(
+    config: LlamaConfig,
+    options: ParamOptions = {},
+    readonly layerIndex = 0,
+  ) {
     super();
+    const traits = architectureOf(config);
     this.heads = config.num_attention_heads;
     this.kvHeads = config.num_key_value_heads ?? this.heads;
     this.headDim = config.head_dim ?? config.hidden_size / this.heads;
-    this.theta = config.rope_theta ?? 10000;
-    this.invFreq = ropeInverseFrequencies(this.headDim, this.theta, config.rope_scaling ?? null);
-    this.slidingWindow = config.sliding_window ?? null;
+    const window = config.sliding_window ?? null;
+    const types = config.layer_types;
+    this.slidingWindow = window !== null && (!types || types[layerIndex] === 'sliding_attention') ? window : null;
+    const local = this.slidingWindow !== null && types && config.rope_local_base_freq !== undefined;
+    this.invFreq = local
+      ? ropeInverseFrequencies(rotaryDimOf(config), config.rope_local_base_freq!)
+      : ropeInverseFrequencies(rotaryDimOf(config), config.rope_theta ?? 10000, config.rope_scaling ?? null);
     this.qkNorm = config.qk_norm ?? false;
-    if (!Number.isInteger(this.headDim) || this.headDim % 2 !== 0)
-      throw new ValueError('Attention', 'head dimension must be an even integer', 'hidden_size / heads even', String(this.headDim));
-    if (this.heads % this.kvHeads !== 0)
-      throw new ValueError('Attention', 'heads must be a multiple of KV heads', `a divisor of ${this.heads}`, String(this.kvHeads));
+    this.scale = (config.query_pre_attn_scalar ?? this.headDim) ** -0.5;
+    this.fused = traits.fusedProjections;
+    this.softcap = config.attn_logit_softcapping ?? null;
     const bias = config.attention_bias ?? false;
     const qkvBias = bias || (config.qkv_bias ?? false);
     const seed = options.seed ?? 0;
-    this.child('q_proj', new Linear(config.hidden_size, this.heads * this.headDim, { ...options, bias: qkvBias, seed: seed + 1 }));
-    this.child('k_proj', new Linear(config.hidden_size, this.kvHeads * this.headDim, { ...options, bias: qkvBias, seed: seed + 2 }));
-    this.child('v_proj', new Linear(config.hidden_size, this.kvHeads * this.headDim, { ...options, bias: qkvBias, seed: seed + 3 }));
-    this.child('o_proj', new Linear(this.heads * this.headDim, config.hidden_size, { ...options, bias, seed: seed + 4 }));
+    const [q, kv] = [this.heads * this.headDim, this.kvHeads * this.headDim];
+    if (this.fused) this.child('qkv_proj', new Linear(config.hidden_size, q + 2 * kv, { ...options, bias: qkvBias, seed: seed + 1 }));
+    else {
+      this.child('q_proj', new Linear(config.hidden_size, q, { ...options, bias: qkvBias, seed: seed + 1 }));
+      this.child('k_proj', new Linear(config.hidden_size, kv, { ...options, bias: qkvBias, seed: seed + 2 }));
+      this.child('v_proj', new Linear(config.hidden_size, kv, { ...options, bias: qkvBias, seed: seed + 3 }));
+    }
+    this.child('o_proj', new Linear(q, config.hidden_size, { ...options, bias, seed: seed + 4 }));
     if (this.qkNorm) {
-      this.child('q_norm', new RMSNorm(this.headDim, config.rms_norm_eps ?? 1e-6, options));
-      this.child('k_norm', new RMSNorm(this.headDim, config.rms_norm_eps ?? 1e-6, options));
+      const norm = { ...options, offset: traits.normOffset };
+      this.child('q_norm', new RMSNorm(this.headDim, config.rms_norm_eps ?? 1e-6, norm));
+      this.child('k_norm', new RMSNorm(this.headDim, config.rms_norm_eps ?? 1e-6, norm));
     }
   }
 
-  forward(x: Tensor): Tensor {
+  /** q, k, v `[B, T, h·Dh]` from the projection(s). */
+  private project(x: Tensor): [Tensor, Tensor, Tensor] {
+    if (!this.fused) return [this.sub<Linear>('q_proj').forward(x), this.sub<Linear>('k_proj').forward(x), this.sub<Linear>('v_proj').forward(x)];
     const [B, T] = x.shape;
-    // [B, T, h·Dh] → [B, h, T, Dh], with the per-head norm (Qwen3) applied over Dh first.
+    const qkv = this.sub<Linear>('qkv_proj').forward(x);
+    const [q, kv] = [this.heads * this.headDim, this.kvHeads * this.headDim];
+    return [slice(qkv, [0, 0, 0], [B, T, q]), slice(qkv, [0, 0, q], [B, T, q + kv]), slice(qkv, [0, 0, q + kv], [B, T, q + 2 * kv])];
+  }
+
+  forward(x: Tensor, context?: AttentionContext): Tensor {
+    const ctx = context ?? new AttentionContext(x);
+    const [B, T] = x.shape;
+    const { heads, kvHeads, headDim } = this;
+    // [B, T, h·Dh] → [B, h, T, Dh], with the per-head norm (Qwen3, Gemma 3) applied over Dh first.
     const split = (t: Tensor, h: number, norm?: string) => {
-      const heads = reshape(t, [B, T, h, this.headDim]);
-      return transpose(norm ? this.sub<RMSNorm>(norm).forward(heads) : heads, [0, 2, 1, 3]);
+      const perHead = reshape(t, [B, T, h, headDim]);
+      return transpose(norm ? this.sub<RMSNorm>(norm).forward(perHead) : perHead, [0, 2, 1, 3]);
     };
-    const q = applyRope(split(this.sub<Linear>('q_proj').forward(x), this.heads, this.qkNorm ? 'q_norm' : undefined), this.invFreq);
-    let k = applyRope(split(this.sub<Linear>('k_proj').forward(x), this.kvHeads, this.qkNorm ? 'k_norm' : undefined), this.invFreq);
-    let v = split(this.sub<Linear>('v_proj').forward(x), this.kvHeads);
-    if (this.kvHeads !== this.heads) {
-      // Each KV head serves heads / kvHeads query heads: repeat along a new axis, then merge.
-      const g = this.heads / this.kvHeads;
-      const repeat = (t: Tensor) =>
-        reshape(broadcastTo(reshape(t, [B, this.kvHeads, 1, T, this.headDim]), [B, this.kvHeads, g, T, this.headDim]), [B, this.heads, T, this.headDim]);
-      k = repeat(k);
-      v = repeat(v);
-    }
-    const scores = mul(matmul(q, k, { transposeB: true }), 1 / Math.sqrt(this.headDim)); // [B, H, T, T]
-    // Causal, and with a sliding window each query sees only the last `slidingWindow` keys.
-    const mask = new Float64Array(T * T);
-    const window = this.slidingWindow ?? T;
-    for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) if (j > i || i - j >= window) mask[i * T + j] = -1e9;
-    const probs = softmax(add(scores, tensor(mask, [T, T], { dtype: x.dtype, backend: x.backend })), -1);
-    const out = reshape(transpose(matmul(probs, v), [0, 2, 1, 3]), [B, T, this.heads * this.headDim]);
+    const [qx, kx, vx] = this.project(x);
+    const rope = ctx.rope(this.invFreq);
+    const q = applyRope(split(qx, heads, this.qkNorm ? 'q_norm' : undefined), rope);
+    let k = applyRope(split(kx, kvHeads, this.qkNorm ? 'k_norm' : undefined), rope);
+    let v = split(vx, kvHeads);
+    if (ctx.cache) ({ k, v } = ctx.cache.update(this.layerIndex, k, v));
+    const S = ctx.total;
+    // Grouped heads without copying keys: the g query heads of one KV head become g·T rows of it.
+    const g = heads / kvHeads;
+    const scores = softcap(mul(matmul(reshape(q, [B, kvHeads, g * T, headDim]), k, { transposeB: true }), this.scale), this.softcap);
+    const masked = add(reshape(scores, [B, kvHeads, g, T, S]), ctx.mask(this.slidingWindow));
+    const probs = reshape(softmax(masked, -1), [B, kvHeads, g * T, S]);
+    const out = reshape(transpose(reshape(matmul(probs, v), [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]);
     return this.sub<Linear>('o_proj').forward(out);
   }
 }
 
-/** SwiGLU feed-forward: down_proj(silu(gate_proj(x)) · up_proj(x)). */
+/**
+ * Gated feed-forward: down_proj(act(gate_proj(x)) · up_proj(x)), with SiLU (SwiGLU: Llama, Qwen,
+ * Mistral, Phi-3) or tanh-GELU (GeGLU: Gemma); Phi-3 holds gate and up in one `gate_up_proj`.
+ */
 export class MLP extends Module {
+  private readonly activation: (typeof ACTIVATIONS)[keyof typeof ACTIVATIONS];
+  private readonly fused: boolean;
+  private readonly intermediate: number;
   constructor(config: LlamaConfig, options: ParamOptions = {}) {
     super();
     const bias = config.mlp_bias ?? false;
     const seed = options.seed ?? 0;
-    this.child('gate_proj', new Linear(config.hidden_size, config.intermediate_size, { ...options, bias, seed: seed + 5 }));
-    this.child('up_proj', new Linear(config.hidden_size, config.intermediate_size, { ...options, bias, seed: seed + 6 }));
+    this.activation = ACTIVATIONS[(config.hidden_activation ?? config.hidden_act ?? 'silu') as keyof typeof ACTIVATIONS];
+    this.fused = architectureOf(config).fusedProjections;
+    this.intermediate = config.intermediate_size;
+    if (this.fused) this.child('gate_up_proj', new Linear(config.hidden_size, 2 * config.intermediate_size, { ...options, bias, seed: seed + 5 }));
+    else {
+      this.child('gate_proj', new Linear(config.hidden_size, config.intermediate_size, { ...options, bias, seed: seed + 5 }));
+      this.child('up_proj', new Linear(config.hidden_size, config.intermediate_size, { ...options, bias, seed: seed + 6 }));
+    }
     this.child('down_proj', new Linear(config.intermediate_size, config.hidden_size, { ...options, bias, seed: seed + 7 }));
   }
   forward(x: Tensor): Tensor {
-    return this.sub<Linear>('down_proj').forward(mul(silu(this.sub<Linear>('gate_proj').forward(x)), this.sub<Linear>('up_proj').forward(x)));
+    let gate: Tensor;
+    let up: Tensor;
+    if (this.fused) {
+      const both = this.sub<Linear>('gate_up_proj').forward(x);
+      const lead = both.shape.slice(0, -1);
+      const n = this.intermediate;
+      gate = slice(both, [...lead.map(() => 0), 0], [...lead, n]);
+      up = slice(both, [...lead.map(() => 0), n], [...lead, 2 * n]);
+    } else {
+      gate = this.sub<Linear>('gate_proj').forward(x);
+      up = this.sub<Linear>('up_proj').forward(x);
+    }
+    const act = this.activation === 'silu' ? silu(gate) : gelu(gate, { approximate: this.activation === 'gelu_tanh' ? 'tanh' : 'none' });
+    return this.sub<Linear>('down_proj').forward(mul(act, up));
   }
 }
 
-/** One pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(·)). */
+/**
+ * One pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(·)); with sandwich norms
+ * (Gemma 3) each branch's output is normed again before its residual add.
+ */
 export class DecoderLayer extends Module {
-  constructor(config: LlamaConfig, options: ParamOptions = {}) {
+  private readonly sandwich: boolean;
+  constructor(config: LlamaConfig, options: ParamOptions = {}, layerIndex = 0) {
     super();
+    const traits = architectureOf(config);
     const eps = config.rms_norm_eps ?? 1e-5;
-    this.child('self_attn', new Attention(config, options));
+    const norm = () => new RMSNorm(config.hidden_size, eps, { ...options, offset: traits.normOffset });
+    this.sandwich = traits.sandwichNorms;
+    this.child('self_attn', new Attention(config, options, layerIndex));
     this.child('mlp', new MLP(config, options));
-    this.child('input_layernorm', new RMSNorm(config.hidden_size, eps, options));
-    this.child('post_attention_layernorm', new RMSNorm(config.hidden_size, eps, options));
+    this.child('input_layernorm', norm());
+    this.child('post_attention_layernorm', norm());
+    if (this.sandwich) {
+      this.child('pre_feedforward_layernorm', norm());
+      this.child('post_feedforward_layernorm', norm());
+    }
   }
-  forward(x: Tensor): Tensor {
-    const h = add(x, this.sub<Attention>('self_attn').forward(this.sub<RMSNorm>('input_layernorm').forward(x)));
-    return add(h, this.sub<MLP>('mlp').forward(this.sub<RMSNorm>('post_attention_layernorm').forward(h)));
+  forward(x: Tensor, context?: AttentionContext): Tensor {
+    const norm = (name: string, t: Tensor) => this.sub<RMSNorm>(name).forward(t);
+    const attn = this.sub<Attention>('self_attn').forward(norm('input_layernorm', x), context);
+    if (!this.sandwich) {
+      const h = add(x, attn);
+      return add(h, this.sub<MLP>('mlp').forward(norm('post_attention_layernorm', h)));
+    }
+    const h = add(x, norm('post_attention_layernorm', attn));
+    return add(h, norm('post_feedforward_layernorm', this.sub<MLP>('mlp').forward(norm('pre_feedforward_layernorm', h))));
   }
 }
 
 /** The decoder stack: `embed_tokens`, `layers.N`, `norm`. */
 export class LlamaModel extends Module {
+  private readonly embedScale: number | null;
   constructor(
     readonly config: LlamaConfig,
     options: ParamOptions = {},
   ) {
     super();
     const seed = options.seed ?? 0;
+    const traits = architectureOf(config);
+    this.embedScale = traits.embedScale ? Math.sqrt(config.hidden_size) : null;
     this.child('embed_tokens', new Embedding(config.vocab_size, config.hidden_size, { ...options, seed }));
     this.child(
       'layers',
-      new ModuleList(Array.from({ length: config.num_hidden_layers }, (_, i) => new DecoderLayer(config, { ...options, seed: seed + 100 * (i + 1) }))),
+      new ModuleList(Array.from({ length: config.num_hidden_layers }, (_, i) => new DecoderLayer(config, { ...options, seed: seed + 100 * (i + 1) }, i))),
     );
-    this.child('norm', new RMSNorm(config.hidden_size, config.rms_norm_eps ?? 1e-5, options));
+    this.child('norm', new RMSNorm(config.hidden_size, config.rms_norm_eps ?? 1e-5, { ...options, offset: traits.normOffset }));
   }
-  forward(ids: Tensor): Tensor {
-    let h = this.sub<Embedding>('embed_tokens').forward(ids);
-    for (const layer of this.sub<ModuleList<DecoderLayer>>('layers').items) h = layer.forward(h);
+  forward(ids: Tensor, options: ForwardOptions = {}): Tensor {
+    const embedded = this.sub<Embedding>('embed_tokens').forward(ids);
+    let h = this.embedScale === null ? embedded : mul(embedded, this.embedScale);
+    const context = new AttentionContext(h, options.cache);
+    for (const layer of this.sub<ModuleList<DecoderLayer>>('layers').items) h = layer.forward(h, context);
+    if (options.cache) options.cache.length += context.steps;
+    if (options.logits === 'last') {
+      const [B, T, D] = h.shape;
+      h = slice(h, [0, T - 1, 0], [B, T, D]);
+    }
     return this.sub<RMSNorm>('norm').forward(h);
   }
 }
 
 /**
- * A Llama-style causal LM whose parameter names match Hugging Face and MLX checkpoints
- * (`model.layers.0.self_attn.q_proj.weight`, `lm_head.weight`), so real weights load 1:1.
+ * A decoder-only causal LM whose parameter names match Hugging Face and MLX checkpoints
+ * (`model.layers.0.self_attn.q_proj.weight`, `lm_head.weight`), so real weights load 1:1: Llama,
+ * Mistral, Qwen2, Qwen3, Gemma 3 (text) and Phi-3, by the config's `model_type` (see
+ * `ARCHITECTURES`).
  */
 export class LlamaForCausalLM extends Module {
   /**
@@ -293,9 +241,9 @@ export class LlamaForCausalLM extends Module {
 
   /**
    * A fresh model's weights as transformers' `_init_weights` makes them: Linear and Embedding
-   * weights normal(0, initializer_range), biases zero, norms one. (The layers' own defaults,
-   * uniform ±1/√in and a unit-variance embedding, made a fresh 49k-vocabulary model's loss start
-   * near 400 instead of ln(vocab).) Loaded weights replace these.
+   * weights normal(0, initializer_range), biases zero, norms one (Gemma's zero-centred norms: zero).
+   * (The layers' own defaults, uniform ±1/√in and a unit-variance embedding, made a fresh
+   * 49k-vocabulary model's loss start near 400 instead of ln(vocab).) Loaded weights replace these.
    */
   private initializeAsTransformers(std: number, options: ParamOptions): void {
     let seed = (options.seed ?? 0) * 7919 + 17;
@@ -312,10 +260,11 @@ export class LlamaForCausalLM extends Module {
       }
     }
   }
-  /** Logits `[B, T, vocab]` for int32 token ids `[B, T]`. */
-  forward(ids: Tensor): Tensor {
-    const h = this.sub<LlamaModel>('model').forward(ids);
-    if (this.config.tie_word_embeddings) return (this.getModule('model.embed_tokens') as Embedding).asLinear(h);
-    return this.sub<Linear>('lm_head').forward(h);
+
+  /** Logits `[B, T, vocab]` for int32 token ids `[B, T]` (`[B, 1, vocab]` with `logits: 'last'`). */
+  forward(ids: Tensor, options: ForwardOptions = {}): Tensor {
+    const h = this.sub<LlamaModel>('model').forward(ids, options);
+    const logits = this.config.tie_word_embeddings ? (this.getModule('model.embed_tokens') as Embedding).asLinear(h) : this.sub<Linear>('lm_head').forward(h);
+    return softcap(logits, this.config.final_logit_softcapping);
   }
 }

@@ -35,16 +35,77 @@ describe('config.json as transformers and MLX write it', () => {
       expect(() => llamaConfigFromJson({ ...base, ...raw })).toThrow(FormatError);
       expect(() => llamaConfigFromJson({ ...base, ...raw })).toThrow(message);
     };
-    refuse({ model_type: 'gpt2' }, 'loadModel: model_type "gpt2" is not supported; expected one of llama, mistral, qwen2, qwen3, got "gpt2"');
+    refuse(
+      { model_type: 'gpt2' },
+      'loadModel: model_type "gpt2" is not supported; expected one of llama, mistral, qwen2, qwen3, gemma3_text, phi3, got "gpt2"',
+    );
     refuse(
       { rope_scaling: { rope_type: 'yarn', factor: 4 } },
-      'loadModel: the RoPE scaling type "yarn" is not supported; expected \'default\' or \'llama3\', got "yarn"',
+      "loadModel: the RoPE scaling type \"yarn\" is not supported; expected 'default', 'linear' or 'llama3', got \"yarn\"",
     );
     refuse({ rope_parameters: { rope_type: 'dynamic', rope_theta: 10000 } }, /RoPE scaling type "dynamic"/);
     refuse({ rope_scaling: { rope_type: 'llama3', factor: 8 } }, /rope_scaling\.low_freq_factor must be a positive number/);
     refuse({ rope_theta: -1 }, 'loadModel: rope_theta must be a positive number; expected a number > 0, got -1');
     refuse({ model_type: 'mistral', sliding_window: 0 }, /sliding_window must be a positive integer/);
     refuse({ model_type: 'qwen3', use_sliding_window: true }, /Qwen3's sliding window is not supported/);
+    refuse({ model_type: 'gemma3' }, /multimodal Gemma 3 folder/);
+    refuse({ model_type: 'gemma3_text', use_bidirectional_attention: true }, /bidirectional attention/);
+    refuse({ model_type: 'phi3', rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [2] } }, /RoPE scaling type "longrope"/);
+    refuse(
+      { model_type: 'gemma3_text', rope_parameters: { full_attention: { rope_type: 'default' }, sliding_attention: { rope_type: 'linear', factor: 2 } } },
+      /RoPE scaling of sliding-window layers/,
+    );
+  });
+
+  it('reads Gemma 3 configs as old and new transformers write them to the same model', () => {
+    const gemma = { ...base, model_type: 'gemma3_text', num_hidden_layers: 7, head_dim: 16, sliding_window: 512 };
+    const old = llamaConfigFromJson({
+      ...gemma,
+      rope_theta: 1e6,
+      rope_local_base_freq: 1e4,
+      rope_scaling: { rope_type: 'linear', factor: 8 },
+      sliding_window_pattern: 6,
+    });
+    const now = llamaConfigFromJson({
+      ...gemma,
+      layer_types: [...Array(5).fill('sliding_attention'), 'full_attention', 'sliding_attention'],
+      rope_parameters: { full_attention: { rope_type: 'linear', factor: 8, rope_theta: 1e6 }, sliding_attention: { rope_type: 'default', rope_theta: 1e4 } },
+    });
+    for (const c of [old, now]) {
+      expect(c).toMatchObject({
+        rope_theta: 1e6,
+        rope_local_base_freq: 1e4,
+        rope_scaling: { rope_type: 'linear', factor: 8 },
+        qk_norm: true,
+        sliding_window: 512,
+      });
+      expect(c.layer_types).toEqual([
+        'sliding_attention',
+        'sliding_attention',
+        'sliding_attention',
+        'sliding_attention',
+        'sliding_attention',
+        'full_attention',
+        'sliding_attention',
+      ]);
+    }
+    // Gemma 3's config class defaults where a file leaves fields out.
+    expect(llamaConfigFromJson({ ...base, model_type: 'gemma3_text' })).toMatchObject({
+      tie_word_embeddings: true,
+      query_pre_attn_scalar: 256,
+      hidden_activation: 'gelu_pytorch_tanh',
+    });
+  });
+
+  it("reads Phi-3's partial rotary factor from either place", () => {
+    expect(llamaConfigFromJson({ ...base, model_type: 'phi3', partial_rotary_factor: 0.75 }).partial_rotary_factor).toBe(0.75);
+    expect(
+      llamaConfigFromJson({ ...base, model_type: 'phi3', rope_parameters: { rope_type: 'default', rope_theta: 1e4, partial_rotary_factor: 0.5 } }),
+    ).toMatchObject({
+      partial_rotary_factor: 0.5,
+      rope_theta: 1e4,
+      sliding_window: null,
+    });
   });
 
   it("Llama 3's RoPE scaling keeps high frequencies, divides low ones and smooths the band between", () => {
