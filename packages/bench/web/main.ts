@@ -148,7 +148,7 @@ async function fineTune(quick: boolean): Promise<void> {
   const iters = quick ? 12 : 150;
   const lossBefore = await evaluate(model, validStream, { batches: 1, batch, length });
   const prompt = texts(valid)[0].slice(0, 8);
-  const before = quick ? '' : await generate(model, tokenizer, prompt, 40);
+  const before = quick ? '' : (await generate(model, tokenizer, prompt, { maxTokens: 40 })).text;
   linearToLoRALayers(model, { numLayers: 2, rank: 8, scale: 2, seed: 1 });
   const losses: number[] = [];
   await trainLoop(model, trainStream, {
@@ -165,7 +165,7 @@ async function fineTune(quick: boolean): Promise<void> {
   });
   const lossAfter = await evaluate(model, validStream, { batches: 1, batch, length });
   results.finetune = { lossBefore, lossAfter, losses };
-  const after = quick ? '' : await generate(model.eval() as typeof model, tokenizer, prompt, 40);
+  const after = quick ? '' : (await generate(model.eval() as typeof model, tokenizer, prompt, { maxTokens: 40 })).text;
   $('samples').textContent =
     `validation loss ${lossBefore.toFixed(3)} → ${lossAfter.toFixed(3)}${quick ? '' : `\nbefore: "${prompt}" → "${before}"\nafter:  "${prompt}" → "${after}"`}`;
 }

@@ -22,8 +22,15 @@ out = sys.argv[2] if len(sys.argv) > 2 else "test/fixtures/peft"
 os.makedirs(out, exist_ok=True)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CHECKED = ["model.layers.1.self_attn.q_proj", "model.layers.0.mlp.down_proj", "model.layers.1.self_attn.v_proj"]
+# Phi-3's fused projections are the LoRA targets there.
+PHI3_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+PHI3_CHECKED = ["model.layers.1.self_attn.qkv_proj", "model.layers.0.mlp.down_proj", "model.layers.1.mlp.gate_up_proj"]
+CASES = {"llama": (TARGETS, CHECKED), "qwen3": (TARGETS, CHECKED), "gemma3": (TARGETS, CHECKED), "phi3": (PHI3_TARGETS, PHI3_CHECKED)}
+only = set(os.environ.get("ONLY", "").split(",")) - {""}
 
-for name in ["llama", "qwen3"]:
+for name, (TARGETS, CHECKED) in CASES.items():
+    if only and name not in only:
+        continue
     torch.manual_seed(3)
     base = AutoModelForCausalLM.from_pretrained(os.path.join(models_dir, name), dtype=torch.float64, attn_implementation="eager")
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS, bias="none"))

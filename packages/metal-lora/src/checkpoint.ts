@@ -1,18 +1,12 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { isAbsolute, join, resolve, sep } from 'node:path';
 import { toFloat32, type WriteEntry, writeSafetensors } from '@metal-lora/adapter-io';
 import { fsCall, openSafetensors, writeFileAtomic } from '@metal-lora/adapter-io/node';
-import { type LlamaConfig, LlamaForCausalLM, llamaConfigFromJson, type Module, validateLlamaConfig } from '@metal-lora/nn';
-import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
-import type { HFTokenizer } from './hf-tokenizer';
-import { type CharTokenizer, type TextTokenizer, tokenizerFromFiles } from './tokenizer';
-
-export interface LoadedModel {
-  model: LlamaForCausalLM;
-  config: LlamaConfig;
-  tokenizer: CharTokenizer | HFTokenizer;
-}
+import { architectureOf, type LlamaConfig, type Module } from '@metal-lora/nn';
+import { FormatError } from '@metal-lora/tensor';
+import { buildModel, type CheckpointTensor, type GenerationDefaults, type LoadedModel } from './model-bytes';
+import type { TextTokenizer } from './tokenizer';
 
 function readJson(path: string, what: string): Record<string, unknown> {
   if (!existsSync(path)) throw new FormatError('loadModel', `${what} not found`, { key: path }, `a file at ${path}`, 'nothing');
@@ -61,77 +55,68 @@ function weightFiles(dir: string): string[] {
     return [...shards];
   }
   const single = join(dir, 'model.safetensors');
-  if (!existsSync(single)) throw new FormatError('loadModel', 'no weights found', { key: dir }, 'model.safetensors or model.safetensors.index.json', 'neither');
-  return [single];
+  if (existsSync(single)) return [single];
+  // MLX folders: weights.safetensors, or model-00001-of-00002.safetensors style files without an index.
+  const names = fsCall('loadModel', dir, () => readdirSync(dir))
+    .filter((f) => /^(model|weights)[-.\w]*\.safetensors$/.test(f))
+    .sort();
+  if (names.length === 0)
+    throw new FormatError(
+      'loadModel',
+      'no weights found',
+      { key: dir },
+      'model.safetensors, model.safetensors.index.json or MLX weights files',
+      'none of them',
+    );
+  return names.map((f) => join(dir, f));
+}
+
+/** Every tensor of the weight files, read lazily one at a time (each file closed after its last). */
+function* checkpointTensors(files: string[]): Generator<CheckpointTensor> {
+  for (const file of files) {
+    const st = openSafetensors(file);
+    try {
+      for (const [name, info] of Object.entries(st.info)) yield { name, shape: info.shape, dtype: info.dtype, read: () => toFloat32(st.read(name)) };
+    } finally {
+      st.close();
+    }
+  }
 }
 
 /**
- * Loads a checkpoint directory in Hugging Face / MLX layout (`config.json`, `model.safetensors`
- * or shards, `tokenizer.json` with `tokenizer_config.json` and `chat_template.jinja`) into a
- * `LlamaForCausalLM` on the current backend: Llama (Llama 3 RoPE scaling too), Mistral (sliding
- * window), Qwen2 and Qwen3 (see nn's `llamaConfigFromJson`). F16 / BF16 weights are read as f32.
- * Tensors are read one at a time from disk.
+ * Loads a checkpoint directory in Hugging Face / MLX layout (`config.json`, `model.safetensors`,
+ * shards with `model.safetensors.index.json`, or MLX's `weights.safetensors` / `model*.safetensors`;
+ * `tokenizer.json` with `tokenizer_config.json` and `chat_template.jinja`; `generation_config.json`)
+ * on the current backend: Llama (Llama 3 RoPE scaling too), Mistral, Qwen2, Qwen3, Gemma 3 (text)
+ * and Phi-3 (see nn's `llamaConfigFromJson`). F16 / BF16 weights are read as f32, one tensor at a
+ * time from disk.
  */
 export function loadModel(dir: string): LoadedModel {
   const raw = readJson(join(dir, 'config.json'), 'config.json');
-  const config = llamaConfigFromJson(raw) as LlamaConfig & { quantization?: unknown };
-  if (config.quantization)
-    throw new FormatError(
-      'loadModel',
-      'quantized checkpoints are not supported',
-      { key: 'quantization' },
-      'float weights (F32, F16 or BF16)',
-      'an MLX quantized model',
-    );
-  for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const) {
-    if (typeof config[key] !== 'number') throw new FormatError('loadModel', `config.json lacks ${key}`, { key }, 'a number', JSON.stringify(config[key]));
-  }
-  // Sizes and ranges before anything is read or allocated.
-  validateLlamaConfig(config);
   const tokenizerPath = join(dir, 'tokenizer.json');
   if (!existsSync(tokenizerPath))
     throw new FormatError('loadModel', 'tokenizer.json not found', { key: tokenizerPath }, 'a tokenizer next to the weights', 'nothing');
   const optional = (name: string) =>
     existsSync(join(dir, name)) ? fsCall('loadModel', join(dir, name), () => readFileSync(join(dir, name), 'utf8')) : undefined;
-  const tokenizer = tokenizerFromFiles({
-    tokenizer: readFileSync(tokenizerPath, 'utf8'),
+  const tokenizerFiles = {
+    tokenizer: fsCall('loadModel', tokenizerPath, () => readFileSync(tokenizerPath, 'utf8')),
     tokenizerConfig: optional('tokenizer_config.json'),
     chatTemplate: optional('chat_template.jinja'),
-  });
-  if (tokenizer.size > config.vocab_size) {
-    throw new FormatError(
-      'loadModel',
-      'the tokenizer has more tokens than the model has embeddings',
-      { key: 'tokenizer.json' },
-      `at most vocab_size = ${config.vocab_size}`,
-      String(tokenizer.size),
-    );
-  }
-  // Every parameter is loaded below (strictly), so the fresh model's initialization is skipped.
-  const model = new LlamaForCausalLM(config, { initialize: false });
-  const weights: Record<string, Tensor> = Object.create(null);
-  for (const file of weightFiles(dir)) {
-    const st = openSafetensors(file);
-    try {
-      for (const [name, info] of Object.entries(st.info)) {
-        if (name.endsWith('.scales') || name.endsWith('.biases'))
-          throw new FormatError('loadModel', 'quantized weights are not supported', { key: name }, 'float weights', info.dtype);
-        if (name.includes('rotary_emb')) continue;
-        weights[name] = tensor(toFloat32(st.read(name)), info.shape, { dtype: 'float32' });
-      }
-    } finally {
-      st.close();
-    }
-  }
-  if (config.tie_word_embeddings) delete weights['lm_head.weight'];
-  model.loadWeights(weights);
-  for (const t of Object.values(weights)) t.dispose();
-  model.freeze();
-  return { model, config, tokenizer };
+  };
+  // The config is read and checked (in buildModel) before the weight files are listed or opened.
+  let files: string[] | undefined;
+  const tensors = { [Symbol.iterator]: () => checkpointTensors((files ??= weightFiles(dir))) };
+  return buildModel('loadModel', raw, tokenizerFiles, tensors, optional('generation_config.json'));
 }
 
 /** Saves a model as a checkpoint directory (f32 safetensors, config, the tokenizer's files), each file atomically. */
-export async function saveModel(dir: string, model: Module, config: LlamaConfig, tokenizer: TextTokenizer): Promise<void> {
+export async function saveModel(
+  dir: string,
+  model: Module,
+  config: LlamaConfig,
+  tokenizer: TextTokenizer,
+  options: { generation?: GenerationDefaults } = {},
+): Promise<void> {
   await mkdir(dir, { recursive: true });
   const entries: Record<string, WriteEntry> = Object.create(null);
   for (const [name, t] of model.namedParameters()) entries[name] = { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(await t.data()) };
@@ -139,9 +124,8 @@ export async function saveModel(dir: string, model: Module, config: LlamaConfig,
   // Qwen2's q/k/v bias and Qwen3's q/k norm follow from model_type: the flags stay out of the file.
   const { qkv_bias: _qkvBias, qk_norm: _qkNorm, ...saved } = config;
   const type = config.model_type ?? 'llama';
-  const architecture =
-    { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' }[type] ?? 'LlamaForCausalLM';
-  writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify({ ...saved, model_type: type, architectures: [architecture] }, null, 2)}\n`);
+  writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify({ ...saved, model_type: type, architectures: [architectureOf(config).className] }, null, 2)}\n`);
+  if (options.generation?.raw) writeFileAtomic(join(dir, 'generation_config.json'), `${JSON.stringify(options.generation.raw, null, 2)}\n`);
   const { tokenizer: tokenizerJson, tokenizerConfig, chatTemplate } = tokenizer.files;
   writeFileAtomic(join(dir, 'tokenizer.json'), tokenizerJson);
   if (tokenizerConfig !== undefined) writeFileAtomic(join(dir, 'tokenizer_config.json'), tokenizerConfig);

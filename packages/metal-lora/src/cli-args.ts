@@ -12,7 +12,7 @@ export class UsageError extends ValueError {
   }
 }
 
-export type Command = 'train' | 'fuse';
+export type Command = 'train' | 'fuse' | 'generate' | 'chat';
 
 interface FlagSpec {
   /** How the value is read: a boolean switch, text, a number or a positive integer. */
@@ -29,16 +29,18 @@ interface FlagSpec {
   fallback?: string;
 }
 
-const BOTH = ['train', 'fuse'] as const;
+const ALL = ['train', 'fuse', 'generate', 'chat'] as const;
 const TRAIN = ['train'] as const;
+/** Commands that generate text. */
+const GEN = ['generate', 'chat'] as const;
 
 /** Every flag of the CLI. */
 export const FLAGS = {
   model: {
     kind: 'text',
     value: 'DIR',
-    commands: BOTH,
-    help: 'a Llama-family checkpoint folder (config.json, model.safetensors or shards, tokenizer.json)',
+    commands: ALL,
+    help: 'a Hugging Face / MLX model folder: Llama, Mistral, Qwen2/3, Gemma 3, Phi-3 (config.json, safetensors, tokenizer.json)',
     fallback: 'the bundled base model',
   },
   data: {
@@ -70,7 +72,13 @@ export const FLAGS = {
     help: 'peak learning rate (Adam, warm-up then cosine decay)',
     fallback: '1e-2',
   },
-  'adapter-path': { kind: 'text', value: 'DIR', commands: BOTH, help: 'where the adapter is saved (train) or read (fuse)', fallback: 'adapters' },
+  'adapter-path': {
+    kind: 'text',
+    value: 'DIR',
+    commands: ALL,
+    help: 'where the adapter is saved (train) or read (fuse, generate, chat: applied unmerged)',
+    fallback: 'adapters for train; none for generate and chat',
+  },
   format: { kind: 'text', value: 'FMT', choices: ['mlx', 'peft'], commands: TRAIN, help: 'adapter format to save', fallback: 'mlx' },
   'resume-adapter-file': { kind: 'text', value: 'FILE', commands: TRAIN, help: 'start from a saved adapter (a .safetensors file or an adapter folder)' },
   'save-path': { kind: 'text', value: 'DIR', commands: ['fuse'], help: 'where the fused model is written' },
@@ -78,12 +86,44 @@ export const FLAGS = {
     kind: 'text',
     value: 'NAME',
     choices: ['auto', 'webgpu', 'cpu'],
-    commands: BOTH,
+    commands: ALL,
     help: 'compute backend (auto: WebGPU on a hardware adapter, else the CPU)',
     fallback: 'auto',
   },
   quick: { kind: 'switch', commands: TRAIN, help: 'a reduced run (fewer steps and evaluation batches)' },
-  help: { kind: 'switch', commands: BOTH, help: 'print this help' },
+  prompt: { kind: 'text', value: 'TEXT', commands: ['generate'], help: "the prompt ('-' reads it from stdin)" },
+  'system-prompt': { kind: 'text', value: 'TEXT', commands: GEN, help: 'a system message before the conversation (chat template only)' },
+  'ignore-chat-template': { kind: 'switch', commands: ['generate'], help: 'encode the prompt as plain text even where the model has a chat template' },
+  'max-tokens': { kind: 'count', value: 'N', range: { max: 1_000_000 }, commands: GEN, help: 'most tokens generated per reply', fallback: '256' },
+  temp: { kind: 'number', value: 'T', range: { min: 0, max: 100 }, commands: GEN, help: 'sampling temperature (0: greedy)', fallback: '0' },
+  'top-p': {
+    kind: 'number',
+    value: 'P',
+    range: { min: 0, minOpen: true, max: 1 },
+    commands: GEN,
+    help: 'nucleus sampling: the likeliest tokens summing to P',
+    fallback: '1',
+  },
+  'top-k': { kind: 'count', value: 'K', range: { max: 1 << 22 }, commands: GEN, help: 'sample among the K likeliest tokens', fallback: 'all' },
+  'min-p': {
+    kind: 'number',
+    value: 'P',
+    range: { min: 0, max: 1, maxOpen: true },
+    commands: GEN,
+    help: 'drop tokens below P × the likeliest one',
+    fallback: '0',
+  },
+  'repetition-penalty': {
+    kind: 'number',
+    value: 'R',
+    range: { min: 0, minOpen: true, max: 100 },
+    commands: GEN,
+    help: "penalty on tokens already seen (transformers' rule)",
+    fallback: '1',
+  },
+  seed: { kind: 'number', value: 'S', range: { min: 0, max: 2 ** 31 - 1 }, commands: GEN, help: 'sampling seed (an integer)', fallback: 'random' },
+  stop: { kind: 'text', value: 'TEXT', commands: GEN, help: 'a string that ends the reply' },
+  help: { kind: 'switch', commands: ALL, help: 'print this help' },
 } as const satisfies Record<string, FlagSpec>;
 
 export type FlagName = keyof typeof FLAGS;
@@ -99,6 +139,8 @@ export function helpText(): string {
   return [
     'usage: metal-lora [train] [flags]          fine-tune LoRA adapters (the embedded default without --model/--data)',
     '       metal-lora fuse --model DIR --adapter-path DIR --save-path DIR',
+    '       metal-lora generate [--model DIR] [--adapter-path DIR] --prompt TEXT [sampling flags]',
+    '       metal-lora chat [--model DIR] [--adapter-path DIR] [sampling flags]   (q quits, r resets)',
     '',
     'flags (--name value or --name=value):',
     ...rows,
@@ -190,9 +232,9 @@ export function parseCommandLine(argv: readonly string[]): { command: Command; f
   }
   const positionals = parsed.positionals;
   let command: Command = 'train';
-  if (positionals.length > 0 && (positionals[0] === 'train' || positionals[0] === 'fuse')) command = positionals.shift() as Command;
+  if (positionals.length > 0 && (ALL as readonly string[]).includes(positionals[0])) command = positionals.shift() as Command;
   if (positionals.length > 0)
-    throw new UsageError(`unexpected argument '${positionals[0]}'`, 'train, fuse or flags such as --iters 100', `'${positionals.join(' ')}'`);
+    throw new UsageError(`unexpected argument '${positionals[0]}'`, 'train, fuse, generate, chat or flags such as --iters 100', `'${positionals.join(' ')}'`);
   const flags: Record<string, string | number | boolean> = {};
   for (const [name, raw] of Object.entries(parsed.values)) {
     const spec: FlagSpec = FLAGS[name as FlagName];

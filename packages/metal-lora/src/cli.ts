@@ -4,13 +4,16 @@
  *
  *   metal-lora [train] [flags]
  *   metal-lora fuse --model DIR --adapter-path DIR --save-path DIR
+ *   metal-lora generate [--model DIR] [--adapter-path DIR] --prompt TEXT
+ *   metal-lora chat [--model DIR] [--adapter-path DIR]
  *
  * The flags are the table in `cli-args.ts` (`metal-lora --help` prints it).
  *
  * Without --model/--data it runs the embedded default: the small base model in assets/base,
  * fine-tuned on the ship's log in assets/data.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readAdapterFiles } from '@metal-lora/adapter-io/node';
@@ -23,7 +26,8 @@ import { fuseAdapter, loadAdapter, saveAdapter } from './adapters';
 import { loadModel, saveModel } from './checkpoint';
 import { helpText, parseCommandLine, UsageError } from './cli-args';
 import { readDataset } from './data';
-import { generate } from './generate';
+import { type GenerateOptions, type GenerateResult, generate, type Prompt } from './generate';
+import type { ChatMessage } from './hf-tokenizer';
 import { evaluate, trainLoop } from './trainer';
 
 const assets = join(dirname(fileURLToPath(import.meta.url)), '..', 'assets');
@@ -85,7 +89,8 @@ async function train(flags: Flags): Promise<void> {
   const evalOptions = { batches: quick ? 1 : 4, batch, length: Math.min(length, validStream.length - 2) };
   const prompt = valid[0].slice(0, 8);
   const lossBefore = await evaluate(model, validStream, evalOptions);
-  const sampleBefore = await generate(model, tokenizer, prompt, quick ? 16 : 48);
+  const sample = async () => (await generate(model, tokenizer, prompt, { maxTokens: quick ? 16 : 48 })).text;
+  const sampleBefore = await sample();
   console.log(`validation loss before: ${lossBefore.toFixed(3)}`);
   console.log(`sample before: "${prompt}" → "${sampleBefore}"`);
 
@@ -121,7 +126,7 @@ async function train(flags: Flags): Promise<void> {
   const seconds = (performance.now() - started) / 1000;
   const lossAfter = await evaluate(model, validStream, evalOptions);
   model.eval();
-  const sampleAfter = await generate(model, tokenizer, prompt, quick ? 16 : 48);
+  const sampleAfter = await sample();
   console.log(
     `validation loss after: ${lossAfter.toFixed(3)} (${lossAfter < lossBefore ? 'down' : 'NOT down'} from ${lossBefore.toFixed(3)}) in ${seconds.toFixed(1)} s`,
   );
@@ -176,13 +181,84 @@ async function fuse(flags: Flags): Promise<void> {
     throw new UsageError('fuse needs --model DIR --adapter-path DIR --save-path DIR', 'all three', `no ${missing.join(', ')}`);
   }
   await chooseBackend(flags.backend ?? 'auto');
-  const { model, config, tokenizer } = loadModel(modelDir);
+  const { model, config, tokenizer, generation } = loadModel(modelDir);
   const { format, files } = readAdapterFiles(adapterPath);
   const adapter = format === 'peft' ? parsePeftAdapter(files) : parseMlxAdapter(files);
   const merged = fuseAdapter(model, adapter);
   if (model.namedModules().some(([, m]) => m instanceof LoRALinear)) throw new MetalLoRAError('fuse', 'the model still has LoRA layers after fusing');
-  await saveModel(savePath, model, config, tokenizer);
+  await saveModel(savePath, model, config, tokenizer, { generation });
   console.log(`fused ${merged.length} layers of a ${format.toUpperCase()} adapter into ${savePath}/ (config.json, model.safetensors, tokenizer.json)`);
+}
+
+/** Loads --model (the embedded default without it) with --adapter-path applied, for generate and chat. */
+async function modelForGeneration(flags: Flags) {
+  await chooseBackend(flags.backend ?? 'auto');
+  const loaded = loadModel(flags.model ?? join(assets, 'base'));
+  const adapterPath = flags['adapter-path'];
+  if (adapterPath !== undefined) {
+    const adapter = loadAdapter(loaded.model, adapterPath);
+    console.log(`adapter: ${adapterPath} (rank ${adapter.rank}, scale ${adapter.scale})`);
+  }
+  loaded.model.eval();
+  const options: GenerateOptions = {
+    maxTokens: flags['max-tokens'] ?? 256,
+    temperature: flags.temp ?? 0,
+    topP: flags['top-p'],
+    topK: flags['top-k'],
+    minP: flags['min-p'],
+    repetitionPenalty: flags['repetition-penalty'],
+    seed: flags.seed,
+    stop: flags.stop,
+    eosTokenIds: loaded.generation.eosTokenIds,
+    onText: (piece) => process.stdout.write(piece),
+  };
+  return { ...loaded, options };
+}
+
+function stats(r: GenerateResult): string {
+  return `prompt: ${r.promptTokens} tokens, first token after ${(r.timeToFirstToken * 1000).toFixed(0)} ms; generation: ${r.tokens.length} tokens, ${r.tokensPerSecond.toFixed(1)} tokens/s; ended by ${r.finishReason}`;
+}
+
+/** `metal-lora generate`: one reply to --prompt, streamed, as `mlx_lm.generate` prints it. */
+async function generateCommand(flags: Flags): Promise<void> {
+  if (flags.prompt === undefined) throw new UsageError('generate needs --prompt TEXT', "--prompt 'Once upon a time' (or - for stdin)", 'no --prompt');
+  const text = flags.prompt === '-' ? readFileSync(0, 'utf8') : flags.prompt;
+  const { model, tokenizer, options } = await modelForGeneration(flags);
+  const templated = 'hasChatTemplate' in tokenizer && tokenizer.hasChatTemplate && !flags['ignore-chat-template'];
+  if (flags['system-prompt'] !== undefined && !templated)
+    throw new UsageError('--system-prompt needs a model with a chat template', 'a chat template (and no --ignore-chat-template)', 'none');
+  const system: ChatMessage[] = flags['system-prompt'] === undefined ? [] : [{ role: 'system', content: flags['system-prompt'] }];
+  const prompt: Prompt = templated ? [...system, { role: 'user', content: text }] : text;
+  console.log('==========');
+  const result = await generate(model, tokenizer, prompt, options);
+  process.stdout.write('\n==========\n');
+  console.log(stats(result));
+}
+
+/** `metal-lora chat`: a conversation on stdin through the model's chat template (q quits, r resets), as `mlx_lm.chat`. */
+async function chatCommand(flags: Flags): Promise<void> {
+  const { model, tokenizer, options } = await modelForGeneration(flags);
+  if (!('hasChatTemplate' in tokenizer) || !tokenizer.hasChatTemplate)
+    throw new UsageError('chat needs a model with a chat template', 'chat_template.jinja or a chat_template in tokenizer_config.json', 'none');
+  const start: ChatMessage[] = flags['system-prompt'] === undefined ? [] : [{ role: 'system', content: flags['system-prompt'] }];
+  let messages = [...start];
+  console.log("[chat] type a message; 'q' quits, 'r' starts over");
+  const lines = createInterface({ input: process.stdin, terminal: false });
+  process.stdout.write('>> ');
+  for await (const line of lines) {
+    const text = line.trim();
+    if (text === 'q') break;
+    if (text === 'r') messages = [...start];
+    else if (text !== '') {
+      messages.push({ role: 'user', content: text });
+      const reply = await generate(model, tokenizer, messages, options);
+      messages.push({ role: 'assistant', content: reply.text });
+      process.stdout.write('\n');
+    }
+    process.stdout.write('>> ');
+  }
+  lines.close();
+  process.stdout.write('\n');
 }
 
 async function main(): Promise<void> {
@@ -194,6 +270,8 @@ async function main(): Promise<void> {
   if (!existsSync(join(assets, 'base', 'config.json')) && flags.model === undefined)
     throw new UsageError(`the embedded model is missing at ${join(assets, 'base')}`, '--model DIR', 'no --model');
   if (command === 'fuse') await fuse(flags);
+  else if (command === 'generate') await generateCommand(flags);
+  else if (command === 'chat') await chatCommand(flags);
   else await train(flags);
 }
 

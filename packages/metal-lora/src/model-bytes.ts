@@ -1,32 +1,127 @@
 import { readSafetensors, toFloat32 } from '@metal-lora/adapter-io';
-import { type LlamaConfig, LlamaForCausalLM } from '@metal-lora/nn';
+import { type LlamaConfig, LlamaForCausalLM, llamaConfigFromJson, validateLlamaConfig } from '@metal-lora/nn';
 import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
-import type { HFTokenizer } from './hf-tokenizer';
+import type { HFTokenizer, TokenizerFiles } from './hf-tokenizer';
 import { type CharTokenizer, tokenizerFromFiles } from './tokenizer';
+
+/** What `generation_config.json` says that generation uses: the ids that end a reply. */
+export interface GenerationDefaults {
+  /** `eos_token_id` (one id or a list), where the folder gives it. */
+  eosTokenIds: number[];
+  /** The raw file, written back unchanged by `saveModel`. */
+  raw?: Record<string, unknown>;
+}
+
+export interface LoadedModel {
+  model: LlamaForCausalLM;
+  config: LlamaConfig;
+  tokenizer: CharTokenizer | HFTokenizer;
+  generation: GenerationDefaults;
+}
+
+/** One tensor of a checkpoint as its file holds it. */
+export interface CheckpointTensor {
+  name: string;
+  shape: number[];
+  dtype: string;
+  read(): Float32Array;
+}
+
+function parseObject(op: string, text: string, name: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new FormatError(op, `${name} is not valid JSON (${(error as Error).message})`, { key: name });
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value))
+    throw new FormatError(op, `${name} is not a JSON object`, { key: name }, 'an object', JSON.stringify(value));
+  return value as Record<string, unknown>;
+}
+
+/** The end-of-reply ids of a `generation_config.json` text (absent: none). */
+export function generationDefaults(op: string, text: string | undefined): GenerationDefaults {
+  if (text === undefined) return { eosTokenIds: [] };
+  const raw = parseObject(op, text, 'generation_config.json');
+  const eos = raw.eos_token_id ?? [];
+  const ids = Array.isArray(eos) ? eos : [eos];
+  if (!ids.every((id) => Number.isInteger(id) && (id as number) >= 0))
+    throw new FormatError(op, 'eos_token_id must be a token id or a list of them', { key: 'generation_config.json' }, 'integers ≥ 0', JSON.stringify(eos));
+  return { eosTokenIds: ids as number[], raw };
+}
+
+/**
+ * A model from a checkpoint's parts, the one path `loadModel` (files by path) and `modelFromFiles`
+ * (bytes) share: the config read and checked before anything is allocated, the tokenizer checked
+ * against the embedding, then every weight loaded strictly (f16 / bf16 read as f32).
+ */
+export function buildModel(
+  op: string,
+  rawConfig: Record<string, unknown>,
+  tokenizerFiles: TokenizerFiles,
+  tensors: Iterable<CheckpointTensor>,
+  generationConfig?: string,
+): LoadedModel {
+  const config = llamaConfigFromJson(rawConfig) as LlamaConfig & { quantization?: unknown; quantization_config?: unknown };
+  if (config.quantization || config.quantization_config)
+    throw new FormatError(op, 'quantized checkpoints are not supported', { key: 'quantization' }, 'float weights (F32, F16 or BF16)', 'a quantized model');
+  for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const) {
+    if (typeof config[key] !== 'number') throw new FormatError(op, `config.json lacks ${key}`, { key }, 'a number', JSON.stringify(config[key]));
+  }
+  // Sizes and ranges before anything is read or allocated.
+  validateLlamaConfig(config);
+  const tokenizer = tokenizerFromFiles(tokenizerFiles);
+  if (tokenizer.size > config.vocab_size) {
+    throw new FormatError(
+      op,
+      'the tokenizer has more tokens than the model has embeddings',
+      { key: 'tokenizer.json' },
+      `at most vocab_size = ${config.vocab_size}`,
+      String(tokenizer.size),
+    );
+  }
+  const generation = generationDefaults(op, generationConfig);
+  // Every parameter is loaded below (strictly), so the fresh model's initialization is skipped.
+  const model = new LlamaForCausalLM(config, { initialize: false });
+  const weights: Record<string, Tensor> = Object.create(null);
+  try {
+    for (const t of tensors) {
+      if (t.name.endsWith('.scales') || t.name.endsWith('.biases'))
+        throw new FormatError(op, 'quantized weights are not supported', { key: t.name }, 'float weights', t.dtype);
+      if (t.name.includes('rotary_emb')) continue;
+      weights[t.name] = tensor(t.read(), t.shape, { dtype: 'float32' });
+    }
+    if (config.tie_word_embeddings) delete weights['lm_head.weight'];
+    model.loadWeights(weights);
+  } finally {
+    for (const t of Object.values(weights)) t.dispose();
+  }
+  model.freeze();
+  return { model, config, tokenizer, generation };
+}
 
 /**
  * A model from the bytes of a checkpoint directory's files (fetched in a browser, or read in
  * Node): `config.json` text, `model.safetensors` bytes, `tokenizer.json` text, and where the
- * folder has them `tokenizer_config.json` and `chat_template.jinja` text.
+ * folder has them `tokenizer_config.json`, `chat_template.jinja` and `generation_config.json` text.
  */
-export function modelFromFiles(files: { config: string; weights: Uint8Array; tokenizer: string; tokenizerConfig?: string; chatTemplate?: string }): {
-  model: LlamaForCausalLM;
-  config: LlamaConfig;
-  tokenizer: CharTokenizer | HFTokenizer;
-} {
-  let config: LlamaConfig;
-  try {
-    config = JSON.parse(files.config);
-  } catch {
-    throw new FormatError('modelFromFiles', 'config.json is not valid JSON', { key: 'config.json' });
-  }
-  const tokenizer = tokenizerFromFiles({ tokenizer: files.tokenizer, tokenizerConfig: files.tokenizerConfig, chatTemplate: files.chatTemplate });
-  const model = new LlamaForCausalLM(config, { initialize: false });
+export function modelFromFiles(files: {
+  config: string;
+  weights: Uint8Array;
+  tokenizer: string;
+  tokenizerConfig?: string;
+  chatTemplate?: string;
+  generationConfig?: string;
+}): LoadedModel {
+  const op = 'modelFromFiles';
+  const raw = parseObject(op, files.config, 'config.json');
   const { tensors } = readSafetensors(files.weights);
-  const weights: Record<string, Tensor> = Object.create(null);
-  for (const [name, entry] of Object.entries(tensors)) weights[name] = tensor(toFloat32(entry), entry.shape, { dtype: 'float32' });
-  model.loadWeights(weights);
-  for (const t of Object.values(weights)) t.dispose();
-  model.freeze();
-  return { model, config, tokenizer };
+  const entries = Object.entries(tensors).map(([name, entry]) => ({ name, shape: entry.shape, dtype: entry.dtype, read: () => toFloat32(entry) }));
+  return buildModel(
+    op,
+    raw,
+    { tokenizer: files.tokenizer, tokenizerConfig: files.tokenizerConfig, chatTemplate: files.chatTemplate },
+    entries,
+    files.generationConfig,
+  );
 }

@@ -1,16 +1,19 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LlamaForCausalLM } from '@metal-lora/nn';
+import { LlamaForCausalLM, linearToLoRALayers } from '@metal-lora/nn';
 import { noGrad, setBackend, tensor } from '@metal-lora/tensor';
 import { assertClose, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { HFTokenizer, loadModel } from '../src/index';
+import { evaluate, HFTokenizer, loadModel, trainLoop } from '../src/index';
 
 /**
  * Tiny random checkpoints saved by transformers 5.17 (scripts/make_model_fixtures.py), with the
  * logits transformers computes for two rows of token ids in float64 (eager attention): Llama,
  * Llama 3 with its RoPE scaling and bf16 weights, Mistral with a sliding window shorter than the
- * sequence and f16 weights, Qwen2 (q/k/v bias), Qwen3 (q/k norm, bf16).
+ * sequence and f16 weights, Qwen2 (q/k/v bias), Qwen3 (q/k norm, bf16), Gemma 3 (sandwich (1 + w)
+ * norms, GeGLU, a sliding and a global layer with their own RoPE, bf16), Phi-3 (fused projections,
+ * partial rotary features, a sliding window).
  */
 const fixtures = new URL('./fixtures/models/', import.meta.url).pathname;
 
@@ -38,4 +41,39 @@ describe('checkpoints of each architecture give the logits transformers gives', 
       logits.dispose();
     });
   }
+});
+
+describe('each architecture fine-tunes: LoRA on every block, the loss falls', () => {
+  beforeAll(async () => {
+    await setBackend('cpu');
+  });
+  for (const name of readdirSync(fixtures)) {
+    it(name, async () => {
+      const { model, tokenizer } = loadModel(join(fixtures, name));
+      const stream = Int32Array.from(tokenizer.encode('the cat sat on the mat. the dog sat on the log. '.repeat(6)));
+      const options = { batches: 1, batch: 2, length: 12 };
+      const before = await evaluate(model, stream, options);
+      linearToLoRALayers(model, { rank: 4, scale: 2, seed: 1 });
+      await trainLoop(model, stream, { iters: 12, batch: 2, length: 12, lr: 2e-2, reportEvery: 12 });
+      expect(await evaluate(model, stream, options)).toBeLessThan(before - 0.1);
+    });
+  }
+});
+
+describe('folders as MLX writes them, and bad folders', () => {
+  it('reads weights.safetensors or model-*.safetensors without an index', async () => {
+    await setBackend('cpu');
+    const dir = mkdtempSync(join(tmpdir(), 'mlx-model-'));
+    for (const f of readdirSync(join(fixtures, 'qwen3'))) {
+      if (f !== 'model.safetensors') copyFileSync(join(fixtures, 'qwen3', f), join(dir, f));
+    }
+    copyFileSync(join(fixtures, 'qwen3', 'model.safetensors'), join(dir, 'weights.safetensors'));
+    const ids = tensor(Int32Array.from([1, 2, 3]), [1, 3], { dtype: 'int32' });
+    const want = await noGrad(() => loadModel(join(fixtures, 'qwen3')).model.forward(ids)).data();
+    expect(await noGrad(() => loadModel(dir).model.forward(ids)).data()).toEqual(want);
+    writeFileSync(join(dir, 'generation_config.json'), '{"eos_token_id": [7, "x"]}');
+    expect(() => loadModel(dir)).toThrow('loadModel: eos_token_id must be a token id or a list of them; expected integers ≥ 0, got [7,"x"]');
+    writeFileSync(join(dir, 'generation_config.json'), '{"eos_token_id": [7, 9]}');
+    expect(loadModel(dir).generation.eosTokenIds).toEqual([7, 9]);
+  });
 });

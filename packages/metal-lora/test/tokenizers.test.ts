@@ -81,9 +81,10 @@ describe('a model folder with a Hugging Face tokenizer', () => {
     }
     const { model, tokenizer } = loadModel(dir);
     expect(tokenizer).toBeInstanceOf(HFTokenizer);
-    const text = await generate(model, tokenizer, 'Hello world', 4);
-    expect(typeof text).toBe('string');
-    expect(tokenizer.encode(text, { addSpecialTokens: false }).length).toBeGreaterThan(0);
+    const { text, tokens, finishReason } = await generate(model, tokenizer, 'Hello world', { maxTokens: 4 });
+    expect(tokens).toHaveLength(4);
+    expect(finishReason).toBe('length');
+    expect(text).toBe(tokenizer.decode(tokens, { skipSpecialTokens: true }));
   });
 
   it('refuses a tokenizer with more tokens than the model has embeddings', async () => {
