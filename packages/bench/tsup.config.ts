@@ -11,6 +11,7 @@ export default defineConfig({
     'probe-lora': 'src/probe-lora.ts',
     'probe-sgmat': 'src/probe-sgmat.ts',
     'lora-bench': 'src/lora-bench.ts',
+    'decode-bench': 'src/decode-bench.ts',
     cli: 'src/cli.ts',
   },
   format: ['esm'],

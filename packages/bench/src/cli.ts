@@ -3,6 +3,7 @@
  * `pnpm bench` / `metal-lora-bench`: the seed's table measured on this machine.
  *
  *   metal-lora-bench [--quick] [--backend webgpu|cpu] [--json out.json] [--svg out.svg] [--no-peers] [--no-warm]
+ *   metal-lora-bench decode [...]   (generation: see decode-bench.ts)
  *
  * Rows: forward at rank 8, 16, 32, 64 and backward (a training step: forward + dx, dA, dB) for
  * M = 2048 tokens (batch 4 × seq 512), in = out = 4096, plus decode (M = 1, 16; rank 16); the
@@ -12,6 +13,7 @@
 import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
+import { runDecodeBench } from './decode-bench';
 import { type LoraCase, runLoraBench } from './lora-core';
 import { tfjsPeer, torchPeer } from './peers';
 import { key, markdownTable, type Row, svgChart } from './report';
@@ -93,4 +95,7 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[1]?.match(/cli\.(ts|mjs|js)$|metal-lora-bench/)) await main();
+if (process.argv[1]?.match(/cli\.(ts|mjs|js)$|metal-lora-bench/)) {
+  if (process.argv[2] === 'decode') await runDecodeBench(process.argv.slice(3));
+  else await main();
+}

@@ -1,0 +1,170 @@
+/**
+ * `metal-lora-bench decode`: text generation as a user runs it — time to first token and decode
+ * tokens/s with the KV cache, against recomputing the whole context per token (ours) and against
+ * PyTorch + transformers `generate` (f32, same GPU, same run) where `torch` with CUDA exists.
+ *
+ *   metal-lora-bench decode [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b] [--prompt N] [--tokens N] [--json out.json]
+ *
+ * Models are random-weight models of the named shapes (greedy decoding, no end-of-reply id, so
+ * every run makes exactly --tokens tokens), or `embedded` (the CLI's bundled model, the CPU default).
+ */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
+import { generateIds, type LlamaConfig, LlamaForCausalLM } from '@metal-lora/nn';
+import * as T from '@metal-lora/tensor';
+import { loadModel } from 'metal-lora';
+
+/** Published shapes (random weights): the sizes that set decode speed. */
+export const DECODE_SHAPES: Record<string, LlamaConfig> = {
+  'smollm2-135m': {
+    model_type: 'llama',
+    vocab_size: 49152,
+    hidden_size: 576,
+    intermediate_size: 1536,
+    num_hidden_layers: 30,
+    num_attention_heads: 9,
+    num_key_value_heads: 3,
+    rope_theta: 100000,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: true,
+  },
+  'llama-3.2-1b': {
+    model_type: 'llama',
+    vocab_size: 128256,
+    hidden_size: 2048,
+    intermediate_size: 8192,
+    num_hidden_layers: 16,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    head_dim: 64,
+    rope_theta: 500000,
+    rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: true,
+  },
+};
+
+export interface DecodeRow {
+  model: string;
+  promptTokens: number;
+  tokens: number;
+  /** Ours, with the KV cache. */
+  ttftMs: number;
+  tokensPerSecond: number;
+  /** Ours, the whole context recomputed for every token (measured over `recomputeTokens`). */
+  recomputeTokensPerSecond?: number;
+  recomputeTokens?: number;
+  torch?: { ttftMs: number; tokensPerSecond: number } | string;
+}
+
+/** Tokens/s of greedy decoding by full recompute, over `count` tokens after the prompt (no cache). */
+async function recomputeRate(model: LlamaForCausalLM, prompt: number[], count: number): Promise<number> {
+  const ids = [...prompt];
+  const vocab = model.config.vocab_size;
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) {
+    const logits = T.tidy(() => T.noGrad(() => model.forward(T.tensor(Int32Array.from(ids), [1, ids.length], { dtype: 'int32' }), { logits: 'last' })));
+    const v = await logits.data();
+    logits.dispose();
+    let best = 0;
+    for (let j = 1; j < vocab; j++) if (v[j] > v[best]) best = j;
+    ids.push(best);
+  }
+  return count / ((performance.now() - t0) / 1000);
+}
+
+function torchDecode(names: string[], prompt: number, tokens: number): Map<string, { ttftMs: number; tokensPerSecond: number }> | string {
+  const probe = spawnSync('python3', ['-c', 'import torch, transformers; print(torch.cuda.is_available())'], { encoding: 'utf8' });
+  if (probe.status !== 0) return 'pytorch: python3 with torch and transformers is not available here';
+  if (probe.stdout.trim() !== 'True') return 'pytorch: torch has no CUDA device here';
+  const script = fileURLToPath(new URL(process.env.METAL_LORA_TORCH_DECODE ?? '../python/torch_decode.py', import.meta.url));
+  const shapes = Object.fromEntries(names.map((n) => [n, { ...DECODE_SHAPES[n], model_type: undefined }]));
+  const run = spawnSync('python3', [script, JSON.stringify({ shapes, prompt, tokens })], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (run.status !== 0) return `pytorch: the script failed (${run.stderr.trim().split('\n').pop()})`;
+  const json = JSON.parse(run.stdout) as { device: string; results: Record<string, { ttftMs: number; tokensPerSecond: number }> };
+  return new Map(Object.entries(json.results));
+}
+
+export async function runDecodeBench(argv: string[]): Promise<void> {
+  const arg = (name: string) => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const wanted = arg('backend') ?? 'webgpu';
+  let device: string;
+  if (wanted === 'cpu') {
+    T.setBackendSync(T.cpuBackend);
+    device = 'CPU backend (JavaScript, one thread)';
+  } else {
+    const gpu = await createWebGPUBackend();
+    T.setBackendSync(gpu);
+    const r = gpu.context.report;
+    device = `${r.vendor} ${r.device || r.architecture} ${r.description} (WebGPU via ${r.runtime})`.replace(/\s+/g, ' ');
+  }
+  const names = (arg('models') ?? (wanted === 'cpu' ? 'embedded' : 'smollm2-135m,llama-3.2-1b')).split(',');
+  const promptTokens = Number(arg('prompt') ?? (wanted === 'cpu' ? 16 : 128));
+  const tokens = Number(arg('tokens') ?? 256);
+  const recomputeTokens = Number(arg('recompute') ?? (wanted === 'cpu' ? tokens : 32));
+  console.log(`decode bench on ${device}: ${names.join(', ')}; prompt ${promptTokens} tokens, ${tokens} generated`);
+  const rows: DecodeRow[] = [];
+  for (const name of names) {
+    // A named shape gets random weights; `embedded` or a folder path is loaded.
+    const folder = name === 'embedded' ? fileURLToPath(new URL('../../metal-lora/assets/base', import.meta.url)) : name;
+    const model = DECODE_SHAPES[name] ? new LlamaForCausalLM(DECODE_SHAPES[name], { seed: 1 }) : loadModel(folder).model;
+    model.eval();
+    const vocab = model.config.vocab_size;
+    const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
+    await generateIds(model, [prompt.slice(0, 8)], { maxTokens: 4 }); // warm-up: pipelines compiled
+    const run = await generateIds(model, [prompt], { maxTokens: tokens });
+    const row: DecodeRow = {
+      model: name,
+      promptTokens,
+      tokens: run.tokens[0].length,
+      ttftMs: run.prefillSeconds * 1000,
+      tokensPerSecond: (run.tokens[0].length - 1) / run.decodeSeconds,
+    };
+    if (recomputeTokens > 0) {
+      // The same context lengths as the cached run: the prompt, then up to `tokens` more.
+      row.recomputeTokens = recomputeTokens;
+      row.recomputeTokensPerSecond = await recomputeRate(model, [...prompt, ...run.tokens[0].slice(0, tokens - recomputeTokens)], recomputeTokens);
+    }
+    console.log(
+      `${name}: first token ${row.ttftMs.toFixed(1)} ms, ${row.tokensPerSecond.toFixed(1)} tokens/s with the cache` +
+        (row.recomputeTokensPerSecond
+          ? `, ${row.recomputeTokensPerSecond.toFixed(1)} tokens/s recomputing (${(row.tokensPerSecond / row.recomputeTokensPerSecond).toFixed(1)}×)`
+          : ''),
+    );
+    rows.push(row);
+    for (const [, p] of model.namedParameters()) p.dispose();
+  }
+  const peers = names.filter((n) => n in DECODE_SHAPES);
+  if (!argv.includes('--no-peers') && peers.length > 0) {
+    console.log('peer: PyTorch + transformers generate …');
+    const torch = torchDecode(peers, promptTokens, tokens);
+    for (const row of rows) row.torch = typeof torch === 'string' ? torch : torch.get(row.model);
+  }
+  const lines = [
+    `Decode on ${device}, ${new Date().toISOString().slice(0, 10)}: prompt ${promptTokens} tokens, ${tokens} generated, greedy, f32.`,
+    '',
+    '| model | first token (ms) | tokens/s (KV cache) | tokens/s (recompute) | cache speed-up | PyTorch first token (ms) | PyTorch tokens/s | ours / PyTorch |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map((r) => {
+      const t = typeof r.torch === 'object' ? r.torch : undefined;
+      const re = r.recomputeTokensPerSecond;
+      return `| ${r.model} | ${r.ttftMs.toFixed(1)} | ${r.tokensPerSecond.toFixed(1)} | ${re ? re.toFixed(1) : '–'} | ${re ? `${(r.tokensPerSecond / re).toFixed(1)}×` : '–'} | ${t ? t.ttftMs.toFixed(1) : '–'} | ${t ? t.tokensPerSecond.toFixed(1) : '–'} | ${t ? `${(r.tokensPerSecond / t.tokensPerSecond).toFixed(2)}×` : '–'} |`;
+    }),
+  ];
+  const notes = rows.filter((r) => typeof r.torch === 'string').map((r) => `${r.model}: ${r.torch}`);
+  console.log(`\n${lines.join('\n')}${notes.length ? `\n\n${[...new Set(notes)].join('\n')}` : ''}\n`);
+  const json = arg('json');
+  if (json) writeFileSync(json, JSON.stringify({ device, date: new Date().toISOString(), promptTokens, tokens, rows }, null, 2));
+  const backend = T.getBackend();
+  if (backend instanceof WebGPUBackend) {
+    await backend.sync();
+    backend.context.device.destroy();
+  }
+}
+
+if (process.argv[1]?.match(/decode-bench\.(ts|mjs|js)$/)) await runDecodeBench(process.argv.slice(2));
