@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
-import { generateIds, type LlamaConfig, LlamaForCausalLM } from '@metal-lora/nn';
+import { generateIds, type LlamaConfig, LlamaForCausalLM, Sampler } from '@metal-lora/nn';
 import * as T from '@metal-lora/tensor';
 import { loadModel } from 'metal-lora';
 
@@ -62,15 +62,13 @@ export interface DecodeRow {
 /** Tokens/s of greedy decoding by full recompute, over `count` tokens after the prompt (no cache). */
 async function recomputeRate(model: LlamaForCausalLM, prompt: number[], count: number): Promise<number> {
   const ids = [...prompt];
-  const vocab = model.config.vocab_size;
+  const greedy = new Sampler();
   const t0 = performance.now();
   for (let i = 0; i < count; i++) {
     const logits = T.tidy(() => T.noGrad(() => model.forward(T.tensor(Int32Array.from(ids), [1, ids.length], { dtype: 'int32' }), { logits: 'last' })));
     const v = await logits.data();
     logits.dispose();
-    let best = 0;
-    for (let j = 1; j < vocab; j++) if (v[j] > v[best]) best = j;
-    ids.push(best);
+    ids.push(greedy.next(v, ids));
   }
   return count / ((performance.now() - t0) / 1000);
 }

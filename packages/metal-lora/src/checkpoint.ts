@@ -5,20 +5,18 @@ import { toFloat32, type WriteEntry, writeSafetensors } from '@metal-lora/adapte
 import { fsCall, openSafetensors, writeFileAtomic } from '@metal-lora/adapter-io/node';
 import { architectureOf, type LlamaConfig, type Module } from '@metal-lora/nn';
 import { FormatError } from '@metal-lora/tensor';
+import { parseJsonObject } from './json';
 import { buildModel, type CheckpointTensor, type GenerationDefaults, type LoadedModel } from './model-bytes';
 import type { TextTokenizer } from './tokenizer';
 
 function readJson(path: string, what: string): Record<string, unknown> {
   if (!existsSync(path)) throw new FormatError('loadModel', `${what} not found`, { key: path }, `a file at ${path}`, 'nothing');
-  try {
-    const value = JSON.parse(fsCall('loadModel', path, () => readFileSync(path, 'utf8')));
-    if (value === null || typeof value !== 'object' || Array.isArray(value))
-      throw new FormatError('loadModel', `${what} is not a JSON object`, { key: path }, 'an object', JSON.stringify(value));
-    return value;
-  } catch (error) {
-    if (error instanceof FormatError) throw error;
-    throw new FormatError('loadModel', `${what} is not valid JSON (${(error as Error).message})`, { key: path });
-  }
+  return parseJsonObject(
+    'loadModel',
+    fsCall('loadModel', path, () => readFileSync(path, 'utf8')),
+    what,
+    path,
+  );
 }
 
 /**

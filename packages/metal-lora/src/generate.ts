@@ -122,17 +122,13 @@ export async function generateBatch(
   const eos = [...(options.eosTokenIds ?? [])];
   const own = chat.eosToken !== undefined ? chat.tokenId?.(chat.eosToken) : undefined;
   if (own !== undefined) eos.push(own);
-  const pending: number[][] = prompts.map(() => []);
   const streams = prompts.map((_, i) => new TextStream(tokenizer, stops, options.onText && ((piece) => options.onText!(piece, i))));
   const result = await generateIds(model, encoded, {
     ...options,
     maxTokens: options.maxTokens ?? 256,
     eosTokenIds: eos,
     vocabLimit: Math.min(tokenizer.size, model.config.vocab_size),
-    onToken: (row, token) => {
-      pending[row].push(token);
-      return streams[row].update(pending[row]);
-    },
+    onToken: (row, _token, reply) => streams[row].update(reply),
   });
   return result.tokens.map((tokens, i) => {
     streams[i].flush();

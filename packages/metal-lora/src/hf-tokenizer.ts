@@ -1,6 +1,7 @@
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as TokenizersJs } from '@huggingface/tokenizers';
 import { FormatError, ValueError } from '@metal-lora/tensor';
+import { parseJsonObject } from './json';
 
 /** One message of a conversation, as chat templates take it. */
 export interface ChatMessage {
@@ -17,18 +18,6 @@ export interface TokenizerFiles {
   tokenizerConfig?: string;
   /** `chat_template.jinja`, where the folder has one (newer transformers save the template there). */
   chatTemplate?: string;
-}
-
-function parseJson(op: string, text: string, name: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new FormatError(op, `${name} is not valid JSON (${(error as Error).message})`, { key: name });
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value))
-    throw new FormatError(op, `${name} is not a JSON object`, { key: name }, 'an object', JSON.stringify(value));
-  return value as Record<string, unknown>;
 }
 
 /** A special token as tokenizer_config.json writes it: a string, or an AddedToken object. */
@@ -62,7 +51,7 @@ export class HFTokenizer {
 
   private constructor(files: TokenizerFiles, parsed?: Record<string, unknown>) {
     const op = 'HFTokenizer';
-    const json = parsed ?? parseJson(op, files.tokenizer, 'tokenizer.json');
+    const json = parsed ?? parseJsonObject(op, files.tokenizer, 'tokenizer.json');
     if (!json.model || typeof json.model !== 'object')
       throw new FormatError(
         op,
@@ -71,7 +60,7 @@ export class HFTokenizer {
         'a Hugging Face tokenizer.json (BPE, WordPiece or Unigram)',
         Object.keys(json).join(', '),
       );
-    this.config = files.tokenizerConfig === undefined ? {} : parseJson(op, files.tokenizerConfig, 'tokenizer_config.json');
+    this.config = files.tokenizerConfig === undefined ? {} : parseJsonObject(op, files.tokenizerConfig, 'tokenizer_config.json');
     try {
       this.tokenizer = new TokenizersJs(json, this.config);
     } catch (error) {

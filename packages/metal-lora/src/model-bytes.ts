@@ -2,6 +2,7 @@ import { readSafetensors, toFloat32 } from '@metal-lora/adapter-io';
 import { type LlamaConfig, LlamaForCausalLM, llamaConfigFromJson, validateLlamaConfig } from '@metal-lora/nn';
 import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
 import type { HFTokenizer, TokenizerFiles } from './hf-tokenizer';
+import { parseJsonObject } from './json';
 import { type CharTokenizer, tokenizerFromFiles } from './tokenizer';
 
 /** What `generation_config.json` says that generation uses: the ids that end a reply. */
@@ -27,22 +28,10 @@ export interface CheckpointTensor {
   read(): Float32Array;
 }
 
-function parseObject(op: string, text: string, name: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new FormatError(op, `${name} is not valid JSON (${(error as Error).message})`, { key: name });
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value))
-    throw new FormatError(op, `${name} is not a JSON object`, { key: name }, 'an object', JSON.stringify(value));
-  return value as Record<string, unknown>;
-}
-
 /** The end-of-reply ids of a `generation_config.json` text (absent: none). */
 export function generationDefaults(op: string, text: string | undefined): GenerationDefaults {
   if (text === undefined) return { eosTokenIds: [] };
-  const raw = parseObject(op, text, 'generation_config.json');
+  const raw = parseJsonObject(op, text, 'generation_config.json');
   const eos = raw.eos_token_id ?? [];
   const ids = Array.isArray(eos) ? eos : [eos];
   if (!ids.every((id) => Number.isInteger(id) && (id as number) >= 0))
@@ -114,7 +103,7 @@ export function modelFromFiles(files: {
   generationConfig?: string;
 }): LoadedModel {
   const op = 'modelFromFiles';
-  const raw = parseObject(op, files.config, 'config.json');
+  const raw = parseJsonObject(op, files.config, 'config.json');
   const { tensors } = readSafetensors(files.weights);
   const entries = Object.entries(tensors).map(([name, entry]) => ({ name, shape: entry.shape, dtype: entry.dtype, read: () => toFloat32(entry) }));
   return buildModel(

@@ -60,18 +60,40 @@ export interface ArchitectureTraits {
   embedScale: boolean;
   /** One `qkv_proj` and one `gate_up_proj` instead of separate projections (Phi-3). */
   fusedProjections: boolean;
+  /** Bias on q, k and v, whatever `attention_bias` says (Qwen2): sets the config's `qkv_bias`. */
+  qkvBias: boolean;
+  /** Per-head q/k RMSNorm (Qwen3, Gemma 3): sets the config's `qk_norm`. */
+  qkNorm: boolean;
+  /** When a `config.json`'s `sliding_window` applies: always, only with `use_sliding_window: true` (Qwen2), or never. */
+  slidingWindow: 'always' | 'opt-in' | 'never';
 }
 
-const LLAMA_LIKE = { normOffset: false, sandwichNorms: false, embedScale: false, fusedProjections: false };
+const LLAMA_LIKE = {
+  normOffset: false,
+  sandwichNorms: false,
+  embedScale: false,
+  fusedProjections: false,
+  qkvBias: false,
+  qkNorm: false,
+  slidingWindow: 'never',
+} as const;
 
 /** Every architecture a model folder's `model_type` may name, each a configuration of the shared layers. */
 export const ARCHITECTURES: Record<string, ArchitectureTraits> = {
   llama: { className: 'LlamaForCausalLM', ...LLAMA_LIKE },
-  mistral: { className: 'MistralForCausalLM', ...LLAMA_LIKE },
-  qwen2: { className: 'Qwen2ForCausalLM', ...LLAMA_LIKE },
-  qwen3: { className: 'Qwen3ForCausalLM', ...LLAMA_LIKE },
-  gemma3_text: { className: 'Gemma3ForCausalLM', ...LLAMA_LIKE, normOffset: true, sandwichNorms: true, embedScale: true },
-  phi3: { className: 'Phi3ForCausalLM', ...LLAMA_LIKE, fusedProjections: true },
+  mistral: { className: 'MistralForCausalLM', ...LLAMA_LIKE, slidingWindow: 'always' },
+  qwen2: { className: 'Qwen2ForCausalLM', ...LLAMA_LIKE, qkvBias: true, slidingWindow: 'opt-in' },
+  qwen3: { className: 'Qwen3ForCausalLM', ...LLAMA_LIKE, qkNorm: true },
+  gemma3_text: {
+    className: 'Gemma3ForCausalLM',
+    ...LLAMA_LIKE,
+    normOffset: true,
+    sandwichNorms: true,
+    embedScale: true,
+    qkNorm: true,
+    slidingWindow: 'always',
+  },
+  phi3: { className: 'Phi3ForCausalLM', ...LLAMA_LIKE, fusedProjections: true, slidingWindow: 'always' },
 };
 
 /** The traits of a config's architecture (`llama` when it names none). */

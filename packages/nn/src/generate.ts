@@ -94,8 +94,8 @@ export interface GenerateIdsOptions extends SamplingOptions {
   eosTokenIds?: readonly number[];
   /** Only ids below this are ever chosen (a tokenizer smaller than the embedding). Default: the vocabulary. */
   vocabLimit?: number;
-  /** Called with each new token of a row still generating; return true to end that row here. */
-  onToken?: (row: number, token: number) => unknown;
+  /** Called with each new token of a row still generating and the row's reply so far (that token included); return true to end the row here. */
+  onToken?: (row: number, token: number, reply: readonly number[]) => unknown;
 }
 
 /** Why a row stopped: an end-of-reply id, `onToken` (a stop string), or `maxTokens`. */
@@ -165,7 +165,7 @@ export async function generateIds(model: LlamaForCausalLM, prompts: readonly (re
         }
         tokens[b].push(token);
         history[b].push(token);
-        if (options.onToken?.(b, token) === true) finishReasons[b] = 'stop';
+        if (options.onToken?.(b, token, tokens[b]) === true) finishReasons[b] = 'stop';
       }
       if (finishReasons.every((r) => r !== null)) break;
       input = tensor(next, [B, 1], { dtype: 'int32' });

@@ -149,10 +149,11 @@ export function llamaConfigFromJson(input: Record<string, unknown>): LlamaConfig
   const config: LlamaConfig = { ...(raw as unknown as LlamaConfig), model_type: type, ...rope(raw) };
   // The defaults of transformers' config classes where a file leaves a field out.
   config.tie_word_embeddings = (raw.tie_word_embeddings as boolean | undefined) ?? false;
-  if (type === 'qwen2') config.qkv_bias = true;
-  if (type === 'qwen3' || type === 'gemma3_text') config.qk_norm = true;
+  const traits = ARCHITECTURES[type];
+  if (traits.qkvBias) config.qkv_bias = true;
+  if (traits.qkNorm) config.qk_norm = true;
   const window = raw.sliding_window;
-  const windowed = type === 'mistral' || type === 'phi3' || type === 'gemma3_text' || (type === 'qwen2' && raw.use_sliding_window === true);
+  const windowed = traits.slidingWindow === 'always' || (traits.slidingWindow === 'opt-in' && raw.use_sliding_window === true);
   if (windowed && window !== null && window !== undefined) {
     if (typeof window !== 'number' || !Number.isInteger(window) || window < 1) {
       throw new FormatError(op, 'sliding_window must be a positive integer', { key: 'sliding_window' }, 'an integer ≥ 1 or null', JSON.stringify(window));
