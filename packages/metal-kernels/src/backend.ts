@@ -39,6 +39,17 @@ export function sizeClass(bytes: number): number {
 // region of small kernels runs back to back instead of waiting for the host to record more.
 const UNIFORM_ARENA_BYTES = 1024 * 1024;
 const MAX_PASSES_PER_SUBMIT = 1024;
+// Uploads up to this size are staged in an arena and copied in the batch's own encoder, so they
+// need no submit of their own (each scalar operand, RoPE table and mask of a training step is one).
+const UPLOAD_ARENA_BYTES = 8 * 1024 * 1024;
+const UPLOAD_INLINE_MAX = 1024 * 1024;
+// The idle pool's floor when no cap is set: it keeps at least this much, and up to the largest
+// live size seen, so a loop whose working set recurs (a training step) creates no buffers after
+// its first iteration while idle memory stays bounded by what the loop itself needed.
+const AUTO_POOL_FLOOR = 512 * 1024 * 1024;
+// Bounds of the bind-group and uniform caches (a loop's distinct dispatches are far fewer).
+const MAX_CACHED_BIND_GROUPS = 65536;
+const MAX_CACHED_UNIFORMS = 16384;
 
 export interface DispatchSpec {
   /** Pipeline cache key: kernel name plus whatever specialization the source text carries. */
@@ -91,20 +102,35 @@ export class WebGPUBackend implements Backend {
   private readonly arena: GPUBuffer;
   private arenaData = new Uint8Array(UNIFORM_ARENA_BYTES);
   private arenaUsed = 0;
+  private readonly uploads: GPUBuffer;
+  private readonly uploadData = new Uint8Array(UPLOAD_ARENA_BYTES);
+  private uploadUsed = 0;
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  /** Uniform contents (as a string of their 16-bit words) → their own buffer once seen twice, else 0. */
+  private readonly uniforms = new Map<string, GPUBufferBinding | 0>();
+  private readonly ids = new WeakMap<object, number>();
+  private nextId = 1;
   private lostReason: string | null = null;
   private deviceError: GPUError | null = null;
   /**
-   * Upper bound of idle pooled bytes kept for reuse. Beyond it the least recently released idle
+   * Upper bound of idle pooled bytes kept for reuse; `null` (the default) keeps up to the largest
+   * live size seen so far, and at least 512 MiB. Beyond it the least recently released idle
    * buffers are destroyed to make room, so the buffers a loop keeps reusing (workspaces,
    * per-step outputs) stay pooled however much else passed through the pool before.
    */
-  maxPooledBytes = 512 * 1024 * 1024;
+  maxPooledBytes: number | null = null;
+  private highWater = 0;
   /**
    * Use the subgroup-matrix GEMM (gemm-sgmat.wgsl) for big products where the adapter offers a
    * float configuration (Apple GPUs: f32 and f16 8×8×8). Off by default: it is tested wherever the
    * feature exists, but no adapter it has run on so far offers one.
    */
   subgroupMatrix = false;
+  /**
+   * Host-side work counted since the backend was made (benchmarks report them per training step):
+   * dispatches recorded, command buffers submitted, GPU buffers created, synchronous read-backs.
+   */
+  readonly stats = { dispatches: 0, submits: 0, buffersCreated: 0, reads: 0 };
 
   constructor(context: GPUContext) {
     this.context = context;
@@ -113,6 +139,11 @@ export class WebGPUBackend implements Backend {
       label: 'metal-lora uniform arena',
       size: UNIFORM_ARENA_BYTES,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    this.uploads = this.device.createBuffer({
+      label: 'metal-lora upload arena',
+      size: UPLOAD_ARENA_BYTES,
+      usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     });
     this.device.lost.then((info) => {
       this.lostReason = `${info.reason}: ${info.message}`;
@@ -160,24 +191,33 @@ export class WebGPUBackend implements Backend {
       this.idle.delete(buffer);
     } else {
       buffer = this.device.createBuffer({ label, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      this.stats.buffersCreated++;
     }
     this.live += size;
     this.buffers++;
     if (this.live > this.peak) this.peak = this.live;
+    if (this.live > this.highWater) this.highWater = this.live;
     return buffer;
+  }
+
+  /** The idle pool's cap in bytes now (`maxPooledBytes`, or the automatic one). */
+  get poolCap(): number {
+    return this.maxPooledBytes ?? Math.max(AUTO_POOL_FLOOR, this.highWater);
   }
 
   release(buffer: GPUBuffer): void {
     const size = buffer.size;
     this.live -= size;
     this.buffers--;
-    if (size > this.maxPooledBytes) {
+    const cap = this.poolCap;
+    if (size > cap) {
       // Recorded commands may still use it: submit them before destroying.
       this.flush();
+      this.forgetBindGroups();
       buffer.destroy();
       return;
     }
-    if (this.pooledBytes + size > this.maxPooledBytes) this.evict(this.pooledBytes + size - this.maxPooledBytes);
+    if (this.pooledBytes + size > cap) this.evict(this.pooledBytes + size - cap);
     let list = this.pool.get(size);
     if (!list) this.pool.set(size, (list = []));
     list.push(buffer);
@@ -193,6 +233,7 @@ export class WebGPUBackend implements Backend {
    */
   private evict(bytes: number): void {
     this.flush();
+    this.forgetBindGroups();
     let freed = 0;
     for (const [buffer, size] of this.idle) {
       if (freed >= bytes) break;
@@ -208,6 +249,7 @@ export class WebGPUBackend implements Backend {
   /** Destroys every idle pooled buffer. */
   releasePool(): void {
     this.flush();
+    this.forgetBindGroups();
     for (const list of this.pool.values()) for (const b of list) b.destroy();
     this.pool.clear();
     this.idle.clear();
@@ -237,12 +279,20 @@ export class WebGPUBackend implements Backend {
     if (dtype === 'bool') raw = Uint32Array.from(values as Uint8Array);
     const bytes = raw.byteLength;
     const data = { buffer: this.acquire(bytes, `tensor ${dtype}[${values.length}]`), bytes };
-    if (bytes > 0) {
-      // The pooled buffer may still be read by commands not yet submitted: submit them first.
-      this.flush();
-      const padded = bytes % 4 === 0 ? raw : padTo4(raw);
-      this.device.queue.writeBuffer(data.buffer, 0, padded.buffer as ArrayBuffer, padded.byteOffset, padded.byteLength);
+    if (bytes === 0) return data;
+    const padded = bytes % 4 === 0 ? raw : padTo4(raw);
+    if (padded.byteLength <= UPLOAD_INLINE_MAX) {
+      // Staged in the arena (written just before the batch is submitted) and copied in order with
+      // the batch's dispatches, so commands recorded earlier still see the buffer's old contents.
+      if (this.uploadUsed + padded.byteLength > UPLOAD_ARENA_BYTES) this.flush();
+      this.uploadData.set(new Uint8Array(padded.buffer, padded.byteOffset, padded.byteLength), this.uploadUsed);
+      this.encode().copyBufferToBuffer(this.uploads, this.uploadUsed, data.buffer, 0, padded.byteLength);
+      this.uploadUsed += padded.byteLength;
+      return data;
     }
+    // The pooled buffer may still be read by commands not yet submitted: submit them first.
+    this.flush();
+    this.device.queue.writeBuffer(data.buffer, 0, padded.buffer as ArrayBuffer, padded.byteOffset, padded.byteLength);
     return data;
   }
 
@@ -251,6 +301,7 @@ export class WebGPUBackend implements Backend {
     this.checkHealth('read');
     const copyBytes = Math.ceil(bytes / 4) * 4;
     if (copyBytes === 0) return emptyOf(dtype);
+    this.stats.reads++;
     const staging = this.device.createBuffer({ label: 'read staging', size: copyBytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     this.encode().copyBufferToBuffer(buffer, 0, staging, 0, copyBytes);
     this.flush();
@@ -320,31 +371,97 @@ export class WebGPUBackend implements Backend {
   dispatch(spec: DispatchSpec): void {
     this.checkHealth(spec.key);
     const pipeline = this.pipeline(spec.key, spec.source, spec.constants);
-    const entries: GPUBindGroupEntry[] = [];
-    spec.buffers.forEach((buffer, binding) => {
-      if (buffer) entries.push({ binding, resource: { buffer } });
-    });
-    if (spec.uniform) {
-      const aligned = Math.ceil(spec.uniform.byteLength / 16) * 16;
-      if (this.arenaUsed + aligned > UNIFORM_ARENA_BYTES) this.flush();
-      this.arenaData.set(new Uint8Array(spec.uniform), this.arenaUsed);
-      entries.push({ binding: spec.buffers.length, resource: { buffer: this.arena, offset: this.arenaUsed, size: aligned } });
-      this.arenaUsed += Math.ceil(aligned / this.device.limits.minUniformBufferOffsetAlignment) * this.device.limits.minUniformBufferOffsetAlignment;
+    const uniform = spec.uniform ? this.uniformBuffer(spec.uniform) : null;
+    let bindGroup: GPUBindGroup;
+    if (spec.uniform && !uniform) bindGroup = this.createBindGroup(pipeline, spec, this.arenaSlot(spec.uniform));
+    else {
+      // Bind groups are cached by pipeline, buffers and uniform: a training step binds the same
+      // pooled buffers in the same order every step, and creating a bind group is a Dawn call.
+      let key = `${this.idOf(pipeline)}|${uniform ? this.idOf(uniform.buffer) : 0}`;
+      for (const b of spec.buffers) key += b ? `,${this.idOf(b)}` : ',-';
+      let cached = this.bindGroups.get(key);
+      if (!cached) {
+        if (this.bindGroups.size >= MAX_CACHED_BIND_GROUPS) this.bindGroups.clear();
+        cached = this.createBindGroup(pipeline, spec, uniform);
+        this.bindGroups.set(key, cached);
+      }
+      bindGroup = cached;
     }
-    let layout = this.layouts.get(pipeline);
-    if (!layout) this.layouts.set(pipeline, (layout = pipeline.getBindGroupLayout(0)));
-    const bindGroup = this.device.createBindGroup({ label: spec.label ?? spec.key, layout, entries });
     if (!this.pass || !this.sharePasses) {
       this.endPass();
-      this.pass = this.encode().beginComputePass({ label: spec.label ?? spec.key });
+      this.pass = this.encode().beginComputePass();
     }
     const pass = this.pass;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     const [x, y, z] = spec.workgroups;
     if (x > 0 && y > 0 && z > 0) pass.dispatchWorkgroups(x, y, z);
+    this.stats.dispatches++;
     if (!this.sharePasses) this.endPass();
     if (++this.passes >= MAX_PASSES_PER_SUBMIT) this.flush();
+  }
+
+  private createBindGroup(pipeline: GPUComputePipeline, spec: DispatchSpec, uniform: GPUBufferBinding | null): GPUBindGroup {
+    const entries: GPUBindGroupEntry[] = [];
+    spec.buffers.forEach((buffer, binding) => {
+      if (buffer) entries.push({ binding, resource: { buffer } });
+    });
+    if (uniform) entries.push({ binding: spec.buffers.length, resource: uniform });
+    let layout = this.layouts.get(pipeline);
+    if (!layout) this.layouts.set(pipeline, (layout = pipeline.getBindGroupLayout(0)));
+    return this.device.createBindGroup({ label: spec.label ?? spec.key, layout, entries });
+  }
+
+  /** A slot of the per-batch uniform arena holding `data` (written when the batch is submitted). */
+  private arenaSlot(data: ArrayBuffer): GPUBufferBinding {
+    const aligned = Math.ceil(data.byteLength / 16) * 16;
+    if (this.arenaUsed + aligned > UNIFORM_ARENA_BYTES) this.flush();
+    this.arenaData.set(new Uint8Array(data), this.arenaUsed);
+    const slot = { buffer: this.arena, offset: this.arenaUsed, size: aligned };
+    const step = this.device.limits.minUniformBufferOffsetAlignment;
+    this.arenaUsed += Math.ceil(aligned / step) * step;
+    return slot;
+  }
+
+  /**
+   * A buffer of its own for uniform contents seen before (shapes repeat from step to step), so
+   * that the dispatch's bind group can be cached; null the first time, when the arena serves.
+   */
+  private uniformBuffer(data: ArrayBuffer): GPUBufferBinding | null {
+    const words = new Uint16Array(data);
+    let key = '';
+    for (let i = 0; i < words.length; i++) key += String.fromCharCode(words[i]);
+    const seen = this.uniforms.get(key);
+    if (typeof seen === 'object') return seen;
+    if (seen === undefined) {
+      if (this.uniforms.size >= MAX_CACHED_UNIFORMS) this.forgetUniforms();
+      this.uniforms.set(key, 0);
+      return null;
+    }
+    const size = Math.ceil(data.byteLength / 16) * 16;
+    const buffer = this.device.createBuffer({ label: 'metal-lora uniform', size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.device.queue.writeBuffer(buffer, 0, data, 0, data.byteLength);
+    const binding = { buffer, offset: 0, size };
+    this.uniforms.set(key, binding);
+    return binding;
+  }
+
+  private forgetUniforms(): void {
+    this.flush();
+    for (const u of this.uniforms.values()) if (typeof u === 'object') u.buffer.destroy();
+    this.uniforms.clear();
+    this.bindGroups.clear();
+  }
+
+  /** Cached bind groups may name a buffer about to be destroyed: drop them all (rare in steady state). */
+  private forgetBindGroups(): void {
+    this.bindGroups.clear();
+  }
+
+  private idOf(o: object): number {
+    let id = this.ids.get(o);
+    if (id === undefined) this.ids.set(o, (id = this.nextId++));
+    return id;
   }
 
   /** Submits the recorded batch (after writing its uniforms). */
@@ -352,10 +469,13 @@ export class WebGPUBackend implements Backend {
     this.endPass();
     if (!this.encoder) return;
     if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaData.buffer, 0, this.arenaUsed);
+    if (this.uploadUsed > 0) this.device.queue.writeBuffer(this.uploads, 0, this.uploadData.buffer, 0, this.uploadUsed);
     this.device.queue.submit([this.encoder.finish()]);
+    this.stats.submits++;
     this.encoder = null;
     this.passes = 0;
     this.arenaUsed = 0;
+    this.uploadUsed = 0;
   }
 
   /** Resolves when all submitted work has finished. */
@@ -411,7 +531,9 @@ export class WebGPUBackend implements Backend {
 
   dispose(): void {
     this.releasePool();
+    this.forgetUniforms();
     this.arena.destroy();
+    this.uploads.destroy();
   }
 }
 
