@@ -4,7 +4,9 @@ import { autoSkipReason, requestGPU, type RequestGPUOptions } from './device';
 import { registerElementwiseKernels } from './kernels/elementwise';
 import { registerLayoutKernels } from './kernels/layout';
 import { registerLoraKernels } from './kernels/lora';
+import { registerLossKernels } from './kernels/loss';
 import { registerMatmulKernel } from './kernels/matmul';
+import { registerOptimizerKernels } from './kernels/optim';
 import { registerReduceKernels } from './kernels/reduce';
 
 let kernelsRegistered = false;
@@ -18,6 +20,8 @@ export function registerWebGPUKernels(): void {
   registerReduceKernels();
   registerMatmulKernel();
   registerLoraKernels();
+  registerOptimizerKernels();
+  registerLossKernels();
 }
 
 /** Opens a device and wraps it as a backend (kernels registered). */

@@ -124,6 +124,59 @@ describe('webgpu reductions and softmax', () => {
   });
 });
 
+describe('webgpu optimizer step', () => {
+  for (const decoupled of [false, true]) {
+    gpuIt(`adamUpdate (${decoupled ? 'AdamW' : 'Adam with L2'}) on awkward sizes, every output`, async (b) => {
+      for (const shape of [[7, 33], [1031], [3, 1, 5]]) {
+        for (const k of [0, 1, 2]) {
+          const fn = (p: Tensor, g: Tensor, m: Tensor, v: Tensor) =>
+            T.adamUpdate(p, g, m, v, { lr: 0.01, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.05, decoupled, step: 3 })[k];
+          await againstReference(b, fn, [{ shape }, { shape }, { shape }, { shape, kind: 'positive' }], transcendental, ['param', 'm', 'v'][k]);
+        }
+      }
+    });
+  }
+});
+
+describe('webgpu fused cross-entropy', () => {
+  // Rows longer than the workgroup, a vocabulary not a multiple of 4, ignored rows (weight 0)
+  // whose target is out of range, and fractional weights; forward loss and backward dlogits.
+  for (const [N, V] of [
+    [5, 7],
+    [3, 1031],
+    [67, 300],
+  ]) {
+    gpuIt(`softmaxCrossEntropy and its gradient, [${N}, ${V}]`, async (b) => {
+      const x = values({ shape: [N, V] }, 41).map((v) => 3 * v);
+      const ids = Int32Array.from({ length: N }, (_, i) => (i % 4 === 3 ? -100 : (i * 7919 + 5) % V));
+      const w = Float64Array.from({ length: N }, (_, i) => (i % 4 === 3 ? 0 : 0.5 + (i % 3)));
+      const dy = values({ shape: [N] }, 43);
+      const run = (backend: T.Backend, dtype: DType) => {
+        const logits = T.tensor(x, [N, V], { dtype, backend, requiresGrad: true });
+        const targets = T.tensor(ids, [N], { dtype: 'int32', backend });
+        const loss = T.softmaxCrossEntropy(logits, targets, T.tensor(w, [N], { dtype, backend }));
+        const [g] = T.grad(T.sum(T.mul(loss, T.tensor(dy, [N], { dtype, backend }))), [logits]);
+        return { loss, g };
+      };
+      const want = run(cpuBackend, 'float64');
+      const got = run(b, 'float32');
+      assertClose(await got.loss.data(), want.loss.dataSync(), transcendental, 'loss');
+      assertClose(await got.g.data(), want.g.dataSync(), transcendental, 'dlogits');
+    });
+  }
+  gpuIt('a counted target outside the classes gives NaN; an ignored one 0', async (b) => {
+    const logits = T.tensor(values({ shape: [2, 5] }, 3), [2, 5], { dtype: 'float32', backend: b });
+    const loss = T.softmaxCrossEntropy(
+      logits,
+      T.tensor(Int32Array.from([5, -100]), [2], { dtype: 'int32', backend: b }),
+      T.tensor([1, 0], [2], { backend: b }),
+    );
+    const v = await loss.data();
+    expect(Number.isNaN(v[0])).toBe(true);
+    expect(v[1]).toBe(0);
+  });
+});
+
 describe('webgpu layout and indexing', () => {
   gpuIt('transpose rank 2..4, broadcastTo', async (b) => {
     await againstReference(b, (x) => T.transpose(x), [{ shape: [33, 17] }], exactF32);

@@ -1,22 +1,4 @@
-import {
-  add,
-  cast,
-  type DType,
-  equal,
-  greater,
-  less,
-  logSoftmax,
-  mean,
-  mul,
-  neg,
-  reshape,
-  sub,
-  sum,
-  type Tensor,
-  tensor,
-  ValueError,
-  where,
-} from '@metal-lora/tensor';
+import { cast, type DType, equal, mean, mul, neg, reshape, softmaxCrossEntropy, sub, sum, type Tensor, ValueError } from '@metal-lora/tensor';
 
 /** 1 where `t != value`, else 0, as `dtype`. */
 function notEqualMask(t: Tensor, value: number, dtype: DType): Tensor {
@@ -51,22 +33,11 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreI
   }
   const flat = reshape(logits, [-1, V]);
   const t = reshape(targets, [-1]);
-  const logp = logSoftmax(flat, -1);
-  // One-hot of the targets (ignored targets match no class), contracted with the log-probabilities.
-  const classes = tensor(
-    Int32Array.from({ length: V }, (_, i) => i),
-    [1, V],
-    { backend: logits.backend },
-  );
-  const onehot = cast(equal(reshape(t, [-1, 1]), classes), logits.dtype);
-  const picked = sum(mul(logp, onehot), -1);
   let weight = notEqualMask(t, ignore, logits.dtype);
   if (options.mask) weight = mul(weight, cast(reshape(options.mask, [-1]), logits.dtype));
-  const count = sum(weight);
-  const loss = neg(sum(mul(picked, weight))).div(count);
-  if (targets.backend.readSync) return loss;
-  const outside = mul(add(cast(less(t, 0), logits.dtype), cast(greater(t, V - 1), logits.dtype)), notEqualMask(t, ignore, logits.dtype));
-  return where(greater(sum(outside), 0), Number.NaN, loss);
+  // One fused op: no log-probabilities or one-hot [N, V] are formed, and a target outside the
+  // classes in a counted row makes its loss NaN (the GPU cannot throw without waiting for the device).
+  return sum(softmaxCrossEntropy(flat, t, weight)).div(sum(weight));
 }
 
 /** Mean squared error. */

@@ -1,4 +1,4 @@
-import { add, div, keep, mul, noGrad, sqrt, sub, sum, type Tensor, tidy, ValueError } from '@metal-lora/tensor';
+import { adamUpdate, add, keep, mul, noGrad, sub, sum, type Tensor, tidy, ValueError, zeros } from '@metal-lora/tensor';
 import type { Module } from './module';
 
 /** A learning rate: a number or a schedule of the step (0-based). */
@@ -88,6 +88,12 @@ export abstract class Optimizer {
     }
   }
 
+  /** Frees the optimizer's state (moments, momentum buffers); a later step starts it afresh. */
+  dispose(): void {
+    for (const st of this.state.values()) for (const t of Object.values(st)) t.dispose();
+    this.state.clear();
+  }
+
   /** Keeps a state tensor out of the step's `tidy` and frees the one it replaces. */
   protected keepState(state: Record<string, Tensor>, key: string, value: Tensor): Tensor {
     state[key]?.dispose();
@@ -156,18 +162,23 @@ export class Adam extends Optimizer {
   }
   protected decoupled = false;
   protected updateOne(p: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number, step: number): Tensor {
-    const [b1, b2] = this.options.betas ?? [0.9, 0.999];
-    const eps = this.options.eps ?? 1e-8;
-    const wd = this.options.weightDecay ?? (this.decoupled ? 0.01 : 0);
-    let param = p;
-    let g = grad;
-    if (wd && this.decoupled) param = mul(p, 1 - lr * wd);
-    else if (wd) g = add(grad, mul(p, wd));
-    const m = this.keepState(state, 'm', state.m ? add(mul(state.m, b1), mul(g, 1 - b1)) : mul(g, 1 - b1));
-    const v = this.keepState(state, 'v', state.v ? add(mul(state.v, b2), mul(mul(g, g), 1 - b2)) : mul(mul(g, g), 1 - b2));
-    const mHat = div(m, 1 - b1 ** step);
-    const denom = add(sqrt(div(v, 1 - b2 ** step)), eps);
-    return sub(param, mul(div(mHat, denom), lr));
+    const [beta1, beta2] = this.options.betas ?? [0.9, 0.999];
+    const fresh = () => zeros([...p.shape], { dtype: p.dtype, backend: p.backend });
+    const m = state.m ?? fresh();
+    const v = state.v ?? fresh();
+    // One fused op per parameter: a dozen elementwise dispatches each were most of a step's host time.
+    const [next, m2, v2] = adamUpdate(p, grad, m, v, {
+      lr,
+      beta1,
+      beta2,
+      eps: this.options.eps ?? 1e-8,
+      weightDecay: this.options.weightDecay ?? (this.decoupled ? 0.01 : 0),
+      decoupled: this.decoupled,
+      step,
+    });
+    this.keepState(state, 'm', m2);
+    this.keepState(state, 'v', v2);
+    return next;
   }
 }
 

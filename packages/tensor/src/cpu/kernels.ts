@@ -168,6 +168,61 @@ function softmaxKernel(log: boolean) {
   };
 }
 
+/** Rows of `softmaxCrossEntropy`: loss and log-sum-exp per row (f64 for float64 logits, f32 otherwise). */
+function crossEntropyKernel({ inputs: [logits, targets, weights], backend }: Args<'softmaxCrossEntropy'>): KernelOutput[] {
+  const [N, V] = logits.shape;
+  const x = backend.values(logits);
+  const t = backend.values(targets);
+  const w = backend.values(weights);
+  const loss = floatArray(logits.dtype, N);
+  const lse = floatArray(logits.dtype, N);
+  for (let i = 0; i < N; i++) {
+    let mx = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < V; j++) mx = Math.max(mx, x[i * V + j]);
+    let total = 0;
+    for (let j = 0; j < V; j++) total += Math.exp(x[i * V + j] - mx);
+    lse[i] = mx + Math.log(total);
+    const valid = t[i] >= 0 && t[i] < V;
+    loss[i] = w[i] === 0 ? 0 : valid ? w[i] * (lse[i] - x[i * V + t[i]]) : Number.NaN;
+  }
+  return [backend.output(loss, [N], logits.dtype), backend.output(lse, [N], logits.dtype)];
+}
+
+/** `softmaxCrossEntropyBackward`: dlogits = dloss·w·(softmax − one-hot). */
+function crossEntropyBackwardKernel({ inputs: [logits, targets, weights, lse, dloss], backend }: Args<'softmaxCrossEntropyBackward'>): KernelOutput[] {
+  const [N, V] = logits.shape;
+  const x = backend.values(logits);
+  const t = backend.values(targets);
+  const w = backend.values(weights);
+  const l = backend.values(lse);
+  const dy = backend.values(dloss);
+  const dx = floatArray(logits.dtype, N * V);
+  for (let i = 0; i < N; i++) {
+    const c = dy[i] * w[i];
+    for (let j = 0; j < V; j++) dx[i * V + j] = c === 0 ? 0 : c * (Math.exp(x[i * V + j] - l[i]) - (j === t[i] ? 1 : 0));
+  }
+  return [backend.output(dx, [N, V], logits.dtype)];
+}
+
+/** The float64-capable reference of `adamUpdate` (f32 arithmetic for f32/f16, as the GPU). */
+function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args<'adamUpdate'>): KernelOutput[] {
+  const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, step } = attrs;
+  const [pv, gv, mv, vv] = [param, grad, m, v].map((t) => backend.values(t));
+  const n = pv.length;
+  const [po, mo, vo] = [0, 1, 2].map(() => floatArray(param.dtype, n));
+  const c1 = 1 - beta1 ** step;
+  const c2 = 1 - beta2 ** step;
+  for (let i = 0; i < n; i++) {
+    const g = decoupled || !wd ? gv[i] : gv[i] + wd * pv[i];
+    const p0 = decoupled && wd ? pv[i] * (1 - lr * wd) : pv[i];
+    mo[i] = beta1 * mv[i] + (1 - beta1) * g;
+    vo[i] = beta2 * vv[i] + (1 - beta2) * g * g;
+    po[i] = p0 - (lr * (mo[i] / c1)) / (Math.sqrt(vo[i] / c2) + eps);
+  }
+  const shape = [...param.shape];
+  return [po, mo, vo].map((o) => backend.output(o, shape, param.dtype));
+}
+
 function matmulKernel({ inputs: [a, b], attrs, backend }: Args<'matmul'>): KernelOutput[] {
   const av = asFloats(backend.values(a), a.dtype);
   const bv = asFloats(backend.values(b), b.dtype);
@@ -429,6 +484,9 @@ export function registerCpuKernels(): void {
   registerKernel('cpu', 'scatterAdd', scatterAddKernel);
   registerKernel('cpu', 'loraLinear', loraLinearKernel);
   registerKernel('cpu', 'loraLinearBackward', loraLinearBackwardKernel);
+  registerKernel('cpu', 'softmaxCrossEntropy', crossEntropyKernel);
+  registerKernel('cpu', 'softmaxCrossEntropyBackward', crossEntropyBackwardKernel);
+  registerKernel('cpu', 'adamUpdate', adamUpdateKernel);
 }
 
 export type { TensorRef };

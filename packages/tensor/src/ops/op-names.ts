@@ -69,6 +69,15 @@ export interface OpAttrs {
     needWeight: boolean;
     needBias: boolean;
   };
+  /**
+   * [param, grad, m, v] (one shape, one float dtype) → [param', m', v']: one Adam/AdamW step
+   * (`adamUpdate`); bias corrections from `step` (≥ 1).
+   */
+  /** [logits [N, V], targets int32 [N], weights [N]] → [loss [N], logsumexp [N]] (`softmaxCrossEntropy`). */
+  softmaxCrossEntropy: Record<string, never>;
+  /** [logits [N, V], targets [N], weights [N], logsumexp [N], dloss [N]] → [dlogits [N, V]]. */
+  softmaxCrossEntropyBackward: Record<string, never>;
+  adamUpdate: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean; step: number };
 }
 
 export type OpName = keyof OpAttrs;
@@ -110,6 +119,9 @@ export const OP_NAMES = [
   'scatterAdd',
   'loraLinear',
   'loraLinearBackward',
+  'softmaxCrossEntropy',
+  'softmaxCrossEntropyBackward',
+  'adamUpdate',
 ] as const satisfies readonly OpName[];
 
 export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'tanh', 'sigmoid', 'silu', 'relu', 'erf', 'abs', 'gelu'] as const;

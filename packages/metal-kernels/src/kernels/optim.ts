@@ -1,0 +1,38 @@
+import { type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
+import adamSource from '../wgsl/adam.wgsl';
+import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
+
+/** `adamUpdate`: one dispatch for the whole step of one parameter (adam.wgsl). */
+function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args): KernelOutput[] {
+  const t = typeOf(backend, param.dtype, 'adamUpdate');
+  const n = sizeOf(param.shape);
+  const outs = ['param', 'm', 'v'].map((name) => backend.allocate(param.dtype, n, `adamUpdate ${name}`));
+  const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, step } = attrs;
+  const { workgroups, gridX } = grid1d(n);
+  const { key, source } = shader('adam', adamSource, { ENABLE: enableFor(t), T: t });
+  const params = uniform([
+    n,
+    gridX,
+    { f32: lr },
+    { f32: beta1 },
+    { f32: beta2 },
+    { f32: eps },
+    { f32: decoupled ? 0 : wd },
+    { f32: decoupled ? 1 - lr * wd : 1 },
+    { f32: 1 - beta1 ** step },
+    { f32: 1 - beta2 ** step },
+  ]);
+  backend.dispatch({
+    key,
+    source,
+    buffers: [buf(param), buf(grad), buf(m), buf(v), ...outs.map((o) => o.buffer)],
+    uniform: params,
+    workgroups,
+    label: 'adamUpdate',
+  });
+  return outs.map((o) => out(o, [...param.shape], param.dtype));
+}
+
+export function registerOptimizerKernels(): void {
+  registerKernel('webgpu', 'adamUpdate', adamUpdateKernel);
+}

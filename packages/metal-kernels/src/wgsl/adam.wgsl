@@ -1,0 +1,41 @@
+// adam.wgsl: one Adam/AdamW step of one parameter, in f32:
+//   g = grad (+ wd·param when L2), m' = b1·m + (1 − b1)·g, v' = b2·v + (1 − b2)·g²,
+//   param' = param·decay − lr·(m' / c1) / (sqrt(v' / c2) + eps)
+// with decay = 1 − lr·wd for AdamW (1 otherwise) and c1, c2 the bias corrections 1 − β^step.
+//
+// Bindings (group 0):
+//   0  param  storage, read        [n] {{T}}
+//   1  grad   storage, read        [n] {{T}}
+//   2  m      storage, read        [n] {{T}}
+//   3  v      storage, read        [n] {{T}}
+//   4  po     storage, read_write  [n] {{T}}  param'
+//   5  mo     storage, read_write  [n] {{T}}  m'
+//   6  vo     storage, read_write  [n] {{T}}  v'
+//   7  p      uniform              { n, grid_x: u32, lr, b1, b2, eps, l2, decay, c1, c2: f32 }
+// Dispatch: ceil(n / 256) workgroups of 256 threads, folded into (x, y) when above 65535
+// (grid_x = workgroups along x · 256). T is f32 or f16.
+{{ENABLE}}
+
+struct Params { n: u32, grid_x: u32, lr: f32, b1: f32, b2: f32, eps: f32, l2: f32, decay: f32, c1: f32, c2: f32 }
+
+@group(0) @binding(0) var<storage, read> param: array<{{T}}>;
+@group(0) @binding(1) var<storage, read> grad: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> m: array<{{T}}>;
+@group(0) @binding(3) var<storage, read> v: array<{{T}}>;
+@group(0) @binding(4) var<storage, read_write> po: array<{{T}}>;
+@group(0) @binding(5) var<storage, read_write> mo: array<{{T}}>;
+@group(0) @binding(6) var<storage, read_write> vo: array<{{T}}>;
+@group(0) @binding(7) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.y * p.grid_x + gid.x;
+  if (i >= p.n) { return; }
+  let w = f32(param[i]);
+  let g = f32(grad[i]) + p.l2 * w;
+  let m2 = p.b1 * f32(m[i]) + (1.0 - p.b1) * g;
+  let v2 = p.b2 * f32(v[i]) + (1.0 - p.b2) * g * g;
+  mo[i] = {{T}}(m2);
+  vo[i] = {{T}}(v2);
+  po[i] = {{T}}(w * p.decay - p.lr * (m2 / p.c1) / (sqrt(v2 / p.c2) + p.eps));
+}

@@ -1,0 +1,136 @@
+import { describe, expect, it } from 'vitest';
+import { adamUpdate, logSoftmax, mul, softmaxCrossEntropy, sum, type Tensor, tensor } from '../src/index';
+import { assertClose, gradCheck, randomTensor, randomValues, TOLERANCES } from '../src/testing';
+
+/** Adam written out in float64 for one element, step by step (PyTorch's Adam/AdamW). */
+function adamReference(p: number, grads: number[], o: { lr: number; b1: number; b2: number; eps: number; wd: number; decoupled: boolean }) {
+  let m = 0;
+  let v = 0;
+  grads.forEach((g0, i) => {
+    const step = i + 1;
+    const g = o.decoupled ? g0 : g0 + o.wd * p;
+    if (o.decoupled) p *= 1 - o.lr * o.wd;
+    m = o.b1 * m + (1 - o.b1) * g;
+    v = o.b2 * v + (1 - o.b2) * g * g;
+    p -= (o.lr * (m / (1 - o.b1 ** step))) / (Math.sqrt(v / (1 - o.b2 ** step)) + o.eps);
+  });
+  return { p, m, v };
+}
+
+describe('adamUpdate', () => {
+  for (const decoupled of [false, true]) {
+    it(`matches Adam written out in float64 over three steps (${decoupled ? 'AdamW' : 'Adam with L2'})`, () => {
+      const n = 37;
+      const o = { lr: 0.01, b1: 0.8, b2: 0.95, eps: 1e-6, wd: 0.1, decoupled };
+      const p0 = randomValues(n, 3);
+      const grads = [0, 1, 2].map((s) => randomValues(n, 10 + s));
+      const opts = { dtype: 'float64' as const };
+      let p = tensor(p0, [n], opts);
+      let m = tensor(new Float64Array(n), [n], opts);
+      let v = tensor(new Float64Array(n), [n], opts);
+      grads.forEach((g, i) => {
+        [p, m, v] = adamUpdate(p, tensor(g, [n], opts), m, v, { lr: o.lr, beta1: o.b1, beta2: o.b2, eps: o.eps, weightDecay: o.wd, decoupled, step: i + 1 });
+      });
+      const want = Array.from({ length: n }, (_, i) =>
+        adamReference(
+          p0[i],
+          grads.map((g) => g[i]),
+          o,
+        ),
+      );
+      assertClose(
+        p.dataSync(),
+        Float64Array.from(want, (w) => w.p),
+        TOLERANCES.float64,
+        'param',
+      );
+      assertClose(
+        m.dataSync(),
+        Float64Array.from(want, (w) => w.m),
+        TOLERANCES.float64,
+        'm',
+      );
+      assertClose(
+        v.dataSync(),
+        Float64Array.from(want, (w) => w.v),
+        TOLERANCES.float64,
+        'v',
+      );
+    });
+  }
+
+  it('a hand-computed first step moves the parameter by lr against the gradient sign', () => {
+    // Step 1 with no decay: m̂ = g, v̂ = g², so the step is lr·g/(|g| + eps).
+    const [p] = adamUpdate(tensor([1, -2], [2]), tensor([0.5, -4], [2]), tensor([0, 0], [2]), tensor([0, 0], [2]), {
+      lr: 0.1,
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 0,
+      step: 1,
+    });
+    assertClose(p.dataSync(), Float64Array.from([0.9, -1.9]), TOLERANCES.float32);
+  });
+
+  it('refuses mismatched shapes, dtypes and out-of-range hyperparameters', () => {
+    const a = tensor([1, 2], [2]);
+    const opts = { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 1 };
+    expect(() => adamUpdate(a, tensor([1, 2, 3], [3]), a, a, opts)).toThrow('adamUpdate: grad differs in shape from param; expected [2], got [3]');
+    expect(() => adamUpdate(a, tensor([1, 2], [2], { dtype: 'float64' }), a, a, opts)).toThrow(/adamUpdate: grad has another dtype than param/);
+    expect(() => adamUpdate(a, a, a, a, { ...opts, step: 0 })).toThrow('adamUpdate: step is out of range; expected an integer ≥ 1, got 0');
+    expect(() => adamUpdate(a, a, a, a, { ...opts, beta1: 1 })).toThrow('adamUpdate: beta1 is out of range; expected a number in [0, 1), got 1');
+    expect(() => adamUpdate(a, a, a, a, { ...opts, lr: Number.NaN })).toThrow('adamUpdate: lr is out of range; expected a finite number ≥ 0, got NaN');
+    const ints = tensor([1, 2], [2], { dtype: 'int32' });
+    expect(() => adamUpdate(ints, ints, ints, ints, opts)).toThrow(/adamUpdate: param must be floating point/);
+  });
+});
+
+describe('softmaxCrossEntropy', () => {
+  const N = 5;
+  const V = 7;
+  const targets = tensor(Int32Array.from([3, 0, 6, -100, 2]), [N], { dtype: 'int32' });
+  const weights = tensor([1, 0.5, 2, 0, 1], [N], { dtype: 'float64' });
+
+  it('equals −w·log softmax at the target, row by row, in float64', () => {
+    const x = randomTensor([N, V], 5, { dtype: 'float64' });
+    const got = softmaxCrossEntropy(x, targets, weights).dataSync();
+    const want = sum(mul(mul(logSoftmax(x, -1), tensor(oneHot([3, 0, 6, -1, 2], V), [N, V], { dtype: 'float64' })), -1), -1);
+    const w = weights.dataSync();
+    assertClose(
+      got,
+      Float64Array.from(want.dataSync(), (v, i) => v * w[i]),
+      TOLERANCES.float64,
+    );
+  });
+
+  it('gradient in the logits matches central differences, ignored rows included', () => {
+    const fn = (x: Tensor) => softmaxCrossEntropy(x, targets, weights);
+    gradCheck(fn, [randomTensor([N, V], 9, { dtype: 'float64', requiresGrad: true })]);
+  });
+
+  it('a target outside the classes gives NaN where it counts and 0 where its weight is 0', () => {
+    const x = randomTensor([2, 3], 2, { dtype: 'float64' });
+    const got = softmaxCrossEntropy(x, tensor(Int32Array.from([3, -1]), [2], { dtype: 'int32' }), tensor([1, 0], [2], { dtype: 'float64' })).dataSync();
+    expect(Number.isNaN(got[0])).toBe(true);
+    expect(got[1]).toBe(0);
+  });
+
+  it('refuses wrong ranks and dtypes', () => {
+    const x = randomTensor([2, 3], 2);
+    const w = tensor([1, 1], [2]);
+    const t = tensor(Int32Array.from([0, 1]), [2], { dtype: 'int32' });
+    expect(() => softmaxCrossEntropy(randomTensor([6], 1), t, w)).toThrow('softmaxCrossEntropy: logits must be [N, V]; expected rank 2, got [6]');
+    expect(() => softmaxCrossEntropy(x, tensor([0, 1], [2]), w)).toThrow('softmaxCrossEntropy: targets must be int32 class ids; expected int32, got float32');
+    expect(() => softmaxCrossEntropy(x, t, tensor([1, 1, 1], [3]))).toThrow('softmaxCrossEntropy: weights must be [N]; expected [2], got [3]');
+    expect(() => softmaxCrossEntropy(x, t, tensor([1, 1], [2], { dtype: 'float64' }))).toThrow(
+      'softmaxCrossEntropy: weights must have the dtype of logits; expected float32, got float64',
+    );
+  });
+});
+
+function oneHot(ids: number[], V: number): Float64Array {
+  const out = new Float64Array(ids.length * V);
+  ids.forEach((id, i) => {
+    if (id >= 0) out[i * V + id] = 1;
+  });
+  return out;
+}
