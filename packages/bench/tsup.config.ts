@@ -12,6 +12,7 @@ export default defineConfig({
     'probe-sgmat': 'src/probe-sgmat.ts',
     'lora-bench': 'src/lora-bench.ts',
     'decode-bench': 'src/decode-bench.ts',
+    'e2e-bench': 'src/e2e-bench.ts',
     cli: 'src/cli.ts',
   },
   format: ['esm'],

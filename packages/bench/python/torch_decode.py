@@ -1,7 +1,7 @@
 """PyTorch + transformers greedy decoding timings, the peer of decode-bench.ts, in the same call.
 
 Takes one JSON argument: {"shapes": {name: config}, "prompt": N, "tokens": N}. For each shape: a
-random-weight LlamaForCausalLM in f32 on CUDA (TF32 off, SDPA attention), `generate` with greedy
+random-weight model of the shape's model_type in f32 on CUDA (TF32 off, SDPA attention), `generate` with greedy
 decoding and exactly `tokens` new tokens (min_new_tokens = max_new_tokens), timed with the device
 synchronized: time to first token = generate of one token; tokens/s = (tokens - 1) / (the full
 run minus the first-token time). Median of 3 after a warm-up. Prints one JSON object.
@@ -11,7 +11,7 @@ import sys
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 torch.backends.cuda.matmul.allow_tf32 = False
 dev = torch.device("cuda")
@@ -29,8 +29,9 @@ def timed(fn):
 results = {}
 for name, shape in spec["shapes"].items():
     torch.manual_seed(0)
-    config = LlamaConfig(**shape)
-    model = LlamaForCausalLM(config).to(dev).eval()
+    shape = dict(shape)
+    config = AutoConfig.for_model(shape.pop("model_type"), **shape)
+    model = AutoModelForCausalLM.from_config(config).to(dev).eval()
     ids = (torch.arange(spec["prompt"], device=dev)[None] * 7919 + 13) % config.vocab_size
 
     def gen(n):

@@ -4,6 +4,7 @@
  *
  *   metal-lora-bench [--quick] [--backend webgpu|cpu] [--json out.json] [--svg out.svg] [--no-peers] [--no-warm]
  *   metal-lora-bench decode [...]   (generation: see decode-bench.ts)
+ *   metal-lora-bench e2e [...]      (a LoRA training step of whole models: see e2e-bench.ts)
  *
  * Rows: forward at rank 8, 16, 32, 64 and backward (a training step: forward + dx, dA, dB) for
  * M = 2048 tokens (batch 4 × seq 512), in = out = 4096, plus decode (M = 1, 16; rank 16); the
@@ -14,6 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
 import { runDecodeBench } from './decode-bench';
+import { runE2EBench } from './e2e-bench';
 import { type LoraCase, runLoraBench } from './lora-core';
 import { tfjsPeer, torchPeer } from './peers';
 import { key, markdownTable, type Row, svgChart } from './report';
@@ -97,5 +99,6 @@ async function main(): Promise<void> {
 
 if (process.argv[1]?.match(/cli\.(ts|mjs|js)$|metal-lora-bench/)) {
   if (process.argv[2] === 'decode') await runDecodeBench(process.argv.slice(3));
+  else if (process.argv[2] === 'e2e') await runE2EBench(process.argv.slice(3));
   else await main();
 }

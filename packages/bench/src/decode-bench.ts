@@ -12,39 +12,10 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
-import { generateIds, type LlamaConfig, LlamaForCausalLM, Sampler } from '@metal-lora/nn';
+import { generateIds, LlamaForCausalLM, Sampler } from '@metal-lora/nn';
 import * as T from '@metal-lora/tensor';
 import { loadModel } from 'metal-lora';
-
-/** Published shapes (random weights): the sizes that set decode speed. */
-export const DECODE_SHAPES: Record<string, LlamaConfig> = {
-  'smollm2-135m': {
-    model_type: 'llama',
-    vocab_size: 49152,
-    hidden_size: 576,
-    intermediate_size: 1536,
-    num_hidden_layers: 30,
-    num_attention_heads: 9,
-    num_key_value_heads: 3,
-    rope_theta: 100000,
-    rms_norm_eps: 1e-5,
-    tie_word_embeddings: true,
-  },
-  'llama-3.2-1b': {
-    model_type: 'llama',
-    vocab_size: 128256,
-    hidden_size: 2048,
-    intermediate_size: 8192,
-    num_hidden_layers: 16,
-    num_attention_heads: 32,
-    num_key_value_heads: 8,
-    head_dim: 64,
-    rope_theta: 500000,
-    rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
-    rms_norm_eps: 1e-5,
-    tie_word_embeddings: true,
-  },
-};
+import { MODEL_SHAPES as DECODE_SHAPES } from './shapes';
 
 export interface DecodeRow {
   model: string;
@@ -78,7 +49,7 @@ function torchDecode(names: string[], prompt: number, tokens: number): Map<strin
   if (probe.status !== 0) return 'pytorch: python3 with torch and transformers is not available here';
   if (probe.stdout.trim() !== 'True') return 'pytorch: torch has no CUDA device here';
   const script = fileURLToPath(new URL(process.env.METAL_LORA_TORCH_DECODE ?? '../python/torch_decode.py', import.meta.url));
-  const shapes = Object.fromEntries(names.map((n) => [n, { ...DECODE_SHAPES[n], model_type: undefined }]));
+  const shapes = Object.fromEntries(names.map((n) => [n, DECODE_SHAPES[n]]));
   const run = spawnSync('python3', [script, JSON.stringify({ shapes, prompt, tokens })], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (run.status !== 0) return `pytorch: the script failed (${run.stderr.trim().split('\n').pop()})`;
   const json = JSON.parse(run.stdout) as { device: string; results: Record<string, { ttftMs: number; tokensPerSecond: number }> };

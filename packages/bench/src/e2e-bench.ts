@@ -1,0 +1,325 @@
+/**
+ * `metal-lora-bench e2e`: a whole LoRA fine-tuning step as a user runs it — forward, cross-entropy
+ * loss, backward, AdamW — on published model shapes with random weights and tokens, against
+ * PyTorch + transformers + PEFT (f32, TF32 off, SDPA attention) in the same run where `torch` with
+ * CUDA exists.
+ *
+ *   metal-lora-bench e2e [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b,qwen2.5-0.5b]
+ *                        [--batch 4] [--seq 512] [--rank 8] [--steps 5] [--warmup 2] [--json out.json] [--no-peers] [--share-passes]
+ *
+ * LoRA rank `--rank` (alpha 16) on all seven linear layers of every block, as mlx-lm and PEFT users
+ * commonly train. Per step: wall time (the loss is read back every step, as a training loop that
+ * reports it does), the host time spent recording it, tokens/s, the allocator's peak, the GPU's busy
+ * share (NVIDIA: `nvidia-smi` sampled during the timed steps) and the backend's dispatches, submits
+ * and buffer creations per step. The CPU backend times the embedded model (`pnpm start`'s).
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
+import { AdamW, crossEntropy, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } from '@metal-lora/nn';
+import * as T from '@metal-lora/tensor';
+import { loadModel } from 'metal-lora';
+import { MODEL_SHAPES } from './shapes';
+
+/** The shapes `e2e` knows besides the published ones: `tiny` (CI's reduced run on lavapipe). */
+export const E2E_SHAPES: Record<string, LlamaConfig> = {
+  ...MODEL_SHAPES,
+  tiny: {
+    model_type: 'llama',
+    vocab_size: 512,
+    hidden_size: 64,
+    intermediate_size: 176,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: true,
+  },
+};
+
+export interface E2EOptions {
+  models: string[];
+  batch: number;
+  seq: number;
+  rank: number;
+  steps: number;
+  warmup: number;
+}
+
+export interface E2ERow {
+  model: string;
+  parameters: number;
+  trainable: number;
+  /** Median wall time of a step (loss read back), ms. */
+  stepMs: number;
+  /** Median host time recording a step (before waiting for the loss), ms. */
+  hostMs: number;
+  tokensPerSecond: number;
+  /** The allocator's peak during the timed steps (live tensors and workspaces; not the idle pool). */
+  peakBytes: number;
+  /** GPU busy share during the timed steps (0..1), where `nvidia-smi` exists. */
+  gpuBusy?: number;
+  /** Per step (webgpu). */
+  dispatches?: number;
+  submits?: number;
+  buffersCreated?: number;
+  losses: number[];
+  torch?: TorchRow | string;
+}
+
+export interface TorchRow {
+  stepMs: number;
+  tokensPerSecond: number;
+  peakBytes: number;
+  gpuBusy?: number;
+  losses: number[];
+}
+
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+
+/** Samples `nvidia-smi`'s utilization every 100 ms until stopped; undefined where there is none. */
+function busySampler(): { stop: () => Promise<number | undefined> } {
+  let child: ChildProcess | undefined;
+  let text = '';
+  try {
+    child = spawn('nvidia-smi', ['--query-gpu=utilization.gpu', '--format=csv,noheader,nounits', '-lms', '100', '-i', '0'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    child.on('error', () => {
+      child = undefined;
+    });
+    child.stdout?.on('data', (d) => {
+      text += d;
+    });
+  } catch {
+    child = undefined;
+  }
+  return {
+    stop: async () => {
+      if (!child) return undefined;
+      const done = new Promise((resolve) => child!.on('close', resolve));
+      child.kill();
+      await done;
+      // The first sample may predate the steps: drop it.
+      const samples = text
+        .trim()
+        .split('\n')
+        .map(Number)
+        .filter((v) => Number.isFinite(v))
+        .slice(1);
+      return samples.length ? samples.reduce((a, b) => a + b, 0) / samples.length / 100 : undefined;
+    },
+  };
+}
+
+/** Seeded token ids in `[0, vocab)` (xorshift), so every run and PyTorch see the same data. */
+export function randomTokens(count: number, vocab: number, seed: number): Int32Array {
+  let s = seed >>> 0 || 1;
+  return Int32Array.from({ length: count }, () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) % vocab;
+  });
+}
+
+/** Times `options.steps` LoRA training steps of one model on the current backend. */
+export async function timeTrainingSteps(name: string, options: E2EOptions): Promise<E2ERow> {
+  const backend = T.getBackend();
+  const gpu = backend instanceof WebGPUBackend ? backend : null;
+  const model =
+    name === 'embedded'
+      ? loadModel(fileURLToPath(new URL('../../metal-lora/assets/base', import.meta.url))).model
+      : new LlamaForCausalLM(E2E_SHAPES[name] ?? unknownModel(name), { seed: 1 });
+  const vocab = model.config.vocab_size;
+  const parameters = model.namedParameters().reduce((n, [, p]) => n + p.size, 0);
+  linearToLoRALayers(model, { rank: options.rank, alpha: 16, seed: 7 });
+  const trainable = model.trainableParameters().reduce((n, [, p]) => n + p.size, 0);
+  model.train();
+  const optimizer = new AdamW(model, { lr: 1e-4 });
+  const { batch: B, seq: L } = options;
+  const tokens = randomTokens(B * (L + 1), vocab, 1234);
+  const inputs = T.tensor(
+    Int32Array.from({ length: B * L }, (_, i) => tokens[Math.floor(i / L) * (L + 1) + (i % L)]),
+    [B, L],
+    { dtype: 'int32' },
+  );
+  const targets = T.tensor(
+    Int32Array.from({ length: B * L }, (_, i) => tokens[Math.floor(i / L) * (L + 1) + (i % L) + 1]),
+    [B, L],
+    { dtype: 'int32' },
+  );
+  const step = valueAndGrad(model, (x: T.Tensor, y: T.Tensor) => crossEntropy(model.forward(x), y));
+  const losses: number[] = [];
+  const once = async (): Promise<{ wall: number; host: number }> => {
+    const t0 = performance.now();
+    const loss = T.tidy(() => {
+      const [l, grads] = step(inputs, targets);
+      optimizer.update(model, grads);
+      return l;
+    });
+    const host = performance.now() - t0;
+    losses.push(await loss.item());
+    loss.dispose();
+    return { wall: performance.now() - t0, host };
+  };
+  for (let i = 0; i < options.warmup; i++) await once();
+  backend.resetPeak();
+  const before = gpu ? { ...gpu.stats } : null;
+  const sampler = gpu ? busySampler() : null;
+  const times: { wall: number; host: number }[] = [];
+  for (let i = 0; i < options.steps; i++) times.push(await once());
+  const gpuBusy = await sampler?.stop();
+  const per = (k: keyof WebGPUBackend['stats']) => (gpu && before ? Math.round((gpu.stats[k] - before[k]) / options.steps) : undefined);
+  const stepMs = median(times.map((t) => t.wall));
+  const row: E2ERow = {
+    model: name,
+    parameters,
+    trainable,
+    stepMs,
+    hostMs: median(times.map((t) => t.host)),
+    tokensPerSecond: (B * L) / (stepMs / 1000),
+    peakBytes: backend.memory().peakBytes,
+    gpuBusy,
+    dispatches: per('dispatches'),
+    submits: per('submits'),
+    buffersCreated: per('buffersCreated'),
+    losses,
+  };
+  for (const t of [inputs, targets]) t.dispose();
+  optimizer.dispose();
+  for (const [, p] of model.namedParameters()) p.dispose();
+  gpu?.releasePool();
+  return row;
+}
+
+function unknownModel(name: string): never {
+  throw new T.ValueError('metal-lora-bench e2e', `unknown model shape '${name}'`, `one of ${Object.keys(E2E_SHAPES).join(', ')}, embedded`, name);
+}
+
+function torchSteps(names: string[], options: E2EOptions): Map<string, TorchRow> | string {
+  const probe = spawnSync('python3', ['-c', 'import torch, transformers, peft; print(torch.cuda.is_available())'], { encoding: 'utf8' });
+  if (probe.status !== 0) return 'pytorch: python3 with torch, transformers and peft is not available here';
+  if (probe.stdout.trim() !== 'True') return 'pytorch: torch has no CUDA device here';
+  const script = fileURLToPath(new URL(process.env.METAL_LORA_TORCH_E2E ?? '../python/torch_e2e.py', import.meta.url));
+  const shapes = Object.fromEntries(names.map((n) => [n, E2E_SHAPES[n]]));
+  const run = spawnSync('python3', [script, JSON.stringify({ shapes, ...options, seed: 1234 })], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (run.status !== 0) return `pytorch: the script failed (${run.stderr.trim().split('\n').pop()})`;
+  const json = JSON.parse(run.stdout) as { device: string; results: Record<string, TorchRow> };
+  return new Map(Object.entries(json.results));
+}
+
+const gb = (bytes: number) => (bytes / 1e9).toFixed(2);
+const pct = (v: number | undefined) => (v === undefined ? '–' : `${Math.round(v * 100)}%`);
+
+/** The markdown table of a run: ours and PyTorch side by side, with the ratios. */
+export function e2eTable(rows: E2ERow[], device: string, options: E2EOptions, date: string): string {
+  const lines = [
+    `LoRA training step on ${device}, ${date}: batch ${options.batch} × ${options.seq} tokens, rank ${options.rank} on all linear layers, AdamW, f32; median of ${options.steps} steps after ${options.warmup}.`,
+    '',
+    '| model | ours: step (ms) | host (ms) | tokens/s | peak (GB) | GPU busy | dispatches/step | PyTorch+PEFT: step (ms) | tokens/s | peak (GB) | GPU busy | speed ours/PyTorch | memory ours/PyTorch |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map((r) => {
+      const t = typeof r.torch === 'object' ? r.torch : undefined;
+      return [
+        r.model,
+        r.stepMs.toFixed(1),
+        r.hostMs.toFixed(1),
+        Math.round(r.tokensPerSecond).toLocaleString('en-US'),
+        gb(r.peakBytes),
+        pct(r.gpuBusy),
+        r.dispatches ?? '–',
+        t ? t.stepMs.toFixed(1) : '–',
+        t ? Math.round(t.tokensPerSecond).toLocaleString('en-US') : '–',
+        t ? gb(t.peakBytes) : '–',
+        pct(t?.gpuBusy),
+        t ? `${(r.tokensPerSecond / t.tokensPerSecond).toFixed(2)}×` : '–',
+        t ? `${(r.peakBytes / t.peakBytes).toFixed(2)}×` : '–',
+      ]
+        .join(' | ')
+        .replace(/^/, '| ')
+        .concat(' |');
+    }),
+  ];
+  const notes = [...new Set(rows.filter((r) => typeof r.torch === 'string').map((r) => r.torch as string))];
+  return `${lines.join('\n')}${notes.length ? `\n\n${notes.join('\n')}` : ''}`;
+}
+
+export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; table: string }> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      backend: { type: 'string', default: 'webgpu' },
+      models: { type: 'string' },
+      batch: { type: 'string' },
+      seq: { type: 'string' },
+      rank: { type: 'string', default: '8' },
+      steps: { type: 'string', default: '5' },
+      warmup: { type: 'string', default: '2' },
+      json: { type: 'string' },
+      'no-peers': { type: 'boolean', default: false },
+      'share-passes': { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  const cpu = values.backend === 'cpu';
+  if (values.backend !== 'cpu' && values.backend !== 'webgpu')
+    throw new T.ValueError('metal-lora-bench e2e', 'unknown --backend', 'webgpu or cpu', String(values.backend));
+  const int = (flag: string, v: string | undefined, fallback: number) => {
+    const n = v === undefined ? fallback : Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new T.ValueError('metal-lora-bench e2e', `--${flag} must be a positive integer`, 'e.g. 4', String(v));
+    return n;
+  };
+  const options: E2EOptions = {
+    models: (values.models ?? (cpu ? 'embedded' : 'smollm2-135m,qwen2.5-0.5b,llama-3.2-1b')).split(','),
+    batch: int('batch', values.batch, cpu ? 4 : 4),
+    seq: int('seq', values.seq, cpu ? 64 : 512),
+    rank: int('rank', values.rank, 8),
+    steps: int('steps', values.steps, 5),
+    warmup: int('warmup', values.warmup, 2),
+  };
+  for (const m of options.models) if (m !== 'embedded' && !E2E_SHAPES[m]) unknownModel(m);
+  let device: string;
+  if (cpu) {
+    T.setBackendSync(T.cpuBackend);
+    device = 'CPU backend (JavaScript, one thread)';
+  } else {
+    const gpu = await createWebGPUBackend();
+    gpu.sharePasses = values['share-passes'];
+    T.setBackendSync(gpu);
+    const r = gpu.context.report;
+    device = `${r.vendor} ${r.device || r.architecture} ${r.description} (WebGPU via ${r.runtime})`.replace(/\s+/g, ' ');
+  }
+  console.log(`e2e bench on ${device}: ${options.models.join(', ')}; batch ${options.batch} × ${options.seq}, rank ${options.rank}`);
+  const rows: E2ERow[] = [];
+  for (const name of options.models) {
+    const row = await timeTrainingSteps(name, options);
+    console.log(
+      `${name}: ${row.stepMs.toFixed(1)} ms/step (host ${row.hostMs.toFixed(1)} ms), ${Math.round(row.tokensPerSecond)} tokens/s, peak ${gb(row.peakBytes)} GB` +
+        (row.dispatches !== undefined ? `, ${row.dispatches} dispatches, ${row.submits} submits, ${row.buffersCreated} buffers created per step` : '') +
+        (row.gpuBusy !== undefined ? `, GPU busy ${pct(row.gpuBusy)}` : '') +
+        `; losses ${row.losses.map((l) => l.toFixed(3)).join(' ')}`,
+    );
+    rows.push(row);
+  }
+  const peers = options.models.filter((n) => n in E2E_SHAPES);
+  if (!values['no-peers'] && peers.length > 0) {
+    console.log('peer: PyTorch + transformers + PEFT …');
+    const torch = torchSteps(peers, options);
+    for (const row of rows) row.torch = typeof torch === 'string' ? torch : torch.get(row.model);
+  }
+  const date = new Date().toISOString().slice(0, 10);
+  const table = e2eTable(rows, device, options, date);
+  console.log(`\n${table}\n`);
+  if (values.json) writeFileSync(values.json, JSON.stringify({ device, date: new Date().toISOString(), options, rows }, null, 2));
+  const backend = T.getBackend();
+  if (backend instanceof WebGPUBackend) {
+    await backend.sync();
+    backend.context.device.destroy();
+  }
+  return { rows, table };
+}
+
+if (process.argv[1]?.match(/e2e-bench\.(ts|mjs|js)$/)) await runE2EBench(process.argv.slice(2));
