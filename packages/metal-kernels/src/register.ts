@@ -1,6 +1,7 @@
 import { registerBackend, resolveBackend } from '@metal-lora/tensor';
 import { WebGPUBackend } from './backend';
 import { autoSkipReason, requestGPU, type RequestGPUOptions } from './device';
+import { registerBlockKernels } from './kernels/block';
 import { registerElementwiseKernels } from './kernels/elementwise';
 import { registerLayoutKernels } from './kernels/layout';
 import { registerLoraKernels } from './kernels/lora';
@@ -22,6 +23,7 @@ export function registerWebGPUKernels(): void {
   registerLoraKernels();
   registerOptimizerKernels();
   registerLossKernels();
+  registerBlockKernels();
 }
 
 /** Opens a device and wraps it as a backend (kernels registered). */

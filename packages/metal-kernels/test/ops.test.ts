@@ -164,6 +164,22 @@ describe('webgpu fused cross-entropy', () => {
       assertClose(await got.g.data(), want.g.dataSync(), transcendental, 'dlogits');
     });
   }
+  gpuIt('linearCrossEntropy in chunks of 3 rows: value and gradient in h', async (b) => {
+    const [N, V, D] = [8, 1031, 24];
+    const W = values({ shape: [V, D] }, 71);
+    const ids = Int32Array.from({ length: N }, (_, i) => (i === 5 ? -100 : (i * 131 + 7) % V));
+    const w = Float64Array.from({ length: N }, (_, i) => (i === 5 ? 0 : 1 + (i % 2)));
+    await valueAndGradsAgainstReference(
+      b,
+      (h) => {
+        const opts = { dtype: h.dtype, backend: h.backend };
+        const targets = T.tensor(ids, [N], { dtype: 'int32', backend: h.backend });
+        return T.linearCrossEntropy(h, T.tensor(W, [V, D], opts), targets, T.tensor(w, [N], opts), { chunkRows: 3 });
+      },
+      [[N, D]],
+      { rtol: 1e-4, atol: 1e-5 },
+    );
+  });
   gpuIt('a counted target outside the classes gives NaN; an ignored one 0', async (b) => {
     const logits = T.tensor(values({ shape: [2, 5] }, 3), [2, 5], { dtype: 'float32', backend: b });
     const loss = T.softmaxCrossEntropy(
@@ -175,6 +191,83 @@ describe('webgpu fused cross-entropy', () => {
     expect(Number.isNaN(v[0])).toBe(true);
     expect(v[1]).toBe(0);
   });
+});
+
+/**
+ * `fn`'s value and its gradients in every input, on the GPU (f32) and the CPU (f64), from the same
+ * random inputs and output weights: outputs, then gradients, compared.
+ */
+async function valueAndGradsAgainstReference(b: WebGPUBackend, fn: (...xs: Tensor[]) => Tensor, shapes: number[][], tol: Tolerance): Promise<void> {
+  const data = shapes.map((shape, i) => values({ shape }, 500 + 7 * i));
+  const run = (backend: T.Backend, dtype: DType) => {
+    const xs = shapes.map((shape, i) => T.tensor(data[i], shape, { dtype, backend, requiresGrad: true }));
+    const y = fn(...xs);
+    const w = T.tensor(values({ shape: [...y.shape] }, 99), y.shape, { dtype, backend });
+    return { y, grads: T.grad(T.sum(T.mul(y, w)), xs) };
+  };
+  const want = run(cpuBackend, 'float64');
+  const got = run(b, 'float32');
+  assertClose(await got.y.data(), want.y.dataSync(), tol, 'value');
+  for (const [i, g] of got.grads.entries()) assertClose(await g.data(), want.grads[i].dataSync(), tol, `gradient ${i}`);
+}
+
+describe('webgpu fused transformer-block ops', () => {
+  const tol: Tolerance = { rtol: 1e-4, atol: 1e-5 };
+  for (const offset of [false, true])
+    gpuIt(`rmsNorm${offset ? ' (1 + weight)' : ''}: rows of 1031 and of 13, value and both gradients`, async (b) => {
+      for (const [rows, d] of [
+        [3, 1031],
+        [37, 13],
+      ])
+        await valueAndGradsAgainstReference(b, (x, w) => T.rmsNorm(x, w, { eps: 1e-5, offset }), [[rows, d], [d]], tol);
+    });
+  gpuIt('rope: shared and per-sequence tables, full and partial rotary, forward and inverse', async (b) => {
+    for (const [tables, x] of [
+      [
+        [5, 6],
+        [2, 3, 5, 6],
+      ],
+      [
+        [2, 1, 5, 4],
+        [2, 3, 5, 7],
+      ],
+    ]) {
+      const cos = values({ shape: tables }, 61);
+      const sin = values({ shape: tables }, 62);
+      for (const inverse of [false, true])
+        await valueAndGradsAgainstReference(
+          b,
+          (v) => {
+            const opts = { dtype: v.dtype, backend: v.backend };
+            return T.rope(v, T.tensor(cos, tables, opts), T.tensor(sin, tables, opts), { inverse });
+          },
+          [x],
+          tol,
+        );
+    }
+  });
+  gpuIt('maskedSoftmax: shared and per-sequence masks, rows longer than the workgroup, value and gradient', async (b) => {
+    // Causal masks with -1e9 entries, as AttentionContext builds them.
+    const causal = (B: number, T: number, S: number) =>
+      Float64Array.from({ length: B * T * S }, (_, i) => (i % S > (Math.floor(i / S) % T) + S - T ? -1e9 : 0.1 * (i % 3)));
+    for (const [x, maskShape] of [
+      [
+        [2, 3, 5, 7],
+        [5, 7],
+      ],
+      [
+        [2, 2, 3, 4, 300],
+        [2, 1, 1, 4, 300],
+      ],
+    ]) {
+      const mask = causal(maskShape.length === 2 ? 1 : maskShape[0], x[x.length - 2], x[x.length - 1]);
+      await valueAndGradsAgainstReference(b, (v) => T.maskedSoftmax(v, T.tensor(mask, maskShape, { dtype: v.dtype, backend: v.backend }), 0.37), [x], tol);
+    }
+  });
+  for (const activation of ['silu', 'gelu_tanh'] as const)
+    gpuIt(`gatedActivation (${activation}) on 1031 elements: value and both gradients`, (b) =>
+      valueAndGradsAgainstReference(b, (g, u) => T.gatedActivation(T.mul(g, 3), u, activation), [[1031], [1031]], tol),
+    );
 });
 
 describe('webgpu layout and indexing', () => {

@@ -1,4 +1,4 @@
-import { Adam, crossEntropy, type LlamaForCausalLM, valueAndGrad, warmupCosine } from '@metal-lora/nn';
+import { Adam, type LlamaForCausalLM, valueAndGrad, warmupCosine } from '@metal-lora/nn';
 import { noGrad, randomBits, type Tensor, tidy, ValueError } from '@metal-lora/tensor';
 import { batchOf } from './batches';
 
@@ -25,7 +25,7 @@ export async function evaluate(
   let total = 0;
   for (let i = 0; i < options.batches; i++) {
     const { inputs, targets } = batchOf(stream, options.batch, options.length, i, options.seed ?? 999, randomBits);
-    const loss = tidy(() => noGrad(() => crossEntropy(model.forward(inputs), targets)));
+    const loss = tidy(() => noGrad(() => model.loss(inputs, targets)));
     total += await loss.item();
     for (const t of [loss, inputs, targets]) t.dispose();
   }
@@ -39,7 +39,7 @@ export async function evaluate(
  */
 export async function trainLoop(model: LlamaForCausalLM, stream: Int32Array, options: TrainOptions): Promise<number> {
   const optimizer = new Adam(model, { lr: warmupCosine(options.lr, Math.max(1, Math.floor(options.iters / 10)), options.iters, options.lr / 10) });
-  const step = valueAndGrad(model, (x: Tensor, y: Tensor) => crossEntropy(model.forward(x), y));
+  const step = valueAndGrad(model, (x: Tensor, y: Tensor) => model.loss(x, y));
   const started = performance.now();
   const every = options.reportEvery ?? 10;
   let last = Number.NaN;

@@ -18,7 +18,7 @@ export { AttentionContext, KVCache } from './kv-cache';
 export { Attention, DecoderLayer, type ForwardOptions, LlamaForCausalLM, LlamaModel, MLP } from './llama';
 export { applyRope, type Llama3RopeScaling, type LinearRopeScaling, type RopeScaling, type RopeTables, ropeInverseFrequencies, ropeTables } from './rope';
 export { linearToLoRALayers, LoRALinear, type LoRAOptions, mergeWeights } from './lora';
-export { crossEntropy, mse } from './losses';
+export { type CrossEntropyOptions, crossEntropy, headCrossEntropy, mse } from './losses';
 export { type LoadReport, Module, ModuleList } from './module';
 export {
   Adam,

@@ -1,5 +1,6 @@
 import {
   add,
+  rmsNorm,
   cast,
   type DType,
   div,
@@ -67,6 +68,10 @@ export class Embedding extends Module {
     super();
     this.param('weight', randn([numEmbeddings, dims], { seed: options.seed, dtype: options.dtype, std: 1 }));
   }
+  /** The table `[vocab, dim]`. */
+  get weight(): Tensor {
+    return this.own('weight')!;
+  }
   forward(ids: Tensor): Tensor {
     return gather(this.own('weight')!, ids);
   }
@@ -93,9 +98,7 @@ export class RMSNorm extends Module {
     this.param('weight', (this.offset ? zeros : ones)([dims], { dtype: options.dtype }));
   }
   forward(x: Tensor): Tensor {
-    const ms = mean(mul(x, x), -1, true);
-    const w = this.own('weight')!;
-    return mul(div(x, sqrt(add(ms, this.eps))), this.offset ? add(w, 1) : w);
+    return rmsNorm(x, this.own('weight')!, { eps: this.eps, offset: this.offset });
   }
 }
 

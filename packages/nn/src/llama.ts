@@ -1,7 +1,23 @@
-import { add, gelu, matmul, mul, reshape, silu, slice, softmax, type Tensor, tanh, transpose, zeros, randn } from '@metal-lora/tensor';
+import {
+  add,
+  gatedActivation,
+  gelu,
+  maskedSoftmax,
+  matmul,
+  mul,
+  reshape,
+  slice,
+  softmax,
+  type Tensor,
+  tanh,
+  transpose,
+  zeros,
+  randn,
+} from '@metal-lora/tensor';
 import { ACTIVATIONS, architectureOf, type LlamaConfig, rotaryDimOf, validateLlamaConfig } from './config';
 import { AttentionContext, type KVCache } from './kv-cache';
 import { Embedding, Linear, type ParamOptions, RMSNorm } from './layers';
+import { type CrossEntropyOptions, crossEntropy, headCrossEntropy } from './losses';
 import { Module, ModuleList } from './module';
 import { applyRope, ropeInverseFrequencies } from './rope';
 
@@ -103,9 +119,12 @@ export class Attention extends Module {
     const S = ctx.total;
     // Grouped heads without copying keys: the g query heads of one KV head become g·T rows of it.
     const g = heads / kvHeads;
-    const scores = softcap(mul(matmul(reshape(q, [B, kvHeads, g * T, headDim]), k, { transposeB: true }), this.scale), this.softcap);
-    const masked = add(reshape(scores, [B, kvHeads, g, T, S]), ctx.mask(this.slidingWindow));
-    const probs = reshape(softmax(masked, -1), [B, kvHeads, g * T, S]);
+    const raw = reshape(matmul(reshape(q, [B, kvHeads, g * T, headDim]), k, { transposeB: true }), [B, kvHeads, g, T, S]);
+    const mask = ctx.mask(this.slidingWindow);
+    // Scale, mask and softmax in one op (nothing but the probabilities kept for backward); a
+    // logit soft-cap (Gemma 2's) goes through the composition.
+    const weights = this.softcap ? softmax(add(softcap(mul(raw, this.scale), this.softcap), mask), -1) : maskedSoftmax(raw, mask, this.scale);
+    const probs = reshape(weights, [B, kvHeads, g * T, S]);
     const out = reshape(transpose(reshape(matmul(probs, v), [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]);
     return this.sub<Linear>('o_proj').forward(out);
   }
@@ -146,8 +165,9 @@ export class MLP extends Module {
       gate = this.sub<Linear>('gate_proj').forward(x);
       up = this.sub<Linear>('up_proj').forward(x);
     }
-    const act = this.activation === 'silu' ? silu(gate) : gelu(gate, { approximate: this.activation === 'gelu_tanh' ? 'tanh' : 'none' });
-    return this.sub<Linear>('down_proj').forward(mul(act, up));
+    // SwiGLU and GeGLU (tanh) in one op; exact-erf GELU through the composition.
+    const hidden = this.activation === 'gelu' ? mul(gelu(gate, { approximate: 'none' }), up) : gatedActivation(gate, up, this.activation);
+    return this.sub<Linear>('down_proj').forward(hidden);
   }
 }
 
@@ -259,6 +279,18 @@ export class LlamaForCausalLM extends Module {
         fresh.dispose();
       }
     }
+  }
+
+  /**
+   * The mean next-token cross-entropy of int32 ids `[B, T]` against targets `[B, T]` (options as
+   * `crossEntropy`), the same number as `crossEntropy(model.forward(ids), targets)` but through
+   * `headCrossEntropy`: the `[B·T, vocab]` logits are never held whole, which is most of a small
+   * model's training memory. A soft-capped head (Gemma 2) or a biased one takes the plain path.
+   */
+  loss(ids: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
+    const head = this.config.tie_word_embeddings ? (this.getModule('model.embed_tokens') as Embedding) : this.sub<Linear>('lm_head');
+    if (this.config.final_logit_softcapping || (head instanceof Linear && head.bias)) return crossEntropy(this.forward(ids), targets, options);
+    return headCrossEntropy(this.sub<LlamaModel>('model').forward(ids), head.weight, targets, options);
   }
 
   /** Logits `[B, T, vocab]` for int32 token ids `[B, T]` (`[B, 1, vocab]` with `logits: 'last'`). */

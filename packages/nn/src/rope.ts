@@ -1,4 +1,4 @@
-import { add, concat, mul, neg, slice, type Tensor, tensor } from '@metal-lora/tensor';
+import { rope, type Tensor, tensor } from '@metal-lora/tensor';
 
 /** Llama 3's RoPE scaling: low frequencies divided by `factor`, high ones kept, the band between smoothed. */
 export interface Llama3RopeScaling {
@@ -77,22 +77,17 @@ export function ropeTables(invFreq: Float64Array, positions: readonly number[] |
  * only part, as Phi-3's `partial_rotary_factor`), the rest pass through. Either `theta` (a RoPE
  * base or inverse frequencies) with positions `offset..offset+T`, or precomputed tables.
  */
-export function applyRope(x: Tensor, rope: number | Float64Array | RopeTables, offset = 0): Tensor {
-  const [B, H, T, dh] = x.shape;
-  let tables: RopeTables;
-  if (typeof rope === 'number' || rope instanceof Float64Array) {
-    const inv = typeof rope === 'number' ? ropeInverseFrequencies(dh, rope) : rope;
-    tables = ropeTables(
-      inv,
-      Array.from({ length: T }, (_, t) => t + offset),
-      x,
-    );
-  } else tables = rope;
-  const rotary = tables.cos.shape[tables.cos.shape.length - 1];
-  const half = rotary / 2;
-  const rot = rotary === dh ? x : slice(x, [0, 0, 0, 0], [B, H, T, rotary]);
-  const x1 = slice(rot, [0, 0, 0, 0], [B, H, T, half]);
-  const x2 = slice(rot, [0, 0, 0, half], [B, H, T, rotary]);
-  const rotated = add(mul(rot, tables.cos), mul(concat([neg(x2), x1], 3), tables.sin));
-  return rotary === dh ? rotated : concat([rotated, slice(x, [0, 0, 0, rotary], [B, H, T, dh])], 3);
+export function applyRope(x: Tensor, source: number | Float64Array | RopeTables, offset = 0): Tensor {
+  const [, , T, dh] = x.shape;
+  if (typeof source !== 'number' && !(source instanceof Float64Array)) return rope(x, source.cos, source.sin);
+  const inv = typeof source === 'number' ? ropeInverseFrequencies(dh, source) : source;
+  const tables = ropeTables(
+    inv,
+    Array.from({ length: T }, (_, t) => t + offset),
+    x,
+  );
+  const y = rope(x, tables.cos, tables.sin);
+  tables.cos.dispose();
+  tables.sin.dispose();
+  return y;
 }

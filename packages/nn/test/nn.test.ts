@@ -122,12 +122,38 @@ describe('layers', () => {
     assertClose(b.slice(0, 2 * 32), a.slice(0, 2 * 32), { rtol: 1e-5, atol: 1e-6 });
     expect(Array.from(b.slice(2 * 32))).not.toEqual(Array.from(a.slice(2 * 32)));
   });
+  it('model.loss equals crossEntropy of the logits, value and LoRA gradients, ignored targets included', () => {
+    for (const tied of [true, false]) {
+      const model = new LlamaForCausalLM({ ...tiny, tie_word_embeddings: tied }, { seed: 4, dtype: 'float64' });
+      linearToLoRALayers(model, { rank: 2, seed: 3 });
+      for (const [, p] of model.trainableParameters()) if (p.shape[1] === 2) p.assign(randomTensor([...p.shape], 8, { dtype: 'float64' }));
+      const ids = T.tensor(
+        [
+          [1, 2, 3, 4, 5],
+          [6, 7, 8, 9, 10],
+        ],
+        undefined,
+        { dtype: 'int32' },
+      );
+      const targets = T.tensor(
+        [
+          [2, 3, -100, 5, 6],
+          [7, 8, 9, 10, 31],
+        ],
+        undefined,
+        { dtype: 'int32' },
+      );
+      const [plain, plainGrads] = valueAndGrad(model, () => crossEntropy(model.forward(ids), targets))();
+      const [fused, fusedGrads] = valueAndGrad(model, () => model.loss(ids, targets))();
+      expect(fused.itemSync()).toBeCloseTo(plain.itemSync(), 12);
+      for (const [name, g] of Object.entries(plainGrads)) assertClose(fusedGrads[name].dataSync(), g.dataSync(), { rtol: 1e-9, atol: 1e-12 }, name);
+    }
+  });
   it('gradients of RMSNorm and a whole decoder block check by finite differences (float64)', () => {
     const norm = new RMSNorm(5, 1e-5, { dtype: 'float64' });
-    gradCheck(
-      (x, w) => T.mul(T.div(x, T.sqrt(T.add(T.mean(T.mul(x, x), -1, true), 1e-5))), w),
-      [randomTensor([3, 5], 1, { dtype: 'float64' }), norm.stateDict().weight.detach()],
-    );
+    const x = randomTensor([3, 5], 1, { dtype: 'float64' });
+    assertClose(norm.forward(x).dataSync(), T.div(x, T.sqrt(T.add(T.mean(T.mul(x, x), -1, true), 1e-5))).dataSync(), { rtol: 1e-12, atol: 1e-14 });
+    gradCheck((v) => norm.forward(v), [randomTensor([3, 5], 1, { dtype: 'float64' })]);
     const model = new LlamaForCausalLM({ ...tiny, num_hidden_layers: 1 }, { seed: 5, dtype: 'float64' });
     const layer = model.getModule('model.layers.0') as unknown as { forward(x: Tensor): Tensor };
     gradCheck((x) => layer.forward(x), [randomTensor([1, 3, 16], 2, { dtype: 'float64' })]);

@@ -1,5 +1,29 @@
 import { describe, expect, it } from 'vitest';
-import { adamUpdate, logSoftmax, mul, softmaxCrossEntropy, sum, type Tensor, tensor } from '../src/index';
+import {
+  adamUpdate,
+  add,
+  concat,
+  div,
+  gatedActivation,
+  gelu,
+  linearCrossEntropy,
+  logSoftmax,
+  maskedSoftmax,
+  matmul,
+  mean,
+  mul,
+  neg,
+  rmsNorm,
+  rope,
+  silu,
+  slice,
+  softmax,
+  softmaxCrossEntropy,
+  sqrt,
+  sum,
+  type Tensor,
+  tensor,
+} from '../src/index';
 import { assertClose, gradCheck, randomTensor, randomValues, TOLERANCES } from '../src/testing';
 
 /** Adam written out in float64 for one element, step by step (PyTorch's Adam/AdamW). */
@@ -114,6 +138,21 @@ describe('softmaxCrossEntropy', () => {
     expect(got[1]).toBe(0);
   });
 
+  it('linearCrossEntropy in chunks of rows equals the whole product, value and gradients (a trained head too)', () => {
+    const W = randomTensor([V, 4], 12, { dtype: 'float64' });
+    const h = randomTensor([N, 4], 13, { dtype: 'float64' });
+    const whole = softmaxCrossEntropy(matmul(h, W, { transposeB: true }), targets, weights).dataSync();
+    for (const chunkRows of [1, 2, 5, 8]) assertClose(linearCrossEntropy(h, W, targets, weights, { chunkRows }).dataSync(), whole, TOLERANCES.float64);
+    gradCheck((a) => linearCrossEntropy(a, W, targets, weights, { chunkRows: 2 }), [randomTensor([N, 4], 14, { dtype: 'float64' })]);
+    gradCheck(
+      (a, w) => linearCrossEntropy(a, w, targets, weights, { chunkRows: 2 }),
+      [randomTensor([N, 4], 15, { dtype: 'float64' }), randomTensor([V, 4], 16, { dtype: 'float64' })],
+    );
+    expect(() => linearCrossEntropy(h, randomTensor([V, 3], 1, { dtype: 'float64' }), targets, weights)).toThrow(
+      'linearCrossEntropy: weight must be [V, D]; expected [V, 4], got [7, 3]',
+    );
+  });
+
   it('refuses wrong ranks and dtypes', () => {
     const x = randomTensor([2, 3], 2);
     const w = tensor([1, 1], [2]);
@@ -134,3 +173,89 @@ function oneHot(ids: number[], V: number): Float64Array {
   });
   return out;
 }
+
+describe('fused transformer-block ops against their compositions and central differences', () => {
+  const f64 = { dtype: 'float64' as const };
+  for (const offset of [false, true]) {
+    it(`rmsNorm${offset ? ' (1 + weight)' : ''}: value, and gradients in x and weight`, () => {
+      const x = randomTensor([2, 3, 13], 21, f64);
+      const w = randomTensor([13], 22, f64);
+      const composed = mul(div(x, sqrt(add(mean(mul(x, x), -1, true), 1e-5))), offset ? add(w, 1) : w);
+      assertClose(rmsNorm(x, w, { eps: 1e-5, offset }).dataSync(), composed.dataSync(), TOLERANCES.float64);
+      gradCheck((a, b) => rmsNorm(a, b, { eps: 1e-5, offset }), [randomTensor([5, 13], 23, f64), randomTensor([13], 24, f64)]);
+    });
+  }
+
+  /** The rotate-half composition `applyRope` used before the fused op, over the first R features. */
+  function ropeComposed(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+    const [B, H, T, Dh] = x.shape;
+    const R = cos.shape[cos.rank - 1];
+    const rot = slice(x, [0, 0, 0, 0], [B, H, T, R]);
+    const x1 = slice(rot, [0, 0, 0, 0], [B, H, T, R / 2]);
+    const x2 = slice(rot, [0, 0, 0, R / 2], [B, H, T, R]);
+    const rotated = add(mul(rot, cos), mul(concat([neg(x2), x1], 3), sin));
+    return R === Dh ? rotated : concat([rotated, slice(x, [0, 0, 0, R], [B, H, T, Dh])], 3);
+  }
+  for (const [label, tableShape, Dh] of [
+    ['shared tables, every feature rotated', [5, 6], 6],
+    ['per-sequence tables, partial rotary (R 4 of Dh 7)', [2, 1, 5, 4], 7],
+  ] as const) {
+    it(`rope, ${label}: value, inverse, and gradient in x`, () => {
+      // Tables with unequal halves: the kernel must not assume cos[i] = cos[i + R/2].
+      const cos = randomTensor([...tableShape], 31, f64);
+      const sin = randomTensor([...tableShape], 32, f64);
+      const x = randomTensor([2, 3, 5, Dh], 33, f64);
+      assertClose(rope(x, cos, sin).dataSync(), ropeComposed(x, cos, sin).dataSync(), TOLERANCES.float64);
+      gradCheck((a) => rope(a, cos, sin), [randomTensor([2, 3, 5, Dh], 34, f64)]);
+      gradCheck((a) => rope(a, cos, sin, { inverse: true }), [randomTensor([2, 3, 5, Dh], 35, f64)]);
+    });
+  }
+
+  for (const act of ['silu', 'gelu_tanh'] as const) {
+    it(`gatedActivation (${act}): value, and gradients in gate and up`, () => {
+      const g = randomTensor([4, 9], 41, { ...f64, std: 3 });
+      const u = randomTensor([4, 9], 42, f64);
+      const composed = mul(act === 'silu' ? silu(g) : gelu(g, { approximate: 'tanh' }), u);
+      assertClose(gatedActivation(g, u, act).dataSync(), composed.dataSync(), TOLERANCES.float64);
+      gradCheck((a, b) => gatedActivation(a, b, act), [randomTensor([4, 9], 43, { ...f64, std: 3 }), randomTensor([4, 9], 44, f64)]);
+    });
+  }
+
+  for (const [label, xShape, maskShape] of [
+    ['a shared mask', [2, 3, 4, 5], [4, 5]],
+    ['a mask per sequence', [2, 3, 4, 5], [2, 1, 4, 5]],
+  ] as const) {
+    it(`maskedSoftmax with ${label}: value and gradient`, () => {
+      const mask = tensor(
+        Float64Array.from({ length: (maskShape as readonly number[]).reduce((a, b) => a * b, 1) }, (_, i) =>
+          i % 5 > (Math.floor(i / 5) % 4) + 1 ? -1e9 : 0.2 * (i % 3),
+        ),
+        [...maskShape],
+        f64,
+      );
+      const x = randomTensor([...xShape], 51, f64);
+      assertClose(maskedSoftmax(x, mask, 0.7).dataSync(), softmax(add(mul(x, 0.7), mask), -1).dataSync(), TOLERANCES.float64);
+      gradCheck((a) => maskedSoftmax(a, mask, 0.7), [randomTensor([...xShape], 52, f64)]);
+    });
+  }
+
+  it('refuse mismatched shapes and dtypes', () => {
+    expect(() => maskedSoftmax(randomTensor([2, 4, 5], 1), randomTensor([4, 4], 2), 1)).toThrow(
+      'maskedSoftmax: mask must be [T, S] or [B, 1, …, 1, T, S]; expected [4, 5] or [2, …, 4, 5], got [4, 4]',
+    );
+    const x = randomTensor([2, 4, 3, 6], 1);
+    expect(() => rmsNorm(randomTensor([3, 5], 1), randomTensor([4], 2), { eps: 1e-5 })).toThrow(
+      "rmsNorm: weight must match x's last axis; expected [5], got [4]",
+    );
+    expect(() => rmsNorm(randomTensor([3, 5], 1), randomTensor([5], 2), { eps: -1 })).toThrow('rmsNorm: eps is out of range');
+    expect(() => rope(x, randomTensor([3, 5], 1), randomTensor([3, 5], 2))).toThrow(/rope: cos must be \[T, R\] or \[B, 1, T, R\] with R even/);
+    expect(() => rope(x, randomTensor([3, 8], 1), randomTensor([3, 8], 2))).toThrow(/R ≤ 6, got \[3, 8\]/);
+    expect(() => rope(x, randomTensor([3, 4], 1), randomTensor([3, 2], 2))).toThrow('rope: sin must have the shape of cos; expected [3, 4], got [3, 2]');
+    expect(() => gatedActivation(randomTensor([2, 3], 1), randomTensor([3, 2], 2), 'silu')).toThrow(
+      'gatedActivation: up must have the shape of gate; expected [2, 3], got [3, 2]',
+    );
+    expect(() => gatedActivation(randomTensor([2], 1), randomTensor([2], 2), 'relu' as 'silu')).toThrow(
+      "gatedActivation: unknown activation; expected 'silu' or 'gelu_tanh', got relu",
+    );
+  });
+});

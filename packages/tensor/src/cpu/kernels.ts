@@ -5,6 +5,7 @@ import type { BinaryOp, OpAttrs, UnaryOp } from '../ops/op-names';
 import { dropoutKeep } from '../random';
 import { broadcastShapes, broadcastStrides, reducedShape, type Shape, sizeOf, stridesOf } from '../shape';
 import { type CpuBackend, cpuBackend } from './backend';
+import { registerCpuBlockKernels } from './block-kernels';
 import { gemmABt, transpose2d } from './matmul';
 
 type Args<K extends keyof OpAttrs> = Omit<KernelArgs<CpuBackend>, 'attrs'> & { attrs: OpAttrs[K] };
@@ -487,6 +488,7 @@ export function registerCpuKernels(): void {
   registerKernel('cpu', 'softmaxCrossEntropy', crossEntropyKernel);
   registerKernel('cpu', 'softmaxCrossEntropyBackward', crossEntropyBackwardKernel);
   registerKernel('cpu', 'adamUpdate', adamUpdateKernel);
+  registerCpuBlockKernels();
 }
 
 export type { TensorRef };

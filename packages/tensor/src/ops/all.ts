@@ -1,3 +1,4 @@
+export * from './block';
 export * from './elementwise';
 export * from './indexing';
 export * from './layout';

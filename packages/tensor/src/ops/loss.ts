@@ -1,8 +1,21 @@
-import { record, runOp } from '../engine';
-import { DTypeError, ShapeError } from '../errors';
+import { isGradEnabled, noGrad, record, runOp } from '../engine';
+import { DTypeError, ShapeError, ValueError } from '../errors';
 import { formatShape } from '../shape';
-import type { Tensor } from '../tensor';
+import { full, type Tensor } from '../tensor';
+import { mul } from './elementwise';
 import { assertFloat, assertTensor } from './helpers';
+import { concat, reshape, slice } from './layout';
+import { matmul } from './matmul';
+
+/** Targets int32 `[N]` and weights `[N]` of the logits' dtype. */
+function checkTargets(op: string, N: number, dtype: string, targets: Tensor, weights: Tensor, like: string): void {
+  assertTensor(op, targets, 'targets');
+  assertTensor(op, weights, 'weights');
+  if (targets.dtype !== 'int32') throw new DTypeError(op, 'targets must be int32 class ids', 'int32', targets.dtype);
+  if (targets.rank !== 1 || targets.shape[0] !== N) throw new ShapeError(op, 'targets must be [N]', `[${N}]`, formatShape(targets.shape));
+  if (weights.dtype !== dtype) throw new DTypeError(op, `weights must have the dtype of ${like}`, dtype, weights.dtype);
+  if (weights.rank !== 1 || weights.shape[0] !== N) throw new ShapeError(op, 'weights must be [N]', `[${N}]`, formatShape(weights.shape));
+}
 
 /**
  * Weighted softmax cross-entropy of each row as one op: `loss[i] = weights[i]·(logsumexp(logits[i]) −
@@ -19,15 +32,10 @@ import { assertFloat, assertTensor } from './helpers';
 export function softmaxCrossEntropy(logits: Tensor, targets: Tensor, weights: Tensor): Tensor {
   const op = 'softmaxCrossEntropy';
   assertTensor(op, logits, 'logits');
-  assertTensor(op, targets, 'targets');
-  assertTensor(op, weights, 'weights');
   assertFloat(op, logits, 'logits');
   if (logits.rank !== 2) throw new ShapeError(op, 'logits must be [N, V]', 'rank 2', formatShape(logits.shape));
   const [N] = logits.shape;
-  if (targets.dtype !== 'int32') throw new DTypeError(op, 'targets must be int32 class ids', 'int32', targets.dtype);
-  if (targets.rank !== 1 || targets.shape[0] !== N) throw new ShapeError(op, 'targets must be [N]', `[${N}]`, formatShape(targets.shape));
-  if (weights.dtype !== logits.dtype) throw new DTypeError(op, 'weights must have the dtype of logits', logits.dtype, weights.dtype);
-  if (weights.rank !== 1 || weights.shape[0] !== N) throw new ShapeError(op, 'weights must be [N]', `[${N}]`, formatShape(weights.shape));
+  checkTargets(op, N, logits.dtype, targets, weights, 'logits');
   const [loss, lse] = runOp(op, [logits, targets, weights], {});
   const result = record(
     loss,
@@ -40,5 +48,69 @@ export function softmaxCrossEntropy(logits: Tensor, targets: Tensor, weights: Te
     [logits, targets, weights, lse],
   );
   lse.dispose();
+  return result;
+}
+
+/**
+ * Rows per chunk of `linearCrossEntropy`: logits of at most 64 Mi elements (256 MB in f32), in
+ * multiples of 128 rows and at least 512, so each chunk's products stay large enough for the big
+ * GEMM tiles (smaller chunks fell to slow small tiles).
+ */
+function chunkRowsFor(V: number): number {
+  return Math.max(512, Math.floor((64 * 1024 * 1024) / Math.max(V, 1) / 128) * 128);
+}
+
+/**
+ * The LM head and its cross-entropy as one op, in chunks of rows, so the `[N, V]` logits are never
+ * held whole: `loss[i] = softmaxCrossEntropy(h·weightᵀ, targets, weights)[i]` for hidden states h
+ * `[N, D]` and a head weight `[V, D]`. When h requires grad, each chunk's gradient `dlogits·weight`
+ * is formed as the chunk is computed (the loss's own gradient is known then up to each row's
+ * upstream factor), so backward only scales the saved `[N, D]` rows: no logits are kept and none
+ * recomputed. A head weight that requires grad (full fine-tuning) goes through the unchunked
+ * composition instead. `chunkRows` overrides the rows per chunk.
+ */
+export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, weights: Tensor, options: { chunkRows?: number } = {}): Tensor {
+  const op = 'linearCrossEntropy';
+  assertTensor(op, h, 'h');
+  assertTensor(op, weight, 'weight');
+  assertFloat(op, h, 'h');
+  if (h.rank !== 2) throw new ShapeError(op, 'h must be [N, D]', 'rank 2', formatShape(h.shape));
+  const [N, D] = h.shape;
+  if (weight.rank !== 2 || weight.shape[1] !== D) throw new ShapeError(op, 'weight must be [V, D]', `[V, ${D}]`, formatShape(weight.shape));
+  if (weight.dtype !== h.dtype) throw new DTypeError(op, 'weight must have the dtype of h', h.dtype, weight.dtype);
+  checkTargets(op, N, h.dtype, targets, weights, 'h');
+  if ((weight.requiresGrad && isGradEnabled()) || N === 0) return softmaxCrossEntropy(matmul(h, weight, { transposeB: true }), targets, weights);
+  const V = weight.shape[0];
+  const rows = options.chunkRows ?? chunkRowsFor(V);
+  if (!Number.isInteger(rows) || rows < 1) throw new ValueError(op, 'chunkRows must be a positive integer', 'e.g. 256', String(rows));
+  const wantGrad = isGradEnabled() && h.requiresGrad;
+  const losses: Tensor[] = [];
+  const grads: Tensor[] = [];
+  noGrad(() => {
+    for (let start = 0; start < N; start += rows) {
+      const n = Math.min(rows, N - start);
+      const hc = n === N ? h.share() : slice(h, [start, 0], [start + n, D]);
+      const tc = n === N ? targets.share() : slice(targets, [start], [start + n]);
+      const wc = n === N ? weights.share() : slice(weights, [start], [start + n]);
+      const logits = matmul(hc, weight, { transposeB: true });
+      const [loss, lse] = runOp('softmaxCrossEntropy', [logits, tc, wc], {});
+      losses.push(loss);
+      if (wantGrad) {
+        // The loss's gradient in these logits for an upstream factor of 1, folded into h's rows now.
+        const ones = full([n], 1, { dtype: h.dtype, backend: h.backend });
+        const [dlogits] = runOp('softmaxCrossEntropyBackward', [logits, tc, wc, lse, ones], {});
+        grads.push(matmul(dlogits, weight));
+        for (const t of [ones, dlogits]) t.dispose();
+      }
+      for (const t of [hc, tc, wc, logits, lse]) t.dispose();
+    }
+  });
+  const loss = losses.length === 1 ? losses[0] : noGrad(() => concat(losses, 0));
+  if (losses.length > 1) for (const t of losses) t.dispose();
+  if (!wantGrad) return loss;
+  const g = grads.length === 1 ? grads[0] : noGrad(() => concat(grads, 0));
+  if (grads.length > 1) for (const t of grads) t.dispose();
+  const result = record(loss, [h], op, (dy, [gs]) => [mul(gs, reshape(dy, [-1, 1]))], [g]);
+  g.dispose();
   return result;
 }

@@ -73,6 +73,20 @@ export interface OpAttrs {
    * [param, grad, m, v] (one shape, one float dtype) → [param', m', v']: one Adam/AdamW step
    * (`adamUpdate`); bias corrections from `step` (≥ 1).
    */
+  /** [x [rows, D], weight [D]] → [y [rows, D], rstd [rows]] (`rmsNorm`; `offset`: scale by 1 + weight). */
+  rmsNorm: { eps: number; offset: boolean };
+  /** [dy [rows, D], x [rows, D], weight [D], rstd [rows]] → [dx [rows, D]]. */
+  rmsNormBackward: { offset: boolean };
+  /** [x [B, H, T, Dh], cos, sin ([T, R] or [B, 1, T, R])] → [y [B, H, T, Dh]]; `inverse`: the transposed rotation. */
+  rope: { inverse: boolean };
+  /** [x [..., T, S], mask [T, S] or [B, 1, …, 1, T, S]] → [softmax(x·scale + mask)] over the last axis. */
+  maskedSoftmax: { scale: number };
+  /** [dy, y] → [dx = scale·y·(dy − Σ dy·y)], rows of the last axis. */
+  maskedSoftmaxBackward: { scale: number };
+  /** [gate, up] (one shape) → [act(gate)·up]. */
+  gatedActivation: { activation: 'silu' | 'gelu_tanh' };
+  /** [dy, gate, up] → [dGate, dUp]. */
+  gatedActivationBackward: { activation: 'silu' | 'gelu_tanh' };
   /** [logits [N, V], targets int32 [N], weights [N]] → [loss [N], logsumexp [N]] (`softmaxCrossEntropy`). */
   softmaxCrossEntropy: Record<string, never>;
   /** [logits [N, V], targets [N], weights [N], logsumexp [N], dloss [N]] → [dlogits [N, V]]. */
@@ -119,6 +133,13 @@ export const OP_NAMES = [
   'scatterAdd',
   'loraLinear',
   'loraLinearBackward',
+  'rmsNorm',
+  'rmsNormBackward',
+  'rope',
+  'maskedSoftmax',
+  'maskedSoftmaxBackward',
+  'gatedActivation',
+  'gatedActivationBackward',
   'softmaxCrossEntropy',
   'softmaxCrossEntropyBackward',
   'adamUpdate',

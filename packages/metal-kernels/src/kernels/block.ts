@@ -1,0 +1,130 @@
+import { type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
+import gatedSource from '../wgsl/gated-act.wgsl';
+import normBackwardSource from '../wgsl/rms-norm-backward.wgsl';
+import normSource from '../wgsl/rms-norm.wgsl';
+import ropeSource from '../wgsl/rope.wgsl';
+import softmaxSource from '../wgsl/softmax-masked.wgsl';
+import { type Args, buf, enableFor, grid1d, gridRows, out, shader, typeOf, uniform } from './common';
+
+// The fused transformer-block ops: one dispatch each where the composition took five to twenty.
+
+function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args): KernelOutput[] {
+  const t = typeOf(backend, x.dtype, 'rmsNorm');
+  const [rows, d] = x.shape;
+  const y = backend.allocate(x.dtype, rows * d, 'rmsNorm out');
+  const rstd = backend.allocate(x.dtype, rows, 'rmsNorm rstd');
+  const { workgroups, gridX } = gridRows(rows);
+  const { key, source } = shader('rms-norm', normSource, { ENABLE: enableFor(t), T: t });
+  if (rows > 0)
+    backend.dispatch({
+      key,
+      source,
+      constants: { OFFSET: attrs.offset ? 1 : 0 },
+      buffers: [buf(x), buf(weight), y.buffer, rstd.buffer],
+      uniform: uniform([rows, d, gridX, { f32: attrs.eps }]),
+      workgroups,
+      label: 'rmsNorm',
+    });
+  return [out(y, [rows, d], x.dtype), out(rstd, [rows], x.dtype)];
+}
+
+function rmsNormBackwardKernel({ inputs: [dy, x, weight, rstd], attrs, backend }: Args): KernelOutput[] {
+  const t = typeOf(backend, x.dtype, 'rmsNormBackward');
+  const [rows, d] = x.shape;
+  const dx = backend.allocate(x.dtype, rows * d, 'rmsNorm dx');
+  const { workgroups, gridX } = gridRows(rows);
+  const { key, source } = shader('rms-norm-backward', normBackwardSource, { ENABLE: enableFor(t), T: t });
+  if (rows > 0)
+    backend.dispatch({
+      key,
+      source,
+      constants: { OFFSET: attrs.offset ? 1 : 0 },
+      buffers: [buf(dy), buf(x), buf(weight), buf(rstd), dx.buffer],
+      uniform: uniform([rows, d, gridX]),
+      workgroups,
+      label: 'rmsNormBackward',
+    });
+  return [out(dx, [rows, d], x.dtype)];
+}
+
+function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args): KernelOutput[] {
+  const t = typeOf(backend, x.dtype, 'rope');
+  const [, H, T, dh] = x.shape;
+  const n = sizeOf(x.shape);
+  const y = backend.allocate(x.dtype, n, 'rope out');
+  const { workgroups, gridX } = grid1d(n);
+  const { key, source } = shader('rope', ropeSource, { ENABLE: enableFor(t), T: t });
+  if (n > 0)
+    backend.dispatch({
+      key,
+      source,
+      constants: { INVERSE: attrs.inverse ? 1 : 0, PER_SEQ: cos.shape.length === 4 ? 1 : 0 },
+      buffers: [buf(x), buf(cos), buf(sin), y.buffer],
+      uniform: uniform([n, dh, cos.shape[cos.shape.length - 1], T, H, gridX]),
+      workgroups,
+      label: 'rope',
+    });
+  return [out(y, [...x.shape], x.dtype)];
+}
+
+function gatedKernel(backward: boolean) {
+  return ({ inputs, attrs, backend }: Args): KernelOutput[] => {
+    const dy = backward ? inputs[0] : null;
+    const [gate, up] = backward ? inputs.slice(1) : inputs;
+    const t = typeOf(backend, gate.dtype, backward ? 'gatedActivationBackward' : 'gatedActivation');
+    const n = sizeOf(gate.shape);
+    const first = backend.allocate(gate.dtype, n, backward ? 'gatedActivation dGate' : 'gatedActivation out');
+    const dUp = backward ? backend.allocate(gate.dtype, n, 'gatedActivation dUp') : null;
+    const { workgroups, gridX } = grid1d(n);
+    const { key, source } = shader('gated-act', gatedSource, { ENABLE: enableFor(t), T: t, BACKWARD: backward ? '1' : '0' });
+    if (n > 0)
+      backend.dispatch({
+        key,
+        source,
+        constants: { ACT: attrs.activation === 'silu' ? 0 : 1 },
+        buffers: [buf(gate), buf(up), first.buffer, dy ? buf(dy) : null, dUp ? dUp.buffer : null],
+        uniform: uniform([n, gridX]),
+        workgroups,
+        label: backward ? 'gatedActivationBackward' : 'gatedActivation',
+      });
+    const shape = [...gate.shape];
+    return dUp ? [out(first, shape, gate.dtype), out(dUp, shape, gate.dtype)] : [out(first, shape, gate.dtype)];
+  };
+}
+
+/** `maskedSoftmax` ([x, mask]) and its backward ([dy, y]): one workgroup per row of the last axis. */
+function maskedSoftmaxKernel(backward: boolean) {
+  return ({ inputs: [a, b], attrs, backend }: Args): KernelOutput[] => {
+    const op = backward ? 'maskedSoftmaxBackward' : 'maskedSoftmax';
+    const [x, mask] = backward ? [b, a] : [a, b]; // backward: y in the x slot, dy in the mask slot
+    const t = typeOf(backend, x.dtype, op);
+    const n = sizeOf(x.shape);
+    const [T, S] = x.shape.slice(-2);
+    const rows = S > 0 ? n / S : 0;
+    const perSeq = !backward && mask.shape.length === x.shape.length;
+    const y = backend.allocate(x.dtype, n, op);
+    const { workgroups, gridX } = gridRows(rows);
+    const { key, source } = shader('softmax-masked', softmaxSource, { ENABLE: enableFor(t), T: t, BACKWARD: backward ? '1' : '0' });
+    if (rows > 0)
+      backend.dispatch({
+        key,
+        source,
+        constants: backward ? {} : { PER_SEQ: perSeq ? 1 : 0 },
+        buffers: [buf(x), buf(mask), y.buffer],
+        uniform: uniform([rows, S, T, perSeq ? rows / x.shape[0] : rows, gridX, { f32: attrs.scale }]),
+        workgroups,
+        label: op,
+      });
+    return [out(y, [...x.shape], x.dtype)];
+  };
+}
+
+export function registerBlockKernels(): void {
+  registerKernel('webgpu', 'maskedSoftmax', maskedSoftmaxKernel(false));
+  registerKernel('webgpu', 'maskedSoftmaxBackward', maskedSoftmaxKernel(true));
+  registerKernel('webgpu', 'rmsNorm', rmsNormKernel);
+  registerKernel('webgpu', 'rmsNormBackward', rmsNormBackwardKernel);
+  registerKernel('webgpu', 'rope', ropeKernel);
+  registerKernel('webgpu', 'gatedActivation', gatedKernel(false));
+  registerKernel('webgpu', 'gatedActivationBackward', gatedKernel(true));
+}

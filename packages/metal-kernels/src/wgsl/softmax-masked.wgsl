@@ -1,0 +1,69 @@
+// softmax-masked.wgsl: attention's softmax, per row of x [rows, S] (rows = leading dims · T):
+//   y = softmax(x·scale + mask[mask_row]) with mask_row = (r / per_batch)·T + r % T for a mask
+//   per sequence (PER_SEQ = 1, mask [B, T, S]) or r % T for a shared one (mask [T, S]).
+// With BACKWARD = 1, from dy and the saved y instead: dx = scale·y·(dy − Σ_j dy·y). f32 arithmetic.
+//
+// Bindings (group 0):
+//   0  x     storage, read        [rows·S] {{T}}   (the output y when BACKWARD = 1)
+//   1  mask  storage, read        [(B or 1)·T·S] {{T}}   (dy when BACKWARD = 1)
+//   2  out   storage, read_write  [rows·S] {{T}}
+//   3  p     uniform { rows, s, t, per_batch, grid_x: u32, scale: f32 }
+// Dispatch: one 256-thread workgroup per row, rows folded into (x, y) (grid_x = workgroups along x).
+// Overrides: PER_SEQ 0 or 1.
+{{ENABLE}}
+
+override PER_SEQ: u32 = 0u;
+const WG: u32 = 256u;
+
+struct Params { rows: u32, s: u32, t: u32, per_batch: u32, grid_x: u32, scale: f32 }
+
+@group(0) @binding(0) var<storage, read> x: array<{{T}}>;
+@group(0) @binding(1) var<storage, read> mask: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> out: array<{{T}}>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+var<workgroup> partial: array<f32, WG>;
+
+fn reduce(v: f32, lid: u32, is_max: bool) -> f32 {
+  partial[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s / 2u) {
+    if (lid < s) {
+      let a = partial[lid];
+      let b = partial[lid + s];
+      partial[lid] = select(a + b, max(a, b), is_max);
+    }
+    workgroupBarrier();
+  }
+  let r = partial[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let row = wid.x + wid.y * p.grid_x;
+  if (row >= p.rows) { return; }
+  let base = row * p.s;
+{{^BACKWARD}}
+  let m_base = (select(0u, (row / p.per_batch) * p.t, PER_SEQ == 1u) + row % p.t) * p.s;
+  var neg_inf_bits = 0xff800000u; // a var: constant -inf is rejected by constant evaluation
+  var m = bitcast<f32>(neg_inf_bits);
+  for (var k = lid.x; k < p.s; k += WG) { m = max(m, f32(x[base + k]) * p.scale + f32(mask[m_base + k])); }
+  m = reduce(m, lid.x, true);
+  var total = 0.0;
+  for (var k = lid.x; k < p.s; k += WG) { total += exp(f32(x[base + k]) * p.scale + f32(mask[m_base + k]) - m); }
+  total = reduce(total, lid.x, false);
+  for (var k = lid.x; k < p.s; k += WG) {
+    out[base + k] = {{T}}(exp(f32(x[base + k]) * p.scale + f32(mask[m_base + k]) - m) / total);
+  }
+{{/BACKWARD}}
+{{#BACKWARD}}
+  var dot = 0.0;
+  for (var k = lid.x; k < p.s; k += WG) { dot += f32(x[base + k]) * f32(mask[base + k]); }
+  dot = reduce(dot, lid.x, false);
+  for (var k = lid.x; k < p.s; k += WG) {
+    out[base + k] = {{T}}(p.scale * f32(x[base + k]) * (f32(mask[base + k]) - dot));
+  }
+{{/BACKWARD}}
+}

@@ -1,0 +1,142 @@
+import { type KernelArgs, type KernelOutput, registerKernel } from '../backend';
+import type { DType } from '../dtype';
+import { GELU_TANH_C, gelu, sigmoid } from '../math';
+import type { OpAttrs } from '../ops/op-names';
+import type { CpuBackend } from './backend';
+
+// Reference kernels of the fused transformer-block ops: float64 for float64 inputs, f32 otherwise.
+type Args<K extends keyof OpAttrs> = Omit<KernelArgs<CpuBackend>, 'attrs'> & { attrs: OpAttrs[K] };
+
+function floats(dtype: DType, size: number): Float32Array | Float64Array {
+  return dtype === 'float64' ? new Float64Array(size) : new Float32Array(size);
+}
+
+function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args<'rmsNorm'>): KernelOutput[] {
+  const [rows, D] = x.shape;
+  const xv = backend.values(x);
+  const wv = backend.values(weight);
+  const y = floats(x.dtype, rows * D);
+  const rstd = floats(x.dtype, rows);
+  for (let r = 0; r < rows; r++) {
+    let ss = 0;
+    for (let j = 0; j < D; j++) ss += xv[r * D + j] ** 2;
+    rstd[r] = 1 / Math.sqrt(ss / D + attrs.eps);
+    for (let j = 0; j < D; j++) y[r * D + j] = xv[r * D + j] * rstd[r] * (attrs.offset ? 1 + wv[j] : wv[j]);
+  }
+  return [backend.output(y, [rows, D], x.dtype), backend.output(rstd, [rows], x.dtype)];
+}
+
+/** dx = rstd·(h − n·mean(h·n)) with n = x·rstd, h = dy·w. */
+function rmsNormBackwardKernel({ inputs: [dy, x, weight, rstd], attrs, backend }: Args<'rmsNormBackward'>): KernelOutput[] {
+  const [rows, D] = x.shape;
+  const [dyv, xv, wv, rv] = [dy, x, weight, rstd].map((t) => backend.values(t));
+  const dx = floats(x.dtype, rows * D);
+  for (let r = 0; r < rows; r++) {
+    let dot = 0;
+    for (let j = 0; j < D; j++) dot += dyv[r * D + j] * (attrs.offset ? 1 + wv[j] : wv[j]) * xv[r * D + j] * rv[r];
+    const mean = dot / D;
+    for (let j = 0; j < D; j++) {
+      const h = dyv[r * D + j] * (attrs.offset ? 1 + wv[j] : wv[j]);
+      dx[r * D + j] = rv[r] * (h - xv[r * D + j] * rv[r] * mean);
+    }
+  }
+  return [backend.output(dx, [rows, D], x.dtype)];
+}
+
+/**
+ * y[j] = x[j]·cos[j] + rot[j] with rot[j] = −x[j+h]·sin[j] (j < h) or x[j−h]·sin[j] (h ≤ j < R);
+ * inverse: rot[j] = x[j+h]·sin[j+h] (j < h) or −x[j−h]·sin[j−h], the transposed rotation.
+ */
+function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): KernelOutput[] {
+  const [B, H, T, Dh] = x.shape;
+  const R = cos.shape[cos.shape.length - 1];
+  const half = R / 2;
+  const perSequence = cos.shape.length === 4;
+  const [xv, cv, sv] = [x, cos, sin].map((t) => backend.values(t));
+  const y = floats(x.dtype, xv.length);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let t = 0; t < T; t++) {
+        const base = ((b * H + h) * T + t) * Dh;
+        const table = ((perSequence ? b : 0) * T + t) * R;
+        for (let j = 0; j < Dh; j++) {
+          if (j >= R) {
+            y[base + j] = xv[base + j];
+            continue;
+          }
+          const other = j < half ? j + half : j - half;
+          const sign = j < half ? -1 : 1;
+          const rot = attrs.inverse ? -sign * xv[base + other] * sv[table + other] : sign * xv[base + other] * sv[table + j];
+          y[base + j] = xv[base + j] * cv[table + j] + rot;
+        }
+      }
+  return [backend.output(y, [...x.shape], x.dtype)];
+}
+
+function activation(name: 'silu' | 'gelu_tanh', g: number): { value: number; slope: number } {
+  if (name === 'silu') {
+    const s = sigmoid(g);
+    return { value: g * s, slope: s * (1 + g * (1 - s)) };
+  }
+  const t = Math.tanh(GELU_TANH_C * (g + 0.044715 * g ** 3));
+  return { value: gelu(g, 'tanh'), slope: 0.5 * (1 + t) + 0.5 * g * (1 - t * t) * GELU_TANH_C * (1 + 3 * 0.044715 * g * g) };
+}
+
+function gatedActivationKernel({ inputs: [gate, up], attrs, backend }: Args<'gatedActivation'>): KernelOutput[] {
+  const [gv, uv] = [gate, up].map((t) => backend.values(t));
+  const y = floats(gate.dtype, gv.length);
+  for (let i = 0; i < gv.length; i++) y[i] = activation(attrs.activation, gv[i]).value * uv[i];
+  return [backend.output(y, [...gate.shape], gate.dtype)];
+}
+
+function gatedActivationBackwardKernel({ inputs: [dy, gate, up], attrs, backend }: Args<'gatedActivationBackward'>): KernelOutput[] {
+  const [dyv, gv, uv] = [dy, gate, up].map((t) => backend.values(t));
+  const dGate = floats(gate.dtype, gv.length);
+  const dUp = floats(gate.dtype, gv.length);
+  for (let i = 0; i < gv.length; i++) {
+    const { value, slope } = activation(attrs.activation, gv[i]);
+    dGate[i] = dyv[i] * uv[i] * slope;
+    dUp[i] = dyv[i] * value;
+  }
+  return [backend.output(dGate, [...gate.shape], gate.dtype), backend.output(dUp, [...gate.shape], gate.dtype)];
+}
+
+/** Rows of the last axis; a per-sequence mask's rows are those of its batch entry. */
+function maskedSoftmaxKernel({ inputs: [x, mask], attrs, backend }: Args<'maskedSoftmax'>): KernelOutput[] {
+  const [T, S] = x.shape.slice(-2);
+  const [xv, mv] = [x, mask].map((t) => backend.values(t));
+  const rows = xv.length / S;
+  const perBatch = mask.shape.length === x.shape.length ? rows / x.shape[0] : rows;
+  const y = floats(x.dtype, xv.length);
+  for (let r = 0; r < rows; r++) {
+    const m = ((mask.shape.length === x.shape.length ? Math.floor(r / perBatch) * T : 0) + (r % T)) * S;
+    let mx = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < S; j++) mx = Math.max(mx, xv[r * S + j] * attrs.scale + mv[m + j]);
+    let total = 0;
+    for (let j = 0; j < S; j++) total += Math.exp(xv[r * S + j] * attrs.scale + mv[m + j] - mx);
+    for (let j = 0; j < S; j++) y[r * S + j] = Math.exp(xv[r * S + j] * attrs.scale + mv[m + j] - mx) / total;
+  }
+  return [backend.output(y, [...x.shape], x.dtype)];
+}
+
+function maskedSoftmaxBackwardKernel({ inputs: [dy, y], attrs, backend }: Args<'maskedSoftmaxBackward'>): KernelOutput[] {
+  const S = y.shape[y.shape.length - 1];
+  const [dyv, yv] = [dy, y].map((t) => backend.values(t));
+  const dx = floats(y.dtype, yv.length);
+  for (let r = 0; r < yv.length / S; r++) {
+    let dot = 0;
+    for (let j = 0; j < S; j++) dot += dyv[r * S + j] * yv[r * S + j];
+    for (let j = 0; j < S; j++) dx[r * S + j] = attrs.scale * yv[r * S + j] * (dyv[r * S + j] - dot);
+  }
+  return [backend.output(dx, [...y.shape], y.dtype)];
+}
+
+export function registerCpuBlockKernels(): void {
+  registerKernel('cpu', 'maskedSoftmax', maskedSoftmaxKernel);
+  registerKernel('cpu', 'maskedSoftmaxBackward', maskedSoftmaxBackwardKernel);
+  registerKernel('cpu', 'rmsNorm', rmsNormKernel);
+  registerKernel('cpu', 'rmsNormBackward', rmsNormBackwardKernel);
+  registerKernel('cpu', 'rope', ropeKernel);
+  registerKernel('cpu', 'gatedActivation', gatedActivationKernel);
+  registerKernel('cpu', 'gatedActivationBackward', gatedActivationBackwardKernel);
+}
