@@ -35,9 +35,11 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(b / step) * step;
 }
 
-// One submit carries up to 1024 passes (4096 uniform slots of 256 bytes): enough that a timed
-// region of small kernels runs back to back instead of waiting for the host to record more.
+// A batch is submitted every 128 dispatches, so the GPU starts on a training step while the host
+// still records the rest of it; a timed region (timeRegion) goes in batches of up to 1024, so
+// its small kernels run back to back instead of waiting for the host (4096 uniform slots of 256 bytes).
 const UNIFORM_ARENA_BYTES = 1024 * 1024;
+const PASSES_PER_SUBMIT = 128;
 const MAX_PASSES_PER_SUBMIT = 1024;
 // Uploads up to this size are staged in an arena and copied in the batch's own encoder, so they
 // need no submit of their own (each scalar operand, RoPE table and mask of a training step is one).
@@ -93,12 +95,14 @@ export class WebGPUBackend implements Backend {
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private passes = 0;
+  private passesPerSubmit = PASSES_PER_SUBMIT;
   /**
-   * Record consecutive dispatches into one compute pass instead of one pass each. Off by default:
-   * a shared pass made a trivial dispatch cheaper on one GPU and dearer on others, so which wins
-   * depends on the adapter; measure on yours (RESULTS.md, session 8, "one compute pass").
+   * Record consecutive dispatches into one compute pass (the default) instead of one pass each.
+   * Beginning and ending a pass per dispatch is host time that a training step of thousands of
+   * dispatches feels (RESULTS.md, "End-to-end training step"); a microbenchmark of one trivial
+   * kernel can prefer separate passes on some GPUs, so benchmarks may turn it off.
    */
-  sharePasses = false;
+  sharePasses = true;
   private readonly arena: GPUBuffer;
   private arenaData = new Uint8Array(UNIFORM_ARENA_BYTES);
   private arenaUsed = 0;
@@ -387,7 +391,15 @@ export class WebGPUBackend implements Backend {
       }
       bindGroup = cached;
     }
-    if (!this.pass || !this.sharePasses) {
+    const profile = this.profile;
+    if (profile) {
+      // Each dispatch in a pass of its own, its start and end stamped.
+      this.endPass();
+      const i = profile.labels.push(spec.label ?? spec.key) - 1;
+      this.pass = this.encode().beginComputePass({
+        timestampWrites: { querySet: profile.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
+      });
+    } else if (!this.pass || !this.sharePasses) {
       this.endPass();
       this.pass = this.encode().beginComputePass();
     }
@@ -397,8 +409,45 @@ export class WebGPUBackend implements Backend {
     const [x, y, z] = spec.workgroups;
     if (x > 0 && y > 0 && z > 0) pass.dispatchWorkgroups(x, y, z);
     this.stats.dispatches++;
-    if (!this.sharePasses) this.endPass();
-    if (++this.passes >= MAX_PASSES_PER_SUBMIT) this.flush();
+    if (!this.sharePasses || profile) this.endPass();
+    if (++this.passes >= this.passesPerSubmit) this.flush();
+  }
+
+  private profile: { querySet: GPUQuerySet; labels: string[]; pending: { buffer: GPUBuffer; resolve: GPUBuffer; labels: string[] }[] } | null = null;
+
+  /**
+   * Starts timing every dispatch on the GPU (needs `timestamp-query`), until `stopProfile`. Each
+   * dispatch gets a pass of its own while profiling, so the totals are GPU time per kernel label.
+   */
+  startProfile(): void {
+    if (!this.context.report.timestampQuery)
+      throw new GPUError('startProfile', 'unsupported', "profiling needs the 'timestamp-query' feature; expected an adapter with it, got one without");
+    this.flush();
+    const querySet = this.device.createQuerySet({ label: 'dispatch profile', type: 'timestamp', count: 2 * MAX_PASSES_PER_SUBMIT });
+    this.profile = { querySet, labels: [], pending: [] };
+  }
+
+  /** Stops profiling: GPU milliseconds and dispatch counts per kernel label since `startProfile`. */
+  async stopProfile(): Promise<Map<string, { count: number; ms: number }>> {
+    const profile = this.profile;
+    if (!profile) throw new GPUError('stopProfile', 'internal', 'no profile is running; expected startProfile() first, got none');
+    this.flush();
+    this.profile = null;
+    const totals = new Map<string, { count: number; ms: number }>();
+    for (const { buffer, resolve, labels } of profile.pending) {
+      await buffer.mapAsync(GPUMapMode.READ);
+      const stamps = new BigInt64Array(buffer.getMappedRange().slice(0));
+      labels.forEach((label, i) => {
+        const entry = totals.get(label) ?? { count: 0, ms: 0 };
+        entry.count++;
+        entry.ms += Number(stamps[2 * i + 1] - stamps[2 * i]) / 1e6;
+        totals.set(label, entry);
+      });
+      buffer.destroy();
+      resolve.destroy();
+    }
+    profile.querySet.destroy();
+    return totals;
   }
 
   private createBindGroup(pipeline: GPUComputePipeline, spec: DispatchSpec, uniform: GPUBufferBinding | null): GPUBindGroup {
@@ -468,6 +517,16 @@ export class WebGPUBackend implements Backend {
   flush(): void {
     this.endPass();
     if (!this.encoder) return;
+    const profile = this.profile;
+    if (profile && profile.labels.length > 0) {
+      const bytes = 16 * profile.labels.length;
+      const resolve = this.device.createBuffer({ label: 'profile resolve', size: bytes, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      const read = this.device.createBuffer({ label: 'profile read', size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      this.encoder.resolveQuerySet(profile.querySet, 0, 2 * profile.labels.length, resolve, 0);
+      this.encoder.copyBufferToBuffer(resolve, 0, read, 0, bytes);
+      profile.pending.push({ buffer: read, resolve, labels: profile.labels });
+      profile.labels = [];
+    }
     if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaData.buffer, 0, this.arenaUsed);
     if (this.uploadUsed > 0) this.device.queue.writeBuffer(this.uploads, 0, this.uploadData.buffer, 0, this.uploadUsed);
     this.device.queue.submit([this.encoder.finish()]);
@@ -505,7 +564,12 @@ export class WebGPUBackend implements Backend {
     this.encode()
       .beginComputePass({ label: 'timer start', timestampWrites: { querySet, beginningOfPassWriteIndex: 0 } })
       .end();
-    fn();
+    this.passesPerSubmit = MAX_PASSES_PER_SUBMIT;
+    try {
+      fn();
+    } finally {
+      this.passesPerSubmit = PASSES_PER_SUBMIT;
+    }
     this.encode()
       .beginComputePass({ label: 'timer end', timestampWrites: { querySet, endOfPassWriteIndex: 1 } })
       .end();
