@@ -5,7 +5,7 @@
  * CUDA exists.
  *
  *   metal-lora-bench e2e [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b,qwen2.5-0.5b]
- *                        [--batch 4] [--seq 512] [--rank 8] [--steps 5] [--warmup 2] [--json out.json] [--no-peers] [--share-passes]
+ *                        [--batch 4] [--seq 512] [--rank 8] [--steps 5] [--warmup 2] [--json out.json] [--no-peers] [--separate-passes]
  *
  * LoRA rank `--rank` (alpha 16) on all seven linear layers of every block, as mlx-lm and PEFT users
  * commonly train. Per step: wall time (the loss is read back every step, as a training loop that
@@ -18,7 +18,7 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
-import { AdamW, crossEntropy, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } from '@metal-lora/nn';
+import { AdamW, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } from '@metal-lora/nn';
 import * as T from '@metal-lora/tensor';
 import { loadModel } from 'metal-lora';
 import { MODEL_SHAPES } from './shapes';
@@ -61,6 +61,9 @@ export interface E2ERow {
   peakBytes: number;
   /** GPU busy share during the timed steps (0..1), where `nvidia-smi` exists. */
   gpuBusy?: number;
+  /** GPU time of one step's kernels (webgpu with timestamps: every dispatch timed), ms, and the largest shares by kernel. */
+  kernelMs?: number;
+  topKernels?: { label: string; count: number; ms: number }[];
   /** Per step (webgpu). */
   dispatches?: number;
   submits?: number;
@@ -151,7 +154,7 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
     [B, L],
     { dtype: 'int32' },
   );
-  const step = valueAndGrad(model, (x: T.Tensor, y: T.Tensor) => crossEntropy(model.forward(x), y));
+  const step = valueAndGrad(model, (x: T.Tensor, y: T.Tensor) => model.loss(x, y));
   const losses: number[] = [];
   const once = async (): Promise<{ wall: number; host: number }> => {
     const t0 = performance.now();
@@ -172,7 +175,16 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
   const times: { wall: number; host: number }[] = [];
   for (let i = 0; i < options.steps; i++) times.push(await once());
   const gpuBusy = await sampler?.stop();
-  const per = (k: keyof WebGPUBackend['stats']) => (gpu && before ? Math.round((gpu.stats[k] - before[k]) / options.steps) : undefined);
+  const after = gpu ? { ...gpu.stats } : null;
+  let profile: Map<string, { count: number; ms: number }> | undefined;
+  if (gpu?.context.report.timestampQuery) {
+    // One more step with every dispatch timed: where the GPU's time goes.
+    gpu.startProfile();
+    await once();
+    profile = await gpu.stopProfile();
+    losses.pop();
+  }
+  const per = (k: keyof WebGPUBackend['stats']) => (after && before ? Math.round((after[k] - before[k]) / options.steps) : undefined);
   const stepMs = median(times.map((t) => t.wall));
   const row: E2ERow = {
     model: name,
@@ -183,6 +195,13 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
     tokensPerSecond: (B * L) / (stepMs / 1000),
     peakBytes: backend.memory().peakBytes,
     gpuBusy,
+    kernelMs: profile ? [...profile.values()].reduce((a, k) => a + k.ms, 0) : undefined,
+    topKernels: profile
+      ? [...profile]
+          .map(([label, k]) => ({ label, ...k }))
+          .sort((a, b) => b.ms - a.ms)
+          .slice(0, 12)
+      : undefined,
     dispatches: per('dispatches'),
     submits: per('submits'),
     buffersCreated: per('buffersCreated'),
@@ -199,7 +218,7 @@ function unknownModel(name: string): never {
   throw new T.ValueError('metal-lora-bench e2e', `unknown model shape '${name}'`, `one of ${Object.keys(E2E_SHAPES).join(', ')}, embedded`, name);
 }
 
-function torchSteps(names: string[], options: E2EOptions): Map<string, TorchRow> | string {
+export function torchSteps(names: string[], options: E2EOptions): Map<string, TorchRow> | string {
   const probe = spawnSync('python3', ['-c', 'import torch, transformers, peft; print(torch.cuda.is_available())'], { encoding: 'utf8' });
   if (probe.status !== 0) return 'pytorch: python3 with torch, transformers and peft is not available here';
   if (probe.stdout.trim() !== 'True') return 'pytorch: torch has no CUDA device here';
@@ -260,7 +279,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       warmup: { type: 'string', default: '2' },
       json: { type: 'string' },
       'no-peers': { type: 'boolean', default: false },
-      'share-passes': { type: 'boolean', default: false },
+      'separate-passes': { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -286,8 +305,8 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     T.setBackendSync(T.cpuBackend);
     device = 'CPU backend (JavaScript, one thread)';
   } else {
-    const gpu = await createWebGPUBackend();
-    gpu.sharePasses = values['share-passes'];
+    const gpu = await createWebGPUBackend({ preciseTimestamps: true });
+    gpu.sharePasses = !values['separate-passes'];
     T.setBackendSync(gpu);
     const r = gpu.context.report;
     device = `${r.vendor} ${r.device || r.architecture} ${r.description} (WebGPU via ${r.runtime})`.replace(/\s+/g, ' ');
@@ -300,8 +319,10 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       `${name}: ${row.stepMs.toFixed(1)} ms/step (host ${row.hostMs.toFixed(1)} ms), ${Math.round(row.tokensPerSecond)} tokens/s, peak ${gb(row.peakBytes)} GB` +
         (row.dispatches !== undefined ? `, ${row.dispatches} dispatches, ${row.submits} submits, ${row.buffersCreated} buffers created per step` : '') +
         (row.gpuBusy !== undefined ? `, GPU busy ${pct(row.gpuBusy)}` : '') +
+        (row.kernelMs !== undefined ? `, kernels ${row.kernelMs.toFixed(1)} ms of GPU time` : '') +
         `; losses ${row.losses.map((l) => l.toFixed(3)).join(' ')}`,
     );
+    if (row.topKernels) console.log(`  GPU time by kernel: ${row.topKernels.map((k) => `${k.label} ${k.ms.toFixed(1)} ms (${k.count}×)`).join(', ')}`);
     rows.push(row);
   }
   const peers = options.models.filter((n) => n in E2E_SHAPES);
