@@ -1,50 +1,39 @@
 import { type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
 import gatedSource from '../wgsl/gated-act.wgsl';
-import normBackwardSource from '../wgsl/rms-norm-backward.wgsl';
 import normSource from '../wgsl/rms-norm.wgsl';
 import ropeSource from '../wgsl/rope.wgsl';
-import softmaxSource from '../wgsl/softmax-masked.wgsl';
+import softmaxSource from '../wgsl/softmax.wgsl';
 import { type Args, buf, enableFor, grid1d, gridRows, out, shader, typeOf, uniform } from './common';
 
 // The fused transformer-block ops: one dispatch each where the composition took five to twenty.
 
-function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args): KernelOutput[] {
-  const t = typeOf(backend, x.dtype, 'rmsNorm');
-  const [rows, d] = x.shape;
-  const y = backend.allocate(x.dtype, rows * d, 'rmsNorm out');
-  const rstd = backend.allocate(x.dtype, rows, 'rmsNorm rstd');
-  const { workgroups, gridX } = gridRows(rows);
-  const { key, source } = shader('rms-norm', normSource, { ENABLE: enableFor(t), T: t });
-  if (rows > 0)
-    backend.dispatch({
-      key,
-      source,
-      constants: { OFFSET: attrs.offset ? 1 : 0 },
-      buffers: [buf(x), buf(weight), y.buffer, rstd.buffer],
-      uniform: uniform([rows, d, gridX, { f32: attrs.eps }]),
-      workgroups,
-      label: 'rmsNorm',
-    });
-  return [out(y, [rows, d], x.dtype), out(rstd, [rows], x.dtype)];
-}
-
-function rmsNormBackwardKernel({ inputs: [dy, x, weight, rstd], attrs, backend }: Args): KernelOutput[] {
-  const t = typeOf(backend, x.dtype, 'rmsNormBackward');
-  const [rows, d] = x.shape;
-  const dx = backend.allocate(x.dtype, rows * d, 'rmsNorm dx');
-  const { workgroups, gridX } = gridRows(rows);
-  const { key, source } = shader('rms-norm-backward', normBackwardSource, { ENABLE: enableFor(t), T: t });
-  if (rows > 0)
-    backend.dispatch({
-      key,
-      source,
-      constants: { OFFSET: attrs.offset ? 1 : 0 },
-      buffers: [buf(dy), buf(x), buf(weight), buf(rstd), dx.buffer],
-      uniform: uniform([rows, d, gridX]),
-      workgroups,
-      label: 'rmsNormBackward',
-    });
-  return [out(dx, [rows, d], x.dtype)];
+/** `rmsNorm` ([x, weight] → [y, rstd]) and its backward ([dy, x, weight, rstd] → [dx]): one workgroup per row. */
+function rmsNormKernel(backward: boolean) {
+  return ({ inputs, attrs, backend }: Args): KernelOutput[] => {
+    const op = backward ? 'rmsNormBackward' : 'rmsNorm';
+    const [x, weight] = backward ? inputs.slice(1, 3) : inputs;
+    const dy = backward ? inputs[0] : null;
+    const saved = backward ? inputs[3] : null;
+    const t = typeOf(backend, x.dtype, op);
+    const [rows, d] = x.shape;
+    const y = backend.allocate(x.dtype, rows * d, `${op} out`);
+    const rstd = saved ? null : backend.allocate(x.dtype, rows, 'rmsNorm rstd');
+    const { workgroups, gridX } = gridRows(rows);
+    const { key, source } = shader('rms-norm', normSource, { ENABLE: enableFor(t), T: t, BACKWARD: backward ? '1' : '0' });
+    if (rows > 0)
+      backend.dispatch({
+        key,
+        source,
+        constants: { OFFSET: attrs.offset ? 1 : 0 },
+        buffers: [buf(x), buf(weight), y.buffer, saved ? buf(saved) : rstd!.buffer, dy ? buf(dy) : null],
+        uniform: uniform([rows, d, gridX, { f32: backward ? 0 : attrs.eps }]),
+        workgroups,
+        label: op,
+      });
+    const outputs = [out(y, [rows, d], x.dtype)];
+    if (rstd) outputs.push(out(rstd, [rows], x.dtype));
+    return outputs;
+  };
 }
 
 function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args): KernelOutput[] {
@@ -104,7 +93,7 @@ function maskedSoftmaxKernel(backward: boolean) {
     const perSeq = !backward && mask.shape.length === x.shape.length;
     const y = backend.allocate(x.dtype, n, op);
     const { workgroups, gridX } = gridRows(rows);
-    const { key, source } = shader('softmax-masked', softmaxSource, { ENABLE: enableFor(t), T: t, BACKWARD: backward ? '1' : '0' });
+    const { key, source } = shader('softmax', softmaxSource, { ENABLE: enableFor(t), T: t, MASK: '1', BACKWARD: backward ? '1' : '0' });
     if (rows > 0)
       backend.dispatch({
         key,
@@ -122,8 +111,8 @@ function maskedSoftmaxKernel(backward: boolean) {
 export function registerBlockKernels(): void {
   registerKernel('webgpu', 'maskedSoftmax', maskedSoftmaxKernel(false));
   registerKernel('webgpu', 'maskedSoftmaxBackward', maskedSoftmaxKernel(true));
-  registerKernel('webgpu', 'rmsNorm', rmsNormKernel);
-  registerKernel('webgpu', 'rmsNormBackward', rmsNormBackwardKernel);
+  registerKernel('webgpu', 'rmsNorm', rmsNormKernel(false));
+  registerKernel('webgpu', 'rmsNormBackward', rmsNormKernel(true));
   registerKernel('webgpu', 'rope', ropeKernel);
   registerKernel('webgpu', 'gatedActivation', gatedKernel(false));
   registerKernel('webgpu', 'gatedActivationBackward', gatedKernel(true));

@@ -1,6 +1,6 @@
 import { type KernelOutput, reducedShapeOf, registerKernel, sizeOf } from '@metal-lora/tensor';
 import reduceSource from '../wgsl/reduce-rows.wgsl';
-import softmaxSource from '../wgsl/softmax-rows.wgsl';
+import softmaxSource from '../wgsl/softmax.wgsl';
 import { type Args, buf, enableFor, gridRows, out, shader, typeOf, uniform } from './common';
 import { permuteData } from './layout';
 
@@ -36,7 +36,7 @@ function reduceKernel(op: 'sum' | 'max') {
         source,
         constants: { OP: op === 'sum' ? 0 : 1 },
         buffers: [view.buffer, y.buffer],
-        uniform: uniform([view.rows, view.len, gridX]),
+        uniform: uniform([view.rows, view.len, 1, view.rows, gridX, { f32: 1 }]),
         workgroups,
         label: op,
       });
@@ -56,14 +56,14 @@ function softmaxKernel(log: boolean) {
     const view = rowsView(args, [attrs.axis]);
     const y = backend.allocate(x.dtype, sizeOf(x.shape), 'softmax');
     const { workgroups, gridX } = gridRows(view.rows);
-    const { key, source } = shader('softmax-rows', softmaxSource, { ENABLE: enableFor(t), T: t });
+    const { key, source } = shader('softmax', softmaxSource, { ENABLE: enableFor(t), T: t, MASK: '0', BACKWARD: '0' });
     if (view.rows > 0)
       backend.dispatch({
         key,
         source,
         constants: { LOG: log ? 1 : 0 },
-        buffers: [view.buffer, y.buffer],
-        uniform: uniform([view.rows, view.len, gridX]),
+        buffers: [view.buffer, null, y.buffer],
+        uniform: uniform([view.rows, view.len, 1, view.rows, gridX, { f32: 1 }]),
         workgroups,
         label: 'softmax',
       });

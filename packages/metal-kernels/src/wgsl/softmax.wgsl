@@ -1,24 +1,29 @@
-// softmax-masked.wgsl: attention's softmax, per row of x [rows, S] (rows = leading dims · T):
-//   y = softmax(x·scale + mask[mask_row]) with mask_row = (r / per_batch)·T + r % T for a mask
-//   per sequence (PER_SEQ = 1, mask [B, T, S]) or r % T for a shared one (mask [T, S]).
-// With BACKWARD = 1, from dy and the saved y instead: dx = scale·y·(dy − Σ_j dy·y). f32 arithmetic.
+// softmax.wgsl: softmax over each row of x [rows, S] (rows = the leading dims; the backend moves
+// another axis to the end first), in f32:
+//   MASK = 0: y = softmax(x), or log-softmax when LOG = 1
+//   MASK = 1: attention's y = softmax(x·scale + mask[mask_row]) with mask_row = (r / per_batch)·T + r % T
+//             for a mask per sequence (PER_SEQ = 1, mask [B, T, S]) or r % T for a shared one ([T, S])
+//   BACKWARD = 1 (with MASK = 1): from the saved y and dy, dx = scale·y·(dy − Σ_j dy·y)
 //
 // Bindings (group 0):
-//   0  x     storage, read        [rows·S] {{T}}   (the output y when BACKWARD = 1)
-//   1  mask  storage, read        [(B or 1)·T·S] {{T}}   (dy when BACKWARD = 1)
+//   0  x     storage, read        [rows·S] {{T}}   (y when BACKWARD = 1)
+//   1  mask  storage, read        [(B or 1)·T·S] {{T}}   (dy when BACKWARD = 1; MASK = 1 only)
 //   2  out   storage, read_write  [rows·S] {{T}}
 //   3  p     uniform { rows, s, t, per_batch, grid_x: u32, scale: f32 }
 // Dispatch: one 256-thread workgroup per row, rows folded into (x, y) (grid_x = workgroups along x).
-// Overrides: PER_SEQ 0 or 1.
+// Overrides: LOG 0 or 1 (MASK = 0), PER_SEQ 0 or 1 (MASK = 1, forward).
 {{ENABLE}}
 
+override LOG: u32 = 0u;
 override PER_SEQ: u32 = 0u;
 const WG: u32 = 256u;
 
 struct Params { rows: u32, s: u32, t: u32, per_batch: u32, grid_x: u32, scale: f32 }
 
 @group(0) @binding(0) var<storage, read> x: array<{{T}}>;
+{{#MASK}}
 @group(0) @binding(1) var<storage, read> mask: array<{{T}}>;
+{{/MASK}}
 @group(0) @binding(2) var<storage, read_write> out: array<{{T}}>;
 @group(0) @binding(3) var<uniform> p: Params;
 
@@ -46,16 +51,20 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   if (row >= p.rows) { return; }
   let base = row * p.s;
 {{^BACKWARD}}
+{{#MASK}}
   let m_base = (select(0u, (row / p.per_batch) * p.t, PER_SEQ == 1u) + row % p.t) * p.s;
+{{/MASK}}
   var neg_inf_bits = 0xff800000u; // a var: constant -inf is rejected by constant evaluation
   var m = bitcast<f32>(neg_inf_bits);
-  for (var k = lid.x; k < p.s; k += WG) { m = max(m, f32(x[base + k]) * p.scale + f32(mask[m_base + k])); }
+  for (var k = lid.x; k < p.s; k += WG) { m = max(m, logit(base, {{#MASK}}m_base, {{/MASK}}k)); }
   m = reduce(m, lid.x, true);
   var total = 0.0;
-  for (var k = lid.x; k < p.s; k += WG) { total += exp(f32(x[base + k]) * p.scale + f32(mask[m_base + k]) - m); }
+  for (var k = lid.x; k < p.s; k += WG) { total += exp(logit(base, {{#MASK}}m_base, {{/MASK}}k) - m); }
   total = reduce(total, lid.x, false);
+  let log_total = log(total);
   for (var k = lid.x; k < p.s; k += WG) {
-    out[base + k] = {{T}}(exp(f32(x[base + k]) * p.scale + f32(mask[m_base + k]) - m) / total);
+    let z = logit(base, {{#MASK}}m_base, {{/MASK}}k) - m;
+    out[base + k] = {{T}}(select(exp(z) / total, z - log_total, LOG == 1u));
   }
 {{/BACKWARD}}
 {{#BACKWARD}}
@@ -67,3 +76,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   }
 {{/BACKWARD}}
 }
+
+{{#MASK}}
+fn logit(base: u32, m_base: u32, k: u32) -> f32 { return f32(x[base + k]) * p.scale + f32(mask[m_base + k]); }
+{{/MASK}}
+{{^MASK}}
+fn logit(base: u32, k: u32) -> f32 { return f32(x[base + k]); }
+{{/MASK}}
