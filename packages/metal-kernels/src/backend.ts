@@ -286,18 +286,50 @@ export class WebGPUBackend implements Backend {
     if (bytes === 0) return data;
     const padded = bytes % 4 === 0 ? raw : padTo4(raw);
     if (padded.byteLength <= UPLOAD_INLINE_MAX) {
-      // Staged in the arena (written just before the batch is submitted) and copied in order with
-      // the batch's dispatches, so commands recorded earlier still see the buffer's old contents.
-      if (this.uploadUsed + padded.byteLength > UPLOAD_ARENA_BYTES) this.flush();
-      this.uploadData.set(new Uint8Array(padded.buffer, padded.byteOffset, padded.byteLength), this.uploadUsed);
-      this.encode().copyBufferToBuffer(this.uploads, this.uploadUsed, data.buffer, 0, padded.byteLength);
-      this.uploadUsed += padded.byteLength;
+      this.stagedWrite(data.buffer, new Uint8Array(padded.buffer, padded.byteOffset, padded.byteLength));
       return data;
     }
     // The pooled buffer may still be read by commands not yet submitted: submit them first.
     this.flush();
     this.device.queue.writeBuffer(data.buffer, 0, padded.buffer as ArrayBuffer, padded.byteOffset, padded.byteLength);
     return data;
+  }
+
+  /**
+   * Writes `bytes` (a multiple of 4, at most 1 MiB) into `buffer` in order with the batch: staged in
+   * the upload arena (written just before the batch is submitted) and copied by the batch's own
+   * encoder, so commands recorded earlier still see the buffer's old contents.
+   */
+  private stagedWrite(buffer: GPUBuffer, bytes: Uint8Array): void {
+    if (this.uploadUsed + bytes.byteLength > UPLOAD_ARENA_BYTES) this.flush();
+    this.uploadData.set(bytes, this.uploadUsed);
+    this.encode().copyBufferToBuffer(this.uploads, this.uploadUsed, buffer, 0, bytes.byteLength);
+    this.uploadUsed += bytes.byteLength;
+  }
+
+  private readonly sharedUniforms = new Map<string, { buffer: GPUBuffer; contents: string }>();
+
+  /**
+   * One long-lived uniform buffer per `name`, holding `data` from here on in the batch's order
+   * (rewritten only when the contents change). For values that change every step but are shared
+   * by many dispatches (an optimizer's step size): binding it instead of a per-dispatch uniform
+   * keeps those dispatches' bind groups cacheable. Pass it in `DispatchSpec.buffers`.
+   */
+  sharedUniform(name: string, data: ArrayBuffer): GPUBuffer {
+    const size = Math.ceil(data.byteLength / 16) * 16;
+    let entry = this.sharedUniforms.get(name);
+    if (entry && entry.buffer.size !== size)
+      throw new GPUError(name, 'internal', `a shared uniform keeps its size; expected ${entry.buffer.size} bytes, got ${size}`);
+    entry ??= { buffer: this.device.createBuffer({ label: name, size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST }), contents: '' };
+    this.sharedUniforms.set(name, entry);
+    const padded = new Uint8Array(size);
+    padded.set(new Uint8Array(data));
+    const contents = String.fromCharCode(...new Uint16Array(padded.buffer));
+    if (entry.contents !== contents) {
+      this.stagedWrite(entry.buffer, padded);
+      entry.contents = contents;
+    }
+    return entry.buffer;
   }
 
   async read(data: unknown, dtype: DType, size: number): Promise<StorageArray> {
@@ -596,6 +628,7 @@ export class WebGPUBackend implements Backend {
   dispose(): void {
     this.releasePool();
     this.forgetUniforms();
+    for (const u of this.sharedUniforms.values()) u.buffer.destroy();
     this.arena.destroy();
     this.uploads.destroy();
   }

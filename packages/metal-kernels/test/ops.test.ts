@@ -125,6 +125,32 @@ describe('webgpu reductions and softmax', () => {
 });
 
 describe('webgpu optimizer step', () => {
+  gpuIt('adamUpdate calls with different step values recorded back to back each see their own', async (b) => {
+    // The step's lr and bias corrections live in one shared uniform rewritten in the batch's order.
+    const run = (backend: T.Backend, dtype: DType) => {
+      const t = (seed: number, positive = false) => T.tensor(values({ shape: [37], kind: positive ? 'positive' : 'normal' }, seed), [37], { dtype, backend });
+      const steps = [
+        { lr: 0.1, step: 1 },
+        { lr: 0.01, step: 7 },
+        { lr: 0.1, step: 1 },
+      ];
+      return steps.map(
+        ({ lr, step }, i) =>
+          T.adamUpdate(t(10 * i), t(10 * i + 1), t(10 * i + 2), t(10 * i + 3, true), {
+            lr,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weightDecay: 0.1,
+            decoupled: true,
+            step,
+          })[0],
+      );
+    };
+    const want = run(cpuBackend, 'float64');
+    const got = run(b, 'float32');
+    for (const [i, g] of got.entries()) assertClose(await g.data(), want[i].dataSync(), transcendental, `call ${i}`);
+  });
   for (const decoupled of [false, true]) {
     gpuIt(`adamUpdate (${decoupled ? 'AdamW' : 'Adam with L2'}) on awkward sizes, every output`, async (b) => {
       for (const shape of [[7, 33], [1031], [3, 1, 5]]) {

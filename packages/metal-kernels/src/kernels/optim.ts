@@ -7,25 +7,19 @@ function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args)
   const t = typeOf(backend, param.dtype, 'adamUpdate');
   const n = sizeOf(param.shape);
   const outs = ['param', 'm', 'v'].map((name) => backend.allocate(param.dtype, n, `adamUpdate ${name}`));
-  const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, step } = attrs;
+  const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, step: stepNumber } = attrs;
   const { workgroups, gridX } = grid1d(n);
   const { key, source } = shader('adam', adamSource, { ENABLE: enableFor(t), T: t });
-  const params = uniform([
-    n,
-    gridX,
-    { f32: lr },
-    { f32: beta1 },
-    { f32: beta2 },
-    { f32: eps },
-    { f32: decoupled ? 0 : wd },
-    { f32: decoupled ? 1 - lr * wd : 1 },
-    { f32: 1 - beta1 ** step },
-    { f32: 1 - beta2 ** step },
-  ]);
+  // The step's values go in one shared uniform, so each parameter's bind group is the same every step.
+  const stepValues = backend.sharedUniform(
+    'adamUpdate step',
+    uniform([{ f32: lr }, { f32: decoupled ? 1 - lr * wd : 1 }, { f32: 1 - beta1 ** stepNumber }, { f32: 1 - beta2 ** stepNumber }]),
+  );
+  const params = uniform([n, gridX, { f32: beta1 }, { f32: beta2 }, { f32: eps }, { f32: decoupled ? 0 : wd }]);
   backend.dispatch({
     key,
     source,
-    buffers: [buf(param), buf(grad), buf(m), buf(v), ...outs.map((o) => o.buffer)],
+    buffers: [buf(param), buf(grad), buf(m), buf(v), ...outs.map((o) => o.buffer), stepValues],
     uniform: params,
     workgroups,
     label: 'adamUpdate',

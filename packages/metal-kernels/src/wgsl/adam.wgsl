@@ -11,12 +11,14 @@
 //   4  po     storage, read_write  [n] {{T}}  param'
 //   5  mo     storage, read_write  [n] {{T}}  m'
 //   6  vo     storage, read_write  [n] {{T}}  v'
-//   7  p      uniform              { n, grid_x: u32, lr, b1, b2, eps, l2, decay, c1, c2: f32 }
+//   7  h      uniform              { lr, decay, c1, c2: f32 }  (the step's values, shared by every parameter)
+//   8  p      uniform              { n, grid_x: u32, b1, b2, eps, l2: f32 }
 // Dispatch: ceil(n / 256) workgroups of 256 threads, folded into (x, y) when above 65535
 // (grid_x = workgroups along x · 256). T is f32 or f16.
 {{ENABLE}}
 
-struct Params { n: u32, grid_x: u32, lr: f32, b1: f32, b2: f32, eps: f32, l2: f32, decay: f32, c1: f32, c2: f32 }
+struct Step { lr: f32, decay: f32, c1: f32, c2: f32 }
+struct Params { n: u32, grid_x: u32, b1: f32, b2: f32, eps: f32, l2: f32 }
 
 @group(0) @binding(0) var<storage, read> param: array<{{T}}>;
 @group(0) @binding(1) var<storage, read> grad: array<{{T}}>;
@@ -25,7 +27,8 @@ struct Params { n: u32, grid_x: u32, lr: f32, b1: f32, b2: f32, eps: f32, l2: f3
 @group(0) @binding(4) var<storage, read_write> po: array<{{T}}>;
 @group(0) @binding(5) var<storage, read_write> mo: array<{{T}}>;
 @group(0) @binding(6) var<storage, read_write> vo: array<{{T}}>;
-@group(0) @binding(7) var<uniform> p: Params;
+@group(0) @binding(7) var<uniform> h: Step;
+@group(0) @binding(8) var<uniform> p: Params;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -37,5 +40,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let v2 = p.b2 * f32(v[i]) + (1.0 - p.b2) * g * g;
   mo[i] = {{T}}(m2);
   vo[i] = {{T}}(v2);
-  po[i] = {{T}}(w * p.decay - p.lr * (m2 / p.c1) / (sqrt(v2 / p.c2) + p.eps));
+  po[i] = {{T}}(w * h.decay - h.lr * (m2 / h.c1) / (sqrt(v2 / h.c2) + p.eps));
 }
