@@ -108,7 +108,14 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[1]?.match(/cli\.(ts|mjs|js)$|metal-lora-bench/)) {
-  if (process.argv[2] === 'decode') await runDecodeBench(process.argv.slice(3));
-  else if (process.argv[2] === 'e2e') await runE2EBench(process.argv.slice(3));
-  else await main();
+  try {
+    if (process.argv[2] === 'decode') await runDecodeBench(process.argv.slice(3));
+    else if (process.argv[2] === 'e2e') await runE2EBench(process.argv.slice(3));
+    else await main();
+  } catch (error) {
+    // Bad flags and values are the user's to fix: one line, not a stack trace.
+    const message = (error as Error).message;
+    console.error(message.startsWith('metal-lora-bench') ? message : `metal-lora-bench: ${message}`);
+    process.exitCode = 1;
+  }
 }
