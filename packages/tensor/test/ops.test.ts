@@ -41,7 +41,7 @@ import {
   unsqueeze,
   where,
 } from '../src/index';
-import { assertClose, TOLERANCES } from '../src/testing';
+import { assertClose, gradCheck, randomTensor, TOLERANCES } from '../src/testing';
 
 const f32 = TOLERANCES.float32;
 const close = (t: { dataSync(): ArrayLike<number> }, expected: number[]) => assertClose(t.dataSync(), expected, f32);
@@ -198,6 +198,18 @@ describe('layout and indexing', () => {
     expect(p.dataSync()[1 * 6 + 1 * 3 + 2]).toBe(1 * 12 + 2 * 4 + 1);
     expect(reshape(x, [-1]).shape).toEqual([6]);
     expect(squeeze(unsqueeze(x, 1)).shape).toEqual([2, 3]);
+  });
+  it('transpose that moves only axes of size 1 (a reshape) matches the general kernel, value and gradient', () => {
+    const t = arange(24).reshape([2, 1, 3, 1, 4]);
+    // [0, 3, 2, 1, 4] moves only the size-1 axes; [0, 4, 2, 1, 3] moves the 4 too (the kernel).
+    const cheap = transpose(t, [0, 3, 2, 1, 4]);
+    expect(cheap.shape).toEqual([2, 1, 3, 1, 4]);
+    expect(Array.from(cheap.dataSync())).toEqual(Array.from(t.dataSync()));
+    const general = transpose(t, [0, 4, 2, 1, 3]);
+    expect(general.shape).toEqual([2, 4, 3, 1, 1]);
+    expect(general.dataSync()[1 * 12 + 3 * 3 + 2]).toBe(1 * 12 + 2 * 4 + 3);
+    const w = randomTensor([3, 1, 2, 4], 3, { dtype: 'float64' });
+    gradCheck((a) => mul(transpose(a, [1, 0, 2, 3]), w), [randomTensor([1, 3, 2, 4], 4, { dtype: 'float64' })]);
   });
   it('slice with negative and clamped bounds', () => {
     close(slice(x, [0, 1]), [1, 2, 4, 5]);

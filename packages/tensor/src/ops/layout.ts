@@ -38,6 +38,14 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   if (p.length !== rank || new Set(p).size !== rank) {
     throw new ValueError('transpose', 'perm is not a permutation of the axes', `a permutation of [0..${rank - 1}]`, JSON.stringify(perm));
   }
+  // Moving only axes of size 1 (a decode step's [B, 1, H, D] → [B, H, 1, D]) keeps the data's
+  // order: a reshape, with no kernel.
+  const moved = p.filter((a) => x.shape[a] !== 1);
+  if (moved.every((a, i) => i === 0 || a > moved[i - 1]))
+    return reshape(
+      x,
+      p.map((a) => x.shape[a]),
+    );
   const [y] = runOp('transpose', [x], { perm: p });
   const inverse = new Array<number>(rank);
   p.forEach((axis, i) => {
