@@ -46,8 +46,8 @@ const MAX_PASSES_PER_SUBMIT = 1024;
 const UPLOAD_ARENA_BYTES = 8 * 1024 * 1024;
 const UPLOAD_INLINE_MAX = 1024 * 1024;
 // The idle pool's floor when no cap is set: it keeps at least this much, and up to the largest
-// live size seen, so a loop whose working set recurs (a training step) creates no buffers after
-// its first iteration while idle memory stays bounded by what the loop itself needed.
+// live size seen, so a loop whose working set recurs (a training step) creates few buffers once
+// its first steps have filled the pool, while idle memory stays bounded by what the loop needed.
 const AUTO_POOL_FLOOR = 512 * 1024 * 1024;
 // Bounds of the bind-group and uniform caches (a loop's distinct dispatches are far fewer).
 const MAX_CACHED_BIND_GROUPS = 65536;
@@ -454,6 +454,7 @@ export class WebGPUBackend implements Backend {
   startProfile(): void {
     if (!this.context.report.timestampQuery)
       throw new GPUError('startProfile', 'unsupported', "profiling needs the 'timestamp-query' feature; expected an adapter with it, got one without");
+    if (this.profile) throw new GPUError('startProfile', 'internal', 'a profile is already running; expected stopProfile() first, got a second startProfile()');
     this.flush();
     const querySet = this.device.createQuerySet({ label: 'dispatch profile', type: 'timestamp', count: 2 * MAX_PASSES_PER_SUBMIT });
     this.profile = { querySet, labels: [], pending: [] };
@@ -466,19 +467,25 @@ export class WebGPUBackend implements Backend {
     this.flush();
     this.profile = null;
     const totals = new Map<string, { count: number; ms: number }>();
-    for (const { buffer, resolve, labels } of profile.pending) {
-      await buffer.mapAsync(GPUMapMode.READ);
-      const stamps = new BigInt64Array(buffer.getMappedRange().slice(0));
-      labels.forEach((label, i) => {
-        const entry = totals.get(label) ?? { count: 0, ms: 0 };
-        entry.count++;
-        entry.ms += Number(stamps[2 * i + 1] - stamps[2 * i]) / 1e6;
-        totals.set(label, entry);
-      });
-      buffer.destroy();
-      resolve.destroy();
+    try {
+      for (const { buffer, labels } of profile.pending) {
+        await buffer.mapAsync(GPUMapMode.READ);
+        const stamps = new BigInt64Array(buffer.getMappedRange().slice(0));
+        labels.forEach((label, i) => {
+          const entry = totals.get(label) ?? { count: 0, ms: 0 };
+          entry.count++;
+          entry.ms += Number(stamps[2 * i + 1] - stamps[2 * i]) / 1e6;
+          totals.set(label, entry);
+        });
+      }
+    } finally {
+      for (const { buffer, resolve } of profile.pending) {
+        buffer.destroy();
+        resolve.destroy();
+      }
+      profile.querySet.destroy();
     }
-    profile.querySet.destroy();
+    this.checkHealth('stopProfile');
     return totals;
   }
 
@@ -626,6 +633,14 @@ export class WebGPUBackend implements Backend {
   }
 
   dispose(): void {
+    if (this.profile) {
+      for (const { buffer, resolve } of this.profile.pending) {
+        buffer.destroy();
+        resolve.destroy();
+      }
+      this.profile.querySet.destroy();
+      this.profile = null;
+    }
     this.releasePool();
     this.forgetUniforms();
     for (const u of this.sharedUniforms.values()) u.buffer.destroy();

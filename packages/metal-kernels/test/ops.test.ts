@@ -115,6 +115,9 @@ describe('webgpu reductions and softmax', () => {
       await againstReference(b, (x) => T.mean(x, axes), [{ shape }], sumTol);
     });
   }
+  gpuIt('more rows than one grid dimension holds (70,000 rows folded into y)', (b) =>
+    againstReference(b, (x) => T.sum(x, -1), [{ shape: [70000, 3] }], sumTol),
+  );
   gpuIt('a row longer than the workgroup (1031)', (b) => againstReference(b, (x) => T.sum(x, -1), [{ shape: [3, 1031] }], sumTol));
   gpuIt('softmax and logSoftmax on the last and a middle axis', async (b) => {
     await againstReference(b, (x) => T.softmax(x), [{ shape }], transcendental);
@@ -280,6 +283,14 @@ describe('webgpu fused transformer-block ops', () => {
       [
         [2, 3, 5, 7],
         [5, 7],
+      ],
+      [
+        [5, 7],
+        [5, 7],
+      ],
+      [
+        [2, 5, 7],
+        [2, 5, 7],
       ],
       [
         [2, 2, 3, 4, 300],

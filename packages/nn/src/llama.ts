@@ -289,7 +289,10 @@ export class LlamaForCausalLM extends Module {
    */
   loss(ids: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
     const head = this.config.tie_word_embeddings ? (this.getModule('model.embed_tokens') as Embedding) : this.sub<Linear>('lm_head');
-    if (this.config.final_logit_softcapping || (head instanceof Linear && head.bias)) return crossEntropy(this.forward(ids), targets, options);
+    // Only a plain weight can be read as the head: an adapted head (a LoRALinear loaded onto
+    // lm_head), a bias or a soft-cap goes through the model's own forward.
+    const plain = head instanceof Embedding || (Object.getPrototypeOf(head) === Linear.prototype && !head.bias);
+    if (this.config.final_logit_softcapping || !plain) return crossEntropy(this.forward(ids), targets, options);
     return headCrossEntropy(this.sub<LlamaModel>('model').forward(ids), head.weight, targets, options);
   }
 

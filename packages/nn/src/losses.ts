@@ -1,18 +1,4 @@
-import {
-  cast,
-  type DType,
-  equal,
-  linearCrossEntropy,
-  mean,
-  mul,
-  neg,
-  reshape,
-  softmaxCrossEntropy,
-  sub,
-  sum,
-  type Tensor,
-  ValueError,
-} from '@metal-lora/tensor';
+import { cast, type DType, equal, linearCrossEntropy, mean, mul, neg, reshape, softmaxCrossEntropy, sub, sum, Tensor, ValueError } from '@metal-lora/tensor';
 
 /** 1 where `t != value`, else 0, as `dtype`. */
 function notEqualMask(t: Tensor, value: number, dtype: DType): Tensor {
@@ -71,6 +57,8 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
  * `crossEntropy`.
  */
 export function headCrossEntropy(hidden: Tensor, head: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
+  if (!(head instanceof Tensor) || head.rank !== 2)
+    throw new ValueError('headCrossEntropy', 'head must be a weight [V, D]', 'a rank-2 Tensor', head instanceof Tensor ? `rank ${head.rank}` : typeof head);
   const D = hidden.shape[hidden.rank - 1];
   const [t, weight] = targetWeights('headCrossEntropy', targets, hidden.shape.slice(0, -1), head.shape[0], hidden.dtype, options);
   return sum(linearCrossEntropy(reshape(hidden, [-1, D]), head, t, weight)).div(sum(weight));

@@ -149,6 +149,20 @@ describe('layers', () => {
       for (const [name, g] of Object.entries(plainGrads)) assertClose(fusedGrads[name].dataSync(), g.dataSync(), { rtol: 1e-9, atol: 1e-12 }, name);
     }
   });
+  it('model.loss with an adapter on lm_head counts the adapter (and trains it)', () => {
+    const model = new LlamaForCausalLM({ ...tiny, tie_word_embeddings: false }, { seed: 6, dtype: 'float64' });
+    model.freeze();
+    const head = LoRALinear.fromBase(model.getModule('lm_head') as Linear, { rank: 2, seed: 1 });
+    head.loraB.assign(randomTensor([32, 2], 9, { dtype: 'float64' }));
+    model.setModule('lm_head', head);
+    const ids = T.tensor([[1, 2, 3, 4]], undefined, { dtype: 'int32' });
+    const targets = T.tensor([[2, 3, 4, 5]], undefined, { dtype: 'int32' });
+    const [plain, plainGrads] = valueAndGrad(model, () => crossEntropy(model.forward(ids), targets))();
+    const [viaLoss, lossGrads] = valueAndGrad(model, () => model.loss(ids, targets))();
+    expect(viaLoss.itemSync()).toBeCloseTo(plain.itemSync(), 12);
+    expect(Object.keys(lossGrads).sort()).toEqual(Object.keys(plainGrads).sort());
+    expect(Object.keys(lossGrads)).toContain('lm_head.loraB');
+  });
   it('gradients of RMSNorm and a whole decoder block check by finite differences (float64)', () => {
     const norm = new RMSNorm(5, 1e-5, { dtype: 'float64' });
     const x = randomTensor([3, 5], 1, { dtype: 'float64' });

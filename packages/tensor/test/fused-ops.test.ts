@@ -151,6 +151,13 @@ describe('softmaxCrossEntropy', () => {
     expect(() => linearCrossEntropy(h, randomTensor([V, 3], 1, { dtype: 'float64' }), targets, weights)).toThrow(
       'linearCrossEntropy: weight must be [V, D]; expected [V, 4], got [7, 3]',
     );
+    expect(() => linearCrossEntropy(h, W, targets, weights, { chunkRows: 0 })).toThrow(
+      'linearCrossEntropy: chunkRows must be a positive integer; expected e.g. 256, got 0',
+    );
+    const trainedWeights = tensor([1, 1, 1, 1, 1], [N], { dtype: 'float64', requiresGrad: true });
+    expect(() => linearCrossEntropy(h, W, targets, trainedWeights)).toThrow(
+      'linearCrossEntropy: the row weights are constants; expected weights without requiresGrad, got weights requiring grad',
+    );
   });
 
   it('refuses wrong ranks and dtypes', () => {
@@ -224,6 +231,8 @@ describe('fused transformer-block ops against their compositions and central dif
   for (const [label, xShape, maskShape] of [
     ['a shared mask', [2, 3, 4, 5], [4, 5]],
     ['a mask per sequence', [2, 3, 4, 5], [2, 1, 4, 5]],
+    ['rank-2 scores and their mask', [4, 5], [4, 5]],
+    ['rank-3 scores with a mask per sequence', [2, 4, 5], [2, 4, 5]],
   ] as const) {
     it(`maskedSoftmax with ${label}: value and gradient`, () => {
       const mask = tensor(

@@ -90,7 +90,7 @@ function maskedSoftmaxKernel(backward: boolean) {
     const n = sizeOf(x.shape);
     const [T, S] = x.shape.slice(-2);
     const rows = S > 0 ? n / S : 0;
-    const perSeq = !backward && mask.shape.length === x.shape.length;
+    const perSeq = !backward && mask.shape.length > 2; // a [T, S] mask is shared, whatever x's rank
     const y = backend.allocate(x.dtype, n, op);
     const { workgroups, gridX } = gridRows(rows);
     const { key, source } = shader('softmax', softmaxSource, { ENABLE: enableFor(t), T: t, MASK: '1', BACKWARD: backward ? '1' : '0' });

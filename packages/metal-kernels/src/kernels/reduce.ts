@@ -36,7 +36,7 @@ function reduceKernel(op: 'sum' | 'max') {
         source,
         constants: { OP: op === 'sum' ? 0 : 1 },
         buffers: [view.buffer, y.buffer],
-        uniform: uniform([view.rows, view.len, 1, view.rows, gridX, { f32: 1 }]),
+        uniform: uniform([view.rows, view.len, gridX]),
         workgroups,
         label: op,
       });

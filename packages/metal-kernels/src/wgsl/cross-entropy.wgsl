@@ -42,7 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       s = s * exp(m - v) + 1.0;
       m = v;
     } else if (!(v == neg_inf && m == neg_inf)) {
-      s += exp(v - m); // (a -inf logit before any finite one adds nothing; NaN still propagates)
+      s += exp(v - m); // (a -inf logit before any finite one adds nothing)
     }
   }
   part_max[lid.x] = m;
@@ -53,9 +53,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       let m1 = part_max[lid.x];
       let m2 = part_max[lid.x + stride];
       let mm = max(m1, m2);
-      // Threads that saw no element hold (-inf, 0): they contribute nothing (and no NaN).
-      let s1 = select(0.0, part_sum[lid.x] * exp(m1 - mm), m1 != neg_inf);
-      let s2 = select(0.0, part_sum[lid.x + stride] * exp(m2 - mm), m2 != neg_inf);
+      // A part that saw no finite element holds (-inf, 0) and contributes nothing; a NaN sum is
+      // kept rather than dropped (though WGSL does not promise that NaN logits propagate).
+      let s1 = select(0.0, part_sum[lid.x] * exp(m1 - mm), part_sum[lid.x] != 0.0);
+      let s2 = select(0.0, part_sum[lid.x + stride] * exp(m2 - mm), part_sum[lid.x + stride] != 0.0);
       part_max[lid.x] = mm;
       part_sum[lid.x] = s1 + s2;
     }

@@ -106,10 +106,12 @@ function maskedSoftmaxKernel({ inputs: [x, mask], attrs, backend }: Args<'masked
   const [T, S] = x.shape.slice(-2);
   const [xv, mv] = [x, mask].map((t) => backend.values(t));
   const rows = xv.length / S;
-  const perBatch = mask.shape.length === x.shape.length ? rows / x.shape[0] : rows;
+  // A per-sequence mask has rank > 2 (validated: [B, 1, …, 1, T, S]); a [T, S] one is shared.
+  const perSequence = mask.shape.length > 2;
+  const perBatch = perSequence ? rows / x.shape[0] : rows;
   const y = floats(x.dtype, xv.length);
   for (let r = 0; r < rows; r++) {
-    const m = ((mask.shape.length === x.shape.length ? Math.floor(r / perBatch) * T : 0) + (r % T)) * S;
+    const m = ((perSequence ? Math.floor(r / perBatch) * T : 0) + (r % T)) * S;
     let mx = Number.NEGATIVE_INFINITY;
     for (let j = 0; j < S; j++) mx = Math.max(mx, xv[r * S + j] * attrs.scale + mv[m + j]);
     let total = 0;

@@ -15,6 +15,8 @@ function checkTargets(op: string, N: number, dtype: string, targets: Tensor, wei
   if (targets.rank !== 1 || targets.shape[0] !== N) throw new ShapeError(op, 'targets must be [N]', `[${N}]`, formatShape(targets.shape));
   if (weights.dtype !== dtype) throw new DTypeError(op, `weights must have the dtype of ${like}`, dtype, weights.dtype);
   if (weights.rank !== 1 || weights.shape[0] !== N) throw new ShapeError(op, 'weights must be [N]', `[${N}]`, formatShape(weights.shape));
+  if (weights.requiresGrad && isGradEnabled())
+    throw new ValueError(op, 'the row weights are constants', 'weights without requiresGrad', 'weights requiring grad');
 }
 
 /**
@@ -79,10 +81,16 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, w
   if (weight.rank !== 2 || weight.shape[1] !== D) throw new ShapeError(op, 'weight must be [V, D]', `[V, ${D}]`, formatShape(weight.shape));
   if (weight.dtype !== h.dtype) throw new DTypeError(op, 'weight must have the dtype of h', h.dtype, weight.dtype);
   checkTargets(op, N, h.dtype, targets, weights, 'h');
-  if ((weight.requiresGrad && isGradEnabled()) || N === 0) return softmaxCrossEntropy(matmul(h, weight, { transposeB: true }), targets, weights);
   const V = weight.shape[0];
   const rows = options.chunkRows ?? chunkRowsFor(V);
   if (!Number.isInteger(rows) || rows < 1) throw new ValueError(op, 'chunkRows must be a positive integer', 'e.g. 256', String(rows));
+  if ((weight.requiresGrad && isGradEnabled()) || N === 0) {
+    // A trained head needs its own gradient: the plain composition (its logits kept for backward).
+    const logits = matmul(h, weight, { transposeB: true });
+    const loss = softmaxCrossEntropy(logits, targets, weights);
+    logits.dispose();
+    return loss;
+  }
   const wantGrad = isGradEnabled() && h.requiresGrad;
   const losses: Tensor[] = [];
   const grads: Tensor[] = [];

@@ -69,10 +69,6 @@ export interface OpAttrs {
     needWeight: boolean;
     needBias: boolean;
   };
-  /**
-   * [param, grad, m, v] (one shape, one float dtype) → [param', m', v']: one Adam/AdamW step
-   * (`adamUpdate`); bias corrections from `step` (≥ 1).
-   */
   /** [x [rows, D], weight [D]] → [y [rows, D], rstd [rows]] (`rmsNorm`; `offset`: scale by 1 + weight). */
   rmsNorm: { eps: number; offset: boolean };
   /** [dy [rows, D], x [rows, D], weight [D], rstd [rows]] → [dx [rows, D]]. */
@@ -91,6 +87,10 @@ export interface OpAttrs {
   softmaxCrossEntropy: Record<string, never>;
   /** [logits [N, V], targets [N], weights [N], logsumexp [N], dloss [N]] → [dlogits [N, V]]. */
   softmaxCrossEntropyBackward: Record<string, never>;
+  /**
+   * [param, grad, m, v] (one shape, one float dtype) → [param', m', v']: one Adam/AdamW step
+   * (`adamUpdate`); bias corrections from `step` (≥ 1).
+   */
   adamUpdate: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean; step: number };
 }
 
