@@ -273,6 +273,16 @@ describe('webgpu fused transformer-block ops', () => {
           [x],
           tol,
         );
+      // The projection's layout in ([B, T, H, Dh]), moved by the kernel; its gradient moved back.
+      await valueAndGradsAgainstReference(
+        b,
+        (v) => {
+          const opts = { dtype: v.dtype, backend: v.backend };
+          return T.rope(v, T.tensor(cos, tables, opts), T.tensor(sin, tables, opts), { layout: 'bthd' });
+        },
+        [[x[0], x[2], x[1], x[3]]],
+        tol,
+      );
     }
   });
   gpuIt('maskedSoftmax: shared and per-sequence masks, rows longer than the workgroup, value and gradient', async (b) => {

@@ -6,6 +6,7 @@ import {
   matmul,
   mul,
   reshape,
+  rope,
   slice,
   softmax,
   type Tensor,
@@ -19,7 +20,7 @@ import { AttentionContext, type KVCache } from './kv-cache';
 import { Embedding, Linear, type ParamOptions, RMSNorm } from './layers';
 import { type CrossEntropyOptions, crossEntropy, headCrossEntropy } from './losses';
 import { Module, ModuleList } from './module';
-import { applyRope, ropeInverseFrequencies } from './rope';
+import { ropeInverseFrequencies } from './rope';
 
 /** Options of a causal model's forward pass. */
 export interface ForwardOptions {
@@ -105,16 +106,17 @@ export class Attention extends Module {
     const ctx = context ?? new AttentionContext(x);
     const [B, T] = x.shape;
     const { heads, kvHeads, headDim } = this;
-    // [B, T, h·Dh] → [B, h, T, Dh], with the per-head norm (Qwen3, Gemma 3) applied over Dh first.
-    const split = (t: Tensor, h: number, norm?: string) => {
-      const perHead = reshape(t, [B, T, h, headDim]);
-      return transpose(norm ? this.sub<RMSNorm>(norm).forward(perHead) : perHead, [0, 2, 1, 3]);
+    // [B, T, h·Dh] → [B, T, h, Dh], with the per-head norm (Qwen3, Gemma 3) applied over Dh; RoPE
+    // moves q and k to [B, h, T, Dh] in the same kernel.
+    const perHead = (t: Tensor, h: number, norm?: string) => {
+      const split = reshape(t, [B, T, h, headDim]);
+      return norm ? this.sub<RMSNorm>(norm).forward(split) : split;
     };
     const [qx, kx, vx] = this.project(x);
-    const rope = ctx.rope(this.invFreq);
-    const q = applyRope(split(qx, heads, this.qkNorm ? 'q_norm' : undefined), rope);
-    let k = applyRope(split(kx, kvHeads, this.qkNorm ? 'k_norm' : undefined), rope);
-    let v = split(vx, kvHeads);
+    const tables = ctx.rope(this.invFreq);
+    const q = rope(perHead(qx, heads, this.qkNorm ? 'q_norm' : undefined), tables.cos, tables.sin, { layout: 'bthd' });
+    let k = rope(perHead(kx, kvHeads, this.qkNorm ? 'k_norm' : undefined), tables.cos, tables.sin, { layout: 'bthd' });
+    let v = transpose(perHead(vx, kvHeads), [0, 2, 1, 3]);
     if (ctx.cache) ({ k, v } = ctx.cache.update(this.layerIndex, k, v));
     const S = ctx.total;
     // Grouped heads without copying keys: the g query heads of one KV head become g·T rows of it.

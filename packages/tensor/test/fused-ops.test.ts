@@ -21,6 +21,7 @@ import {
   softmaxCrossEntropy,
   sqrt,
   sum,
+  transpose,
   type Tensor,
   tensor,
 } from '../src/index';
@@ -215,6 +216,12 @@ describe('fused transformer-block ops against their compositions and central dif
       assertClose(rope(x, cos, sin).dataSync(), ropeComposed(x, cos, sin).dataSync(), TOLERANCES.float64);
       gradCheck((a) => rope(a, cos, sin), [randomTensor([2, 3, 5, Dh], 34, f64)]);
       gradCheck((a) => rope(a, cos, sin, { inverse: true }), [randomTensor([2, 3, 5, Dh], 35, f64)]);
+      // The projection's [B, T, H, Dh] in, [B, H, T, Dh] out: the same as transposing first.
+      const bthd = randomTensor([2, 5, 3, Dh], 36, f64);
+      const moved = rope(bthd, cos, sin, { layout: 'bthd' });
+      expect(moved.shape).toEqual([2, 3, 5, Dh]);
+      assertClose(moved.dataSync(), rope(transpose(bthd, [0, 2, 1, 3]), cos, sin).dataSync(), TOLERANCES.float64);
+      gradCheck((a) => rope(a, cos, sin, { layout: 'bthd' }), [randomTensor([2, 5, 3, Dh], 37, f64)]);
     });
   }
 

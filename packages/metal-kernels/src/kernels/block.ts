@@ -38,7 +38,7 @@ function rmsNormKernel(backward: boolean) {
 
 function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args): KernelOutput[] {
   const t = typeOf(backend, x.dtype, 'rope');
-  const [, H, T, dh] = x.shape;
+  const [B, H, T, dh] = attrs.transposeIn ? [x.shape[0], x.shape[2], x.shape[1], x.shape[3]] : x.shape;
   const n = sizeOf(x.shape);
   const y = backend.allocate(x.dtype, n, 'rope out');
   const { workgroups, gridX } = grid1d(n);
@@ -47,13 +47,18 @@ function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args): KernelOutp
     backend.dispatch({
       key,
       source,
-      constants: { INVERSE: attrs.inverse ? 1 : 0, PER_SEQ: cos.shape.length === 4 ? 1 : 0 },
+      constants: {
+        INVERSE: attrs.inverse ? 1 : 0,
+        PER_SEQ: cos.shape.length === 4 ? 1 : 0,
+        IN_BTHD: attrs.transposeIn ? 1 : 0,
+        OUT_BTHD: attrs.transposeOut ? 1 : 0,
+      },
       buffers: [buf(x), buf(cos), buf(sin), y.buffer],
       uniform: uniform([n, dh, cos.shape[cos.shape.length - 1], T, H, gridX]),
       workgroups,
       label: 'rope',
     });
-  return [out(y, [...x.shape], x.dtype)];
+  return [out(y, attrs.transposeOut ? [B, T, H, dh] : [B, H, T, dh], x.dtype)];
 }
 
 function gatedKernel(backward: boolean) {

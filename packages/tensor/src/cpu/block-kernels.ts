@@ -48,7 +48,8 @@ function rmsNormBackwardKernel({ inputs: [dy, x, weight, rstd], attrs, backend }
  * inverse: rot[j] = x[j+h]·sin[j+h] (j < h) or −x[j−h]·sin[j−h], the transposed rotation.
  */
 function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): KernelOutput[] {
-  const [B, H, T, Dh] = x.shape;
+  const [B, H, T, Dh] = attrs.transposeIn ? [x.shape[0], x.shape[2], x.shape[1], x.shape[3]] : x.shape;
+  const offset = (transposed: boolean, b: number, h: number, t: number) => (transposed ? ((b * T + t) * H + h) * Dh : ((b * H + h) * T + t) * Dh);
   const R = cos.shape[cos.shape.length - 1];
   const half = R / 2;
   const perSequence = cos.shape.length === 4;
@@ -57,20 +58,21 @@ function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): Ke
   for (let b = 0; b < B; b++)
     for (let h = 0; h < H; h++)
       for (let t = 0; t < T; t++) {
-        const base = ((b * H + h) * T + t) * Dh;
+        const base = offset(attrs.transposeIn, b, h, t);
+        const to = offset(attrs.transposeOut, b, h, t);
         const table = ((perSequence ? b : 0) * T + t) * R;
         for (let j = 0; j < Dh; j++) {
           if (j >= R) {
-            y[base + j] = xv[base + j];
+            y[to + j] = xv[base + j];
             continue;
           }
           const other = j < half ? j + half : j - half;
           const sign = j < half ? -1 : 1;
           const rot = attrs.inverse ? -sign * xv[base + other] * sv[table + other] : sign * xv[base + other] * sv[table + j];
-          y[base + j] = xv[base + j] * cv[table + j] + rot;
+          y[to + j] = xv[base + j] * cv[table + j] + rot;
         }
       }
-  return [backend.output(y, [...x.shape], x.dtype)];
+  return [backend.output(y, attrs.transposeOut ? [B, T, H, Dh] : [B, H, T, Dh], x.dtype)];
 }
 
 function activation(name: 'silu' | 'gelu_tanh', g: number): { value: number; slope: number } {

@@ -64,20 +64,24 @@ export function rmsNorm(x: Tensor, weight: Tensor, options: RMSNormOptions): Ten
 
 /**
  * Rotary position embedding ("rotate half", as Hugging Face models) as one op, for x
- * `[B, H, T, Dh]` and tables `cos`, `sin` of `[T, R]` (shared by the batch) or `[B, 1, T, R]`
- * (a row per sequence), R even and ≤ Dh: the first R features of each head become
- * `x·cos + rotateHalf(x)·sin`, the rest pass through. `inverse` applies the transposed rotation
- * (the backward pass, which is this op again). Differentiable in x only (the tables are constants).
+ * `[B, H, T, Dh]` (or, with `layout: 'bthd'`, the projection's `[B, T, H, Dh]`, moved to
+ * `[B, H, T, Dh]` by the same kernel) and tables `cos`, `sin` of `[T, R]` (shared by the batch)
+ * or `[B, 1, T, R]` (a row per sequence), R even and ≤ Dh: the first R features of each head
+ * become `x·cos + rotateHalf(x)·sin`, the rest pass through. `inverse` applies the transposed
+ * rotation (the backward pass is this kernel again). Differentiable in x only (the tables are
+ * constants). The result is always `[B, H, T, Dh]`.
  */
-export function rope(x: Tensor, cos: Tensor, sin: Tensor, options: { inverse?: boolean } = {}): Tensor {
+export function rope(x: Tensor, cos: Tensor, sin: Tensor, options: { inverse?: boolean; layout?: 'bhtd' | 'bthd' } = {}): Tensor {
   const op = 'rope';
   assertTensor(op, x, 'x');
   assertTensor(op, cos, 'cos');
   assertTensor(op, sin, 'sin');
   assertFloat(op, x, 'x');
   assertSameDType(op, [x, cos, sin], ['x', 'cos', 'sin']);
-  if (x.rank !== 4) throw new ShapeError(op, 'x must be [B, H, T, Dh]', 'rank 4', formatShape(x.shape));
-  const [B, , T, Dh] = x.shape;
+  const layout = options.layout ?? 'bhtd';
+  if (layout !== 'bhtd' && layout !== 'bthd') throw new ValueError(op, 'unknown layout', "'bhtd' or 'bthd'", String(layout));
+  if (x.rank !== 4) throw new ShapeError(op, `x must be [${layout === 'bhtd' ? 'B, H, T, Dh' : 'B, T, H, Dh'}]`, 'rank 4', formatShape(x.shape));
+  const [B, T, Dh] = layout === 'bhtd' ? [x.shape[0], x.shape[2], x.shape[3]] : [x.shape[0], x.shape[1], x.shape[3]];
   const R = cos.shape[cos.rank - 1];
   const shared = cos.rank === 2 && cos.shape[0] === T;
   const perSequence = cos.rank === 4 && cos.shape[0] === B && cos.shape[1] === 1 && cos.shape[2] === T;
@@ -91,8 +95,13 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor, options: { inverse?: b
   if (sin.shape.join() !== cos.shape.join()) throw new ShapeError(op, 'sin must have the shape of cos', formatShape(cos.shape), formatShape(sin.shape));
   if (cos.requiresGrad || sin.requiresGrad) throw new ValueError(op, 'the tables are constants', 'cos and sin without requiresGrad', 'a table requiring grad');
   const inverse = options.inverse ?? false;
-  const [y] = runOp(op, [x, cos, sin], { inverse });
-  return record(y, [x, cos, sin], op, (dy, [c, s]) => [rope(dy, c, s, { inverse: !inverse }), null, null], [cos, sin]);
+  const bthd = layout === 'bthd';
+  const [y] = runOp(op, [x, cos, sin], { inverse, transposeIn: bthd, transposeOut: false });
+  // Backward: the inverse rotation, moved back to x's layout.
+  return record(y, [x, cos, sin], op, (dy, [c, s]) => [runOp(op, [dy, c, s], { inverse: !inverse, transposeIn: false, transposeOut: bthd })[0], null, null], [
+    cos,
+    sin,
+  ]);
 }
 
 /** The gate activations `gatedActivation` fuses: SiLU (SwiGLU) and tanh-approximated GELU (GeGLU). */

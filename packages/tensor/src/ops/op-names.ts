@@ -73,8 +73,11 @@ export interface OpAttrs {
   rmsNorm: { eps: number; offset: boolean };
   /** [dy [rows, D], x [rows, D], weight [D], rstd [rows]] → [dx [rows, D]]. */
   rmsNormBackward: { offset: boolean };
-  /** [x [B, H, T, Dh], cos, sin ([T, R] or [B, 1, T, R])] → [y [B, H, T, Dh]]; `inverse`: the transposed rotation. */
-  rope: { inverse: boolean };
+  /**
+   * [x, cos, sin ([T, R] or [B, 1, T, R])] → [y]: x is [B, H, T, Dh] ([B, T, H, Dh] with
+   * `transposeIn`), y likewise with `transposeOut`; `inverse`: the transposed rotation.
+   */
+  rope: { inverse: boolean; transposeIn: boolean; transposeOut: boolean };
   /** [x [..., T, S], mask [T, S] or [B, 1, …, 1, T, S]] → [softmax(x·scale + mask)] over the last axis. */
   maskedSoftmax: { scale: number };
   /** [dy, y] → [dx = scale·y·(dy − Σ dy·y)], rows of the last axis. */
