@@ -329,7 +329,7 @@ export function selectGemm(shape: GemmShape, device: GemmDevice = DEFAULT_DEVICE
   else if (M <= 16) base = TILED_VARIANTS.skinnyM16;
   else if (M * N >= 1024 * 1024 || (M * N >= 256 * 256 && K >= 8192)) {
     // Long reductions (an LM head's dlogits·W over the vocabulary) take the big tile with K split:
-    // the 64×64 tile ran such a product at a ninth of its rate (RESULTS.md, "End-to-end training step").
+    // the 64×64 tile ran such products far slower (RESULTS.md, "End-to-end training step").
     if (vec4Ok) return withSplits(bigTile(shape), splitsFor(vec4Tiles(VEC4_128, M, N, batch), K));
     base = TILED_VARIANTS.tile128x128;
   } else if (M * N >= 256 * 256) base = TILED_VARIANTS.tile64x64;
