@@ -22,6 +22,7 @@ import { AdamW, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, valueAnd
 import * as T from '@metal-lora/tensor';
 import { loadModel } from 'metal-lora';
 import { MODEL_SHAPES } from './shapes';
+import { median } from './timing';
 
 /** The shapes `e2e` knows besides the published ones: `tiny` (CI's reduced run on lavapipe). */
 export const E2E_SHAPES: Record<string, LlamaConfig> = {
@@ -79,8 +80,6 @@ export interface TorchRow {
   gpuBusy?: number;
   losses: number[];
 }
-
-const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 
 /** Samples `nvidia-smi`'s utilization every 100 ms until stopped; undefined where there is none. */
 function busySampler(): { stop: () => Promise<number | undefined> } {

@@ -215,9 +215,7 @@ export class WebGPUBackend implements Backend {
     this.buffers--;
     const cap = this.poolCap;
     if (size > cap) {
-      // Recorded commands may still use it: submit them before destroying.
-      this.flush();
-      this.forgetBindGroups();
+      this.beforeDestroying();
       buffer.destroy();
       return;
     }
@@ -236,8 +234,7 @@ export class WebGPUBackend implements Backend {
    * bound by host time; RESULTS.md, "the pool fix".)
    */
   private evict(bytes: number): void {
-    this.flush();
-    this.forgetBindGroups();
+    this.beforeDestroying();
     let freed = 0;
     for (const [buffer, size] of this.idle) {
       if (freed >= bytes) break;
@@ -252,8 +249,7 @@ export class WebGPUBackend implements Backend {
 
   /** Destroys every idle pooled buffer. */
   releasePool(): void {
-    this.flush();
-    this.forgetBindGroups();
+    this.beforeDestroying();
     for (const list of this.pool.values()) for (const b of list) b.destroy();
     this.pool.clear();
     this.idle.clear();
@@ -324,7 +320,7 @@ export class WebGPUBackend implements Backend {
     this.sharedUniforms.set(name, entry);
     const padded = new Uint8Array(size);
     padded.set(new Uint8Array(data));
-    const contents = String.fromCharCode(...new Uint16Array(padded.buffer));
+    const contents = contentsKey(padded.buffer);
     if (entry.contents !== contents) {
       this.stagedWrite(entry.buffer, padded);
       entry.contents = contents;
@@ -516,9 +512,7 @@ export class WebGPUBackend implements Backend {
    * that the dispatch's bind group can be cached; null the first time, when the arena serves.
    */
   private uniformBuffer(data: ArrayBuffer): GPUBufferBinding | null {
-    const words = new Uint16Array(data);
-    let key = '';
-    for (let i = 0; i < words.length; i++) key += String.fromCharCode(words[i]);
+    const key = contentsKey(data);
     const seen = this.uniforms.get(key);
     if (typeof seen === 'object') return seen;
     if (seen === undefined) {
@@ -535,14 +529,17 @@ export class WebGPUBackend implements Backend {
   }
 
   private forgetUniforms(): void {
-    this.flush();
+    this.beforeDestroying();
     for (const u of this.uniforms.values()) if (typeof u === 'object') u.buffer.destroy();
     this.uniforms.clear();
-    this.bindGroups.clear();
   }
 
-  /** Cached bind groups may name a buffer about to be destroyed: drop them all (rare in steady state). */
-  private forgetBindGroups(): void {
+  /**
+   * Before buffers are destroyed: submit the recorded commands that may still use them, and drop
+   * the cached bind groups, which may name them (rare in steady state).
+   */
+  private beforeDestroying(): void {
+    this.flush();
     this.bindGroups.clear();
   }
 
@@ -647,6 +644,14 @@ export class WebGPUBackend implements Backend {
     this.arena.destroy();
     this.uploads.destroy();
   }
+}
+
+/** Uniform contents as a string of their 16-bit words (a map key; uniforms are multiples of 16 bytes). */
+function contentsKey(data: ArrayBuffer): string {
+  const words = new Uint16Array(data);
+  let key = '';
+  for (let i = 0; i < words.length; i++) key += String.fromCharCode(words[i]);
+  return key;
 }
 
 function padTo4(view: ArrayBufferView): Uint8Array {

@@ -1,22 +1,18 @@
 import { type KernelArgs, type KernelOutput, registerKernel } from '../backend';
-import type { DType } from '../dtype';
 import { GELU_TANH_C, gelu, sigmoid } from '../math';
 import type { OpAttrs } from '../ops/op-names';
 import type { CpuBackend } from './backend';
 
-// Reference kernels of the fused transformer-block ops: float64 for float64 inputs, f32 otherwise.
+// Reference kernels of the fused transformer-block ops: float64 for float64 inputs, f32 otherwise
+// (`backend.alloc` gives the float dtypes' compute arrays).
 type Args<K extends keyof OpAttrs> = Omit<KernelArgs<CpuBackend>, 'attrs'> & { attrs: OpAttrs[K] };
-
-function floats(dtype: DType, size: number): Float32Array | Float64Array {
-  return dtype === 'float64' ? new Float64Array(size) : new Float32Array(size);
-}
 
 function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args<'rmsNorm'>): KernelOutput[] {
   const [rows, D] = x.shape;
   const xv = backend.values(x);
   const wv = backend.values(weight);
-  const y = floats(x.dtype, rows * D);
-  const rstd = floats(x.dtype, rows);
+  const y = backend.alloc(x.dtype, rows * D);
+  const rstd = backend.alloc(x.dtype, rows);
   for (let r = 0; r < rows; r++) {
     let ss = 0;
     for (let j = 0; j < D; j++) ss += xv[r * D + j] ** 2;
@@ -30,7 +26,7 @@ function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args<'rmsNorm'>)
 function rmsNormBackwardKernel({ inputs: [dy, x, weight, rstd], attrs, backend }: Args<'rmsNormBackward'>): KernelOutput[] {
   const [rows, D] = x.shape;
   const [dyv, xv, wv, rv] = [dy, x, weight, rstd].map((t) => backend.values(t));
-  const dx = floats(x.dtype, rows * D);
+  const dx = backend.alloc(x.dtype, rows * D);
   for (let r = 0; r < rows; r++) {
     let dot = 0;
     for (let j = 0; j < D; j++) dot += dyv[r * D + j] * (attrs.offset ? 1 + wv[j] : wv[j]) * xv[r * D + j] * rv[r];
@@ -54,7 +50,7 @@ function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): Ke
   const half = R / 2;
   const perSequence = cos.shape.length === 4;
   const [xv, cv, sv] = [x, cos, sin].map((t) => backend.values(t));
-  const y = floats(x.dtype, xv.length);
+  const y = backend.alloc(x.dtype, xv.length);
   for (let b = 0; b < B; b++)
     for (let h = 0; h < H; h++)
       for (let t = 0; t < T; t++) {
@@ -86,15 +82,15 @@ function activation(name: 'silu' | 'gelu_tanh', g: number): { value: number; slo
 
 function gatedActivationKernel({ inputs: [gate, up], attrs, backend }: Args<'gatedActivation'>): KernelOutput[] {
   const [gv, uv] = [gate, up].map((t) => backend.values(t));
-  const y = floats(gate.dtype, gv.length);
+  const y = backend.alloc(gate.dtype, gv.length);
   for (let i = 0; i < gv.length; i++) y[i] = activation(attrs.activation, gv[i]).value * uv[i];
   return [backend.output(y, [...gate.shape], gate.dtype)];
 }
 
 function gatedActivationBackwardKernel({ inputs: [dy, gate, up], attrs, backend }: Args<'gatedActivationBackward'>): KernelOutput[] {
   const [dyv, gv, uv] = [dy, gate, up].map((t) => backend.values(t));
-  const dGate = floats(gate.dtype, gv.length);
-  const dUp = floats(gate.dtype, gv.length);
+  const dGate = backend.alloc(gate.dtype, gv.length);
+  const dUp = backend.alloc(gate.dtype, gv.length);
   for (let i = 0; i < gv.length; i++) {
     const { value, slope } = activation(attrs.activation, gv[i]);
     dGate[i] = dyv[i] * uv[i] * slope;
@@ -111,7 +107,7 @@ function maskedSoftmaxKernel({ inputs: [x, mask], attrs, backend }: Args<'masked
   // A per-sequence mask has rank > 2 (validated: [B, 1, …, 1, T, S]); a [T, S] one is shared.
   const perSequence = mask.shape.length > 2;
   const perBatch = perSequence ? rows / x.shape[0] : rows;
-  const y = floats(x.dtype, xv.length);
+  const y = backend.alloc(x.dtype, xv.length);
   for (let r = 0; r < rows; r++) {
     const m = ((perSequence ? Math.floor(r / perBatch) * T : 0) + (r % T)) * S;
     let mx = Number.NEGATIVE_INFINITY;
@@ -126,7 +122,7 @@ function maskedSoftmaxKernel({ inputs: [x, mask], attrs, backend }: Args<'masked
 function maskedSoftmaxBackwardKernel({ inputs: [dy, y], attrs, backend }: Args<'maskedSoftmaxBackward'>): KernelOutput[] {
   const S = y.shape[y.shape.length - 1];
   const [dyv, yv] = [dy, y].map((t) => backend.values(t));
-  const dx = floats(y.dtype, yv.length);
+  const dx = backend.alloc(y.dtype, yv.length);
   for (let r = 0; r < yv.length / S; r++) {
     let dot = 0;
     for (let j = 0; j < S; j++) dot += dyv[r * S + j] * yv[r * S + j];

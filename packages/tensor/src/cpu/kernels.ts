@@ -205,7 +205,7 @@ function crossEntropyBackwardKernel({ inputs: [logits, targets, weights, lse, dl
   return [backend.output(dx, [N, V], logits.dtype)];
 }
 
-/** The reference of `adamUpdate`: float64 arithmetic, outputs stored in the parameter's precision. */
+/** The reference of `adamUpdate`: float64 arithmetic, with m' and v' rounded to the parameter's precision as they are stored. */
 function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args<'adamUpdate'>): KernelOutput[] {
   const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, step } = attrs;
   const [pv, gv, mv, vv] = [param, grad, m, v].map((t) => backend.values(t));

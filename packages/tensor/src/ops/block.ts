@@ -3,15 +3,9 @@ import { ShapeError, ValueError } from '../errors';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
 import { mul } from './elementwise';
-import { assertFloat, assertSameDType, assertTensor } from './helpers';
+import { assertFloat, assertSameDType, assertTensor, freeing } from './helpers';
 import { reshape } from './layout';
 import { sum } from './reduce';
-
-/** Frees temporaries once the result that used them exists. */
-function freeing<T>(result: T, ...temps: Tensor[]): T {
-  for (const t of temps) t.dispose();
-  return result;
-}
 
 export interface RMSNormOptions {
   eps: number;

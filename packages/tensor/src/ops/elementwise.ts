@@ -4,15 +4,9 @@ import { record, runOp } from '../engine';
 import { DTypeError } from '../errors';
 import { GELU_TANH_C } from '../math';
 import { full, type Tensor } from '../tensor';
-import { asTensor, assertFloat, assertSameDType, assertTensor, type Operand } from './helpers';
+import { asTensor, assertFloat, assertSameDType, assertTensor, freeing, type Operand } from './helpers';
 import type { BinaryOp, UnaryOp } from './op-names';
 import { sumToShape } from './reduce';
-
-/** Disposes intermediates of a backward rule once its result exists. */
-function freeing<T>(result: T, ...temps: Tensor[]): T {
-  for (const t of temps) t.dispose();
-  return result;
-}
 
 const INTEGER_OK = new Set<string>(['neg', 'abs', 'relu']);
 

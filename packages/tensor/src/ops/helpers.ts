@@ -38,3 +38,9 @@ export function assertSameDType(op: string, tensors: readonly Tensor[], names: r
   });
   return dtype;
 }
+
+/** Disposes intermediates of a backward rule once its result exists. */
+export function freeing<T>(result: T, ...temps: Tensor[]): T {
+  for (const t of temps) t.dispose();
+  return result;
+}
