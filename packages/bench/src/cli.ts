@@ -15,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
 import { runDecodeBench } from './decode-bench';
-import { type E2EOptions, e2eTable, runE2EBench, timeTrainingSteps, torchSteps } from './e2e-bench';
+import { type E2EOptions, measureE2E, runE2EBench } from './e2e-bench';
 import { type LoraCase, runLoraBench } from './lora-core';
 import { tfjsPeer, torchPeer } from './peers';
 import { key, markdownTable, type Row, svgChart } from './report';
@@ -89,14 +89,7 @@ async function main(): Promise<void> {
   console.log(`\n${table}\n`);
   // A whole training step too (metal-lora-bench e2e for every shape): SmolLM2's shape, or the tiny one with --quick.
   const e2eOptions: E2EOptions = { models: [quick ? 'tiny' : 'smollm2-135m'], batch: quick ? 2 : 4, seq: quick ? 32 : 512, rank: 8, steps: 3, warmup: 1 };
-  console.log(`training step: ${e2eOptions.models[0]} …`);
-  const e2e = await timeTrainingSteps(e2eOptions.models[0], e2eOptions);
-  if (!process.argv.includes('--no-peers')) {
-    const torch = torchSteps(e2eOptions.models, e2eOptions);
-    e2e.torch = typeof torch === 'string' ? torch : torch.get(e2eOptions.models[0]);
-  }
-  const e2eText = e2eTable([e2e], device, e2eOptions, new Date().toISOString().slice(0, 10));
-  console.log(`\n${e2eText}\n`);
+  const [e2e] = (await measureE2E(e2eOptions, device, !process.argv.includes('--no-peers'))).rows;
   const json = arg('json');
   if (json) writeFileSync(json, JSON.stringify({ device, date: new Date().toISOString(), quick, rows, peers, e2e }, null, 2));
   const svg = arg('svg');

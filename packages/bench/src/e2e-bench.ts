@@ -217,7 +217,7 @@ function unknownModel(name: string): never {
   throw new T.ValueError('metal-lora-bench e2e', `unknown model shape '${name}'`, `one of ${Object.keys(E2E_SHAPES).join(', ')}, embedded`, name);
 }
 
-export function torchSteps(names: string[], options: E2EOptions): Map<string, TorchRow> | string {
+function torchSteps(names: string[], options: E2EOptions): Map<string, TorchRow> | string {
   const probe = spawnSync('python3', ['-c', 'import torch, transformers, peft; print(torch.cuda.is_available())'], { encoding: 'utf8' });
   if (probe.status !== 0) return 'pytorch: python3 with torch, transformers and peft is not available here';
   if (probe.stdout.trim() !== 'True') return 'pytorch: torch has no CUDA device here';
@@ -292,7 +292,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
   };
   const options: E2EOptions = {
     models: (values.models ?? (cpu ? 'embedded' : 'smollm2-135m,qwen2.5-0.5b,llama-3.2-1b')).split(','),
-    batch: int('batch', values.batch, cpu ? 4 : 4),
+    batch: int('batch', values.batch, 4),
     seq: int('seq', values.seq, cpu ? 64 : 512),
     rank: int('rank', values.rank, 8),
     steps: int('steps', values.steps, 5),
@@ -311,6 +311,21 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     device = `${r.vendor} ${r.device || r.architecture} ${r.description} (WebGPU via ${r.runtime})`.replace(/\s+/g, ' ');
   }
   console.log(`e2e bench on ${device}: ${options.models.join(', ')}; batch ${options.batch} × ${options.seq}, rank ${options.rank}`);
+  const { rows, table } = await measureE2E(options, device, !values['no-peers']);
+  if (values.json) writeFileSync(values.json, JSON.stringify({ device, date: new Date().toISOString(), options, rows }, null, 2));
+  const backend = T.getBackend();
+  if (backend instanceof WebGPUBackend) {
+    await backend.sync();
+    backend.context.device.destroy();
+  }
+  return { rows, table };
+}
+
+/**
+ * Times every model of `options` on the current backend (a line each as it goes), adds
+ * PyTorch's row where `peers` and it exists, and prints the table (also `pnpm bench`'s e2e part).
+ */
+export async function measureE2E(options: E2EOptions, device: string, peers: boolean): Promise<{ rows: E2ERow[]; table: string }> {
   const rows: E2ERow[] = [];
   for (const name of options.models) {
     const row = await timeTrainingSteps(name, options);
@@ -324,21 +339,14 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     if (row.topKernels) console.log(`  GPU time by kernel: ${row.topKernels.map((k) => `${k.label} ${k.ms.toFixed(1)} ms (${k.count}×)`).join(', ')}`);
     rows.push(row);
   }
-  const peers = options.models.filter((n) => n in E2E_SHAPES);
-  if (!values['no-peers'] && peers.length > 0) {
+  const named = options.models.filter((n) => n in E2E_SHAPES);
+  if (peers && named.length > 0) {
     console.log('peer: PyTorch + transformers + PEFT …');
-    const torch = torchSteps(peers, options);
+    const torch = torchSteps(named, options);
     for (const row of rows) row.torch = typeof torch === 'string' ? torch : torch.get(row.model);
   }
-  const date = new Date().toISOString().slice(0, 10);
-  const table = e2eTable(rows, device, options, date);
+  const table = e2eTable(rows, device, options, new Date().toISOString().slice(0, 10));
   console.log(`\n${table}\n`);
-  if (values.json) writeFileSync(values.json, JSON.stringify({ device, date: new Date().toISOString(), options, rows }, null, 2));
-  const backend = T.getBackend();
-  if (backend instanceof WebGPUBackend) {
-    await backend.sync();
-    backend.context.device.destroy();
-  }
   return { rows, table };
 }
 
