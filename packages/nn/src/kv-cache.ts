@@ -78,7 +78,10 @@ export class AttentionContext {
   private readonly masks = new Map<number, Tensor>();
   private readonly tables = new Map<Float64Array, RopeTables>();
 
-  constructor(x: Tensor, cache?: KVCache) {
+  /** Packed rows: per row, the start of each position's document (positions count from it; attention stays inside it). */
+  private readonly starts: Int32Array[] | null;
+
+  constructor(x: Tensor, cache?: KVCache, segments?: readonly (readonly number[])[]) {
     [this.batch, this.steps] = x.shape;
     this.cache = cache;
     this.offset = cache?.length ?? 0;
@@ -86,6 +89,7 @@ export class AttentionContext {
     const padding = cache?.padding;
     if (padding && padding.length !== this.batch)
       throw new ValueError('KVCache', 'padding must have one count per row of the batch', `${this.batch} counts`, String(padding.length));
+    this.starts = segments ? documentStarts(segments, this.batch, this.steps, cache) : null;
   }
 
   /** Keys visible to this pass: the cached ones and the new ones. */
@@ -102,6 +106,17 @@ export class AttentionContext {
     let m = this.masks.get(key);
     if (m) return m;
     const { steps: T, total, offset } = this;
+    if (this.starts) {
+      const starts = this.starts;
+      const values = new Float64Array(this.batch * T * T);
+      starts.forEach((start, b) => {
+        for (let i = 0; i < T; i++)
+          for (let j = 0; j < T; j++) if (j > i || j < start[i] || (window !== null && i - j >= window)) values[(b * T + i) * T + j] = -1e9;
+      });
+      m = tensor(values, [this.batch, 1, 1, T, T], { dtype: this.like.dtype, backend: this.like.backend });
+      this.masks.set(key, m);
+      return m;
+    }
     const padding = this.cache?.padding ?? null;
     const rows = padding ?? [0];
     const values = new Float64Array(rows.length * T * total);
@@ -123,11 +138,37 @@ export class AttentionContext {
     if (t) return t;
     const { steps: T, offset } = this;
     const padding = this.cache?.padding;
-    const positions = padding
-      ? padding.map((pad) => Array.from({ length: T }, (_, s) => Math.max(0, offset + s - pad)))
-      : Array.from({ length: T }, (_, s) => offset + s);
+    const starts = this.starts;
+    const positions = starts
+      ? starts.map((start) => Array.from(start, (s, i) => i - s))
+      : padding
+        ? padding.map((pad) => Array.from({ length: T }, (_, s) => Math.max(0, offset + s - pad)))
+        : Array.from({ length: T }, (_, s) => offset + s);
     t = ropeTables(invFreq, positions, this.like);
     this.tables.set(invFreq, t);
     return t;
   }
+}
+
+/**
+ * Per row, the first position of each position's document, from the rows' document lengths (the
+ * positions after the last document form one more span of padding).
+ */
+function documentStarts(segments: readonly (readonly number[])[], batch: number, steps: number, cache: KVCache | undefined): Int32Array[] {
+  const op = 'forward';
+  if (cache) throw new ValueError(op, 'segments (packed documents) cannot be used with a KV cache', 'no cache', 'a cache');
+  if (!Array.isArray(segments) || segments.length !== batch)
+    throw new ValueError(op, 'segments must list the document lengths of every row', `${batch} rows`, String((segments as unknown[])?.length));
+  return segments.map((lengths, b) => {
+    const start = new Int32Array(steps);
+    let at = 0;
+    for (const n of lengths) {
+      if (!Number.isInteger(n) || n < 1 || at + n > steps)
+        throw new ValueError(op, `row ${b}'s document lengths must be positive integers that fit the row`, `a sum ≤ ${steps}`, JSON.stringify(lengths));
+      start.fill(at, at, at + n);
+      at += n;
+    }
+    start.fill(at, at, steps);
+    return start;
+  });
 }

@@ -28,6 +28,12 @@ export interface ForwardOptions {
   cache?: KVCache;
   /** `'last'`: logits of the last position only (`[B, 1, vocab]`), as generation needs. Default `'all'`. */
   logits?: 'all' | 'last';
+  /**
+   * Packed rows (training on documents laid end to end): per row, the lengths of its documents in
+   * order. Each position attends only within its document and its RoPE position counts from the
+   * document's start; positions after the last document are padding.
+   */
+  segments?: readonly (readonly number[])[];
 }
 
 /** `cap·tanh(x / cap)`. */
@@ -227,7 +233,7 @@ export class LlamaModel extends Module {
   forward(ids: Tensor, options: ForwardOptions = {}): Tensor {
     const embedded = this.sub<Embedding>('embed_tokens').forward(ids);
     let h = this.embedScale === null ? embedded : mul(embedded, this.embedScale);
-    const context = new AttentionContext(h, options.cache);
+    const context = new AttentionContext(h, options.cache, options.segments);
     for (const layer of this.sub<ModuleList<DecoderLayer>>('layers').items) h = layer.forward(h, context);
     if (options.cache) options.cache.length += context.steps;
     if (options.logits === 'last') {
@@ -289,13 +295,15 @@ export class LlamaForCausalLM extends Module {
    * `headCrossEntropy`: the `[B·T, vocab]` logits are never held whole, which is most of a small
    * model's training memory. A soft-capped head (Gemma 2) or a biased one takes the plain path.
    */
-  loss(ids: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
+  loss(ids: Tensor, targets: Tensor, options: CrossEntropyOptions & Pick<ForwardOptions, 'segments'> = {}): Tensor {
+    const { segments, ...lossOptions } = options;
+    const forward = { segments };
     const head = this.config.tie_word_embeddings ? (this.getModule('model.embed_tokens') as Embedding) : this.sub<Linear>('lm_head');
     // Only a plain weight can be read as the head: an adapted head (a LoRALinear loaded onto
     // lm_head), a bias or a soft-cap goes through the model's own forward.
     const plain = head instanceof Embedding || (Object.getPrototypeOf(head) === Linear.prototype && !head.bias);
-    if (this.config.final_logit_softcapping || !plain) return crossEntropy(this.forward(ids), targets, options);
-    return headCrossEntropy(this.sub<LlamaModel>('model').forward(ids), head.weight, targets, options);
+    if (this.config.final_logit_softcapping || !plain) return crossEntropy(this.forward(ids, forward), targets, lossOptions);
+    return headCrossEntropy(this.sub<LlamaModel>('model').forward(ids, forward), head.weight, targets, lossOptions);
   }
 
   /** Logits `[B, T, vocab]` for int32 token ids `[B, T]` (`[B, 1, vocab]` with `logits: 'last'`). */

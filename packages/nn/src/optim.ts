@@ -88,6 +88,54 @@ export abstract class Optimizer {
     }
   }
 
+  /**
+   * The state as checkpoints keep it: each tensor under `<parameter name>.<slot>` (Adam: `m`, `v`;
+   * SGD: `momentum`) of `model`'s parameters, and the steps taken. The tensors are the optimizer's
+   * own: read them, do not dispose them.
+   */
+  stateDict(model: Module): { step: number; tensors: Record<string, Tensor> } {
+    const names = new Map(model.namedParameters().map(([name, p]) => [p, name]));
+    const tensors: Record<string, Tensor> = Object.create(null);
+    for (const [p, slots] of this.state) {
+      const name = names.get(p);
+      if (name === undefined)
+        throw new ValueError(
+          'Optimizer.stateDict',
+          'the optimizer holds state for a tensor that is not a parameter of the model',
+          'the model it trains',
+          'another model',
+        );
+      for (const [slot, t] of Object.entries(slots)) tensors[`${name}.${slot}`] = t;
+    }
+    return { step: this.stepCount, tensors };
+  }
+
+  /**
+   * Restores {@link stateDict}'s result (copies of the tensors are kept): every name must be a
+   * parameter of `model` with a slot of the tensor's shape; the current state is replaced.
+   */
+  loadStateDict(model: Module, state: { step: number; tensors: Record<string, Tensor> }): void {
+    const op = 'Optimizer.loadStateDict';
+    if (!Number.isSafeInteger(state.step) || state.step < 0)
+      throw new ValueError(op, 'step must be a non-negative integer', 'an integer ≥ 0', String(state.step));
+    const params = new Map(model.namedParameters());
+    const entries: [Tensor, string, Tensor][] = [];
+    for (const [key, t] of Object.entries(state.tensors)) {
+      const dot = key.lastIndexOf('.');
+      const p = dot > 0 ? params.get(key.slice(0, dot)) : undefined;
+      if (!p) throw new ValueError(op, `'${key}' is not <parameter>.<slot> of a parameter of the model`, 'a parameter name and a slot', key);
+      if (t.shape.join() !== p.shape.join()) throw new ValueError(op, `'${key}' does not fit its parameter`, `[${p.shape}]`, `[${t.shape}]`);
+      entries.push([p, key.slice(dot + 1), t]);
+    }
+    this.dispose();
+    for (const [p, slot, t] of entries) {
+      let slots = this.state.get(p);
+      if (!slots) this.state.set(p, (slots = {}));
+      slots[slot] = keep(t.dtype === p.dtype ? t.share() : noGrad(() => t.cast(p.dtype)));
+    }
+    this.stepCount = state.step;
+  }
+
   /** Frees the optimizer's state (moments, momentum buffers); a later step starts it afresh. */
   dispose(): void {
     for (const st of this.state.values()) for (const t of Object.values(st)) t.dispose();

@@ -4,7 +4,7 @@ import { ValueError } from '@metal-lora/tensor';
 import { assertClose } from '@metal-lora/tensor/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { gpuIt } from '../../../test-support/gpu';
-import { generateIds, KVCache, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, Sampler } from '../src/index';
+import { crossEntropy as crossEntropyOf, generateIds, KVCache, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, Sampler } from '../src/index';
 
 const base: LlamaConfig = {
   vocab_size: 40,
@@ -200,5 +200,65 @@ describe('Sampler', () => {
     expect(new Sampler({ repetitionPenalty: 2 }).next(Float32Array.from([-1, -1.5]), [0])).toBe(1);
     // Only ids below the limit are candidates.
     expect(new Sampler().next(logits, [], 1)).toBe(0);
+  });
+});
+
+describe('packed rows (segments): each document as if alone', () => {
+  const docs = [seq.slice(0, 3), seq.slice(2, 7), seq.slice(5, 9)];
+  for (const [name, config] of Object.entries(CONFIGS)) {
+    it(`${name} (cpu): logits and loss of a packed row equal the documents' own`, async () => {
+      await T.setBackend('cpu');
+      const model = new LlamaForCausalLM(config, { seed: 6 });
+      const V = config.vocab_size;
+      // Row 0: docs 0 and 1 then 2 pad positions; row 1: doc 2 then 6 pad positions.
+      const L = 10;
+      const row0 = [...docs[0], ...docs[1], 0, 0];
+      const row1 = [...docs[2], 0, 0, 0, 0, 0, 0];
+      const segments = [[3, 5], [4]];
+      const packed = await T.noGrad(() => model.forward(ids([row0, row1]), { segments })).data();
+      const alone = await Promise.all(docs.map(async (d) => T.noGrad(() => model.forward(ids([d]))).data()));
+      const at = (row: number, t: number) => packed.subarray((row * L + t) * V, (row * L + t + 1) * V);
+      const where: [number, number, number][] = [
+        [0, 0, 0],
+        [0, 3, 1],
+        [1, 0, 2],
+      ];
+      for (const [row, offset, d] of where)
+        for (let t = 0; t < docs[d].length; t++)
+          assertClose(
+            Float64Array.from(at(row, offset + t)),
+            Float64Array.from(alone[d].subarray(t * V, (t + 1) * V)),
+            { atol: 1e-5, rtol: 1e-5 },
+            `${name}: doc ${d} position ${t}`,
+          );
+      // The loss through the packed path counts only the documents' own next tokens.
+      const targets = T.tensor(Int32Array.from([17, 3, -100, 29, 11, 8, 36, -100, -100, -100, 8, 36, 2, -100, -100, -100, -100, -100, -100, -100]), [2, L], {
+        dtype: 'int32',
+      });
+      const loss = await T.noGrad(() => model.loss(ids([row0, row1]), targets, { segments })).item();
+      const plain = await T.noGrad(() => crossEntropyOf(model.forward(ids([row0, row1]), { segments }), targets)).item();
+      expect(loss).toBeCloseTo(plain, 5);
+    });
+  }
+
+  gpuIt('mistral window 3 and gemma3 on webgpu', async () => {
+    await T.setBackend('webgpu');
+    for (const name of ['mistral window 3', 'gemma3']) {
+      const model = new LlamaForCausalLM(CONFIGS[name], { seed: 6 });
+      const V = CONFIGS[name].vocab_size;
+      const packed = await T.noGrad(() => model.forward(ids([[...docs[0], ...docs[1]]]), { segments: [[3, 5]] })).data();
+      const alone = await T.noGrad(() => model.forward(ids([docs[1]]))).data();
+      assertClose(Float64Array.from(packed.subarray(3 * V)), Float64Array.from(alone), { atol: 2e-4, rtol: 2e-4 }, `${name}: second document on webgpu`);
+    }
+    await T.setBackend('cpu');
+  });
+
+  it('bad segments are refused', async () => {
+    await T.setBackend('cpu');
+    const model = new LlamaForCausalLM(base, { seed: 6 });
+    const x = ids([[1, 2, 3, 4]]);
+    expect(() => model.forward(x, { segments: [[3, 2]] })).toThrow("forward: row 0's document lengths must be positive integers that fit the row");
+    expect(() => model.forward(x, { segments: [[2], [2]] })).toThrow('forward: segments must list the document lengths of every row');
+    expect(() => model.forward(x, { segments: [[0, 4]] })).toThrow(ValueError);
   });
 });

@@ -261,6 +261,43 @@ describe('training utilities', () => {
     expect(cos(10)).toBe(0.1);
     expect(warmupCosine(2, 2, 12)(1)).toBe(2);
   });
+  it("an optimizer's state dict restores the run: the same steps follow", async () => {
+    await T.setBackend('cpu');
+    for (const make of [(m: LlamaForCausalLM) => new AdamW(m, { lr: 1e-2 }), (m: LlamaForCausalLM) => new SGD(m, { lr: 1e-2, momentum: 0.9 })]) {
+      const model = new LlamaForCausalLM(tiny, { seed: 2 });
+      linearToLoRALayers(model, { rank: 2, seed: 3 });
+      const x = T.tensor(Int32Array.from([1, 5, 9, 2, 7, 3]), [1, 6], { dtype: 'int32' });
+      const y = T.tensor(Int32Array.from([5, 9, 2, 7, 3, 1]), [1, 6], { dtype: 'int32' });
+      const step = valueAndGrad(model, (a: Tensor, b: Tensor) => model.loss(a, b));
+      const run = (opt: ReturnType<typeof make>, n: number) => {
+        for (let i = 0; i < n; i++) T.tidy(() => opt.update(model, step(x, y)[1]));
+      };
+      const weights = () => model.trainableParameters().map(([, p]) => Array.from(p.dataSync()));
+      const a = make(model);
+      run(a, 2);
+      const saved = a.stateDict(model);
+      const copies = {
+        step: saved.step,
+        tensors: Object.fromEntries(Object.entries(saved.tensors).map(([k, t]) => [k, T.tensor(t.dataSync(), [...t.shape])])),
+      };
+      const at2 = model.trainableParameters().map(([, p]) => T.tensor(p.dataSync(), [...p.shape]));
+      run(a, 2);
+      const want = weights();
+      for (const [i, [, p]] of model.trainableParameters().entries()) p.assign(at2[i]);
+      const b = make(model);
+      b.loadStateDict(model, copies);
+      expect(b.stepCount).toBe(2);
+      run(b, 2);
+      expect(weights()).toEqual(want);
+      expect(() => b.loadStateDict(model, { step: 1, tensors: { 'model.nope.m': copies.tensors[Object.keys(copies.tensors)[0]] } })).toThrow(
+        "Optimizer.loadStateDict: 'model.nope.m' is not <parameter>.<slot> of a parameter of the model",
+      );
+      const [key, t] = Object.entries(copies.tensors)[0];
+      expect(() => b.loadStateDict(model, { step: 1, tensors: { [key]: T.tensor([1, 2, 3]) } })).toThrow(`'${key}' does not fit its parameter`);
+      expect(() => b.loadStateDict(model, { step: -1, tensors: {} })).toThrow(ValueError);
+      t.dispose();
+    }
+  });
   it('clipGradNorm scales by maxNorm / norm only above the threshold', () => {
     const g = { a: T.tensor([3, 0]), b: T.tensor([4]) };
     const { grads, norm } = clipGradNorm(g, 1);
