@@ -13,7 +13,7 @@
 //   - the CLI the tarball installs: --help, and the main job on its embedded default (--quick).
 // Any failure exits 1 with the step named. `--keep` leaves the temporary project for inspection.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
@@ -186,6 +186,21 @@ if (exportsRun) console.log(`consumer-check: ${exportsRun.stdout.trim()}`);
 for (const [name] of readmes) {
   const cwd = join(work, `run-${name}`);
   mkdirSync(cwd);
+  if (name === 'metal-lora') {
+    // The fine-tuning example reads a downloaded model folder and a data folder: a tiny Llama
+    // fixture (with a chat template) stands in for the model, and a few chat lines for the data.
+    cpSync(join(root, 'packages/metal-lora/test/fixtures/models/llama'), join(cwd, 'models/SmolLM2-135M-Instruct'), { recursive: true });
+    mkdirSync(join(cwd, 'data'));
+    const line = (i) =>
+      JSON.stringify({
+        messages: [
+          { role: 'user', content: `What comes after ${i}?` },
+          { role: 'assistant', content: `${i + 1}.` },
+        ],
+      });
+    writeFileSync(join(cwd, 'data', 'train.jsonl'), Array.from({ length: 12 }, (_, i) => line(i)).join('\n'));
+    writeFileSync(join(cwd, 'data', 'valid.jsonl'), Array.from({ length: 4 }, (_, i) => line(i + 40)).join('\n'));
+  }
   // Resolution starts at the script, so the script sits in the project; the folder is the cwd.
   for (const s of snippets.filter((x) => x.readme === name)) {
     const script = join(compiled, 'snippets', basename(s.file).replace(/\.ts$/, '.mjs'));

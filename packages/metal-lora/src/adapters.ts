@@ -12,11 +12,12 @@ function loraLayers(target: Module): [string, LoRALinear][] {
 /**
  * Saves the LoRA layers of a model (or one LoRALinear) as an adapter directory: MLX by default
  * (`adapters.safetensors` + `adapter_config.json`), or PEFT. Layers must share rank and scale.
+ * With `checkpoint` (MLX), the weights also go to mlx-lm's `0000100_adapters.safetensors`.
  */
 export async function saveAdapter(
   layerOrModel: Module,
   path: string,
-  options: { format?: 'mlx' | 'peft'; numLayers?: number; keys?: string[] | null; baseModel?: string } = {},
+  options: { format?: 'mlx' | 'peft'; numLayers?: number; keys?: string[] | null; baseModel?: string; checkpoint?: number } = {},
 ): Promise<LoraAdapter> {
   const layers = loraLayers(layerOrModel);
   if (layers.length === 0) throw new FormatError('saveAdapter', 'the model has no LoRA layers', {}, 'layers made by linearToLoRALayers or LoRALinear', 'none');
@@ -29,7 +30,7 @@ export async function saveAdapter(
     numLayers: options.numLayers,
     keys: options.keys,
   });
-  await saveAdapterDir(path, adapter, { format: options.format ?? 'mlx', baseModel: options.baseModel });
+  await saveAdapterDir(path, adapter, { format: options.format ?? 'mlx', baseModel: options.baseModel, checkpoint: options.checkpoint });
   return adapter;
 }
 

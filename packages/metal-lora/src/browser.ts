@@ -12,6 +12,7 @@ export * from '@metal-lora/metal-kernels';
 export * from '@metal-lora/nn';
 export * from '@metal-lora/tensor';
 export { batchOf } from './batches';
+export { type Batch, type BatchOptions, BatchPlan, iterateBatches } from './batching';
 export { kitchenJournal, shipsLog } from './corpus';
 export { encodePrompt, type GenerateOptions, type GenerateResult, generate, generateBatch, type Prompt } from './generate';
 export { type GenerationDefaults, type LoadedModel, modelFromFiles } from './model-bytes';

@@ -15,8 +15,8 @@ export class UsageError extends ValueError {
 export type Command = 'train' | 'fuse' | 'generate' | 'chat';
 
 interface FlagSpec {
-  /** How the value is read: a boolean switch, text, a number or a positive integer. */
-  kind: 'switch' | 'text' | 'number' | 'count';
+  /** How the value is read: a boolean switch, text, a number, a positive integer, or an integer ≥ `range.min`. */
+  kind: 'switch' | 'text' | 'number' | 'count' | 'integer';
   /** Placeholder for the value in the help text. */
   value?: string;
   /** Allowed values, for text flags with a fixed set. */
@@ -27,6 +27,8 @@ interface FlagSpec {
   help: string;
   /** The default as shown in the help (the code applies it). */
   fallback?: string;
+  /** A one-letter alias (`-c`). */
+  short?: string;
 }
 
 const ALL = ['train', 'fuse', 'generate', 'chat'] as const;
@@ -34,7 +36,10 @@ const TRAIN = ['train'] as const;
 /** Commands that generate text. */
 const GEN = ['generate', 'chat'] as const;
 
-/** Every flag of the CLI. */
+/**
+ * Every flag of the CLI. Training flags carry mlx-lm's names and meanings (`mlx_lm.lora`); a YAML
+ * config file (`-c`) takes the same names with underscores.
+ */
 export const FLAGS = {
   model: {
     kind: 'text',
@@ -43,44 +48,146 @@ export const FLAGS = {
     help: 'a Hugging Face / MLX model folder: Llama, Mistral, Qwen2/3, Gemma 3, Phi-3 (config.json, safetensors, tokenizer.json)',
     fallback: 'the bundled base model',
   },
+  config: {
+    kind: 'text',
+    value: 'FILE',
+    short: 'c',
+    commands: TRAIN,
+    help: "a YAML file of these options with mlx-lm's names (flags given on the command line win)",
+  },
   data: {
     kind: 'text',
     value: 'PATH',
     commands: TRAIN,
-    help: 'mlx-lm data: a folder with train.jsonl / valid.jsonl, or one .jsonl of {"text": ...} lines',
+    help: 'a folder with train.jsonl, valid.jsonl, test.jsonl (chat, completions or text lines), or one .jsonl (split 90/10)',
     fallback: "the bundled ship's log",
   },
-  rank: { kind: 'count', value: 'N', range: { max: 4096 }, commands: TRAIN, help: 'LoRA rank', fallback: '8' },
-  scale: { kind: 'number', value: 'S', range: { min: 0, minOpen: true, max: 1e6 }, commands: TRAIN, help: 'LoRA scale (alpha / rank)', fallback: '2' },
-  dropout: { kind: 'number', value: 'P', range: { min: 0, max: 1, maxOpen: true }, commands: TRAIN, help: 'dropout on the LoRA input', fallback: '0' },
-  'num-layers': { kind: 'count', value: 'N', range: { max: 1024 }, commands: TRAIN, help: 'LoRA on the last N blocks', fallback: '2' },
+  train: { kind: 'switch', commands: TRAIN, help: 'train (the default unless --test is given without --train or --resume)' },
+  test: { kind: 'switch', commands: TRAIN, help: 'report the test loss and perplexity of test.jsonl (after training, or of --adapter-path alone)' },
+  'fine-tune-type': {
+    kind: 'text',
+    value: 'TYPE',
+    choices: ['lora', 'dora', 'full'],
+    commands: TRAIN,
+    help: 'what is trained (dora is not implemented yet)',
+    fallback: 'lora',
+  },
+  'num-layers': {
+    kind: 'integer',
+    value: 'N',
+    range: { min: -1, max: 4096 },
+    commands: TRAIN,
+    help: 'train the last N blocks (-1: all)',
+    fallback: '16, or all the model has',
+  },
+  rank: { kind: 'count', value: 'N', range: { max: 4096 }, commands: TRAIN, help: 'LoRA rank (lora_parameters.rank)', fallback: '8' },
+  scale: {
+    kind: 'number',
+    value: 'S',
+    range: { min: 0, minOpen: true, max: 1e6 },
+    commands: TRAIN,
+    help: 'LoRA scale, alpha / rank (lora_parameters.scale)',
+    fallback: '20',
+  },
+  dropout: {
+    kind: 'number',
+    value: 'P',
+    range: { min: 0, max: 1, maxOpen: true },
+    commands: TRAIN,
+    help: 'dropout on the LoRA input (lora_parameters.dropout)',
+    fallback: '0',
+  },
   keys: {
     kind: 'text',
     value: 'A,B',
     commands: TRAIN,
-    help: 'block-relative layers to adapt, e.g. self_attn.q_proj,self_attn.v_proj',
+    help: 'block-relative layers to adapt, e.g. self_attn.q_proj,self_attn.v_proj (lora_parameters.keys)',
     fallback: 'all linear layers',
   },
-  iters: { kind: 'count', value: 'N', range: { max: 10_000_000 }, commands: TRAIN, help: 'training steps', fallback: '200 (12 with --quick)' },
-  batch: { kind: 'count', value: 'N', range: { max: 4096 }, commands: TRAIN, help: 'sequences per step', fallback: '8' },
-  seq: { kind: 'count', value: 'N', range: { max: 32768 }, commands: TRAIN, help: 'tokens per sequence', fallback: '64' },
-  lr: {
+  'batch-size': { kind: 'count', value: 'N', range: { max: 4096 }, commands: TRAIN, help: 'examples per batch', fallback: '4' },
+  iters: { kind: 'count', value: 'N', range: { max: 10_000_000 }, commands: TRAIN, help: 'optimizer steps', fallback: '1000' },
+  'learning-rate': {
     kind: 'number',
     value: 'LR',
     range: { min: 0, minOpen: true, max: 1 },
     commands: TRAIN,
-    help: 'peak learning rate (Adam, warm-up then cosine decay)',
-    fallback: '1e-2',
+    help: 'learning rate (without an lr_schedule: constant)',
+    fallback: '1e-5',
+  },
+  optimizer: {
+    kind: 'text',
+    value: 'NAME',
+    choices: ['adam', 'adamw', 'sgd'],
+    commands: TRAIN,
+    help: 'optimizer (optimizer_config in the YAML sets its options)',
+    fallback: 'adam',
+  },
+  'max-seq-length': {
+    kind: 'count',
+    value: 'N',
+    range: { max: 1 << 20 },
+    commands: TRAIN,
+    help: 'longer examples are truncated (and counted)',
+    fallback: '2048',
+  },
+  'mask-prompt': { kind: 'switch', commands: TRAIN, help: 'loss only on assistant / completion tokens (every assistant turn of a chat)' },
+  pack: { kind: 'switch', commands: TRAIN, help: 'lay examples end to end in rows of --max-seq-length with per-document attention (no padding)' },
+  'grad-accumulation-steps': {
+    kind: 'count',
+    value: 'N',
+    range: { max: 65536 },
+    commands: TRAIN,
+    help: 'batches per optimizer step, gradients averaged',
+    fallback: '1',
+  },
+  'grad-checkpoint': { kind: 'switch', commands: TRAIN, help: 'recompute each block in backward to save memory (not implemented yet)' },
+  'max-grad-norm': {
+    kind: 'number',
+    value: 'N',
+    range: { min: 0, minOpen: true, max: 1e12 },
+    commands: TRAIN,
+    help: 'clip gradients to this global L2 norm',
+    fallback: 'no clipping',
+  },
+  'val-batches': {
+    kind: 'integer',
+    value: 'N',
+    range: { min: -1, max: 1e9 },
+    commands: TRAIN,
+    help: 'validation batches per evaluation (-1: all)',
+    fallback: '25',
+  },
+  'test-batches': { kind: 'integer', value: 'N', range: { min: -1, max: 1e9 }, commands: TRAIN, help: 'test batches (-1: all)', fallback: '500' },
+  'steps-per-report': { kind: 'count', value: 'N', range: { max: 1e9 }, commands: TRAIN, help: 'steps between training reports', fallback: '10' },
+  'steps-per-eval': { kind: 'count', value: 'N', range: { max: 1e9 }, commands: TRAIN, help: 'steps between validations', fallback: '200' },
+  'save-every': {
+    kind: 'count',
+    value: 'N',
+    range: { max: 1e9 },
+    commands: TRAIN,
+    help: 'steps between checkpoints (0000100_adapters.safetensors and the training state)',
+    fallback: '100',
   },
   'adapter-path': {
     kind: 'text',
     value: 'DIR',
     commands: ALL,
-    help: 'where the adapter is saved (train) or read (fuse, generate, chat: applied unmerged)',
+    help: 'where the adapter and checkpoints are saved (train) or read (fuse, generate, chat: applied unmerged)',
     fallback: 'adapters for train; none for generate and chat',
   },
+  'resume-adapter-file': {
+    kind: 'text',
+    value: 'FILE',
+    commands: TRAIN,
+    help: 'start from saved adapter weights (a .safetensors file or an adapter folder), as mlx-lm',
+  },
+  resume: { kind: 'switch', commands: TRAIN, help: 'continue the run checkpointed in --adapter-path: weights, optimizer state and step (the same loss curve)' },
   format: { kind: 'text', value: 'FMT', choices: ['mlx', 'peft'], commands: TRAIN, help: 'adapter format to save', fallback: 'mlx' },
-  'resume-adapter-file': { kind: 'text', value: 'FILE', commands: TRAIN, help: 'start from a saved adapter (a .safetensors file or an adapter folder)' },
+  'metrics-file': { kind: 'text', value: 'FILE', commands: TRAIN, help: 'append each report, evaluation and checkpoint as a JSON line' },
+  'text-feature': { kind: 'text', value: 'KEY', commands: TRAIN, help: 'key of text data', fallback: 'text' },
+  'prompt-feature': { kind: 'text', value: 'KEY', commands: TRAIN, help: 'key of the prompt in completions data', fallback: 'prompt' },
+  'completion-feature': { kind: 'text', value: 'KEY', commands: TRAIN, help: 'key of the completion in completions data', fallback: 'completion' },
+  'chat-feature': { kind: 'text', value: 'KEY', commands: TRAIN, help: 'key of the messages in chat data', fallback: 'messages' },
   'save-path': { kind: 'text', value: 'DIR', commands: ['fuse'], help: 'where the fused model is written' },
   backend: {
     kind: 'text',
@@ -90,7 +197,7 @@ export const FLAGS = {
     help: 'compute backend (auto: WebGPU on a hardware adapter, else the CPU)',
     fallback: 'auto',
   },
-  quick: { kind: 'switch', commands: TRAIN, help: 'a reduced run (fewer steps and evaluation batches)' },
+  quick: { kind: 'switch', commands: TRAIN, help: 'a reduced run: 12 steps, one validation batch (defaults that flags still override)' },
   prompt: { kind: 'text', value: 'TEXT', commands: ['generate'], help: "the prompt ('-' reads it from stdin)" },
   'system-prompt': { kind: 'text', value: 'TEXT', commands: GEN, help: 'a system message before the conversation (chat template only)' },
   'ignore-chat-template': { kind: 'switch', commands: ['generate'], help: 'encode the prompt as plain text even where the model has a chat template' },
@@ -121,23 +228,31 @@ export const FLAGS = {
     help: "penalty on tokens already seen (transformers' rule)",
     fallback: '1',
   },
-  seed: { kind: 'number', value: 'S', range: { min: 0, max: 2 ** 31 - 1 }, commands: GEN, help: 'sampling seed (an integer)', fallback: 'random' },
+  seed: {
+    kind: 'integer',
+    value: 'S',
+    range: { min: 0, max: 2 ** 31 - 1 },
+    commands: ALL,
+    help: 'seed of the batch order, dropout and LoRA init (train) or of sampling',
+    fallback: '0 (train); random (sampling)',
+  },
   stop: { kind: 'text', value: 'TEXT', commands: GEN, help: 'a string that ends the reply' },
-  help: { kind: 'switch', commands: ALL, help: 'print this help' },
+  help: { kind: 'switch', short: 'h', commands: ALL, help: 'print this help' },
 } as const satisfies Record<string, FlagSpec>;
 
 export type FlagName = keyof typeof FLAGS;
-type Values = { [K in FlagName]?: (typeof FLAGS)[K]['kind'] extends 'switch' ? boolean : (typeof FLAGS)[K]['kind'] extends 'text' ? string : number };
+export type Values = { [K in FlagName]?: (typeof FLAGS)[K]['kind'] extends 'switch' ? boolean : (typeof FLAGS)[K]['kind'] extends 'text' ? string : number };
 
 /** The usage text, made from {@link FLAGS}. */
 export function helpText(): string {
   const rows = Object.entries(FLAGS as Record<string, FlagSpec>).map(([name, spec]) => {
-    const left = `--${name}${spec.value ? ` ${spec.choices ? spec.choices.join('|') : spec.value}` : ''}`;
+    const left = `--${name}${spec.short ? `, -${spec.short}` : ''}${spec.value ? ` ${spec.choices ? spec.choices.join('|') : spec.value}` : ''}`;
     const only = spec.commands.length === 1 ? ` [${spec.commands[0]} only]` : '';
     return `  ${left.padEnd(30)} ${spec.help}${spec.fallback ? ` (default: ${spec.fallback})` : ''}${only}`;
   });
   return [
     'usage: metal-lora [train] [flags]          fine-tune LoRA adapters (the embedded default without --model/--data)',
+    '       metal-lora train -c config.yaml [flags]   mlx-lm option names in YAML; flags given here win',
     '       metal-lora fuse --model DIR --adapter-path DIR --save-path DIR',
     '       metal-lora generate [--model DIR] [--adapter-path DIR] --prompt TEXT [sampling flags]',
     '       metal-lora chat [--model DIR] [--adapter-path DIR] [sampling flags]   (q quits, r resets)',
@@ -158,9 +273,13 @@ function distance(a: string, b: string): number {
   return prev[b.length];
 }
 
+/** Earlier names of flags (this CLI's before it took mlx-lm's, and mlx-lm's own older ones). */
+const RENAMED: Record<string, FlagName> = { lr: 'learning-rate', batch: 'batch-size', seq: 'max-seq-length', 'lora-layers': 'num-layers' };
+
 /** The valid flag closest to `name` (underscores read as dashes, as mlx-lm users type them). */
 export function closestFlag(name: string): FlagName {
   const wanted = name.replace(/_/g, '-').toLowerCase();
+  if (Object.hasOwn(RENAMED, wanted)) return RENAMED[wanted];
   let best: FlagName = 'help';
   let bestDistance = Number.POSITIVE_INFINITY;
   for (const flag of Object.keys(FLAGS) as FlagName[]) {
@@ -170,7 +289,8 @@ export function closestFlag(name: string): FlagName {
   return best;
 }
 
-function readValue(name: FlagName, raw: string): string | number {
+/** A flag's value read and checked as the command line reads it (`UsageError` naming the flag when bad). */
+export function readFlagValue(name: FlagName, raw: string): string | number {
   const spec: FlagSpec = FLAGS[name];
   if (spec.kind === 'text') {
     if (raw === '') throw new UsageError(`--${name} is empty`, `a ${spec.value ?? 'value'}`, "''");
@@ -179,6 +299,12 @@ function readValue(name: FlagName, raw: string): string | number {
     return raw;
   }
   const v = raw.trim() === '' ? Number.NaN : Number(raw);
+  if (spec.kind === 'integer') {
+    const { min = 0, max = Number.MAX_SAFE_INTEGER } = spec.range ?? {};
+    if (!Number.isSafeInteger(v) || v < min || v > max)
+      throw new UsageError(`--${name} must be an integer in ${min}..${max}`, `an integer in ${min}..${max}`, `'${raw}'`);
+    return v;
+  }
   if (spec.kind === 'count') {
     const max = spec.range?.max ?? Number.MAX_SAFE_INTEGER;
     if (!Number.isSafeInteger(v) || v <= 0) throw new UsageError(`--${name} must be a positive integer`, 'an integer ≥ 1', `'${raw}'`);
@@ -201,11 +327,22 @@ function readValue(name: FlagName, raw: string): string | number {
  * unknown one.
  */
 export function parseCommandLine(argv: readonly string[]): { command: Command; flags: Values } {
-  const args = argv[0] === '--' ? argv.slice(1) : [...argv];
-  const options = Object.fromEntries(Object.entries(FLAGS).map(([name, spec]) => [name, { type: spec.kind === 'switch' ? 'boolean' : 'string' }])) as Record<
-    string,
-    { type: 'boolean' | 'string' }
-  >;
+  const raw = argv[0] === '--' ? argv.slice(1) : [...argv];
+  // A negative number after a numeric flag (`--num-layers -1`, as mlx-lm users write it) is its
+  // value, not a flag: parseArgs would read it as one.
+  const args: string[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const name = raw[i].startsWith('--') ? raw[i].slice(2) : '';
+    const spec = Object.hasOwn(FLAGS, name) ? (FLAGS as Record<string, FlagSpec>)[name] : undefined;
+    if (spec && spec.kind !== 'switch' && spec.kind !== 'text' && /^-\d|^-\.\d/.test(raw[i + 1] ?? '')) args.push(`${raw[i]}=${raw[++i]}`);
+    else args.push(raw[i]);
+  }
+  const options = Object.fromEntries(
+    Object.entries(FLAGS as Record<string, FlagSpec>).map(([name, spec]) => [
+      name,
+      { type: spec.kind === 'switch' ? 'boolean' : 'string', ...(spec.short ? { short: spec.short } : {}) },
+    ]),
+  ) as Record<string, { type: 'boolean' | 'string'; short?: string }>;
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args, options, strict: true, allowPositionals: true });
@@ -239,7 +376,7 @@ export function parseCommandLine(argv: readonly string[]): { command: Command; f
   for (const [name, raw] of Object.entries(parsed.values)) {
     const spec: FlagSpec = FLAGS[name as FlagName];
     if (!spec.commands.includes(command)) throw new UsageError(`--${name} does not apply to '${command}'`, `flags of '${command}' (see --help)`, `--${name}`);
-    flags[name] = typeof raw === 'boolean' ? raw : readValue(name as FlagName, raw as string);
+    flags[name] = typeof raw === 'boolean' ? raw : readFlagValue(name as FlagName, raw as string);
   }
   return { command, flags: flags as Values };
 }

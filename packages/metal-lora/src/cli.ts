@@ -25,10 +25,12 @@ import { type Backend, MetalLoRAError, noGrad, setBackend, tensor, tidy } from '
 import { fuseAdapter, loadAdapter, saveAdapter } from './adapters';
 import { loadModel, saveModel } from './checkpoint';
 import { helpText, parseCommandLine, UsageError } from './cli-args';
-import { readDataset } from './data';
+import { readConfigFile } from './config-file';
+import { describeSplit, loadDataset, type SplitName } from './dataset';
+import type { LoadedModel } from './model-bytes';
+import { evaluateLoss, type LrSchedule, type OptimizerName, train as runTraining } from './training';
 import { type GenerateOptions, type GenerateResult, generate, type Prompt } from './generate';
 import type { ChatMessage } from './hf-tokenizer';
-import { evaluate, trainLoop } from './trainer';
 
 const assets = join(dirname(fileURLToPath(import.meta.url)), '..', 'assets');
 
@@ -51,48 +53,76 @@ async function chooseBackend(wanted: string): Promise<Backend> {
 
 type Flags = ReturnType<typeof parseCommandLine>['flags'];
 
-async function train(flags: Flags): Promise<void> {
-  const quick = flags.quick === true;
+/** The embedded default's settings (a tiny character model: a short, fast run with a high learning rate). */
+function embeddedPreset(quick: boolean): Flags {
+  const iters = quick ? 12 : 200;
+  return {
+    iters,
+    'batch-size': 8,
+    'learning-rate': 1e-2,
+    'num-layers': 2,
+    scale: 2,
+    'max-seq-length': 64,
+    'steps-per-report': quick ? 4 : 10,
+    'steps-per-eval': iters,
+    'val-batches': quick ? 1 : 4,
+    'save-every': iters,
+  };
+}
+
+/** The embedded default's schedule: a tenth of the steps warming up to the learning rate, then cosine decay to a tenth of it. */
+function embeddedSchedule(learningRate: number, iters: number): LrSchedule {
+  const warmup = Math.max(1, Math.floor(iters / 10));
+  return { name: 'cosine_decay', arguments: [learningRate, Math.max(1, iters - warmup), learningRate / 10], warmup, warmup_init: 0 };
+}
+
+const gigabytes = (bytes: number) => `${(bytes / 1e9).toFixed(3)} GB`;
+
+async function train(commandLine: Flags): Promise<void> {
+  const file = commandLine.config === undefined ? undefined : readConfigFile(commandLine.config);
+  // The command line wins over the config file, as in mlx-lm.
+  const given: Flags = { ...file?.flags, ...commandLine };
+  const embedded = given.model === undefined && given.data === undefined;
+  const preset = embedded ? embeddedPreset(given.quick === true) : undefined;
+  const quick: Flags = given.quick ? { iters: 12, 'steps-per-report': 4, 'steps-per-eval': 12, 'val-batches': 1 } : {};
+  const flags: Flags = { ...quick, ...preset, ...given };
+  if (flags['fine-tune-type'] === 'dora') throw new UsageError('DoRA is not implemented yet', '--fine-tune-type lora', 'dora');
+  if (flags['fine-tune-type'] === 'full') throw new UsageError('full fine-tuning is not implemented yet', '--fine-tune-type lora', 'full');
+  if (flags['grad-checkpoint']) throw new UsageError('gradient checkpointing is not implemented yet', 'no --grad-checkpoint', '--grad-checkpoint');
+  const doTrain = flags.train === true || flags.resume === true || flags.test !== true;
+  const doTest = flags.test === true;
   const modelDir = flags.model ?? join(assets, 'base');
   const dataPath = flags.data ?? join(assets, 'data');
-  const rank = flags.rank ?? 8;
-  const scale = flags.scale ?? 2;
-  const dropout = flags.dropout ?? 0;
-  const iters = flags.iters ?? (quick ? 12 : 200);
-  const batch = flags.batch ?? 8;
-  const length = flags.seq ?? 64;
-  const lr = flags.lr ?? 1e-2;
-  const numLayersFlag = flags['num-layers'];
-  const keys = flags.keys?.split(',').map((k) => k.trim());
   const adapterPath = flags['adapter-path'] ?? 'adapters';
   const format = (flags.format ?? 'mlx') as 'mlx' | 'peft';
+  const rank = flags.rank ?? 8;
+  const scale = flags.scale ?? 20;
+  const dropout = flags.dropout ?? 0;
+  const seed = flags.seed ?? 0;
+  const batchSize = flags['batch-size'] ?? 4;
+  const keys = flags.keys?.split(',').map((k) => k.trim());
   await chooseBackend(flags.backend ?? 'auto');
   const { model, config, tokenizer } = loadModel(modelDir);
-  const { train: trainTexts, valid } = readDataset(dataPath);
-  const trainStream = Int32Array.from(tokenizer.encode(trainTexts.join(' ')));
-  const validStream = Int32Array.from(tokenizer.encode(valid.join(' ')));
-  const numLayers = numLayersFlag ?? Math.min(2, config.num_hidden_layers);
-  console.log(
-    `model: ${modelDir} (${config.num_hidden_layers} layers, hidden ${config.hidden_size}, vocab ${config.vocab_size}); data: ${trainTexts.length} train / ${valid.length} valid texts`,
-  );
-
-  for (const [what, stream] of [
-    ['training', trainStream],
-    ['validation', validStream],
-  ] as const) {
-    if (stream.length < 3)
-      throw new UsageError(`the ${what} texts hold ${stream.length} tokens, too few for one sequence`, 'at least 3 tokens', String(stream.length));
-  }
+  const layers = config.num_hidden_layers;
+  const wantedLayers = flags['num-layers'];
+  if (wantedLayers !== undefined && wantedLayers > layers)
+    throw new UsageError(`--num-layers asks for ${wantedLayers} blocks of a model with ${layers}`, `at most ${layers} (or -1 for all)`, String(wantedLayers));
+  if (wantedLayers === 0) throw new UsageError('--num-layers 0 trains nothing', 'N ≥ 1, or -1 for all blocks', '0');
+  const numLayers = wantedLayers === undefined ? Math.min(16, layers) : wantedLayers < 0 ? layers : wantedLayers;
+  // mlx-lm's 2048 by default, or the model's positions where it has fewer.
   const maxPositions = (config as { max_position_embeddings?: number }).max_position_embeddings;
-  if (maxPositions !== undefined && length > maxPositions)
-    throw new UsageError("--seq is longer than the model's positions", `at most max_position_embeddings = ${maxPositions}`, String(length));
-  const evalOptions = { batches: quick ? 1 : 4, batch, length: Math.min(length, validStream.length - 2) };
-  const prompt = valid[0].slice(0, 8);
-  const lossBefore = await evaluate(model, validStream, evalOptions);
-  const sample = async () => (await generate(model, tokenizer, prompt, { maxTokens: quick ? 16 : 48 })).text;
-  const sampleBefore = await sample();
-  console.log(`validation loss before: ${lossBefore.toFixed(3)}`);
-  console.log(`sample before: "${prompt}" → "${sampleBefore}"`);
+  const maxSeqLength = flags['max-seq-length'] ?? Math.min(2048, maxPositions ?? 2048);
+  if (maxPositions !== undefined && maxSeqLength > maxPositions)
+    throw new UsageError("--max-seq-length is longer than the model's positions", `at most max_position_embeddings = ${maxPositions}`, String(maxSeqLength));
+  const splits: SplitName[] = [...(doTrain ? (['train', 'valid'] as const) : []), ...(doTest ? (['test'] as const) : [])];
+  const data = loadDataset(dataPath, tokenizer, {
+    maskPrompt: flags['mask-prompt'] === true,
+    maxSeqLength,
+    splits,
+    features: { text: flags['text-feature'], prompt: flags['prompt-feature'], completion: flags['completion-feature'], chat: flags['chat-feature'] },
+  });
+  console.log(`model: ${modelDir} (${layers} layers, hidden ${config.hidden_size}, vocab ${config.vocab_size})`);
+  for (const split of [data.train, data.valid, data.test]) if (split) console.log(`data: ${describeSplit(split)}`);
 
   const kvWidth = (config.num_key_value_heads ?? config.num_attention_heads) * (config.head_dim ?? config.hidden_size / config.num_attention_heads);
   const narrowest = Math.min(config.hidden_size, config.intermediate_size, kvWidth);
@@ -102,46 +132,119 @@ async function train(flags: Flags): Promise<void> {
       `at most ${narrowest}`,
       String(rank),
     );
-  const converted = linearToLoRALayers(model, { numLayers, keys, rank, scale, dropout, seed: 1 });
-  const file = flags['resume-adapter-file'];
-  if (file !== undefined) {
-    loadAdapter(model, file);
-    console.log(`resumed from ${file}`);
-  }
-  const trainable = model.trainableParameters().reduce((n, [, p]) => n + p.size, 0);
-  const total = model.namedParameters().reduce((n, [, p]) => n + p.size, 0);
-  console.log(
-    `LoRA rank ${rank}, scale ${scale} on ${converted.length} layers (last ${numLayers} blocks): ${trainable} trainable of ${total} parameters (${((100 * trainable) / total).toFixed(2)}%)`,
-  );
-
-  const started = performance.now();
-  await trainLoop(model, trainStream, {
-    iters,
-    batch,
-    length,
-    lr,
-    reportEvery: quick ? 4 : 10,
-    onStep: (step, loss, tps) => console.log(`${bar(step, iters)} iter ${String(step).padStart(4)}/${iters}  loss ${loss.toFixed(3)}  ${tps.toFixed(0)} tok/s`),
-  });
-  const seconds = (performance.now() - started) / 1000;
-  const lossAfter = await evaluate(model, validStream, evalOptions);
-  model.eval();
-  const sampleAfter = await sample();
-  console.log(
-    `validation loss after: ${lossAfter.toFixed(3)} (${lossAfter < lossBefore ? 'down' : 'NOT down'} from ${lossBefore.toFixed(3)}) in ${seconds.toFixed(1)} s`,
-  );
-  console.log(`sample after:  "${prompt}" → "${sampleAfter}"`);
-
-  // Nothing is written over an existing adapter until the run has passed its checks: the adapter
-  // is saved to a temporary folder beside it, reloaded into a fresh model and merged there, and
-  // only then saved to --adapter-path (the weights and config swapped in as a pair).
-  const embeddedDefault = flags.model === undefined && flags.data === undefined;
-  if (embeddedDefault && !(lossAfter < lossBefore))
-    throw new MetalLoRAError(
-      'train',
-      `the embedded default's validation loss did not fall (${lossBefore.toFixed(3)} → ${lossAfter.toFixed(3)}); nothing was saved`,
+  const resumeFile = flags['resume-adapter-file'];
+  if (!doTrain) {
+    // --test alone: the adapter in --adapter-path (or --resume-adapter-file) on the base model, as saved.
+    const adapter = loadAdapter(model, resumeFile ?? adapterPath);
+    console.log(`adapter: ${resumeFile ?? adapterPath} (rank ${adapter.rank}, scale ${adapter.scale})`);
+  } else {
+    const converted = linearToLoRALayers(model, { numLayers, keys, rank, scale, dropout, seed: seed + 1 });
+    if (resumeFile !== undefined) {
+      loadAdapter(model, resumeFile);
+      console.log(`resumed from ${resumeFile}`);
+    }
+    const trainable = model.trainableParameters().reduce((n, [, p]) => n + p.size, 0);
+    const total = model.namedParameters().reduce((n, [, p]) => n + p.size, 0);
+    console.log(
+      `LoRA rank ${rank}, scale ${scale} on ${converted.length} layers (last ${numLayers} blocks): ${trainable} trainable of ${total} parameters (${((100 * trainable) / total).toFixed(3)}%)`,
     );
-  const probe = tensor(Int32Array.from(validStream.subarray(0, Math.min(32, validStream.length))), [1, Math.min(32, validStream.length)]);
+  }
+
+  if (doTrain) {
+    const prompt = embedded ? (data.valid?.examples[0] ? tokenizer.decode(data.valid.examples[0].ids.subarray(0, 8)) : '') : '';
+    const sample = async () => (await generate(model, tokenizer, prompt, { maxTokens: flags.quick ? 16 : 48 })).text;
+    if (embedded) console.log(`sample before: "${prompt}" → "${await sample()}"`);
+    const iters = flags.iters ?? 1000;
+    const controller = new AbortController();
+    const onSignal = () => {
+      if (controller.signal.aborted) process.exit(130);
+      console.log('\ninterrupted: saving a checkpoint after this step (Ctrl-C again quits without saving)');
+      controller.abort();
+    };
+    process.on('SIGINT', onSignal);
+    let valBefore: number | undefined;
+    let valAfter: number | undefined;
+    const started = performance.now();
+    let result: Awaited<ReturnType<typeof runTraining>>;
+    try {
+      result = await runTraining(model, data, {
+        iters,
+        batchSize,
+        maxSeqLength,
+        learningRate: flags['learning-rate'] ?? 1e-5,
+        lrSchedule: file?.lrSchedule ?? (embedded ? embeddedSchedule(flags['learning-rate'] ?? 1e-2, iters) : undefined),
+        optimizer: (flags.optimizer ?? 'adam') as OptimizerName,
+        optimizerConfig: file?.optimizerConfig?.[flags.optimizer ?? 'adam'],
+        gradAccumulationSteps: flags['grad-accumulation-steps'],
+        maxGradNorm: flags['max-grad-norm'],
+        stepsPerReport: flags['steps-per-report'],
+        stepsPerEval: flags['steps-per-eval'],
+        valBatches: flags['val-batches'],
+        saveEvery: flags['save-every'],
+        seed,
+        pack: flags.pack === true,
+        // The embedded default saves only after its checks below.
+        adapterPath: embedded ? undefined : adapterPath,
+        adapter: { format, numLayers, keys: keys ?? null },
+        resume: flags.resume === true,
+        metricsFile: flags['metrics-file'],
+        signal: controller.signal,
+        onReport: (r) =>
+          console.log(
+            `${bar(r.step, iters)} Iter ${r.step}: Train loss ${r.loss.toFixed(3)}, Learning Rate ${r.learningRate.toExponential(3)}, It/sec ${r.iterationsPerSecond.toFixed(3)}, Tokens/sec ${r.tokensPerSecond.toFixed(0)}, Trained Tokens ${r.trainedTokens}, Peak mem ${gigabytes(r.peakMemory)}`,
+          ),
+        onEval: (r) => {
+          if (r.step === 0) valBefore = r.valLoss;
+          valAfter = r.valLoss;
+          console.log(`Iter ${r.step}: Val loss ${r.valLoss.toFixed(3)}, Val took ${r.seconds.toFixed(3)}s`);
+        },
+        onSave: (r) => console.log(`Iter ${r.step}: Saved adapter weights and training state to ${r.path}/`),
+      });
+    } finally {
+      process.off('SIGINT', onSignal);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    console.log(
+      `${result.stopped === 'interrupted' ? `interrupted at step ${result.steps}` : `trained ${result.steps} steps`} in ${seconds.toFixed(1)} s${
+        valBefore !== undefined && valAfter !== undefined ? `; validation loss ${valBefore.toFixed(3)} → ${valAfter.toFixed(3)}` : ''
+      }`,
+    );
+    if (embedded)
+      await checkAndSaveEmbedded(model, modelDir, prompt, sample, {
+        valBefore,
+        valAfter,
+        continued: resumeFile !== undefined || flags.resume === true,
+        adapterPath,
+        format,
+        numLayers,
+        keys,
+      });
+  }
+  if (doTest && data.test) {
+    const loss = await evaluateLoss(model, data.test, { batchSize, maxSeqLength, batches: flags['test-batches'] ?? 500, pack: flags.pack === true });
+    console.log(`Test loss ${loss.toFixed(3)}, Test ppl ${Math.exp(loss).toFixed(3)}.`);
+  }
+}
+
+/**
+ * The embedded default's demonstration: the sample after training, and the adapter saved to a
+ * temporary folder beside --adapter-path, reloaded into a fresh model and merged there before it
+ * is written to --adapter-path (nothing is written over an existing adapter until these pass).
+ */
+async function checkAndSaveEmbedded(
+  model: LoadedModel['model'],
+  modelDir: string,
+  prompt: string,
+  sample: () => Promise<string>,
+  o: { valBefore?: number; valAfter?: number; continued: boolean; adapterPath: string; format: 'mlx' | 'peft'; numLayers: number; keys?: string[] },
+): Promise<void> {
+  model.eval();
+  console.log(`sample after:  "${prompt}" → "${await sample()}"`);
+  // A fresh run must have learnt something; one that continues a saved adapter may start converged.
+  if (!o.continued && (o.valBefore === undefined || o.valAfter === undefined || !(o.valAfter < o.valBefore)))
+    throw new MetalLoRAError('train', `the embedded default's validation loss did not fall (${o.valBefore} → ${o.valAfter}); nothing was saved`);
+  const ids = probeIds(model);
+  const probe = tensor(ids, [1, ids.length], { dtype: 'int32' });
   const logits = async (m: typeof model) => {
     const out = tidy(() => noGrad(() => m.forward(probe)));
     const values = Float32Array.from(await out.data());
@@ -150,10 +253,11 @@ async function train(flags: Flags): Promise<void> {
   };
   const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((mx, v, i) => Math.max(mx, Math.abs(v - b[i])), 0);
   const reference = await logits(model);
-  mkdirSync(dirname(resolve(adapterPath)), { recursive: true });
-  const scratch = mkdtempSync(join(dirname(resolve(adapterPath)), `.${basename(resolve(adapterPath))}.check-`));
+  const saveOptions = { format: o.format, numLayers: o.numLayers, keys: o.keys ?? null };
+  mkdirSync(dirname(resolve(o.adapterPath)), { recursive: true });
+  const scratch = mkdtempSync(join(dirname(resolve(o.adapterPath)), `.${basename(resolve(o.adapterPath))}.check-`));
   try {
-    await saveAdapter(model, scratch, { format, numLayers, keys: keys ?? null });
+    await saveAdapter(model, scratch, saveOptions);
     const fresh = loadModel(modelDir).model;
     fresh.eval();
     loadAdapter(fresh, scratch);
@@ -166,12 +270,18 @@ async function train(flags: Flags): Promise<void> {
       `reloaded adapter: max |Δlogit| ${reloadDiff.toExponential(2)} ${reloadOk ? 'ok' : 'MISMATCH'}; merged weights: max |Δlogit| ${mergedDiff.toExponential(2)} ${mergeOk ? 'ok' : 'MISMATCH'}`,
     );
     if (!reloadOk || !mergeOk)
-      throw new MetalLoRAError('train', `the saved adapter does not reproduce the trained model (see above); nothing was written to ${adapterPath}`);
+      throw new MetalLoRAError('train', `the saved adapter does not reproduce the trained model (see above); nothing was written to ${o.adapterPath}`);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
-  await saveAdapter(model, adapterPath, { format, numLayers, keys: keys ?? null });
-  console.log(`saved ${format === 'mlx' ? 'MLX' : 'PEFT'} adapter to ${adapterPath}/`);
+  await saveAdapter(model, o.adapterPath, saveOptions);
+  console.log(`saved ${o.format === 'mlx' ? 'MLX' : 'PEFT'} adapter to ${o.adapterPath}/`);
+}
+
+/** Token ids that exercise every position of a small model (a fixed, varied sequence within the vocabulary). */
+function probeIds(model: LoadedModel['model']): Int32Array {
+  const vocab = model.config.vocab_size;
+  return Int32Array.from({ length: 32 }, (_, i) => (i * 7 + 3) % vocab);
 }
 
 async function fuse(flags: Flags): Promise<void> {

@@ -17,12 +17,35 @@ export * from '@metal-lora/nn';
 export * from '@metal-lora/tensor';
 export { fuseAdapter, loadAdapter, saveAdapter } from './adapters';
 export { batchOf } from './batches';
+export { type Batch, type BatchOptions, BatchPlan, iterateBatches } from './batching';
 export { loadModel, saveModel } from './checkpoint';
+export {
+  type DataFeatures,
+  type DataFormat,
+  type Dataset,
+  type DatasetOptions,
+  type DatasetSplit,
+  describeSplit,
+  type Example,
+  loadDataset,
+  type SplitName,
+} from './dataset';
 export { kitchenJournal, shipsLog } from './corpus';
 export { encodePrompt, type GenerateOptions, type GenerateResult, generate, generateBatch, type Prompt } from './generate';
 export { type GenerationDefaults, type LoadedModel, modelFromFiles } from './model-bytes';
 export { type ChatMessage, HFTokenizer, type TokenizerFiles } from './hf-tokenizer';
 export { CharTokenizer, type TextTokenizer, tokenizerFromFiles } from './tokenizer';
 export { evaluate, type TrainOptions, trainLoop } from './trainer';
+export {
+  type EvalReport,
+  evaluateLoss,
+  type LrSchedule,
+  learningRateSchedule,
+  type OptimizerName,
+  type TrainingOptions,
+  type TrainReport,
+  type TrainResult,
+  train,
+} from './training';
 // Both tensor and nn export valueAndGrad; nn's takes both forms (model, lossFn) and (fn, argnums).
 export { valueAndGrad } from '@metal-lora/nn';

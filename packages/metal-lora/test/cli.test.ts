@@ -20,7 +20,9 @@ describe('the main job (reduced mode)', () => {
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/backend: cpu/);
-    expect(r.out).toMatch(/validation loss after: .* \(down from/);
+    expect(r.out).toMatch(/trained 12 steps in .* s; validation loss (\d+\.\d+) → (\d+\.\d+)/);
+    const [, before, after] = /validation loss (\d+\.\d+) → (\d+\.\d+)/.exec(r.out) ?? [];
+    expect(Number(after)).toBeLessThan(Number(before));
     expect(r.out).toMatch(/reloaded adapter: max \|Δlogit\| .* ok; merged weights: max \|Δlogit\| .* ok/);
     const config = JSON.parse(readFileSync(join(dir, 'adapters', 'adapter_config.json'), 'utf8'));
     expect(config).toMatchObject({ fine_tune_type: 'lora', num_layers: 2, lora_parameters: { rank: 8, scale: 2 } });

@@ -28,7 +28,7 @@ describe('the CLI under bad input: one clear line, and nothing of the user lost'
     const before = readFileSync(join(adapters, 'adapters.safetensors'));
     const config = readFileSync(join(adapters, 'adapter_config.json'), 'utf8');
     // A learning rate too small to move the loss: the embedded default's self-test fails, after training.
-    const failed = await refused(['--quick', '--iters', '2', '--lr', '1e-12', '--rank', '4', '--backend', 'cpu', '--adapter-path', adapters]);
+    const failed = await refused(['--quick', '--iters', '2', '--learning-rate', '1e-12', '--rank', '4', '--backend', 'cpu', '--adapter-path', adapters]);
     expect(failed).toMatch(/validation loss did not fall .* nothing was saved/);
     // A model whose config is refused: nothing is trained or written.
     const model = join(dir, 'bad-model');
@@ -59,19 +59,22 @@ describe('the CLI under bad input: one clear line, and nothing of the user lost'
       return join(dir, name);
     };
     expect(await refused(['--data', write('one.jsonl', '{"text": "only one"}\n'), '--backend', 'cpu'])).toMatch(
-      /one\.jsonl holds 1 text, too few to keep one for validation/,
+      /one\.jsonl: holds 1 example, too few to keep one for validation/,
     );
-    expect(await refused(['--data', write('null.jsonl', 'null\n{"text": "a"}\n'), '--backend', 'cpu'])).toMatch(/line 1 of .*null\.jsonl has no "text" string/);
-    expect(await refused(['--data', write('empty.jsonl', '{"text": "a"}\n{"text": ""}\n'), '--backend', 'cpu'])).toMatch(
-      /line 2 of .*empty\.jsonl has an empty text/,
+    expect(await refused(['--data', write('null.jsonl', 'null\n{"text": "a"}\n'), '--backend', 'cpu'])).toMatch(/null\.jsonl:1: not a JSON object/);
+    expect(await refused(['--data', write('empty.jsonl', '{"text": "a"}\n{"text": ""}\n{"text": "b"}\n'), '--backend', 'cpu'])).toMatch(
+      /empty\.jsonl:2: "text" is empty/,
     );
-    expect(await refused(['--data', write('broken.jsonl', '{"text": "a"}\n{"text": \n'), '--backend', 'cpu'])).toMatch(/line 2 of .*broken\.jsonl is not JSON/);
-    expect(await refused(['--data', join(dir, 'missing.jsonl'), '--backend', 'cpu'])).toMatch(/data file not found/);
+    expect(await refused(['--data', write('broken.jsonl', '{"text": "a"}\n{"text": \n'), '--backend', 'cpu'])).toMatch(/broken\.jsonl:2: not valid JSON/);
+    expect(await refused(['--data', join(dir, 'missing.jsonl'), '--backend', 'cpu'])).toMatch(/missing\.jsonl: not found/);
+    expect(await refused(['--data', write('nothing.jsonl', '\n\n'), '--backend', 'cpu'])).toMatch(/nothing\.jsonl: holds no examples/);
   }, 120_000);
 
   it('sizes from flags are refused before anything is allocated', async () => {
     expect(await refused(['--rank', '5000000'])).toBe("metal-lora: --rank is out of range; expected an integer in 1..4096, got '5000000'");
-    expect(await refused(['--seq', '100000'])).toBe("metal-lora: --seq is out of range; expected an integer in 1..32768, got '100000'");
+    expect(await refused(['--max-seq-length', '10000000'])).toBe(
+      "metal-lora: --max-seq-length is out of range; expected an integer in 1..1048576, got '10000000'",
+    );
     expect(await refused(['--rank', '4000', '--backend', 'cpu'])).toMatch(/--rank exceeds the model's layer sizes .*; expected at most \d+, got 4000/);
     expect(await refused(['--resume-adapter-file', join(dir, 'nope'), '--backend', 'cpu', '--quick'])).toMatch(
       /^metal-lora: loadAdapter: no such file or folder: .*nope/,
