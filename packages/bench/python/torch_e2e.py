@@ -64,6 +64,8 @@ for name, shape in spec["shapes"].items():
     config = AutoConfig.for_model(shape.pop("model_type"), **shape)
     config._attn_implementation = "sdpa"
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(dev)
+    if spec.get("gradCheckpoint"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     keys = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     model = get_peft_model(model, LoraConfig(r=spec["rank"], lora_alpha=16, lora_dropout=0.0, target_modules=keys))
     model.train()

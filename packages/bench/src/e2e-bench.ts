@@ -6,6 +6,7 @@
  *
  *   metal-lora-bench e2e [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b,qwen2.5-0.5b]
  *                        [--batch 4] [--seq 512] [--rank 8] [--steps 5] [--warmup 2] [--json out.json] [--no-peers] [--separate-passes]
+ *                        [--grad-checkpoint]
  *
  * LoRA rank `--rank` (alpha 16) on all seven linear layers of every block, as mlx-lm and PEFT users
  * commonly train. Per step: wall time (the loss is read back every step, as a training loop that
@@ -47,6 +48,8 @@ export interface E2EOptions {
   rank: number;
   steps: number;
   warmup: number;
+  /** Recompute each block in backward (ours: `model.gradientCheckpointing`; PyTorch: `gradient_checkpointing_enable`). */
+  gradCheckpoint?: boolean;
 }
 
 export interface E2ERow {
@@ -138,6 +141,7 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
   const vocab = model.config.vocab_size;
   const parameters = model.namedParameters().reduce((n, [, p]) => n + p.size, 0);
   linearToLoRALayers(model, { rank: options.rank, alpha: 16, seed: 7 });
+  model.gradientCheckpointing = options.gradCheckpoint === true;
   const trainable = model.trainableParameters().reduce((n, [, p]) => n + p.size, 0);
   model.train();
   const optimizer = new AdamW(model, { lr: 1e-4 });
@@ -235,7 +239,7 @@ const pct = (v: number | undefined) => (v === undefined ? '–' : `${Math.round(
 /** The markdown table of a run: ours and PyTorch side by side, with the ratios. */
 export function e2eTable(rows: E2ERow[], device: string, options: E2EOptions, date: string): string {
   const lines = [
-    `LoRA training step on ${device}, ${date}: batch ${options.batch} × ${options.seq} tokens, rank ${options.rank} on all linear layers, AdamW, f32; median of ${options.steps} steps after ${options.warmup}.`,
+    `LoRA training step on ${device}, ${date}: batch ${options.batch} × ${options.seq} tokens, rank ${options.rank} on all linear layers, AdamW, f32${options.gradCheckpoint ? ', gradient checkpointing on both sides' : ''}; median of ${options.steps} steps after ${options.warmup}.`,
     '',
     '| model | ours: step (ms) | host (ms) | tokens/s | peak (GB) | GPU busy | dispatches/step | PyTorch+PEFT: step (ms) | tokens/s | peak (GB) | GPU busy | speed ours/PyTorch | memory ours/PyTorch |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -279,6 +283,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       json: { type: 'string' },
       'no-peers': { type: 'boolean', default: false },
       'separate-passes': { type: 'boolean', default: false },
+      'grad-checkpoint': { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -297,6 +302,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     rank: int('rank', values.rank, 8),
     steps: int('steps', values.steps, 5),
     warmup: int('warmup', values.warmup, 2),
+    gradCheckpoint: values['grad-checkpoint'] === true,
   };
   for (const m of options.models) if (m !== 'embedded' && !E2E_SHAPES[m]) unknownModel(m);
   let device: string;

@@ -140,7 +140,11 @@ export const FLAGS = {
     help: 'batches per optimizer step, gradients averaged',
     fallback: '1',
   },
-  'grad-checkpoint': { kind: 'switch', commands: TRAIN, help: 'recompute each block in backward to save memory (not implemented yet)' },
+  'grad-checkpoint': {
+    kind: 'switch',
+    commands: TRAIN,
+    help: 'recompute each block in backward instead of keeping its activations (less memory, ~1 more forward)',
+  },
   'max-grad-norm': {
     kind: 'number',
     value: 'N',

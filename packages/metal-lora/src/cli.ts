@@ -88,7 +88,6 @@ async function train(commandLine: Flags): Promise<void> {
   const flags: Flags = { ...quick, ...preset, ...given };
   if (flags['fine-tune-type'] === 'dora') throw new UsageError('DoRA is not implemented yet', '--fine-tune-type lora', 'dora');
   if (flags['fine-tune-type'] === 'full') throw new UsageError('full fine-tuning is not implemented yet', '--fine-tune-type lora', 'full');
-  if (flags['grad-checkpoint']) throw new UsageError('gradient checkpointing is not implemented yet', 'no --grad-checkpoint', '--grad-checkpoint');
   const doTrain = flags.train === true || flags.resume === true || flags.test !== true;
   const doTest = flags.test === true;
   const modelDir = flags.model ?? join(assets, 'base');
@@ -183,6 +182,7 @@ async function train(commandLine: Flags): Promise<void> {
         saveEvery: flags['save-every'],
         seed,
         pack: flags.pack === true,
+        gradCheckpoint: flags['grad-checkpoint'] === true,
         // The embedded default saves only after its checks below.
         adapterPath: embedded ? undefined : adapterPath,
         adapter: { format, numLayers, keys: keys ?? null },

@@ -74,6 +74,8 @@ export interface TrainingOptions {
   saveEvery?: number;
   /** Batch order and dropout masks (default 0). */
   seed?: number;
+  /** Recompute each decoder block in backward instead of keeping its activations (default false). */
+  gradCheckpoint?: boolean;
   /** Examples laid end to end with per-document attention instead of padded (default false). */
   pack?: boolean;
   /** Where adapters and checkpoints are written; without it nothing is written. */
@@ -367,6 +369,8 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
   };
 
   const step = valueAndGrad(model, (batch: Batch) => lossOf(model, batch));
+  const checkpointingBefore = model.gradientCheckpointing;
+  model.gradientCheckpointing = options.gradCheckpoint ?? checkpointingBefore;
   let valLoss = startStep === 0 ? await evaluate(0) : undefined;
   let lossSum: Tensor | null = null;
   let lossSteps = 0;
@@ -446,6 +450,7 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
     }
   } finally {
     lossSum?.dispose();
+    model.gradientCheckpointing = checkpointingBefore;
   }
   await save(s, saveEvery > 0 && s % saveEvery === 0);
   optimizer.dispose();

@@ -297,6 +297,27 @@ describe('train: the loop of `metal-lora train` as a library call', () => {
     expect(losses[1]).toBeLessThan(losses[0]);
   }, 60_000);
 
+  it('gradient checkpointing gives the same run', async () => {
+    const run = async (gradCheckpoint: boolean) => {
+      const losses: number[] = [];
+      const model = fresh();
+      await train(model, data, {
+        iters: 4,
+        batchSize: 2,
+        learningRate: 1e-2,
+        seed: 3,
+        gradCheckpoint,
+        stepsPerReport: 1,
+        onReport: (r) => losses.push(r.loss),
+      });
+      expect(model.gradientCheckpointing).toBe(false); // restored after the run
+      return losses;
+    };
+    const plain = await run(false);
+    const checkpointed = await run(true);
+    for (const [i, l] of plain.entries()) expect(checkpointed[i]).toBeCloseTo(l, 5);
+  }, 60_000);
+
   it('refuses what it cannot do', async () => {
     await expect(train(fresh(), {}, { iters: 1, batchSize: 1 })).rejects.toThrow(/the dataset has no train split/);
     await expect(train(fresh(), data, { iters: 1, batchSize: 1, optimizer: 'adam', optimizerConfig: { bias_correction: false } })).rejects.toThrow(

@@ -1,7 +1,9 @@
 import {
   add,
+  checkpoint,
   gatedActivation,
   gelu,
+  isGradEnabled,
   maskedSoftmax,
   matmul,
   mul,
@@ -215,6 +217,12 @@ export class DecoderLayer extends Module {
 /** The decoder stack: `embed_tokens`, `layers.N`, `norm`. */
 export class LlamaModel extends Module {
   private readonly embedScale: number | null;
+  /**
+   * Recompute each block's forward pass in backward instead of keeping its intermediates
+   * (`checkpoint`): a training step holds one activation per block, for about one more forward
+   * pass of compute (mlx-lm's `--grad-checkpoint`). Only while gradients are recorded.
+   */
+  gradientCheckpointing = false;
   constructor(
     readonly config: LlamaConfig,
     options: ParamOptions = {},
@@ -234,7 +242,20 @@ export class LlamaModel extends Module {
     const embedded = this.sub<Embedding>('embed_tokens').forward(ids);
     let h = this.embedScale === null ? embedded : mul(embedded, this.embedScale);
     const context = new AttentionContext(h, options.cache, options.segments);
-    for (const layer of this.sub<ModuleList<DecoderLayer>>('layers').items) h = layer.forward(h, context);
+    const layers = this.sub<ModuleList<DecoderLayer>>('layers').items;
+    if (this.gradientCheckpointing && isGradEnabled() && !options.cache) {
+      for (const layer of layers) {
+        // The context's masks and RoPE tables are made here, outside the blocks' own scopes, so
+        // that the recomputation in backward finds them alive.
+        const attention = layer.getModule('self_attn') as Attention;
+        context.rope(attention.invFreq);
+        context.mask(attention.slidingWindow);
+      }
+      for (const layer of layers) {
+        const params = layer.trainableParameters().map(([, p]) => p);
+        h = checkpoint((x) => layer.forward(x, context), h, params);
+      }
+    } else for (const layer of layers) h = layer.forward(h, context);
     if (options.cache) options.cache.length += context.steps;
     if (options.logits === 'last') {
       const [B, T, D] = h.shape;
@@ -304,6 +325,14 @@ export class LlamaForCausalLM extends Module {
     const plain = head instanceof Embedding || (Object.getPrototypeOf(head) === Linear.prototype && !head.bias);
     if (this.config.final_logit_softcapping || !plain) return crossEntropy(this.forward(ids, forward), targets, lossOptions);
     return headCrossEntropy(this.sub<LlamaModel>('model').forward(ids, forward), head.weight, targets, lossOptions);
+  }
+
+  /** Whether training steps recompute each block in backward (see `LlamaModel.gradientCheckpointing`). */
+  get gradientCheckpointing(): boolean {
+    return this.sub<LlamaModel>('model').gradientCheckpointing;
+  }
+  set gradientCheckpointing(on: boolean) {
+    this.sub<LlamaModel>('model').gradientCheckpointing = on;
   }
 
   /** Logits `[B, T, vocab]` for int32 token ids `[B, T]` (`[B, 1, vocab]` with `logits: 'last'`). */

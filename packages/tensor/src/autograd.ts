@@ -1,6 +1,8 @@
-import { assertDifferentiable, computeGradients, isGradEnabled, noGrad, releaseGraph } from './engine';
+import { assertDifferentiable, computeGradients, isGradEnabled, noGrad, record, releaseGraph, withGrad } from './engine';
 import { ShapeError, StateError, ValueError } from './errors';
 import { formatShape } from './shape';
+import { rngState, setRngState } from './random';
+import { tidy } from './scope';
 import { full, Tensor } from './tensor';
 
 /** Tensors in a tree: a tensor, an array of trees, or a plain object of trees. */
@@ -95,6 +97,56 @@ export function valueAndGrad<Args extends unknown[]>(fn: (...args: Args) => Tens
     value.dispose();
     return [result, typeof argnums === 'number' ? shaped[0] : shaped];
   };
+}
+
+/**
+ * Gradient checkpointing: `fn(x)` computed without keeping its intermediate tensors, and computed
+ * again in the backward pass to get the gradients of `x` and of `params` (the tensors requiring
+ * grad that `fn` reads besides `x`, such as a block's LoRA factors). Only `x` is kept between the
+ * passes, so a model of checkpointed blocks holds one activation per block instead of every
+ * intermediate, for about one more forward pass of compute. Random ops inside `fn` (dropout) draw
+ * the same keys in both passes. `fn` must be a pure function of `x`, `params` and tensors that do
+ * not change before backward.
+ *
+ * @example
+ * h = checkpoint((t) => block.forward(t), h, block.trainableParameters().map(([, p]) => p));
+ */
+export function checkpoint(fn: (x: Tensor) => Tensor, x: Tensor, params: readonly Tensor[]): Tensor {
+  if (!(x instanceof Tensor)) throw new ValueError('checkpoint', 'x must be a Tensor', 'a Tensor', typeof x);
+  const watched = params.filter((p) => p.requiresGrad);
+  const random = rngState();
+  // Without recording: the intermediates are freed as soon as the output exists.
+  const y = tidy(() => noGrad(() => fn(x)));
+  if (!(y instanceof Tensor)) throw new ValueError('checkpoint', 'fn must return a Tensor', 'a Tensor', typeof y);
+  return record(
+    y,
+    [x, ...watched],
+    'checkpoint',
+    (dy, [input]) =>
+      tidy(() => {
+        const leaf = input.detach();
+        leaf.requiresGrad = x.requiresGrad;
+        const after = rngState();
+        setRngState(random);
+        let out: Tensor;
+        try {
+          out = withGrad(() => fn(leaf));
+        } finally {
+          setRngState(after);
+        }
+        const targets = new Set<Tensor>([leaf, ...watched]);
+        const found = out.requiresGrad ? computeGradients(out, dy, (t) => targets.has(t)) : new Map<Tensor, Tensor>();
+        releaseGraph(out);
+        const grads = [leaf, ...watched].map((t) => {
+          const g = found.get(t);
+          // The seed itself comes back when fn is the identity on a target: give it its own handle.
+          return g === dy ? dy.share() : (g ?? null);
+        });
+        leaf.dispose();
+        return [x.requiresGrad ? grads[0] : null, ...grads.slice(1)];
+      }),
+    [x],
+  );
 }
 
 export { leaves as treeLeaves, mapTree };

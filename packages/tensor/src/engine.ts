@@ -36,6 +36,17 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Runs `fn` recording gradients, also inside `noGrad` (a backward rule that re-runs a forward pass). @internal */
+export function withGrad<T>(fn: () => T): T {
+  const before = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = before;
+  }
+}
+
 function commonBackend(op: string, inputs: readonly Tensor[]): Backend {
   const backend = inputs[0].backend;
   for (const t of inputs) {

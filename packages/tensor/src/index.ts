@@ -9,7 +9,7 @@ import { registerCpuKernels } from './cpu/kernels';
 registerBackend('cpu', cpuBackend);
 registerCpuKernels();
 
-export { type GradOf, grad, type TensorTree, treeLeaves, valueAndGrad } from './autograd';
+export { checkpoint, type GradOf, grad, type TensorTree, treeLeaves, valueAndGrad } from './autograd';
 export {
   type AutoHint,
   type Backend,

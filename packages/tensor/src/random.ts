@@ -41,6 +41,15 @@ export function manualSeed(seed: number): void {
   streamCounter = 0;
 }
 
+/** The global generator's position, to draw the same keys again (`checkpoint`'s recomputation). */
+export function rngState(): readonly [number, number] {
+  return [globalSeed, streamCounter];
+}
+
+export function setRngState(state: readonly [number, number]): void {
+  [globalSeed, streamCounter] = state;
+}
+
 /** A fresh stream key from the global generator (used when an op gets no seed). */
 export function nextSeed(): number {
   return randomBits(globalSeed, streamCounter++);

@@ -1,5 +1,24 @@
 import { describe, expect, it } from 'vitest';
-import { cpuBackend, exp, grad, matmul, mul, noGrad, StateError, sum, tensor, tidy, valueAndGrad, type Tensor } from '../src/index';
+import {
+  checkpoint,
+  cpuBackend,
+  exp,
+  grad,
+  loraLinear,
+  manualSeed,
+  matmul,
+  mul,
+  noGrad,
+  randn,
+  StateError,
+  sum,
+  tanh,
+  tensor,
+  tidy,
+  valueAndGrad,
+  type Tensor,
+} from '../src/index';
+import { assertClose } from '../src/testing';
 
 describe('backward (PyTorch style)', () => {
   it('fills .grad on leaves and accumulates across calls', () => {
@@ -163,5 +182,36 @@ describe('memory: dispose, tidy, keep', () => {
       }),
     ).toThrow('boom');
     expect(cpuBackend.memory().liveBuffers).toBe(before);
+  });
+});
+
+describe('checkpoint: recompute in backward', () => {
+  it('gives the gradients of the plain graph for x and the parameters, and keeps only x between the passes', () => {
+    const x0 = randn([3, 5], { seed: 1 });
+    const w = randn([2, 5], { seed: 2 }); // LoRA A
+    w.requiresGrad = true;
+    const b = randn([4, 2], { seed: 4 }); // LoRA B, not watched: no gradient asked for
+    const frozen = randn([4, 5], { seed: 3 });
+    // A random op inside: the recomputation must draw the same dropout mask.
+    const fn = (x: Tensor) => tanh(loraLinear(x, frozen, w, b, { scale: 2, dropout: 0.3 }));
+    const run = (wrap: boolean) =>
+      tidy(() => {
+        manualSeed(9);
+        const x = x0.detach();
+        x.requiresGrad = true;
+        const y = wrap ? checkpoint(fn, x, [w, frozen]) : fn(x);
+        const loss = sum(mul(y, y));
+        const [dx, dw] = grad(loss, [x, w]);
+        return [loss.dataSync()[0], Array.from(dx.dataSync()), Array.from(dw.dataSync())] as const;
+      });
+    const plain = run(false);
+    const wrapped = run(true);
+    expect(wrapped[0]).toBe(plain[0]);
+    assertClose(Float64Array.from(wrapped[1]), Float64Array.from(plain[1]), { atol: 1e-6, rtol: 1e-6 }, 'dx');
+    assertClose(Float64Array.from(wrapped[2]), Float64Array.from(plain[2]), { atol: 1e-6, rtol: 1e-6 }, 'dw');
+    // Under noGrad it is fn(x), with nothing recorded.
+    const y = noGrad(() => checkpoint(fn, x0, [w]));
+    expect(y.requiresGrad).toBe(false);
+    expect(() => checkpoint(fn, 3 as unknown as Tensor, [])).toThrow('checkpoint: x must be a Tensor');
   });
 });

@@ -1,0 +1,86 @@
+import '@metal-lora/metal-kernels'; // registers the webgpu backend (tests only)
+import * as T from '@metal-lora/tensor';
+import { assertClose } from '@metal-lora/tensor/testing';
+import { afterAll, describe, expect, it } from 'vitest';
+import { gpuIt } from '../../../test-support/gpu';
+import { type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } from '../src/index';
+
+const base: LlamaConfig = {
+  vocab_size: 48,
+  hidden_size: 32,
+  intermediate_size: 56,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  initializer_range: 0.3,
+};
+const configs: Record<string, LlamaConfig> = {
+  llama: base,
+  'mistral window 3': { ...base, model_type: 'mistral', sliding_window: 3 },
+  gemma3: {
+    ...base,
+    model_type: 'gemma3_text',
+    head_dim: 8,
+    qk_norm: true,
+    sliding_window: 3,
+    layer_types: ['sliding_attention', 'full_attention', 'sliding_attention'],
+    rope_local_base_freq: 100,
+    hidden_activation: 'gelu_pytorch_tanh',
+    tie_word_embeddings: true,
+  },
+};
+
+/** Loss and LoRA gradients of one step, with or without checkpointing, from the same RNG state (dropout 0.2). */
+async function step(config: LlamaConfig, checkpointing: boolean, rows: number, length: number) {
+  const model = new LlamaForCausalLM(config, { seed: 4 });
+  linearToLoRALayers(model, { rank: 3, dropout: 0.2, seed: 5 });
+  for (const [, p] of model.trainableParameters()) p.assign(T.randn([...p.shape], { seed: p.size, std: 0.2 }));
+  model.gradientCheckpointing = checkpointing;
+  const ids = T.tensor(
+    Int32Array.from({ length: rows * length }, (_, i) => (i * 7 + 3) % config.vocab_size),
+    [rows, length],
+    { dtype: 'int32' },
+  );
+  const targets = T.tensor(
+    Int32Array.from({ length: rows * length }, (_, i) => (i * 5 + 1) % config.vocab_size),
+    [rows, length],
+    { dtype: 'int32' },
+  );
+  T.manualSeed(11);
+  const backend = T.getBackend();
+  backend.resetPeak();
+  const before = backend.memory().liveBytes;
+  const [loss, grads] = T.tidy(() => valueAndGrad(model, (x: T.Tensor, y: T.Tensor) => model.loss(x, y))(ids, targets));
+  const peak = backend.memory().peakBytes - before;
+  const values = Object.fromEntries(await Promise.all(Object.entries(grads).map(async ([k, g]) => [k, Float64Array.from(await g.data())] as const)));
+  return { loss: await loss.item(), grads: values, peak };
+}
+
+describe('gradient checkpointing per decoder block', () => {
+  afterAll(async () => {
+    await T.setBackend('cpu');
+  });
+  for (const [name, config] of Object.entries(configs)) {
+    it(`${name} (cpu): the same loss and LoRA gradients (dropout included)`, async () => {
+      await T.setBackend('cpu');
+      const plain = await step(config, false, 2, 9);
+      const checkpointed = await step(config, true, 2, 9);
+      expect(checkpointed.loss).toBe(plain.loss);
+      expect(Object.keys(checkpointed.grads).sort()).toEqual(Object.keys(plain.grads).sort());
+      for (const [k, g] of Object.entries(plain.grads)) assertClose(checkpointed.grads[k], g, { atol: 1e-6, rtol: 1e-5 }, `${name}: ${k}`);
+    });
+  }
+
+  gpuIt('webgpu: the same gradients, and a lower allocator peak', async () => {
+    await T.setBackend('webgpu');
+    const config = { ...base, hidden_size: 64, intermediate_size: 160, num_hidden_layers: 6 };
+    const plain = await step(config, false, 4, 64);
+    const checkpointed = await step(config, true, 4, 64);
+    expect(checkpointed.loss).toBeCloseTo(plain.loss, 5);
+    for (const [k, g] of Object.entries(plain.grads)) assertClose(checkpointed.grads[k], g, { atol: 2e-5, rtol: 2e-4 }, k);
+    console.log(`allocator peak of a step: ${plain.peak} bytes plain, ${checkpointed.peak} checkpointed`);
+    expect(checkpointed.peak).toBeLessThan(plain.peak * 0.7);
+  });
+});
