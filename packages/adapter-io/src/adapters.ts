@@ -1,6 +1,6 @@
 import { FormatError } from '@metal-lora/tensor';
 import type { SafetensorsDType } from './dtypes';
-import { fromNumbers, readSafetensors, type SafetensorsEntry, toFloat32, writeSafetensors } from './safetensors';
+import { fromNumbers, readSafetensors, type SafetensorsEntry, toFloat32, type WriteEntry, writeSafetensors } from './safetensors';
 
 /** One LoRA module's weights in the math (and PEFT) layout: A `[r, in]`, B `[out, r]`, row-major f32. */
 export interface LoraWeights {
@@ -137,6 +137,14 @@ export function parseMlxAdapter(files: AdapterFiles): LoraAdapter {
   const op = 'parseMlxAdapter';
   const config = parseJson(op, files.config);
   const type = config.fine_tune_type ?? (config.use_dora === true ? 'dora' : 'lora');
+  if (type === 'full')
+    throw new FormatError(
+      op,
+      "a full fine-tune's weights, not a LoRA adapter (metal-lora's loadFineTune applies it)",
+      { key: 'fine_tune_type' },
+      "'lora'",
+      "'full'",
+    );
   if (type !== 'lora') throw new FormatError(op, 'only LoRA adapters are supported', { key: 'fine_tune_type' }, "'lora'", JSON.stringify(type));
   const params = config.lora_parameters as Record<string, unknown> | undefined;
   if (!params || typeof params !== 'object')
@@ -195,6 +203,45 @@ export function serializeMlxAdapter(adapter: LoraAdapter): AdapterFiles {
   const lora: Record<string, unknown> = { rank: adapter.rank, scale: adapter.scale, dropout: adapter.dropout };
   if (adapter.keys) lora.keys = adapter.keys;
   const config = { fine_tune_type: 'lora', lora_parameters: lora, num_layers: adapter.numLayers };
+  return { weights: writeSafetensors(tensors), config: `${JSON.stringify(config, null, 4)}\n` };
+}
+
+/** The fine-tune type an mlx-lm `adapter_config.json` declares (`lora` when absent; the legacy `use_dora` too). */
+export function mlxFineTuneType(configText: string): string {
+  const config = parseJson('mlxFineTuneType', configText);
+  const type = config.fine_tune_type ?? (config.use_dora === true ? 'dora' : 'lora');
+  return typeof type === 'string' ? type : JSON.stringify(type);
+}
+
+/** mlx-lm's `--fine-tune-type full` output: the trained weights of the last `numLayers` blocks, by parameter name. */
+export interface FullFineTune {
+  numLayers: number;
+  tensors: Record<string, SafetensorsEntry>;
+}
+
+/** Reads a full fine-tune's files (`adapters.safetensors` with weights by parameter name, `adapter_config.json` with `fine_tune_type: "full"`). */
+export function parseMlxFullFineTune(files: AdapterFiles): FullFineTune {
+  const op = 'parseMlxFullFineTune';
+  const config = parseJson(op, files.config);
+  if (config.fine_tune_type !== 'full')
+    throw new FormatError(op, 'not a full fine-tune', { key: 'fine_tune_type' }, "'full'", JSON.stringify(config.fine_tune_type ?? 'lora'));
+  const numLayers = num(op, config, 'num_layers');
+  const { tensors } = readSafetensors(files.weights);
+  const names = Object.keys(tensors);
+  if (names.length === 0) throw new FormatError(op, 'the weights file holds no tensors', { key: MLX_WEIGHTS }, 'the trained weights', 'none');
+  for (const name of names)
+    if (/\.lora_[ab]$/.test(name)) throw new FormatError(op, 'a LoRA tensor in a full fine-tune', { key: name }, 'weights by parameter name', name);
+  for (const name of names)
+    if (!['F32', 'F16', 'BF16'].includes(tensors[name].dtype))
+      throw new FormatError(op, 'unsupported weight dtype', { key: name }, 'F32 | F16 | BF16', tensors[name].dtype);
+  return { numLayers, tensors };
+}
+
+/** The two files of a full fine-tune, as mlx-lm writes them (`lora_parameters: null`). */
+export function serializeMlxFullFineTune(tensors: Record<string, WriteEntry>, numLayers: number): AdapterFiles {
+  if (!Number.isInteger(numLayers)) throw new FormatError('serializeMlxFullFineTune', 'numLayers must be an integer', {}, 'an integer', String(numLayers));
+  if (Object.keys(tensors).length === 0) throw new FormatError('serializeMlxFullFineTune', 'no tensors to save', {}, 'the trained weights', 'none');
+  const config = { fine_tune_type: 'full', lora_parameters: null, num_layers: numLayers };
   return { weights: writeSafetensors(tensors), config: `${JSON.stringify(config, null, 4)}\n` };
 }
 

@@ -14,9 +14,13 @@ import {
   MLX_WEIGHTS,
   PEFT_CONFIG,
   PEFT_WEIGHTS,
+  type FullFineTune,
+  mlxFineTuneType,
   parseMlxAdapter,
+  parseMlxFullFineTune,
   parsePeftAdapter,
   serializeMlxAdapter,
+  serializeMlxFullFineTune,
   serializePeftAdapter,
 } from './adapters';
 import { completedPendingPair, writeDurable, writePair } from './pair-files';
@@ -158,6 +162,30 @@ export async function saveAdapter(
     extra,
     [stale],
   );
+}
+
+/**
+ * Saves mlx-lm's `--fine-tune-type full` output in `dir` (`adapters.safetensors`: the tensors by
+ * parameter name; `adapter_config.json`), the pair replaced as one unit as {@link saveAdapter} does;
+ * with `checkpoint`, the weights also go to `0000100_adapters.safetensors`.
+ */
+export async function saveFullFineTune(dir: string, tensors: Record<string, WriteEntry>, options: { numLayers: number; checkpoint?: number }): Promise<void> {
+  const files = serializeMlxFullFineTune(tensors, options.numLayers);
+  await fsCall('saveFullFineTune', dir, () => mkdir(dir, { recursive: true }));
+  const extra: [string, Uint8Array][] = options.checkpoint !== undefined ? [[mlxCheckpointName(options.checkpoint), files.weights]] : [];
+  writePair('saveFullFineTune', dir, { weights: [MLX_WEIGHTS, files.weights], config: [MLX_CONFIG, files.config] }, extra, [PEFT_WEIGHTS]);
+}
+
+/** Reads a full fine-tune (a directory or one weights file, as {@link readAdapterFiles}). */
+export function loadFullFineTune(path: string): FullFineTune {
+  const { files } = readAdapterFiles(path);
+  return parseMlxFullFineTune(files);
+}
+
+/** The fine-tune type of an adapter directory or weights file: `lora`, `full`, `dora`, … (PEFT adapters are `lora`). */
+export function adapterFineTuneType(path: string): string {
+  const { format, files } = readAdapterFiles(path);
+  return format === 'peft' ? 'lora' : mlxFineTuneType(files.config);
 }
 
 /**

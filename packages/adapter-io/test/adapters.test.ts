@@ -6,16 +6,29 @@ import { describe, expect, it } from 'vitest';
 import {
   type AdapterFiles,
   type LoraAdapter,
+  mlxFineTuneType,
   mlxToPeft,
   parseMlxAdapter,
+  parseMlxFullFineTune,
   parsePeftAdapter,
   peftToMlx,
   readSafetensors,
   serializeMlxAdapter,
+  serializeMlxFullFineTune,
   toFloat32,
   writeSafetensors,
 } from '../src/index';
-import { loadAdapter, loadSafetensors, openSafetensors, saveAdapter, saveSafetensors, writeFileAtomic } from '../src/node';
+import {
+  adapterFineTuneType,
+  loadAdapter,
+  loadFullFineTune,
+  loadSafetensors,
+  openSafetensors,
+  saveAdapter,
+  saveFullFineTune,
+  saveSafetensors,
+  writeFileAtomic,
+} from '../src/node';
 
 const fx = (p: string) => new URL(`./fixtures/${p}`, import.meta.url);
 const peftFiles = (dir: string): AdapterFiles => ({
@@ -328,5 +341,34 @@ describe('browser helpers', () => {
     }) as unknown as typeof fetch;
     expect(parseMlxAdapter(await fetchAdapter('/a/', 'mlx', fakeFetch)).rank).toBe(4);
     await expect(fetchAdapter('/missing', 'mlx', fakeFetch)).rejects.toThrow(/HTTP 404/);
+  });
+});
+
+describe("mlx-lm's full fine-tunes", () => {
+  const weights = {
+    'model.layers.1.mlp.up_proj.weight': { dtype: 'F32' as const, shape: [3, 2], data: Float32Array.from([1, 2, 3, 4, 5, 6]) },
+    'model.layers.1.input_layernorm.weight': { dtype: 'F32' as const, shape: [2], data: Float32Array.from([0.5, 1.5]) },
+  };
+  it('round-trips through the files and is told apart from a LoRA adapter', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'full-'));
+    await saveFullFineTune(dir, weights, { numLayers: 1, checkpoint: 20 });
+    expect(
+      readdirSync(dir)
+        .filter((n) => !n.startsWith('.'))
+        .sort(),
+    ).toEqual(['0000020_adapters.safetensors', 'adapter_config.json', 'adapters.safetensors']);
+    expect(JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'))).toEqual({ fine_tune_type: 'full', lora_parameters: null, num_layers: 1 });
+    expect(adapterFineTuneType(dir)).toBe('full');
+    const back = loadFullFineTune(dir);
+    expect(back.numLayers).toBe(1);
+    expect(Array.from(toFloat32(back.tensors['model.layers.1.mlp.up_proj.weight']))).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(() => loadAdapter(dir)).toThrow(/a full fine-tune's weights, not a LoRA adapter \(metal-lora's loadFineTune applies it\)/);
+    const files = serializeMlxFullFineTune(weights, 1);
+    expect(() => parseMlxFullFineTune({ ...files, config: '{"fine_tune_type": "lora"}' })).toThrow(/not a full fine-tune/);
+    expect(() => serializeMlxFullFineTune({}, 1)).toThrow(/no tensors to save/);
+    const lora = serializeMlxFullFineTune({ 'a.lora_a': weights['model.layers.1.input_layernorm.weight'] }, 1);
+    expect(() => parseMlxFullFineTune(lora)).toThrow(/a LoRA tensor in a full fine-tune/);
+    expect(mlxFineTuneType('{"use_dora": true}')).toBe('dora');
+    expect(mlxFineTuneType('{}')).toBe('lora');
   });
 });

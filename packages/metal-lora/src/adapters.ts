@@ -1,7 +1,13 @@
-import { adapterFromTensors, adapterTensors, type LoraAdapter } from '@metal-lora/adapter-io';
-import { loadAdapter as loadAdapterDir, saveAdapter as saveAdapterDir } from '@metal-lora/adapter-io/node';
+import { adapterFromTensors, adapterTensors, type LoraAdapter, toFloat32, type WriteEntry } from '@metal-lora/adapter-io';
+import {
+  adapterFineTuneType,
+  loadAdapter as loadAdapterDir,
+  loadFullFineTune,
+  saveAdapter as saveAdapterDir,
+  saveFullFineTune,
+} from '@metal-lora/adapter-io/node';
 import { Linear, LoRALinear, type Module } from '@metal-lora/nn';
-import { add, FormatError, matmul, noGrad } from '@metal-lora/tensor';
+import { add, FormatError, matmul, noGrad, tensor } from '@metal-lora/tensor';
 
 /** The LoRA layers of a model by path (a lone layer is named `layer`). */
 function loraLayers(target: Module): [string, LoRALinear][] {
@@ -123,6 +129,8 @@ export function loadAdapter(layerOrModel: Module, path: string, options: { stric
  * layers instead.)
  */
 export function fuseAdapter(model: Module, adapter: LoraAdapter | string): string[] {
+  // A full fine-tune's weights are already the fused ones.
+  if (typeof adapter === 'string' && adapterFineTuneType(adapter) === 'full') return loadFineTune(model, adapter);
   const a = typeof adapter === 'string' ? loadAdapterDir(adapter) : adapter;
   // Every layer is checked before the first weight changes.
   const layers = Object.entries(a.modules).map(([path, w]): [string, Linear] => {
@@ -150,4 +158,51 @@ export function fuseAdapter(model: Module, adapter: LoraAdapter | string): strin
     }
   });
   return Object.keys(tensors);
+}
+
+/**
+ * Saves a full fine-tune as mlx-lm's `--fine-tune-type full` does: the model's trainable
+ * parameters (the unfrozen blocks) by name in `adapters.safetensors`, with `adapter_config.json`.
+ */
+export async function saveFineTune(model: Module, path: string, options: { numLayers: number; checkpoint?: number }): Promise<string[]> {
+  const entries: Record<string, WriteEntry> = Object.create(null);
+  for (const [name, p] of model.trainableParameters()) entries[name] = { dtype: 'F32', shape: [...p.shape], data: Float32Array.from(await p.data()) };
+  await saveFullFineTune(path, entries, options);
+  return Object.keys(entries);
+}
+
+/**
+ * Applies a full fine-tune (mlx-lm's or {@link saveFineTune}'s) to a model: each saved tensor
+ * replaces the parameter of its name. Every name and shape is checked before the model changes.
+ * Returns the replaced parameters' names.
+ */
+export function loadFineTune(model: Module, path: string): string[] {
+  const op = 'loadFineTune';
+  const { tensors } = loadFullFineTune(path);
+  const params = new Map(model.namedParameters());
+  const pairs = Object.entries(tensors).map(([name, entry]) => {
+    const p = params.get(name);
+    if (!p) throw new FormatError(op, `the model has no parameter '${name}'`, { key: name }, 'a parameter name of this model', name);
+    if (p.shape.join() !== entry.shape.join()) throw new FormatError(op, `'${name}' does not fit the model`, { key: name }, `[${p.shape}]`, `[${entry.shape}]`);
+    return [p, entry] as const;
+  });
+  noGrad(() => {
+    for (const [p, entry] of pairs) {
+      const t = tensor(toFloat32(entry), [...entry.shape], { backend: p.backend });
+      const v = p.dtype === 'float32' ? t : t.cast(p.dtype);
+      p.assign(v);
+      t.dispose();
+      if (v !== t) v.dispose();
+    }
+  });
+  return Object.keys(tensors);
+}
+
+/**
+ * Applies whatever an adapter folder (or weights file) holds: a LoRA adapter (MLX or PEFT) as
+ * unmerged LoRA layers ({@link loadAdapter}), or a full fine-tune's weights ({@link loadFineTune}).
+ */
+export function applyAdapter(model: Module, path: string): { type: 'lora'; adapter: LoraAdapter } | { type: 'full'; names: string[] } {
+  if (adapterFineTuneType(path) === 'full') return { type: 'full', names: loadFineTune(model, path) };
+  return { type: 'lora', adapter: loadAdapter(model, path) };
 }

@@ -17,12 +17,12 @@ import { createInterface } from 'node:readline';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readAdapterFiles } from '@metal-lora/adapter-io/node';
-import { parseMlxAdapter, parsePeftAdapter } from '@metal-lora/adapter-io';
+import { mlxFineTuneType, parseMlxAdapter, parsePeftAdapter } from '@metal-lora/adapter-io';
 import { linearToLoRALayers, LoRALinear, mergeWeights } from '@metal-lora/nn';
 import '@metal-lora/metal-kernels'; // registers the webgpu backend
 import type { AdapterReport } from '@metal-lora/metal-kernels';
 import { type Backend, MetalLoRAError, noGrad, setBackend, tensor, tidy } from '@metal-lora/tensor';
-import { fuseAdapter, loadAdapter, saveAdapter } from './adapters';
+import { applyAdapter, fuseAdapter, loadAdapter, loadFineTune, saveAdapter } from './adapters';
 import { loadModel, saveModel } from './checkpoint';
 import { helpText, parseCommandLine, UsageError } from './cli-args';
 import { readConfigFile } from './config-file';
@@ -76,6 +76,10 @@ function embeddedSchedule(learningRate: number, iters: number): LrSchedule {
   return { name: 'cosine_decay', arguments: [learningRate, Math.max(1, iters - warmup), learningRate / 10], warmup, warmup_init: 0 };
 }
 
+function describeAdapter(applied: ReturnType<typeof applyAdapter>): string {
+  return applied.type === 'full' ? `a full fine-tune (${applied.names.length} weights)` : `LoRA rank ${applied.adapter.rank}, scale ${applied.adapter.scale}`;
+}
+
 const gigabytes = (bytes: number) => `${(bytes / 1e9).toFixed(3)} GB`;
 
 async function train(commandLine: Flags): Promise<void> {
@@ -87,7 +91,8 @@ async function train(commandLine: Flags): Promise<void> {
   const quick: Flags = given.quick ? { iters: 12, 'steps-per-report': 4, 'steps-per-eval': 12, 'val-batches': 1 } : {};
   const flags: Flags = { ...quick, ...preset, ...given };
   if (flags['fine-tune-type'] === 'dora') throw new UsageError('DoRA is not implemented yet', '--fine-tune-type lora', 'dora');
-  if (flags['fine-tune-type'] === 'full') throw new UsageError('full fine-tuning is not implemented yet', '--fine-tune-type lora', 'full');
+  const full = flags['fine-tune-type'] === 'full';
+  if (full && flags.format === 'peft') throw new UsageError('a full fine-tune is saved in MLX format only', '--format mlx', 'peft');
   const doTrain = flags.train === true || flags.resume === true || flags.test !== true;
   const doTest = flags.test === true;
   const modelDir = flags.model ?? join(assets, 'base');
@@ -134,8 +139,18 @@ async function train(commandLine: Flags): Promise<void> {
   const resumeFile = flags['resume-adapter-file'];
   if (!doTrain) {
     // --test alone: the adapter in --adapter-path (or --resume-adapter-file) on the base model, as saved.
-    const adapter = loadAdapter(model, resumeFile ?? adapterPath);
-    console.log(`adapter: ${resumeFile ?? adapterPath} (rank ${adapter.rank}, scale ${adapter.scale})`);
+    console.log(`adapter: ${describeAdapter(applyAdapter(model, resumeFile ?? adapterPath))}`);
+  } else if (full) {
+    // mlx-lm's full fine-tune: every weight of the last num-layers blocks trains.
+    model.freeze();
+    for (let i = layers - numLayers; i < layers; i++) model.unfreeze([`model.layers.${i}`]);
+    if (resumeFile !== undefined) {
+      loadFineTune(model, resumeFile);
+      console.log(`resumed from ${resumeFile}`);
+    }
+    const trainable = model.trainableParameters().reduce((n, [, p]) => n + p.size, 0);
+    const total = model.namedParameters().reduce((n, [, p]) => n + p.size, 0);
+    console.log(`full fine-tune of the last ${numLayers} blocks: ${trainable} trainable of ${total} parameters (${((100 * trainable) / total).toFixed(3)}%)`);
   } else {
     const converted = linearToLoRALayers(model, { numLayers, keys, rank, scale, dropout, seed: seed + 1 });
     if (resumeFile !== undefined) {
@@ -185,7 +200,7 @@ async function train(commandLine: Flags): Promise<void> {
         gradCheckpoint: flags['grad-checkpoint'] === true,
         // The embedded default saves only after its checks below.
         adapterPath: embedded ? undefined : adapterPath,
-        adapter: { format, numLayers, keys: keys ?? null },
+        adapter: { format, numLayers, keys: keys ?? null, fineTuneType: full ? 'full' : 'lora' },
         resume: flags.resume === true,
         metricsFile: flags['metrics-file'],
         signal: controller.signal,
@@ -209,6 +224,11 @@ async function train(commandLine: Flags): Promise<void> {
         valBefore !== undefined && valAfter !== undefined ? `; validation loss ${valBefore.toFixed(3)} → ${valAfter.toFixed(3)}` : ''
       }`,
     );
+    if (result.stopped === 'interrupted') {
+      console.log(embedded ? 'nothing saved (the embedded default saves only a finished run)' : `checkpoint: ${adapterPath}/ (continue with --resume)`);
+      process.exitCode = 130;
+      return;
+    }
     if (embedded)
       await checkAndSaveEmbedded(model, modelDir, prompt, sample, {
         valBefore,
@@ -293,11 +313,12 @@ async function fuse(flags: Flags): Promise<void> {
   await chooseBackend(flags.backend ?? 'auto');
   const { model, config, tokenizer, generation } = loadModel(modelDir);
   const { format, files } = readAdapterFiles(adapterPath);
-  const adapter = format === 'peft' ? parsePeftAdapter(files) : parseMlxAdapter(files);
-  const merged = fuseAdapter(model, adapter);
+  const fullFineTune = format === 'mlx' && mlxFineTuneType(files.config) === 'full';
+  const merged = fullFineTune ? loadFineTune(model, adapterPath) : fuseAdapter(model, format === 'peft' ? parsePeftAdapter(files) : parseMlxAdapter(files));
   if (model.namedModules().some(([, m]) => m instanceof LoRALinear)) throw new MetalLoRAError('fuse', 'the model still has LoRA layers after fusing');
   await saveModel(savePath, model, config, tokenizer, { generation });
-  console.log(`fused ${merged.length} layers of a ${format.toUpperCase()} adapter into ${savePath}/ (config.json, model.safetensors, tokenizer.json)`);
+  const what = fullFineTune ? `the ${merged.length} weights of a full fine-tune` : `${merged.length} layers of a ${format.toUpperCase()} adapter`;
+  console.log(`fused ${what} into ${savePath}/ (config.json, model.safetensors, tokenizer.json)`);
 }
 
 /** Loads --model (the embedded default without it) with --adapter-path applied, for generate and chat. */
@@ -305,10 +326,7 @@ async function modelForGeneration(flags: Flags) {
   await chooseBackend(flags.backend ?? 'auto');
   const loaded = loadModel(flags.model ?? join(assets, 'base'));
   const adapterPath = flags['adapter-path'];
-  if (adapterPath !== undefined) {
-    const adapter = loadAdapter(loaded.model, adapterPath);
-    console.log(`adapter: ${adapterPath} (rank ${adapter.rank}, scale ${adapter.scale})`);
-  }
+  if (adapterPath !== undefined) console.log(`adapter: ${describeAdapter(applyAdapter(loaded.model, adapterPath))}`);
   loaded.model.eval();
   const options: GenerateOptions = {
     maxTokens: flags['max-tokens'] ?? 256,

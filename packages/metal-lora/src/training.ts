@@ -32,7 +32,7 @@ import {
   tidy,
   ValueError,
 } from '@metal-lora/tensor';
-import { saveAdapter } from './adapters';
+import { saveAdapter, saveFineTune } from './adapters';
 import { type Batch, BatchPlan } from './batching';
 import type { Dataset, DatasetSplit } from './dataset';
 
@@ -81,7 +81,7 @@ export interface TrainingOptions {
   /** Where adapters and checkpoints are written; without it nothing is written. */
   adapterPath?: string;
   /** How the adapter is saved (default MLX) and what its config records. */
-  adapter?: { format?: 'mlx' | 'peft'; numLayers?: number; keys?: string[] | null };
+  adapter?: { format?: 'mlx' | 'peft'; numLayers?: number; keys?: string[] | null; fineTuneType?: 'lora' | 'full' };
   /** Continue the run whose `training_state.safetensors` is in `adapterPath`. */
   resume?: boolean;
   /** Appends one JSON line per report, evaluation and checkpoint. */
@@ -318,6 +318,8 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
   if (!['adam', 'adamw', 'sgd'].includes(optimizerName)) throw new ValueError(op, 'unknown optimizer', 'adam, adamw or sgd', JSON.stringify(optimizerName));
   if (model.trainableParameters().length === 0)
     throw new ValueError(op, 'the model has no trainable parameters', 'LoRA layers (linearToLoRALayers) or unfrozen weights', 'none');
+  if (options.adapter?.fineTuneType === 'full' && (options.adapter.format ?? 'mlx') !== 'mlx')
+    throw new ValueError(op, 'a full fine-tune is saved in MLX format only', 'format mlx', String(options.adapter.format));
   if (options.resume && !options.adapterPath) throw new ValueError(op, 'resume needs adapterPath (where the checkpoint is)', 'adapterPath', 'none');
   const plan = new BatchPlan(trainSplit.examples, { batchSize: options.batchSize, maxSeqLength: options.maxSeqLength, seed, pack: options.pack });
   const optimizer = makeOptimizer(model, optimizerName, lr, options.optimizerConfig ?? {});
@@ -357,12 +359,15 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
     const dir = options.adapterPath;
     if (!dir) return;
     const format = options.adapter?.format ?? 'mlx';
-    await saveAdapter(model, dir, {
-      format,
-      numLayers: options.adapter?.numLayers,
-      keys: options.adapter?.keys ?? null,
-      checkpoint: checkpoint ? step : undefined,
-    });
+    if (options.adapter?.fineTuneType === 'full') {
+      await saveFineTune(model, dir, { numLayers: options.adapter.numLayers ?? -1, checkpoint: checkpoint ? step : undefined });
+    } else
+      await saveAdapter(model, dir, {
+        format,
+        numLayers: options.adapter?.numLayers,
+        keys: options.adapter?.keys ?? null,
+        checkpoint: checkpoint ? step : undefined,
+      });
     await saveState(dir, model, optimizer, step, { ...runMeta, trained_tokens: String(trainedTokens) });
     options.onSave?.({ step, path: dir });
     metrics({ event: 'save', step, path: dir });

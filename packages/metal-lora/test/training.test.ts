@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { linearToLoRALayers } from '@metal-lora/nn';
@@ -7,9 +8,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { BatchPlan } from '../src/batching';
 import { readConfigFile } from '../src/config-file';
 import { type DatasetOptions, type Example, loadDataset } from '../src/dataset';
-import { HFTokenizer, loadModel } from '../src/index';
+import { HFTokenizer, loadFineTune, loadModel } from '../src/index';
 import { learningRateSchedule, type TrainReport, train } from '../src/training';
-import { cli } from './run-cli';
+import { cli, root } from './run-cli';
 
 const fixture = new URL('./fixtures/models/llama/', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'metal-lora-training-'));
@@ -438,5 +439,107 @@ describe('metal-lora train on a model folder', () => {
     expect(testOnly.out).toMatch(/Test loss/);
     const bad = await cli(['--model', fixture, '--data', data, '--fine-tune-type', 'dora', '--backend', 'cpu']);
     expect(bad.err.trim()).toBe('metal-lora: DoRA is not implemented yet; expected --fine-tune-type lora, got dora');
+  }, 120_000);
+});
+
+describe('every architecture fine-tunes on masked multi-turn chat through train()', () => {
+  const root = new URL('./fixtures/models/', import.meta.url).pathname;
+  for (const name of readdirSync(root)) {
+    it(name, async () => {
+      await setBackend('cpu');
+      const { model, tokenizer } = loadModel(join(root, name));
+      const data = loadDataset(dataFolder({ train: Array.from({ length: 4 }, (_, i) => chat(i)), valid: [chat(1), chat(2)] }), tokenizer, { maskPrompt: true });
+      linearToLoRALayers(model, { rank: 4, scale: 2, seed: 1 });
+      const evals: number[] = [];
+      await train(model, data, { iters: 12, batchSize: 2, learningRate: 2e-2, stepsPerEval: 12, onEval: (r) => evals.push(r.valLoss) });
+      expect(evals[1]).toBeLessThan(evals[0] - 0.1);
+    }, 60_000);
+  }
+});
+
+describe('--fine-tune-type full', () => {
+  it('trains the last blocks whole, saves them as mlx-lm does, resumes, and generate / fuse / --test apply them', async () => {
+    await setBackend('cpu');
+    const data = dataFolder({ train: Array.from({ length: 6 }, (_, i) => completion(i)), valid: [completion(20)], test: [completion(30)] });
+    const out = join(dir, 'full');
+    const args = ['--model', fixture, '--data', data, '--backend', 'cpu', '--adapter-path', out, '--fine-tune-type', 'full', '--num-layers', '1'];
+    const r = await cli([...args, '--iters', '2', '--batch-size', '2', '--learning-rate', '1e-3', '--save-every', '2']);
+    expect(r.err).toBe('');
+    expect(r.out).toMatch(/full fine-tune of the last 1 blocks: \d+ trainable of \d+ parameters/);
+    expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({ fine_tune_type: 'full', num_layers: 1, lora_parameters: null });
+    const { model } = loadModel(fixture);
+    const names = loadFineTune(model, out);
+    expect(names.length).toBeGreaterThan(0);
+    expect(names.every((n) => n.startsWith('model.layers.1.'))).toBe(true);
+    const resumed = await cli([...args, '--iters', '4', '--batch-size', '2', '--learning-rate', '1e-3', '--resume', '--train', '--test']);
+    expect(resumed.err).toBe('');
+    expect(resumed.out).toMatch(/Iter 4: Train loss/);
+    expect(resumed.out).toMatch(/Test loss/);
+    const generated = await cli(['generate', '--model', fixture, '--adapter-path', out, '--prompt', 'Count from 3:', '--max-tokens', '4', '--backend', 'cpu']);
+    expect(generated.err).toBe('');
+    expect(generated.out).toMatch(/adapter: a full fine-tune \(\d+ weights\)/);
+    const fused = await cli(['fuse', '--model', fixture, '--adapter-path', out, '--save-path', join(dir, 'full-fused'), '--backend', 'cpu']);
+    expect(fused.err).toBe('');
+    expect(fused.out).toMatch(/fused the \d+ weights of a full fine-tune/);
+    // The fused model is the base with the fine-tune applied.
+    const fusedModel = loadModel(join(dir, 'full-fused')).model;
+    const tuned = loadModel(fixture).model;
+    loadFineTune(tuned, out);
+    for (const [name, p] of tuned.namedParameters()) expect(Array.from(fusedModel.stateDict()[name].dataSync()), name).toEqual(Array.from(p.dataSync()));
+    // Names or shapes that do not fit are refused before anything changes.
+    const other = loadModel(new URL('./fixtures/models/phi3/', import.meta.url).pathname).model; // fused qkv_proj
+    const before = Array.from(other.namedParameters()[0][1].dataSync());
+    expect(() => loadFineTune(other, out)).toThrow(/^loadFineTune: the model has no parameter 'model\.layers\.1\./);
+    expect(Array.from(other.namedParameters()[0][1].dataSync())).toEqual(before);
+    const bad = await cli([...args, '--format', 'peft']);
+    expect(bad.err.trim()).toBe('metal-lora: a full fine-tune is saved in MLX format only; expected --format mlx, got peft');
+  }, 120_000);
+});
+
+describe('Ctrl-C', () => {
+  it('finishes the step, saves a checkpoint that --resume continues, and exits 130', async () => {
+    const data = dataFolder({ train: Array.from({ length: 8 }, (_, i) => chat(i)), valid: [chat(20)] });
+    const out = join(dir, 'interrupted');
+    const argv = ['--conditions=source', '--import', './scripts/register-wgsl.mjs', '--import', 'tsx', 'packages/metal-lora/src/cli.ts'];
+    const args = [
+      '--model',
+      fixture,
+      '--data',
+      data,
+      '--backend',
+      'cpu',
+      '--adapter-path',
+      out,
+      '--iters',
+      '100000',
+      '--steps-per-report',
+      '1',
+      '--batch-size',
+      '2',
+    ];
+    const child = spawn(process.execPath, [...argv, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const code = await new Promise<number | null>((resolve) => {
+      child.stdout.on('data', (d) => {
+        stdout += d;
+        if (/Iter 2: Train loss/.test(stdout) && !child.killed) child.kill('SIGINT');
+      });
+      child.on('exit', (c) => resolve(c));
+    });
+    expect(stderr).toBe('');
+    expect(code).toBe(130);
+    expect(stdout).toMatch(/interrupted: saving a checkpoint after this step/);
+    const step = Number(/interrupted at step (\d+)/.exec(stdout)?.[1]);
+    expect(step).toBeGreaterThanOrEqual(2);
+    expect(stdout).toMatch(/continue with --resume/);
+    for (const name of ['adapters.safetensors', 'adapter_config.json', 'training_state.safetensors']) expect(existsSync(join(out, name)), name).toBe(true);
+    const resumed = await cli([...args.slice(0, -6), '--iters', String(step + 1), '--steps-per-report', '1', '--batch-size', '2', '--resume']);
+    expect(resumed.err).toBe('');
+    expect(resumed.out).toMatch(new RegExp(`Iter ${step + 1}: Train loss`));
+    expect(resumed.out).not.toMatch(new RegExp(`Iter ${step}: Train loss`));
   }, 120_000);
 });
