@@ -70,7 +70,14 @@ export class BatchPlan {
     if (!Number.isSafeInteger(this.maxSeqLength) || this.maxSeqLength < 1)
       throw new ValueError('BatchPlan', 'maxSeqLength must be a positive integer', 'an integer ≥ 1', String(options.maxSeqLength));
     if (examples.length === 0) throw new ValueError('BatchPlan', 'there are no examples', 'at least one example', '0');
-    for (const e of examples)
+    for (const e of examples) {
+      if (e.ids.length < 2 || e.weights.length !== e.ids.length)
+        throw new ValueError(
+          'BatchPlan',
+          'an example needs at least 2 ids and one weight per id',
+          'ids.length ≥ 2 = weights.length',
+          `${e.ids.length} ids, ${e.weights.length} weights`,
+        );
       if (e.ids.length > this.maxSeqLength + 1)
         throw new ValueError(
           'BatchPlan',
@@ -78,6 +85,7 @@ export class BatchPlan {
           `≤ ${this.maxSeqLength + 1}`,
           String(e.ids.length),
         );
+    }
     const byLength = examples.map((e, i) => [e.ids.length, i]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
     if (options.pack) {
       // First fit in length order (longest first) into rows of maxSeqLength positions: an example

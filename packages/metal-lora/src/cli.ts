@@ -77,7 +77,7 @@ function embeddedSchedule(learningRate: number, iters: number): LrSchedule {
 }
 
 function describeAdapter(applied: ReturnType<typeof applyAdapter>): string {
-  return applied.type === 'full' ? `a full fine-tune (${applied.names.length} weights)` : `LoRA rank ${applied.adapter.rank}, scale ${applied.adapter.scale}`;
+  return applied.type === 'full' ? `a full fine-tune, ${applied.names.length} weights` : `rank ${applied.adapter.rank}, scale ${applied.adapter.scale}`;
 }
 
 const gigabytes = (bytes: number) => `${(bytes / 1e9).toFixed(3)} GB`;
@@ -139,7 +139,7 @@ async function train(commandLine: Flags): Promise<void> {
   const resumeFile = flags['resume-adapter-file'];
   if (!doTrain) {
     // --test alone: the adapter in --adapter-path (or --resume-adapter-file) on the base model, as saved.
-    console.log(`adapter: ${describeAdapter(applyAdapter(model, resumeFile ?? adapterPath))}`);
+    console.log(`adapter: ${resumeFile ?? adapterPath} (${describeAdapter(applyAdapter(model, resumeFile ?? adapterPath))})`);
   } else if (full) {
     // mlx-lm's full fine-tune: every weight of the last num-layers blocks trains.
     model.freeze();
@@ -326,7 +326,7 @@ async function modelForGeneration(flags: Flags) {
   await chooseBackend(flags.backend ?? 'auto');
   const loaded = loadModel(flags.model ?? join(assets, 'base'));
   const adapterPath = flags['adapter-path'];
-  if (adapterPath !== undefined) console.log(`adapter: ${describeAdapter(applyAdapter(loaded.model, adapterPath))}`);
+  if (adapterPath !== undefined) console.log(`adapter: ${adapterPath} (${describeAdapter(applyAdapter(loaded.model, adapterPath))})`);
   loaded.model.eval();
   const options: GenerateOptions = {
     maxTokens: flags['max-tokens'] ?? 256,

@@ -161,61 +161,72 @@ function eosId(tokenizer: TextTokenizer): number | undefined {
   return tokenizer instanceof HFTokenizer && tokenizer.eosToken !== undefined ? tokenizer.tokenId(tokenizer.eosToken) : undefined;
 }
 
-/** Ids and weights from pieces of text, each tokenized on its own (as the prompt is at generation time). */
-function fromPieces(tokenizer: TextTokenizer, pieces: { text: string; train: boolean }[]): Example {
-  const ids: number[] = [];
-  const weights: number[] = [];
-  for (const { text, train } of pieces) {
-    if (text === '') continue;
-    const part = tokenizer.encode(text, { addSpecialTokens: false });
-    ids.push(...part);
-    for (let i = 0; i < part.length; i++) weights.push(train ? 1 : 0);
-  }
-  return { ids: Int32Array.from(ids), weights: Uint8Array.from(weights) };
-}
-
 function allWeights(ids: number[]): Example {
   const weights = new Uint8Array(ids.length).fill(1);
+  return { ids: Int32Array.from(ids), weights };
+}
+
+/** How many leading entries two id lists share. */
+function commonPrefix(a: readonly number[], b: readonly number[]): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
+
+/**
+ * The ids of `text` (tokenized whole, as mlx-lm does) with the tokens of the character spans
+ * `[start, end)` marked as trained. A span boundary becomes the number of leading tokens that the
+ * text before it shares with the whole text's tokens: exact where the boundary falls between
+ * tokens (template markers), and never past the boundary where a token straddles it.
+ */
+function markSpans(tokenizer: TextTokenizer, text: string, spans: [number, number][]): Example {
+  const ids = tokenizer.encode(text, { addSpecialTokens: false });
+  const weights = new Uint8Array(ids.length);
+  const at = (c: number) => (c >= text.length ? ids.length : commonPrefix(tokenizer.encode(text.slice(0, c), { addSpecialTokens: false }), ids));
+  for (const [start, end] of spans) weights.fill(1, at(start), at(end));
   return { ids: Int32Array.from(ids), weights };
 }
 
 /**
  * A conversation's tokens with every assistant turn marked: the template renders the messages up to
  * each assistant turn (with the generation prompt) and through it; the text between is the turn.
- * Returns `lastOnly` when the template is not prefix-consistent (then only the last turn is marked).
+ * Where the template is not prefix-consistent (it renders earlier turns differently once later
+ * ones follow), only the last turn is marked, as mlx-lm does: everything after the longest common
+ * prefix of the conversation and its last prompt. `render` errors name the example (`where`).
  */
-function maskedConversation(tokenizer: HFTokenizer, messages: ChatMessage[], tools: unknown[] | undefined): { example: Example; lastOnly: boolean } {
-  const render = (upto: number, addGenerationPrompt: boolean) => tokenizer.applyChatTemplate(messages.slice(0, upto), { addGenerationPrompt, tools });
+function maskedConversation(
+  tokenizer: HFTokenizer,
+  messages: ChatMessage[],
+  tools: unknown[] | undefined,
+  where: string,
+): { example: Example; lastOnly: boolean } {
+  const render = (upto: number, addGenerationPrompt: boolean) => renderChat(tokenizer, messages.slice(0, upto), { addGenerationPrompt, tools }, where);
   const full = render(messages.length, false);
   const turns = messages.flatMap((m, i) => (m.role === 'assistant' ? [i] : []));
-  const pieces: { text: string; train: boolean }[] = [];
-  let done = '';
-  let consistent = true;
+  const spans: [number, number][] = [];
+  let done = 0;
   for (const a of turns) {
     const before = render(a, true);
     const through = render(a + 1, false);
-    if (!before.startsWith(done) || !through.startsWith(before) || !full.startsWith(through)) {
-      consistent = false;
-      break;
+    if (before.length < done || !through.startsWith(before) || !full.startsWith(through)) {
+      let shared = 0;
+      const prompt = render(turns[turns.length - 1], true);
+      while (shared < prompt.length && shared < full.length && prompt[shared] === full[shared]) shared++;
+      return { example: markSpans(tokenizer, full, [[shared, full.length]]), lastOnly: true };
     }
-    pieces.push({ text: before.slice(done.length), train: false }, { text: through.slice(before.length), train: true });
-    done = through;
+    spans.push([before.length, through.length]);
+    done = through.length;
   }
-  if (consistent) {
-    pieces.push({ text: full.slice(done.length), train: false });
-    return { example: fromPieces(tokenizer, pieces), lastOnly: false };
+  return { example: markSpans(tokenizer, full, spans), lastOnly: false };
+}
+
+/** `applyChatTemplate` with the example's `file:line` on a template error (e.g. a template's own `raise_exception`). */
+function renderChat(tokenizer: HFTokenizer, messages: ChatMessage[], options: { addGenerationPrompt?: boolean; tools?: unknown[] }, where: string): string {
+  try {
+    return tokenizer.applyChatTemplate(messages, options);
+  } catch (error) {
+    throw dataError(where, (error as Error).message.replace(/^applyChatTemplate: /, ''));
   }
-  // mlx-lm's rule: everything after the prompt of the last assistant turn.
-  const last = turns[turns.length - 1];
-  const prompt = render(last, true);
-  const rest = full.startsWith(prompt) ? full.slice(prompt.length) : render(last + 1, false).slice(prompt.length);
-  return {
-    example: fromPieces(tokenizer, [
-      { text: prompt, train: false },
-      { text: rest, train: true },
-    ]),
-    lastOnly: true,
-  };
 }
 
 /**
@@ -260,8 +271,8 @@ function tokenizeRows(name: SplitName, source: string, rows: Row[], tokenizer: T
           { role: 'assistant', content: completion },
         ];
         example = mask
-          ? maskedConversation(tokenizer as HFTokenizer, conversation, undefined).example
-          : allWeights(tokenizer.encode((tokenizer as HFTokenizer).applyChatTemplate(conversation), { addSpecialTokens: false }));
+          ? maskedConversation(tokenizer as HFTokenizer, conversation, undefined, where).example
+          : allWeights(tokenizer.encode(renderChat(tokenizer as HFTokenizer, conversation, {}, where), { addSpecialTokens: false }));
       } else {
         const head = tokenizer.encode(prompt);
         const tail = tokenizer.encode(completion, { addSpecialTokens: false });
@@ -278,10 +289,10 @@ function tokenizeRows(name: SplitName, source: string, rows: Row[], tokenizer: T
         throw dataError(where, 'the conversation has no assistant message to train on', 'at least one {"role": "assistant"} message', 'none');
       const tok = tokenizer as HFTokenizer;
       if (mask) {
-        const masked = maskedConversation(tok, messages, tools);
+        const masked = maskedConversation(tok, messages, tools, where);
         example = masked.example;
         if (masked.lastOnly) lastTurnOnly++;
-      } else example = allWeights(tok.encode(tok.applyChatTemplate(messages, { tools }), { addSpecialTokens: false }));
+      } else example = allWeights(tok.encode(renderChat(tok, messages, { tools }, where), { addSpecialTokens: false }));
     }
     if (example.ids.length > maxSeqLength + 1) {
       truncated++;

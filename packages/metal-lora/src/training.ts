@@ -11,9 +11,9 @@
  */
 import { appendFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { toFloat32, type WriteEntry } from '@metal-lora/adapter-io';
+import { type SafetensorsEntry, toFloat32, type WriteEntry } from '@metal-lora/adapter-io';
 import { loadSafetensors, saveSafetensors } from '@metal-lora/adapter-io/node';
-import { Adam, AdamW, type LlamaForCausalLM, type Optimizer, SGD, valueAndGrad } from '@metal-lora/nn';
+import { Adam, AdamW, type LlamaForCausalLM, LoRALinear, type Optimizer, SGD, valueAndGrad } from '@metal-lora/nn';
 import {
   add,
   div,
@@ -196,7 +196,11 @@ export async function evaluateLoss(
   options: { batchSize: number; maxSeqLength?: number; batches?: number; pack?: boolean },
 ): Promise<number> {
   const plan = new BatchPlan(split.examples, { batchSize: options.batchSize, maxSeqLength: options.maxSeqLength, shuffle: false, pack: options.pack });
-  const n = options.batches === undefined || options.batches < 0 ? plan.count : Math.min(options.batches, plan.count);
+  return planLoss(model, plan, options.batches ?? -1);
+}
+
+async function planLoss(model: LlamaForCausalLM, plan: BatchPlan, batches: number): Promise<number> {
+  const n = batches < 0 ? plan.count : Math.min(batches, plan.count);
   const wasTraining = model.training;
   model.eval();
   let total = 0;
@@ -223,60 +227,88 @@ function lossOf(model: LlamaForCausalLM, batch: Batch): Tensor {
   return model.loss(inputs, targets, { segments: batch.segments });
 }
 
-/** The trainable weights and the optimizer's state as one safetensors file, with the run's step and settings. */
-async function saveState(dir: string, model: LlamaForCausalLM, optimizer: Optimizer, step: number, meta: Record<string, string>): Promise<void> {
-  const entries: Record<string, WriteEntry> = Object.create(null);
-  for (const [name, p] of model.trainableParameters())
-    entries[`model.${name}`] = { dtype: 'F32', shape: [...p.shape], data: Float32Array.from(await p.data()) };
-  const state = optimizer.stateDict(model);
-  for (const [name, t] of Object.entries(state.tensors))
-    entries[`optimizer.${name}`] = { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(await t.data()) };
-  saveSafetensors(join(dir, STATE_FILE), entries, { ...meta, step: String(step) });
+interface RunState {
+  /** Batches trained so far. */
+  iteration: number;
+  trainedTokens: number;
+  /** Gradients summed over the batches of an optimizer step not yet taken. */
+  pending: { grads: Record<string, Tensor>; batches: number } | null;
 }
 
-/** Restores `saveState`'s file; returns its step and trained tokens. Everything is checked before the model changes. */
-function loadState(dir: string, model: LlamaForCausalLM, optimizer: Optimizer, meta: Record<string, string>): { step: number; trainedTokens: number } {
+async function entry(t: Tensor): Promise<WriteEntry> {
+  return { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(await t.data()) };
+}
+
+/** The trainable weights, the optimizer's state and the run's position as one safetensors file (written atomically). */
+async function saveState(dir: string, model: LlamaForCausalLM, optimizer: Optimizer, state: RunState, meta: Record<string, string>): Promise<void> {
+  const entries: Record<string, WriteEntry> = Object.create(null);
+  for (const [name, p] of model.trainableParameters()) entries[`model.${name}`] = await entry(p);
+  const optimizerState = optimizer.stateDict(model);
+  for (const [name, t] of Object.entries(optimizerState.tensors)) entries[`optimizer.${name}`] = await entry(t);
+  for (const [name, t] of Object.entries(state.pending?.grads ?? {})) entries[`pending.${name}`] = await entry(t);
+  saveSafetensors(join(dir, STATE_FILE), entries, {
+    ...meta,
+    iteration: String(state.iteration),
+    optimizer_step: String(optimizerState.step),
+    trained_tokens: String(state.trainedTokens),
+    pending_batches: String(state.pending?.batches ?? 0),
+  });
+}
+
+/** Restores `saveState`'s file. Everything is checked before the model or the optimizer changes. */
+function loadState(dir: string, model: LlamaForCausalLM, optimizer: Optimizer, meta: Record<string, string>): RunState {
   const op = 'train';
   const path = join(dir, STATE_FILE);
   if (!existsSync(path)) throw new StateError(op, `resume: no ${STATE_FILE} in ${dir} (a run saves one at every checkpoint)`);
   const file = loadSafetensors(path);
   for (const [key, value] of Object.entries(meta)) {
-    if (file.metadata[key] !== value) throw new ValueError(op, `resume: the checkpoint was made with another ${key}`, value, file.metadata[key] ?? 'none');
+    if (file.metadata[key] !== value)
+      throw new ValueError(op, `resume: the checkpoint was made with another ${key.replace(/_/g, ' ')}`, value, file.metadata[key] ?? 'none');
   }
-  const step = Number(file.metadata.step);
-  if (!Number.isSafeInteger(step) || step < 0) throw new ValueError(op, `resume: ${STATE_FILE} has no valid step`, 'an integer', String(file.metadata.step));
+  const count = (key: string) => {
+    const v = Number(file.metadata[key]);
+    if (!Number.isSafeInteger(v) || v < 0) throw new ValueError(op, `resume: ${STATE_FILE} has no valid ${key}`, 'an integer ≥ 0', String(file.metadata[key]));
+    return v;
+  };
+  const [iteration, optimizerStep, trainedTokens, pendingBatches] = ['iteration', 'optimizer_step', 'trained_tokens', 'pending_batches'].map(count);
   const params = new Map(model.trainableParameters());
   const weights: [Tensor, Float32Array][] = [];
-  const moments: Record<string, Tensor> = Object.create(null);
-  for (const [name, entry] of Object.entries(file.tensors)) {
-    if (name.startsWith('model.')) {
-      const p = params.get(name.slice(6));
-      if (!p)
-        throw new ValueError(
-          op,
-          `resume: '${name.slice(6)}' is not a trainable parameter of this model`,
-          'the same LoRA layers as the checkpoint',
-          name.slice(6),
-        );
-      if (p.shape.join() !== entry.shape.join()) throw new ValueError(op, `resume: '${name.slice(6)}' has another shape`, `[${p.shape}]`, `[${entry.shape}]`);
-      weights.push([p, toFloat32(entry)]);
-    } else if (name.startsWith('optimizer.')) moments[name.slice(10)] = tensor(toFloat32(entry), entry.shape, { backend: getBackend() });
+  const parts: Record<'optimizer' | 'pending', Record<string, SafetensorsEntry>> = { optimizer: Object.create(null), pending: Object.create(null) };
+  for (const [name, e] of Object.entries(file.tensors)) {
+    const [kind, ...rest] = name.split('.');
+    const key = rest.join('.');
+    if (kind === 'model') {
+      const p = params.get(key);
+      if (!p) throw new ValueError(op, `resume: '${key}' is not a trainable parameter of this model`, 'the same trainable layers as the checkpoint', key);
+      if (p.shape.join() !== e.shape.join()) throw new ValueError(op, `resume: '${key}' has another shape`, `[${p.shape}]`, `[${e.shape}]`);
+      weights.push([p, toFloat32(e)]);
+    } else if (kind === 'optimizer' || kind === 'pending') parts[kind][key] = e;
+    else throw new ValueError(op, `resume: unexpected tensor '${name}' in ${STATE_FILE}`, 'model.*, optimizer.* or pending.*', name);
   }
   if (weights.length !== params.size)
     throw new ValueError(op, 'resume: the checkpoint does not hold every trainable parameter', String(params.size), String(weights.length));
+  const pendingNames = Object.keys(parts.pending);
+  if (pendingBatches > 0 !== pendingNames.length > 0 || pendingNames.some((n) => !params.has(n)))
+    throw new ValueError(op, 'resume: the pending gradients do not match the checkpoint', 'one per trainable parameter', String(pendingNames.length));
+  const onDevice = (e: SafetensorsEntry) => tensor(toFloat32(e), e.shape, { backend: getBackend() });
+  const moments = Object.fromEntries(Object.entries(parts.optimizer).map(([k, e]) => [k, onDevice(e)]));
   try {
-    optimizer.loadStateDict(model, { step, tensors: moments });
+    optimizer.loadStateDict(model, { step: optimizerStep, tensors: moments });
   } finally {
     for (const t of Object.values(moments)) t.dispose();
   }
   noGrad(() => {
     for (const [p, values] of weights) {
       const t = tensor(values, [...p.shape], { backend: p.backend });
-      p.assign(p.dtype === 'float32' ? t : t.cast(p.dtype));
+      const v = p.dtype === 'float32' ? t : t.cast(p.dtype);
+      p.assign(v);
       t.dispose();
+      if (v !== t) v.dispose();
     }
   });
-  return { step, trainedTokens: Number(file.metadata.trained_tokens ?? 0) || 0 };
+  const pending =
+    pendingBatches > 0 ? { grads: Object.fromEntries(pendingNames.map((n) => [n, keep(onDevice(parts.pending[n]))])), batches: pendingBatches } : null;
+  return { iteration, trainedTokens, pending };
 }
 
 function checkCount(name: string, v: number, min: number): void {
@@ -325,139 +357,171 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
   const optimizer = makeOptimizer(model, optimizerName, lr, options.optimizerConfig ?? {});
   // What a resumed run must share with the run it continues (else its curve would differ).
   const runMeta = {
-    format_version: '1',
+    format_version: '2',
     seed: String(seed),
     batch_size: String(options.batchSize),
     grad_accumulation_steps: String(accumulate),
+    max_seq_length: String(plan.maxSeqLength),
     pack: String(options.pack === true),
     optimizer: optimizerName,
+    train_data: dataHash(trainSplit.examples),
   };
-  const resumed = options.resume ? loadState(options.adapterPath as string, model, optimizer, runMeta) : { step: 0, trainedTokens: 0 };
-  const startStep = resumed.step;
-  if (startStep > iters) throw new ValueError(op, `resume: the checkpoint is at step ${startStep}, past iters`, `iters ≥ ${startStep}`, String(iters));
-
-  const metrics = (record: Record<string, unknown>) => {
-    if (options.metricsFile) appendFileSync(options.metricsFile, `${JSON.stringify(record)}\n`);
-  };
-  const backend = getBackend();
-  const peak = () => backend.memory().peakBytes;
-  const evaluate = async (step: number) => {
-    if (!dataset.valid) return undefined;
-    const started = performance.now();
-    const valLoss = await evaluateLoss(model, dataset.valid, {
-      batchSize: options.batchSize,
-      maxSeqLength: plan.maxSeqLength,
-      batches: options.valBatches ?? 25,
-      pack: options.pack,
-    });
-    const report = { step, valLoss, seconds: (performance.now() - started) / 1000 };
-    options.onEval?.(report);
-    metrics({ event: 'eval', ...report });
-    return valLoss;
-  };
-  const save = async (step: number, checkpoint: boolean) => {
-    const dir = options.adapterPath;
-    if (!dir) return;
-    const format = options.adapter?.format ?? 'mlx';
-    if (options.adapter?.fineTuneType === 'full') {
-      await saveFineTune(model, dir, { numLayers: options.adapter.numLayers ?? -1, checkpoint: checkpoint ? step : undefined });
-    } else
-      await saveAdapter(model, dir, {
-        format,
-        numLayers: options.adapter?.numLayers,
-        keys: options.adapter?.keys ?? null,
-        checkpoint: checkpoint ? step : undefined,
-      });
-    await saveState(dir, model, optimizer, step, { ...runMeta, trained_tokens: String(trainedTokens) });
-    options.onSave?.({ step, path: dir });
-    metrics({ event: 'save', step, path: dir });
-  };
-
-  const step = valueAndGrad(model, (batch: Batch) => lossOf(model, batch));
+  if (options.adapterPath && options.adapter?.fineTuneType !== 'full' && !model.namedModules().some(([, m]) => m instanceof LoRALinear))
+    throw new ValueError(op, 'the model has no LoRA layers to save (train unfrozen weights with adapter.fineTuneType "full")', 'LoRA layers', 'none');
   const checkpointingBefore = model.gradientCheckpointing;
-  model.gradientCheckpointing = options.gradCheckpoint ?? checkpointingBefore;
-  let valLoss = startStep === 0 ? await evaluate(0) : undefined;
+  let pending: { grads: Record<string, Tensor>; batches: number } | null = null;
   let lossSum: Tensor | null = null;
-  let lossSteps = 0;
-  let trainedTokens = resumed.trainedTokens;
-  let windowTokens = 0;
-  let windowStart = performance.now();
-  let lastLoss = Number.NaN;
-  let stopped: TrainResult['stopped'] = 'done';
-  let s = startStep;
+  const release = () => {
+    for (const g of Object.values(pending?.grads ?? {})) g.dispose();
+    pending = null;
+    lossSum?.dispose();
+    lossSum = null;
+  };
   try {
-    while (s < iters) {
-      if (options.signal?.aborted) {
-        stopped = 'interrupted';
-        break;
-      }
-      const learningRate = lr(s);
-      const stepLoss = tidy(() => {
-        let grads: Record<string, Tensor> | null = null;
-        let loss: Tensor | null = null;
-        for (let micro = 0; micro < accumulate; micro++) {
-          const index = s * accumulate + micro;
-          const batch = plan.at(index);
-          // Dropout masks are a function of (seed, batch index): a resumed run draws the same ones.
-          manualSeed(mix32((seed * 0x9e3779b1 + index) >>> 0));
-          const [l, g] = step(batch);
-          trainedTokens += batch.trainedTokens;
-          windowTokens += batch.trainedTokens;
-          loss = loss ? add(loss, l) : l;
-          const sofar: Record<string, Tensor> | null = grads;
-          grads = sofar ? Object.fromEntries(Object.keys(sofar).map((k) => [k, add(sofar[k], g[k])])) : g;
-        }
-        let g = grads as unknown as Record<string, Tensor>;
-        if (accumulate > 1) g = Object.fromEntries(Object.entries(g).map(([k, v]) => [k, mul(v, 1 / accumulate)]));
+    const resumed = options.resume ? loadState(options.adapterPath as string, model, optimizer, runMeta) : null;
+    if (resumed?.pending) pending = resumed.pending;
+    const start = resumed?.iteration ?? 0;
+    if (start > iters) throw new ValueError(op, `resume: the checkpoint is at iteration ${start}, past iters`, `iters ≥ ${start}`, String(iters));
+    model.gradientCheckpointing = options.gradCheckpoint ?? checkpointingBefore;
+
+    const metrics = (record: Record<string, unknown>) => {
+      if (options.metricsFile) appendFileSync(options.metricsFile, `${JSON.stringify(record)}\n`);
+    };
+    const backend = getBackend();
+    const valPlan = dataset.valid
+      ? new BatchPlan(dataset.valid.examples, { batchSize: options.batchSize, maxSeqLength: plan.maxSeqLength, shuffle: false, pack: options.pack })
+      : null;
+    const evaluate = async (at: number) => {
+      if (!valPlan) return undefined;
+      const started = performance.now();
+      const valLoss = await planLoss(model, valPlan, options.valBatches ?? 25);
+      const report = { step: at, valLoss, seconds: (performance.now() - started) / 1000 };
+      options.onEval?.(report);
+      metrics({ event: 'eval', ...report });
+      return valLoss;
+    };
+    let trainedTokens = resumed?.trainedTokens ?? 0;
+    const save = async (at: number, checkpoint: boolean) => {
+      const dir = options.adapterPath;
+      if (!dir) return;
+      const numbered = checkpoint ? at : undefined;
+      if (options.adapter?.fineTuneType === 'full') await saveFineTune(model, dir, { numLayers: options.adapter.numLayers ?? -1, checkpoint: numbered });
+      else
+        await saveAdapter(model, dir, {
+          format: options.adapter?.format ?? 'mlx',
+          numLayers: options.adapter?.numLayers,
+          keys: options.adapter?.keys ?? null,
+          checkpoint: numbered,
+        });
+      await saveState(dir, model, optimizer, { iteration: at, trainedTokens, pending }, runMeta);
+      options.onSave?.({ step: at, path: dir });
+      metrics({ event: 'save', step: at, path: dir });
+    };
+
+    const step = valueAndGrad(model, (batch: Batch) => lossOf(model, batch));
+    /** Averages the pending gradients, clips them, and takes one optimizer step. */
+    const update = () => {
+      const { grads, batches } = pending as { grads: Record<string, Tensor>; batches: number };
+      tidy(() => {
+        let g = batches > 1 ? Object.fromEntries(Object.entries(grads).map(([k, v]) => [k, mul(v, 1 / batches)])) : grads;
         if (clip !== null) {
           // On the device, no read back: scale = min(1, clip / (‖g‖ + 1e-6)) (PyTorch's rule).
           const squares = Object.values(g).map((v: Tensor) => sum(mul(v, v)));
-          const norm = sqrt(squares.reduce((a, b) => add(a, b)));
+          const norm = sqrt(squares.reduce((x, y) => add(x, y)));
           const scale = div(clip, maximum(add(norm, 1e-6), clip));
           g = Object.fromEntries(Object.entries(g).map(([k, v]) => [k, mul(v, scale)]));
         }
         optimizer.update(model, g);
-        return (loss as Tensor).mul(1 / accumulate);
       });
-      s++;
-      const previous: Tensor | null = lossSum;
-      lossSum = keep(previous ? noGrad(() => add(previous, stepLoss)) : stepLoss);
-      if (previous) {
-        previous.dispose();
-        stepLoss.dispose();
+      for (const t of Object.values(grads)) t.dispose();
+      pending = null;
+    };
+
+    let valLoss = start === 0 ? await evaluate(0) : undefined;
+    let lossCount = 0;
+    let windowTokens = 0;
+    let windowStart = performance.now();
+    let lastLoss = Number.NaN;
+    let stopped: TrainResult['stopped'] = 'done';
+    let it = start;
+    while (it < iters) {
+      // Ctrl-C: stop between optimizer steps, so the checkpoint holds no half-accumulated step.
+      if (options.signal?.aborted && pending === null) {
+        stopped = 'interrupted';
+        break;
       }
-      lossSteps++;
-      if (s % every === 0 || s === iters) {
-        const mean = (await lossSum.item()) / lossSteps;
-        lossSum.dispose();
+      const batch = plan.at(it);
+      // Dropout masks are a function of (seed, batch index): a resumed run draws the same ones.
+      manualSeed(mix32((seed * 0x9e3779b1 + it) >>> 0));
+      // One batch per scope: its activations are freed before the next, only the sums are kept.
+      const sums = tidy(() => {
+        const [l, g] = step(batch);
+        const before = pending?.grads;
+        return {
+          loss: lossSum ? add(lossSum, l) : l,
+          grads: before ? Object.fromEntries(Object.keys(before).map((k) => [k, add(before[k], g[k])])) : g,
+        };
+      });
+      for (const g of Object.values(pending?.grads ?? {})) g.dispose();
+      lossSum?.dispose();
+      lossSum = keep(sums.loss);
+      for (const g of Object.values(sums.grads)) keep(g);
+      pending = { grads: sums.grads, batches: (pending?.batches ?? 0) + 1 };
+      it++;
+      lossCount++;
+      trainedTokens += batch.trainedTokens;
+      windowTokens += batch.trainedTokens;
+      if (it % accumulate === 0 || it === iters) update();
+      if (it % every === 0 || it === iters) {
+        const mean = (await (lossSum as Tensor).item()) / lossCount;
+        (lossSum as Tensor | null)?.dispose();
         lossSum = null;
         if (!Number.isFinite(mean))
-          throw new ValueError(op, `the loss is ${mean} at step ${s}: training diverged`, 'a finite loss (a lower learning rate usually helps)', String(mean));
+          throw new ValueError(
+            op,
+            `the loss is ${mean} at iteration ${it}: training diverged`,
+            'a finite loss (a lower learning rate usually helps)',
+            String(mean),
+          );
         const seconds = (performance.now() - windowStart) / 1000;
         const report: TrainReport = {
-          step: s,
+          step: it,
           loss: mean,
-          learningRate,
-          iterationsPerSecond: lossSteps / seconds,
+          learningRate: lr(Math.max(0, optimizer.stepCount - 1)),
+          iterationsPerSecond: lossCount / seconds,
           tokensPerSecond: windowTokens / seconds,
           trainedTokens,
-          peakMemory: peak(),
+          peakMemory: backend.memory().peakBytes,
         };
         lastLoss = mean;
         options.onReport?.(report);
         metrics({ event: 'train', ...report });
-        lossSteps = 0;
+        lossCount = 0;
         windowTokens = 0;
         windowStart = performance.now();
       }
-      if (s % evalEvery === 0 || s === iters) valLoss = (await evaluate(s)) ?? valLoss;
-      if (saveEvery > 0 && s % saveEvery === 0 && s < iters) await save(s, true);
+      if (it % evalEvery === 0 || it === iters) valLoss = (await evaluate(it)) ?? valLoss;
+      if (saveEvery > 0 && it % saveEvery === 0 && it < iters) await save(it, true);
     }
+    await save(it, saveEvery > 0 && it % saveEvery === 0);
+    return { steps: it, loss: lastLoss, valLoss, stopped };
   } finally {
-    lossSum?.dispose();
+    release();
+    optimizer.dispose();
     model.gradientCheckpointing = checkpointingBefore;
   }
-  await save(s, saveEvery > 0 && s % saveEvery === 0);
-  optimizer.dispose();
-  return { steps: s, loss: lastLoss, valLoss, stopped };
+}
+
+/** A fingerprint of the training examples (FNV-1a over ids and weights), so a resume on other data is refused. */
+function dataHash(examples: readonly { ids: Int32Array; weights: Uint8Array }[]): string {
+  let h = 0x811c9dc5;
+  const mix = (v: number) => {
+    h = Math.imul(h ^ (v & 0xffff), 0x01000193) >>> 0;
+    h = Math.imul(h ^ (v >>> 16), 0x01000193) >>> 0;
+  };
+  for (const e of examples) {
+    mix(e.ids.length);
+    for (let i = 0; i < e.ids.length; i++) mix(e.ids[i] * 2 + e.weights[i]);
+  }
+  return `${examples.length}:${h.toString(16)}`;
 }

@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { linearToLoRALayers } from '@metal-lora/nn';
-import { setBackend } from '@metal-lora/tensor';
+import { getBackend, setBackend } from '@metal-lora/tensor';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { BatchPlan } from '../src/batching';
 import { readConfigFile } from '../src/config-file';
@@ -58,6 +58,24 @@ describe('loadDataset: the three mlx-lm formats', () => {
     // Without the mask every token after the first is a target.
     const all = load(dataFolder({ train: [chat(1)], valid: [chat(3)] })).train!.examples[0];
     expect(Array.from(all.weights)).toEqual([0, ...new Array(all.ids.length - 1).fill(1)]);
+  });
+
+  it('chat: masking never changes the tokens (a Metaspace tokenizer that prepends ▁ too), only which count', () => {
+    for (const name of ['mistral-sliding-window', 'phi3', 'gemma3', 'qwen3']) {
+      const other = loadModel(new URL(`./fixtures/models/${name}/`, import.meta.url).pathname).tokenizer;
+      const folder = dataFolder({ train: [chat(1), completion(2)].slice(0, 1), valid: [chat(3)] });
+      const masked = loadDataset(folder, other, { maskPrompt: true }).train!.examples[0];
+      const plain = loadDataset(folder, other).train!.examples[0];
+      expect(Array.from(masked.ids), name).toEqual(Array.from(plain.ids));
+      expect(other.decode(masked.ids.filter((_, i) => masked.weights[i] === 1)), name).toMatch(/It is 2\.[\s\S]*That is 4\./);
+    }
+  });
+
+  it('chat: a template error names the example', () => {
+    const strict = HFTokenizer.fromFiles({ ...tok.files, chatTemplate: "{{ raise_exception('roles must alternate') }}" });
+    expect(() => loadDataset(dataFolder({ train: [chat(1)], valid: [chat(2)] }), strict, { maskPrompt: true })).toThrow(
+      /(train|valid)\.jsonl:1: the chat template failed to render \(roles must alternate\)/,
+    );
   });
 
   it('chat: a template that renders earlier turns differently once later ones follow trains the last turn only, and says so', () => {
@@ -284,6 +302,43 @@ describe('train: the loop of `metal-lora train` as a library call', () => {
     );
   }, 120_000);
 
+  it('iterations count batches as in mlx-lm; accumulation holds one set of gradients; a checkpoint mid-step resumes exactly', async () => {
+    const options = { batchSize: 2, maxSeqLength: 96, learningRate: 5e-3, gradAccumulationSteps: 2, stepsPerReport: 1, saveEvery: 3, seed: 2 };
+    const whole: TrainReport[] = [];
+    const path = join(dir, 'mid');
+    const copy = join(dir, 'mid-copy');
+    const a = await train(fresh(), data, {
+      ...options,
+      iters: 6,
+      adapterPath: path,
+      onReport: (r) => whole.push(r),
+      onSave: (r) => {
+        if (r.step === 3) cpSync(path, copy, { recursive: true }); // between the two batches of an optimizer step
+      },
+    });
+    expect(a.steps).toBe(6);
+    expect(whole.map((r) => r.step)).toEqual([1, 2, 3, 4, 5, 6]);
+    const rest: TrainReport[] = [];
+    await train(fresh(), data, { ...options, iters: 6, adapterPath: copy, resume: true, onReport: (r) => rest.push(r) });
+    expect(rest.map((r) => r.loss)).toEqual(whole.slice(3).map((r) => r.loss));
+    // Peak memory: four accumulated batches cost about what one does.
+    const peakOf = async (gradAccumulationSteps: number) => {
+      getBackend().resetPeak();
+      let peak = 0;
+      await train(fresh(), data, {
+        batchSize: 2,
+        iters: gradAccumulationSteps,
+        gradAccumulationSteps,
+        stepsPerReport: gradAccumulationSteps,
+        onReport: (r) => (peak = r.peakMemory),
+      });
+      return peak;
+    };
+    const one = await peakOf(1);
+    const four = await peakOf(4);
+    expect(four).toBeLessThan(one * 1.25);
+  }, 120_000);
+
   it('packed rows train too', async () => {
     const losses: number[] = [];
     await train(fresh(), data, {
@@ -477,7 +532,7 @@ describe('--fine-tune-type full', () => {
     expect(resumed.out).toMatch(/Test loss/);
     const generated = await cli(['generate', '--model', fixture, '--adapter-path', out, '--prompt', 'Count from 3:', '--max-tokens', '4', '--backend', 'cpu']);
     expect(generated.err).toBe('');
-    expect(generated.out).toMatch(/adapter: a full fine-tune \(\d+ weights\)/);
+    expect(generated.out).toMatch(/adapter: .*full \(a full fine-tune, \d+ weights\)/);
     const fused = await cli(['fuse', '--model', fixture, '--adapter-path', out, '--save-path', join(dir, 'full-fused'), '--backend', 'cpu']);
     expect(fused.err).toBe('');
     expect(fused.out).toMatch(/fused the \d+ weights of a full fine-tune/);

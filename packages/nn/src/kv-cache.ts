@@ -108,7 +108,15 @@ export class AttentionContext {
     const { steps: T, total, offset } = this;
     if (this.starts) {
       const starts = this.starts;
-      const values = new Float64Array(this.batch * T * T);
+      // The mask is [B, 1, 1, T, T] on the host and the device: refuse sizes that cannot be held.
+      if (this.batch * T * T > 1 << 28)
+        throw new ValueError(
+          'forward',
+          'packed rows this long need a mask too large to hold',
+          `batch · T² ≤ ${1 << 28} (a shorter maximum length or fewer rows)`,
+          `${this.batch} · ${T}²`,
+        );
+      const values = new Float32Array(this.batch * T * T);
       starts.forEach((start, b) => {
         for (let i = 0; i < T; i++)
           for (let j = 0; j < T; j++) if (j > i || j < start[i] || (window !== null && i - j >= window)) values[(b * T + i) * T + j] = -1e9;
