@@ -72,6 +72,7 @@ export interface E2ERow {
   dispatches?: number;
   submits?: number;
   buffersCreated?: number;
+  bindGroupsCreated?: number;
   losses: number[];
   torch?: TorchRow | string;
 }
@@ -208,6 +209,7 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
     dispatches: per('dispatches'),
     submits: per('submits'),
     buffersCreated: per('buffersCreated'),
+    bindGroupsCreated: per('bindGroupsCreated'),
     losses,
   };
   for (const t of [inputs, targets]) t.dispose();
@@ -337,7 +339,9 @@ export async function measureE2E(options: E2EOptions, device: string, peers: boo
     const row = await timeTrainingSteps(name, options);
     console.log(
       `${name}: ${row.stepMs.toFixed(1)} ms/step (host ${row.hostMs.toFixed(1)} ms), ${Math.round(row.tokensPerSecond)} tokens/s, peak ${gb(row.peakBytes)} GB` +
-        (row.dispatches !== undefined ? `, ${row.dispatches} dispatches, ${row.submits} submits, ${row.buffersCreated} buffers created per step` : '') +
+        (row.dispatches !== undefined
+          ? `, ${row.dispatches} dispatches, ${row.submits} submits, ${row.buffersCreated} buffers and ${row.bindGroupsCreated} bind groups created per step`
+          : '') +
         (row.gpuBusy !== undefined ? `, GPU busy ${pct(row.gpuBusy)}` : '') +
         (row.kernelMs !== undefined ? `, kernels ${row.kernelMs.toFixed(1)} ms of GPU time` : '') +
         `; losses ${row.losses.map((l) => l.toFixed(3)).join(' ')}`,

@@ -132,9 +132,10 @@ export class WebGPUBackend implements Backend {
   subgroupMatrix = false;
   /**
    * Host-side work counted since the backend was made (benchmarks report them per training step):
-   * dispatches recorded, command buffers submitted, GPU buffers created, synchronous read-backs.
+   * dispatches recorded, command buffers submitted, GPU buffers and bind groups created, synchronous
+   * read-backs.
    */
-  readonly stats = { dispatches: 0, submits: 0, buffersCreated: 0, reads: 0 };
+  readonly stats = { dispatches: 0, submits: 0, buffersCreated: 0, bindGroupsCreated: 0, reads: 0 };
 
   constructor(context: GPUContext) {
     this.context = context;
@@ -189,6 +190,10 @@ export class WebGPUBackend implements Backend {
       );
     }
     const free = this.pool.get(size);
+    // The idle buffer made first, not the one released last: which buffer an op gets then depends
+    // only on which are idle, not on the order they were released in, so a training step binds
+    // the same buffers as the step before and its bind groups come from the cache.
+    // (Each size's idle list is kept in descending order of creation.)
     let buffer = free?.pop();
     if (buffer) {
       this.pooledBytes -= size;
@@ -222,7 +227,16 @@ export class WebGPUBackend implements Backend {
     if (this.pooledBytes + size > cap) this.evict(this.pooledBytes + size - cap);
     let list = this.pool.get(size);
     if (!list) this.pool.set(size, (list = []));
-    list.push(buffer);
+    // Insert keeping the list in descending order of creation (acquire pops the oldest).
+    const id = this.idOf(buffer);
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.idOf(list[mid]) > id) lo = mid + 1;
+      else hi = mid;
+    }
+    list.splice(lo, 0, buffer);
     this.idle.set(buffer, size);
     this.pooledBytes += size;
   }
@@ -405,8 +419,10 @@ export class WebGPUBackend implements Backend {
     const pipeline = this.pipeline(spec.key, spec.source, spec.constants);
     const uniform = spec.uniform ? this.uniformBuffer(spec.uniform) : null;
     let bindGroup: GPUBindGroup;
-    if (spec.uniform && !uniform) bindGroup = this.createBindGroup(pipeline, spec, this.arenaSlot(spec.uniform));
-    else {
+    if (spec.uniform && !uniform) {
+      bindGroup = this.createBindGroup(pipeline, spec, this.arenaSlot(spec.uniform));
+      this.stats.bindGroupsCreated++;
+    } else {
       // Bind groups are cached by pipeline, buffers and uniform: a training step binds the same
       // pooled buffers in the same order every step, and creating a bind group is a Dawn call.
       let key = `${this.idOf(pipeline)}|${uniform ? this.idOf(uniform.buffer) : 0}`;
@@ -415,6 +431,7 @@ export class WebGPUBackend implements Backend {
       if (!cached) {
         if (this.bindGroups.size >= MAX_CACHED_BIND_GROUPS) this.bindGroups.clear();
         cached = this.createBindGroup(pipeline, spec, uniform);
+        this.stats.bindGroupsCreated++;
         this.bindGroups.set(key, cached);
       }
       bindGroup = cached;

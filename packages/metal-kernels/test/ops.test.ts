@@ -167,6 +167,27 @@ describe('webgpu optimizer step', () => {
   }
 });
 
+describe('webgpu adamUpdateInPlace', () => {
+  gpuIt('writes into the same buffers what adamUpdate returns, on awkward sizes', async (b) => {
+    for (const shape of [[7, 33], [1031]]) {
+      const n = shape.reduce((x, y) => x * y, 1);
+      const vals = (seed: number, positive = false) =>
+        Float64Array.from({ length: n }, (_, i) => (positive ? 0.05 + ((i * seed) % 13) / 13 : Math.sin(i * seed + 0.5)));
+      const opts = { lr: 0.01, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.05, decoupled: false, step: 3 };
+      const make = (backend: T.Backend, dtype: DType) => [vals(3), vals(5), vals(7), vals(11, true)].map((x) => T.tensor(x, shape, { dtype, backend }));
+      const [rp, rg, rm, rv] = make(cpuBackend, 'float64');
+      const want = T.adamUpdate(rp, rg, rm, rv, opts);
+      const [p, g, m, v] = make(b, 'float32');
+      const buffers = [p, m, v].map((t) => (t.ref('test').data as { buffer: unknown }).buffer);
+      T.noGrad(() => T.adamUpdateInPlace(p, g, m, v, opts));
+      for (const [i, t] of [p, m, v].entries()) {
+        expect((t.ref('test').data as { buffer: unknown }).buffer).toBe(buffers[i]);
+        assertClose(await t.data(), want[i].dataSync(), transcendental, `${['param', 'm', 'v'][i]} ${shape}`);
+      }
+    }
+  });
+});
+
 describe('webgpu fused cross-entropy', () => {
   // Rows longer than the workgroup, a vocabulary not a multiple of 4, ignored rows (weight 0)
   // whose target is out of range, and fractional weights; forward loss and backward dlogits.

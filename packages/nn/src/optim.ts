@@ -1,4 +1,4 @@
-import { adamUpdate, add, keep, mul, noGrad, sub, sum, type Tensor, tidy, ValueError, zeros } from '@metal-lora/tensor';
+import { adamUpdate, adamUpdateInPlace, add, keep, mul, noGrad, sub, sum, type Tensor, tidy, ValueError, zeros } from '@metal-lora/tensor';
 import type { Module } from './module';
 
 /** A learning rate: a number or a schedule of the step (0-based). */
@@ -56,8 +56,11 @@ export abstract class Optimizer {
         let st = this.state.get(p);
         if (!st) this.state.set(p, (st = {}));
         const next = tidy(() => this.updateOne(p, g, st!, lr, this.stepCount));
-        p.assign(next);
-        next.dispose();
+        // An update written in place (Adam after its first step) returns the parameter itself.
+        if (next !== p) {
+          p.assign(next);
+          next.dispose();
+        }
       }
     });
   }
@@ -131,7 +134,8 @@ export abstract class Optimizer {
     for (const [p, slot, t] of entries) {
       let slots = this.state.get(p);
       if (!slots) this.state.set(p, (slots = {}));
-      slots[slot] = keep(t.dtype === p.dtype ? t.share() : noGrad(() => t.cast(p.dtype)));
+      // A copy, not a second handle: updates written in place must not reach the caller's tensor.
+      slots[slot] = keep(noGrad(() => tidy(() => add(t.cast(p.dtype), 0))));
     }
     this.stepCount = state.step;
   }
@@ -211,11 +215,7 @@ export class Adam extends Optimizer {
   protected decoupled = false;
   protected updateOne(p: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number, step: number): Tensor {
     const [beta1, beta2] = this.options.betas ?? [0.9, 0.999];
-    const fresh = () => zeros([...p.shape], { dtype: p.dtype, backend: p.backend });
-    const m = state.m ?? fresh();
-    const v = state.v ?? fresh();
-    // One fused op per parameter: a dozen elementwise dispatches each were most of a step's host time.
-    const [next, m2, v2] = adamUpdate(p, grad, m, v, {
+    const options = {
       lr,
       beta1,
       beta2,
@@ -223,7 +223,16 @@ export class Adam extends Optimizer {
       weightDecay: this.options.weightDecay ?? (this.decoupled ? 0.01 : 0),
       decoupled: this.decoupled,
       step,
-    });
+    };
+    // One fused op per parameter: a dozen elementwise dispatches each were most of a step's host
+    // time. After the first step it writes into the parameter and moments themselves, so their GPU
+    // buffers (and the bind groups of every dispatch that reads them) stay the same from step to step.
+    if (state.m && state.v) {
+      adamUpdateInPlace(p, grad, state.m, state.v, options);
+      return p;
+    }
+    const fresh = () => zeros([...p.shape], { dtype: p.dtype, backend: p.backend });
+    const [next, m2, v2] = adamUpdate(p, grad, fresh(), fresh(), options);
     this.keepState(state, 'm', m2);
     this.keepState(state, 'v', v2);
     return next;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   adamUpdate,
+  adamUpdateInPlace,
   add,
   concat,
   div,
@@ -24,6 +25,7 @@ import {
   transpose,
   type Tensor,
   tensor,
+  noGrad,
 } from '../src/index';
 import { assertClose, gradCheck, randomTensor, randomValues, TOLERANCES } from '../src/testing';
 
@@ -94,6 +96,33 @@ describe('adamUpdate', () => {
       step: 1,
     });
     assertClose(p.dataSync(), Float64Array.from([0.9, -1.9]), TOLERANCES.float32);
+  });
+
+  it('adamUpdateInPlace writes the same step into param, m and v (float32 and float16), and refuses aliasing or recording', () => {
+    for (const dtype of ['float32', 'float16'] as const) {
+      const opts = { lr: 0.05, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, decoupled: true, step: 4 };
+      const make = (seed: number, positive = false) =>
+        tensor(
+          Float64Array.from({ length: 11 }, (_, i) => (positive ? 0.1 + ((i * seed) % 7) / 10 : Math.sin(i * seed + 1))),
+          [11],
+          { dtype },
+        );
+      const [p, g, m, v] = [make(3), make(5), make(7), make(9, true)];
+      const want = adamUpdate(p, g, m, v, opts).map((t) => Array.from(t.dataSync()));
+      const handle = p.share(); // every handle on the storage sees the update
+      noGrad(() => adamUpdateInPlace(p, g, m, v, opts));
+      expect([Array.from(p.dataSync()), Array.from(m.dataSync()), Array.from(v.dataSync())]).toEqual(want);
+      expect(Array.from(handle.dataSync())).toEqual(want[0]);
+    }
+    const a = tensor([1, 2], [2]);
+    const opts = { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 1 };
+    expect(() => adamUpdateInPlace(a, tensor([1, 2], [2]), a.share(), tensor([1, 1], [2]), opts)).toThrow(
+      'adamUpdateInPlace: param, grad, m and v must not share storage; expected four distinct tensors, got two handles on one storage',
+    );
+    const leaf = tensor([1, 2], [2], { requiresGrad: true });
+    expect(() => adamUpdateInPlace(leaf, tensor([1, 2], [2]), tensor([0, 0], [2]), tensor([0, 0], [2]), opts)).toThrow(
+      /adamUpdateInPlace: param requires grad/,
+    );
   });
 
   it('refuses mismatched shapes, dtypes and out-of-range hyperparameters', () => {

@@ -2,14 +2,18 @@ import { type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
 import adamSource from '../wgsl/adam.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 
-/** `adamUpdate`: one dispatch for the whole step of one parameter (adam.wgsl). */
-function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args): KernelOutput[] {
+/**
+ * `adamUpdate` (to new buffers) and `adamUpdateInPlace` (into param, m and v): one dispatch for
+ * the whole step of one parameter (adam.wgsl).
+ */
+function adamStep({ inputs: [param, grad, m, v], attrs, backend }: Args, inPlace: boolean): KernelOutput[] {
   const t = typeOf(backend, param.dtype, 'adamUpdate');
   const n = sizeOf(param.shape);
-  const outs = ['param', 'm', 'v'].map((name) => backend.allocate(param.dtype, n, `adamUpdate ${name}`));
+  const outs = inPlace ? [] : ['param', 'm', 'v'].map((name) => backend.allocate(param.dtype, n, `adamUpdate ${name}`));
   const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, step: stepNumber } = attrs;
   const { workgroups, gridX } = grid1d(n);
-  const { key, source } = shader('adam', adamSource, { ENABLE: enableFor(t), T: t });
+  const names = inPlace ? { PO: 'param', MO: 'm', VO: 'v' } : { PO: 'po', MO: 'mo', VO: 'vo' };
+  const { key, source } = shader('adam', adamSource, { ENABLE: enableFor(t), T: t, IN_PLACE: inPlace ? '1' : '0', ...names });
   // The step's values go in one shared uniform, so each parameter's bind group is the same every step.
   const stepValues = backend.sharedUniform(
     'adamUpdate step',
@@ -28,5 +32,6 @@ function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args)
 }
 
 export function registerOptimizerKernels(): void {
-  registerKernel('webgpu', 'adamUpdate', adamUpdateKernel);
+  registerKernel('webgpu', 'adamUpdate', (args: Args) => adamStep(args, false));
+  registerKernel('webgpu', 'adamUpdateInPlace', (args: Args) => adamStep(args, true));
 }

@@ -3,7 +3,7 @@
 //   param' = param·decay − lr·(m' / c1) / (sqrt(v' / c2) + eps)
 // with decay = 1 − lr·wd for AdamW (1 otherwise) and c1, c2 the bias corrections 1 − β^step.
 //
-// Bindings (group 0):
+// Bindings (group 0), IN_PLACE = 0 (param', m', v' to new buffers):
 //   0  param  storage, read        [n] {{T}}
 //   1  grad   storage, read        [n] {{T}}
 //   2  m      storage, read        [n] {{T}}
@@ -13,6 +13,9 @@
 //   6  vo     storage, read_write  [n] {{T}}  v'
 //   7  h      uniform              { lr, decay, c1, c2: f32 }  (the step's values, shared by every parameter)
 //   8  p      uniform              { n, grid_x: u32, b1, b2, eps, l2: f32 }
+// IN_PLACE = 1 (written back into param, m and v; each element read and written by one thread):
+//   0  param  storage, read_write, 1 grad storage, read, 2 m and 3 v storage, read_write,
+//   4  h uniform, 5 p uniform.
 // Dispatch: ceil(n / 256) workgroups of 256 threads, folded into (x, y) when above 65535
 // (grid_x = workgroups along x · 256). T is f32 or f16.
 {{ENABLE}}
@@ -20,6 +23,7 @@
 struct Step { lr: f32, decay: f32, c1: f32, c2: f32 }
 struct Params { n: u32, grid_x: u32, b1: f32, b2: f32, eps: f32, l2: f32 }
 
+{{^IN_PLACE}}
 @group(0) @binding(0) var<storage, read> param: array<{{T}}>;
 @group(0) @binding(1) var<storage, read> grad: array<{{T}}>;
 @group(0) @binding(2) var<storage, read> m: array<{{T}}>;
@@ -29,6 +33,15 @@ struct Params { n: u32, grid_x: u32, b1: f32, b2: f32, eps: f32, l2: f32 }
 @group(0) @binding(6) var<storage, read_write> vo: array<{{T}}>;
 @group(0) @binding(7) var<uniform> h: Step;
 @group(0) @binding(8) var<uniform> p: Params;
+{{/IN_PLACE}}
+{{#IN_PLACE}}
+@group(0) @binding(0) var<storage, read_write> param: array<{{T}}>;
+@group(0) @binding(1) var<storage, read> grad: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> m: array<{{T}}>;
+@group(0) @binding(3) var<storage, read_write> v: array<{{T}}>;
+@group(0) @binding(4) var<uniform> h: Step;
+@group(0) @binding(5) var<uniform> p: Params;
+{{/IN_PLACE}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -38,7 +51,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let g = f32(grad[i]) + p.l2 * w;
   let m2 = p.b1 * f32(m[i]) + (1.0 - p.b1) * g;
   let v2 = p.b2 * f32(v[i]) + (1.0 - p.b2) * g * g;
-  mo[i] = {{T}}(m2);
-  vo[i] = {{T}}(v2);
-  po[i] = {{T}}(w * h.decay - h.lr * (m2 / h.c1) / (sqrt(v2 / h.c2) + p.eps));
+  {{MO}}[i] = {{T}}(m2);
+  {{VO}}[i] = {{T}}(v2);
+  {{PO}}[i] = {{T}}(w * h.decay - h.lr * (m2 / h.c1) / (sqrt(v2 / h.c2) + p.eps));
 }

@@ -1,5 +1,5 @@
 import { type KernelArgs, type KernelOutput, registerKernel, type TensorRef } from '../backend';
-import type { DType, ValueArray } from '../dtype';
+import type { DType, StorageArray, ValueArray } from '../dtype';
 import { erf, gelu, sigmoid } from '../math';
 import type { BinaryOp, OpAttrs, UnaryOp } from '../ops/op-names';
 import { dropoutKeep } from '../random';
@@ -222,6 +222,14 @@ function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args<
   }
   const shape = [...param.shape];
   return [po, mo, vo].map((o) => backend.output(o, shape, param.dtype));
+}
+
+/** `adamUpdateInPlace`: the reference step, written into the storage of param, m and v. */
+function adamUpdateInPlaceKernel({ inputs, attrs, backend }: Args<'adamUpdateInPlace'>): KernelOutput[] {
+  const outs = adamUpdateKernel({ inputs, attrs, backend } as unknown as Args<'adamUpdate'>);
+  for (const [i, target] of [0, 2, 3].entries()) (inputs[target].data as StorageArray).set(outs[i].data as StorageArray);
+  for (const o of outs) backend.free(o.data);
+  return [];
 }
 
 function matmulKernel({ inputs: [a, b], attrs, backend }: Args<'matmul'>): KernelOutput[] {
@@ -488,6 +496,7 @@ export function registerCpuKernels(): void {
   registerKernel('cpu', 'softmaxCrossEntropy', crossEntropyKernel);
   registerKernel('cpu', 'softmaxCrossEntropyBackward', crossEntropyBackwardKernel);
   registerKernel('cpu', 'adamUpdate', adamUpdateKernel);
+  registerKernel('cpu', 'adamUpdateInPlace', adamUpdateInPlaceKernel);
   registerCpuBlockKernels();
 }
 

@@ -95,6 +95,8 @@ export interface OpAttrs {
    * (`adamUpdate`); bias corrections from `step` (≥ 1).
    */
   adamUpdate: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean; step: number };
+  /** [param, grad, m, v] → []: the same step written into param, m and v (`adamUpdateInPlace`). */
+  adamUpdateInPlace: OpAttrs['adamUpdate'];
 }
 
 export type OpName = keyof OpAttrs;
@@ -146,6 +148,7 @@ export const OP_NAMES = [
   'softmaxCrossEntropy',
   'softmaxCrossEntropyBackward',
   'adamUpdate',
+  'adamUpdateInPlace',
 ] as const satisfies readonly OpName[];
 
 export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'tanh', 'sigmoid', 'silu', 'relu', 'erf', 'abs', 'gelu'] as const;

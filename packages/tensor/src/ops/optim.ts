@@ -1,5 +1,5 @@
-import { runOp } from '../engine';
-import { ShapeError, ValueError } from '../errors';
+import { isGradEnabled, runOp } from '../engine';
+import { ShapeError, StateError, ValueError } from '../errors';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
 import { assertFloat, assertSameDType, assertTensor } from './helpers';
@@ -26,6 +26,29 @@ export interface AdamUpdateOptions {
  */
 export function adamUpdate(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamUpdateOptions): [Tensor, Tensor, Tensor] {
   const op = 'adamUpdate';
+  const attrs = adamAttrs(op, param, grad, m, v, options);
+  const [p, m2, v2] = runOp(op, [param, grad, m, v], attrs);
+  return [p, m2, v2];
+}
+
+/**
+ * {@link adamUpdate} written into `param`, `m` and `v` themselves (their storage keeps its place:
+ * on the GPU the same buffers, so the dispatches that read them are bound the same way every
+ * step). Every handle on those storages sees the new values. Refused while gradients are recorded
+ * for `param` (an optimizer runs under `noGrad`), and when two of the tensors share storage.
+ */
+export function adamUpdateInPlace(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamUpdateOptions): void {
+  const op = 'adamUpdateInPlace';
+  const attrs = adamAttrs(op, param, grad, m, v, options);
+  if (isGradEnabled() && param.requiresGrad)
+    throw new StateError(op, 'param requires grad and gradients are being recorded; expected the update under noGrad(), got it outside');
+  const storages = [param, grad, m, v].map((t) => t.ref(op).data);
+  if (new Set(storages).size !== storages.length)
+    throw new ValueError(op, 'param, grad, m and v must not share storage', 'four distinct tensors', 'two handles on one storage');
+  runOp(op, [param, grad, m, v], attrs);
+}
+
+function adamAttrs(op: string, param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamUpdateOptions) {
   const tensors = [param, grad, m, v];
   const names = ['param', 'grad', 'm', 'v'];
   tensors.forEach((t, i) => {
@@ -46,6 +69,5 @@ export function adamUpdate(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, op
   finite('eps', eps, eps >= 0, 'a finite number ≥ 0');
   finite('weightDecay', weightDecay, weightDecay >= 0, 'a finite number ≥ 0');
   finite('step', step, Number.isInteger(step) && step >= 1, 'an integer ≥ 1');
-  const [p, m2, v2] = runOp(op, tensors, { lr, beta1, beta2, eps, weightDecay, decoupled: options.decoupled ?? false, step });
-  return [p, m2, v2];
+  return { lr, beta1, beta2, eps, weightDecay, decoupled: options.decoupled ?? false, step };
 }
