@@ -3,34 +3,10 @@ import * as T from '@metal-lora/tensor';
 import { assertClose } from '@metal-lora/tensor/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { gpuIt } from '../../../test-support/gpu';
+import { base, CONFIGS } from './configs';
 import { type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } from '../src/index';
 
-const base: LlamaConfig = {
-  vocab_size: 48,
-  hidden_size: 32,
-  intermediate_size: 56,
-  num_hidden_layers: 3,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  rms_norm_eps: 1e-5,
-  rope_theta: 10000,
-  initializer_range: 0.3,
-};
-const configs: Record<string, LlamaConfig> = {
-  llama: base,
-  'mistral window 3': { ...base, model_type: 'mistral', sliding_window: 3 },
-  gemma3: {
-    ...base,
-    model_type: 'gemma3_text',
-    head_dim: 8,
-    qk_norm: true,
-    sliding_window: 3,
-    layer_types: ['sliding_attention', 'full_attention', 'sliding_attention'],
-    rope_local_base_freq: 100,
-    hidden_activation: 'gelu_pytorch_tanh',
-    tie_word_embeddings: true,
-  },
-};
+const configs: Record<string, LlamaConfig> = { llama: CONFIGS.llama, 'mistral window 3': CONFIGS['mistral window 3'], gemma3: CONFIGS.gemma3 };
 
 /** Loss and LoRA gradients of one step, with or without checkpointing, from the same RNG state (dropout 0.2). */
 async function step(config: LlamaConfig, checkpointing: boolean, rows: number, length: number) {
