@@ -10,6 +10,7 @@
  * atomically written file).
  */
 import { appendFileSync, existsSync } from 'node:fs';
+import { setImmediate as turnOfEventLoop } from 'node:timers/promises';
 import { join } from 'node:path';
 import { type SafetensorsEntry, toFloat32, type WriteEntry } from '@metal-lora/adapter-io';
 import { loadSafetensors, saveSafetensors } from '@metal-lora/adapter-io/node';
@@ -210,6 +211,7 @@ async function planLoss(model: LlamaForCausalLM, plan: BatchPlan, batches: numbe
       const batch = plan.at(i);
       const loss = noGrad(() => tidy(() => lossOf(model, batch)));
       total += (await loss.item()) * batch.trainedTokens;
+      await turnOfEventLoop();
       tokens += batch.trainedTokens;
       loss.dispose();
     }
@@ -469,6 +471,9 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
       pending = { grads: sums.grads, batches: (pending?.batches ?? 0) + 1 };
       it++;
       lossCount++;
+      // Let the event loop run between batches (Ctrl-C's handler, timers, I/O): on the CPU backend
+      // nothing else in a step would give it a turn.
+      await turnOfEventLoop();
       trainedTokens += batch.trainedTokens;
       windowTokens += batch.trainedTokens;
       if (it % accumulate === 0 || it === iters) update();
