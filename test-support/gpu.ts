@@ -44,6 +44,12 @@ function sharedBackend(): Promise<WebGPUBackend | Error> {
   return shared;
 }
 
+/** Clears the choices forced on the shared backend (`WebGPUBackend.overrides`), where one was opened: for `afterEach`. */
+export async function clearOverrides(): Promise<void> {
+  const backend = await shared;
+  if (backend && !(backend instanceof Error)) backend.overrides = {};
+}
+
 export interface GpuItOptions {
   timeout?: number;
   /**

@@ -20,11 +20,10 @@
  *   --ab-decode the selector's staged decode against that form, alternating.
  */
 import { writeFileSync } from 'node:fs';
-import { createWebGPUBackend, type GemmShape, selectGemm, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, type GemmDevice, type GemmShape, gemmDevice, selectGemm, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import {
   type GemmConfig,
   type GemvRowsConfig,
-  gemmDevice,
   recordGemm,
   withSplits,
   TILED_VARIANTS,
@@ -85,7 +84,7 @@ function stagedDecode16(
   };
 }
 
-function cases(quick: boolean): Case[] {
+function cases(quick: boolean, device: GemmDevice): Case[] {
   const s = (M: number, N: number, K: number, transA: boolean, transB: boolean): GemmShape => ({ M, N, K, batch: 1, transA, transB });
   if (quick) {
     return [
@@ -107,7 +106,7 @@ function cases(quick: boolean): Case[] {
   const explore = process.argv.includes('--explore');
   // Alternatives to the selector's gemv choice: same kernel, other lane/row/unroll/split settings.
   const variants = (shape: GemmShape, changes: Record<string, number>[]): GemmConfig[] => {
-    const auto = selectGemm(shape);
+    const auto = selectGemm(shape, device);
     if (!(process.argv.includes('--explore-gemv') || process.argv.includes('--explore-lanes')) || (auto.kind !== 'gemv-rows' && auto.kind !== 'gemv-cols'))
       return [];
     return changes.map(
@@ -174,8 +173,8 @@ function cases(quick: boolean): Case[] {
     });
   }
   const halfSplits = (shape: GemmShape): Record<string, number>[] => [
-    { splits: Math.max(1, Math.floor((selectGemm(shape) as { splits: number }).splits / 2)) },
-    { splits: 2 * (selectGemm(shape) as { splits: number }).splits },
+    { splits: Math.max(1, Math.floor((selectGemm(shape, device) as { splits: number }).splits / 2)) },
+    { splits: 2 * (selectGemm(shape, device) as { splits: number }).splits },
   ];
   // The vec4 tiles with one half-size dimension, at several K splits (--explore).
   // 64×64: the rank side in one tile up to r = 64 with twice the row (or column) tiles to split over.
@@ -247,7 +246,7 @@ function cases(quick: boolean): Case[] {
         if (c.group === 'big') return { ...c, configs: ['auto'] };
         const rankRows = c.shape.M < c.shape.N;
         const r = rankRows ? c.shape.M : c.shape.N;
-        const auto = selectGemm(c.shape) as { splits: number };
+        const auto = selectGemm(c.shape, device) as { splits: number };
         const n = Math.max(2, auto.splits);
         const splits = [Math.max(1, n / 2), n, n * 2];
         const shapes: [32 | 64 | 128, 32 | 64 | 128][] = rankRows
@@ -391,7 +390,7 @@ function cases(quick: boolean): Case[] {
   }
   if (process.argv.includes('--explore-fma') || process.argv.includes('--ab-decode')) {
     // The selector's staged decode (M = 8, 16) in its form before x was staged by k with fma
-    // chains (2026-11-26, session 9), named `…/xs…` as it was then.
+    // chains (2026-11-26, before b2b1e51), named `…/xs…` as it was then.
     const before = (auto: GemvRowsConfig): GemvRowsConfig => ({ ...auto, name: auto.name.replace('/xk', '/xs'), stageByK: false, fmaChains: false });
     const decode = (M: number) => {
       const shape = s(M, 4096, 4096, false, true);
@@ -541,7 +540,7 @@ function sampleError(out: Float32Array, a: Float64Array, b: Float64Array, s: Gem
 
 export async function runGemmBench(backend: WebGPUBackend, quick: boolean, log: (line: string) => void): Promise<GemmResult[]> {
   const results: GemmResult[] = [];
-  for (const c of cases(quick)) {
+  for (const c of cases(quick, gemmDevice(backend))) {
     const { M, N, K } = c.shape;
     const aValues = randomValues(M * K, 11);
     const bValues = randomValues(K * N, 12);

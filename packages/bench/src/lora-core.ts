@@ -1,6 +1,5 @@
 /** The LoRA layer measurements (browser-safe: the page and the CLI share them). */
 import { WebGPUBackend } from '@metal-lora/metal-kernels';
-import { forceLoraPlan } from '@metal-lora/metal-kernels/internal';
 import * as T from '@metal-lora/tensor';
 import { compare, randomValues } from '@metal-lora/tensor/testing';
 import { settleAfterUploads, timeKernel } from './timing';
@@ -118,10 +117,12 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
       const fusedPeak = await peakOf(fusedStep);
       const unfusedStepT = await timeOn(backend, unfusedStep);
       const fusedStepT = await timeOn(backend, fusedStep);
-      forceLoraPlan('composed');
+      // The composed plan, forced where the backend has plans (the CPU backend has one way only).
+      const gpu = backend instanceof WebGPUBackend ? backend : null;
+      if (gpu) gpu.overrides.loraPlan = 'composed';
       const composedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
       const composedStep = await timeOn(backend, fusedStep);
-      forceLoraPlan(null);
+      if (gpu) gpu.overrides = {};
       const res: LoraResult = {
         M,
         inF,

@@ -4,7 +4,7 @@
  *
  *   node probe-decode.mjs
  */
-import { createWebGPUBackend, selectGemm } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, gemmDevice, selectGemm } from '@metal-lora/metal-kernels';
 import { recordGemm } from '@metal-lora/metal-kernels/internal';
 import { randomValues } from '@metal-lora/tensor/testing';
 import { copyBandwidth } from './gemm-bench';
@@ -155,7 +155,7 @@ async function main(): Promise<void> {
     }
   }
   const shape = { M: 1, N, K, batch: 1, transA: false, transB: true };
-  const cfg = selectGemm(shape);
+  const cfg = selectGemm(shape, gemmDevice(backend));
   const { ms, spread } = await timeKernel(backend, (i) =>
     recordGemm(backend, shape, { a: x, b: ws[i % copies], c: y, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, dtype: 'float32' }, cfg),
   );

@@ -8,8 +8,8 @@
  *   --dual: U and dB from lora-dual (both role layouts) against the two GEMMs;
  *   --decode-step: also the decode-sized training step, loraLinear against the matmul composition.
  */
-import { createWebGPUBackend, type DispatchSpec, loraPlan } from '@metal-lora/metal-kernels';
-import { forceLoraPlan, recordGemm, recordLoraDual } from '@metal-lora/metal-kernels/internal';
+import { createWebGPUBackend, type DispatchSpec, gemmDevice, loraPlan } from '@metal-lora/metal-kernels';
+import { recordGemm, recordLoraDual } from '@metal-lora/metal-kernels/internal';
 import { randomValues } from '@metal-lora/tensor/testing';
 import * as T from '@metal-lora/tensor';
 import { make as makeOn } from './lora-core';
@@ -100,12 +100,12 @@ for (const Md of dualOnly ? [] : [1, 16]) {
   const a = make([16, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, 16], 5, 0.1);
   await profile(`decode M=${Md} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(xd, w, { transposeB: true }))));
-  await profile(`decode M=${Md} r=16 forward (${loraPlan(Md, inF, outF, 16, 'float32')})`, () =>
+  await profile(`decode M=${Md} r=16 forward (${loraPlan({ M: Md, inF, outF, r: 16, dtype: 'float32' }, gemmDevice(backend))})`, () =>
     T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))),
   );
-  forceLoraPlan('composed');
+  backend.overrides.loraPlan = 'composed';
   await profile(`decode M=${Md} r=16 forward (composed)`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
-  forceLoraPlan(null);
+  backend.overrides = {};
   if (process.argv.includes('--decode-step')) {
     // The training step at decode sizes: loraLinear's backward against the matmul composition's.
     const dyd = make([Md, outF], 7);

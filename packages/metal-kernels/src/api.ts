@@ -7,6 +7,7 @@
 
 export { type DispatchSpec, type GpuData, WebGPUBackend } from './backend';
 export { type AdapterReport, type DawnBinding, type GPUContext, hasWebGPU, requestGPU, type RequestGPUOptions, setDawnLoader } from './device';
-export { type GemmShape, selectGemm } from './gemm';
-export { type LoraPlan, loraPlan } from './kernels/lora';
+export { gemmDevice } from './gemm/record';
+export { loraPlan, selectGemm } from './gemm/select';
+export { DEFAULT_GEMM_DEVICE, type GemmDevice, type GemmOverrides, type GemmShape, type LoraPlan } from './gemm/types';
 export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';

@@ -1,5 +1,6 @@
 import { type Backend, type DType, DTypeError, GPUError, type MemoryInfo, type StorageArray, type TensorRef } from '@metal-lora/tensor';
 import type { GPUContext } from './device';
+import type { GemmOverrides } from './gemm/types';
 
 /** A tensor's data on the GPU. `bytes` is the tensor's size; `buffer.size` may be larger (pool class). */
 export interface GpuData {
@@ -99,7 +100,7 @@ export class WebGPUBackend implements Backend {
   /**
    * Record consecutive dispatches into one compute pass (the default) instead of one pass each.
    * Beginning and ending a pass per dispatch is host time that a training step of thousands of
-   * dispatches feels (RESULTS.md, "End-to-end training step"); a microbenchmark of one trivial
+   * dispatches feels (RESULTS.md, "One compute pass for consecutive dispatches"); a microbenchmark of one trivial
    * kernel can prefer separate passes on some GPUs, so benchmarks may turn it off.
    */
   sharePasses = true;
@@ -130,6 +131,11 @@ export class WebGPUBackend implements Backend {
    * feature exists, but no adapter it has run on so far offers one.
    */
   subgroupMatrix = false;
+  /**
+   * Choices forced on this backend's GEMM family (tests and benchmarks): `gemm` replaces the
+   * selector's config for every product, `loraPlan` loraLinear's plan where it applies. Empty by default.
+   */
+  overrides: GemmOverrides = {};
   /**
    * Host-side work counted since the backend was made (benchmarks report them per training step):
    * dispatches recorded, command buffers submitted, GPU buffers and bind groups created, synchronous

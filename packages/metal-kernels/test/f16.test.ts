@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect } from 'vitest';
-import { loraPlan, type WebGPUBackend } from '../src/index';
+import { gemmDevice, loraPlan, type WebGPUBackend } from '../src/index';
 import { gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 
 /** float16 storage, f32 arithmetic: compare with the float64 reference of the f16-rounded inputs. */
@@ -97,7 +97,7 @@ describe('float16 storage with f32 arithmetic (where shader-f16 exists)', () => 
   for (const c of loraCases) {
     gpuIt(`loraLinear forward and backward (${c.plan} plan, M=${c.M} r=${c.r} dropout=${c.dropout}) in float16 storage against float64`, async (b) => {
       if (!b.context.report.shaderF16) return;
-      expect(loraPlan(c.M, c.inF, c.outF, c.r, 'float16')).toBe(c.plan);
+      expect(loraPlan({ ...c, dtype: 'float16' }, gemmDevice(b))).toBe(c.plan);
       const shapes = [[c.M, c.inF], [c.outF, c.inF], [c.r, c.inF], [c.outF, c.r], [c.outF], [c.M, c.outF]];
       const gpuIn = shapes.map((s, i) =>
         T.tensor(

@@ -2,10 +2,9 @@ import * as T from '@metal-lora/tensor';
 import { fromStorage } from '@metal-lora/tensor';
 import { assertClose } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type GemmShape, selectGemm } from '../src/index';
+import { DEFAULT_GEMM_DEVICE, type GemmShape, selectGemm } from '../src/index';
 import {
   fixedSubgroupSize,
-  forceGemmConfig,
   type GemmConfig,
   gemvChoice,
   type GemvColsConfig,
@@ -22,12 +21,12 @@ import {
   type Vec4Config,
 } from '../src/internal';
 import { checkEpilogue, checkMatmul, gemmTolerance, random, shape, stored, upload } from './gemm-check';
-import { gpuIt } from '../../../test-support/gpu';
+import { clearOverrides, gpuIt } from '../../../test-support/gpu';
 
 // The gemv family (gemv, gemv-rows, gemv-cols) is tested in gemv.test.ts: a file of its own so that
 // vitest can compile its shaders beside these on a second worker.
 
-afterEach(() => forceGemmConfig(null));
+afterEach(clearOverrides);
 
 describe('selectGemm (pure)', () => {
   it.each([
@@ -73,7 +72,7 @@ describe('selectGemm (pure)', () => {
     ['small', shape(33, 17, 9), 'tile32x32'],
     ['batched few rows: skinny rows', shape(3, 50, 128, { batch: 4 }), 'skinnyM16'],
   ])('%s', (_name, s, expected) => {
-    expect(selectGemm(s).name).toBe(expected);
+    expect(selectGemm(s, DEFAULT_GEMM_DEVICE).name).toBe(expected);
   });
   it('relies on a subgroup size only where it is fixed and WGSL has subgroup_id', () => {
     const report = { subgroups: true, subgroupMinSize: 32, subgroupMaxSize: 32, wgslLanguageFeatures: ['subgroup_id', 'subgroup_uniformity'] };
@@ -84,8 +83,15 @@ describe('selectGemm (pure)', () => {
     expect(fixedSubgroupSize({ ...report, subgroupMinSize: undefined, subgroupMaxSize: undefined })).toBeUndefined();
   });
   it('sets loads in flight and lanes by the rows of the small operand (the H100 sweep)', () => {
-    const pick = (s: GemmShape) => selectGemm(s) as GemvRowsConfig | GemvColsConfig;
-    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }))).toMatchObject({ kind: 'gemv-rows', lanes: 8, rows: 4, unroll: 1, splits: 8, stage: 16 });
+    const pick = (s: GemmShape) => selectGemm(s, DEFAULT_GEMM_DEVICE) as GemvRowsConfig | GemvColsConfig;
+    expect(gemvChoice(shape(16, 4096, 4096, { transB: true }), DEFAULT_GEMM_DEVICE)).toMatchObject({
+      kind: 'gemv-rows',
+      lanes: 8,
+      rows: 4,
+      unroll: 1,
+      splits: 8,
+      stage: 16,
+    });
     // With more than 16 KiB of workgroup memory (the H100 has 48 KiB) 32 vec4 per row are staged.
     expect(gemvChoice(shape(16, 4096, 4096, { transB: true }), { maxWorkgroupStorage: 49152, maxInvocations: 1024 })).toMatchObject({
       name: 'gemv-rows16/xk32p+splitK8',
@@ -130,8 +136,8 @@ describe('selectGemm (pure)', () => {
     expect(pick(shape(4, 4096, 4096, { transB: true }))).toMatchObject({ lanes: 32, rows: 1, unroll: 4 });
     expect((pick(shape(16, 4096, 2048, { transA: true })) as GemvColsConfig).colLanes).toBe(32);
     // The portable gemv with B as stored: the columns side by side, the rest of the threads along K.
-    expect(selectGemm(shape(16, 16, 4096))).toMatchObject({ kind: 'gemv', lanes: 16, splits: 32 });
-    expect(selectGemm(shape(16, 201, 4096))).toMatchObject({ kind: 'gemv', lanes: 1, name: 'gemv16' });
+    expect(selectGemm(shape(16, 16, 4096), DEFAULT_GEMM_DEVICE)).toMatchObject({ kind: 'gemv', lanes: 16, splits: 32 });
+    expect(selectGemm(shape(16, 201, 4096), DEFAULT_GEMM_DEVICE)).toMatchObject({ kind: 'gemv', lanes: 1, name: 'gemv16' });
   });
   it('falls back to the smallest tile when workgroup memory is scarce', () => {
     expect(selectGemm(shape(2048, 2048, 2048), { maxWorkgroupStorage: 4096, maxInvocations: 256 }).name).toBe('tile32x32');
@@ -153,7 +159,7 @@ const forced: GemmConfig[] = [
 describe('webgpu GEMM: every variant against the float64 reference on awkward shapes', () => {
   for (const cfg of forced) {
     gpuIt(`${cfg.name}: all transpose combinations, odd M/N/K`, async (backend) => {
-      forceGemmConfig(cfg);
+      backend.overrides.gemm = cfg;
       const [M, N, K] = [37, 19, 101];
       for (const [ta, tb] of [
         [false, false],
@@ -173,7 +179,7 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
   const vec4Configs: GemmConfig[] = [VEC4_128, VEC4_128x64, VEC4_64x128, ...narrow].flatMap((c) => [c, { ...c, name: `${c.name}+splitK3`, splits: 3 }]);
   for (const cfg of vec4Configs) {
     gpuIt(`${cfg.name}: all transposes on aligned shapes that are not multiples of the tile`, async (backend) => {
-      forceGemmConfig(cfg);
+      backend.overrides.gemm = cfg;
       const [M, N, K] = [132, 68, 100];
       for (const [ta, tb] of [
         [false, false],
@@ -207,7 +213,7 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     { ...VEC4_32x128, name: 'vec4-32x128/g3+splitK2', groupM: 3, splits: 2 },
   ] as Vec4Config[]) {
     gpuIt(`${cfg.name}: every tile once in raster order ${cfg.groupM}`, async (backend) => {
-      forceGemmConfig(cfg);
+      backend.overrides.gemm = cfg;
       await checkMatmul(backend, [300, 100], [520, 100], { transposeB: true }, `${cfg.name} 3×5 tiles`);
       await checkMatmul(backend, [100, 300], [100, 264], { transposeA: true }, `${cfg.name} Aᵀ`);
       await checkEpilogue(backend, cfg, { M: 260, N: 264, K: 24, batch: 1, transA: false, transB: false });
@@ -279,7 +285,7 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
     });
   }
   gpuIt('a vec4 workgroup shape that cannot cover its tile is refused with a typed error', async (backend) => {
-    forceGemmConfig({ kind: 'vec4', name: 'vec4-16x128/8x4', splits: 1, bm: 16, bn: 128, wgx: 8, wgy: 4 });
+    backend.overrides.gemm = { kind: 'vec4', name: 'vec4-16x128/8x4', splits: 1, bm: 16, bn: 128, wgx: 8, wgy: 4 };
     expect(() => T.matmul(random([16, 8], 1, backend, 'float32'), random([8, 128], 2, backend, 'float32'))).toThrow(
       /vec4-16x128\/8x4: each thread covers 4 or 8 rows and columns.*expected bm \/ \(4·wgy\)/,
     );

@@ -2,20 +2,11 @@ import * as T from '@metal-lora/tensor';
 import { randomValues, assertClose, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect } from 'vitest';
 import type { GemmShape, WebGPUBackend } from '../src/index';
-import {
-  fixedSubgroupSize,
-  forceGemmConfig,
-  type GemmConfig,
-  type GemvColsConfig,
-  type GemvRowsConfig,
-  recordGemm,
-  recordGemvRows,
-  subgroupFlushFits,
-} from '../src/internal';
+import { fixedSubgroupSize, type GemmConfig, type GemvColsConfig, type GemvRowsConfig, recordGemm, recordGemvRows, subgroupFlushFits } from '../src/internal';
 import { checkEpilogue, checkMatmul, random, upload } from './gemm-check';
-import { gpuIt } from '../../../test-support/gpu';
+import { clearOverrides, gpuIt } from '../../../test-support/gpu';
 
-afterEach(() => forceGemmConfig(null));
+afterEach(clearOverrides);
 
 /** Whether gemv-rows' subgroup flush runs here for lane groups of `lanes`. */
 function flushFitsHere(backend: WebGPUBackend, lanes: number): boolean {
@@ -33,7 +24,7 @@ const gemvs: GemmConfig[] = [
 describe('webgpu gemv kernels: every variant against the float64 reference on awkward shapes', () => {
   for (const cfg of gemvs) {
     gpuIt(`${cfg.name}: rows up to ${(cfg as { mr: number }).mr}, both layouts of B, K split`, async (backend) => {
-      forceGemmConfig(cfg);
+      backend.overrides.gemm = cfg;
       const mr = (cfg as { mr: number }).mr;
       for (const M of [...new Set([1, Math.max(1, mr - 1), mr])]) {
         await checkMatmul(backend, [M, 301], [77, 301], { transposeB: true }, `${cfg.name} M=${M} x·Wᵀ`);
@@ -111,7 +102,7 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
   for (const base of rowsConfigs) {
     for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {
       gpuIt(`${cfg.name}: x·Wᵀ streaming either operand, K % 4 = 0 but not a multiple of the step`, async (backend) => {
-        forceGemmConfig(cfg);
+        backend.overrides.gemm = cfg;
         if (cfg.subgroupFlush && !flushFitsHere(backend, cfg.lanes)) {
           expect(() => T.matmul(random([2, 300], 1, backend, 'float32'), random([77, 300], 2, backend, 'float32'), { transposeB: true })).toThrow(
             /the subgroup flush needs lane groups inside subgroups of one size/,
@@ -139,7 +130,7 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
   for (const base of colsConfigs) {
     for (const cfg of [base, { ...base, name: `${base.name}+splitK3`, splits: 3 }]) {
       gpuIt(`${cfg.name}: reductions over rows, streaming either operand, odd K`, async (backend) => {
-        forceGemmConfig(cfg);
+        backend.overrides.gemm = cfg;
         for (const M of [...new Set([1, 3, cfg.mr, cfg.mr + 5])]) {
           await checkMatmul(backend, [301, M], [301, 76], { transposeA: true }, `${cfg.name} Uᵀ·x, M=${M}`);
           if (M <= 3) await checkMatmul(backend, [M, 301], [301, 76], {}, `${cfg.name} x·W, M=${M}`);
@@ -276,7 +267,7 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
   gpuIt('the portable gemv refuses lanes per column that are not a power of two up to 256', async (backend) => {
     const [a, b] = [random([3, 64], 1, backend, 'float32'), random([64, 5], 2, backend, 'float32')];
     for (const lanes of [3, 512, 0]) {
-      forceGemmConfig({ kind: 'gemv', name: `gemv4/l${lanes}`, mr: 4, lanes, splits: 1 });
+      backend.overrides.gemm = { kind: 'gemv', name: `gemv4/l${lanes}`, mr: 4, lanes, splits: 1 };
       const live = backend.memory().liveBytes;
       expect(() => T.matmul(a, b)).toThrow(
         new RegExp(`gemv4/l${lanes}: lanes per column must be a power of two from 1 to 256; expected lanes in \\{1, 2, 4, …, 256\\}, got ${lanes}`),
@@ -288,11 +279,11 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
     b.dispose();
   });
   gpuIt('gemv-rows and gemv-cols refuse layouts they cannot stream, with a typed error', async (backend) => {
-    forceGemmConfig(rowsConfigs[0]);
+    backend.overrides.gemm = rowsConfigs[0];
     expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([8, 5], 2, backend, 'float32'))).toThrow(
       /gemv-rows l32 r1 mr1 u2 does not apply to this shape or layout; expected A·Bᵀ/,
     );
-    forceGemmConfig(colsConfigs[0]);
+    backend.overrides.gemm = colsConfigs[0];
     expect(() => T.matmul(random([3, 8], 1, backend, 'float32'), random([5, 8], 2, backend, 'float32'), { transposeB: true })).toThrow(
       /gemv-cols c64 mr1 u4 does not apply/,
     );

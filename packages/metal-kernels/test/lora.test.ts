@@ -2,8 +2,8 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect, it } from 'vitest';
-import { loraPlan, type WebGPUBackend } from '../src/index';
-import { fixedSubgroupSize, subgroupFlushFits } from '../src/internal';
+import { DEFAULT_GEMM_DEVICE, loraPlan, type WebGPUBackend } from '../src/index';
+import { fixedSubgroupSize, selectLoraBackward, selectLoraForward, subgroupFlushFits } from '../src/internal';
 import { gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 
 const tol = TOLERANCES.float32Gemm;
@@ -92,7 +92,49 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     [1, 4096, 4096, 16, 'float16', 'fused'],
     [64, 37, 132, 8, 'float16', 'composed'],
   ] as const)('loraPlan(M=%i, in=%i, out=%i, r=%i, %s) = %s', (M, inF, outF, r, dtype, plan) => {
-    expect(loraPlan(M, inF, outF, r, dtype)).toBe(plan);
+    expect(loraPlan({ M, inF, outF, r, dtype }, DEFAULT_GEMM_DEVICE)).toBe(plan);
+  });
+
+  it('loraPlan takes a forced plan where it applies', () => {
+    expect(loraPlan({ M: 64, inF: 36, outF: 132, r: 8, dtype: 'float32' }, DEFAULT_GEMM_DEVICE, { loraPlan: 'composed' })).toBe('composed');
+    expect(loraPlan({ M: 64, inF: 37, outF: 132, r: 8, dtype: 'float32' }, DEFAULT_GEMM_DEVICE, { loraPlan: 'fused' })).toBe('composed');
+  });
+
+  // The products of one layer, each decided once (an H200-like device: 48 KiB, subgroups of 32).
+  const device = { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 };
+  const names = (plan: object) =>
+    Object.fromEntries(
+      Object.entries(plan)
+        .filter(([k]) => k !== 'kind')
+        .map(([k, p]) => [k, p === null || p === 'dual' ? p : 'config' in p ? p.config.name : names(p)]),
+    );
+  it.each([
+    [[1, 4096, 4096, 16, 0], 'along', { y: 'gemv-rows1', term: 'gemv-rows/8 lanes' }],
+    [[16, 4096, 4096, 8, 0.1], 'fused', { t: 'gemv16', y: 'gemv-rows16/xk32p/sg+splitK8' }],
+    [[2048, 4096, 4096, 8, 0], 'fused', { t: 'gemv-rows8+splitK8', y: 'vec4-128x128' }],
+    [[2048, 4096, 4096, 32, 0], 'fused', { t: 'vec4-128x32+splitK32', y: 'vec4-128x128' }],
+    [[33, 37, 20, 5, 0], 'composed', { t: 'skinnyN16', y: 'tile32x32', term: 'tile32x32' }],
+  ] as const)('selectLoraForward(%j) = %s %j', ([M, inF, outF, r, dropout], kind, products) => {
+    const plan = selectLoraForward({ M, inF, outF, r, dtype: 'float32', dropout }, device);
+    expect(plan.kind).toBe(kind);
+    expect(names(plan)).toEqual(products);
+  });
+  const every = { needX: true, needA: true, needB: true, needWeight: true, needBias: true };
+  it.each([
+    [[1, 4096, 4096, 16], { u: 'gemv1/l16', dx: { term: 'skinnyM16', base: 'gemv-cols1+splitK16' }, dA: 'skinnyM16', dB: 'skinnyN16' }],
+    [[2048, 4096, 4096, 8], { u: 'dual', dx: { fused: 'vec4-128x128' }, dA: 'gemv-cols8+splitK8', dB: null }],
+    [[2048, 4096, 4096, 32], { u: 'vec4-128x32+splitK32', dx: { fused: 'vec4-128x128' }, dA: { pair: 'vec4-32x128+splitK8' }, dB: null }],
+    [[2048, 576, 1536, 32], { u: 'vec4-128x32+splitK12', dx: { fused: 'vec4-128x128' }, dA: 'vec4-32x128+splitK16', dB: 'vec4-128x32+splitK16' }],
+    [[33, 37, 20, 5], { u: 'skinnyN16', dx: { term: 'tile32x32', base: 'tile32x32' }, dA: 'skinnyM16', dB: 'skinnyN16' }],
+  ] as const)('selectLoraBackward(%j) = %j', ([M, inF, outF, r], products) => {
+    const plan = names(selectLoraBackward({ M, inF, outF, r, dtype: 'float32' }, { ...every, needWeight: false, needBias: false }, device));
+    expect(plan).toEqual({ ...products, dWeight: null, dBias: null });
+    // Only what is asked for is planned.
+    const some = selectLoraBackward({ M, inF, outF, r, dtype: 'float32' }, { ...every, needX: false, needA: false }, device);
+    expect([some.u, some.dx, some.dA]).toEqual([null, null, null]);
+    expect(some.dB?.config.name).toBeDefined();
+    expect(some.dWeight?.shape).toMatchObject({ M: outF, N: inF, K: M, transA: true });
+    expect(some.dBias?.shape).toMatchObject({ M: 1, N: outF, K: M });
   });
 
   /** The dispatches of one decode-sized loraLinear forward (random inputs, no dropout). */

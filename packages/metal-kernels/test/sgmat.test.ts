@@ -2,11 +2,11 @@ import * as T from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AdapterReport, type GemmShape, selectGemm, type WebGPUBackend } from '../src/index';
-import { forceGemmConfig, type SgmatConfig, subgroupMatrixChoice } from '../src/internal';
+import { type SgmatConfig, subgroupMatrixChoice } from '../src/internal';
 import { checkMatmul, type Stored } from './gemm-check';
-import { gpuIt } from '../../../test-support/gpu';
+import { clearOverrides, gpuIt } from '../../../test-support/gpu';
 
-afterEach(() => forceGemmConfig(null));
+afterEach(clearOverrides);
 
 type Report = Pick<AdapterReport, 'features' | 'shaderF16' | 'subgroupMatrixConfigs' | 'subgroupMinSize' | 'subgroupMaxSize'>;
 const config = (componentType: string, resultComponentType: string, M: number, N: number, K: number) => ({ componentType, resultComponentType, M, N, K });
@@ -57,11 +57,11 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
 
 /** matmul through the forced subgroup-matrix config against float64 (the shared GEMM check), the selector restored after. */
 async function check(backend: WebGPUBackend, cfg: SgmatConfig, dtype: Stored, aShape: number[], bShape: number[], options: T.MatmulOptions): Promise<void> {
-  forceGemmConfig(cfg);
+  backend.overrides.gemm = cfg;
   try {
     await checkMatmul(backend, aShape, bShape, options, cfg.name, dtype);
   } finally {
-    forceGemmConfig(null);
+    backend.overrides = {};
   }
 }
 
@@ -114,13 +114,13 @@ describe('webgpu subgroup-matrix GEMM', () => {
       return;
     }
     const apple32 = subgroupMatrixChoice(apple, 'float32')!;
-    forceGemmConfig(apple32);
+    backend.overrides.gemm = apple32;
     expect(() =>
       T.matmul(T.tensor(randomValues(64, 1), [8, 8], { dtype: 'float32', backend }), T.tensor(randomValues(64, 2), [8, 8], { dtype: 'float32', backend })),
     ).toThrow(
       /matmul: sgmat-32x32 f32 8x8x8 needs the adapter's subgroup-matrix configuration; expected chromium-experimental-subgroup-matrix with f32->f32 8x8x8/,
     );
-    forceGemmConfig(null);
+    backend.overrides = {};
     backend.subgroupMatrix = true;
     try {
       const y = T.matmul(

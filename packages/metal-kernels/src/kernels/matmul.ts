@@ -1,5 +1,5 @@
 import { broadcastShapes, broadcastStrides, type KernelOutput, registerKernel, sizeOf, stridesOf } from '@metal-lora/tensor';
-import { gemmOutput, recordGemm } from '../gemm';
+import { gemmOutput, recordGemm } from '../gemm/record';
 import { type Args, buf, out } from './common';
 import { stridedCopy } from './layout';
 

@@ -1,99 +1,23 @@
-/**
- * The bandwidth-bound products: one operand is large and read once, the other has few rows
- * (decode, M ≤ 16) or is a rank-sized adapter matrix (N or M = r). Two kernels cover them:
- * gemv-rows.wgsl (dot products along rows: both operands contiguous along K) and gemv-cols.wgsl
- * (sums over the rows of a tall K-major matrix). Their inner statements are written here, one
- * scalar or vec4 per accumulator, because accumulator arrays spill to local memory.
- */
+/** gemv-rows.wgsl: dot products along rows, both operands contiguous along K (x·Wᵀ at decode, the rank-shaped x·Aᵀ). */
 import { ValueError } from '@metal-lora/tensor';
-import type { WebGPUBackend } from './backend';
-import type { AdapterReport } from './device';
-import type { GemmShape } from './gemm';
-import { dummy, enableFor, generatedShader, lines, uniform } from './kernels/common';
-import colsSource from './wgsl/gemv-cols.wgsl';
-import rowsSource from './wgsl/gemv-rows.wgsl';
-
-/** gemv-rows.wgsl: LANES threads walk R rows of the streamed operand along K; MR rows of the small one per dispatch. */
-export interface GemvRowsConfig {
-  kind: 'gemv-rows';
-  name: string;
-  lanes: number;
-  rows: number;
-  mr: number;
-  unroll: number;
-  splits: number;
-  /**
-   * vec4s of each row of the small operand staged in workgroup memory at a time (section XS),
-   * 0 or absent to read them from global memory. Storage: MR·stage·16 bytes besides the
-   * reduction's 9 KiB.
-   */
-  stage?: number;
-  /** With `stage`: load the next stage of X into registers while the current one streams (section XP). */
-  prefetchX?: boolean;
-  /**
-   * Sum each lane group's partials with subgroup shuffles (section SG: a butterfly in which each
-   * lane keeps half of what is left at each step) instead of through workgroup memory with two
-   * barriers per eight accumulators. Needs the `subgroups` feature with one subgroup size (the
-   * adapter's minimum and maximum agree) that lanes divides.
-   */
-  subgroupFlush?: boolean;
-  /**
-   * With `stage`: stage X by k (`xs[k][row]`, rows padded by one vec4) instead of by row, so a
-   * step's reads of the MR rows share one index and differ by constant offsets (section XSK).
-   */
-  stageByK?: boolean;
-  /** Accumulate each product as a chain of four fma() on the accumulator instead of adding a dot(). */
-  fmaChains?: boolean;
-  /** Threads per workgroup: 64, 128 or 256 (the default). */
-  threads?: 64 | 128 | 256;
-}
-
-/** gemv-cols.wgsl: each thread owns a vec4 of columns of the streamed operand; MR columns of the small one per dispatch. */
-export interface GemvColsConfig {
-  kind: 'gemv-cols';
-  name: string;
-  colLanes: number;
-  mr: number;
-  unroll: number;
-  splits: number;
-}
-
-/**
- * Which operand gemv-rows streams, or null where it does not apply: batch 1, op(A)·op(B)ᵀ
- * with both stored contiguous along K (A not transposed, B transposed), K % 4 = 0. The operand
- * with more rows is streamed.
- */
-export function gemvRowsStream(s: GemmShape): 'a' | 'b' | null {
-  if (s.batch !== 1 || s.transA || !s.transB || s.K % 4 !== 0) return null;
-  return s.M <= s.N ? 'b' : 'a';
-}
-
-/**
- * Which operand gemv-cols streams, or null: batch 1, and the streamed operand stored K-major
- * with its other dimension a multiple of 4 (B not transposed, N % 4 = 0; or A transposed,
- * M % 4 = 0). The larger one is preferred.
- */
-export function gemvColsStream(s: GemmShape): 'a' | 'b' | null {
-  if (s.batch !== 1) return null;
-  const b = !s.transB && s.N % 4 === 0;
-  const a = s.transA && s.M % 4 === 0;
-  if (a && b) return s.M > s.N ? 'a' : 'b';
-  return b ? 'b' : a ? 'a' : null;
-}
-
-/** Element types of a gemv dispatch: T for the operands, TC for C (f32 when C is the split-K workspace). */
-export interface GemvTypes {
-  t: 'f32' | 'f16';
-  tc: 'f32' | 'f16';
-}
-
-function typeValues(types: GemvTypes): Record<string, string> {
-  return { ENABLE: enableFor(types.t, types.tc), T: types.t, TC: types.tc };
-}
+import type { WebGPUBackend } from '../backend';
+import { dummy, generatedShader, lines, uniform } from '../kernels/common';
+import rowsSource from '../wgsl/gemv-rows.wgsl';
+import { type GemvOperands, type GemvTypes, gemvEpilogueFlags, gemvTypeValues } from './gemv-common';
+import {
+  fixedSubgroupSize,
+  type GemmShape,
+  type GemvRowsConfig,
+  gemvRowsStorage,
+  gemvRowsStream,
+  gemvRowsThreads,
+  streamedRowsPerWorkgroup,
+  subgroupFlushFits,
+} from './types';
 
 function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key: string; source: string } {
   const values = () => {
-    const typed = typeValues(types);
+    const typed = gemvTypeValues(types);
     return {
       ...rowsValues(c, concat),
       ...typed,
@@ -114,48 +38,11 @@ function rowsShader(c: GemvRowsConfig, types: GemvTypes, concat: boolean): { key
       subgroupFlush: c.subgroupFlush ? 1 : 0,
       stageByK: c.stageByK ? 1 : 0,
       fmaChains: c.fmaChains ? 1 : 0,
-      threads: threadsOf(c),
+      threads: gemvRowsThreads(c),
       ...types,
     },
     values,
   );
-}
-
-/** A gemv-rows config's threads per workgroup. */
-function threadsOf(c: GemvRowsConfig): number {
-  return c.threads ?? 256;
-}
-
-/** Rows of the streamed operand one gemv-rows workgroup covers: its lane groups × their rows. */
-function streamedRowsPerWorkgroup(c: GemvRowsConfig): number {
-  return (threadsOf(c) / c.lanes) * c.rows;
-}
-
-/** Bytes of workgroup memory gemv-rows takes for a config: the reduction's (none with subgroupFlush), plus the staged rows of X (section XS). */
-export function gemvRowsStorage(c: GemvRowsConfig): number {
-  return (c.subgroupFlush ? 0 : 8 * (threadsOf(c) + 32) * 4) + (c.stageByK ? c.mr + 1 : c.mr) * (c.stage ?? 0) * 16;
-}
-
-/**
- * The subgroup size gemv-rows' subgroup flush can rely on: the adapter's, where the `subgroups`
- * feature is on, its minimum and maximum agree (whether a config's lane groups and workgroup are
- * then whole subgroups is `subgroupFlushFits`) and WGSL has `@builtin(subgroup_id)` (the `subgroup_id` language extension: Chrome 144, Dawn);
- * otherwise undefined.
- */
-export function fixedSubgroupSize(
-  report: Pick<AdapterReport, 'subgroups' | 'subgroupMinSize' | 'subgroupMaxSize' | 'wgslLanguageFeatures'>,
-): number | undefined {
-  const fixed = report.subgroups && report.subgroupMinSize !== undefined && report.subgroupMinSize === report.subgroupMaxSize;
-  return fixed && report.wgslLanguageFeatures.includes('subgroup_id') ? report.subgroupMinSize : undefined;
-}
-
-/**
- * Whether gemv-rows' subgroup flush runs with lane groups of `lanes` on subgroups of `size` (from
- * `fixedSubgroupSize`): each lane group inside one subgroup, and the workgroup of `threads` (256
- * unless the config says otherwise) whole subgroups.
- */
-export function subgroupFlushFits(size: number | undefined, lanes: number, threads = 256): boolean {
-  return size !== undefined && size % lanes === 0 && threads % size === 0;
 }
 
 /**
@@ -240,7 +127,7 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
     }
   }
   const values: Record<string, string> = {
-    WG: String(threadsOf(c)),
+    WG: String(gemvRowsThreads(c)),
     LANES: String(c.lanes),
     R: String(R),
     MR: String(MR),
@@ -259,7 +146,7 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
     const prefetch = !!c.prefetchX;
     values.XP = prefetch ? '1' : '0';
     if (prefetch) {
-      const wg = threadsOf(c);
+      const wg = gemvRowsThreads(c);
       const XPT = Math.ceil((MR * c.stage!) / wg);
       values.XLOAD = lines(XPT, (j) => `  var xr${j} = x_stage(t + ${wg * j}u, k_begin, min(k_end, k_begin + XS4));`);
       values.XSTORE = lines(XPT, (j) => `    if (t + ${wg * j}u < MR * XS4) { xs_put(t + ${wg * j}u, xr${j}); }`);
@@ -267,60 +154,6 @@ function rowsValues(c: GemvRowsConfig, concat: boolean): Record<string, string> 
     }
   }
   return values;
-}
-
-function colsShader(c: GemvColsConfig, types: GemvTypes): { key: string; source: string } {
-  return generatedShader('gemv-cols', colsSource, { colLanes: c.colLanes, mr: c.mr, unroll: c.unroll, ...types }, () => ({
-    ...colsValues(c),
-    ...typeValues(types),
-  }));
-}
-
-function colsValues(c: GemvColsConfig): Record<string, string> {
-  const { mr: MR, unroll: U } = c;
-  const setup = lines(MR, (j) => `  let pj${j} = (p.j0 + min(${j}u, p.cols - 1u)) * p.sj;`);
-  const acc = lines(MR, (j) => `  var a${j} = vec4<f32>(0.0);`);
-  const body = lines(U, (u) =>
-    [
-      `    let m${u} = min(m + ${u}u * RL, last);`,
-      `    let q${u} = select(vec4<f32>(0.0), vec4<f32>(q[m${u} * p.N4 + col]), m + ${u}u * RL < m_end);`,
-      `    let pr${u} = m${u} * p.sk;`,
-      lines(MR, (j) => `    a${j} += f32(pm[pr${u} + pj${j}]) * q${u};`),
-    ].join('\n'),
-  );
-  const flush: string[] = [];
-  for (let j = 0; j < MR; j += 2) {
-    const count = Math.min(2, MR - j);
-    flush.push(`  red[t] = a${j};${count > 1 ? ` red[256u + t] = a${j + 1};` : ''}`);
-    flush.push(`  flush(${j}u, ${count}u, c4, split, t);`);
-  }
-  return { CL: String(c.colLanes), MR: String(MR), UNROLL: String(U), SETUP: setup, ACC: acc, BODY: body, FLUSH: flush.join('\n') };
-}
-
-export interface GemvOperands {
-  a: GPUBuffer;
-  b: GPUBuffer;
-  bias?: GPUBuffer;
-  /** gemv-rows streaming B only: add s·T·Bᵀ (T [M, r], B [N, r]) before α. */
-  lora?: { t: GPUBuffer; b: GPUBuffer; r: number; scale: number };
-  /**
-   * gemv-rows streaming B, no `lora`: a second matrix W2 [rows, K] streamed after B's rows, X·W2ᵀ
-   * written to `c` ([M, rows], no α, β or bias), or with `split` to columns N..N + rows of the
-   * workspace ([splits, M, N + rows]; `c` unused). The decode LoRA forward's T = x·Aᵀ.
-   */
-  concat?: { w: GPUBuffer; c: GPUBuffer; rows: number };
-  /** C, or the split-K workspace [splits, M·N] (f32) when `split`. */
-  c: GPUBuffer;
-  /** The operands' element type (C's too, unless `split`). */
-  t: 'f32' | 'f16';
-  alpha: number;
-  beta: number;
-  split: boolean;
-}
-
-/** The overrides both gemv kernels share: which operand is streamed (C stored transposed to it when A is) and the epilogue. */
-function epilogueFlags(ops: GemvOperands, streamB: boolean): Record<string, number> {
-  return { OUT_T: streamB ? 0 : 1, HAS_BIAS: ops.bias ? 1 : 0, ACCUMULATE: ops.beta !== 0 ? 1 : 0, SPLIT: ops.split ? 1 : 0 };
 }
 
 /** Records gemv-rows for one shape (see {@link gemvRowsStream}); `kChunk` in elements, a multiple of 4. */
@@ -337,7 +170,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
       `${JSON.stringify(s)}, ${splits} split(s)`,
     );
   }
-  const threads = threadsOf(c);
+  const threads = gemvRowsThreads(c);
   if (![8, 16, 32, 64, 128, 256].includes(c.lanes) || !(c.rows >= 1 && c.rows <= 8) || !(c.mr >= 1 && c.mr <= 32)) {
     throw new ValueError(
       'matmul',
@@ -380,7 +213,7 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
     }
   }
   const { key, source } = rowsShader(c, { t: ops.t, tc: ops.split ? 'f32' : ops.t }, !!concat);
-  const flags = { ...epilogueFlags(ops, streamB), HAS_LORA: ops.lora ? 1 : 0 };
+  const flags = { ...gemvEpilogueFlags(ops, streamB), HAS_LORA: ops.lora ? 1 : 0 };
   const rowsOut = NW + (concat?.rows ?? 0);
   // C's row length: the split workspace holds W2's columns after W's.
   const ldc = concat && ops.split ? rowsOut : s.N;
@@ -409,42 +242,4 @@ export function recordGemvRows(backend: WebGPUBackend, s: GemmShape, ops: GemvOp
       label: concat ? `${c.name}+concat` : c.name,
     });
   }
-}
-
-/** Records gemv-cols for one shape (see {@link gemvColsStream}); `kChunk` rows of the reduction per split. */
-export function recordGemvCols(backend: WebGPUBackend, s: GemmShape, ops: GemvOperands, c: GemvColsConfig, kChunk: number, splits: number): void {
-  const streamB = gemvColsStream(s) === 'b';
-  // Streamed Q [K, wide] and the small P: element (k, j) at k·sk + j·sj.
-  let q: GPUBuffer;
-  let pm: GPUBuffer;
-  let wide: number;
-  let narrow: number;
-  let sk: number;
-  let sj: number;
-  if (streamB) {
-    [q, pm, wide, narrow] = [ops.b, ops.a, s.N, s.M];
-    [sk, sj] = s.transA ? [s.M, 1] : [1, s.K];
-  } else {
-    [q, pm, wide, narrow] = [ops.a, ops.b, s.M, s.N];
-    [sk, sj] = s.transB ? [1, s.K] : [s.N, 1];
-  }
-  const { key, source } = colsShader(c, { t: ops.t, tc: ops.split ? 'f32' : ops.t });
-  const flags = epilogueFlags(ops, streamB);
-  for (let j0 = 0; j0 < narrow; j0 += c.mr) {
-    backend.dispatch({
-      key,
-      source,
-      constants: flags,
-      buffers: [pm, q, ops.bias ?? dummy(backend), ops.c],
-      uniform: uniform([Math.min(c.mr, narrow - j0), wide / 4, s.K, kChunk, sk, sj, j0, s.N, s.M * s.N, 0, { f32: ops.alpha }, { f32: ops.beta }]),
-      workgroups: [Math.ceil(wide / 4 / c.colLanes), splits, 1],
-      label: c.name,
-    });
-  }
-}
-
-/** Workgroups of one gemv dispatch before K splits (the selector sizes the splits from it). */
-export function gemvGroups(s: GemmShape, c: GemvRowsConfig | GemvColsConfig): number {
-  if (c.kind === 'gemv-rows') return Math.ceil((gemvRowsStream(s) === 'b' ? s.N : s.M) / streamedRowsPerWorkgroup(c));
-  return Math.ceil((gemvColsStream(s) === 'b' ? s.N : s.M) / 4 / c.colLanes);
 }

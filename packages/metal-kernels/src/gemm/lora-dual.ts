@@ -1,27 +1,20 @@
 /**
  * U = s·dy·B and dB = s·dyᵀ·T from one read of dy (lora-dual.wgsl) plus one reduction dispatch
- * for both (lora-dual-reduce.wgsl): the LoRA backward's two products over dy.
+ * for both (lora-dual-reduce.wgsl): the LoRA backward's two products over dy. Where it applies is
+ * the selector's `loraDualApplies`.
  */
 import type { GpuData, WebGPUBackend } from '../backend';
+import { generatedShader, grid1d, lines, uniform } from '../kernels/common';
 import dualSource from '../wgsl/lora-dual.wgsl';
 import reduceSource from '../wgsl/lora-dual-reduce.wgsl';
-import { generatedShader, grid1d, lines, uniform } from './common';
 
 const BM = 64;
 const NS = 64;
-/** Ranks the kernel handles: 4..64, multiples of 4 (up to 4 accumulators of each kind per thread). */
-export const LORA_DUAL_MAX_RANK = 64;
-
-/** Whether the dual kernel applies: f32, r a multiple of 4 up to 64, N a multiple of 4, and enough rows to fill blocks. */
-export function loraDualApplies(M: number, N: number, r: number, dtype: string): boolean {
-  return dtype === 'float32' && r % 4 === 0 && r > 0 && r <= LORA_DUAL_MAX_RANK && N % 4 === 0 && M > 16;
-}
-
 /**
  * How the workgroup's 256 threads share the two products: `split` gives each half one product
  * (threads own more outputs: each B or T load feeds more multiply-adds), `shared` has every thread
  * do both, one after the other. The default, `split` up to r = 32 and `shared` above, is what
- * measured faster (RESULTS.md, "one read of dy"). At r ≤ 8 both layouts are the same.
+ * measured faster (RESULTS.md, "lora-dual roles"). At r ≤ 8 both layouts are the same.
  */
 export type LoraDualRoles = 'split' | 'shared';
 
@@ -61,7 +54,7 @@ export function loraDualGrid(M: number, N: number): { blocks: number; chunks: nu
   return { blocks, chunks: Math.ceil(N / nChunk), nChunk };
 }
 
-/** Records U = s·dy·B [M, r] and dB = s·dyᵀ·T [N, r] (see {@link loraDualApplies}). */
+/** Records U = s·dy·B [M, r] and dB = s·dyᵀ·T [N, r] (where the selector's `loraDualApplies` holds). */
 export function recordLoraDual(
   backend: WebGPUBackend,
   dy: GPUBuffer,

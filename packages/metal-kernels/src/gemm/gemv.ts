@@ -1,0 +1,25 @@
+/** The portable matrix-vector kernel (gemv.wgsl): few rows of any layout or K, always through the split-K workspace. */
+import { ValueError } from '@metal-lora/tensor';
+import type { WebGPUBackend } from '../backend';
+import { enableFor, shader, uniform } from '../kernels/common';
+import gemvSource from '../wgsl/gemv.wgsl';
+import type { GemmOperands, GemmShape, GemmTarget, GemmType, GemvConfig } from './types';
+
+/** Records one gemv dispatch of `shape` into the workspace `target.out`. */
+export function recordGemv(backend: WebGPUBackend, shape: GemmShape, ops: GemmOperands, cfg: GemvConfig, t: GemmType, target: GemmTarget): void {
+  if (!(cfg.lanes >= 1 && cfg.lanes <= 256 && Number.isInteger(Math.log2(cfg.lanes)))) {
+    throw new ValueError('matmul', `${cfg.name}: lanes per column must be a power of two from 1 to 256`, 'lanes in {1, 2, 4, …, 256}', String(cfg.lanes));
+  }
+  const { M, N, K } = shape;
+  const { key, source } = shader('gemv', gemvSource, { ENABLE: enableFor(t), T: t, MR: String(cfg.mr), LANES: String(cfg.lanes) });
+  const cols = 256 / cfg.lanes;
+  backend.dispatch({
+    key,
+    source,
+    constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0 },
+    buffers: [ops.a, ops.b, target.out],
+    uniform: uniform([M, N, K, target.kChunk, target.splits]),
+    workgroups: [Math.ceil(N / cols), target.splits, 1],
+    label: cfg.name,
+  });
+}
