@@ -1,7 +1,6 @@
-import { type Backend, getKernel } from './backend';
-import { StateError, ValueError } from './errors';
-import type { OpAttrs, OpName } from './ops/op-names';
-import { Tensor } from './tensor';
+import { StateError } from './errors';
+import type { GradientContexts, GradientTable } from './ops/gradient-contexts';
+import type { Tensor } from './tensor';
 
 /** A recorded op application: how to turn the output's gradient into its inputs' gradients. */
 export interface GradNode {
@@ -47,29 +46,6 @@ export function withGrad<T>(fn: () => T): T {
   }
 }
 
-function commonBackend(op: string, inputs: readonly Tensor[]): Backend {
-  const backend = inputs[0].backend;
-  for (const t of inputs) {
-    if (t.backend !== backend) {
-      throw new ValueError(
-        op,
-        'inputs live on different backends',
-        `all on '${backend.name}'`,
-        `'${t.backend.name}'; move one with await t.to('${backend.name}')`,
-      );
-    }
-  }
-  return backend;
-}
-
-/** Dispatches `op` to the inputs' backend and wraps the kernel's outputs as tensors. */
-export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend): Tensor[] {
-  const target = backend ?? commonBackend(op, inputs);
-  const kernel = getKernel(target.name, op);
-  const outputs = kernel({ inputs: inputs.map((t) => t.ref(op)), attrs, backend: target });
-  return outputs.map((o) => Tensor.fromBackendData(target, o.data, o.shape, o.dtype));
-}
-
 /**
  * Records `output` as computed from `inputs` with the given backward rule, when gradients are
  * enabled and some input requires them. The rule gets its own handles on `save` (so the caller
@@ -81,6 +57,33 @@ export function record(output: Tensor, inputs: readonly Tensor[], op: string, ru
   output.requiresGrad = true;
   output.node = { op, inputs, saved, backward: (dy) => rule(dy, saved) };
   return output;
+}
+
+let gradients: GradientTable | null = null;
+
+/** Installs the table of gradient rules (`ops/gradients.ts`); the package entry does it once. @internal */
+export function setGradientTable(table: GradientTable): void {
+  gradients = table;
+}
+
+/**
+ * {@link record} with `op`'s rule from the gradient table: the rule gets the saved tensors,
+ * `context` (what the forward pass knew: shapes, attrs, which inputs needed a gradient) and the
+ * inputs. Ops call this rather than writing their rule inline, so that all derivatives live in one
+ * module and the op modules do not import each other for their gradients. @internal
+ */
+export function recordOp<K extends keyof GradientContexts>(
+  op: K,
+  output: Tensor,
+  inputs: readonly Tensor[],
+  context: GradientContexts[K],
+  save: readonly Tensor[] = [],
+): Tensor {
+  if (!gradEnabled || !inputs.some((t) => t.requiresGrad)) return output;
+  const rule = gradients?.[op];
+  if (!rule)
+    throw new StateError(op, "no gradient rules are installed; expected the package entry ('@metal-lora/tensor') to be imported, got ops used without it");
+  return record(output, inputs, op, (dy, saved) => rule(dy, saved, context, inputs), save);
 }
 
 function topoOrder(roots: readonly Tensor[]): Tensor[] {
@@ -139,6 +142,7 @@ export function computeGradients(root: Tensor, seed: Tensor, isTarget: (t: Tenso
         handedOut.add(gi);
         const prev = grads.get(input);
         if (prev) {
+          // The chaining method (tensor-methods.ts): the engine sits below the ops and cannot import them.
           grads.set(input, prev.add(gi));
           prev.dispose();
           gi.dispose();

@@ -5,7 +5,13 @@
 import { registerBackend } from './backend';
 import { cpuBackend } from './cpu/backend';
 import { registerCpuKernels } from './cpu/kernels';
+import { registerGradients } from './ops/gradients';
+import { installTensorMethods } from './tensor-methods';
 
+// Wiring kept out of the modules it connects (they would import each other): the chaining methods
+// (`x.add(y)`) and the table of derivatives. Importing the package runs it (see `sideEffects`).
+installTensorMethods();
+registerGradients();
 registerBackend('cpu', cpuBackend);
 registerCpuKernels();
 
@@ -43,7 +49,8 @@ export {
   toStorage,
   type ValueArray,
 } from './dtype';
-export { isGradEnabled, noGrad, record, runOp } from './engine';
+export { runOp } from './dispatch';
+export { isGradEnabled, noGrad, record } from './engine';
 export { DTypeError, FormatError, GPUError, KernelNotFoundError, MetalLoRAError, ShapeError, StateError, ValueError } from './errors';
 export * from './ops/all';
 export { square } from './ops/elementwise';

@@ -2,7 +2,7 @@ import { type Backend, type TensorRef, getBackend, resolveBackend } from './back
 import { type DType, type StorageArray, type ValueArray, assertDType, bytesPerElement, fromStorage, isFloat, toStorage } from './dtype';
 import { assertDifferentiable, computeGradients, type GradNode, releaseGraph } from './engine';
 import { DTypeError, ShapeError, StateError } from './errors';
-import * as ops from './ops/all';
+import type { MatmulOptions } from './ops/matmul';
 import { normalValues, nextSeed, uniformValues } from './random';
 import { keep, setTensorCheck, trackTensor } from './scope';
 import { assertShape, formatShape, type Shape, sizeOf } from './shape';
@@ -31,6 +31,7 @@ export type NestedArray = number | boolean | NestedArray[];
  * y.backward();
  * await x.grad!.toArray(); // [[2, 4], [6, 8]]
  */
+// biome-ignore lint/suspicious/noUnsafeDeclarationMerging: the merged interface's methods are installed on the prototype by tensor-methods.ts (run by the package entry)
 export class Tensor {
   readonly id = nextId++;
   readonly shape: readonly number[];
@@ -170,7 +171,7 @@ export class Tensor {
     for (const [leaf, g] of grads) {
       if (!leaf.isLeaf) continue;
       if (leaf.grad) {
-        const sum = ops.add(leaf.grad, g);
+        const sum = leaf.grad.add(g);
         leaf.grad.dispose();
         g.dispose();
         leaf.grad = keep(sum);
@@ -210,84 +211,42 @@ export class Tensor {
   toString(): string {
     return `Tensor(${formatShape(this.shape, this.dtype)}${this.requiresGrad ? ', requiresGrad' : ''})`;
   }
-
-  // Chaining forms of the ops (see the functions in ops/ for documentation).
-  add(b: Tensor | number): Tensor {
-    return ops.add(this, b);
-  }
-  sub(b: Tensor | number): Tensor {
-    return ops.sub(this, b);
-  }
-  mul(b: Tensor | number): Tensor {
-    return ops.mul(this, b);
-  }
-  div(b: Tensor | number): Tensor {
-    return ops.div(this, b);
-  }
-  pow(b: Tensor | number): Tensor {
-    return ops.pow(this, b);
-  }
-  neg(): Tensor {
-    return ops.neg(this);
-  }
-  exp(): Tensor {
-    return ops.exp(this);
-  }
-  log(): Tensor {
-    return ops.log(this);
-  }
-  sqrt(): Tensor {
-    return ops.sqrt(this);
-  }
-  tanh(): Tensor {
-    return ops.tanh(this);
-  }
-  sigmoid(): Tensor {
-    return ops.sigmoid(this);
-  }
-  relu(): Tensor {
-    return ops.relu(this);
-  }
-  abs(): Tensor {
-    return ops.abs(this);
-  }
-  silu(): Tensor {
-    return ops.silu(this);
-  }
-  gelu(options?: { approximate?: 'none' | 'tanh' }): Tensor {
-    return ops.gelu(this, options);
-  }
-  matmul(b: Tensor, options?: ops.MatmulOptions): Tensor {
-    return ops.matmul(this, b, options);
-  }
-  sum(axes?: number | number[], keepDims = false): Tensor {
-    return ops.sum(this, axes, keepDims);
-  }
-  mean(axes?: number | number[], keepDims = false): Tensor {
-    return ops.mean(this, axes, keepDims);
-  }
-  max(axes?: number | number[], keepDims = false): Tensor {
-    return ops.max(this, axes, keepDims);
-  }
-  softmax(axis = -1): Tensor {
-    return ops.softmax(this, axis);
-  }
-  logSoftmax(axis = -1): Tensor {
-    return ops.logSoftmax(this, axis);
-  }
-  reshape(shape: readonly number[]): Tensor {
-    return ops.reshape(this, shape);
-  }
-  transpose(perm?: readonly number[]): Tensor {
-    return ops.transpose(this, perm);
-  }
-  slice(begin: readonly number[], end?: readonly number[]): Tensor {
-    return ops.slice(this, begin, end);
-  }
-  cast(dtype: DType): Tensor {
-    return ops.cast(this, dtype);
-  }
 }
+
+/**
+ * The chaining forms of the ops (`x.mul(y).sum()`; see the functions in ops/ for documentation).
+ * They are installed on `Tensor.prototype` by `tensor-methods.ts`, which the package entry runs, so
+ * that this module does not import the ops (they import it).
+ */
+export interface TensorOpMethods {
+  add(b: Tensor | number): Tensor;
+  sub(b: Tensor | number): Tensor;
+  mul(b: Tensor | number): Tensor;
+  div(b: Tensor | number): Tensor;
+  pow(b: Tensor | number): Tensor;
+  neg(): Tensor;
+  exp(): Tensor;
+  log(): Tensor;
+  sqrt(): Tensor;
+  tanh(): Tensor;
+  sigmoid(): Tensor;
+  relu(): Tensor;
+  abs(): Tensor;
+  silu(): Tensor;
+  gelu(options?: { approximate?: 'none' | 'tanh' }): Tensor;
+  matmul(b: Tensor, options?: MatmulOptions): Tensor;
+  sum(axes?: number | number[], keepDims?: boolean): Tensor;
+  mean(axes?: number | number[], keepDims?: boolean): Tensor;
+  max(axes?: number | number[], keepDims?: boolean): Tensor;
+  softmax(axis?: number): Tensor;
+  logSoftmax(axis?: number): Tensor;
+  reshape(shape: readonly number[]): Tensor;
+  transpose(perm?: readonly number[]): Tensor;
+  slice(begin: readonly number[], end?: readonly number[]): Tensor;
+  cast(dtype: DType): Tensor;
+}
+
+export interface Tensor extends TensorOpMethods {}
 
 setTensorCheck((v: unknown): v is Tensor => v instanceof Tensor);
 

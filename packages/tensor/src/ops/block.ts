@@ -1,11 +1,12 @@
-import { record, runOp } from '../engine';
+import { runOp } from '../dispatch';
+import { recordOp } from '../engine';
 import { ShapeError, ValueError } from '../errors';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
-import { mul } from './elementwise';
 import { assertFloat, assertSameDType, assertTensor, freeing } from './helpers';
 import { reshape } from './layout';
-import { sum } from './reduce';
+
+// Gradients: ops/gradients.ts.
 
 export interface RMSNormOptions {
   eps: number;
@@ -36,21 +37,7 @@ export function rmsNorm(x: Tensor, weight: Tensor, options: RMSNormOptions): Ten
   const x2 = reshape(x, [-1, D]);
   const [y2, rstd] = runOp(op, [x2, weight], { eps, offset });
   const y = freeing(reshape(y2, x.shape), y2);
-  const result = record(
-    y,
-    [x, weight],
-    op,
-    (dy, [xs, ws, rs]) => {
-      const dy2 = reshape(dy, [-1, D]);
-      const [dx2] = runOp('rmsNormBackward', [dy2, xs, ws, rs], { offset });
-      const dx = freeing(reshape(dx2, x.shape), dx2);
-      if (!weight.requiresGrad) return freeing([dx, null], dy2);
-      const normed = mul(xs, reshape(rs, [-1, 1]));
-      const dw = sum(mul(dy2, normed), 0);
-      return freeing([dx, dw], dy2, normed);
-    },
-    [x2, weight, rstd],
-  );
+  const result = recordOp(op, y, [x, weight], { features: D, xShape: x.shape, offset }, [x2, weight, rstd]);
   x2.dispose();
   rstd.dispose();
   return result;
@@ -91,11 +78,7 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor, options: { inverse?: b
   const inverse = options.inverse ?? false;
   const bthd = layout === 'bthd';
   const [y] = runOp(op, [x, cos, sin], { inverse, transposeIn: bthd, transposeOut: false });
-  // Backward: the inverse rotation, moved back to x's layout.
-  return record(y, [x, cos, sin], op, (dy, [c, s]) => [runOp(op, [dy, c, s], { inverse: !inverse, transposeIn: false, transposeOut: bthd })[0], null, null], [
-    cos,
-    sin,
-  ]);
+  return recordOp(op, y, [x, cos, sin], { inverse, bthd }, [cos, sin]);
 }
 
 /** The gate activations `gatedActivation` fuses: SiLU (SwiGLU) and tanh-approximated GELU (GeGLU). */
@@ -115,16 +98,7 @@ export function gatedActivation(gate: Tensor, up: Tensor, activation: GateActiva
   if (gate.shape.join() !== up.shape.join()) throw new ShapeError(op, 'up must have the shape of gate', formatShape(gate.shape), formatShape(up.shape));
   if (activation !== 'silu' && activation !== 'gelu_tanh') throw new ValueError(op, 'unknown activation', "'silu' or 'gelu_tanh'", String(activation));
   const [y] = runOp(op, [gate, up], { activation });
-  return record(
-    y,
-    [gate, up],
-    op,
-    (dy, [g, u]) => {
-      const [dGate, dUp] = runOp('gatedActivationBackward', [dy, g, u], { activation });
-      return [dGate, dUp];
-    },
-    [gate, up],
-  );
+  return recordOp(op, y, [gate, up], { activation }, [gate, up]);
 }
 
 /**
@@ -153,14 +127,5 @@ export function maskedSoftmax(x: Tensor, mask: Tensor, scale: number): Tensor {
     throw new ShapeError(op, 'mask must be [T, S] or [B, 1, …, 1, T, S]', `[${T}, ${S}] or [${x.shape[0]}, …, ${T}, ${S}]`, formatShape(mask.shape));
   if (mask.requiresGrad) throw new ValueError(op, 'the mask is a constant', 'a mask without requiresGrad', 'a mask requiring grad');
   const [y] = runOp(op, [x, mask], { scale });
-  return record(
-    y,
-    [x, mask],
-    op,
-    (dy, [ys]) => {
-      const [dx] = runOp('maskedSoftmaxBackward', [dy, ys], { scale });
-      return [dx, null];
-    },
-    [y],
-  );
+  return recordOp(op, y, [x, mask], { scale }, [y]);
 }

@@ -1,8 +1,11 @@
-import { record, runOp } from '../engine';
+import { runOp } from '../dispatch';
+import { recordOp } from '../engine';
 import { DTypeError, ValueError } from '../errors';
 import { formatShape, normalizeAxis } from '../shape';
 import type { Tensor } from '../tensor';
 import { assertTensor } from './helpers';
+
+// Gradients: ops/gradients.ts.
 
 function checkIndices(op: string, indices: Tensor, bound: number): void {
   if (indices.dtype !== 'int32') throw new DTypeError(op, 'indices must be int32', 'int32', indices.dtype);
@@ -28,8 +31,7 @@ export function gather(table: Tensor, indices: Tensor, axis = 0): Tensor {
   const a = normalizeAxis('gather', axis, table.rank);
   checkIndices('gather', indices, table.shape[a]);
   const [y] = runOp('gather', [table, indices], { axis: a });
-  const shape = [...table.shape];
-  return record(y, [table, indices], 'gather', (dy, [is]) => [scatterAdd(is, dy, shape, a), null], [indices]);
+  return recordOp('gather', y, [table, indices], { axis: a, shape: [...table.shape] }, [indices]);
 }
 
 /**
@@ -46,5 +48,5 @@ export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly num
     throw new ValueError('scatterAdd', 'updates do not match indices and shape', formatShape(expected), formatShape(updates.shape));
   }
   const [y] = runOp('scatterAdd', [indices, updates], { axis: a, shape: [...shape] });
-  return record(y, [indices, updates], 'scatterAdd', (dy, [is]) => [null, gather(dy, is, a)], [indices]);
+  return recordOp('scatterAdd', y, [indices, updates], { axis: a }, [indices]);
 }

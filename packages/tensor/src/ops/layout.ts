@@ -1,8 +1,11 @@
-import { record, runOp } from '../engine';
+import { runOp } from '../dispatch';
+import { recordOp } from '../engine';
 import { ShapeError, ValueError } from '../errors';
 import { formatShape, normalizeAxis, sizeOf } from '../shape';
 import type { Tensor } from '../tensor';
 import { assertSameDType, assertTensor } from './helpers';
+
+// Gradients: ops/gradients.ts.
 
 /** The same data with a new shape (no copy). One dimension may be -1 (inferred). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -25,9 +28,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
       `a shape of ${x.size} elements (from ${formatShape(x.shape)})`,
       `${formatShape(shape)} (${sizeOf(inferred)} elements)`,
     );
-  const y = x.withShape(inferred);
-  const original = x.shape;
-  return record(y, [x], 'reshape', (dy) => [reshape(dy, original)]);
+  return recordOp('reshape', x.withShape(inferred), [x], { shape: x.shape });
 }
 
 /** Permutes dimensions (default: reverses them). Copies the data. */
@@ -51,7 +52,7 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   p.forEach((axis, i) => {
     inverse[axis] = i;
   });
-  return record(y, [x], 'transpose', (dy) => [transpose(dy, inverse)]);
+  return recordOp('transpose', y, [x], { inverse });
 }
 
 /** Alias of {@link transpose} with an explicit permutation, as in PyTorch. */
@@ -88,7 +89,7 @@ export function slice(x: Tensor, begin: readonly number[], end?: readonly number
   });
   const [y] = runOp('slice', [x], { begin: start, size });
   const paddings = x.shape.map((dim, d): [number, number] => [start[d], dim - start[d] - size[d]]);
-  return record(y, [x], 'slice', (dy) => [pad(dy, paddings)]);
+  return recordOp('slice', y, [x], { paddings });
 }
 
 /** Pads each axis with `[before, after]` elements of `value`. */
@@ -99,9 +100,7 @@ export function pad(x: Tensor, paddings: readonly (readonly [number, number])[],
   }
   const pairs = paddings.map(([a, b]): [number, number] => [a, b]);
   const [y] = runOp('pad', [x], { paddings: pairs, value });
-  const begin = pairs.map(([a]) => a);
-  const end = x.shape.map((d, i) => pairs[i][0] + d);
-  return record(y, [x], 'pad', (dy) => [slice(dy, begin, end)]);
+  return recordOp('pad', y, [x], { begin: pairs.map(([a]) => a), end: x.shape.map((d, i) => pairs[i][0] + d) });
 }
 
 /** Joins tensors along `axis`; all other dimensions must match. */
@@ -128,15 +127,7 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
     }
   });
   const [y] = runOp('concat', tensors, { axis: a });
-  return record(y, tensors, 'concat', (dy) => {
-    let offset = 0;
-    return tensors.map((t) => {
-      const begin = t.shape.map((_, j) => (j === a ? offset : 0));
-      const end = t.shape.map((d, j) => (j === a ? offset + d : d));
-      offset += t.shape[a];
-      return t.requiresGrad ? slice(dy, begin, end) : null;
-    });
-  });
+  return recordOp('concat', y, tensors, { axis: a });
 }
 
 /** Inserts a dimension of size 1 at `axis`. */

@@ -1,10 +1,13 @@
-import { record, runOp } from '../engine';
+import { runOp } from '../dispatch';
+import { recordOp } from '../engine';
 import { ShapeError, ValueError } from '../errors';
 import { nextSeed } from '../random';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
 import { assertFloat, assertSameDType, assertTensor } from './helpers';
 import { reshape } from './layout';
+
+// Gradients: ops/gradients.ts.
 
 export interface LoraLinearOptions {
   /** Multiplies the low-rank branch: `alpha / rank` in PEFT, `scale` in MLX. */
@@ -62,36 +65,7 @@ export function loraLinear(x: Tensor, weight: Tensor, loraA: Tensor, loraB: Tens
   y2.dispose();
   const inputs = bias ? [x, weight, loraA, loraB, bias] : [x, weight, loraA, loraB];
   const needs = inputs.map((i) => i.requiresGrad);
-  const result = record(
-    y,
-    inputs,
-    op,
-    (dy, [xs, ws, as, bs, ts]) => {
-      const dy2 = reshape(dy, [-1, outF]);
-      const grads = runOp('loraLinearBackward', [dy2, xs, ws, as, bs, ts], {
-        scale,
-        dropout,
-        seed,
-        needX: needs[0],
-        needWeight: needs[1],
-        needA: needs[2],
-        needB: needs[3],
-        needBias: needs[4] ?? false,
-      });
-      dy2.dispose();
-      // Kernel outputs come in the order dx, dA, dB, dWeight, dBias (those requested).
-      const take = (wanted: boolean) => (wanted ? grads.shift()! : null);
-      const dx2 = take(needs[0]);
-      const dA = take(needs[2]);
-      const dB = take(needs[3]);
-      const dW = take(needs[1]);
-      const dBias = take(needs[4] ?? false);
-      const dx = dx2 ? reshape(dx2, x.shape) : null;
-      dx2?.dispose();
-      return [dx, dW, dA, dB, dBias];
-    },
-    [x2, weight, loraA, loraB, t],
-  );
+  const result = recordOp(op, y, inputs, { scale, dropout, seed, needs, xShape: x.shape, outFeatures: outF }, [x2, weight, loraA, loraB, t]);
   x2.dispose();
   t.dispose();
   return result;

@@ -1,11 +1,13 @@
-import { isGradEnabled, noGrad, record, runOp } from '../engine';
+import { runOp } from '../dispatch';
+import { isGradEnabled, noGrad, recordOp } from '../engine';
 import { DTypeError, ShapeError, ValueError } from '../errors';
 import { formatShape } from '../shape';
 import { full, type Tensor } from '../tensor';
-import { mul } from './elementwise';
 import { assertFloat, assertTensor } from './helpers';
-import { concat, reshape, slice } from './layout';
+import { concat, slice } from './layout';
 import { matmul } from './matmul';
+
+// Gradients: ops/gradients.ts.
 
 /** Targets int32 `[N]` and weights `[N]` of the logits' dtype. */
 function checkTargets(op: string, N: number, dtype: string, targets: Tensor, weights: Tensor, like: string): void {
@@ -39,16 +41,7 @@ export function softmaxCrossEntropy(logits: Tensor, targets: Tensor, weights: Te
   const [N] = logits.shape;
   checkTargets(op, N, logits.dtype, targets, weights, 'logits');
   const [loss, lse] = runOp(op, [logits, targets, weights], {});
-  const result = record(
-    loss,
-    [logits, targets, weights],
-    op,
-    (dy, [xs, ts, ws, lses]) => {
-      const [dx] = runOp('softmaxCrossEntropyBackward', [xs, ts, ws, lses, dy], {});
-      return [dx, null, null];
-    },
-    [logits, targets, weights, lse],
-  );
+  const result = recordOp(op, loss, [logits, targets, weights], {}, [logits, targets, weights, lse]);
   lse.dispose();
   return result;
 }
@@ -118,7 +111,7 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, w
   if (!wantGrad) return loss;
   const g = grads.length === 1 ? grads[0] : noGrad(() => concat(grads, 0));
   if (grads.length > 1) for (const t of grads) t.dispose();
-  const result = record(loss, [h], op, (dy, [gs]) => [mul(gs, reshape(dy, [-1, 1]))], [g]);
+  const result = recordOp(op, loss, [h], {}, [g]);
   g.dispose();
   return result;
 }

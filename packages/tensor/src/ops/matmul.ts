@@ -1,9 +1,11 @@
-import { record, runOp } from '../engine';
+import { runOp } from '../dispatch';
+import { recordOp } from '../engine';
 import { ShapeError } from '../errors';
 import { broadcastShapes, formatShape } from '../shape';
 import type { Tensor } from '../tensor';
 import { assertFloat, assertSameDType, assertTensor } from './helpers';
-import { sumToShape } from './reduce';
+
+// Gradients: ops/gradients.ts.
 
 export interface MatmulOptions {
   /** Use aᵀ (its last two dims swapped). */
@@ -41,28 +43,6 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   }
   broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2));
   const [y] = runOp('matmul', [a, b], { transposeA, transposeB });
-  const aShape = a.shape;
-  const bShape = b.shape;
-  const needA = a.requiresGrad;
-  const needB = b.requiresGrad;
-  return record(
-    y,
-    [a, b],
-    'matmul',
-    (dy, [as, bs]) => {
-      let ga: Tensor | null = null;
-      let gb: Tensor | null = null;
-      if (needA) {
-        // y = A·B: dA = dy·Bᵀ; with A stored transposed, dA = B·dyᵀ (in op(B) terms).
-        const g = transposeA ? matmul(bs, dy, { transposeA: transposeB, transposeB: true }) : matmul(dy, bs, { transposeB: !transposeB });
-        ga = sumToShape(g, aShape, true);
-      }
-      if (needB) {
-        const g = transposeB ? matmul(dy, as, { transposeA: true, transposeB: transposeA }) : matmul(as, dy, { transposeA: !transposeA });
-        gb = sumToShape(g, bShape, true);
-      }
-      return [ga, gb];
-    },
-    [a, b],
-  );
+  const context = { transposeA, transposeB, aShape: a.shape, bShape: b.shape, needA: a.requiresGrad, needB: b.requiresGrad };
+  return recordOp('matmul', y, [a, b], context, [a, b]);
 }

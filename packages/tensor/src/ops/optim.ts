@@ -1,4 +1,5 @@
-import { isGradEnabled, runOp } from '../engine';
+import { runOp } from '../dispatch';
+import { isGradEnabled } from '../engine';
 import { ShapeError, StateError, ValueError } from '../errors';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';

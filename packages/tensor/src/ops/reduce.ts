@@ -1,10 +1,13 @@
-import { record, runOp } from '../engine';
+import { runOp } from '../dispatch';
+import { recordOp } from '../engine';
 import { ShapeError, ValueError } from '../errors';
 import { broadcastShapes, formatShape, normalizeAxes, normalizeAxis, reducedShape, sameShape } from '../shape';
 import type { Tensor } from '../tensor';
-import { cast, div, equal, exp, mul, sub } from './elementwise';
+import { div } from './elementwise';
 import { assertFloat, assertTensor } from './helpers';
 import { reshape } from './layout';
+
+// Gradients: ops/gradients.ts.
 
 /** Repeats `x` along broadcast dimensions to `shape` (NumPy rules). */
 export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
@@ -13,10 +16,9 @@ export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   if (!sameShape(broadcastShapes('broadcastTo', x.shape, target), target)) {
     throw new ShapeError('broadcastTo', 'cannot broadcast to a smaller shape', `a shape that ${formatShape(x.shape)} broadcasts to`, formatShape(shape));
   }
-  if (sameShape(x.shape, target)) return record(x.share(), [x], 'broadcastTo', (dy) => [dy]);
+  if (sameShape(x.shape, target)) return recordOp('broadcastTo', x.share(), [x], { shape: x.shape });
   const [y] = runOp('broadcastTo', [x], { shape: target });
-  const original = x.shape;
-  return record(y, [x], 'broadcastTo', (dy) => [sumToShape(dy, original)]);
+  return recordOp('broadcastTo', y, [x], { shape: x.shape });
 }
 
 /**
@@ -52,14 +54,7 @@ function reduce(op: 'sum' | 'max', x: Tensor, axes: number | readonly number[] |
  */
 export function sum(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   const [y, list] = reduce('sum', x, axes, keepDims);
-  const kept = reducedShape(x.shape, list, true);
-  const shape = x.shape;
-  return record(y, [x], 'sum', (dy) => {
-    const k = reshape(dy, kept);
-    const g = broadcastTo(k, shape);
-    k.dispose();
-    return [g];
-  });
+  return recordOp('sum', y, [x], { shape: x.shape, kept: reducedShape(x.shape, list, true) });
 }
 
 /** Arithmetic mean over `axes` (all when omitted). */
@@ -76,23 +71,7 @@ export function mean(x: Tensor, axes?: number | readonly number[], keepDims = fa
 /** Maximum over `axes`. The gradient is split evenly between tied maxima (as PyTorch's amax). */
 export function max(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   const [y, list] = reduce('max', x, axes, keepDims);
-  const kept = reducedShape(x.shape, list, true);
-  return record(
-    y,
-    [x],
-    'max',
-    (dy, [xs, ys]) => {
-      const yk = reshape(ys, kept);
-      const hit = equal(xs, yk);
-      const mask = cast(hit, xs.dtype);
-      const count = sum(mask, list, true);
-      const share = div(reshape(dy, kept), count);
-      const g = mul(mask, share);
-      for (const t of [yk, hit, mask, count, share]) t.dispose();
-      return [g];
-    },
-    [x, y],
-  );
+  return recordOp('max', y, [x], { axes: list, kept: reducedShape(x.shape, list, true) }, [x, y]);
 }
 
 /** Softmax along `axis` (numerically stable). */
@@ -101,20 +80,7 @@ export function softmax(x: Tensor, axis = -1): Tensor {
   assertFloat('softmax', x);
   const a = normalizeAxis('softmax', axis, x.rank);
   const [y] = runOp('softmax', [x], { axis: a });
-  return record(
-    y,
-    [x],
-    'softmax',
-    (dy, [ys]) => {
-      const dyy = mul(dy, ys);
-      const s = sum(dyy, a, true);
-      const centered = sub(dy, s);
-      const g = mul(ys, centered);
-      for (const t of [dyy, s, centered]) t.dispose();
-      return [g];
-    },
-    [y],
-  );
+  return recordOp('softmax', y, [x], { axis: a }, [y]);
 }
 
 /** log(softmax(x)) along `axis`, computed without forming the softmax. */
@@ -123,18 +89,5 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
   assertFloat('logSoftmax', x);
   const a = normalizeAxis('logSoftmax', axis, x.rank);
   const [y] = runOp('logSoftmax', [x], { axis: a });
-  return record(
-    y,
-    [x],
-    'logSoftmax',
-    (dy, [ys]) => {
-      const p = exp(ys);
-      const s = sum(dy, a, true);
-      const ps = mul(p, s);
-      const g = sub(dy, ps);
-      for (const t of [p, s, ps]) t.dispose();
-      return [g];
-    },
-    [y],
-  );
+  return recordOp('logSoftmax', y, [x], { axis: a }, [y]);
 }
