@@ -102,7 +102,8 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
 
   // The products of one layer, each decided once (an H200-like device: 48 KiB, subgroups of 32).
   const device = { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32 };
-  const names = (plan: object) =>
+  type Names = { [k: string]: string | null | Names };
+  const names = (plan: object): Names =>
     Object.fromEntries(
       Object.entries(plan)
         .filter(([k]) => k !== 'kind')

@@ -1,6 +1,6 @@
 import type { DType, StorageArray } from './dtype';
 import { KernelNotFoundError, ValueError } from './errors';
-import type { OpName } from './ops/op-names';
+import type { OpAttrs, OpInputs, OpName, OpResult } from './ops/op-names';
 import type { Shape } from './shape';
 
 /** What a kernel sees of a tensor: its backend data, shape and dtype (always contiguous). */
@@ -17,15 +17,15 @@ export interface KernelOutput {
   dtype: DType;
 }
 
-export interface KernelArgs<B extends Backend = Backend> {
-  inputs: readonly TensorRef[];
-  // biome-ignore lint/suspicious/noExplicitAny: attrs are typed per op at the op boundary
-  attrs: any;
+/** What `op`'s kernel receives: its typed inputs and attributes (see `OpSpec`), and the backend it runs on. */
+export interface KernelArgs<K extends OpName = OpName, B extends Backend = Backend> {
+  inputs: OpInputs[K];
+  attrs: OpAttrs[K];
   backend: B;
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: kernels are registered for concrete backend classes
-export type KernelFn = (args: KernelArgs<any>) => KernelOutput[];
+/** `op`'s kernel on backend class `B`: one output, or a named record for the ops in `OpOutputs`. */
+export type KernelFn<K extends OpName = OpName, B extends Backend = Backend> = (args: KernelArgs<K, B>) => OpResult<K>;
 
 /** Live and peak bytes held by a backend's allocator. */
 export interface MemoryInfo {
@@ -154,10 +154,14 @@ export function getBackend(): Backend {
   return current;
 }
 
-const kernels = new Map<string, Map<string, KernelFn>>();
+/** Kernels by op and backend name; each entry is the `KernelFn<op, B>` registered for that pair. */
+const kernels = new Map<OpName, Map<string, unknown>>();
 
-/** Registers `fn` as `op`'s kernel on `backend`. A second registration for the pair throws. */
-export function registerKernel(backend: string, op: OpName, fn: KernelFn): void {
+/**
+ * Registers `fn` as `op`'s kernel on the backend named `backend` (whose class is `B`). `fn` is typed
+ * by the op's `OpSpec`: its inputs, attributes and result. A second registration for the pair throws.
+ */
+export function registerKernel<K extends OpName, B extends Backend = Backend>(backend: string, op: K, fn: KernelFn<K, B>): void {
   let byBackend = kernels.get(op);
   if (!byBackend) kernels.set(op, (byBackend = new Map()));
   if (byBackend.has(backend))
@@ -174,8 +178,10 @@ export function hasKernel(backend: string, op: OpName): boolean {
   return kernels.get(op)?.has(backend) ?? false;
 }
 
-export function getKernel(backend: string, op: OpName): KernelFn {
+/** `op`'s kernel on the backend named `backend`; `KernelNotFoundError` names the backends that have one. */
+export function getKernel<K extends OpName>(backend: string, op: K): KernelFn<K> {
   const fn = kernels.get(op)?.get(backend);
   if (!fn) throw new KernelNotFoundError(op, backend, [...(kernels.get(op)?.keys() ?? [])]);
-  return fn;
+  // Registered by registerKernel for this op, on the backend of this name.
+  return fn as KernelFn<K>;
 }

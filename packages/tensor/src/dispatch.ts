@@ -1,6 +1,6 @@
-import { type Backend, getKernel } from './backend';
+import { type Backend, getKernel, type KernelOutput } from './backend';
 import { ValueError } from './errors';
-import type { OpAttrs, OpName } from './ops/op-names';
+import type { OpAttrs, OpInputs, OpName, OpResult } from './ops/op-names';
 import { Tensor } from './tensor';
 
 function commonBackend(op: string, inputs: readonly Tensor[]): Backend {
@@ -18,10 +18,23 @@ function commonBackend(op: string, inputs: readonly Tensor[]): Backend {
   return backend;
 }
 
-/** Dispatches `op` to the inputs' backend and wraps the kernel's outputs as tensors. */
-export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend): Tensor[] {
+/**
+ * Dispatches `op` to the inputs' backend and wraps the kernel's result as tensors: one tensor, or
+ * for the ops in `OpOutputs` a record of them by name.
+ */
+export function runOp<K extends OpName>(op: K, inputs: readonly Tensor[], attrs: OpAttrs[K], backend?: Backend): OpResult<K, Tensor> {
   const target = backend ?? commonBackend(op, inputs);
   const kernel = getKernel(target.name, op);
-  const outputs = kernel({ inputs: inputs.map((t) => t.ref(op)), attrs, backend: target });
-  return outputs.map((o) => Tensor.fromBackendData(target, o.data, o.shape, o.dtype));
+  // The op's function validated the inputs against its OpInputs entry.
+  const refs = inputs.map((t) => t.ref(op)) as unknown as OpInputs[K];
+  const result: KernelOutput | Record<string, KernelOutput | undefined> = kernel({ inputs: refs, attrs, backend: target });
+  const wrap = (o: KernelOutput) => Tensor.fromBackendData(target, o.data, o.shape, o.dtype);
+  if (isOutput(result)) return wrap(result) as OpResult<K, Tensor>;
+  const named: Record<string, Tensor> = {};
+  for (const [name, o] of Object.entries(result)) if (o) named[name] = wrap(o);
+  return named as OpResult<K, Tensor>;
+}
+
+function isOutput(o: object): o is KernelOutput {
+  return 'data' in o && 'shape' in o && 'dtype' in o;
 }

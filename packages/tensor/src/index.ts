@@ -55,7 +55,20 @@ export { DTypeError, FormatError, GPUError, KernelNotFoundError, MetalLoRAError,
 export * from './ops/all';
 export { square } from './ops/elementwise';
 export type { Operand } from './ops/helpers';
-export { BINARY_OPS, type BinaryOp, OP_NAMES, type OpAttrs, type OpName, UNARY_OPS, type UnaryOp } from './ops/op-names';
+export {
+  BINARY_OPS,
+  type BinaryOp,
+  type NamedOutputOp,
+  OP_NAMES,
+  type OpAttrs,
+  type OpInputs,
+  type OpName,
+  type OpOutputs,
+  type OpResult,
+  type OpSpec,
+  UNARY_OPS,
+  type UnaryOp,
+} from './ops/op-names';
 export { dropoutKeep, manualSeed, mix32, nextSeed, randomBits, uniformAt } from './random';
 export { keep, tidy } from './scope';
 export { broadcastShapes, broadcastStrides, formatShape, MAX_TENSOR_ELEMENTS, reducedShape as reducedShapeOf, type Shape, sizeOf, stridesOf } from './shape';

@@ -1,11 +1,17 @@
 import * as T from '../src/index';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import {
   add,
   concat,
   DTypeError,
   gather,
   getKernel,
+  type KernelArgs,
+  type KernelFn,
+  type KernelOutput,
+  type OpResult,
+  type Tensor,
+  type TensorRef,
   KernelNotFoundError,
   loraLinear,
   matmul,
@@ -89,9 +95,19 @@ describe('kernel and backend registry', () => {
       "matmul: no kernel registered for backend 'webgpu-test'; expected one of the backends that have it: cpu, got 'webgpu-test'",
     );
   });
+  it('a kernel is typed by its op: inputs, attributes and result (checked by the typecheck)', () => {
+    expectTypeOf<KernelArgs<'matmul'>['attrs']>().toEqualTypeOf<{ transposeA: boolean; transposeB: boolean }>();
+    expectTypeOf<KernelArgs<'rmsNorm'>['inputs']>().toEqualTypeOf<readonly [x: TensorRef, weight: TensorRef]>();
+    expectTypeOf<OpResult<'exp'>>().toEqualTypeOf<KernelOutput>();
+    expectTypeOf<OpResult<'rmsNorm'>>().toEqualTypeOf<{ y: KernelOutput; rstd: KernelOutput }>();
+    expectTypeOf<OpResult<'loraLinearBackward', Tensor>>().toEqualTypeOf<{ dx?: Tensor; dA?: Tensor; dB?: Tensor; dWeight?: Tensor; dBias?: Tensor }>();
+    expectTypeOf(registerKernel<'matmul'>)
+      .parameter(2)
+      .toEqualTypeOf<KernelFn<'matmul'>>();
+  });
   it('a duplicate registration throws; unregister allows a new one', () => {
-    expect(() => registerKernel('cpu', 'exp', () => [])).toThrow(/already registered/);
-    const fn = () => [];
+    const fn = ({ inputs: [x] }: KernelArgs<'exp'>) => ({ data: x.data, shape: [...x.shape], dtype: x.dtype });
+    expect(() => registerKernel('cpu', 'exp', fn)).toThrow(/already registered/);
     registerKernel('test-backend', 'exp', fn);
     expect(getKernel('test-backend', 'exp')).toBe(fn);
     unregisterKernel('test-backend', 'exp');

@@ -51,7 +51,7 @@ describe('loraLinear (CPU reference)', () => {
   });
 
   it('backward asks only for the gradients that are needed (frozen weight, x without grad)', () => {
-    const seen: Record<string, boolean>[] = [];
+    const seen: Record<string, boolean | number>[] = [];
     const cpuBackward = getKernel('cpu', 'loraLinearBackward');
     unregisterKernel('cpu', 'loraLinearBackward');
     registerKernel('cpu', 'loraLinearBackward', (args) => {

@@ -1,4 +1,5 @@
-import { type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
+import { type KernelOutput, type OpOutputs, registerKernel, sizeOf, type TensorRef } from '@metal-lora/tensor';
+import type { GpuData, WebGPUBackend } from '../backend';
 import gatedSource from '../wgsl/gated-act.wgsl';
 import normSource from '../wgsl/rms-norm.wgsl';
 import ropeSource from '../wgsl/rope.wgsl';
@@ -7,36 +8,47 @@ import { type Args, buf, enableFor, grid1d, gridRows, out, shader, typeOf, unifo
 
 // The fused transformer-block ops: one dispatch each where the composition took five to twenty.
 
-/** `rmsNorm` ([x, weight] → [y, rstd]) and its backward ([dy, x, weight, rstd] → [dx]): one workgroup per row. */
-function rmsNormKernel(backward: boolean) {
-  return ({ inputs, attrs, backend }: Args): KernelOutput[] => {
-    const op = backward ? 'rmsNormBackward' : 'rmsNorm';
-    const [x, weight] = backward ? inputs.slice(1, 3) : inputs;
-    const dy = backward ? inputs[0] : null;
-    const saved = backward ? inputs[3] : null;
-    const t = typeOf(backend, x.dtype, op);
-    const [rows, d] = x.shape;
-    const y = backend.allocate(x.dtype, rows * d, `${op} out`);
-    const rstd = saved ? null : backend.allocate(x.dtype, rows, 'rmsNorm rstd');
-    const { workgroups, gridX } = gridRows(rows);
-    const { key, source } = shader('rms-norm', normSource, { ENABLE: enableFor(t), T: t, BACKWARD: backward ? '1' : '0' });
-    if (rows > 0)
-      backend.dispatch({
-        key,
-        source,
-        constants: { OFFSET: attrs.offset ? 1 : 0 },
-        buffers: [buf(x), buf(weight), y.buffer, saved ? buf(saved) : rstd!.buffer, dy ? buf(dy) : null],
-        uniform: uniform([rows, d, gridX, { f32: backward ? 0 : attrs.eps }]),
-        workgroups,
-        label: op,
-      });
-    const outputs = [out(y, [rows, d], x.dtype)];
-    if (rstd) outputs.push(out(rstd, [rows], x.dtype));
-    return outputs;
-  };
+/**
+ * `rmsNorm` ([x, weight] → y, rstd) or, with `backward` (dy and the saved rstd), its backward
+ * ([dy, x, weight, rstd] → dx): one workgroup per row.
+ */
+function recordRmsNorm(
+  backend: WebGPUBackend,
+  x: TensorRef,
+  weight: TensorRef,
+  attrs: { eps?: number; offset: boolean },
+  backward: { dy: TensorRef; rstd: TensorRef } | null,
+): { y: GpuData; rstd: GpuData | null } {
+  const op = backward ? 'rmsNormBackward' : 'rmsNorm';
+  const t = typeOf(backend, x.dtype, op);
+  const [rows, d] = x.shape;
+  const y = backend.allocate(x.dtype, rows * d, `${op} out`);
+  const rstd = backward ? null : backend.allocate(x.dtype, rows, 'rmsNorm rstd');
+  const { workgroups, gridX } = gridRows(rows);
+  const { key, source } = shader('rms-norm', normSource, { ENABLE: enableFor(t), T: t, BACKWARD: backward ? '1' : '0' });
+  if (rows > 0)
+    backend.dispatch({
+      key,
+      source,
+      constants: { OFFSET: attrs.offset ? 1 : 0 },
+      buffers: [buf(x), buf(weight), y.buffer, backward ? buf(backward.rstd) : rstd!.buffer, backward ? buf(backward.dy) : null],
+      uniform: uniform([rows, d, gridX, { f32: backward ? 0 : attrs.eps! }]),
+      workgroups,
+      label: op,
+    });
+  return { y, rstd };
 }
 
-function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args): KernelOutput[] {
+function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args<'rmsNorm'>): OpOutputs['rmsNorm'] {
+  const { y, rstd } = recordRmsNorm(backend, x, weight, attrs, null);
+  return { y: out(y, [...x.shape], x.dtype), rstd: out(rstd!, [x.shape[0]], x.dtype) };
+}
+
+function rmsNormBackwardKernel({ inputs: [dy, x, weight, rstd], attrs, backend }: Args<'rmsNormBackward'>): KernelOutput {
+  return out(recordRmsNorm(backend, x, weight, attrs, { dy, rstd }).y, [...x.shape], x.dtype);
+}
+
+function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): KernelOutput {
   const t = typeOf(backend, x.dtype, 'rope');
   const [B, H, T, dh] = attrs.transposeIn ? [x.shape[0], x.shape[2], x.shape[1], x.shape[3]] : x.shape;
   const n = sizeOf(x.shape);
@@ -58,37 +70,50 @@ function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args): KernelOutp
       workgroups,
       label: 'rope',
     });
-  return [out(y, attrs.transposeOut ? [B, T, H, dh] : [B, H, T, dh], x.dtype)];
+  return out(y, attrs.transposeOut ? [B, T, H, dh] : [B, H, T, dh], x.dtype);
 }
 
-function gatedKernel(backward: boolean) {
-  return ({ inputs, attrs, backend }: Args): KernelOutput[] => {
-    const dy = backward ? inputs[0] : null;
-    const [gate, up] = backward ? inputs.slice(1) : inputs;
-    const t = typeOf(backend, gate.dtype, backward ? 'gatedActivationBackward' : 'gatedActivation');
-    const n = sizeOf(gate.shape);
-    const first = backend.allocate(gate.dtype, n, backward ? 'gatedActivation dGate' : 'gatedActivation out');
-    const dUp = backward ? backend.allocate(gate.dtype, n, 'gatedActivation dUp') : null;
-    const { workgroups, gridX } = grid1d(n);
-    const { key, source } = shader('gated-act', gatedSource, { ENABLE: enableFor(t), T: t, BACKWARD: backward ? '1' : '0' });
-    if (n > 0)
-      backend.dispatch({
-        key,
-        source,
-        constants: { ACT: attrs.activation === 'silu' ? 0 : 1 },
-        buffers: [buf(gate), buf(up), first.buffer, dy ? buf(dy) : null, dUp ? dUp.buffer : null],
-        uniform: uniform([n, gridX]),
-        workgroups,
-        label: backward ? 'gatedActivationBackward' : 'gatedActivation',
-      });
-    const shape = [...gate.shape];
-    return dUp ? [out(first, shape, gate.dtype), out(dUp, shape, gate.dtype)] : [out(first, shape, gate.dtype)];
-  };
+/** `gatedActivation` ([gate, up] → act(gate)·up) or, given dy, its backward (→ dGate, dUp). */
+function recordGated(
+  backend: WebGPUBackend,
+  gate: TensorRef,
+  up: TensorRef,
+  activation: 'silu' | 'gelu_tanh',
+  dy: TensorRef | null,
+): { first: GpuData; dUp: GpuData | null } {
+  const backward = dy !== null;
+  const t = typeOf(backend, gate.dtype, backward ? 'gatedActivationBackward' : 'gatedActivation');
+  const n = sizeOf(gate.shape);
+  const first = backend.allocate(gate.dtype, n, backward ? 'gatedActivation dGate' : 'gatedActivation out');
+  const dUp = backward ? backend.allocate(gate.dtype, n, 'gatedActivation dUp') : null;
+  const { workgroups, gridX } = grid1d(n);
+  const { key, source } = shader('gated-act', gatedSource, { ENABLE: enableFor(t), T: t, BACKWARD: backward ? '1' : '0' });
+  if (n > 0)
+    backend.dispatch({
+      key,
+      source,
+      constants: { ACT: activation === 'silu' ? 0 : 1 },
+      buffers: [buf(gate), buf(up), first.buffer, dy ? buf(dy) : null, dUp ? dUp.buffer : null],
+      uniform: uniform([n, gridX]),
+      workgroups,
+      label: backward ? 'gatedActivationBackward' : 'gatedActivation',
+    });
+  return { first, dUp };
+}
+
+function gatedKernel({ inputs: [gate, up], attrs, backend }: Args<'gatedActivation'>): KernelOutput {
+  return out(recordGated(backend, gate, up, attrs.activation, null).first, [...gate.shape], gate.dtype);
+}
+
+function gatedBackwardKernel({ inputs: [dy, gate, up], attrs, backend }: Args<'gatedActivationBackward'>): OpOutputs['gatedActivationBackward'] {
+  const { first, dUp } = recordGated(backend, gate, up, attrs.activation, dy);
+  const shape = [...gate.shape];
+  return { dGate: out(first, shape, gate.dtype), dUp: out(dUp!, shape, gate.dtype) };
 }
 
 /** `maskedSoftmax` ([x, mask]) and its backward ([dy, y]): one workgroup per row of the last axis. */
-function maskedSoftmaxKernel(backward: boolean) {
-  return ({ inputs: [a, b], attrs, backend }: Args): KernelOutput[] => {
+function maskedSoftmaxKernel<K extends 'maskedSoftmax' | 'maskedSoftmaxBackward'>(backward: K extends 'maskedSoftmaxBackward' ? true : false) {
+  return ({ inputs: [a, b], attrs, backend }: Args<K>): KernelOutput => {
     const op = backward ? 'maskedSoftmaxBackward' : 'maskedSoftmax';
     const [x, mask] = backward ? [b, a] : [a, b]; // backward: y in the x slot, dy in the mask slot
     const t = typeOf(backend, x.dtype, op);
@@ -109,16 +134,16 @@ function maskedSoftmaxKernel(backward: boolean) {
         workgroups,
         label: op,
       });
-    return [out(y, [...x.shape], x.dtype)];
+    return out(y, [...x.shape], x.dtype);
   };
 }
 
 export function registerBlockKernels(): void {
-  registerKernel('webgpu', 'maskedSoftmax', maskedSoftmaxKernel(false));
-  registerKernel('webgpu', 'maskedSoftmaxBackward', maskedSoftmaxKernel(true));
-  registerKernel('webgpu', 'rmsNorm', rmsNormKernel(false));
-  registerKernel('webgpu', 'rmsNormBackward', rmsNormKernel(true));
+  registerKernel('webgpu', 'maskedSoftmax', maskedSoftmaxKernel<'maskedSoftmax'>(false));
+  registerKernel('webgpu', 'maskedSoftmaxBackward', maskedSoftmaxKernel<'maskedSoftmaxBackward'>(true));
+  registerKernel('webgpu', 'rmsNorm', rmsNormKernel);
+  registerKernel('webgpu', 'rmsNormBackward', rmsNormBackwardKernel);
   registerKernel('webgpu', 'rope', ropeKernel);
-  registerKernel('webgpu', 'gatedActivation', gatedKernel(false));
-  registerKernel('webgpu', 'gatedActivationBackward', gatedKernel(true));
+  registerKernel('webgpu', 'gatedActivation', gatedKernel);
+  registerKernel('webgpu', 'gatedActivationBackward', gatedBackwardKernel);
 }

@@ -1,8 +1,8 @@
-import { type DType, DTypeError, type KernelArgs, type KernelOutput, type TensorRef } from '@metal-lora/tensor';
+import { type DType, DTypeError, type KernelArgs, type KernelOutput, type OpName, type TensorRef } from '@metal-lora/tensor';
 import { type GpuData, type WebGPUBackend, wgslType } from '../backend';
 import { specialize } from '../shader';
 
-export type Args = KernelArgs<WebGPUBackend>;
+export type Args<K extends OpName = OpName> = KernelArgs<K, WebGPUBackend>;
 
 export const WG = 256;
 

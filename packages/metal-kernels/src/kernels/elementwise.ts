@@ -22,7 +22,7 @@ const UNARY_CODES: Record<UnaryOp, number> = { neg: 0, exp: 1, log: 2, sqrt: 3, 
 const BINARY_CODES: Record<BinaryOp, number> = { add: 0, sub: 1, mul: 2, div: 3, pow: 4, maximum: 5, equal: 6, greater: 7, less: 8 };
 
 function unaryKernel(op: UnaryOp) {
-  return ({ inputs: [x], attrs, backend }: Args): KernelOutput[] => {
+  return ({ inputs: [x], attrs, backend }: Args<UnaryOp>): KernelOutput => {
     const t = typeOf(backend, x.dtype, op);
     const n = sizeOf(x.shape);
     const y = backend.allocate(x.dtype, n, `${op} out`);
@@ -32,13 +32,13 @@ function unaryKernel(op: UnaryOp) {
     const constants: Record<string, number> = { OP: UNARY_CODES[op] };
     if (op === 'gelu') constants.GELU_TANH = attrs.approximate === 'tanh' ? 1 : 0;
     backend.dispatch({ key, source, constants, buffers: [buf(x), y.buffer], uniform: uniform([n, gridX]), workgroups, label: op });
-    return [out(y, [...x.shape], x.dtype)];
+    return out(y, [...x.shape], x.dtype);
   };
 }
 
 function binaryKernel(op: BinaryOp) {
   const compare = op === 'equal' || op === 'greater' || op === 'less';
-  return ({ inputs: [a, b], backend }: Args): KernelOutput[] => {
+  return ({ inputs: [a, b], backend }: Args<BinaryOp>): KernelOutput => {
     const t = typeOf(backend, a.dtype, op);
     const shape = broadcastShapes(op, a.shape, b.shape);
     const n = sizeOf(shape);
@@ -51,11 +51,11 @@ function binaryKernel(op: BinaryOp) {
     const { key, source } = shader('binary', binarySource, { ENABLE: enableFor(t), T: t, O: o, C: c, POW: pow });
     const params = uniform([n, shape.length, gridX, 0, ...vec8(shape), ...vec8(broadcastStrides(a.shape, shape)), ...vec8(broadcastStrides(b.shape, shape))]);
     backend.dispatch({ key, source, constants: { OP: BINARY_CODES[op] }, buffers: [buf(a), buf(b), y.buffer], uniform: params, workgroups, label: op });
-    return [out(y, shape, dtype)];
+    return out(y, shape, dtype);
   };
 }
 
-function whereKernel({ inputs: [cond, a, b], backend }: Args): KernelOutput[] {
+function whereKernel({ inputs: [cond, a, b], backend }: Args<'where'>): KernelOutput {
   const t = typeOf(backend, a.dtype, 'where');
   const tc = typeOf(backend, cond.dtype, 'where');
   const shape = broadcastShapes('where', cond.shape, a.shape, b.shape);
@@ -74,10 +74,10 @@ function whereKernel({ inputs: [cond, a, b], backend }: Args): KernelOutput[] {
     ...vec8(broadcastStrides(b.shape, shape)),
   ]);
   backend.dispatch({ key, source, buffers: [buf(cond), buf(a), buf(b), y.buffer], uniform: params, workgroups, label: 'where' });
-  return [out(y, shape, a.dtype)];
+  return out(y, shape, a.dtype);
 }
 
-function castKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
+function castKernel({ inputs: [x], attrs, backend }: Args<'cast'>): KernelOutput {
   const to: DType = attrs.dtype;
   const ti = typeOf(backend, x.dtype, 'cast');
   const tt = typeOf(backend, to, 'cast');
@@ -88,7 +88,7 @@ function castKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
   const convert = to === 'bool' ? `select(0u, 1u, x[i] != ${ti}(0))` : `${tt}(x[i])`;
   const { key, source } = shader('cast', castSource, { ENABLE: enableFor(ti, tt), TI: ti, TO: tt, CONVERT: convert });
   backend.dispatch({ key, source, buffers: [buf(x), y.buffer], uniform: uniform([n, gridX]), workgroups, label: 'cast' });
-  return [out(y, [...x.shape], to)];
+  return out(y, [...x.shape], to);
 }
 
 /** Fills a fresh buffer of `n` elements with `value`. */

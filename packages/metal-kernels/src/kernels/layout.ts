@@ -59,19 +59,17 @@ export function permuteData(
   return y;
 }
 
-function transposeKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
+function transposeKernel({ inputs: [x], attrs, backend }: Args<'transpose'>): KernelOutput {
   const perm: number[] = attrs.perm;
   const y = permuteData(backend, { buffer: buf(x), shape: x.shape, dtype: x.dtype }, perm, 'transpose');
-  return [
-    out(
-      y,
-      perm.map((p) => x.shape[p]),
-      x.dtype,
-    ),
-  ];
+  return out(
+    y,
+    perm.map((p) => x.shape[p]),
+    x.dtype,
+  );
 }
 
-function broadcastToKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
+function broadcastToKernel({ inputs: [x], attrs, backend }: Args<'broadcastTo'>): KernelOutput {
   const shape: number[] = attrs.shape;
   const y = backend.allocate(x.dtype, sizeOf(shape), 'broadcastTo');
   stridedCopy(
@@ -82,29 +80,29 @@ function broadcastToKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[
     { shape, srcOffset: 0, srcStrides: broadcastStrides(x.shape, shape), dstOffset: 0, dstStrides: stridesOf(shape) },
     'broadcastTo',
   );
-  return [out(y, [...shape], x.dtype)];
+  return out(y, [...shape], x.dtype);
 }
 
-function sliceKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
+function sliceKernel({ inputs: [x], attrs, backend }: Args<'slice'>): KernelOutput {
   const { begin, size }: { begin: number[]; size: number[] } = attrs;
   const strides = stridesOf(x.shape);
   const y = backend.allocate(x.dtype, sizeOf(size), 'slice');
   const srcOffset = begin.reduce((acc, b, d) => acc + b * strides[d], 0);
   stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape: size, srcOffset, srcStrides: strides, dstOffset: 0, dstStrides: stridesOf(size) }, 'slice');
-  return [out(y, [...size], x.dtype)];
+  return out(y, [...size], x.dtype);
 }
 
-function padKernel({ inputs: [x], attrs, backend }: Args): KernelOutput[] {
+function padKernel({ inputs: [x], attrs, backend }: Args<'pad'>): KernelOutput {
   const paddings: [number, number][] = attrs.paddings;
   const outShape = x.shape.map((d, i) => d + paddings[i][0] + paddings[i][1]);
   const y = fill(backend, x.dtype, sizeOf(outShape), attrs.value, 'pad');
   const outStrides = stridesOf(outShape);
   const dstOffset = paddings.reduce((acc, [before], d) => acc + before * outStrides[d], 0);
   stridedCopy(backend, x.dtype, buf(x), y.buffer, { shape: x.shape, srcOffset: 0, srcStrides: stridesOf(x.shape), dstOffset, dstStrides: outStrides }, 'pad');
-  return [out(y, outShape, x.dtype)];
+  return out(y, outShape, x.dtype);
 }
 
-function concatKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
+function concatKernel({ inputs, attrs, backend }: Args<'concat'>): KernelOutput {
   const axis: number = attrs.axis;
   const first = inputs[0];
   const outShape = [...first.shape];
@@ -123,10 +121,10 @@ function concatKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
     );
     offset += t.shape[axis];
   }
-  return [out(y, outShape, first.dtype)];
+  return out(y, outShape, first.dtype);
 }
 
-function gatherKernel({ inputs: [table, indices], attrs, backend }: Args): KernelOutput[] {
+function gatherKernel({ inputs: [table, indices], attrs, backend }: Args<'gather'>): KernelOutput {
   const axis: number = attrs.axis;
   const t = typeOf(backend, table.dtype, 'gather');
   const outer = sizeOf(table.shape.slice(0, axis));
@@ -147,10 +145,10 @@ function gatherKernel({ inputs: [table, indices], attrs, backend }: Args): Kerne
       workgroups,
       label: 'gather',
     });
-  return [out(y, outShape, table.dtype)];
+  return out(y, outShape, table.dtype);
 }
 
-function scatterAddKernel({ inputs: [indices, updates], attrs, backend }: Args): KernelOutput[] {
+function scatterAddKernel({ inputs: [indices, updates], attrs, backend }: Args<'scatterAdd'>): KernelOutput {
   const axis: number = attrs.axis;
   const shape: number[] = attrs.shape;
   const t = typeOf(backend, updates.dtype, 'scatterAdd');
@@ -170,7 +168,7 @@ function scatterAddKernel({ inputs: [indices, updates], attrs, backend }: Args):
       workgroups,
       label: 'scatterAdd',
     });
-  return [out(y, [...shape], updates.dtype)];
+  return out(y, [...shape], updates.dtype);
 }
 
 export function registerLayoutKernels(): void {

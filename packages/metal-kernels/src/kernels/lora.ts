@@ -1,4 +1,4 @@
-import { type DType, type KernelOutput, registerKernel } from '@metal-lora/tensor';
+import { type DType, type OpOutputs, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
 import { recordLoraDual } from '../gemm/lora-dual';
 import { gemmDevice, gemmOutput, recordGemm } from '../gemm/record';
@@ -42,7 +42,7 @@ function record(backend: WebGPUBackend, dtype: DType, p: Product, ops: Omit<Gemm
  * the selector's plan says (`selectLoraForward`): T riding along the pass over W at decode, the
  * LoRA term fused into the base GEMM, or products accumulating into the same output buffer.
  */
-function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
+function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOutputs['loraLinear'] {
   const [x, w, a, b, bias] = inputs;
   const dtype = x.dtype;
   const [M, inF] = x.shape;
@@ -50,13 +50,13 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
   const r = a.shape[0];
   const { dims, device } = layer(backend, { M, inF, outF, r, dtype });
   const plan = selectLoraForward({ ...dims, dropout: attrs.dropout }, device, backend.overrides);
-  const biasBuf = attrs.hasBias ? buf(bias) : undefined;
+  const biasBuf = attrs.hasBias && bias ? buf(bias) : undefined;
   if (plan.kind === 'along') {
     const t = gemmOutput(backend, dtype, 1, M, r);
     const y = gemmOutput(backend, dtype, 1, M, outF);
     record(backend, dtype, plan.y, { a: buf(x), b: buf(w), c: y.buffer, bias: biasBuf, alpha: 1, beta: 0, concatN: { b: buf(a), c: t.buffer, rows: r } });
     record(backend, dtype, plan.term, { a: t.buffer, b: buf(b), c: y.buffer, alpha: attrs.scale, beta: 1 });
-    return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
+    return { y: out(y, [M, outF], dtype), t: out(t, [M, r], dtype) };
   }
   const xd = attrs.dropout > 0 ? dropoutData(backend, dtype, buf(x), M * inF, attrs.dropout, attrs.seed) : null;
   const t = gemmOutput(backend, dtype, 1, M, r);
@@ -77,11 +77,11 @@ function loraLinearKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
     record(backend, dtype, plan.y, { a: buf(x), b: buf(w), c: y.buffer, bias: biasBuf, alpha: 1, beta: 0 });
     record(backend, dtype, plan.term, { a: t.buffer, b: buf(b), c: y.buffer, alpha: attrs.scale, beta: 1 });
   }
-  return [out(y, [M, outF], dtype), out(t, [M, r], dtype)];
+  return { y: out(y, [M, outF], dtype), t: out(t, [M, r], dtype) };
 }
 
 /** The gradients of loraLinear, each requested one on the selector's products (`selectLoraBackward`; see the op's CPU reference). */
-function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutput[] {
+function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBackward'>): OpOutputs['loraLinearBackward'] {
   const [dy, x, w, a, b, t] = inputs;
   const dtype = dy.dtype;
   const [M, outF] = dy.shape;
@@ -90,7 +90,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
   const { scale: s, dropout: p } = attrs;
   const { dims, device } = layer(backend, { M, inF, outF, r, dtype });
   const plan = selectLoraBackward(dims, attrs, device, backend.overrides);
-  const outputs: KernelOutput[] = [];
+  const outputs: OpOutputs['loraLinearBackward'] = {};
   // U = s·dy·B [M, r] (for dx and dA) and dB = s·dyᵀ·T [out, r], from one read of dy where the dual kernel applies.
   let dB: GpuData | null = null;
   let u: GpuData;
@@ -110,7 +110,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
       beta: 0,
       lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined },
     });
-    outputs.push(out(dx, [M, inF], dtype));
+    outputs.dx = out(dx, [M, inF], dtype);
   } else if (plan.dx) {
     // dx = dropout(U·A) + dy·W: the LoRA term first, then the base product accumulates onto it.
     let dx = gemmOutput(backend, dtype, 1, M, inF);
@@ -121,7 +121,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
       dx = masked;
     }
     record(backend, dtype, plan.dx.base, { a: buf(dy), b: buf(w), c: dx.buffer, alpha: 1, beta: 1 });
-    outputs.push(out(dx, [M, inF], dtype));
+    outputs.dx = out(dx, [M, inF], dtype);
   }
   if (plan.dA) {
     const xd = p > 0 ? dropoutData(backend, dtype, buf(x), M * inF, p, attrs.seed) : null;
@@ -139,7 +139,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
       });
     } else record(backend, dtype, plan.dA, { a: u.buffer, b: xd?.buffer ?? buf(x), c: dA.buffer, alpha: 1, beta: 0 });
     if (xd) backend.release(xd.buffer);
-    outputs.push(out(dA, [r, inF], dtype));
+    outputs.dA = out(dA, [r, inF], dtype);
   }
   backend.release(u.buffer);
   if (attrs.needB) {
@@ -147,19 +147,19 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args): KernelOutpu
       dB = gemmOutput(backend, dtype, 1, outF, r);
       record(backend, dtype, plan.dB, { a: buf(dy), b: buf(t), c: dB.buffer, alpha: s, beta: 0 });
     }
-    outputs.push(out(dB!, [outF, r], dtype));
+    outputs.dB = out(dB!, [outF, r], dtype);
   }
   if (plan.dWeight) {
     const dW = gemmOutput(backend, dtype, 1, outF, inF);
     record(backend, dtype, plan.dWeight, { a: buf(dy), b: buf(x), c: dW.buffer, alpha: 1, beta: 0 });
-    outputs.push(out(dW, [outF, inF], dtype));
+    outputs.dWeight = out(dW, [outF, inF], dtype);
   }
   if (plan.dBias) {
     const ones = fill(backend, dtype, M, 1, 'ones');
     const dBias = gemmOutput(backend, dtype, 1, 1, outF);
     record(backend, dtype, plan.dBias, { a: ones.buffer, b: buf(dy), c: dBias.buffer, alpha: 1, beta: 0 });
     backend.release(ones.buffer);
-    outputs.push(out(dBias, [outF], dtype));
+    outputs.dBias = out(dBias, [outF], dtype);
   }
   return outputs;
 }

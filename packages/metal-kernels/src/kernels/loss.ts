@@ -1,10 +1,10 @@
-import { type KernelOutput, registerKernel } from '@metal-lora/tensor';
+import { type KernelOutput, type OpOutputs, registerKernel } from '@metal-lora/tensor';
 import backwardSource from '../wgsl/cross-entropy-backward.wgsl';
 import forwardSource from '../wgsl/cross-entropy.wgsl';
 import { type Args, buf, enableFor, grid1d, gridRows, out, shader, typeOf, uniform } from './common';
 
 /** `softmaxCrossEntropy`: one workgroup per row, one pass (cross-entropy.wgsl). */
-function crossEntropyKernel({ inputs: [logits, targets, weights], backend }: Args): KernelOutput[] {
+function crossEntropyKernel({ inputs: [logits, targets, weights], backend }: Args<'softmaxCrossEntropy'>): OpOutputs['softmaxCrossEntropy'] {
   const t = typeOf(backend, logits.dtype, 'softmaxCrossEntropy');
   const [rows, len] = logits.shape;
   const loss = backend.allocate(logits.dtype, rows, 'softmaxCrossEntropy loss');
@@ -20,11 +20,11 @@ function crossEntropyKernel({ inputs: [logits, targets, weights], backend }: Arg
       workgroups,
       label: 'softmaxCrossEntropy',
     });
-  return [out(loss, [rows], logits.dtype), out(lse, [rows], logits.dtype)];
+  return { loss: out(loss, [rows], logits.dtype), logsumexp: out(lse, [rows], logits.dtype) };
 }
 
 /** `softmaxCrossEntropyBackward`: elementwise over the logits (cross-entropy-backward.wgsl). */
-function crossEntropyBackwardKernel({ inputs: [logits, targets, weights, lse, dloss], backend }: Args): KernelOutput[] {
+function crossEntropyBackwardKernel({ inputs: [logits, targets, weights, lse, dloss], backend }: Args<'softmaxCrossEntropyBackward'>): KernelOutput {
   const t = typeOf(backend, logits.dtype, 'softmaxCrossEntropyBackward');
   const [rows, len] = logits.shape;
   const n = rows * len;
@@ -40,7 +40,7 @@ function crossEntropyBackwardKernel({ inputs: [logits, targets, weights, lse, dl
       workgroups,
       label: 'softmaxCrossEntropyBackward',
     });
-  return [out(dx, [rows, len], logits.dtype)];
+  return out(dx, [rows, len], logits.dtype);
 }
 
 export function registerLossKernels(): void {

@@ -3,7 +3,7 @@ import { gemmOutput, recordGemm } from '../gemm/record';
 import { type Args, buf, out } from './common';
 import { stridedCopy } from './layout';
 
-function matmulKernel({ inputs: [a, b], attrs, backend }: Args): KernelOutput[] {
+function matmulKernel({ inputs: [a, b], attrs, backend }: Args<'matmul'>): KernelOutput {
   const transA: boolean = attrs.transposeA;
   const transB: boolean = attrs.transposeB;
   const ra = a.shape.length;
@@ -50,7 +50,7 @@ function matmulKernel({ inputs: [a, b], attrs, backend }: Args): KernelOutput[] 
     if (A.temp) backend.release(A.temp.buffer);
     if (B.temp) backend.release(B.temp.buffer);
   }
-  return [out(c, [...batchShape, M, N], a.dtype)];
+  return out(c, [...batchShape, M, N], a.dtype);
 }
 
 export function registerMatmulKernel(): void {

@@ -1,12 +1,13 @@
 import { type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
+import type { WebGPUBackend } from '../backend';
 import adamSource from '../wgsl/adam.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 
 /**
  * `adamUpdate` (to new buffers) and `adamUpdateInPlace` (into param, m and v): one dispatch for
- * the whole step of one parameter (adam.wgsl).
+ * the whole step of one parameter (adam.wgsl). Returns param', m' and v', or nothing in place.
  */
-function adamStep({ inputs: [param, grad, m, v], attrs, backend }: Args, inPlace: boolean): KernelOutput[] {
+function adamStep({ inputs: [param, grad, m, v], attrs, backend }: Args<'adamUpdate' | 'adamUpdateInPlace'>, inPlace: boolean): KernelOutput[] {
   const t = typeOf(backend, param.dtype, 'adamUpdate');
   const n = sizeOf(param.shape);
   const outs = inPlace ? [] : ['param', 'm', 'v'].map((name) => backend.allocate(param.dtype, n, `adamUpdate ${name}`));
@@ -32,6 +33,12 @@ function adamStep({ inputs: [param, grad, m, v], attrs, backend }: Args, inPlace
 }
 
 export function registerOptimizerKernels(): void {
-  registerKernel('webgpu', 'adamUpdate', (args: Args) => adamStep(args, false));
-  registerKernel('webgpu', 'adamUpdateInPlace', (args: Args) => adamStep(args, true));
+  registerKernel<'adamUpdate', WebGPUBackend>('webgpu', 'adamUpdate', (args) => {
+    const [param, m, v] = adamStep(args, false);
+    return { param, m, v };
+  });
+  registerKernel<'adamUpdateInPlace', WebGPUBackend>('webgpu', 'adamUpdateInPlace', (args) => {
+    adamStep(args, true);
+    return {};
+  });
 }

@@ -5,7 +5,7 @@ import { type Args, buf, enableFor, gridRows, out, shader, typeOf, uniform } fro
 import { permuteData } from './layout';
 
 /** Moves `axes` to the end (no copy when they already are). Returns the buffer and its row view. */
-function rowsView(args: Args, axes: readonly number[]) {
+function rowsView(args: Args<'sum' | 'max' | 'softmax' | 'logSoftmax'>, axes: readonly number[]) {
   const [x] = args.inputs;
   const rank = x.shape.length;
   const keep = Array.from({ length: rank }, (_, i) => i).filter((i) => !axes.includes(i));
@@ -19,7 +19,7 @@ function rowsView(args: Args, axes: readonly number[]) {
 }
 
 function reduceKernel(op: 'sum' | 'max') {
-  return (args: Args): KernelOutput[] => {
+  return (args: Args<'sum' | 'max'>): KernelOutput => {
     const {
       inputs: [x],
       attrs,
@@ -41,12 +41,12 @@ function reduceKernel(op: 'sum' | 'max') {
         label: op,
       });
     if (view.temp) backend.release(view.temp.buffer);
-    return [out(y, reducedShapeOf(x.shape, attrs.axes, attrs.keepDims), x.dtype)];
+    return out(y, reducedShapeOf(x.shape, attrs.axes, attrs.keepDims), x.dtype);
   };
 }
 
 function softmaxKernel(log: boolean) {
-  return (args: Args): KernelOutput[] => {
+  return (args: Args<'softmax' | 'logSoftmax'>): KernelOutput => {
     const {
       inputs: [x],
       attrs,
@@ -67,7 +67,7 @@ function softmaxKernel(log: boolean) {
         workgroups,
         label: 'softmax',
       });
-    if (!view.temp) return [out(y, [...x.shape], x.dtype)];
+    if (!view.temp) return out(y, [...x.shape], x.dtype);
     // Undo the permutation: the result was computed in the permuted layout.
     backend.release(view.temp.buffer);
     const permutedShape = view.perm.map((p) => x.shape[p]);
@@ -77,7 +77,7 @@ function softmaxKernel(log: boolean) {
     });
     const back = permuteData(backend, { buffer: y.buffer, shape: permutedShape, dtype: x.dtype }, inverse, 'softmax unpermute');
     backend.release(y.buffer);
-    return [out(back, [...x.shape], x.dtype)];
+    return out(back, [...x.shape], x.dtype);
   };
 }
 

@@ -1,13 +1,13 @@
 import { type KernelArgs, type KernelOutput, registerKernel } from '../backend';
 import { GELU_TANH_C, gelu, sigmoid } from '../math';
-import type { OpAttrs } from '../ops/op-names';
+import type { OpName, OpOutputs } from '../ops/op-names';
 import type { CpuBackend } from './backend';
 
 // Reference kernels of the fused transformer-block ops: float64 for float64 inputs, f32 otherwise
 // (`backend.alloc` gives the float dtypes' compute arrays).
-type Args<K extends keyof OpAttrs> = Omit<KernelArgs<CpuBackend>, 'attrs'> & { attrs: OpAttrs[K] };
+type Args<K extends OpName> = KernelArgs<K, CpuBackend>;
 
-function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args<'rmsNorm'>): KernelOutput[] {
+function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args<'rmsNorm'>): OpOutputs['rmsNorm'] {
   const [rows, D] = x.shape;
   const xv = backend.values(x);
   const wv = backend.values(weight);
@@ -19,11 +19,11 @@ function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args<'rmsNorm'>)
     rstd[r] = 1 / Math.sqrt(ss / D + attrs.eps);
     for (let j = 0; j < D; j++) y[r * D + j] = xv[r * D + j] * rstd[r] * (attrs.offset ? 1 + wv[j] : wv[j]);
   }
-  return [backend.output(y, [rows, D], x.dtype), backend.output(rstd, [rows], x.dtype)];
+  return { y: backend.output(y, [rows, D], x.dtype), rstd: backend.output(rstd, [rows], x.dtype) };
 }
 
 /** dx = rstd·(h − n·mean(h·n)) with n = x·rstd, h = dy·w. */
-function rmsNormBackwardKernel({ inputs: [dy, x, weight, rstd], attrs, backend }: Args<'rmsNormBackward'>): KernelOutput[] {
+function rmsNormBackwardKernel({ inputs: [dy, x, weight, rstd], attrs, backend }: Args<'rmsNormBackward'>): KernelOutput {
   const [rows, D] = x.shape;
   const [dyv, xv, wv, rv] = [dy, x, weight, rstd].map((t) => backend.values(t));
   const dx = backend.alloc(x.dtype, rows * D);
@@ -36,14 +36,14 @@ function rmsNormBackwardKernel({ inputs: [dy, x, weight, rstd], attrs, backend }
       dx[r * D + j] = rv[r] * (h - xv[r * D + j] * rv[r] * mean);
     }
   }
-  return [backend.output(dx, [rows, D], x.dtype)];
+  return backend.output(dx, [rows, D], x.dtype);
 }
 
 /**
  * y[j] = x[j]·cos[j] + rot[j] with rot[j] = −x[j+h]·sin[j] (j < h) or x[j−h]·sin[j] (h ≤ j < R);
  * inverse: rot[j] = x[j+h]·sin[j+h] (j < h) or −x[j−h]·sin[j−h], the transposed rotation.
  */
-function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): KernelOutput[] {
+function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): KernelOutput {
   const [B, H, T, Dh] = attrs.transposeIn ? [x.shape[0], x.shape[2], x.shape[1], x.shape[3]] : x.shape;
   const offset = (transposed: boolean, b: number, h: number, t: number) => (transposed ? ((b * T + t) * H + h) * Dh : ((b * H + h) * T + t) * Dh);
   const R = cos.shape[cos.shape.length - 1];
@@ -68,7 +68,7 @@ function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): Ke
           y[to + j] = xv[base + j] * cv[table + j] + rot;
         }
       }
-  return [backend.output(y, attrs.transposeOut ? [B, T, H, Dh] : [B, H, T, Dh], x.dtype)];
+  return backend.output(y, attrs.transposeOut ? [B, T, H, Dh] : [B, H, T, Dh], x.dtype);
 }
 
 function activation(name: 'silu' | 'gelu_tanh', g: number): { value: number; slope: number } {
@@ -80,14 +80,14 @@ function activation(name: 'silu' | 'gelu_tanh', g: number): { value: number; slo
   return { value: gelu(g, 'tanh'), slope: 0.5 * (1 + t) + 0.5 * g * (1 - t * t) * GELU_TANH_C * (1 + 3 * 0.044715 * g * g) };
 }
 
-function gatedActivationKernel({ inputs: [gate, up], attrs, backend }: Args<'gatedActivation'>): KernelOutput[] {
+function gatedActivationKernel({ inputs: [gate, up], attrs, backend }: Args<'gatedActivation'>): KernelOutput {
   const [gv, uv] = [gate, up].map((t) => backend.values(t));
   const y = backend.alloc(gate.dtype, gv.length);
   for (let i = 0; i < gv.length; i++) y[i] = activation(attrs.activation, gv[i]).value * uv[i];
-  return [backend.output(y, [...gate.shape], gate.dtype)];
+  return backend.output(y, [...gate.shape], gate.dtype);
 }
 
-function gatedActivationBackwardKernel({ inputs: [dy, gate, up], attrs, backend }: Args<'gatedActivationBackward'>): KernelOutput[] {
+function gatedActivationBackwardKernel({ inputs: [dy, gate, up], attrs, backend }: Args<'gatedActivationBackward'>): OpOutputs['gatedActivationBackward'] {
   const [dyv, gv, uv] = [dy, gate, up].map((t) => backend.values(t));
   const dGate = backend.alloc(gate.dtype, gv.length);
   const dUp = backend.alloc(gate.dtype, gv.length);
@@ -96,11 +96,11 @@ function gatedActivationBackwardKernel({ inputs: [dy, gate, up], attrs, backend 
     dGate[i] = dyv[i] * uv[i] * slope;
     dUp[i] = dyv[i] * value;
   }
-  return [backend.output(dGate, [...gate.shape], gate.dtype), backend.output(dUp, [...gate.shape], gate.dtype)];
+  return { dGate: backend.output(dGate, [...gate.shape], gate.dtype), dUp: backend.output(dUp, [...gate.shape], gate.dtype) };
 }
 
 /** Rows of the last axis; a per-sequence mask's rows are those of its batch entry. */
-function maskedSoftmaxKernel({ inputs: [x, mask], attrs, backend }: Args<'maskedSoftmax'>): KernelOutput[] {
+function maskedSoftmaxKernel({ inputs: [x, mask], attrs, backend }: Args<'maskedSoftmax'>): KernelOutput {
   const [T, S] = x.shape.slice(-2);
   const [xv, mv] = [x, mask].map((t) => backend.values(t));
   const rows = xv.length / S;
@@ -116,10 +116,10 @@ function maskedSoftmaxKernel({ inputs: [x, mask], attrs, backend }: Args<'masked
     for (let j = 0; j < S; j++) total += Math.exp(xv[r * S + j] * attrs.scale + mv[m + j] - mx);
     for (let j = 0; j < S; j++) y[r * S + j] = Math.exp(xv[r * S + j] * attrs.scale + mv[m + j] - mx) / total;
   }
-  return [backend.output(y, [...x.shape], x.dtype)];
+  return backend.output(y, [...x.shape], x.dtype);
 }
 
-function maskedSoftmaxBackwardKernel({ inputs: [dy, y], attrs, backend }: Args<'maskedSoftmaxBackward'>): KernelOutput[] {
+function maskedSoftmaxBackwardKernel({ inputs: [dy, y], attrs, backend }: Args<'maskedSoftmaxBackward'>): KernelOutput {
   const S = y.shape[y.shape.length - 1];
   const [dyv, yv] = [dy, y].map((t) => backend.values(t));
   const dx = backend.alloc(y.dtype, yv.length);
@@ -128,7 +128,7 @@ function maskedSoftmaxBackwardKernel({ inputs: [dy, y], attrs, backend }: Args<'
     for (let j = 0; j < S; j++) dot += dyv[r * S + j] * yv[r * S + j];
     for (let j = 0; j < S; j++) dx[r * S + j] = attrs.scale * yv[r * S + j] * (dyv[r * S + j] - dot);
   }
-  return [backend.output(dx, [...y.shape], y.dtype)];
+  return backend.output(dx, [...y.shape], y.dtype);
 }
 
 export function registerCpuBlockKernels(): void {

@@ -1,14 +1,14 @@
 import { type KernelArgs, type KernelOutput, registerKernel, type TensorRef } from '../backend';
 import type { DType, StorageArray, ValueArray } from '../dtype';
 import { erf, gelu, sigmoid } from '../math';
-import type { BinaryOp, OpAttrs, UnaryOp } from '../ops/op-names';
+import type { BinaryOp, OpName, OpOutputs, UnaryOp } from '../ops/op-names';
 import { dropoutKeep } from '../random';
 import { broadcastShapes, broadcastStrides, reducedShape, type Shape, sizeOf, stridesOf } from '../shape';
 import { type CpuBackend, cpuBackend } from './backend';
 import { registerCpuBlockKernels } from './block-kernels';
 import { gemmABt, transpose2d } from './matmul';
 
-type Args<K extends keyof OpAttrs> = Omit<KernelArgs<CpuBackend>, 'attrs'> & { attrs: OpAttrs[K] };
+type Args<K extends OpName> = KernelArgs<K, CpuBackend>;
 type Floats = Float32Array | Float64Array;
 
 /** f64 inputs compute in f64; everything else in f32 (float16 included). */
@@ -35,11 +35,11 @@ const unaryFns: Record<Exclude<UnaryOp, 'gelu'>, (x: number) => number> = {
 };
 
 function unaryKernel(fn: (x: number) => number) {
-  return ({ inputs: [x], backend }: KernelArgs<CpuBackend>): KernelOutput[] => {
+  return ({ inputs: [x], backend }: KernelArgs<UnaryOp, CpuBackend>): KernelOutput => {
     const v = backend.values(x);
     const out = backend.alloc(x.dtype, v.length);
     for (let i = 0; i < v.length; i++) out[i] = fn(v[i]);
-    return [backend.output(out, [...x.shape], x.dtype)];
+    return backend.output(out, [...x.shape], x.dtype);
   };
 }
 
@@ -77,7 +77,7 @@ const binaryFns: Record<BinaryOp, (a: number, b: number) => number> = {
 function binaryKernel(op: BinaryOp) {
   const fn = binaryFns[op];
   const isCompare = op === 'equal' || op === 'greater' || op === 'less';
-  return ({ inputs: [a, b], backend }: KernelArgs<CpuBackend>): KernelOutput[] => {
+  return ({ inputs: [a, b], backend }: KernelArgs<BinaryOp, CpuBackend>): KernelOutput => {
     const av = backend.values(a);
     const bv = backend.values(b);
     const shape = broadcastShapes(op, a.shape, b.shape);
@@ -93,11 +93,11 @@ function binaryKernel(op: BinaryOp) {
         out[o] = fn(av[i], bv[j]);
       });
     }
-    return [backend.output(out, shape, dtype)];
+    return backend.output(out, shape, dtype);
   };
 }
 
-function whereKernel({ inputs: [c, a, b], backend }: Args<'where'>): KernelOutput[] {
+function whereKernel({ inputs: [c, a, b], backend }: Args<'where'>): KernelOutput {
   const cv = backend.values(c);
   const av = backend.values(a);
   const bv = backend.values(b);
@@ -106,15 +106,15 @@ function whereKernel({ inputs: [c, a, b], backend }: Args<'where'>): KernelOutpu
   forEachBroadcast(shape, [c.shape, a.shape, b.shape], (o, [i, j, k]) => {
     out[o] = cv[i] ? av[j] : bv[k];
   });
-  return [backend.output(out, shape, a.dtype)];
+  return backend.output(out, shape, a.dtype);
 }
 
-function castKernel({ inputs: [x], attrs, backend }: Args<'cast'>): KernelOutput[] {
-  return [backend.output(backend.values(x), [...x.shape], attrs.dtype)];
+function castKernel({ inputs: [x], attrs, backend }: Args<'cast'>): KernelOutput {
+  return backend.output(backend.values(x), [...x.shape], attrs.dtype);
 }
 
 function reduceKernel(kind: 'sum' | 'max') {
-  return ({ inputs: [x], attrs, backend }: Args<'sum'>): KernelOutput[] => {
+  return ({ inputs: [x], attrs, backend }: Args<'sum' | 'max'>): KernelOutput => {
     const v = backend.values(x);
     const keptShape = reducedShape(x.shape, attrs.axes, true);
     const outShape = reducedShape(x.shape, attrs.axes, attrs.keepDims);
@@ -137,7 +137,7 @@ function reduceKernel(kind: 'sum' | 'max') {
         counter[d] = 0;
       }
     }
-    return [backend.output(acc, outShape, x.dtype)];
+    return backend.output(acc, outShape, x.dtype);
   };
 }
 
@@ -147,7 +147,7 @@ function aroundAxis(shape: Shape, axis: number): [number, number, number] {
 }
 
 function softmaxKernel(log: boolean) {
-  return ({ inputs: [x], attrs, backend }: Args<'softmax'>): KernelOutput[] => {
+  return ({ inputs: [x], attrs, backend }: Args<'softmax' | 'logSoftmax'>): KernelOutput => {
     const v = backend.values(x);
     const [outer, len, inner] = aroundAxis(x.shape, attrs.axis);
     const out = floatArray(x.dtype, v.length);
@@ -165,12 +165,12 @@ function softmaxKernel(log: boolean) {
         }
       }
     }
-    return [backend.output(out, [...x.shape], x.dtype)];
+    return backend.output(out, [...x.shape], x.dtype);
   };
 }
 
 /** Rows of `softmaxCrossEntropy`: loss and log-sum-exp per row (f64 for float64 logits, f32 otherwise). */
-function crossEntropyKernel({ inputs: [logits, targets, weights], backend }: Args<'softmaxCrossEntropy'>): KernelOutput[] {
+function crossEntropyKernel({ inputs: [logits, targets, weights], backend }: Args<'softmaxCrossEntropy'>): OpOutputs['softmaxCrossEntropy'] {
   const [N, V] = logits.shape;
   const x = backend.values(logits);
   const t = backend.values(targets);
@@ -186,11 +186,11 @@ function crossEntropyKernel({ inputs: [logits, targets, weights], backend }: Arg
     const valid = t[i] >= 0 && t[i] < V;
     loss[i] = w[i] === 0 ? 0 : valid ? w[i] * (lse[i] - x[i * V + t[i]]) : Number.NaN;
   }
-  return [backend.output(loss, [N], logits.dtype), backend.output(lse, [N], logits.dtype)];
+  return { loss: backend.output(loss, [N], logits.dtype), logsumexp: backend.output(lse, [N], logits.dtype) };
 }
 
 /** `softmaxCrossEntropyBackward`: dlogits = dloss·w·(softmax − one-hot). */
-function crossEntropyBackwardKernel({ inputs: [logits, targets, weights, lse, dloss], backend }: Args<'softmaxCrossEntropyBackward'>): KernelOutput[] {
+function crossEntropyBackwardKernel({ inputs: [logits, targets, weights, lse, dloss], backend }: Args<'softmaxCrossEntropyBackward'>): KernelOutput {
   const [N, V] = logits.shape;
   const x = backend.values(logits);
   const t = backend.values(targets);
@@ -202,11 +202,11 @@ function crossEntropyBackwardKernel({ inputs: [logits, targets, weights, lse, dl
     const c = dy[i] * w[i];
     for (let j = 0; j < V; j++) dx[i * V + j] = c === 0 ? 0 : c * (Math.exp(x[i * V + j] - l[i]) - (j === t[i] ? 1 : 0));
   }
-  return [backend.output(dx, [N, V], logits.dtype)];
+  return backend.output(dx, [N, V], logits.dtype);
 }
 
 /** The reference of `adamUpdate`: float64 arithmetic, with m' and v' rounded to the parameter's precision as they are stored. */
-function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args<'adamUpdate'>): KernelOutput[] {
+function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args<'adamUpdate'>): OpOutputs['adamUpdate'] {
   const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, step } = attrs;
   const [pv, gv, mv, vv] = [param, grad, m, v].map((t) => backend.values(t));
   const n = pv.length;
@@ -221,18 +221,25 @@ function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args<
     po[i] = p0 - (lr * (mo[i] / c1)) / (Math.sqrt(vo[i] / c2) + eps);
   }
   const shape = [...param.shape];
-  return [po, mo, vo].map((o) => backend.output(o, shape, param.dtype));
+  return { param: backend.output(po, shape, param.dtype), m: backend.output(mo, shape, param.dtype), v: backend.output(vo, shape, param.dtype) };
 }
 
 /** `adamUpdateInPlace`: the reference step, written into the storage of param, m and v. */
-function adamUpdateInPlaceKernel({ inputs, attrs, backend }: Args<'adamUpdateInPlace'>): KernelOutput[] {
-  const outs = adamUpdateKernel({ inputs, attrs, backend } as unknown as Args<'adamUpdate'>);
-  for (const [i, target] of [0, 2, 3].entries()) (inputs[target].data as StorageArray).set(outs[i].data as StorageArray);
-  for (const o of outs) backend.free(o.data);
-  return [];
+function adamUpdateInPlaceKernel({ inputs, attrs, backend }: Args<'adamUpdateInPlace'>): OpOutputs['adamUpdateInPlace'] {
+  const outs = adamUpdateKernel({ inputs, attrs, backend });
+  const [param, , m, v] = inputs;
+  for (const [target, o] of [
+    [param, outs.param],
+    [m, outs.m],
+    [v, outs.v],
+  ] as const) {
+    (target.data as StorageArray).set(o.data as StorageArray);
+    backend.free(o.data);
+  }
+  return {};
 }
 
-function matmulKernel({ inputs: [a, b], attrs, backend }: Args<'matmul'>): KernelOutput[] {
+function matmulKernel({ inputs: [a, b], attrs, backend }: Args<'matmul'>): KernelOutput {
   const av = asFloats(backend.values(a), a.dtype);
   const bv = asFloats(backend.values(b), b.dtype);
   const ra = a.shape.length;
@@ -265,19 +272,19 @@ function matmulKernel({ inputs: [a, b], attrs, backend }: Args<'matmul'>): Kerne
     }
     gemmABt(m, n, k, aSrc, aStart, bSrc, bStart, out, o * m * n, false);
   });
-  return [backend.output(out, [...batch, m, n], a.dtype)];
+  return backend.output(out, [...batch, m, n], a.dtype);
 }
 
-function broadcastToKernel({ inputs: [x], attrs, backend }: Args<'broadcastTo'>): KernelOutput[] {
+function broadcastToKernel({ inputs: [x], attrs, backend }: Args<'broadcastTo'>): KernelOutput {
   const v = backend.values(x);
   const out = backend.alloc(x.dtype, sizeOf(attrs.shape));
   forEachBroadcast(attrs.shape, [x.shape], (o, [i]) => {
     out[o] = v[i];
   });
-  return [backend.output(out, [...attrs.shape], x.dtype)];
+  return backend.output(out, [...attrs.shape], x.dtype);
 }
 
-function transposeKernel({ inputs: [x], attrs, backend }: Args<'transpose'>): KernelOutput[] {
+function transposeKernel({ inputs: [x], attrs, backend }: Args<'transpose'>): KernelOutput {
   const v = backend.values(x);
   const outShape = attrs.perm.map((p) => x.shape[p]);
   const inStrides = stridesOf(x.shape);
@@ -287,7 +294,7 @@ function transposeKernel({ inputs: [x], attrs, backend }: Args<'transpose'>): Ke
   forEachStrided(outShape, permStrides, 0, (o, i) => {
     out[o] = v[i];
   });
-  return [backend.output(out, outShape, x.dtype)];
+  return backend.output(out, outShape, x.dtype);
 }
 
 /** Visits every index of `shape` in order with a strided source offset. */
@@ -308,7 +315,7 @@ function forEachStrided(shape: Shape, strides: readonly number[], start: number,
   }
 }
 
-function sliceKernel({ inputs: [x], attrs, backend }: Args<'slice'>): KernelOutput[] {
+function sliceKernel({ inputs: [x], attrs, backend }: Args<'slice'>): KernelOutput {
   const v = backend.values(x);
   const strides = stridesOf(x.shape);
   const start = attrs.begin.reduce((acc, b, d) => acc + b * strides[d], 0);
@@ -316,10 +323,10 @@ function sliceKernel({ inputs: [x], attrs, backend }: Args<'slice'>): KernelOutp
   forEachStrided(attrs.size, strides, start, (o, i) => {
     out[o] = v[i];
   });
-  return [backend.output(out, [...attrs.size], x.dtype)];
+  return backend.output(out, [...attrs.size], x.dtype);
 }
 
-function padKernel({ inputs: [x], attrs, backend }: Args<'pad'>): KernelOutput[] {
+function padKernel({ inputs: [x], attrs, backend }: Args<'pad'>): KernelOutput {
   const v = backend.values(x);
   const outShape = x.shape.map((d, i) => d + attrs.paddings[i][0] + attrs.paddings[i][1]);
   const out = backend.alloc(x.dtype, sizeOf(outShape)).fill(attrs.value);
@@ -329,10 +336,10 @@ function padKernel({ inputs: [x], attrs, backend }: Args<'pad'>): KernelOutput[]
   forEachStrided(x.shape, outStrides, start, (i, o) => {
     out[o] = v[i];
   });
-  return [backend.output(out, outShape, x.dtype)];
+  return backend.output(out, outShape, x.dtype);
 }
 
-function concatKernel({ inputs, attrs, backend }: Args<'concat'>): KernelOutput[] {
+function concatKernel({ inputs, attrs, backend }: Args<'concat'>): KernelOutput {
   const axis = attrs.axis;
   const first = inputs[0];
   const outShape = [...first.shape];
@@ -346,10 +353,10 @@ function concatKernel({ inputs, attrs, backend }: Args<'concat'>): KernelOutput[
     for (let o = 0; o < outer; o++) out.set(v.subarray(o * chunk, (o + 1) * chunk), o * outShape[axis] * inner + offset);
     offset += chunk;
   }
-  return [backend.output(out, outShape, first.dtype)];
+  return backend.output(out, outShape, first.dtype);
 }
 
-function gatherKernel({ inputs: [table, indices], attrs, backend }: Args<'gather'>): KernelOutput[] {
+function gatherKernel({ inputs: [table, indices], attrs, backend }: Args<'gather'>): KernelOutput {
   const tv = backend.values(table);
   const iv = backend.values(indices);
   const [outer, len, inner] = aroundAxis(table.shape, attrs.axis);
@@ -362,10 +369,10 @@ function gatherKernel({ inputs: [table, indices], attrs, backend }: Args<'gather
       out.set(tv.subarray(src, src + inner), (o * count + j) * inner);
     }
   }
-  return [backend.output(out, outShape, table.dtype)];
+  return backend.output(out, outShape, table.dtype);
 }
 
-function scatterAddKernel({ inputs: [indices, updates], attrs, backend }: Args<'scatterAdd'>): KernelOutput[] {
+function scatterAddKernel({ inputs: [indices, updates], attrs, backend }: Args<'scatterAdd'>): KernelOutput {
   const iv = backend.values(indices);
   const uv = backend.values(updates);
   const [outer, len, inner] = aroundAxis(attrs.shape, attrs.axis);
@@ -378,7 +385,7 @@ function scatterAddKernel({ inputs: [indices, updates], attrs, backend }: Args<'
       for (let q = 0; q < inner; q++) out[dst + q] += uv[src + q];
     }
   }
-  return [backend.output(out, [...attrs.shape], updates.dtype)];
+  return backend.output(out, [...attrs.shape], updates.dtype);
 }
 
 /** x with dropout applied (scaled by 1/(1-p)), or x itself when p = 0. */
@@ -396,7 +403,7 @@ function transposed(src: Floats, rows: number, cols: number): Floats {
   return out;
 }
 
-function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): KernelOutput[] {
+function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOutputs['loraLinear'] {
   const [x, w, a, b, bias] = inputs;
   const dtype = x.dtype;
   const [m, inF] = x.shape;
@@ -411,13 +418,13 @@ function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): Kerne
   const ts = t.map((v) => v * attrs.scale);
   gemmABt(m, outF, r, ts, 0, asFloats(backend.values(b), dtype), 0, y, 0, true);
   if (attrs.hasBias) {
-    const bv = backend.values(bias);
+    const bv = backend.values(bias!);
     for (let i = 0; i < m; i++) for (let j = 0; j < outF; j++) y[i * outF + j] += bv[j];
   }
-  return [backend.output(y, [m, outF], dtype), backend.output(t, [m, r], dtype)];
+  return { y: backend.output(y, [m, outF], dtype), t: backend.output(t, [m, r], dtype) };
 }
 
-function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBackward'>): KernelOutput[] {
+function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBackward'>): OpOutputs['loraLinearBackward'] {
   const [dyRef, xRef, wRef, aRef, bRef, tRef] = inputs;
   const dtype = dyRef.dtype;
   const [m, outF] = dyRef.shape;
@@ -429,7 +436,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   const a = asFloats(backend.values(aRef), dtype);
   const b = asFloats(backend.values(bRef), dtype);
   const t = asFloats(backend.values(tRef), dtype);
-  const outputs: KernelOutput[] = [];
+  const outputs: OpOutputs['loraLinearBackward'] = {};
   // U = s·dy·B  [M, r]
   const u = floatArray(dtype, m * r);
   gemmABt(m, r, outF, dy, 0, transposed(b, outF, r), 0, u, 0, false);
@@ -445,29 +452,29 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
       if (attrs.dropout === 0) dx[i] += lora[i];
       else if (dropoutKeep(attrs.seed, i, attrs.dropout)) dx[i] += lora[i] * keepScale;
     }
-    outputs.push(backend.output(dx, [m, inF], dtype));
+    outputs.dx = backend.output(dx, [m, inF], dtype);
   }
   if (attrs.needA) {
     const dA = floatArray(dtype, r * inF);
     const xd = dropoutInput(x, attrs.dropout, attrs.seed);
     gemmABt(r, inF, m, transposed(u, m, r), 0, transposed(xd, m, inF), 0, dA, 0, false);
-    outputs.push(backend.output(dA, [r, inF], dtype));
+    outputs.dA = backend.output(dA, [r, inF], dtype);
   }
   if (attrs.needB) {
     const dB = floatArray(dtype, outF * r);
     gemmABt(outF, r, m, dyT, 0, transposed(t, m, r), 0, dB, 0, false);
     for (let i = 0; i < dB.length; i++) dB[i] *= s;
-    outputs.push(backend.output(dB, [outF, r], dtype));
+    outputs.dB = backend.output(dB, [outF, r], dtype);
   }
   if (attrs.needWeight) {
     const dW = floatArray(dtype, outF * inF);
     gemmABt(outF, inF, m, dyT, 0, transposed(x, m, inF), 0, dW, 0, false);
-    outputs.push(backend.output(dW, [outF, inF], dtype));
+    outputs.dWeight = backend.output(dW, [outF, inF], dtype);
   }
   if (attrs.needBias) {
     const dBias = new Float64Array(outF);
     for (let i = 0; i < m; i++) for (let j = 0; j < outF; j++) dBias[j] += dy[i * outF + j];
-    outputs.push(backend.output(dBias, [outF], dtype));
+    outputs.dBias = backend.output(dBias, [outF], dtype);
   }
   return outputs;
 }
@@ -475,7 +482,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
 /** Registers every CPU reference kernel. Called once when the package loads. */
 export function registerCpuKernels(): void {
   for (const [op, fn] of Object.entries(unaryFns)) registerKernel('cpu', op as UnaryOp, unaryKernel(fn));
-  registerKernel('cpu', 'gelu', (args) => unaryKernel((x) => gelu(x, args.attrs.approximate))(args));
+  registerKernel<'gelu', CpuBackend>('cpu', 'gelu', (args) => unaryKernel((x) => gelu(x, args.attrs.approximate))(args));
   for (const op of Object.keys(binaryFns) as BinaryOp[]) registerKernel('cpu', op, binaryKernel(op));
   registerKernel('cpu', 'where', whereKernel);
   registerKernel('cpu', 'cast', castKernel);

@@ -35,7 +35,7 @@ export function rmsNorm(x: Tensor, weight: Tensor, options: RMSNormOptions): Ten
   if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw new ValueError(op, 'eps is out of range', 'a finite number ≥ 0', String(eps));
   const offset = options.offset ?? false;
   const x2 = reshape(x, [-1, D]);
-  const [y2, rstd] = runOp(op, [x2, weight], { eps, offset });
+  const { y: y2, rstd } = runOp(op, [x2, weight], { eps, offset });
   const y = freeing(reshape(y2, x.shape), y2);
   const result = recordOp(op, y, [x, weight], { features: D, xShape: x.shape, offset }, [x2, weight, rstd]);
   x2.dispose();
@@ -77,7 +77,7 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor, options: { inverse?: b
   if (cos.requiresGrad || sin.requiresGrad) throw new ValueError(op, 'the tables are constants', 'cos and sin without requiresGrad', 'a table requiring grad');
   const inverse = options.inverse ?? false;
   const bthd = layout === 'bthd';
-  const [y] = runOp(op, [x, cos, sin], { inverse, transposeIn: bthd, transposeOut: false });
+  const y = runOp(op, [x, cos, sin], { inverse, transposeIn: bthd, transposeOut: false });
   return recordOp(op, y, [x, cos, sin], { inverse, bthd }, [cos, sin]);
 }
 
@@ -97,7 +97,7 @@ export function gatedActivation(gate: Tensor, up: Tensor, activation: GateActiva
   assertSameDType(op, [gate, up], ['gate', 'up']);
   if (gate.shape.join() !== up.shape.join()) throw new ShapeError(op, 'up must have the shape of gate', formatShape(gate.shape), formatShape(up.shape));
   if (activation !== 'silu' && activation !== 'gelu_tanh') throw new ValueError(op, 'unknown activation', "'silu' or 'gelu_tanh'", String(activation));
-  const [y] = runOp(op, [gate, up], { activation });
+  const y = runOp(op, [gate, up], { activation });
   return recordOp(op, y, [gate, up], { activation }, [gate, up]);
 }
 
@@ -126,6 +126,6 @@ export function maskedSoftmax(x: Tensor, mask: Tensor, scale: number): Tensor {
   if (!shared && !perSequence)
     throw new ShapeError(op, 'mask must be [T, S] or [B, 1, …, 1, T, S]', `[${T}, ${S}] or [${x.shape[0]}, …, ${T}, ${S}]`, formatShape(mask.shape));
   if (mask.requiresGrad) throw new ValueError(op, 'the mask is a constant', 'a mask without requiresGrad', 'a mask requiring grad');
-  const [y] = runOp(op, [x, mask], { scale });
+  const y = runOp(op, [x, mask], { scale });
   return recordOp(op, y, [x, mask], { scale }, [y]);
 }

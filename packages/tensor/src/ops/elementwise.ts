@@ -17,7 +17,7 @@ function unary<K extends UnaryOp>(op: K, x: Tensor, attrs: OpAttrs[K] & Gradient
   assertTensor(op, x, 'x');
   if (!INTEGER_OK.has(op)) assertFloat(op, x, 'x');
   else if (x.dtype === 'bool') throw new DTypeError(op, 'bool input', 'a numeric dtype', 'bool');
-  const [y] = runOp(op, [x], attrs);
+  const y = runOp(op, [x], attrs);
   const save = saves === 'x' ? [x] : saves === 'y' ? [y] : [];
   return recordOp(op, y, [x], attrs, save);
 }
@@ -83,7 +83,7 @@ function binary(op: BinaryOp, a: Operand, b: Operand, saves = ''): Tensor {
   const bt = typeof b === 'number' ? asTensor(b, at, op) : assertTensor(op, b, 'b');
   assertSameDType(op, [at, bt], ['a', 'b']);
   if (at.dtype === 'bool' && op !== 'equal') throw new DTypeError(op, 'bool operands', 'a numeric dtype', 'bool');
-  const [y] = runOp(op, [at, bt], {});
+  const y = runOp(op, [at, bt], {});
   const save = [at, bt, y].filter((_, i) => saves.includes('aby'[i]));
   const result =
     op === 'equal' || op === 'greater' || op === 'less'
@@ -139,7 +139,7 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   const at = typeof a === 'number' ? asTensor(a, b as Tensor, 'where') : assertTensor('where', a, 'a');
   const bt = typeof b === 'number' ? asTensor(b, at, 'where') : assertTensor('where', b, 'b');
   assertSameDType('where', [at, bt], ['a', 'b']);
-  const [y] = runOp('where', [cond, at, bt], {});
+  const y = runOp('where', [cond, at, bt], {});
   const result = recordOp('where', y, [cond, at, bt], { aShape: at.shape, bShape: bt.shape }, [cond]);
   if (typeof a === 'number') at.dispose();
   if (typeof b === 'number') bt.dispose();
@@ -151,7 +151,7 @@ export function cast(x: Tensor, dtype: DType): Tensor {
   assertTensor('cast', x, 'x');
   const target = assertDType('cast', dtype);
   if (target === x.dtype) return recordOp('cast', x.share(), [x], { from: null });
-  const [y] = runOp('cast', [x], { dtype: target });
+  const y = runOp('cast', [x], { dtype: target });
   if (!isFloat(target) || !isFloat(x.dtype)) return y;
   return recordOp('cast', y, [x], { from: x.dtype });
 }

@@ -214,7 +214,13 @@ const GRADIENTS: GradientTable = {
   loraLinear: (dy, [x, weight, loraA, loraB, t], { scale, dropout, seed, needs, xShape, outFeatures }) => {
     // One fused op computes the wanted gradients (the dropout mask regenerated from its seed).
     const dy2 = reshape(dy, [-1, outFeatures]);
-    const grads = runOp('loraLinearBackward', [dy2, x, weight, loraA, loraB, t], {
+    const {
+      dx: dx2,
+      dA,
+      dB,
+      dWeight: dW,
+      dBias,
+    } = runOp('loraLinearBackward', [dy2, x, weight, loraA, loraB, t], {
       scale,
       dropout,
       seed,
@@ -225,21 +231,15 @@ const GRADIENTS: GradientTable = {
       needBias: needs[4] ?? false,
     });
     dy2.dispose();
-    // Kernel outputs come in the order dx, dA, dB, dWeight, dBias (those requested).
-    const take = (wanted: boolean) => (wanted ? grads.shift()! : null);
-    const dx2 = take(needs[0]);
-    const dA = take(needs[2]);
-    const dB = take(needs[3]);
-    const dW = take(needs[1]);
-    const dBias = take(needs[4] ?? false);
+    // The kernel returns those requested, by name.
     const dx = dx2 ? reshape(dx2, xShape) : null;
     dx2?.dispose();
-    return [dx, dW, dA, dB, dBias];
+    return [dx, dW ?? null, dA ?? null, dB ?? null, dBias ?? null];
   },
 
   softmaxCrossEntropy: (dy, [logits, targets, weights, logsumexp]) => {
     // The softmax is recomputed from the logits and the saved log-sum-exp.
-    const [dx] = runOp('softmaxCrossEntropyBackward', [logits, targets, weights, logsumexp, dy], {});
+    const dx = runOp('softmaxCrossEntropyBackward', [logits, targets, weights, logsumexp, dy], {});
     return [dx, null, null];
   },
   // Each row's gradient was formed in the forward pass for an upstream factor of 1: scale it.
@@ -247,7 +247,7 @@ const GRADIENTS: GradientTable = {
 
   rmsNorm: (dy, [x, weight, rstd], { features, xShape, offset }, inputs) => {
     const dy2 = reshape(dy, [-1, features]);
-    const [dx2] = runOp('rmsNormBackward', [dy2, x, weight, rstd], { offset });
+    const dx2 = runOp('rmsNormBackward', [dy2, x, weight, rstd], { offset });
     const dx = freeing(reshape(dx2, xShape), dx2);
     if (!inputs[1].requiresGrad) return freeing([dx, null], dy2);
     // dWeight = Σ over rows of dy·x/rms.
@@ -256,13 +256,13 @@ const GRADIENTS: GradientTable = {
     return freeing([dx, dw], dy2, normed);
   },
   // The inverse rotation, moved back to x's layout.
-  rope: (dy, [cos, sin], { inverse, bthd }) => [runOp('rope', [dy, cos, sin], { inverse: !inverse, transposeIn: false, transposeOut: bthd })[0], null, null],
+  rope: (dy, [cos, sin], { inverse, bthd }) => [runOp('rope', [dy, cos, sin], { inverse: !inverse, transposeIn: false, transposeOut: bthd }), null, null],
   gatedActivation: (dy, [gate, up], { activation }) => {
-    const [dGate, dUp] = runOp('gatedActivationBackward', [dy, gate, up], { activation });
+    const { dGate, dUp } = runOp('gatedActivationBackward', [dy, gate, up], { activation });
     return [dGate, dUp];
   },
   maskedSoftmax: (dy, [y], { scale }) => {
-    const [dx] = runOp('maskedSoftmaxBackward', [dy, y], { scale });
+    const dx = runOp('maskedSoftmaxBackward', [dy, y], { scale });
     return [dx, null];
   },
 };

@@ -30,7 +30,7 @@ export function gather(table: Tensor, indices: Tensor, axis = 0): Tensor {
   assertTensor('gather', indices, 'indices');
   const a = normalizeAxis('gather', axis, table.rank);
   checkIndices('gather', indices, table.shape[a]);
-  const [y] = runOp('gather', [table, indices], { axis: a });
+  const y = runOp('gather', [table, indices], { axis: a });
   return recordOp('gather', y, [table, indices], { axis: a, shape: [...table.shape] }, [indices]);
 }
 
@@ -47,6 +47,6 @@ export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly num
   if (expected.join() !== updates.shape.join()) {
     throw new ValueError('scatterAdd', 'updates do not match indices and shape', formatShape(expected), formatShape(updates.shape));
   }
-  const [y] = runOp('scatterAdd', [indices, updates], { axis: a, shape: [...shape] });
+  const y = runOp('scatterAdd', [indices, updates], { axis: a, shape: [...shape] });
   return recordOp('scatterAdd', y, [indices, updates], { axis: a }, [indices]);
 }

@@ -47,7 +47,7 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
       x,
       p.map((a) => x.shape[a]),
     );
-  const [y] = runOp('transpose', [x], { perm: p });
+  const y = runOp('transpose', [x], { perm: p });
   const inverse = new Array<number>(rank);
   p.forEach((axis, i) => {
     inverse[axis] = i;
@@ -87,7 +87,7 @@ export function slice(x: Tensor, begin: readonly number[], end?: readonly number
     start.push(b);
     size.push(Math.max(0, e - b));
   });
-  const [y] = runOp('slice', [x], { begin: start, size });
+  const y = runOp('slice', [x], { begin: start, size });
   const paddings = x.shape.map((dim, d): [number, number] => [start[d], dim - start[d] - size[d]]);
   return recordOp('slice', y, [x], { paddings });
 }
@@ -99,7 +99,7 @@ export function pad(x: Tensor, paddings: readonly (readonly [number, number])[],
     throw new ValueError('pad', 'invalid paddings', `${x.rank} pairs of non-negative integers`, JSON.stringify(paddings));
   }
   const pairs = paddings.map(([a, b]): [number, number] => [a, b]);
-  const [y] = runOp('pad', [x], { paddings: pairs, value });
+  const y = runOp('pad', [x], { paddings: pairs, value });
   return recordOp('pad', y, [x], { begin: pairs.map(([a]) => a), end: x.shape.map((d, i) => pairs[i][0] + d) });
 }
 
@@ -126,7 +126,7 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
       );
     }
   });
-  const [y] = runOp('concat', tensors, { axis: a });
+  const y = runOp('concat', tensors, { axis: a });
   return recordOp('concat', y, tensors, { axis: a });
 }
 

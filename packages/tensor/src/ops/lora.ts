@@ -60,7 +60,7 @@ export function loraLinear(x: Tensor, weight: Tensor, loraA: Tensor, loraB: Tens
   const seed = dropout > 0 ? (options.seed ?? nextSeed()) >>> 0 : 0;
   const lead = x.shape.slice(0, -1);
   const x2 = reshape(x, [-1, inF]);
-  const [y2, t] = runOp(op, bias ? [x2, weight, loraA, loraB, bias] : [x2, weight, loraA, loraB], { scale, dropout, seed, hasBias: !!bias });
+  const { y: y2, t } = runOp(op, bias ? [x2, weight, loraA, loraB, bias] : [x2, weight, loraA, loraB], { scale, dropout, seed, hasBias: !!bias });
   const y = reshape(y2, [...lead, outF]);
   y2.dispose();
   const inputs = bias ? [x, weight, loraA, loraB, bias] : [x, weight, loraA, loraB];

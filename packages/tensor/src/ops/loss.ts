@@ -40,7 +40,7 @@ export function softmaxCrossEntropy(logits: Tensor, targets: Tensor, weights: Te
   if (logits.rank !== 2) throw new ShapeError(op, 'logits must be [N, V]', 'rank 2', formatShape(logits.shape));
   const [N] = logits.shape;
   checkTargets(op, N, logits.dtype, targets, weights, 'logits');
-  const [loss, lse] = runOp(op, [logits, targets, weights], {});
+  const { loss, logsumexp: lse } = runOp(op, [logits, targets, weights], {});
   const result = recordOp(op, loss, [logits, targets, weights], {}, [logits, targets, weights, lse]);
   lse.dispose();
   return result;
@@ -94,12 +94,12 @@ export function linearCrossEntropy(h: Tensor, weight: Tensor, targets: Tensor, w
       const tc = n === N ? targets.share() : slice(targets, [start], [start + n]);
       const wc = n === N ? weights.share() : slice(weights, [start], [start + n]);
       const logits = matmul(hc, weight, { transposeB: true });
-      const [loss, lse] = runOp('softmaxCrossEntropy', [logits, tc, wc], {});
+      const { loss, logsumexp: lse } = runOp('softmaxCrossEntropy', [logits, tc, wc], {});
       losses.push(loss);
       if (wantGrad) {
         // The loss's gradient in these logits for an upstream factor of 1, folded into h's rows now.
         const ones = full([n], 1, { dtype: h.dtype, backend: h.backend });
-        const [dlogits] = runOp('softmaxCrossEntropyBackward', [logits, tc, wc, lse, ones], {});
+        const dlogits = runOp('softmaxCrossEntropyBackward', [logits, tc, wc, lse, ones], {});
         grads.push(matmul(dlogits, weight));
         for (const t of [ones, dlogits]) t.dispose();
       }

@@ -42,7 +42,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     );
   }
   broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2));
-  const [y] = runOp('matmul', [a, b], { transposeA, transposeB });
+  const y = runOp('matmul', [a, b], { transposeA, transposeB });
   const context = { transposeA, transposeB, aShape: a.shape, bShape: b.shape, needA: a.requiresGrad, needB: b.requiresGrad };
   return recordOp('matmul', y, [a, b], context, [a, b]);
 }

@@ -1,3 +1,4 @@
+import type { KernelOutput, TensorRef } from '../backend';
 import type { DType } from '../dtype';
 
 /**
@@ -56,7 +57,7 @@ export interface OpAttrs {
    */
   loraLinear: { scale: number; dropout: number; seed: number; hasBias: boolean };
   /**
-   * [dy [M, out], x [M, in], weight, loraA, loraB, t [M, r]] → in order, those requested:
+   * [dy [M, out], x [M, in], weight, loraA, loraB, t [M, r]] → those requested, by name (`OpOutputs`):
    * dx [M, in], dA [r, in], dB [out, r], dWeight [out, in], dBias [out].
    */
   loraLinearBackward: {
@@ -100,6 +101,67 @@ export interface OpAttrs {
 }
 
 export type OpName = keyof OpAttrs;
+
+type R = TensorRef;
+
+/** Each op's kernel inputs, in order (the comments above say their shapes; kernels may assume them validated). */
+export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: readonly [a: R, b: R] } & {
+  where: readonly [cond: R, a: R, b: R];
+  cast: readonly [x: R];
+  sum: readonly [x: R];
+  max: readonly [x: R];
+  softmax: readonly [x: R];
+  logSoftmax: readonly [x: R];
+  matmul: readonly [a: R, b: R];
+  broadcastTo: readonly [x: R];
+  transpose: readonly [x: R];
+  slice: readonly [x: R];
+  pad: readonly [x: R];
+  concat: readonly R[];
+  gather: readonly [table: R, indices: R];
+  scatterAdd: readonly [indices: R, updates: R];
+  loraLinear: readonly [x: R, weight: R, loraA: R, loraB: R, bias?: R];
+  loraLinearBackward: readonly [dy: R, x: R, weight: R, loraA: R, loraB: R, t: R];
+  rmsNorm: readonly [x: R, weight: R];
+  rmsNormBackward: readonly [dy: R, x: R, weight: R, rstd: R];
+  rope: readonly [x: R, cos: R, sin: R];
+  maskedSoftmax: readonly [x: R, mask: R];
+  maskedSoftmaxBackward: readonly [dy: R, y: R];
+  gatedActivation: readonly [gate: R, up: R];
+  gatedActivationBackward: readonly [dy: R, gate: R, up: R];
+  softmaxCrossEntropy: readonly [logits: R, targets: R, weights: R];
+  softmaxCrossEntropyBackward: readonly [logits: R, targets: R, weights: R, logsumexp: R, dloss: R];
+  adamUpdate: readonly [param: R, grad: R, m: R, v: R];
+  adamUpdateInPlace: readonly [param: R, grad: R, m: R, v: R];
+};
+
+type O = KernelOutput;
+
+/** The outputs of the ops with more than one (or none), by name; every other op has one output. */
+export interface OpOutputs {
+  loraLinear: { y: O; t: O };
+  /** Those requested by the `need…` attributes. */
+  loraLinearBackward: { dx?: O; dA?: O; dB?: O; dWeight?: O; dBias?: O };
+  rmsNorm: { y: O; rstd: O };
+  gatedActivationBackward: { dGate: O; dUp: O };
+  softmaxCrossEntropy: { loss: O; logsumexp: O };
+  adamUpdate: { param: O; m: O; v: O };
+  /** Written into its inputs. */
+  adamUpdateInPlace: Record<string, never>;
+}
+
+/** An op whose kernel returns a named record (`OpOutputs`); the others return their one output. */
+export type NamedOutputOp = keyof OpOutputs;
+
+/** What `op`'s kernel returns: the named record of a multi-output op, else its one output. */
+export type OpResult<K extends OpName, Out = KernelOutput> = K extends NamedOutputOp ? { [N in keyof OpOutputs[K]]: Out } : Out;
+
+/** One op's whole contract: its inputs, attributes and result (what `registerKernel` types a kernel by). */
+export interface OpSpec<K extends OpName> {
+  inputs: OpInputs[K];
+  attrs: OpAttrs[K];
+  result: OpResult<K>;
+}
 
 export const OP_NAMES = [
   'neg',

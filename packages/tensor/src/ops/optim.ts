@@ -28,7 +28,7 @@ export interface AdamUpdateOptions {
 export function adamUpdate(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamUpdateOptions): [Tensor, Tensor, Tensor] {
   const op = 'adamUpdate';
   const attrs = adamAttrs(op, param, grad, m, v, options);
-  const [p, m2, v2] = runOp(op, [param, grad, m, v], attrs);
+  const { param: p, m: m2, v: v2 } = runOp(op, [param, grad, m, v], attrs);
   return [p, m2, v2];
 }
 

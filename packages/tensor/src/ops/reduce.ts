@@ -17,7 +17,7 @@ export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
     throw new ShapeError('broadcastTo', 'cannot broadcast to a smaller shape', `a shape that ${formatShape(x.shape)} broadcasts to`, formatShape(shape));
   }
   if (sameShape(x.shape, target)) return recordOp('broadcastTo', x.share(), [x], { shape: x.shape });
-  const [y] = runOp('broadcastTo', [x], { shape: target });
+  const y = runOp('broadcastTo', [x], { shape: target });
   return recordOp('broadcastTo', y, [x], { shape: x.shape });
 }
 
@@ -44,7 +44,7 @@ function reduce(op: 'sum' | 'max', x: Tensor, axes: number | readonly number[] |
   if (op === 'max' && list.some((a) => x.shape[a] === 0)) {
     throw new ValueError(op, 'a reduced axis is empty', 'every reduced axis of length ≥ 1', `${formatShape(x.shape)} reduced over [${list.join(', ')}]`);
   }
-  const [y] = runOp(op, [x], { axes: list, keepDims });
+  const y = runOp(op, [x], { axes: list, keepDims });
   return [y, list];
 }
 
@@ -79,7 +79,7 @@ export function softmax(x: Tensor, axis = -1): Tensor {
   assertTensor('softmax', x, 'x');
   assertFloat('softmax', x);
   const a = normalizeAxis('softmax', axis, x.rank);
-  const [y] = runOp('softmax', [x], { axis: a });
+  const y = runOp('softmax', [x], { axis: a });
   return recordOp('softmax', y, [x], { axis: a }, [y]);
 }
 
@@ -88,6 +88,6 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
   assertTensor('logSoftmax', x, 'x');
   assertFloat('logSoftmax', x);
   const a = normalizeAxis('logSoftmax', axis, x.rank);
-  const [y] = runOp('logSoftmax', [x], { axis: a });
+  const y = runOp('logSoftmax', [x], { axis: a });
   return recordOp('logSoftmax', y, [x], { axis: a }, [y]);
 }
