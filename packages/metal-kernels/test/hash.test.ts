@@ -1,17 +1,57 @@
-import { readFileSync } from 'node:fs';
-import { expect, it } from 'vitest';
+import { randomBits } from '@metal-lora/tensor';
+import { describe, expect } from 'vitest';
+import { specialize } from '../src/internal';
+import { gpuIt } from '../../../test-support/gpu';
 
-/** WGSL has no imports, so the dropout hash is written twice; this keeps the copies identical. */
-it('the WGSL copies of the dropout hash are identical and use the tensor package constants', () => {
-  const fn = (file: string) => {
-    const src = readFileSync(new URL(`../src/wgsl/${file}`, import.meta.url), 'utf8');
-    return src.slice(src.indexOf('fn mix32('), src.indexOf('}', src.indexOf('fn mix32(')) + 1);
-  };
-  const a = fn('dropout.wgsl');
-  expect(a).toContain('0x7feb352du');
-  expect(a).toContain('0x846ca68bu');
-  expect(fn('gemm-vec4.wgsl')).toBe(a);
-  const random = readFileSync(new URL('../../tensor/src/random.ts', import.meta.url), 'utf8');
-  for (const constant of ['0x7feb352d', '0x846ca68b', '0x9e3779b9']) expect(random).toContain(constant);
-  for (const file of ['dropout.wgsl', 'gemm-vec4.wgsl']) expect(readFileSync(new URL(`../src/wgsl/${file}`, import.meta.url), 'utf8')).toContain('0x9e3779b9u');
+// The dropout kernels (dropout.wgsl, gemm-vec4.wgsl's LORA_MASK prologue) include one WGSL copy
+// of the counter hash, lib/counter-hash.wgsl; this checks its bits against random.ts's randomBits.
+const source = `{{>counter-hash}}
+
+@group(0) @binding(0) var<storage, read> keys: array<u32>;
+@group(0) @binding(1) var<storage, read> counters: array<u32>;
+@group(0) @binding(2) var<storage, read_write> bits: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3u) {
+  if (id.x < arrayLength(&bits)) { bits[id.x] = random_bits(keys[id.x], counters[id.x]); }
+}`;
+
+describe('counter hash', () => {
+  gpuIt("lib/counter-hash.wgsl's random_bits gives randomBits' values, wrapping as it does", async ({ device }) => {
+    // Seeds at the edges of u32 (and 0x9e3779b9, whose mixed key is mix32(0)), counters that wrap when the key is added.
+    const seeds = [0, 1, 4242, 0x9e3779b9, 0x7fffffff, 0xffffffff];
+    const counterList = [0, 1, 2, 3, 255, 256, 65_537, 1_000_003, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
+    const keys = Uint32Array.from(seeds.flatMap((s) => counterList.map(() => s)));
+    const counters = Uint32Array.from(seeds.flatMap(() => counterList));
+    const n = keys.length;
+    device.pushErrorScope('validation');
+    const make = (data: Uint32Array<ArrayBuffer> | null, label: string) => {
+      const buf = device.createBuffer({ label, size: n * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+      if (data) device.queue.writeBuffer(buf, 0, data);
+      return buf;
+    };
+    const out = make(null, 'hash bits');
+    const code = specialize('counter-hash test', source, {});
+    const module = device.createShaderModule({ label: 'counter-hash test', code });
+    const pipeline = device.createComputePipeline({ label: 'counter-hash test', layout: 'auto', compute: { module, entryPoint: 'main' } });
+    const bind = device.createBindGroup({
+      label: 'counter-hash test',
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [make(keys, 'hash keys'), make(counters, 'hash counters'), out].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    const read = device.createBuffer({ label: 'hash read', size: n * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = device.createCommandEncoder({ label: 'counter-hash test' });
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bind);
+    pass.dispatchWorkgroups(Math.ceil(n / 64));
+    pass.end();
+    enc.copyBufferToBuffer(out, 0, read, 0, n * 4);
+    device.queue.submit([enc.finish()]);
+    expect(await device.popErrorScope()).toBeNull();
+    await read.mapAsync(GPUMapMode.READ);
+    const got = Array.from(new Uint32Array(read.getMappedRange().slice(0)));
+    read.unmap();
+    expect(got).toEqual(Array.from(keys, (key, i) => randomBits(key, counters[i])));
+  });
 });

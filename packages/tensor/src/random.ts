@@ -7,7 +7,7 @@
  * The hash is a 32-bit avalanche mixer (xor-shift / multiply rounds); it is not cryptographic.
  */
 
-/** One 32-bit avalanche round. Kept in sync with `mix32` in the WGSL kernels. */
+/** One 32-bit avalanche round, as `mix32` in metal-kernels' one WGSL copy (`wgsl/lib/counter-hash.wgsl`; its test compares them bit for bit). */
 export function mix32(x: number): number {
   x = (x ^ (x >>> 16)) >>> 0;
   x = Math.imul(x, 0x7feb352d) >>> 0;

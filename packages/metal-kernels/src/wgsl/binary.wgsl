@@ -25,7 +25,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<{{O}}>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-fn at(v: array<vec4u, 2>, d: u32) -> u32 { return v[d / 4u][d % 4u]; }
+// Offsets of a and b (lib/strided-index.wgsl).
+alias Offsets = vec2u;
+fn strides_at(d: u32) -> Offsets { return vec2u(at(p.a_strides, d), at(p.b_strides, d)); }
+{{>strided-index}}
 
 // WGSL's pow is undefined for x < 0 and pow(0, 0); match PyTorch: odd/even integer exponents of
 // negative bases, NaN for fractional ones, and x^0 = 1.
@@ -58,15 +61,6 @@ fn apply(x: {{C}}, y: {{C}}) -> {{O}} {
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x + gid.y * p.grid_x;
   if (i >= p.n) { return; }
-  var rest = i;
-  var ia = 0u;
-  var ib = 0u;
-  for (var d = i32(p.rank) - 1; d >= 0; d--) {
-    let dim = at(p.shape, u32(d));
-    let idx = rest % dim;
-    rest = rest / dim;
-    ia += idx * at(p.a_strides, u32(d));
-    ib += idx * at(p.b_strides, u32(d));
-  }
-  out[i] = apply({{C}}(a[ia]), {{C}}(b[ib]));
+  let o = strided_offsets(i, vec2u(0u));
+  out[i] = apply({{C}}(a[o.x]), {{C}}(b[o.y]));
 }

@@ -22,21 +22,15 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> dst: array<{{T}}>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-fn at(v: array<vec4u, 2>, d: u32) -> u32 { return v[d / 4u][d % 4u]; }
+// Offsets of src and dst (lib/strided-index.wgsl).
+alias Offsets = vec2u;
+fn strides_at(d: u32) -> Offsets { return vec2u(at(p.src_strides, d), at(p.dst_strides, d)); }
+{{>strided-index}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x + gid.y * p.grid_x;
   if (i >= p.n) { return; }
-  var rest = i;
-  var s = p.src_offset;
-  var t = p.dst_offset;
-  for (var d = i32(p.rank) - 1; d >= 0; d--) {
-    let dim = at(p.shape, u32(d));
-    let idx = rest % dim;
-    rest = rest / dim;
-    s += idx * at(p.src_strides, u32(d));
-    t += idx * at(p.dst_strides, u32(d));
-  }
-  dst[t] = src[s];
+  let o = strided_offsets(i, vec2u(p.src_offset, p.dst_offset));
+  dst[o.y] = src[o.x];
 }

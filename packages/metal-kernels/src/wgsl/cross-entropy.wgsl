@@ -24,8 +24,17 @@ struct Params { rows: u32, len: u32, grid_x: u32 }
 @group(0) @binding(4) var<storage, read_write> lse: array<{{T}}>;
 @group(0) @binding(5) var<uniform> p: Params;
 
-var<workgroup> part_max: array<f32, WG>;
-var<workgroup> part_sum: array<f32, WG>;
+// A part of the row as (max, Σ exp(x − max)), merged by lib/row-reduce.wgsl's tree.
+alias Reduced = vec2<f32>;
+fn combine(a: vec2<f32>, b: vec2<f32>, op: u32) -> vec2<f32> {
+  let mm = max(a.x, b.x);
+  // A part that saw no finite element holds (-inf, 0) and contributes nothing; a NaN sum is
+  // kept rather than dropped (though WGSL does not promise that NaN logits propagate).
+  let s1 = select(0.0, a.y * exp(a.x - mm), a.y != 0.0);
+  let s2 = select(0.0, b.y * exp(b.x - mm), b.y != 0.0);
+  return vec2<f32>(mm, s1 + s2);
+}
+{{>row-reduce}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
@@ -45,25 +54,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       s += exp(v - m); // (a -inf logit before any finite one adds nothing)
     }
   }
-  part_max[lid.x] = m;
-  part_sum[lid.x] = s;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-    if (lid.x < stride) {
-      let m1 = part_max[lid.x];
-      let m2 = part_max[lid.x + stride];
-      let mm = max(m1, m2);
-      // A part that saw no finite element holds (-inf, 0) and contributes nothing; a NaN sum is
-      // kept rather than dropped (though WGSL does not promise that NaN logits propagate).
-      let s1 = select(0.0, part_sum[lid.x] * exp(m1 - mm), part_sum[lid.x] != 0.0);
-      let s2 = select(0.0, part_sum[lid.x + stride] * exp(m2 - mm), part_sum[lid.x + stride] != 0.0);
-      part_max[lid.x] = mm;
-      part_sum[lid.x] = s1 + s2;
-    }
-    workgroupBarrier();
-  }
+  let total = row_reduce(vec2<f32>(m, s), lid.x, 0u);
   if (lid.x == 0u) {
-    let total_lse = part_max[0] + log(part_sum[0]);
+    let total_lse = total.x + log(total.y);
     let t = targets[row];
     let w = f32(weights[row]);
     let valid = t >= 0 && u32(t) < p.len;

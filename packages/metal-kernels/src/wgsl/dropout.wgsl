@@ -1,8 +1,8 @@
 // dropout.wgsl: y[i] = keep(seed, i) ? x[i] · scale : 0, the LoRA branch's dropout mask.
-// keep(seed, i) is the counter-based hash of @metal-lora/tensor's random.ts (mix32 rounds over
-// the seed and the element index), so the CPU reference and every GPU drop the same elements and
-// backward regenerates the mask instead of storing it: keep ⟺ (bits >> 8) ≥ threshold, with
-// threshold = ceil(p · 2²⁴) computed on the host (exact, no float rounding of p).
+// keep(seed, i) is the counter-based hash of @metal-lora/tensor's random.ts (lib/counter-hash.wgsl:
+// mix32 rounds over the seed and the element index), so the CPU reference and every GPU drop the
+// same elements and backward regenerates the mask instead of storing it: keep ⟺ (bits >> 8) ≥
+// threshold, with threshold = ceil(p · 2²⁴) computed on the host (exact, no float rounding of p).
 //
 // Bindings (group 0):
 //   0  x  storage, read        [n] {{T}}
@@ -17,20 +17,7 @@ struct Params { n: u32, grid_x: u32, seed: u32, threshold: u32, scale: f32 }
 @group(0) @binding(1) var<storage, read_write> y: array<{{T}}>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-// One 32-bit avalanche round; kept in sync with mix32 in packages/tensor/src/random.ts.
-fn mix32(v: u32) -> u32 {
-  var x = v;
-  x = x ^ (x >> 16u);
-  x = x * 0x7feb352du;
-  x = x ^ (x >> 15u);
-  x = x * 0x846ca68bu;
-  return x ^ (x >> 16u);
-}
-
-fn random_bits(key: u32, counter: u32) -> u32 {
-  let k = mix32(key ^ 0x9e3779b9u);
-  return mix32(mix32(counter + k) ^ k);
-}
+{{>counter-hash}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u) {

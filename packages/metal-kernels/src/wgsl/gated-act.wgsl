@@ -25,10 +25,7 @@ struct Params { n: u32, grid_x: u32 }
 {{/BACKWARD}}
 @group(0) @binding(5) var<uniform> p: Params;
 
-fn sigmoid(v: f32) -> f32 {
-  let e = exp(-abs(v));
-  return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
-}
+{{>sigmoid}}
 
 // (act(g), act'(g))
 fn activation(g: f32) -> vec2<f32> {

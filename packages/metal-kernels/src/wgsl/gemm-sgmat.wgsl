@@ -43,9 +43,7 @@ override HAS_BIAS: u32 = 0u;
 override ACCUMULATE: u32 = 0u;
 
 struct Params {
-  M: u32, N: u32, K: u32, batch: u32,
-  a_batch_stride: u32, b_batch_stride: u32, pad0: u32, pad1: u32,
-  alpha: f32, beta: f32,
+{{>gemm-uniform}}
 }
 
 @group(0) @binding(0) var<storage, read> a: array<{{T}}>;
@@ -57,6 +55,8 @@ struct Params {
 var<workgroup> As: array<{{MT}}, BM * BK>;
 var<workgroup> Bs: array<{{MT}}, BK * BN>;
 var<workgroup> Cs: array<f32, BM * BN>;
+
+{{>gemm-epilogue}}
 
 fn a_at(m: u32, k: u32, base: u32) -> f32 {
   if (m >= p.M || k >= p.K) { return 0.0; }
@@ -107,10 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
     let n = col0 + e % BN;
     if (m < p.M && n < p.N) {
       let o = batch * p.M * p.N + m * p.N + n;
-      var v = p.alpha * Cs[e];
-      if (ACCUMULATE == 1u) { v += p.beta * f32(c[o]); }
-      if (HAS_BIAS == 1u) { v += f32(bias[n]); }
-      c[o] = {{T}}(v);
+      c[o] = {{T}}(epilogue(o, n, Cs[e]));
     }
   }
 }

@@ -31,6 +31,8 @@ struct Params { n: u32, MN: u32, N: u32, splits: u32, grid_x: u32, pad0: u32, al
 @group(0) @binding(3) var<uniform> p: Params;
 {{/TWO_OUT}}
 
+{{>gemm-epilogue}}
+
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x + gid.y * p.grid_x;
@@ -65,9 +67,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
 {{/CONCAT_C}}
 {{^CONCAT_C}}
-  var v = p.alpha * total;
-  if (ACCUMULATE == 1u) { v += p.beta * f32(c[i]); }
-  if (HAS_BIAS == 1u) { v += f32(bias[rest % p.N]); }
-  c[i] = {{T}}(v);
+  c[i] = {{T}}(epilogue(i, rest % p.N, total));
 {{/CONCAT_C}}
 }

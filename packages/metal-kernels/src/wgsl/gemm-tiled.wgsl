@@ -36,9 +36,7 @@ override ACCUMULATE: u32 = 0u;
 override SPLIT: u32 = 0u;
 
 struct Params {
-  M: u32, N: u32, K: u32, batch: u32,
-  a_batch_stride: u32, b_batch_stride: u32, k_chunk: u32, splits: u32,
-  alpha: f32, beta: f32,
+{{>gemm-uniform}}
 }
 
 @group(0) @binding(0) var<storage, read> a: array<{{T}}>;
@@ -46,6 +44,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> bias: array<{{T}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{{TC}}>;
 @group(0) @binding(4) var<uniform> p: Params;
+
+{{>gemm-epilogue}}
 
 var<workgroup> As: array<f32, TK * BM>;
 var<workgroup> Bs: array<f32, TK * BN>;
@@ -115,10 +115,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       if (SPLIT == 1u) {
         c[o] = {{TC}}(acc[i * TN + j]);
       } else {
-        var v = p.alpha * acc[i * TN + j];
-        if (ACCUMULATE == 1u) { v += p.beta * f32(c[o]); }
-        if (HAS_BIAS == 1u) { v += f32(bias[gn]); }
-        c[o] = {{TC}}(v);
+        c[o] = {{TC}}(epilogue(o, gn, acc[i * TN + j]));
       }
     }
   }

@@ -25,7 +25,7 @@
 //   accumulators with the low-rank product L = la·op(lb) (la [M, r]; lb [N, r] when lb_trans(),
 //   else [r, N]), run through the same workgroup tiles as the main product, scaled by lora_scale
 //   (folded into la as it is loaded) or, with LORA_MASK, in registers by lora_scale and the LoRA
-//   dropout mask of output element (m, n) (index m·N + n, the counter-based hash of dropout.wgsl)
+//   dropout mask of output element (m, n) (index m·N + n, lib/counter-hash.wgsl as in dropout.wgsl)
 //   over (1 - p). The main product then accumulates on top, so C = α·(op(A)·op(B) + s·mask⊙L) + β·C + bias
 //   is written once and no [M, N] intermediate exists. Forward: la = T, lb = B (trans), A = x,
 //   B = W (trans), lora_scale = s. Backward dx: la = U = s·dy·B, lb = A (not trans), A = dy,
@@ -61,7 +61,7 @@
 // Text types: T (f32 or f16; ENABLE is `enable f16;` for f16), TC (C's element type).
 // Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
 //   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
-//   mask's code, which even behind a runtime check slowed the forward GEMM (RESULTS.md, session 4),
+//   mask's code, which even behind a runtime check slowed the forward GEMM (RESULTS.md, "The mask's code out of the prologue"),
 //   so the unmasked prologue instead folds lora_scale into la as it loads it.
 
 {{ENABLE}}
@@ -86,9 +86,8 @@ override ACCUMULATE: u32 = 0u;
 override SPLIT: u32 = 0u;
 
 struct Params {
-  M: u32, N: u32, K: u32, batch: u32,
-  a_batch_stride: u32, b_batch_stride: u32, k_chunk: u32, splits: u32,
-  alpha: f32, beta: f32, r: u32, lora_trans_b: u32,
+{{>gemm-uniform}}
+  r: u32, lora_trans_b: u32,
   lora_scale: f32, dropout_on: u32, dropout_seed: u32, dropout_threshold: u32,
   dropout_keep_scale: f32, n1: u32,
 }
@@ -102,6 +101,7 @@ struct Params {
 {{^VEC_OUT}}
 @group(0) @binding(2) var<storage, read> bias: array<{{T}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{{TC}}>;
+{{>gemm-epilogue}}
 {{/VEC_OUT}}
 {{#PAIR}}
 // The second product of a pair (section PAIR): batch entry 1 reads these instead of a and b.
@@ -117,7 +117,7 @@ var<private> second: bool;
 // lb's layout: 0 ([r, N]) or 1 ([N, r]) fixed when the pipeline is compiled, so the prologue
 // holds one of its two loads and stores; 2: read from the uniform's lora_trans_b, both compiled.
 // Which runs faster differs by variant (dx fixed, the forward from the uniform; RESULTS.md,
-// session 7); the host picks per layout.
+// "LoRA prologue: lb's layout"); the host picks per layout.
 override LORA_TRANS_B: u32 = 2u;
 
 fn lb_trans() -> bool {
@@ -225,20 +225,11 @@ fn row_of(lid: vec3u, i: u32) -> u32 { return select(lid.y * 4u + i, WGY * 4u + 
 fn col_of(lid: vec3u, h: u32, j: u32) -> u32 { return h * WGX * 4u + lid.x * 4u + j; }
 
 {{#LORA}}
-// One 32-bit avalanche round; kept in sync with mix32 in packages/tensor/src/random.ts.
-fn mix32(v: u32) -> u32 {
-  var x = v;
-  x = x ^ (x >> 16u);
-  x = x * 0x7feb352du;
-  x = x ^ (x >> 15u);
-  x = x * 0x846ca68bu;
-  return x ^ (x >> 16u);
-}
+{{>counter-hash}}
 
 fn lora_factor(m: u32, n: u32) -> f32 {
   if (p.dropout_on == 0u) { return p.lora_scale; }
-  let k = mix32(p.dropout_seed ^ 0x9e3779b9u);
-  let bits = mix32(mix32(m * p.N + n + k) ^ k);
+  let bits = random_bits(p.dropout_seed, m * p.N + n);
   return select(0.0, p.lora_scale * p.dropout_keep_scale, (bits >> 8u) >= p.dropout_threshold);
 }
 
@@ -479,10 +470,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
         if (SPLIT == 1u) {
           c[o] = {{TC}}(v4[j]);
         } else {
-          var v = p.alpha * v4[j];
-          if (ACCUMULATE == 1u) { v += p.beta * f32(c[o]); }
-          if (HAS_BIAS == 1u) { v += f32(bias[n]); }
-          c[o] = {{TC}}(v);
+          c[o] = {{TC}}(epilogue(o, n, v4[j]));
         }
       }
 {{/VEC_OUT}}

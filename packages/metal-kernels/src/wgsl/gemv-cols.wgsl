@@ -44,15 +44,14 @@ struct Params { cols: u32, N4: u32, KR: u32, kr_chunk: u32, sk: u32, sj: u32, j0
 
 var<workgroup> red: array<vec4<f32>, 512>;
 
+{{>gemm-epilogue}}
+
 fn put(idx: u32, col: u32, total: f32, split: u32) {
   if (SPLIT == 1u) {
     c[split * p.mn + idx] = {{TC}}(total);
     return;
   }
-  var y = p.alpha * total;
-  if (ACCUMULATE == 1u) { y += p.beta * f32(c[idx]); }
-  if (HAS_BIAS == 1u) { y += f32(bias[col]); }
-  c[idx] = {{TC}}(y);
+  c[idx] = {{TC}}(epilogue(idx, col, total));
 }
 
 // Adds the RL row lanes' partials of accumulators j and j + 1 (staged in `red`) and writes them.

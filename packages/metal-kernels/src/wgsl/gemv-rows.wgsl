@@ -21,7 +21,7 @@
 //   over W with no second product over y. In split 0, each lane starts its accumulators at its
 //   share of the r products (k ≡ lane mod LANES), loaded before the stream over W; the lane
 //   reduction adds them up. (Computed after the stream instead, one thread per output, it was a
-//   latency-bound tail on the M = 1 pass; RESULTS.md, session 5.)
+//   latency-bound tail on the M = 1 pass; RESULTS.md, "The decode LoRA term in gemv-rows".)
 // Dispatch: (ceil(NW / (R·WG / LANES)), splits, 1) workgroups of WG threads.
 // Text types: T, TC (f32 or f16; ENABLE is `enable f16;` for f16).
 // Section CONCAT (no LoRA term): a second streamed matrix W2 [nw2, K] (binding 4)
@@ -105,6 +105,8 @@ fn x_stage(i: u32, kb: u32, ke: u32) -> vec4<f32> {
 }
 {{/XS}}
 
+{{>gemm-epilogue}}
+
 // Writes one output: the sum over K (this split's share with SPLIT) of row j of X with row n of W.
 fn emit(n: u32, j: u32, total: f32, split: u32) {
   // With CONCAT and SPLIT, W2's rows are columns NW.. of the workspace (ldc = NW + nw2).
@@ -119,10 +121,7 @@ fn emit(n: u32, j: u32, total: f32, split: u32) {
     if (SPLIT == 1u) {
       c[split * p.mn + idx] = {{TC}}(total);
     } else {
-      var y = p.alpha * total;
-      if (ACCUMULATE == 1u) { y += p.beta * f32(c[idx]); }
-      if (HAS_BIAS == 1u) { y += f32(bias[col]); }
-      c[idx] = {{TC}}(y);
+      c[idx] = {{TC}}(epilogue(idx, col, total));
     }
   }
 {{#CONCAT}}

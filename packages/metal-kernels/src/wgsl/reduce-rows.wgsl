@@ -19,14 +19,15 @@ struct Params { rows: u32, len: u32, grid_x: u32 }
 @group(0) @binding(1) var<storage, read_write> out: array<{{T}}>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, WG>;
-
-fn combine(a: f32, b: f32) -> f32 {
-  if (OP == 0u) { return a + b; }
+// The row's threads merge their values by lib/row-reduce.wgsl's tree, with op = OP.
+alias Reduced = f32;
+fn combine(a: f32, b: f32, op: u32) -> f32 {
+  if (op == 0u) { return a + b; }
   if (a != a) { return a; }
   if (b != b) { return b; }
   return max(a, b);
 }
+{{>row-reduce}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
@@ -36,13 +37,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   var neg_inf_bits = 0xff800000u; // a var: constant -inf is rejected by constant evaluation
   var acc = select(bitcast<f32>(neg_inf_bits), 0.0, OP == 0u);
   for (var k = lid.x; k < p.len; k += WG) {
-    acc = combine(acc, f32(x[base + k]));
+    acc = combine(acc, f32(x[base + k]), OP);
   }
-  partial[lid.x] = acc;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid.x < s) { partial[lid.x] = combine(partial[lid.x], partial[lid.x + s]); }
-    workgroupBarrier();
-  }
-  if (lid.x == 0u) { out[row] = {{T}}(partial[0]); }
+  let total = row_reduce(acc, lid.x, OP);
+  if (lid.x == 0u) { out[row] = {{T}}(total); }
 }

@@ -28,17 +28,10 @@ struct Params { rows: u32, d: u32, grid_x: u32, eps: f32 }
 {{/BACKWARD}}
 @group(0) @binding(5) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, WG>;
-
-fn row_sum(v: f32, lid: u32) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) { partial[lid] = partial[lid] + partial[lid + s]; }
-    workgroupBarrier();
-  }
-  return partial[0];
-}
+// One sum per row (forward Σ x², backward Σ dy·w·x), by lib/row-reduce.wgsl's tree.
+alias Reduced = f32;
+fn combine(a: f32, b: f32, op: u32) -> f32 { return a + b; }
+{{>row-reduce}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
@@ -52,7 +45,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     let v = f32(x[base + k]);
     ss += v * v;
   }
-  let r = 1.0 / sqrt(row_sum(ss, lid.x) / f32(p.d) + p.eps);
+  let r = 1.0 / sqrt(row_reduce(ss, lid.x, 0u) / f32(p.d) + p.eps);
   for (var k = lid.x; k < p.d; k += WG) {
     out[base + k] = {{T}}(f32(x[base + k]) * r * (f32(weight[k]) + shift));
   }
@@ -65,7 +58,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   }
   let r = f32(rstd[row]);
   // mean(h·n) = r·dot / D, and n = x·r: the correction per element is x·r²·(r·dot / D).
-  let c = r * r * r * row_sum(dot, lid.x) / f32(p.d);
+  let c = r * r * r * row_reduce(dot, lid.x, 0u) / f32(p.d);
   for (var k = lid.x; k < p.d; k += WG) {
     out[base + k] = {{T}}(r * f32(dy[base + k]) * (f32(weight[k]) + shift) - f32(x[base + k]) * c);
   }

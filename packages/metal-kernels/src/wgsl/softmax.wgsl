@@ -27,20 +27,14 @@ struct Params { rows: u32, s: u32, t: u32, per_batch: u32, grid_x: u32, scale: f
 @group(0) @binding(2) var<storage, read_write> out: array<{{T}}>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, WG>;
+// Row maxima (op 1) and sums (op 0) by lib/row-reduce.wgsl's tree.
+alias Reduced = f32;
+fn combine(a: f32, b: f32, op: u32) -> f32 { return select(a + b, max(a, b), op == 1u); }
+{{>row-reduce}}
 
-fn reduce(v: f32, lid: u32, is_max: bool) -> f32 {
-  partial[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      let a = partial[lid];
-      let b = partial[lid + s];
-      partial[lid] = select(a + b, max(a, b), is_max);
-    }
-    workgroupBarrier();
-  }
-  let r = partial[0];
+// The forward pass reduces twice: every thread reads the first result before `partial` is reused.
+fn reduce(v: f32, lid: u32, op: u32) -> f32 {
+  let r = row_reduce(v, lid, op);
   workgroupBarrier();
   return r;
 }
@@ -57,10 +51,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   var neg_inf_bits = 0xff800000u; // a var: constant -inf is rejected by constant evaluation
   var m = bitcast<f32>(neg_inf_bits);
   for (var k = lid.x; k < p.s; k += WG) { m = max(m, logit(base, {{#MASK}}m_base, {{/MASK}}k)); }
-  m = reduce(m, lid.x, true);
+  m = reduce(m, lid.x, 1u);
   var total = 0.0;
   for (var k = lid.x; k < p.s; k += WG) { total += exp(logit(base, {{#MASK}}m_base, {{/MASK}}k) - m); }
-  total = reduce(total, lid.x, false);
+  total = reduce(total, lid.x, 0u);
   let log_total = log(total);
   for (var k = lid.x; k < p.s; k += WG) {
     let z = logit(base, {{#MASK}}m_base, {{/MASK}}k) - m;
@@ -70,7 +64,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 {{#BACKWARD}}
   var dot = 0.0;
   for (var k = lid.x; k < p.s; k += WG) { dot += f32(x[base + k]) * f32(mask[base + k]); }
-  dot = reduce(dot, lid.x, false);
+  dot = reduce(dot, lid.x, 0u);
   for (var k = lid.x; k < p.s; k += WG) {
     out[base + k] = {{T}}(p.scale * f32(x[base + k]) * (f32(mask[base + k]) - dot));
   }

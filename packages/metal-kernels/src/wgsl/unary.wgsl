@@ -27,11 +27,7 @@ fn erf_approx(v: f32) -> f32 {
   return select(-r, r, v >= 0.0);
 }
 
-fn sigmoid(v: f32) -> f32 {
-  // Stable on both sides: never exponentiates a large positive number.
-  let e = exp(-abs(v));
-  return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
-}
+{{>sigmoid}}
 
 fn tanh_safe(v: f32) -> f32 {
   // Some drivers compute tanh as a ratio of exponentials that overflows: saturate first.

@@ -23,23 +23,15 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<{{T}}>;
 @group(0) @binding(4) var<uniform> p: Params;
 
-fn at(v: array<vec4u, 2>, d: u32) -> u32 { return v[d / 4u][d % 4u]; }
+// Offsets of cond, a and b (lib/strided-index.wgsl).
+alias Offsets = vec3u;
+fn strides_at(d: u32) -> Offsets { return vec3u(at(p.c_strides, d), at(p.a_strides, d), at(p.b_strides, d)); }
+{{>strided-index}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x + gid.y * p.grid_x;
   if (i >= p.n) { return; }
-  var rest = i;
-  var ic = 0u;
-  var ia = 0u;
-  var ib = 0u;
-  for (var d = i32(p.rank) - 1; d >= 0; d--) {
-    let dim = at(p.shape, u32(d));
-    let idx = rest % dim;
-    rest = rest / dim;
-    ic += idx * at(p.c_strides, u32(d));
-    ia += idx * at(p.a_strides, u32(d));
-    ib += idx * at(p.b_strides, u32(d));
-  }
-  out[i] = select(b[ib], a[ia], cond[ic] != {{TC}}(0));
+  let o = strided_offsets(i, vec3u(0u));
+  out[i] = select(b[o.z], a[o.y], cond[o.x] != {{TC}}(0));
 }

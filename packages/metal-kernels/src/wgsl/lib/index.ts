@@ -1,0 +1,19 @@
+import counterHash from './counter-hash.wgsl';
+import gemmEpilogue from './gemm-epilogue.wgsl';
+import gemmUniform from './gemm-uniform.wgsl';
+import rowReduce from './row-reduce.wgsl';
+import sigmoid from './sigmoid.wgsl';
+import stridedIndex from './strided-index.wgsl';
+
+/**
+ * The shared WGSL pieces by name (the file's name without `.wgsl`): what `specialize` splices in
+ * for `{{>name}}`. A static table of imported sources, so includes work in browsers too.
+ */
+export const wgslPieces: Readonly<Record<string, string>> = {
+  'counter-hash': counterHash,
+  'gemm-epilogue': gemmEpilogue,
+  'gemm-uniform': gemmUniform,
+  'row-reduce': rowReduce,
+  sigmoid,
+  'strided-index': stridedIndex,
+};
