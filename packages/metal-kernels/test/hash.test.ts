@@ -2,6 +2,7 @@ import { randomBits } from '@metal-lora/tensor';
 import { describe, expect } from 'vitest';
 import { specialize } from '../src/internal';
 import { gpuIt } from '../../../test-support/gpu';
+import { runRawShader } from './raw-shader';
 
 // The dropout kernels (dropout.wgsl, gemm-vec4.wgsl's LORA_MASK prologue) include one WGSL copy
 // of the counter hash, lib/counter-hash.wgsl; this checks its bits against random.ts's randomBits.
@@ -24,34 +25,8 @@ describe('counter hash', () => {
     const keys = Uint32Array.from(seeds.flatMap((s) => counterList.map(() => s)));
     const counters = Uint32Array.from(seeds.flatMap(() => counterList));
     const n = keys.length;
-    device.pushErrorScope('validation');
-    const make = (data: Uint32Array<ArrayBuffer> | null, label: string) => {
-      const buf = device.createBuffer({ label, size: n * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
-      if (data) device.queue.writeBuffer(buf, 0, data);
-      return buf;
-    };
-    const out = make(null, 'hash bits');
     const code = specialize('counter-hash test', source, {});
-    const module = device.createShaderModule({ label: 'counter-hash test', code });
-    const pipeline = device.createComputePipeline({ label: 'counter-hash test', layout: 'auto', compute: { module, entryPoint: 'main' } });
-    const bind = device.createBindGroup({
-      label: 'counter-hash test',
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [make(keys, 'hash keys'), make(counters, 'hash counters'), out].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
-    const read = device.createBuffer({ label: 'hash read', size: n * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const enc = device.createCommandEncoder({ label: 'counter-hash test' });
-    const pass = enc.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bind);
-    pass.dispatchWorkgroups(Math.ceil(n / 64));
-    pass.end();
-    enc.copyBufferToBuffer(out, 0, read, 0, n * 4);
-    device.queue.submit([enc.finish()]);
-    expect(await device.popErrorScope()).toBeNull();
-    await read.mapAsync(GPUMapMode.READ);
-    const got = Array.from(new Uint32Array(read.getMappedRange().slice(0)));
-    read.unmap();
+    const got = Array.from(new Uint32Array(await runRawShader(device, 'counter-hash test', code, [keys, counters], n)));
     expect(got).toEqual(Array.from(keys, (key, i) => randomBits(key, counters[i])));
   });
 });

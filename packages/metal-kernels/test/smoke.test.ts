@@ -2,6 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { describe, expect } from 'vitest';
 import { random } from './gemm-check';
 import { gpuIt } from '../../../test-support/gpu';
+import { runRawShader } from './raw-shader';
 
 describe('WebGPU smoke test', () => {
   gpuIt('finds an adapter and reports its features', async ({ context: { report } }) => {
@@ -13,44 +14,17 @@ describe('WebGPU smoke test', () => {
   });
 
   gpuIt('runs a compute shader and reads back its result', async ({ device }) => {
-    device.pushErrorScope('validation');
     const n = 1000; // not a multiple of the workgroup size
     const a = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 3);
     const b = Float32Array.from({ length: n }, (_, i) => Math.cos(i) + 0.5);
-    const make = (data: Float32Array<ArrayBuffer>, label: string) => {
-      const buf = device.createBuffer({ label, size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
-      device.queue.writeBuffer(buf, 0, data);
-      return buf;
-    };
-    const out = make(new Float32Array(n).fill(Number.NaN), 'smoke out (poisoned)');
-    const module = device.createShaderModule({
-      label: 'smoke fma',
-      code: `
-        @group(0) @binding(0) var<storage, read> a: array<f32>;
-        @group(0) @binding(1) var<storage, read> b: array<f32>;
-        @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-        @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3u) {
-          if (id.x < arrayLength(&y)) { y[id.x] = a[id.x] * b[id.x] + 1.0; }
-        }`,
-    });
-    const pipeline = device.createComputePipeline({ label: 'smoke fma', layout: 'auto', compute: { module, entryPoint: 'main' } });
-    const bind = device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [make(a, 'a'), make(b, 'b'), out].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
-    const read = device.createBuffer({ label: 'smoke read', size: n * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const enc = device.createCommandEncoder();
-    const pass = enc.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bind);
-    pass.dispatchWorkgroups(Math.ceil(n / 64));
-    pass.end();
-    enc.copyBufferToBuffer(out, 0, read, 0, n * 4);
-    device.queue.submit([enc.finish()]);
-    expect(await device.popErrorScope()).toBeNull();
-    await read.mapAsync(GPUMapMode.READ);
-    const got = new Float32Array(read.getMappedRange().slice(0));
-    read.unmap();
+    const code = `
+      @group(0) @binding(0) var<storage, read> a: array<f32>;
+      @group(0) @binding(1) var<storage, read> b: array<f32>;
+      @group(0) @binding(2) var<storage, read_write> y: array<f32>;
+      @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3u) {
+        if (id.x < arrayLength(&y)) { y[id.x] = a[id.x] * b[id.x] + 1.0; }
+      }`;
+    const got = new Float32Array(await runRawShader(device, 'smoke fma', code, [a, b], n));
     for (let i = 0; i < n; i++) expect(got[i]).toBeCloseTo(Math.fround(a[i] * b[i]) + 1, 5);
   });
   gpuIt('timeRegion times the passes fn records, and submits the prelude before them, untimed', async (backend) => {

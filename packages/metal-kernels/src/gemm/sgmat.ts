@@ -10,6 +10,7 @@ import { dummy, enableFor, shader, uniform } from '../kernels/common';
 import sgmatSource from '../wgsl/gemm-sgmat.wgsl';
 import { subgroupMatrixChoice } from './select';
 import type { GemmOperands, GemmShape, SgmatConfig } from './types';
+import { gemmConstants, gemmUniformHead } from './uniform';
 
 /** The WGSL of `cfg` for operands of type `t` (benchmarks compile it on adapters that cannot run it, to validate it). */
 export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; source: string } {
@@ -57,9 +58,9 @@ export function recordSgmat(
   backend.dispatch({
     key,
     source,
-    constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0, HAS_BIAS: ops.bias ? 1 : 0, ACCUMULATE: ops.beta !== 0 ? 1 : 0 },
+    constants: gemmConstants(shape, ops),
     buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), ops.c],
-    uniform: uniform([M, N, K, batch, ops.aBatchStride, ops.bBatchStride, 0, 0, { f32: ops.alpha }, { f32: ops.beta }]),
+    uniform: uniform(gemmUniformHead({ M, N, K, entries: batch }, ops, 0, 0)),
     workgroups: [Math.ceil(N / (4 * cfg.sn)), Math.ceil(M / (4 * cfg.sm)), batch],
     label: cfg.name,
   });

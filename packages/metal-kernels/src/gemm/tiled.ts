@@ -3,6 +3,7 @@ import type { WebGPUBackend } from '../backend';
 import { dummy, enableFor, shader, uniform } from '../kernels/common';
 import tiledSource from '../wgsl/gemm-tiled.wgsl';
 import type { GemmOperands, GemmShape, GemmTarget, GemmType, TiledConfig } from './types';
+import { gemmConstants, gemmUniformHead } from './uniform';
 
 /** Records one tiled dispatch of `shape` into `target`. */
 export function recordTiled(backend: WebGPUBackend, shape: GemmShape, ops: GemmOperands, cfg: TiledConfig, t: GemmType, target: GemmTarget): void {
@@ -22,26 +23,9 @@ export function recordTiled(backend: WebGPUBackend, shape: GemmShape, ops: GemmO
   backend.dispatch({
     key,
     source,
-    constants: {
-      TRANS_A: shape.transA ? 1 : 0,
-      TRANS_B: shape.transB ? 1 : 0,
-      HAS_BIAS: ops.bias ? 1 : 0,
-      ACCUMULATE: ops.beta !== 0 ? 1 : 0,
-      SPLIT: target.split ? 1 : 0,
-    },
+    constants: gemmConstants(shape, ops, target.split),
     buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), target.out],
-    uniform: uniform([
-      M,
-      N,
-      K,
-      batch,
-      ops.aBatchStride,
-      ops.bBatchStride,
-      target.split ? target.kChunk : K,
-      target.splits,
-      { f32: ops.alpha },
-      { f32: ops.beta },
-    ]),
+    uniform: uniform(gemmUniformHead({ M, N, K, entries: batch }, ops, target.split ? target.kChunk : K, target.splits)),
     workgroups: [Math.ceil(N / bn), Math.ceil(M / bm), batch * target.splits],
     label: cfg.name,
   });

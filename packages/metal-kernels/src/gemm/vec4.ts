@@ -4,6 +4,7 @@ import type { WebGPUBackend } from '../backend';
 import { dummy, enableFor, shader, uniform } from '../kernels/common';
 import vec4Source from '../wgsl/gemm-vec4.wgsl';
 import type { GemmOperands, GemmShape, GemmTarget, GemmType, Vec4Config } from './types';
+import { gemmConstants, gemmUniformHead } from './uniform';
 
 /**
  * gemm-vec4's LORA_TRANS_B for a LoRA term with lb transposed or not: dx's layout (lb = A as
@@ -60,26 +61,10 @@ export function recordVec4(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   backend.dispatch({
     key,
     source,
-    constants: {
-      TRANS_A: shape.transA ? 1 : 0,
-      TRANS_B: shape.transB ? 1 : 0,
-      HAS_BIAS: ops.bias ? 1 : 0,
-      ACCUMULATE: ops.beta !== 0 ? 1 : 0,
-      SPLIT: target.split ? 1 : 0,
-      ...(lora ? { LORA_TRANS_B: loraLayoutConstant(lora.transB) } : {}),
-    },
+    constants: { ...gemmConstants(shape, ops, target.split), ...(lora ? { LORA_TRANS_B: loraLayoutConstant(lora.transB) } : {}) },
     buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), target.out, lora?.la ?? pair?.a ?? null, lora?.lb ?? pair?.b ?? concatN?.b ?? null],
     uniform: uniform([
-      M,
-      NT,
-      K,
-      entries,
-      ops.aBatchStride,
-      ops.bBatchStride,
-      target.split ? target.kChunk : K,
-      target.splits,
-      { f32: ops.alpha },
-      { f32: ops.beta },
+      ...gemmUniformHead({ M, N: NT, K, entries }, ops, target.split ? target.kChunk : K, target.splits),
       lora?.r ?? 0,
       lora?.transB ? 1 : 0,
       { f32: lora?.scale ?? 0 },
