@@ -58,6 +58,9 @@ export interface LoraCase {
 export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (line: string) => void): Promise<LoraResult[]> {
   const results: LoraResult[] = [];
   for (const { M, inF, outF, r } of cases) {
+    // Every run below disposes what it makes: a run that kept its output would pile up one buffer
+    // per timed run (it once held 100 GB live before the training step that follows).
+    const liveBefore = backend.memory().liveBytes;
     const uploaded = performance.now();
     const x = make(backend, [M, inF], 1);
     const w = make(backend, [outF, inF], 2, 1 / Math.sqrt(inF));
@@ -70,7 +73,7 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
       const unfusedForward = (xs: T.Tensor, as: T.Tensor, bs: T.Tensor) =>
         T.add(T.matmul(xs, w, { transposeB: true }), T.mul(T.matmul(T.matmul(xs, as, { transposeB: true }), bs, { transposeB: true }), s));
       // Agreement of the two paths (fresh random inputs, nothing zero).
-      const yu = T.noGrad(() => unfusedForward(x, a, b));
+      const yu = T.tidy(() => T.noGrad(() => unfusedForward(x, a, b)));
       const yf = T.noGrad(() => T.loraLinear(x, w, a, b, { scale }));
       const cmp = compare(await yf.data(), await yu.data(), { rtol: 1e-3, atol: 1e-3 }, 'fused vs unfused');
       yu.dispose();
@@ -80,12 +83,23 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
       // The first timings after a case's uploads are discarded: on the H100 they were sometimes far
       // slower than the same work timed again (one base GEMM read 6.0 ms instead of 1.70; decode
       // ran slow for about a second, see settleAfterUploads).
-      const baseRun = () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true })));
+      const baseRun = () =>
+        T.tidy(() => {
+          T.noGrad(() => T.matmul(x, w, { transposeB: true }));
+        });
       if (backend instanceof WebGPUBackend) await settleAfterUploads(backend, baseRun, uploaded);
       else await timeOn(backend, baseRun);
       const base = await timeOn(backend, baseRun);
-      const unfusedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => unfusedForward(x, a, b))));
-      const fusedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
+      const unfusedFwd = await timeOn(backend, () =>
+        T.tidy(() => {
+          T.noGrad(() => unfusedForward(x, a, b));
+        }),
+      );
+      const fusedFwd = await timeOn(backend, () =>
+        T.tidy(() => {
+          T.noGrad(() => T.loraLinear(x, w, a, b, { scale }));
+        }),
+      );
       // A training step: forward, then dx, dA, dB (x requires grad: not the first layer).
       const leaves = () =>
         [x, a, b].map((t) => {
@@ -120,7 +134,11 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
       // The composed plan, forced where the backend has plans (the CPU backend has one way only).
       const gpu = backend instanceof WebGPUBackend ? backend : null;
       if (gpu) gpu.overrides.loraPlan = 'composed';
-      const composedFwd = await timeOn(backend, () => T.tidy(() => T.noGrad(() => T.loraLinear(x, w, a, b, { scale }))));
+      const composedFwd = await timeOn(backend, () =>
+        T.tidy(() => {
+          T.noGrad(() => T.loraLinear(x, w, a, b, { scale }));
+        }),
+      );
       const composedStep = await timeOn(backend, fusedStep);
       if (gpu) gpu.overrides = {};
       const res: LoraResult = {
@@ -153,6 +171,9 @@ export async function runLoraBench(backend: T.Backend, cases: LoraCase[], log: (
       for (const t of [a, b, s]) t.dispose();
     }
     for (const t of [x, w, dy]) t.dispose();
+    const kept = backend.memory().liveBytes - liveBefore;
+    if (kept !== 0)
+      throw new Error(`lora bench: the case M=${M} in=${inF} out=${outF} r=${r} left ${kept} bytes live; expected every run to dispose its tensors`);
   }
   return results;
 }

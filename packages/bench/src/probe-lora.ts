@@ -89,9 +89,21 @@ for (const r of ranks.length ? ranks : process.argv.includes('--decode-step') ? 
     for (const buffer of [dyb, bb, tb, ub, dbb]) backend.release(buffer);
     continue;
   }
-  await profile(`r=${r} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(x, w, { transposeB: true }))));
-  await profile(`r=${r} base dy·W (dx without LoRA)`, () => T.tidy(() => T.noGrad(() => T.matmul(dy, w))));
-  await profile(`r=${r} fused forward`, () => T.tidy(() => T.noGrad(() => fused(x, a, b))));
+  await profile(`r=${r} base x·Wᵀ`, () =>
+    T.tidy(() => {
+      T.noGrad(() => T.matmul(x, w, { transposeB: true }));
+    }),
+  );
+  await profile(`r=${r} base dy·W (dx without LoRA)`, () =>
+    T.tidy(() => {
+      T.noGrad(() => T.matmul(dy, w));
+    }),
+  );
+  await profile(`r=${r} fused forward`, () =>
+    T.tidy(() => {
+      T.noGrad(() => fused(x, a, b));
+    }),
+  );
   await profile(`r=${r} fused step`, () => step(x, a, b, dy, fused));
 }
 // Decode shapes, r = 16: the base GEMV and the forward on both plans.
@@ -99,12 +111,22 @@ for (const Md of dualOnly ? [] : [1, 16]) {
   const xd = make([Md, inF], 6);
   const a = make([16, inF], 4, 1 / Math.sqrt(inF));
   const b = make([outF, 16], 5, 0.1);
-  await profile(`decode M=${Md} base x·Wᵀ`, () => T.tidy(() => T.noGrad(() => T.matmul(xd, w, { transposeB: true }))));
+  await profile(`decode M=${Md} base x·Wᵀ`, () =>
+    T.tidy(() => {
+      T.noGrad(() => T.matmul(xd, w, { transposeB: true }));
+    }),
+  );
   await profile(`decode M=${Md} r=16 forward (${loraPlan({ M: Md, inF, outF, r: 16, dtype: 'float32' }, gemmDevice(backend))})`, () =>
-    T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))),
+    T.tidy(() => {
+      T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }));
+    }),
   );
   backend.overrides.loraPlan = 'composed';
-  await profile(`decode M=${Md} r=16 forward (composed)`, () => T.tidy(() => T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }))));
+  await profile(`decode M=${Md} r=16 forward (composed)`, () =>
+    T.tidy(() => {
+      T.noGrad(() => T.loraLinear(xd, w, a, b, { scale: 1 }));
+    }),
+  );
   backend.overrides = {};
   if (process.argv.includes('--decode-step')) {
     // The training step at decode sizes: loraLinear's backward against the matmul composition's.
