@@ -50,9 +50,19 @@ const UPLOAD_INLINE_MAX = 1024 * 1024;
 // live size seen, so a loop whose working set recurs (a training step) creates few buffers once
 // its first steps have filled the pool, while idle memory stays bounded by what the loop needed.
 const AUTO_POOL_FLOOR = 512 * 1024 * 1024;
-// Bounds of the bind-group and uniform caches (a loop's distinct dispatches are far fewer).
+// Bound of the bind-group cache (a loop's distinct dispatches are far fewer).
 const MAX_CACHED_BIND_GROUPS = 65536;
-const MAX_CACHED_UNIFORMS = 16384;
+
+/** How a shader's WGSL declares one binding of group 0. */
+type BindingKind = 'uniform' | 'storage' | 'read-only-storage';
+
+/** The bindings of group 0 that `source` declares, by index. */
+function declaredBindings(source: string): Map<number, BindingKind> {
+  const out = new Map<number, BindingKind>();
+  for (const m of source.matchAll(/@group\(0\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read_write|read)\s*)?>/g))
+    out.set(Number(m[1]), m[2] === 'uniform' ? 'uniform' : m[3] === 'read_write' ? 'storage' : 'read-only-storage');
+  return out;
+}
 
 export interface DispatchSpec {
   /** Pipeline cache key: kernel name plus whatever specialization the source text carries. */
@@ -90,8 +100,12 @@ export class WebGPUBackend implements Backend {
   private peak = 0;
   private buffers = 0;
   private readonly pipelines = new Map<string, GPUComputePipeline>();
-  /** Each pipeline's bind group layout, fetched once (a Dawn call per dispatch otherwise). */
-  private readonly layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
+  /**
+   * Explicit layouts by kernel key and bound slots: the dispatch's uniform is bound with a
+   * dynamic offset into the batch's arena, so a bind group depends on the buffers alone and is
+   * reused whatever the uniform's contents (shapes, cache lengths, step numbers).
+   */
+  private readonly layouts = new Map<string, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
   private readonly modules = new Map<string, GPUShaderModule>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -111,8 +125,6 @@ export class WebGPUBackend implements Backend {
   private readonly uploadData = new Uint8Array(UPLOAD_ARENA_BYTES);
   private uploadUsed = 0;
   private readonly bindGroups = new Map<string, GPUBindGroup>();
-  /** Uniform contents (as a string of their 16-bit words) → their own buffer once seen twice, else 0. */
-  private readonly uniforms = new Map<string, GPUBufferBinding | 0>();
   private readonly ids = new WeakMap<object, number>();
   private nextId = 1;
   private lostReason: string | null = null;
@@ -393,8 +405,12 @@ export class WebGPUBackend implements Backend {
 
   // ---- pipelines and dispatch ----------------------------------------------------------
 
-  pipeline(key: string, source: string, constants: Record<string, number> = {}): GPUComputePipeline {
-    const fullKey = `${key}|${JSON.stringify(constants)}`;
+  /**
+   * The pipeline of `key`'s shader with `constants`, cached. With `slots` (see {@link slotsOf}) its
+   * layout is explicit, the dispatch uniform's binding taking a dynamic offset; without, 'auto'.
+   */
+  pipeline(key: string, source: string, constants: Record<string, number> = {}, slots?: string): GPUComputePipeline {
+    const fullKey = `${key}|${JSON.stringify(constants)}|${slots ?? 'auto'}`;
     let pipeline = this.pipelines.get(fullKey);
     if (pipeline) return pipeline;
     let module = this.modules.get(key);
@@ -402,9 +418,38 @@ export class WebGPUBackend implements Backend {
       module = this.device.createShaderModule({ label: key, code: source });
       this.modules.set(key, module);
     }
-    pipeline = this.device.createComputePipeline({ label: fullKey, layout: 'auto', compute: { module, entryPoint: 'main', constants } });
+    const layout = slots === undefined ? 'auto' : this.layout(key, source, slots).pipeline;
+    pipeline = this.device.createComputePipeline({ label: fullKey, layout, compute: { module, entryPoint: 'main', constants } });
     this.pipelines.set(fullKey, pipeline);
     return pipeline;
+  }
+
+  /**
+   * The explicit layout of `key`'s shader for the bound slots `slots`: each bound buffer as its
+   * WGSL declares it, and a last `u` slot (the dispatch's uniform) with a dynamic offset.
+   */
+  private layout(key: string, source: string, slots: string): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
+    const layoutKey = `${key}|${slots}`;
+    let layout = this.layouts.get(layoutKey);
+    if (layout) return layout;
+    const declared = declaredBindings(source);
+    const entries: GPUBindGroupLayoutEntry[] = [];
+    for (let binding = 0; binding < slots.length; binding++) {
+      const slot = slots[binding];
+      if (slot === '-') continue;
+      const kind = declared.get(binding);
+      if (!kind)
+        throw new GPUError(
+          key,
+          'internal',
+          `binding ${binding} is bound but the shader declares none there; expected a @group(0) @binding(${binding}) var, got none`,
+        );
+      entries.push({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: kind, hasDynamicOffset: slot === 'u' } });
+    }
+    const group = this.device.createBindGroupLayout({ label: layoutKey, entries });
+    layout = { group, pipeline: this.device.createPipelineLayout({ label: layoutKey, bindGroupLayouts: [group] }) };
+    this.layouts.set(layoutKey, layout);
+    return layout;
   }
 
   /** The batch's encoder, with no compute pass open (copies and queries need that). */
@@ -422,25 +467,20 @@ export class WebGPUBackend implements Backend {
   /** Records one compute dispatch into the current batch. */
   dispatch(spec: DispatchSpec): void {
     this.checkHealth(spec.key);
-    const pipeline = this.pipeline(spec.key, spec.source, spec.constants);
-    const uniform = spec.uniform ? this.uniformBuffer(spec.uniform) : null;
-    let bindGroup: GPUBindGroup;
-    if (spec.uniform && !uniform) {
-      bindGroup = this.createBindGroup(pipeline, spec, this.arenaSlot(spec.uniform));
+    const slots = slotsOf(spec);
+    const pipeline = this.pipeline(spec.key, spec.source, spec.constants, slots);
+    // The uniform goes into the batch's arena; its binding takes the slot's offset, so the bind
+    // group is cached by pipeline and buffers: a loop binds the same pooled buffers every step,
+    // and creating a bind group is a Dawn call.
+    const slot = spec.uniform ? this.arenaSlot(spec.uniform) : null;
+    let key = `${this.idOf(pipeline)}|${slot ? slot.size : 0}`;
+    for (const b of spec.buffers) key += b ? `,${this.idOf(b)}` : ',-';
+    let bindGroup = this.bindGroups.get(key);
+    if (!bindGroup) {
+      if (this.bindGroups.size >= MAX_CACHED_BIND_GROUPS) this.bindGroups.clear();
+      bindGroup = this.createBindGroup(spec, slots, slot ? { buffer: this.arena, offset: 0, size: slot.size } : null);
       this.stats.bindGroupsCreated++;
-    } else {
-      // Bind groups are cached by pipeline, buffers and uniform: a training step binds the same
-      // pooled buffers in the same order every step, and creating a bind group is a Dawn call.
-      let key = `${this.idOf(pipeline)}|${uniform ? this.idOf(uniform.buffer) : 0}`;
-      for (const b of spec.buffers) key += b ? `,${this.idOf(b)}` : ',-';
-      let cached = this.bindGroups.get(key);
-      if (!cached) {
-        if (this.bindGroups.size >= MAX_CACHED_BIND_GROUPS) this.bindGroups.clear();
-        cached = this.createBindGroup(pipeline, spec, uniform);
-        this.stats.bindGroupsCreated++;
-        this.bindGroups.set(key, cached);
-      }
-      bindGroup = cached;
+      this.bindGroups.set(key, bindGroup);
     }
     const profile = this.profile;
     if (profile) {
@@ -456,7 +496,8 @@ export class WebGPUBackend implements Backend {
     }
     const pass = this.pass;
     pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
+    if (slot) pass.setBindGroup(0, bindGroup, [slot.offset]);
+    else pass.setBindGroup(0, bindGroup);
     const [x, y, z] = spec.workgroups;
     if (x > 0 && y > 0 && z > 0) pass.dispatchWorkgroups(x, y, z);
     this.stats.dispatches++;
@@ -508,53 +549,24 @@ export class WebGPUBackend implements Backend {
     return totals;
   }
 
-  private createBindGroup(pipeline: GPUComputePipeline, spec: DispatchSpec, uniform: GPUBufferBinding | null): GPUBindGroup {
+  private createBindGroup(spec: DispatchSpec, slots: string, uniform: GPUBufferBinding | null): GPUBindGroup {
     const entries: GPUBindGroupEntry[] = [];
     spec.buffers.forEach((buffer, binding) => {
       if (buffer) entries.push({ binding, resource: { buffer } });
     });
     if (uniform) entries.push({ binding: spec.buffers.length, resource: uniform });
-    let layout = this.layouts.get(pipeline);
-    if (!layout) this.layouts.set(pipeline, (layout = pipeline.getBindGroupLayout(0)));
-    return this.device.createBindGroup({ label: spec.label ?? spec.key, layout, entries });
+    return this.device.createBindGroup({ label: spec.label ?? spec.key, layout: this.layout(spec.key, spec.source, slots).group, entries });
   }
 
-  /** A slot of the per-batch uniform arena holding `data` (written when the batch is submitted). */
-  private arenaSlot(data: ArrayBuffer): GPUBufferBinding {
-    const aligned = Math.ceil(data.byteLength / 16) * 16;
-    if (this.arenaUsed + aligned > UNIFORM_ARENA_BYTES) this.flush();
-    this.arenaData.set(new Uint8Array(data), this.arenaUsed);
-    const slot = { buffer: this.arena, offset: this.arenaUsed, size: aligned };
-    const step = this.device.limits.minUniformBufferOffsetAlignment;
-    this.arenaUsed += Math.ceil(aligned / step) * step;
-    return slot;
-  }
-
-  /**
-   * A buffer of its own for uniform contents seen before (shapes repeat from step to step), so
-   * that the dispatch's bind group can be cached; null the first time, when the arena serves.
-   */
-  private uniformBuffer(data: ArrayBuffer): GPUBufferBinding | null {
-    const key = contentsKey(data);
-    const seen = this.uniforms.get(key);
-    if (typeof seen === 'object') return seen;
-    if (seen === undefined) {
-      if (this.uniforms.size >= MAX_CACHED_UNIFORMS) this.forgetUniforms();
-      this.uniforms.set(key, 0);
-      return null;
-    }
+  /** A slot of the batch's uniform arena holding `data` (written when the batch is submitted): its offset and size. */
+  private arenaSlot(data: ArrayBuffer): { offset: number; size: number } {
     const size = Math.ceil(data.byteLength / 16) * 16;
-    const buffer = this.device.createBuffer({ label: 'metal-lora uniform', size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    this.device.queue.writeBuffer(buffer, 0, data, 0, data.byteLength);
-    const binding = { buffer, offset: 0, size };
-    this.uniforms.set(key, binding);
-    return binding;
-  }
-
-  private forgetUniforms(): void {
-    this.beforeDestroying();
-    for (const u of this.uniforms.values()) if (typeof u === 'object') u.buffer.destroy();
-    this.uniforms.clear();
+    if (this.arenaUsed + size > UNIFORM_ARENA_BYTES) this.flush();
+    this.arenaData.set(new Uint8Array(data), this.arenaUsed);
+    const offset = this.arenaUsed;
+    const step = this.device.limits.minUniformBufferOffsetAlignment;
+    this.arenaUsed += Math.ceil(size / step) * step;
+    return { offset, size };
   }
 
   /**
@@ -662,11 +674,21 @@ export class WebGPUBackend implements Backend {
       this.profile = null;
     }
     this.releasePool();
-    this.forgetUniforms();
+    this.beforeDestroying();
     for (const u of this.sharedUniforms.values()) u.buffer.destroy();
     this.arena.destroy();
     this.uploads.destroy();
   }
+}
+
+/**
+ * A dispatch's bound slots, one character per binding: `b` a buffer, `-` none (a binding this
+ * variant of the shader does not declare), and `u` last for its uniform.
+ */
+function slotsOf(spec: DispatchSpec): string {
+  let slots = '';
+  for (const b of spec.buffers) slots += b ? 'b' : '-';
+  return spec.uniform ? `${slots}u` : slots;
 }
 
 /** Uniform contents as a string of their 16-bit words (a map key; uniforms are multiples of 16 bytes). */
