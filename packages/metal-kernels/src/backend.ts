@@ -56,11 +56,17 @@ const MAX_CACHED_BIND_GROUPS = 65536;
 /** How a shader's WGSL declares one binding of group 0. */
 type BindingKind = 'uniform' | 'storage' | 'read-only-storage';
 
-/** The bindings of group 0 that `source` declares, by index. */
+/** The bindings of group 0 that `source` declares, by index (comments ignored; either attribute order). */
 function declaredBindings(source: string): Map<number, BindingKind> {
+  const code = source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/[^\n]*/g, '');
   const out = new Map<number, BindingKind>();
-  for (const m of source.matchAll(/@group\(0\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read_write|read)\s*)?>/g))
-    out.set(Number(m[1]), m[2] === 'uniform' ? 'uniform' : m[3] === 'read_write' ? 'storage' : 'read-only-storage');
+  const declaration =
+    /(?:@group\(\s*(\d+)\s*\)\s*@binding\(\s*(\d+)\s*\)|@binding\(\s*(\d+)\s*\)\s*@group\(\s*(\d+)\s*\))\s*var<\s*(uniform|storage)\s*(?:,\s*(read_write|read)\s*)?>/g;
+  for (const m of code.matchAll(declaration)) {
+    const [group, binding] = m[1] !== undefined ? [m[1], m[2]] : [m[4], m[3]];
+    if (group !== '0') continue;
+    out.set(Number(binding), m[5] === 'uniform' ? 'uniform' : m[6] === 'read_write' ? 'storage' : 'read-only-storage');
+  }
   return out;
 }
 
@@ -340,8 +346,8 @@ export class WebGPUBackend implements Backend {
   /**
    * One long-lived uniform buffer per `name`, holding `data` from here on in the batch's order
    * (rewritten only when the contents change). For values that change every step but are shared
-   * by many dispatches (an optimizer's step size): binding it instead of a per-dispatch uniform
-   * keeps those dispatches' bind groups cacheable. Pass it in `DispatchSpec.buffers`.
+   * by many dispatches (an optimizer's step size): written once per step instead of into every
+   * dispatch's uniform. Pass it in `DispatchSpec.buffers`.
    */
   sharedUniform(name: string, data: ArrayBuffer): GPUBuffer {
     const size = Math.ceil(data.byteLength / 16) * 16;

@@ -13,6 +13,27 @@ describe('WebGPU smoke test', () => {
     );
   });
 
+  gpuIt("reads a shader's bindings in either attribute order, past comments, for its explicit layout", async (backend) => {
+    // The layout comes from the declarations (the uniform at a dynamic offset); a commented-out one must not count.
+    const source = `
+      // @group(0) @binding(0) var<uniform> y: vec4u;
+      /* @group(0) @binding(1) var<storage, read_write> p: P; */
+      @binding(0) @group(0) var<storage, read_write> y: array<u32>;
+      struct P { add: u32, n: u32, pad0: u32, pad1: u32 }
+      @group(0) @binding(1) var<uniform> p: P;
+      @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3u) {
+        if (id.x < p.n) { y[id.x] = id.x + p.add; }
+      }`;
+    const n = 100;
+    const y = backend.allocate('int32', n, 'bindings test');
+    for (const add of [5, 7]) {
+      backend.dispatch({ key: 'bindings test', source, buffers: [y.buffer], uniform: new Uint32Array([add, n, 0, 0]).buffer, workgroups: [2, 1, 1] });
+      const got = await backend.read(y, 'int32', n);
+      expect(Array.from(got)).toEqual(Array.from({ length: n }, (_, i) => i + add));
+    }
+    backend.free(y);
+  });
+
   gpuIt('runs a compute shader and reads back its result', async ({ device }) => {
     const n = 1000; // not a multiple of the workgroup size
     const a = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 3);

@@ -2,6 +2,8 @@
  * Test helpers shared by every package's suites (exported as `@metal-lora/tensor/testing`):
  * tolerances in one place, comparisons that print both sides, and float64 gradient checks.
  */
+// The package entry installs the Tensor methods, the gradient table and the CPU backend that these helpers use.
+import './index';
 import { grad } from './autograd';
 import type { DType } from './dtype';
 import { noGrad } from './engine';

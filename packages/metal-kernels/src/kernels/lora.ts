@@ -93,11 +93,12 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   const outputs: OpOutputs['loraLinearBackward'] = {};
   // U = s·dy·B [M, r] (for dx and dA) and dB = s·dyᵀ·T [out, r], from one read of dy where the dual kernel applies.
   let dB: GpuData | null = null;
-  let u: GpuData;
+  // U is made only where dx or dA needs it.
+  let u: GpuData | null = null;
   if (plan.u === 'dual') ({ u, dB } = recordLoraDual(backend, buf(dy), buf(b), buf(t), M, outF, r, s));
-  else {
+  else if (plan.u) {
     u = gemmOutput(backend, dtype, 1, M, r);
-    if (plan.u) record(backend, dtype, plan.u, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
+    record(backend, dtype, plan.u, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
   }
   if (plan.dx && 'fused' in plan.dx) {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM, U·A the prologue (the mask's code is a shader variant of its own: only dropout pays for it).
@@ -108,13 +109,13 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
       c: dx.buffer,
       alpha: 1,
       beta: 0,
-      lora: { la: u.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined },
+      lora: { la: u!.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined },
     });
     outputs.dx = out(dx, [M, inF], dtype);
   } else if (plan.dx) {
     // dx = dropout(U·A) + dy·W: the LoRA term first, then the base product accumulates onto it.
     let dx = gemmOutput(backend, dtype, 1, M, inF);
-    record(backend, dtype, plan.dx.term, { a: u.buffer, b: buf(a), c: dx.buffer, alpha: 1, beta: 0 });
+    record(backend, dtype, plan.dx.term, { a: u!.buffer, b: buf(a), c: dx.buffer, alpha: 1, beta: 0 });
     if (p > 0) {
       const masked = dropoutData(backend, dtype, dx.buffer, M * inF, p, attrs.seed);
       backend.release(dx.buffer);
@@ -130,18 +131,18 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
       // dA = Uᵀ·x and dBᵀ = s·Tᵀ·dy in one dispatch; the reduction writes dB transposed.
       dB = gemmOutput(backend, dtype, 1, outF, r);
       record(backend, dtype, plan.dA.pair, {
-        a: u.buffer,
+        a: u!.buffer,
         b: xd?.buffer ?? buf(x),
         c: dA.buffer,
         alpha: 1,
         beta: 0,
         pair: { a: buf(t), b: buf(dy), cT: dB.buffer, alpha: s },
       });
-    } else record(backend, dtype, plan.dA, { a: u.buffer, b: xd?.buffer ?? buf(x), c: dA.buffer, alpha: 1, beta: 0 });
+    } else record(backend, dtype, plan.dA, { a: u!.buffer, b: xd?.buffer ?? buf(x), c: dA.buffer, alpha: 1, beta: 0 });
     if (xd) backend.release(xd.buffer);
     outputs.dA = out(dA, [r, inF], dtype);
   }
-  backend.release(u.buffer);
+  if (u) backend.release(u.buffer);
   if (attrs.needB) {
     if (plan.dB) {
       dB = gemmOutput(backend, dtype, 1, outF, r);
