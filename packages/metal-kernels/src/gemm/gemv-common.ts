@@ -5,6 +5,7 @@
  * accumulator arrays spill to local memory.
  */
 import { enableFor } from '../kernels/common';
+import { epilogueConstants } from './uniform';
 
 export interface GemvOperands {
   a: GPUBuffer;
@@ -39,5 +40,5 @@ export function gemvTypeValues(types: GemvTypes): Record<string, string> {
 
 /** The overrides both gemv kernels share: which operand is streamed (C stored transposed to it when A is) and the epilogue. */
 export function gemvEpilogueFlags(ops: GemvOperands, streamB: boolean): Record<string, number> {
-  return { OUT_T: streamB ? 0 : 1, HAS_BIAS: ops.bias ? 1 : 0, ACCUMULATE: ops.beta !== 0 ? 1 : 0, SPLIT: ops.split ? 1 : 0 };
+  return { OUT_T: streamB ? 0 : 1, ...epilogueConstants(ops), SPLIT: ops.split ? 1 : 0 };
 }

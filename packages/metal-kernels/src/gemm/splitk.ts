@@ -3,6 +3,7 @@ import type { WebGPUBackend } from '../backend';
 import { dummy, enableFor, grid1d, shader, uniform } from '../kernels/common';
 import splitkSource from '../wgsl/gemm-splitk-reduce.wgsl';
 import type { GemmOperands, GemmShape, GemmType } from './types';
+import { epilogueConstants } from './uniform';
 
 /**
  * Records the reduction of `ws` ([entries·splits, M, NT]) into C; with a pair its second entry
@@ -35,7 +36,7 @@ export function recordSplitKReduce(
   backend.dispatch({
     key,
     source,
-    constants: { HAS_BIAS: ops.bias ? 1 : 0, ACCUMULATE: ops.beta !== 0 ? 1 : 0 },
+    constants: epilogueConstants(ops),
     buffers: second ? [ws, bias, ops.c, second] : [ws, bias, ops.c],
     uniform: uniform([n, M * NT, NT, splits, gridX, 0, { f32: ops.alpha }, { f32: ops.beta }, { f32: pair?.alpha ?? 0 }, N]),
     workgroups,

@@ -1,13 +1,17 @@
 /** What the GEMM kernels' interfaces share: their common overrides, and the uniform fields of the `gemm-uniform` WGSL piece. */
 import type { GemmOperands, GemmShape } from './types';
 
-/** TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE, and SPLIT where the kernel has it (`split` given). */
+/** The overrides of the `gemm-epilogue` WGSL piece: HAS_BIAS, and ACCUMULATE where β is non-zero. */
+export function epilogueConstants(ops: Pick<GemmOperands, 'bias' | 'beta'>): { HAS_BIAS: number; ACCUMULATE: number } {
+  return { HAS_BIAS: ops.bias ? 1 : 0, ACCUMULATE: ops.beta !== 0 ? 1 : 0 };
+}
+
+/** TRANS_A, TRANS_B, the epilogue's overrides, and SPLIT where the kernel has it (`split` given). */
 export function gemmConstants(shape: GemmShape, ops: Pick<GemmOperands, 'bias' | 'beta'>, split?: boolean): Record<string, number> {
   return {
     TRANS_A: shape.transA ? 1 : 0,
     TRANS_B: shape.transB ? 1 : 0,
-    HAS_BIAS: ops.bias ? 1 : 0,
-    ACCUMULATE: ops.beta !== 0 ? 1 : 0,
+    ...epilogueConstants(ops),
     ...(split === undefined ? {} : { SPLIT: split ? 1 : 0 }),
   };
 }

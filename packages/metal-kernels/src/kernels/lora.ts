@@ -2,8 +2,8 @@ import { type DType, type OpOutputs, registerKernel } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
 import { recordLoraDual } from '../gemm/lora-dual';
 import { gemmDevice, gemmOutput, recordGemm } from '../gemm/record';
-import { type LoraDims, selectLoraBackward, selectLoraForward } from '../gemm/select';
-import type { GemmOperands, Product } from '../gemm/types';
+import { selectLoraBackward, selectLoraForward } from '../gemm/select';
+import type { GemmDevice, GemmOperands, Product } from '../gemm/types';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -27,9 +27,9 @@ export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, 
   return y;
 }
 
-/** The layer's dims and the backend's device description for the selector. */
-function layer(backend: WebGPUBackend, dims: LoraDims): { dims: LoraDims; device: ReturnType<typeof gemmDevice> } {
-  return { dims, device: gemmDevice(backend, typeOf(backend, dims.dtype as DType, 'matmul')) };
+/** The device description the selector reads for a layer stored as `dtype`. */
+function loraDevice(backend: WebGPUBackend, dtype: DType): GemmDevice {
+  return gemmDevice(backend, typeOf(backend, dtype, 'matmul'));
 }
 
 /** Records one product of the layer on the config the selector gave it (operands without batch strides: batch 1). */
@@ -48,8 +48,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOut
   const [M, inF] = x.shape;
   const outF = w.shape[0];
   const r = a.shape[0];
-  const { dims, device } = layer(backend, { M, inF, outF, r, dtype });
-  const plan = selectLoraForward({ ...dims, dropout: attrs.dropout }, device, backend.overrides);
+  const plan = selectLoraForward({ M, inF, outF, r, dtype, dropout: attrs.dropout }, loraDevice(backend, dtype), backend.overrides);
   const biasBuf = attrs.hasBias && bias ? buf(bias) : undefined;
   if (plan.kind === 'along') {
     const t = gemmOutput(backend, dtype, 1, M, r);
@@ -88,8 +87,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   const inF = x.shape[1];
   const r = a.shape[0];
   const { scale: s, dropout: p } = attrs;
-  const { dims, device } = layer(backend, { M, inF, outF, r, dtype });
-  const plan = selectLoraBackward(dims, attrs, device, backend.overrides);
+  const plan = selectLoraBackward({ M, inF, outF, r, dtype }, attrs, loraDevice(backend, dtype), backend.overrides);
   const outputs: OpOutputs['loraLinearBackward'] = {};
   // U = s·dy·B [M, r] (for dx and dA) and dB = s·dyᵀ·T [out, r], from one read of dy where the dual kernel applies.
   let dB: GpuData | null = null;
