@@ -27,6 +27,16 @@ export interface KernelArgs<K extends OpName = OpName, B extends Backend = Backe
 /** `op`'s kernel on backend class `B`: one output, or a named record for the ops in `OpOutputs`. */
 export type KernelFn<K extends OpName = OpName, B extends Backend = Backend> = (args: KernelArgs<K, B>) => OpResult<K>;
 
+/** A step's recorded device work (`captureGraph`). */
+export interface CapturedGraph {
+  /** Sends the recorded work again: the same kernels over the same buffers, whatever they hold now. */
+  replay(): void;
+  /** Dispatches one replay records. */
+  readonly dispatches: number;
+  /** Frees what only the graph held (the step's intermediates). Safe to call twice. */
+  dispose(): void;
+}
+
 /** Live and peak bytes held by a backend's allocator. */
 export interface MemoryInfo {
   liveBytes: number;
@@ -46,6 +56,14 @@ export interface Backend {
   read(data: unknown, dtype: DType, size: number): Promise<StorageArray>;
   /** Synchronous read, where the backend can offer it (the CPU backend does). */
   readSync?(data: unknown, dtype: DType, size: number): StorageArray;
+  /** Overwrites `data` with `values` (the whole tensor, storage layout of `dtype`), ordered after the work recorded before. */
+  write?(data: unknown, values: StorageArray, dtype: DType): void;
+  /**
+   * Runs `fn` and records what it sends to the device, so that `replay()` sends the same work
+   * again, reading whatever the same buffers hold then (see `captureGraph`). Backends whose
+   * kernels run on the host have nothing to gain and leave it out.
+   */
+  capture?<R>(fn: () => R): { result: R; graph: CapturedGraph };
   free(data: unknown): void;
   memory(): MemoryInfo;
   /** Resets the peak to the current live bytes (for measuring one step). */

@@ -19,6 +19,7 @@ export { checkpoint, type GradOf, grad, type TensorTree, treeLeaves, valueAndGra
 export {
   type AutoHint,
   type Backend,
+  type CapturedGraph,
   getBackend,
   getKernel,
   hasKernel,
@@ -36,6 +37,7 @@ export {
   unregisterKernel,
 } from './backend';
 export { CpuBackend, cpuBackend } from './cpu/backend';
+export { captureGraph } from './graph';
 export { gemmABt } from './cpu/matmul';
 export {
   type DType,

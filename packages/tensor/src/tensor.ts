@@ -1,7 +1,7 @@
 import { type Backend, type TensorRef, getBackend, resolveBackend } from './backend';
 import { type DType, type StorageArray, type ValueArray, assertDType, bytesPerElement, fromStorage, isFloat, toStorage } from './dtype';
-import { assertDifferentiable, computeGradients, type GradNode, releaseGraph } from './engine';
-import { DTypeError, ShapeError, StateError } from './errors';
+import { assertDifferentiable, computeGradients, type GradNode, isGradEnabled, releaseGraph } from './engine';
+import { DTypeError, ShapeError, StateError, ValueError } from './errors';
 import type { MatmulOptions } from './ops/matmul';
 import { normalValues, nextSeed, uniformValues } from './random';
 import { keep, setTensorCheck, trackTensor } from './scope';
@@ -197,6 +197,28 @@ export class Tensor {
     incoming.refs++;
     this.storage = incoming;
     if (--own.refs === 0) own.backend.free(own.data);
+    return this;
+  }
+
+  /**
+   * Overwrites every value in place (`values` in row-major order, as many as the tensor holds):
+   * the storage keeps its place (on the GPU, the same buffer, written in order with the work
+   * recorded before), so every handle on it sees the new values. How a recorded step's inputs
+   * change between replays (`captureGraph`). Not recorded by autograd: refused while gradients
+   * are recorded for this tensor.
+   */
+  write(values: ArrayLike<number>): this {
+    const op = 'write';
+    const s = this.live(op);
+    if (!ArrayBuffer.isView(values) && !Array.isArray(values))
+      throw new ValueError(op, 'values must be an array or typed array of numbers', `${this.size} numbers`, typeof values);
+    if (values.length !== this.size)
+      throw new ShapeError(op, 'values must fill the tensor', `${this.size} values for ${formatShape(this.shape)}`, `${values.length}`);
+    if (isGradEnabled() && this.requiresGrad)
+      throw new StateError(op, 'the tensor requires grad and gradients are being recorded; expected the write under noGrad(), got it outside');
+    if (!s.backend.write) throw new StateError(op, `backend '${s.backend.name}' cannot overwrite data in place; expected a backend with write(), got none`);
+    const storage = values instanceof Uint16Array && this.dtype === 'float16' ? values.slice() : toStorage(values, this.dtype);
+    s.backend.write(s.data, storage, this.dtype);
     return this;
   }
 

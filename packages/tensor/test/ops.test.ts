@@ -40,6 +40,10 @@ import {
   transpose,
   unsqueeze,
   where,
+  writeSlice,
+  noGrad,
+  randn,
+  zeros,
 } from '../src/index';
 import { assertClose, gradCheck, randomTensor, TOLERANCES } from '../src/testing';
 
@@ -262,6 +266,75 @@ describe('layout and indexing', () => {
       ),
       [3, 3, 0, 0, 3, 3],
     );
+  });
+  it('writeSlice writes in place along any axis from the start a tensor holds', () => {
+    // Against slice-by-slice copies in float64, on awkward shapes, each axis, several starts.
+    for (const [shape, axis, span] of [
+      [[3, 5, 7], 1, 2],
+      [[2, 3, 9, 5], 2, 4],
+      [[7, 3], 0, 7],
+      [[4, 6], -1, 1],
+    ] as const) {
+      const a = (axis + shape.length) % shape.length;
+      for (const at of [0, shape[a] - span, Math.floor((shape[a] - span) / 2)]) {
+        const target = randn([...shape], { seed: 1, dtype: 'float64' });
+        const before = target.dataSync();
+        const valuesShape = shape.map((d, j) => (j === a ? span : d));
+        const values = randn(valuesShape, { seed: 2, dtype: 'float64' });
+        const handle = target.share();
+        writeSlice(target, values, tensor([at], [1], { dtype: 'int32' }), axis);
+        const want = Float64Array.from(before);
+        const v = values.dataSync();
+        const inner = shape.slice(a + 1).reduce((x, y) => x * y, 1);
+        const outer = shape.slice(0, a).reduce((x, y) => x * y, 1);
+        for (let o = 0; o < outer; o++)
+          for (let s = 0; s < span; s++) for (let q = 0; q < inner; q++) want[(o * shape[a] + at + s) * inner + q] = v[(o * span + s) * inner + q];
+        expect(Array.from(target.dataSync())).toEqual(Array.from(want));
+        expect(Array.from(handle.dataSync())).toEqual(Array.from(want)); // every handle on the storage
+      }
+    }
+  });
+  it('writeSlice refuses what it cannot do', () => {
+    const target = zeros([2, 4, 3]);
+    const at = (n: number) => tensor([n], [1], { dtype: 'int32' });
+    expect(() => writeSlice(target, zeros([2, 5, 3]), at(0), 1)).toThrow(
+      'writeSlice: values must match target outside axis 1 and fit along it; expected [2, ≤ 4, 3], got [2, 5, 3]',
+    );
+    expect(() => writeSlice(target, zeros([2, 1, 2]), at(0), 1)).toThrow('writeSlice: values must match target outside axis 1');
+    expect(() => writeSlice(target, zeros([2, 2, 3]), at(3), 1)).toThrow(
+      'writeSlice: start puts the slice past the end of target; expected a start in 0..2, got 3',
+    );
+    expect(() => writeSlice(target, zeros([2, 2, 3]), at(-1), 1)).toThrow('writeSlice: start puts the slice past the end');
+    expect(() => writeSlice(target, zeros([2, 2, 3]), tensor([1]), 1)).toThrow('writeSlice: start must hold an int32 index; expected int32, got float32');
+    expect(() => writeSlice(target, zeros([2, 2, 3]), tensor([1, 2], [2], { dtype: 'int32' }), 1)).toThrow('writeSlice: start must have one element');
+    expect(() => writeSlice(target, zeros([2, 2, 3], { dtype: 'float64' }), at(0), 1)).toThrow('writeSlice');
+    expect(() => writeSlice(target, target.share(), at(0), 1)).toThrow('writeSlice: target and values must not share storage');
+    const param = zeros([2, 4, 3], { requiresGrad: true });
+    expect(() => writeSlice(param, zeros([2, 1, 3]), at(0), 1)).toThrow('writeSlice: a tensor requires grad and gradients are being recorded');
+    noGrad(() => writeSlice(param, zeros([2, 1, 3]), at(0), 1));
+  });
+  it('write overwrites every value in place, in any dtype', () => {
+    const t = tensor([1, 2, 3, 4], [2, 2]);
+    const handle = t.share();
+    t.write([5, 6.5, -7, 8]);
+    expect(Array.from(handle.dataSync())).toEqual([5, 6.5, -7, 8]);
+    const half = tensor([1, 2], [2], { dtype: 'float16' });
+    half.write(Float32Array.from([0.5, -3]));
+    expect(Array.from(half.dataSync())).toEqual([0.5, -3]);
+    const flags = tensor([1, 0, 1], [3], { dtype: 'bool' });
+    flags.write([0, 1, 1]);
+    expect(Array.from(flags.dataSync())).toEqual([0, 1, 1]);
+    const ints = tensor([1, 2], [2], { dtype: 'int32' });
+    ints.write(Int32Array.from([-4, 9]));
+    expect(Array.from(ints.dataSync())).toEqual([-4, 9]);
+    expect(() => t.write([1, 2, 3])).toThrow('write: values must fill the tensor; expected 4 values for [2, 2], got 3');
+    expect(() => t.write('abcd' as unknown as number[])).toThrow('write: values must be an array or typed array of numbers');
+    const param = zeros([2], { requiresGrad: true });
+    expect(() => param.write([1, 2])).toThrow('write: the tensor requires grad and gradients are being recorded');
+    t.dispose();
+    expect(() => handle.write([1, 2, 3, 4])).not.toThrow();
+    handle.dispose();
+    expect(() => handle.write([1, 2, 3, 4])).toThrow('write');
   });
   it('cast truncates toward zero and round-trips float16', () => {
     expect(cast(tensor([-1.7, 2.9]), 'int32').toArraySync()).toEqual([-1, 2]);

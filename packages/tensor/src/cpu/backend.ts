@@ -26,6 +26,10 @@ export class CpuBackend implements Backend {
     return (data as StorageArray).slice();
   }
 
+  write(data: unknown, values: StorageArray): void {
+    (data as StorageArray).set(values);
+  }
+
   free(data: unknown): void {
     this.live -= (data as StorageArray).byteLength;
     this.buffers--;

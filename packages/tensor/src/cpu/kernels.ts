@@ -1,5 +1,6 @@
 import { type KernelArgs, type KernelOutput, registerKernel, type TensorRef } from '../backend';
 import type { DType, StorageArray, ValueArray } from '../dtype';
+import { ValueError } from '../errors';
 import { erf, gelu, sigmoid } from '../math';
 import type { BinaryOp, OpName, OpOutputs, UnaryOp } from '../ops/op-names';
 import { dropoutKeep } from '../random';
@@ -236,6 +237,21 @@ function adamUpdateInPlaceKernel({ inputs, attrs, backend }: Args<'adamUpdateInP
     (target.data as StorageArray).set(o.data as StorageArray);
     backend.free(o.data);
   }
+  return {};
+}
+
+/** `writeSlice`: values copied into the target's own storage from the start index (refused past the end). */
+function writeSliceKernel({ inputs: [target, values, start], attrs: { axis } }: Args<'writeSlice'>): OpOutputs['writeSlice'] {
+  const at = (start.data as StorageArray)[0];
+  const span = values.shape[axis];
+  const dim = target.shape[axis];
+  if (!(at >= 0 && at + span <= dim))
+    throw new ValueError('writeSlice', 'start puts the slice past the end of target', `a start in 0..${dim - span}`, String(at));
+  const [outer, , inner] = aroundAxis([...target.shape], axis);
+  const dst = target.data as StorageArray;
+  const src = values.data as StorageArray;
+  const chunk = span * inner;
+  for (let o = 0; o < outer; o++) dst.set(src.subarray(o * chunk, (o + 1) * chunk), (o * dim + at) * inner);
   return {};
 }
 
@@ -496,6 +512,7 @@ export function registerCpuKernels(): void {
   registerKernel('cpu', 'slice', sliceKernel);
   registerKernel('cpu', 'pad', padKernel);
   registerKernel('cpu', 'concat', concatKernel);
+  registerKernel('cpu', 'writeSlice', writeSliceKernel);
   registerKernel('cpu', 'gather', gatherKernel);
   registerKernel('cpu', 'scatterAdd', scatterAddKernel);
   registerKernel('cpu', 'loraLinear', loraLinearKernel);

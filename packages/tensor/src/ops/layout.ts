@@ -1,6 +1,6 @@
 import { runOp } from '../dispatch';
-import { recordOp } from '../engine';
-import { ShapeError, ValueError } from '../errors';
+import { isGradEnabled, recordOp } from '../engine';
+import { DTypeError, ShapeError, StateError, ValueError } from '../errors';
 import { formatShape, normalizeAxis, sizeOf } from '../shape';
 import type { Tensor } from '../tensor';
 import { assertSameDType, assertTensor } from './helpers';
@@ -128,6 +128,38 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
   });
   const y = runOp('concat', tensors, { axis: a });
   return recordOp('concat', y, tensors, { axis: a });
+}
+
+/**
+ * Writes `values` into `target` in place along `axis`, from the index that `start` (an int32
+ * tensor of one element) holds where the kernel runs: `target[…, start + i, …] = values[…, i, …]`;
+ * every other dimension must match. The target's storage keeps its place (on the GPU, the same
+ * buffer), so a recorded step that reads it stays valid, and the start can change between steps
+ * without a new dispatch: how a KV cache of fixed capacity takes each step's keys. The CPU refuses
+ * a start that puts the slice past the end; the GPU cannot report it and writes only the part
+ * that fits. Every handle on `target`'s storage sees the new values. Not recorded by autograd:
+ * refused while gradients are recorded for either tensor.
+ */
+export function writeSlice(target: Tensor, values: Tensor, start: Tensor, axis: number): void {
+  const op = 'writeSlice';
+  assertTensor(op, target, 'target');
+  assertTensor(op, values, 'values');
+  assertTensor(op, start, 'start');
+  assertSameDType(op, [target, values], ['target', 'values']);
+  const a = normalizeAxis(op, axis, target.rank);
+  if (values.rank !== target.rank || values.shape.some((d, j) => (j === a ? d > target.shape[j] : d !== target.shape[j])))
+    throw new ShapeError(
+      op,
+      `values must match target outside axis ${a} and fit along it`,
+      `[${target.shape.map((d, j) => (j === a ? `≤ ${d}` : d)).join(', ')}]`,
+      formatShape(values.shape),
+    );
+  if (start.dtype !== 'int32') throw new DTypeError(op, 'start must hold an int32 index', 'int32', start.dtype);
+  if (start.size !== 1) throw new ShapeError(op, 'start must have one element', '[1]', formatShape(start.shape));
+  if (isGradEnabled() && (target.requiresGrad || values.requiresGrad))
+    throw new StateError(op, 'a tensor requires grad and gradients are being recorded; expected the write under noGrad(), got it outside');
+  if (target.ref(op).data === values.ref(op).data) throw new ValueError(op, 'target and values must not share storage', 'two distinct storages', 'one storage');
+  runOp(op, [target, values, start], { axis: a });
 }
 
 /** Inserts a dimension of size 1 at `axis`. */

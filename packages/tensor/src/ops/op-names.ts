@@ -98,6 +98,8 @@ export interface OpAttrs {
   adamUpdate: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean; step: number };
   /** [param, grad, m, v] → []: the same step written into param, m and v (`adamUpdateInPlace`). */
   adamUpdateInPlace: OpAttrs['adamUpdate'];
+  /** [target, values, start int32 [1]] → []: values written into target along `axis` from index start (`writeSlice`). */
+  writeSlice: { axis: number };
 }
 
 export type OpName = keyof OpAttrs;
@@ -133,6 +135,7 @@ export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: 
   softmaxCrossEntropyBackward: readonly [logits: R, targets: R, weights: R, logsumexp: R, dloss: R];
   adamUpdate: readonly [param: R, grad: R, m: R, v: R];
   adamUpdateInPlace: readonly [param: R, grad: R, m: R, v: R];
+  writeSlice: readonly [target: R, values: R, start: R];
 };
 
 type O = KernelOutput;
@@ -148,6 +151,8 @@ export interface OpOutputs {
   adamUpdate: { param: O; m: O; v: O };
   /** Written into its inputs. */
   adamUpdateInPlace: Record<string, never>;
+  /** Written into its target. */
+  writeSlice: Record<string, never>;
 }
 
 /** An op whose kernel returns a named record (`OpOutputs`); the others return their one output. */
@@ -211,6 +216,7 @@ export const OP_NAMES = [
   'softmaxCrossEntropyBackward',
   'adamUpdate',
   'adamUpdateInPlace',
+  'writeSlice',
 ] as const satisfies readonly OpName[];
 
 export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'tanh', 'sigmoid', 'silu', 'relu', 'erf', 'abs', 'gelu'] as const;
