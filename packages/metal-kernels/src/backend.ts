@@ -1,6 +1,7 @@
-import { type Backend, type DType, DTypeError, GPUError, type MemoryInfo, type StorageArray, type TensorRef } from '@metal-lora/tensor';
+import { type Backend, type CapturedGraph, type DType, DTypeError, GPUError, type MemoryInfo, type StorageArray, type TensorRef } from '@metal-lora/tensor';
 import type { GPUContext } from './device';
 import type { GemmOverrides } from './gemm/types';
+import { DispatchGraph } from './graph';
 
 /** A tensor's data on the GPU. `bytes` is the tensor's size; `buffer.size` may be larger (pool class). */
 export interface GpuData {
@@ -124,15 +125,18 @@ export class WebGPUBackend implements Backend {
    * kernel can prefer separate passes on some GPUs, so benchmarks may turn it off.
    */
   sharePasses = true;
-  private readonly arena: GPUBuffer;
+  readonly arena: GPUBuffer;
   private arenaData = new Uint8Array(UNIFORM_ARENA_BYTES);
   private arenaUsed = 0;
-  private readonly uploads: GPUBuffer;
+  readonly uploads: GPUBuffer;
   private readonly uploadData = new Uint8Array(UPLOAD_ARENA_BYTES);
   private uploadUsed = 0;
   private readonly bindGroups = new Map<string, GPUBindGroup>();
   private readonly ids = new WeakMap<object, number>();
   private nextId = 1;
+  /** The graph being captured, if any; and the live graphs' buffers, which are never pooled while their graph lives. */
+  private capturing: DispatchGraph | null = null;
+  private readonly graphOf = new Map<GPUBuffer, DispatchGraph>();
   private lostReason: string | null = null;
   private deviceError: GPUError | null = null;
   /**
@@ -226,6 +230,10 @@ export class WebGPUBackend implements Backend {
       buffer = this.device.createBuffer({ label, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
       this.stats.buffersCreated++;
     }
+    if (this.capturing) {
+      this.capturing.acquired.add(buffer);
+      this.graphOf.set(buffer, this.capturing);
+    }
     this.live += size;
     this.buffers++;
     if (this.live > this.peak) this.peak = this.live;
@@ -239,6 +247,13 @@ export class WebGPUBackend implements Backend {
   }
 
   release(buffer: GPUBuffer): void {
+    // A graph's buffer stays out of the pool (and counted live) until the graph is disposed:
+    // a replay writes it again.
+    const graph = this.graphOf.get(buffer);
+    if (graph) {
+      graph.held.push(buffer);
+      return;
+    }
     const size = buffer.size;
     this.live -= size;
     this.buffers--;
@@ -313,20 +328,34 @@ export class WebGPUBackend implements Backend {
 
   upload(values: StorageArray, dtype: DType): GpuData {
     wgslType(dtype, 'upload');
-    let raw: ArrayBufferView = values;
-    if (dtype === 'bool') raw = Uint32Array.from(values as Uint8Array);
-    const bytes = raw.byteLength;
-    const data = { buffer: this.acquire(bytes, `tensor ${dtype}[${values.length}]`), bytes };
-    if (bytes === 0) return data;
-    const padded = bytes % 4 === 0 ? raw : padTo4(raw);
-    if (padded.byteLength <= UPLOAD_INLINE_MAX) {
-      this.stagedWrite(data.buffer, new Uint8Array(padded.buffer, padded.byteOffset, padded.byteLength));
-      return data;
-    }
-    // The pooled buffer may still be read by commands not yet submitted: submit them first.
-    this.flush();
-    this.device.queue.writeBuffer(data.buffer, 0, padded.buffer as ArrayBuffer, padded.byteOffset, padded.byteLength);
+    const raw = gpuLayout(values, dtype);
+    const data = { buffer: this.acquire(raw.byteLength, `tensor ${dtype}[${values.length}]`), bytes: raw.byteLength };
+    this.writeBytes(data.buffer, raw);
     return data;
+  }
+
+  /** Overwrites a tensor's buffer with `values` (the whole tensor), in order with the batch. */
+  write(data: unknown, values: StorageArray, dtype: DType): void {
+    const { buffer, bytes } = data as GpuData;
+    this.checkHealth('write');
+    const raw = gpuLayout(values, dtype);
+    if (raw.byteLength !== bytes) throw new GPUError('write', 'internal', `the values do not fill the tensor; expected ${bytes} bytes, got ${raw.byteLength}`);
+    this.writeBytes(buffer, raw);
+  }
+
+  /** Writes `raw` at the start of `buffer` in order with the batch: staged, or (large) after submitting what came before. */
+  private writeBytes(buffer: GPUBuffer, raw: ArrayBufferView): void {
+    if (raw.byteLength === 0) return;
+    const padded = raw.byteLength % 4 === 0 ? raw : padTo4(raw);
+    const bytes = new Uint8Array(padded.buffer, padded.byteOffset, padded.byteLength);
+    if (bytes.byteLength <= UPLOAD_INLINE_MAX) {
+      this.stagedWrite(buffer, bytes);
+      return;
+    }
+    // The buffer may still be read by commands not yet submitted: submit them first.
+    this.flush();
+    this.capturing?.current.writes.push({ buffer, data: bytes.slice() });
+    this.device.queue.writeBuffer(buffer, 0, bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
   }
 
   /**
@@ -338,6 +367,7 @@ export class WebGPUBackend implements Backend {
     if (this.uploadUsed + bytes.byteLength > UPLOAD_ARENA_BYTES) this.flush();
     this.uploadData.set(bytes, this.uploadUsed);
     this.encode().copyBufferToBuffer(this.uploads, this.uploadUsed, buffer, 0, bytes.byteLength);
+    this.capturing?.current.commands.push({ uploadOffset: this.uploadUsed, dst: buffer, size: bytes.byteLength });
     this.uploadUsed += bytes.byteLength;
   }
 
@@ -369,6 +399,7 @@ export class WebGPUBackend implements Backend {
   async read(data: unknown, dtype: DType, size: number): Promise<StorageArray> {
     const { buffer, bytes } = data as GpuData;
     this.checkHealth('read');
+    this.refuseWhileCapturing('read', 'read data back');
     const copyBytes = Math.ceil(bytes / 4) * 4;
     if (copyBytes === 0) return emptyOf(dtype);
     this.stats.reads++;
@@ -506,6 +537,7 @@ export class WebGPUBackend implements Backend {
     else pass.setBindGroup(0, bindGroup);
     const [x, y, z] = spec.workgroups;
     if (x > 0 && y > 0 && z > 0) pass.dispatchWorkgroups(x, y, z);
+    this.capturing?.current.commands.push({ pipeline, bindGroup, offsets: slot ? [slot.offset] : null, x, y, z });
     this.stats.dispatches++;
     if (!this.sharePasses || profile) this.endPass();
     if (++this.passes >= this.passesPerSubmit) this.flush();
@@ -521,6 +553,7 @@ export class WebGPUBackend implements Backend {
     if (!this.context.report.timestampQuery)
       throw new GPUError('startProfile', 'unsupported', "profiling needs the 'timestamp-query' feature; expected an adapter with it, got one without");
     if (this.profile) throw new GPUError('startProfile', 'internal', 'a profile is already running; expected stopProfile() first, got a second startProfile()');
+    this.refuseWhileCapturing('startProfile', 'profile');
     this.flush();
     const querySet = this.device.createQuerySet({ label: 'dispatch profile', type: 'timestamp', count: 2 * MAX_PASSES_PER_SUBMIT });
     this.profile = { querySet, labels: [], pending: [] };
@@ -606,12 +639,67 @@ export class WebGPUBackend implements Backend {
     }
     if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaData.buffer, 0, this.arenaUsed);
     if (this.uploadUsed > 0) this.device.queue.writeBuffer(this.uploads, 0, this.uploadData.buffer, 0, this.uploadUsed);
+    this.capturing?.closeSegment(this.arenaData.subarray(0, this.arenaUsed), this.uploadData.subarray(0, this.uploadUsed));
     this.device.queue.submit([this.encoder.finish()]);
     this.stats.submits++;
     this.encoder = null;
     this.passes = 0;
     this.arenaUsed = 0;
     this.uploadUsed = 0;
+  }
+
+  /**
+   * Runs `fn` and records the dispatches, staged uploads and uniforms it sends, for
+   * `graph.replay()` to send again with no op-layer JavaScript (`captureGraph` in
+   * `@metal-lora/tensor` says what `fn` may do). Every buffer acquired meanwhile belongs to the
+   * graph until it is disposed. A read-back, a profile or a timed region inside `fn` is refused.
+   */
+  capture<R>(fn: () => R): { result: R; graph: CapturedGraph } {
+    this.refuseWhileCapturing('capture', 'capture a second graph inside one');
+    this.refuseWhileProfiling('capture');
+    this.checkHealth('capture');
+    this.flush();
+    const graph = new DispatchGraph(this);
+    this.capturing = graph;
+    try {
+      const result = fn();
+      if (typeof (result as { then?: unknown } | null)?.then === 'function') {
+        (result as Promise<unknown>).catch(() => undefined);
+        throw new GPUError(
+          'capture',
+          'internal',
+          'the step must be synchronous; expected a function that returns when its work is recorded, got one that returned a promise',
+        );
+      }
+      this.flush();
+      // Writes made after the last submission (large ones go straight to the queue) close a batch of their own.
+      if (graph.current.writes.length > 0) graph.closeSegment(new Uint8Array(0), new Uint8Array(0));
+      graph.complete = true;
+      return { result, graph };
+    } catch (error) {
+      this.flush();
+      graph.dispose();
+      throw error;
+    } finally {
+      this.capturing = null;
+    }
+  }
+
+  /** A disposed graph's buffers: no longer held for it; those released meanwhile go to the pool. */
+  releaseGraph(graph: DispatchGraph): void {
+    for (const b of graph.acquired) this.graphOf.delete(b);
+    const held = graph.held.splice(0);
+    graph.acquired.clear();
+    for (const b of held) this.release(b);
+  }
+
+  private refuseWhileCapturing(op: string, what: string): void {
+    if (this.capturing)
+      throw new GPUError(op, 'internal', `a step being captured cannot ${what}; expected the capture to finish first (captureGraph), got ${op} inside it`);
+  }
+
+  private refuseWhileProfiling(op: string): void {
+    if (this.profile) throw new GPUError(op, 'internal', 'a profile is running; expected stopProfile() first, got a capture inside it');
   }
 
   /** Resolves when all submitted work has finished. */
@@ -627,6 +715,7 @@ export class WebGPUBackend implements Backend {
    * submitted first, untimed.
    */
   async timeRegion(fn: () => void, prelude?: () => void): Promise<number> {
+    this.refuseWhileCapturing('timeRegion', 'time a region');
     if (!this.context.report.timestampQuery)
       throw new GPUError('timeRegion', 'unsupported', "GPU timing needs the 'timestamp-query' feature; expected an adapter with it, got one without");
     this.flush();
@@ -703,6 +792,11 @@ function contentsKey(data: ArrayBuffer): string {
   let key = '';
   for (let i = 0; i < words.length; i++) key += String.fromCharCode(words[i]);
   return key;
+}
+
+/** A tensor's storage as the GPU holds it (bool as u32). */
+function gpuLayout(values: StorageArray, dtype: DType): ArrayBufferView {
+  return dtype === 'bool' ? Uint32Array.from(values as Uint8Array) : values;
 }
 
 function padTo4(view: ArrayBufferView): Uint8Array {

@@ -3,6 +3,7 @@ import type { GpuData, WebGPUBackend } from '../backend';
 import copySource from '../wgsl/copy-strided.wgsl';
 import gatherSource from '../wgsl/gather.wgsl';
 import scatterSource from '../wgsl/scatter-add.wgsl';
+import writeSliceSource from '../wgsl/write-slice.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform, vec8 } from './common';
 import { fill } from './elementwise';
 
@@ -171,7 +172,28 @@ function scatterAddKernel({ inputs: [indices, updates], attrs, backend }: Args<'
   return out(y, [...shape], updates.dtype);
 }
 
+/** `writeSlice`: values copied into the target's own buffer from the start its buffer holds (write-slice.wgsl). */
+function writeSliceKernel({ inputs: [target, values, start], attrs: { axis }, backend }: Args<'writeSlice'>): Record<string, never> {
+  const t = typeOf(backend, target.dtype, 'writeSlice');
+  const span = values.shape[axis];
+  const inner = sizeOf(target.shape.slice(axis + 1));
+  const n = sizeOf(values.shape);
+  const { workgroups, gridX } = grid1d(n);
+  const { key, source } = shader('write-slice', writeSliceSource, { ENABLE: enableFor(t), T: t });
+  if (n > 0)
+    backend.dispatch({
+      key,
+      source,
+      buffers: [buf(values), buf(start), buf(target)],
+      uniform: uniform([n, span, inner, target.shape[axis], gridX]),
+      workgroups,
+      label: 'writeSlice',
+    });
+  return {};
+}
+
 export function registerLayoutKernels(): void {
+  registerKernel('webgpu', 'writeSlice', writeSliceKernel);
   registerKernel('webgpu', 'transpose', transposeKernel);
   registerKernel('webgpu', 'broadcastTo', broadcastToKernel);
   registerKernel('webgpu', 'slice', sliceKernel);
