@@ -1,4 +1,4 @@
-import { noGrad, randomBits, type Tensor, tensor, tidy, ValueError } from '@metal-lora/tensor';
+import { type CapturedGraph, captureGraph, getBackend, keep, noGrad, randomBits, type Tensor, tensor, tidy, ValueError } from '@metal-lora/tensor';
 import { KVCache } from './kv-cache';
 import type { LlamaForCausalLM } from './llama';
 
@@ -50,7 +50,14 @@ export class Sampler {
   /** The next token for one row of logits (only the first `vocab` ids are candidates), given the ids so far. */
   next(logits: ArrayLike<number>, history: readonly number[], vocab = logits.length): number {
     const { temperature, topK, topP, minP, repetitionPenalty } = this.options;
-    const scores = Float64Array.from({ length: vocab }, (_, i) => logits[i]);
+    if (temperature === 0 && repetitionPenalty === 1) {
+      // Greedy: the first of the largest, read in place (a copy of a 128k vocabulary is host time per token).
+      let best = 0;
+      for (let i = 1; i < vocab; i++) if (logits[i] > logits[best]) best = i;
+      return best;
+    }
+    const scores = new Float64Array(vocab);
+    for (let i = 0; i < vocab; i++) scores[i] = logits[i];
     if (repetitionPenalty !== 1) {
       for (const id of new Set(history)) {
         if (id < vocab) scores[id] = scores[id] < 0 ? scores[id] * repetitionPenalty : scores[id] / repetitionPenalty;
@@ -96,7 +103,16 @@ export interface GenerateIdsOptions extends SamplingOptions {
   vocabLimit?: number;
   /** Called with each new token of a row still generating and the row's reply so far (that token included); return true to end the row here. */
   onToken?: (row: number, token: number, reply: readonly number[]) => unknown;
+  /**
+   * Where the backend records device work (the WebGPU backend): keep the cache in buffers of fixed
+   * capacity and replay one captured step per token instead of running the ops' JavaScript again
+   * (`captureGraph`). Default true; false runs every step through the ops.
+   */
+  graph?: boolean;
 }
+
+/** Slots a fixed-capacity cache starts with beyond the prompt (it doubles when full, up to the prompt + maxTokens). */
+const INITIAL_DECODE_SLOTS = 512;
 
 /** Why a row stopped: an end-of-reply id, `onToken` (a stop string), or `maxTokens`. */
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -109,6 +125,12 @@ export interface GenerateIdsResult {
   prefillSeconds: number;
   /** Seconds of the steps after the first. */
   decodeSeconds: number;
+}
+
+function disposeCaptured(captured: { graph: CapturedGraph; logits: Tensor } | null): null {
+  captured?.logits.dispose();
+  captured?.graph.dispose();
+  return null;
 }
 
 /**
@@ -140,21 +162,60 @@ export async function generateIds(model: LlamaForCausalLM, prompts: readonly (re
   const tokens: number[][] = prompts.map(() => []);
   const history = prompts.map((p) => [...p]);
   const finishReasons: (FinishReason | null)[] = prompts.map(() => null);
-  const cache = new KVCache(model.config.num_hidden_layers, { padding });
+  const forward = (ids: Tensor) => tidy(() => noGrad(() => model.forward(ids, { cache, logits: 'last' })));
+  const graphs = options.graph !== false && typeof getBackend().capture === 'function' && options.maxTokens > 1;
+  // Slots the last step needs: the prompt and every new token but the last.
+  const needed = width + Math.max(0, options.maxTokens - 1);
+  const cache = new KVCache(model.config.num_hidden_layers, { padding, capacity: graphs ? Math.min(needed, width + INITIAL_DECODE_SLOTS) : undefined });
+  // A decode step (one position) runs through the ops once for the cache to make its step
+  // inputs, is captured the next time, and replayed after that.
+  let captured: { graph: CapturedGraph; logits: Tensor } | null = null;
+  let plainSteps = 0;
   const wasTraining = model.training;
   model.eval();
   const started = performance.now();
   let prefillSeconds = 0;
-  let input: Tensor = tensor(Int32Array.from(prompts.flatMap((p, b) => [...new Array(padding[b]).fill(0), ...p])), [B, width], { dtype: 'int32' });
+  const prompt = tensor(Int32Array.from(prompts.flatMap((p, b) => [...new Array(padding[b]).fill(0), ...p])), [B, width], { dtype: 'int32' });
+  let input: Tensor | null = null;
+  const next = new Int32Array(B);
   try {
     for (let step = 0; step < options.maxTokens; step++) {
-      const ids = input;
-      const logits = tidy(() => noGrad(() => model.forward(ids, { cache, logits: 'last' })));
-      ids.dispose();
+      let logits: Tensor;
+      let owned = true;
+      if (step === 0) {
+        logits = forward(prompt);
+        prompt.dispose();
+      } else {
+        const capacity = cache.capacity;
+        if (capacity !== null && cache.length + 1 > capacity) {
+          captured = disposeCaptured(captured);
+          cache.grow(Math.min(needed, 2 * capacity));
+          plainSteps = 0;
+        }
+        input ??= keep(tensor(new Int32Array(B), [B, 1], { dtype: 'int32' }));
+        input.write(next);
+        const ids = input;
+        if (captured) {
+          cache.prepare();
+          captured.graph.replay();
+          cache.length += 1;
+          logits = captured.logits;
+          owned = false;
+        } else if (graphs && plainSteps > 0) {
+          cache.prepare();
+          const run = captureGraph(() => forward(ids));
+          if (!run) throw new ValueError(op, 'the backend lost its capture', 'a backend that records device work', getBackend().name);
+          captured = { graph: run.graph, logits: run.result };
+          logits = run.result;
+          owned = false;
+        } else {
+          logits = forward(ids);
+          plainSteps++;
+        }
+      }
       const values = await logits.data();
-      logits.dispose();
+      if (owned) logits.dispose();
       if (step === 0) prefillSeconds = (performance.now() - started) / 1000;
-      const next = new Int32Array(B);
       for (let b = 0; b < B; b++) {
         if (finishReasons[b]) continue;
         const token = sampler.next(values.subarray(b * vocab, (b + 1) * vocab), history[b], limit);
@@ -168,10 +229,11 @@ export async function generateIds(model: LlamaForCausalLM, prompts: readonly (re
         if (options.onToken?.(b, token, tokens[b]) === true) finishReasons[b] = 'stop';
       }
       if (finishReasons.every((r) => r !== null)) break;
-      input = tensor(next, [B, 1], { dtype: 'int32' });
     }
   } finally {
-    if (!input.isDisposed) input.dispose();
+    if (!prompt.isDisposed) prompt.dispose();
+    input?.dispose();
+    disposeCaptured(captured);
     cache.dispose();
     if (wasTraining) model.train();
   }

@@ -1,5 +1,5 @@
-import { concat, isGradEnabled, keep, StateError, type Tensor, tensor, ValueError } from '@metal-lora/tensor';
-import { type RopeTables, ropeTables } from './rope';
+import { type Backend, concat, type DType, isGradEnabled, keep, StateError, type Tensor, tensor, ValueError, writeSlice, zeros } from '@metal-lora/tensor';
+import { type RopeTables, ropeTables, ropeTableValues } from './rope';
 
 /**
  * The keys and values a causal model has computed, per layer, so that generation runs the prompt
@@ -9,6 +9,12 @@ import { type RopeTables, ropeTables } from './rope';
  * A batch of prompts of different lengths is left-padded: `padding[b]` slots at the start of row
  * b hold no token, are never attended to, and the row's positions count from its first real
  * token (as transformers' `generate` does with an attention mask).
+ *
+ * With a `capacity` the keys and values live in buffers of that many slots, allocated once
+ * (zeros) and written in place, and attention reads all of them (the unwritten slots masked): a
+ * step's shapes and buffers are then the same at every length, which lets generation capture one
+ * step and replay it (`captureGraph`). The masks, RoPE tables and write position such a step
+ * needs are kept in the cache too ({@link KVCache.stepInput}) and rewritten when the length moves.
  *
  * @example
  * const cache = new KVCache(model.config.num_hidden_layers);
@@ -20,11 +26,17 @@ export class KVCache {
   /** Slots cached so far in every row, pad slots included. */
   length = 0;
   readonly padding: readonly number[] | null;
+  /** Slots per row of a fixed-capacity cache, or null (the cache grows by concatenation). */
+  get capacity(): number | null {
+    return this.slots;
+  }
+  private slots: number | null;
   private readonly entries: ({ k: Tensor; v: Tensor } | undefined)[];
+  private readonly inputs = new Map<string, { tensor: Tensor; fill: (length: number) => ArrayLike<number>; at: number }>();
 
   constructor(
     readonly layers: number,
-    options: { padding?: readonly number[] } = {},
+    options: { padding?: readonly number[]; capacity?: number } = {},
   ) {
     if (!Number.isInteger(layers) || layers < 1)
       throw new ValueError('KVCache', 'the layer count must be a positive integer', 'an integer ≥ 1', String(layers));
@@ -32,7 +44,69 @@ export class KVCache {
     if (padding && !padding.every((p) => Number.isInteger(p) && p >= 0))
       throw new ValueError('KVCache', 'padding must be non-negative integers', 'one count per row', JSON.stringify(padding));
     this.padding = padding?.some((p) => p > 0) ? [...padding] : null;
+    const capacity = options.capacity ?? null;
+    if (capacity !== null && !(Number.isInteger(capacity) && capacity >= 1))
+      throw new ValueError('KVCache', 'the capacity must be a positive integer', 'an integer ≥ 1', String(capacity));
+    this.slots = capacity;
     this.entries = new Array(layers).fill(undefined);
+  }
+
+  /**
+   * A tensor that depends only on the cache's length (a mask, a RoPE table, the write position),
+   * made by `fill(length)` once and kept across steps, rewritten in place whenever the length has
+   * moved since: a captured step bound to it reads the current values after {@link prepare}.
+   */
+  stepInput(key: string, shape: readonly number[], dtype: DType, backend: Backend, fill: (length: number) => ArrayLike<number>): Tensor {
+    let entry = this.inputs.get(key);
+    if (!entry) {
+      entry = { tensor: keep(tensor(Float64Array.from(fill(this.length)), shape, { dtype, backend })), fill, at: this.length };
+      this.inputs.set(key, entry);
+    } else if (entry.at !== this.length) {
+      entry.tensor.write(entry.fill(this.length));
+      entry.at = this.length;
+    }
+    return entry.tensor;
+  }
+
+  /** Rewrites every step input for the current length (before replaying a captured step). */
+  prepare(): void {
+    for (const entry of this.inputs.values()) {
+      if (entry.at === this.length) continue;
+      entry.tensor.write(entry.fill(this.length));
+      entry.at = this.length;
+    }
+  }
+
+  /**
+   * Moves a fixed-capacity cache's contents into `capacity` slots (more than now). The step
+   * inputs are dropped (their shapes follow the capacity): a step captured before must be
+   * captured again.
+   */
+  grow(capacity: number): void {
+    const current = this.slots;
+    if (current === null) throw new StateError('KVCache', 'only a fixed-capacity cache grows; expected one made with a capacity, got one without');
+    if (!(Number.isInteger(capacity) && capacity > current))
+      throw new ValueError('KVCache', 'a cache grows to more slots than it has', `an integer > ${current}`, String(capacity));
+    const at = tensor(new Int32Array(1), [1], { dtype: 'int32' });
+    try {
+      this.entries.forEach((e, i) => {
+        if (!e) return;
+        const [B, H, , D] = e.k.shape;
+        const next = {
+          k: keep(zeros([B, H, capacity, D], { dtype: e.k.dtype, backend: e.k.backend })),
+          v: keep(zeros([B, H, capacity, D], { dtype: e.v.dtype, backend: e.v.backend })),
+        };
+        writeSlice(next.k, e.k, at, 2);
+        writeSlice(next.v, e.v, at, 2);
+        e.k.dispose();
+        e.v.dispose();
+        this.entries[i] = next;
+      });
+    } finally {
+      at.dispose();
+    }
+    this.slots = capacity;
+    this.disposeInputs();
   }
 
   /**
@@ -41,6 +115,7 @@ export class KVCache {
    */
   update(layer: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor } {
     if (isGradEnabled()) throw new StateError('KVCache', 'a cache holds inference results: run the forward pass under noGrad');
+    if (this.slots !== null) return this.write(layer, k, v, this.slots);
     const old = this.entries[layer];
     const next = old ? { k: keep(concat([old.k, k], 2)), v: keep(concat([old.v, v], 2)) } : { k: keep(k), v: keep(v) };
     if (old) {
@@ -51,6 +126,30 @@ export class KVCache {
     return next;
   }
 
+  /** A fixed-capacity cache's update: the new positions written in place at the current length. */
+  private write(layer: number, k: Tensor, v: Tensor, capacity: number): { k: Tensor; v: Tensor } {
+    const [B, H, T, D] = k.shape;
+    if (this.length + T > capacity)
+      throw new ValueError('KVCache', 'the cache is full', `at most ${capacity} slots (grow() it first)`, `${this.length} + ${T}`);
+    let e = this.entries[layer];
+    if (!e) {
+      e = {
+        k: keep(zeros([B, H, capacity, D], { dtype: k.dtype, backend: k.backend })),
+        v: keep(zeros([B, H, capacity, D], { dtype: v.dtype, backend: v.backend })),
+      };
+      this.entries[layer] = e;
+    }
+    const at = this.stepInput('write position', [1], 'int32', k.backend, (length) => [length]);
+    writeSlice(e.k, k, at, 2);
+    writeSlice(e.v, v, at, 2);
+    return e;
+  }
+
+  private disposeInputs(): void {
+    for (const { tensor } of this.inputs.values()) tensor.dispose();
+    this.inputs.clear();
+  }
+
   /** Frees every cached tensor; the cache is empty afterwards. */
   dispose(): void {
     for (const e of this.entries) {
@@ -58,6 +157,7 @@ export class KVCache {
       e?.v.dispose();
     }
     this.entries.fill(undefined);
+    this.disposeInputs();
     this.length = 0;
   }
 }
@@ -98,14 +198,29 @@ export class AttentionContext {
   }
 
   /**
-   * The additive mask `[T, total]` (or `[B, 1, 1, T, total]` with padding): query slot i sees key
+   * Whether the masks and RoPE tables are the cache's step inputs (kept and rewritten in place):
+   * one new position per row in a fixed-capacity cache, the step generation captures. A prefill
+   * makes its own.
+   */
+  private get stepInputs(): boolean {
+    return !!this.cache?.capacity && this.steps === 1;
+  }
+
+  /** Key slots attention reads: {@link total}, or every slot of a fixed-capacity cache (those past the total masked). */
+  get keys(): number {
+    return this.cache?.capacity ?? this.total;
+  }
+
+  /**
+   * The additive mask `[T, keys]` (or `[B, 1, 1, T, keys]` with padding): query slot i sees key
    * slot j when j ≤ i, i − j < window, and j is not a pad slot of its row.
    */
   mask(window: number | null): Tensor {
     const key = window ?? 0;
     let m = this.masks.get(key);
     if (m) return m;
-    const { steps: T, total, offset } = this;
+    const { steps: T, keys } = this;
+    const options = { dtype: this.like.dtype, backend: this.like.backend };
     if (this.starts) {
       const starts = this.starts;
       // The mask is [B, 1, 1, T, T] on the host and the device: refuse sizes that cannot be held.
@@ -121,21 +236,25 @@ export class AttentionContext {
         for (let i = 0; i < T; i++)
           for (let j = 0; j < T; j++) if (j > i || j < start[i] || (window !== null && i - j >= window)) values[(b * T + i) * T + j] = -1e9;
       });
-      m = tensor(values, [this.batch, 1, 1, T, T], { dtype: this.like.dtype, backend: this.like.backend });
+      m = tensor(values, [this.batch, 1, 1, T, T], options);
       this.masks.set(key, m);
       return m;
     }
     const padding = this.cache?.padding ?? null;
     const rows = padding ?? [0];
-    const values = new Float64Array(rows.length * T * total);
-    rows.forEach((pad, b) => {
-      for (let t = 0; t < T; t++) {
-        const i = offset + t;
-        const base = (b * T + t) * total;
-        for (let j = 0; j < total; j++) if (j > i || j < pad || (window !== null && i - j >= window)) values[base + j] = -1e9;
-      }
-    });
-    m = tensor(values, padding ? [rows.length, 1, 1, T, total] : [T, total], { dtype: this.like.dtype, backend: this.like.backend });
+    const fill = (offset: number) => {
+      const values = new Float64Array(rows.length * T * keys);
+      rows.forEach((pad, b) => {
+        for (let t = 0; t < T; t++) {
+          const i = offset + t;
+          const base = (b * T + t) * keys;
+          for (let j = 0; j < keys; j++) if (j > i || j < pad || (window !== null && i - j >= window)) values[base + j] = -1e9;
+        }
+      });
+      return values;
+    };
+    const shape = padding ? [rows.length, 1, 1, T, keys] : [T, keys];
+    m = this.stepInputs ? this.cache!.stepInput(`mask ${key}`, shape, options.dtype, options.backend, fill) : tensor(fill(this.offset), shape, options);
     this.masks.set(key, m);
     return m;
   }
@@ -144,18 +263,36 @@ export class AttentionContext {
   rope(invFreq: Float64Array): RopeTables {
     let t = this.tables.get(invFreq);
     if (t) return t;
-    const { steps: T, offset } = this;
+    const { steps: T } = this;
     const padding = this.cache?.padding;
     const starts = this.starts;
-    const positions = starts
-      ? starts.map((start) => Array.from(start, (s, i) => i - s))
-      : padding
-        ? padding.map((pad) => Array.from({ length: T }, (_, s) => Math.max(0, offset + s - pad)))
-        : Array.from({ length: T }, (_, s) => offset + s);
-    t = ropeTables(invFreq, positions, this.like);
+    const positions = (offset: number) =>
+      starts
+        ? starts.map((start) => Array.from(start, (s, i) => i - s))
+        : padding
+          ? padding.map((pad) => Array.from({ length: T }, (_, s) => Math.max(0, offset + s - pad)))
+          : Array.from({ length: T }, (_, s) => offset + s);
+    const cache = this.cache;
+    if (cache && this.stepInputs) {
+      // Kept in the cache, keyed by the frequencies' values: layers that share them share the tables.
+      const id = `rope ${frequencyKey(invFreq)}`;
+      const { shape } = ropeTableValues(invFreq, positions(0));
+      const { dtype, backend } = this.like;
+      t = {
+        cos: cache.stepInput(`${id} cos`, shape, dtype, backend, (offset) => ropeTableValues(invFreq, positions(offset)).cos),
+        sin: cache.stepInput(`${id} sin`, shape, dtype, backend, (offset) => ropeTableValues(invFreq, positions(offset)).sin),
+      };
+    } else t = ropeTables(invFreq, positions(this.offset), this.like);
     this.tables.set(invFreq, t);
     return t;
   }
+}
+
+const frequencyKeys = new WeakMap<Float64Array, string>();
+function frequencyKey(invFreq: Float64Array): string {
+  let key = frequencyKeys.get(invFreq);
+  if (key === undefined) frequencyKeys.set(invFreq, (key = Array.from(invFreq).join(',')));
+  return key;
 }
 
 /**

@@ -126,7 +126,7 @@ export class Attention extends Module {
     let k = rope(perHead(kx, kvHeads, this.qkNorm ? 'k_norm' : undefined), tables.cos, tables.sin, { layout: 'bthd' });
     let v = transpose(perHead(vx, kvHeads), [0, 2, 1, 3]);
     if (ctx.cache) ({ k, v } = ctx.cache.update(this.layerIndex, k, v));
-    const S = ctx.total;
+    const S = ctx.keys;
     // Grouped heads without copying keys: the g query heads of one KV head become g·T rows of it.
     const g = heads / kvHeads;
     const raw = reshape(matmul(reshape(q, [B, kvHeads, g * T, headDim]), k, { transposeB: true }), [B, kvHeads, g, T, S]);

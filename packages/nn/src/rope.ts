@@ -50,25 +50,33 @@ export interface RopeTables {
  * sequence (left-padded batches, whose rows start at different cache slots).
  */
 export function ropeTables(invFreq: Float64Array, positions: readonly number[] | readonly (readonly number[])[], like: Tensor): RopeTables {
+  const { cos, sin, shape } = ropeTableValues(invFreq, positions);
+  const options = { dtype: like.dtype, backend: like.backend };
+  return { cos: tensor(cos, shape, options), sin: tensor(sin, shape, options) };
+}
+
+/** The values and shape of {@link ropeTables}' tables. */
+export function ropeTableValues(
+  invFreq: Float64Array,
+  positions: readonly number[] | readonly (readonly number[])[],
+): { cos: Float64Array; sin: Float64Array; shape: number[] } {
   const rows = (typeof positions[0] === 'number' ? [positions] : positions) as readonly (readonly number[])[];
   const T = rows[0].length;
   const half = invFreq.length;
   const dim = 2 * half;
-  const cosValues = new Float64Array(rows.length * T * dim);
-  const sinValues = new Float64Array(rows.length * T * dim);
+  const cos = new Float64Array(rows.length * T * dim);
+  const sin = new Float64Array(rows.length * T * dim);
   rows.forEach((row, b) => {
     for (let t = 0; t < T; t++) {
       const base = (b * T + t) * dim;
       for (let i = 0; i < half; i++) {
         const angle = row[t] * invFreq[i];
-        cosValues[base + i] = cosValues[base + half + i] = Math.cos(angle);
-        sinValues[base + i] = sinValues[base + half + i] = Math.sin(angle);
+        cos[base + i] = cos[base + half + i] = Math.cos(angle);
+        sin[base + i] = sin[base + half + i] = Math.sin(angle);
       }
     }
   });
-  const shape = rows === positions ? [rows.length, 1, T, dim] : [T, dim];
-  const options = { dtype: like.dtype, backend: like.backend };
-  return { cos: tensor(cosValues, shape, options), sin: tensor(sinValues, shape, options) };
+  return { cos, sin, shape: rows === positions ? [rows.length, 1, T, dim] : [T, dim] };
 }
 
 /**

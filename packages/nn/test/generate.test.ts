@@ -3,7 +3,7 @@ import * as T from '@metal-lora/tensor';
 import { ValueError } from '@metal-lora/tensor';
 import { assertClose } from '@metal-lora/tensor/testing';
 import { afterAll, describe, expect, it } from 'vitest';
-import { gpuIt } from '../../../test-support/gpu';
+import { gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 import { base, CONFIGS } from './configs';
 import { crossEntropy as crossEntropyOf, generateIds, KVCache, LlamaForCausalLM, linearToLoRALayers, Sampler } from '../src/index';
 
@@ -11,13 +11,17 @@ const ids = (rows: number[][]) => T.tensor(Int32Array.from(rows.flat()), [rows.l
 const seq = [5, 17, 3, 29, 11, 8, 36, 2, 21];
 
 /** Logits of the full forward pass at every position, against prefill of `split` tokens then one position at a time through the cache. */
-async function cachedVersusFull(model: LlamaForCausalLM, split: number): Promise<{ full: Float64Array; cached: Float64Array }> {
+async function cachedVersusFull(model: LlamaForCausalLM, split: number, capacity?: number): Promise<{ full: Float64Array; cached: Float64Array }> {
   const full = Float64Array.from(await T.noGrad(() => model.forward(ids([seq]))).data());
-  const cache = new KVCache(model.config.num_hidden_layers);
+  // With a capacity: a fixed-capacity cache that grows by 3 slots whenever the next step would not fit.
+  const cache = new KVCache(model.config.num_hidden_layers, { capacity });
   const parts: number[] = [];
   const prefill = T.noGrad(() => model.forward(ids([seq.slice(0, split)]), { cache }));
   parts.push(...(await prefill.data()));
-  for (let t = split; t < seq.length; t++) parts.push(...(await T.noGrad(() => model.forward(ids([[seq[t]]]), { cache })).data()));
+  for (let t = split; t < seq.length; t++) {
+    if (capacity && cache.length + 1 > cache.capacity!) cache.grow(cache.capacity! + 3);
+    parts.push(...(await T.noGrad(() => model.forward(ids([[seq[t]]]), { cache })).data()));
+  }
   expect(cache.length).toBe(seq.length);
   cache.dispose();
   return { full, cached: Float64Array.from(parts) };
@@ -35,6 +39,13 @@ describe('KV cache: prefill then one position at a time gives the full pass', ()
         const { full, cached } = await cachedVersusFull(model, split);
         assertClose(cached, full, { atol: 1e-5, rtol: 1e-5 }, `${name}: cached logits (prefill ${split})`);
       }
+      for (const [split, capacity] of [
+        [1, 9],
+        [4, 5],
+      ]) {
+        const { full, cached } = await cachedVersusFull(model, split, capacity);
+        assertClose(cached, full, { atol: 1e-5, rtol: 1e-5 }, `${name}: fixed-capacity cache of ${capacity} (prefill ${split})`);
+      }
       // LoRA layers (non-zero B) are used by the cached path as by the full one.
       linearToLoRALayers(model, { rank: 2, seed: 4 });
       for (const [, p] of model.trainableParameters()) if (p.shape[1] === 2) p.assign(T.randn([...p.shape], { seed: 9, std: 0.3 }));
@@ -49,6 +60,46 @@ describe('KV cache: prefill then one position at a time gives the full pass', ()
       const { full, cached } = await cachedVersusFull(model, 2);
       assertClose(cached, full, { atol: 2e-4, rtol: 2e-4 }, `${name}: cached logits on webgpu`);
     }
+  });
+
+  it('a fixed-capacity cache gives a left-padded batch the logits of the growing one', async () => {
+    await T.setBackend('cpu');
+    for (const [name, config] of Object.entries(CONFIGS)) {
+      const model = new LlamaForCausalLM(config, { seed: 7 });
+      const padding = [2, 0, 3];
+      const prompt = ids([
+        [0, 0, 5, 17, 3],
+        [4, 9, 5, 17, 3],
+        [0, 0, 0, 29, 11],
+      ]);
+      const logits: Float64Array[] = [];
+      for (const capacity of [undefined, 8]) {
+        const cache = new KVCache(config.num_hidden_layers, { padding, capacity });
+        const out = [...(await T.noGrad(() => model.forward(prompt, { cache, logits: 'last' })).data())];
+        for (const next of [7, 2, 30]) out.push(...(await T.noGrad(() => model.forward(ids([[next], [next], [next]]), { cache, logits: 'last' })).data()));
+        logits.push(Float64Array.from(out));
+        cache.dispose();
+      }
+      assertClose(logits[1], logits[0], { atol: 1e-5, rtol: 1e-5 }, name);
+    }
+  });
+
+  it('a fixed-capacity cache refuses to overflow, and grows only as one', async () => {
+    await T.setBackend('cpu');
+    const model = new LlamaForCausalLM(base, { seed: 1 });
+    const cache = new KVCache(2, { capacity: 3 });
+    T.noGrad(() => model.forward(ids([[1, 2, 3]]), { cache }));
+    expect(() => T.noGrad(() => model.forward(ids([[4]]), { cache }))).toThrow(
+      'KVCache: the cache is full; expected at most 3 slots (grow() it first), got 3 + 1',
+    );
+    expect(() => cache.grow(3)).toThrow('KVCache: a cache grows to more slots than it has; expected an integer > 3, got 3');
+    cache.grow(4);
+    expect(cache.capacity).toBe(4);
+    T.noGrad(() => model.forward(ids([[4]]), { cache }));
+    cache.dispose();
+    expect(() => new KVCache(2).grow(8)).toThrow('KVCache: only a fixed-capacity cache grows');
+    expect(() => new KVCache(2, { capacity: 0 })).toThrow('KVCache: the capacity must be a positive integer');
+    expect(() => new KVCache(2, { capacity: 2.5 })).toThrow(ValueError);
   });
 
   it('a cache is for inference only', async () => {
@@ -106,6 +157,43 @@ describe('generateIds', () => {
     expect(byCallback.finishReasons).toEqual(['length', 'stop']);
     expect(seen.filter(([r]) => r === 0).map(([, t]) => t)).toEqual(free.tokens[0]);
   });
+
+  gpuIt(
+    'webgpu: replaying a captured step chooses the tokens the ops choose, through a left-padded batch, LoRA and growth',
+    async (backend) => {
+      const start = backend.memory().liveBytes;
+      await T.setBackend('webgpu');
+      const prompts = [seq.slice(0, 2), seq.slice(0, 6), seq.slice(3, 7)];
+      for (const [name, config] of Object.entries(CONFIGS)) {
+        const model = new LlamaForCausalLM(config, { seed: 5 });
+        if (name === 'llama') {
+          linearToLoRALayers(model, { rank: 2, seed: 4 });
+          for (const [, p] of model.trainableParameters()) {
+            if (p.shape[1] !== 2) continue;
+            const b = T.randn([...p.shape], { seed: 9, std: 0.3 });
+            p.assign(b);
+            b.dispose();
+          }
+        }
+        const ops = await withDispatchLabels(backend, () => generateIds(model, prompts, { maxTokens: 10, graph: false }));
+        const replayed = await withDispatchLabels(backend, () => generateIds(model, prompts, { maxTokens: 10 }));
+        expect(replayed.result.tokens, name).toEqual(ops.result.tokens);
+        // Prefill, one step through the ops and the captured one; the seven replays record nothing through the ops.
+        expect(replayed.labels.length, name).toBeLessThan(ops.labels.length / 2);
+        for (const [, p] of model.namedParameters()) p.dispose();
+      }
+      // Past the first 512 slots the cache grows and the step is captured again.
+      const model = new LlamaForCausalLM({ ...base, num_hidden_layers: 1 }, { seed: 2 });
+      const long = { maxTokens: 530, temperature: 1, seed: 3 };
+      const ops = await generateIds(model, [seq.slice(0, 3)], { ...long, graph: false });
+      const replayed = await generateIds(model, [seq.slice(0, 3)], long);
+      expect(replayed.tokens).toEqual(ops.tokens);
+      expect(replayed.tokens[0].length).toBe(530);
+      for (const [, p] of model.namedParameters()) p.dispose();
+      expect(backend.memory().liveBytes).toBe(start);
+    },
+    120_000,
+  );
 
   it('refuses bad prompts and options clearly', async () => {
     await T.setBackend('cpu');
