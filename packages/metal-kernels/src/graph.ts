@@ -56,16 +56,49 @@ export class DispatchGraph implements CapturedGraph {
     this.current = { writes: [], commands: [], arena: new Uint8Array(0), uploads: new Uint8Array(0) };
   }
 
+  /** Command buffers encoded ahead by {@link prepare}, one per segment with commands. */
+  private prepared: GPUCommandBuffer[] | null = null;
+
+  /**
+   * Encodes the next replay now (most of a replay's host time), so that work overlaps the
+   * device's; the next {@link replay} only writes and submits.
+   */
+  prepare(): void {
+    this.check('prepare');
+    this.prepared ??= this.encode();
+  }
+
   replay(): void {
-    if (this.disposed) throw new GPUError('replay', 'internal', 'the graph was disposed; expected a live graph, got a disposed one');
-    if (!this.complete) throw new GPUError('replay', 'internal', 'the capture did not finish; expected a complete graph, got one whose capture threw');
+    this.check('replay');
+    const buffers = this.prepared ?? this.encode();
+    this.prepared = null;
     const { device, arena, uploads, stats } = this.host;
     this.host.checkHealth('replay');
     // Work recorded before (the inputs' writes among it) goes first.
     this.host.flush();
     const queue = device.queue;
+    let next = 0;
     for (const segment of this.segments) {
       for (const w of segment.writes) queue.writeBuffer(w.buffer, 0, w.data);
+      if (segment.commands.length === 0) continue;
+      if (segment.arena.byteLength > 0) queue.writeBuffer(arena, 0, segment.arena);
+      if (segment.uploads.byteLength > 0) queue.writeBuffer(uploads, 0, segment.uploads);
+      queue.submit([buffers[next++]]);
+      stats.submits++;
+    }
+    stats.dispatches += this.dispatchCount;
+  }
+
+  private check(op: string): void {
+    if (this.disposed) throw new GPUError(op, 'internal', 'the graph was disposed; expected a live graph, got a disposed one');
+    if (!this.complete) throw new GPUError(op, 'internal', 'the capture did not finish; expected a complete graph, got one whose capture threw');
+  }
+
+  /** The segments' commands encoded into command buffers (no queue work). */
+  private encode(): GPUCommandBuffer[] {
+    const { device, uploads } = this.host;
+    const out: GPUCommandBuffer[] = [];
+    for (const segment of this.segments) {
       if (segment.commands.length === 0) continue;
       const encoder = device.createCommandEncoder({ label: 'metal-lora graph' });
       let pass: GPUComputePassEncoder | null = null;
@@ -80,7 +113,6 @@ export class DispatchGraph implements CapturedGraph {
           if (c.offsets) pass.setBindGroup(0, c.bindGroup, c.offsets);
           else pass.setBindGroup(0, c.bindGroup);
           if (c.x > 0 && c.y > 0 && c.z > 0) pass.dispatchWorkgroups(c.x, c.y, c.z);
-          stats.dispatches++;
         } else {
           pass?.end();
           pass = null;
@@ -88,16 +120,21 @@ export class DispatchGraph implements CapturedGraph {
         }
       }
       pass?.end();
-      if (segment.arena.byteLength > 0) queue.writeBuffer(arena, 0, segment.arena);
-      if (segment.uploads.byteLength > 0) queue.writeBuffer(uploads, 0, segment.uploads);
-      queue.submit([encoder.finish()]);
-      stats.submits++;
+      out.push(encoder.finish());
     }
+    return out;
+  }
+
+  private dispatchTotal: number | null = null;
+  private get dispatchCount(): number {
+    this.dispatchTotal ??= this.dispatches;
+    return this.dispatchTotal;
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.prepared = null;
     this.host.releaseGraph(this);
   }
 }

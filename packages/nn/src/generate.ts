@@ -213,7 +213,10 @@ export async function generateIds(model: LlamaForCausalLM, prompts: readonly (re
           plainSteps++;
         }
       }
-      const values = await logits.data();
+      const pending = logits.data();
+      // The next replay's commands are encoded while the device runs this step.
+      captured?.graph.prepare();
+      const values = await pending;
       if (owned) logits.dispose();
       if (step === 0) prefillSeconds = (performance.now() - started) / 1000;
       for (let b = 0; b < B; b++) {

@@ -257,7 +257,7 @@ export class LlamaModel extends Module {
       }
     } else for (const layer of layers) h = layer.forward(h, context);
     if (options.cache) options.cache.length += context.steps;
-    if (options.logits === 'last') {
+    if (options.logits === 'last' && h.shape[1] > 1) {
       const [B, T, D] = h.shape;
       h = slice(h, [0, T - 1, 0], [B, T, D]);
     }

@@ -31,6 +31,11 @@ export type KernelFn<K extends OpName = OpName, B extends Backend = Backend> = (
 export interface CapturedGraph {
   /** Sends the recorded work again: the same kernels over the same buffers, whatever they hold now. */
   replay(): void;
+  /**
+   * Does the host side of the next replay now (encoding its commands), so that it overlaps the
+   * device's work (call it while awaiting a read-back); the next `replay()` only submits.
+   */
+  prepare(): void;
   /** Dispatches one replay records. */
   readonly dispatches: number;
   /** Frees what only the graph held (the step's intermediates). Safe to call twice. */

@@ -1,0 +1,50 @@
+import { createWebGPUBackend } from '@metal-lora/metal-kernels';
+import { KVCache, LlamaForCausalLM } from '@metal-lora/nn';
+import * as T from '@metal-lora/tensor';
+import { MODEL_SHAPES } from './shapes';
+const gpu = await createWebGPUBackend();
+T.setBackendSync(gpu);
+const cfg = { ...MODEL_SHAPES['smollm2-135m'], num_hidden_layers: 4, vocab_size: 4096 };
+const model = new LlamaForCausalLM(cfg, { seed: 1 });
+model.eval();
+const cache = new KVCache(4, { capacity: 64 });
+const fwd = (ids: T.Tensor) => T.tidy(() => T.noGrad(() => model.forward(ids, { cache, logits: 'last' })));
+await fwd(T.tensor(Int32Array.from([1, 2, 3, 4]), [1, 4], { dtype: 'int32' })).data();
+const input = T.keep(T.tensor(new Int32Array(1), [1, 1], { dtype: 'int32' }));
+(await fwd(input).data());
+cache.prepare();
+const run = T.captureGraph(() => fwd(input))!;
+await run.result.data();
+console.log('dispatches', run.graph.dispatches);
+let host = 0, total = 0;
+for (let i = 0; i < 20; i++) {
+  input.write([i]);
+  const t0 = performance.now();
+  cache.prepare();
+  run.graph.replay();
+  cache.length += 1;
+  const t1 = performance.now();
+  await run.result.data();
+  host += t1 - t0; total += performance.now() - t0;
+}
+console.log('host per replay ms', (host / 20).toFixed(3), 'per dispatch us', ((host / 20) * 1000 / run.graph.dispatches).toFixed(2), 'total', (total / 20).toFixed(2));
+const q = gpu.device.queue;
+const sub = q.submit.bind(q);
+let subT = 0;
+(q as any).submit = (c: any) => { const t = performance.now(); sub(c); subT += performance.now() - t; };
+const wb = q.writeBuffer.bind(q);
+let wbT = 0;
+(q as any).writeBuffer = (...a: any[]) => { const t = performance.now(); (wb as any)(...a); wbT += performance.now() - t; };
+host = 0;
+for (let i = 0; i < 20; i++) {
+  input.write([i]);
+  const t0 = performance.now();
+  cache.prepare();
+  run.graph.replay();
+  cache.length += 1;
+  host += performance.now() - t0;
+  const p = run.result.data();
+  run.graph.prepare();
+  await p;
+}
+console.log('host', (host / 20).toFixed(3), 'submit', (subT / 20).toFixed(3), 'writeBuffer', (wbT / 20).toFixed(3));
