@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
-import { generateIds, LlamaForCausalLM, Sampler } from '@metal-lora/nn';
+import { generateIds, KVCache, LlamaForCausalLM, Sampler } from '@metal-lora/nn';
 import * as T from '@metal-lora/tensor';
 import { loadModel } from 'metal-lora';
 import { MODEL_SHAPES as DECODE_SHAPES } from './shapes';
@@ -30,6 +30,50 @@ export interface DecodeRow {
   recomputeTokensPerSecond?: number;
   recomputeTokens?: number;
   torch?: { ttftMs: number; tokensPerSecond: number } | string;
+  /** One captured decode step (`--profile`): dispatches, host ms to encode and to submit a replay, GPU ms, and GPU ms per kernel label of a step through the ops. */
+  step?: { dispatches: number; encodeMs: number; submitMs: number; gpuMs: number; kernels: Record<string, { count: number; ms: number }> };
+}
+
+/** Where a captured decode step's time goes (after a prompt of `prompt`): see `DecodeRow.step`. */
+async function profileStep(backend: WebGPUBackend, model: LlamaForCausalLM, prompt: number[]): Promise<NonNullable<DecodeRow['step']>> {
+  const cache = new KVCache(model.config.num_hidden_layers, { capacity: prompt.length + 64 });
+  const forward = (ids: T.Tensor) => T.tidy(() => T.noGrad(() => model.forward(ids, { cache, logits: 'last' })));
+  const input = T.keep(T.tensor(new Int32Array(1), [1, 1], { dtype: 'int32' }));
+  try {
+    (await forward(T.tensor(Int32Array.from(prompt), [1, prompt.length], { dtype: 'int32' })).data()).length;
+    await forward(input).data();
+    backend.startProfile();
+    await forward(input).data();
+    const kernels = Object.fromEntries(await backend.stopProfile());
+    cache.prepare();
+    const run = T.captureGraph(() => forward(input), backend);
+    if (!run) throw new Error('the webgpu backend captures');
+    await run.result.data();
+    const n = 20;
+    let encodeMs = 0;
+    let submitMs = 0;
+    let gpuMs = 0;
+    for (let i = 0; i < n; i++) {
+      cache.prepare();
+      const t0 = performance.now();
+      run.graph.prepare();
+      const t1 = performance.now();
+      run.graph.replay();
+      submitMs += performance.now() - t1;
+      encodeMs += t1 - t0;
+      cache.length += 1;
+      await run.result.data();
+      cache.prepare();
+      gpuMs += await backend.timeRegion(() => run.graph.replay());
+      cache.length += 1;
+    }
+    run.result.dispose();
+    run.graph.dispose();
+    return { dispatches: run.graph.dispatches, encodeMs: encodeMs / n, submitMs: submitMs / n, gpuMs: gpuMs / n, kernels };
+  } finally {
+    input.dispose();
+    cache.dispose();
+  }
 }
 
 /** Tokens/s of greedy decoding by full recompute, over `count` tokens after the prompt (no cache). */
@@ -71,6 +115,9 @@ export async function runDecodeBench(argv: string[]): Promise<void> {
   } else {
     const gpu = await createWebGPUBackend();
     T.setBackendSync(gpu);
+    // `--max-splits 1`: the plain products without K splits (A/B of the selector's split-K at decode).
+    const maxSplits = arg('max-splits');
+    if (maxSplits) gpu.overrides = { maxSplits: Number(maxSplits) };
     const r = gpu.context.report;
     device = `${r.vendor} ${r.device || r.architecture} ${r.description} (WebGPU via ${r.runtime})`.replace(/\s+/g, ' ');
   }
@@ -100,6 +147,18 @@ export async function runDecodeBench(argv: string[]): Promise<void> {
       const ops = await generateIds(model, [prompt], { maxTokens: tokens, graph: false });
       row.opsTokensPerSecond = (ops.tokens[0].length - 1) / ops.decodeSeconds;
       if (ops.tokens[0].join() !== run.tokens[0].join()) console.log(`${name}: WARNING the captured steps chose other tokens than the ops did`);
+    }
+    const backend = T.getBackend();
+    if (argv.includes('--profile') && backend instanceof WebGPUBackend) {
+      row.step = await profileStep(backend, model, prompt);
+      const top = Object.entries(row.step.kernels)
+        .sort((a, b) => b[1].ms - a[1].ms)
+        .slice(0, 12)
+        .map(([k, v]) => `${k} ×${v.count} ${v.ms.toFixed(3)} ms`)
+        .join('; ');
+      console.log(
+        `${name}: a captured step: ${row.step.dispatches} dispatches, encode ${row.step.encodeMs.toFixed(3)} ms, submit ${row.step.submitMs.toFixed(3)} ms, GPU ${row.step.gpuMs.toFixed(3)} ms; kernels of a step through the ops: ${top}`,
+      );
     }
     if (recomputeTokens > 0) {
       // The same context lengths as the cached run: the prompt, then up to `tokens` more.

@@ -227,7 +227,9 @@ export function selectGemm(shape: GemmShape, device: GemmDevice): GemmConfig {
 
 /** The config a product runs on: the override where one is set, else the selector's. */
 export function chooseGemm(shape: GemmShape, device: GemmDevice, overrides: GemmOverrides = {}): GemmConfig {
-  return overrides.gemm ?? selectGemm(shape, device);
+  if (overrides.gemm) return overrides.gemm;
+  const config = selectGemm(shape, device);
+  return overrides.maxSplits && config.splits > overrides.maxSplits ? withSplits(config, overrides.maxSplits) : config;
 }
 
 /**

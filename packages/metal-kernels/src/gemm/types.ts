@@ -147,6 +147,8 @@ export type LoraPlan = 'fused' | 'composed';
 export interface GemmOverrides {
   gemm?: GemmConfig | null;
   loraPlan?: LoraPlan | null;
+  /** At most this many K splits for the plain products the selector picks (1: none). */
+  maxSplits?: number | null;
 }
 
 /** One product of a layer: its shape and the config it runs on (the selector's answer). */
