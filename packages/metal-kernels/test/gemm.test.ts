@@ -31,6 +31,8 @@ afterEach(clearOverrides);
 describe('selectGemm (pure)', () => {
   it.each([
     ['decode x·Wᵀ, M = 1', shape(1, 4096, 4096, { transB: true }), 'gemv-rows1'],
+    ['decode x·Wᵀ, small: no K split (a decode step pays for the reduction)', shape(1, 576, 576, { transB: true }), 'gemv-rows1'],
+    ['decode x·Wᵀ, few outputs and a long K: K split', shape(1, 128, 16384, { transB: true }), 'gemv-rows1+splitK32'],
     ['decode x·Wᵀ, K odd', shape(1, 4096, 4095, { transB: true }), 'gemv1'],
     ['decode M = 4', shape(4, 4096, 4096, { transB: true }), 'gemv-rows4'],
     ['decode M = 16: x staged 16 vec4 per row in 16 KiB, K split', shape(16, 4096, 4096, { transB: true }), 'gemv-rows16/xk16+splitK8'],
@@ -70,7 +72,8 @@ describe('selectGemm (pure)', () => {
     ['decode U = dy·B, r = 5: 8 columns per workgroup', shape(4, 5, 4096), 'gemv4/l32'],
     ['mid-size', shape(300, 300, 300), 'tile64x64'],
     ['small', shape(33, 17, 9), 'tile32x32'],
-    ['batched few rows: skinny rows', shape(3, 50, 128, { batch: 4 }), 'skinnyM16'],
+    ["batched few rows (a decode step's attention): gemv, B as stored", shape(3, 50, 128, { batch: 4 }), 'gemv4/l4'],
+    ['decode attention q·Kᵀ per KV head', shape(3, 384, 64, { batch: 3, transB: true }), 'gemv4'],
   ])('%s', (_name, s, expected) => {
     expect(selectGemm(s, DEFAULT_GEMM_DEVICE).name).toBe(expected);
   });

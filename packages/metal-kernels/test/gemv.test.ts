@@ -32,6 +32,11 @@ describe('webgpu gemv kernels: every variant against the float64 reference on aw
         await checkMatmul(backend, [301, M], [301, 77], { transposeA: true }, `${cfg.name} M=${M} aᵀ·W`);
         // A rank-sized N (U = dy·B at decode) narrower than the workgroup's columns.
         await checkMatmul(backend, [M, 301], [301, 5], {}, `${cfg.name} M=${M} dy·B, N = 5`);
+        // Batched (a decode step's attention per KV head: q·Kᵀ, then P·V), and a broadcast B.
+        await checkMatmul(backend, [3, M, 67], [3, 83, 67], { transposeB: true }, `${cfg.name} M=${M} batched q·Kᵀ`);
+        await checkMatmul(backend, [2, 3, M, 83], [2, 3, 83, 9], {}, `${cfg.name} M=${M} batched P·V`);
+        await checkMatmul(backend, [4, M, 70], [70, 33], {}, `${cfg.name} M=${M} batched, broadcast B`);
+        await checkMatmul(backend, [2, 70, M], [2, 70, 33], { transposeA: true }, `${cfg.name} M=${M} batched aᵀ·B`);
       }
     });
   }

@@ -109,10 +109,11 @@ export interface GenerateIdsOptions extends SamplingOptions {
    * (`captureGraph`). Default true; false runs every step through the ops.
    */
   graph?: boolean;
+  /** Slots beyond the prompt that the fixed-capacity cache of captured steps starts with; it doubles when full, up to the prompt + maxTokens. Default 512. */
+  cacheSlots?: number;
 }
 
-/** Slots a fixed-capacity cache starts with beyond the prompt (it doubles when full, up to the prompt + maxTokens). */
-const INITIAL_DECODE_SLOTS = 512;
+const DEFAULT_CACHE_SLOTS = 512;
 
 /** Why a row stopped: an end-of-reply id, `onToken` (a stop string), or `maxTokens`. */
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -166,7 +167,9 @@ export async function generateIds(model: LlamaForCausalLM, prompts: readonly (re
   const graphs = options.graph !== false && typeof getBackend().capture === 'function' && options.maxTokens > 1;
   // Slots the last step needs: the prompt and every new token but the last.
   const needed = width + Math.max(0, options.maxTokens - 1);
-  const cache = new KVCache(model.config.num_hidden_layers, { padding, capacity: graphs ? Math.min(needed, width + INITIAL_DECODE_SLOTS) : undefined });
+  const slots = options.cacheSlots ?? DEFAULT_CACHE_SLOTS;
+  if (!Number.isInteger(slots) || slots < 1) throw new ValueError(op, 'cacheSlots must be a positive integer', 'an integer ≥ 1', String(slots));
+  const cache = new KVCache(model.config.num_hidden_layers, { padding, capacity: graphs ? Math.min(needed, width + slots) : undefined });
   // A decode step (one position) runs through the ops once for the cache to make its step
   // inputs, is captured the next time, and replayed after that.
   let captured: { graph: CapturedGraph; logits: Tensor } | null = null;

@@ -1,4 +1,4 @@
-/** The portable matrix-vector kernel (gemv.wgsl): few rows of any layout or K, always through the split-K workspace. */
+/** The portable matrix-vector kernel (gemv.wgsl): few rows of any layout, K or batch, always through the split-K workspace. */
 import { ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { enableFor, shader, uniform } from '../kernels/common';
@@ -10,7 +10,7 @@ export function recordGemv(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   if (!(cfg.lanes >= 1 && cfg.lanes <= 256 && Number.isInteger(Math.log2(cfg.lanes)))) {
     throw new ValueError('matmul', `${cfg.name}: lanes per column must be a power of two from 1 to 256`, 'lanes in {1, 2, 4, …, 256}', String(cfg.lanes));
   }
-  const { M, N, K } = shape;
+  const { M, N, K, batch } = shape;
   const { key, source } = shader('gemv', gemvSource, { ENABLE: enableFor(t), T: t, MR: String(cfg.mr), LANES: String(cfg.lanes) });
   const cols = 256 / cfg.lanes;
   backend.dispatch({
@@ -18,8 +18,8 @@ export function recordGemv(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     source,
     constants: { TRANS_A: shape.transA ? 1 : 0, TRANS_B: shape.transB ? 1 : 0 },
     buffers: [ops.a, ops.b, target.out],
-    uniform: uniform([M, N, K, target.kChunk, target.splits]),
-    workgroups: [Math.ceil(N / cols), target.splits, 1],
+    uniform: uniform([M, N, K, target.kChunk, target.splits, ops.aBatchStride, ops.bBatchStride]),
+    workgroups: [Math.ceil(N / cols), target.splits, batch],
     label: cfg.name,
   });
 }

@@ -97,7 +97,6 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     recordSgmat(backend, shape, ops, t, cfg);
     return cfg;
   }
-  if (cfg.kind === 'gemv' && batch !== 1) throw new ValueError('matmul', 'the gemv variant handles one batch', 'batch 1', String(batch));
   if (cfg.kind === 'gemv' && M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));
   const { kChunk, realSplits } = kSplit(K, cfg.splits);
   const useWorkspace = cfg.kind === 'gemv' || realSplits > 1;

@@ -100,10 +100,10 @@ function splitsFor(tiles: number, K: number): number {
  * K split toward 512 workgroups, each lane walking at least 4 of K per split.
  */
 function gemvConfig(shape: GemmShape): GemvConfig {
-  const { M, N, K } = shape;
+  const { M, N, K, batch } = shape;
   const mr = gemvRowBucket(M);
   const lanes = shape.transB ? 32 : 256 / Math.min(256, 2 ** Math.ceil(Math.log2(Math.max(1, N))));
-  const groups = Math.ceil(N / (256 / lanes));
+  const groups = Math.ceil(N / (256 / lanes)) * batch;
   return {
     kind: 'gemv',
     name: shape.transB || lanes === 1 ? `gemv${mr}` : `gemv${mr}/l${lanes}`,
@@ -174,8 +174,14 @@ export function gemvChoice(shape: GemmShape, device: GemmDevice): GemvRowsConfig
         splits: 1,
       }
     : { kind: 'gemv-cols', name: `gemv-cols${mr}`, colLanes: 32, mr, unroll: 2, splits: 1 };
+  const groups = gemvGroups(shape, config);
+  // Decode x·Wᵀ (≤ 4 rows streaming W) splits K only where the grid is tiny and K long: within a
+  // decode step the reduction's extra dispatch cost more than the split saved (on the H200 a
+  // SmolLM2-shaped step's gemvs took 3.1 ms of GPU time unsplit against 5.6 ms split, Llama-3.2-1B's
+  // 2.4 against 3.0; RESULTS.md, "Text generation").
+  if (rowsStream === 'b' && !manyRows && (groups >= 64 || K < 2048)) return config;
   const target = (many === N && mr <= 4) || (rowsStream && manyRows) ? 512 : 2048;
-  return withSplits(config, splitsToward(target, gemvGroups(shape, config), K, 256));
+  return withSplits(config, splitsToward(target, groups, K, 256));
 }
 
 /**
@@ -189,7 +195,9 @@ export function selectGemm(shape: GemmShape, device: GemmDevice): GemmConfig {
   const gemv = gemvChoice(shape, device);
   const vec4Ok = vec4Aligned(shape) && device.maxWorkgroupStorage >= 16384 && device.maxInvocations >= 256;
   if (gemv) return gemv;
-  if (M <= 16 && batch === 1 && K >= 64) return gemvConfig(shape);
+  // Few rows, batched too: a decode step's attention (q·Kᵀ and P·V per KV head) on the tiled
+  // skinny kernel took ~60 µs a product on the H200 (RESULTS.md, "Text generation").
+  if (M <= 16 && K >= 64) return gemvConfig(shape);
   const rankShaped = (Math.min(M, N) <= 64 && Math.max(M, N) >= 256) || (Math.min(M, N) <= 256 && Math.max(M, N) >= 1024);
   if (vec4Ok && rankShaped && K >= 64) {
     // Rank-shaped products (x·Aᵀ, dy·B, dyᵀ·T with N = r; Uᵀ·x with M = r) with r > 16, or any

@@ -10,11 +10,12 @@
 //     whole chunk alone.
 //
 // Bindings (group 0):
-//   0  a   storage, read        op(A) [M, K] ({{T}}; A stored [K, M] when TRANS_A)
-//   1  b   storage, read        B ({{T}})
-//   2  ws  storage, read_write  [splits, M, N] f32
-//   3  p   uniform { M, N, K, k_chunk, splits }
-// Dispatch: (ceil(N / COLS), splits, 1) workgroups of 256 threads.
+//   0  a   storage, read        op(A) [batch, M, K] ({{T}}; A stored [K, M] when TRANS_A)
+//   1  b   storage, read        B ({{T}}), batch entries b_batch_stride apart (0: one B for all)
+//   2  ws  storage, read_write  [batch, splits, M, N] f32
+//   3  p   uniform { M, N, K, k_chunk, splits, a_batch_stride, b_batch_stride }
+// Dispatch: (ceil(N / COLS), splits, batch) workgroups of 256 threads (batch: the attention of a
+// decode step, one entry per KV head).
 // Text constants: MR (max rows, 1..16: MR·256·4 bytes of workgroup memory ≤ 16 KiB), LANES
 //   (threads per column; a power of two, 1..256).
 // Overrides: TRANS_A, TRANS_B (0/1).
@@ -27,7 +28,7 @@ const WG: u32 = 256u;
 override TRANS_A: u32 = 0u;
 override TRANS_B: u32 = 1u;
 
-struct Params { M: u32, N: u32, K: u32, k_chunk: u32, splits: u32 }
+struct Params { M: u32, N: u32, K: u32, k_chunk: u32, splits: u32, a_batch_stride: u32, b_batch_stride: u32 }
 
 @group(0) @binding(0) var<storage, read> a: array<{{T}}>;
 @group(0) @binding(1) var<storage, read> b: array<{{T}}>;
@@ -36,14 +37,17 @@ struct Params { M: u32, N: u32, K: u32, k_chunk: u32, splits: u32 }
 
 var<workgroup> partial: array<f32, WG * MR>;
 
-fn a_at(m: u32, k: u32) -> f32 {
-  if (TRANS_A == 1u) { return f32(a[k * p.M + m]); }
-  return f32(a[m * p.K + k]);
+fn a_at(base: u32, m: u32, k: u32) -> f32 {
+  if (TRANS_A == 1u) { return f32(a[base + k * p.M + m]); }
+  return f32(a[base + m * p.K + k]);
 }
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let split = wid.y;
+  let entry = wid.z;
+  let a_base = entry * p.a_batch_stride;
+  let b_base = entry * p.b_batch_stride;
   let k_begin = split * p.k_chunk;
   let k_end = min(p.K, k_begin + p.k_chunk);
   var acc: array<f32, MR>;
@@ -64,9 +68,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   }
   if (n < p.N) {
     for (var k = k_begin + lane; k < k_end; k += LANES) {
-      let w = f32(b[select(k * p.N + n, n * p.K + k, TRANS_B == 1u)]);
+      let w = f32(b[b_base + select(k * p.N + n, n * p.K + k, TRANS_B == 1u)]);
       for (var m = 0u; m < MR; m++) {
-        if (m < p.M) { acc[m] = fma(w, a_at(m, k), acc[m]); }
+        if (m < p.M) { acc[m] = fma(w, a_at(a_base, m, k), acc[m]); }
       }
     }
   }
@@ -82,6 +86,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     for (var m = 0u; m < MR; m++) { acc[m] = partial[m * WG + lid.x]; }
   }
   if (lane == 0u && n < p.N) {
-    for (var m = 0u; m < p.M; m++) { ws[(split * p.M + m) * p.N + n] = acc[m]; }
+    for (var m = 0u; m < p.M; m++) { ws[((entry * p.splits + split) * p.M + m) * p.N + n] = acc[m]; }
   }
 }
