@@ -74,8 +74,14 @@ describe('selectGemm (pure)', () => {
     ['small', shape(33, 17, 9), 'tile32x32'],
     ["batched few rows (a decode step's attention): gemv, B as stored", shape(3, 50, 128, { batch: 4 }), 'gemv4/l4'],
     ['decode attention q·Kᵀ per KV head', shape(3, 384, 64, { batch: 3, transB: true }), 'gemv4'],
+    ['decode attention P·V', shape(3, 64, 384, { batch: 3 }), 'gemv4/l4'],
   ])('%s', (_name, s, expected) => {
     expect(selectGemm(s, DEFAULT_GEMM_DEVICE).name).toBe(expected);
+  });
+  it("splits a decode step's attention over K only past 1024 keys per split", () => {
+    expect(selectGemm(shape(3, 64, 384, { batch: 3 }), DEFAULT_GEMM_DEVICE).splits).toBe(1);
+    expect(selectGemm(shape(3, 384, 64, { batch: 3, transB: true }), DEFAULT_GEMM_DEVICE).splits).toBe(1);
+    expect(selectGemm(shape(3, 64, 4096, { batch: 3 }), DEFAULT_GEMM_DEVICE).splits).toBe(4);
   });
   it('relies on a subgroup size only where it is fixed and WGSL has subgroup_id', () => {
     const report = { subgroups: true, subgroupMinSize: 32, subgroupMaxSize: 32, wgslLanguageFeatures: ['subgroup_id', 'subgroup_uniformity'] };

@@ -99,7 +99,10 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
   }
   if (cfg.kind === 'gemv' && M > cfg.mr) throw new ValueError('matmul', `gemv${cfg.mr} handles at most ${cfg.mr} rows`, `M <= ${cfg.mr}`, String(M));
   const { kChunk, realSplits } = kSplit(K, cfg.splits);
-  const useWorkspace = cfg.kind === 'gemv' || realSplits > 1;
+  // The portable gemv writes C itself only unsplit, with no bias and β = 0 (a decode step's
+  // attention products); otherwise its partial sums go through the reduction.
+  const gemvDirect = cfg.kind === 'gemv' && realSplits === 1 && !ops.bias && ops.beta === 0;
+  const useWorkspace = (cfg.kind === 'gemv' && !gemvDirect) || realSplits > 1;
   const { pair, concatN } = ops;
   if (pair && (cfg.kind !== 'vec4' || batch !== 1 || realSplits < 2 || ops.lora || ops.bias || ops.beta !== 0)) {
     throw new ValueError(

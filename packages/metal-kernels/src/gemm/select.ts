@@ -109,7 +109,9 @@ function gemvConfig(shape: GemmShape): GemvConfig {
     name: shape.transB || lanes === 1 ? `gemv${mr}` : `gemv${mr}/l${lanes}`,
     mr,
     lanes,
-    splits: splitsToward(512, groups, K, Math.max(128, 4 * lanes)),
+    // Batched (a decode step's attention): K splits only past 1024 per split, so a context of
+    // a few hundred keys writes C directly instead of paying a reduction's dispatch.
+    splits: splitsToward(512, groups, K, batch > 1 ? 1024 : Math.max(128, 4 * lanes)),
   };
 }
 
