@@ -332,6 +332,26 @@ describe('webgpu fused transformer-block ops', () => {
       await valueAndGradsAgainstReference(b, (v) => T.maskedSoftmax(v, T.tensor(mask, maskShape, { dtype: v.dtype, backend: v.backend }), 0.37), [x], tol);
     }
   });
+  gpuIt('decodeAttention: shared and per-sequence masks, odd head sizes, more keys than one chunk', async (b) => {
+    const causal = (B: number, T: number, S: number) =>
+      Float64Array.from({ length: B * T * S }, (_, i) => (i % S > (Math.floor(i / S) % T) + S - T ? -1e9 : 0.1 * (i % 3)));
+    for (const [B, H, R, S, D, steps, perSeq] of [
+      [1, 3, 3, 37, 64, 1, false],
+      [2, 3, 6, 37, 5, 2, true],
+      [1, 2, 4, 1100, 96, 1, false],
+      [2, 1, 1, 300, 256, 1, true],
+    ] as const) {
+      const mask = causal(perSeq ? B : 1, steps, S);
+      const maskShape = perSeq ? [B, 1, 1, steps, S] : [steps, S];
+      await againstReference(
+        b,
+        (q, k, v) => T.decodeAttention(q, k, v, T.tensor(mask, maskShape, { dtype: q.dtype, backend: q.backend }), 0.37),
+        [{ shape: [B, H, R, D] }, { shape: [B, H, S, D] }, { shape: [B, H, S, D] }],
+        tol,
+        `B ${B} H ${H} R ${R} S ${S} D ${D}`,
+      );
+    }
+  });
   for (const activation of ['silu', 'gelu_tanh'] as const)
     gpuIt(`gatedActivation (${activation}) on 1031 elements: value and both gradients`, (b) =>
       valueAndGradsAgainstReference(b, (g, u) => T.gatedActivation(T.mul(g, 3), u, activation), [[1031], [1031]], tol),

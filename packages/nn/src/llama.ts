@@ -1,6 +1,7 @@
 import {
   add,
   checkpoint,
+  decodeAttention,
   gatedActivation,
   gelu,
   isGradEnabled,
@@ -37,6 +38,9 @@ export interface ForwardOptions {
    */
   segments?: readonly (readonly number[])[];
 }
+
+/** Passes of at most this many new positions through a KV cache take the fused `decodeAttention`. */
+const DECODE_ROWS = 4;
 
 /** `cap·tanh(x / cap)`. */
 function softcap(x: Tensor, cap: number | null | undefined): Tensor {
@@ -129,8 +133,13 @@ export class Attention extends Module {
     const S = ctx.keys;
     // Grouped heads without copying keys: the g query heads of one KV head become g·T rows of it.
     const g = heads / kvHeads;
-    const raw = reshape(matmul(reshape(q, [B, kvHeads, g * T, headDim]), k, { transposeB: true }), [B, kvHeads, g, T, S]);
     const mask = ctx.mask(this.slidingWindow);
+    if (ctx.cache && T <= DECODE_ROWS && !this.softcap && headDim <= 256 && !isGradEnabled()) {
+      // A decode step: scores, softmax and the weighted values in one op, no scores stored.
+      const rows = decodeAttention(reshape(q, [B, kvHeads, g * T, headDim]), k, v, mask, this.scale);
+      return this.sub<Linear>('o_proj').forward(reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]));
+    }
+    const raw = reshape(matmul(reshape(q, [B, kvHeads, g * T, headDim]), k, { transposeB: true }), [B, kvHeads, g, T, S]);
     // Scale, mask and softmax in one op (nothing but the probabilities kept for backward); a
     // logit soft-cap (Gemma 2's) goes through the composition.
     const weights = this.softcap ? softmax(add(softcap(mul(raw, this.scale), this.softcap), mask), -1) : maskedSoftmax(raw, mask, this.scale);

@@ -26,6 +26,8 @@ import {
   type Tensor,
   tensor,
   noGrad,
+  decodeAttention,
+  reshape,
 } from '../src/index';
 import { assertClose, gradCheck, randomTensor, randomValues, TOLERANCES } from '../src/testing';
 
@@ -302,5 +304,43 @@ describe('fused transformer-block ops against their compositions and central dif
     expect(() => gatedActivation(randomTensor([2], 1), randomTensor([2], 2), 'relu' as 'silu')).toThrow(
       "gatedActivation: unknown activation; expected 'silu' or 'gelu_tanh', got relu",
     );
+  });
+});
+
+describe('decodeAttention', () => {
+  it('equals matmul, maskedSoftmax, matmul in float64: grouped rows, shared and per-sequence masks', () => {
+    for (const [B, H, g, T, S, D, perSeq] of [
+      [1, 3, 3, 1, 37, 8, false],
+      [2, 2, 3, 2, 11, 5, true],
+      [2, 1, 1, 3, 4, 3, false],
+    ] as const) {
+      const R = g * T;
+      const q = randomTensor([B, H, R, D], 1, { dtype: 'float64' });
+      const k = randomTensor([B, H, S, D], 2, { dtype: 'float64' });
+      const v = randomTensor([B, H, S, D], 3, { dtype: 'float64' });
+      const maskShape = perSeq ? [B, 1, 1, T, S] : [T, S];
+      const mask = tensor(
+        randomValues(maskShape.reduce((a, b) => a * b, 1), 4).map((x, i) => (i % 5 === 3 ? -1e9 : x)),
+        maskShape,
+        { dtype: 'float64' },
+      );
+      const got = decodeAttention(q, k, v, mask, 0.41);
+      // The composition: rows [B, H, g, T, S] so the mask broadcasts over heads and groups.
+      const scores = reshape(matmul(q, k, { transposeB: true }), [B, H, g, T, S]);
+      const probs = reshape(maskedSoftmax(scores, mask, 0.41), [B, H, R, S]);
+      assertClose(got.dataSync(), matmul(probs, v).dataSync(), TOLERANCES.float64, `B ${B} T ${T} S ${S}`);
+    }
+  });
+  it('refuses bad shapes and gradients', () => {
+    const q = randomTensor([1, 2, 3, 4], 1);
+    const k = randomTensor([1, 2, 5, 4], 2);
+    const mask = randomTensor([1, 5], 3);
+    expect(() => decodeAttention(q, k, k, mask, Number.NaN)).toThrow('decodeAttention: scale must be a finite number');
+    expect(() => decodeAttention(q, randomTensor([1, 2, 5, 3], 2), k, mask, 1)).toThrow("decodeAttention: k must be [B, H, S, D] with q's B, H and D");
+    expect(() => decodeAttention(q, k, randomTensor([1, 2, 4, 4], 2), mask, 1)).toThrow('decodeAttention: v must have the shape of k');
+    expect(() => decodeAttention(q, k, k, randomTensor([2, 5], 3), 1)).toThrow('decodeAttention: mask must be [T, S] or [B, 1, 1, T, S] with T dividing');
+    expect(() => decodeAttention(q, k, k, randomTensor([1, 4], 3), 1)).toThrow('decodeAttention: mask must be');
+    const wanting = randomTensor([1, 2, 3, 4], 1, { requiresGrad: true });
+    expect(() => decodeAttention(wanting, k, k, mask, 1)).toThrow('decodeAttention: the op has no gradient');
   });
 });

@@ -1,5 +1,6 @@
-import { type KernelOutput, type OpOutputs, registerKernel, sizeOf, type TensorRef } from '@metal-lora/tensor';
+import { type KernelOutput, type OpOutputs, registerKernel, sizeOf, type TensorRef, ValueError } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
+import decodeAttentionSource from '../wgsl/decode-attention.wgsl';
 import gatedSource from '../wgsl/gated-act.wgsl';
 import normSource from '../wgsl/rms-norm.wgsl';
 import ropeSource from '../wgsl/rope.wgsl';
@@ -138,7 +139,32 @@ function maskedSoftmaxKernel<K extends 'maskedSoftmax' | 'maskedSoftmaxBackward'
   };
 }
 
+/** `decodeAttention`: one workgroup per query row (decode-attention.wgsl). */
+function decodeAttentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args<'decodeAttention'>): KernelOutput {
+  const op = 'decodeAttention';
+  const t = typeOf(backend, q.dtype, op);
+  const [B, H, R, D] = q.shape;
+  const S = k.shape[2];
+  if (D > 256) throw new ValueError(op, 'the webgpu kernel takes heads of at most 256 features', 'D ≤ 256', String(D));
+  const rows = B * H * R;
+  const y = backend.allocate(q.dtype, rows * D, op);
+  const { workgroups, gridX } = gridRows(rows);
+  const { key, source } = shader('decode-attention', decodeAttentionSource, { ENABLE: enableFor(t), T: t });
+  if (rows > 0 && D > 0)
+    backend.dispatch({
+      key,
+      source,
+      constants: { PER_SEQ: mask.shape.length > 2 ? 1 : 0 },
+      buffers: [buf(q), buf(k), buf(v), buf(mask), y.buffer],
+      uniform: uniform([rows, S, D, R, mask.shape[mask.shape.length - 2], H * R, gridX, { f32: attrs.scale }]),
+      workgroups,
+      label: op,
+    });
+  return out(y, [...q.shape], q.dtype);
+}
+
 export function registerBlockKernels(): void {
+  registerKernel('webgpu', 'decodeAttention', decodeAttentionKernel);
   registerKernel('webgpu', 'maskedSoftmax', maskedSoftmaxKernel<'maskedSoftmax'>(false));
   registerKernel('webgpu', 'maskedSoftmaxBackward', maskedSoftmaxKernel<'maskedSoftmaxBackward'>(true));
   registerKernel('webgpu', 'rmsNorm', rmsNormKernel);

@@ -131,7 +131,41 @@ function maskedSoftmaxBackwardKernel({ inputs: [dy, y], attrs, backend }: Args<'
   return backend.output(dx, [...y.shape], y.dtype);
 }
 
+/** `decodeAttention`: per query row, the masked softmax of its scores and their weighted sum of v (float64). */
+function decodeAttentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args<'decodeAttention'>): KernelOutput {
+  const [B, H, R, D] = q.shape;
+  const S = k.shape[2];
+  const T = mask.shape[mask.shape.length - 2];
+  const perSequence = mask.shape.length > 2;
+  const [qv, kv, vv, mv] = [q, k, v, mask].map((t) => backend.values(t));
+  const y = backend.alloc(q.dtype, qv.length);
+  const scores = new Float64Array(S);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < H; h++)
+      for (let r = 0; r < R; r++) {
+        const row = (b * H + h) * R + r;
+        const keys = (b * H + h) * S * D;
+        const m = ((perSequence ? b * T : 0) + (r % T)) * S;
+        let mx = Number.NEGATIVE_INFINITY;
+        for (let j = 0; j < S; j++) {
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += qv[row * D + d] * kv[keys + j * D + d];
+          scores[j] = dot * attrs.scale + mv[m + j];
+          mx = Math.max(mx, scores[j]);
+        }
+        let total = 0;
+        for (let j = 0; j < S; j++) total += (scores[j] = Math.exp(scores[j] - mx));
+        for (let d = 0; d < D; d++) {
+          let acc = 0;
+          for (let j = 0; j < S; j++) acc += scores[j] * vv[keys + j * D + d];
+          y[row * D + d] = acc / total;
+        }
+      }
+  return backend.output(y, [...q.shape], q.dtype);
+}
+
 export function registerCpuBlockKernels(): void {
+  registerKernel('cpu', 'decodeAttention', decodeAttentionKernel);
   registerKernel('cpu', 'maskedSoftmax', maskedSoftmaxKernel);
   registerKernel('cpu', 'maskedSoftmaxBackward', maskedSoftmaxBackwardKernel);
   registerKernel('cpu', 'rmsNorm', rmsNormKernel);

@@ -1,6 +1,6 @@
 import { runOp } from '../dispatch';
-import { recordOp } from '../engine';
-import { ShapeError, ValueError } from '../errors';
+import { isGradEnabled, recordOp } from '../engine';
+import { ShapeError, StateError, ValueError } from '../errors';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
 import { assertFloat, assertSameDType, assertTensor, freeing } from './helpers';
@@ -128,4 +128,41 @@ export function maskedSoftmax(x: Tensor, mask: Tensor, scale: number): Tensor {
   if (mask.requiresGrad) throw new ValueError(op, 'the mask is a constant', 'a mask without requiresGrad', 'a mask requiring grad');
   const y = runOp(op, [x, mask], { scale });
   return recordOp(op, y, [x, mask], { scale }, [y]);
+}
+
+/**
+ * Attention of a few query rows over a cache of keys, as one op (generation's decode step):
+ * `softmax(q·kᵀ·scale + mask)·v` for each batch entry and KV head, with q `[B, H, R, D]` (the R =
+ * g·T rows of the g query heads sharing one KV head, row r at position r mod T), k and v
+ * `[B, H, S, D]` and an additive mask `[T, S]` (shared) or `[B, 1, 1, T, S]` (per sequence), as
+ * `maskedSoftmax` takes it. Returns `[B, H, R, D]`; the scores are never stored (on the GPU: one
+ * workgroup per query row). Inference only: refused while gradients are recorded.
+ */
+export function decodeAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: number): Tensor {
+  const op = 'decodeAttention';
+  for (const [t, name] of [
+    [q, 'q'],
+    [k, 'k'],
+    [v, 'v'],
+    [mask, 'mask'],
+  ] as const)
+    assertTensor(op, t, name);
+  assertFloat(op, q, 'q');
+  assertSameDType(op, [q, k, v, mask], ['q', 'k', 'v', 'mask']);
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new ValueError(op, 'scale must be a finite number', 'e.g. 1/√headDim', String(scale));
+  if (q.rank !== 4) throw new ShapeError(op, 'q must be [B, H, R, D]', 'rank 4', formatShape(q.shape));
+  const [B, H, R, D] = q.shape;
+  const S = k.shape[2];
+  if (k.rank !== 4 || k.shape[0] !== B || k.shape[1] !== H || k.shape[3] !== D)
+    throw new ShapeError(op, 'k must be [B, H, S, D] with q\'s B, H and D', `[${B}, ${H}, S, ${D}]`, formatShape(k.shape));
+  if (v.shape.join() !== k.shape.join()) throw new ShapeError(op, 'v must have the shape of k', formatShape(k.shape), formatShape(v.shape));
+  const T = mask.shape[mask.rank - 2];
+  const shared = mask.rank === 2 && mask.shape[1] === S;
+  const perSequence = mask.rank === 5 && mask.shape[0] === B && mask.shape[1] === 1 && mask.shape[2] === 1 && mask.shape[4] === S;
+  if (!(shared || perSequence) || !(T >= 1) || R % T !== 0)
+    throw new ShapeError(op, 'mask must be [T, S] or [B, 1, 1, T, S] with T dividing q\'s rows', `[T, ${S}] or [${B}, 1, 1, T, ${S}], T | ${R}`, formatShape(mask.shape));
+  if (S < 1) throw new ShapeError(op, 'there must be at least one key', 'S ≥ 1', String(S));
+  if (isGradEnabled() && [q, k, v, mask].some((t) => t.requiresGrad))
+    throw new StateError(op, 'the op has no gradient; expected it under noGrad() (generation), got gradients recorded');
+  return runOp(op, [q, k, v, mask], { scale });
 }

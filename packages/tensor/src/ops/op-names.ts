@@ -96,6 +96,11 @@ export interface OpAttrs {
    * (`adamUpdate`); bias corrections from `step` (≥ 1).
    */
   adamUpdate: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean; step: number };
+  /**
+   * [q [B, H, R, D], k [B, H, S, D], v [B, H, S, D], mask [T, S] or [B, 1, 1, T, S]] →
+   * [softmax(q·kᵀ·scale + mask)·v [B, H, R, D]], query row r at position r mod T (`decodeAttention`).
+   */
+  decodeAttention: { scale: number };
   /** [param, grad, m, v] → []: the same step written into param, m and v (`adamUpdateInPlace`). */
   adamUpdateInPlace: OpAttrs['adamUpdate'];
   /** [target, values, start int32 [1]] → []: values written into target along `axis` from index start (`writeSlice`). */
@@ -128,6 +133,7 @@ export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: 
   rmsNormBackward: readonly [dy: R, x: R, weight: R, rstd: R];
   rope: readonly [x: R, cos: R, sin: R];
   maskedSoftmax: readonly [x: R, mask: R];
+  decodeAttention: readonly [q: R, k: R, v: R, mask: R];
   maskedSoftmaxBackward: readonly [dy: R, y: R];
   gatedActivation: readonly [gate: R, up: R];
   gatedActivationBackward: readonly [dy: R, gate: R, up: R];
@@ -210,6 +216,7 @@ export const OP_NAMES = [
   'rope',
   'maskedSoftmax',
   'maskedSoftmaxBackward',
+  'decodeAttention',
   'gatedActivation',
   'gatedActivationBackward',
   'softmaxCrossEntropy',
