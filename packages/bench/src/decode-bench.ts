@@ -134,7 +134,7 @@ export async function runDecodeBench(argv: string[]): Promise<void> {
     model.eval();
     const vocab = model.config.vocab_size;
     const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
-    await generateIds(model, [prompt.slice(0, 8)], { maxTokens: 4 }); // warm-up: pipelines compiled
+    await generateIds(model, [prompt], { maxTokens: 4 }); // warm-up: the prefill's and the steps' pipelines compiled
     const run = await generateIds(model, [prompt], { maxTokens: tokens });
     const row: DecodeRow = {
       model: name,

@@ -320,7 +320,10 @@ describe('decodeAttention', () => {
       const v = randomTensor([B, H, S, D], 3, { dtype: 'float64' });
       const maskShape = perSeq ? [B, 1, 1, T, S] : [T, S];
       const mask = tensor(
-        randomValues(maskShape.reduce((a, b) => a * b, 1), 4).map((x, i) => (i % 5 === 3 ? -1e9 : x)),
+        randomValues(
+          maskShape.reduce((a, b) => a * b, 1),
+          4,
+        ).map((x, i) => (i % 5 === 3 ? -1e9 : x)),
         maskShape,
         { dtype: 'float64' },
       );

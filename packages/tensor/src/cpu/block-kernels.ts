@@ -154,7 +154,7 @@ function decodeAttentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args
           mx = Math.max(mx, scores[j]);
         }
         let total = 0;
-        for (let j = 0; j < S; j++) total += (scores[j] = Math.exp(scores[j] - mx));
+        for (let j = 0; j < S; j++) total += scores[j] = Math.exp(scores[j] - mx);
         for (let d = 0; d < D; d++) {
           let acc = 0;
           for (let j = 0; j < S; j++) acc += scores[j] * vv[keys + j * D + d];

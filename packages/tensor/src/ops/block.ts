@@ -154,13 +154,18 @@ export function decodeAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, s
   const [B, H, R, D] = q.shape;
   const S = k.shape[2];
   if (k.rank !== 4 || k.shape[0] !== B || k.shape[1] !== H || k.shape[3] !== D)
-    throw new ShapeError(op, 'k must be [B, H, S, D] with q\'s B, H and D', `[${B}, ${H}, S, ${D}]`, formatShape(k.shape));
+    throw new ShapeError(op, "k must be [B, H, S, D] with q's B, H and D", `[${B}, ${H}, S, ${D}]`, formatShape(k.shape));
   if (v.shape.join() !== k.shape.join()) throw new ShapeError(op, 'v must have the shape of k', formatShape(k.shape), formatShape(v.shape));
   const T = mask.shape[mask.rank - 2];
   const shared = mask.rank === 2 && mask.shape[1] === S;
   const perSequence = mask.rank === 5 && mask.shape[0] === B && mask.shape[1] === 1 && mask.shape[2] === 1 && mask.shape[4] === S;
   if (!(shared || perSequence) || !(T >= 1) || R % T !== 0)
-    throw new ShapeError(op, 'mask must be [T, S] or [B, 1, 1, T, S] with T dividing q\'s rows', `[T, ${S}] or [${B}, 1, 1, T, ${S}], T | ${R}`, formatShape(mask.shape));
+    throw new ShapeError(
+      op,
+      "mask must be [T, S] or [B, 1, 1, T, S] with T dividing q's rows",
+      `[T, ${S}] or [${B}, 1, 1, T, ${S}], T | ${R}`,
+      formatShape(mask.shape),
+    );
   if (S < 1) throw new ShapeError(op, 'there must be at least one key', 'S ≥ 1', String(S));
   if (isGradEnabled() && [q, k, v, mask].some((t) => t.requiresGrad))
     throw new StateError(op, 'the op has no gradient; expected it under noGrad() (generation), got gradients recorded');
