@@ -674,7 +674,7 @@ export class WebGPUBackend implements Backend {
       this.flush();
       // Writes made after the last submission (large ones go straight to the queue) close a batch of their own.
       if (graph.current.writes.length > 0) graph.closeSegment(new Uint8Array(0), new Uint8Array(0));
-      graph.complete = true;
+      graph.finish();
       return { result, graph };
     } catch (error) {
       this.flush();

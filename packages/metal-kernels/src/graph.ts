@@ -39,13 +39,15 @@ export class DispatchGraph implements CapturedGraph {
   disposed = false;
   /** Whether the capture finished (a graph whose capture threw cannot replay). */
   complete = false;
+  /** Dispatches one replay sends (counted when the capture finishes). */
+  dispatches = 0;
 
   constructor(private readonly host: GraphHost) {}
 
-  get dispatches(): number {
-    let n = 0;
-    for (const s of this.segments) for (const c of s.commands) if ('pipeline' in c) n++;
-    return n;
+  /** The capture finished: the graph may replay. */
+  finish(): void {
+    for (const s of this.segments) for (const c of s.commands) if ('pipeline' in c) this.dispatches++;
+    this.complete = true;
   }
 
   /** Closes the batch being recorded with its arenas' contents (the backend is submitting it). */
@@ -86,7 +88,7 @@ export class DispatchGraph implements CapturedGraph {
       queue.submit([buffers[next++]]);
       stats.submits++;
     }
-    stats.dispatches += this.dispatchCount;
+    stats.dispatches += this.dispatches;
   }
 
   private check(op: string): void {
@@ -123,12 +125,6 @@ export class DispatchGraph implements CapturedGraph {
       out.push(encoder.finish());
     }
     return out;
-  }
-
-  private dispatchTotal: number | null = null;
-  private get dispatchCount(): number {
-    this.dispatchTotal ??= this.dispatches;
-    return this.dispatchTotal;
   }
 
   dispose(): void {

@@ -1,6 +1,13 @@
 import { type Backend, concat, type DType, isGradEnabled, keep, StateError, type Tensor, tensor, ValueError, writeSlice, zeros } from '@metal-lora/tensor';
 import { type RopeTables, ropeTables, ropeTableValues } from './rope';
 
+/** A kept tensor of a cache's step inputs: `fill(length)` gives its values, last written at length `at`. */
+interface StepInput {
+  tensor: Tensor;
+  fill: (length: number) => ArrayLike<number>;
+  at: number;
+}
+
 /**
  * The keys and values a causal model has computed, per layer, so that generation runs the prompt
  * once (prefill) and then one position per token. Keys are stored after RoPE, before grouped heads
@@ -32,7 +39,7 @@ export class KVCache {
   }
   private slots: number | null;
   private readonly entries: ({ k: Tensor; v: Tensor } | undefined)[];
-  private readonly inputs = new Map<string, { tensor: Tensor; fill: (length: number) => ArrayLike<number>; at: number }>();
+  private readonly inputs = new Map<string, StepInput>();
 
   constructor(
     readonly layers: number,
@@ -57,24 +64,26 @@ export class KVCache {
    * moved since: a captured step bound to it reads the current values after {@link prepare}.
    */
   stepInput(key: string, shape: readonly number[], dtype: DType, backend: Backend, fill: (length: number) => ArrayLike<number>): Tensor {
-    let entry = this.inputs.get(key);
+    const entry = this.inputs.get(key);
     if (!entry) {
-      entry = { tensor: keep(tensor(Float64Array.from(fill(this.length)), shape, { dtype, backend })), fill, at: this.length };
-      this.inputs.set(key, entry);
-    } else if (entry.at !== this.length) {
-      entry.tensor.write(entry.fill(this.length));
-      entry.at = this.length;
+      const tensorOf = keep(tensor(Float64Array.from(fill(this.length)), shape, { dtype, backend }));
+      this.inputs.set(key, { tensor: tensorOf, fill, at: this.length });
+      return tensorOf;
     }
+    this.refresh(entry);
     return entry.tensor;
   }
 
   /** Rewrites every step input for the current length (before replaying a captured step). */
   prepare(): void {
-    for (const entry of this.inputs.values()) {
-      if (entry.at === this.length) continue;
-      entry.tensor.write(entry.fill(this.length));
-      entry.at = this.length;
-    }
+    for (const entry of this.inputs.values()) this.refresh(entry);
+  }
+
+  /** A step input rewritten in place if the length has moved since it was written. */
+  private refresh(entry: StepInput): void {
+    if (entry.at === this.length) return;
+    entry.tensor.write(entry.fill(this.length));
+    entry.at = this.length;
   }
 
   /**
@@ -91,11 +100,7 @@ export class KVCache {
     try {
       this.entries.forEach((e, i) => {
         if (!e) return;
-        const [B, H, , D] = e.k.shape;
-        const next = {
-          k: keep(zeros([B, H, capacity, D], { dtype: e.k.dtype, backend: e.k.backend })),
-          v: keep(zeros([B, H, capacity, D], { dtype: e.v.dtype, backend: e.v.backend })),
-        };
+        const next = slotsLike(e.k, e.v, capacity);
         writeSlice(next.k, e.k, at, 2);
         writeSlice(next.v, e.v, at, 2);
         e.k.dispose();
@@ -128,17 +133,11 @@ export class KVCache {
 
   /** A fixed-capacity cache's update: the new positions written in place at the current length. */
   private write(layer: number, k: Tensor, v: Tensor, capacity: number): { k: Tensor; v: Tensor } {
-    const [B, H, T, D] = k.shape;
+    const T = k.shape[2];
     if (this.length + T > capacity)
       throw new ValueError('KVCache', 'the cache is full', `at most ${capacity} slots (grow() it first)`, `${this.length} + ${T}`);
     let e = this.entries[layer];
-    if (!e) {
-      e = {
-        k: keep(zeros([B, H, capacity, D], { dtype: k.dtype, backend: k.backend })),
-        v: keep(zeros([B, H, capacity, D], { dtype: v.dtype, backend: v.backend })),
-      };
-      this.entries[layer] = e;
-    }
+    if (!e) this.entries[layer] = e = slotsLike(k, v, capacity);
     const at = this.stepInput('write position', [1], 'int32', k.backend, (length) => [length]);
     writeSlice(e.k, k, at, 2);
     writeSlice(e.v, v, at, 2);
@@ -286,6 +285,12 @@ export class AttentionContext {
     this.tables.set(invFreq, t);
     return t;
   }
+}
+
+/** Zeroed `[B, H, capacity, D]` buffers for a layer's keys and values shaped like `k` and `v` (`[B, H, ·, D]`), kept beyond `tidy`. */
+function slotsLike(k: Tensor, v: Tensor, capacity: number): { k: Tensor; v: Tensor } {
+  const zeroed = (t: Tensor) => keep(zeros([t.shape[0], t.shape[1], capacity, t.shape[3]], { dtype: t.dtype, backend: t.backend }));
+  return { k: zeroed(k), v: zeroed(v) };
 }
 
 const frequencyKeys = new WeakMap<Float64Array, string>();

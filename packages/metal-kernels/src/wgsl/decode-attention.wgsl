@@ -12,7 +12,7 @@
 //   3  mask  storage, read        [T·S] or [B·T·S] {{T}}
 //   4  out   storage, read_write  [B·H·R·D] {{T}}
 //   5  p     uniform { rows, S, D, R, T, HR (H·R), grid_x, scale }
-// Dispatch: one workgroup of 256 per query row, folded into (x, y). D ≤ 256.
+// Dispatch: one workgroup of 256 per query row, folded into (x, y). 1 ≤ D ≤ 256.
 // Overrides: PER_SEQ (0/1).
 {{ENABLE}}
 
@@ -65,9 +65,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   workgroupBarrier();
 
   // Pass 2: probabilities a chunk at a time, summed, and accumulated into the output features.
-  let lanes = max(1u, WG / max(p.D, 1u));
-  let lane = i / max(p.D, 1u);
-  let d = i % max(p.D, 1u);
+  let lanes = WG / p.D;
+  let lane = i / p.D;
+  let d = i % p.D;
   var total = 0.0;
   var acc = 0.0;
   for (var c0 = 0u; c0 < p.S; c0 += CHUNK) {

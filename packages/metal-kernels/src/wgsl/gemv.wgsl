@@ -12,14 +12,14 @@
 // Bindings (group 0):
 //   0  a   storage, read        op(A) [batch, M, K] ({{T}}; A stored [K, M] when TRANS_A)
 //   1  b   storage, read        B ({{T}}), batch entries b_batch_stride apart (0: one B for all)
-//   2  ws  storage, read_write  [batch, splits, M, N] f32 (DIRECT = 1: C [batch, M, N] {{OUT}} ← alpha·acc)
+//   2  ws  storage, read_write  [batch, splits, M, N] of alpha·acc as {{OUT}}: the f32 workspace
+//                                (alpha = 1), or C itself when unsplit (C's type and α)
 //   3  p   uniform { M, N, K, k_chunk, splits, a_batch_stride, b_batch_stride, alpha }
 // Dispatch: (ceil(N / COLS), splits, batch) workgroups of 256 threads (batch: the attention of a
 // decode step, one entry per KV head).
 // Text constants: MR (max rows, 1..16: MR·256·4 bytes of workgroup memory ≤ 16 KiB), LANES
-//   (threads per column; a power of two, 1..256).
-// Text constants: OUT (the type of binding 2: f32, or C's type when DIRECT).
-// Overrides: TRANS_A, TRANS_B, DIRECT (0/1; DIRECT needs splits = 1).
+//   (threads per column; a power of two, 1..256), OUT (the type of binding 2).
+// Overrides: TRANS_A, TRANS_B (0/1).
 {{ENABLE}}
 
 const MR: u32 = {{MR}}u;
@@ -28,7 +28,6 @@ const WG: u32 = 256u;
 
 override TRANS_A: u32 = 0u;
 override TRANS_B: u32 = 1u;
-override DIRECT: u32 = 0u;
 
 struct Params { M: u32, N: u32, K: u32, k_chunk: u32, splits: u32, a_batch_stride: u32, b_batch_stride: u32, alpha: f32 }
 
@@ -88,9 +87,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     for (var m = 0u; m < MR; m++) { acc[m] = partial[m * WG + lid.x]; }
   }
   if (lane == 0u && n < p.N) {
-    for (var m = 0u; m < p.M; m++) {
-      let at = ((entry * p.splits + split) * p.M + m) * p.N + n;
-      if (DIRECT == 1u) { ws[at] = {{OUT}}(p.alpha * acc[m]); } else { ws[at] = {{OUT}}(acc[m]); }
-    }
+    for (var m = 0u; m < p.M; m++) { ws[((entry * p.splits + split) * p.M + m) * p.N + n] = {{OUT}}(p.alpha * acc[m]); }
   }
 }
