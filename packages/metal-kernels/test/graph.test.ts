@@ -37,6 +37,48 @@ describe('webgpu writeSlice and write', () => {
       }
   });
 
+  gpuIt('writeKV writes what the CPU writes: rotary or not, shared or per-sequence tables, awkward heads', async (b) => {
+    for (const [B, L, H, S, D, tables, start] of [
+      [1, 1, 3, 9, 7, null, 5],
+      [2, 3, 2, 7, 10, [3, 10], 4],
+      [2, 1, 5, 5, 33, [2, 1, 1, 18], 2],
+      [1, 3, 1, 4, 4, [3, 2], 3], // the last slots do not fit: the GPU writes those that do
+    ] as const) {
+      const kv = [randomValues(B * L * H * D, 11), randomValues(B * L * H * D, 12)];
+      const cache = [randomValues(B * H * S * D, 13), randomValues(B * H * S * D, 14)];
+      const tableValues = tables
+        ? [
+            randomValues(
+              (tables as readonly number[]).reduce((x, y) => x * y, 1),
+              15,
+            ),
+            randomValues(
+              (tables as readonly number[]).reduce((x, y) => x * y, 1),
+              16,
+            ),
+          ]
+        : null;
+      const run = (backend: T.Backend, dtype: DType, slots: number) => {
+        const opts = { dtype, backend };
+        // The cache's values in its first S slots (a longer cache has zeros past them).
+        const padded = cache.map((c) => {
+          const out = new Float64Array(B * H * slots * D);
+          for (let bh = 0; bh < B * H; bh++) out.set(c.subarray(bh * S * D, (bh + 1) * S * D), bh * slots * D);
+          return T.tensor(out, [B, H, slots, D], opts);
+        });
+        const [k, v] = kv.map((x) => T.tensor(x, [B, L, H, D], opts));
+        const rotary = tableValues ? { cos: T.tensor(tableValues[0], [...tables!], opts), sin: T.tensor(tableValues[1], [...tables!], opts) } : undefined;
+        T.writeKV(padded[0], padded[1], k, v, T.tensor([start], [1], { dtype: 'int32', backend }), rotary);
+        return padded;
+      };
+      const got = run(b, 'float32', S);
+      // The CPU refuses a start past the end: its reference writes into a cache long enough, cut to S slots.
+      const want = run(cpuBackend, 'float64', Math.max(S, start + L)).map((t) => (t.shape[2] === S ? t : T.slice(t, [0, 0, 0, 0], [B, H, S, D])).dataSync());
+      assertClose(await got[0].data(), want[0], { rtol: 1e-5, atol: 1e-6 }, `keys ${[B, L, H, S, D]}`);
+      assertClose(await got[1].data(), want[1], { rtol: 1e-6, atol: 0 }, `values ${[B, L, H, S, D]}`);
+    }
+  });
+
   gpuIt('a start past the end writes only the rows that fit, a negative one nothing', async (b) => {
     const base = [...Array(24).keys()];
     for (const [start, want] of [

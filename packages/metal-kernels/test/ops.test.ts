@@ -271,6 +271,17 @@ describe('webgpu fused transformer-block ops', () => {
       ])
         await valueAndGradsAgainstReference(b, (x, w) => T.rmsNorm(x, w, { eps: 1e-5, offset }), [[rows, d], [d]], tol);
     });
+  for (const offset of [false, true])
+    gpuIt(`addRmsNorm${offset ? ' (1 + weight)' : ''}: rows of 1031 and of 13, the sum and its norm`, async (b) => {
+      for (const [rows, d] of [
+        [3, 1031],
+        [37, 13],
+      ]) {
+        const inputs = [{ shape: [rows, d] }, { shape: [rows, d] }, { shape: [d] }];
+        await againstReference(b, (x, r, w) => T.addRmsNorm(x, r, w, { eps: 1e-5, offset }).sum, inputs, tol, 'sum');
+        await againstReference(b, (x, r, w) => T.addRmsNorm(x, r, w, { eps: 1e-5, offset }).y, inputs, tol, 'y');
+      }
+    });
   gpuIt('rope: shared and per-sequence tables, full and partial rotary, forward and inverse', async (b) => {
     for (const [tables, x] of [
       [
@@ -351,6 +362,23 @@ describe('webgpu fused transformer-block ops', () => {
         `B ${B} H ${H} R ${R} S ${S} D ${D}`,
       );
     }
+    // A fixed-capacity cache: 150 of 400 slots written, the splits past them wholly masked; in f32 and f16.
+    const cacheMask = Float64Array.from({ length: 400 }, (_, j) => (j >= 150 ? -1e9 : 0));
+    for (const [dtype, tolerance] of [
+      ['float32', tol],
+      ['float16', { rtol: 2e-2, atol: 2e-3 }],
+    ] as const)
+      await againstReference(
+        b,
+        (q, k, v) => T.decodeAttention(q, k, v, T.tensor(cacheMask, [1, 400], { dtype: q.dtype, backend: q.backend }), 0.37),
+        [
+          { shape: [1, 3, 3, 48], dtype },
+          { shape: [1, 3, 400, 48], dtype },
+          { shape: [1, 3, 400, 48], dtype },
+        ],
+        tolerance,
+        `a cache of 400 slots, 150 written, ${dtype}`,
+      );
   });
   for (const activation of ['silu', 'gelu_tanh'] as const)
     gpuIt(`gatedActivation (${activation}) on 1031 elements: value and both gradients`, (b) =>

@@ -1,4 +1,17 @@
-import { type Backend, concat, type DType, isGradEnabled, keep, StateError, type Tensor, tensor, ValueError, writeSlice, zeros } from '@metal-lora/tensor';
+import {
+  type Backend,
+  concat,
+  type DType,
+  isGradEnabled,
+  keep,
+  StateError,
+  type Tensor,
+  tensor,
+  ValueError,
+  writeKV,
+  writeSlice,
+  zeros,
+} from '@metal-lora/tensor';
 import { type RopeTables, ropeTables, ropeTableValues } from './rope';
 
 /** A kept tensor of a cache's step inputs: `fill(length)` gives its values, last written at length `at`. */
@@ -100,7 +113,8 @@ export class KVCache {
     try {
       this.entries.forEach((e, i) => {
         if (!e) return;
-        const next = slotsLike(e.k, e.v, capacity);
+        const [B, H, , D] = e.k.shape;
+        const next = zeroedSlots([B, H, capacity, D], e.k);
         writeSlice(next.k, e.k, at, 2);
         writeSlice(next.v, e.v, at, 2);
         e.k.dispose();
@@ -120,7 +134,11 @@ export class KVCache {
    */
   update(layer: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor } {
     if (isGradEnabled()) throw new StateError('KVCache', 'a cache holds inference results: run the forward pass under noGrad');
-    if (this.slots !== null) return this.write(layer, k, v, this.slots);
+    if (this.slots !== null)
+      return this.write(layer, k.shape[2], [k.shape[0], k.shape[1], k.shape[3]], k, (e, at) => {
+        writeSlice(e.k, k, at, 2);
+        writeSlice(e.v, v, at, 2);
+      });
     const old = this.entries[layer];
     const next = old ? { k: keep(concat([old.k, k], 2)), v: keep(concat([old.v, v], 2)) } : { k: keep(k), v: keep(v) };
     if (old) {
@@ -131,16 +149,30 @@ export class KVCache {
     return next;
   }
 
+  /**
+   * A fixed-capacity cache's update from the projections, one `writeKV`: k and v in the
+   * projection's layout `[B, T, kvHeads, headDim]`, the keys rotated by `rotary` (RoPE's tables)
+   * on the way in. Returns all of the layer's slots, as {@link update} does.
+   */
+  writeProjected(layer: number, k: Tensor, v: Tensor, rotary?: RopeTables): { k: Tensor; v: Tensor } {
+    if (isGradEnabled()) throw new StateError('KVCache', 'a cache holds inference results: run the forward pass under noGrad');
+    if (this.slots === null)
+      throw new StateError('KVCache', 'only a fixed-capacity cache is written in place; expected one made with a capacity, got one without');
+    const [B, T, H, D] = k.shape;
+    return this.write(layer, T, [B, H, D], k, (e, at) => writeKV(e.k, e.v, k, v, at, rotary));
+  }
+
   /** A fixed-capacity cache's update: the new positions written in place at the current length. */
-  private write(layer: number, k: Tensor, v: Tensor, capacity: number): { k: Tensor; v: Tensor } {
-    const T = k.shape[2];
+  private write(layer: number, T: number, [B, H, D]: number[], like: Tensor, put: (e: { k: Tensor; v: Tensor }, at: Tensor) => void): { k: Tensor; v: Tensor } {
+    const capacity = this.slots!;
     if (this.length + T > capacity)
       throw new ValueError('KVCache', 'the cache is full', `at most ${capacity} slots (grow() it first)`, `${this.length} + ${T}`);
     let e = this.entries[layer];
-    if (!e) this.entries[layer] = e = slotsLike(k, v, capacity);
-    const at = this.stepInput('write position', [1], 'int32', k.backend, (length) => [length]);
-    writeSlice(e.k, k, at, 2);
-    writeSlice(e.v, v, at, 2);
+    if (!e) this.entries[layer] = e = zeroedSlots([B, H, capacity, D], like);
+    put(
+      e,
+      this.stepInput('write position', [1], 'int32', like.backend, (length) => [length]),
+    );
     return e;
   }
 
@@ -287,10 +319,10 @@ export class AttentionContext {
   }
 }
 
-/** Zeroed `[B, H, capacity, D]` buffers for a layer's keys and values shaped like `k` and `v` (`[B, H, ·, D]`), kept beyond `tidy`. */
-function slotsLike(k: Tensor, v: Tensor, capacity: number): { k: Tensor; v: Tensor } {
-  const zeroed = (t: Tensor) => keep(zeros([t.shape[0], t.shape[1], capacity, t.shape[3]], { dtype: t.dtype, backend: t.backend }));
-  return { k: zeroed(k), v: zeroed(v) };
+/** Zeroed buffers of `shape` for a layer's keys and values, in the dtype and backend of `like`, kept beyond `tidy`. */
+function zeroedSlots(shape: number[], like: Tensor): { k: Tensor; v: Tensor } {
+  const zeroed = () => keep(zeros(shape, { dtype: like.dtype, backend: like.backend }));
+  return { k: zeroed(), v: zeroed() };
 }
 
 const frequencyKeys = new WeakMap<Float64Array, string>();

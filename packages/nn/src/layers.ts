@@ -1,5 +1,6 @@
 import {
   add,
+  addRmsNorm,
   rmsNorm,
   cast,
   type DType,
@@ -99,6 +100,10 @@ export class RMSNorm extends Module {
   }
   forward(x: Tensor): Tensor {
     return rmsNorm(x, this.own('weight')!, { eps: this.eps, offset: this.offset });
+  }
+  /** `x + residual` and its norm, in one kernel where no gradient is recorded (`addRmsNorm`). */
+  forwardWithResidual(x: Tensor, residual: Tensor): { sum: Tensor; y: Tensor } {
+    return addRmsNorm(x, residual, this.own('weight')!, { eps: this.eps, offset: this.offset });
   }
 }
 

@@ -127,9 +127,16 @@ export class Attention extends Module {
     const [qx, kx, vx] = this.project(x);
     const tables = ctx.rope(this.invFreq);
     const q = rope(perHead(qx, heads, this.qkNorm ? 'q_norm' : undefined), tables.cos, tables.sin, { layout: 'bthd' });
-    let k = rope(perHead(kx, kvHeads, this.qkNorm ? 'k_norm' : undefined), tables.cos, tables.sin, { layout: 'bthd' });
-    let v = transpose(perHead(vx, kvHeads), [0, 2, 1, 3]);
-    if (ctx.cache) ({ k, v } = ctx.cache.update(this.layerIndex, k, v));
+    const kh = perHead(kx, kvHeads, this.qkNorm ? 'k_norm' : undefined);
+    let k: Tensor;
+    let v: Tensor;
+    // A fixed-capacity cache takes the projections as they are: RoPE, layout and both writes in one op.
+    if (ctx.cache?.capacity) ({ k, v } = ctx.cache.writeProjected(this.layerIndex, kh, perHead(vx, kvHeads), tables));
+    else {
+      k = rope(kh, tables.cos, tables.sin, { layout: 'bthd' });
+      v = transpose(perHead(vx, kvHeads), [0, 2, 1, 3]);
+      if (ctx.cache) ({ k, v } = ctx.cache.update(this.layerIndex, k, v));
+    }
     const S = ctx.keys;
     // Grouped heads without copying keys: the g query heads of one KV head become g·T rows of it.
     const g = heads / kvHeads;
@@ -212,14 +219,27 @@ export class DecoderLayer extends Module {
     }
   }
   forward(x: Tensor, context?: AttentionContext): Tensor {
-    const norm = (name: string, t: Tensor) => this.sub<RMSNorm>(name).forward(t);
-    const attn = this.sub<Attention>('self_attn').forward(norm('input_layernorm', x), context);
+    const { residual, delta } = this.step(x, null, context);
+    return add(residual, delta);
+  }
+
+  /**
+   * The block with its last residual add left to the caller: `forward(x)` is `residual + delta`.
+   * With `pending` (the previous block's delta, not yet added to x) that add is done with this
+   * block's first norm, and every residual add with the norm after it, one kernel each where no
+   * gradient is recorded (`addRmsNorm`).
+   */
+  step(x: Tensor, pending: Tensor | null, context?: AttentionContext): { residual: Tensor; delta: Tensor } {
+    const norm = (name: string) => this.sub<RMSNorm>(name);
+    const first = pending ? norm('input_layernorm').forwardWithResidual(x, pending) : { sum: x, y: norm('input_layernorm').forward(x) };
+    const attn = this.sub<Attention>('self_attn').forward(first.y, context);
+    const mlp = this.sub<MLP>('mlp');
     if (!this.sandwich) {
-      const h = add(x, attn);
-      return add(h, this.sub<MLP>('mlp').forward(norm('post_attention_layernorm', h)));
+      const h = norm('post_attention_layernorm').forwardWithResidual(first.sum, attn);
+      return { residual: h.sum, delta: mlp.forward(h.y) };
     }
-    const h = add(x, norm('post_attention_layernorm', attn));
-    return add(h, norm('post_feedforward_layernorm', this.sub<MLP>('mlp').forward(norm('pre_feedforward_layernorm', h))));
+    const h = norm('pre_feedforward_layernorm').forwardWithResidual(first.sum, norm('post_attention_layernorm').forward(attn));
+    return { residual: h.sum, delta: norm('post_feedforward_layernorm').forward(mlp.forward(h.y)) };
   }
 }
 
@@ -252,6 +272,9 @@ export class LlamaModel extends Module {
     let h = this.embedScale === null ? embedded : mul(embedded, this.embedScale);
     const context = new AttentionContext(h, options.cache, options.segments);
     const layers = this.sub<ModuleList<DecoderLayer>>('layers').items;
+    // Each block's last residual add goes into the next norm (see DecoderLayer.step), except
+    // with checkpointed blocks, whose boundaries are the residual stream itself.
+    let pending: Tensor | null = null;
     if (this.gradientCheckpointing && isGradEnabled() && !options.cache) {
       for (const layer of layers) {
         // The context's masks and RoPE tables are made here, outside the blocks' own scopes, so
@@ -264,13 +287,22 @@ export class LlamaModel extends Module {
         const params = layer.trainableParameters().map(([, p]) => p);
         h = checkpoint((x) => layer.forward(x, context), h, params);
       }
-    } else for (const layer of layers) h = layer.forward(h, context);
+    } else
+      for (const layer of layers) {
+        const out = layer.step(h, pending, context);
+        [h, pending] = [out.residual, out.delta];
+      }
     if (options.cache) options.cache.length += context.steps;
-    if (options.logits === 'last' && h.shape[1] > 1) {
-      const [B, T, D] = h.shape;
-      h = slice(h, [0, T - 1, 0], [B, T, D]);
-    }
-    return this.sub<RMSNorm>('norm').forward(h);
+    const norm = this.sub<RMSNorm>('norm');
+    h = this.lastPositions(h, options);
+    return pending ? norm.forwardWithResidual(h, this.lastPositions(pending, options)).y : norm.forward(h);
+  }
+
+  /** x `[B, T, D]`, or its last position where only the last logits are wanted. */
+  private lastPositions(x: Tensor, options: ForwardOptions): Tensor {
+    if (options.logits !== 'last' || x.shape[1] <= 1) return x;
+    const [B, T, D] = x.shape;
+    return slice(x, [0, T - 1, 0], [B, T, D]);
   }
 }
 

@@ -15,7 +15,11 @@ import {
   mul,
   neg,
   rmsNorm,
+  addRmsNorm,
   rope,
+  writeKV,
+  writeSlice,
+  zeros,
   silu,
   slice,
   softmax,
@@ -225,6 +229,39 @@ describe('fused transformer-block ops against their compositions and central dif
     });
   }
 
+  for (const offset of [false, true]) {
+    it(`addRmsNorm${offset ? ' (1 + weight)' : ''}: the sum and its norm as add then rmsNorm; gradients through the composition`, () => {
+      const x = randomTensor([2, 3, 13], 25, f64);
+      const r = randomTensor([2, 3, 13], 26, f64);
+      const w = randomTensor([13], 27, f64);
+      const fused = noGrad(() => addRmsNorm(x, r, w, { eps: 1e-5, offset }));
+      const sum = add(x, r);
+      expect(fused.sum.shape).toEqual([2, 3, 13]);
+      expect(fused.y.shape).toEqual([2, 3, 13]);
+      assertClose(fused.sum.dataSync(), sum.dataSync(), TOLERANCES.float64);
+      assertClose(fused.y.dataSync(), rmsNorm(sum, w, { eps: 1e-5, offset }).dataSync(), TOLERANCES.float64);
+      // With gradients recorded it is differentiable in all three inputs, through both outputs.
+      gradCheck(
+        (a, b, c) => {
+          const { sum: s, y } = addRmsNorm(a, b, c, { eps: 1e-5, offset });
+          return add(mul(s, 0.3), y);
+        },
+        [randomTensor([4, 7], 28, f64), randomTensor([4, 7], 29, f64), randomTensor([7], 30, f64)],
+      );
+    });
+  }
+  it('addRmsNorm: refuses mismatched shapes and dtypes', () => {
+    const x = randomTensor([3, 5], 1);
+    expect(() => addRmsNorm(x, randomTensor([3, 4], 2), randomTensor([5], 3), { eps: 1e-5 })).toThrow(
+      'addRmsNorm: residual must have the shape of x; expected [3, 5], got [3, 4]',
+    );
+    expect(() => addRmsNorm(x, randomTensor([3, 5], 2), randomTensor([4], 3), { eps: 1e-5 })).toThrow(
+      "addRmsNorm: weight must match x's last axis; expected [5], got [4]",
+    );
+    expect(() => addRmsNorm(x, randomTensor([3, 5], 2, f64), randomTensor([5], 3), { eps: 1e-5 })).toThrow('addRmsNorm: ');
+    expect(() => addRmsNorm(x, x, randomTensor([5], 3), { eps: Number.NaN })).toThrow('addRmsNorm: eps is out of range');
+  });
+
   /** The rotate-half composition `applyRope` used before the fused op, over the first R features. */
   function ropeComposed(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
     const [B, H, T, Dh] = x.shape;
@@ -345,5 +382,61 @@ describe('decodeAttention', () => {
     expect(() => decodeAttention(q, k, k, randomTensor([1, 4], 3), 1)).toThrow('decodeAttention: mask must be');
     const wanting = randomTensor([1, 2, 3, 4], 1, { requiresGrad: true });
     expect(() => decodeAttention(wanting, k, k, mask, 1)).toThrow('decodeAttention: the op has no gradient');
+  });
+});
+
+describe('writeKV', () => {
+  const f64 = { dtype: 'float64' as const };
+  const at = (n: number) => tensor([n], [1], { dtype: 'int32' });
+  for (const [label, tables, D] of [
+    ['no rotary', null, 5],
+    ['shared tables, every feature rotated', [3, 6], 6],
+    ['per-sequence tables, partial rotary (R 4 of D 7)', [2, 1, 3, 4], 7],
+  ] as const)
+    it(`writes what rope, transpose and two writeSlices write (${label})`, () => {
+      // B 2, T 3, H 3 KV heads, S 8 slots, from two starts (the first and the last that fit).
+      const [B, T, H, S] = [2, 3, 3, 8];
+      const k = randomTensor([B, T, H, D], 41, f64);
+      const v = randomTensor([B, T, H, D], 42, f64);
+      const rotary = tables ? { cos: randomTensor([...tables], 43, f64), sin: randomTensor([...tables], 44, f64) } : undefined;
+      for (const start of [0, S - T]) {
+        const keys = randomTensor([B, H, S, D], 45, f64);
+        const values = randomTensor([B, H, S, D], 46, f64);
+        const [wantK, wantV] = [keys, values].map((t) => tensor(t.dataSync(), t.shape, f64));
+        noGrad(() => {
+          const rotated = rotary ? rope(k, rotary.cos, rotary.sin, { layout: 'bthd' }) : transpose(k, [0, 2, 1, 3]);
+          writeSlice(wantK, rotated, at(start), 2);
+          writeSlice(wantV, transpose(v, [0, 2, 1, 3]), at(start), 2);
+          writeKV(keys, values, k, v, at(start), rotary);
+        });
+        assertClose(keys.dataSync(), wantK.dataSync(), TOLERANCES.float64, `keys from ${start}`);
+        expect(Array.from(values.dataSync())).toEqual(Array.from(wantV.dataSync()));
+      }
+    });
+  it('refuses what it cannot do, with the op named', () => {
+    const cache = () => zeros([1, 2, 4, 6]);
+    const k = randomTensor([1, 2, 2, 6], 1);
+    const tables = { cos: randomTensor([2, 6], 2), sin: randomTensor([2, 6], 3) };
+    expect(() => writeKV(cache(), cache(), k, k, at(3), tables)).toThrow(
+      'writeKV: start puts the slots past the end of the cache; expected a start in 0..2, got 3',
+    );
+    expect(() => writeKV(cache(), cache(), k, k, at(-1))).toThrow('writeKV: start puts the slots past the end');
+    expect(() => writeKV(cache(), zeros([1, 2, 5, 6]), k, k, at(0))).toThrow(
+      'writeKV: values must have the shape of keys; expected [1, 2, 4, 6], got [1, 2, 5, 6]',
+    );
+    expect(() => writeKV(cache(), cache(), randomTensor([1, 2, 3, 6], 4), k, at(0))).toThrow(
+      "writeKV: k must be [B, T, H, D] with the cache's B, H and D and T ≤ S; expected [1, ≤ 4, 2, 6], got [1, 2, 3, 6]",
+    );
+    expect(() => writeKV(cache(), cache(), k, randomTensor([1, 1, 2, 6], 5), at(0))).toThrow('writeKV: v must have the shape of k');
+    expect(() => writeKV(cache(), cache(), k, k, tensor([0]))).toThrow('writeKV: start must hold an int32 index; expected int32, got float32');
+    expect(() => writeKV(cache(), cache(), k, k, at(0), { cos: randomTensor([2, 5], 2), sin: randomTensor([2, 5], 3) })).toThrow(
+      'writeKV: cos must be [T, R] or [B, 1, T, R] with R even and at most D',
+    );
+    expect(() => writeKV(cache(), cache(), k, k, at(0), { cos: tables.cos, sin: randomTensor([2, 4], 3) })).toThrow('writeKV: sin must have the shape of cos');
+    expect(() => writeKV(cache(), cache(), k, randomTensor([1, 2, 2, 6], 6, f64), at(0))).toThrow('writeKV: ');
+    const shared = cache();
+    expect(() => writeKV(shared, shared.share(), k, k, at(0))).toThrow('writeKV: the cache must not share storage');
+    const wanting = randomTensor([1, 2, 2, 6], 7, { requiresGrad: true });
+    expect(() => writeKV(cache(), cache(), wanting, k, at(0))).toThrow('writeKV: a tensor requires grad and gradients are being recorded');
   });
 });

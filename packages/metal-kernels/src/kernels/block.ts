@@ -26,7 +26,7 @@ function recordRmsNorm(
   const y = backend.allocate(x.dtype, rows * d, `${op} out`);
   const rstd = backward ? null : backend.allocate(x.dtype, rows, 'rmsNorm rstd');
   const { workgroups, gridX } = gridRows(rows);
-  const { key, source } = shader('rms-norm', normSource, { ENABLE: enableFor(t), T: t, BACKWARD: backward ? '1' : '0' });
+  const { key, source } = shader('rms-norm', normSource, { ENABLE: enableFor(t), T: t, BACKWARD: backward ? '1' : '0', RESIDUAL: '0' });
   if (rows > 0)
     backend.dispatch({
       key,
@@ -47,6 +47,28 @@ function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args<'rmsNorm'>)
 
 function rmsNormBackwardKernel({ inputs: [dy, x, weight, rstd], attrs, backend }: Args<'rmsNormBackward'>): KernelOutput {
   return out(recordRmsNorm(backend, x, weight, attrs, { dy, rstd }).y, [...x.shape], x.dtype);
+}
+
+/** `addRmsNorm` ([x, residual, weight] → sum, y): rms-norm.wgsl with RESIDUAL, one workgroup per row. */
+function addRmsNormKernel({ inputs: [x, residual, weight], attrs, backend }: Args<'addRmsNorm'>): OpOutputs['addRmsNorm'] {
+  const op = 'addRmsNorm';
+  const t = typeOf(backend, x.dtype, op);
+  const [rows, d] = x.shape;
+  const y = backend.allocate(x.dtype, rows * d, `${op} y`);
+  const sum = backend.allocate(x.dtype, rows * d, `${op} sum`);
+  const { workgroups, gridX } = gridRows(rows);
+  const { key, source } = shader('rms-norm', normSource, { ENABLE: enableFor(t), T: t, BACKWARD: '0', RESIDUAL: '1' });
+  if (rows > 0 && d > 0)
+    backend.dispatch({
+      key,
+      source,
+      constants: { OFFSET: attrs.offset ? 1 : 0 },
+      buffers: [buf(x), buf(weight), y.buffer, sum.buffer, buf(residual)],
+      uniform: uniform([rows, d, gridX, { f32: attrs.eps }]),
+      workgroups,
+      label: op,
+    });
+  return { sum: out(sum, [rows, d], x.dtype), y: out(y, [rows, d], x.dtype) };
 }
 
 function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): KernelOutput {
@@ -169,6 +191,7 @@ export function registerBlockKernels(): void {
   registerKernel('webgpu', 'maskedSoftmaxBackward', maskedSoftmaxKernel<'maskedSoftmaxBackward'>(true));
   registerKernel('webgpu', 'rmsNorm', rmsNormKernel);
   registerKernel('webgpu', 'rmsNormBackward', rmsNormBackwardKernel);
+  registerKernel('webgpu', 'addRmsNorm', addRmsNormKernel);
   registerKernel('webgpu', 'rope', ropeKernel);
   registerKernel('webgpu', 'gatedActivation', gatedKernel);
   registerKernel('webgpu', 'gatedActivationBackward', gatedBackwardKernel);

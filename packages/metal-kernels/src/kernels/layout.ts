@@ -3,6 +3,7 @@ import type { GpuData, WebGPUBackend } from '../backend';
 import copySource from '../wgsl/copy-strided.wgsl';
 import gatherSource from '../wgsl/gather.wgsl';
 import scatterSource from '../wgsl/scatter-add.wgsl';
+import writeKVSource from '../wgsl/write-kv.wgsl';
 import writeSliceSource from '../wgsl/write-slice.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform, vec8 } from './common';
 import { fill } from './elementwise';
@@ -192,8 +193,30 @@ function writeSliceKernel({ inputs: [target, values, start], attrs: { axis }, ba
   return {};
 }
 
+/** `writeKV`: k (rotated by the tables when given) and v into the cache from the start its buffer holds (write-kv.wgsl). */
+function writeKVKernel({ inputs: [keys, values, k, v, start, cos, sin], backend }: Args<'writeKV'>): Record<string, never> {
+  const t = typeOf(backend, keys.dtype, 'writeKV');
+  const [, H, S, D] = keys.shape;
+  const n = sizeOf(k.shape);
+  const rotary = cos && sin ? { cos, sin } : null;
+  const { workgroups, gridX } = grid1d(n);
+  const { key, source } = shader('write-kv', writeKVSource, { ENABLE: enableFor(t), T: t, ROTARY: rotary ? '1' : '0' });
+  if (n > 0)
+    backend.dispatch({
+      key,
+      source,
+      constants: rotary ? { PER_SEQ: rotary.cos.shape.length === 4 ? 1 : 0 } : {},
+      buffers: [buf(k), buf(v), buf(start), buf(keys), buf(values), rotary ? buf(rotary.cos) : null, rotary ? buf(rotary.sin) : null],
+      uniform: uniform([n, D, H, k.shape[1], S, rotary ? rotary.cos.shape[rotary.cos.shape.length - 1] : 0, gridX]),
+      workgroups,
+      label: 'writeKV',
+    });
+  return {};
+}
+
 export function registerLayoutKernels(): void {
   registerKernel('webgpu', 'writeSlice', writeSliceKernel);
+  registerKernel('webgpu', 'writeKV', writeKVKernel);
   registerKernel('webgpu', 'transpose', transposeKernel);
   registerKernel('webgpu', 'broadcastTo', broadcastToKernel);
   registerKernel('webgpu', 'slice', sliceKernel);

@@ -1,5 +1,7 @@
 import { type KernelArgs, type KernelOutput, registerKernel } from '../backend';
 import { GELU_TANH_C, gelu, sigmoid } from '../math';
+import { type StorageArray, toStorage, type ValueArray } from '../dtype';
+import { ValueError } from '../errors';
 import type { OpName, OpOutputs } from '../ops/op-names';
 import type { CpuBackend } from './backend';
 
@@ -7,19 +9,41 @@ import type { CpuBackend } from './backend';
 // (`backend.alloc` gives the float dtypes' compute arrays).
 type Args<K extends OpName> = KernelArgs<K, CpuBackend>;
 
-function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args<'rmsNorm'>): OpOutputs['rmsNorm'] {
-  const [rows, D] = x.shape;
-  const xv = backend.values(x);
-  const wv = backend.values(weight);
-  const y = backend.alloc(x.dtype, rows * D);
-  const rstd = backend.alloc(x.dtype, rows);
+/** y = x·rstd·w per row, rstd = 1/√(mean(x²) + eps), from x's compute values. */
+function normRows(
+  xv: ArrayLike<number>,
+  wv: ArrayLike<number>,
+  rows: number,
+  D: number,
+  attrs: { eps: number; offset: boolean },
+  y: ValueArray,
+  rstd: ValueArray,
+) {
   for (let r = 0; r < rows; r++) {
     let ss = 0;
     for (let j = 0; j < D; j++) ss += xv[r * D + j] ** 2;
     rstd[r] = 1 / Math.sqrt(ss / D + attrs.eps);
     for (let j = 0; j < D; j++) y[r * D + j] = xv[r * D + j] * rstd[r] * (attrs.offset ? 1 + wv[j] : wv[j]);
   }
+}
+
+function rmsNormKernel({ inputs: [x, weight], attrs, backend }: Args<'rmsNorm'>): OpOutputs['rmsNorm'] {
+  const [rows, D] = x.shape;
+  const y = backend.alloc(x.dtype, rows * D);
+  const rstd = backend.alloc(x.dtype, rows);
+  normRows(backend.values(x), backend.values(weight), rows, D, attrs, y, rstd);
   return { y: backend.output(y, [rows, D], x.dtype), rstd: backend.output(rstd, [rows], x.dtype) };
+}
+
+/** sum = x + residual, then RMSNorm of the sum (the rmsNorm kernel's loop on the sum). */
+function addRmsNormKernel({ inputs: [x, residual, weight], attrs, backend }: Args<'addRmsNorm'>): OpOutputs['addRmsNorm'] {
+  const [rows, D] = x.shape;
+  const [xv, rv] = [x, residual].map((t) => backend.values(t));
+  const sum = backend.alloc(x.dtype, rows * D);
+  for (let i = 0; i < sum.length; i++) sum[i] = xv[i] + rv[i];
+  const y = backend.alloc(x.dtype, rows * D);
+  normRows(sum, backend.values(weight), rows, D, attrs, y, backend.alloc(x.dtype, rows));
+  return { sum: backend.output(sum, [rows, D], x.dtype), y: backend.output(y, [rows, D], x.dtype) };
 }
 
 /** dx = rstd·(h − n·mean(h·n)) with n = x·rstd, h = dy·w. */
@@ -47,7 +71,6 @@ function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): Ke
   const [B, H, T, Dh] = attrs.transposeIn ? [x.shape[0], x.shape[2], x.shape[1], x.shape[3]] : x.shape;
   const offset = (transposed: boolean, b: number, h: number, t: number) => (transposed ? ((b * T + t) * H + h) * Dh : ((b * H + h) * T + t) * Dh);
   const R = cos.shape[cos.shape.length - 1];
-  const half = R / 2;
   const perSequence = cos.shape.length === 4;
   const [xv, cv, sv] = [x, cos, sin].map((t) => backend.values(t));
   const y = backend.alloc(x.dtype, xv.length);
@@ -57,18 +80,63 @@ function ropeKernel({ inputs: [x, cos, sin], attrs, backend }: Args<'rope'>): Ke
         const base = offset(attrs.transposeIn, b, h, t);
         const to = offset(attrs.transposeOut, b, h, t);
         const table = ((perSequence ? b : 0) * T + t) * R;
-        for (let j = 0; j < Dh; j++) {
-          if (j >= R) {
-            y[to + j] = xv[base + j];
-            continue;
-          }
-          const other = j < half ? j + half : j - half;
-          const sign = j < half ? -1 : 1;
-          const rot = attrs.inverse ? -sign * xv[base + other] * sv[table + other] : sign * xv[base + other] * sv[table + j];
-          y[to + j] = xv[base + j] * cv[table + j] + rot;
-        }
+        rotateRow(xv, base, cv, sv, table, R, Dh, attrs.inverse, y, to);
       }
   return backend.output(y, attrs.transposeOut ? [B, T, H, Dh] : [B, H, T, Dh], x.dtype);
+}
+
+/** One head's row of Dh features from xv[base..] rotated by the table row at `table`, into y[to..]. */
+function rotateRow(
+  xv: ArrayLike<number>,
+  base: number,
+  cv: ArrayLike<number>,
+  sv: ArrayLike<number>,
+  table: number,
+  R: number,
+  Dh: number,
+  inverse: boolean,
+  y: ValueArray,
+  to: number,
+): void {
+  const half = R / 2;
+  for (let j = 0; j < Dh; j++) {
+    if (j >= R) {
+      y[to + j] = xv[base + j];
+      continue;
+    }
+    const other = j < half ? j + half : j - half;
+    const sign = j < half ? -1 : 1;
+    const rot = inverse ? -sign * xv[base + other] * sv[table + other] : sign * xv[base + other] * sv[table + j];
+    y[to + j] = xv[base + j] * cv[table + j] + rot;
+  }
+}
+
+/**
+ * `writeKV`: k (rotated when tables are given) and v, `[B, T, H, D]`, into the storage of keys and
+ * values `[B, H, S, D]` from the start slot (refused past the end).
+ */
+function writeKVKernel({ inputs: [keys, values, k, v, start, cos, sin], backend }: Args<'writeKV'>): OpOutputs['writeKV'] {
+  const [B, H, S, D] = keys.shape;
+  const T = k.shape[1];
+  const at = (start.data as StorageArray)[0];
+  if (!(at >= 0 && at + T <= S)) throw new ValueError('writeKV', 'start puts the slots past the end of the cache', `a start in 0..${S - T}`, String(at));
+  const kv = backend.values(k);
+  const vv = backend.values(v);
+  const tables =
+    cos && sin ? { cv: backend.values(cos), sv: backend.values(sin), R: cos.shape[cos.shape.length - 1], perSequence: cos.shape.length === 4 } : null;
+  const row = backend.alloc(k.dtype, D);
+  const [kd, vd] = [keys, values].map((t) => t.data as StorageArray);
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < T; t++)
+      for (let h = 0; h < H; h++) {
+        const from = ((b * T + t) * H + h) * D;
+        const to = ((b * H + h) * S + at + t) * D;
+        if (tables) rotateRow(kv, from, tables.cv, tables.sv, ((tables.perSequence ? b : 0) * T + t) * tables.R, tables.R, D, false, row, 0);
+        else row.set(kv.subarray(from, from + D));
+        kd.set(toStorage(row, k.dtype), to);
+        vd.set(toStorage(vv.subarray(from, from + D), v.dtype), to);
+      }
+  return {};
 }
 
 function activation(name: 'silu' | 'gelu_tanh', g: number): { value: number; slope: number } {
@@ -170,7 +238,9 @@ export function registerCpuBlockKernels(): void {
   registerKernel('cpu', 'maskedSoftmaxBackward', maskedSoftmaxBackwardKernel);
   registerKernel('cpu', 'rmsNorm', rmsNormKernel);
   registerKernel('cpu', 'rmsNormBackward', rmsNormBackwardKernel);
+  registerKernel('cpu', 'addRmsNorm', addRmsNormKernel);
   registerKernel('cpu', 'rope', ropeKernel);
+  registerKernel('cpu', 'writeKV', writeKVKernel);
   registerKernel('cpu', 'gatedActivation', gatedActivationKernel);
   registerKernel('cpu', 'gatedActivationBackward', gatedActivationBackwardKernel);
 }

@@ -1,9 +1,10 @@
 import { runOp } from '../dispatch';
 import { isGradEnabled, recordOp } from '../engine';
-import { ShapeError, StateError, ValueError } from '../errors';
+import { DTypeError, ShapeError, StateError, ValueError } from '../errors';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
 import { assertFloat, assertSameDType, assertTensor, freeing } from './helpers';
+import { add } from './elementwise';
 import { reshape } from './layout';
 
 // Gradients: ops/gradients.ts.
@@ -41,6 +42,43 @@ export function rmsNorm(x: Tensor, weight: Tensor, options: RMSNormOptions): Ten
   x2.dispose();
   rstd.dispose();
   return result;
+}
+
+/**
+ * A residual add and the RMSNorm that follows it, as one op: `sum = x + residual`, `y =
+ * rmsNorm(sum, weight)`, x and residual of one shape `[..., D]`, weight `[D]`. A pre-norm block
+ * needs both: the sum carries on as the residual stream and y feeds the next layer. Where
+ * gradients are recorded for an input it is the composition (`add`, then `rmsNorm`) and
+ * differentiable like them; otherwise one kernel (one workgroup per row on the GPU), which is
+ * what a decode step runs.
+ *
+ * @example
+ * const { sum: h, y: normed } = addRmsNorm(x, attentionOut, norm.weight, { eps: 1e-5 });
+ */
+export function addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, options: RMSNormOptions): { sum: Tensor; y: Tensor } {
+  const op = 'addRmsNorm';
+  assertTensor(op, x, 'x');
+  assertTensor(op, residual, 'residual');
+  assertTensor(op, weight, 'weight');
+  assertFloat(op, x, 'x');
+  assertSameDType(op, [x, residual, weight], ['x', 'residual', 'weight']);
+  if (residual.shape.join() !== x.shape.join())
+    throw new ShapeError(op, 'residual must have the shape of x', formatShape(x.shape), formatShape(residual.shape));
+  if (isGradEnabled() && [x, residual, weight].some((t) => t.requiresGrad)) {
+    const sum = add(x, residual);
+    return { sum, y: rmsNorm(sum, weight, options) };
+  }
+  if (x.rank < 1) throw new ShapeError(op, 'x must have a feature axis', '[..., D]', formatShape(x.shape));
+  const D = x.shape[x.rank - 1];
+  if (weight.rank !== 1 || weight.shape[0] !== D) throw new ShapeError(op, "weight must match x's last axis", `[${D}]`, formatShape(weight.shape));
+  const { eps } = options;
+  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw new ValueError(op, 'eps is out of range', 'a finite number ≥ 0', String(eps));
+  const x2 = reshape(x, [-1, D]);
+  const r2 = reshape(residual, [-1, D]);
+  const { sum, y } = runOp(op, [x2, r2, weight], { eps, offset: options.offset ?? false });
+  x2.dispose();
+  r2.dispose();
+  return { sum: freeing(reshape(sum, x.shape), sum), y: freeing(reshape(y, x.shape), y) };
 }
 
 /**
@@ -170,4 +208,66 @@ export function decodeAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, s
   if (isGradEnabled() && [q, k, v, mask].some((t) => t.requiresGrad))
     throw new StateError(op, 'the op has no gradient; expected it under noGrad() (generation), got gradients recorded');
   return runOp(op, [q, k, v, mask], { scale });
+}
+
+/**
+ * A step's keys and values written into a KV cache of fixed capacity, in place and as one op:
+ * `keys[b, h, start + t] = rope(k)[b, t, h]` (k as is without `rotary`) and `values[b, h, start +
+ * t] = v[b, t, h]`, for k and v in the projection's layout `[B, T, H, D]` and a cache `[B, H, S,
+ * D]`; `start` is an int32 tensor of one element, read where the kernel runs (so a captured step
+ * serves every position). The tables are `rope`'s: `[T, R]` or `[B, 1, T, R]`, R even and ≤ D.
+ * What `rope`, `transpose` and two `writeSlice`s do, in one dispatch on the GPU. Like
+ * `writeSlice`, the CPU refuses a start that puts the slots past the end and the GPU writes only
+ * those that fit. Inference only: refused while gradients are recorded for any input.
+ *
+ * @example
+ * writeKV(cache.k, cache.v, kProjected, vProjected, position, { cos, sin });
+ */
+export function writeKV(keys: Tensor, values: Tensor, k: Tensor, v: Tensor, start: Tensor, rotary?: { cos: Tensor; sin: Tensor }): void {
+  const op = 'writeKV';
+  for (const [t, name] of [
+    [keys, 'keys'],
+    [values, 'values'],
+    [k, 'k'],
+    [v, 'v'],
+    [start, 'start'],
+  ] as const)
+    assertTensor(op, t, name);
+  assertFloat(op, keys, 'keys');
+  assertSameDType(op, [keys, values, k, v], ['keys', 'values', 'k', 'v']);
+  if (keys.rank !== 4) throw new ShapeError(op, 'keys must be [B, H, S, D]', 'rank 4', formatShape(keys.shape));
+  const [B, H, S, D] = keys.shape;
+  if (values.shape.join() !== keys.shape.join())
+    throw new ShapeError(op, 'values must have the shape of keys', formatShape(keys.shape), formatShape(values.shape));
+  const T = k.shape[1];
+  if (k.rank !== 4 || k.shape[0] !== B || k.shape[2] !== H || k.shape[3] !== D || !(T <= S))
+    throw new ShapeError(op, "k must be [B, T, H, D] with the cache's B, H and D and T ≤ S", `[${B}, ≤ ${S}, ${H}, ${D}]`, formatShape(k.shape));
+  if (v.shape.join() !== k.shape.join()) throw new ShapeError(op, 'v must have the shape of k', formatShape(k.shape), formatShape(v.shape));
+  if (start.dtype !== 'int32') throw new DTypeError(op, 'start must hold an int32 index', 'int32', start.dtype);
+  if (start.size !== 1) throw new ShapeError(op, 'start must have one element', '[1]', formatShape(start.shape));
+  const inputs = [keys, values, k, v, start];
+  if (rotary) {
+    const { cos, sin } = rotary;
+    assertTensor(op, cos, 'cos');
+    assertTensor(op, sin, 'sin');
+    assertSameDType(op, [keys, cos, sin], ['keys', 'cos', 'sin']);
+    const R = cos.shape[cos.rank - 1];
+    const shared = cos.rank === 2 && cos.shape[0] === T;
+    const perSequence = cos.rank === 4 && cos.shape[0] === B && cos.shape[1] === 1 && cos.shape[2] === T;
+    if (!(shared || perSequence) || R % 2 !== 0 || R < 2 || R > D)
+      throw new ShapeError(
+        op,
+        'cos must be [T, R] or [B, 1, T, R] with R even and at most D',
+        `[${T}, R] or [${B}, 1, ${T}, R], R ≤ ${D}`,
+        formatShape(cos.shape),
+      );
+    if (sin.shape.join() !== cos.shape.join()) throw new ShapeError(op, 'sin must have the shape of cos', formatShape(cos.shape), formatShape(sin.shape));
+    inputs.push(cos, sin);
+  }
+  if (isGradEnabled() && inputs.some((t) => t.requiresGrad))
+    throw new StateError(op, 'a tensor requires grad and gradients are being recorded; expected the write under noGrad(), got it outside');
+  const cache = [keys, values].map((t) => t.ref(op).data);
+  if (cache[0] === cache[1] || [k, v].some((t) => cache.includes(t.ref(op).data)))
+    throw new ValueError(op, 'the cache must not share storage with itself or with k and v', 'distinct storages', 'shared storage');
+  runOp(op, inputs, {});
 }

@@ -74,6 +74,8 @@ export interface OpAttrs {
   rmsNorm: { eps: number; offset: boolean };
   /** [dy [rows, D], x [rows, D], weight [D], rstd [rows]] → [dx [rows, D]]. */
   rmsNormBackward: { offset: boolean };
+  /** [x [rows, D], residual [rows, D], weight [D]] → [sum = x + residual, y = rmsNorm(sum)] (`addRmsNorm`). */
+  addRmsNorm: { eps: number; offset: boolean };
   /**
    * [x, cos, sin ([T, R] or [B, 1, T, R])] → [y]: x is [B, H, T, Dh] ([B, T, H, Dh] with
    * `transposeIn`), y likewise with `transposeOut`; `inverse`: the transposed rotation.
@@ -105,6 +107,12 @@ export interface OpAttrs {
   adamUpdateInPlace: OpAttrs['adamUpdate'];
   /** [target, values, start int32 [1]] → []: values written into target along `axis` from index start (`writeSlice`). */
   writeSlice: { axis: number };
+  /**
+   * [keys, values [B, H, S, D], k, v [B, T, H, D], start int32 [1], cos?, sin? ([T, R] or
+   * [B, 1, T, R])] → []: k (rotated by the tables when given) and v written into keys and values
+   * at slots start.. (`writeKV`).
+   */
+  writeKV: Record<string, never>;
 }
 
 export type OpName = keyof OpAttrs;
@@ -131,6 +139,7 @@ export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: 
   loraLinearBackward: readonly [dy: R, x: R, weight: R, loraA: R, loraB: R, t: R];
   rmsNorm: readonly [x: R, weight: R];
   rmsNormBackward: readonly [dy: R, x: R, weight: R, rstd: R];
+  addRmsNorm: readonly [x: R, residual: R, weight: R];
   rope: readonly [x: R, cos: R, sin: R];
   maskedSoftmax: readonly [x: R, mask: R];
   decodeAttention: readonly [q: R, k: R, v: R, mask: R];
@@ -142,6 +151,7 @@ export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: 
   adamUpdate: readonly [param: R, grad: R, m: R, v: R];
   adamUpdateInPlace: readonly [param: R, grad: R, m: R, v: R];
   writeSlice: readonly [target: R, values: R, start: R];
+  writeKV: readonly [keys: R, values: R, k: R, v: R, start: R, cos?: R, sin?: R];
 };
 
 type O = KernelOutput;
@@ -152,6 +162,7 @@ export interface OpOutputs {
   /** Those requested by the `need…` attributes. */
   loraLinearBackward: { dx?: O; dA?: O; dB?: O; dWeight?: O; dBias?: O };
   rmsNorm: { y: O; rstd: O };
+  addRmsNorm: { sum: O; y: O };
   gatedActivationBackward: { dGate: O; dUp: O };
   softmaxCrossEntropy: { loss: O; logsumexp: O };
   adamUpdate: { param: O; m: O; v: O };
@@ -159,6 +170,8 @@ export interface OpOutputs {
   adamUpdateInPlace: Record<string, never>;
   /** Written into its target. */
   writeSlice: Record<string, never>;
+  /** Written into keys and values. */
+  writeKV: Record<string, never>;
 }
 
 /** An op whose kernel returns a named record (`OpOutputs`); the others return their one output. */
@@ -213,6 +226,7 @@ export const OP_NAMES = [
   'loraLinearBackward',
   'rmsNorm',
   'rmsNormBackward',
+  'addRmsNorm',
   'rope',
   'maskedSoftmax',
   'maskedSoftmaxBackward',
@@ -224,6 +238,7 @@ export const OP_NAMES = [
   'adamUpdate',
   'adamUpdateInPlace',
   'writeSlice',
+  'writeKV',
 ] as const satisfies readonly OpName[];
 
 export const UNARY_OPS = ['neg', 'exp', 'log', 'sqrt', 'tanh', 'sigmoid', 'silu', 'relu', 'erf', 'abs', 'gelu'] as const;
