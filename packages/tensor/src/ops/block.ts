@@ -15,6 +15,31 @@ export interface RMSNormOptions {
   offset?: boolean;
 }
 
+/** An RMSNorm's checked feature count and attributes: x `[..., D]`, weight `[D]`, eps ≥ 0. */
+function normAttrs(op: string, x: Tensor, weight: Tensor, options: RMSNormOptions): { D: number; eps: number; offset: boolean } {
+  if (x.rank < 1) throw new ShapeError(op, 'x must have a feature axis', '[..., D]', formatShape(x.shape));
+  const D = x.shape[x.rank - 1];
+  if (weight.rank !== 1 || weight.shape[0] !== D) throw new ShapeError(op, "weight must match x's last axis", `[${D}]`, formatShape(weight.shape));
+  const { eps } = options;
+  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw new ValueError(op, 'eps is out of range', 'a finite number ≥ 0', String(eps));
+  return { D, eps, offset: options.offset ?? false };
+}
+
+/** RoPE's tables checked for B sequences of T positions and heads of `Dh` features: `[T, R]` or `[B, 1, T, R]`, R even, 2 ≤ R ≤ Dh. */
+function assertRopeTables(op: string, cos: Tensor, sin: Tensor, B: number, T: number, Dh: number, feature = 'Dh'): void {
+  const R = cos.shape[cos.rank - 1];
+  const shared = cos.rank === 2 && cos.shape[0] === T;
+  const perSequence = cos.rank === 4 && cos.shape[0] === B && cos.shape[1] === 1 && cos.shape[2] === T;
+  if (!(shared || perSequence) || R % 2 !== 0 || R < 2 || R > Dh)
+    throw new ShapeError(
+      op,
+      `cos must be [T, R] or [B, 1, T, R] with R even and at most ${feature}`,
+      `[${T}, R] or [${B}, 1, ${T}, R], R ≤ ${Dh}`,
+      formatShape(cos.shape),
+    );
+  if (sin.shape.join() !== cos.shape.join()) throw new ShapeError(op, 'sin must have the shape of cos', formatShape(cos.shape), formatShape(sin.shape));
+}
+
 /**
  * RMSNorm over the last axis as one op: `y = x / √(mean(x²) + eps) · w` (`w = 1 + weight` with
  * `offset`), x `[..., D]`, weight `[D]`. Backward (`rmsNormBackward`) computes dx in one pass from
@@ -29,12 +54,7 @@ export function rmsNorm(x: Tensor, weight: Tensor, options: RMSNormOptions): Ten
   assertTensor(op, weight, 'weight');
   assertFloat(op, x, 'x');
   assertSameDType(op, [x, weight], ['x', 'weight']);
-  const D = x.shape[x.rank - 1];
-  if (x.rank < 1) throw new ShapeError(op, 'x must have a feature axis', '[..., D]', formatShape(x.shape));
-  if (weight.rank !== 1 || weight.shape[0] !== D) throw new ShapeError(op, "weight must match x's last axis", `[${D}]`, formatShape(weight.shape));
-  const { eps } = options;
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw new ValueError(op, 'eps is out of range', 'a finite number ≥ 0', String(eps));
-  const offset = options.offset ?? false;
+  const { D, eps, offset } = normAttrs(op, x, weight, options);
   const x2 = reshape(x, [-1, D]);
   const { y: y2, rstd } = runOp(op, [x2, weight], { eps, offset });
   const y = freeing(reshape(y2, x.shape), y2);
@@ -68,14 +88,10 @@ export function addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, options:
     const sum = add(x, residual);
     return { sum, y: rmsNorm(sum, weight, options) };
   }
-  if (x.rank < 1) throw new ShapeError(op, 'x must have a feature axis', '[..., D]', formatShape(x.shape));
-  const D = x.shape[x.rank - 1];
-  if (weight.rank !== 1 || weight.shape[0] !== D) throw new ShapeError(op, "weight must match x's last axis", `[${D}]`, formatShape(weight.shape));
-  const { eps } = options;
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0) throw new ValueError(op, 'eps is out of range', 'a finite number ≥ 0', String(eps));
+  const { D, eps, offset } = normAttrs(op, x, weight, options);
   const x2 = reshape(x, [-1, D]);
   const r2 = reshape(residual, [-1, D]);
-  const { sum, y } = runOp(op, [x2, r2, weight], { eps, offset: options.offset ?? false });
+  const { sum, y } = runOp(op, [x2, r2, weight], { eps, offset });
   x2.dispose();
   r2.dispose();
   return { sum: freeing(reshape(sum, x.shape), sum), y: freeing(reshape(y, x.shape), y) };
@@ -101,17 +117,7 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor, options: { inverse?: b
   if (layout !== 'bhtd' && layout !== 'bthd') throw new ValueError(op, 'unknown layout', "'bhtd' or 'bthd'", String(layout));
   if (x.rank !== 4) throw new ShapeError(op, `x must be [${layout === 'bhtd' ? 'B, H, T, Dh' : 'B, T, H, Dh'}]`, 'rank 4', formatShape(x.shape));
   const [B, T, Dh] = layout === 'bhtd' ? [x.shape[0], x.shape[2], x.shape[3]] : [x.shape[0], x.shape[1], x.shape[3]];
-  const R = cos.shape[cos.rank - 1];
-  const shared = cos.rank === 2 && cos.shape[0] === T;
-  const perSequence = cos.rank === 4 && cos.shape[0] === B && cos.shape[1] === 1 && cos.shape[2] === T;
-  if (!(shared || perSequence) || R % 2 !== 0 || R < 2 || R > Dh)
-    throw new ShapeError(
-      op,
-      'cos must be [T, R] or [B, 1, T, R] with R even and at most Dh',
-      `[${T}, R] or [${B}, 1, ${T}, R], R ≤ ${Dh}`,
-      formatShape(cos.shape),
-    );
-  if (sin.shape.join() !== cos.shape.join()) throw new ShapeError(op, 'sin must have the shape of cos', formatShape(cos.shape), formatShape(sin.shape));
+  assertRopeTables(op, cos, sin, B, T, Dh);
   if (cos.requiresGrad || sin.requiresGrad) throw new ValueError(op, 'the tables are constants', 'cos and sin without requiresGrad', 'a table requiring grad');
   const inverse = options.inverse ?? false;
   const bthd = layout === 'bthd';
@@ -251,17 +257,7 @@ export function writeKV(keys: Tensor, values: Tensor, k: Tensor, v: Tensor, star
     assertTensor(op, cos, 'cos');
     assertTensor(op, sin, 'sin');
     assertSameDType(op, [keys, cos, sin], ['keys', 'cos', 'sin']);
-    const R = cos.shape[cos.rank - 1];
-    const shared = cos.rank === 2 && cos.shape[0] === T;
-    const perSequence = cos.rank === 4 && cos.shape[0] === B && cos.shape[1] === 1 && cos.shape[2] === T;
-    if (!(shared || perSequence) || R % 2 !== 0 || R < 2 || R > D)
-      throw new ShapeError(
-        op,
-        'cos must be [T, R] or [B, 1, T, R] with R even and at most D',
-        `[${T}, R] or [${B}, 1, ${T}, R], R ≤ ${D}`,
-        formatShape(cos.shape),
-      );
-    if (sin.shape.join() !== cos.shape.join()) throw new ShapeError(op, 'sin must have the shape of cos', formatShape(cos.shape), formatShape(sin.shape));
+    assertRopeTables(op, cos, sin, B, T, D, 'D');
     inputs.push(cos, sin);
   }
   if (isGradEnabled() && inputs.some((t) => t.requiresGrad))
