@@ -6,7 +6,7 @@
  *
  *   metal-lora-bench e2e [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b,qwen2.5-0.5b]
  *                        [--batch 4] [--seq 512] [--rank 8] [--steps 5] [--warmup 2] [--json out.json] [--no-peers] [--separate-passes]
- *                        [--grad-checkpoint]
+ *                        [--grad-checkpoint] [--keep-attention]
  *
  * LoRA rank `--rank` (alpha 16) on all seven linear layers of every block, as mlx-lm and PEFT users
  * commonly train. Per step: wall time (the loss is read back every step, as a training loop that
@@ -50,6 +50,8 @@ export interface E2EOptions {
   warmup: number;
   /** Recompute each block in backward (ours: `model.gradientCheckpointing`; PyTorch: `gradient_checkpointing_enable`). */
   gradCheckpoint?: boolean;
+  /** Keep attention's probabilities from forward to backward (ours: `model.recomputeAttention = false`). */
+  keepAttention?: boolean;
 }
 
 export interface E2ERow {
@@ -143,6 +145,7 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
   const parameters = model.namedParameters().reduce((n, [, p]) => n + p.size, 0);
   linearToLoRALayers(model, { rank: options.rank, alpha: 16, seed: 7 });
   model.gradientCheckpointing = options.gradCheckpoint === true;
+  model.recomputeAttention = options.keepAttention !== true;
   const trainable = model.trainableParameters().reduce((n, [, p]) => n + p.size, 0);
   model.train();
   const optimizer = new AdamW(model, { lr: 1e-4 });
@@ -286,6 +289,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       'no-peers': { type: 'boolean', default: false },
       'separate-passes': { type: 'boolean', default: false },
       'grad-checkpoint': { type: 'boolean', default: false },
+      'keep-attention': { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -305,6 +309,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     steps: int('steps', values.steps, 5),
     warmup: int('warmup', values.warmup, 2),
     gradCheckpoint: values['grad-checkpoint'] === true,
+    keepAttention: values['keep-attention'] === true,
   };
   for (const m of options.models) if (m !== 'embedded' && !E2E_SHAPES[m]) unknownModel(m);
   let device: string;

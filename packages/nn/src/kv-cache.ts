@@ -205,6 +205,8 @@ export class AttentionContext {
   /** Cache slots before this pass. */
   readonly offset: number;
   readonly cache: KVCache | undefined;
+  /** Whether attention recomputes its probabilities in backward (`LlamaModel.recomputeAttention`). */
+  recompute = false;
   private readonly like: Tensor;
   private readonly masks = new Map<number, Tensor>();
   private readonly tables = new Map<Float64Array, RopeTables>();

@@ -146,12 +146,17 @@ export class Attention extends Module {
       const rows = decodeAttention(reshape(q, [B, kvHeads, g * T, headDim]), k, v, mask, this.scale);
       return this.sub<Linear>('o_proj').forward(reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]));
     }
-    const raw = reshape(matmul(reshape(q, [B, kvHeads, g * T, headDim]), k, { transposeB: true }), [B, kvHeads, g, T, S]);
-    // Scale, mask and softmax in one op (nothing but the probabilities kept for backward); a
-    // logit soft-cap (Gemma 2's) goes through the composition.
-    const weights = this.softcap ? softmax(add(softcap(mul(raw, this.scale), this.softcap), mask), -1) : maskedSoftmax(raw, mask, this.scale);
-    const probs = reshape(weights, [B, kvHeads, g * T, S]);
-    const out = reshape(transpose(reshape(matmul(probs, v), [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]);
+    const core = (qs: Tensor, ks: Tensor, vs: Tensor) => {
+      const raw = reshape(matmul(reshape(qs, [B, kvHeads, g * T, headDim]), ks, { transposeB: true }), [B, kvHeads, g, T, S]);
+      // Scale, mask and softmax in one op (nothing but the probabilities kept for backward); a
+      // logit soft-cap (Gemma 2's) goes through the composition.
+      const weights = this.softcap ? softmax(add(softcap(mul(raw, this.scale), this.softcap), mask), -1) : maskedSoftmax(raw, mask, this.scale);
+      return matmul(reshape(weights, [B, kvHeads, g * T, S]), vs);
+    };
+    // Training keeps q, k and v and recomputes the [B, h, T, S] probabilities in backward (as
+    // SDPA does) rather than holding them from forward to backward.
+    const rows = ctx.recompute && isGradEnabled() && !ctx.cache ? checkpoint(core, [q, k, v], []) : core(q, k, v);
+    const out = reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]);
     return this.sub<Linear>('o_proj').forward(out);
   }
 }
@@ -252,6 +257,13 @@ export class LlamaModel extends Module {
    * pass of compute (mlx-lm's `--grad-checkpoint`). Only while gradients are recorded.
    */
   gradientCheckpointing = false;
+  /**
+   * While gradients are recorded, keep each block's attention inputs (q, k, v) and recompute its
+   * `[B, heads, T, T]` probabilities in backward instead of holding them: one more score product
+   * per block for much less memory at long sequences (what PyTorch's SDPA does). Default true;
+   * blocks that are checkpointed whole recompute everything anyway.
+   */
+  recomputeAttention = true;
   constructor(
     readonly config: LlamaConfig,
     options: ParamOptions = {},
@@ -271,11 +283,13 @@ export class LlamaModel extends Module {
     const embedded = this.sub<Embedding>('embed_tokens').forward(ids);
     let h = this.embedScale === null ? embedded : mul(embedded, this.embedScale);
     const context = new AttentionContext(h, options.cache, options.segments);
+    const checkpointing = this.gradientCheckpointing && isGradEnabled() && !options.cache;
+    context.recompute = this.recomputeAttention && !checkpointing;
     const layers = this.sub<ModuleList<DecoderLayer>>('layers').items;
     // Each block's last residual add goes into the next norm (see DecoderLayer.step), except
     // with checkpointed blocks, whose boundaries are the residual stream itself.
     let pending: Tensor | null = null;
-    if (this.gradientCheckpointing && isGradEnabled() && !options.cache) {
+    if (checkpointing) {
       for (const layer of layers) {
         // The context's masks and RoPE tables are made here, outside the blocks' own scopes, so
         // that the recomputation in backward finds them alive.
@@ -374,6 +388,13 @@ export class LlamaForCausalLM extends Module {
   }
   set gradientCheckpointing(on: boolean) {
     this.sub<LlamaModel>('model').gradientCheckpointing = on;
+  }
+  /** Whether training steps recompute attention's probabilities in backward (see `LlamaModel.recomputeAttention`). */
+  get recomputeAttention(): boolean {
+    return this.sub<LlamaModel>('model').recomputeAttention;
+  }
+  set recomputeAttention(on: boolean) {
+    this.sub<LlamaModel>('model').recomputeAttention = on;
   }
 
   /** Logits `[B, T, vocab]` for int32 token ids `[B, T]` (`[B, 1, vocab]` with `logits: 'last'`). */

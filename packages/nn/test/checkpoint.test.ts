@@ -9,11 +9,12 @@ import { type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } 
 const configs: Record<string, LlamaConfig> = { llama: CONFIGS.llama, 'mistral window 3': CONFIGS['mistral window 3'], gemma3: CONFIGS.gemma3 };
 
 /** Loss and LoRA gradients of one step, with or without checkpointing, from the same RNG state (dropout 0.2). */
-async function step(config: LlamaConfig, checkpointing: boolean, rows: number, length: number) {
+async function step(config: LlamaConfig, checkpointing: boolean, rows: number, length: number, recomputeAttention = true) {
   const model = new LlamaForCausalLM(config, { seed: 4 });
   linearToLoRALayers(model, { rank: 3, dropout: 0.2, seed: 5 });
   for (const [, p] of model.trainableParameters()) p.assign(T.randn([...p.shape], { seed: p.size, std: 0.2 }));
   model.gradientCheckpointing = checkpointing;
+  model.recomputeAttention = recomputeAttention;
   const ids = T.tensor(
     Int32Array.from({ length: rows * length }, (_, i) => (i * 7 + 3) % config.vocab_size),
     [rows, length],
@@ -60,3 +61,32 @@ describe('gradient checkpointing per decoder block', () => {
     expect(checkpointed.peak).toBeLessThan(plain.peak * 0.7);
   });
 });
+
+describe('attention probabilities recomputed in backward (recomputeAttention)', () => {
+  afterAll(async () => {
+    await T.setBackend('cpu');
+  });
+  for (const [name, config] of Object.entries(configs)) {
+    it(`${name} (cpu): the loss and LoRA gradients of the model that keeps them`, async () => {
+      await T.setBackend('cpu');
+      const kept = await step(config, false, 2, 9, false);
+      const recomputed = await step(config, false, 2, 9, true);
+      expect(recomputed.loss).toBe(kept.loss);
+      for (const [k, g] of Object.entries(kept.grads)) assertClose(recomputed.grads[k], g, { atol: 1e-6, rtol: 1e-5 }, `${name}: ${k}`);
+    });
+  }
+
+  gpuIt('webgpu: the same gradients, and a lower allocator peak', async () => {
+    await T.setBackend('webgpu');
+    const config = { ...base, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 3 };
+    const kept = await step(config, false, 2, 128, false);
+    const recomputed = await step(config, false, 2, 128, true);
+    expect(recomputed.loss).toBeCloseTo(kept.loss, 5);
+    for (const [k, g] of Object.entries(kept.grads)) assertClose(recomputed.grads[k], g, { atol: 2e-5, rtol: 2e-4 }, k);
+    // Each block kept 2 × heads × 128 × 128 probabilities (f32) from forward to backward.
+    const probabilities = 2 * config.num_attention_heads * 128 * 128 * 4;
+    console.log(`allocator peak of a step: ${kept.peak} bytes keeping the probabilities, ${recomputed.peak} recomputing them`);
+    expect(recomputed.peak).toBeLessThanOrEqual(kept.peak - probabilities);
+  });
+});
+

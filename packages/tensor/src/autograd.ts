@@ -106,46 +106,54 @@ export function valueAndGrad<Args extends unknown[]>(fn: (...args: Args) => Tens
  * passes, so a model of checkpointed blocks holds one activation per block instead of every
  * intermediate, for about one more forward pass of compute. Random ops inside `fn` (dropout) draw
  * the same keys in both passes. `fn` must be a pure function of `x`, `params` and tensors that do
- * not change before backward.
+ * not change before backward. With a list of inputs `fn` takes them in order (attention's q, k
+ * and v, whose probabilities are then recomputed rather than kept).
  *
  * @example
  * h = checkpoint((t) => block.forward(t), h, block.trainableParameters().map(([, p]) => p));
  */
-export function checkpoint(fn: (x: Tensor) => Tensor, x: Tensor, params: readonly Tensor[]): Tensor {
-  if (!(x instanceof Tensor)) throw new ValueError('checkpoint', 'x must be a Tensor', 'a Tensor', typeof x);
+export function checkpoint(fn: (x: Tensor) => Tensor, x: Tensor, params: readonly Tensor[]): Tensor;
+export function checkpoint(fn: (...xs: Tensor[]) => Tensor, xs: readonly Tensor[], params: readonly Tensor[]): Tensor;
+export function checkpoint(fn: (...xs: Tensor[]) => Tensor, input: Tensor | readonly Tensor[], params: readonly Tensor[]): Tensor {
+  const xs = input instanceof Tensor ? [input] : Array.isArray(input) ? [...(input as readonly Tensor[])] : null;
+  if (!xs || xs.length === 0 || !xs.every((t) => t instanceof Tensor))
+    throw new ValueError('checkpoint', 'x must be a Tensor (or a non-empty list of them)', 'a Tensor', Array.isArray(input) ? 'a list of other values' : typeof input);
   const watched = params.filter((p) => p.requiresGrad);
   const random = rngState();
   // Without recording: the intermediates are freed as soon as the output exists.
-  const y = tidy(() => noGrad(() => fn(x)));
+  const y = tidy(() => noGrad(() => fn(...xs)));
   if (!(y instanceof Tensor)) throw new ValueError('checkpoint', 'fn must return a Tensor', 'a Tensor', typeof y);
   return record(
     y,
-    [x, ...watched],
+    [...xs, ...watched],
     'checkpoint',
-    (dy, [input]) =>
+    (dy, inputs) =>
       tidy(() => {
-        const leaf = input.detach();
-        leaf.requiresGrad = x.requiresGrad;
+        const leaves = inputs.map((t, i) => {
+          const leaf = t.detach();
+          leaf.requiresGrad = xs[i].requiresGrad;
+          return leaf;
+        });
         const after = rngState();
         setRngState(random);
         let out: Tensor;
         try {
-          out = withGrad(() => fn(leaf));
+          out = withGrad(() => fn(...leaves));
         } finally {
           setRngState(after);
         }
-        const targets = new Set<Tensor>([leaf, ...watched]);
+        const targets = new Set<Tensor>([...leaves, ...watched]);
         const found = out.requiresGrad ? computeGradients(out, dy, (t) => targets.has(t)) : new Map<Tensor, Tensor>();
         releaseGraph(out);
-        const grads = [leaf, ...watched].map((t) => {
+        const grads = [...leaves, ...watched].map((t) => {
           const g = found.get(t);
           // The seed itself comes back when fn is the identity on a target: give it its own handle.
           return g === dy ? dy.share() : (g ?? null);
         });
-        leaf.dispose();
-        return [x.requiresGrad ? grads[0] : null, ...grads.slice(1)];
+        for (const leaf of leaves) leaf.dispose();
+        return [...xs.map((x, i) => (x.requiresGrad ? grads[i] : null)), ...grads.slice(xs.length)];
       }),
-    [x],
+    xs,
   );
 }
 

@@ -10,6 +10,7 @@ import {
   mul,
   noGrad,
   randn,
+  softmax,
   StateError,
   sum,
   tanh,
@@ -18,7 +19,7 @@ import {
   valueAndGrad,
   type Tensor,
 } from '../src/index';
-import { assertClose } from '../src/testing';
+import { assertClose, gradCheck } from '../src/testing';
 
 describe('backward (PyTorch style)', () => {
   it('fills .grad on leaves and accumulates across calls', () => {
@@ -213,5 +214,18 @@ describe('checkpoint: recompute in backward', () => {
     const y = noGrad(() => checkpoint(fn, x0, [w]));
     expect(y.requiresGrad).toBe(false);
     expect(() => checkpoint(fn, 3 as unknown as Tensor, [])).toThrow('checkpoint: x must be a Tensor');
+  });
+  it('takes several inputs: the gradient of each, null for one that needs none, by central differences', () => {
+    const f64 = { dtype: 'float64' as const };
+    // Attention's core over q, k, v: the probabilities are what the checkpoint does not keep.
+    const core = (q: Tensor, k: Tensor, v: Tensor) => matmul(softmax(mul(matmul(q, k, { transposeB: true }), 0.4), -1), v);
+    gradCheck((q, k, v) => checkpoint(core, [q, k, v], []), [randn([2, 3, 4], { seed: 5, ...f64 }), randn([2, 5, 4], { seed: 6, ...f64 }), randn([2, 5, 3], { seed: 7, ...f64 })]);
+    const q = randn([2, 3, 4], { seed: 5, ...f64 });
+    q.requiresGrad = true;
+    const [k, v] = [randn([2, 5, 4], { seed: 6, ...f64 }), randn([2, 5, 3], { seed: 7, ...f64 })];
+    // Only q requires grad: its gradient matches the plain graph's.
+    const [dq] = grad(sum(checkpoint(core, [q, k, v], [])), [q]);
+    assertClose(dq.dataSync(), grad(sum(core(q, k, v)), [q])[0].dataSync(), { atol: 1e-12, rtol: 1e-12 }, 'dq');
+    expect(() => checkpoint(core, [], [])).toThrow('checkpoint: x must be a Tensor (or a non-empty list of them)');
   });
 });
