@@ -6,7 +6,16 @@
  */
 
 export { type DispatchSpec, type GpuData, WebGPUBackend } from './backend';
-export { type AdapterReport, type DawnBinding, type GPUContext, hasWebGPU, requestGPU, type RequestGPUOptions, setDawnLoader } from './device';
+export {
+  type AdapterReport,
+  type DawnBinding,
+  GPU_EXPERIMENTAL_ENV,
+  type GPUContext,
+  hasWebGPU,
+  requestGPU,
+  type RequestGPUOptions,
+  setDawnLoader,
+} from './device';
 export { gemmDevice } from './gemm/record';
 export { loraPlan, selectGemm } from './gemm/select';
 export { DEFAULT_GEMM_DEVICE, type GemmDevice, type GemmOverrides, type GemmShape, type LoraPlan } from './gemm/types';

@@ -22,6 +22,11 @@ export interface AdapterReport {
   runtime: 'node-dawn' | 'browser';
   /** A CPU implementation of WebGPU (lavapipe, SwiftShader, a fallback adapter): slower than the CPU backend for small work. */
   software: boolean;
+  /**
+   * Why a precision path is missing where it is (`shader-f16` off, no subgroup-matrix
+   * configurations), and how to get it where that is possible; empty when both are available.
+   */
+  precisionNotes: string[];
 }
 
 export interface GPUContext {
@@ -67,8 +72,10 @@ export function autoSkipReason(): string | undefined {
  * device is alive, Dawn aborts the process (seen with Dawn from webgpu 0.6.2 on Mesa lavapipe).
  */
 let dawnInstance: GPU | undefined;
+/** The toggles Dawn's instance was created with (a later request cannot change them). */
+let instanceToggles: string[] = [];
 
-async function findGPU(dawnFlags: string[]): Promise<{ gpu: GPU; runtime: AdapterReport['runtime'] }> {
+async function findGPU(toggles: { enabled: string[]; disabled: string[] }): Promise<{ gpu: GPU; runtime: AdapterReport['runtime'] }> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu) return { gpu: nav.gpu, runtime: 'browser' };
   if (dawnInstance) return { gpu: dawnInstance, runtime: 'node-dawn' };
@@ -90,7 +97,8 @@ async function findGPU(dawnFlags: string[]): Promise<{ gpu: GPU; runtime: Adapte
     );
   }
   Object.assign(globalThis, dawn.globals);
-  dawnInstance = dawn.create(dawnFlags);
+  dawnInstance = dawn.create(dawnFlags(toggles));
+  instanceToggles = [...toggles.enabled];
   return { gpu: dawnInstance, runtime: 'node-dawn' };
 }
 
@@ -130,6 +138,7 @@ function describeAdapter(gpu: GPU, adapter: GPUAdapter, runtime: AdapterReport['
     software:
       Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter) ||
       /llvmpipe|lavapipe|swiftshader|software/i.test(`${info.vendor} ${info.architecture} ${info.device} ${info.description}`),
+    precisionNotes: [],
   };
 }
 
@@ -149,6 +158,76 @@ export interface RequestGPUOptions {
    * needs its own flag for the same.)
    */
   experimentalFeatures?: boolean;
+  /**
+   * Dawn (Node) only: let Dawn offer `shader-f16` on NVIDIA's Vulkan driver (toggle
+   * `vulkan_enable_f16_on_nvidia`, which Dawn keeps off there; implies `experimentalFeatures`).
+   * Takes effect on the process's first request. `METAL_LORA_GPU_EXPERIMENTAL=1` in the
+   * environment turns on both for every request (the CLI's and the benchmarks' included).
+   */
+  f16OnNvidia?: boolean;
+}
+
+/** The environment variable that opts every request in to Dawn's experimental features and NVIDIA f16. */
+export const GPU_EXPERIMENTAL_ENV = 'METAL_LORA_GPU_EXPERIMENTAL';
+
+/** Node's environment where there is one (never in a browser bundle). */
+function environment(): Record<string, string | undefined> {
+  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env ?? {};
+}
+
+/**
+ * The Dawn toggles a request asks for: `enabled` (`allow_unsafe_apis`, `vulkan_enable_f16_on_nvidia`)
+ * and `disabled` (`timestamp_quantization`), from the options and `METAL_LORA_GPU_EXPERIMENTAL`.
+ */
+export function dawnToggles(options: RequestGPUOptions, env: Record<string, string | undefined> = environment()): { enabled: string[]; disabled: string[] } {
+  const value = env[GPU_EXPERIMENTAL_ENV];
+  const fromEnv = value !== undefined && value !== '' && value !== '0' && value.toLowerCase() !== 'false';
+  const f16 = options.f16OnNvidia === true || fromEnv;
+  const enabled = [...(options.experimentalFeatures || f16 ? ['allow_unsafe_apis'] : []), ...(f16 ? ['vulkan_enable_f16_on_nvidia'] : [])];
+  return { enabled, disabled: options.preciseTimestamps ? ['timestamp_quantization'] : [] };
+}
+
+/** Dawn's instance flags for those toggles (one `enable-dawn-features=` list, one `disable-dawn-features=` list). */
+function dawnFlags(toggles: { enabled: string[]; disabled: string[] }): string[] {
+  return [
+    ...(toggles.disabled.length ? [`disable-dawn-features=${toggles.disabled.join(',')}`] : []),
+    ...(toggles.enabled.length ? [`enable-dawn-features=${toggles.enabled.join(',')}`] : []),
+  ];
+}
+
+/**
+ * Why the adapter lacks f16 or subgroup matrices, for `AdapterReport.precisionNotes`: given
+ * what it offers, the toggles the Dawn instance was made with, and the features left off.
+ */
+export function precisionNotes(
+  report: Pick<AdapterReport, 'vendor' | 'description' | 'runtime' | 'features'>,
+  instanceToggles: readonly string[],
+  disabled: readonly string[] = [],
+): string[] {
+  const notes: string[] = [];
+  const dawn = report.runtime === 'node-dawn';
+  const nvidia = /nvidia/i.test(`${report.vendor} ${report.description}`);
+  const how = `pass { f16OnNvidia: true } to requestGPU / createWebGPUBackend, or set ${GPU_EXPERIMENTAL_ENV}=1, before the first GPU request of the process`;
+  if (disabled.includes('shader-f16')) notes.push('shader-f16: left off by disableFeatures; float16 tensors are refused on this backend');
+  else if (!report.features.includes('shader-f16')) {
+    if (dawn && nvidia && !instanceToggles.includes('vulkan_enable_f16_on_nvidia'))
+      notes.push(`shader-f16: off, as Dawn keeps it on NVIDIA's Vulkan driver; ${how}`);
+    else notes.push('shader-f16: the adapter does not offer it; float16 tensors are refused on this backend (f32 runs everywhere)');
+  }
+  const matrices = 'chromium-experimental-subgroup-matrix';
+  if (disabled.includes(matrices)) notes.push('subgroup matrices: left off by disableFeatures; GEMMs use the portable kernels');
+  else if (!report.features.includes(matrices)) {
+    if (dawn && !instanceToggles.includes('allow_unsafe_apis'))
+      notes.push(
+        `subgroup matrices: Dawn reports none without allow_unsafe_apis; pass { experimentalFeatures: true }, or set ${GPU_EXPERIMENTAL_ENV}=1, before the first GPU request`,
+      );
+    else if (!dawn)
+      notes.push(
+        'subgroup matrices: this browser does not offer them (Chrome behind its experimental WebGPU flag; Safari not yet); GEMMs use the portable kernels',
+      );
+    else notes.push('subgroup matrices: the adapter offers none; GEMMs use the portable kernels');
+  }
+  return notes;
 }
 
 /**
@@ -157,11 +236,8 @@ export interface RequestGPUOptions {
  * Throws `GPUError` with reason `no-adapter` when there is none.
  */
 export async function requestGPU(options: RequestGPUOptions = {}): Promise<GPUContext> {
-  const flags = [
-    ...(options.preciseTimestamps ? ['disable-dawn-features=timestamp_quantization'] : []),
-    ...(options.experimentalFeatures ? ['enable-dawn-features=allow_unsafe_apis'] : []),
-  ];
-  const { gpu, runtime } = await findGPU(flags);
+  const toggles = dawnToggles(options);
+  const { gpu, runtime } = await findGPU(toggles);
   const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
   if (!adapter) {
     throw new GPUError(
@@ -192,6 +268,12 @@ export async function requestGPU(options: RequestGPUOptions = {}): Promise<GPUCo
   report.subgroups = wanted.includes('subgroups');
   report.timestampQuery = wanted.includes('timestamp-query');
   if (!wanted.includes('chromium-experimental-subgroup-matrix')) report.subgroupMatrixConfigs = [];
+  report.precisionNotes = precisionNotes(report, runtime === 'node-dawn' ? instanceToggles : [], options.disableFeatures);
+  const missed = runtime === 'node-dawn' ? toggles.enabled.filter((t) => !instanceToggles.includes(t)) : [];
+  if (missed.length > 0)
+    report.precisionNotes.push(
+      `Dawn toggles ${missed.join(', ')} were asked for after the process's first GPU request, whose instance lacks them; they take effect in a new process`,
+    );
   return { gpu, adapter, device, report };
 }
 

@@ -89,4 +89,3 @@ describe('attention probabilities recomputed in backward (recomputeAttention)', 
     expect(recomputed.peak).toBeLessThanOrEqual(kept.peak - probabilities);
   });
 });
-

@@ -117,7 +117,12 @@ export function checkpoint(fn: (...xs: Tensor[]) => Tensor, xs: readonly Tensor[
 export function checkpoint(fn: (...xs: Tensor[]) => Tensor, input: Tensor | readonly Tensor[], params: readonly Tensor[]): Tensor {
   const xs = input instanceof Tensor ? [input] : Array.isArray(input) ? [...(input as readonly Tensor[])] : null;
   if (!xs || xs.length === 0 || !xs.every((t) => t instanceof Tensor))
-    throw new ValueError('checkpoint', 'x must be a Tensor (or a non-empty list of them)', 'a Tensor', Array.isArray(input) ? 'a list of other values' : typeof input);
+    throw new ValueError(
+      'checkpoint',
+      'x must be a Tensor (or a non-empty list of them)',
+      'a Tensor',
+      Array.isArray(input) ? 'a list of other values' : typeof input,
+    );
   const watched = params.filter((p) => p.requiresGrad);
   const random = rngState();
   // Without recording: the intermediates are freed as soon as the output exists.

@@ -219,7 +219,10 @@ describe('checkpoint: recompute in backward', () => {
     const f64 = { dtype: 'float64' as const };
     // Attention's core over q, k, v: the probabilities are what the checkpoint does not keep.
     const core = (q: Tensor, k: Tensor, v: Tensor) => matmul(softmax(mul(matmul(q, k, { transposeB: true }), 0.4), -1), v);
-    gradCheck((q, k, v) => checkpoint(core, [q, k, v], []), [randn([2, 3, 4], { seed: 5, ...f64 }), randn([2, 5, 4], { seed: 6, ...f64 }), randn([2, 5, 3], { seed: 7, ...f64 })]);
+    gradCheck(
+      (q, k, v) => checkpoint(core, [q, k, v], []),
+      [randn([2, 3, 4], { seed: 5, ...f64 }), randn([2, 5, 4], { seed: 6, ...f64 }), randn([2, 5, 3], { seed: 7, ...f64 })],
+    );
     const q = randn([2, 3, 4], { seed: 5, ...f64 });
     q.requiresGrad = true;
     const [k, v] = [randn([2, 5, 4], { seed: 6, ...f64 }), randn([2, 5, 3], { seed: 7, ...f64 })];
