@@ -1,4 +1,4 @@
-import { adamUpdate, adamUpdateInPlace, add, keep, mul, noGrad, sub, sum, type Tensor, tidy, ValueError, zeros } from '@metal-lora/tensor';
+import { adamUpdate, adamUpdateInPlace, add, cast, keep, mul, noGrad, sub, sum, type Tensor, tidy, ValueError, zeros } from '@metal-lora/tensor';
 import type { Module } from './module';
 
 /** A learning rate: a number or a schedule of the step (0-based). */
@@ -135,7 +135,8 @@ export abstract class Optimizer {
       let slots = this.state.get(p);
       if (!slots) this.state.set(p, (slots = {}));
       // A copy, not a second handle: updates written in place must not reach the caller's tensor.
-      slots[slot] = keep(noGrad(() => tidy(() => add(t.cast(p.dtype), 0))));
+      // Half parameters keep f32 state (Adam's master copy and moments).
+      slots[slot] = keep(noGrad(() => tidy(() => add(t.cast(p.dtype === 'float16' ? 'float32' : p.dtype), 0))));
     }
     this.stepCount = state.step;
   }
@@ -224,6 +225,18 @@ export class Adam extends Optimizer {
       decoupled: this.decoupled,
       step,
     };
+    if (p.dtype !== 'float16') return this.adamStep(p, grad, state, options);
+    // A half parameter steps an f32 copy of itself with f32 moments and takes its rounding: in f16
+    // the moments underflow (v = g² is 0 below g ≈ 2e-4, eps = 1e-8 is 0), and m / (√v + eps)
+    // turns NaN at the first step whose gradient is zero, as LoRA's A is at the start.
+    const master = state.master ?? this.keepState(state, 'master', cast(p, 'float32'));
+    const next = this.adamStep(master, cast(grad, 'float32'), state, options);
+    if (next !== master) this.keepState(state, 'master', next);
+    return cast(next, 'float16');
+  }
+
+  /** One Adam step of p (moments in `state`, of p's dtype); p itself after the first step (written in place). */
+  private adamStep(p: Tensor, grad: Tensor, state: Record<string, Tensor>, options: Parameters<typeof adamUpdate>[4]): Tensor {
     // One fused op per parameter: a dozen elementwise dispatches each were most of a step's host
     // time. After the first step it writes into the parameter and moments themselves, so their GPU
     // buffers (and the bind groups of every dispatch that reads them) stay the same from step to step.
