@@ -113,11 +113,18 @@ export function loadAdapter(layerOrModel: Module, path: string, options: { stric
       layerOrModel.setModule(modulePath, l);
     }
     const factors = tensors[modulePath];
-    (l as LoRALinear).loraA.assign(factors.loraA);
-    (l as LoRALinear).loraB.assign(factors.loraB);
-    (l as LoRALinear).scale = adapter.scale;
-    factors.loraA.dispose();
-    factors.loraB.dispose();
+    const lora = l as LoRALinear;
+    // The factors take the layer's dtype (an f16 model's adapter is held in f16).
+    for (const [target, value] of [
+      [lora.loraA, factors.loraA],
+      [lora.loraB, factors.loraB],
+    ] as const) {
+      const held = value.dtype === target.dtype ? value : noGrad(() => value.cast(target.dtype));
+      target.assign(held);
+      if (held !== value) held.dispose();
+      value.dispose();
+    }
+    lora.scale = adapter.scale;
   }
   return adapter;
 }

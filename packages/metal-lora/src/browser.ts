@@ -15,7 +15,7 @@ export { batchOf } from './batches';
 export { type Batch, type BatchOptions, BatchPlan, iterateBatches } from './batching';
 export { kitchenJournal, shipsLog } from './corpus';
 export { encodePrompt, type GenerateOptions, type GenerateResult, generate, generateBatch, type Prompt } from './generate';
-export { type GenerationDefaults, type LoadedModel, modelFromFiles } from './model-bytes';
+export { type GenerationDefaults, type LoadedModel, type LoadOptions, modelFromFiles } from './model-bytes';
 export { type ChatMessage, HFTokenizer, type TokenizerFiles } from './hf-tokenizer';
 export { CharTokenizer, type TextTokenizer, tokenizerFromFiles } from './tokenizer';
 export { evaluate, type TrainOptions, trainLoop } from './trainer';

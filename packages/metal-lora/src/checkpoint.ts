@@ -6,7 +6,7 @@ import { fsCall, openSafetensors, writeFileAtomic } from '@metal-lora/adapter-io
 import { architectureOf, type LlamaConfig, type Module } from '@metal-lora/nn';
 import { FormatError } from '@metal-lora/tensor';
 import { parseJsonObject } from './json';
-import { buildModel, type CheckpointTensor, type GenerationDefaults, type LoadedModel } from './model-bytes';
+import { buildModel, type CheckpointTensor, type GenerationDefaults, type LoadedModel, type LoadOptions, loadDType } from './model-bytes';
 import type { TextTokenizer } from './tokenizer';
 
 function readJson(path: string, what: string): Record<string, unknown> {
@@ -87,9 +87,11 @@ function* checkpointTensors(files: string[]): Generator<CheckpointTensor> {
  * `tokenizer.json` with `tokenizer_config.json` and `chat_template.jinja`; `generation_config.json`)
  * on the current backend: Llama (Llama 3 RoPE scaling too), Mistral, Qwen2, Qwen3, Gemma 3 (text)
  * and Phi-3 (see nn's `llamaConfigFromJson`). F16 / BF16 weights are read as f32, one tensor at a
- * time from disk.
+ * time from disk, and held as f32, or as f16 with `{ dtype: 'float16' }` (half the memory; a
+ * weight outside f16's range is a `FormatError` naming it).
  */
-export function loadModel(dir: string): LoadedModel {
+export function loadModel(dir: string, options: LoadOptions = {}): LoadedModel {
+  loadDType('loadModel', options);
   const raw = readJson(join(dir, 'config.json'), 'config.json');
   const tokenizerPath = join(dir, 'tokenizer.json');
   if (!existsSync(tokenizerPath))
@@ -104,7 +106,7 @@ export function loadModel(dir: string): LoadedModel {
   // The config is read and checked (in buildModel) before the weight files are listed or opened.
   let files: string[] | undefined;
   const tensors = { [Symbol.iterator]: () => checkpointTensors((files ??= weightFiles(dir))) };
-  return buildModel('loadModel', raw, tokenizerFiles, tensors, optional('generation_config.json'));
+  return buildModel('loadModel', raw, tokenizerFiles, tensors, optional('generation_config.json'), options);
 }
 
 /** Saves a model as a checkpoint directory (f32 safetensors, config, the tokenizer's files), each file atomically. */

@@ -193,6 +193,14 @@ export const FLAGS = {
   'completion-feature': { kind: 'text', value: 'KEY', commands: TRAIN, help: 'key of the completion in completions data', fallback: 'completion' },
   'chat-feature': { kind: 'text', value: 'KEY', commands: TRAIN, help: 'key of the messages in chat data', fallback: 'messages' },
   'save-path': { kind: 'text', value: 'DIR', commands: ['fuse'], help: 'where the fused model is written' },
+  dtype: {
+    kind: 'text',
+    value: 'TYPE',
+    choices: ['float32', 'float16'],
+    commands: [...TRAIN, ...GEN],
+    help: 'hold the model in float32, or in float16 (half the memory; WebGPU needs shader-f16)',
+    fallback: 'float32',
+  },
   backend: {
     kind: 'text',
     value: 'NAME',

@@ -20,6 +20,23 @@ export interface LoadedModel {
   generation: GenerationDefaults;
 }
 
+/** How a checkpoint's weights are held: f32 (the default), or f16 where the backend computes in half precision. */
+export interface LoadOptions {
+  /** `'float32'` (default) or `'float16'` (weights rounded to half; a value out of f16's range is an error). */
+  dtype?: 'float32' | 'float16';
+}
+
+/** The largest finite float16. */
+const F16_MAX = 65504;
+
+/** The dtype option checked: float32 or float16. */
+export function loadDType(op: string, options: LoadOptions): 'float32' | 'float16' {
+  const dtype = options.dtype ?? 'float32';
+  if (dtype !== 'float32' && dtype !== 'float16')
+    throw new FormatError(op, 'dtype must be float32 or float16', { key: 'dtype' }, "'float32' or 'float16'", JSON.stringify(dtype));
+  return dtype;
+}
+
 /** One tensor of a checkpoint as its file holds it. */
 export interface CheckpointTensor {
   name: string;
@@ -42,7 +59,8 @@ export function generationDefaults(op: string, text: string | undefined): Genera
 /**
  * A model from a checkpoint's parts, the one path `loadModel` (files by path) and `modelFromFiles`
  * (bytes) share: the config read and checked before anything is allocated, the tokenizer checked
- * against the embedding, then every weight loaded strictly (f16 / bf16 read as f32).
+ * against the embedding, then every weight loaded strictly (f16 / bf16 read exactly as f32, then
+ * held in `options.dtype`).
  */
 export function buildModel(
   op: string,
@@ -50,7 +68,9 @@ export function buildModel(
   tokenizerFiles: TokenizerFiles,
   tensors: Iterable<CheckpointTensor>,
   generationConfig?: string,
+  options: LoadOptions = {},
 ): LoadedModel {
+  const dtype = loadDType(op, options);
   const config = llamaConfigFromJson(rawConfig) as LlamaConfig & { quantization?: unknown; quantization_config?: unknown };
   if (config.quantization || config.quantization_config)
     throw new FormatError(op, 'quantized checkpoints are not supported', { key: 'quantization' }, 'float weights (F32, F16 or BF16)', 'a quantized model');
@@ -71,14 +91,34 @@ export function buildModel(
   }
   const generation = generationDefaults(op, generationConfig);
   // Every parameter is loaded below (strictly), so the fresh model's initialization is skipped.
-  const model = new LlamaForCausalLM(config, { initialize: false });
+  const model = new LlamaForCausalLM(config, { initialize: false, dtype });
   const weights: Record<string, Tensor> = Object.create(null);
   try {
     for (const t of tensors) {
       if (t.name.endsWith('.scales') || t.name.endsWith('.biases'))
         throw new FormatError(op, 'quantized weights are not supported', { key: t.name }, 'float weights', t.dtype);
       if (t.name.includes('rotary_emb')) continue;
-      weights[t.name] = tensor(t.read(), t.shape, { dtype: 'float32' });
+      const values = t.read();
+      if (dtype === 'float16') {
+        let outside = 0;
+        let largest = 0;
+        for (const v of values) {
+          const a = Math.abs(v);
+          if (a > F16_MAX && Number.isFinite(a)) {
+            outside++;
+            largest = Math.max(largest, a);
+          }
+        }
+        if (outside > 0)
+          throw new FormatError(
+            op,
+            `${t.name} has ${outside} value${outside === 1 ? '' : 's'} outside float16's range; load it as float32`,
+            { key: t.name },
+            `|values| ≤ ${F16_MAX}`,
+            `${largest.toExponential(3)}`,
+          );
+      }
+      weights[t.name] = tensor(values, t.shape, { dtype });
     }
     if (config.tie_word_embeddings) delete weights['lm_head.weight'];
     model.loadWeights(weights);
@@ -94,14 +134,17 @@ export function buildModel(
  * Node): `config.json` text, `model.safetensors` bytes, `tokenizer.json` text, and where the
  * folder has them `tokenizer_config.json`, `chat_template.jinja` and `generation_config.json` text.
  */
-export function modelFromFiles(files: {
-  config: string;
-  weights: Uint8Array;
-  tokenizer: string;
-  tokenizerConfig?: string;
-  chatTemplate?: string;
-  generationConfig?: string;
-}): LoadedModel {
+export function modelFromFiles(
+  files: {
+    config: string;
+    weights: Uint8Array;
+    tokenizer: string;
+    tokenizerConfig?: string;
+    chatTemplate?: string;
+    generationConfig?: string;
+  },
+  options: LoadOptions = {},
+): LoadedModel {
   const op = 'modelFromFiles';
   const raw = parseJsonObject(op, files.config, 'config.json');
   const { tensors } = readSafetensors(files.weights);
@@ -112,5 +155,6 @@ export function modelFromFiles(files: {
     { tokenizer: files.tokenizer, tokenizerConfig: files.tokenizerConfig, chatTemplate: files.chatTemplate },
     entries,
     files.generationConfig,
+    options,
   );
 }

@@ -28,6 +28,33 @@ describe('the main job (reduced mode)', () => {
     expect(config).toMatchObject({ fine_tune_type: 'lora', num_layers: 2, lora_parameters: { rank: 8, scale: 2 } });
     expect(existsSync(join(dir, 'adapters', 'adapters.safetensors'))).toBe(true);
   });
+  it('trains in float16 (--dtype float16): the loss falls, the adapter reloads and generates', async () => {
+    const r = await cli(['--quick', '--iters', '6', '--dtype', 'float16', '--backend', 'cpu', '--adapter-path', join(dir, 'half')]);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const [, before, after] = /validation loss (\d+\.\d+) → (\d+\.\d+)/.exec(r.out) ?? [];
+    expect(Number(after)).toBeLessThan(Number(before));
+    expect(r.out).toMatch(/reloaded adapter: max \|Δlogit\| .* ok; merged weights: max \|Δlogit\| .* ok/);
+    const g = await cli([
+      'generate',
+      '--dtype',
+      'float16',
+      '--backend',
+      'cpu',
+      '--adapter-path',
+      join(dir, 'half'),
+      '--prompt',
+      'day 3: ',
+      '--max-tokens',
+      '5',
+    ]);
+    expect(g.code).toBe(0);
+    expect(g.out).toMatch(/generation: 5 tokens/);
+    const bad = await cli(['--dtype', 'bfloat16', '--backend', 'cpu', '--quick']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.err.trim().split('\n')).toHaveLength(1);
+    expect(bad.err).toMatch(/--dtype/);
+  });
   it('fuse writes a merged model that loads again as a base', async () => {
     const r = await cli([
       'fuse',

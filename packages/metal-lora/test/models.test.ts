@@ -2,6 +2,7 @@ import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LlamaForCausalLM, linearToLoRALayers } from '@metal-lora/nn';
+import { readSafetensors, toFloat32, type WriteEntry, writeSafetensors } from '@metal-lora/adapter-io';
 import { noGrad, setBackend, tensor } from '@metal-lora/tensor';
 import { assertClose, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -75,5 +76,44 @@ describe('folders as MLX writes them, and bad folders', () => {
     expect(() => loadModel(dir)).toThrow('loadModel: eos_token_id must be a token id or a list of them; expected integers ≥ 0, got [7,"x"]');
     writeFileSync(join(dir, 'generation_config.json'), '{"eos_token_id": [7, 9]}');
     expect(loadModel(dir).generation.eosTokenIds).toEqual([7, 9]);
+  });
+});
+
+describe('loadModel in float16', () => {
+  beforeAll(async () => {
+    await setBackend('cpu');
+  });
+  it('holds every weight in f16 (bf16 ones included) and gives the f32 logits to f16 precision', async () => {
+    for (const name of ['llama3-rope-scaling', 'gemma3']) {
+      const expected = JSON.parse(readFileSync(join(fixtures, name, 'expected.json'), 'utf8')) as { ids: number[][]; logits: number[] };
+      const { model } = loadModel(join(fixtures, name), { dtype: 'float16' });
+      expect(new Set(model.namedParameters().map(([, p]) => p.dtype))).toEqual(new Set(['float16']));
+      const [B, T] = [expected.ids.length, expected.ids[0].length];
+      const logits = noGrad(() => model.forward(tensor(Int32Array.from(expected.ids.flat()), [B, T], { dtype: 'int32' })));
+      expect(logits.dtype).toBe('float16');
+      const want = Float64Array.from(expected.logits);
+      // Half-precision weights and activations: about 1e-3 relative per rounding, a few of them deep.
+      assertClose(await logits.data(), want, scaledTolerance({ rtol: 2e-2, atol: 2e-2 }, want), `${name} logits in f16`);
+      logits.dispose();
+    }
+  });
+  it('refuses a weight outside f16 range, naming it, and a dtype it does not hold', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'f16-range-'));
+    for (const f of readdirSync(join(fixtures, 'llama'))) copyFileSync(join(fixtures, 'llama', f), join(dir, f));
+    const { tensors } = readSafetensors(new Uint8Array(readFileSync(join(dir, 'model.safetensors'))));
+    const entries: Record<string, WriteEntry> = Object.create(null);
+    for (const [name, e] of Object.entries(tensors)) {
+      const data = Float32Array.from(toFloat32(e));
+      if (name === 'model.norm.weight') data[1] = -1.5e5;
+      entries[name] = { dtype: 'F32', shape: [...e.shape], data };
+    }
+    writeFileSync(join(dir, 'model.safetensors'), writeSafetensors(entries));
+    expect(() => loadModel(dir, { dtype: 'float16' })).toThrow(
+      "loadModel: model.norm.weight has 1 value outside float16's range; load it as float32; expected |values| ≤ 65504, got 1.500e+5",
+    );
+    expect(new Map(loadModel(dir).model.namedParameters()).get('model.norm.weight')?.dtype).toBe('float32');
+    expect(() => loadModel(dir, { dtype: 'bfloat16' as 'float16' })).toThrow(
+      "loadModel: dtype must be float32 or float16; expected 'float32' or 'float16', got \"bfloat16\"",
+    );
   });
 });
