@@ -28,6 +28,8 @@ struct Params { n: u32, dh: u32, r: u32, t: u32, h: u32, grid_x: u32 }
 @group(0) @binding(3) var<storage, read_write> y: array<{{T}}>;
 @group(0) @binding(4) var<uniform> p: Params;
 
+{{>rope-pair}}
+
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.y * p.grid_x + gid.x;
@@ -52,10 +54,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     return;
   }
   let table = (select(0u, b, PER_SEQ == 1u) * p.t + t) * p.r;
-  let half = p.r / 2u;
-  let low = j < half;
-  let o = select(j - half, j + half, low);
-  let s = select(1.0, -1.0, low);
+  let o = rope_partner(j, p.r);
+  let s = rope_sign(j, p.r);
   let xo = f32(x[src + o]);
   var rot: f32;
   if (INVERSE == 1u) {

@@ -34,6 +34,8 @@ struct Params { n: u32, d: u32, h: u32, t: u32, s: u32, r: u32, grid_x: u32 }
 {{/ROTARY}}
 @group(0) @binding(7) var<uniform> p: Params;
 
+{{>rope-pair}}
+
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.y * p.grid_x + gid.x;
@@ -55,10 +57,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     return;
   }
   let table = (select(0u, b, PER_SEQ == 1u) * p.t + t) * p.r + j;
-  let half = p.r / 2u;
-  let low = j < half;
-  let o = select(j - half, j + half, low);
-  let rot = select(1.0, -1.0, low) * f32(k[i - j + o]) * f32(sin_t[table]);
+  let rot = rope_sign(j, p.r) * f32(k[i - j + rope_partner(j, p.r)]) * f32(sin_t[table]);
   keys[dst] = {{T}}(f32(k[i]) * f32(cos_t[table]) + rot);
 {{/ROTARY}}
 }
