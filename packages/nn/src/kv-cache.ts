@@ -205,7 +205,7 @@ export class AttentionContext {
   /** Cache slots before this pass. */
   readonly offset: number;
   readonly cache: KVCache | undefined;
-  /** Whether attention recomputes its probabilities in backward (`LlamaModel.recomputeAttention`). */
+  /** Whether attention keeps q, k, v and recomputes its probabilities in backward: set by `LlamaModel` for a training pass without a cache or whole-block checkpoints (`recomputeAttention`). */
   recompute = false;
   private readonly like: Tensor;
   private readonly masks = new Map<number, Tensor>();

@@ -155,7 +155,7 @@ export class Attention extends Module {
     };
     // Training keeps q, k and v and recomputes the [B, h, T, S] probabilities in backward (as
     // SDPA does) rather than holding them from forward to backward.
-    const rows = ctx.recompute && isGradEnabled() && !ctx.cache ? checkpoint(core, [q, k, v], []) : core(q, k, v);
+    const rows = ctx.recompute ? checkpoint(core, [q, k, v], []) : core(q, k, v);
     const out = reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]);
     return this.sub<Linear>('o_proj').forward(out);
   }
@@ -284,7 +284,7 @@ export class LlamaModel extends Module {
     let h = this.embedScale === null ? embedded : mul(embedded, this.embedScale);
     const context = new AttentionContext(h, options.cache, options.segments);
     const checkpointing = this.gradientCheckpointing && isGradEnabled() && !options.cache;
-    context.recompute = this.recomputeAttention && !checkpointing;
+    context.recompute = this.recomputeAttention && isGradEnabled() && !options.cache && !checkpointing;
     const layers = this.sub<ModuleList<DecoderLayer>>('layers').items;
     // Each block's last residual add goes into the next norm (see DecoderLayer.step), except
     // with checkpointed blocks, whose boundaries are the residual stream itself.
