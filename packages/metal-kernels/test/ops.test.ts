@@ -188,6 +188,36 @@ describe('webgpu adamUpdateInPlace', () => {
   });
 });
 
+describe('webgpu adamUpdateInPlace with a half copy (mixed precision)', () => {
+  gpuIt('steps the f32 master from an f16 gradient and rounds the result into the f16 copy, in place, as the CPU does', async (b, ctx) => {
+    if (!b.context.report.shaderF16) {
+      ctx.skip('the adapter has no shader-f16');
+      return;
+    }
+    for (const shape of [[7, 33], [1031]]) {
+      const n = shape.reduce((x, y) => x * y, 1);
+      const vals = (seed: number, positive = false) =>
+        Float64Array.from({ length: n }, (_, i) => (positive ? 0.05 + ((i * seed) % 13) / 13 : Math.sin(i * seed + 0.5)));
+      const opts = { lr: 0.01, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.05, decoupled: true, step: 3 };
+      const make = (backend: T.Backend) => [
+        ...[vals(3), vals(7), vals(11, true)].map((x) => T.tensor(x, shape, { dtype: 'float32', backend })),
+        T.tensor(vals(5), shape, { dtype: 'float16', backend }),
+        T.tensor(vals(13), shape, { dtype: 'float16', backend }),
+      ];
+      const [rp, rm, rv, rg, rh] = make(cpuBackend);
+      T.noGrad(() => T.adamUpdateInPlace(rp, rg, rm, rv, opts, rh));
+      const [p, m, v, g, h] = make(b);
+      const buffers = [p, m, v, h].map((t) => (t.ref('test').data as { buffer: unknown }).buffer);
+      T.noGrad(() => T.adamUpdateInPlace(p, g, m, v, opts, h));
+      for (const [i, t] of [p, m, v, h].entries()) {
+        expect((t.ref('test').data as { buffer: unknown }).buffer).toBe(buffers[i]);
+        const want = [rp, rm, rv, rh][i].dataSync();
+        assertClose(await t.data(), want, i === 3 ? TOLERANCES.float16 : transcendental, `${['master', 'm', 'v', 'copy'][i]} ${shape}`);
+      }
+    }
+  });
+});
+
 describe('webgpu fused cross-entropy', () => {
   // Rows longer than the workgroup, a vocabulary not a multiple of 4, ignored rows (weight 0)
   // whose target is out of range, and fractional weights; forward loss and backward dlogits.

@@ -230,6 +230,12 @@ export class Adam extends Optimizer {
     // the moments underflow (v = g² is 0 below g ≈ 2e-4, eps = 1e-8 is 0), and m / (√v + eps)
     // turns NaN at the first step whose gradient is zero, as LoRA's A is at the start.
     const master = state.master ?? this.keepState(state, 'master', cast(p, 'float32'));
+    if (state.m && state.v) {
+      // One dispatch: the master steps in place and its rounding is written into p itself, so p's
+      // buffer (and every bind group that reads it) stays the same from step to step.
+      adamUpdateInPlace(master, grad, state.m, state.v, options, p);
+      return p;
+    }
     const next = this.adamStep(master, cast(grad, 'float32'), state, options);
     if (next !== master) this.keepState(state, 'master', next);
     return cast(next, 'float16');

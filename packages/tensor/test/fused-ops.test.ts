@@ -131,6 +131,39 @@ describe('adamUpdate', () => {
     );
   });
 
+  it('adamUpdateInPlace with a copy: f32 master, moments and an f16 gradient; the step rounded into the half copy in place', () => {
+    const opts = { lr: 0.05, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, decoupled: true, step: 3 };
+    const vals = (seed: number, positive = false) =>
+      Float64Array.from({ length: 13 }, (_, i) => (positive ? 0.1 + ((i * seed) % 7) / 10 : Math.sin(i * seed + 1)));
+    const [p, m, v] = [vals(3), vals(7), vals(9, true)].map((x) => tensor(x, [13], { dtype: 'float32' }));
+    const g16 = tensor(vals(5), [13], { dtype: 'float16' });
+    const half = tensor(vals(3), [13], { dtype: 'float16' });
+    const want = adamUpdate(p, g16.cast('float32'), m, v, opts).map((t) => Array.from(t.dataSync()));
+    const handle = half.share();
+    noGrad(() => adamUpdateInPlace(p, g16, m, v, opts, half));
+    expect([Array.from(p.dataSync()), Array.from(m.dataSync()), Array.from(v.dataSync())]).toEqual(want);
+    expect(Array.from(handle.dataSync())).toEqual(Array.from(tensor(want[0], [13], { dtype: 'float32' }).cast('float16').dataSync()));
+    // An f32 gradient serves as well.
+    const g32 = tensor(vals(5), [13], { dtype: 'float32' });
+    noGrad(() => adamUpdateInPlace(p, g32, m, v, { ...opts, step: 4 }, half));
+    expect(Array.from(half.dataSync())).toEqual(Array.from(p.cast('float16').dataSync()));
+    const bad = { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 1 };
+    const f32 = () => tensor([1, 2], [2]);
+    expect(() => adamUpdateInPlace(f32(), tensor([1, 2], [2], { dtype: 'float64' }), f32(), f32(), bad, tensor([1, 2], [2], { dtype: 'float16' }))).toThrow(
+      "adamUpdateInPlace: grad must be in param's or copy's dtype; expected float32 or float16, got float64",
+    );
+    expect(() => adamUpdateInPlace(f32(), f32(), f32(), f32(), bad, tensor([1, 2], [2], { dtype: 'int32' }))).toThrow(/adamUpdateInPlace: copy/);
+    expect(() => adamUpdateInPlace(f32(), f32(), f32(), f32(), bad, tensor([1, 2, 3], [3], { dtype: 'float16' }))).toThrow(
+      'adamUpdateInPlace: copy differs in shape from param; expected [2], got [3]',
+    );
+    const shared = f32();
+    expect(() => adamUpdateInPlace(shared, f32(), f32(), f32(), bad, shared.share())).toThrow(
+      'adamUpdateInPlace: param, grad, m, v and copy must not share storage; expected five distinct tensors, got two handles on one storage',
+    );
+    const leaf = tensor([1, 2], [2], { dtype: 'float16', requiresGrad: true });
+    expect(() => adamUpdateInPlace(f32(), f32(), f32(), f32(), bad, leaf)).toThrow(/adamUpdateInPlace: param requires grad/);
+  });
+
   it('refuses mismatched shapes, dtypes and out-of-range hyperparameters', () => {
     const a = tensor([1, 2], [2]);
     const opts = { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 1 };

@@ -4,17 +4,21 @@ import adamSource from '../wgsl/adam.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 
 /**
- * `adamUpdate` (to new buffers) and `adamUpdateInPlace` (into param, m and v): one dispatch for
- * the whole step of one parameter (adam.wgsl). Returns param', m' and v', or nothing in place.
+ * `adamUpdate` (to new buffers) and `adamUpdateInPlace` (into param, m and v, and rounded into a
+ * copy where given): one dispatch for the whole step of one parameter (adam.wgsl). Returns
+ * param', m' and v', or nothing in place.
  */
-function adamStep({ inputs: [param, grad, m, v], attrs, backend }: Args<'adamUpdate' | 'adamUpdateInPlace'>, inPlace: boolean): KernelOutput[] {
+function adamStep({ inputs: [param, grad, m, v, copy], attrs, backend }: Args<'adamUpdate' | 'adamUpdateInPlace'>, inPlace: boolean): KernelOutput[] {
   const t = typeOf(backend, param.dtype, 'adamUpdate');
+  const g = typeOf(backend, grad.dtype, 'adamUpdate');
+  const h = copy ? typeOf(backend, copy.dtype, 'adamUpdate') : t;
   const n = sizeOf(param.shape);
   const outs = inPlace ? [] : ['param', 'm', 'v'].map((name) => backend.allocate(param.dtype, n, `adamUpdate ${name}`));
   const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, step: stepNumber } = attrs;
   const { workgroups, gridX } = grid1d(n);
   const names = inPlace ? { PO: 'param', MO: 'm', VO: 'v' } : { PO: 'po', MO: 'mo', VO: 'vo' };
-  const { key, source } = shader('adam', adamSource, { ENABLE: enableFor(t), T: t, IN_PLACE: inPlace ? '1' : '0', ...names });
+  const types = inPlace ? { G: g, COPY: copy ? '1' : '0', ...(copy ? { H: h } : {}) } : { COPY: '0' };
+  const { key, source } = shader('adam', adamSource, { ENABLE: enableFor(t, g, h), T: t, IN_PLACE: inPlace ? '1' : '0', ...names, ...types });
   // The step's values go in one shared uniform, so each parameter's bind group is the same every step.
   const stepValues = backend.sharedUniform(
     'adamUpdate step',
@@ -24,7 +28,7 @@ function adamStep({ inputs: [param, grad, m, v], attrs, backend }: Args<'adamUpd
   backend.dispatch({
     key,
     source,
-    buffers: [buf(param), buf(grad), buf(m), buf(v), ...outs.map((o) => o.buffer), stepValues],
+    buffers: [buf(param), buf(grad), buf(m), buf(v), ...outs.map((o) => o.buffer), stepValues, ...(copy ? [buf(copy)] : [])],
     uniform: params,
     workgroups,
     label: 'adamUpdate',

@@ -15,9 +15,11 @@
 //   8  p      uniform              { n, grid_x: u32, b1, b2, eps, l2: f32 }
 // IN_PLACE = 1 (written back into param, m and v; each element read and written by one thread):
 //   0  param  storage, read_write, 1 grad storage, read, 2 m and 3 v storage, read_write,
-//   4  h uniform, 5 p uniform.
+//   4  h uniform, 5 p uniform; with COPY = 1:
+//   5  copy   storage, read_write  [n] H  param' rounded (mixed precision: param, m, v are the
+//      f32 master weights and moments, copy the half weights the model computes with), 6 p uniform
 // Dispatch: ceil(n / 256) workgroups of 256 threads, folded into (x, y) when above 65535
-// (grid_x = workgroups along x · 256). T is f32 or f16.
+// (grid_x = workgroups along x · 256). T (param, m, v) is f32 or f16, G (grad) T or H.
 {{ENABLE}}
 
 struct Step { lr: f32, decay: f32, c1: f32, c2: f32 }
@@ -36,11 +38,17 @@ struct Params { n: u32, grid_x: u32, b1: f32, b2: f32, eps: f32, l2: f32 }
 {{/IN_PLACE}}
 {{#IN_PLACE}}
 @group(0) @binding(0) var<storage, read_write> param: array<{{T}}>;
-@group(0) @binding(1) var<storage, read> grad: array<{{T}}>;
+@group(0) @binding(1) var<storage, read> grad: array<{{G}}>;
 @group(0) @binding(2) var<storage, read_write> m: array<{{T}}>;
 @group(0) @binding(3) var<storage, read_write> v: array<{{T}}>;
 @group(0) @binding(4) var<uniform> h: Step;
+{{^COPY}}
 @group(0) @binding(5) var<uniform> p: Params;
+{{/COPY}}
+{{#COPY}}
+@group(0) @binding(5) var<storage, read_write> copy: array<{{H}}>;
+@group(0) @binding(6) var<uniform> p: Params;
+{{/COPY}}
 {{/IN_PLACE}}
 
 @compute @workgroup_size(256)
@@ -53,5 +61,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let v2 = p.b2 * f32(v[i]) + (1.0 - p.b2) * g * g;
   {{MO}}[i] = {{T}}(m2);
   {{VO}}[i] = {{T}}(v2);
-  {{PO}}[i] = {{T}}(w * h.decay - h.lr * (m2 / h.c1) / (sqrt(v2 / h.c2) + p.eps));
+  let w2 = w * h.decay - h.lr * (m2 / h.c1) / (sqrt(v2 / h.c2) + p.eps);
+  {{PO}}[i] = {{T}}(w2);
+{{#COPY}}
+  copy[i] = {{H}}(w2);
+{{/COPY}}
 }

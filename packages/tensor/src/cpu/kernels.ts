@@ -227,13 +227,10 @@ function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args<
 
 /** `adamUpdateInPlace`: the reference step, written into the storage of param, m and v. */
 function adamUpdateInPlaceKernel({ inputs, attrs, backend }: Args<'adamUpdateInPlace'>): OpOutputs['adamUpdateInPlace'] {
-  const outs = adamUpdateKernel({ inputs, attrs, backend });
-  const [param, , m, v] = inputs;
-  for (const [target, o] of [
-    [param, outs.param],
-    [m, outs.m],
-    [v, outs.v],
-  ] as const) {
+  const [param, grad, m, v, copy] = inputs;
+  const outs = adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend });
+  const rounded = copy ? backend.output(backend.values(outs.param), [...copy.shape], copy.dtype) : null;
+  for (const [target, o] of [[param, outs.param], [m, outs.m], [v, outs.v], ...(copy && rounded ? [[copy, rounded] as const] : [])] as const) {
     (target.data as StorageArray).set(o.data as StorageArray);
     backend.free(o.data);
   }

@@ -103,7 +103,10 @@ export interface OpAttrs {
    * [softmax(q·kᵀ·scale + mask)·v [B, H, R, D]], query row r at position r mod T (`decodeAttention`).
    */
   decodeAttention: { scale: number };
-  /** [param, grad, m, v] → []: the same step written into param, m and v (`adamUpdateInPlace`). */
+  /**
+   * [param, grad, m, v, copy?] → []: the same step written into param, m and v, and rounded into
+   * copy when given (grad in param's or copy's dtype) (`adamUpdateInPlace`).
+   */
   adamUpdateInPlace: OpAttrs['adamUpdate'];
   /** [target, values, start int32 [1]] → []: values written into target along `axis` from index start (`writeSlice`). */
   writeSlice: { axis: number };
@@ -149,7 +152,7 @@ export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: 
   softmaxCrossEntropy: readonly [logits: R, targets: R, weights: R];
   softmaxCrossEntropyBackward: readonly [logits: R, targets: R, weights: R, logsumexp: R, dloss: R];
   adamUpdate: readonly [param: R, grad: R, m: R, v: R];
-  adamUpdateInPlace: readonly [param: R, grad: R, m: R, v: R];
+  adamUpdateInPlace: readonly [param: R, grad: R, m: R, v: R, copy?: R];
   writeSlice: readonly [target: R, values: R, start: R];
   writeKV: readonly [keys: R, values: R, k: R, v: R, start: R, cos?: R, sin?: R];
 };

@@ -1,6 +1,6 @@
 import { runOp } from '../dispatch';
 import { isGradEnabled } from '../engine';
-import { ShapeError, StateError, ValueError } from '../errors';
+import { DTypeError, ShapeError, StateError, ValueError } from '../errors';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
 import { assertFloat, assertSameDType, assertTensor } from './helpers';
@@ -37,28 +37,43 @@ export function adamUpdate(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, op
  * on the GPU the same buffers, so the dispatches that read them are bound the same way every
  * step). Every handle on those storages sees the new values. Refused while gradients are recorded
  * for `param` (an optimizer runs under `noGrad`), and when two of the tensors share storage.
+ *
+ * Mixed precision: with `copy` (a tensor of param's shape, typically float16, the weights the
+ * model computes with), param' rounded to copy's dtype is also written into copy, and `grad` may
+ * be in copy's dtype — `param`, `m` and `v` are then the f32 master weights and moments.
  */
-export function adamUpdateInPlace(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamUpdateOptions): void {
+export function adamUpdateInPlace(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamUpdateOptions, copy?: Tensor): void {
   const op = 'adamUpdateInPlace';
-  const attrs = adamAttrs(op, param, grad, m, v, options);
-  if (isGradEnabled() && param.requiresGrad)
+  const attrs = adamAttrs(op, param, grad, m, v, options, copy);
+  if (isGradEnabled() && (param.requiresGrad || copy?.requiresGrad))
     throw new StateError(op, 'param requires grad and gradients are being recorded; expected the update under noGrad(), got it outside');
-  const storages = [param, grad, m, v].map((t) => t.ref(op).data);
+  const tensors = copy ? [param, grad, m, v, copy] : [param, grad, m, v];
+  const storages = tensors.map((t) => t.ref(op).data);
   if (new Set(storages).size !== storages.length)
-    throw new ValueError(op, 'param, grad, m and v must not share storage', 'four distinct tensors', 'two handles on one storage');
-  runOp(op, [param, grad, m, v], attrs);
+    throw new ValueError(
+      op,
+      `${copy ? 'param, grad, m, v and copy' : 'param, grad, m and v'} must not share storage`,
+      `${tensors.length === 5 ? 'five' : 'four'} distinct tensors`,
+      'two handles on one storage',
+    );
+  runOp(op, tensors, attrs);
 }
 
-function adamAttrs(op: string, param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamUpdateOptions) {
-  const tensors = [param, grad, m, v];
-  const names = ['param', 'grad', 'm', 'v'];
+function adamAttrs(op: string, param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamUpdateOptions, copy?: Tensor) {
+  const tensors = copy ? [param, grad, m, v, copy] : [param, grad, m, v];
+  const names = ['param', 'grad', 'm', 'v', 'copy'];
   tensors.forEach((t, i) => {
     assertTensor(op, t, names[i]);
     if (t.shape.join() !== param.shape.join())
       throw new ShapeError(op, `${names[i]} differs in shape from param`, formatShape(param.shape), formatShape(t.shape));
   });
-  assertSameDType(op, tensors, names);
+  assertSameDType(op, [param, m, v], ['param', 'm', 'v']);
   assertFloat(op, param, 'param');
+  if (copy) {
+    assertFloat(op, copy, 'copy');
+    if (grad.dtype !== param.dtype && grad.dtype !== copy.dtype)
+      throw new DTypeError(op, "grad must be in param's or copy's dtype", `${param.dtype} or ${copy.dtype}`, grad.dtype);
+  } else assertSameDType(op, [param, grad], ['param', 'grad']);
   const { lr, beta1, beta2, eps, step } = options;
   const weightDecay = options.weightDecay ?? 0;
   const finite = (name: string, value: number, ok: boolean, expected: string) => {
