@@ -1,6 +1,8 @@
 """PyTorch + transformers + PEFT LoRA training-step timings, the peer of e2e-bench.ts, in the same call.
 
-Takes one JSON argument: {"shapes": {name: config}, "batch", "seq", "rank", "steps", "warmup", "seed"}.
+Takes one JSON argument: {"shapes": {name: config}, "batch", "seq", "rank", "steps", "warmup", "seed", "dtype"}.
+With "dtype": "float16" (e2e-bench's mixed precision) the base model is held in bf16 and PEFT keeps the
+adapter in f32 (its autocast_adapter_dtype default), as PyTorch users fine-tune in reduced precision.
 For each shape: a random-weight model of its model_type in f32 on CUDA (TF32 off, SDPA attention),
 PEFT LoRA (r = rank, alpha 16, dropout 0) on all seven linear layers of every block, AdamW (lr 1e-4)
 over the adapter, and the same seeded tokens as e2e-bench.ts. A step is forward, cross-entropy,
@@ -64,6 +66,8 @@ for name, shape in spec["shapes"].items():
     config = AutoConfig.for_model(shape.pop("model_type"), **shape)
     config._attn_implementation = "sdpa"
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(dev)
+    if spec.get("dtype") == "float16":
+        model = model.to(torch.bfloat16)
     if spec.get("gradCheckpoint"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     keys = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -78,7 +82,7 @@ for name, shape in spec["shapes"].items():
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         logits = model(input_ids=inputs).logits
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.view(-1))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

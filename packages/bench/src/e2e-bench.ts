@@ -6,13 +6,18 @@
  *
  *   metal-lora-bench e2e [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b,qwen2.5-0.5b]
  *                        [--batch 4] [--seq 512] [--rank 8] [--steps 5] [--warmup 2] [--json out.json] [--no-peers] [--separate-passes]
- *                        [--grad-checkpoint] [--keep-attention]
+ *                        [--grad-checkpoint] [--keep-attention] [--dtype float32|float16] [--subgroup-matrix]
  *
  * LoRA rank `--rank` (alpha 16) on all seven linear layers of every block, as mlx-lm and PEFT users
  * commonly train. Per step: wall time (the loss is read back every step, as a training loop that
  * reports it does), the host time spent recording it, tokens/s, the allocator's peak, the GPU's busy
  * share (NVIDIA: `nvidia-smi` sampled during the timed steps) and the backend's dispatches, submits
  * and buffer creations per step. The CPU backend times the embedded model (`pnpm start`'s).
+ *
+ * `--dtype float16` is mixed precision: the model in f16 (f32 accumulation in every GEMM and
+ * reduction, AdamW's master weights and moments in f32) against PyTorch's base in bf16; the GPU is
+ * requested with Dawn's f16 toggle for NVIDIA. `--subgroup-matrix` lets big products use the
+ * subgroup-matrix GEMM where the adapter offers a configuration for them.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -52,6 +57,11 @@ export interface E2EOptions {
   gradCheckpoint?: boolean;
   /** Keep attention's probabilities from forward to backward (ours: `model.recomputeAttention = false`). */
   keepAttention?: boolean;
+  /**
+   * The model's dtype. `float16`: ours holds the base (and the adapter) in f16, AdamW keeping f32
+   * master weights and moments; PyTorch holds the base in bf16 (PEFT keeps the adapter in f32).
+   */
+  dtype?: 'float32' | 'float16';
 }
 
 export interface E2ERow {
@@ -140,7 +150,7 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
   const model =
     name === 'embedded'
       ? loadModel(fileURLToPath(new URL('../../metal-lora/assets/base', import.meta.url))).model
-      : new LlamaForCausalLM(E2E_SHAPES[name] ?? unknownModel(name), { seed: 1 });
+      : new LlamaForCausalLM(E2E_SHAPES[name] ?? unknownModel(name), { seed: 1, dtype: options.dtype ?? 'float32' });
   const vocab = model.config.vocab_size;
   const parameters = model.namedParameters().reduce((n, [, p]) => n + p.size, 0);
   linearToLoRALayers(model, { rank: options.rank, alpha: 16, seed: 7 });
@@ -244,7 +254,7 @@ const pct = (v: number | undefined) => (v === undefined ? '–' : `${Math.round(
 /** The markdown table of a run: ours and PyTorch side by side, with the ratios. */
 export function e2eTable(rows: E2ERow[], device: string, options: E2EOptions, date: string): string {
   const lines = [
-    `LoRA training step on ${device}, ${date}: batch ${options.batch} × ${options.seq} tokens, rank ${options.rank} on all linear layers, AdamW, f32${options.gradCheckpoint ? ', gradient checkpointing on both sides' : ''}; median of ${options.steps} steps after ${options.warmup}.`,
+    `LoRA training step on ${device}, ${date}: batch ${options.batch} × ${options.seq} tokens, rank ${options.rank} on all linear layers, AdamW, ${options.dtype === 'float16' ? 'mixed precision (ours: f16 model, f32 master weights; PyTorch: bf16 base, f32 adapter)' : 'f32'}${options.gradCheckpoint ? ', gradient checkpointing on both sides' : ''}; median of ${options.steps} steps after ${options.warmup}.`,
     '',
     '| model | ours: step (ms) | host (ms) | tokens/s | peak (GB) | GPU busy | dispatches/step | PyTorch+PEFT: step (ms) | tokens/s | peak (GB) | GPU busy | speed ours/PyTorch | memory ours/PyTorch |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -290,6 +300,8 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       'separate-passes': { type: 'boolean', default: false },
       'grad-checkpoint': { type: 'boolean', default: false },
       'keep-attention': { type: 'boolean', default: false },
+      dtype: { type: 'string', default: 'float32' },
+      'subgroup-matrix': { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -310,18 +322,33 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     warmup: int('warmup', values.warmup, 2),
     gradCheckpoint: values['grad-checkpoint'] === true,
     keepAttention: values['keep-attention'] === true,
+    dtype: values.dtype as 'float32' | 'float16',
   };
+  if (values.dtype !== 'float32' && values.dtype !== 'float16')
+    throw new T.ValueError('metal-lora-bench e2e', 'unknown --dtype', 'float32 or float16', String(values.dtype));
   for (const m of options.models) if (m !== 'embedded' && !E2E_SHAPES[m]) unknownModel(m);
   let device: string;
   if (cpu) {
     T.setBackendSync(T.cpuBackend);
     device = 'CPU backend (JavaScript, one thread)';
   } else {
-    const gpu = await createWebGPUBackend({ preciseTimestamps: true });
+    const gpu = await createWebGPUBackend({ preciseTimestamps: true, f16OnNvidia: options.dtype === 'float16' });
+    if (options.dtype === 'float16' && !gpu.context.report.shaderF16)
+      throw new T.ValueError(
+        'metal-lora-bench e2e',
+        '--dtype float16 needs shader-f16',
+        'an adapter with shader-f16',
+        gpu.context.report.precisionNotes.join('; '),
+      );
     gpu.sharePasses = !values['separate-passes'];
+    gpu.subgroupMatrix = values['subgroup-matrix'] === true;
     T.setBackendSync(gpu);
     const r = gpu.context.report;
-    device = `${r.vendor} ${r.device || r.architecture} ${r.description} (WebGPU via ${r.runtime})`.replace(/\s+/g, ' ');
+    device =
+      `${r.vendor} ${r.device || r.architecture} ${r.description} (WebGPU via ${r.runtime}${gpu.subgroupMatrix ? ', subgroup matrices on' : ''})`.replace(
+        /\s+/g,
+        ' ',
+      );
   }
   console.log(`e2e bench on ${device}: ${options.models.join(', ')}; batch ${options.batch} × ${options.seq}, rank ${options.rank}`);
   const { rows, table } = await measureE2E(options, device, !values['no-peers']);
