@@ -161,9 +161,9 @@ export class WebGPUBackend implements Backend {
   /**
    * Host-side work counted since the backend was made (benchmarks report them per training step):
    * dispatches recorded, command buffers submitted, GPU buffers and bind groups created, synchronous
-   * read-backs.
+   * read-backs; `replayed` counts the dispatches of those that captured graphs sent again (also in `dispatches`).
    */
-  readonly stats = { dispatches: 0, submits: 0, buffersCreated: 0, bindGroupsCreated: 0, reads: 0 };
+  readonly stats = { dispatches: 0, submits: 0, buffersCreated: 0, bindGroupsCreated: 0, reads: 0, replayed: 0 };
 
   constructor(context: GPUContext) {
     this.context = context;
@@ -217,6 +217,14 @@ export class WebGPUBackend implements Backend {
         `buffer of ${bytes} bytes exceeds the device's largest storage binding; expected at most ${max} bytes, got ${bytes}`,
       );
     }
+    const spare = this.capturing?.spare.get(size)?.pop();
+    if (spare) {
+      this.live += size;
+      this.buffers++;
+      if (this.live > this.peak) this.peak = this.live;
+      if (this.live > this.highWater) this.highWater = this.live;
+      return spare;
+    }
     const free = this.pool.get(size);
     // The idle buffer made first, not the one released last: which buffer an op gets then depends
     // only on which are idle, not on the order they were released in, so a training step binds
@@ -250,6 +258,14 @@ export class WebGPUBackend implements Backend {
     // A graph's buffer stays out of the pool (and counted live) until the graph is disposed:
     // a replay writes it again.
     const graph = this.graphOf.get(buffer);
+    if (graph && graph === this.capturing) {
+      let list = graph.spare.get(buffer.size);
+      if (!list) graph.spare.set(buffer.size, (list = []));
+      list.push(buffer);
+      this.live -= buffer.size;
+      this.buffers--;
+      return;
+    }
     if (graph) {
       graph.held.push(buffer);
       return;
@@ -675,14 +691,27 @@ export class WebGPUBackend implements Backend {
       // Writes made after the last submission (large ones go straight to the queue) close a batch of their own.
       if (graph.current.writes.length > 0) graph.closeSegment(new Uint8Array(0), new Uint8Array(0));
       graph.finish();
+      this.keepSpares(graph);
       return { result, graph };
     } catch (error) {
       this.flush();
+      this.keepSpares(graph);
       graph.dispose();
       throw error;
     } finally {
       this.capturing = null;
     }
+  }
+
+  /** The buffers a capture released and did not take again: the graph's until it is disposed (counted live). */
+  private keepSpares(graph: DispatchGraph): void {
+    for (const list of graph.spare.values())
+      for (const b of list) {
+        graph.held.push(b);
+        this.live += b.size;
+        this.buffers++;
+      }
+    graph.spare.clear();
   }
 
   /** A disposed graph's buffers: no longer held for it; those released meanwhile go to the pool. */

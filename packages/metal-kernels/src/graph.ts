@@ -18,7 +18,7 @@ export interface GraphHost {
   readonly device: GPUDevice;
   readonly arena: GPUBuffer;
   readonly uploads: GPUBuffer;
-  readonly stats: { dispatches: number; submits: number };
+  readonly stats: { dispatches: number; submits: number; replayed: number };
   checkHealth(op: string): void;
   flush(): void;
   /** The graph is gone: its buffers go back to the pool. */
@@ -34,6 +34,12 @@ export class DispatchGraph implements CapturedGraph {
   /** Buffers acquired while capturing (the backend keeps those released meanwhile in `held`). */
   readonly acquired = new Set<GPUBuffer>();
   readonly held: GPUBuffer[] = [];
+  /**
+   * Buffers released during the capture, by size: later acquires of the same capture take them
+   * again (as the pool would have; a replay repeats the same order of use), so a captured step
+   * holds its peak, not the sum of everything it allocated. Moved to `held` when the capture ends.
+   */
+  readonly spare = new Map<number, GPUBuffer[]>();
   readonly segments: GraphSegment[] = [];
   current: GraphSegment = { writes: [], commands: [], arena: new Uint8Array(0), uploads: new Uint8Array(0) };
   disposed = false;
@@ -89,6 +95,7 @@ export class DispatchGraph implements CapturedGraph {
       stats.submits++;
     }
     stats.dispatches += this.dispatches;
+    stats.replayed += this.dispatches;
   }
 
   private check(op: string): void {
