@@ -6,13 +6,16 @@
  *
  *   metal-lora-bench e2e [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b,qwen2.5-0.5b]
  *                        [--batch 4] [--seq 512] [--rank 8] [--steps 5] [--warmup 2] [--json out.json] [--no-peers] [--separate-passes]
- *                        [--grad-checkpoint] [--keep-attention] [--dtype float32|float16] [--subgroup-matrix]
+ *                        [--grad-checkpoint] [--keep-attention] [--dtype float32|float16] [--subgroup-matrix] [--no-capture]
  *
  * LoRA rank `--rank` (alpha 16) on all seven linear layers of every block, as mlx-lm and PEFT users
  * commonly train. Per step: wall time (the loss is read back every step, as a training loop that
  * reports it does), the host time spent recording it, tokens/s, the allocator's peak, the GPU's busy
  * share (NVIDIA: `nvidia-smi` sampled during the timed steps) and the backend's dispatches, submits
  * and buffer creations per step. The CPU backend times the embedded model (`pnpm start`'s).
+ *
+ * The step's forward and backward are captured and replayed (`valueAndGrad(..., { capture: true })`,
+ * as `metal-lora train` runs them); `--no-capture` records every op every step.
  *
  * `--dtype float16` is mixed precision: the model in f16 (f32 accumulation in every GEMM and
  * reduction, AdamW's master weights and moments in f32) against PyTorch's base in bf16; the GPU is
@@ -62,6 +65,8 @@ export interface E2EOptions {
    * master weights and moments; PyTorch holds the base in bf16 (PEFT keeps the adapter in f32).
    */
   dtype?: 'float32' | 'float16';
+  /** Replay the step's forward and backward (`valueAndGrad(..., { capture: true })`, as `metal-lora train` does); default true. */
+  capture?: boolean;
 }
 
 export interface E2ERow {
@@ -171,12 +176,15 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
     [B, L],
     { dtype: 'int32' },
   );
-  const step = valueAndGrad(model, (x: T.Tensor, y: T.Tensor) => model.loss(x, y));
+  const lossFn = (x: T.Tensor, y: T.Tensor) => model.loss(x, y);
+  const step = valueAndGrad(model, lossFn, { capture: options.capture !== false });
+  // The profiled step runs the ops (a replay's kernels are not timed one by one).
+  const plainStep = valueAndGrad(model, lossFn);
   const losses: number[] = [];
-  const once = async (): Promise<{ wall: number; host: number }> => {
+  const once = async (plain = false): Promise<{ wall: number; host: number }> => {
     const t0 = performance.now();
     const loss = T.tidy(() => {
-      const [l, grads] = step(inputs, targets);
+      const [l, grads] = (plain ? plainStep : step)(inputs, targets);
       optimizer.update(model, grads);
       return l;
     });
@@ -193,11 +201,13 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
   for (let i = 0; i < options.steps; i++) times.push(await once());
   const gpuBusy = await sampler?.stop();
   const after = gpu ? { ...gpu.stats } : null;
+  // Before the profiled step, which runs the ops beside a captured step's buffers.
+  const peakBytes = backend.memory().peakBytes;
   let profile: Map<string, { count: number; ms: number }> | undefined;
   if (gpu?.context.report.timestampQuery) {
     // One more step with every dispatch timed: where the GPU's time goes.
     gpu.startProfile();
-    await once();
+    await once(true);
     profile = await gpu.stopProfile();
     losses.pop();
   }
@@ -210,7 +220,7 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
     stepMs,
     hostMs: median(times.map((t) => t.host)),
     tokensPerSecond: (B * L) / (stepMs / 1000),
-    peakBytes: backend.memory().peakBytes,
+    peakBytes,
     gpuBusy,
     kernelMs: profile ? [...profile.values()].reduce((a, k) => a + k.ms, 0) : undefined,
     topKernels: profile
@@ -227,6 +237,7 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
   };
   for (const t of [inputs, targets]) t.dispose();
   optimizer.dispose();
+  step.dispose();
   for (const [, p] of model.namedParameters()) p.dispose();
   gpu?.releasePool();
   return row;
@@ -302,6 +313,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       'keep-attention': { type: 'boolean', default: false },
       dtype: { type: 'string', default: 'float32' },
       'subgroup-matrix': { type: 'boolean', default: false },
+      'no-capture': { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -323,6 +335,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     gradCheckpoint: values['grad-checkpoint'] === true,
     keepAttention: values['keep-attention'] === true,
     dtype: values.dtype as 'float32' | 'float16',
+    capture: values['no-capture'] !== true,
   };
   if (values.dtype !== 'float32' && values.dtype !== 'float16')
     throw new T.ValueError('metal-lora-bench e2e', 'unknown --dtype', 'float32 or float16', String(values.dtype));

@@ -39,34 +39,39 @@ export async function evaluate(
  */
 export async function trainLoop(model: LlamaForCausalLM, stream: Int32Array, options: TrainOptions): Promise<number> {
   const optimizer = new Adam(model, { lr: warmupCosine(options.lr, Math.max(1, Math.floor(options.iters / 10)), options.iters, options.lr / 10) });
-  const step = valueAndGrad(model, (x: Tensor, y: Tensor) => model.loss(x, y));
+  // Captured after its first steps and replayed: the loss is read right after its step, before the next replay overwrites it.
+  const step = valueAndGrad(model, (x: Tensor, y: Tensor) => model.loss(x, y), { capture: true });
   const started = performance.now();
   const every = options.reportEvery ?? 10;
   let last = Number.NaN;
-  for (let i = 1; i <= options.iters; i++) {
-    const { inputs, targets } = batchOf(stream, options.batch, options.length, i, options.seed ?? 1, randomBits);
-    const loss = tidy(() => {
-      const [l, grads] = step(inputs, targets);
-      optimizer.update(model, grads);
-      return l;
-    });
-    inputs.dispose();
-    targets.dispose();
-    if (i % every === 0 || i === options.iters || i === 1) {
-      last = await loss.item();
-      if (!Number.isFinite(last)) {
-        loss.dispose();
-        throw new ValueError(
-          'trainLoop',
-          `the loss is ${last} at step ${i}: training diverged`,
-          'a finite loss (a lower learning rate usually helps)',
-          String(last),
-        );
+  try {
+    for (let i = 1; i <= options.iters; i++) {
+      const { inputs, targets } = batchOf(stream, options.batch, options.length, i, options.seed ?? 1, randomBits);
+      const loss = tidy(() => {
+        const [l, grads] = step(inputs, targets);
+        optimizer.update(model, grads);
+        return l;
+      });
+      inputs.dispose();
+      targets.dispose();
+      if (i % every === 0 || i === options.iters || i === 1) {
+        last = await loss.item();
+        if (!Number.isFinite(last)) {
+          loss.dispose();
+          throw new ValueError(
+            'trainLoop',
+            `the loss is ${last} at step ${i}: training diverged`,
+            'a finite loss (a lower learning rate usually helps)',
+            String(last),
+          );
+        }
+        const seconds = (performance.now() - started) / 1000;
+        options.onStep?.(i, last, (i * options.batch * options.length) / seconds);
       }
-      const seconds = (performance.now() - started) / 1000;
-      options.onStep?.(i, last, (i * options.batch * options.length) / seconds);
+      loss.dispose();
     }
-    loss.dispose();
+  } finally {
+    step.dispose();
   }
   return last;
 }

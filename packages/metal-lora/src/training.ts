@@ -77,6 +77,12 @@ export interface TrainingOptions {
   seed?: number;
   /** Recompute each decoder block in backward instead of keeping its activations (default false). */
   gradCheckpoint?: boolean;
+  /**
+   * Replay each batch shape's forward and backward once captured (`valueAndGrad`'s `capture`):
+   * the ops' JavaScript runs only until a shape has been seen twice in a row. Default true; it
+   * applies on WebGPU to unpacked batches without dropout.
+   */
+  captureSteps?: boolean;
   /** Examples laid end to end with per-document attention instead of padded (default false). */
   pack?: boolean;
   /** Where adapters and checkpoints are written; without it nothing is written. */
@@ -373,6 +379,7 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
   const checkpointingBefore = model.gradientCheckpointing;
   let pending: { grads: Record<string, Tensor>; batches: number } | null = null;
   let lossSum: Tensor | null = null;
+  let disposeSteps = () => {};
   const release = () => {
     for (const g of Object.values(pending?.grads ?? {})) g.dispose();
     pending = null;
@@ -420,7 +427,18 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
       metrics({ event: 'save', step: at, path: dir });
     };
 
-    const step = valueAndGrad(model, (batch: Batch) => lossOf(model, batch));
+    const packedStep = valueAndGrad(model, (batch: Batch) => lossOf(model, batch));
+    // Unpacked batches take their ids as tensors, so a captured step can be replayed with the next batch's.
+    const tensorStep = valueAndGrad(model, (inputs: Tensor, targets: Tensor) => model.loss(inputs, targets), { capture: options.captureSteps ?? true });
+    disposeSteps = () => {
+      tensorStep.dispose();
+      packedStep.dispose();
+    };
+    const step = (batch: Batch): [Tensor, Record<string, Tensor>] => {
+      if (batch.segments) return packedStep(batch);
+      const shape = [batch.rows, batch.length];
+      return tensorStep(tensor(batch.inputs, shape, { dtype: 'int32', backend }), tensor(batch.targets, shape, { dtype: 'int32', backend }));
+    };
     /** Averages the pending gradients, clips them, and takes one optimizer step. */
     const update = () => {
       const { grads, batches } = pending as { grads: Record<string, Tensor>; batches: number };
@@ -459,9 +477,17 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
       const sums = tidy(() => {
         const [l, g] = step(batch);
         const before = pending?.grads;
+        // A captured step's loss and gradients are overwritten by its next replay: what outlives
+        // this batch (the loss until it is reported, gradients until the optimizer step) is a sum
+        // or a copy.
+        const copy = (t: Tensor) => mul(t, 1);
         return {
-          loss: lossSum ? add(lossSum, l) : l,
-          grads: before ? Object.fromEntries(Object.keys(before).map((k) => [k, add(before[k], g[k])])) : g,
+          loss: lossSum ? add(lossSum, l) : copy(l),
+          grads: before
+            ? Object.fromEntries(Object.keys(before).map((k) => [k, add(before[k], g[k])]))
+            : accumulate > 1
+              ? Object.fromEntries(Object.entries(g).map(([k, v]) => [k, copy(v)]))
+              : g,
         };
       });
       for (const g of Object.values(pending?.grads ?? {})) g.dispose();
@@ -512,6 +538,7 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
     return { steps: it, loss: lastLoss, valLoss, stopped };
   } finally {
     release();
+    disposeSteps();
     optimizer.dispose();
     model.gradientCheckpointing = checkpointingBefore;
   }

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { linearToLoRALayers } from '@metal-lora/nn';
 import { getBackend, setBackend } from '@metal-lora/tensor';
+import type { WebGPUBackend } from '@metal-lora/metal-kernels';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { skipWithoutAdapter } from '../../../test-support/gpu';
 import { BatchPlan } from '../src/batching';
 import { readConfigFile } from '../src/config-file';
 import { type DatasetOptions, type Example, loadDataset } from '../src/dataset';
@@ -596,5 +598,51 @@ describe('Ctrl-C', () => {
     expect(resumed.err).toBe('');
     expect(resumed.out).toMatch(new RegExp(`Iter ${step + 1}: Train loss`));
     expect(resumed.out).not.toMatch(new RegExp(`Iter ${step}: Train loss`));
+  }, 120_000);
+});
+
+describe('train() on WebGPU replays captured steps', () => {
+  it('with the losses of steps run op by op, with and without accumulation', async (ctx) => {
+    try {
+      await setBackend('webgpu');
+    } catch (error) {
+      skipWithoutAdapter(ctx, error);
+    }
+    try {
+      // Examples cut to one length: every batch has one shape, so steps are captured and replayed.
+      const text = (i: number) => ({ text: `Count from ${i}: ${Array.from({ length: 12 }, (_, k) => i + k + 1).join(' ')}` });
+      const data = load(dataFolder({ train: Array.from({ length: 16 }, (_, i) => text(10 + i)), valid: [text(40)] }), { maxSeqLength: 16 });
+      const lengths = new Set(data.train!.examples.map((e) => e.ids.length));
+      expect(lengths.size).toBe(1);
+      const backend = getBackend() as WebGPUBackend;
+      const run = async (captureSteps: boolean, gradAccumulationSteps: number) => {
+        const { model } = loadModel(fixture);
+        linearToLoRALayers(model, { rank: 4, scale: 2, seed: 1 });
+        const losses: number[] = [];
+        const replayed = backend.stats.replayed;
+        await train(model, data, {
+          iters: 10,
+          batchSize: 2,
+          learningRate: 1e-2,
+          gradAccumulationSteps,
+          stepsPerReport: 2,
+          stepsPerEval: 100,
+          seed: 3,
+          captureSteps,
+          onReport: (r) => losses.push(r.loss),
+        });
+        return { losses, replayed: backend.stats.replayed - replayed };
+      };
+      for (const accumulate of [1, 2]) {
+        const plain = await run(false, accumulate);
+        const captured = await run(true, accumulate);
+        expect(plain.replayed).toBe(0);
+        expect(captured.replayed, `accumulation ${accumulate}`).toBeGreaterThan(0);
+        expect(captured.losses, `accumulation ${accumulate}`).toEqual(plain.losses);
+        expect(plain.losses[plain.losses.length - 1]).toBeLessThan(plain.losses[0]);
+      }
+    } finally {
+      await setBackend('cpu');
+    }
   }, 120_000);
 });

@@ -1,5 +1,44 @@
-import { type GradOf, grad, type Tensor, valueAndGrad as functionValueAndGrad, ValueError } from '@metal-lora/tensor';
+import {
+  type CapturedGraph,
+  captureGraph,
+  GPUError,
+  type GradOf,
+  getBackend,
+  grad,
+  keep,
+  noGrad,
+  Tensor,
+  tensor,
+  tidy,
+  valueAndGrad as functionValueAndGrad,
+  ValueError,
+  writeSlice,
+  zeros,
+} from '@metal-lora/tensor';
+import { Dropout } from './layers';
+import { LoRALinear } from './lora';
 import { Module } from './module';
+
+/** Options of the module form of {@link valueAndGrad}. */
+export interface ValueAndGradOptions {
+  /**
+   * Record the step's forward and backward once and replay them (`captureGraph`): the kernels run
+   * again over the same buffers with none of the ops' JavaScript, which is most of a small model's
+   * step on a fast GPU. A step is captured on the second call in a row with tensor arguments of
+   * one shape and dtype and the parameters' storage unchanged (the first fills the model's caches;
+   * an optimizer's first step gives parameters new storage, later ones update them in place);
+   * later such calls copy their arguments into the graph's inputs and replay. It runs the plain way
+   * where the backend records nothing (the CPU), where a module would draw random numbers (dropout
+   * while training), where an argument is not a tensor of rank ≥ 1, and where the loss function
+   * does something a capture refuses (a read-back). The returned loss and gradients are handles on
+   * the graph's outputs: the next call overwrites them, so use them (or copy them) before it.
+   * `dispose()` on the returned function frees the graph. Default false.
+   */
+  capture?: boolean;
+}
+
+/** A module-form step; `dispose()` frees what a captured step holds. */
+export type ModuleStep<A extends unknown[]> = ((...args: A) => [Tensor, Record<string, Tensor>]) & { dispose(): void };
 
 /**
  * Both forms of MLX's transform under one name. `valueAndGrad(model, lossFn)` is MLX's
@@ -12,7 +51,7 @@ import { Module } from './module';
  * const [loss, grads] = step(inputs, targets);
  * optimizer.update(model, grads);
  */
-export function valueAndGrad<A extends unknown[]>(model: Module, lossFn: (...args: A) => Tensor): (...args: A) => [Tensor, Record<string, Tensor>];
+export function valueAndGrad<A extends unknown[]>(model: Module, lossFn: (...args: A) => Tensor, options?: ValueAndGradOptions): ModuleStep<A>;
 export function valueAndGrad<Args extends unknown[], N extends number = 0>(
   fn: (...args: Args) => Tensor,
   argnums?: N,
@@ -21,8 +60,11 @@ export function valueAndGrad<Args extends unknown[], const Ns extends readonly n
   fn: (...args: Args) => Tensor,
   argnums: Ns,
 ): (...args: Args) => [Tensor, { -readonly [K in keyof Ns]: GradOf<Args[Ns[K]]> }];
-export function valueAndGrad(first: Module | ((...args: unknown[]) => Tensor), second?: unknown): unknown {
-  if (first instanceof Module) return moduleValueAndGrad(first, second as (...args: unknown[]) => Tensor);
+export function valueAndGrad(first: Module | ((...args: unknown[]) => Tensor), second?: unknown, third?: ValueAndGradOptions): unknown {
+  if (first instanceof Module) {
+    const plain = moduleValueAndGrad(first, second as (...args: unknown[]) => Tensor);
+    return third?.capture ? capturedValueAndGrad(first, plain) : Object.assign(plain, { dispose: () => undefined });
+  }
   return functionValueAndGrad(first, second as number);
 }
 
@@ -38,4 +80,90 @@ function moduleValueAndGrad<A extends unknown[]>(model: Module, lossFn: (...args
     );
     return [loss, Object.fromEntries(params.map(([name], i) => [name, grads[i]]))];
   };
+}
+
+/** Whether a module of `model` would draw random numbers in its forward (dropout while training). */
+function drawsRandom(model: Module): boolean {
+  return model.namedModules().some(([, m]) => m.training && ((m instanceof Dropout && m.p > 0) || (m instanceof LoRALinear && m.dropout > 0)));
+}
+
+interface StepGraph {
+  key: string;
+  storages: unknown[];
+  inputs: Tensor[];
+  start: Tensor;
+  graph: CapturedGraph;
+  loss: Tensor;
+  grads: Record<string, Tensor>;
+}
+
+function capturedValueAndGrad<A extends unknown[]>(model: Module, plain: (...args: A) => [Tensor, Record<string, Tensor>]): ModuleStep<A> {
+  let captured: StepGraph | null = null;
+  // The shape key and parameter storages of the last plain call: a call that matches both is captured.
+  let seen: { key: string; storages: unknown[]; count: number } | null = null;
+  let refused = false;
+  const release = () => {
+    if (!captured) return;
+    captured.graph.dispose();
+    for (const t of [...captured.inputs, captured.start, captured.loss, ...Object.values(captured.grads)]) t.dispose();
+    captured = null;
+  };
+  const same = (a: unknown[], b: unknown[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+  const step = (...args: A): [Tensor, Record<string, Tensor>] => {
+    const backend = getBackend();
+    const tensors = args.every((a) => a instanceof Tensor && a.rank >= 1) ? (args as unknown as Tensor[]) : null;
+    if (refused || !tensors || !backend.capture || drawsRandom(model) || tensors.some((t) => t.backend !== backend)) {
+      release();
+      return plain(...args);
+    }
+    const key = tensors.map((t) => `${t.dtype}[${t.shape.join(',')}]`).join(';');
+    const storages = model.parameters().map((p) => p.ref('valueAndGrad').data);
+    if (captured && (captured.key !== key || !same(captured.storages, storages))) release();
+    if (captured) {
+      const { inputs, start } = captured;
+      noGrad(() => {
+        tensors.forEach((t, i) => {
+          writeSlice(inputs[i], t, start, 0);
+        });
+      });
+      captured.graph.replay();
+      return [captured.loss.share(), Object.fromEntries(Object.entries(captured.grads).map(([k, g]) => [k, g.share()]))];
+    }
+    seen = seen && seen.key === key && same(seen.storages, storages) ? { ...seen, count: seen.count + 1 } : { key, storages, count: 1 };
+    if (seen.count < 2) return plain(...args);
+    const inputs = tensors.map((t) => keep(noGrad(() => zeros([...t.shape], { dtype: t.dtype, backend }))));
+    const start = keep(tensor(new Int32Array(1), [1], { dtype: 'int32', backend }));
+    noGrad(() => {
+      tensors.forEach((t, i) => {
+        writeSlice(inputs[i], t, start, 0);
+      });
+    });
+    let run: { result: [Tensor, Record<string, Tensor>]; graph: CapturedGraph } | null;
+    try {
+      run = tidy(() => {
+        const r = captureGraph(() => plain(...(inputs as unknown as A)), backend);
+        if (r) {
+          keep(r.result[0]);
+          for (const g of Object.values(r.result[1])) keep(g);
+        }
+        return r;
+      });
+    } catch (error) {
+      for (const t of [...inputs, start]) t.dispose();
+      // What a capture refuses (a read-back in the loss function): this step runs the plain way from now on.
+      if (error instanceof GPUError && /captured/.test(error.message)) {
+        refused = true;
+        return plain(...args);
+      }
+      throw error;
+    }
+    if (!run) {
+      for (const t of [...inputs, start]) t.dispose();
+      refused = true;
+      return plain(...args);
+    }
+    captured = { key, storages, inputs, start, graph: run.graph, loss: run.result[0], grads: run.result[1] };
+    return [captured.loss.share(), Object.fromEntries(Object.entries(captured.grads).map(([k, g]) => [k, g.share()]))];
+  };
+  return Object.assign(step, { dispose: release });
 }
