@@ -10,6 +10,7 @@ export default defineConfig({
     'probe-decode': 'src/probe-decode.ts',
     'probe-lora': 'src/probe-lora.ts',
     'probe-sgmat': 'src/probe-sgmat.ts',
+    'sgmat-bench': 'src/sgmat-bench.ts',
     'lora-bench': 'src/lora-bench.ts',
     'decode-bench': 'src/decode-bench.ts',
     'e2e-bench': 'src/e2e-bench.ts',

@@ -7,7 +7,7 @@
  *   node probe-sgmat.mjs
  */
 import { requestGPU } from '@metal-lora/metal-kernels';
-import { type SgmatConfig, sgmatShader } from '@metal-lora/metal-kernels/internal';
+import { type SgmatConfig, sgmatConfig, sgmatShader } from '@metal-lora/metal-kernels/internal';
 
 const { device, report } = await requestGPU({ experimentalFeatures: true });
 console.log(`${report.vendor} ${report.architecture} ${report.description}; subgroup sizes ${report.subgroupMinSize}..${report.subgroupMaxSize}`);
@@ -16,8 +16,8 @@ console.log(
   `subgroup-matrix configurations: ${report.subgroupMatrixConfigs.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'}`,
 );
 const variants: [SgmatConfig, 'f32' | 'f16'][] = [
-  [{ kind: 'sgmat', name: 'sgmat f32 8x8x8', component: 'f32', sm: 8, sn: 8, sk: 8, subgroupSize: 32, splits: 1 }, 'f32'],
-  [{ kind: 'sgmat', name: 'sgmat f16 8x8x8, f16 storage', component: 'f16', sm: 8, sn: 8, sk: 8, subgroupSize: 32, splits: 1 }, 'f16'],
+  [sgmatConfig('f32', 8, 8, 8, 32, 4, 4, false), 'f32'],
+  [sgmatConfig('f16', 8, 8, 8, 32, 4, 4, false), 'f16'],
 ];
 for (const [cfg, t] of variants) {
   if ((t === 'f16' || cfg.component === 'f16') && !report.shaderF16) {

@@ -24,6 +24,7 @@ export {
   loraDualApplies,
   selectLoraBackward,
   selectLoraForward,
+  sgmatConfig,
   subgroupMatrixChoice,
   TILED_VARIANTS,
   VEC4_128,

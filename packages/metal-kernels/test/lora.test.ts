@@ -3,7 +3,7 @@ import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_GEMM_DEVICE, loraPlan, type WebGPUBackend } from '../src/index';
-import { fixedSubgroupSize, selectLoraBackward, selectLoraForward, subgroupFlushFits } from '../src/internal';
+import { fixedSubgroupSize, selectLoraBackward, selectLoraForward, sgmatConfig, subgroupFlushFits } from '../src/internal';
 import { gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 
 const tol = TOLERANCES.float32Gemm;
@@ -95,6 +95,23 @@ describe('webgpu loraLinear forward and backward against the float64 reference',
     expect(loraPlan({ M, inF, outF, r, dtype }, DEFAULT_GEMM_DEVICE)).toBe(plan);
   });
 
+  it('loraPlan composes where the subgroup-matrix GEMM takes the base product, and fuses where it does not', () => {
+    const sgmat = sgmatConfig('f16', 16, 16, 16, 32, 4, 2, false);
+    const device = { ...DEFAULT_GEMM_DEVICE, sgmat };
+    expect(loraPlan({ M: 2048, inF: 576, outF: 576, r: 8, dtype: 'float16' }, device)).toBe('composed');
+    expect(loraPlan({ M: 2048, inF: 576, outF: 576, r: 8, dtype: 'float16' }, DEFAULT_GEMM_DEVICE)).toBe('fused');
+    // Decode shapes and narrow outputs stay on the portable kernels, fused.
+    expect(loraPlan({ M: 8, inF: 576, outF: 576, r: 8, dtype: 'float16' }, device)).toBe('fused');
+    expect(loraPlan({ M: 2048, inF: 576, outF: 64, r: 8, dtype: 'float16' }, device)).toBe('fused');
+    const forward = selectLoraForward({ M: 2048, inF: 576, outF: 576, r: 8, dtype: 'float16', dropout: 0 }, device);
+    expect(forward.kind === 'composed' && forward.y.config.name).toBe('sgmat-128x64 f16 16x16x16');
+    const backward = selectLoraBackward(
+      { M: 2048, inF: 576, outF: 576, r: 8, dtype: 'float16' },
+      { needX: true, needA: true, needB: true, needWeight: false, needBias: false },
+      device,
+    );
+    expect(backward.dx && 'base' in backward.dx && backward.dx.base.config.name).toBe('sgmat-128x64 f16 16x16x16');
+  });
   it('loraPlan takes a forced plan where it applies', () => {
     expect(loraPlan({ M: 64, inF: 36, outF: 132, r: 8, dtype: 'float32' }, DEFAULT_GEMM_DEVICE, { loraPlan: 'composed' })).toBe('composed');
     expect(loraPlan({ M: 64, inF: 37, outF: 132, r: 8, dtype: 'float32' }, DEFAULT_GEMM_DEVICE, { loraPlan: 'fused' })).toBe('composed');

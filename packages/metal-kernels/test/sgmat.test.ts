@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AdapterReport, type GemmShape, selectGemm, type WebGPUBackend } from '../src/index';
-import { type SgmatConfig, subgroupMatrixChoice } from '../src/internal';
+import { type SgmatConfig, sgmatConfig, subgroupMatrixChoice } from '../src/internal';
 import { checkMatmul, type Stored } from './gemm-check';
 import { clearOverrides, gpuIt } from '../../../test-support/gpu';
 
@@ -20,6 +20,18 @@ const apple: Report = {
 };
 /** What the H100 reports through Dawn/Vulkan. */
 const h100: Report = { ...apple, shaderF16: false, subgroupMatrixConfigs: [config('i8', 'i32', 16, 16, 32), config('u8', 'u32', 16, 16, 32)] };
+/** What the H200 reports through Dawn/Vulkan with `f16OnNvidia` (2026-12-03). */
+const h200: Report = {
+  ...apple,
+  subgroupMatrixConfigs: [
+    config('f16', 'f16', 16, 16, 16),
+    config('f16', 'f16', 16, 8, 16),
+    config('f16', 'f32', 16, 16, 16),
+    config('f16', 'f32', 16, 8, 16),
+    config('f16', 'f32', 16, 8, 8),
+    config('i8', 'i32', 16, 16, 32),
+  ],
+};
 
 describe('subgroupMatrixChoice and the selector (pure)', () => {
   it('takes the f32 8×8×8 configuration of an Apple GPU for f32 and, lacking f16→f32, for f16 operands', () => {
@@ -30,24 +42,32 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
       sn: 8,
       sk: 8,
       subgroupSize: 32,
-      name: 'sgmat-32x32 f32 8x8x8',
+      rm: 4,
+      rn: 4,
+      name: 'sgmat-64x64 f32 8x8x8',
     });
     expect(subgroupMatrixChoice(apple, 'float16')?.component).toBe('f32');
     const mixed = { ...apple, subgroupMatrixConfigs: [...apple.subgroupMatrixConfigs, config('f16', 'f32', 8, 8, 8)] };
     expect(subgroupMatrixChoice(mixed, 'float16')?.component).toBe('f16');
     expect(subgroupMatrixChoice(mixed, 'float32')?.component).toBe('f32');
   });
+  it('takes f16→f32 16×16×16 on an H200 for f16 operands only (f32 operands would be rounded)', () => {
+    expect(subgroupMatrixChoice(h200, 'float16')).toMatchObject({ component: 'f16', sm: 16, sn: 16, sk: 16, rm: 4, rn: 2, name: 'sgmat-128x64 f16 16x16x16' });
+    expect(subgroupMatrixChoice(h200, 'float32')).toBeNull();
+    expect(subgroupMatrixChoice({ ...h200, shaderF16: false }, 'float16')).toBeNull();
+  });
   it('refuses integer-only configurations, varying subgroup sizes and adapters without the feature', () => {
     expect(subgroupMatrixChoice(h100, 'float32')).toBeNull();
     expect(subgroupMatrixChoice({ ...apple, subgroupMinSize: 16, subgroupMaxSize: 32 }, 'float32')).toBeNull();
     expect(subgroupMatrixChoice({ ...apple, features: ['subgroups'] }, 'float32')).toBeNull();
     expect(subgroupMatrixChoice({ ...apple, subgroupMatrixConfigs: [config('f32', 'f32', 32, 32, 8)] }, 'float32')).toBeNull();
+    expect(subgroupMatrixChoice({ ...apple, subgroupMinSize: 128, subgroupMaxSize: 128 }, 'float32')).toBeNull();
   });
   it('sends big products to it when the backend opts in, and keeps decode- and rank-shaped ones elsewhere', () => {
     const sgmat = subgroupMatrixChoice(apple, 'float32');
     const device = { maxWorkgroupStorage: 16384, maxInvocations: 256, sgmat };
     const shape = (M: number, N: number, K: number, transB = true): GemmShape => ({ M, N, K, batch: 1, transA: false, transB });
-    expect(selectGemm(shape(2048, 4096, 4096), device).name).toBe('sgmat-32x32 f32 8x8x8');
+    expect(selectGemm(shape(2048, 4096, 4096), device).name).toBe('sgmat-64x64 f32 8x8x8');
     expect(selectGemm(shape(300, 300, 300, false), device).kind).toBe('sgmat');
     expect(selectGemm(shape(1, 4096, 4096), device).name).toBe('gemv-rows1');
     expect(selectGemm(shape(2048, 16, 4096), device).kind).toBe('gemv-rows');
@@ -67,11 +87,15 @@ async function check(backend: WebGPUBackend, cfg: SgmatConfig, dtype: Stored, aS
 
 describe('webgpu subgroup-matrix GEMM', () => {
   gpuIt(
-    'against float64 on awkward shapes, every transpose, batches and f16 storage (where the adapter offers a float configuration)',
+    'against float64 on awkward shapes, every transpose, batches, blockings and f16 storage (where the adapter offers a float configuration)',
     async (backend, ctx) => {
-      const cfg = subgroupMatrixChoice(backend.context.report, 'float32');
+      const report = backend.context.report;
+      // f32 operands where an f32 configuration exists (Apple), else f16 ones (NVIDIA's f16→f32 with the f16 toggle).
+      const f32 = subgroupMatrixChoice(report, 'float32');
+      const f16 = report.shaderF16 ? subgroupMatrixChoice(report, 'float16') : null;
+      const [dtype, cfg] = f32 ? (['float32', f32] as const) : (['float16', f16] as const);
       if (!cfg) {
-        ctx.skip(`no float subgroup-matrix configuration on ${backend.context.report.description || 'this adapter'}`);
+        ctx.skip(`no float subgroup-matrix configuration on ${report.description || 'this adapter'}`);
         return;
       }
       const [M, N, K] = [70, 45, 101];
@@ -81,18 +105,29 @@ describe('webgpu subgroup-matrix GEMM', () => {
         [false, true],
         [true, true],
       ] as const) {
-        await check(backend, cfg, 'float32', ta ? [K, M] : [M, K], tb ? [N, K] : [K, N], { transposeA: ta, transposeB: tb });
+        await check(backend, cfg, dtype, ta ? [K, M] : [M, K], tb ? [N, K] : [K, N], { transposeA: ta, transposeB: tb });
       }
-      await check(backend, cfg, 'float32', [3, 33, 40], [40, 37], {});
-      await check(backend, cfg, 'float32', [1, 1], [1, 1], {});
-      const f16 = subgroupMatrixChoice(backend.context.report, 'float16');
-      if (f16 && backend.context.report.shaderF16) await check(backend, f16, 'float16', [67, 36], [29, 36], { transposeB: true });
+      await check(backend, cfg, dtype, [3, 33, 40], [40, 37], {});
+      await check(backend, cfg, dtype, [2, 65, 17], [2, 17, 130], {});
+      await check(backend, cfg, dtype, [1, 1], [1, 1], {});
+      for (const [rm, rn, direct] of [
+        [1, 1, false],
+        [2, 4, false],
+        [2, 2, true],
+      ] as const) {
+        const blocked = sgmatConfig(cfg.component, cfg.sm, cfg.sn, cfg.sk, cfg.subgroupSize, rm, rn, direct);
+        await check(backend, blocked, dtype, [300, 130], [300, 200], { transposeA: true });
+        // Interior tiles (loaded straight from storage where direct) and edge ones in one product.
+        await check(backend, blocked, dtype, [200, 256], [136, 256], { transposeB: true });
+        await check(backend, blocked, dtype, [256, 200], [256, 136], { transposeA: true });
+      }
+      if (f32 && f16) await check(backend, f16, 'float16', [67, 36], [29, 36], { transposeB: true });
       backend.subgroupMatrix = true;
       try {
         // Through the selector, with bias (an epilogue) in a linear layer's shape.
-        const x = T.tensor(randomValues(130 * 96, 63), [130, 96], { dtype: 'float32', backend });
-        const w = T.tensor(randomValues(100 * 96, 64), [100, 96], { dtype: 'float32', backend });
-        const bias = T.tensor(randomValues(100, 65), [100], { dtype: 'float32', backend });
+        const x = T.tensor(randomValues(130 * 96, 63), [130, 96], { dtype, backend });
+        const w = T.tensor(randomValues(100 * 96, 64), [100, 96], { dtype, backend });
+        const bias = T.tensor(randomValues(100, 65), [100], { dtype, backend });
         const y = T.add(T.matmul(x, w, { transposeB: true }), bias);
         const ref = T.add(
           T.matmul(
@@ -102,7 +137,8 @@ describe('webgpu subgroup-matrix GEMM', () => {
           ),
           T.tensor(randomValues(100, 65), [100], { dtype: 'float64' }),
         ).dataSync();
-        assertClose(await y.data(), ref, scaledTolerance(TOLERANCES.float32Gemm, ref), 'sgmat through the selector');
+        const tol = dtype === 'float16' ? scaledTolerance(TOLERANCES.float16, ref, 1e-3) : scaledTolerance(TOLERANCES.float32Gemm, ref);
+        assertClose(await y.data(), ref, tol, 'sgmat through the selector');
       } finally {
         backend.subgroupMatrix = false;
       }
@@ -118,8 +154,12 @@ describe('webgpu subgroup-matrix GEMM', () => {
     expect(() =>
       T.matmul(T.tensor(randomValues(64, 1), [8, 8], { dtype: 'float32', backend }), T.tensor(randomValues(64, 2), [8, 8], { dtype: 'float32', backend })),
     ).toThrow(
-      /matmul: sgmat-32x32 f32 8x8x8 needs the adapter's subgroup-matrix configuration; expected chromium-experimental-subgroup-matrix with f32->f32 8x8x8/,
+      /matmul: sgmat-64x64 f32 8x8x8 needs the adapter's subgroup-matrix configuration; expected chromium-experimental-subgroup-matrix with f32->f32 8x8x8/,
     );
+    backend.overrides.gemm = { ...apple32, rm: 0 };
+    expect(() =>
+      T.matmul(T.tensor(randomValues(64, 1), [8, 8], { dtype: 'float32', backend }), T.tensor(randomValues(64, 2), [8, 8], { dtype: 'float32', backend })),
+    ).toThrow(/matmul: sgmat-64x64 f32 8x8x8: rm must be an integer in 1\.\.8; expected 1\.\.8, got 0/);
     backend.overrides = {};
     backend.subgroupMatrix = true;
     try {

@@ -245,9 +245,10 @@ export function chooseGemm(shape: GemmShape, device: GemmDevice, overrides: Gemm
 /**
  * The configuration gemm-sgmat.wgsl would use on an adapter for operands of `dtype`, or null: a
  * float configuration with f32 results and dims of at most 16, on an adapter whose subgroup size
- * is fixed and divides 128 into at most 16 subgroups. f32 operands need f32 components (f16 ones
- * would round them); f16 operands prefer f16 components (exact for them) and take f32 ones
- * otherwise.
+ * is fixed and at most 64 (four subgroups make a workgroup). f32 operands need f32 components
+ * (f16 ones would round them); f16 operands prefer f16 components (exact for them) and take f32
+ * ones otherwise. Each subgroup owns 4 × 2 result tiles of 16 × 16 (a workgroup tile of 128 × 64)
+ * or 4 × 4 of 8 × 8 (64 × 64).
  */
 export function subgroupMatrixChoice(
   report: Pick<AdapterReport, 'features' | 'shaderF16' | 'subgroupMatrixConfigs' | 'subgroupMinSize' | 'subgroupMaxSize'>,
@@ -255,7 +256,7 @@ export function subgroupMatrixChoice(
 ): SgmatConfig | null {
   if (!report.features.includes('chromium-experimental-subgroup-matrix')) return null;
   const size = report.subgroupMinSize;
-  if (size === undefined || size !== report.subgroupMaxSize || size < 8 || size > 128 || 128 % size !== 0) return null;
+  if (size === undefined || size !== report.subgroupMaxSize || size < 4 || size > 64) return null;
   const usable = (component: string) =>
     report.subgroupMatrixConfigs.find(
       (c) => c.componentType === component && c.resultComponentType === 'f32' && [c.M, c.N, c.K].every((d) => d >= 1 && d <= 16),
@@ -263,19 +264,26 @@ export function subgroupMatrixChoice(
   const components: ('f32' | 'f16')[] = dtype === 'float16' && report.shaderF16 ? ['f16', 'f32'] : ['f32'];
   for (const component of components) {
     const c = usable(component);
-    if (c)
-      return {
-        kind: 'sgmat',
-        name: `sgmat-${4 * c.M}x${4 * c.N} ${component} ${c.M}x${c.N}x${c.K}`,
-        component,
-        sm: c.M,
-        sn: c.N,
-        sk: c.K,
-        subgroupSize: size,
-        splits: 1,
-      };
+    if (c) {
+      return sgmatConfig(component, c.M, c.N, c.K, size, 4, c.N >= 16 ? 2 : 4, false);
+    }
   }
   return null;
+}
+
+/** A subgroup-matrix GEMM configuration (benchmarks force other blockings with it). */
+export function sgmatConfig(
+  component: 'f32' | 'f16',
+  sm: number,
+  sn: number,
+  sk: number,
+  subgroupSize: number,
+  rm: number,
+  rn: number,
+  direct: boolean,
+): SgmatConfig {
+  const name = `sgmat-${2 * rm * sm}x${2 * rn * sn}${direct ? '/direct' : ''} ${component} ${sm}x${sn}x${sk}`;
+  return { kind: 'sgmat', name, component, sm, sn, sk, subgroupSize, rm, rn, direct, splits: 1 };
 }
 
 /** `cfg` where it is the vec4 kernel splitting K for `shape` (batch 1), else null: what a pair of products needs. */
@@ -333,8 +341,8 @@ export const LORA_TILE = VEC4_128;
  * - `fused`, M ≤ 16 (decode): the forward's gemv-rows pass over W adds s·T·Bᵀ in its epilogue;
  *   needs a shape gemv-rows can stream (in % 4 = 0, in and out ≥ 64; {@link gemvChoice}).
  *   Without dropout T = x·Aᵀ rides along that pass and s·T·Bᵀ is added by a small pass after it.
- * - `composed`: separate GEMMs accumulating into the same output buffer (odd sizes), still
- *   without an [M, out] intermediate.
+ * - `composed`: separate GEMMs accumulating into the same output buffer (odd sizes, and base
+ *   products the subgroup-matrix GEMM takes), still without an [M, out] intermediate.
  */
 export function loraPlan(dims: LoraDims, device: GemmDevice, overrides: GemmOverrides = {}): LoraPlan {
   const { M, inF, outF, r, dtype } = dims;
@@ -343,7 +351,10 @@ export function loraPlan(dims: LoraDims, device: GemmDevice, overrides: GemmOver
     (M > 16 ? inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 : gemvChoice(baseShape(dims), device)?.kind === 'gemv-rows');
   const forced = overrides.loraPlan;
   if (forced) return forced === 'fused' && !fusable ? 'composed' : forced;
-  return fusable ? 'fused' : 'composed';
+  // Where the subgroup-matrix GEMM takes the base product, the LoRA term is added by its own pass
+  // rather than riding in the portable kernel's prologue.
+  const onMatrixUnits = M > 16 && device.sgmat != null && chooseGemm(baseShape(dims), device).kind === 'sgmat';
+  return fusable && !onMatrixUnits ? 'fused' : 'composed';
 }
 
 /**

@@ -22,6 +22,9 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; 
     SN: String(cfg.sn),
     SK: String(cfg.sk),
     SG: String(cfg.subgroupSize),
+    RM: String(cfg.rm),
+    RN: String(cfg.rn),
+    DIRECT: cfg.direct && t === cfg.component ? '1' : '0',
   });
 }
 
@@ -44,6 +47,11 @@ export function recordSgmat(
     offered.subgroupSize === cfg.subgroupSize;
   // An f32 component also serves f16 operands (widened as they are staged).
   const widened = t === 'f16' && cfg.component === 'f32' && subgroupMatrixChoice(report, 'float32')?.sm === cfg.sm;
+  for (const [key, v] of [
+    ['rm', cfg.rm],
+    ['rn', cfg.rn],
+  ] as const)
+    if (!Number.isInteger(v) || v < 1 || v > 8) throw new ValueError('matmul', `${cfg.name}: ${key} must be an integer in 1..8`, '1..8', String(v));
   if (!same && !widened) {
     const configs = report.subgroupMatrixConfigs.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ');
     throw new ValueError(
@@ -53,7 +61,11 @@ export function recordSgmat(
       `${report.features.includes('chromium-experimental-subgroup-matrix') ? configs || 'no configurations' : 'no such feature'}, subgroup sizes ${report.subgroupMinSize}..${report.subgroupMaxSize}`,
     );
   }
-  const { key, source } = sgmatShader(cfg, t);
+  // Loading matrices straight from storage makes Dawn require bindings of at least one matrix
+  // (16 × 16 halves: 512 bytes); smaller operands take the staged form, which has no such minimum.
+  const matrixBytes = Math.max(cfg.sm, cfg.sn) * cfg.sk * (t === 'f16' ? 2 : 4);
+  const direct = cfg.direct && ops.a.size >= matrixBytes && ops.b.size >= matrixBytes;
+  const { key, source } = sgmatShader(direct ? cfg : { ...cfg, direct: false }, t);
   const { M, N, K, batch } = shape;
   backend.dispatch({
     key,
@@ -61,7 +73,7 @@ export function recordSgmat(
     constants: gemmConstants(shape, ops),
     buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), ops.c],
     uniform: uniform(gemmUniformHead({ M, N, K, entries: batch }, ops, 0, 0)),
-    workgroups: [Math.ceil(N / (4 * cfg.sn)), Math.ceil(M / (4 * cfg.sm)), batch],
+    workgroups: [Math.ceil(N / (2 * cfg.rn * cfg.sn)), Math.ceil(M / (2 * cfg.rm * cfg.sm)), batch],
     label: cfg.name,
   });
 }

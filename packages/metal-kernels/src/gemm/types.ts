@@ -131,6 +131,11 @@ export interface SgmatConfig {
   sk: number;
   /** The adapter's (fixed) subgroup size. */
   subgroupSize: number;
+  /** Result tiles per subgroup down (M) and across (N); four subgroups (2 × 2) make a workgroup's 2·rm·sm × 2·rn·sn tile. */
+  rm: number;
+  rn: number;
+  /** Interior workgroups load straight from storage where operands are stored as the component type (else staged). */
+  direct: boolean;
   splits: 1;
 }
 

@@ -4,11 +4,13 @@
 // SM × SN × SK); accumulation is f32 throughout.
 //   op(A) is [M, K]: A stored [M, K], or [K, M] when TRANS_A.
 //   op(B) is [K, N]: B stored [K, N], or [N, K] when TRANS_B.
-// Any M, N, K: the workgroup stages BM × BK of op(A) and BK × BN of op(B) in workgroup memory
-// (row-major, converted to MT, zero outside the matrices), so the subgroup-matrix loads never
-// leave the tiles; results go through workgroup memory too, and the store to C checks bounds.
-// Tiles: BM = 4·SM, BN = 4·SN, BK = 4·SK; the 16 result tiles of SM × SN are shared among the
-// 128 / SG subgroups, TPS = 16·SG / 128 consecutive tiles each.
+// Any M, N, K. Four subgroups (2 × 2) per workgroup; each owns RM × RN result tiles of SM × SN,
+// so a workgroup covers BM = 2·RM·SM rows and BN = 2·RN·SN columns, and each loaded left matrix
+// serves RN products and each right one RM. The workgroup stages BM × BK of op(A) and BK × BN of
+// op(B) (BK = 2·SK) in workgroup memory in the order they are stored in (so global reads run
+// along memory in every layout; a transposed operand is loaded column-major), converted to MT,
+// zero outside the matrices, so the subgroup-matrix loads never leave the tiles. Results leave
+// one tile per subgroup at a time through workgroup memory; the store to C checks bounds.
 //
 // Bindings (group 0):
 //   0  a     storage, read        batches of A (T)
@@ -16,10 +18,12 @@
 //   2  bias  storage, read        [N] T (a dummy when HAS_BIAS = 0)
 //   3  c     storage, read_write  [batch][M, N] T
 //   4  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, _, _, alpha, beta }
-// Dispatch: (ceil(N / BN), ceil(M / BM), batch) workgroups of 128 threads.
+// Dispatch: (ceil(N / BN), ceil(M / BM), batch) workgroups of 4·SG threads.
 // Text constants: T (storage type), MT (matrix component type), ENABLE, SM, SN, SK (the
-//   configuration), SG (the adapter's subgroup size: its minimum and maximum must agree, and
-//   divide 128 into at most 16 subgroups).
+//   configuration), SG (the adapter's subgroup size: its minimum and maximum must agree), RM, RN
+//   (result tiles per subgroup down and across). Section DIRECT (T is MT): workgroups inside C
+//   load their matrices from storage without staging where K is a multiple of BK and the strides
+//   of 8 elements' alignment.
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE (0/1).
 enable chromium_experimental_subgroup_matrix;
 {{ENABLE}}
@@ -31,11 +35,12 @@ const SM: u32 = {{SM}}u;
 const SN: u32 = {{SN}}u;
 const SK: u32 = {{SK}}u;
 const SG: u32 = {{SG}}u;
-const THREADS: u32 = 128u;
-const BM: u32 = 4u * SM;
-const BN: u32 = 4u * SN;
-const BK: u32 = 4u * SK;
-const TPS: u32 = 16u * SG / THREADS;
+const RM: u32 = {{RM}}u;
+const RN: u32 = {{RN}}u;
+const THREADS: u32 = 4u * SG;
+const BM: u32 = 2u * RM * SM;
+const BN: u32 = 2u * RN * SN;
+const BK: u32 = 2u * SK;
 
 override TRANS_A: u32 = 0u;
 override TRANS_B: u32 = 0u;
@@ -52,62 +57,140 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> c: array<{{T}}>;
 @group(0) @binding(4) var<uniform> p: Params;
 
+// op(A)'s tile: [BM][BK], or [BK][BM] when TRANS_A. op(B)'s: [BK][BN], or [BN][BK] when TRANS_B.
 var<workgroup> As: array<{{MT}}, BM * BK>;
 var<workgroup> Bs: array<{{MT}}, BK * BN>;
-var<workgroup> Cs: array<f32, BM * BN>;
+// One result tile per subgroup on its way to C.
+var<workgroup> Cs: array<f32, 4u * SM * SN>;
 
 {{>gemm-epilogue}}
 
-fn a_at(m: u32, k: u32, base: u32) -> f32 {
-  if (m >= p.M || k >= p.K) { return 0.0; }
-  if (TRANS_A == 1u) { return f32(a[base + k * p.M + m]); }
-  return f32(a[base + m * p.K + k]);
+fn stage(row0: u32, col0: u32, k0: u32, a_base: u32, b_base: u32, t: u32) {
+  let a_inside = row0 + BM <= p.M && k0 + BK <= p.K;
+  for (var e = t; e < BM * BK; e += THREADS) {
+    var m = e / BK;
+    var k = e % BK;
+    if (TRANS_A == 1u) {
+      k = e / BM;
+      m = e % BM;
+    }
+    var v = {{MT}}(0);
+    if (a_inside || (row0 + m < p.M && k0 + k < p.K)) {
+      if (TRANS_A == 1u) {
+        v = {{MT}}(a[a_base + (k0 + k) * p.M + row0 + m]);
+      } else {
+        v = {{MT}}(a[a_base + (row0 + m) * p.K + k0 + k]);
+      }
+    }
+    As[e] = v;
+  }
+  let b_inside = col0 + BN <= p.N && k0 + BK <= p.K;
+  for (var e = t; e < BK * BN; e += THREADS) {
+    var k = e / BN;
+    var n = e % BN;
+    if (TRANS_B == 1u) {
+      n = e / BK;
+      k = e % BK;
+    }
+    var v = {{MT}}(0);
+    if (b_inside || (col0 + n < p.N && k0 + k < p.K)) {
+      if (TRANS_B == 1u) {
+        v = {{MT}}(b[b_base + (col0 + n) * p.K + k0 + k]);
+      } else {
+        v = {{MT}}(b[b_base + (k0 + k) * p.N + col0 + n]);
+      }
+    }
+    Bs[e] = v;
+  }
 }
 
-fn b_at(k: u32, n: u32, base: u32) -> f32 {
-  if (k >= p.K || n >= p.N) { return 0.0; }
-  if (TRANS_B == 1u) { return f32(b[base + n * p.K + k]); }
-  return f32(b[base + k * p.N + n]);
-}
-
-@compute @workgroup_size(128)
+@compute @workgroup_size(THREADS)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32, @builtin(subgroup_id) sg: u32) {
   let row0 = wid.y * BM;
   let col0 = wid.x * BN;
   let batch = wid.z;
   let a_base = batch * p.a_batch_stride;
   let b_base = batch * p.b_batch_stride;
+  // This subgroup's first result tile, down and across.
+  let tm0 = (sg / 2u) * RM;
+  let tn0 = (sg % 2u) * RN;
 
-  var acc: array<subgroup_matrix_result<f32, {{SN}}, {{SM}}>, TPS>;
-  for (var i = 0u; i < TPS; i++) { acc[i] = subgroup_matrix_result<f32, {{SN}}, {{SM}}>(); }
+  var acc: array<subgroup_matrix_result<f32, {{SN}}, {{SM}}>, RM * RN>;
+  for (var i = 0u; i < RM * RN; i++) { acc[i] = subgroup_matrix_result<f32, {{SN}}, {{SM}}>(); }
 
+{{#DIRECT}}
+  // A workgroup whose tile lies inside C, with K a whole number of BK and strides aligned, loads
+  // its matrices straight from storage (T is MT): no staging and no barriers in the K loop.
+  let strides_aligned = p.K % 8u == 0u && (TRANS_A == 0u || p.M % 8u == 0u) && (TRANS_B == 1u || p.N % 8u == 0u);
+  if (row0 + BM <= p.M && col0 + BN <= p.N && p.K % BK == 0u && strides_aligned) {
+    for (var k = 0u; k < p.K; k += SK) {
+      var left: array<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>, RM>;
+      for (var i = 0u; i < RM; i++) {
+        let m = row0 + (tm0 + i) * SM;
+        if (TRANS_A == 1u) {
+          left[i] = subgroupMatrixLoad<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>>(&a, a_base + k * p.M + m, true, p.M);
+        } else {
+          left[i] = subgroupMatrixLoad<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>>(&a, a_base + m * p.K + k, false, p.K);
+        }
+      }
+      for (var j = 0u; j < RN; j++) {
+        let n = col0 + (tn0 + j) * SN;
+        if (TRANS_B == 1u) {
+          let right = subgroupMatrixLoad<subgroup_matrix_right<{{MT}}, {{SN}}, {{SK}}>>(&b, b_base + n * p.K + k, true, p.K);
+          for (var i = 0u; i < RM; i++) { acc[i * RN + j] = subgroupMatrixMultiplyAccumulate(left[i], right, acc[i * RN + j]); }
+        } else {
+          let right = subgroupMatrixLoad<subgroup_matrix_right<{{MT}}, {{SN}}, {{SK}}>>(&b, b_base + k * p.N + n, false, p.N);
+          for (var i = 0u; i < RM; i++) { acc[i * RN + j] = subgroupMatrixMultiplyAccumulate(left[i], right, acc[i * RN + j]); }
+        }
+      }
+    }
+  } else {
+{{/DIRECT}}
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    for (var e = t; e < BM * BK; e += THREADS) { As[e] = {{MT}}(a_at(row0 + e / BK, k0 + e % BK, a_base)); }
-    for (var e = t; e < BK * BN; e += THREADS) { Bs[e] = {{MT}}(b_at(k0 + e / BN, col0 + e % BN, b_base)); }
+    stage(row0, col0, k0, a_base, b_base, t);
     workgroupBarrier();
     for (var ks = 0u; ks < BK; ks += SK) {
-      for (var i = 0u; i < TPS; i++) {
-        let tile = sg * TPS + i;
-        let left = subgroupMatrixLoad<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>>(&As, (tile / 4u) * SM * BK + ks, false, BK);
-        let right = subgroupMatrixLoad<subgroup_matrix_right<{{MT}}, {{SN}}, {{SK}}>>(&Bs, ks * BN + (tile % 4u) * SN, false, BN);
-        acc[i] = subgroupMatrixMultiplyAccumulate(left, right, acc[i]);
+      var left: array<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>, RM>;
+      for (var i = 0u; i < RM; i++) {
+        let m = (tm0 + i) * SM;
+        if (TRANS_A == 1u) {
+          left[i] = subgroupMatrixLoad<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>>(&As, ks * BM + m, true, BM);
+        } else {
+          left[i] = subgroupMatrixLoad<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>>(&As, m * BK + ks, false, BK);
+        }
+      }
+      for (var j = 0u; j < RN; j++) {
+        let n = (tn0 + j) * SN;
+        if (TRANS_B == 1u) {
+          let right = subgroupMatrixLoad<subgroup_matrix_right<{{MT}}, {{SN}}, {{SK}}>>(&Bs, n * BK + ks, true, BK);
+          for (var i = 0u; i < RM; i++) { acc[i * RN + j] = subgroupMatrixMultiplyAccumulate(left[i], right, acc[i * RN + j]); }
+        } else {
+          let right = subgroupMatrixLoad<subgroup_matrix_right<{{MT}}, {{SN}}, {{SK}}>>(&Bs, ks * BN + n, false, BN);
+          for (var i = 0u; i < RM; i++) { acc[i * RN + j] = subgroupMatrixMultiplyAccumulate(left[i], right, acc[i * RN + j]); }
+        }
       }
     }
     workgroupBarrier();
   }
-
-  for (var i = 0u; i < TPS; i++) {
-    let tile = sg * TPS + i;
-    subgroupMatrixStore(&Cs, (tile / 4u) * SM * BN + (tile % 4u) * SN, acc[i], false, BN);
+{{#DIRECT}}
   }
-  workgroupBarrier();
+{{/DIRECT}}
 
-  for (var e = t; e < BM * BN; e += THREADS) {
-    let m = row0 + e / BN;
-    let n = col0 + e % BN;
-    if (m < p.M && n < p.N) {
-      let o = batch * p.M * p.N + m * p.N + n;
-      c[o] = {{T}}(epilogue(o, n, Cs[e]));
+  for (var i = 0u; i < RM; i++) {
+    for (var j = 0u; j < RN; j++) {
+      subgroupMatrixStore(&Cs, sg * SM * SN, acc[i * RN + j], false, SN);
+      workgroupBarrier();
+      for (var e = t; e < 4u * SM * SN; e += THREADS) {
+        let s = e / (SM * SN);
+        let r = e % (SM * SN);
+        let m = row0 + ((s / 2u) * RM + i) * SM + r / SN;
+        let n = col0 + ((s % 2u) * RN + j) * SN + r % SN;
+        if (m < p.M && n < p.N) {
+          let o = batch * p.M * p.N + m * p.N + n;
+          c[o] = {{T}}(epilogue(o, n, Cs[e]));
+        }
+      }
+      workgroupBarrier();
     }
   }
 }
