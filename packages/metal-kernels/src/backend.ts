@@ -149,8 +149,9 @@ export class WebGPUBackend implements Backend {
   private highWater = 0;
   /**
    * Use the subgroup-matrix GEMM (gemm-sgmat.wgsl) for big products where the adapter offers a
-   * float configuration (Apple GPUs: f32 and f16 8×8×8). Off by default: it is tested wherever the
-   * feature exists, but no adapter it has run on so far offers one.
+   * float configuration (Apple GPUs: f32 and f16 8×8×8; NVIDIA with `f16OnNvidia`: f16→f32
+   * 16×16×16). Off by default: correct on the H200, but slower there than the portable kernels
+   * (RESULTS.md, "Subgroup matrices"); no Apple GPU has run it.
    */
   subgroupMatrix = false;
   /**
