@@ -127,6 +127,8 @@ function capturedValueAndGrad<A extends unknown[]>(model: Module, plain: (...arg
         });
       });
       captured.graph.replay();
+      // The next replay's commands are encoded now, while the device runs this one.
+      captured.graph.prepare();
       return [captured.loss.share(), Object.fromEntries(Object.entries(captured.grads).map(([k, g]) => [k, g.share()]))];
     }
     seen = seen && seen.key === key && same(seen.storages, storages) ? { ...seen, count: seen.count + 1 } : { key, storages, count: 1 };
