@@ -402,6 +402,9 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
       : null;
     const evaluate = async (at: number) => {
       if (!valPlan) return undefined;
+      // A captured step holds a training step's buffers: freed first, so evaluation's peak adds
+      // nothing to training's (the step is captured again two batches later).
+      disposeSteps();
       const started = performance.now();
       const valLoss = await planLoss(model, valPlan, options.valBatches ?? 25);
       const report = { step: at, valLoss, seconds: (performance.now() - started) / 1000 };
