@@ -62,7 +62,8 @@ describe.runIf(available || required)('the benchmark page in headless Chromium (
       await page.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/?auto=quick`);
       await page.waitForFunction(() => (window as unknown as { __done: boolean }).__done === true, undefined, { timeout: 280_000 });
       const results = (await page.evaluate(() => (window as unknown as { __results: unknown }).__results)) as {
-        adapter?: { features: string[] };
+        adapter?: { features: string[]; software: boolean };
+        path?: string;
         correctness?: { ok: boolean; checks: number };
         bench?: { fusedFwdMs: number; unfusedFwdMs: number; fusedPeakBytes: number; unfusedPeakBytes: number }[];
         finetune?: { lossBefore: number; lossAfter: number; losses: number[] };
@@ -76,7 +77,22 @@ describe.runIf(available || required)('the benchmark page in headless Chromium (
       expect(results.bench![0].fusedPeakBytes).toBeLessThan(results.bench![0].unfusedPeakBytes);
       expect(results.finetune!.lossAfter).toBeLessThan(results.finetune!.lossBefore);
       expect(await page.locator('#correctness').textContent()).toContain('PASS');
-      expect(await page.locator('#table').textContent()).toContain('| 64 × 128 × 128 | 8 |');
+      // What a Mac user would screenshot: the device and path on top, a warning on a software
+      // adapter, the form showing the shapes measured, a table, a chart with an axis, and copies.
+      expect(await page.locator('#summary').textContent()).toMatch(/^Device: .+\. Path: f32, portable kernels; the adapter also offers /);
+      expect(await page.locator('#software').isVisible()).toBe(results.adapter!.software);
+      if (results.adapter!.software) expect(await page.locator('#software').textContent()).toContain('software renderer');
+      expect(await page.locator('#adapter table').textContent()).toContain('shader-f16');
+      expect(await page.inputValue('input[name="M"]')).toBe('64');
+      expect(await page.inputValue('input[name="dim"]')).toBe('128');
+      expect(await page.inputValue('input[name="ranks"]')).toBe('8');
+      expect(await page.locator('#shapes').textContent()).toBe('Results for M = 64, in = out = 128, r = 8 (f32):');
+      expect(await page.locator('#table td').first().textContent()).toBe('64 × 128 × 128');
+      expect(await page.inputValue('#markdown')).toContain('| 64 × 128 × 128 | 8 |');
+      expect(JSON.parse(await page.inputValue('#json'))).toMatchObject({ path: results.path });
+      const chart = (await page.locator('#chart').innerHTML()) ?? '';
+      expect(chart).toContain('ms per step');
+      expect(chart).not.toContain('>tfjs</text>');
       // The docs' screenshot is refreshed on request only, so a test run leaves the tree clean.
       const shot =
         process.env.METAL_LORA_UPDATE_SCREENSHOT === '1' ? new URL('../web/screenshot.png', import.meta.url).pathname : join(outDir, 'screenshot.png');

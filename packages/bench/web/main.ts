@@ -9,10 +9,12 @@ import * as T from '@metal-lora/tensor';
 import { compare, randomValues } from '@metal-lora/tensor/testing';
 import { evaluate, generate, modelFromFiles, trainLoop } from 'metal-lora/browser';
 import { type LoraCase, runLoraBench } from '../src/lora-core';
-import { markdownTable, type Row, svgChart } from '../src/report';
+import { htmlTable, markdownTable, type Row, svgChart } from '../src/report';
 
 interface PageResults {
   adapter?: Partial<AdapterReport>;
+  /** The precision path the page's kernels take, as the summary states it. */
+  path?: string;
   correctness?: { ok: boolean; maxRelError: number; checks: number };
   bench?: Row[];
   finetune?: { lossBefore: number; lossAfter: number; losses: number[] };
@@ -25,10 +27,22 @@ w.__done = false;
 const $ = <E extends HTMLElement>(id: string) => document.getElementById(id) as E;
 const auto = new URLSearchParams(location.search).get('auto');
 
+/** Which precision path the benchmark takes here, and what else the adapter offers (for the summary). */
+function precisionPath(r: AdapterReport): string {
+  const offers = [
+    r.shaderF16 ? 'shader-f16 (f16 storage)' : 'no shader-f16',
+    r.subgroupMatrixConfigs.length
+      ? `subgroup matrices (${r.subgroupMatrixConfigs.map((c) => `${c.componentType}→${c.resultComponentType} ${c.M}×${c.N}×${c.K}`).join(', ')}; opt-in)`
+      : 'no subgroup matrices',
+  ];
+  return `f32, portable kernels; the adapter also offers ${offers.join(', ')}`;
+}
+
 async function showAdapter(): Promise<string> {
   const backend = await webgpuBackend();
   T.setBackendSync(backend);
   const r = backend.context.report;
+  const device = `${r.vendor} ${r.device || r.architecture} ${r.description}`.replace(/\s+/g, ' ').trim();
   results.adapter = {
     vendor: r.vendor,
     architecture: r.architecture,
@@ -37,24 +51,31 @@ async function showAdapter(): Promise<string> {
     shaderF16: r.shaderF16,
     subgroups: r.subgroups,
     timestampQuery: r.timestampQuery,
+    software: r.software,
   };
-  $('adapter').textContent = JSON.stringify(
-    {
-      vendor: r.vendor,
-      architecture: r.architecture,
-      device: r.device,
-      description: r.description,
-      shaderF16: r.shaderF16,
-      subgroups: r.subgroups,
-      timestampQuery: r.timestampQuery,
-      subgroupMatrixConfigs: r.subgroupMatrixConfigs,
-      software: r.software,
-      features: r.features,
-    },
-    null,
-    2,
-  );
-  return `${r.vendor} ${r.architecture} ${r.description}`.trim();
+  results.path = precisionPath(r);
+  $('summary').textContent = `Device: ${device || 'unnamed adapter'}. Path: ${results.path}.`;
+  if (r.software) {
+    const warning = $('software');
+    warning.textContent =
+      'This adapter is a software renderer (it runs on the CPU): its times say nothing about a GPU. Open the page in Safari or Chrome on a machine whose GPU is enabled for WebGPU to measure it.';
+    warning.style.display = 'block';
+  }
+  const rows: [string, string][] = [
+    ['device', device || '—'],
+    ['vendor / architecture', `${r.vendor || '—'} / ${r.architecture || '—'}`],
+    ['runtime', r.runtime],
+    ['software renderer', r.software ? 'yes' : 'no'],
+    ['shader-f16', r.shaderF16 ? 'yes' : 'no'],
+    ['subgroups', r.subgroups ? `yes (sizes ${r.subgroupMinSize}..${r.subgroupMaxSize})` : 'no'],
+    ['subgroup matrices', r.subgroupMatrixConfigs.map((c) => `${c.componentType}→${c.resultComponentType} ${c.M}×${c.N}×${c.K}`).join(', ') || 'none'],
+    ['GPU timestamps', r.timestampQuery ? 'yes' : 'no (wall-clock timing)'],
+    ...r.precisionNotes.map((n): [string, string] => ['note', n]),
+  ];
+  const cell = (text: string) => text.replace(/[<&>]/g, (c) => ({ '<': '&lt;', '&': '&amp;', '>': '&gt;' })[c] as string);
+  $('adapter').innerHTML = `<table>${rows.map(([k, v]) => `<tr><th>${cell(k)}</th><td style="text-align:left">${cell(v)}</td></tr>`).join('')}</table>`;
+  $('adapter-json').textContent = JSON.stringify(r, null, 2);
+  return device || 'unnamed adapter';
 }
 
 /** Forward and gradients of loraLinear on the GPU against the CPU reference (float64), fused plan shapes. */
@@ -94,19 +115,31 @@ async function checkCorrectness(): Promise<void> {
 }
 
 async function runBench(device: string, cases: LoraCase[]): Promise<void> {
+  // The form shows the shapes being measured, whoever asked for them.
+  const form = $<HTMLFormElement>('bench-form');
+  (form.elements.namedItem('M') as HTMLInputElement).value = String(cases[0].M);
+  (form.elements.namedItem('dim') as HTMLInputElement).value = String(cases[0].inF);
+  (form.elements.namedItem('ranks') as HTMLInputElement).value = cases.map((c) => c.r).join(',');
+  $('shapes').textContent = `Results for M = ${cases[0].M}, in = out = ${cases[0].inF}, r = ${cases.map((c) => c.r).join(', ')} (f32):`;
   $('progress').textContent = `measuring ${cases.length} configurations…`;
   let done = 0;
   const rows = await runLoraBench(T.getBackend(), cases, (line) => {
     $('progress').textContent = `[${++done}/${cases.length}] ${line}`;
   });
   results.bench = rows;
-  $('table').textContent = markdownTable(rows, device, ['peers (tfjs, PyTorch): run `pnpm bench` in Node for them']);
+  $('progress').textContent = `done: ${cases.length} configuration${cases.length === 1 ? '' : 's'} measured.`;
+  $('table').innerHTML = htmlTable(rows);
   $('chart').innerHTML = svgChart(rows, device);
-  const json = JSON.stringify({ device, date: new Date().toISOString(), rows }, null, 2);
+  const markdown = markdownTable(rows, device, ['peers (tfjs, PyTorch): run `pnpm bench` in Node for them']);
+  $<HTMLTextAreaElement>('markdown').value = markdown;
+  const json = JSON.stringify({ device, path: results.path, date: new Date().toISOString(), rows }, null, 2);
   $<HTMLTextAreaElement>('json').value = json;
   const copy = $<HTMLButtonElement>('copy');
   copy.disabled = false;
   copy.onclick = () => navigator.clipboard.writeText(json);
+  const copyMarkdown = $<HTMLButtonElement>('copy-md');
+  copyMarkdown.disabled = false;
+  copyMarkdown.onclick = () => navigator.clipboard.writeText(markdown);
 }
 
 function drawLoss(losses: number[]): void {
@@ -194,7 +227,7 @@ async function main(): Promise<void> {
     }
   } catch (error) {
     results.error = (error as Error).message;
-    $('adapter').textContent = `error: ${(error as Error).message}`;
+    $('summary').textContent = `error: ${(error as Error).message}`;
   } finally {
     w.__done = true;
   }
