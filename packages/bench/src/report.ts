@@ -27,7 +27,8 @@ export function markdownTable(rows: Row[], device: string, peers: string[]): str
   return lines.join('\n');
 }
 
-const escape = (text: string) => text.replace(/[<&>"]/g, (c) => ({ '<': '&lt;', '&': '&amp;', '>': '&gt;', '"': '&quot;' })[c] as string);
+/** `text` safe inside HTML or SVG text and attributes. */
+export const escapeHtml = (text: string) => text.replace(/[<&>"]/g, (c) => ({ '<': '&lt;', '&': '&amp;', '>': '&gt;', '"': '&quot;' })[c] as string);
 
 /**
  * The rows as an HTML table (the page's), with the fused layer's times against its own base
@@ -65,7 +66,7 @@ export function htmlTable(rows: Row[]): string {
     ? '<p class="note">A fused forward below 1.0× of its base product is measurement noise: the fused layer does the base product\'s work and more, so the two times differ by less than the timer resolves here. Larger shapes (or a quieter machine) separate them.</p>'
     : '';
   return `<table class="results"><thead><tr>${head.map((h) => `<th>${h}</th>`).join('')}</tr></thead><tbody>${body
-    .map((cells) => `<tr>${cells.map((c) => `<td>${escape(c)}</td>`).join('')}</tr>`)
+    .map((cells) => `<tr>${cells.map((c) => `<td>${escapeHtml(c)}</td>`).join('')}</tr>`)
     .join('')}</tbody></table><p class="note">Times in ms, median of 7 timed trials. Speed-up = unfused / fused.</p>${note}`;
 }
 
@@ -123,7 +124,7 @@ export function svgChart(rows: Row[], device: string): string {
         `<rect x="${left + j * 90}" y="${top + h + 30}" width="10" height="10" fill="${color}"/><text x="${left + 14 + j * 90}" y="${top + h + 39}" font-size="11">${name}</text>`,
     )
     .join('');
-  const title = `LoRA training step (forward + backward), ms, lower is better: ${escape(device)}`;
+  const title = `LoRA training step (forward + backward), ms, lower is better: ${escapeHtml(device)}`;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${top + h + 52}" font-family="sans-serif" role="img">
 <title>${title}</title>
 <text x="10" y="14" font-size="12">${title}</text>

@@ -9,7 +9,7 @@ import * as T from '@metal-lora/tensor';
 import { compare, randomValues } from '@metal-lora/tensor/testing';
 import { evaluate, generate, modelFromFiles, trainLoop } from 'metal-lora/browser';
 import { type LoraCase, runLoraBench } from '../src/lora-core';
-import { htmlTable, markdownTable, type Row, svgChart } from '../src/report';
+import { escapeHtml, htmlTable, markdownTable, type Row, svgChart } from '../src/report';
 
 interface PageResults {
   adapter?: Partial<AdapterReport>;
@@ -72,8 +72,8 @@ async function showAdapter(): Promise<string> {
     ['GPU timestamps', r.timestampQuery ? 'yes' : 'no (wall-clock timing)'],
     ...r.precisionNotes.map((n): [string, string] => ['note', n]),
   ];
-  const cell = (text: string) => text.replace(/[<&>]/g, (c) => ({ '<': '&lt;', '&': '&amp;', '>': '&gt;' })[c] as string);
-  $('adapter').innerHTML = `<table>${rows.map(([k, v]) => `<tr><th>${cell(k)}</th><td style="text-align:left">${cell(v)}</td></tr>`).join('')}</table>`;
+  $('adapter').innerHTML =
+    `<table>${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td style="text-align:left">${escapeHtml(v)}</td></tr>`).join('')}</table>`;
   $('adapter-json').textContent = JSON.stringify(r, null, 2);
   return device || 'unnamed adapter';
 }
