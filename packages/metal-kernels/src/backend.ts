@@ -218,30 +218,25 @@ export class WebGPUBackend implements Backend {
         `buffer of ${bytes} bytes exceeds the device's largest storage binding; expected at most ${max} bytes, got ${bytes}`,
       );
     }
-    const spare = this.capturing?.spare.get(size)?.pop();
-    if (spare) {
-      this.live += size;
-      this.buffers++;
-      if (this.live > this.peak) this.peak = this.live;
-      if (this.live > this.highWater) this.highWater = this.live;
-      return spare;
-    }
-    const free = this.pool.get(size);
-    // The idle buffer made first, not the one released last: which buffer an op gets then depends
-    // only on which are idle, not on the order they were released in, so a training step binds
-    // the same buffers as the step before and its bind groups come from the cache.
-    // (Each size's idle list is kept in descending order of creation.)
-    let buffer = free?.pop();
-    if (buffer) {
-      this.pooledBytes -= size;
-      this.idle.delete(buffer);
-    } else {
-      buffer = this.device.createBuffer({ label, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-      this.stats.buffersCreated++;
-    }
-    if (this.capturing) {
-      this.capturing.acquired.add(buffer);
-      this.graphOf.set(buffer, this.capturing);
+    // A capture first takes again what it released itself (those buffers are already the graph's).
+    let buffer = this.capturing?.spare.get(size)?.pop();
+    if (!buffer) {
+      // The idle buffer made first, not the one released last: which buffer an op gets then depends
+      // only on which are idle, not on the order they were released in, so a training step binds
+      // the same buffers as the step before and its bind groups come from the cache.
+      // (Each size's idle list is kept in descending order of creation.)
+      buffer = this.pool.get(size)?.pop();
+      if (buffer) {
+        this.pooledBytes -= size;
+        this.idle.delete(buffer);
+      } else {
+        buffer = this.device.createBuffer({ label, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+        this.stats.buffersCreated++;
+      }
+      if (this.capturing) {
+        this.capturing.acquired.add(buffer);
+        this.graphOf.set(buffer, this.capturing);
+      }
     }
     this.live += size;
     this.buffers++;

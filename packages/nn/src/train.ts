@@ -109,6 +109,18 @@ function capturedValueAndGrad<A extends unknown[]>(model: Module, plain: (...arg
     captured = null;
   };
   const same = (a: unknown[], b: unknown[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+  /** The call's arguments copied into the graph's inputs. */
+  const copyIn = (inputs: Tensor[], start: Tensor, args: Tensor[]) =>
+    noGrad(() => {
+      args.forEach((t, i) => {
+        writeSlice(inputs[i], t, start, 0);
+      });
+    });
+  /** Handles on the graph's outputs (the caller may dispose them; the graph keeps its own). */
+  const outputs = ({ loss, grads }: StepGraph): [Tensor, Record<string, Tensor>] => [
+    loss.share(),
+    Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, g.share()])),
+  ];
   const step = (...args: A): [Tensor, Record<string, Tensor>] => {
     const backend = getBackend();
     const tensors = args.every((a) => a instanceof Tensor && a.rank >= 1) ? (args as unknown as Tensor[]) : null;
@@ -120,27 +132,18 @@ function capturedValueAndGrad<A extends unknown[]>(model: Module, plain: (...arg
     const storages = model.parameters().map((p) => p.ref('valueAndGrad').data);
     if (captured && (captured.key !== key || !same(captured.storages, storages))) release();
     if (captured) {
-      const { inputs, start } = captured;
-      noGrad(() => {
-        tensors.forEach((t, i) => {
-          writeSlice(inputs[i], t, start, 0);
-        });
-      });
+      copyIn(captured.inputs, captured.start, tensors);
       captured.graph.replay();
       // The next replay's commands are encoded now, while the device runs this one.
       captured.graph.prepare();
-      return [captured.loss.share(), Object.fromEntries(Object.entries(captured.grads).map(([k, g]) => [k, g.share()]))];
+      return outputs(captured);
     }
     seen = seen && seen.key === key && same(seen.storages, storages) ? { ...seen, count: seen.count + 1 } : { key, storages, count: 1 };
     if (seen.count < 2) return plain(...args);
     const inputs = tensors.map((t) => keep(noGrad(() => zeros([...t.shape], { dtype: t.dtype, backend }))));
     const start = keep(tensor(new Int32Array(1), [1], { dtype: 'int32', backend }));
-    noGrad(() => {
-      tensors.forEach((t, i) => {
-        writeSlice(inputs[i], t, start, 0);
-      });
-    });
-    let run: { result: [Tensor, Record<string, Tensor>]; graph: CapturedGraph } | null;
+    copyIn(inputs, start, tensors);
+    let run: { result: [Tensor, Record<string, Tensor>]; graph: CapturedGraph } | null = null;
     try {
       run = tidy(() => {
         const r = captureGraph(() => plain(...(inputs as unknown as A)), backend);
@@ -151,13 +154,11 @@ function capturedValueAndGrad<A extends unknown[]>(model: Module, plain: (...arg
         return r;
       });
     } catch (error) {
-      for (const t of [...inputs, start]) t.dispose();
-      // What a capture refuses (a read-back in the loss function): this step runs the plain way from now on.
-      if (error instanceof GPUError && /captured/.test(error.message)) {
-        refused = true;
-        return plain(...args);
+      // What a capture refuses (a read-back in the loss function) leaves run null: plain from now on.
+      if (!(error instanceof GPUError && /captured/.test(error.message))) {
+        for (const t of [...inputs, start]) t.dispose();
+        throw error;
       }
-      throw error;
     }
     if (!run) {
       for (const t of [...inputs, start]) t.dispose();
@@ -165,7 +166,7 @@ function capturedValueAndGrad<A extends unknown[]>(model: Module, plain: (...arg
       return plain(...args);
     }
     captured = { key, storages, inputs, start, graph: run.graph, loss: run.result[0], grads: run.result[1] };
-    return [captured.loss.share(), Object.fromEntries(Object.entries(captured.grads).map(([k, g]) => [k, g.share()]))];
+    return outputs(captured);
   };
   return Object.assign(step, { dispose: release });
 }
