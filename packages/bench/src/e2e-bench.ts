@@ -325,6 +325,8 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     if (!Number.isInteger(n) || n < 1) throw new T.ValueError('metal-lora-bench e2e', `--${flag} must be a positive integer`, 'e.g. 4', String(v));
     return n;
   };
+  if (values.dtype !== 'float32' && values.dtype !== 'float16')
+    throw new T.ValueError('metal-lora-bench e2e', 'unknown --dtype', 'float32 or float16', String(values.dtype));
   const options: E2EOptions = {
     models: (values.models ?? (cpu ? 'embedded' : 'smollm2-135m,qwen2.5-0.5b,llama-3.2-1b')).split(','),
     batch: int('batch', values.batch, 4),
@@ -334,11 +336,9 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     warmup: int('warmup', values.warmup, 2),
     gradCheckpoint: values['grad-checkpoint'] === true,
     keepAttention: values['keep-attention'] === true,
-    dtype: values.dtype as 'float32' | 'float16',
+    dtype: values.dtype,
     capture: values['no-capture'] !== true,
   };
-  if (values.dtype !== 'float32' && values.dtype !== 'float16')
-    throw new T.ValueError('metal-lora-bench e2e', 'unknown --dtype', 'float32 or float16', String(values.dtype));
   for (const m of options.models) if (m !== 'embedded' && !E2E_SHAPES[m]) unknownModel(m);
   let device: string;
   if (cpu) {

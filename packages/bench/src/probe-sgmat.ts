@@ -6,15 +6,13 @@
  *
  *   node probe-sgmat.mjs
  */
-import { requestGPU } from '@metal-lora/metal-kernels';
+import { requestGPU, subgroupMatrixConfigsText } from '@metal-lora/metal-kernels';
 import { type SgmatConfig, sgmatConfig, sgmatShader } from '@metal-lora/metal-kernels/internal';
 
 const { device, report } = await requestGPU({ experimentalFeatures: true });
 console.log(`${report.vendor} ${report.architecture} ${report.description}; subgroup sizes ${report.subgroupMinSize}..${report.subgroupMaxSize}`);
 console.log(`features: ${report.features.join(', ')}`);
-console.log(
-  `subgroup-matrix configurations: ${report.subgroupMatrixConfigs.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'}`,
-);
+console.log(`subgroup-matrix configurations: ${subgroupMatrixConfigsText(report) || 'none'}`);
 const variants: [SgmatConfig, 'f32' | 'f16'][] = [
   [sgmatConfig('f32', 8, 8, 8, 32, 4, 4, false), 'f32'],
   [sgmatConfig('f16', 8, 8, 8, 32, 4, 4, false), 'f16'],

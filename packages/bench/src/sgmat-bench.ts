@@ -13,20 +13,13 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { createWebGPUBackend, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, subgroupMatrixConfigsText, type WebGPUBackend } from '@metal-lora/metal-kernels';
 import { type SgmatConfig, sgmatConfig, subgroupMatrixChoice } from '@metal-lora/metal-kernels/internal';
 import * as T from '@metal-lora/tensor';
-import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
+import { assertClose, gemmTolerance, randomValues, storedValues } from '@metal-lora/tensor/testing';
 import { settleAfterUploads, timeKernel, useClockWarmer } from './timing';
 
 type Stored = 'float32' | 'float16';
-
-/** Random values rounded to `dtype`, in float64 (what the GPU holds, exactly). */
-function stored(n: number, seed: number, dtype: Stored): Float64Array {
-  return Float64Array.from(T.fromStorage(T.toStorage(randomValues(n, seed), dtype), dtype));
-}
-
-const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
 
 /** One product through `cfg` (or the selector when null) against float64; returns the largest error relative to the largest |expected|. */
 async function check(
@@ -38,9 +31,9 @@ async function check(
   options: T.MatmulOptions,
   withBias = false,
 ): Promise<number> {
-  const [a, b] = [stored(size(aShape), 1, dtype), stored(size(bShape), 2, dtype)];
+  const [a, b] = [storedValues(T.sizeOf(aShape), 1, dtype), storedValues(T.sizeOf(bShape), 2, dtype)];
   const N = options.transposeB ? bShape[bShape.length - 2] : bShape[bShape.length - 1];
-  const bias = stored(N, 3, dtype);
+  const bias = storedValues(N, 3, dtype);
   const cpu = (v: Float64Array, s: number[]) => T.tensor(v, s, { dtype: 'float64', backend: T.cpuBackend });
   const gpu = (v: Float64Array, s: number[]) => T.tensor(v, s, { dtype, backend });
   let ref = T.matmul(cpu(a, aShape), cpu(b, bShape), options);
@@ -53,9 +46,8 @@ async function check(
     if (withBias) got = T.add(got, gpu(bias, [N]));
     const expected = ref.dataSync();
     const actual = await got.data();
-    const tol = dtype === 'float16' ? scaledTolerance(TOLERANCES.float16, expected, 1e-3) : scaledTolerance(TOLERANCES.float32Gemm, expected);
     const label = `${cfg?.name ?? 'selector'} ${dtype} [${aShape}]·[${bShape}]${options.transposeA ? ' Aᵀ' : ''}${options.transposeB ? ' Bᵀ' : ''}${withBias ? ' + bias' : ''}`;
-    assertClose(actual, expected, tol, label);
+    assertClose(actual, expected, gemmTolerance(dtype, expected), label);
     let maxAbs = 0;
     let maxErr = 0;
     for (let i = 0; i < expected.length; i++) {
@@ -126,9 +118,7 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
   backend.poisonOutputs = true;
   const report = backend.context.report;
   console.log(`${report.vendor} ${report.architecture} ${report.description}; subgroup sizes ${report.subgroupMinSize}..${report.subgroupMaxSize}`);
-  console.log(
-    `subgroup-matrix configurations: ${report.subgroupMatrixConfigs.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'}`,
-  );
+  console.log(`subgroup-matrix configurations: ${subgroupMatrixConfigsText(report) || 'none'}`);
   for (const note of report.precisionNotes) console.log(`note: ${note}`);
   const choices = (['float32', 'float16'] as const)
     .map((d) => [d, subgroupMatrixChoice(report, d)] as const)
@@ -147,10 +137,7 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
       [4, 4, true],
     ];
     for (const [rm, rn, direct] of blockings.filter(([m, n, d], i, all) => all.findIndex(([m2, n2, d2]) => m2 === m && n2 === n && d2 === d) === i)) {
-      const cfg =
-        rm === choice.rm && rn === choice.rn && direct === choice.direct
-          ? choice
-          : sgmatConfig(choice.component, choice.sm, choice.sn, choice.sk, choice.subgroupSize, rm, rn, direct);
+      const cfg = sgmatConfig(choice.component, choice.sm, choice.sn, choice.sk, choice.subgroupSize, rm, rn, direct);
       console.log(`checking ${cfg.name} on ${dtype} operands against float64:`);
       try {
         const [M, N, K] = [70, 45, 101];

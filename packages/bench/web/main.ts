@@ -3,7 +3,7 @@
  * reference, the benchmark table and chart, and a LoRA fine-tuning demo on the embedded model.
  * `?auto=quick` runs everything on tiny shapes and publishes `window.__results` (the browser test).
  */
-import { type AdapterReport, webgpuBackend } from '@metal-lora/metal-kernels';
+import { type AdapterReport, subgroupMatrixConfigsText, webgpuBackend } from '@metal-lora/metal-kernels';
 import { linearToLoRALayers } from '@metal-lora/nn';
 import * as T from '@metal-lora/tensor';
 import { compare, randomValues } from '@metal-lora/tensor/testing';
@@ -31,9 +31,7 @@ const auto = new URLSearchParams(location.search).get('auto');
 function precisionPath(r: AdapterReport): string {
   const offers = [
     r.shaderF16 ? 'shader-f16 (f16 storage)' : 'no shader-f16',
-    r.subgroupMatrixConfigs.length
-      ? `subgroup matrices (${r.subgroupMatrixConfigs.map((c) => `${c.componentType}→${c.resultComponentType} ${c.M}×${c.N}×${c.K}`).join(', ')}; opt-in)`
-      : 'no subgroup matrices',
+    r.subgroupMatrixConfigs.length ? `subgroup matrices (${subgroupMatrixConfigsText(r)}; opt-in)` : 'no subgroup matrices',
   ];
   return `f32, portable kernels; the adapter also offers ${offers.join(', ')}`;
 }
@@ -68,7 +66,7 @@ async function showAdapter(): Promise<string> {
     ['software renderer', r.software ? 'yes' : 'no'],
     ['shader-f16', r.shaderF16 ? 'yes' : 'no'],
     ['subgroups', r.subgroups ? `yes (sizes ${r.subgroupMinSize}..${r.subgroupMaxSize})` : 'no'],
-    ['subgroup matrices', r.subgroupMatrixConfigs.map((c) => `${c.componentType}→${c.resultComponentType} ${c.M}×${c.N}×${c.K}`).join(', ') || 'none'],
+    ['subgroup matrices', subgroupMatrixConfigsText(r) || 'none'],
     ['GPU timestamps', r.timestampQuery ? 'yes' : 'no (wall-clock timing)'],
     ...r.precisionNotes.map((n): [string, string] => ['note', n]),
   ];

@@ -15,6 +15,7 @@ export {
   requestGPU,
   type RequestGPUOptions,
   setDawnLoader,
+  subgroupMatrixConfigsText,
 } from './device';
 export { gemmDevice } from './gemm/record';
 export { loraPlan, selectGemm } from './gemm/select';

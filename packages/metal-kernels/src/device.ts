@@ -29,6 +29,11 @@ export interface AdapterReport {
   precisionNotes: string[];
 }
 
+/** The adapter's subgroup-matrix configurations as text (`f16->f32 16x16x16, …`); '' where it offers none. */
+export function subgroupMatrixConfigsText(report: Pick<AdapterReport, 'subgroupMatrixConfigs'>): string {
+  return report.subgroupMatrixConfigs.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ');
+}
+
 export interface GPUContext {
   /** The WebGPU entry point. Kept referenced: Dawn crashes if its instance is collected while a device lives. */
   gpu: GPU;

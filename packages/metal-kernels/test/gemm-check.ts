@@ -1,7 +1,7 @@
 /** The float64 checks the GEMM and gemv test files share: random operands, the reference product, the epilogue. */
 import * as T from '@metal-lora/tensor';
 import { cpuBackend, fromStorage, type Tensor, toStorage } from '@metal-lora/tensor';
-import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
+import { assertClose, gemmTolerance, randomValues, storedValues } from '@metal-lora/tensor/testing';
 import { expect } from 'vitest';
 import type { GemmShape, WebGPUBackend } from '../src/index';
 import { type GemmConfig, recordGemm } from '../src/internal';
@@ -29,15 +29,6 @@ export function random(shape: number[], seed: number, backend: T.Backend, dtype:
 
 export type Stored = 'float32' | 'float16';
 
-/** Random values as `dtype` would store them (float16: rounded to half), in float64. */
-export function stored(n: number, seed: number, dtype: Stored): Float64Array {
-  return Float64Array.from(fromStorage(toStorage(randomValues(n, seed), dtype), dtype));
-}
-
-/** float16 runs store operands and C as halves and compute in f32: C is compared after its own rounding. */
-export const gemmTolerance = (dtype: Stored, expected: ArrayLike<number>) =>
-  dtype === 'float16' ? scaledTolerance(TOLERANCES.float16, expected, 1e-3) : scaledTolerance(TOLERANCES.float32Gemm, expected);
-
 export async function checkMatmul(
   backend: WebGPUBackend,
   aShape: number[],
@@ -47,7 +38,7 @@ export async function checkMatmul(
   dtype: Stored = 'float32',
 ): Promise<void> {
   const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
-  const [a, b] = [stored(size(aShape), 1, dtype), stored(size(bShape), 2, dtype)];
+  const [a, b] = [storedValues(size(aShape), 1, dtype), storedValues(size(bShape), 2, dtype)];
   const ref = T.matmul(T.tensor(a, aShape, { dtype: 'float64', backend: cpuBackend }), T.tensor(b, bShape, { dtype: 'float64', backend: cpuBackend }), options);
   const got = T.matmul(T.tensor(a, aShape, { dtype, backend }), T.tensor(b, bShape, { dtype, backend }), options);
   expect(got.shape).toEqual(ref.shape);
@@ -68,10 +59,10 @@ export function upload(backend: WebGPUBackend, values: Float64Array, dtype: Stor
  */
 export async function checkEpilogue(backend: WebGPUBackend, cfg: GemmConfig, s: GemmShape, dtype: Stored = 'float32'): Promise<void> {
   const { M, N, K } = s;
-  const a = stored(M * K, 31, dtype);
-  const b = stored(K * N, 32, dtype);
-  const c0 = stored(M * N, 33, dtype);
-  const bias = stored(N, 34, dtype);
+  const a = storedValues(M * K, 31, dtype);
+  const b = storedValues(K * N, 32, dtype);
+  const c0 = storedValues(M * N, 33, dtype);
+  const bias = storedValues(N, 34, dtype);
   const [alpha, beta] = [0.75, -1.5];
   const [ab, bb, cb, biasb] = [a, b, c0, bias].map((v) => upload(backend, v, dtype));
   recordGemm(backend, { ...s, dtype }, { a: ab, b: bb, c: cb, bias: biasb, aBatchStride: 0, bBatchStride: 0, alpha, beta, dtype }, cfg);

@@ -1,6 +1,6 @@
 import * as T from '@metal-lora/tensor';
 import { fromStorage } from '@metal-lora/tensor';
-import { assertClose } from '@metal-lora/tensor/testing';
+import { assertClose, gemmTolerance, storedValues } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_GEMM_DEVICE, type GemmShape, selectGemm } from '../src/index';
 import {
@@ -20,7 +20,7 @@ import {
   VEC4_128x64_T128,
   type Vec4Config,
 } from '../src/internal';
-import { checkEpilogue, checkMatmul, gemmTolerance, random, shape, stored, upload } from './gemm-check';
+import { checkEpilogue, checkMatmul, random, shape, upload } from './gemm-check';
 import { clearOverrides, gpuIt } from '../../../test-support/gpu';
 
 // The gemv family (gemv, gemv-rows, gemv-cols) is tested in gemv.test.ts: a file of its own so that
@@ -238,7 +238,12 @@ describe('webgpu GEMM: every variant against the float64 reference on awkward sh
       for (const dtype of ['float32', 'float16'] as const) {
         if (dtype === 'float16' && !backend.context.report.shaderF16) continue;
         const [M, N, K] = [40, 260, 300];
-        const [a1, b1, a2, b2] = [stored(K * M, 71, dtype), stored(K * N, 72, dtype), stored(K * M, 73, dtype), stored(K * N, 74, dtype)];
+        const [a1, b1, a2, b2] = [
+          storedValues(K * M, 71, dtype),
+          storedValues(K * N, 72, dtype),
+          storedValues(K * M, 73, dtype),
+          storedValues(K * N, 74, dtype),
+        ];
         const [ab1, bb1, ab2, bb2] = [a1, b1, a2, b2].map((v) => upload(backend, v, dtype));
         const bytes = M * N * (dtype === 'float16' ? 2 : 4);
         const c1 = backend.acquire(bytes, 'pair c1');

@@ -5,7 +5,7 @@
 // The package entry installs the Tensor methods, the gradient table and the CPU backend that these helpers use.
 import './index';
 import { grad } from './autograd';
-import type { DType } from './dtype';
+import { type DType, fromStorage, toStorage } from './dtype';
 import { noGrad } from './engine';
 import { mul, sum } from './ops/all';
 import { normalValues } from './random';
@@ -100,6 +100,19 @@ export function randomValues(n: number, seed: number, std = 1): Float64Array {
   const out = new Float64Array(n);
   normalValues(seed, n, 0, std, out);
   return out;
+}
+
+/** Random values as `dtype` stores them (float16: rounded to half), in float64: what a kernel reads, exactly. */
+export function storedValues(n: number, seed: number, dtype: 'float32' | 'float16'): Float64Array {
+  return Float64Array.from(fromStorage(toStorage(randomValues(n, seed), dtype), dtype));
+}
+
+/**
+ * A GEMM's tolerance against float64 for operands stored as `dtype`: f16 runs store operands and
+ * C as halves and compute in f32, so C is compared after its own rounding.
+ */
+export function gemmTolerance(dtype: 'float32' | 'float16', expected: ArrayLike<number>): Tolerance {
+  return dtype === 'float16' ? scaledTolerance(TOLERANCES.float16, expected, 1e-3) : scaledTolerance(TOLERANCES.float32Gemm, expected);
 }
 
 /** A seeded random tensor of `shape` on the current backend. */

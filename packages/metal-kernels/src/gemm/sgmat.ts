@@ -6,6 +6,7 @@
  */
 import { ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
+import { subgroupMatrixConfigsText } from '../device';
 import { dummy, enableFor, shader, uniform } from '../kernels/common';
 import sgmatSource from '../wgsl/gemm-sgmat.wgsl';
 import { subgroupMatrixChoice } from './select';
@@ -53,7 +54,7 @@ export function recordSgmat(
   ] as const)
     if (!Number.isInteger(v) || v < 1 || v > 8) throw new ValueError('matmul', `${cfg.name}: ${key} must be an integer in 1..8`, '1..8', String(v));
   if (!same && !widened) {
-    const configs = report.subgroupMatrixConfigs.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ');
+    const configs = subgroupMatrixConfigsText(report);
     throw new ValueError(
       'matmul',
       `${cfg.name} needs the adapter's subgroup-matrix configuration`,
