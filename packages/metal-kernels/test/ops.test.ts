@@ -184,6 +184,12 @@ describe('webgpu adamUpdateInPlace', () => {
         expect((t.ref('test').data as { buffer: unknown }).buffer).toBe(buffers[i]);
         assertClose(await t.data(), want[i].dataSync(), transcendental, `${['param', 'm', 'v'][i]} ${shape}`);
       }
+      // With a schedule tensor the kernel reads the step's values from it, not from the options.
+      const [sp, sg, sm, sv] = make(b, 'float32');
+      const schedule = T.tensor(T.adamSchedule(opts), [4], { dtype: 'float32', backend: b });
+      T.noGrad(() => T.adamUpdateInPlace(sp, sg, sm, sv, { ...opts, lr: 0.7, step: 1 }, undefined, schedule));
+      for (const [i, t] of [sp, sm, sv].entries())
+        assertClose(await t.data(), want[i].dataSync(), transcendental, `scheduled ${['param', 'm', 'v'][i]} ${shape}`);
     }
   });
 });

@@ -1,4 +1,23 @@
-import { adamUpdate, adamUpdateInPlace, add, cast, keep, mul, noGrad, sub, sum, type Tensor, tidy, ValueError, zeros } from '@metal-lora/tensor';
+import {
+  adamSchedule,
+  adamUpdate,
+  adamUpdateInPlace,
+  add,
+  type Backend,
+  type CapturedGraph,
+  captureGraph,
+  cast,
+  keep,
+  mul,
+  noGrad,
+  sub,
+  sum,
+  type Tensor,
+  tensor,
+  tidy,
+  ValueError,
+  zeros,
+} from '@metal-lora/tensor';
 import type { Module } from './module';
 
 /** A learning rate: a number or a schedule of the step (0-based). */
@@ -27,10 +46,23 @@ function checkRange(op: string, name: string, value: unknown, min: number, max =
  * two ways: `optimizer.update(model, grads)` with gradients by name (from `valueAndGrad`), or
  * `loss.backward(); optimizer.step()` with `.grad` (PyTorch style). Updates write into the
  * parameters' own tensors (`assign`), so references to them stay valid.
+ *
+ * Where every update of a step is written in place (Adam from its second step) on a backend that
+ * records device work (WebGPU), the second such step in a row over the same parameters,
+ * gradients and state is captured (`captureGraph`) and later ones replay it, the learning rate
+ * and step read from a small tensor written before each replay: one submission instead of one
+ * dispatch's host work per parameter. Gradients in other tensors than last time (clipped, or
+ * summed) run the updates one by one again. `capture = false` turns this off.
  */
 export abstract class Optimizer {
   protected readonly state = new Map<Tensor, Record<string, Tensor>>();
   stepCount = 0;
+  /** Capture a step's updates and replay them while the same tensors come back (see the class). Default true. */
+  capture = true;
+  /** The captured updates and the storages they were recorded over. */
+  private captured: { storages: unknown[]; graph: CapturedGraph } | null = null;
+  /** The storages of the last step that could have been captured. */
+  private seen: unknown[] | null = null;
   constructor(
     protected readonly params: Named | null,
     protected readonly lr: LearningRate,
@@ -48,9 +80,61 @@ export abstract class Optimizer {
 
   protected abstract updateOne(param: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number, step: number): Tensor;
 
+  /**
+   * Whether `updateOne` on this state writes in place and reads the step's values (learning rate,
+   * step) only from what {@link writeSchedule} writes, so that it can be captured. None by default.
+   */
+  protected replayable(_state: Record<string, Tensor>): boolean {
+    return false;
+  }
+
+  /** Writes the step's values where in-place updates on `backend` (one that captures) read them. */
+  protected writeSchedule(_backend: Backend, _lr: number, _step: number): void {}
+
   private apply(pairs: [Tensor, Tensor][]): void {
     const lr = this.learningRate;
     this.stepCount++;
+    const backend = pairs[0]?.[0].backend;
+    // Every step, captured or not: the in-place updates on such a backend read these values.
+    if (backend?.capture) this.writeSchedule(backend, lr, this.stepCount);
+    const storages = this.replayStorages(pairs);
+    if (this.captured && !(storages && same(this.captured.storages, storages))) this.releaseCapture();
+    if (!storages) {
+      this.seen = null;
+      this.updateAll(pairs, lr);
+      return;
+    }
+    if (this.captured) {
+      this.captured.graph.replay();
+      // The next replay's commands are encoded now, while the device runs this one.
+      this.captured.graph.prepare();
+      return;
+    }
+    if (!(this.seen && same(this.seen, storages))) {
+      this.seen = storages;
+      this.updateAll(pairs, lr);
+      return;
+    }
+    const run = captureGraph(() => this.updateAll(pairs, lr), backend);
+    if (run) this.captured = { storages, graph: run.graph };
+    else this.updateAll(pairs, lr);
+  }
+
+  /** The storages a captured step would be bound to, or null where the step cannot be captured. */
+  private replayStorages(pairs: [Tensor, Tensor][]): unknown[] | null {
+    if (!this.capture || pairs.length === 0) return null;
+    const backend = pairs[0][0].backend;
+    if (!backend.capture) return null;
+    const storages: unknown[] = [];
+    for (const [p, g] of pairs) {
+      const st = this.state.get(p);
+      if (!st || !this.replayable(st) || p.backend !== backend || g.backend !== backend) return null;
+      for (const t of [p, g, ...Object.values(st)]) storages.push(t.ref('Optimizer.update').data);
+    }
+    return storages;
+  }
+
+  private updateAll(pairs: [Tensor, Tensor][], lr: number): void {
     noGrad(() => {
       for (const [p, g] of pairs) {
         let st = this.state.get(p);
@@ -63,6 +147,11 @@ export abstract class Optimizer {
         }
       }
     });
+  }
+
+  private releaseCapture(): void {
+    this.captured?.graph.dispose();
+    this.captured = null;
   }
 
   /** MLX style: gradients by parameter name (those of `valueAndGrad(model, …)`). */
@@ -143,6 +232,8 @@ export abstract class Optimizer {
 
   /** Frees the optimizer's state (moments, momentum buffers); a later step starts it afresh. */
   dispose(): void {
+    this.releaseCapture();
+    this.seen = null;
     for (const st of this.state.values()) for (const t of Object.values(st)) t.dispose();
     this.state.clear();
   }
@@ -214,9 +305,30 @@ export class Adam extends Optimizer {
     checkRange(new.target.name, 'weightDecay', options.weightDecay ?? 0, 0);
   }
   protected decoupled = false;
-  protected updateOne(p: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number, step: number): Tensor {
+  /** The step's values as the in-place updates read them on a backend that captures (`adamSchedule`). */
+  private schedule: Tensor | null = null;
+
+  protected override replayable(state: Record<string, Tensor>): boolean {
+    return state.m !== undefined && state.v !== undefined;
+  }
+
+  protected override writeSchedule(backend: Backend, lr: number, step: number): void {
+    if (this.schedule?.backend !== backend) {
+      this.schedule?.dispose();
+      this.schedule = keep(tensor(new Float32Array(4), [4], { dtype: 'float32', backend }));
+    }
+    this.schedule.write(adamSchedule(this.stepOptions(lr, step)));
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.schedule?.dispose();
+    this.schedule = null;
+  }
+
+  private stepOptions(lr: number, step: number) {
     const [beta1, beta2] = this.options.betas ?? [0.9, 0.999];
-    const options = {
+    return {
       lr,
       beta1,
       beta2,
@@ -225,6 +337,10 @@ export class Adam extends Optimizer {
       decoupled: this.decoupled,
       step,
     };
+  }
+
+  protected updateOne(p: Tensor, grad: Tensor, state: Record<string, Tensor>, lr: number, step: number): Tensor {
+    const options = this.stepOptions(lr, step);
     if (p.dtype !== 'float16') return this.adamStep(p, grad, state, options);
     // A half parameter steps an f32 copy of itself with f32 moments and takes its rounding: in f16
     // the moments underflow (v = g² is 0 below g ≈ 2e-4, eps = 1e-8 is 0), and m / (√v + eps)
@@ -233,12 +349,17 @@ export class Adam extends Optimizer {
     if (state.m && state.v) {
       // One dispatch: the master steps in place and its rounding is written into p itself, so p's
       // buffer (and every bind group that reads it) stays the same from step to step.
-      adamUpdateInPlace(master, grad, state.m, state.v, options, p);
+      adamUpdateInPlace(master, grad, state.m, state.v, options, p, this.scheduleFor(p));
       return p;
     }
     const next = this.adamStep(master, cast(grad, 'float32'), state, options);
     if (next !== master) this.keepState(state, 'master', next);
     return cast(next, 'float16');
+  }
+
+  /** The schedule tensor where p's backend captures (written by `writeSchedule` this step), else none: the options' values. */
+  private scheduleFor(p: Tensor): Tensor | undefined {
+    return p.backend.capture && this.schedule?.backend === p.backend ? this.schedule : undefined;
   }
 
   /** One Adam step of p (moments in `state`, of p's dtype); p itself after the first step (written in place). */
@@ -247,7 +368,7 @@ export class Adam extends Optimizer {
     // time. After the first step it writes into the parameter and moments themselves, so their GPU
     // buffers (and the bind groups of every dispatch that reads them) stay the same from step to step.
     if (state.m && state.v) {
-      adamUpdateInPlace(p, grad, state.m, state.v, options);
+      adamUpdateInPlace(p, grad, state.m, state.v, options, undefined, this.scheduleFor(p));
       return p;
     }
     const fresh = () => zeros([...p.shape], { dtype: p.dtype, backend: p.backend });
@@ -314,4 +435,8 @@ export function warmupCosine(peak: number, warmup: number, total: number, end = 
   const up = linearWarmup(peak, warmup);
   const down = cosineDecay(peak, Math.max(1, total - warmup), end);
   return (step) => (step < warmup ? up(step) : down(step - warmup));
+}
+
+function same(a: unknown[], b: unknown[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }

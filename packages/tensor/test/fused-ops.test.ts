@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  adamSchedule,
   adamUpdate,
   adamUpdateInPlace,
   add,
@@ -129,6 +130,41 @@ describe('adamUpdate', () => {
     expect(() => adamUpdateInPlace(leaf, tensor([1, 2], [2]), tensor([0, 0], [2]), tensor([0, 0], [2]), opts)).toThrow(
       /adamUpdateInPlace: param requires grad/,
     );
+  });
+
+  it('adamUpdateInPlace with a schedule takes lr, decay and corrections from that tensor, not from the options', () => {
+    const vals = (seed: number, positive = false) =>
+      Float64Array.from({ length: 17 }, (_, i) => (positive ? 0.1 + ((i * seed) % 7) / 10 : Math.sin(i * seed + 1)));
+    for (const decoupled of [true, false]) {
+      const base = { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, decoupled };
+      const stepped = { ...base, lr: 0.03, step: 7 };
+      const [p, g, m, v] = [vals(3), vals(5), vals(7), vals(9, true)].map((x) => tensor(x, [17], { dtype: 'float32' }));
+      const want = adamUpdate(p, g, m, v, stepped).map((t) => t.dataSync());
+      const schedule = tensor(adamSchedule(stepped), [4], { dtype: 'float32' });
+      // The options say another step: only the schedule counts.
+      noGrad(() => adamUpdateInPlace(p, g, m, v, { ...base, lr: 0.5, step: 1 }, undefined, schedule));
+      for (const [i, t] of [p, m, v].entries()) assertClose(t.dataSync(), want[i], TOLERANCES.float32, `${['param', 'm', 'v'][i]} decoupled=${decoupled}`);
+    }
+    const lr = 0.02;
+    expect(Array.from(adamSchedule({ lr, beta1: 0.5, beta2: 0.75, eps: 0, weightDecay: 0.5, decoupled: true, step: 2 }))).toEqual([
+      Math.fround(lr),
+      Math.fround(1 - lr * 0.5),
+      0.75,
+      Math.fround(1 - 0.75 ** 2),
+    ]);
+    const f32 = () => tensor([1, 2], [2]);
+    const opts = { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 1 };
+    expect(() => adamUpdateInPlace(f32(), f32(), f32(), f32(), opts, undefined, tensor([1, 2, 3], [3]))).toThrow(
+      'adamUpdateInPlace: schedule holds [lr, decay, c1, c2]; expected [4], got [3]',
+    );
+    expect(() => adamUpdateInPlace(f32(), f32(), f32(), f32(), opts, undefined, tensor([1, 2, 3, 4], [4], { dtype: 'float16' }))).toThrow(
+      'adamUpdateInPlace: schedule must be float32; expected float32, got float16',
+    );
+    const shared = tensor([1, 2, 3, 4], [4]);
+    expect(() =>
+      adamUpdateInPlace(shared, shared.share(), tensor([0, 0, 0, 0], [4]), tensor([1, 1, 1, 1], [4]), opts, undefined, tensor([1, 1, 1, 1], [4])),
+    ).toThrow('adamUpdateInPlace: param, grad, m, v and schedule must not share storage; expected five distinct tensors, got two handles on one storage');
+    expect(() => adamSchedule({ ...opts, step: 0 })).toThrow('adamSchedule: step is out of range; expected an integer ≥ 1, got 0');
   });
 
   it('adamUpdateInPlace with a copy: f32 master, moments and an f16 gradient; the step rounded into the half copy in place', () => {

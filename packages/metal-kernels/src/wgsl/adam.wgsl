@@ -15,7 +15,8 @@
 //   8  p      uniform              { n, grid_x: u32, b1, b2, eps, l2: f32 }
 // IN_PLACE = 1 (written back into param, m and v; each element read and written by one thread):
 //   0  param  storage, read_write, 1 grad storage, read, 2 m and 3 v storage, read_write,
-//   4  h uniform, 5 p uniform; with COPY = 1:
+//   4  h uniform, or with SCHEDULE = 1 storage, read (a tensor the step's values are written
+//      into before each replay of a captured update), 5 p uniform; with COPY = 1:
 //   5  copy   storage, read_write  [n] H  param' rounded (mixed precision: param, m, v are the
 //      f32 master weights and moments, copy the half weights the model computes with), 6 p uniform
 // Dispatch: ceil(n / 256) workgroups of 256 threads, folded into (x, y) when above 65535
@@ -41,7 +42,12 @@ struct Params { n: u32, grid_x: u32, b1: f32, b2: f32, eps: f32, l2: f32 }
 @group(0) @binding(1) var<storage, read> grad: array<{{G}}>;
 @group(0) @binding(2) var<storage, read_write> m: array<{{T}}>;
 @group(0) @binding(3) var<storage, read_write> v: array<{{T}}>;
+{{^SCHEDULE}}
 @group(0) @binding(4) var<uniform> h: Step;
+{{/SCHEDULE}}
+{{#SCHEDULE}}
+@group(0) @binding(4) var<storage, read> h: Step;
+{{/SCHEDULE}}
 {{^COPY}}
 @group(0) @binding(5) var<uniform> p: Params;
 {{/COPY}}

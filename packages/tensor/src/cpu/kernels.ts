@@ -2,7 +2,7 @@ import { type KernelArgs, type KernelOutput, registerKernel, type TensorRef } fr
 import type { DType, StorageArray, ValueArray } from '../dtype';
 import { ValueError } from '../errors';
 import { erf, gelu, sigmoid } from '../math';
-import type { BinaryOp, OpName, OpOutputs, UnaryOp } from '../ops/op-names';
+import type { BinaryOp, OpAttrs, OpName, OpOutputs, UnaryOp } from '../ops/op-names';
 import { dropoutKeep } from '../random';
 import { broadcastShapes, broadcastStrides, reducedShape, type Shape, sizeOf, stridesOf } from '../shape';
 import { type CpuBackend, cpuBackend } from './backend';
@@ -208,27 +208,41 @@ function crossEntropyBackwardKernel({ inputs: [logits, targets, weights, lse, dl
 
 /** The reference of `adamUpdate`: float64 arithmetic, with m' and v' rounded to the parameter's precision as they are stored. */
 function adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend }: Args<'adamUpdate'>): OpOutputs['adamUpdate'] {
-  const { lr, beta1, beta2, eps, weightDecay: wd, decoupled, step } = attrs;
-  const [pv, gv, mv, vv] = [param, grad, m, v].map((t) => backend.values(t));
+  const { lr, beta1, beta2, weightDecay: wd, decoupled, step } = attrs;
+  return adamReference(backend, [param, grad, m, v], attrs, [lr, decoupled ? 1 - lr * wd : 1, 1 - beta1 ** step, 1 - beta2 ** step]);
+}
+
+/** One Adam step over [param, grad, m, v] with the step's values [lr, decay, c1, c2]. */
+function adamReference(
+  backend: Args<'adamUpdate'>['backend'],
+  tensors: readonly TensorRef[],
+  { beta1, beta2, eps, weightDecay: wd, decoupled }: OpAttrs['adamUpdate'],
+  values: ArrayLike<number>,
+): OpOutputs['adamUpdate'] {
+  const [lr, decay, c1, c2] = [values[0], values[1], values[2], values[3]];
+  const [param] = tensors;
+  const [pv, gv, mv, vv] = tensors.map((t) => backend.values(t));
   const n = pv.length;
   const [po, mo, vo] = [0, 1, 2].map(() => floatArray(param.dtype, n));
-  const c1 = 1 - beta1 ** step;
-  const c2 = 1 - beta2 ** step;
+  const l2 = decoupled ? 0 : wd;
   for (let i = 0; i < n; i++) {
-    const g = decoupled || !wd ? gv[i] : gv[i] + wd * pv[i];
-    const p0 = decoupled && wd ? pv[i] * (1 - lr * wd) : pv[i];
+    const g = gv[i] + l2 * pv[i];
     mo[i] = beta1 * mv[i] + (1 - beta1) * g;
     vo[i] = beta2 * vv[i] + (1 - beta2) * g * g;
-    po[i] = p0 - (lr * (mo[i] / c1)) / (Math.sqrt(vo[i] / c2) + eps);
+    po[i] = pv[i] * decay - (lr * (mo[i] / c1)) / (Math.sqrt(vo[i] / c2) + eps);
   }
   const shape = [...param.shape];
   return { param: backend.output(po, shape, param.dtype), m: backend.output(mo, shape, param.dtype), v: backend.output(vo, shape, param.dtype) };
 }
 
-/** `adamUpdateInPlace`: the reference step, written into the storage of param, m and v. */
+/** `adamUpdateInPlace`: the reference step, written into the storage of param, m and v (the step's values from `schedule` when given). */
 function adamUpdateInPlaceKernel({ inputs, attrs, backend }: Args<'adamUpdateInPlace'>): OpOutputs['adamUpdateInPlace'] {
-  const [param, grad, m, v, copy] = inputs;
-  const outs = adamUpdateKernel({ inputs: [param, grad, m, v], attrs, backend });
+  const [param, grad, m, v] = inputs;
+  const schedule = attrs.schedule ? inputs[inputs.length - 1] : undefined;
+  const copy = inputs.length - (schedule ? 1 : 0) > 4 ? inputs[4] : undefined;
+  const { lr, beta1, beta2, weightDecay: wd, decoupled, step } = attrs;
+  const values = schedule ? (schedule.data as Float32Array) : [lr, decoupled ? 1 - lr * wd : 1, 1 - beta1 ** step, 1 - beta2 ** step];
+  const outs = adamReference(backend, [param, grad, m, v], attrs, values);
   const rounded = copy ? backend.output(backend.values(outs.param), [...copy.shape], copy.dtype) : null;
   for (const [target, o] of [[param, outs.param], [m, outs.m], [v, outs.v], ...(copy && rounded ? [[copy, rounded] as const] : [])] as const) {
     (target.data as StorageArray).set(o.data as StorageArray);

@@ -104,10 +104,12 @@ export interface OpAttrs {
    */
   decodeAttention: { scale: number };
   /**
-   * [param, grad, m, v, copy?] → []: the same step written into param, m and v, and rounded into
-   * copy when given (grad in param's or copy's dtype) (`adamUpdateInPlace`).
+   * [param, grad, m, v, copy?, schedule?] → []: the same step written into param, m and v, and
+   * rounded into copy when given (grad in param's or copy's dtype); with `schedule` (last, float32
+   * [4]: lr, decay, c1, c2 as `adamSchedule` gives them) the step's values are read from it
+   * instead of lr and step (`adamUpdateInPlace`).
    */
-  adamUpdateInPlace: OpAttrs['adamUpdate'];
+  adamUpdateInPlace: OpAttrs['adamUpdate'] & { schedule: boolean };
   /** [target, values, start int32 [1]] → []: values written into target along `axis` from index start (`writeSlice`). */
   writeSlice: { axis: number };
   /**
@@ -152,7 +154,7 @@ export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: 
   softmaxCrossEntropy: readonly [logits: R, targets: R, weights: R];
   softmaxCrossEntropyBackward: readonly [logits: R, targets: R, weights: R, logsumexp: R, dloss: R];
   adamUpdate: readonly [param: R, grad: R, m: R, v: R];
-  adamUpdateInPlace: readonly [param: R, grad: R, m: R, v: R, copy?: R];
+  adamUpdateInPlace: readonly [param: R, grad: R, m: R, v: R, ...copyAndSchedule: R[]];
   writeSlice: readonly [target: R, values: R, start: R];
   writeKV: readonly [keys: R, values: R, k: R, v: R, start: R, cos?: R, sin?: R];
 };
