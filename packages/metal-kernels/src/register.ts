@@ -8,6 +8,7 @@ import { registerLoraKernels } from './kernels/lora';
 import { registerLossKernels } from './kernels/loss';
 import { registerMatmulKernel } from './kernels/matmul';
 import { registerOptimizerKernels } from './kernels/optim';
+import { registerQuantizedKernels } from './kernels/quantized';
 import { registerReduceKernels } from './kernels/reduce';
 
 let kernelsRegistered = false;
@@ -24,6 +25,7 @@ export function registerWebGPUKernels(): void {
   registerOptimizerKernels();
   registerLossKernels();
   registerBlockKernels();
+  registerQuantizedKernels();
 }
 
 /** Opens a device and wraps it as a backend (kernels registered). */

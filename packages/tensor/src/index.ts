@@ -71,6 +71,18 @@ export {
   UNARY_OPS,
   type UnaryOp,
 } from './ops/op-names';
+export {
+  checkQuantColumns,
+  dequantizeAffine,
+  packedWords,
+  QUANT_BITS,
+  QUANT_GROUP_SIZES,
+  type QuantizeOptions,
+  type QuantSpec,
+  quantizeAffine,
+  quantSpec,
+  unpackAt,
+} from './quantize';
 export { dropoutKeep, manualSeed, mix32, nextSeed, randomBits, uniformAt } from './random';
 export { keep, tidy } from './scope';
 export { broadcastShapes, broadcastStrides, formatShape, MAX_TENSOR_ELEMENTS, reducedShape as reducedShapeOf, type Shape, sizeOf, stridesOf } from './shape';

@@ -3,6 +3,7 @@ import type { DType, StorageArray, ValueArray } from '../dtype';
 import { ValueError } from '../errors';
 import { erf, gelu, sigmoid } from '../math';
 import type { BinaryOp, OpAttrs, OpName, OpOutputs, UnaryOp } from '../ops/op-names';
+import { dequantizeAffine, type QuantSpec } from '../quantize';
 import { dropoutKeep } from '../random';
 import { broadcastShapes, broadcastStrides, reducedShape, type Shape, sizeOf, stridesOf } from '../shape';
 import { type CpuBackend, cpuBackend } from './backend';
@@ -249,6 +250,44 @@ function adamUpdateInPlaceKernel({ inputs, attrs, backend }: Args<'adamUpdateInP
     backend.free(o.data);
   }
   return {};
+}
+
+/** The float64 weights of a packed matrix `[rows, cols]` (`dequantize`'s reference). */
+function dequantized(
+  backend: CpuBackend,
+  weight: TensorRef,
+  scales: TensorRef,
+  biases: TensorRef,
+  spec: QuantSpec,
+): { w: Float64Array; rows: number; cols: number } {
+  const rows = weight.shape[0];
+  const cols = scales.shape[1] * spec.groupSize;
+  return { w: dequantizeAffine(weight.data as Int32Array, backend.values(scales), backend.values(biases), rows, cols, spec), rows, cols };
+}
+
+function dequantizeKernel({ inputs: [weight, scales, biases], attrs, backend }: Args<'dequantize'>): KernelOutput {
+  const { w, rows, cols } = dequantized(backend, weight, scales, biases, attrs);
+  const out = floatArray(scales.dtype, rows * cols);
+  out.set(w);
+  return backend.output(out, [rows, cols], scales.dtype);
+}
+
+/** `quantizedMatmul`: x·Wᵀ or x·W over the dequantized weights, accumulated in float64. */
+function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, backend }: Args<'quantizedMatmul'>): KernelOutput {
+  const { w, rows, cols } = dequantized(backend, weight, scales, biases, attrs);
+  const xv = backend.values(x);
+  const [inner, outer] = attrs.transpose ? [cols, rows] : [rows, cols];
+  const m = xv.length / inner;
+  const out = floatArray(x.dtype, m * outer);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < outer; j++) {
+      let acc = 0;
+      if (attrs.transpose) for (let k = 0; k < inner; k++) acc += xv[i * inner + k] * w[j * cols + k];
+      else for (let k = 0; k < inner; k++) acc += xv[i * inner + k] * w[k * cols + j];
+      out[i * outer + j] = acc;
+    }
+  }
+  return backend.output(out, [...x.shape.slice(0, -1), outer], x.dtype);
 }
 
 /** `writeSlice`: values copied into the target's own storage from the start index (refused past the end). */
@@ -532,6 +571,8 @@ export function registerCpuKernels(): void {
   registerKernel('cpu', 'softmaxCrossEntropyBackward', crossEntropyBackwardKernel);
   registerKernel('cpu', 'adamUpdate', adamUpdateKernel);
   registerKernel('cpu', 'adamUpdateInPlace', adamUpdateInPlaceKernel);
+  registerKernel('cpu', 'dequantize', dequantizeKernel);
+  registerKernel('cpu', 'quantizedMatmul', quantizedMatmulKernel);
   registerCpuBlockKernels();
 }
 

@@ -7,3 +7,4 @@ export * from './lora';
 export * from './matmul';
 export * from './optim';
 export * from './reduce';
+export * from './quantized';

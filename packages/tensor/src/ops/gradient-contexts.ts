@@ -96,6 +96,8 @@ export interface GradientContexts {
   gatedActivation: { activation: OpAttrs['gatedActivation']['activation'] };
   /** saves [y] */
   maskedSoftmax: { scale: number };
+  /** saves [weight, scales, biases] */
+  quantizedMatmul: { bits: number; groupSize: number; transpose: boolean };
 }
 
 /** One rule per differentiable op. */

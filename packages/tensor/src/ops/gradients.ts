@@ -244,6 +244,13 @@ const GRADIENTS: GradientTable = {
   },
   // Each row's gradient was formed in the forward pass for an upstream factor of 1: scale it.
   linearCrossEntropy: (dy, [rows]) => [mul(rows, reshape(dy, [-1, 1]))],
+  // The quantized weights are constants: only x has a gradient, dy times W the other way round.
+  quantizedMatmul: (dy, [weight, scales, biases], { bits, groupSize, transpose }) => [
+    runOp('quantizedMatmul', [dy, weight, scales, biases], { bits, groupSize, transpose: !transpose }),
+    null,
+    null,
+    null,
+  ],
 
   rmsNorm: (dy, [x, weight, rstd], { features, xShape, offset }, inputs) => {
     const dy2 = reshape(dy, [-1, features]);

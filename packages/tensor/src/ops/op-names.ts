@@ -110,6 +110,16 @@ export interface OpAttrs {
    * instead of lr and step (`adamUpdateInPlace`).
    */
   adamUpdateInPlace: OpAttrs['adamUpdate'] & { schedule: boolean };
+  /**
+   * [weight int32 [R, C·bits/32], scales [R, C/groupSize], biases (as scales)] → [W [R, C] in
+   * scales' dtype]: MLX affine dequantization `scale·q + bias` (`dequantize`).
+   */
+  dequantize: { bits: number; groupSize: number };
+  /**
+   * [x [..., C or R], weight, scales, biases (as `dequantize`)] → [x·Wᵀ [..., R] (transpose) or
+   * x·W [..., C]] with W dequantized as it is read (`quantizedMatmul`).
+   */
+  quantizedMatmul: { bits: number; groupSize: number; transpose: boolean };
   /** [target, values, start int32 [1]] → []: values written into target along `axis` from index start (`writeSlice`). */
   writeSlice: { axis: number };
   /**
@@ -155,6 +165,8 @@ export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: 
   softmaxCrossEntropyBackward: readonly [logits: R, targets: R, weights: R, logsumexp: R, dloss: R];
   adamUpdate: readonly [param: R, grad: R, m: R, v: R];
   adamUpdateInPlace: readonly [param: R, grad: R, m: R, v: R, ...copyAndSchedule: R[]];
+  dequantize: readonly [weight: R, scales: R, biases: R];
+  quantizedMatmul: readonly [x: R, weight: R, scales: R, biases: R];
   writeSlice: readonly [target: R, values: R, start: R];
   writeKV: readonly [keys: R, values: R, k: R, v: R, start: R, cos?: R, sin?: R];
 };
@@ -242,6 +254,8 @@ export const OP_NAMES = [
   'softmaxCrossEntropyBackward',
   'adamUpdate',
   'adamUpdateInPlace',
+  'dequantize',
+  'quantizedMatmul',
   'writeSlice',
   'writeKV',
 ] as const satisfies readonly OpName[];

@@ -1,6 +1,7 @@
 import counterHash from './counter-hash.wgsl';
 import gemmEpilogue from './gemm-epilogue.wgsl';
 import gemmUniform from './gemm-uniform.wgsl';
+import quantUnpack from './quant-unpack.wgsl';
 import ropePair from './rope-pair.wgsl';
 import rowReduce from './row-reduce.wgsl';
 import sigmoid from './sigmoid.wgsl';
@@ -14,6 +15,7 @@ export const wgslPieces: Readonly<Record<string, string>> = {
   'counter-hash': counterHash,
   'gemm-epilogue': gemmEpilogue,
   'gemm-uniform': gemmUniform,
+  'quant-unpack': quantUnpack,
   'rope-pair': ropePair,
   'row-reduce': rowReduce,
   sigmoid,
