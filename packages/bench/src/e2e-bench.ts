@@ -6,7 +6,7 @@
  *
  *   metal-lora-bench e2e [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b,qwen2.5-0.5b]
  *                        [--batch 4] [--seq 512] [--rank 8] [--steps 5] [--warmup 2] [--json out.json] [--no-peers] [--separate-passes]
- *                        [--grad-checkpoint] [--keep-attention] [--dtype float32|float16] [--subgroup-matrix] [--no-capture]
+ *                        [--grad-checkpoint] [--keep-attention] [--dtype float32|float16] [--subgroup-matrix] [--no-capture] [--quantize BITS]
  *
  * LoRA rank `--rank` (alpha 16) on all seven linear layers of every block, as mlx-lm and PEFT users
  * commonly train. Per step: wall time (the loss is read back every step, as a training loop that
@@ -21,13 +21,16 @@
  * reduction, AdamW's master weights and moments in f32) against PyTorch's base in bf16; the GPU is
  * requested with Dawn's f16 toggle for NVIDIA. `--subgroup-matrix` lets big products use the
  * subgroup-matrix GEMM where the adapter offers a configuration for them.
+ *
+ * `--quantize BITS` is QLoRA: the base quantized (MLX affine, groups of 64; `quantizeModel`) before
+ * LoRA is added; the row reports the base's bytes as held, and no PyTorch peer runs.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
-import { AdamW, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } from '@metal-lora/nn';
+import { AdamW, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, quantizeModel, valueAndGrad } from '@metal-lora/nn';
 import * as T from '@metal-lora/tensor';
 import { loadModel } from 'metal-lora';
 import { MODEL_SHAPES } from './shapes';
@@ -67,11 +70,15 @@ export interface E2EOptions {
   dtype?: 'float32' | 'float16';
   /** Replay the step's forward and backward (`valueAndGrad(..., { capture: true })`, as `metal-lora train` does); default true. */
   capture?: boolean;
+  /** QLoRA: quantize the base to this many bits (MLX affine, groups of 64) before adding LoRA; ours only (no peer). */
+  quantize?: number;
 }
 
 export interface E2ERow {
   model: string;
   parameters: number;
+  /** The model's weights as held before LoRA (f32: 4 bytes each, f16: 2; quantized: the packed words, scales and biases). */
+  weightBytes: number;
   trainable: number;
   /** Median wall time of a step (loss read back), ms. */
   stepMs: number;
@@ -158,6 +165,9 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
       : new LlamaForCausalLM(E2E_SHAPES[name] ?? unknownModel(name), { seed: 1, dtype: options.dtype ?? 'float32' });
   const vocab = model.config.vocab_size;
   const parameters = model.namedParameters().reduce((n, [, p]) => n + p.size, 0);
+  if (options.quantize) await quantizeModel(model, { bits: options.quantize, groupSize: 64 });
+  // The base's bytes as held (packed words at 4 bytes each, halves at 2).
+  const weightBytes = model.namedParameters().reduce((n, [, p]) => n + p.size * (p.dtype === 'float16' ? 2 : 4), 0);
   linearToLoRALayers(model, { rank: options.rank, alpha: 16, seed: 7 });
   model.gradientCheckpointing = options.gradCheckpoint === true;
   model.recomputeAttention = options.keepAttention !== true;
@@ -216,6 +226,7 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
   const row: E2ERow = {
     model: name,
     parameters,
+    weightBytes,
     trainable,
     stepMs,
     hostMs: median(times.map((t) => t.host)),
@@ -314,6 +325,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       dtype: { type: 'string', default: 'float32' },
       'subgroup-matrix': { type: 'boolean', default: false },
       'no-capture': { type: 'boolean', default: false },
+      quantize: { type: 'string' },
     },
     strict: true,
   });
@@ -338,6 +350,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     keepAttention: values['keep-attention'] === true,
     dtype: values.dtype,
     capture: values['no-capture'] !== true,
+    quantize: values.quantize === undefined ? undefined : int('quantize', values.quantize, 4),
   };
   for (const m of options.models) if (m !== 'embedded' && !E2E_SHAPES[m]) unknownModel(m);
   let device: string;
@@ -364,7 +377,8 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       );
   }
   console.log(`e2e bench on ${device}: ${options.models.join(', ')}; batch ${options.batch} × ${options.seq}, rank ${options.rank}`);
-  const { rows, table } = await measureE2E(options, device, !values['no-peers']);
+  // PyTorch's peer would time a float base: a quantized run has none.
+  const { rows, table } = await measureE2E(options, device, !values['no-peers'] && !options.quantize);
   if (values.json) writeFileSync(values.json, JSON.stringify({ device, date: new Date().toISOString(), options, rows }, null, 2));
   const backend = T.getBackend();
   if (backend instanceof WebGPUBackend) {
@@ -383,7 +397,7 @@ export async function measureE2E(options: E2EOptions, device: string, peers: boo
   for (const name of options.models) {
     const row = await timeTrainingSteps(name, options);
     console.log(
-      `${name}: ${row.stepMs.toFixed(1)} ms/step (host ${row.hostMs.toFixed(1)} ms), ${Math.round(row.tokensPerSecond)} tokens/s, peak ${gb(row.peakBytes)} GB` +
+      `${name}: ${row.stepMs.toFixed(1)} ms/step (host ${row.hostMs.toFixed(1)} ms), ${Math.round(row.tokensPerSecond)} tokens/s, weights ${gb(row.weightBytes)} GB, peak ${gb(row.peakBytes)} GB` +
         (row.dispatches !== undefined
           ? `, ${row.dispatches} dispatches, ${row.submits} submits, ${row.buffersCreated} buffers and ${row.bindGroupsCreated} bind groups created per step`
           : '') +

@@ -6,8 +6,8 @@ import {
   saveAdapter as saveAdapterDir,
   saveFullFineTune,
 } from '@metal-lora/adapter-io/node';
-import { Linear, LoRALinear, type Module } from '@metal-lora/nn';
-import { add, FormatError, matmul, noGrad, tensor } from '@metal-lora/tensor';
+import { Linear, LoRALinear, type Module, QuantizedLinear } from '@metal-lora/nn';
+import { add, FormatError, matmul, noGrad, type QuantSpec, quantizeAsync, type Tensor, tensor } from '@metal-lora/tensor';
 
 /** The LoRA layers of a model by path (a lone layer is named `layer`). */
 function loraLayers(target: Module): [string, LoRALinear][] {
@@ -158,6 +158,18 @@ export function fuseAdapter(model: Module, adapter: LoraAdapter | string): strin
   noGrad(() => {
     for (const [path, layer] of layers) {
       const { loraA, loraB } = tensors[path];
+      if (layer instanceof QuantizedLinear) {
+        // A quantized base comes back as a float Linear of its dequantized weight plus the
+        // adapter (mlx-lm dequantizes the same way); `requantizeFused` packs it again.
+        const w = layer.dequantized();
+        const fused = add(w.cast('float32'), matmul(loraB, loraA).mul(a.scale)).cast(w.dtype);
+        const linear = new Linear(layer.inFeatures, layer.outFeatures, { weight: fused, biasTensor: layer.bias });
+        linear.freeze();
+        model.setModule(path, linear);
+        FUSED_FROM.set(linear, { spec: layer.spec, before: w });
+        for (const t of [loraA, loraB]) t.dispose();
+        continue;
+      }
       const w = layer.weight;
       const fused = add(w.cast('float32'), matmul(loraB, loraA).mul(a.scale)).cast(w.dtype);
       w.assign(fused);
@@ -165,6 +177,51 @@ export function fuseAdapter(model: Module, adapter: LoraAdapter | string): strin
     }
   });
   return Object.keys(tensors);
+}
+
+/** The quantized layers `fuseAdapter` turned into float ones: their quantization and dequantized weight before the adapter. */
+const FUSED_FROM = new WeakMap<Module, { spec: QuantSpec; before: Tensor }>();
+
+/** How much of an adapter's change to one layer survived re-quantization. */
+export interface RequantizedLayer {
+  path: string;
+  /** The part of the adapter's change `Δ` the re-quantized weight keeps: `⟨Wq' − Wq, Δ⟩ / ‖Δ‖²` (1: all of it, 0: none). */
+  kept: number;
+  /** `‖Wq' − (Wq + Δ)‖ / ‖Δ‖`: the re-quantization error against the size of the change. */
+  error: number;
+}
+
+/**
+ * Packs again, with their own bits and group size, the layers that `fuseAdapter` fused into a
+ * quantized base (mlx-lm's `fuse` without `--dequantize`), and measures for each how much of the
+ * adapter's change the re-quantized weight keeps: an adapter whose change is small against the
+ * quantization step is lost here, which mlx-lm does silently. Returns the measurements, worst
+ * first; the caller decides what to warn about (the CLI warns below 50% kept).
+ */
+export async function requantizeFused(model: Module): Promise<RequantizedLayer[]> {
+  const out: RequantizedLayer[] = [];
+  for (const [path, m] of model.namedModules()) {
+    const from = FUSED_FROM.get(m);
+    if (!from || !(m instanceof Linear)) continue;
+    const quantized = await quantizeAsync(m.weight, from.spec);
+    const q = new QuantizedLinear(m.inFeatures, m.outFeatures, { ...from.spec, dtype: m.weight.dtype, quantized, biasTensor: m.bias });
+    const [before, fused, after] = await Promise.all([from.before.data(), m.weight.data(), q.dequantized().data()]);
+    let dot = 0;
+    let delta2 = 0;
+    let err2 = 0;
+    for (let i = 0; i < fused.length; i++) {
+      const d = fused[i] - before[i];
+      dot += (after[i] - before[i]) * d;
+      delta2 += d * d;
+      err2 += (after[i] - fused[i]) ** 2;
+    }
+    out.push({ path, kept: delta2 > 0 ? dot / delta2 : 1, error: delta2 > 0 ? Math.sqrt(err2 / delta2) : 0 });
+    from.before.dispose();
+    m.weight.dispose();
+    FUSED_FROM.delete(m);
+    model.setModule(path, q);
+  }
+  return out.sort((x, y) => x.kept - y.kept);
 }
 
 /**

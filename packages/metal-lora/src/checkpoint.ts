@@ -74,7 +74,8 @@ function* checkpointTensors(files: string[]): Generator<CheckpointTensor> {
   for (const file of files) {
     const st = openSafetensors(file);
     try {
-      for (const [name, info] of Object.entries(st.info)) yield { name, shape: info.shape, dtype: info.dtype, read: () => toFloat32(st.read(name)) };
+      for (const [name, info] of Object.entries(st.info))
+        yield { name, shape: info.shape, dtype: info.dtype, read: () => toFloat32(st.read(name)), readRaw: () => st.read(name).data };
     } finally {
       st.close();
     }
@@ -119,7 +120,13 @@ export async function saveModel(
 ): Promise<void> {
   await mkdir(dir, { recursive: true });
   const entries: Record<string, WriteEntry> = Object.create(null);
-  for (const [name, t] of model.namedParameters()) entries[name] = { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(await t.data()) };
+  for (const [name, t] of model.namedParameters()) {
+    // A quantized layer's packed words go out as the U32 MLX writes; float weights as f32.
+    entries[name] =
+      t.dtype === 'int32'
+        ? { dtype: 'U32', shape: [...t.shape], data: Int32Array.from(await t.data()) }
+        : { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(await t.data()) };
+  }
   writeFileAtomic(join(dir, 'model.safetensors'), writeSafetensors(entries, { format: 'pt' }));
   // Qwen2's q/k/v bias and Qwen3's q/k norm follow from model_type: the flags stay out of the file.
   const { qkv_bias: _qkvBias, qk_norm: _qkNorm, ...saved } = config;

@@ -12,7 +12,7 @@ export class UsageError extends ValueError {
   }
 }
 
-export type Command = 'train' | 'fuse' | 'generate' | 'chat';
+export type Command = 'train' | 'fuse' | 'convert' | 'generate' | 'chat';
 
 interface FlagSpec {
   /** How the value is read: a boolean switch, text, a number, a positive integer, or an integer ≥ `range.min`. */
@@ -31,7 +31,7 @@ interface FlagSpec {
   short?: string;
 }
 
-const ALL = ['train', 'fuse', 'generate', 'chat'] as const;
+const ALL = ['train', 'fuse', 'convert', 'generate', 'chat'] as const;
 const TRAIN = ['train'] as const;
 /** Commands that generate text. */
 const GEN = ['generate', 'chat'] as const;
@@ -192,7 +192,27 @@ export const FLAGS = {
   'prompt-feature': { kind: 'text', value: 'KEY', commands: TRAIN, help: 'key of the prompt in completions data', fallback: 'prompt' },
   'completion-feature': { kind: 'text', value: 'KEY', commands: TRAIN, help: 'key of the completion in completions data', fallback: 'completion' },
   'chat-feature': { kind: 'text', value: 'KEY', commands: TRAIN, help: 'key of the messages in chat data', fallback: 'messages' },
-  'save-path': { kind: 'text', value: 'DIR', commands: ['fuse'], help: 'where the fused model is written' },
+  'save-path': { kind: 'text', value: 'DIR', commands: ['fuse', 'convert'], help: 'where the fused or converted model is written' },
+  quantize: {
+    kind: 'switch',
+    short: 'q',
+    commands: ['convert'],
+    help: "quantize the model's Linear and Embedding layers (MLX affine mode, as mlx_lm.convert -q)",
+  },
+  'q-bits': { kind: 'integer', value: 'B', range: { min: 2, max: 8 }, commands: ['convert'], help: 'bits per weight: 2, 3, 4, 5, 6 or 8', fallback: '4' },
+  'q-group-size': {
+    kind: 'integer',
+    value: 'G',
+    range: { min: 32, max: 128 },
+    commands: ['convert'],
+    help: 'weights per scale and bias: 32, 64 or 128',
+    fallback: '64',
+  },
+  dequantize: {
+    kind: 'switch',
+    commands: ['fuse', 'convert'],
+    help: 'write a quantized model as float weights (fuse: instead of re-quantizing the fused layers)',
+  },
   dtype: {
     kind: 'text',
     value: 'TYPE',
@@ -265,7 +285,8 @@ export function helpText(): string {
   return [
     'usage: metal-lora [train] [flags]          fine-tune LoRA adapters (the embedded default without --model/--data)',
     '       metal-lora train -c config.yaml [flags]   mlx-lm option names in YAML; flags given here win',
-    '       metal-lora fuse --model DIR --adapter-path DIR --save-path DIR',
+    '       metal-lora fuse --model DIR --adapter-path DIR --save-path DIR [--dequantize]',
+    '       metal-lora convert --model DIR --save-path DIR (-q [--q-bits 4] [--q-group-size 64] | --dequantize)',
     '       metal-lora generate [--model DIR] [--adapter-path DIR] --prompt TEXT [sampling flags]',
     '       metal-lora chat [--model DIR] [--adapter-path DIR] [sampling flags]   (q quits, r resets)',
     '',
@@ -383,7 +404,11 @@ export function parseCommandLine(argv: readonly string[]): { command: Command; f
   let command: Command = 'train';
   if (positionals.length > 0 && (ALL as readonly string[]).includes(positionals[0])) command = positionals.shift() as Command;
   if (positionals.length > 0)
-    throw new UsageError(`unexpected argument '${positionals[0]}'`, 'train, fuse, generate, chat or flags such as --iters 100', `'${positionals.join(' ')}'`);
+    throw new UsageError(
+      `unexpected argument '${positionals[0]}'`,
+      'train, fuse, convert, generate, chat or flags such as --iters 100',
+      `'${positionals.join(' ')}'`,
+    );
   const flags: Record<string, string | number | boolean> = {};
   for (const [name, raw] of Object.entries(parsed.values)) {
     const spec: FlagSpec = FLAGS[name as FlagName];

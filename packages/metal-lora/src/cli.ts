@@ -18,11 +18,11 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readAdapterFiles } from '@metal-lora/adapter-io/node';
 import { mlxFineTuneType, parseMlxAdapter, parsePeftAdapter } from '@metal-lora/adapter-io';
-import { linearToLoRALayers, LoRALinear, mergeWeights } from '@metal-lora/nn';
+import { Embedding, Linear, linearToLoRALayers, LoRALinear, mergeWeights, QuantizedEmbedding, QuantizedLinear, quantizeModel } from '@metal-lora/nn';
 import '@metal-lora/metal-kernels'; // registers the webgpu backend
 import type { AdapterReport } from '@metal-lora/metal-kernels';
 import { type Backend, MetalLoRAError, noGrad, setBackend, tensor, tidy } from '@metal-lora/tensor';
-import { applyAdapter, fuseAdapter, loadAdapter, loadFineTune, saveAdapter } from './adapters';
+import { applyAdapter, fuseAdapter, loadAdapter, loadFineTune, requantizeFused, saveAdapter } from './adapters';
 import { loadModel, saveModel } from './checkpoint';
 import { helpText, parseCommandLine, UsageError } from './cli-args';
 import { readConfigFile } from './config-file';
@@ -327,9 +327,70 @@ async function fuse(flags: Flags): Promise<void> {
   const fullFineTune = format === 'mlx' && mlxFineTuneType(files.config) === 'full';
   const merged = fullFineTune ? loadFineTune(model, adapterPath) : fuseAdapter(model, format === 'peft' ? parsePeftAdapter(files) : parseMlxAdapter(files));
   if (model.namedModules().some(([, m]) => m instanceof LoRALinear)) throw new MetalLoRAError('fuse', 'the model still has LoRA layers after fusing');
+  // A quantized base: its fused layers are float now; pack them again unless --dequantize.
+  if (flags.dequantize) await dequantizeModel(model);
+  else {
+    const layers = await requantizeFused(model);
+    const lost = layers.filter((l) => l.kept < 0.5);
+    if (lost.length)
+      console.warn(
+        `warning: re-quantizing kept less than half of the adapter's change in ${lost.length} of ${layers.length} fused layers (worst: ${lost[0].path}, ${(100 * lost[0].kept).toFixed(1)}% kept, error ${lost[0].error.toFixed(2)}× the change); the fused model mostly drops the adapter. Use --dequantize to keep it (float weights).`,
+      );
+    else if (layers.length)
+      console.log(`re-quantized ${layers.length} fused layers; at least ${(100 * layers[0].kept).toFixed(1)}% of the adapter's change kept in each`);
+  }
   await saveModel(savePath, model, config, tokenizer, { generation });
   const what = fullFineTune ? `the ${merged.length} weights of a full fine-tune` : `${merged.length} layers of a ${format.toUpperCase()} adapter`;
   console.log(`fused ${what} into ${savePath}/ (config.json, model.safetensors, tokenizer.json)`);
+}
+
+/**
+ * Replaces every quantized layer by a float one of its dequantized weights and drops the
+ * quantization from the config (`--dequantize`, as `mlx_lm.convert --dequantize`).
+ */
+async function dequantizeModel(model: LoadedModel['model']): Promise<number> {
+  let count = 0;
+  for (const [path, m] of model.namedModules()) {
+    if (m instanceof QuantizedLinear) {
+      const linear = new Linear(m.inFeatures, m.outFeatures, { weight: m.dequantized(), biasTensor: m.bias });
+      linear.freeze();
+      model.setModule(path, linear);
+      count++;
+    } else if (m instanceof QuantizedEmbedding) {
+      model.setModule(path, new Embedding(m.numEmbeddings, m.dims, { weight: m.dequantized() }).freeze());
+      count++;
+    }
+  }
+  delete model.config.quantization;
+  delete model.config.quantization_config;
+  return count;
+}
+
+/** `metal-lora convert`: a model folder written again, quantized (`-q`, mlx_lm.convert's packing) or dequantized. */
+async function convert(flags: Flags): Promise<void> {
+  const { model: modelDir, 'save-path': savePath } = flags;
+  if (!modelDir || !savePath) throw new UsageError('convert needs --model DIR --save-path DIR', 'both', `no ${modelDir ? '--save-path' : '--model'}`);
+  if (flags.quantize === flags.dequantize)
+    throw new UsageError('convert needs one of -q (quantize) or --dequantize', '-q or --dequantize', flags.quantize ? 'both' : 'neither');
+  await chooseBackend(flags.backend ?? 'auto');
+  const { model, config, tokenizer, generation } = loadModel(modelDir);
+  const quantized = model.namedModules().some(([, m]) => m instanceof QuantizedLinear || m instanceof QuantizedEmbedding);
+  const bytes = () => model.namedParameters().reduce((n, [, p]) => n + 4 * p.size, 0);
+  const before = bytes();
+  if (flags.dequantize) {
+    if (!quantized) throw new UsageError('--dequantize needs a quantized model', 'a folder whose config.json has "quantization"', modelDir);
+    const count = await dequantizeModel(model);
+    console.log(`dequantized ${count} layers: ${(before / 1e6).toFixed(1)} → ${(bytes() / 1e6).toFixed(1)} MB of weights`);
+  } else {
+    if (quantized) throw new UsageError('the model is quantized already', 'a float model (or --dequantize first)', modelDir);
+    const spec = { bits: flags['q-bits'] ?? 4, groupSize: flags['q-group-size'] ?? 64 };
+    const layers = await quantizeModel(model, spec);
+    console.log(
+      `quantized ${layers.length} layers to ${spec.bits} bits (groups of ${spec.groupSize}): ${(before / 1e6).toFixed(1)} → ${(bytes() / 1e6).toFixed(1)} MB of weights`,
+    );
+  }
+  await saveModel(savePath, model, config, tokenizer, { generation });
+  console.log(`saved to ${savePath}/ (config.json, model.safetensors, tokenizer.json)`);
 }
 
 /** Loads --model (the embedded default without it) with --adapter-path applied, for generate and chat. */
@@ -409,6 +470,7 @@ async function main(): Promise<void> {
   if (!existsSync(join(assets, 'base', 'config.json')) && flags.model === undefined)
     throw new UsageError(`the embedded model is missing at ${join(assets, 'base')}`, '--model DIR', 'no --model');
   if (command === 'fuse') await fuse(flags);
+  else if (command === 'convert') await convert(flags);
   else if (command === 'generate') await generateCommand(flags);
   else if (command === 'chat') await chatCommand(flags);
   else await train(flags);

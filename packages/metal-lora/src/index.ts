@@ -15,7 +15,7 @@ export { loadSafetensors, openSafetensors, readAdapterFiles, saveSafetensors, wr
 export * from '@metal-lora/metal-kernels';
 export * from '@metal-lora/nn';
 export * from '@metal-lora/tensor';
-export { applyAdapter, fuseAdapter, loadAdapter, loadFineTune, saveAdapter, saveFineTune } from './adapters';
+export { applyAdapter, fuseAdapter, loadAdapter, loadFineTune, type RequantizedLayer, requantizeFused, saveAdapter, saveFineTune } from './adapters';
 export { batchOf } from './batches';
 export { type Batch, type BatchOptions, BatchPlan, iterateBatches } from './batching';
 export { loadModel, saveModel } from './checkpoint';

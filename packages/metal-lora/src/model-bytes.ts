@@ -1,6 +1,6 @@
 import { readSafetensors, toFloat32 } from '@metal-lora/adapter-io';
 import { type LlamaConfig, LlamaForCausalLM, llamaConfigFromJson, validateLlamaConfig } from '@metal-lora/nn';
-import { FormatError, type Tensor, tensor } from '@metal-lora/tensor';
+import { FormatError, MetalLoRAError, type QuantSpec, quantSpec, type Tensor, tensor } from '@metal-lora/tensor';
 import type { HFTokenizer, TokenizerFiles } from './hf-tokenizer';
 import { parseJsonObject } from './json';
 import { type CharTokenizer, tokenizerFromFiles } from './tokenizer';
@@ -42,7 +42,66 @@ export interface CheckpointTensor {
   name: string;
   shape: number[];
   dtype: string;
+  /** The values as f32 (float and small integer dtypes). */
   read(): Float32Array;
+  /** The stored bytes, little-endian (a quantized layer's packed U32 words). */
+  readRaw(): Uint8Array;
+}
+
+/**
+ * Which layers of a checkpoint are stored quantized, and how (MLX's affine mode, as mlx-lm saves
+ * it): a layer is quantized where its `<path>.scales` tensor exists, with config.json's
+ * `quantization` (or `quantization_config`) `{ group_size, bits, mode }` or the per-layer entry
+ * under its path. Other modes and other libraries' formats are refused by name.
+ */
+export function quantizedLayers(op: string, config: LlamaConfig, names: Iterable<string>): ((path: string) => QuantSpec | null) | undefined {
+  const scaled = new Set<string>();
+  for (const name of names) if (name.endsWith('.scales')) scaled.add(name.slice(0, -'.scales'.length));
+  const block = (config.quantization ?? config.quantization_config) as Record<string, unknown> | undefined;
+  if (!block) {
+    if (scaled.size)
+      throw new FormatError(
+        op,
+        'the weights are quantized but config.json has no quantization block',
+        { key: [...scaled][0] },
+        '"quantization": { "group_size", "bits" }',
+        'none',
+      );
+    return undefined;
+  }
+  const key = config.quantization ? 'quantization' : 'quantization_config';
+  const spec = (entry: Record<string, unknown>, where: string): QuantSpec => {
+    const mode = entry.mode ?? block.mode ?? 'affine';
+    if (mode !== 'affine')
+      throw new FormatError(op, `quantization mode ${JSON.stringify(mode)} is not supported`, { key: `${where}.mode` }, '"affine" (MLX)', JSON.stringify(mode));
+    try {
+      return quantSpec(op, { bits: entry.bits as number, groupSize: entry.group_size as number });
+    } catch (error) {
+      if (error instanceof MetalLoRAError)
+        throw new FormatError(
+          op,
+          `${where} is not an MLX affine quantization`,
+          { key: where },
+          '{ "group_size": 32 | 64 | 128, "bits": 2–8 }',
+          JSON.stringify(entry),
+        );
+      throw error;
+    }
+  };
+  if (block.quant_method !== undefined && block.bits === undefined)
+    throw new FormatError(
+      op,
+      `quantization method ${JSON.stringify(block.quant_method)} is not supported`,
+      { key: `${key}.quant_method` },
+      "MLX's affine quantization",
+      JSON.stringify(block.quant_method),
+    );
+  const fallback = spec(block, key);
+  return (path) => {
+    if (!scaled.has(path)) return null;
+    const own = block[path];
+    return own && typeof own === 'object' ? spec(own as Record<string, unknown>, `${key}.${path}`) : fallback;
+  };
 }
 
 /** The end-of-reply ids of a `generation_config.json` text (absent: none). */
@@ -71,9 +130,7 @@ export function buildModel(
   options: LoadOptions = {},
 ): LoadedModel {
   const dtype = loadDType(op, options);
-  const config = llamaConfigFromJson(rawConfig) as LlamaConfig & { quantization?: unknown; quantization_config?: unknown };
-  if (config.quantization || config.quantization_config)
-    throw new FormatError(op, 'quantized checkpoints are not supported', { key: 'quantization' }, 'float weights (F32, F16 or BF16)', 'a quantized model');
+  const config = llamaConfigFromJson(rawConfig);
   for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const) {
     if (typeof config[key] !== 'number') throw new FormatError(op, `config.json lacks ${key}`, { key }, 'a number', JSON.stringify(config[key]));
   }
@@ -90,14 +147,31 @@ export function buildModel(
     );
   }
   const generation = generationDefaults(op, generationConfig);
+  // The names alone (headers, nothing read) say which layers are stored quantized.
+  const names: string[] = [];
+  for (const t of tensors) names.push(t.name);
+  const quantized = quantizedLayers(op, config, names);
   // Every parameter is loaded below (strictly), so the fresh model's initialization is skipped.
-  const model = new LlamaForCausalLM(config, { initialize: false, dtype });
+  const model = new LlamaForCausalLM(config, { initialize: false, dtype, quantized });
   const weights: Record<string, Tensor> = Object.create(null);
   try {
     for (const t of tensors) {
-      if (t.name.endsWith('.scales') || t.name.endsWith('.biases'))
-        throw new FormatError(op, 'quantized weights are not supported', { key: t.name }, 'float weights', t.dtype);
       if (t.name.includes('rotary_emb')) continue;
+      if (quantized && t.name.endsWith('.weight') && quantized(t.name.slice(0, -'.weight'.length))) {
+        if (t.dtype !== 'U32' && t.dtype !== 'I32')
+          throw new FormatError(op, `${t.name} is a quantized layer's weight and must hold packed words`, { key: t.name }, 'U32', t.dtype);
+        const raw = t.readRaw();
+        weights[t.name] = tensor(new Int32Array(raw.slice().buffer, 0, raw.byteLength / 4), t.shape, { dtype: 'int32' });
+        continue;
+      }
+      if (t.dtype === 'U32' || t.dtype === 'I32')
+        throw new FormatError(
+          op,
+          `${t.name} holds integers but is not a quantized layer's weight (no ${t.name.replace(/\.weight$/, '')}.scales)`,
+          { key: t.name },
+          'float weights',
+          t.dtype,
+        );
       const values = t.read();
       if (dtype === 'float16') {
         let outside = 0;
@@ -120,7 +194,7 @@ export function buildModel(
       }
       weights[t.name] = tensor(values, t.shape, { dtype });
     }
-    if (config.tie_word_embeddings) delete weights['lm_head.weight'];
+    if (config.tie_word_embeddings) for (const name of Object.keys(weights)) if (name.startsWith('lm_head.')) delete weights[name];
     model.loadWeights(weights);
   } finally {
     for (const t of Object.values(weights)) t.dispose();
@@ -148,7 +222,13 @@ export function modelFromFiles(
   const op = 'modelFromFiles';
   const raw = parseJsonObject(op, files.config, 'config.json');
   const { tensors } = readSafetensors(files.weights);
-  const entries = Object.entries(tensors).map(([name, entry]) => ({ name, shape: entry.shape, dtype: entry.dtype, read: () => toFloat32(entry) }));
+  const entries = Object.entries(tensors).map(([name, entry]) => ({
+    name,
+    shape: entry.shape,
+    dtype: entry.dtype,
+    read: () => toFloat32(entry),
+    readRaw: () => entry.data,
+  }));
   return buildModel(
     op,
     raw,

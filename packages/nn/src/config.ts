@@ -3,6 +3,12 @@ import type { RopeScaling } from './rope';
 
 /** The fields of a Hugging Face / MLX Llama `config.json` this model uses. */
 export interface LlamaConfig {
+  /**
+   * MLX's quantization block (`{ group_size, bits, mode }`, with per-layer overrides under module
+   * paths) for a checkpoint saved quantized; `quantization_config` is its transformers mirror.
+   */
+  quantization?: Record<string, unknown>;
+  quantization_config?: Record<string, unknown>;
   vocab_size: number;
   hidden_size: number;
   intermediate_size: number;

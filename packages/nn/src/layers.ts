@@ -64,10 +64,10 @@ export class Embedding extends Module {
   constructor(
     readonly numEmbeddings: number,
     readonly dims: number,
-    options: ParamOptions = {},
+    options: ParamOptions & { weight?: Tensor } = {},
   ) {
     super();
-    this.param('weight', randn([numEmbeddings, dims], { seed: options.seed, dtype: options.dtype, std: 1 }));
+    this.param('weight', options.weight ?? randn([numEmbeddings, dims], { seed: options.seed, dtype: options.dtype, std: 1 }));
   }
   /** The table `[vocab, dim]`. */
   get weight(): Tensor {

@@ -12,6 +12,7 @@ import {
   rope,
   slice,
   softmax,
+  type QuantSpec,
   type Tensor,
   tanh,
   transpose,
@@ -21,6 +22,7 @@ import {
 import { ACTIVATIONS, architectureOf, type LlamaConfig, rotaryDimOf, validateLlamaConfig } from './config';
 import { AttentionContext, type KVCache } from './kv-cache';
 import { Embedding, Linear, type ParamOptions, RMSNorm } from './layers';
+import { QuantizedEmbedding, QuantizedLinear } from './quantized';
 import { type CrossEntropyOptions, crossEntropy, headCrossEntropy } from './losses';
 import { Module, ModuleList } from './module';
 import { ropeInverseFrequencies } from './rope';
@@ -47,6 +49,23 @@ function softcap(x: Tensor, cap: number | null | undefined): Tensor {
   return cap ? mul(tanh(mul(x, 1 / cap)), cap) : x;
 }
 
+/** How a Llama-style model's layers are made: dtype, seed, and which are stored quantized. */
+export interface LlamaOptions extends ParamOptions {
+  /**
+   * The quantization of the layer at a module path (`model.layers.0.mlp.down_proj`,
+   * `model.embed_tokens`, `lm_head`), or null for a float layer: a checkpoint saved quantized
+   * (MLX's affine mode) is built with its packed layers directly, never as float weights first.
+   */
+  quantized?: (path: string) => QuantSpec | null;
+}
+
+/** A Linear at `path`: quantized where `options.quantized` says so. */
+function linearAt(options: LlamaOptions, path: string, inFeatures: number, outFeatures: number, extra: { bias?: boolean; seed: number }): Linear {
+  const spec = options.quantized?.(path);
+  if (spec) return new QuantizedLinear(inFeatures, outFeatures, { ...spec, dtype: options.dtype, bias: extra.bias });
+  return new Linear(inFeatures, outFeatures, { dtype: options.dtype, ...extra });
+}
+
 /**
  * Causal self-attention with RoPE and grouped KV heads; HF names q_proj, k_proj, v_proj, o_proj
  * (Phi-3: one qkv_proj). Per layer, from the config: a sliding window, the RoPE base and scaling
@@ -68,7 +87,7 @@ export class Attention extends Module {
 
   constructor(
     config: LlamaConfig,
-    options: ParamOptions = {},
+    options: LlamaOptions = {},
     readonly layerIndex = 0,
   ) {
     super();
@@ -91,13 +110,14 @@ export class Attention extends Module {
     const qkvBias = bias || (config.qkv_bias ?? false);
     const seed = options.seed ?? 0;
     const [q, kv] = [this.heads * this.headDim, this.kvHeads * this.headDim];
-    if (this.fused) this.child('qkv_proj', new Linear(config.hidden_size, q + 2 * kv, { ...options, bias: qkvBias, seed: seed + 1 }));
+    const at = `model.layers.${layerIndex}.self_attn.`;
+    if (this.fused) this.child('qkv_proj', linearAt(options, `${at}qkv_proj`, config.hidden_size, q + 2 * kv, { bias: qkvBias, seed: seed + 1 }));
     else {
-      this.child('q_proj', new Linear(config.hidden_size, q, { ...options, bias: qkvBias, seed: seed + 1 }));
-      this.child('k_proj', new Linear(config.hidden_size, kv, { ...options, bias: qkvBias, seed: seed + 2 }));
-      this.child('v_proj', new Linear(config.hidden_size, kv, { ...options, bias: qkvBias, seed: seed + 3 }));
+      this.child('q_proj', linearAt(options, `${at}q_proj`, config.hidden_size, q, { bias: qkvBias, seed: seed + 1 }));
+      this.child('k_proj', linearAt(options, `${at}k_proj`, config.hidden_size, kv, { bias: qkvBias, seed: seed + 2 }));
+      this.child('v_proj', linearAt(options, `${at}v_proj`, config.hidden_size, kv, { bias: qkvBias, seed: seed + 3 }));
     }
-    this.child('o_proj', new Linear(q, config.hidden_size, { ...options, bias, seed: seed + 4 }));
+    this.child('o_proj', linearAt(options, `${at}o_proj`, q, config.hidden_size, { bias, seed: seed + 4 }));
     if (this.qkNorm) {
       const norm = { ...options, offset: traits.normOffset };
       this.child('q_norm', new RMSNorm(this.headDim, config.rms_norm_eps ?? 1e-6, norm));
@@ -169,19 +189,21 @@ export class MLP extends Module {
   private readonly activation: (typeof ACTIVATIONS)[keyof typeof ACTIVATIONS];
   private readonly fused: boolean;
   private readonly intermediate: number;
-  constructor(config: LlamaConfig, options: ParamOptions = {}) {
+  constructor(config: LlamaConfig, options: LlamaOptions = {}, layerIndex = 0) {
     super();
     const bias = config.mlp_bias ?? false;
+    const at = `model.layers.${layerIndex}.mlp.`;
     const seed = options.seed ?? 0;
     this.activation = ACTIVATIONS[(config.hidden_activation ?? config.hidden_act ?? 'silu') as keyof typeof ACTIVATIONS];
     this.fused = architectureOf(config).fusedProjections;
     this.intermediate = config.intermediate_size;
-    if (this.fused) this.child('gate_up_proj', new Linear(config.hidden_size, 2 * config.intermediate_size, { ...options, bias, seed: seed + 5 }));
+    if (this.fused)
+      this.child('gate_up_proj', linearAt(options, `${at}gate_up_proj`, config.hidden_size, 2 * config.intermediate_size, { bias, seed: seed + 5 }));
     else {
-      this.child('gate_proj', new Linear(config.hidden_size, config.intermediate_size, { ...options, bias, seed: seed + 5 }));
-      this.child('up_proj', new Linear(config.hidden_size, config.intermediate_size, { ...options, bias, seed: seed + 6 }));
+      this.child('gate_proj', linearAt(options, `${at}gate_proj`, config.hidden_size, config.intermediate_size, { bias, seed: seed + 5 }));
+      this.child('up_proj', linearAt(options, `${at}up_proj`, config.hidden_size, config.intermediate_size, { bias, seed: seed + 6 }));
     }
-    this.child('down_proj', new Linear(config.intermediate_size, config.hidden_size, { ...options, bias, seed: seed + 7 }));
+    this.child('down_proj', linearAt(options, `${at}down_proj`, config.intermediate_size, config.hidden_size, { bias, seed: seed + 7 }));
   }
   forward(x: Tensor): Tensor {
     let gate: Tensor;
@@ -208,14 +230,14 @@ export class MLP extends Module {
  */
 export class DecoderLayer extends Module {
   private readonly sandwich: boolean;
-  constructor(config: LlamaConfig, options: ParamOptions = {}, layerIndex = 0) {
+  constructor(config: LlamaConfig, options: LlamaOptions = {}, layerIndex = 0) {
     super();
     const traits = architectureOf(config);
     const eps = config.rms_norm_eps ?? 1e-5;
     const norm = () => new RMSNorm(config.hidden_size, eps, { ...options, offset: traits.normOffset });
     this.sandwich = traits.sandwichNorms;
     this.child('self_attn', new Attention(config, options, layerIndex));
-    this.child('mlp', new MLP(config, options));
+    this.child('mlp', new MLP(config, options, layerIndex));
     this.child('input_layernorm', norm());
     this.child('post_attention_layernorm', norm());
     if (this.sandwich) {
@@ -266,13 +288,19 @@ export class LlamaModel extends Module {
   recomputeAttention = true;
   constructor(
     readonly config: LlamaConfig,
-    options: ParamOptions = {},
+    options: LlamaOptions = {},
   ) {
     super();
     const seed = options.seed ?? 0;
     const traits = architectureOf(config);
     this.embedScale = traits.embedScale ? Math.sqrt(config.hidden_size) : null;
-    this.child('embed_tokens', new Embedding(config.vocab_size, config.hidden_size, { ...options, seed }));
+    const embedSpec = options.quantized?.('model.embed_tokens');
+    this.child(
+      'embed_tokens',
+      embedSpec
+        ? new QuantizedEmbedding(config.vocab_size, config.hidden_size, { ...embedSpec, dtype: options.dtype })
+        : new Embedding(config.vocab_size, config.hidden_size, { dtype: options.dtype, seed }),
+    );
     this.child(
       'layers',
       new ModuleList(Array.from({ length: config.num_hidden_layers }, (_, i) => new DecoderLayer(config, { ...options, seed: seed + 100 * (i + 1) }, i))),
@@ -334,12 +362,13 @@ export class LlamaForCausalLM extends Module {
    */
   constructor(
     readonly config: LlamaConfig,
-    options: ParamOptions & { initialize?: boolean } = {},
+    options: LlamaOptions & { initialize?: boolean } = {},
   ) {
     super();
     validateLlamaConfig(config);
     this.child('model', new LlamaModel(config, options));
-    if (!config.tie_word_embeddings) this.child('lm_head', new Linear(config.hidden_size, config.vocab_size, { ...options, seed: (options.seed ?? 0) + 99 }));
+    if (!config.tie_word_embeddings)
+      this.child('lm_head', linearAt(options, 'lm_head', config.hidden_size, config.vocab_size, { seed: (options.seed ?? 0) + 99 }));
     if (options.initialize !== false) this.initializeAsTransformers(config.initializer_range ?? 0.02, options);
   }
 
@@ -352,7 +381,7 @@ export class LlamaForCausalLM extends Module {
   private initializeAsTransformers(std: number, options: ParamOptions): void {
     let seed = (options.seed ?? 0) * 7919 + 17;
     for (const [, m] of this.namedModules()) {
-      if (!(m instanceof Linear) && !(m instanceof Embedding)) continue;
+      if ((!(m instanceof Linear) && !(m instanceof Embedding)) || m instanceof QuantizedLinear || m instanceof QuantizedEmbedding) continue;
       for (const [name, p] of m.namedParameters()) {
         if (name.includes('.')) continue;
         const fresh =
@@ -377,7 +406,7 @@ export class LlamaForCausalLM extends Module {
     const head = this.config.tie_word_embeddings ? (this.getModule('model.embed_tokens') as Embedding) : this.sub<Linear>('lm_head');
     // Only a plain weight can be read as the head: an adapted head (a LoRALinear loaded onto
     // lm_head), a bias or a soft-cap goes through the model's own forward.
-    const plain = head instanceof Embedding || (Object.getPrototypeOf(head) === Linear.prototype && !head.bias);
+    const plain = Object.getPrototypeOf(head) === Embedding.prototype || (Object.getPrototypeOf(head) === Linear.prototype && !(head as Linear).bias);
     if (this.config.final_logit_softcapping || !plain) return crossEntropy(this.forward(ids, forward), targets, lossOptions);
     return headCrossEntropy(this.sub<LlamaModel>('model').forward(ids, forward), head.weight, targets, lossOptions);
   }

@@ -1,6 +1,7 @@
-import { add, loraLinear, matmul, noGrad, rand, type Tensor, ValueError, zeros } from '@metal-lora/tensor';
+import { add, cast, type DType, greater, loraLinear, matmul, mul, noGrad, quantizedMatmul, rand, type Tensor, ValueError, zeros } from '@metal-lora/tensor';
 import { Linear } from './layers';
 import type { Module } from './module';
+import { QuantizedLinear } from './quantized';
 
 export interface LoRAOptions {
   rank?: number;
@@ -33,7 +34,17 @@ export class LoRALinear extends Linear {
   scale: number;
   dropout: number;
 
-  constructor(options: LoRAOptions & { inFeatures: number; outFeatures: number; useBias?: boolean; weight?: Tensor; biasTensor?: Tensor }) {
+  constructor(
+    options: LoRAOptions & {
+      inFeatures: number;
+      outFeatures: number;
+      useBias?: boolean;
+      weight?: Tensor;
+      biasTensor?: Tensor;
+      /** The adapter's dtype (default: the weight's). */
+      dtype?: DType;
+    },
+  ) {
     super(options.inFeatures, options.outFeatures, { bias: options.useBias, weight: options.weight, biasTensor: options.biasTensor, seed: options.seed });
     const rank = options.rank ?? 8;
     if (!Number.isInteger(rank) || rank < 1) throw new ValueError('LoRALinear', 'rank must be a positive integer', 'e.g. 8', String(rank));
@@ -41,7 +52,7 @@ export class LoRALinear extends Linear {
     this.scale = resolveScale('LoRALinear', options, rank);
     this.dropout = options.dropout ?? 0;
     if (!(this.dropout >= 0 && this.dropout < 1)) throw new ValueError('LoRALinear', 'dropout out of range', '[0, 1)', String(this.dropout));
-    const dtype = this.weight.dtype;
+    const dtype = options.dtype ?? this.weight.dtype;
     const backend = this.weight.backend;
     const bound = 1 / Math.sqrt(options.inFeatures);
     this.freeze(['weight', ...(this.bias ? ['bias'] : [])]);
@@ -49,8 +60,9 @@ export class LoRALinear extends Linear {
     this.param('loraB', zeros([options.outFeatures, rank], { dtype, backend }));
   }
 
-  /** Wraps an existing Linear (sharing its weight and bias tensors). */
+  /** Wraps an existing Linear (sharing its weight and bias tensors); a QuantizedLinear becomes a {@link QuantizedLoRALinear}. */
   static fromBase(linear: Linear, options: LoRAOptions = {}): LoRALinear {
+    if (linear instanceof QuantizedLinear) return new QuantizedLoRALinear(linear, options);
     return new LoRALinear({ ...options, inFeatures: linear.inFeatures, outFeatures: linear.outFeatures, weight: linear.weight, biasTensor: linear.bias });
   }
 
@@ -72,6 +84,72 @@ export class LoRALinear extends Linear {
       const w = add(this.weight.cast('float32'), delta.mul(this.scale)).cast(this.weight.dtype);
       delta.dispose();
       const linear = new Linear(this.inFeatures, this.outFeatures, { weight: w, biasTensor: this.bias?.share() });
+      linear.freeze();
+      return linear;
+    });
+  }
+}
+
+/**
+ * LoRA over a quantized base (QLoRA, as mlx-lm trains on 4-bit models): `y = x·Wᵀ + b +
+ * scale·(dropout(x)·Aᵀ)·Bᵀ` with W read from its packed words by `quantizedMatmul`; the packed
+ * weight, scales and biases (and bias) are frozen, the adapter is in the scales' float dtype.
+ * `merged()` gives a float Linear of the dequantized weight plus the adapter.
+ */
+export class QuantizedLoRALinear extends LoRALinear {
+  readonly bits: number;
+  readonly groupSize: number;
+  constructor(base: QuantizedLinear, options: LoRAOptions = {}) {
+    super({ ...options, inFeatures: base.inFeatures, outFeatures: base.outFeatures, weight: base.weight, biasTensor: base.bias, dtype: base.scales.dtype });
+    this.bits = base.bits;
+    this.groupSize = base.groupSize;
+    this.constant('weight', base.weight);
+    this.constant('scales', base.scales);
+    this.constant('biases', base.biases);
+  }
+  get scales(): Tensor {
+    return this.own('scales')!;
+  }
+  get biases(): Tensor {
+    return this.own('biases')!;
+  }
+  override forward(x: Tensor): Tensor {
+    const spec = { bits: this.bits, groupSize: this.groupSize };
+    const base = quantizedMatmul(x, this.weight, this.scales, this.biases, spec);
+    const p = this.training ? this.dropout : 0;
+    const kept =
+      p > 0
+        ? mul(
+            x,
+            mul(
+              noGrad(() => cast(greater(rand([...x.shape], { backend: x.backend, dtype: x.dtype }), p), x.dtype)),
+              1 / (1 - p),
+            ),
+          )
+        : x;
+    const lora = mul(matmul(matmul(kept, this.loraA, { transposeB: true }), this.loraB, { transposeB: true }), this.scale);
+    const y = add(base, lora);
+    return this.bias ? add(y, this.bias) : y;
+  }
+  /** The base as a QuantizedLinear again (the adapter dropped). */
+  base(): QuantizedLinear {
+    return new QuantizedLinear(this.inFeatures, this.outFeatures, {
+      bits: this.bits,
+      groupSize: this.groupSize,
+      dtype: this.scales.dtype,
+      quantized: { weight: this.weight, scales: this.scales, biases: this.biases },
+      biasTensor: this.bias,
+    });
+  }
+  /** `dequantize(W) + scale·B·A` (in f32, cast to the scales' dtype) as a plain float Linear. */
+  override merged(): Linear {
+    return noGrad(() => {
+      const q = this.base();
+      const w = q.dequantized();
+      const delta = matmul(this.loraB.cast('float32'), this.loraA.cast('float32'));
+      const fused = add(w.cast('float32'), delta.mul(this.scale)).cast(this.scales.dtype);
+      for (const t of [w, delta]) t.dispose();
+      const linear = new Linear(this.inFeatures, this.outFeatures, { weight: fused, biasTensor: this.bias?.share() });
       linear.freeze();
       return linear;
     });

@@ -12,6 +12,9 @@ export interface LoadReport {
  * as in MLX `nn.Module` and PyTorch. Subclasses register parameters with {@link param} and
  * children with {@link child}; a parameter is trainable while its tensor has `requiresGrad`.
  */
+/** Parameters that never train (registered with `constant`). */
+const CONSTANTS = new WeakSet<Tensor>();
+
 export class Module {
   /** Dropout and other train-only behaviour is on while true. */
   training = true;
@@ -23,6 +26,12 @@ export class Module {
     value.requiresGrad = trainable;
     this.params.set(name, value);
     return value;
+  }
+
+  /** Registers a parameter that never trains (`unfreeze` passes it by): a quantized layer's packed weights. */
+  protected constant(name: string, value: Tensor): Tensor {
+    CONSTANTS.add(value);
+    return this.param(name, value, false);
   }
 
   /** Registers (or replaces) a child module. Returns it. */
@@ -115,8 +124,9 @@ export class Module {
     return this;
   }
 
+  /** Lets gradients reach all parameters, or those matching `keys`; constants (quantized weights) stay frozen. */
   unfreeze(keys?: readonly string[]): this {
-    for (const [, t] of this.select(keys, 'unfreeze')) t.requiresGrad = true;
+    for (const [, t] of this.select(keys, 'unfreeze')) if (!CONSTANTS.has(t)) t.requiresGrad = true;
     return this;
   }
 
