@@ -11,6 +11,7 @@ export default defineConfig({
     'probe-lora': 'src/probe-lora.ts',
     'probe-sgmat': 'src/probe-sgmat.ts',
     'sgmat-bench': 'src/sgmat-bench.ts',
+    'qmm-bench': 'src/qmm-bench.ts',
     'lora-bench': 'src/lora-bench.ts',
     'decode-bench': 'src/decode-bench.ts',
     'e2e-bench': 'src/e2e-bench.ts',

@@ -26,6 +26,10 @@ describe('webgpu quantized weights (MLX affine)', () => {
     [2, 64, 70, 2, 33],
     [6, 32, 19, 4, 3],
     [5, 128, 9, 1, 66],
+    // The decode kernel (2, 4 and 8 bits, up to eight rows): awkward row counts of W.
+    [8, 32, 33, 2, 4],
+    [2, 128, 13, 1, 8],
+    [4, 64, 250, 2, 2],
   ];
   for (const [bits, groupSize, rows, groups, m] of cases) {
     gpuIt(`${bits} bits, groups of ${groupSize}: dequantize, x·Wᵀ and dy·W against float64 ([${rows}, ${groups * groupSize}], ${m} rows)`, async (b) => {

@@ -1,6 +1,7 @@
 import { type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import dequantizeSource from '../wgsl/dequantize.wgsl';
+import qgemvSource from '../wgsl/qgemv.wgsl';
 import qmmSource from '../wgsl/qmm.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 
@@ -32,7 +33,10 @@ function qmmTiles(m: number): { tm: number; tn: number; tk: number; wgx: number;
   return m <= 8 ? { tm: 1, tn: 2, tk: 32, wgx: 32, wgy: 8 } : { tm: 4, tn: 4, tk: 16, wgx: 16, wgy: 16 };
 }
 
-/** `quantizedMatmul`: x·Wᵀ or x·W with W's tiles dequantized as they are staged (qmm.wgsl). */
+/**
+ * `quantizedMatmul`: x·Wᵀ for up to eight rows at 2, 4 or 8 bits streams W's words once (qgemv.wgsl);
+ * otherwise W's tiles are dequantized as they are staged (qmm.wgsl), x·Wᵀ or x·W.
+ */
 function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, backend }: Args<'quantizedMatmul'>): KernelOutput {
   const t = typeOf(backend, x.dtype, 'quantizedMatmul');
   const rows = weight.shape[0];
@@ -40,6 +44,25 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
   const [K, N] = attrs.transpose ? [cols, rows] : [rows, cols];
   const M = x.shape.reduce((a, b) => a * b, 1) / K;
   const y = backend.allocate(x.dtype, M * N, 'quantizedMatmul out');
+  if (M > 0 && N > 0 && attrs.transpose && M <= 8 && attrs.bits % 2 === 0 && attrs.bits !== 6) {
+    // Decode: W streamed once as packed words (qgemv.wgsl).
+    const { key, source } = shader('qgemv', qgemvSource, {
+      ENABLE: enableFor(t),
+      T: t,
+      BITS: String(attrs.bits),
+      GROUP: String(attrs.groupSize),
+      MR: String(M),
+    });
+    backend.dispatch({
+      key,
+      source,
+      buffers: [buf(x), buf(weight), buf(scales), buf(biases), y.buffer],
+      uniform: uniform([N, K, weight.shape[1]]),
+      workgroups: [Math.ceil(N / 8), 1, 1],
+      label: `qgemv q${attrs.bits} m${M}`,
+    });
+    return out(y, [...x.shape.slice(0, -1), N], x.dtype);
+  }
   const cfg = qmmTiles(M);
   const { key, source } = shader('qmm', qmmSource, {
     ENABLE: enableFor(t),

@@ -1,0 +1,110 @@
+/**
+ * Products with MLX-quantized weights (`quantizedMatmul`) against the same products on float
+ * weights, in one run: decode (M = 1 and 8 rows, Llama-3.2-1B's layer shapes and its LM head) in GB/s
+ * of weight bytes read against the copy bandwidth measured here, and prefill / training (M = 2048)
+ * in TFLOP/s against the f32 and f16 GEMMs. Each quantized product is first checked against the
+ * float product of its dequantized weight. The GPU is requested with Dawn's f16 toggle for NVIDIA.
+ *
+ *   node qmm-bench.mjs [--bits 4,8] [--group-size 64] [--json out.json] [--quick]
+ *
+ * `--quick`: one small shape (a check that it runs, on lavapipe).
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { createWebGPUBackend, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import * as T from '@metal-lora/tensor';
+import { assertClose, randomValues } from '@metal-lora/tensor/testing';
+import { copyBandwidth } from './gemm-bench';
+import { settleAfterUploads, timeKernel } from './timing';
+
+interface Row {
+  shape: string;
+  M: number;
+  path: string;
+  ms: number;
+  /** Weight bytes read per product (packed words + scales + biases, or the float weight). */
+  weightBytes: number;
+  gbps: number;
+  tflops: number;
+}
+
+/** Llama-3.2-1B's products: [N (out), K (in)]. */
+const SHAPES: [string, number, number][] = [
+  ['q_proj / o_proj 2048×2048', 2048, 2048],
+  ['gate / up 8192×2048', 8192, 2048],
+  ['down 2048×8192', 2048, 8192],
+  ['lm_head 128256×2048', 128256, 2048],
+];
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      bits: { type: 'string', default: '4,8' },
+      'group-size': { type: 'string', default: '64' },
+      json: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  const bitsList = values.bits.split(',').map(Number);
+  const groupSize = Number(values['group-size']);
+  const backend: WebGPUBackend = await createWebGPUBackend({ preciseTimestamps: true, f16OnNvidia: true });
+  T.setBackendSync(backend);
+  const r = backend.context.report;
+  const device = `${r.vendor} ${r.device || r.architecture} ${r.description}`.replace(/\s+/g, ' ');
+  const f16 = r.shaderF16;
+  const copy = values.quick ? { best: Number.NaN, forms: {} } : await copyBandwidth(backend);
+  console.log(`qmm bench on ${device}; copy bandwidth ${copy.best.toFixed(0)} GB/s (read + written)`);
+  const rows: Row[] = [];
+  const since = performance.now();
+  const shapes: [string, number, number][] = values.quick ? [['small 256×512', 256, 512]] : SHAPES;
+  const big = values.quick ? 64 : 2048;
+  for (const [name, N, K] of shapes) {
+    const w = T.tensor(randomValues(N * K, 2, 0.05), [N, K], { dtype: 'float32', backend: T.cpuBackend });
+    for (const dtype of f16 ? (['float32', 'float16'] as const) : (['float32'] as const)) {
+      const host = dtype === 'float32' ? w : w.cast('float16');
+      const wf = T.tensor(host.dataSync(), [N, K], { dtype, backend });
+      // Each bit width quantized once on the host, then put on the GPU.
+      const packed = bitsList.map((bits) => {
+        const q = T.quantize(host, { bits, groupSize });
+        const gpu = [q.weight, q.scales, q.biases].map((t) => T.tensor(t.dataSync(), [...t.shape], { dtype: t.dtype, backend }));
+        for (const t of [q.weight, q.scales, q.biases]) t.dispose();
+        return { bits, wq: gpu[0], s: gpu[1], b: gpu[2] };
+      });
+      if (host !== w) host.dispose();
+      for (const M of [1, 8, big]) {
+        if (M === big && N > 8192) continue;
+        const x = T.tensor(randomValues(M * K, 1), [M, K], { dtype, backend });
+        const flops = 2 * M * N * K;
+        const record = async (path: string, weightBytes: number, run: () => T.Tensor) => {
+          const once = () => T.tidy(() => run()).dispose();
+          await settleAfterUploads(backend, once, since, 500);
+          const { ms } = await timeKernel(backend, once);
+          const row = { shape: name, M, path, ms, weightBytes, gbps: weightBytes / (ms * 1e-3) / 1e9, tflops: flops / (ms * 1e-3) / 1e12 };
+          rows.push(row);
+          console.log(
+            `${name.padEnd(28)} M=${String(M).padEnd(5)} ${path.padEnd(10)} ${ms.toFixed(4).padStart(9)} ms ${row.gbps.toFixed(0).padStart(6)} GB/s ${row.tflops.toFixed(2).padStart(7)} TFLOP/s`,
+          );
+        };
+        const tag = dtype === 'float32' ? 'f32' : 'f16';
+        await record(`${tag}`, N * K * (dtype === 'float32' ? 4 : 2), () => T.matmul(x, wf, { transposeB: true }));
+        for (const { bits, wq, s, b } of packed) {
+          // Checked first: the float product of the dequantized weight.
+          const got = await T.tidy(() => T.quantizedMatmul(x, wq, s, b, { bits, groupSize })).data();
+          const want = await T.tidy(() => T.matmul(x, T.dequantize(wq, s, b, { bits, groupSize }), { transposeB: true })).data();
+          assertClose(got, want, { atol: dtype === 'float32' ? 1e-3 : 5e-2, rtol: dtype === 'float32' ? 1e-3 : 2e-2 }, `${name} M=${M} q${bits} ${dtype}`);
+          await record(`q${bits} ${tag}`, wq.size * 4 + 2 * s.size * (dtype === 'float32' ? 4 : 2), () => T.quantizedMatmul(x, wq, s, b, { bits, groupSize }));
+        }
+        x.dispose();
+      }
+      wf.dispose();
+      for (const { wq, s, b } of packed) for (const t of [wq, s, b]) t.dispose();
+    }
+    w.dispose();
+  }
+  if (values.json) writeFileSync(values.json, JSON.stringify({ device, date: new Date().toISOString(), groupSize, copy, rows }, null, 2));
+  await backend.sync();
+  backend.context.device.destroy();
+}
+
+if (process.argv[1]?.match(/qmm-bench\.(ts|mjs|js)$/)) await main();
