@@ -79,6 +79,14 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       `${cfg.name}, batch ${batch}, r ${ops.lora.r}`,
     );
   }
+  if (ops.quant && (cfg.kind !== 'tiled' || batch !== 1 || ops.lora || ops.pair || ops.concatN)) {
+    throw new ValueError(
+      'matmul',
+      'a quantized B needs the tiled kernel, batch 1, and no LoRA term, pair or appended rows',
+      'a tiled config',
+      `${cfg.name}, batch ${batch}`,
+    );
+  }
   if (cfg.kind === 'vec4' && !vec4Aligned(shape)) {
     throw new ValueError('matmul', `${cfg.name} needs operands whose contiguous dims are multiples of 4`, 'an aligned shape', JSON.stringify(shape));
   }

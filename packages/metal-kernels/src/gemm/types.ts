@@ -191,6 +191,11 @@ export interface GemmOperands {
   /** Only with the vec4 kernel, batch 1 and r % 4 = 0. */
   lora?: LoraPrologue;
   /**
+   * op(B) is an MLX affine-quantized matrix (tiled kernel only, batch 1): `b` holds its packed u32
+   * words, unpacked as the B tile is staged (gemm-tiled.wgsl's QUANT section).
+   */
+  quant?: { bits: number; groupSize: number; scales: GPUBuffer; biases: GPUBuffer };
+  /**
    * A second product of the same shape in the same dispatch (vec4 kernel, batch 1, K split, no
    * bias, β or LoRA term): C2ᵀ = α2·op(A2)·op(B2), written transposed ([N, M]) into `c`. The LoRA
    * backward's dA = Uᵀ·x and dB = (Tᵀ·dy)ᵀ.

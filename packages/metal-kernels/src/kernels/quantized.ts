@@ -1,8 +1,9 @@
 import { type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
+import { recordGemm } from '../gemm/record';
+import type { TiledConfig } from '../gemm/types';
 import dequantizeSource from '../wgsl/dequantize.wgsl';
 import qgemvSource from '../wgsl/qgemv.wgsl';
-import qmmSource from '../wgsl/qmm.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 
 // MLX affine-quantized weights (packed int32 words, a scale and bias per group), read as u32.
@@ -28,14 +29,16 @@ function dequantizeKernel({ inputs: [weight, scales, biases], attrs, backend }: 
   return out(w, [rows, cols], scales.dtype);
 }
 
-/** Register blocking of qmm.wgsl: one row block for the few rows of decode, square tiles above. */
-function qmmTiles(m: number): { tm: number; tn: number; tk: number; wgx: number; wgy: number } {
-  return m <= 8 ? { tm: 1, tn: 2, tk: 32, wgx: 32, wgy: 8 } : { tm: 4, tn: 4, tk: 16, wgx: 16, wgy: 16 };
+/** gemm-tiled.wgsl's blocking for a quantized B: one 8-row block for the few rows of decode, 64×64 tiles above. */
+function quantTiles(m: number): TiledConfig {
+  return m <= 8
+    ? { kind: 'tiled', name: 'qmm-8x64', tm: 1, tn: 2, tk: 32, wgx: 32, wgy: 8, splits: 1 }
+    : { kind: 'tiled', name: 'qmm-64x64', tm: 4, tn: 4, tk: 16, wgx: 16, wgy: 16, splits: 1 };
 }
 
 /**
- * `quantizedMatmul`: x·Wᵀ for up to eight rows at 2, 4 or 8 bits streams W's words once (qgemv.wgsl);
- * otherwise W's tiles are dequantized as they are staged (qmm.wgsl), x·Wᵀ or x·W.
+ * `quantizedMatmul`: x·Wᵀ for up to eight rows at 2, 4 or 8 bits streams W's words once
+ * (qgemv.wgsl); otherwise the tiled GEMM stages W's tiles dequantized (gemm-tiled.wgsl, QUANT).
  */
 function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, backend }: Args<'quantizedMatmul'>): KernelOutput {
   const t = typeOf(backend, x.dtype, 'quantizedMatmul');
@@ -44,8 +47,10 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
   const [K, N] = attrs.transpose ? [cols, rows] : [rows, cols];
   const M = x.shape.reduce((a, b) => a * b, 1) / K;
   const y = backend.allocate(x.dtype, M * N, 'quantizedMatmul out');
-  if (M > 0 && N > 0 && attrs.transpose && M <= 8 && attrs.bits % 2 === 0 && attrs.bits !== 6) {
-    // Decode: W streamed once as packed words (qgemv.wgsl).
+  const result = out(y, [...x.shape.slice(0, -1), N], x.dtype);
+  if (M === 0 || N === 0) return result;
+  if (attrs.transpose && M <= 8 && attrs.bits % 2 === 0 && attrs.bits !== 6) {
+    // Decode: W streamed once as packed words.
     const { key, source } = shader('qgemv', qgemvSource, {
       ENABLE: enableFor(t),
       T: t,
@@ -61,31 +66,12 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
       workgroups: [Math.ceil(N / 8), 1, 1],
       label: `qgemv q${attrs.bits} m${M}`,
     });
-    return out(y, [...x.shape.slice(0, -1), N], x.dtype);
+    return result;
   }
-  const cfg = qmmTiles(M);
-  const { key, source } = shader('qmm', qmmSource, {
-    ENABLE: enableFor(t),
-    T: t,
-    BITS: String(attrs.bits),
-    GROUP: String(attrs.groupSize),
-    TM: String(cfg.tm),
-    TN: String(cfg.tn),
-    TK: String(cfg.tk),
-    WGX: String(cfg.wgx),
-    WGY: String(cfg.wgy),
-  });
-  if (M > 0 && N > 0)
-    backend.dispatch({
-      key,
-      source,
-      constants: { TRANS: attrs.transpose ? 1 : 0 },
-      buffers: [buf(x), buf(weight), buf(scales), buf(biases), y.buffer],
-      uniform: uniform([M, N, K, weight.shape[1], cols]),
-      workgroups: [Math.ceil(N / (cfg.wgx * cfg.tn)), Math.ceil(M / (cfg.wgy * cfg.tm)), 1],
-      label: `qmm q${attrs.bits}${attrs.transpose ? 't' : ''} ${cfg.wgy * cfg.tm}x${cfg.wgx * cfg.tn}`,
-    });
-  return out(y, [...x.shape.slice(0, -1), N], x.dtype);
+  const quant = { bits: attrs.bits, groupSize: attrs.groupSize, scales: buf(scales), biases: buf(biases) };
+  const ops = { a: buf(x), b: buf(weight), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, quant, dtype: x.dtype };
+  recordGemm(backend, { M, N, K, batch: 1, transA: false, transB: attrs.transpose, dtype: x.dtype === 'float16' ? 'float16' : 'float32' }, ops, quantTiles(M));
+  return result;
 }
 
 export function registerQuantizedKernels(): void {

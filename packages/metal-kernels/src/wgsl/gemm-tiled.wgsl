@@ -18,6 +18,12 @@
 // Text constants (valid ranges): TM, TN in 1..8; WGX·WGY ≤ 256; TK in 4..32 with TK·(BM + BN)·4
 //   bytes ≤ 16 KiB (the portable workgroup-memory limit).
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS (0/1), ACCUMULATE (β term: 0/1), SPLIT (0/1).
+// Section QUANT (text constants BITS, GROUP): op(B) is an MLX affine-quantized matrix W (W [N, K]
+//   when TRANS_B, else [K, N], batch 1): binding 1 holds its packed u32 words (rows of
+//   cols·BITS/32 words), the uniform moves to binding 6, and
+//   4  scales  storage, read  [rows, cols / GROUP] {{T}}
+//   5  biases  storage, read  [rows, cols / GROUP] {{T}}
+//   each element of the B tile is unpacked, scaled and biased as it is staged: W is never written out.
 {{ENABLE}}
 
 const TM: u32 = {{TM}}u;
@@ -40,10 +46,34 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> a: array<{{T}}>;
+{{^QUANT}}
 @group(0) @binding(1) var<storage, read> b: array<{{T}}>;
+{{/QUANT}}
+{{#QUANT}}
+const BITS: u32 = {{BITS}}u;
+const GROUP: u32 = {{GROUP}}u;
+@group(0) @binding(1) var<storage, read> wq: array<u32>;
+@group(0) @binding(4) var<storage, read> scales: array<{{T}}>;
+@group(0) @binding(5) var<storage, read> biases: array<{{T}}>;
+
+{{>quant-unpack}}
+
+/** W[r, col] dequantized (W's rows hold `cols` values: K when TRANS_B, else N). */
+fn weight_at(r: u32, col: u32) -> f32 {
+  var cols = p.N;
+  if (TRANS_B == 1u) { cols = p.K; }
+  let g = r * (cols / GROUP) + col / GROUP;
+  return f32(scales[g]) * f32(unpack_q(r * (cols * BITS / 32u), col)) + f32(biases[g]);
+}
+{{/QUANT}}
 @group(0) @binding(2) var<storage, read> bias: array<{{T}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{{TC}}>;
+{{^QUANT}}
 @group(0) @binding(4) var<uniform> p: Params;
+{{/QUANT}}
+{{#QUANT}}
+@group(0) @binding(6) var<uniform> p: Params;
+{{/QUANT}}
 
 {{>gemm-epilogue}}
 
@@ -89,7 +119,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       let gk = k0 + kk;
       var v = 0.0;
       if (gn < p.N && gk < k_end) {
+{{^QUANT}}
         if (TRANS_B == 1u) { v = f32(b[b_base + gn * p.K + gk]); } else { v = f32(b[b_base + gk * p.N + gn]); }
+{{/QUANT}}
+{{#QUANT}}
+        if (TRANS_B == 1u) { v = weight_at(gn, gk); } else { v = weight_at(gk, gn); }
+{{/QUANT}}
       }
       Bs[kk * BN + nn] = v;
     }
