@@ -26,6 +26,10 @@ describe('webgpu quantized weights (MLX affine)', () => {
     [2, 64, 70, 2, 33],
     [6, 32, 19, 4, 3],
     [5, 128, 9, 1, 66],
+    // The vec4 GEMM's QUANT section (M ≥ 64, aligned): both directions, word-aligned and straddling bits.
+    [4, 32, 64, 4, 100],
+    [8, 64, 96, 2, 130],
+    [3, 32, 32, 3, 65],
     // The decode kernel (2, 4 and 8 bits, up to eight rows): awkward row counts of W.
     [8, 32, 33, 2, 4],
     [2, 128, 13, 1, 8],

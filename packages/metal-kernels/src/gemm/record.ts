@@ -79,11 +79,11 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       `${cfg.name}, batch ${batch}, r ${ops.lora.r}`,
     );
   }
-  if (ops.quant && (cfg.kind !== 'tiled' || batch !== 1 || ops.lora || ops.pair || ops.concatN)) {
+  if (ops.quant && ((cfg.kind !== 'tiled' && cfg.kind !== 'vec4') || batch !== 1 || ops.lora || ops.pair || ops.concatN)) {
     throw new ValueError(
       'matmul',
-      'a quantized B needs the tiled kernel, batch 1, and no LoRA term, pair or appended rows',
-      'a tiled config',
+      'a quantized B needs the tiled or vec4 kernel, batch 1, and no LoRA term, pair or appended rows',
+      'a tiled or vec4 config',
       `${cfg.name}, batch ${batch}`,
     );
   }

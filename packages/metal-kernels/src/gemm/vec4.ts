@@ -1,4 +1,4 @@
-/** The vec4 kernel (gemm-vec4.wgsl) with its optional LoRA prologue, pair and appended rows. */
+/** The vec4 kernel (gemm-vec4.wgsl) with its optional LoRA prologue, pair, appended rows and quantized B. */
 import { ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { dummy, enableFor, shader, uniform } from '../kernels/common';
@@ -28,7 +28,7 @@ export function recordVec4(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       `bm ${bm}, bn ${bn}, wgx ${wgx}, wgy ${wgy}`,
     );
   }
-  const { lora, pair, concatN } = ops;
+  const { lora, pair, concatN, quant } = ops;
   const entries = pair ? 2 : shape.batch;
   const NT = N + (concatN?.rows ?? 0);
   const drop = lora?.dropout && lora.dropout.p > 0 ? lora.dropout : null;
@@ -57,12 +57,21 @@ export function recordVec4(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     ...(cfg.groupM ? { GROUP_M: String(cfg.groupM) } : {}),
     PAIR: flag(!!pair),
     CONCAT_N: flag(!!concatN),
+    QUANT: flag(!!quant),
+    ...(quant ? { BITS: String(quant.bits), GROUP: String(quant.groupSize) } : {}),
   });
   backend.dispatch({
     key,
     source,
     constants: { ...gemmConstants(shape, ops, target.split), ...(lora ? { LORA_TRANS_B: loraLayoutConstant(lora.transB) } : {}) },
-    buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), target.out, lora?.la ?? pair?.a ?? null, lora?.lb ?? pair?.b ?? concatN?.b ?? null],
+    buffers: [
+      ops.a,
+      ops.b,
+      ops.bias ?? dummy(backend),
+      target.out,
+      lora?.la ?? pair?.a ?? quant?.scales ?? null,
+      lora?.lb ?? pair?.b ?? concatN?.b ?? quant?.biases ?? null,
+    ],
     uniform: uniform([
       ...gemmUniformHead({ M, N: NT, K, entries }, ops, target.split ? target.kChunk : K, target.splits),
       lora?.r ?? 0,

@@ -1,7 +1,7 @@
 import { type KernelOutput, registerKernel } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { recordGemm } from '../gemm/record';
-import type { TiledConfig } from '../gemm/types';
+import { type GemmConfig, type GemmShape, vec4Aligned } from '../gemm/types';
 import dequantizeSource from '../wgsl/dequantize.wgsl';
 import qgemvSource from '../wgsl/qgemv.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
@@ -29,16 +29,22 @@ function dequantizeKernel({ inputs: [weight, scales, biases], attrs, backend }: 
   return out(w, [rows, cols], scales.dtype);
 }
 
-/** gemm-tiled.wgsl's blocking for a quantized B: one 8-row block for the few rows of decode, 64×64 tiles above. */
-function quantTiles(m: number): TiledConfig {
-  return m <= 8
+/**
+ * The kernel for a quantized B: gemm-vec4's 128×128 tiles where the product is large and aligned
+ * (K, and N for dy·W, multiples of 4: every MLX group size makes K one), else gemm-tiled, one
+ * 8-row block for the few rows of decode or 64×64 tiles.
+ */
+function quantConfig(shape: GemmShape): GemmConfig {
+  if (shape.M >= 64 && vec4Aligned(shape)) return { kind: 'vec4', name: 'qmm-vec4-128x128', splits: 1 };
+  return shape.M <= 8
     ? { kind: 'tiled', name: 'qmm-8x64', tm: 1, tn: 2, tk: 32, wgx: 32, wgy: 8, splits: 1 }
     : { kind: 'tiled', name: 'qmm-64x64', tm: 4, tn: 4, tk: 16, wgx: 16, wgy: 16, splits: 1 };
 }
 
 /**
  * `quantizedMatmul`: x·Wᵀ for up to eight rows at 2, 4 or 8 bits streams W's words once
- * (qgemv.wgsl); otherwise the tiled GEMM stages W's tiles dequantized (gemm-tiled.wgsl, QUANT).
+ * (qgemv.wgsl); otherwise a GEMM stages W's tiles dequantized (the QUANT sections of gemm-vec4.wgsl
+ * and gemm-tiled.wgsl).
  */
 function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, backend }: Args<'quantizedMatmul'>): KernelOutput {
   const t = typeOf(backend, x.dtype, 'quantizedMatmul');
@@ -70,7 +76,8 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
   }
   const quant = { bits: attrs.bits, groupSize: attrs.groupSize, scales: buf(scales), biases: buf(biases) };
   const ops = { a: buf(x), b: buf(weight), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, quant, dtype: x.dtype };
-  recordGemm(backend, { M, N, K, batch: 1, transA: false, transB: attrs.transpose, dtype: x.dtype === 'float16' ? 'float16' : 'float32' }, ops, quantTiles(M));
+  const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: attrs.transpose, dtype: x.dtype === 'float16' ? 'float16' : 'float32' };
+  recordGemm(backend, shape, ops, quantConfig(shape));
   return result;
 }
 

@@ -59,6 +59,9 @@
 //   (binding 5) stored like B: the decode LoRA forward's T = x·Aᵀ computed with x·Wᵀ, which
 //   gemm-splitk-reduce.wgsl (CONCAT_C) then writes to y and T.
 // Text types: T (f32 or f16; ENABLE is `enable f16;` for f16), TC (C's element type).
+// Section QUANT (text constants BITS, GROUP; batch 1, no LORA, PAIR or CONCAT_N): op(B) is an
+//   MLX affine-quantized matrix, its packed u32 words at binding 1 and its scales and biases at
+//   bindings 4 and 5; each vec4 of the B tile is unpacked, scaled and biased as it is loaded.
 // Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
 //   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
 //   mask's code, which even behind a runtime check slowed the forward GEMM (RESULTS.md, "The mask's code out of the prologue"),
@@ -93,7 +96,28 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> a: array<vec4<{{T}}>>;
+{{^QUANT}}
 @group(0) @binding(1) var<storage, read> b: array<vec4<{{T}}>>;
+{{/QUANT}}
+{{#QUANT}}
+// op(B) is an MLX affine-quantized matrix (section QUANT; batch 1, no LORA, PAIR or CONCAT_N):
+// its packed words here, a scale and bias per group of GROUP columns at bindings 4 and 5.
+const BITS: u32 = {{BITS}}u;
+const GROUP: u32 = {{GROUP}}u;
+@group(0) @binding(1) var<storage, read> wq: array<u32>;
+@group(0) @binding(4) var<storage, read> scales: array<{{T}}>;
+@group(0) @binding(5) var<storage, read> biases: array<{{T}}>;
+
+{{>quant-unpack}}
+
+/** W[r, col] dequantized (W's rows hold K values when TRANS_B, else N). */
+fn weight_at(r: u32, col: u32) -> f32 {
+  var cols = p.N;
+  if (TRANS_B == 1u) { cols = p.K; }
+  let g = r * (cols / GROUP) + col / GROUP;
+  return f32(scales[g]) * f32(unpack_q(r * (cols * BITS / 32u), col)) + f32(biases[g]);
+}
+{{/QUANT}}
 {{#VEC_OUT}}
 @group(0) @binding(2) var<storage, read> bias: array<vec4<{{T}}>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<{{TC}}>>;
@@ -167,6 +191,10 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
     let n = col0 + t / 2u;
     let k = k0 + (t % 2u) * 4u;
     if (n < p.N && k < k_end) {
+{{#QUANT}}
+      return vec4<f32>(weight_at(n, k), weight_at(n, k + 1u), weight_at(n, k + 2u), weight_at(n, k + 3u));
+{{/QUANT}}
+{{^QUANT}}
 {{#PAIR}}
       if (second) { return vec4<f32>(b2[(base + n * p.K + k) / 4u]); }
 {{/PAIR}}
@@ -174,15 +202,21 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
       if (n >= p.n1) { return vec4<f32>(b2[((n - p.n1) * p.K + k) / 4u]); }
 {{/CONCAT_N}}
       return vec4<f32>(b[(base + n * p.K + k) / 4u]);
+{{/QUANT}}
     }
   } else {
     let k = k0 + t / BN4;
     let n = col0 + (t % BN4) * 4u;
     if (k < k_end && n < p.N) {
+{{#QUANT}}
+      return vec4<f32>(weight_at(k, n), weight_at(k, n + 1u), weight_at(k, n + 2u), weight_at(k, n + 3u));
+{{/QUANT}}
+{{^QUANT}}
 {{#PAIR}}
       if (second) { return vec4<f32>(b2[(base + k * p.N + n) / 4u]); }
 {{/PAIR}}
       return vec4<f32>(b[(base + k * p.N + n) / 4u]);
+{{/QUANT}}
     }
   }
   return vec4<f32>(0.0);
