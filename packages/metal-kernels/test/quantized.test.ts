@@ -34,6 +34,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
     [8, 32, 33, 2, 4],
     [2, 128, 13, 1, 8],
     [4, 64, 250, 2, 2],
+    [4, 32, 40, 2, 16],
   ];
   for (const [bits, groupSize, rows, groups, m] of cases) {
     gpuIt(`${bits} bits, groups of ${groupSize}: dequantize, x·Wᵀ and dy·W against float64 ([${rows}, ${groups * groupSize}], ${m} rows)`, async (b) => {

@@ -42,7 +42,7 @@ function quantConfig(shape: GemmShape): GemmConfig {
 }
 
 /**
- * `quantizedMatmul`: x·Wᵀ for up to eight rows at 2, 4 or 8 bits streams W's words once
+ * `quantizedMatmul`: x·Wᵀ for up to sixteen rows at 2, 4 or 8 bits streams W's words once
  * (qgemv.wgsl); otherwise a GEMM stages W's tiles dequantized (the QUANT sections of gemm-vec4.wgsl
  * and gemm-tiled.wgsl).
  */
@@ -55,7 +55,7 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
   const y = backend.allocate(x.dtype, M * N, 'quantizedMatmul out');
   const result = out(y, [...x.shape.slice(0, -1), N], x.dtype);
   if (M === 0 || N === 0) return result;
-  if (attrs.transpose && M <= 8 && attrs.bits % 2 === 0 && attrs.bits !== 6) {
+  if (attrs.transpose && M <= 16 && attrs.bits % 2 === 0 && attrs.bits !== 6) {
     // Decode: W streamed once as packed words.
     const { key, source } = shader('qgemv', qgemvSource, {
       ENABLE: enableFor(t),

@@ -1,4 +1,4 @@
-// qgemv.wgsl: C [M, N] = A [M, K]·Wᵀ for the few rows of decode (M = MR ≤ 8), W [N, K] MLX
+// qgemv.wgsl: C [M, N] = A [M, K]·Wᵀ for the few rows of decode (M = MR ≤ 16), W [N, K] MLX
 // affine-quantized with BITS in {2, 4, 8} (a word holds 32 / BITS whole values, all of one group):
 //   C[m, n] = Σ_words s·Σ_j q_j·A[m, k_j] + b·Σ_j A[m, k_j]   (s, b: the word's group scale and bias)
 // W is read once, as packed words: a lane group of 32 threads walks one row of W word by word
@@ -13,7 +13,7 @@
 //   4  c       storage, read_write  [MR, N] {{T}}
 //   5  p       uniform { N, K, words: u32 }
 // Dispatch: ceil(N / 8) workgroups of 256 threads.
-// Text constants: BITS (2, 4, 8), GROUP (32, 64, 128), MR (1..8).
+// Text constants: BITS (2, 4, 8), GROUP (32, 64, 128), MR (1..16; workgroup memory 1 KiB per row).
 {{ENABLE}}
 
 const BITS: u32 = {{BITS}}u;
