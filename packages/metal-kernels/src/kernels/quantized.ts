@@ -56,7 +56,8 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
   const result = out(y, [...x.shape.slice(0, -1), N], x.dtype);
   if (M === 0 || N === 0) return result;
   if (attrs.transpose && M <= 16 && attrs.bits % 2 === 0 && attrs.bits !== 6) {
-    // Decode: W streamed once as packed words.
+    // Decode: W streamed once as packed words, eight rows of W per workgroup.
+    const groups = Math.ceil(N / 8);
     const { key, source } = shader('qgemv', qgemvSource, {
       ENABLE: enableFor(t),
       T: t,
@@ -68,8 +69,8 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
       key,
       source,
       buffers: [buf(x), buf(weight), buf(scales), buf(biases), y.buffer],
-      uniform: uniform([N, K, weight.shape[1]]),
-      workgroups: [Math.ceil(N / 8), 1, 1],
+      uniform: uniform([N, K, weight.shape[1], Math.min(groups, 65535)]),
+      workgroups: [Math.min(groups, 65535), Math.ceil(groups / 65535), 1],
       label: `qgemv q${attrs.bits} m${M}`,
     });
     return result;

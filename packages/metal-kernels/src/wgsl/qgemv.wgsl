@@ -11,8 +11,8 @@
 //   2  scales  storage, read        [N, K / GROUP] {{T}}
 //   3  biases  storage, read        [N, K / GROUP] {{T}}
 //   4  c       storage, read_write  [MR, N] {{T}}
-//   5  p       uniform { N, K, words: u32 }
-// Dispatch: ceil(N / 8) workgroups of 256 threads.
+//   5  p       uniform { N, K, words, groups_x: u32 }
+// Dispatch: ceil(N / 8) workgroups of 256 threads, folded into (groups_x, y) above 65535.
 // Text constants: BITS (2, 4, 8), GROUP (32, 64, 128), MR (1..16; workgroup memory 1 KiB per row).
 {{ENABLE}}
 
@@ -22,7 +22,7 @@ const MR: u32 = {{MR}}u;
 const PER: u32 = 32u / BITS;
 const MASK: u32 = (1u << BITS) - 1u;
 
-struct Params { N: u32, K: u32, words: u32 }
+struct Params { N: u32, K: u32, words: u32, groups_x: u32 }
 
 @group(0) @binding(0) var<storage, read> a: array<{{T}}>;
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
@@ -36,7 +36,7 @@ var<workgroup> partial: array<f32, 256 * MR>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
   let lane = tid % 32u;
-  let n = wid.x * 8u + tid / 32u;
+  let n = (wid.y * p.groups_x + wid.x) * 8u + tid / 32u;
   var acc: array<f32, MR>;
   for (var m = 0u; m < MR; m++) { acc[m] = 0.0; }
   if (n < p.N) {
