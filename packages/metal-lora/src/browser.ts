@@ -14,6 +14,17 @@ export * from '@metal-lora/tensor';
 export { batchOf } from './batches';
 export { type Batch, type BatchOptions, BatchPlan, iterateBatches } from './batching';
 export { kitchenJournal, shipsLog } from './corpus';
+export {
+  type DataFeatures,
+  type DataFormat,
+  type Dataset,
+  type DatasetOptions,
+  type DatasetSplit,
+  datasetFromJsonl,
+  describeSplit,
+  type Example,
+  type SplitName,
+} from './dataset';
 export { encodePrompt, type GenerateOptions, type GenerateResult, generate, generateBatch, type Prompt } from './generate';
 export { type GenerationDefaults, type LoadedModel, type LoadOptions, modelFromFiles } from './model-bytes';
 export { type ChatMessage, HFTokenizer, type TokenizerFiles } from './hf-tokenizer';

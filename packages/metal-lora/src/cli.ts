@@ -26,7 +26,8 @@ import { applyAdapter, fuseAdapter, loadAdapter, loadFineTune, requantizeFused, 
 import { loadModel, saveModel } from './checkpoint';
 import { helpText, parseCommandLine, UsageError } from './cli-args';
 import { readConfigFile } from './config-file';
-import { describeSplit, loadDataset, type SplitName } from './dataset';
+import { describeSplit, type SplitName } from './dataset';
+import { loadDataset } from './dataset-files';
 import type { LoadedModel, LoadOptions } from './model-bytes';
 import { evaluateLoss, type LrSchedule, type OptimizerName, train as runTraining } from './training';
 import { type GenerateOptions, type GenerateResult, generate, type Prompt } from './generate';

@@ -11,9 +11,6 @@
  * With `maskPrompt`, only assistant / completion tokens count in the loss: every assistant turn of a
  * conversation, found by rendering the conversation up to each turn with the template.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { basename, join } from 'node:path';
-import { fsCall } from '@metal-lora/adapter-io/node';
 import { FormatError, ValueError } from '@metal-lora/tensor';
 import { type ChatMessage, HFTokenizer } from './hf-tokenizer';
 import type { TextTokenizer } from './tokenizer';
@@ -70,7 +67,7 @@ export interface DatasetOptions {
 const ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool', 'ipython', 'function']);
 
 /** A line of a `.jsonl` file: its number (1-based) and its object. */
-interface Row {
+export interface Row {
   line: number;
   value: Record<string, unknown>;
 }
@@ -79,15 +76,12 @@ function preview(text: string): string {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
-function dataError(where: string, problem: string, expected?: string, got?: string): FormatError {
+export function dataError(where: string, problem: string, expected?: string, got?: string): FormatError {
   return new FormatError('data', `${where}: ${problem}`, { key: where }, expected, got);
 }
 
-/** The objects of a `.jsonl` file; invalid JSON, a line that is not an object, or no lines at all stop with `file:line`. */
-export function readJsonlRows(path: string): Row[] {
-  if (!existsSync(path)) throw dataError(path, 'file not found', 'a .jsonl file', 'nothing');
-  if (statSync(path).isDirectory()) throw dataError(path, 'is a folder', 'a .jsonl file', 'a folder');
-  const text = fsCall('data', path, () => readFileSync(path, 'utf8'));
+/** The objects of `.jsonl` text from `source` (a path, or a name for data given in memory); invalid JSON, a line that is not an object, or no lines at all stop with `source:line`. */
+export function parseJsonl(text: string, source: string): Row[] {
   const rows: Row[] = [];
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
@@ -97,13 +91,13 @@ export function readJsonlRows(path: string): Row[] {
     try {
       value = JSON.parse(line);
     } catch (error) {
-      throw dataError(`${path}:${i + 1}`, `not valid JSON (${(error as Error).message})`, 'one JSON object per line', preview(line));
+      throw dataError(`${source}:${i + 1}`, `not valid JSON (${(error as Error).message})`, 'one JSON object per line', preview(line));
     }
     if (value === null || typeof value !== 'object' || Array.isArray(value))
-      throw dataError(`${path}:${i + 1}`, 'not a JSON object', '{"text": ...}, {"prompt": ..., "completion": ...} or {"messages": [...]}', preview(line));
+      throw dataError(`${source}:${i + 1}`, 'not a JSON object', '{"text": ...}, {"prompt": ..., "completion": ...} or {"messages": [...]}', preview(line));
     rows.push({ line: i + 1, value: value as Record<string, unknown> });
   }
-  if (rows.length === 0) throw dataError(path, 'holds no examples', 'one JSON object per line', 'an empty file');
+  if (rows.length === 0) throw dataError(source, 'holds no examples', 'one JSON object per line', 'an empty file');
   return rows;
 }
 
@@ -312,69 +306,55 @@ function tokenizeRows(name: SplitName, source: string, rows: Row[], tokenizer: T
   return { name, source, format, examples, truncated, skipped, lastTurnOnly };
 }
 
-/**
- * Reads and tokenizes a dataset: a folder with `train.jsonl`, `valid.jsonl` (without one, the last
- * tenth of train) and `test.jsonl`, or one `.jsonl` file (90% train, 10% valid). Every problem in
- * the data stops here with `file:line`, before any training starts.
- */
-export function loadDataset(path: string, tokenizer: TextTokenizer, options: DatasetOptions = {}): Dataset {
-  const wanted = new Set<SplitName>(options.splits ?? ['train', 'valid']);
-  const f = featureNames(options);
-  // The format of a file is read from its first line, also when a part of it is held out.
-  const split = (name: SplitName, file: string, rows: Row[], whole = rows) => tokenizeRows(name, file, rows, tokenizer, options, detectFormat(file, whole, f));
-  if (!existsSync(path)) throw dataError(path, 'not found', 'a folder with train.jsonl / valid.jsonl, or a .jsonl file', 'nothing');
-  const out: Dataset = {};
-  if (statSync(path).isDirectory()) {
-    const file = (name: SplitName) => join(path, `${name}.jsonl`);
-    for (const name of wanted) {
-      if (existsSync(file(name)) || name === 'valid') continue;
-      throw dataError(
-        file(name),
-        `no ${name} split`,
-        `${name}.jsonl in ${path}`,
-        `${
-          [...['train', 'valid', 'test']]
-            .filter((s) => existsSync(file(s as SplitName)))
-            .map((s) => `${s}.jsonl`)
-            .join(', ') || 'no .jsonl files'
-        }`,
-      );
-    }
-    let trainRows: Row[] | undefined;
-    let allTrain: Row[] | undefined;
-    if (wanted.has('train') || (wanted.has('valid') && !existsSync(file('valid')))) allTrain = trainRows = readJsonlRows(file('train'));
-    if (wanted.has('valid')) {
-      if (existsSync(file('valid'))) out.valid = split('valid', file('valid'), readJsonlRows(file('valid')));
-      else {
-        const rows = trainRows as Row[];
-        if (rows.length < 2)
-          throw dataError(
-            file('train'),
-            'without valid.jsonl, train.jsonl needs at least 2 examples (the last tenth is held out)',
-            '≥ 2 lines',
-            String(rows.length),
-          );
-        const cut = Math.max(1, Math.floor(rows.length * 0.9));
-        out.valid = split('valid', file('train'), rows.slice(cut), allTrain);
-        trainRows = rows.slice(0, cut);
-      }
-    }
-    if (wanted.has('train')) out.train = split('train', file('train'), trainRows as Row[], allTrain);
-    if (wanted.has('test')) out.test = split('test', file('test'), readJsonlRows(file('test')));
-    return out;
-  }
-  const rows = readJsonlRows(path);
-  if (wanted.has('test')) throw dataError(path, 'one .jsonl file has no test split', `a folder with test.jsonl`, basename(path));
+/** One split tokenized: `rows` of `source`, the format read from the first row of `whole` (the file it was cut from). */
+export function tokenizeSplit(
+  name: SplitName,
+  source: string,
+  rows: Row[],
+  tokenizer: TextTokenizer,
+  options: DatasetOptions = {},
+  whole: Row[] = rows,
+): DatasetSplit {
+  return tokenizeRows(name, source, rows, tokenizer, options, detectFormat(source, whole, featureNames(options)));
+}
+
+/** The rows of train split into train and valid as mlx-lm does without a valid file: the last tenth held out (at least one row each). */
+export function holdOutValid(rows: Row[], source: string): { train: Row[]; valid: Row[] } {
   if (rows.length < 2)
     throw dataError(
-      path,
+      source,
       `holds ${rows.length} example, too few to keep one for validation`,
-      'at least 2 examples, or a folder with train.jsonl and valid.jsonl',
+      'at least 2 examples, or a valid split of its own',
       String(rows.length),
     );
   const cut = Math.max(1, Math.floor(rows.length * 0.9));
-  if (wanted.has('train')) out.train = split('train', path, rows.slice(0, cut), rows);
-  if (wanted.has('valid')) out.valid = split('valid', path, rows.slice(cut), rows);
+  return { train: rows.slice(0, cut), valid: rows.slice(cut) };
+}
+
+/**
+ * A dataset from `.jsonl` text held in memory (a browser's picked or pasted files), with the same
+ * formats, checks and tokenization as `loadDataset`: `train` and optionally `valid` and `test`;
+ * without `valid`, the last tenth of train is held out. `names` label the splits in messages
+ * (default `train.jsonl`, …).
+ */
+export function datasetFromJsonl(
+  texts: { train: string; valid?: string; test?: string },
+  tokenizer: TextTokenizer,
+  options: DatasetOptions = {},
+  names: { train?: string; valid?: string; test?: string } = {},
+): Dataset {
+  const source = (s: SplitName) => names[s] ?? `${s}.jsonl`;
+  const all = parseJsonl(texts.train, source('train'));
+  const out: Dataset = {};
+  let trainRows = all;
+  if (texts.valid !== undefined) out.valid = tokenizeSplit('valid', source('valid'), parseJsonl(texts.valid, source('valid')), tokenizer, options);
+  else {
+    const held = holdOutValid(all, source('train'));
+    out.valid = tokenizeSplit('valid', source('train'), held.valid, tokenizer, options, all);
+    trainRows = held.train;
+  }
+  out.train = tokenizeSplit('train', source('train'), trainRows, tokenizer, options, all);
+  if (texts.test !== undefined) out.test = tokenizeSplit('test', source('test'), parseJsonl(texts.test, source('test')), tokenizer, options);
   return out;
 }
 

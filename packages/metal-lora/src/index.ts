@@ -25,11 +25,12 @@ export {
   type Dataset,
   type DatasetOptions,
   type DatasetSplit,
+  datasetFromJsonl,
   describeSplit,
   type Example,
-  loadDataset,
   type SplitName,
 } from './dataset';
+export { loadDataset } from './dataset-files';
 export { kitchenJournal, shipsLog } from './corpus';
 export { encodePrompt, type GenerateOptions, type GenerateResult, generate, generateBatch, type Prompt } from './generate';
 export { type GenerationDefaults, type LoadedModel, type LoadOptions, modelFromFiles } from './model-bytes';

@@ -9,7 +9,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { skipWithoutAdapter } from '../../../test-support/gpu';
 import { BatchPlan } from '../src/batching';
 import { readConfigFile } from '../src/config-file';
-import { type DatasetOptions, type Example, loadDataset } from '../src/dataset';
+import { type DatasetOptions, datasetFromJsonl, type Example } from '../src/dataset';
+import { loadDataset } from '../src/dataset-files';
 import { HFTokenizer, loadFineTune, loadModel } from '../src/index';
 import { learningRateSchedule, type TrainReport, train } from '../src/training';
 import { cli, root } from './run-cli';
@@ -150,6 +151,23 @@ describe('loadDataset: the three mlx-lm formats', () => {
     expect(() => loadDataset(file('{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": [{"role": "user", "content": "hi"}]}\n'), char)).toThrow(
       /chat data needs a model with a chat template/,
     );
+  });
+});
+
+describe('datasetFromJsonl: the same data from text in memory (what a browser page has)', () => {
+  it('tokenizes as loadDataset does, holds out the last tenth without valid, and names its sources in errors', () => {
+    const rows = Array.from({ length: 20 }, (_, i) => JSON.stringify(completion(i))).join('\n');
+    const fromText = datasetFromJsonl({ train: rows }, tok, { maskPrompt: true });
+    const fromFile = load(dataFolder({ train: Array.from({ length: 20 }, (_, i) => completion(i)) }), { maskPrompt: true });
+    expect([fromText.train!.examples.length, fromText.valid!.examples.length]).toEqual([18, 2]);
+    expect(fromText.train!.examples.map((e) => Array.from(e.ids))).toEqual(fromFile.train!.examples.map((e) => Array.from(e.ids)));
+    expect(fromText.valid!.examples.map((e) => Array.from(e.weights))).toEqual(fromFile.valid!.examples.map((e) => Array.from(e.weights)));
+    const both = datasetFromJsonl({ train: rows, valid: JSON.stringify(completion(99)) }, tok);
+    expect([both.train!.examples.length, both.valid!.examples.length]).toEqual([20, 1]);
+    expect(() => datasetFromJsonl({ train: '{"text": "a"}\n{"text": 3}\n' }, tok, {}, { train: 'pasted text' })).toThrow(
+      /^data: pasted text:2: "text" is not a string/,
+    );
+    expect(() => datasetFromJsonl({ train: '{"text": "a"}' }, tok)).toThrow(/train\.jsonl: holds 1 example, too few to keep one for validation/);
   });
 });
 
