@@ -30,5 +30,17 @@ export { type GenerationDefaults, type LoadedModel, type LoadOptions, modelFromF
 export { type ChatMessage, HFTokenizer, type TokenizerFiles } from './hf-tokenizer';
 export { CharTokenizer, type TextTokenizer, tokenizerFromFiles } from './tokenizer';
 export { evaluate, type TrainOptions, trainLoop } from './trainer';
+export {
+  type EvalReport,
+  evaluateLoss,
+  learningRateSchedule,
+  type LrSchedule,
+  type OptimizerName,
+  type TrainingOptions,
+  type TrainingStore,
+  type TrainReport,
+  type TrainResult,
+  train,
+} from './training';
 // Both tensor and nn export valueAndGrad; nn's takes both forms (model, lossFn) and (fn, argnums).
 export { valueAndGrad } from '@metal-lora/nn';

@@ -29,7 +29,8 @@ import { readConfigFile } from './config-file';
 import { describeSplit, type SplitName } from './dataset';
 import { loadDataset } from './dataset-files';
 import type { LoadedModel, LoadOptions } from './model-bytes';
-import { evaluateLoss, type LrSchedule, type OptimizerName, train as runTraining } from './training';
+import { evaluateLoss, type LrSchedule, type OptimizerName } from './training';
+import { train as runTraining } from './training-files';
 import { type GenerateOptions, type GenerateResult, generate, type Prompt } from './generate';
 import type { ChatMessage } from './hf-tokenizer';
 

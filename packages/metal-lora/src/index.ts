@@ -45,8 +45,9 @@ export {
   type OptimizerName,
   type TrainingOptions,
   type TrainReport,
+  type TrainingStore,
   type TrainResult,
-  train,
 } from './training';
+export { fileStore, train } from './training-files';
 // Both tensor and nn export valueAndGrad; nn's takes both forms (model, lossFn) and (fn, argnums).
 export { valueAndGrad } from '@metal-lora/nn';

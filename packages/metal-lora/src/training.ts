@@ -4,16 +4,13 @@
  * warm-up, reports, validation, checkpoints) and, beyond mlx-lm, gradient clipping, packing, and
  * checkpoints that hold the optimizer state so that `resume` continues the same run exactly.
  *
- * Files in `adapterPath` (as mlx-lm writes them): `adapters.safetensors` + `adapter_config.json`
- * (or PEFT's pair), `0000100_adapters.safetensors` every `saveEvery` steps, and
- * `training_state.safetensors` (the trainable weights, the optimizer's moments and the step, in one
- * atomically written file).
+ * This module runs anywhere (Node and browsers): what a run writes goes through a
+ * {@link TrainingStore}. The Node entry's `train` (training-files.ts) gives it one over the
+ * adapter folder: `adapters.safetensors` + `adapter_config.json` (or PEFT's pair),
+ * `0000100_adapters.safetensors` every `saveEvery` steps, and `training_state.safetensors` (the
+ * trainable weights, the optimizer's moments and the step, in one atomically written file).
  */
-import { appendFileSync, existsSync } from 'node:fs';
-import { setImmediate as turnOfEventLoop } from 'node:timers/promises';
-import { join } from 'node:path';
 import { type SafetensorsEntry, toFloat32, type WriteEntry } from '@metal-lora/adapter-io';
-import { loadSafetensors, saveSafetensors } from '@metal-lora/adapter-io/node';
 import { Adam, AdamW, type LlamaForCausalLM, LoRALinear, type Optimizer, SGD, valueAndGrad } from '@metal-lora/nn';
 import {
   add,
@@ -33,7 +30,6 @@ import {
   tidy,
   ValueError,
 } from '@metal-lora/tensor';
-import { saveAdapter, saveFineTune } from './adapters';
 import { type Batch, BatchPlan } from './batching';
 import type { Dataset, DatasetSplit } from './dataset';
 
@@ -85,11 +81,16 @@ export interface TrainingOptions {
   captureSteps?: boolean;
   /** Examples laid end to end with per-document attention instead of padded (default false). */
   pack?: boolean;
-  /** Where adapters and checkpoints are written; without it nothing is written. */
+  /**
+   * Where adapters and checkpoints are written (the Node entry's `train`: a folder); without it
+   * (and without `store`) nothing is written.
+   */
   adapterPath?: string;
+  /** Where the run's adapter, checkpoints, state and metrics go (what `adapterPath` and `metricsFile` make in Node). */
+  store?: TrainingStore;
   /** How the adapter is saved (default MLX) and what its config records. */
   adapter?: { format?: 'mlx' | 'peft'; numLayers?: number; keys?: string[] | null; fineTuneType?: 'lora' | 'full' };
-  /** Continue the run whose `training_state.safetensors` is in `adapterPath`. */
+  /** Continue the run whose state is in the store (`training_state.safetensors` in `adapterPath`). */
   resume?: boolean;
   /** Appends one JSON line per report, evaluation and checkpoint. */
   metricsFile?: string;
@@ -128,7 +129,8 @@ export interface TrainResult {
   stopped: 'done' | 'interrupted';
 }
 
-const STATE_FILE = 'training_state.safetensors';
+/** The file of a run's state in an adapter folder. */
+export const STATE_FILE = 'training_state.safetensors';
 
 /** A learning rate per step (0-based) from mlx-lm's options. */
 export function learningRateSchedule(learningRate: number, schedule?: LrSchedule | null): (step: number) => number {
@@ -235,6 +237,22 @@ function lossOf(model: LlamaForCausalLM, batch: Batch): Tensor {
   return model.loss(inputs, targets, { segments: batch.segments });
 }
 
+/**
+ * What a run writes, and reads back to resume (each part optional). `save` writes the adapter (or the full fine-tune's
+ * weights) and the run's state (`runStateFile`) after step `at`, also as a numbered checkpoint
+ * when `numbered`, and returns where it went; `load` returns the state file `save` wrote (null
+ * where there is none); `metrics` takes one record per report, evaluation and save.
+ */
+export interface TrainingStore {
+  save?(
+    at: number,
+    numbered: boolean,
+    run: { model: LlamaForCausalLM; state: { entries: Record<string, WriteEntry>; metadata: Record<string, string> } },
+  ): Promise<string>;
+  load?(): Promise<{ metadata: Record<string, string>; tensors: Record<string, SafetensorsEntry> } | null>;
+  metrics?(record: Record<string, unknown>): void;
+}
+
 interface RunState {
   /** Batches trained so far. */
   iteration: number;
@@ -247,28 +265,36 @@ async function entry(t: Tensor): Promise<WriteEntry> {
   return { dtype: 'F32', shape: [...t.shape], data: Float32Array.from(await t.data()) };
 }
 
-/** The trainable weights, the optimizer's state and the run's position as one safetensors file (written atomically). */
-async function saveState(dir: string, model: LlamaForCausalLM, optimizer: Optimizer, state: RunState, meta: Record<string, string>): Promise<void> {
+/** The trainable weights, the optimizer's state and the run's position, as the entries and metadata of one safetensors file. */
+async function runStateFile(
+  model: LlamaForCausalLM,
+  optimizer: Optimizer,
+  state: RunState,
+  meta: Record<string, string>,
+): Promise<{ entries: Record<string, WriteEntry>; metadata: Record<string, string> }> {
   const entries: Record<string, WriteEntry> = Object.create(null);
   for (const [name, p] of model.trainableParameters()) entries[`model.${name}`] = await entry(p);
   const optimizerState = optimizer.stateDict(model);
   for (const [name, t] of Object.entries(optimizerState.tensors)) entries[`optimizer.${name}`] = await entry(t);
   for (const [name, t] of Object.entries(state.pending?.grads ?? {})) entries[`pending.${name}`] = await entry(t);
-  saveSafetensors(join(dir, STATE_FILE), entries, {
+  const metadata = {
     ...meta,
     iteration: String(state.iteration),
     optimizer_step: String(optimizerState.step),
     trained_tokens: String(state.trainedTokens),
     pending_batches: String(state.pending?.batches ?? 0),
-  });
+  };
+  return { entries, metadata };
 }
 
-/** Restores `saveState`'s file. Everything is checked before the model or the optimizer changes. */
-function loadState(dir: string, model: LlamaForCausalLM, optimizer: Optimizer, meta: Record<string, string>): RunState {
+/** Restores `runStateFile`'s file. Everything is checked before the model or the optimizer changes. */
+function restoreState(
+  file: { metadata: Record<string, string>; tensors: Record<string, SafetensorsEntry> },
+  model: LlamaForCausalLM,
+  optimizer: Optimizer,
+  meta: Record<string, string>,
+): RunState {
   const op = 'train';
-  const path = join(dir, STATE_FILE);
-  if (!existsSync(path)) throw new StateError(op, `resume: no ${STATE_FILE} in ${dir} (a run saves one at every checkpoint)`);
-  const file = loadSafetensors(path);
   for (const [key, value] of Object.entries(meta)) {
     if (file.metadata[key] !== value)
       throw new ValueError(op, `resume: the checkpoint was made with another ${key.replace(/_/g, ' ')}`, value, file.metadata[key] ?? 'none');
@@ -319,19 +345,23 @@ function loadState(dir: string, model: LlamaForCausalLM, optimizer: Optimizer, m
   return { iteration, trainedTokens, pending };
 }
 
+/** A turn of the event loop: `setImmediate` where it exists (Node), else a zero-delay timer. */
+function turnOfEventLoop(): Promise<void> {
+  return new Promise((resolve) => {
+    if (typeof setImmediate === 'function') setImmediate(resolve);
+    else setTimeout(resolve, 0);
+  });
+}
+
 function checkCount(name: string, v: number, min: number): void {
   if (!Number.isSafeInteger(v) || v < min) throw new ValueError('train', `${name} must be an integer ≥ ${min}`, `an integer ≥ ${min}`, String(v));
 }
 
 /**
  * Fine-tunes `model`'s trainable parameters (LoRA layers from `linearToLoRALayers`, or whatever is
- * left trainable) on `dataset.train`, evaluating on `dataset.valid`. See {@link TrainingOptions}.
- *
- * @example
- * const { model, tokenizer } = loadModel('models/SmolLM2-135M-Instruct');
- * linearToLoRALayers(model, { numLayers: 8, rank: 8, scale: 20 });
- * const data = loadDataset('data/', tokenizer, { maskPrompt: true });
- * await train(model, data, { iters: 600, batchSize: 4, learningRate: 1e-4, adapterPath: 'adapters' });
+ * left trainable) on `dataset.train`, evaluating on `dataset.valid`; what the run writes goes to
+ * `options.store` (the Node entry's `train` makes one over `adapterPath` and `metricsFile`). Runs
+ * in browsers too. See {@link TrainingOptions}.
  */
 export async function train(model: LlamaForCausalLM, dataset: Dataset, options: TrainingOptions): Promise<TrainResult> {
   const op = 'train';
@@ -360,7 +390,15 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
     throw new ValueError(op, 'the model has no trainable parameters', 'LoRA layers (linearToLoRALayers) or unfrozen weights', 'none');
   if (options.adapter?.fineTuneType === 'full' && (options.adapter.format ?? 'mlx') !== 'mlx')
     throw new ValueError(op, 'a full fine-tune is saved in MLX format only', 'format mlx', String(options.adapter.format));
-  if (options.resume && !options.adapterPath) throw new ValueError(op, 'resume needs adapterPath (where the checkpoint is)', 'adapterPath', 'none');
+  if ((options.adapterPath !== undefined || options.metricsFile !== undefined) && !options.store)
+    throw new ValueError(
+      op,
+      'adapterPath and metricsFile are written by the Node entry (a browser passes a store)',
+      "train from 'metal-lora', or options.store",
+      'a path alone',
+    );
+  const store = options.store;
+  if (options.resume && !store?.load) throw new ValueError(op, 'resume needs adapterPath (where the checkpoint is)', 'adapterPath', 'none');
   const plan = new BatchPlan(trainSplit.examples, { batchSize: options.batchSize, maxSeqLength: options.maxSeqLength, seed, pack: options.pack });
   const optimizer = makeOptimizer(model, optimizerName, lr, options.optimizerConfig ?? {});
   // What a resumed run must share with the run it continues (else its curve would differ).
@@ -374,7 +412,7 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
     optimizer: optimizerName,
     train_data: dataHash(trainSplit.examples),
   };
-  if (options.adapterPath && options.adapter?.fineTuneType !== 'full' && !model.namedModules().some(([, m]) => m instanceof LoRALinear))
+  if (store?.save && options.adapter?.fineTuneType !== 'full' && !model.namedModules().some(([, m]) => m instanceof LoRALinear))
     throw new ValueError(op, 'the model has no LoRA layers to save (train unfrozen weights with adapter.fineTuneType "full")', 'LoRA layers', 'none');
   const checkpointingBefore = model.gradientCheckpointing;
   let pending: { grads: Record<string, Tensor>; batches: number } | null = null;
@@ -387,15 +425,18 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
     lossSum = null;
   };
   try {
-    const resumed = options.resume ? loadState(options.adapterPath as string, model, optimizer, runMeta) : null;
+    let resumed: RunState | null = null;
+    if (options.resume && store?.load) {
+      const file = await store.load();
+      if (!file) throw new StateError(op, `resume: no ${STATE_FILE} in ${options.adapterPath ?? 'the store'} (a run saves one at every checkpoint)`);
+      resumed = restoreState(file, model, optimizer, runMeta);
+    }
     if (resumed?.pending) pending = resumed.pending;
     const start = resumed?.iteration ?? 0;
     if (start > iters) throw new ValueError(op, `resume: the checkpoint is at iteration ${start}, past iters`, `iters ≥ ${start}`, String(iters));
     model.gradientCheckpointing = options.gradCheckpoint ?? checkpointingBefore;
 
-    const metrics = (record: Record<string, unknown>) => {
-      if (options.metricsFile) appendFileSync(options.metricsFile, `${JSON.stringify(record)}\n`);
-    };
+    const metrics = (record: Record<string, unknown>) => store?.metrics?.(record);
     const backend = getBackend();
     const valPlan = dataset.valid
       ? new BatchPlan(dataset.valid.examples, { batchSize: options.batchSize, maxSeqLength: plan.maxSeqLength, shuffle: false, pack: options.pack })
@@ -414,20 +455,11 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
     };
     let trainedTokens = resumed?.trainedTokens ?? 0;
     const save = async (at: number, checkpoint: boolean) => {
-      const dir = options.adapterPath;
-      if (!dir) return;
-      const numbered = checkpoint ? at : undefined;
-      if (options.adapter?.fineTuneType === 'full') await saveFineTune(model, dir, { numLayers: options.adapter.numLayers ?? -1, checkpoint: numbered });
-      else
-        await saveAdapter(model, dir, {
-          format: options.adapter?.format ?? 'mlx',
-          numLayers: options.adapter?.numLayers,
-          keys: options.adapter?.keys ?? null,
-          checkpoint: numbered,
-        });
-      await saveState(dir, model, optimizer, { iteration: at, trainedTokens, pending }, runMeta);
-      options.onSave?.({ step: at, path: dir });
-      metrics({ event: 'save', step: at, path: dir });
+      if (!store?.save) return;
+      const state = await runStateFile(model, optimizer, { iteration: at, trainedTokens, pending }, runMeta);
+      const path = await store.save(at, checkpoint, { model, state });
+      options.onSave?.({ step: at, path });
+      metrics({ event: 'save', step: at, path });
     };
 
     const packedStep = valueAndGrad(model, (batch: Batch) => lossOf(model, batch));

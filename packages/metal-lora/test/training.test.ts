@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readSafetensors, type SafetensorsEntry, writeSafetensors } from '@metal-lora/adapter-io';
 import { linearToLoRALayers } from '@metal-lora/nn';
 import { getBackend, setBackend } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '@metal-lora/metal-kernels';
@@ -12,7 +13,8 @@ import { readConfigFile } from '../src/config-file';
 import { type DatasetOptions, datasetFromJsonl, type Example } from '../src/dataset';
 import { loadDataset } from '../src/dataset-files';
 import { HFTokenizer, loadFineTune, loadModel } from '../src/index';
-import { learningRateSchedule, type TrainReport, train } from '../src/training';
+import { learningRateSchedule, type TrainingStore, type TrainReport, train as trainAnywhere } from '../src/training';
+import { train } from '../src/training-files';
 import { cli, root } from './run-cli';
 
 const fixture = new URL('./fixtures/models/llama/', import.meta.url).pathname;
@@ -321,6 +323,33 @@ describe('train: the loop of `metal-lora train` as a library call', () => {
       /resume: the checkpoint was made with another seed/,
     );
   }, 120_000);
+
+  it('the loop that runs in browsers writes through a store: an in-memory one saves, records and resumes the same curve', async () => {
+    const options = { iters: 4, batchSize: 2, maxSeqLength: 96, learningRate: 5e-3, stepsPerReport: 1, stepsPerEval: 100, saveEvery: 2, seed: 3 };
+    const saved = new Map<number, { metadata: Record<string, string>; tensors: Record<string, SafetensorsEntry> }>();
+    const records: string[] = [];
+    const store: TrainingStore = {
+      save: async (at, numbered, { state }) => {
+        // As a browser would keep it (IndexedDB): the bytes of one safetensors file.
+        saved.set(at, readSafetensors(writeSafetensors(state.entries, state.metadata)));
+        expect(numbered).toBe(true);
+        return `memory:${at}`;
+      },
+      load: async () => saved.get(Math.max(...saved.keys())) ?? null,
+      metrics: (r) => records.push(String(r.event)),
+    };
+    const whole: number[] = [];
+    await trainAnywhere(fresh(), data, { ...options, store, onReport: (r) => whole.push(r.loss) });
+    expect([...saved.keys()]).toEqual([2, 4]);
+    expect(records.filter((e) => e === 'save')).toHaveLength(2);
+    saved.delete(4);
+    const rest: number[] = [];
+    await trainAnywhere(fresh(), data, { ...options, store, resume: true, onReport: (r) => rest.push(r.loss) });
+    expect(rest).toEqual(whole.slice(2));
+    await expect(trainAnywhere(fresh(), data, { ...options, adapterPath: join(dir, 'nowhere') })).rejects.toThrow(
+      /adapterPath and metricsFile are written by the Node entry/,
+    );
+  });
 
   it('iterations count batches as in mlx-lm; accumulation holds one set of gradients; a checkpoint mid-step resumes exactly', async () => {
     const options = { batchSize: 2, maxSeqLength: 96, learningRate: 5e-3, gradAccumulationSteps: 2, stepsPerReport: 1, saveEvery: 3, seed: 2 };
