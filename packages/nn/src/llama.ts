@@ -404,11 +404,18 @@ export class LlamaForCausalLM extends Module {
     const { segments, ...lossOptions } = options;
     const forward = { segments };
     const head = this.config.tie_word_embeddings ? (this.getModule('model.embed_tokens') as Embedding) : this.sub<Linear>('lm_head');
-    // Only a plain weight can be read as the head: an adapted head (a LoRALinear loaded onto
-    // lm_head), a bias or a soft-cap goes through the model's own forward.
-    const plain = Object.getPrototypeOf(head) === Embedding.prototype || (Object.getPrototypeOf(head) === Linear.prototype && !(head as Linear).bias);
-    if (this.config.final_logit_softcapping || !plain) return crossEntropy(this.forward(ids, forward), targets, lossOptions);
-    return headCrossEntropy(this.sub<LlamaModel>('model').forward(ids, forward), head.weight, targets, lossOptions);
+    // Only a plain weight, float or quantized, can be read as the head: an adapted head (a
+    // LoRALinear loaded onto lm_head), a bias or a soft-cap goes through the model's own forward.
+    const kind = Object.getPrototypeOf(head);
+    const bias = head instanceof Linear && head.bias !== undefined;
+    const weight =
+      kind === Embedding.prototype || (kind === Linear.prototype && !bias)
+        ? head.weight
+        : (kind === QuantizedEmbedding.prototype || kind === QuantizedLinear.prototype) && !bias
+          ? { weight: head.weight, ...(head as QuantizedLinear | QuantizedEmbedding).quantizedParts() }
+          : null;
+    if (this.config.final_logit_softcapping || !weight) return crossEntropy(this.forward(ids, forward), targets, lossOptions);
+    return headCrossEntropy(this.sub<LlamaModel>('model').forward(ids, forward), weight, targets, lossOptions);
   }
 
   /** Whether training steps recompute each block in backward (see `LlamaModel.gradientCheckpointing`). */

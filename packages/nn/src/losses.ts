@@ -1,4 +1,19 @@
-import { cast, type DType, equal, linearCrossEntropy, mean, mul, neg, reshape, softmaxCrossEntropy, sub, sum, Tensor, ValueError } from '@metal-lora/tensor';
+import {
+  cast,
+  type DType,
+  equal,
+  linearCrossEntropy,
+  mean,
+  mul,
+  neg,
+  type QuantizedHead,
+  reshape,
+  softmaxCrossEntropy,
+  sub,
+  sum,
+  Tensor,
+  ValueError,
+} from '@metal-lora/tensor';
 
 /** 1 where `t != value`, else 0, as `dtype`. */
 function notEqualMask(t: Tensor, value: number, dtype: DType): Tensor {
@@ -52,15 +67,23 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
 
 /**
  * `crossEntropy(hidden·headᵀ, targets)` for hidden states `[..., D]` and an LM head weight
- * `[V, D]`, without ever holding the `[N, V]` logits whole (`linearCrossEntropy`: chunks of rows,
+ * `[V, D]` (or an MLX-quantized one: `{ weight, scales, biases, bits, groupSize }`), without ever
+ * holding the `[N, V]` logits whole (`linearCrossEntropy`: chunks of rows,
  * each chunk's gradient folded into the hidden rows as it is computed). Same options and checks as
  * `crossEntropy`.
  */
-export function headCrossEntropy(hidden: Tensor, head: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
-  if (!(head instanceof Tensor) || head.rank !== 2)
-    throw new ValueError('headCrossEntropy', 'head must be a weight [V, D]', 'a rank-2 Tensor', head instanceof Tensor ? `rank ${head.rank}` : typeof head);
+export function headCrossEntropy(hidden: Tensor, head: Tensor | QuantizedHead, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
+  const quantized = !(head instanceof Tensor) && typeof head === 'object' && head !== null && head.scales instanceof Tensor;
+  if (!quantized && (!(head instanceof Tensor) || head.rank !== 2))
+    throw new ValueError(
+      'headCrossEntropy',
+      'head must be a weight [V, D]',
+      'a rank-2 Tensor or a quantized head',
+      head instanceof Tensor ? `rank ${head.rank}` : typeof head,
+    );
   const D = hidden.shape[hidden.rank - 1];
-  const [t, weight] = targetWeights('headCrossEntropy', targets, hidden.shape.slice(0, -1), head.shape[0], hidden.dtype, options);
+  const vocab = head instanceof Tensor ? head.shape[0] : head.scales.shape[0];
+  const [t, weight] = targetWeights('headCrossEntropy', targets, hidden.shape.slice(0, -1), vocab, hidden.dtype, options);
   return sum(linearCrossEntropy(reshape(hidden, [-1, D]), head, t, weight)).div(sum(weight));
 }
 

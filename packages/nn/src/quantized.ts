@@ -84,6 +84,10 @@ export class QuantizedLinear extends Linear {
   get quantized(): QuantizedWeight {
     return { weight: this.weight, scales: this.scales, biases: this.biases };
   }
+  /** Scales, biases and spec (with `weight`: what `quantizedMatmul` and `headCrossEntropy` read). */
+  quantizedParts(): { scales: Tensor; biases: Tensor; bits: number; groupSize: number } {
+    return { scales: this.scales, biases: this.biases, bits: this.bits, groupSize: this.groupSize };
+  }
   override forward(x: Tensor): Tensor {
     const y = quantizedMatmul(x, this.weight, this.scales, this.biases, this.spec);
     return this.bias ? add(y, this.bias) : y;
@@ -120,6 +124,10 @@ export class QuantizedEmbedding extends Embedding {
   }
   get spec(): QuantSpec {
     return { bits: this.bits, groupSize: this.groupSize };
+  }
+  /** Scales, biases and spec (with `weight`: what `quantizedMatmul` and `headCrossEntropy` read). */
+  quantizedParts(): { scales: Tensor; biases: Tensor; bits: number; groupSize: number } {
+    return { scales: this.scales, biases: this.biases, bits: this.bits, groupSize: this.groupSize };
   }
   override forward(ids: Tensor): Tensor {
     const flat = reshape(ids, [-1]);

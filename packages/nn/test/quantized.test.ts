@@ -2,10 +2,11 @@ import '@metal-lora/metal-kernels'; // registers the webgpu backend (tests only:
 import * as T from '@metal-lora/tensor';
 import type { Tensor } from '@metal-lora/tensor';
 import { assertClose, TOLERANCES } from '@metal-lora/tensor/testing';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { skipWithoutAdapter } from '../../../test-support/gpu';
 import {
   AdamW,
+  crossEntropy,
   Embedding,
   Linear,
   LlamaForCausalLM,
@@ -129,6 +130,31 @@ describe('quantized layers and models (MLX affine)', () => {
     q.eval();
     const x = T.randn([3, 64], { seed: 2 });
     assertClose(q.merged().forward(x).dataSync(), q.forward(x).dataSync(), TOLERANCES.float32);
+  });
+
+  it('model.loss reads a quantized head in chunks (tied and untied): the loss and LoRA gradients of the full logits', async () => {
+    await T.setBackend('cpu');
+    for (const tie of [true, false]) {
+      const model = new LlamaForCausalLM({ ...CONFIG, tie_word_embeddings: tie }, { seed: 4 });
+      await quantizeModel(model, { bits: 8, groupSize: 32 });
+      linearToLoRALayers(model, { rank: 2, scale: 1, seed: 3 });
+      // A non-zero B, so that the LoRA gradients reach A too.
+      for (const [name, p] of model.trainableParameters()) if (name.endsWith('loraB')) p.assign(T.randn([...p.shape], { seed: 9, std: 0.1 }));
+      const { inputs, targets } = ids(1, 2, 7);
+      const run = (chunked: boolean) => {
+        const step = valueAndGrad(model, (x: Tensor, y: Tensor) => (chunked ? model.loss(x, y) : crossEntropy(model.forward(x), y)));
+        const [loss, grads] = step(inputs, targets);
+        return { loss: loss.itemSync(), grads: Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, g.dataSync()])) };
+      };
+      // The chunked path never forms the logits through the model's forward.
+      const forward = vi.spyOn(model, 'forward');
+      const chunked = run(true);
+      expect(forward).not.toHaveBeenCalled();
+      forward.mockRestore();
+      const whole = run(false);
+      expect(chunked.loss).toBeCloseTo(whole.loss, 5);
+      for (const [k, g] of Object.entries(whole.grads)) assertClose(chunked.grads[k], g, TOLERANCES.float32, `${tie ? 'tied' : 'untied'} ${k}`);
+    }
   });
 
   it('refuses layers the groups do not divide, and packed parts of the wrong shape', () => {

@@ -2,6 +2,9 @@ import { describe, expect, it } from 'vitest';
 import {
   dequantize,
   dequantizeAffine,
+  linearCrossEntropy,
+  softmaxCrossEntropy,
+  sum,
   matmul,
   packedWords,
   QUANT_BITS,
@@ -146,6 +149,39 @@ describe('dequantize and quantizedMatmul (CPU reference)', () => {
       const x = randomTensor(transpose ? [3, 64] : [3, 5], 12, { dtype: 'float64', requiresGrad: true });
       gradCheck((t: Tensor) => quantizedMatmul(t, q.weight, q.scales, q.biases, { bits: 3, groupSize: 32, transpose }), [x]);
     }
+  });
+
+  it('linearCrossEntropy over a quantized head: the loss and h-gradient of the full logits, in chunks', () => {
+    const q = quantize(randomTensor([37, 64], 21, { dtype: 'float64', std: 0.3 }), { bits: 4, groupSize: 32 });
+    const head = { ...q, bits: 4, groupSize: 32 };
+    const targets = tensor(
+      Int32Array.from({ length: 11 }, (_, i) => (i * 5) % 37),
+      [11],
+      { dtype: 'int32' },
+    );
+    const weights = tensor(
+      Float64Array.from({ length: 11 }, (_, i) => (i === 3 ? 0 : 1 + (i % 3) / 2)),
+      [11],
+      { dtype: 'float64' },
+    );
+    const losses = (chunkRows?: number) => {
+      const h = randomTensor([11, 64], 22, { dtype: 'float64', requiresGrad: true });
+      const loss =
+        chunkRows === undefined
+          ? softmaxCrossEntropy(quantizedMatmul(h, q.weight, q.scales, q.biases, head), targets, weights)
+          : linearCrossEntropy(h, head, targets, weights, { chunkRows });
+      sum(loss).backward();
+      return { loss: loss.dataSync(), grad: h.grad!.dataSync() };
+    };
+    const whole = losses();
+    for (const chunkRows of [4, 11]) {
+      const chunked = losses(chunkRows);
+      assertClose(chunked.loss, whole.loss, TOLERANCES.float64);
+      assertClose(chunked.grad, whole.grad, TOLERANCES.float64);
+    }
+    expect(() => linearCrossEntropy(randomTensor([2, 32], 1, { dtype: 'float64' }), head, targets, weights)).toThrow(
+      "linearCrossEntropy: the quantized head's input dimension must match h; expected 32 columns, got 64",
+    );
   });
 
   it('refuses mismatched shapes, dtypes and trainable constants with a clear error', () => {
