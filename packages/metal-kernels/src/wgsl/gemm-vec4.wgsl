@@ -100,23 +100,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> b: array<vec4<{{T}}>>;
 {{/QUANT}}
 {{#QUANT}}
-// op(B) is an MLX affine-quantized matrix (section QUANT; batch 1, no LORA, PAIR or CONCAT_N):
-// its packed words here, a scale and bias per group of GROUP columns at bindings 4 and 5.
-const BITS: u32 = {{BITS}}u;
-const GROUP: u32 = {{GROUP}}u;
-@group(0) @binding(1) var<storage, read> wq: array<u32>;
-@group(0) @binding(4) var<storage, read> scales: array<{{T}}>;
-@group(0) @binding(5) var<storage, read> biases: array<{{T}}>;
-
-{{>quant-unpack}}
-
-/** W[r, col] dequantized (W's rows hold K values when TRANS_B, else N). */
-fn weight_at(r: u32, col: u32) -> f32 {
-  var cols = p.N;
-  if (TRANS_B == 1u) { cols = p.K; }
-  let g = r * (cols / GROUP) + col / GROUP;
-  return f32(scales[g]) * f32(unpack_q(r * (cols * BITS / 32u), col)) + f32(biases[g]);
-}
+{{>gemm-quant}}
 {{/QUANT}}
 {{#VEC_OUT}}
 @group(0) @binding(2) var<storage, read> bias: array<vec4<{{T}}>>;

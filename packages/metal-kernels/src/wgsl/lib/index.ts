@@ -1,5 +1,6 @@
 import counterHash from './counter-hash.wgsl';
 import gemmEpilogue from './gemm-epilogue.wgsl';
+import gemmQuant from './gemm-quant.wgsl';
 import gemmUniform from './gemm-uniform.wgsl';
 import quantUnpack from './quant-unpack.wgsl';
 import ropePair from './rope-pair.wgsl';
@@ -14,6 +15,7 @@ import stridedIndex from './strided-index.wgsl';
 export const wgslPieces: Readonly<Record<string, string>> = {
   'counter-hash': counterHash,
   'gemm-epilogue': gemmEpilogue,
+  'gemm-quant': gemmQuant,
   'gemm-uniform': gemmUniform,
   'quant-unpack': quantUnpack,
   'rope-pair': ropePair,
