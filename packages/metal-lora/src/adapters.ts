@@ -7,7 +7,7 @@ import {
   saveFullFineTune,
 } from '@metal-lora/adapter-io/node';
 import { Linear, LoRALinear, type Module, QuantizedLinear } from '@metal-lora/nn';
-import { add, FormatError, matmul, noGrad, type QuantSpec, quantizeAsync, type Tensor, tensor } from '@metal-lora/tensor';
+import { add, FormatError, matmul, noGrad, type QuantSpec, type Tensor, tensor } from '@metal-lora/tensor';
 
 /** The LoRA layers of a model by path (a lone layer is named `layer`). */
 function loraLayers(target: Module): [string, LoRALinear][] {
@@ -166,7 +166,7 @@ export function fuseAdapter(model: Module, adapter: LoraAdapter | string): strin
         const linear = new Linear(layer.inFeatures, layer.outFeatures, { weight: fused, biasTensor: layer.bias });
         linear.freeze();
         model.setModule(path, linear);
-        FUSED_FROM.set(linear, { spec: layer.spec, before: w });
+        FUSED_FROM.set(linear, { spec: { bits: layer.bits, groupSize: layer.groupSize }, before: w });
         for (const t of [loraA, loraB]) t.dispose();
         continue;
       }
@@ -203,8 +203,7 @@ export async function requantizeFused(model: Module): Promise<RequantizedLayer[]
   for (const [path, m] of model.namedModules()) {
     const from = FUSED_FROM.get(m);
     if (!from || !(m instanceof Linear)) continue;
-    const quantized = await quantizeAsync(m.weight, from.spec);
-    const q = new QuantizedLinear(m.inFeatures, m.outFeatures, { ...from.spec, dtype: m.weight.dtype, quantized, biasTensor: m.bias });
+    const q = await QuantizedLinear.fromLinear(m, from.spec);
     const [before, fused, after] = await Promise.all([from.before.data(), m.weight.data(), q.dequantized().data()]);
     let dot = 0;
     let delta2 = 0;

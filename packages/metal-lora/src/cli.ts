@@ -18,10 +18,10 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readAdapterFiles } from '@metal-lora/adapter-io/node';
 import { mlxFineTuneType, parseMlxAdapter, parsePeftAdapter } from '@metal-lora/adapter-io';
-import { Embedding, Linear, linearToLoRALayers, LoRALinear, mergeWeights, QuantizedEmbedding, QuantizedLinear, quantizeModel } from '@metal-lora/nn';
+import { dequantizeModel, linearToLoRALayers, LoRALinear, mergeWeights, QuantizedEmbedding, QuantizedLinear, quantizeModel } from '@metal-lora/nn';
 import '@metal-lora/metal-kernels'; // registers the webgpu backend
 import type { AdapterReport } from '@metal-lora/metal-kernels';
-import { type Backend, MetalLoRAError, noGrad, setBackend, tensor, tidy } from '@metal-lora/tensor';
+import { type Backend, bytesPerElement, MetalLoRAError, noGrad, setBackend, tensor, tidy } from '@metal-lora/tensor';
 import { applyAdapter, fuseAdapter, loadAdapter, loadFineTune, requantizeFused, saveAdapter } from './adapters';
 import { loadModel, saveModel } from './checkpoint';
 import { helpText, parseCommandLine, UsageError } from './cli-args';
@@ -330,7 +330,7 @@ async function fuse(flags: Flags): Promise<void> {
   const merged = fullFineTune ? loadFineTune(model, adapterPath) : fuseAdapter(model, format === 'peft' ? parsePeftAdapter(files) : parseMlxAdapter(files));
   if (model.namedModules().some(([, m]) => m instanceof LoRALinear)) throw new MetalLoRAError('fuse', 'the model still has LoRA layers after fusing');
   // A quantized base: its fused layers are float now; pack them again unless --dequantize.
-  if (flags.dequantize) await dequantizeModel(model);
+  if (flags.dequantize) dequantizeModel(model);
   else {
     const layers = await requantizeFused(model);
     const lost = layers.filter((l) => l.kept < 0.5);
@@ -346,28 +346,6 @@ async function fuse(flags: Flags): Promise<void> {
   console.log(`fused ${what} into ${savePath}/ (config.json, model.safetensors, tokenizer.json)`);
 }
 
-/**
- * Replaces every quantized layer by a float one of its dequantized weights and drops the
- * quantization from the config (`--dequantize`, as `mlx_lm.convert --dequantize`).
- */
-async function dequantizeModel(model: LoadedModel['model']): Promise<number> {
-  let count = 0;
-  for (const [path, m] of model.namedModules()) {
-    if (m instanceof QuantizedLinear) {
-      const linear = new Linear(m.inFeatures, m.outFeatures, { weight: m.dequantized(), biasTensor: m.bias });
-      linear.freeze();
-      model.setModule(path, linear);
-      count++;
-    } else if (m instanceof QuantizedEmbedding) {
-      model.setModule(path, new Embedding(m.numEmbeddings, m.dims, { weight: m.dequantized() }).freeze());
-      count++;
-    }
-  }
-  delete model.config.quantization;
-  delete model.config.quantization_config;
-  return count;
-}
-
 /** `metal-lora convert`: a model folder written again, quantized (`-q`, mlx_lm.convert's packing) or dequantized. */
 async function convert(flags: Flags): Promise<void> {
   const { model: modelDir, 'save-path': savePath } = flags;
@@ -377,11 +355,11 @@ async function convert(flags: Flags): Promise<void> {
   await chooseBackend(flags.backend ?? 'auto');
   const { model, config, tokenizer, generation } = loadModel(modelDir);
   const quantized = model.namedModules().some(([, m]) => m instanceof QuantizedLinear || m instanceof QuantizedEmbedding);
-  const bytes = () => model.namedParameters().reduce((n, [, p]) => n + 4 * p.size, 0);
+  const bytes = () => model.namedParameters().reduce((n, [, p]) => n + bytesPerElement(p.dtype) * p.size, 0);
   const before = bytes();
   if (flags.dequantize) {
     if (!quantized) throw new UsageError('--dequantize needs a quantized model', 'a folder whose config.json has "quantization"', modelDir);
-    const count = await dequantizeModel(model);
+    const count = dequantizeModel(model);
     console.log(`dequantized ${count} layers: ${(before / 1e6).toFixed(1)} → ${(bytes() / 1e6).toFixed(1)} MB of weights`);
   } else {
     if (quantized) throw new UsageError('the model is quantized already', 'a float model (or --dequantize first)', modelDir);

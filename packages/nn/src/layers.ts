@@ -132,14 +132,19 @@ export class LayerNorm extends Module {
 }
 
 /** Zeroes elements with probability p while training (kept ones scaled by 1/(1-p)). */
+/** Inverted dropout: each element kept with probability 1 − p and scaled by 1 / (1 − p); x itself when p is 0. */
+export function dropout(x: Tensor, p: number): Tensor {
+  if (p === 0) return x;
+  const keep = noGrad(() => cast(greater(rand([...x.shape], { backend: x.backend, dtype: x.dtype }), p), x.dtype));
+  return mul(x, mul(keep, 1 / (1 - p)));
+}
+
 export class Dropout extends Module {
   constructor(readonly p = 0.5) {
     super();
     if (!(p >= 0 && p < 1)) throw new ValueError('Dropout', 'probability out of range', '[0, 1)', String(p));
   }
   forward(x: Tensor): Tensor {
-    if (!this.training || this.p === 0) return x;
-    const keep = noGrad(() => cast(greater(rand([...x.shape], { backend: x.backend, dtype: x.dtype }), this.p), x.dtype));
-    return mul(x, mul(keep, 1 / (1 - this.p)));
+    return this.training ? dropout(x, this.p) : x;
   }
 }

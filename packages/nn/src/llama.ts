@@ -412,7 +412,7 @@ export class LlamaForCausalLM extends Module {
       kind === Embedding.prototype || (kind === Linear.prototype && !bias)
         ? head.weight
         : (kind === QuantizedEmbedding.prototype || kind === QuantizedLinear.prototype) && !bias
-          ? { weight: head.weight, ...(head as QuantizedLinear | QuantizedEmbedding).quantizedParts() }
+          ? (head as QuantizedLinear | QuantizedEmbedding).packed
           : null;
     if (this.config.final_logit_softcapping || !weight) return crossEntropy(this.forward(ids, forward), targets, lossOptions);
     return headCrossEntropy(this.sub<LlamaModel>('model').forward(ids, forward), weight, targets, lossOptions);

@@ -1,5 +1,5 @@
-import { add, cast, type DType, greater, loraLinear, matmul, mul, noGrad, quantizedMatmul, rand, type Tensor, ValueError, zeros } from '@metal-lora/tensor';
-import { Linear } from './layers';
+import { add, type DType, loraLinear, matmul, mul, noGrad, rand, type Tensor, ValueError, zeros } from '@metal-lora/tensor';
+import { dropout, Linear } from './layers';
 import type { Module } from './module';
 import { QuantizedLinear } from './quantized';
 
@@ -77,12 +77,19 @@ export class LoRALinear extends Linear {
     return loraLinear(x, this.weight, this.loraA, this.loraB, { scale: this.scale, bias: this.bias, dropout: this.training ? this.dropout : 0 });
   }
 
-  /** `W + scale·B·A` (computed in f32, cast to the weight's dtype) as a plain Linear. */
+  /** The base weight `[out, in]` as floats (a quantized base: dequantized, a new tensor). */
+  protected denseWeight(): Tensor {
+    return this.weight;
+  }
+
+  /** `W + scale·B·A` (computed in f32, cast to W's float dtype) as a plain Linear. */
   merged(): Linear {
     return noGrad(() => {
+      const dense = this.denseWeight();
       const delta = matmul(this.loraB.cast('float32'), this.loraA.cast('float32'));
-      const w = add(this.weight.cast('float32'), delta.mul(this.scale)).cast(this.weight.dtype);
+      const w = add(dense.cast('float32'), delta.mul(this.scale)).cast(dense.dtype);
       delta.dispose();
+      if (dense !== this.weight) dense.dispose();
       const linear = new Linear(this.inFeatures, this.outFeatures, { weight: w, biasTensor: this.bias?.share() });
       linear.freeze();
       return linear;
@@ -97,62 +104,21 @@ export class LoRALinear extends Linear {
  * `merged()` gives a float Linear of the dequantized weight plus the adapter.
  */
 export class QuantizedLoRALinear extends LoRALinear {
-  readonly bits: number;
-  readonly groupSize: number;
+  /** The quantized layer it adapts (its packed parts are this layer's `weight`, `scales` and `biases`). */
+  readonly base: QuantizedLinear;
   constructor(base: QuantizedLinear, options: LoRAOptions = {}) {
     super({ ...options, inFeatures: base.inFeatures, outFeatures: base.outFeatures, weight: base.weight, biasTensor: base.bias, dtype: base.scales.dtype });
-    this.bits = base.bits;
-    this.groupSize = base.groupSize;
+    this.base = base;
     this.constant('weight', base.weight);
     this.constant('scales', base.scales);
     this.constant('biases', base.biases);
   }
-  get scales(): Tensor {
-    return this.own('scales')!;
-  }
-  get biases(): Tensor {
-    return this.own('biases')!;
-  }
   override forward(x: Tensor): Tensor {
-    const spec = { bits: this.bits, groupSize: this.groupSize };
-    const base = quantizedMatmul(x, this.weight, this.scales, this.biases, spec);
-    const p = this.training ? this.dropout : 0;
-    const kept =
-      p > 0
-        ? mul(
-            x,
-            mul(
-              noGrad(() => cast(greater(rand([...x.shape], { backend: x.backend, dtype: x.dtype }), p), x.dtype)),
-              1 / (1 - p),
-            ),
-          )
-        : x;
-    const lora = mul(matmul(matmul(kept, this.loraA, { transposeB: true }), this.loraB, { transposeB: true }), this.scale);
-    const y = add(base, lora);
-    return this.bias ? add(y, this.bias) : y;
+    const lora = matmul(matmul(dropout(x, this.training ? this.dropout : 0), this.loraA, { transposeB: true }), this.loraB, { transposeB: true });
+    return add(this.base.forward(x), mul(lora, this.scale));
   }
-  /** The base as a QuantizedLinear again (the adapter dropped). */
-  base(): QuantizedLinear {
-    return new QuantizedLinear(this.inFeatures, this.outFeatures, {
-      bits: this.bits,
-      groupSize: this.groupSize,
-      dtype: this.scales.dtype,
-      quantized: { weight: this.weight, scales: this.scales, biases: this.biases },
-      biasTensor: this.bias,
-    });
-  }
-  /** `dequantize(W) + scale·B·A` (in f32, cast to the scales' dtype) as a plain float Linear. */
-  override merged(): Linear {
-    return noGrad(() => {
-      const q = this.base();
-      const w = q.dequantized();
-      const delta = matmul(this.loraB.cast('float32'), this.loraA.cast('float32'));
-      const fused = add(w.cast('float32'), delta.mul(this.scale)).cast(this.scales.dtype);
-      for (const t of [w, delta]) t.dispose();
-      const linear = new Linear(this.inFeatures, this.outFeatures, { weight: fused, biasTensor: this.bias?.share() });
-      linear.freeze();
-      return linear;
-    });
+  protected override denseWeight(): Tensor {
+    return this.base.dequantized();
   }
 }
 

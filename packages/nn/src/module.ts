@@ -7,14 +7,14 @@ export interface LoadReport {
   mismatched: { name: string; expected: number[]; got: number[] }[];
 }
 
+/** Parameters that never train (registered with `constant`). */
+const CONSTANTS = new WeakSet<Tensor>();
+
 /**
  * A tree of parameters and child modules with dotted names (`model.layers.0.self_attn.q_proj.weight`),
  * as in MLX `nn.Module` and PyTorch. Subclasses register parameters with {@link param} and
  * children with {@link child}; a parameter is trainable while its tensor has `requiresGrad`.
  */
-/** Parameters that never train (registered with `constant`). */
-const CONSTANTS = new WeakSet<Tensor>();
-
 export class Module {
   /** Dropout and other train-only behaviour is on while true. */
   training = true;

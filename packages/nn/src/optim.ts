@@ -19,6 +19,7 @@ import {
   zeros,
 } from '@metal-lora/tensor';
 import type { Module } from './module';
+import { sameItems } from './train';
 
 /** A learning rate: a number or a schedule of the step (0-based). */
 export type LearningRate = number | ((step: number) => number);
@@ -98,7 +99,7 @@ export abstract class Optimizer {
     // Every step, captured or not: the in-place updates on such a backend read these values.
     if (backend?.capture) this.writeSchedule(backend, lr, this.stepCount);
     const storages = this.replayStorages(pairs);
-    if (this.captured && !(storages && same(this.captured.storages, storages))) this.releaseCapture();
+    if (this.captured && !(storages && sameItems(this.captured.storages, storages))) this.releaseCapture();
     if (!storages) {
       this.seen = null;
       this.updateAll(pairs, lr);
@@ -110,7 +111,7 @@ export abstract class Optimizer {
       this.captured.graph.prepare();
       return;
     }
-    if (!(this.seen && same(this.seen, storages))) {
+    if (!(this.seen && sameItems(this.seen, storages))) {
       this.seen = storages;
       this.updateAll(pairs, lr);
       return;
@@ -435,8 +436,4 @@ export function warmupCosine(peak: number, warmup: number, total: number, end = 
   const up = linearWarmup(peak, warmup);
   const down = cosineDecay(peak, Math.max(1, total - warmup), end);
   return (step) => (step < warmup ? up(step) : down(step - warmup));
-}
-
-function same(a: unknown[], b: unknown[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }

@@ -6,6 +6,7 @@ import {
   gather,
   noGrad,
   packedWords,
+  type QuantizedHead,
   type QuantizedWeight,
   type QuantizeOptions,
   type QuantSpec,
@@ -77,24 +78,25 @@ export class QuantizedLinear extends Linear {
   get biases(): Tensor {
     return this.own('biases')!;
   }
-  get spec(): QuantSpec {
-    return { bits: this.bits, groupSize: this.groupSize };
-  }
-  /** The packed parts, as `quantize` returns them. */
-  get quantized(): QuantizedWeight {
-    return { weight: this.weight, scales: this.scales, biases: this.biases };
-  }
-  /** Scales, biases and spec (with `weight`: what `quantizedMatmul` and `headCrossEntropy` read). */
-  quantizedParts(): { scales: Tensor; biases: Tensor; bits: number; groupSize: number } {
-    return { scales: this.scales, biases: this.biases, bits: this.bits, groupSize: this.groupSize };
+  /** Weight, scales, biases, bits and group size: what `quantizedMatmul`, `dequantize` and `headCrossEntropy` read. */
+  get packed(): QuantizedHead {
+    return { weight: this.weight, scales: this.scales, biases: this.biases, bits: this.bits, groupSize: this.groupSize };
   }
   override forward(x: Tensor): Tensor {
-    const y = quantizedMatmul(x, this.weight, this.scales, this.biases, this.spec);
+    const q = this.packed;
+    const y = quantizedMatmul(x, q.weight, q.scales, q.biases, q);
     return this.bias ? add(y, this.bias) : y;
   }
   /** The float weight `[out, in]` the packed one stands for (`mx.dequantize`). */
   dequantized(): Tensor {
-    return noGrad(() => dequantize(this.weight, this.scales, this.biases, this.spec));
+    const q = this.packed;
+    return noGrad(() => dequantize(q.weight, q.scales, q.biases, q));
+  }
+  /** `linear` quantized (`nn.QuantizedLinear.from_linear`): its weight packed, its bias kept, in its dtype. */
+  static async fromLinear(linear: Linear, options: QuantizeOptions = {}): Promise<QuantizedLinear> {
+    const spec = quantSpec('QuantizedLinear.fromLinear', options);
+    const quantized = await quantizeAsync(linear.weight, spec);
+    return new QuantizedLinear(linear.inFeatures, linear.outFeatures, { ...spec, dtype: linear.weight.dtype, quantized, biasTensor: linear.bias });
   }
 }
 
@@ -122,24 +124,24 @@ export class QuantizedEmbedding extends Embedding {
   get biases(): Tensor {
     return this.own('biases')!;
   }
-  get spec(): QuantSpec {
-    return { bits: this.bits, groupSize: this.groupSize };
-  }
-  /** Scales, biases and spec (with `weight`: what `quantizedMatmul` and `headCrossEntropy` read). */
-  quantizedParts(): { scales: Tensor; biases: Tensor; bits: number; groupSize: number } {
-    return { scales: this.scales, biases: this.biases, bits: this.bits, groupSize: this.groupSize };
+  /** Weight, scales, biases, bits and group size: what `quantizedMatmul`, `dequantize` and `headCrossEntropy` read. */
+  get packed(): QuantizedHead {
+    return { weight: this.weight, scales: this.scales, biases: this.biases, bits: this.bits, groupSize: this.groupSize };
   }
   override forward(ids: Tensor): Tensor {
     const flat = reshape(ids, [-1]);
-    const rows = dequantize(gather(this.weight, flat), gather(this.scales, flat), gather(this.biases, flat), this.spec);
+    const q = this.packed;
+    const rows = dequantize(gather(q.weight, flat), gather(q.scales, flat), gather(q.biases, flat), q);
     return reshape(rows, [...ids.shape, this.dims]);
   }
   override asLinear(x: Tensor): Tensor {
-    return quantizedMatmul(x, this.weight, this.scales, this.biases, this.spec);
+    const q = this.packed;
+    return quantizedMatmul(x, q.weight, q.scales, q.biases, q);
   }
   /** The float table `[vocab, dims]`. */
   dequantized(): Tensor {
-    return noGrad(() => dequantize(this.weight, this.scales, this.biases, this.spec));
+    const q = this.packed;
+    return noGrad(() => dequantize(q.weight, q.scales, q.biases, q));
   }
 }
 
@@ -159,8 +161,7 @@ export async function quantizeModel(model: Module, options: QuantizeOptions = {}
     if (exact === Linear.prototype) {
       const linear = m as Linear;
       if (linear.inFeatures % spec.groupSize !== 0) continue;
-      const quantized = await quantizeAsync(linear.weight, spec);
-      const q = new QuantizedLinear(linear.inFeatures, linear.outFeatures, { ...spec, dtype: linear.weight.dtype, quantized, biasTensor: linear.bias });
+      const q = await QuantizedLinear.fromLinear(linear, spec);
       linear.weight.dispose();
       model.setModule(path, q);
       done.push(path);
@@ -177,4 +178,25 @@ export async function quantizeModel(model: Module, options: QuantizeOptions = {}
   const config = (model as { config?: { quantization?: unknown } }).config;
   if (config && done.length) config.quantization = { group_size: spec.groupSize, bits: spec.bits, mode: 'affine' };
   return done;
+}
+
+/**
+ * Replaces every quantized layer of `model` by a float one of its dequantized weights, frozen, and
+ * drops the quantization from a Llama-style model's config (`mlx_lm.convert --dequantize`).
+ * Returns the number of layers replaced.
+ */
+export function dequantizeModel(model: Module): number {
+  let count = 0;
+  for (const [path, m] of model.namedModules()) {
+    if (m instanceof QuantizedLinear) model.setModule(path, new Linear(m.inFeatures, m.outFeatures, { weight: m.dequantized(), biasTensor: m.bias }).freeze());
+    else if (m instanceof QuantizedEmbedding) model.setModule(path, new Embedding(m.numEmbeddings, m.dims, { weight: m.dequantized() }).freeze());
+    else continue;
+    count++;
+  }
+  const config = (model as { config?: { quantization?: unknown; quantization_config?: unknown } }).config;
+  if (config) {
+    delete config.quantization;
+    delete config.quantization_config;
+  }
+  return count;
 }

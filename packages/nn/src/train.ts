@@ -108,7 +108,6 @@ function capturedValueAndGrad<A extends unknown[]>(model: Module, plain: (...arg
     for (const t of [...captured.inputs, captured.start, captured.loss, ...Object.values(captured.grads)]) t.dispose();
     captured = null;
   };
-  const same = (a: unknown[], b: unknown[]) => a.length === b.length && a.every((x, i) => x === b[i]);
   /** The call's arguments copied into the graph's inputs. */
   const copyIn = (inputs: Tensor[], start: Tensor, args: Tensor[]) =>
     noGrad(() => {
@@ -130,7 +129,7 @@ function capturedValueAndGrad<A extends unknown[]>(model: Module, plain: (...arg
     }
     const key = tensors.map((t) => `${t.dtype}[${t.shape.join(',')}]`).join(';');
     const storages = model.parameters().map((p) => p.ref('valueAndGrad').data);
-    if (captured && (captured.key !== key || !same(captured.storages, storages))) release();
+    if (captured && (captured.key !== key || !sameItems(captured.storages, storages))) release();
     if (captured) {
       copyIn(captured.inputs, captured.start, tensors);
       captured.graph.replay();
@@ -138,7 +137,7 @@ function capturedValueAndGrad<A extends unknown[]>(model: Module, plain: (...arg
       captured.graph.prepare();
       return outputs(captured);
     }
-    seen = seen && seen.key === key && same(seen.storages, storages) ? { ...seen, count: seen.count + 1 } : { key, storages, count: 1 };
+    seen = seen && seen.key === key && sameItems(seen.storages, storages) ? { ...seen, count: seen.count + 1 } : { key, storages, count: 1 };
     if (seen.count < 2) return plain(...args);
     const inputs = tensors.map((t) => keep(noGrad(() => zeros([...t.shape], { dtype: t.dtype, backend }))));
     const start = keep(tensor(new Int32Array(1), [1], { dtype: 'int32', backend }));
@@ -169,4 +168,9 @@ function capturedValueAndGrad<A extends unknown[]>(model: Module, plain: (...arg
     return outputs(captured);
   };
   return Object.assign(step, { dispose: release });
+}
+
+/** Whether two lists hold the same items in order (by identity): the storages a captured step was recorded over. */
+export function sameItems(a: readonly unknown[], b: readonly unknown[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
