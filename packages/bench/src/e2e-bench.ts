@@ -167,7 +167,7 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
   const parameters = model.namedParameters().reduce((n, [, p]) => n + p.size, 0);
   if (options.quantize) await quantizeModel(model, { bits: options.quantize, groupSize: 64 });
   // The base's bytes as held (packed words at 4 bytes each, halves at 2).
-  const weightBytes = model.namedParameters().reduce((n, [, p]) => n + p.size * (p.dtype === 'float16' ? 2 : 4), 0);
+  const weightBytes = model.namedParameters().reduce((n, [, p]) => n + p.size * T.bytesPerElement(p.dtype), 0);
   linearToLoRALayers(model, { rank: options.rank, alpha: 16, seed: 7 });
   model.gradientCheckpointing = options.gradCheckpoint === true;
   model.recomputeAttention = options.keepAttention !== true;

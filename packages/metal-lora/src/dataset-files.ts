@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fsCall } from '@metal-lora/adapter-io/node';
-import { type Dataset, type DatasetOptions, dataError, parseJsonl, type Row, type SplitName, tokenizeSplit } from './dataset';
+import { type Dataset, type DatasetOptions, dataError, heldOutStart, parseJsonl, type Row, type SplitName, tokenizeSplit } from './dataset';
 import type { TextTokenizer } from './tokenizer';
 
 /** The objects of a `.jsonl` file; invalid JSON, a line that is not an object, or no lines at all stop with `file:line`. */
@@ -60,7 +60,7 @@ export function loadDataset(path: string, tokenizer: TextTokenizer, options: Dat
             '≥ 2 lines',
             String(rows.length),
           );
-        const cut = Math.max(1, Math.floor(rows.length * 0.9));
+        const cut = heldOutStart(rows.length);
         out.valid = split('valid', file('train'), rows.slice(cut), allTrain);
         trainRows = rows.slice(0, cut);
       }
@@ -78,7 +78,7 @@ export function loadDataset(path: string, tokenizer: TextTokenizer, options: Dat
       'at least 2 examples, or a folder with train.jsonl and valid.jsonl',
       String(rows.length),
     );
-  const cut = Math.max(1, Math.floor(rows.length * 0.9));
+  const cut = heldOutStart(rows.length);
   if (wanted.has('train')) out.train = split('train', path, rows.slice(0, cut), rows);
   if (wanted.has('valid')) out.valid = split('valid', path, rows.slice(cut), rows);
   return out;

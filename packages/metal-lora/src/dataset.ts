@@ -318,6 +318,11 @@ export function tokenizeSplit(
   return tokenizeRows(name, source, rows, tokenizer, options, detectFormat(source, whole, featureNames(options)));
 }
 
+/** Where validation starts in `count` rows (≥ 2) of train when no valid split is given: the last tenth, at least one row. */
+export function heldOutStart(count: number): number {
+  return Math.max(1, Math.floor(count * 0.9));
+}
+
 /** The rows of train split into train and valid as mlx-lm does without a valid file: the last tenth held out (at least one row each). */
 export function holdOutValid(rows: Row[], source: string): { train: Row[]; valid: Row[] } {
   if (rows.length < 2)
@@ -327,7 +332,7 @@ export function holdOutValid(rows: Row[], source: string): { train: Row[]; valid
       'at least 2 examples, or a valid split of its own',
       String(rows.length),
     );
-  const cut = Math.max(1, Math.floor(rows.length * 0.9));
+  const cut = heldOutStart(rows.length);
   return { train: rows.slice(0, cut), valid: rows.slice(cut) };
 }
 

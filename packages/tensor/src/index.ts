@@ -58,6 +58,7 @@ export * from './ops/all';
 export { square } from './ops/elementwise';
 export type { Operand } from './ops/helpers';
 export {
+  adamOperands,
   BINARY_OPS,
   type BinaryOp,
   type NamedOutputOp,

@@ -1,4 +1,4 @@
-import { type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
+import { adamOperands, type KernelOutput, registerKernel, sizeOf } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import adamSource from '../wgsl/adam.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
@@ -9,9 +9,7 @@ import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from 
  * whole step of one parameter (adam.wgsl). Returns param', m' and v', or nothing in place.
  */
 function adamStep({ inputs, attrs, backend }: Args<'adamUpdate' | 'adamUpdateInPlace'>, inPlace: boolean): KernelOutput[] {
-  const [param, grad, m, v] = inputs;
-  const schedule = 'schedule' in attrs && attrs.schedule ? inputs[inputs.length - 1] : undefined;
-  const copy = inputs.length - (schedule ? 1 : 0) > 4 ? inputs[4] : undefined;
+  const { param, grad, m, v, copy, schedule } = adamOperands(inputs, 'schedule' in attrs && attrs.schedule);
   const t = typeOf(backend, param.dtype, 'adamUpdate');
   const g = typeOf(backend, grad.dtype, 'adamUpdate');
   const h = copy ? typeOf(backend, copy.dtype, 'adamUpdate') : t;

@@ -2,7 +2,7 @@ import { type KernelArgs, type KernelOutput, registerKernel, type TensorRef } fr
 import type { DType, StorageArray, ValueArray } from '../dtype';
 import { ValueError } from '../errors';
 import { erf, gelu, sigmoid } from '../math';
-import type { BinaryOp, OpAttrs, OpName, OpOutputs, UnaryOp } from '../ops/op-names';
+import { adamOperands, type BinaryOp, type OpAttrs, type OpName, type OpOutputs, type UnaryOp } from '../ops/op-names';
 import { dequantizeAffine, type QuantSpec } from '../quantize';
 import { dropoutKeep } from '../random';
 import { broadcastShapes, broadcastStrides, reducedShape, type Shape, sizeOf, stridesOf } from '../shape';
@@ -238,9 +238,7 @@ function adamReference(
 
 /** `adamUpdateInPlace`: the reference step, written into the storage of param, m and v (the step's values from `schedule` when given). */
 function adamUpdateInPlaceKernel({ inputs, attrs, backend }: Args<'adamUpdateInPlace'>): OpOutputs['adamUpdateInPlace'] {
-  const [param, grad, m, v] = inputs;
-  const schedule = attrs.schedule ? inputs[inputs.length - 1] : undefined;
-  const copy = inputs.length - (schedule ? 1 : 0) > 4 ? inputs[4] : undefined;
+  const { param, grad, m, v, copy, schedule } = adamOperands(inputs, attrs.schedule);
   const { lr, beta1, beta2, weightDecay: wd, decoupled, step } = attrs;
   const values = schedule ? (schedule.data as Float32Array) : [lr, decoupled ? 1 - lr * wd : 1, 1 - beta1 ** step, 1 - beta2 ** step];
   const outs = adamReference(backend, [param, grad, m, v], attrs, values);

@@ -204,6 +204,18 @@ export interface OpSpec<K extends OpName> {
   result: OpResult<K>;
 }
 
+/**
+ * The inputs of an Adam kernel by role: `[param, grad, m, v]`, then the half copy where there is
+ * one and the schedule last where `scheduled` (the op's `schedule` attribute; as `adamUpdateInPlace`
+ * passes them).
+ */
+export function adamOperands<R>(inputs: readonly R[], scheduled: boolean): { param: R; grad: R; m: R; v: R; copy?: R; schedule?: R } {
+  const [param, grad, m, v] = inputs;
+  const schedule = scheduled ? inputs[inputs.length - 1] : undefined;
+  const copy = inputs.length - (schedule ? 1 : 0) > 4 ? inputs[4] : undefined;
+  return { param, grad, m, v, copy, schedule };
+}
+
 export const OP_NAMES = [
   'neg',
   'exp',
