@@ -26,7 +26,17 @@ for (const name of readdirSync(join(root, 'packages'))) {
   failed += report.numFailedTests;
   skipped += report.numPendingTests + report.numTodoTests;
   for (const suite of report.testResults) {
-    for (const t of suite.assertionResults) if (t.status === 'failed') console.log(`FAILED ${name}: ${t.fullName}`);
+    for (const t of suite.assertionResults) {
+      if (t.status !== 'failed') continue;
+      console.log(`FAILED ${name}: ${t.fullName}`);
+      // The first lines of why, so a log's tail names the cause (the whole message is above).
+      const why = (t.failureMessages ?? [])
+        .join('\n')
+        .split('\n')
+        .filter((l) => l.trim())
+        .slice(0, 6);
+      for (const line of why) console.log(`  ${line.length > 300 ? `${line.slice(0, 300)}…` : line}`);
+    }
   }
 }
 if (missing.length) console.log(`no test report from: ${missing.join(', ')}`);

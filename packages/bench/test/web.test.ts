@@ -60,7 +60,15 @@ describe.runIf(available || required)('the benchmark page in headless Chromium (
       page.on('console', (m) => logs.push(m.text()));
       page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
       await page.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/?auto=quick`);
-      await page.waitForFunction(() => (window as unknown as { __done: boolean }).__done === true, undefined, { timeout: 280_000 });
+      await page
+        .waitForFunction(() => (window as unknown as { __done: boolean }).__done === true, undefined, { timeout: 540_000 })
+        .catch(async (error: Error) => {
+          // Where the page stood, so a timeout in CI says which phase was slow.
+          const at = await page.evaluate(() =>
+            ['summary', 'correctness', 'progress', 'finetune-status'].map((id) => `${id}: ${document.getElementById(id)?.textContent}`),
+          );
+          throw new Error(`${error.message}\n${at.join('\n')}\n${logs.slice(-20).join('\n')}`);
+        });
       const results = (await page.evaluate(() => (window as unknown as { __results: unknown }).__results)) as {
         adapter?: { features: string[]; software: boolean };
         path?: string;
@@ -102,5 +110,5 @@ describe.runIf(available || required)('the benchmark page in headless Chromium (
       await browser.close();
       server.close();
     }
-  }, 300_000);
+  }, 600_000);
 });
