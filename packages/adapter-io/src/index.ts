@@ -23,7 +23,16 @@ export {
   serializePeftAdapter,
   validateAdapter,
 } from './adapters';
-export { adapterFromBlobs, downloadAdapter, downloadFile, fetchAdapter, type NamedBlob } from './web';
+export {
+  adapterFromBlobs,
+  type BlobSafetensors,
+  downloadAdapter,
+  downloadFile,
+  fetchAdapter,
+  type NamedBlob,
+  openSafetensorsBlob,
+  type SliceableBlob,
+} from './web';
 export { adapterFromTensors, adapterTensors, type LoraTensors } from './tensors';
 export { DECODABLE, float32ToBFloat16Bits, SAFETENSORS_DTYPES, type SafetensorsDType } from './dtypes';
 export {
@@ -33,6 +42,7 @@ export {
   readSafetensors,
   type Safetensors,
   type SafetensorsEntry,
+  type SafetensorsInfo,
   type TensorData,
   toFloat32,
   toFloat64,

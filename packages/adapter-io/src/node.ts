@@ -24,12 +24,21 @@ import {
   serializePeftAdapter,
 } from './adapters';
 import { completedPendingPair, writeDurable, writePair } from './pair-files';
-import { checkHeaderLength, parseHeader, readSafetensors, type Safetensors, type SafetensorsEntry, type WriteEntry, writeSafetensors } from './safetensors';
+import {
+  checkHeaderLength,
+  parseHeader,
+  readSafetensors,
+  type Safetensors,
+  type SafetensorsEntry,
+  type SafetensorsInfo,
+  type WriteEntry,
+  writeSafetensors,
+} from './safetensors';
 
 export interface LazySafetensors {
   metadata: Record<string, string>;
   /** Names and layouts of every tensor, without their data. */
-  info: Record<string, Omit<SafetensorsEntry, 'data'> & { byteLength: number }>;
+  info: SafetensorsInfo;
   /** Reads one tensor's bytes from disk. */
   read(name: string): SafetensorsEntry;
   close(): void;

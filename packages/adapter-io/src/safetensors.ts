@@ -9,6 +9,9 @@ export interface SafetensorsEntry {
   data: Uint8Array;
 }
 
+/** Names and layouts of a file's tensors, without their data (a lazily opened file's header). */
+export type SafetensorsInfo = Record<string, Omit<SafetensorsEntry, 'data'> & { byteLength: number }>;
+
 export interface Safetensors {
   /** `__metadata__` (string → string); `{}` when the file has none or `null`. */
   metadata: Record<string, string>;

@@ -4,6 +4,7 @@
  */
 import { FormatError } from '@metal-lora/tensor';
 import { type AdapterFiles, detectFormat, MLX_CONFIG, MLX_WEIGHTS, PEFT_WEIGHTS } from './adapters';
+import { checkHeaderLength, parseHeader, type SafetensorsEntry, type SafetensorsInfo } from './safetensors';
 
 /** Anything with a name and bytes: a `File` from an `<input type=file multiple>` or a drop. */
 export interface NamedBlob {
@@ -28,6 +29,61 @@ export async function adapterFromBlobs(blobs: Iterable<NamedBlob>): Promise<{ fo
       [...byName.keys()].join(', '),
     );
   return { format, files: { weights: new Uint8Array(await weights.arrayBuffer()), config: configText } };
+}
+
+/** What a `Blob` (or `File`) offers for reading part of it: its size and byte-range slices. */
+export interface SliceableBlob {
+  readonly size: number;
+  slice(start?: number, end?: number): { arrayBuffer(): Promise<ArrayBuffer> };
+}
+
+/** A safetensors file opened over a `Blob`: the header read, each tensor's bytes read when asked for. */
+export interface BlobSafetensors {
+  metadata: Record<string, string>;
+  /** Names and layouts of every tensor, without their data. */
+  info: SafetensorsInfo;
+  /** Reads one tensor's bytes (a slice of the blob). */
+  read(name: string): Promise<SafetensorsEntry>;
+}
+
+/**
+ * Opens a safetensors file held in a `Blob` (a picked `File`, a fetched response's blob) and reads
+ * only its header, validated as strictly as `readSafetensors`: a multi-gigabyte checkpoint is then
+ * read one tensor at a time, never whole into memory.
+ */
+export async function openSafetensorsBlob(blob: SliceableBlob, name = 'the file'): Promise<BlobSafetensors> {
+  const op = 'openSafetensorsBlob';
+  const bytes = async (begin: number, end: number) => new Uint8Array(await blob.slice(begin, end).arrayBuffer());
+  if (blob.size < 8) throw new FormatError(op, `${name} is shorter than its 8-byte header length`, { offset: 0 }, 'at least 8 bytes', `${blob.size}`);
+  const head = await bytes(0, 8);
+  const headerLength = checkHeaderLength(new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true), blob.size);
+  const parsed = parseHeader(await bytes(8, 8 + headerLength), blob.size - 8 - headerLength);
+  const dataStart = 8 + headerLength;
+  const info: SafetensorsInfo = Object.create(null);
+  const offsets: Record<string, number> = Object.create(null);
+  for (const e of parsed.entries) {
+    info[e.key] = { dtype: e.dtype, shape: e.shape, byteLength: e.end - e.begin };
+    offsets[e.key] = dataStart + e.begin;
+  }
+  return {
+    metadata: parsed.metadata,
+    info,
+    async read(key: string): Promise<SafetensorsEntry> {
+      const i = Object.hasOwn(info, key) ? info[key] : undefined;
+      if (!i)
+        throw new FormatError(
+          op,
+          `${name} has no such tensor`,
+          { key },
+          `one of ${Object.keys(info).slice(0, 5).join(', ')}${Object.keys(info).length > 5 ? ', …' : ''}`,
+          key,
+        );
+      const data = await bytes(offsets[key], offsets[key] + i.byteLength);
+      if (data.byteLength !== i.byteLength)
+        throw new FormatError(op, `${name} ended inside tensor ${key} (was it changed while read?)`, { key }, `${i.byteLength} bytes`, `${data.byteLength}`);
+      return { dtype: i.dtype, shape: i.shape, data };
+    },
+  };
 }
 
 /** Fetches an adapter directory served over HTTP (`${base}/adapter_config.json` and its weights). */

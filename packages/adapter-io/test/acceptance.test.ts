@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { FormatError } from '@metal-lora/tensor';
 import { describe, expect, it } from 'vitest';
-import { readSafetensors } from '../src/index';
+import { openSafetensorsBlob, readSafetensors } from '../src/index';
 import { openSafetensors } from '../src/node';
 
 /**
@@ -24,12 +24,17 @@ describe('safetensors headers: the same verdicts as the reference reader', () =>
     const name = file.replace('.safetensors', '');
     const reference = verdicts[name];
     const expected = DIFFERENCES[name] ? !reference.accepted : reference.accepted;
-    it(`${name}: ${expected ? 'accepted' : 'refused'}${DIFFERENCES[name] ? ` (the reference ${reference.accepted ? 'accepts' : 'refuses'}: ${DIFFERENCES[name]})` : ''}`, () => {
+    it(`${name}: ${expected ? 'accepted' : 'refused'}${DIFFERENCES[name] ? ` (the reference ${reference.accepted ? 'accepts' : 'refuses'}: ${DIFFERENCES[name]})` : ''}`, async () => {
       const bytes = new Uint8Array(readFileSync(new URL(file, dir)));
-      for (const read of [() => readSafetensors(bytes), () => openSafetensors(new URL(file, dir).pathname).close()]) {
+      const readers = [
+        () => readSafetensors(bytes),
+        () => openSafetensors(new URL(file, dir).pathname).close(),
+        () => openSafetensorsBlob(new Blob([bytes]), file),
+      ];
+      for (const read of readers) {
         let error: unknown;
         try {
-          read();
+          await read();
         } catch (e) {
           error = e;
         }

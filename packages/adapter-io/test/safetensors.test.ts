@@ -1,7 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { FormatError } from '@metal-lora/tensor';
 import { describe, expect, it } from 'vitest';
-import { float32ToBFloat16Bits, fromNumbers, readSafetensors, type SafetensorsDType, toFloat32, toFloat64, writeSafetensors } from '../src/index';
+import {
+  float32ToBFloat16Bits,
+  fromNumbers,
+  openSafetensorsBlob,
+  readSafetensors,
+  type SafetensorsDType,
+  toFloat32,
+  toFloat64,
+  writeSafetensors,
+} from '../src/index';
 
 const fixture = (name: string) => new Uint8Array(readFileSync(new URL(`./fixtures/${name}`, import.meta.url)));
 // Python's json writes Infinity for inf; 1e999 parses to it.
@@ -174,5 +183,54 @@ describe('writer', () => {
   it('refuses data that does not match the shape, and bad metadata', () => {
     expect(() => writeSafetensors({ x: { dtype: 'F32', shape: [3], data: new Float32Array(2) } })).toThrow(/data size does not match/);
     expect(() => writeSafetensors({}, { a: 1 as unknown as string })).toThrow(FormatError);
+  });
+});
+
+describe('openSafetensorsBlob: a file in a Blob, read one tensor at a time', () => {
+  const bytes = fixture('reference.safetensors');
+  it('reads the header and each tensor as readSafetensors does, slicing only what it reads', async () => {
+    const whole = readSafetensors(bytes);
+    const read: number[] = [];
+    const blob = new Blob([bytes]);
+    const spy = {
+      size: blob.size,
+      slice: (a?: number, b?: number) => {
+        read.push((b ?? blob.size) - (a ?? 0));
+        return blob.slice(a, b);
+      },
+    };
+    const lazy = await openSafetensorsBlob(spy, 'reference.safetensors');
+    expect({ ...lazy.metadata }).toEqual({ ...whole.metadata });
+    const headerBytes = read.reduce((a, b) => a + b, 0);
+    expect(headerBytes).toBeLessThan(bytes.length);
+    const [first, second] = Object.keys(whole.tensors);
+    const entry = await lazy.read(first);
+    expect(entry.dtype).toBe(whole.tensors[first].dtype);
+    expect(entry.shape).toEqual(whole.tensors[first].shape);
+    expect(Array.from(entry.data)).toEqual(Array.from(whole.tensors[first].data));
+    // One slice of exactly the tensor's bytes.
+    expect(read.at(-1)).toBe(whole.tensors[first].data.byteLength);
+    expect(lazy.info[second].byteLength).toBe(whole.tensors[second].data.byteLength);
+    await expect(lazy.read('constructor')).rejects.toThrow('openSafetensorsBlob: reference.safetensors has no such tensor');
+  });
+  it('refuses a truncated file and a blob that shrank after its header was read', async () => {
+    await expect(openSafetensorsBlob(new Blob([bytes.slice(0, 5)]), 'short')).rejects.toThrow(
+      'openSafetensorsBlob: short is shorter than its 8-byte header length; expected at least 8 bytes, got 5',
+    );
+    await expect(openSafetensorsBlob(new Blob([bytes.slice(0, bytes.length - 1)]))).rejects.toBeInstanceOf(FormatError);
+    const blob = new Blob([bytes]);
+    const shrinking = { size: blob.size, slice: (a?: number, b?: number) => blob.slice(a, Math.min(b ?? blob.size, blob.size - 4)) };
+    const lazy = await openSafetensorsBlob(shrinking);
+    // The tensors whose bytes reach into the lost tail are refused, naming the tensor.
+    const errors = await Promise.all(
+      Object.keys(lazy.info).map((k) =>
+        lazy.read(k).then(
+          () => null,
+          (e: Error) => e.message,
+        ),
+      ),
+    );
+    expect(errors.filter(Boolean).length).toBeGreaterThan(0);
+    expect(errors.find(Boolean)).toMatch(/the file ended inside tensor /);
   });
 });

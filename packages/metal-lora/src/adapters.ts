@@ -1,4 +1,5 @@
-import { adapterFromTensors, adapterTensors, type LoraAdapter, toFloat32, type WriteEntry } from '@metal-lora/adapter-io';
+import { adapterTensors, type LoraAdapter, toFloat32, type WriteEntry } from '@metal-lora/adapter-io';
+import { loraLayers, modelAdapter } from './lora-adapter';
 import {
   adapterFineTuneType,
   loadAdapter as loadAdapterDir,
@@ -8,12 +9,6 @@ import {
 } from '@metal-lora/adapter-io/node';
 import { Linear, LoRALinear, type Module, QuantizedLinear } from '@metal-lora/nn';
 import { add, FormatError, matmul, noGrad, type QuantSpec, type Tensor, tensor } from '@metal-lora/tensor';
-
-/** The LoRA layers of a model by path (a lone layer is named `layer`). */
-function loraLayers(target: Module): [string, LoRALinear][] {
-  if (target instanceof LoRALinear) return [['layer', target]];
-  return target.namedModules().filter(([, m]) => m instanceof LoRALinear) as [string, LoRALinear][];
-}
 
 /**
  * Saves the LoRA layers of a model (or one LoRALinear) as an adapter directory: MLX by default
@@ -25,17 +20,7 @@ export async function saveAdapter(
   path: string,
   options: { format?: 'mlx' | 'peft'; numLayers?: number; keys?: string[] | null; baseModel?: string; checkpoint?: number } = {},
 ): Promise<LoraAdapter> {
-  const layers = loraLayers(layerOrModel);
-  if (layers.length === 0) throw new FormatError('saveAdapter', 'the model has no LoRA layers', {}, 'layers made by linearToLoRALayers or LoRALinear', 'none');
-  const { scale, dropout } = layers[0][1];
-  for (const [p, l] of layers)
-    if (l.scale !== scale) throw new FormatError('saveAdapter', `layer '${p}' has another scale`, { key: p }, String(scale), String(l.scale));
-  const adapter = await adapterFromTensors(Object.fromEntries(layers.map(([p, l]) => [p, { loraA: l.loraA, loraB: l.loraB }])), {
-    scale,
-    dropout,
-    numLayers: options.numLayers,
-    keys: options.keys,
-  });
+  const adapter = await modelAdapter(layerOrModel, options, 'saveAdapter');
   await saveAdapterDir(path, adapter, { format: options.format ?? 'mlx', baseModel: options.baseModel, checkpoint: options.checkpoint });
   return adapter;
 }

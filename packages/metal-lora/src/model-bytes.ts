@@ -115,20 +115,23 @@ export function generationDefaults(op: string, text: string | undefined): Genera
   return { eosTokenIds: ids as number[], raw };
 }
 
+/** How a checkpoint tensor enters the model: skipped, as packed words, or as float values. */
+type TensorUse = 'skip' | 'raw' | 'float';
+
 /**
- * A model from a checkpoint's parts, the one path `loadModel` (files by path) and `modelFromFiles`
- * (bytes) share: the config read and checked before anything is allocated, the tokenizer checked
- * against the embedding, then every weight loaded strictly (f16 / bf16 read exactly as f32, then
- * held in `options.dtype`).
+ * The part of building a model that every loader shares: the config read and checked before
+ * anything is allocated, the tokenizer checked against the embedding, the model made from the
+ * tensor names (which layers are quantized), then each weight taken strictly (f16 / bf16 read
+ * exactly as f32, then held in `options.dtype`). The loaders differ only in how bytes arrive.
  */
-export function buildModel(
+function modelBuilder(
   op: string,
   rawConfig: Record<string, unknown>,
   tokenizerFiles: TokenizerFiles,
-  tensors: Iterable<CheckpointTensor>,
-  generationConfig?: string,
-  options: LoadOptions = {},
-): LoadedModel {
+  names: Iterable<string>,
+  generationConfig: string | undefined,
+  options: LoadOptions,
+) {
   const dtype = loadDType(op, options);
   const config = llamaConfigFromJson(rawConfig);
   for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const) {
@@ -148,21 +151,17 @@ export function buildModel(
   }
   const generation = generationDefaults(op, generationConfig);
   // The names alone (headers, nothing read) say which layers are stored quantized.
-  const names: string[] = [];
-  for (const t of tensors) names.push(t.name);
   const quantized = quantizedLayers(op, config, names);
   // Every parameter is loaded below (strictly), so the fresh model's initialization is skipped.
   const model = new LlamaForCausalLM(config, { initialize: false, dtype, quantized });
   const weights: Record<string, Tensor> = Object.create(null);
-  try {
-    for (const t of tensors) {
-      if (t.name.includes('rotary_emb')) continue;
+  return {
+    use(t: { name: string; dtype: string }): TensorUse {
+      if (t.name.includes('rotary_emb')) return 'skip';
       if (quantized && t.name.endsWith('.weight') && quantized(t.name.slice(0, -'.weight'.length))) {
         if (t.dtype !== 'U32' && t.dtype !== 'I32')
           throw new FormatError(op, `${t.name} is a quantized layer's weight and must hold packed words`, { key: t.name }, 'U32', t.dtype);
-        const raw = t.readRaw();
-        weights[t.name] = tensor(new Int32Array(raw.slice().buffer, 0, raw.byteLength / 4), t.shape, { dtype: 'int32' });
-        continue;
+        return 'raw';
       }
       if (t.dtype === 'U32' || t.dtype === 'I32')
         throw new FormatError(
@@ -172,11 +171,18 @@ export function buildModel(
           'float weights',
           t.dtype,
         );
-      const values = t.read();
+      return 'float';
+    },
+    /** Takes one tensor's data, as `use` asked for it. */
+    put(t: { name: string; shape: number[] }, data: Uint8Array | Float32Array): void {
+      if (data instanceof Uint8Array) {
+        weights[t.name] = tensor(new Int32Array(data.slice().buffer, 0, data.byteLength / 4), t.shape, { dtype: 'int32' });
+        return;
+      }
       if (dtype === 'float16') {
         let outside = 0;
         let largest = 0;
-        for (const v of values) {
+        for (const v of data) {
           const a = Math.abs(v);
           if (a > F16_MAX && Number.isFinite(a)) {
             outside++;
@@ -192,15 +198,85 @@ export function buildModel(
             `${largest.toExponential(3)}`,
           );
       }
-      weights[t.name] = tensor(values, t.shape, { dtype });
+      weights[t.name] = tensor(data, t.shape, { dtype });
+    },
+    finish(): LoadedModel {
+      if (config.tie_word_embeddings) for (const name of Object.keys(weights)) if (name.startsWith('lm_head.')) delete weights[name];
+      model.loadWeights(weights);
+      model.freeze();
+      return { model, config, tokenizer, generation };
+    },
+    /** Frees the staged weights (after `finish`, or when loading failed). */
+    dispose(): void {
+      for (const t of Object.values(weights)) t.dispose();
+    },
+  };
+}
+
+/**
+ * A model from a checkpoint's parts, the one path `loadModel` (files by path) and `modelFromFiles`
+ * (bytes) share; see `modelBuilder`.
+ */
+export function buildModel(
+  op: string,
+  rawConfig: Record<string, unknown>,
+  tokenizerFiles: TokenizerFiles,
+  tensors: Iterable<CheckpointTensor>,
+  generationConfig?: string,
+  options: LoadOptions = {},
+): LoadedModel {
+  // The names are listed lazily: the config is checked before the weight files are opened.
+  const build = modelBuilder(op, rawConfig, tokenizerFiles, names(tensors), generationConfig, options);
+  try {
+    for (const t of tensors) {
+      const use = build.use(t);
+      if (use !== 'skip') build.put(t, use === 'raw' ? t.readRaw() : t.read());
     }
-    if (config.tie_word_embeddings) for (const name of Object.keys(weights)) if (name.startsWith('lm_head.')) delete weights[name];
-    model.loadWeights(weights);
+    return build.finish();
   } finally {
-    for (const t of Object.values(weights)) t.dispose();
+    build.dispose();
   }
-  model.freeze();
-  return { model, config, tokenizer, generation };
+}
+
+/** One tensor of a checkpoint whose bytes arrive asynchronously (a `Blob` slice, a fetch). */
+export interface AsyncCheckpointTensor {
+  name: string;
+  shape: number[];
+  dtype: string;
+  read(): Promise<Float32Array>;
+  readRaw(): Promise<Uint8Array>;
+}
+
+/** `buildModel` over tensors read asynchronously, one at a time. */
+export async function buildModelAsync(
+  op: string,
+  rawConfig: Record<string, unknown>,
+  tokenizerFiles: TokenizerFiles,
+  tensors: readonly AsyncCheckpointTensor[],
+  generationConfig?: string,
+  options: LoadOptions = {},
+): Promise<LoadedModel> {
+  const build = modelBuilder(
+    op,
+    rawConfig,
+    tokenizerFiles,
+    tensors.map((t) => t.name),
+    generationConfig,
+    options,
+  );
+  try {
+    for (const t of tensors) {
+      const use = build.use(t);
+      if (use !== 'skip') build.put(t, use === 'raw' ? await t.readRaw() : await t.read());
+    }
+    return build.finish();
+  } finally {
+    build.dispose();
+  }
+}
+
+function* names(tensors: Iterable<{ name: string }>): Generator<string> {
+  for (const t of tensors) yield t.name;
 }
 
 /**

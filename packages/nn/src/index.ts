@@ -17,7 +17,7 @@ export {
 export { AttentionContext, KVCache } from './kv-cache';
 export { Attention, DecoderLayer, type ForwardOptions, LlamaForCausalLM, LlamaModel, MLP } from './llama';
 export { applyRope, type Llama3RopeScaling, type LinearRopeScaling, type RopeScaling, type RopeTables, ropeInverseFrequencies, ropeTables } from './rope';
-export { linearToLoRALayers, LoRALinear, type LoRAOptions, mergeWeights, QuantizedLoRALinear } from './lora';
+export { linearToLoRALayers, LoRALinear, type LoRAOptions, mergeWeights, QuantizedLoRALinear, setAdapterEnabled } from './lora';
 export { dequantizeModel, QuantizedEmbedding, type QuantizedLayerOptions, QuantizedLinear, quantizeModel } from './quantized';
 export { type CrossEntropyOptions, crossEntropy, headCrossEntropy, mse } from './losses';
 export { type LoadReport, Module, ModuleList } from './module';

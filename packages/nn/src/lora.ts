@@ -33,6 +33,11 @@ export class LoRALinear extends Linear {
   readonly rank: number;
   scale: number;
   dropout: number;
+  /**
+   * While false the layer computes its base alone (`x·Wᵀ + b`): a reply with and without the
+   * adapter from one model (see `setAdapterEnabled`). The adapter's weights are kept as they are.
+   */
+  enabled = true;
 
   constructor(
     options: LoRAOptions & {
@@ -74,6 +79,7 @@ export class LoRALinear extends Linear {
   }
 
   override forward(x: Tensor): Tensor {
+    if (!this.enabled) return super.forward(x);
     return loraLinear(x, this.weight, this.loraA, this.loraB, { scale: this.scale, bias: this.bias, dropout: this.training ? this.dropout : 0 });
   }
 
@@ -114,12 +120,26 @@ export class QuantizedLoRALinear extends LoRALinear {
     this.constant('biases', base.biases);
   }
   override forward(x: Tensor): Tensor {
+    if (!this.enabled) return this.base.forward(x);
     const lora = matmul(matmul(dropout(x, this.training ? this.dropout : 0), this.loraA, { transposeB: true }), this.loraB, { transposeB: true });
     return add(this.base.forward(x), mul(lora, this.scale));
   }
   protected override denseWeight(): Tensor {
     return this.base.dequantized();
   }
+}
+
+/**
+ * Turns every LoRA layer of `model` on or off (see `LoRALinear.enabled`); returns how many it set.
+ *
+ * @example
+ * setAdapterEnabled(model, false); // the base model's reply
+ * setAdapterEnabled(model, true);
+ */
+export function setAdapterEnabled(model: Module, enabled: boolean): number {
+  const layers = model.namedModules().filter(([, m]) => m instanceof LoRALinear);
+  for (const [, m] of layers) (m as LoRALinear).enabled = enabled;
+  return layers.length;
 }
 
 /** Blocks of a Llama-style model: `model.model.layers`, `model.layers` or the model itself if it is a list. */

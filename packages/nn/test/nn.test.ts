@@ -23,6 +23,7 @@ import {
   mse,
   RMSNorm,
   SGD,
+  setAdapterEnabled,
   valueAndGrad,
   warmupCosine,
 } from '../src/index';
@@ -187,6 +188,20 @@ describe('LoRA', () => {
     expect(new LoRALinear({ inFeatures: 4, outFeatures: 4, rank: 2, scale: 20 }).scale).toBe(20);
     const bound = 1 / Math.sqrt(8);
     expect(Array.from(lora.loraA.dataSync()).every((v) => Math.abs(v) <= bound)).toBe(true);
+  });
+  it('setAdapterEnabled: off, every LoRA layer computes its base exactly; on again, the adapter is back unchanged', () => {
+    const model = new LlamaForCausalLM(tiny, { seed: 4 });
+    model.eval();
+    const ids = T.tensor(Int32Array.from([3, 1, 4, 1, 5, 9]), [1, 6], { dtype: 'int32' });
+    const base = Array.from(model.forward(ids).dataSync());
+    linearToLoRALayers(model, { numLayers: 1, rank: 2, scale: 3, seed: 2 });
+    for (const [, p] of model.trainableParameters()) p.assign(randomTensor(p.shape, 9));
+    const adapted = Array.from(model.forward(ids).dataSync());
+    expect(adapted).not.toEqual(base);
+    expect(setAdapterEnabled(model, false)).toBe(7);
+    expect(Array.from(model.forward(ids).dataSync())).toEqual(base);
+    expect(setAdapterEnabled(model, true)).toBe(7);
+    expect(Array.from(model.forward(ids).dataSync())).toEqual(adapted);
   });
   it('linearToLoRALayers: last numLayers blocks, block-relative keys, unknown keys refused', () => {
     const model = new LlamaForCausalLM(tiny, { seed: 1 });

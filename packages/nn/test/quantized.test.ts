@@ -130,6 +130,10 @@ describe('quantized layers and models (MLX affine)', () => {
     q.eval();
     const x = T.randn([3, 64], { seed: 2 });
     assertClose(q.merged().forward(x).dataSync(), q.forward(x).dataSync(), TOLERANCES.float32);
+    // Switched off, it is its quantized base exactly.
+    q.enabled = false;
+    expect(Array.from(q.forward(x).dataSync())).toEqual(Array.from(q.base.forward(x).dataSync()));
+    q.enabled = true;
   });
 
   it('model.loss reads a quantized head in chunks (tied and untied): the loss and LoRA gradients of the full logits', async () => {

@@ -1,0 +1,242 @@
+/**
+ * A model folder from `Blob`s (browser and Node): the files of an `<input webkitdirectory>`, a
+ * File System Access directory, or responses fetched from a URL. Headers are read first, so a page
+ * can show what the checkpoint is (and refuse what the device cannot hold) before any weight is
+ * read; `load()` then reads one tensor at a time, never the whole checkpoint into memory.
+ */
+import { openSafetensorsBlob, type SliceableBlob, toFloat32 } from '@metal-lora/adapter-io';
+import { llamaConfigFromJson } from '@metal-lora/nn';
+import { FormatError, type QuantSpec } from '@metal-lora/tensor';
+import { parseJsonObject } from './json';
+import { type AsyncCheckpointTensor, buildModelAsync, type LoadedModel, type LoadOptions, loadDType, quantizedLayers } from './model-bytes';
+
+/** One file of a model folder: a `File` (its `webkitRelativePath` places it) or any named blob. */
+export interface FolderFile extends SliceableBlob {
+  readonly name: string;
+  /** `folder/config.json` for a file picked with its directory; files below the top level are ignored. */
+  readonly webkitRelativePath?: string;
+  text(): Promise<string>;
+}
+
+/** What a checkpoint is, from its config and weight headers (nothing read beyond them). */
+export interface ModelFolderInfo {
+  /** `architectures[0]` of config.json, or its `model_type`. */
+  architecture: string;
+  modelType: string;
+  layers: number;
+  hiddenSize: number;
+  vocabSize: number;
+  /** Weights of the model (a quantized layer's packed values counted one each). */
+  parameters: number;
+  /** The dtypes the weight files store, e.g. `['BF16']`. */
+  storedDtypes: string[];
+  /** MLX affine quantization where the folder is quantized. */
+  quantization: QuantSpec | null;
+  weightFiles: string[];
+  /** Bytes of the weight files. */
+  fileBytes: number;
+  /** Bytes the weights take once loaded with `dtype` (packed layers as stored). */
+  heldBytes: number;
+  /** The largest single tensor once loaded (a GPU's storage-binding limit applies to it). */
+  largestTensor: { name: string; bytes: number };
+}
+
+export interface ModelFolder {
+  /** The top-level files by name. */
+  files: Map<string, FolderFile>;
+  config: Record<string, unknown>;
+  info: ModelFolderInfo;
+  /** Reads the weights (one tensor at a time) into a model on the current backend. */
+  load(): Promise<LoadedModel>;
+}
+
+const op = 'openModelFolder';
+const EXPECTED = 'a model folder: config.json, tokenizer.json and model.safetensors (or its shards)';
+
+/** The top-level files by name (a picked directory's own files; nested folders' files left out). */
+function topLevel(files: Iterable<FolderFile>): Map<string, FolderFile> {
+  const byName = new Map<string, FolderFile>();
+  for (const file of files) {
+    const relative = file.webkitRelativePath ? file.webkitRelativePath.split('/').slice(1).join('/') : file.name;
+    if (relative && !relative.includes('/')) byName.set(relative, file);
+  }
+  return byName;
+}
+
+/** The weight files: the shards an index names, `model.safetensors`, or MLX's `model*` / `weights*` files. */
+async function weightFileNames(files: Map<string, FolderFile>): Promise<string[]> {
+  const index = files.get('model.safetensors.index.json');
+  if (index) {
+    const map = parseJsonObject(op, await index.text(), 'model.safetensors.index.json').weight_map;
+    if (map === null || typeof map !== 'object' || Array.isArray(map))
+      throw new FormatError(
+        op,
+        'model.safetensors.index.json has no weight_map object',
+        { key: 'weight_map' },
+        '{ "tensor name": "shard file" }',
+        JSON.stringify(map),
+      );
+    const shards = new Set<string>();
+    for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
+      if (typeof file !== 'string' || !files.has(file))
+        throw new FormatError(op, `the shard of '${name}' is not a file of the folder`, { key: name }, 'a file next to the index', JSON.stringify(file));
+      shards.add(file);
+    }
+    return [...shards];
+  }
+  if (files.has('model.safetensors')) return ['model.safetensors'];
+  const names = [...files.keys()].filter((f) => /^(model|weights)[-.\w]*\.safetensors$/.test(f)).sort();
+  if (names.length === 0)
+    throw new FormatError(op, 'the folder has no weights', {}, 'model.safetensors, its index and shards, or MLX weights files', listed(files));
+  return names;
+}
+
+function listed(files: Map<string, FolderFile>): string {
+  const names = [...files.keys()];
+  return names.length ? names.slice(0, 8).join(', ') + (names.length > 8 ? ', …' : '') : 'no files';
+}
+
+const product = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+/**
+ * Opens a model folder given as blobs: reads config.json (checked), the tokenizer files and the
+ * weight files' headers. Missing files, an unsupported architecture or quantization, and broken
+ * headers are `FormatError`s naming the file, raised here before anything is allocated.
+ */
+export async function openModelFolder(input: Iterable<FolderFile>, options: LoadOptions = {}): Promise<ModelFolder> {
+  const dtype = loadDType(op, options);
+  const files = topLevel(input);
+  const configFile = files.get('config.json');
+  if (!configFile) throw new FormatError(op, 'config.json not found', { key: 'config.json' }, EXPECTED, listed(files));
+  const config = parseJsonObject(op, await configFile.text(), 'config.json');
+  // Architecture and sizes are checked now, before any weight file is opened.
+  const llama = llamaConfigFromJson(config);
+  if (!files.has('tokenizer.json')) throw new FormatError(op, 'tokenizer.json not found', { key: 'tokenizer.json' }, EXPECTED, listed(files));
+  const weightFiles = await weightFileNames(files);
+  const tensors: AsyncCheckpointTensor[] = [];
+  const stored = new Set<string>();
+  let fileBytes = 0;
+  for (const name of weightFiles) {
+    const file = files.get(name)!;
+    fileBytes += file.size;
+    const st = await openSafetensorsBlob(file, name);
+    for (const [key, info] of Object.entries(st.info)) {
+      stored.add(info.dtype);
+      tensors.push({
+        name: key,
+        shape: info.shape,
+        dtype: info.dtype,
+        read: async () => toFloat32(await st.read(key)),
+        readRaw: async () => (await st.read(key)).data,
+      });
+    }
+  }
+  const quantized = quantizedLayers(
+    op,
+    llama,
+    tensors.map((t) => t.name),
+  );
+  let parameters = 0;
+  let heldBytes = 0;
+  let largestTensor = { name: '', bytes: 0 };
+  const quantizedPaths = new Set<string>();
+  for (const t of tensors) {
+    const path = t.name.replace(/\.(weight|scales|biases)$/, '');
+    const spec = quantized?.(path);
+    if (spec) quantizedPaths.add(path);
+    if (t.name.includes('rotary_emb') || (llama.tie_word_embeddings && t.name.startsWith('lm_head.'))) continue;
+    const packed = spec && t.name.endsWith('.weight');
+    const count = product(t.shape);
+    if (!spec || packed) parameters += packed ? (count * 32) / spec.bits : count;
+    const bytes = packed ? count * 4 : count * (dtype === 'float16' ? 2 : 4);
+    heldBytes += bytes;
+    if (bytes > largestTensor.bytes) largestTensor = { name: t.name, bytes };
+  }
+  const firstSpec = quantizedPaths.size ? quantized!([...quantizedPaths][0]) : null;
+  const info: ModelFolderInfo = {
+    architecture: Array.isArray(config.architectures) && typeof config.architectures[0] === 'string' ? config.architectures[0] : String(config.model_type),
+    modelType: String(config.model_type),
+    layers: llama.num_hidden_layers,
+    hiddenSize: llama.hidden_size,
+    vocabSize: llama.vocab_size,
+    parameters,
+    storedDtypes: [...stored].sort(),
+    quantization: firstSpec,
+    weightFiles,
+    fileBytes,
+    heldBytes,
+    largestTensor,
+  };
+  const text = async (name: string) => (files.has(name) ? files.get(name)!.text() : undefined);
+  return {
+    files,
+    config,
+    info,
+    async load() {
+      const tokenizerFiles = {
+        tokenizer: (await text('tokenizer.json'))!,
+        tokenizerConfig: await text('tokenizer_config.json'),
+        chatTemplate: await text('chat_template.jinja'),
+      };
+      return buildModelAsync('openModelFolder', config, tokenizerFiles, tensors, await text('generation_config.json'), { dtype });
+    },
+  };
+}
+
+/** Loads a model folder given as blobs (see `openModelFolder`): `(await openModelFolder(files)).load()`. */
+export async function modelFromBlobs(files: Iterable<FolderFile>, options: LoadOptions = {}): Promise<LoadedModel> {
+  return (await openModelFolder(files, options)).load();
+}
+
+/**
+ * The files of a model folder served over HTTP (`${base}/config.json`, …), as blobs for
+ * `openModelFolder`: the optional files where the server has them, the weights as the index or
+ * `model.safetensors` names them. A failed request is a `FormatError` naming the URL.
+ */
+export async function fetchModelFolder(base: string, fetchFn: typeof fetch = fetch): Promise<FolderFile[]> {
+  const root = base.replace(/\/+$/, '');
+  const get = async (name: string, required: boolean): Promise<FolderFile | undefined> => {
+    let response: Response;
+    try {
+      response = await fetchFn(`${root}/${name}`);
+    } catch (error) {
+      throw new FormatError(
+        'fetchModelFolder',
+        `could not fetch ${root}/${name} (${(error as Error).message})`,
+        { key: name },
+        'a reachable URL',
+        'a network error',
+      );
+    }
+    if (!response.ok) {
+      if (!required) return undefined;
+      throw new FormatError('fetchModelFolder', `could not fetch ${root}/${name}`, { key: name }, 'HTTP 200', `HTTP ${response.status}`);
+    }
+    const blob = await response.blob();
+    return { name, size: blob.size, text: () => blob.text(), slice: (start?: number, end?: number) => blob.slice(start, end) };
+  };
+  const files: FolderFile[] = [];
+  for (const name of ['config.json', 'tokenizer.json']) files.push((await get(name, true))!);
+  for (const name of ['tokenizer_config.json', 'chat_template.jinja', 'generation_config.json']) {
+    const file = await get(name, false);
+    if (file) files.push(file);
+  }
+  const index = await get('model.safetensors.index.json', false);
+  if (index) {
+    files.push(index);
+    const map = parseJsonObject('fetchModelFolder', await index.text(), 'model.safetensors.index.json').weight_map;
+    const shards = map && typeof map === 'object' ? new Set(Object.values(map as Record<string, unknown>)) : new Set();
+    for (const shard of shards) {
+      if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\'))
+        throw new FormatError(
+          'fetchModelFolder',
+          'a shard named in the index is not a file name',
+          { key: 'weight_map' },
+          'a file next to the index',
+          JSON.stringify(shard),
+        );
+      files.push((await get(shard, true))!);
+    }
+  } else files.push((await get('model.safetensors', true))!);
+  return files;
+}

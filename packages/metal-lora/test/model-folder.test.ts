@@ -1,0 +1,175 @@
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readSafetensors, writeSafetensors } from '@metal-lora/adapter-io';
+import { linearToLoRALayers } from '@metal-lora/nn';
+import * as T from '@metal-lora/tensor';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { adapterFiles, type FolderFile, fetchModelFolder, loadModel, modelFromBlobs, openModelFolder } from '../src/index';
+import { cli } from './run-cli';
+
+const fixtures = new URL('./fixtures/models/', import.meta.url).pathname;
+
+/** A folder's files as a directory picker gives them (`webkitRelativePath` = `folder/name`), counting the bytes read. */
+function picked(dir: string, folder = 'model', reads: number[] = []): FolderFile[] {
+  return readdirSync(dir).map((name) => {
+    const blob = new Blob([readFileSync(join(dir, name))]);
+    return {
+      name,
+      webkitRelativePath: `${folder}/${name}`,
+      size: blob.size,
+      text: () => blob.text(),
+      slice: (a?: number, b?: number) => {
+        reads.push((b ?? blob.size) - (a ?? 0));
+        return blob.slice(a, b);
+      },
+    };
+  });
+}
+
+const probe = () =>
+  T.tensor(
+    Int32Array.from({ length: 20 }, (_, i) => (i * 11 + 5) % 97),
+    [2, 10],
+    { dtype: 'int32' },
+  );
+const logits = async (model: { eval(): unknown; forward(x: T.Tensor): T.Tensor }) => {
+  model.eval();
+  return Float32Array.from(await model.forward(probe()).data());
+};
+
+describe('a model folder from blobs (a directory picker, a URL)', () => {
+  beforeAll(async () => {
+    await T.setBackend('cpu');
+  });
+
+  it.each(['llama', 'qwen2', 'gemma3'])('%s: header info first, then the weights one tensor at a time; the logits loadModel gives', async (name) => {
+    const dir = join(fixtures, name);
+    const reads: number[] = [];
+    const folder = await openModelFolder(picked(dir, name, reads));
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    const reference = loadModel(dir);
+    const params = reference.model.parameters().reduce((n, p) => n + p.size, 0);
+    expect(folder.info).toMatchObject({
+      architecture: config.architectures[0],
+      modelType: config.model_type,
+      layers: config.num_hidden_layers,
+      hiddenSize: config.hidden_size,
+      vocabSize: config.vocab_size,
+      parameters: params,
+      quantization: null,
+      weightFiles: ['model.safetensors'],
+      heldBytes: params * 4,
+    });
+    expect(folder.info.fileBytes).toBe(readFileSync(join(dir, 'model.safetensors')).length);
+    expect(folder.info.storedDtypes.length).toBeGreaterThan(0);
+    // Opening read the header only.
+    const header = reads.reduce((a, b) => a + b, 0);
+    expect(header).toBeLessThan(folder.info.fileBytes / 4);
+    const loaded = await folder.load();
+    // No read larger than the largest tensor: the checkpoint is never read whole.
+    expect(Math.max(...reads)).toBeLessThanOrEqual(folder.info.largestTensor.bytes);
+    expect(Array.from(await logits(loaded.model))).toEqual(Array.from(await logits(reference.model)));
+    expect(loaded.tokenizer.encode('hello there')).toEqual(reference.tokenizer.encode('hello there'));
+    expect(loaded.generation.eosTokenIds).toEqual(reference.generation.eosTokenIds);
+  });
+
+  it('a quantized folder: its bits and group size, weights counted unpacked, the logits loadModel gives', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'metal-lora-blobs-q-')), 'q4');
+    const run = await cli([
+      'convert',
+      '--model',
+      join(fixtures, 'llama'),
+      '--save-path',
+      out,
+      '-q',
+      '--q-bits',
+      '4',
+      '--q-group-size',
+      '32',
+      '--backend',
+      'cpu',
+    ]);
+    expect(run.code, run.err).toBe(0);
+    const folder = await openModelFolder(picked(out));
+    const float = loadModel(join(fixtures, 'llama'));
+    expect(folder.info.quantization).toEqual({ bits: 4, groupSize: 32 });
+    expect(folder.info.parameters).toBe(float.model.parameters().reduce((n, p) => n + p.size, 0));
+    expect(folder.info.storedDtypes).toContain('U32');
+    expect(folder.info.heldBytes).toBeLessThan(folder.info.parameters * 4 * 0.5);
+    const loaded = await folder.load();
+    expect(Array.from(await logits(loaded.model))).toEqual(Array.from(await logits(loadModel(out).model)));
+  });
+
+  it('sharded weights through model.safetensors.index.json; files of nested folders are ignored', async () => {
+    const src = join(fixtures, 'llama');
+    const dir = mkdtempSync(join(tmpdir(), 'metal-lora-blobs-shards-'));
+    for (const f of readdirSync(src)) if (f !== 'model.safetensors') copyFileSync(join(src, f), join(dir, f));
+    const { tensors, metadata } = readSafetensors(new Uint8Array(readFileSync(join(src, 'model.safetensors'))));
+    const names = Object.keys(tensors);
+    const half = Math.ceil(names.length / 2);
+    const shard = (part: string[]) => writeSafetensors(Object.fromEntries(part.map((n) => [n, tensors[n]])), metadata);
+    writeFileSync(join(dir, 'model-00001-of-00002.safetensors'), shard(names.slice(0, half)));
+    writeFileSync(join(dir, 'model-00002-of-00002.safetensors'), shard(names.slice(half)));
+    const map = Object.fromEntries(names.map((n, i) => [n, i < half ? 'model-00001-of-00002.safetensors' : 'model-00002-of-00002.safetensors']));
+    writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: map }));
+    const stray = { ...picked(src)[0], webkitRelativePath: 'model/sub/config.json', name: 'config.json', text: async () => '{ not json' };
+    const files = [...picked(dir), stray];
+    const loaded = await modelFromBlobs(files);
+    expect((await openModelFolder(files)).info.weightFiles).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
+    expect(Array.from(await logits(loaded.model))).toEqual(Array.from(await logits(loadModel(src).model)));
+  });
+
+  it('what is wrong with a folder is one FormatError naming the file, raised before any weight is read', async () => {
+    const files = picked(join(fixtures, 'llama'));
+    const without = (name: string) => files.filter((f) => f.name !== name);
+    await expect(openModelFolder(without('config.json'))).rejects.toThrow(
+      /^openModelFolder: config\.json not found; expected a model folder: config\.json, tokenizer\.json and model\.safetensors \(or its shards\), got /,
+    );
+    await expect(openModelFolder(without('tokenizer.json'))).rejects.toThrow(/openModelFolder: tokenizer\.json not found/);
+    await expect(openModelFolder(without('model.safetensors'))).rejects.toThrow(/openModelFolder: the folder has no weights/);
+    await expect(openModelFolder([])).rejects.toThrow(/config\.json not found; .*, got no files$/);
+    const replace = (name: string, text: string): FolderFile[] => {
+      const blob = new Blob([text]);
+      return [...without(name), { name, size: blob.size, text: () => blob.text(), slice: (a, b) => blob.slice(a, b) }];
+    };
+    await expect(openModelFolder(replace('config.json', '{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}'))).rejects.toBeInstanceOf(T.FormatError);
+    await expect(openModelFolder(replace('config.json', '[1, 2'))).rejects.toThrow(/openModelFolder: config\.json is not valid JSON/);
+    await expect(openModelFolder(replace('model.safetensors', 'short'))).rejects.toThrow(/model\.safetensors is shorter than its 8-byte header length/);
+    await expect(openModelFolder([...files, ...replace('model.safetensors.index.json', '{"weight_map": {"x": "../secret.safetensors"}}')])).rejects.toThrow(
+      /openModelFolder: the shard of 'x' is not a file of the folder/,
+    );
+    await expect(openModelFolder(files, { dtype: 'int8' as 'float32' })).rejects.toThrow(/dtype must be float32 or float16/);
+  });
+
+  it('fetchModelFolder: the files a server has (optional ones may be missing); a missing required file names its URL', async () => {
+    const dir = join(fixtures, 'llama');
+    const requested: string[] = [];
+    const serve = (skip: string[]) =>
+      (async (url: string) => {
+        requested.push(url);
+        const name = url.split('/').pop()!;
+        if (skip.includes(name) || !readdirSync(dir).includes(name)) return new Response('not found', { status: 404 });
+        return new Response(readFileSync(join(dir, name)));
+      }) as unknown as typeof fetch;
+    const files = await fetchModelFolder('https://example.test/llama/', serve(['chat_template.jinja']));
+    expect(files.map((f) => f.name).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    expect(requested[0]).toBe('https://example.test/llama/config.json');
+    const loaded = await modelFromBlobs(files);
+    expect(Array.from(await logits(loaded.model))).toEqual(Array.from(await logits(loadModel(dir).model)));
+    await expect(fetchModelFolder('https://example.test/llama', serve(['tokenizer.json']))).rejects.toThrow(
+      'fetchModelFolder: could not fetch https://example.test/llama/tokenizer.json; expected HTTP 200, got HTTP 404',
+    );
+  });
+
+  it('adapterFiles: a trained model adapter as MLX or PEFT files', async () => {
+    const { model } = loadModel(join(fixtures, 'llama'));
+    linearToLoRALayers(model, { numLayers: 1, rank: 4, scale: 2, seed: 3 });
+    const mlx = await adapterFiles(model, { numLayers: 1 });
+    expect(JSON.parse(mlx.config)).toMatchObject({ num_layers: 1, lora_parameters: { rank: 4, scale: 2 } });
+    expect(Object.keys(readSafetensors(mlx.weights).tensors).every((k) => k.startsWith('model.layers.1.'))).toBe(true);
+    const peft = await adapterFiles(model, { format: 'peft', numLayers: 1 });
+    expect(JSON.parse(peft.config)).toMatchObject({ peft_type: 'LORA', r: 4 });
+    await expect(adapterFiles(loadModel(join(fixtures, 'llama')).model)).rejects.toThrow('adapterFiles: the model has no LoRA layers');
+  });
+});
