@@ -3,9 +3,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { extname, join, normalize } from 'node:path';
-import { chromium } from 'playwright-core';
+import { type Browser, chromium, type Download, type Page } from 'playwright-core';
 import { build } from 'vite';
-import { describe, expect, it } from 'vitest';
+import { parseMlxAdapter, parsePeftAdapter } from 'metal-lora';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const CHROMIUM = process.env.METAL_LORA_CHROMIUM ?? '/usr/bin/chromium';
 // CI installs Debian's Chromium and sets this: a missing browser is then a failure, not a skip.
@@ -36,12 +37,17 @@ function serve(root: string): Promise<Server> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-describe.runIf(available || required)('the benchmark page in headless Chromium (WebGPU on SwiftShader)', () => {
-  it('finds an adapter, passes the correctness check, benchmarks and fine-tunes', async () => {
-    const outDir = mkdtempSync(join(tmpdir(), 'bench-web-'));
+describe.runIf(available || required)('the pages in headless Chromium (WebGPU on SwiftShader)', () => {
+  let outDir: string;
+  let server: Server;
+  let browser: Browser;
+  let origin: string;
+  beforeAll(async () => {
+    outDir = mkdtempSync(join(tmpdir(), 'bench-web-'));
     await build({ configFile: new URL('../web/vite.config.ts', import.meta.url).pathname, logLevel: 'warn', build: { outDir, emptyOutDir: true } });
-    const server = await serve(outDir);
-    const browser = await chromium.launch({
+    server = await serve(outDir);
+    origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
       args: [
@@ -54,12 +60,25 @@ describe.runIf(available || required)('the benchmark page in headless Chromium (
         '--disable-sync',
       ],
     });
-    try {
-      const page = await browser.newPage({ viewport: { width: 1100, height: 1400 } });
-      const logs: string[] = [];
-      page.on('console', (m) => logs.push(m.text()));
-      page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
-      await page.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/?auto=quick`);
+  }, 120_000);
+  afterAll(async () => {
+    await browser?.close();
+    server?.close();
+  });
+
+  /** A page with its console and errors collected. */
+  async function open(path: string): Promise<{ page: Page; logs: string[] }> {
+    const page = await browser.newPage({ viewport: { width: 1100, height: 1400 }, acceptDownloads: true });
+    const logs: string[] = [];
+    page.on('console', (m) => logs.push(m.text()));
+    page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+    await page.goto(`${origin}/${path}`);
+    return { page, logs };
+  }
+
+  it('the benchmark page finds an adapter, passes the correctness check, benchmarks and fine-tunes', async () => {
+    {
+      const { page, logs } = await open('?auto=quick');
       await page
         .waitForFunction(() => (window as unknown as { __done: boolean }).__done === true, undefined, { timeout: 540_000 })
         .catch(async (error: Error) => {
@@ -106,9 +125,143 @@ describe.runIf(available || required)('the benchmark page in headless Chromium (
         process.env.METAL_LORA_UPDATE_SCREENSHOT === '1' ? new URL('../web/screenshot.png', import.meta.url).pathname : join(outDir, 'screenshot.png');
       await page.screenshot({ path: shot, fullPage: true });
       expect(statSync(shot).size).toBeGreaterThan(10_000);
-    } finally {
-      await browser.close();
-      server.close();
+      await page.close();
     }
+  }, 600_000);
+  it('the fine-tuning page loads a model folder, trains, stops, resumes after a reload, chats and downloads the adapter', async () => {
+    const fixtures = new URL('../../metal-lora/test/fixtures/', import.meta.url).pathname;
+    const model = join(fixtures, 'models/llama');
+    const { page, logs } = await open('finetune.html');
+    type State = {
+      ready: boolean;
+      run: string;
+      step: number;
+      losses: number[];
+      valLosses: { step: number; loss: number }[];
+      reply?: { withAdapter: boolean; text: string };
+      error?: string;
+    };
+    const state = () => page.evaluate(() => (window as unknown as { __finetune: State }).__finetune);
+    const until = async (what: string, fn: string, timeout = 240_000) => {
+      await page.waitForFunction(fn, undefined, { timeout }).catch(async (error: Error) => {
+        const at = await page.evaluate(() =>
+          ['error', 'model-status', 'data-info', 'train-status', 'generate-status'].map((id) => `${id}: ${document.getElementById(id)?.textContent}`),
+        );
+        throw new Error(`waiting for ${what}: ${error.message}\n${at.join('\n')}\n${logs.slice(-20).join('\n')}`);
+      });
+    };
+    const done = (run: string) => `window.__finetune.run === '${run}' || window.__finetune.error !== undefined`;
+    const settings = async () => {
+      for (const [id, value] of Object.entries({
+        rank: '4',
+        layers: '2',
+        scale: '2',
+        iters: '12',
+        batch: '2',
+        'max-length': '24',
+        lr: '0.01',
+        'eval-every': '6',
+      }))
+        await page.fill(`#${id}`, value);
+    };
+    await until('the adapter', 'window.__finetune.ready === true');
+
+    // A folder that is not a model: one clear message on the page.
+    await page.setInputFiles('#model-folder', join(fixtures, 'tokenizers/wordpiece'));
+    await until('the error', 'window.__finetune.error !== undefined');
+    expect(await page.locator('#error').textContent()).toMatch(
+      /^openModelFolder: config\.json not found; expected a model folder: config\.json, tokenizer\.json and model\.safetensors/,
+    );
+
+    await page.setInputFiles('#model-folder', model);
+    await until('the model', "document.getElementById('model-status').textContent.startsWith('loaded') || window.__finetune.error !== undefined");
+    expect((await state()).error).toBeUndefined();
+    expect(await page.locator('#error').isVisible()).toBe(false);
+    const info = (await page.locator('#model-info').textContent()) ?? '';
+    expect(info).toContain('LlamaForCausalLM (llama), 2 layers, hidden 64, vocabulary 600');
+    expect(info).toContain('F32 in model.safetensors');
+    expect(info).toContain('f32, portable kernels');
+    // SwiftShader has no shader-f16: the f16 choice is offered disabled, saying why.
+    expect(await page.locator('#dtype option[value="float16"]').textContent()).toBe('f16 (this adapter has no shader-f16)');
+    expect(await page.$eval('#dtype option[value="float16"]', (o) => (o as HTMLOptionElement).disabled)).toBe(true);
+    expect(await page.locator('#memory').textContent()).toMatch(/^Training needs about [\d.]+ MB of GPU memory/);
+
+    await page.click('#data-sample');
+    expect(await page.locator('#data-info').textContent()).toMatch(/^train: \d+ text examples, \d+ tokens .*; valid: \d+ text examples/);
+    await settings();
+    await page.click('#train');
+    await until('a few steps', 'window.__finetune.step >= 2 || window.__finetune.error !== undefined');
+    await page.click('#stop');
+    await until('the stop', done('stopped'));
+    const stopped = await state();
+    expect(stopped.error, logs.join('\n')).toBeUndefined();
+    expect(stopped.step).toBeLessThan(12);
+    expect(await page.locator('#train-status').textContent()).toMatch(/^stopped at iteration \d+: saved in this browser/);
+
+    // A reload forgets everything but what IndexedDB keeps: Resume continues the stopped run.
+    await page.reload();
+    await until('the adapter again', 'window.__finetune.ready === true');
+    await page.setInputFiles('#model-folder', model);
+    await until('the model again', "document.getElementById('model-status').textContent.startsWith('loaded') || window.__finetune.error !== undefined");
+    expect(await page.locator('#model-status').textContent()).toContain(`A stopped run of this model (step ${stopped.step}) is saved in this browser`);
+    expect(await page.inputValue('#iters')).toBe('12');
+    await page.click('#data-sample');
+    await page.click('#resume');
+    await until('the resumed run', done('done'));
+    const trained = await state();
+    expect(trained.error, logs.join('\n')).toBeUndefined();
+    expect(trained.step).toBe(12);
+    expect(await page.locator('#train-status').textContent()).toMatch(/^done: 12 iterations, loss [\d.]+, validation loss [\d.]+/);
+    // The curve before the stop came back from IndexedDB, and the loss fell.
+    expect(trained.losses).toHaveLength(12);
+    expect(trained.losses.slice(0, stopped.step)).toEqual(stopped.losses.slice(0, stopped.step));
+    expect(trained.losses.every(Number.isFinite)).toBe(true);
+    expect(Math.min(...trained.losses.slice(-3))).toBeLessThan(trained.losses[0]);
+    expect(trained.valLosses.map((v) => v.step)).toEqual([0, 6, 12]);
+
+    // Greedy replies with and without the adapter, streamed into the page.
+    await page.fill('#max-tokens', '6');
+    await page.click('#generate');
+    await until('the reply', 'window.__finetune.reply !== undefined || window.__finetune.error !== undefined');
+    expect((await state()).reply?.withAdapter).toBe(true);
+    expect(await page.locator('#generate-status').textContent()).toMatch(/^\d+ tokens with the adapter/);
+    expect(await page.locator('#reply').textContent()).toBe((await state()).reply?.text);
+    await page.uncheck('#use-adapter');
+    await page.click('#generate');
+    await until('the base reply', 'window.__finetune.reply.withAdapter === false || window.__finetune.error !== undefined');
+    expect(await page.locator('#generate-status').textContent()).toMatch(/^\d+ tokens without the adapter/);
+
+    // The adapter as files mlx-lm and PEFT read.
+    const downloads = async (id: string): Promise<Record<string, Uint8Array>> => {
+      const got: Download[] = [];
+      const both = new Promise<void>((resolve) => {
+        const on = (d: Download) => {
+          got.push(d);
+          if (got.length === 2) {
+            page.off('download', on);
+            resolve();
+          }
+        };
+        page.on('download', on);
+      });
+      await page.click(id);
+      await both;
+      return Object.fromEntries(await Promise.all(got.map(async (d) => [d.suggestedFilename(), new Uint8Array(readFileSync(await d.path()))] as const)));
+    };
+    const mlx = await downloads('#download-mlx');
+    expect(Object.keys(mlx).sort()).toEqual(['adapter_config.json', 'adapters.safetensors']);
+    const mlxAdapter = parseMlxAdapter({ weights: mlx['adapters.safetensors'], config: new TextDecoder().decode(mlx['adapter_config.json']) });
+    expect(mlxAdapter).toMatchObject({ rank: 4, scale: 2, numLayers: 2 });
+    expect(Object.keys(mlxAdapter.modules)).toHaveLength(14);
+    const peft = await downloads('#download-peft');
+    expect(Object.keys(peft).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    const peftAdapter = parsePeftAdapter({ weights: peft['adapter_model.safetensors'], config: new TextDecoder().decode(peft['adapter_config.json']) });
+    expect(Object.keys(peftAdapter.modules)).toHaveLength(14);
+    expect((await state()).error).toBeUndefined();
+
+    const shot = process.env.METAL_LORA_UPDATE_SCREENSHOT === '1' ? new URL('../web/finetune.png', import.meta.url).pathname : join(outDir, 'finetune.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    expect(statSync(shot).size).toBeGreaterThan(10_000);
+    await page.close();
   }, 600_000);
 });

@@ -3,13 +3,14 @@
  * reference, the benchmark table and chart, and a LoRA fine-tuning demo on the embedded model.
  * `?auto=quick` runs everything on tiny shapes and publishes `window.__results` (the browser test).
  */
-import { type AdapterReport, subgroupMatrixConfigsText, webgpuBackend } from '@metal-lora/metal-kernels';
+import { type AdapterReport, subgroupMatrixConfigsText } from '@metal-lora/metal-kernels';
 import { linearToLoRALayers } from '@metal-lora/nn';
 import * as T from '@metal-lora/tensor';
 import { compare, randomValues } from '@metal-lora/tensor/testing';
 import { evaluate, generate, modelFromFiles, trainLoop } from 'metal-lora/browser';
 import { type LoraCase, runLoraBench } from '../src/lora-core';
 import { escapeHtml, htmlTable, markdownTable, type Row, svgChart } from '../src/report';
+import { startWebGPU } from './device';
 
 interface PageResults {
   adapter?: Partial<AdapterReport>;
@@ -27,20 +28,8 @@ w.__done = false;
 const $ = <E extends HTMLElement>(id: string) => document.getElementById(id) as E;
 const auto = new URLSearchParams(location.search).get('auto');
 
-/** Which precision path the benchmark takes here, and what else the adapter offers (for the summary). */
-function precisionPath(r: AdapterReport): string {
-  const offers = [
-    r.shaderF16 ? 'shader-f16 (f16 storage)' : 'no shader-f16',
-    r.subgroupMatrixConfigs.length ? `subgroup matrices (${subgroupMatrixConfigsText(r)}; opt-in)` : 'no subgroup matrices',
-  ];
-  return `f32, portable kernels; the adapter also offers ${offers.join(', ')}`;
-}
-
 async function showAdapter(): Promise<string> {
-  const backend = await webgpuBackend();
-  T.setBackendSync(backend);
-  const r = backend.context.report;
-  const device = `${r.vendor} ${r.device || r.architecture} ${r.description}`.replace(/\s+/g, ' ').trim();
+  const { report: r, device, path } = await startWebGPU();
   results.adapter = {
     vendor: r.vendor,
     architecture: r.architecture,
@@ -51,14 +40,7 @@ async function showAdapter(): Promise<string> {
     timestampQuery: r.timestampQuery,
     software: r.software,
   };
-  results.path = precisionPath(r);
-  $('summary').textContent = `Device: ${device || 'unnamed adapter'}. Path: ${results.path}.`;
-  if (r.software) {
-    const warning = $('software');
-    warning.textContent =
-      'This adapter is a software renderer (it runs on the CPU): its times say nothing about a GPU. Open the page in Safari or Chrome on a machine whose GPU is enabled for WebGPU to measure it.';
-    warning.style.display = 'block';
-  }
+  results.path = path;
   const rows: [string, string][] = [
     ['device', device || '—'],
     ['vendor / architecture', `${r.vendor || '—'} / ${r.architecture || '—'}`],
@@ -73,7 +55,7 @@ async function showAdapter(): Promise<string> {
   $('adapter').innerHTML =
     `<table>${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td style="text-align:left">${escapeHtml(v)}</td></tr>`).join('')}</table>`;
   $('adapter-json').textContent = JSON.stringify(r, null, 2);
-  return device || 'unnamed adapter';
+  return device;
 }
 
 /** Forward and gradients of loraLinear on the GPU against the CPU reference (float64), fused plan shapes. */

@@ -2,8 +2,8 @@ import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vite';
 
 /**
- * The benchmark page: `pnpm bench:web` serves it, `pnpm -F @metal-lora/bench build:web` builds it
- * into dist-web/. Workspace packages resolve to their sources; WGSL loads as text; the bundled
+ * The benchmark page (index.html) and the fine-tuning page (finetune.html): `pnpm bench:web`
+ * serves them, `pnpm -F @metal-lora/bench build:web` builds them into dist-web/. Workspace packages resolve to their sources; WGSL loads as text; the bundled
  * base model comes from packages/metal-lora/assets (served as /base and /data).
  */
 export default defineConfig({
@@ -24,6 +24,12 @@ export default defineConfig({
     outDir: fileURLToPath(new URL('../dist-web', import.meta.url)),
     emptyOutDir: true,
     target: 'es2022',
-    rollupOptions: { external: ['webgpu'] },
+    rollupOptions: {
+      external: ['webgpu'],
+      input: {
+        index: fileURLToPath(new URL('./index.html', import.meta.url)),
+        finetune: fileURLToPath(new URL('./finetune.html', import.meta.url)),
+      },
+    },
   },
 });

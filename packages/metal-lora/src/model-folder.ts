@@ -188,32 +188,80 @@ export async function modelFromBlobs(files: Iterable<FolderFile>, options: LoadO
   return (await openModelFolder(files, options)).load();
 }
 
+const FETCH = 'fetchModelFolder';
+
+async function request(fetchFn: typeof fetch, url: string, key: string, init?: RequestInit): Promise<Response> {
+  try {
+    return await fetchFn(url, init);
+  } catch (error) {
+    throw new FormatError(FETCH, `could not fetch ${url} (${(error as Error).message})`, { key }, 'a reachable URL', 'a network error');
+  }
+}
+
+function refused(url: string, key: string, response: Response): FormatError {
+  return new FormatError(FETCH, `could not fetch ${url}`, { key }, 'HTTP 200', `HTTP ${response.status}`);
+}
+
+/** A file fetched whole (the small JSON files; weights where the server gives no length). */
+function wholeFile(name: string, blob: Blob): FolderFile {
+  return { name, size: blob.size, text: () => blob.text(), slice: (start?: number, end?: number) => blob.slice(start, end) };
+}
+
 /**
- * The files of a model folder served over HTTP (`${base}/config.json`, …), as blobs for
- * `openModelFolder`: the optional files where the server has them, the weights as the index or
- * `model.safetensors` names them. A failed request is a `FormatError` naming the URL.
+ * A served weight file read by byte ranges (HTTP `Range`), so a checkpoint is downloaded one
+ * tensor at a time and never held whole; a server that ignores ranges is read once, whole.
+ */
+async function rangedFile(fetchFn: typeof fetch, url: string, name: string): Promise<FolderFile> {
+  const head = await request(fetchFn, url, name, { method: 'HEAD' });
+  if (!head.ok) throw refused(url, name, head);
+  const size = Number(head.headers.get('content-length') ?? Number.NaN);
+  let whole: Promise<Blob> | undefined;
+  const fetchWhole = () => {
+    whole ??= request(fetchFn, url, name).then((r) => {
+      if (!r.ok) throw refused(url, name, r);
+      return r.blob();
+    });
+    return whole;
+  };
+  if (!Number.isSafeInteger(size) || size < 0) return wholeFile(name, await fetchWhole());
+  return {
+    name,
+    size,
+    text: async () => (await fetchWhole()).text(),
+    slice: (start = 0, end = size) => ({
+      async arrayBuffer(): Promise<ArrayBuffer> {
+        if (end <= start) return new ArrayBuffer(0);
+        if (whole) return (await whole).slice(start, end).arrayBuffer();
+        const r = await request(fetchFn, url, name, { headers: { Range: `bytes=${start}-${end - 1}` } });
+        if (r.status === 206) return r.arrayBuffer();
+        if (r.ok) {
+          // The server sent the whole file: keep it for the other reads.
+          whole = r.blob();
+          return (await whole).slice(start, end).arrayBuffer();
+        }
+        throw new FormatError(FETCH, `could not read bytes ${start}–${end} of ${url}`, { key: name }, 'HTTP 206', `HTTP ${r.status}`);
+      },
+    }),
+  };
+}
+
+/**
+ * The files of a model folder served over HTTP (`${base}/config.json`, …), for `openModelFolder`:
+ * the optional files where the server has them, the weights that the index or
+ * `model.safetensors` name, read by byte ranges where the server offers them (the Hugging Face
+ * Hub does: `https://huggingface.co/<repo>/resolve/main`). A failed request is a `FormatError`
+ * naming the URL.
  */
 export async function fetchModelFolder(base: string, fetchFn: typeof fetch = fetch): Promise<FolderFile[]> {
   const root = base.replace(/\/+$/, '');
   const get = async (name: string, required: boolean): Promise<FolderFile | undefined> => {
-    let response: Response;
-    try {
-      response = await fetchFn(`${root}/${name}`);
-    } catch (error) {
-      throw new FormatError(
-        'fetchModelFolder',
-        `could not fetch ${root}/${name} (${(error as Error).message})`,
-        { key: name },
-        'a reachable URL',
-        'a network error',
-      );
-    }
+    const url = `${root}/${name}`;
+    const response = await request(fetchFn, url, name);
     if (!response.ok) {
       if (!required) return undefined;
-      throw new FormatError('fetchModelFolder', `could not fetch ${root}/${name}`, { key: name }, 'HTTP 200', `HTTP ${response.status}`);
+      throw refused(url, name, response);
     }
-    const blob = await response.blob();
-    return { name, size: blob.size, text: () => blob.text(), slice: (start?: number, end?: number) => blob.slice(start, end) };
+    return wholeFile(name, await response.blob());
   };
   const files: FolderFile[] = [];
   for (const name of ['config.json', 'tokenizer.json']) files.push((await get(name, true))!);
@@ -224,19 +272,13 @@ export async function fetchModelFolder(base: string, fetchFn: typeof fetch = fet
   const index = await get('model.safetensors.index.json', false);
   if (index) {
     files.push(index);
-    const map = parseJsonObject('fetchModelFolder', await index.text(), 'model.safetensors.index.json').weight_map;
+    const map = parseJsonObject(FETCH, await index.text(), 'model.safetensors.index.json').weight_map;
     const shards = map && typeof map === 'object' ? new Set(Object.values(map as Record<string, unknown>)) : new Set();
     for (const shard of shards) {
       if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\'))
-        throw new FormatError(
-          'fetchModelFolder',
-          'a shard named in the index is not a file name',
-          { key: 'weight_map' },
-          'a file next to the index',
-          JSON.stringify(shard),
-        );
-      files.push((await get(shard, true))!);
+        throw new FormatError(FETCH, 'a shard named in the index is not a file name', { key: 'weight_map' }, 'a file next to the index', JSON.stringify(shard));
+      files.push(await rangedFile(fetchFn, `${root}/${shard}`, shard));
     }
-  } else files.push((await get('model.safetensors', true))!);
+  } else files.push(await rangedFile(fetchFn, `${root}/model.safetensors`, 'model.safetensors'));
   return files;
 }

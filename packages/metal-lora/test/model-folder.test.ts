@@ -142,23 +142,44 @@ describe('a model folder from blobs (a directory picker, a URL)', () => {
     await expect(openModelFolder(files, { dtype: 'int8' as 'float32' })).rejects.toThrow(/dtype must be float32 or float16/);
   });
 
-  it('fetchModelFolder: the files a server has (optional ones may be missing); a missing required file names its URL', async () => {
+  it('fetchModelFolder: the files a server has, the weights by byte ranges (whole once where ranges are ignored); a missing file names its URL', async () => {
     const dir = join(fixtures, 'llama');
-    const requested: string[] = [];
-    const serve = (skip: string[]) =>
-      (async (url: string) => {
-        requested.push(url);
+    const requests: { name: string; method: string; range: string | null }[] = [];
+    const serve = (skip: string[], ranges: boolean) =>
+      (async (url: string, init: RequestInit = {}) => {
         const name = url.split('/').pop()!;
+        const range = new Headers(init.headers).get('range');
+        requests.push({ name, method: init.method ?? 'GET', range });
         if (skip.includes(name) || !readdirSync(dir).includes(name)) return new Response('not found', { status: 404 });
-        return new Response(readFileSync(join(dir, name)));
+        const bytes = readFileSync(join(dir, name));
+        if (init.method === 'HEAD') return new Response(null, { headers: { 'content-length': String(bytes.length) } });
+        const m = range && ranges ? /^bytes=(\d+)-(\d+)$/.exec(range) : null;
+        if (m) return new Response(bytes.subarray(Number(m[1]), Number(m[2]) + 1), { status: 206 });
+        return new Response(bytes);
       }) as unknown as typeof fetch;
-    const files = await fetchModelFolder('https://example.test/llama/', serve(['chat_template.jinja']));
+    const reference = Array.from(await logits(loadModel(dir).model));
+    const files = await fetchModelFolder('https://example.test/llama/', serve(['chat_template.jinja'], true));
     expect(files.map((f) => f.name).sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
-    expect(requested[0]).toBe('https://example.test/llama/config.json');
-    const loaded = await modelFromBlobs(files);
-    expect(Array.from(await logits(loaded.model))).toEqual(Array.from(await logits(loadModel(dir).model)));
-    await expect(fetchModelFolder('https://example.test/llama', serve(['tokenizer.json']))).rejects.toThrow(
+    expect(Array.from(await logits((await modelFromBlobs(files)).model))).toEqual(reference);
+    const weightReads = requests.filter((r) => r.name === 'model.safetensors' && r.method === 'GET');
+    expect(weightReads.length).toBeGreaterThan(3);
+    expect(weightReads.every((r) => r.range !== null)).toBe(true);
+    // A server that answers ranges with the whole file: read once, then sliced.
+    requests.length = 0;
+    const plain = await fetchModelFolder('https://example.test/llama', serve([], false));
+    expect(Array.from(await logits((await modelFromBlobs(plain)).model))).toEqual(reference);
+    expect(requests.filter((r) => r.name === 'model.safetensors' && r.method === 'GET')).toHaveLength(1);
+    await expect(fetchModelFolder('https://example.test/llama', serve(['tokenizer.json'], true))).rejects.toThrow(
       'fetchModelFolder: could not fetch https://example.test/llama/tokenizer.json; expected HTTP 200, got HTTP 404',
+    );
+    await expect(fetchModelFolder('https://example.test/llama', serve(['model.safetensors'], true))).rejects.toThrow(
+      'fetchModelFolder: could not fetch https://example.test/llama/model.safetensors; expected HTTP 200, got HTTP 404',
+    );
+    const offline = (async () => {
+      throw new TypeError('Failed to fetch');
+    }) as unknown as typeof fetch;
+    await expect(fetchModelFolder('https://example.test/llama', offline)).rejects.toThrow(
+      'fetchModelFolder: could not fetch https://example.test/llama/config.json (Failed to fetch); expected a reachable URL, got a network error',
     );
   });
 

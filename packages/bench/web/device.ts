@@ -1,0 +1,38 @@
+/**
+ * What both pages say about the WebGPU adapter on top: the device, the precision path the
+ * library's kernels take on it, and a warning when the adapter is a software renderer.
+ */
+import { type AdapterReport, subgroupMatrixConfigsText, webgpuBackend } from '@metal-lora/metal-kernels';
+import * as T from '@metal-lora/tensor';
+
+/** Which precision path the kernels take here, and what else the adapter offers. */
+export function precisionPath(r: AdapterReport): string {
+  const offers = [
+    r.shaderF16 ? 'shader-f16 (f16 storage)' : 'no shader-f16',
+    r.subgroupMatrixConfigs.length ? `subgroup matrices (${subgroupMatrixConfigsText(r)}; opt-in)` : 'no subgroup matrices',
+  ];
+  return `f32, portable kernels; the adapter also offers ${offers.join(', ')}`;
+}
+
+export const SOFTWARE_WARNING =
+  'This adapter is a software renderer (it runs on the CPU): its times say nothing about a GPU. Open the page in Safari or Chrome on a machine whose GPU is enabled for WebGPU to measure it.';
+
+/**
+ * Starts the WebGPU backend, makes it current, and fills `#summary` (device and path) and
+ * `#software` (shown on a software adapter). Returns the report and the device's name.
+ */
+export async function startWebGPU(): Promise<{ report: AdapterReport; device: string; path: string; limits: GPUSupportedLimits }> {
+  const backend = await webgpuBackend();
+  T.setBackendSync(backend);
+  const report = backend.context.report;
+  const device = `${report.vendor} ${report.device || report.architecture} ${report.description}`.replace(/\s+/g, ' ').trim() || 'unnamed adapter';
+  const path = precisionPath(report);
+  const summary = document.getElementById('summary')!;
+  summary.textContent = `Device: ${device}. Path: ${path}.`;
+  if (report.software) {
+    const warning = document.getElementById('software')!;
+    warning.textContent = SOFTWARE_WARNING;
+    warning.style.display = 'block';
+  }
+  return { report, device, path, limits: backend.context.device.limits };
+}
