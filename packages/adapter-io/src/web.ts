@@ -53,7 +53,18 @@ export interface BlobSafetensors {
  */
 export async function openSafetensorsBlob(blob: SliceableBlob, name = 'the file'): Promise<BlobSafetensors> {
   const op = 'openSafetensorsBlob';
-  const bytes = async (begin: number, end: number) => new Uint8Array(await blob.slice(begin, end).arrayBuffer());
+  const bytes = async (begin: number, end: number, key?: string) => {
+    const data = new Uint8Array(await blob.slice(begin, end).arrayBuffer());
+    if (data.byteLength !== end - begin)
+      throw new FormatError(
+        op,
+        key === undefined ? `${name} ended inside its header (was it changed while read?)` : `${name} ended inside tensor ${key} (was it changed while read?)`,
+        { key, offset: begin },
+        `${end - begin} bytes`,
+        `${data.byteLength}`,
+      );
+    return data;
+  };
   if (blob.size < 8) throw new FormatError(op, `${name} is shorter than its 8-byte header length`, { offset: 0 }, 'at least 8 bytes', `${blob.size}`);
   const head = await bytes(0, 8);
   const headerLength = checkHeaderLength(new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true), blob.size);
@@ -78,10 +89,7 @@ export async function openSafetensorsBlob(blob: SliceableBlob, name = 'the file'
           `one of ${Object.keys(info).slice(0, 5).join(', ')}${Object.keys(info).length > 5 ? ', …' : ''}`,
           key,
         );
-      const data = await bytes(offsets[key], offsets[key] + i.byteLength);
-      if (data.byteLength !== i.byteLength)
-        throw new FormatError(op, `${name} ended inside tensor ${key} (was it changed while read?)`, { key }, `${i.byteLength} bytes`, `${data.byteLength}`);
-      return { dtype: i.dtype, shape: i.shape, data };
+      return { dtype: i.dtype, shape: i.shape, data: await bytes(offsets[key], offsets[key] + i.byteLength, key) };
     },
   };
 }

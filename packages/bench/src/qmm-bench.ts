@@ -5,9 +5,11 @@
  * in TFLOP/s against the f32 and f16 GEMMs. Each quantized product is first checked against the
  * float product of its dequantized weight. The GPU is requested with Dawn's f16 toggle for NVIDIA.
  *
- *   node qmm-bench.mjs [--bits 4,8] [--group-size 64] [--json out.json] [--quick]
+ *   node qmm-bench.mjs [--bits 4,8] [--group-size 64] [--json out.json] [--quick] [--host]
  *
- * `--quick`: one small shape (a check that it runs, on lavapipe).
+ * `--quick`: one small shape (a check that it runs, on lavapipe). `--host`: only the quantization
+ * itself on the host (`quantize` on the CPU backend: what `convert -q` and `quantizeModel` spend
+ * per weight), in values per second, for the layer shapes; no GPU.
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -43,11 +45,16 @@ async function main(): Promise<void> {
       'group-size': { type: 'string', default: '64' },
       json: { type: 'string' },
       quick: { type: 'boolean', default: false },
+      host: { type: 'boolean', default: false },
     },
     strict: true,
   });
   const bitsList = values.bits.split(',').map(Number);
   const groupSize = Number(values['group-size']);
+  if (values.host) {
+    hostQuantize(bitsList, groupSize, values.json);
+    return;
+  }
   const backend: WebGPUBackend = await createWebGPUBackend({ preciseTimestamps: true, f16OnNvidia: true });
   T.setBackendSync(backend);
   const r = backend.context.report;
@@ -105,6 +112,29 @@ async function main(): Promise<void> {
   if (values.json) writeFileSync(values.json, JSON.stringify({ device, date: new Date().toISOString(), groupSize, copy, rows }, null, 2));
   await backend.sync();
   backend.context.device.destroy();
+}
+
+/** Host quantization (`quantize` on the CPU backend) of the layer shapes: the best of three runs each. */
+function hostQuantize(bitsList: number[], groupSize: number, json?: string): void {
+  const rows: { shape: string; bits: number; ms: number; valuesPerSecond: number }[] = [];
+  console.log(`host quantization (quantize on the CPU backend), groups of ${groupSize}; Node ${process.version}`);
+  for (const [name, N, K] of SHAPES.slice(0, 3)) {
+    const w = T.tensor(randomValues(N * K, 2, 0.05), [N, K], { dtype: 'float32', backend: T.cpuBackend });
+    for (const bits of bitsList) {
+      let best = Number.POSITIVE_INFINITY;
+      for (let i = 0; i < 3; i++) {
+        const started = performance.now();
+        const q = T.quantize(w, { bits, groupSize });
+        best = Math.min(best, performance.now() - started);
+        for (const t of [q.weight, q.scales, q.biases]) t.dispose();
+      }
+      const row = { shape: name, bits, ms: best, valuesPerSecond: (N * K) / (best / 1000) };
+      rows.push(row);
+      console.log(`${name.padEnd(28)} q${bits} ${best.toFixed(1).padStart(8)} ms ${(row.valuesPerSecond / 1e6).toFixed(1).padStart(7)} M values/s`);
+    }
+    w.dispose();
+  }
+  if (json) writeFileSync(json, JSON.stringify({ host: true, date: new Date().toISOString(), node: process.version, groupSize, rows }, null, 2));
 }
 
 if (process.argv[1]?.match(/qmm-bench\.(ts|mjs|js)$/)) await main();

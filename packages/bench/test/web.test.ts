@@ -136,6 +136,7 @@ describe.runIf(available || required)('the pages in headless Chromium (WebGPU on
       ready: boolean;
       run: string;
       step: number;
+      resumedFrom?: number;
       losses: number[];
       valLosses: { step: number; loss: number }[];
       reply?: { withAdapter: boolean; text: string };
@@ -156,7 +157,7 @@ describe.runIf(available || required)('the pages in headless Chromium (WebGPU on
         rank: '4',
         layers: '2',
         scale: '2',
-        iters: '12',
+        iters: '200',
         batch: '2',
         'max-length': '24',
         lr: '0.01',
@@ -173,8 +174,14 @@ describe.runIf(available || required)('the pages in headless Chromium (WebGPU on
       /^openModelFolder: config\.json not found; expected a model folder: config\.json, tokenizer\.json and model\.safetensors/,
     );
 
+    // The embedded model, fetched from the page's own server (fetchModelFolder).
+    await page.click('#model-embedded');
+    await until('the embedded model', "document.getElementById('model-status').textContent.startsWith('loaded') || window.__finetune.error !== undefined");
+    expect((await state()).error).toBeUndefined();
+    expect(await page.locator('#model-info').textContent()).toContain('the embedded tiny model');
+
     await page.setInputFiles('#model-folder', model);
-    await until('the model', "document.getElementById('model-status').textContent.startsWith('loaded') || window.__finetune.error !== undefined");
+    await until('the model', "document.getElementById('model-status').textContent.startsWith('loaded llama') || window.__finetune.error !== undefined");
     expect((await state()).error).toBeUndefined();
     expect(await page.locator('#error').isVisible()).toBe(false);
     const info = (await page.locator('#model-info').textContent()) ?? '';
@@ -189,13 +196,20 @@ describe.runIf(available || required)('the pages in headless Chromium (WebGPU on
     await page.click('#data-sample');
     expect(await page.locator('#data-info').textContent()).toMatch(/^train: \d+ text examples, \d+ tokens .*; valid: \d+ text examples/);
     await settings();
+    // The base model's reply, before any adapter exists.
+    await page.fill('#max-tokens', '6');
+    await page.click('#generate');
+    await until('the reply before training', 'window.__finetune.reply !== undefined || window.__finetune.error !== undefined');
+    const before = (await state()).reply!;
+    expect(before.withAdapter).toBe(false);
+    expect(await page.locator('#generate-status').textContent()).toMatch(/^[1-9]\d* tokens without the adapter/);
     await page.click('#train');
     await until('a few steps', 'window.__finetune.step >= 2 || window.__finetune.error !== undefined');
     await page.click('#stop');
     await until('the stop', done('stopped'));
     const stopped = await state();
     expect(stopped.error, logs.join('\n')).toBeUndefined();
-    expect(stopped.step).toBeLessThan(12);
+    expect(stopped.step).toBeLessThan(10);
     expect(await page.locator('#train-status').textContent()).toMatch(/^stopped at iteration \d+: saved in this browser/);
 
     // A reload forgets everything but what IndexedDB keeps: Resume continues the stopped run.
@@ -204,32 +218,38 @@ describe.runIf(available || required)('the pages in headless Chromium (WebGPU on
     await page.setInputFiles('#model-folder', model);
     await until('the model again', "document.getElementById('model-status').textContent.startsWith('loaded') || window.__finetune.error !== undefined");
     expect(await page.locator('#model-status').textContent()).toContain(`A stopped run of this model (step ${stopped.step}) is saved in this browser`);
-    expect(await page.inputValue('#iters')).toBe('12');
+    // The saved settings are back in the form; fewer iterations than first asked for end the run sooner.
+    expect(await page.inputValue('#iters')).toBe('200');
+    expect(await page.inputValue('#rank')).toBe('4');
+    await page.fill('#iters', '10');
     await page.click('#data-sample');
     await page.click('#resume');
     await until('the resumed run', done('done'));
     const trained = await state();
     expect(trained.error, logs.join('\n')).toBeUndefined();
-    expect(trained.step).toBe(12);
-    expect(await page.locator('#train-status').textContent()).toMatch(/^done: 12 iterations, loss [\d.]+, validation loss [\d.]+/);
+    expect(trained.step).toBe(10);
+    expect(trained.resumedFrom).toBe(stopped.step);
+    expect(await page.locator('#train-status').textContent()).toMatch(/^done: 10 iterations, loss [\d.]+, validation loss [\d.]+/);
     // The curve before the stop came back from IndexedDB, and the loss fell.
-    expect(trained.losses).toHaveLength(12);
+    expect(trained.losses).toHaveLength(10);
     expect(trained.losses.slice(0, stopped.step)).toEqual(stopped.losses.slice(0, stopped.step));
     expect(trained.losses.every(Number.isFinite)).toBe(true);
     expect(Math.min(...trained.losses.slice(-3))).toBeLessThan(trained.losses[0]);
-    expect(trained.valLosses.map((v) => v.step)).toEqual([0, 6, 12]);
+    expect(trained.valLosses.map((v) => v.step)).toEqual([0, 6, 10]);
 
-    // Greedy replies with and without the adapter, streamed into the page.
+    // Greedy replies, streamed into the page: the trained adapter changes the reply; switched off,
+    // the model replies as before training.
     await page.fill('#max-tokens', '6');
     await page.click('#generate');
-    await until('the reply', 'window.__finetune.reply !== undefined || window.__finetune.error !== undefined');
-    expect((await state()).reply?.withAdapter).toBe(true);
-    expect(await page.locator('#generate-status').textContent()).toMatch(/^\d+ tokens with the adapter/);
-    expect(await page.locator('#reply').textContent()).toBe((await state()).reply?.text);
+    await until('the reply', 'window.__finetune.reply?.withAdapter === true || window.__finetune.error !== undefined');
+    const adapted = (await state()).reply!;
+    expect(await page.locator('#generate-status').textContent()).toMatch(/^[1-9]\d* tokens with the adapter/);
+    expect(await page.locator('#reply').textContent()).toBe(adapted.text);
+    expect(adapted.text).not.toBe(before.text);
     await page.uncheck('#use-adapter');
     await page.click('#generate');
-    await until('the base reply', 'window.__finetune.reply.withAdapter === false || window.__finetune.error !== undefined');
-    expect(await page.locator('#generate-status').textContent()).toMatch(/^\d+ tokens without the adapter/);
+    await until('the base reply', 'window.__finetune.reply?.withAdapter === false || window.__finetune.error !== undefined');
+    expect((await state()).reply?.text).toBe(before.text);
 
     // The adapter as files mlx-lm and PEFT read.
     const downloads = async (id: string): Promise<Record<string, Uint8Array>> => {
@@ -253,10 +273,14 @@ describe.runIf(available || required)('the pages in headless Chromium (WebGPU on
     const mlxAdapter = parseMlxAdapter({ weights: mlx['adapters.safetensors'], config: new TextDecoder().decode(mlx['adapter_config.json']) });
     expect(mlxAdapter).toMatchObject({ rank: 4, scale: 2, numLayers: 2 });
     expect(Object.keys(mlxAdapter.modules)).toHaveLength(14);
+    // Trained: B left zero would mean the adapter did nothing.
+    expect(Object.values(mlxAdapter.modules).some((m) => Array.from(m.b).some((v) => v !== 0))).toBe(true);
+    expect(await page.locator('#downloads a').allTextContents()).toEqual(['adapters.safetensors', 'adapter_config.json']);
     const peft = await downloads('#download-peft');
     expect(Object.keys(peft).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
     const peftAdapter = parsePeftAdapter({ weights: peft['adapter_model.safetensors'], config: new TextDecoder().decode(peft['adapter_config.json']) });
     expect(Object.keys(peftAdapter.modules)).toHaveLength(14);
+    expect(peftAdapter.modules).toEqual(mlxAdapter.modules);
     expect((await state()).error).toBeUndefined();
 
     const shot = process.env.METAL_LORA_UPDATE_SCREENSHOT === '1' ? new URL('../web/finetune.png', import.meta.url).pathname : join(outDir, 'finetune.png');

@@ -42,6 +42,8 @@ interface PageState {
   step: number;
   /** 'idle' | 'training' | 'stopped' | 'done' */
   run: string;
+  /** The iteration the last run resumed from (undefined: it started afresh). */
+  resumedFrom?: number;
   reply?: { withAdapter: boolean; text: string };
   error?: string;
 }
@@ -62,6 +64,19 @@ let dataText: { text: string; name: string } | undefined;
 let controller: AbortController | undefined;
 /** The LoRA settings the model's adapter was made with (null: no adapter yet). */
 let adapter: SavedRun['settings'] | null = null;
+/** Said after loads and runs when the browser's storage failed (Resume then unavailable). */
+let storeNote = '';
+
+/** The run saved for a model, or null; storage that fails leaves a note instead of an error. */
+async function savedRun(key: string): Promise<SavedRun | null> {
+  try {
+    storeNote = '';
+    return await loadRun(key);
+  } catch (error) {
+    storeNote = ` This browser's storage is unavailable (${(error as Error).message}): Stop ends a run without saving it.`;
+    return null;
+  }
+}
 
 function showError(error: unknown): void {
   const message = error instanceof Error ? error.message : String(error);
@@ -76,24 +91,34 @@ function clearError(): void {
   $('error').style.display = 'none';
 }
 
-/** Runs a button's action with its errors shown on the page (never only in the console). */
+/** Whether an action is running: one at a time, every other control disabled meanwhile (Stop excepted). */
+let busy = false;
+
+/** Runs a control's action alone, with its errors shown on the page (never only in the console). */
 function action(fn: () => Promise<void>): () => void {
   return () => {
+    if (busy) return;
+    busy = true;
     clearError();
-    fn().catch(showError);
+    updateButtons();
+    fn()
+      .catch(showError)
+      .finally(() => {
+        busy = false;
+        updateButtons();
+      });
   };
 }
 
 const megabytes = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`);
 
 function updateButtons(): void {
-  const training = page.run === 'training';
-  button('train').disabled = !loaded || training;
-  button('stop').disabled = !training;
-  button('resume').disabled = !loaded || training || !page.model;
-  button('generate').disabled = !loaded || training;
-  for (const id of ['download-mlx', 'download-peft']) button(id).disabled = !loaded || training || adapter === null;
-  for (const id of ['model-folder', 'model-url-load', 'model-embedded', 'dtype']) $<HTMLInputElement>(id).disabled = training;
+  button('train').disabled = busy || !loaded;
+  button('stop').disabled = page.run !== 'training';
+  button('resume').disabled = busy || !loaded;
+  button('generate').disabled = busy || !loaded;
+  for (const id of ['download-mlx', 'download-peft']) button(id).disabled = busy || !loaded || adapter === null;
+  for (const id of ['model-folder', 'model-url-load', 'model-embedded', 'dtype', 'data-file', 'data-sample']) $<HTMLInputElement>(id).disabled = busy;
 }
 
 // ---- 1. model ------------------------------------------------------------------------------
@@ -167,27 +192,32 @@ async function openFolder(files: FolderFile[], name: string): Promise<void> {
   $('model-info').innerHTML = '';
   const status = $('model-status');
   status.textContent = `reading ${name}…`;
+  folder = undefined;
   try {
-    folder = await openModelFolder(files, { dtype: dtype() });
-    const info = folder.info;
+    const opened = await openModelFolder(files, { dtype: dtype() });
+    const info = opened.info;
     showModelInfo(name, info);
     // What the device cannot hold is said now, before any weight is read.
     const maxBinding = limits?.maxStorageBufferBindingSize ?? Number.POSITIVE_INFINITY;
     if (info.largestTensor.bytes > maxBinding)
-      throw new Error(
-        `${name} is too large for this GPU's WebGPU limits: its largest tensor (${info.largestTensor.name}, ${megabytes(info.largestTensor.bytes)}) exceeds the largest storage buffer the adapter allows (${megabytes(maxBinding)}). Choose a smaller or quantized model.`,
+      throw new T.ValueError(
+        'openModelFolder',
+        `${name} is too large for this adapter: its largest tensor, ${info.largestTensor.name}, exceeds the largest storage buffer WebGPU allows here (choose a smaller or a quantized model)`,
+        `at most ${megabytes(maxBinding)} (maxStorageBufferBindingSize)`,
+        megabytes(info.largestTensor.bytes),
       );
+    folder = opened;
     showMemory();
     status.textContent = `loading ${megabytes(info.heldBytes)} of weights, one tensor at a time…`;
     const started = performance.now();
-    const model = await folder.load();
+    const model = await opened.load();
     const key = `${name}|${info.architecture}|${info.parameters}|${info.fileBytes}`;
     loaded = { ...model, name, key };
     page.model = { ...info, name };
     showModelInfo(name, info, T.getBackend().memory().liveBytes);
     $<HTMLInputElement>('layers').value = String(Math.min(number('layers'), info.layers));
     $<HTMLInputElement>('use-template').checked = 'hasChatTemplate' in model.tokenizer && model.tokenizer.hasChatTemplate === true;
-    const saved = await loadRun(key);
+    const saved = await savedRun(key);
     // A saved run's settings fill the form, so that Resume continues it as it was set up.
     if (saved) {
       const ids: [string, keyof SavedRun['settings']][] = [
@@ -203,7 +233,12 @@ async function openFolder(files: FolderFile[], name: string): Promise<void> {
       for (const [id, k] of ids) $<HTMLInputElement>(id).value = String(saved.settings[k]);
       showMemory();
     }
-    status.textContent = `loaded ${name} in ${((performance.now() - started) / 1000).toFixed(1)} s.${saved ? ` A stopped run of this model (step ${saved.step}) is saved in this browser: Resume continues it.` : ''}`;
+    const note = !saved
+      ? ''
+      : saved.finished
+        ? ` A finished run of this model (${saved.step} iterations) is saved in this browser: raise the iterations and Resume to train it further.`
+        : ` A stopped run of this model (step ${saved.step}) is saved in this browser: Resume continues it.`;
+    status.textContent = `loaded ${name} in ${((performance.now() - started) / 1000).toFixed(1)} s.${note}${storeNote}`;
   } catch (error) {
     status.textContent = '';
     folder = undefined;
@@ -227,11 +262,11 @@ function asJsonl(text: string): string {
     .join('\n');
 }
 
-function buildDataset(): Dataset {
+function buildDataset(maxLength = number('max-length')): Dataset {
   if (!loaded) throw new Error('Load a model first: the data is tokenized with its tokenizer.');
   const source = dataText ?? { text: $<HTMLTextAreaElement>('data-text').value, name: 'the pasted text' };
   if (!source.text.trim()) throw new Error('No training data: choose a .jsonl file, paste text, or use the sample data.');
-  const data = datasetFromJsonl({ train: asJsonl(source.text) }, loaded.tokenizer, { maxSeqLength: number('max-length') }, { train: source.name });
+  const data = datasetFromJsonl({ train: asJsonl(source.text) }, loaded.tokenizer, { maxSeqLength: maxLength }, { train: source.name });
   page.data = { train: data.train!.examples.length, valid: data.valid?.examples.length ?? 0 };
   $('data-info').textContent =
     `${describeSplit(data.train!)}; ${data.valid ? `${describeSplit(data.valid)} (the last tenth, held out)` : 'no validation split'}`;
@@ -278,14 +313,21 @@ function drawLoss(): void {
 function browserStore(key: string, settings: SavedRun['settings']): TrainingStore {
   return {
     async save(at, _numbered, { state }) {
-      await saveRun(key, {
-        step: at,
-        settings,
-        state: writeSafetensors(state.entries, state.metadata),
-        losses: page.losses.slice(0, at),
-        valLosses: page.valLosses.filter((v) => v.step <= at),
-      });
-      return `IndexedDB (${key})`;
+      try {
+        await saveRun(key, {
+          step: at,
+          finished: at >= settings.iters,
+          settings,
+          state: writeSafetensors(state.entries, state.metadata),
+          losses: page.losses.slice(0, at),
+          valLosses: page.valLosses.filter((v) => v.step <= at),
+        });
+        return `IndexedDB (${key})`;
+      } catch (error) {
+        // Training goes on without a saved state; Resume is then unavailable.
+        storeNote = ` Not saved in this browser (${(error as Error).message}): Resume is unavailable.`;
+        return 'nowhere';
+      }
     },
     async load() {
       const saved = await loadRun(key);
@@ -312,14 +354,24 @@ async function runTraining(resume: boolean): Promise<void> {
   const current = loaded;
   const saved = resume ? await loadRun(current.key) : null;
   if (resume && !saved) throw new Error('Nothing to resume: no stopped run of this model is saved in this browser. Train starts one.');
-  // A resumed run keeps its adapter's shape and the data's batching; only the iterations may grow.
-  const settings = saved ? { ...saved.settings, iters: Math.max(number('iters'), saved.step) } : currentSettings();
-  const dataset = buildDataset();
-  if (!resume) await clearRun(current.key);
+  if (saved && number('iters') <= saved.step)
+    throw new T.ValueError(
+      'resume',
+      `the saved run is at iteration ${saved.step}; raise the iterations to train it further`,
+      `iterations > ${saved.step}`,
+      String(number('iters')),
+    );
+  // A resumed run keeps its adapter's shape and the data's batching (its maximum length too, which
+  // decides how examples are cut); only the iterations may change.
+  const settings = saved ? { ...saved.settings, iters: number('iters') } : currentSettings();
+  const dataset = buildDataset(settings.maxLength);
+  if (!resume) await clearRun(current.key).catch(() => undefined);
   if (adapter && (!resume || JSON.stringify({ ...adapter, iters: 0 }) !== JSON.stringify({ ...settings, iters: 0 }))) {
     // A new run (or another adapter shape) starts from a fresh model: the old adapter's layers removed.
-    await openFolder([...folder!.files.values()], current.name);
+    if (!folder) throw new Error('Load the model again: its folder could not be read.');
+    await openFolder([...folder.files.values()], current.name);
   }
+  if (!loaded) throw new Error('Load the model again.');
   const model = loaded.model;
   if (!adapter) {
     linearToLoRALayers(model, { numLayers: settings.layers, rank: settings.rank, scale: settings.scale, seed: 1 });
@@ -334,6 +386,7 @@ async function runTraining(resume: boolean): Promise<void> {
   $('model-status').textContent = `loaded ${current.name}.`;
   updateButtons();
   const status = $('train-status');
+  page.resumedFrom = saved?.step;
   status.textContent = resume ? `resuming at iteration ${saved!.step}…` : 'starting (the first steps compile the GPU kernels)…';
   let peak = 0;
   try {
@@ -365,8 +418,8 @@ async function runTraining(resume: boolean): Promise<void> {
     const val = result.valLoss === undefined ? '' : `, validation loss ${result.valLoss.toFixed(3)}`;
     status.textContent =
       page.run === 'stopped'
-        ? `stopped at iteration ${result.steps}: saved in this browser; Resume continues from it (also after a reload).`
-        : `done: ${result.steps} iterations, loss ${result.loss.toFixed(3)}${val}, peak GPU memory ${megabytes(peak)}.`;
+        ? `stopped at iteration ${result.steps}: saved in this browser; Resume continues from it (also after a reload).${storeNote}`
+        : `done: ${result.steps} iterations, loss ${result.loss.toFixed(3)}${val}, peak GPU memory ${megabytes(peak)}.${storeNote}`;
   } catch (error) {
     page.run = 'idle';
     status.textContent = '';
@@ -381,19 +434,19 @@ async function runTraining(resume: boolean): Promise<void> {
 
 async function chat(): Promise<void> {
   if (!loaded) throw new Error('Load a model first.');
+  const current = loaded;
   const withAdapter = $<HTMLInputElement>('use-adapter').checked && adapter !== null;
   const text = $<HTMLTextAreaElement>('prompt').value;
   const asChat = $<HTMLInputElement>('use-template').checked;
   const reply = $('reply');
   reply.textContent = '';
-  button('generate').disabled = true;
-  setAdapterEnabled(loaded.model, withAdapter);
-  loaded.model.eval();
+  setAdapterEnabled(current.model, withAdapter);
+  current.model.eval();
   try {
-    const result = await generate(loaded.model, loaded.tokenizer, asChat ? [{ role: 'user', content: text }] : text, {
+    const result = await generate(current.model, current.tokenizer, asChat ? [{ role: 'user', content: text }] : text, {
       maxTokens: number('max-tokens'),
       temperature: 0,
-      eosTokenIds: loaded.generation.eosTokenIds,
+      eosTokenIds: current.generation.eosTokenIds,
       onText: (piece) => {
         reply.textContent += piece;
       },
@@ -402,8 +455,7 @@ async function chat(): Promise<void> {
     $('generate-status').textContent =
       `${result.tokens.length} tokens ${withAdapter ? 'with' : 'without'} the adapter, ${result.tokensPerSecond.toFixed(1)} tokens/s (${result.finishReason}).`;
   } finally {
-    setAdapterEnabled(loaded.model, true);
-    updateButtons();
+    setAdapterEnabled(current.model, true);
   }
 }
 
@@ -415,6 +467,29 @@ async function download(format: 'mlx' | 'peft'): Promise<void> {
   if (layers === 0) throw new Error('The model has no adapter to download.');
   const files = await adapterFiles(loaded.model, { format, numLayers: adapter.layers, baseModel: loaded.name });
   downloadAdapter(files, format);
+  // The files as links too: a browser may hold back the second of two downloads from one click.
+  const box = $('downloads');
+  box.querySelectorAll('a').forEach((a) => {
+    URL.revokeObjectURL(a.href);
+  });
+  box.textContent = `${format === 'mlx' ? 'MLX' : 'PEFT'} adapter: `;
+  const weightsName = format === 'mlx' ? 'adapters.safetensors' : 'adapter_model.safetensors';
+  for (const [name, data, type] of [
+    [weightsName, new Uint8Array(files.weights), 'application/octet-stream'],
+    ['adapter_config.json', files.config, 'application/json'],
+  ] as const) {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(new Blob([data], { type }));
+    a.download = name;
+    a.textContent = name;
+    box.append(a, ' ');
+  }
+}
+
+/** A readable name for a model URL: the Hub's repository id, else the last path segment. */
+function urlName(url: string): string {
+  const hub = /huggingface\.co\/([^/]+\/[^/]+)\/resolve\//.exec(url);
+  return hub ? hub[1] : url.replace(/\/+$/, '').split('/').pop() || url;
 }
 
 // ---- wiring ----------------------------------------------------------------------------------
@@ -445,7 +520,7 @@ async function main(): Promise<void> {
     const url = $<HTMLInputElement>('model-url').value.trim();
     if (!url) throw new Error('Give the URL of a model folder (the address under which config.json is served).');
     $('model-status').textContent = `fetching ${url}…`;
-    await openFolder(await fetchModelFolder(new URL(url, location.href).href), url.replace(/\/+$/, '').split('/').pop() || url);
+    await openFolder(await fetchModelFolder(new URL(url, location.href).href), urlName(url));
   });
   button('model-embedded').onclick = action(async () => {
     await openFolder(await fetchModelFolder(new URL('./base', location.href).href), 'the embedded tiny model');

@@ -5,6 +5,8 @@
  */
 export interface SavedRun {
   step: number;
+  /** Whether the run reached its iterations (else it was stopped). */
+  finished: boolean;
   settings: { rank: number; layers: number; scale: number; iters: number; batch: number; maxLength: number; lr: number; evalEvery: number };
   /** The curve so far (training loss per iteration, validation losses), drawn again on resume. */
   losses: number[];

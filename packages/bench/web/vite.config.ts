@@ -9,6 +9,8 @@ import { defineConfig } from 'vite';
 export default defineConfig({
   root: fileURLToPath(new URL('.', import.meta.url)),
   base: './',
+  // A multi-page app: a missing file is a 404, not index.html (fetchModelFolder asks for optional files).
+  appType: 'mpa',
   publicDir: fileURLToPath(new URL('../../metal-lora/assets', import.meta.url)),
   resolve: { conditions: ['source', 'browser', 'module', 'import', 'default'] },
   plugins: [

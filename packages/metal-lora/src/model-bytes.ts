@@ -115,6 +115,16 @@ export function generationDefaults(op: string, text: string | undefined): Genera
   return { eosTokenIds: ids as number[], raw };
 }
 
+/** config.json as a model config: the architecture known, the sizes present and in range (nothing allocated). */
+export function checkedConfig(op: string, rawConfig: Record<string, unknown>): LlamaConfig {
+  const config = llamaConfigFromJson(rawConfig);
+  for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const) {
+    if (typeof config[key] !== 'number') throw new FormatError(op, `config.json lacks ${key}`, { key }, 'a number', JSON.stringify(config[key]));
+  }
+  validateLlamaConfig(config);
+  return config;
+}
+
 /** How a checkpoint tensor enters the model: skipped, as packed words, or as float values. */
 type TensorUse = 'skip' | 'raw' | 'float';
 
@@ -133,12 +143,7 @@ function modelBuilder(
   options: LoadOptions,
 ) {
   const dtype = loadDType(op, options);
-  const config = llamaConfigFromJson(rawConfig);
-  for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const) {
-    if (typeof config[key] !== 'number') throw new FormatError(op, `config.json lacks ${key}`, { key }, 'a number', JSON.stringify(config[key]));
-  }
-  // Sizes and ranges before anything is read or allocated.
-  validateLlamaConfig(config);
+  const config = checkedConfig(op, rawConfig);
   const tokenizer = tokenizerFromFiles(tokenizerFiles);
   if (tokenizer.size > config.vocab_size) {
     throw new FormatError(

@@ -5,10 +5,9 @@
  * read; `load()` then reads one tensor at a time, never the whole checkpoint into memory.
  */
 import { openSafetensorsBlob, type SliceableBlob, toFloat32 } from '@metal-lora/adapter-io';
-import { llamaConfigFromJson } from '@metal-lora/nn';
 import { FormatError, type QuantSpec } from '@metal-lora/tensor';
 import { parseJsonObject } from './json';
-import { type AsyncCheckpointTensor, buildModelAsync, type LoadedModel, type LoadOptions, loadDType, quantizedLayers } from './model-bytes';
+import { type AsyncCheckpointTensor, buildModelAsync, checkedConfig, type LoadedModel, type LoadOptions, loadDType, quantizedLayers } from './model-bytes';
 
 /** One file of a model folder: a `File` (its `webkitRelativePath` places it) or any named blob. */
 export interface FolderFile extends SliceableBlob {
@@ -110,7 +109,7 @@ export async function openModelFolder(input: Iterable<FolderFile>, options: Load
   if (!configFile) throw new FormatError(op, 'config.json not found', { key: 'config.json' }, EXPECTED, listed(files));
   const config = parseJsonObject(op, await configFile.text(), 'config.json');
   // Architecture and sizes are checked now, before any weight file is opened.
-  const llama = llamaConfigFromJson(config);
+  const llama = checkedConfig(op, config);
   if (!files.has('tokenizer.json')) throw new FormatError(op, 'tokenizer.json not found', { key: 'tokenizer.json' }, EXPECTED, listed(files));
   const weightFiles = await weightFileNames(files);
   const tensors: AsyncCheckpointTensor[] = [];
@@ -202,6 +201,10 @@ function refused(url: string, key: string, response: Response): FormatError {
   return new FormatError(FETCH, `could not fetch ${url}`, { key }, 'HTTP 200', `HTTP ${response.status}`);
 }
 
+const isHtml = (response: Response) => (response.headers.get('content-type') ?? '').includes('text/html');
+/** What a server answers for a file it does not have: 404 or 410, or the HTML page a single-page app sends for any path. */
+const absent = (response: Response) => response.status === 404 || response.status === 410 || (response.ok && isHtml(response));
+
 /** A file fetched whole (the small JSON files; weights where the server gives no length). */
 function wholeFile(name: string, blob: Blob): FolderFile {
   return { name, size: blob.size, text: () => blob.text(), slice: (start?: number, end?: number) => blob.slice(start, end) };
@@ -209,20 +212,28 @@ function wholeFile(name: string, blob: Blob): FolderFile {
 
 /**
  * A served weight file read by byte ranges (HTTP `Range`), so a checkpoint is downloaded one
- * tensor at a time and never held whole; a server that ignores ranges is read once, whole.
+ * tensor at a time and never held whole; a server that ignores ranges, or gives no length, is
+ * read once, whole. Undefined where the server does not have the file.
  */
-async function rangedFile(fetchFn: typeof fetch, url: string, name: string): Promise<FolderFile> {
+async function rangedFile(fetchFn: typeof fetch, url: string, name: string): Promise<FolderFile | undefined> {
   const head = await request(fetchFn, url, name, { method: 'HEAD' });
-  if (!head.ok) throw refused(url, name, head);
-  const size = Number(head.headers.get('content-length') ?? Number.NaN);
+  if (absent(head)) return undefined;
   let whole: Promise<Blob> | undefined;
-  const fetchWhole = () => {
-    whole ??= request(fetchFn, url, name).then((r) => {
-      if (!r.ok) throw refused(url, name, r);
-      return r.blob();
-    });
+  const fetchWhole = (): Promise<Blob> => {
+    whole ??= request(fetchFn, url, name)
+      .then((r) => {
+        if (!r.ok) throw refused(url, name, r);
+        return r.blob();
+      })
+      .catch((error: unknown) => {
+        // A failed download is tried again by the next read, not remembered.
+        whole = undefined;
+        throw error;
+      });
     return whole;
   };
+  // A server that refuses HEAD (some signed URLs) may still answer GET.
+  const size = head.ok ? Number(head.headers.get('content-length') ?? Number.NaN) : Number.NaN;
   if (!Number.isSafeInteger(size) || size < 0) return wholeFile(name, await fetchWhole());
   return {
     name,
@@ -233,9 +244,20 @@ async function rangedFile(fetchFn: typeof fetch, url: string, name: string): Pro
         if (end <= start) return new ArrayBuffer(0);
         if (whole) return (await whole).slice(start, end).arrayBuffer();
         const r = await request(fetchFn, url, name, { headers: { Range: `bytes=${start}-${end - 1}` } });
-        if (r.status === 206) return r.arrayBuffer();
+        if (r.status === 206) {
+          const bytes = await r.arrayBuffer();
+          if (bytes.byteLength !== end - start)
+            throw new FormatError(
+              FETCH,
+              `the server sent another length for bytes ${start}–${end} of ${url}`,
+              { key: name },
+              `${end - start} bytes`,
+              `${bytes.byteLength}`,
+            );
+          return bytes;
+        }
         if (r.ok) {
-          // The server sent the whole file: keep it for the other reads.
+          // The server sent the whole file: kept for the other reads.
           whole = r.blob();
           return (await whole).slice(start, end).arrayBuffer();
         }
@@ -245,23 +267,25 @@ async function rangedFile(fetchFn: typeof fetch, url: string, name: string): Pro
   };
 }
 
+/** A shard name an index may give: one plain file name (no path, query or escape). */
+const SHARD_NAME = /^\w[\w.-]*\.safetensors$/;
+
 /**
  * The files of a model folder served over HTTP (`${base}/config.json`, …), for `openModelFolder`:
- * the optional files where the server has them, the weights that the index or
- * `model.safetensors` name, read by byte ranges where the server offers them (the Hugging Face
- * Hub does: `https://huggingface.co/<repo>/resolve/main`). A failed request is a `FormatError`
- * naming the URL.
+ * the optional files where the server has them, the weights that the index names, or
+ * `model.safetensors` (MLX: `weights.safetensors`), read by byte ranges where the server offers
+ * them (the Hugging Face Hub does: `https://huggingface.co/<repo>/resolve/main`). A failed request
+ * is a `FormatError` naming the URL.
  */
 export async function fetchModelFolder(base: string, fetchFn: typeof fetch = fetch): Promise<FolderFile[]> {
   const root = base.replace(/\/+$/, '');
   const get = async (name: string, required: boolean): Promise<FolderFile | undefined> => {
     const url = `${root}/${name}`;
     const response = await request(fetchFn, url, name);
-    if (!response.ok) {
-      if (!required) return undefined;
-      throw refused(url, name, response);
-    }
-    return wholeFile(name, await response.blob());
+    if (response.ok && !isHtml(response)) return wholeFile(name, await response.blob());
+    if (!required && absent(response)) return undefined;
+    if (response.ok) throw new FormatError(FETCH, `${url} is an HTML page, not ${name} (is this the folder's address?)`, { key: name }, name, 'text/html');
+    throw refused(url, name, response);
   };
   const files: FolderFile[] = [];
   for (const name of ['config.json', 'tokenizer.json']) files.push((await get(name, true))!);
@@ -273,12 +297,32 @@ export async function fetchModelFolder(base: string, fetchFn: typeof fetch = fet
   if (index) {
     files.push(index);
     const map = parseJsonObject(FETCH, await index.text(), 'model.safetensors.index.json').weight_map;
-    const shards = map && typeof map === 'object' ? new Set(Object.values(map as Record<string, unknown>)) : new Set();
-    for (const shard of shards) {
-      if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\'))
-        throw new FormatError(FETCH, 'a shard named in the index is not a file name', { key: 'weight_map' }, 'a file next to the index', JSON.stringify(shard));
-      files.push(await rangedFile(fetchFn, `${root}/${shard}`, shard));
+    if (map === null || typeof map !== 'object' || Array.isArray(map))
+      throw new FormatError(
+        FETCH,
+        'model.safetensors.index.json has no weight_map object',
+        { key: 'weight_map' },
+        '{ "tensor name": "shard file" }',
+        JSON.stringify(map),
+      );
+    for (const shard of new Set(Object.values(map as Record<string, unknown>))) {
+      if (typeof shard !== 'string' || !SHARD_NAME.test(shard))
+        throw new FormatError(
+          FETCH,
+          'a shard named in the index is not a plain file name',
+          { key: 'weight_map' },
+          'a name like model-00001-of-00002.safetensors',
+          JSON.stringify(shard),
+        );
+      const file = await rangedFile(fetchFn, `${root}/${shard}`, shard);
+      if (!file) throw new FormatError(FETCH, `could not fetch ${root}/${shard}`, { key: shard }, 'the shard the index names', 'no such file');
+      files.push(file);
     }
-  } else files.push(await rangedFile(fetchFn, `${root}/model.safetensors`, 'model.safetensors'));
-  return files;
+    return files;
+  }
+  for (const name of ['model.safetensors', 'weights.safetensors']) {
+    const file = await rangedFile(fetchFn, `${root}/${name}`, name);
+    if (file) return [...files, file];
+  }
+  throw new FormatError(FETCH, `no weights at ${root}`, { key: 'model.safetensors' }, 'model.safetensors, its index, or weights.safetensors', 'none of them');
 }

@@ -133,7 +133,14 @@ describe('a model folder from blobs (a directory picker, a URL)', () => {
       const blob = new Blob([text]);
       return [...without(name), { name, size: blob.size, text: () => blob.text(), slice: (a, b) => blob.slice(a, b) }];
     };
-    await expect(openModelFolder(replace('config.json', '{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}'))).rejects.toBeInstanceOf(T.FormatError);
+    await expect(openModelFolder(replace('config.json', '{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}'))).rejects.toThrow(/gpt2/);
+    await expect(openModelFolder(replace('config.json', '{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}'))).rejects.toBeInstanceOf(
+      T.MetalLoRAError,
+    );
+    // Sizes are checked with the architecture, before any weight file is opened.
+    const config = JSON.parse(readFileSync(join(fixtures, 'llama', 'config.json'), 'utf8'));
+    delete config.num_hidden_layers;
+    await expect(openModelFolder(replace('config.json', JSON.stringify(config)))).rejects.toThrow(/config\.json lacks num_hidden_layers/);
     await expect(openModelFolder(replace('config.json', '[1, 2'))).rejects.toThrow(/openModelFolder: config\.json is not valid JSON/);
     await expect(openModelFolder(replace('model.safetensors', 'short'))).rejects.toThrow(/model\.safetensors is shorter than its 8-byte header length/);
     await expect(openModelFolder([...files, ...replace('model.safetensors.index.json', '{"weight_map": {"x": "../secret.safetensors"}}')])).rejects.toThrow(
@@ -173,7 +180,23 @@ describe('a model folder from blobs (a directory picker, a URL)', () => {
       'fetchModelFolder: could not fetch https://example.test/llama/tokenizer.json; expected HTTP 200, got HTTP 404',
     );
     await expect(fetchModelFolder('https://example.test/llama', serve(['model.safetensors'], true))).rejects.toThrow(
-      'fetchModelFolder: could not fetch https://example.test/llama/model.safetensors; expected HTTP 200, got HTTP 404',
+      'fetchModelFolder: no weights at https://example.test/llama; expected model.safetensors, its index, or weights.safetensors, got none of them',
+    );
+    // A single-page app's server answers every missing path with its HTML page: those files are absent.
+    const spa = (async (url: string, init: RequestInit = {}) => {
+      const name = url.split('/').pop()!;
+      if (!readdirSync(dir).includes(name) || name === 'generation_config.json')
+        return new Response('<!doctype html><html></html>', { headers: { 'content-type': 'text/html' } });
+      return serve([], true)(url, init);
+    }) as unknown as typeof fetch;
+    const fromSpa = await fetchModelFolder('https://example.test/llama', spa);
+    expect(fromSpa.map((f) => f.name).sort()).toEqual(['chat_template.jinja', 'config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    const hostileIndex = (async (url: string, init: RequestInit = {}) =>
+      url.endsWith('model.safetensors.index.json')
+        ? new Response(JSON.stringify({ weight_map: { 'model.norm.weight': '../../secret.safetensors' } }))
+        : serve([], true)(url, init)) as unknown as typeof fetch;
+    await expect(fetchModelFolder('https://example.test/llama', hostileIndex)).rejects.toThrow(
+      'fetchModelFolder: a shard named in the index is not a plain file name; expected a name like model-00001-of-00002.safetensors, got "../../secret.safetensors"',
     );
     const offline = (async () => {
       throw new TypeError('Failed to fetch');

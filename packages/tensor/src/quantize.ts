@@ -61,7 +61,8 @@ export function unpackAt(words: Int32Array | Uint32Array, base: number, c: numbe
 /** Rounds half to even, as C's `rint` (MLX rounds so). */
 function rint(x: number): number {
   const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+  // Math.round takes a tie up; r − x is exactly 0.5 only at a tie (Sterbenz), kept even.
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 /**
@@ -87,16 +88,27 @@ export function quantizeAffine(
   const scales = new Float32Array(rows * groups);
   const biases = new Float32Array(rows * groups);
   const eps = f(1e-7);
+  // One group at a time as f32 (a Float32Array store rounds as Math.fround does).
+  const group = new Float32Array(groupSize);
   for (let r = 0; r < rows; r++) {
+    const rowWord = r * words;
+    let bit = 0;
     for (let g = 0; g < groups; g++) {
       const start = r * cols + g * groupSize;
       let lo = Number.POSITIVE_INFINITY;
       let hi = Number.NEGATIVE_INFINITY;
+      // NaN as soon as one value is not finite (x·0 is NaN for ±∞ and NaN, 0 otherwise).
+      let finite = 0;
       for (let j = 0; j < groupSize; j++) {
-        const v = f(values[start + j]);
-        if (!Number.isFinite(v)) throw new ValueError('quantize', `value at row ${r}, column ${g * groupSize + j} is not finite`, 'finite weights', String(v));
-        lo = Math.min(lo, v);
-        hi = Math.max(hi, v);
+        group[j] = values[start + j];
+        const v = group[j];
+        finite += v * 0;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+      if (finite !== 0) {
+        const j = group.findIndex((v) => !Number.isFinite(v));
+        throw new ValueError('quantize', `value at row ${r}, column ${g * groupSize + j} is not finite`, 'finite weights', String(group[j]));
       }
       const lower = Math.abs(lo) > Math.abs(hi);
       let scale = Math.max(f(f(hi - lo) / levels), eps) * (lower ? 1 : -1);
@@ -109,10 +121,25 @@ export function quantizeAffine(
       }
       scales[r * groups + g] = scale;
       biases[r * groups + g] = bias;
-      for (let j = 0; j < groupSize; j++) {
-        const q = Math.min(levels, Math.max(0, rint(f(f(f(values[start + j]) - bias) / scale))));
-        const bit = (g * groupSize + j) * bits;
-        const word = r * words + (bit >>> 5);
+      if (32 % bits === 0) {
+        // 2, 4 and 8 bits fill whole words: each word assembled in a register, stored once.
+        let word = rowWord + (bit >>> 5);
+        for (let j = 0; j < groupSize; word++) {
+          let packedWord = 0;
+          for (let shift = 0; shift < 32; shift += bits, j++) {
+            const x = f(f(group[j] - bias) / scale);
+            let q = Math.round(x);
+            if (q - x === 0.5 && q % 2 !== 0) q--;
+            packedWord |= Math.min(levels, Math.max(0, q)) << shift;
+          }
+          packed[word] = packedWord;
+        }
+        bit += groupSize * bits;
+        continue;
+      }
+      for (let j = 0; j < groupSize; j++, bit += bits) {
+        const q = Math.min(levels, Math.max(0, rint(f(f(group[j] - bias) / scale))));
+        const word = rowWord + (bit >>> 5);
         const shift = bit & 31;
         packed[word] |= q << shift;
         if (shift + bits > 32) packed[word + 1] |= q >>> (32 - shift);
