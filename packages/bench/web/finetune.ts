@@ -194,18 +194,10 @@ async function openFolder(files: FolderFile[], name: string): Promise<void> {
   status.textContent = `reading ${name}…`;
   folder = undefined;
   try {
-    const opened = await openModelFolder(files, { dtype: dtype() });
+    // A tensor larger than one buffer of this adapter is refused from the headers, before any weight is read.
+    const opened = await openModelFolder(files, { dtype: dtype(), maxTensorBytes: limits?.maxStorageBufferBindingSize });
     const info = opened.info;
     showModelInfo(name, info);
-    // What the device cannot hold is said now, before any weight is read.
-    const maxBinding = limits?.maxStorageBufferBindingSize ?? Number.POSITIVE_INFINITY;
-    if (info.largestTensor.bytes > maxBinding)
-      throw new T.ValueError(
-        'openModelFolder',
-        `${name} is too large for this adapter: its largest tensor, ${info.largestTensor.name}, exceeds the largest storage buffer WebGPU allows here (choose a smaller or a quantized model)`,
-        `at most ${megabytes(maxBinding)} (maxStorageBufferBindingSize)`,
-        megabytes(info.largestTensor.bytes),
-      );
     folder = opened;
     showMemory();
     status.textContent = `loading ${megabytes(info.heldBytes)} of weights, one tensor at a time…`;

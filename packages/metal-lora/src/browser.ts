@@ -28,7 +28,15 @@ export {
 export { encodePrompt, type GenerateOptions, type GenerateResult, generate, generateBatch, type Prompt } from './generate';
 export { type GenerationDefaults, type LoadedModel, type LoadOptions, modelFromFiles } from './model-bytes';
 export { adapterFiles, modelAdapter } from './lora-adapter';
-export { type FolderFile, fetchModelFolder, type ModelFolder, type ModelFolderInfo, modelFromBlobs, openModelFolder } from './model-folder';
+export {
+  type FolderFile,
+  fetchModelFolder,
+  type ModelFolder,
+  type ModelFolderInfo,
+  modelFromBlobs,
+  type OpenOptions,
+  openModelFolder,
+} from './model-folder';
 export { type ChatMessage, HFTokenizer, type TokenizerFiles } from './hf-tokenizer';
 export { CharTokenizer, type TextTokenizer, tokenizerFromFiles } from './tokenizer';
 export { evaluate, type TrainOptions, trainLoop } from './trainer';

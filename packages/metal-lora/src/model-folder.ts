@@ -5,7 +5,7 @@
  * read; `load()` then reads one tensor at a time, never the whole checkpoint into memory.
  */
 import { openSafetensorsBlob, type SliceableBlob, toFloat32 } from '@metal-lora/adapter-io';
-import { FormatError, type QuantSpec } from '@metal-lora/tensor';
+import { FormatError, type QuantSpec, ValueError } from '@metal-lora/tensor';
 import { parseJsonObject } from './json';
 import { type AsyncCheckpointTensor, buildModelAsync, checkedConfig, type LoadedModel, type LoadOptions, loadDType, quantizedLayers } from './model-bytes';
 
@@ -38,6 +38,15 @@ export interface ModelFolderInfo {
   heldBytes: number;
   /** The largest single tensor once loaded (a GPU's storage-binding limit applies to it). */
   largestTensor: { name: string; bytes: number };
+}
+
+export interface OpenOptions extends LoadOptions {
+  /**
+   * The largest tensor the device can hold in one buffer (WebGPU: the device's
+   * `limits.maxStorageBufferBindingSize`): a checkpoint with a larger one is refused from its
+   * headers, before anything is read. Default: no limit.
+   */
+  maxTensorBytes?: number;
 }
 
 export interface ModelFolder {
@@ -102,8 +111,10 @@ const product = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
  * weight files' headers. Missing files, an unsupported architecture or quantization, and broken
  * headers are `FormatError`s naming the file, raised here before anything is allocated.
  */
-export async function openModelFolder(input: Iterable<FolderFile>, options: LoadOptions = {}): Promise<ModelFolder> {
+export async function openModelFolder(input: Iterable<FolderFile>, options: OpenOptions = {}): Promise<ModelFolder> {
   const dtype = loadDType(op, options);
+  const maxTensorBytes = options.maxTensorBytes ?? Number.POSITIVE_INFINITY;
+  if (!(maxTensorBytes > 0)) throw new ValueError(op, 'maxTensorBytes must be a positive number', 'bytes > 0', String(options.maxTensorBytes));
   const files = topLevel(input);
   const configFile = files.get('config.json');
   if (!configFile) throw new FormatError(op, 'config.json not found', { key: 'config.json' }, EXPECTED, listed(files));
@@ -166,6 +177,14 @@ export async function openModelFolder(input: Iterable<FolderFile>, options: Load
     heldBytes,
     largestTensor,
   };
+  // What the device cannot hold is refused now, before any weight is read.
+  if (largestTensor.bytes > maxTensorBytes)
+    throw new ValueError(
+      op,
+      `${largestTensor.name} (${(largestTensor.bytes / 2 ** 20).toFixed(1)} MiB held as ${dtype}) is larger than one buffer of this device may be; choose a smaller or a quantized model`,
+      `at most ${maxTensorBytes} bytes (maxTensorBytes)`,
+      `${largestTensor.bytes} bytes`,
+    );
   const text = async (name: string) => (files.has(name) ? files.get(name)!.text() : undefined);
   return {
     files,

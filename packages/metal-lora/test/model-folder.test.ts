@@ -147,6 +147,17 @@ describe('a model folder from blobs (a directory picker, a URL)', () => {
       /openModelFolder: the shard of 'x' is not a file of the folder/,
     );
     await expect(openModelFolder(files, { dtype: 'int8' as 'float32' })).rejects.toThrow(/dtype must be float32 or float16/);
+    // A tensor larger than one buffer of the device: refused from the headers, nothing read.
+    const reads: number[] = [];
+    const embedding = 600 * 64 * 4;
+    await expect(openModelFolder(picked(join(fixtures, 'llama'), 'llama', reads), { maxTensorBytes: embedding - 1 })).rejects.toThrow(
+      new RegExp(
+        `^openModelFolder: (lm_head|model\\.embed_tokens)\\.weight \\(0\\.1 MiB held as float32\\) is larger than one buffer of this device may be; choose a smaller or a quantized model; expected at most ${embedding - 1} bytes \\(maxTensorBytes\\), got ${embedding} bytes$`,
+      ),
+    );
+    expect(reads.reduce((a, b) => a + b, 0)).toBeLessThan(embedding);
+    await expect(openModelFolder(files, { maxTensorBytes: embedding, dtype: 'float16' })).resolves.toBeDefined();
+    await expect(openModelFolder(files, { maxTensorBytes: 0 })).rejects.toThrow(/maxTensorBytes must be a positive number/);
   });
 
   it('fetchModelFolder: the files a server has, the weights by byte ranges (whole once where ranges are ignored); a missing file names its URL', async () => {
