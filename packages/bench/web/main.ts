@@ -1,13 +1,11 @@
 /**
  * The benchmark page: adapter report, a correctness check of the fused kernels against the CPU
- * reference, the benchmark table and chart, and a LoRA fine-tuning demo on the embedded model.
+ * reference, and the benchmark table and chart (fine-tuning has its own page, finetune.html).
  * `?auto=quick` runs everything on tiny shapes and publishes `window.__results` (the browser test).
  */
 import { type AdapterReport, subgroupMatrixConfigsText } from '@metal-lora/metal-kernels';
-import { linearToLoRALayers } from '@metal-lora/nn';
 import * as T from '@metal-lora/tensor';
 import { compare, randomValues } from '@metal-lora/tensor/testing';
-import { evaluate, generate, modelFromFiles, trainLoop } from 'metal-lora/browser';
 import { type LoraCase, runLoraBench } from '../src/lora-core';
 import { escapeHtml, htmlTable, markdownTable, type Row, svgChart } from '../src/report';
 import { startWebGPU } from './device';
@@ -18,7 +16,6 @@ interface PageResults {
   path?: string;
   correctness?: { ok: boolean; maxRelError: number; checks: number };
   bench?: Row[];
-  finetune?: { lossBefore: number; lossAfter: number; losses: number[] };
   error?: string;
 }
 const results: PageResults = {};
@@ -122,67 +119,6 @@ async function runBench(device: string, cases: LoraCase[]): Promise<void> {
   copyMarkdown.onclick = () => navigator.clipboard.writeText(markdown);
 }
 
-function drawLoss(losses: number[]): void {
-  const canvas = $<HTMLCanvasElement>('loss');
-  const ctx = canvas.getContext('2d')!;
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  const max = Math.max(...losses, 1e-6);
-  ctx.strokeStyle = '#2f80ed';
-  ctx.beginPath();
-  losses.forEach((l, i) => {
-    const x = 10 + (i / Math.max(1, losses.length - 1)) * (canvas.width - 20);
-    const y = canvas.height - 10 - (l / max) * (canvas.height - 20);
-    if (i === 0) ctx.moveTo(x, y);
-    else ctx.lineTo(x, y);
-  });
-  ctx.stroke();
-}
-
-async function fineTune(quick: boolean): Promise<void> {
-  const status = $('finetune-status');
-  status.textContent = 'loading the embedded model…';
-  const [config, weights, tokenizerJson, train, valid] = await Promise.all([
-    fetch('./base/config.json').then((r) => r.text()),
-    fetch('./base/model.safetensors').then((r) => r.arrayBuffer()),
-    fetch('./base/tokenizer.json').then((r) => r.text()),
-    fetch('./data/train.jsonl').then((r) => r.text()),
-    fetch('./data/valid.jsonl').then((r) => r.text()),
-  ]);
-  const { model, tokenizer } = modelFromFiles({ config, weights: new Uint8Array(weights), tokenizer: tokenizerJson });
-  const texts = (s: string) =>
-    s
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => (JSON.parse(l) as { text: string }).text);
-  const trainStream = Int32Array.from(tokenizer.encode(texts(train).join(' ')));
-  const validStream = Int32Array.from(tokenizer.encode(texts(valid).join(' ')));
-  const batch = quick ? 4 : 8;
-  const length = quick ? 32 : 64;
-  const iters = quick ? 12 : 150;
-  const lossBefore = await evaluate(model, validStream, { batches: 1, batch, length });
-  const prompt = texts(valid)[0].slice(0, 8);
-  const before = quick ? '' : (await generate(model, tokenizer, prompt, { maxTokens: 40 })).text;
-  linearToLoRALayers(model, { numLayers: 2, rank: 8, scale: 2, seed: 1 });
-  const losses: number[] = [];
-  await trainLoop(model, trainStream, {
-    iters,
-    batch,
-    length,
-    lr: 1e-2,
-    reportEvery: quick ? 1 : 5,
-    onStep: (step, loss, tps) => {
-      losses.push(loss);
-      drawLoss(losses);
-      status.textContent = `iter ${step}/${iters}, loss ${loss.toFixed(3)}, ${tps.toFixed(0)} tok/s`;
-    },
-  });
-  const lossAfter = await evaluate(model, validStream, { batches: 1, batch, length });
-  results.finetune = { lossBefore, lossAfter, losses };
-  const after = quick ? '' : (await generate(model.eval() as typeof model, tokenizer, prompt, { maxTokens: 40 })).text;
-  $('samples').textContent =
-    `validation loss ${lossBefore.toFixed(3)} → ${lossAfter.toFixed(3)}${quick ? '' : `\nbefore: "${prompt}" → "${before}"\nafter:  "${prompt}" → "${after}"`}`;
-}
-
 async function main(): Promise<void> {
   let device = 'no adapter';
   try {
@@ -200,10 +136,8 @@ async function main(): Promise<void> {
         ranks.map((r) => ({ M: Number(data.get('M')), inF: dim, outF: dim, r })),
       );
     };
-    $<HTMLButtonElement>('finetune').onclick = () => void fineTune(false);
     if (auto) {
       await runBench(device, quick ? [{ M: 64, inF: 128, outF: 128, r: 8 }] : [8, 16, 32].map((r) => ({ M: 2048, inF: 4096, outF: 4096, r })));
-      await fineTune(quick);
     }
   } catch (error) {
     results.error = (error as Error).message;
