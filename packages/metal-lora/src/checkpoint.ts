@@ -6,7 +6,17 @@ import { fsCall, openSafetensors, writeFileAtomic } from '@metal-lora/adapter-io
 import { architectureOf, type LlamaConfig, type Module } from '@metal-lora/nn';
 import { FormatError } from '@metal-lora/tensor';
 import { parseJsonObject } from './json';
-import { buildModel, type CheckpointTensor, type GenerationDefaults, type LoadedModel, type LoadOptions, loadDType } from './model-bytes';
+import {
+  buildModel,
+  type CheckpointTensor,
+  type GenerationDefaults,
+  INDEX_FILE,
+  indexWeightMap,
+  isMlxWeightFile,
+  type LoadedModel,
+  type LoadOptions,
+  loadDType,
+} from './model-bytes';
 import type { TextTokenizer } from './tokenizer';
 
 function readJson(path: string, what: string): Record<string, unknown> {
@@ -25,20 +35,16 @@ function readJson(path: string, what: string): Record<string, unknown> {
  * naming `../../etc/hostname` is refused, not opened).
  */
 function weightFiles(dir: string): string[] {
-  const index = join(dir, 'model.safetensors.index.json');
+  const index = join(dir, INDEX_FILE);
   if (existsSync(index)) {
-    const map = readJson(index, 'model.safetensors.index.json').weight_map;
-    if (map === null || typeof map !== 'object' || Array.isArray(map))
-      throw new FormatError(
-        'loadModel',
-        'model.safetensors.index.json has no weight_map object',
-        { key: 'weight_map' },
-        '{ "tensor name": "shard file" }',
-        JSON.stringify(map),
-      );
+    const map = indexWeightMap(
+      'loadModel',
+      fsCall('loadModel', index, () => readFileSync(index, 'utf8')),
+      index,
+    );
     const root = resolve(dir);
     const shards = new Set<string>();
-    for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
+    for (const [name, file] of Object.entries(map)) {
       if (typeof file !== 'string' || file === '' || isAbsolute(file) || !resolve(root, file).startsWith(root + sep)) {
         throw new FormatError(
           'loadModel',
@@ -56,7 +62,7 @@ function weightFiles(dir: string): string[] {
   if (existsSync(single)) return [single];
   // MLX folders: weights.safetensors, or model-00001-of-00002.safetensors style files without an index.
   const names = fsCall('loadModel', dir, () => readdirSync(dir))
-    .filter((f) => /^(model|weights)[-.\w]*\.safetensors$/.test(f))
+    .filter(isMlxWeightFile)
     .sort();
   if (names.length === 0)
     throw new FormatError(

@@ -115,6 +115,23 @@ export function generationDefaults(op: string, text: string | undefined): Genera
   return { eosTokenIds: ids as number[], raw };
 }
 
+/** The index of a sharded checkpoint. */
+export const INDEX_FILE = 'model.safetensors.index.json';
+
+/**
+ * The `weight_map` of an index's text (tensor name → shard file, as written: each loader checks
+ * that a shard is a file of its folder); `key` names the file in a parse error.
+ */
+export function indexWeightMap(op: string, text: string, key = INDEX_FILE): Record<string, unknown> {
+  const map = parseJsonObject(op, text, INDEX_FILE, key).weight_map;
+  if (map === null || typeof map !== 'object' || Array.isArray(map))
+    throw new FormatError(op, `${INDEX_FILE} has no weight_map object`, { key: 'weight_map' }, '{ "tensor name": "shard file" }', JSON.stringify(map));
+  return map as Record<string, unknown>;
+}
+
+/** MLX's weight files, in a folder without `model.safetensors` or an index: `weights.safetensors`, `model-00001-of-00002.safetensors`, …. */
+export const isMlxWeightFile = (name: string): boolean => /^(model|weights)[-.\w]*\.safetensors$/.test(name);
+
 /** config.json as a model config: the architecture known, the sizes present and in range (nothing allocated). */
 export function checkedConfig(op: string, rawConfig: Record<string, unknown>): LlamaConfig {
   const config = llamaConfigFromJson(rawConfig);

@@ -7,7 +7,18 @@
 import { openSafetensorsBlob, type SliceableBlob, toFloat32 } from '@metal-lora/adapter-io';
 import { FormatError, type QuantSpec, ValueError } from '@metal-lora/tensor';
 import { parseJsonObject } from './json';
-import { type AsyncCheckpointTensor, buildModelAsync, checkedConfig, type LoadedModel, type LoadOptions, loadDType, quantizedLayers } from './model-bytes';
+import {
+  type AsyncCheckpointTensor,
+  buildModelAsync,
+  checkedConfig,
+  INDEX_FILE,
+  indexWeightMap,
+  isMlxWeightFile,
+  type LoadedModel,
+  type LoadOptions,
+  loadDType,
+  quantizedLayers,
+} from './model-bytes';
 
 /** One file of a model folder: a `File` (its `webkitRelativePath` places it) or any named blob. */
 export interface FolderFile extends SliceableBlob {
@@ -73,19 +84,10 @@ function topLevel(files: Iterable<FolderFile>): Map<string, FolderFile> {
 
 /** The weight files: the shards an index names, `model.safetensors`, or MLX's `model*` / `weights*` files. */
 async function weightFileNames(files: Map<string, FolderFile>): Promise<string[]> {
-  const index = files.get('model.safetensors.index.json');
+  const index = files.get(INDEX_FILE);
   if (index) {
-    const map = parseJsonObject(op, await index.text(), 'model.safetensors.index.json').weight_map;
-    if (map === null || typeof map !== 'object' || Array.isArray(map))
-      throw new FormatError(
-        op,
-        'model.safetensors.index.json has no weight_map object',
-        { key: 'weight_map' },
-        '{ "tensor name": "shard file" }',
-        JSON.stringify(map),
-      );
     const shards = new Set<string>();
-    for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
+    for (const [name, file] of Object.entries(indexWeightMap(op, await index.text()))) {
       if (typeof file !== 'string' || !files.has(file))
         throw new FormatError(op, `the shard of '${name}' is not a file of the folder`, { key: name }, 'a file next to the index', JSON.stringify(file));
       shards.add(file);
@@ -93,7 +95,7 @@ async function weightFileNames(files: Map<string, FolderFile>): Promise<string[]
     return [...shards];
   }
   if (files.has('model.safetensors')) return ['model.safetensors'];
-  const names = [...files.keys()].filter((f) => /^(model|weights)[-.\w]*\.safetensors$/.test(f)).sort();
+  const names = [...files.keys()].filter(isMlxWeightFile).sort();
   if (names.length === 0)
     throw new FormatError(op, 'the folder has no weights', {}, 'model.safetensors, its index and shards, or MLX weights files', listed(files));
   return names;
@@ -149,11 +151,10 @@ export async function openModelFolder(input: Iterable<FolderFile>, options: Open
   let parameters = 0;
   let heldBytes = 0;
   let largestTensor = { name: '', bytes: 0 };
-  const quantizedPaths = new Set<string>();
+  let quantization: QuantSpec | null = null;
   for (const t of tensors) {
-    const path = t.name.replace(/\.(weight|scales|biases)$/, '');
-    const spec = quantized?.(path);
-    if (spec) quantizedPaths.add(path);
+    const spec = quantized?.(t.name.replace(/\.(weight|scales|biases)$/, ''));
+    quantization ??= spec ?? null;
     if (t.name.includes('rotary_emb') || (llama.tie_word_embeddings && t.name.startsWith('lm_head.'))) continue;
     const packed = spec && t.name.endsWith('.weight');
     const count = product(t.shape);
@@ -162,7 +163,6 @@ export async function openModelFolder(input: Iterable<FolderFile>, options: Open
     heldBytes += bytes;
     if (bytes > largestTensor.bytes) largestTensor = { name: t.name, bytes };
   }
-  const firstSpec = quantizedPaths.size ? quantized!([...quantizedPaths][0]) : null;
   const info: ModelFolderInfo = {
     architecture: Array.isArray(config.architectures) && typeof config.architectures[0] === 'string' ? config.architectures[0] : String(config.model_type),
     modelType: String(config.model_type),
@@ -171,7 +171,7 @@ export async function openModelFolder(input: Iterable<FolderFile>, options: Open
     vocabSize: llama.vocab_size,
     parameters,
     storedDtypes: [...stored].sort(),
-    quantization: firstSpec,
+    quantization,
     weightFiles,
     fileBytes,
     heldBytes,
@@ -312,19 +312,10 @@ export async function fetchModelFolder(base: string, fetchFn: typeof fetch = fet
     const file = await get(name, false);
     if (file) files.push(file);
   }
-  const index = await get('model.safetensors.index.json', false);
+  const index = await get(INDEX_FILE, false);
   if (index) {
     files.push(index);
-    const map = parseJsonObject(FETCH, await index.text(), 'model.safetensors.index.json').weight_map;
-    if (map === null || typeof map !== 'object' || Array.isArray(map))
-      throw new FormatError(
-        FETCH,
-        'model.safetensors.index.json has no weight_map object',
-        { key: 'weight_map' },
-        '{ "tensor name": "shard file" }',
-        JSON.stringify(map),
-      );
-    for (const shard of new Set(Object.values(map as Record<string, unknown>))) {
+    for (const shard of new Set(Object.values(indexWeightMap(FETCH, await index.text())))) {
       if (typeof shard !== 'string' || !SHARD_NAME.test(shard))
         throw new FormatError(
           FETCH,

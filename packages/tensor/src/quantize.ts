@@ -127,10 +127,7 @@ export function quantizeAffine(
         for (let j = 0; j < groupSize; word++) {
           let packedWord = 0;
           for (let shift = 0; shift < 32; shift += bits, j++) {
-            const x = f(f(group[j] - bias) / scale);
-            let q = Math.round(x);
-            if (q - x === 0.5 && q % 2 !== 0) q--;
-            packedWord |= Math.min(levels, Math.max(0, q)) << shift;
+            packedWord |= Math.min(levels, Math.max(0, rint(f(f(group[j] - bias) / scale)))) << shift;
           }
           packed[word] = packedWord;
         }
