@@ -3,8 +3,10 @@
  * tokens/s with the KV cache, against recomputing the whole context per token (ours) and against
  * PyTorch + transformers `generate` (f32, same GPU, same run) where `torch` with CUDA exists.
  *
- *   metal-lora-bench decode [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b] [--prompt N] [--tokens N] [--json out.json]
+ *   metal-lora-bench decode [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b] [--prompt N] [--tokens N] [--quantize BITS] [--json out.json]
  *
+ * `--quantize BITS`: each model also quantized (MLX affine, groups of 64; `quantizeModel`), a second
+ * row per model in the same run (`<model> q4`; the PyTorch peer runs the float model only).
  * Models are random-weight models of the named shapes (greedy decoding, no end-of-reply id, so
  * every run makes exactly --tokens tokens), or `embedded` (the CLI's bundled model, the CPU default).
  */
@@ -12,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
-import { generateIds, KVCache, LlamaForCausalLM, Sampler } from '@metal-lora/nn';
+import { generateIds, KVCache, LlamaForCausalLM, quantizeModel, Sampler } from '@metal-lora/nn';
 import * as T from '@metal-lora/tensor';
 import { loadModel } from 'metal-lora';
 import { MODEL_SHAPES as DECODE_SHAPES } from './shapes';
@@ -126,18 +128,21 @@ export async function runDecodeBench(argv: string[]): Promise<void> {
   const tokens = Number(arg('tokens') ?? 256);
   const recomputeTokens = Number(arg('recompute') ?? (wanted === 'cpu' ? tokens : 32));
   console.log(`decode bench on ${device}: ${names.join(', ')}; prompt ${promptTokens} tokens, ${tokens} generated`);
+  const quantize = arg('quantize') === undefined ? 0 : Number(arg('quantize'));
+  if (quantize && ![2, 3, 4, 5, 6, 8].includes(quantize)) throw new Error(`decode: --quantize takes bits; expected 2, 3, 4, 5, 6 or 8, got ${arg('quantize')}`);
   const rows: DecodeRow[] = [];
-  for (const name of names) {
+  for (const [name, bits] of names.flatMap((n) => (quantize ? [[n, 0] as const, [n, quantize] as const] : [[n, 0] as const]))) {
     // A named shape gets random weights; `embedded` or a folder path is loaded.
     const folder = name === 'embedded' ? fileURLToPath(new URL('../../metal-lora/assets/base', import.meta.url)) : name;
     const model = DECODE_SHAPES[name] ? new LlamaForCausalLM(DECODE_SHAPES[name], { seed: 1 }) : loadModel(folder).model;
+    if (bits) await quantizeModel(model, { bits, groupSize: 64 });
     model.eval();
     const vocab = model.config.vocab_size;
     const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
     await generateIds(model, [prompt], { maxTokens: 4 }); // warm-up: the prefill's and the steps' pipelines compiled
     const run = await generateIds(model, [prompt], { maxTokens: tokens });
     const row: DecodeRow = {
-      model: name,
+      model: bits ? `${name} q${bits}` : name,
       promptTokens,
       tokens: run.tokens[0].length,
       ttftMs: run.prefillSeconds * 1000,
@@ -146,7 +151,7 @@ export async function runDecodeBench(argv: string[]): Promise<void> {
     if (typeof T.getBackend().capture === 'function') {
       const ops = await generateIds(model, [prompt], { maxTokens: tokens, graph: false });
       row.opsTokensPerSecond = (ops.tokens[0].length - 1) / ops.decodeSeconds;
-      if (ops.tokens[0].join() !== run.tokens[0].join()) console.log(`${name}: WARNING the captured steps chose other tokens than the ops did`);
+      if (ops.tokens[0].join() !== run.tokens[0].join()) console.log(`${row.model}: WARNING the captured steps chose other tokens than the ops did`);
     }
     const backend = T.getBackend();
     if (argv.includes('--profile') && backend instanceof WebGPUBackend) {
@@ -157,7 +162,7 @@ export async function runDecodeBench(argv: string[]): Promise<void> {
         .map(([k, v]) => `${k} ×${v.count} ${v.ms.toFixed(3)} ms`)
         .join('; ');
       console.log(
-        `${name}: a captured step: ${row.step.dispatches} dispatches, encode ${row.step.encodeMs.toFixed(3)} ms, submit ${row.step.submitMs.toFixed(3)} ms, GPU ${row.step.gpuMs.toFixed(3)} ms; kernels of a step through the ops: ${top}`,
+        `${row.model}: a captured step: ${row.step.dispatches} dispatches, encode ${row.step.encodeMs.toFixed(3)} ms, submit ${row.step.submitMs.toFixed(3)} ms, GPU ${row.step.gpuMs.toFixed(3)} ms; kernels of a step through the ops: ${top}`,
       );
     }
     if (recomputeTokens > 0) {
@@ -166,7 +171,7 @@ export async function runDecodeBench(argv: string[]): Promise<void> {
       row.recomputeTokensPerSecond = await recomputeRate(model, [...prompt, ...run.tokens[0].slice(0, tokens - recomputeTokens)], recomputeTokens);
     }
     console.log(
-      `${name}: first token ${row.ttftMs.toFixed(1)} ms, ${row.tokensPerSecond.toFixed(1)} tokens/s with the cache` +
+      `${row.model}: first token ${row.ttftMs.toFixed(1)} ms, ${row.tokensPerSecond.toFixed(1)} tokens/s with the cache` +
         (row.opsTokensPerSecond ? ` (${row.opsTokensPerSecond.toFixed(1)} without captured steps)` : '') +
         (row.recomputeTokensPerSecond
           ? `, ${row.recomputeTokensPerSecond.toFixed(1)} tokens/s recomputing (${(row.tokensPerSecond / row.recomputeTokensPerSecond).toFixed(1)}×)`

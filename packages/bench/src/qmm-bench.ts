@@ -5,8 +5,10 @@
  * in TFLOP/s against the f32 and f16 GEMMs. Each quantized product is first checked against the
  * float product of its dequantized weight. The GPU is requested with Dawn's f16 toggle for NVIDIA.
  *
- *   node qmm-bench.mjs [--bits 4,8] [--group-size 64] [--json out.json] [--quick] [--host]
+ *   node qmm-bench.mjs [--bits 4,8] [--group-size 64] [--json out.json] [--quick] [--host] [--explore]
  *
+ * `--explore`: each decode product (M = 1, 8) also on every team shape of qgemv.wgsl (lanes 8 /
+ * 16 / 32 × rows of W 1 / 2 / 4, forced through `backend.overrides.qgemv`), to choose its default.
  * `--quick`: one small shape (a check that it runs, on lavapipe). `--host`: only the quantization
  * itself on the host (`quantize` on the CPU backend: what `convert -q` and `quantizeModel` spend
  * per weight), in values per second, for the layer shapes; no GPU.
@@ -38,6 +40,9 @@ const SHAPES: [string, number, number][] = [
   ['lm_head 128256×2048', 128256, 2048],
 ];
 
+/** Bytes of weight copies taken in turn by the decode timings (four times the H200's L2). */
+const ROTATE_BYTES = 200e6;
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -46,6 +51,7 @@ async function main(): Promise<void> {
       json: { type: 'string' },
       quick: { type: 'boolean', default: false },
       host: { type: 'boolean', default: false },
+      explore: { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -70,42 +76,62 @@ async function main(): Promise<void> {
     const w = T.tensor(randomValues(N * K, 2, 0.05), [N, K], { dtype: 'float32', backend: T.cpuBackend });
     for (const dtype of f16 ? (['float32', 'float16'] as const) : (['float32'] as const)) {
       const host = dtype === 'float32' ? w : w.cast('float16');
-      const wf = T.tensor(host.dataSync(), [N, K], { dtype, backend });
+      // Copies of each weight, taken in turn by the timed runs, so that the bytes read exceed the
+      // L2 cache (50 MB on the H200) and the figures are memory reads, not cache hits.
+      const copies = (bytes: number) => Math.min(32, Math.max(1, Math.ceil(ROTATE_BYTES / bytes)));
+      const hostF = host.dataSync();
+      const wf = Array.from({ length: copies(N * K * (dtype === 'float32' ? 4 : 2)) }, () => T.tensor(hostF, [N, K], { dtype, backend }));
       // Each bit width quantized once on the host, then put on the GPU.
       const packed = bitsList.map((bits) => {
         const q = T.quantize(host, { bits, groupSize });
-        const gpu = [q.weight, q.scales, q.biases].map((t) => T.tensor(t.dataSync(), [...t.shape], { dtype: t.dtype, backend }));
+        const parts = [q.weight, q.scales, q.biases].map((t) => ({ data: t.dataSync(), shape: [...t.shape], dtype: t.dtype }));
         for (const t of [q.weight, q.scales, q.biases]) t.dispose();
-        return { bits, wq: gpu[0], s: gpu[1], b: gpu[2] };
+        const bytes = parts[0].data.length * 4 + 2 * parts[1].data.length * (dtype === 'float32' ? 4 : 2);
+        const gpu = Array.from({ length: copies(bytes) }, () => parts.map((t) => T.tensor(t.data, t.shape, { dtype: t.dtype, backend })));
+        return { bits, bytes, gpu };
       });
       if (host !== w) host.dispose();
       for (const M of [1, 8, big]) {
         if (M === big && N > 8192) continue;
         const x = T.tensor(randomValues(M * K, 1), [M, K], { dtype, backend });
         const flops = 2 * M * N * K;
-        const record = async (path: string, weightBytes: number, run: () => T.Tensor) => {
-          const once = () => T.tidy(() => run()).dispose();
+        const record = async (path: string, weightBytes: number, run: (i: number) => T.Tensor) => {
+          const once = (i: number) => T.tidy(() => run(i)).dispose();
           await settleAfterUploads(backend, once, since, 500);
-          const { ms } = await timeKernel(backend, once);
+          const { ms, hostMs } = await timeKernel(backend, once);
           const row = { shape: name, M, path, ms, weightBytes, gbps: weightBytes / (ms * 1e-3) / 1e9, tflops: flops / (ms * 1e-3) / 1e12 };
           rows.push(row);
           console.log(
-            `${name.padEnd(28)} M=${String(M).padEnd(5)} ${path.padEnd(10)} ${ms.toFixed(4).padStart(9)} ms ${row.gbps.toFixed(0).padStart(6)} GB/s ${row.tflops.toFixed(2).padStart(7)} TFLOP/s`,
+            `${name.padEnd(28)} M=${String(M).padEnd(5)} ${path.padEnd(16)} ${ms.toFixed(4).padStart(9)} ms ${row.gbps.toFixed(0).padStart(6)} GB/s ${row.tflops.toFixed(2).padStart(7)} TFLOP/s` +
+              (hostMs > ms ? ` (host ${hostMs.toFixed(4)} ms per run: the GPU may have waited)` : ''),
           );
         };
         const tag = dtype === 'float32' ? 'f32' : 'f16';
-        await record(`${tag}`, N * K * (dtype === 'float32' ? 4 : 2), () => T.matmul(x, wf, { transposeB: true }));
-        for (const { bits, wq, s, b } of packed) {
+        await record(`${tag}`, N * K * (dtype === 'float32' ? 4 : 2), (i) => T.matmul(x, wf[i % wf.length], { transposeB: true }));
+        for (const { bits, bytes, gpu } of packed) {
+          const product = (i: number) => {
+            const [wq, s, b] = gpu[i % gpu.length];
+            return T.quantizedMatmul(x, wq, s, b, { bits, groupSize });
+          };
           // Checked first: the float product of the dequantized weight.
-          const got = await T.tidy(() => T.quantizedMatmul(x, wq, s, b, { bits, groupSize })).data();
+          const [wq, s, b] = gpu[0];
+          const got = await T.tidy(() => product(0)).data();
           const want = await T.tidy(() => T.matmul(x, T.dequantize(wq, s, b, { bits, groupSize }), { transposeB: true })).data();
           assertClose(got, want, { atol: dtype === 'float32' ? 1e-3 : 5e-2, rtol: dtype === 'float32' ? 1e-3 : 2e-2 }, `${name} M=${M} q${bits} ${dtype}`);
-          await record(`q${bits} ${tag}`, wq.size * 4 + 2 * s.size * (dtype === 'float32' ? 4 : 2), () => T.quantizedMatmul(x, wq, s, b, { bits, groupSize }));
+          await record(`q${bits} ${tag}`, bytes, product);
+          if (values.explore && M <= 16) {
+            for (const lanes of [8, 16, 32])
+              for (const teamRows of [1, 2, 4]) {
+                backend.overrides.qgemv = { lanes, rows: teamRows };
+                await record(`q${bits} ${tag} L${lanes}R${teamRows}`, bytes, product);
+              }
+            backend.overrides.qgemv = null;
+          }
         }
         x.dispose();
       }
-      wf.dispose();
-      for (const { wq, s, b } of packed) for (const t of [wq, s, b]) t.dispose();
+      for (const t of wf) t.dispose();
+      for (const { gpu } of packed) for (const t of gpu.flat()) t.dispose();
     }
     w.dispose();
   }

@@ -154,6 +154,8 @@ export interface GemmOverrides {
   loraPlan?: LoraPlan | null;
   /** At most this many K splits for the plain products the selector picks (1: none). */
   maxSplits?: number | null;
+  /** qgemv.wgsl's lanes per team (8, 16, 32) and rows of W per team (1, 2, 4), for benchmarks. */
+  qgemv?: { lanes: number; rows: number } | null;
 }
 
 /** One product of a layer: its shape and the config it runs on (the selector's answer). */

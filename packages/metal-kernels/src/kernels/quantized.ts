@@ -1,9 +1,10 @@
-import { type KernelOutput, registerKernel } from '@metal-lora/tensor';
+import { type KernelOutput, type OpOutputs, registerKernel } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { recordGemm } from '../gemm/record';
 import { type GemmConfig, type GemmShape, vec4Aligned } from '../gemm/types';
 import dequantizeSource from '../wgsl/dequantize.wgsl';
 import qgemvSource from '../wgsl/qgemv.wgsl';
+import quantizeSource from '../wgsl/quantize.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 
 // MLX affine-quantized weights (packed int32 words, a scale and bias per group), read as u32.
@@ -29,6 +30,31 @@ function dequantizeKernel({ inputs: [weight, scales, biases], attrs, backend }: 
   return out(w, [rows, cols], scales.dtype);
 }
 
+/** `quantize`: MLX affine quantization on the GPU, one thread per group (quantize.wgsl). */
+function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOutputs['quantize'] {
+  const t = typeOf(backend, w.dtype, 'quantize');
+  const [rows, cols] = w.shape;
+  const perRow = cols / attrs.groupSize;
+  const groups = rows * perRow;
+  const words = (cols * attrs.bits) / 32;
+  const packed = backend.allocate('int32', rows * words, 'quantize packed');
+  const scales = backend.allocate(w.dtype, groups, 'quantize scales');
+  const biases = backend.allocate(w.dtype, groups, 'quantize biases');
+  const blocks = Math.ceil(groups / 64);
+  const gridX = Math.min(blocks, 65535);
+  const { key, source } = shader('quantize', quantizeSource, { ENABLE: enableFor(t), T: t, BITS: String(attrs.bits), GROUP: String(attrs.groupSize) });
+  if (groups > 0)
+    backend.dispatch({
+      key,
+      source,
+      buffers: [buf(w), packed.buffer, scales.buffer, biases.buffer],
+      uniform: uniform([groups, perRow, cols, gridX]),
+      workgroups: [gridX, Math.ceil(blocks / gridX), 1],
+      label: `quantize q${attrs.bits}`,
+    });
+  return { weight: out(packed, [rows, words], 'int32'), scales: out(scales, [rows, perRow], w.dtype), biases: out(biases, [rows, perRow], w.dtype) };
+}
+
 /**
  * The kernel for a quantized B: gemm-vec4's 128×128 tiles where the product is large and aligned
  * (K, and N for dy·W, multiples of 4: every MLX group size makes K one), else gemm-tiled, one
@@ -39,6 +65,29 @@ function quantConfig(shape: GemmShape): GemmConfig {
   return shape.M <= 8
     ? { kind: 'tiled', name: 'qmm-8x64', tm: 1, tn: 2, tk: 32, wgx: 32, wgy: 8, splits: 1 }
     : { kind: 'tiled', name: 'qmm-64x64', tm: 4, tn: 4, tk: 16, wgx: 16, wgy: 16, splits: 1 };
+}
+
+/**
+ * qgemv.wgsl's shape for x·Wᵀ with M ≤ 16 rows: lanes per team and rows of W per team (forced by
+ * `backend.overrides.qgemv`), and words per chunk (4, read as one vec4, where a row's words come
+ * in fours and four words stay in one group).
+ */
+export function qgemvConfig(
+  backend: WebGPUBackend,
+  N: number,
+  M: number,
+  bits: number,
+  groupSize: number,
+  words: number,
+): { lanes: number; rows: number; vw: number } {
+  const vw = words % 4 === 0 && (4 * 32) / bits <= groupSize ? 4 : 1;
+  const forced = backend.overrides.qgemv;
+  if (forced) return { lanes: forced.lanes, rows: forced.rows, vw };
+  // The H200 sweep (`qmm-bench --explore`; RESULTS.md, "Quantized weights"): more rows of W per
+  // team reuse each loaded x (four from 8192 rows, two from 1024; at most two with 9..16 rows of
+  // x, for registers), and a wide W at M = 1 (an LM head) runs fastest on teams of 8 lanes.
+  const rows = Math.min(N >= 8192 ? 4 : N >= 1024 ? 2 : 1, M > 8 ? 2 : 4);
+  return { lanes: M === 1 && N >= 65536 ? 8 : 32, rows, vw };
 }
 
 /**
@@ -56,20 +105,26 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
   const result = out(y, [...x.shape.slice(0, -1), N], x.dtype);
   if (M === 0 || N === 0) return result;
   if (attrs.transpose && M <= 16 && attrs.bits % 2 === 0 && attrs.bits !== 6) {
-    // Decode: W streamed once as packed words, eight rows of W per workgroup.
-    const groups = Math.ceil(N / 8);
+    // Decode: W streamed once as packed words, TEAMS·ROWS rows of W per workgroup.
+    const words = weight.shape[1];
+    const { lanes, rows: rowsPerTeam, vw } = qgemvConfig(backend, N, M, attrs.bits, attrs.groupSize, words);
+    const groups = Math.ceil(N / ((256 / lanes) * rowsPerTeam));
     const { key, source } = shader('qgemv', qgemvSource, {
       ENABLE: enableFor(t),
       T: t,
       BITS: String(attrs.bits),
       GROUP: String(attrs.groupSize),
       MR: String(M),
+      ROWS: String(rowsPerTeam),
+      LANES: String(lanes),
+      VW: String(vw),
+      VEC: vw === 4 ? '1' : '0',
     });
     backend.dispatch({
       key,
       source,
       buffers: [buf(x), buf(weight), buf(scales), buf(biases), y.buffer],
-      uniform: uniform([N, K, weight.shape[1], Math.min(groups, 65535)]),
+      uniform: uniform([N, K, words, Math.min(groups, 65535)]),
       workgroups: [Math.min(groups, 65535), Math.ceil(groups / 65535), 1],
       label: `qgemv q${attrs.bits} m${M}`,
     });
@@ -84,5 +139,6 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
 
 export function registerQuantizedKernels(): void {
   registerKernel<'dequantize', WebGPUBackend>('webgpu', 'dequantize', dequantizeKernel);
+  registerKernel<'quantize', WebGPUBackend>('webgpu', 'quantize', quantizeKernel);
   registerKernel<'quantizedMatmul', WebGPUBackend>('webgpu', 'quantizedMatmul', quantizedMatmulKernel);
 }

@@ -61,7 +61,8 @@
 // Text types: T (f32 or f16; ENABLE is `enable f16;` for f16), TC (C's element type).
 // Section QUANT (text constants BITS, GROUP; batch 1, no LORA, PAIR or CONCAT_N): op(B) is an
 //   MLX affine-quantized matrix, its packed u32 words at binding 1 and its scales and biases at
-//   bindings 4 and 5; each vec4 of the B tile is unpacked, scaled and biased as it is loaded.
+//   bindings 4 and 5; each vec4 of the B tile is unpacked (one word read, one group) and scaled and
+//   biased as it is loaded.
 // Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
 //   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
 //   mask's code, which even behind a runtime check slowed the forward GEMM (RESULTS.md, "The mask's code out of the prologue"),
@@ -176,7 +177,7 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
     let k = k0 + (t % 2u) * 4u;
     if (n < p.N && k < k_end) {
 {{#QUANT}}
-      return vec4<f32>(weight_at(n, k), weight_at(n, k + 1u), weight_at(n, k + 2u), weight_at(n, k + 3u));
+      return weight_vec4(n, k);
 {{/QUANT}}
 {{^QUANT}}
 {{#PAIR}}
@@ -193,7 +194,7 @@ fn load_b(t: u32, col0: u32, k0: u32, k_end: u32, base: u32) -> vec4<f32> {
     let n = col0 + (t % BN4) * 4u;
     if (k < k_end && n < p.N) {
 {{#QUANT}}
-      return vec4<f32>(weight_at(k, n), weight_at(k, n + 1u), weight_at(k, n + 2u), weight_at(k, n + 3u));
+      return weight_vec4(k, n);
 {{/QUANT}}
 {{^QUANT}}
 {{#PAIR}}

@@ -1,73 +1,139 @@
 // qgemv.wgsl: C [M, N] = A [M, K]·Wᵀ for the few rows of decode (M = MR ≤ 16), W [N, K] MLX
 // affine-quantized with BITS in {2, 4, 8} (a word holds 32 / BITS whole values, all of one group):
-//   C[m, n] = Σ_words s·Σ_j q_j·A[m, k_j] + b·Σ_j A[m, k_j]   (s, b: the word's group scale and bias)
-// W is read once, as packed words: a lane group of 32 threads walks one row of W word by word
-// (consecutive lanes, consecutive words), each workgroup of 256 threads covers 8 rows of W, and the
-// lanes' partial sums meet in workgroup memory. f32 accumulation.
+//   C[m, n] = Σ_chunks s·Σ_j q_j·A[m, k_j] + b·Σ_j A[m, k_j]   (s, b: the chunk's group scale and bias)
+// W is read once, as packed words. A team of LANES threads walks ROWS rows of W together, chunk by
+// chunk: a chunk is VW consecutive words of a row (VALS values, all of one group; VW = 4 reads a
+// vec4<u32>), consecutive lanes take consecutive chunks. For each chunk a lane loads the ROWS rows'
+// words, scales and biases once, then for each row m of A loads its VALS values once (as vec4),
+// and uses them for all ROWS rows: Σ A (the bias term) and A scaled for the unpacking below.
+// Unpacking without int→float conversions (a quarter-rate instruction on some GPUs): value j's bits
+// are masked in place into the mantissa of 2^23 (values reaching past bit 23 are first shifted down
+// 16) and 2^23 subtracted, which gives q·2^e exactly; A's value was multiplied by 2^-e (exact, a
+// power of two) when it was loaded. f32 accumulation; the lanes' sums meet in workgroup memory,
+// eight outputs per round.
 //
 // Bindings (group 0):
-//   0  a       storage, read        [MR, K] {{T}}
-//   1  wq      storage, read        [N, words] u32
+//   0  a       storage, read        [MR, K] vec4<{{T}}> (K % 4 = 0: every group size is)
+//   1  wq      storage, read        [N, words] u32, as vec4<u32> when VW = 4 (words % 4 = 0)
 //   2  scales  storage, read        [N, K / GROUP] {{T}}
 //   3  biases  storage, read        [N, K / GROUP] {{T}}
 //   4  c       storage, read_write  [MR, N] {{T}}
 //   5  p       uniform { N, K, words, groups_x: u32 }
-// Dispatch: ceil(N / 8) workgroups of 256 threads, folded into (groups_x, y) above 65535.
-// Text constants: BITS (2, 4, 8), GROUP (32, 64, 128), MR (1..16; workgroup memory 1 KiB per row).
+// Dispatch: ceil(N / (TEAMS·ROWS)) workgroups of 256 threads, folded into (groups_x, y) above 65535.
+// Text constants: BITS (2, 4, 8), GROUP (32, 64, 128), MR (1..16), ROWS (1, 2, 4), LANES (8, 16,
+// 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group); flag VEC (VW = 4).
 {{ENABLE}}
 
 const BITS: u32 = {{BITS}}u;
 const GROUP: u32 = {{GROUP}}u;
 const MR: u32 = {{MR}}u;
+const ROWS: u32 = {{ROWS}}u;
+const LANES: u32 = {{LANES}}u;
+const VW: u32 = {{VW}}u;
 const PER: u32 = 32u / BITS;
+const VALS: u32 = VW * PER;
+const TEAMS: u32 = 256u / LANES;
 const MASK: u32 = (1u << BITS) - 1u;
+const OUTS: u32 = MR * ROWS;
+// 2^23 as f32 bits, and as a value.
+const MAGIC: u32 = 0x4B000000u;
+const TWO23: f32 = 8388608.0;
 
 struct Params { N: u32, K: u32, words: u32, groups_x: u32 }
 
-@group(0) @binding(0) var<storage, read> a: array<{{T}}>;
+@group(0) @binding(0) var<storage, read> a: array<vec4<{{T}}>>;
+{{#VEC}}
+@group(0) @binding(1) var<storage, read> wq: array<vec4<u32>>;
+{{/VEC}}
+{{^VEC}}
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
+{{/VEC}}
 @group(0) @binding(2) var<storage, read> scales: array<{{T}}>;
 @group(0) @binding(3) var<storage, read> biases: array<{{T}}>;
 @group(0) @binding(4) var<storage, read_write> c: array<{{T}}>;
 @group(0) @binding(5) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, 256 * MR>;
+// The lanes' partial sums of eight outputs per team, a row of LANES + 1 (no bank conflicts) each.
+var<workgroup> red: array<f32, TEAMS * 8u * (LANES + 1u)>;
+
+/** Whether value j of a word is read from the word shifted down 16 (its bits reach past bit 23). */
+fn high(j: u32) -> bool { return j * BITS + BITS > 23u; }
+
+/** q·2^e for value j of word w, exactly (e: j·BITS, or j·BITS - 16 when `high(j)`). */
+fn scaled_q(w: u32, j: u32) -> f32 {
+  if (high(j)) { return bitcast<f32>(((w >> 16u) & (MASK << (j * BITS - 16u))) | MAGIC) - TWO23; }
+  return bitcast<f32>((w & (MASK << (j * BITS))) | MAGIC) - TWO23;
+}
+
+/** 2^-e for value j (see `scaled_q`), built from its exponent bits. */
+fn unscale(j: u32) -> f32 {
+  var e = j * BITS;
+  if (high(j)) { e -= 16u; }
+  return bitcast<f32>((127u - e) << 23u);
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
-  let lane = tid % 32u;
-  let n = (wid.y * p.groups_x + wid.x) * 8u + tid / 32u;
-  var acc: array<f32, MR>;
-  for (var m = 0u; m < MR; m++) { acc[m] = 0.0; }
-  if (n < p.N) {
-    let groups = p.K / GROUP;
-    for (var w = lane; w < p.words; w += 32u) {
-      let word = wq[n * p.words + w];
-      let k0 = w * PER;
-      let g = n * groups + k0 / GROUP;
-      let s = f32(scales[g]);
-      let b = f32(biases[g]);
-      for (var m = 0u; m < MR; m++) {
+  let lane = tid % LANES;
+  let team = tid / LANES;
+  let n0 = ((wid.y * p.groups_x + wid.x) * TEAMS + team) * ROWS;
+  let groups = p.K / GROUP;
+  let chunks = p.words / VW;
+  // Rows past N read the last row (their sums are not stored).
+  var rows: array<u32, ROWS>;
+  for (var r = 0u; r < ROWS; r++) { rows[r] = min(n0 + r, p.N - 1u); }
+  var acc: array<f32, OUTS>;
+  for (var o = 0u; o < OUTS; o++) { acc[o] = 0.0; }
+  for (var ch = lane; ch < chunks; ch += LANES) {
+    let g = ch * VALS / GROUP;
+    var words: array<u32, ROWS * VW>;
+    var s: array<f32, ROWS>;
+    var b: array<f32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+{{#VEC}}
+      let w4 = wq[rows[r] * (p.words / 4u) + ch];
+      words[r * 4u] = w4.x;
+      words[r * 4u + 1u] = w4.y;
+      words[r * 4u + 2u] = w4.z;
+      words[r * 4u + 3u] = w4.w;
+{{/VEC}}
+{{^VEC}}
+      words[r] = wq[rows[r] * p.words + ch];
+{{/VEC}}
+      s[r] = f32(scales[rows[r] * groups + g]);
+      b[r] = f32(biases[rows[r] * groups + g]);
+    }
+    for (var m = 0u; m < MR; m++) {
+      var xs: array<f32, VALS>;
+      var xsum = 0.0;
+      for (var i = 0u; i < VALS / 4u; i++) {
+        let x4 = vec4<f32>(a[(m * p.K + ch * VALS) / 4u + i]);
+        xsum += (x4.x + x4.y) + (x4.z + x4.w);
+        for (var e = 0u; e < 4u; e++) { xs[i * 4u + e] = x4[e] * unscale((i * 4u + e) % PER); }
+      }
+      for (var r = 0u; r < ROWS; r++) {
         var dot = 0.0;
-        var sum = 0.0;
-        for (var j = 0u; j < PER; j++) {
-          let x = f32(a[m * p.K + k0 + j]);
-          dot = fma(f32((word >> (j * BITS)) & MASK), x, dot);
-          sum += x;
+        for (var wi = 0u; wi < VW; wi++) {
+          let w = words[r * VW + wi];
+          for (var j = 0u; j < PER; j++) { dot = fma(scaled_q(w, j), xs[wi * PER + j], dot); }
         }
-        acc[m] = fma(s, dot, fma(b, sum, acc[m]));
+        acc[m * ROWS + r] = fma(s[r], dot, fma(b[r], xsum, acc[m * ROWS + r]));
       }
     }
   }
-  for (var m = 0u; m < MR; m++) { partial[m * 256u + tid] = acc[m]; }
-  workgroupBarrier();
-  for (var stride = 16u; stride > 0u; stride >>= 1u) {
-    if (lane < stride) {
-      for (var m = 0u; m < MR; m++) { partial[m * 256u + tid] += partial[m * 256u + tid + stride]; }
+  // Eight outputs per round: every lane stores its partial sums, then lane e of the team adds up output e.
+  for (var base = 0u; base < OUTS; base += 8u) {
+    for (var e = 0u; e < 8u; e++) {
+      if (base + e < OUTS) { red[(team * 8u + e) * (LANES + 1u) + lane] = acc[base + e]; }
     }
     workgroupBarrier();
-  }
-  if (lane == 0u && n < p.N) {
-    for (var m = 0u; m < MR; m++) { c[m * p.N + n] = {{T}}(partial[m * 256u + tid]); }
+    let o = base + lane;
+    if (lane < 8u && o < OUTS) {
+      var total = 0.0;
+      for (var l = 0u; l < LANES; l++) { total += red[(team * 8u + lane) * (LANES + 1u) + l]; }
+      let n = n0 + o % ROWS;
+      if (n < p.N) { c[(o / ROWS) * p.N + n] = {{T}}(total); }
+    }
+    workgroupBarrier();
   }
 }

@@ -3,7 +3,7 @@ import type { DType, StorageArray, ValueArray } from '../dtype';
 import { ValueError } from '../errors';
 import { erf, gelu, sigmoid } from '../math';
 import { adamOperands, type BinaryOp, type OpAttrs, type OpName, type OpOutputs, type UnaryOp } from '../ops/op-names';
-import { dequantizeAffine, type QuantSpec } from '../quantize';
+import { dequantizeAffine, packedWords, type QuantSpec, quantizeAffine } from '../quantize';
 import { dropoutKeep } from '../random';
 import { broadcastShapes, broadcastStrides, reducedShape, type Shape, sizeOf, stridesOf } from '../shape';
 import { type CpuBackend, cpuBackend } from './backend';
@@ -268,6 +268,22 @@ function dequantizeKernel({ inputs: [weight, scales, biases], attrs, backend }: 
   const out = floatArray(scales.dtype, rows * cols);
   out.set(w);
   return backend.output(out, [rows, cols], scales.dtype);
+}
+
+/** `quantize`: MLX affine quantization in f32 arithmetic (throws on a value that is not finite). */
+function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOutputs['quantize'] {
+  const [rows, cols] = w.shape;
+  const q = quantizeAffine(backend.values(w), rows, cols, attrs);
+  const groups = cols / attrs.groupSize;
+  const scales = floatArray(w.dtype, rows * groups);
+  const biases = floatArray(w.dtype, rows * groups);
+  scales.set(q.scales);
+  biases.set(q.biases);
+  return {
+    weight: backend.output(q.packed, [rows, packedWords(cols, attrs.bits)], 'int32'),
+    scales: backend.output(scales, [rows, groups], w.dtype),
+    biases: backend.output(biases, [rows, groups], w.dtype),
+  };
 }
 
 /** `quantizedMatmul`: x·Wᵀ or x·W over the dequantized weights, accumulated in float64. */
@@ -570,6 +586,7 @@ export function registerCpuKernels(): void {
   registerKernel('cpu', 'adamUpdate', adamUpdateKernel);
   registerKernel('cpu', 'adamUpdateInPlace', adamUpdateInPlaceKernel);
   registerKernel('cpu', 'dequantize', dequantizeKernel);
+  registerKernel('cpu', 'quantize', quantizeKernel);
   registerKernel('cpu', 'quantizedMatmul', quantizedMatmulKernel);
   registerCpuBlockKernels();
 }

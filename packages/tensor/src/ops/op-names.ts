@@ -116,6 +116,12 @@ export interface OpAttrs {
    */
   dequantize: { bits: number; groupSize: number };
   /**
+   * [w float [R, C]] → { weight int32 [R, C·bits/32], scales [R, C/groupSize] and biases in w's
+   * dtype }: MLX affine quantization (`quantize`, `quantizeAsync`). A group holding a value that is
+   * not finite gets a NaN scale where the kernel cannot throw (GPU); the caller reports it.
+   */
+  quantize: { bits: number; groupSize: number };
+  /**
    * [x [..., C or R], weight, scales, biases (as `dequantize`)] → [x·Wᵀ [..., R] (transpose) or
    * x·W [..., C]] with W dequantized as it is read (`quantizedMatmul`).
    */
@@ -166,6 +172,7 @@ export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: 
   adamUpdate: readonly [param: R, grad: R, m: R, v: R];
   adamUpdateInPlace: readonly [param: R, grad: R, m: R, v: R, ...copyAndSchedule: R[]];
   dequantize: readonly [weight: R, scales: R, biases: R];
+  quantize: readonly [w: R];
   quantizedMatmul: readonly [x: R, weight: R, scales: R, biases: R];
   writeSlice: readonly [target: R, values: R, start: R];
   writeKV: readonly [keys: R, values: R, k: R, v: R, start: R, cos?: R, sin?: R];
@@ -183,6 +190,7 @@ export interface OpOutputs {
   gatedActivationBackward: { dGate: O; dUp: O };
   softmaxCrossEntropy: { loss: O; logsumexp: O };
   adamUpdate: { param: O; m: O; v: O };
+  quantize: { weight: O; scales: O; biases: O };
   /** Written into its inputs. */
   adamUpdateInPlace: Record<string, never>;
   /** Written into its target. */
@@ -267,6 +275,7 @@ export const OP_NAMES = [
   'adamUpdate',
   'adamUpdateInPlace',
   'dequantize',
+  'quantize',
   'quantizedMatmul',
   'writeSlice',
   'writeKV',

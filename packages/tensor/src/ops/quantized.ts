@@ -3,7 +3,7 @@ import { recordOp } from '../engine';
 import { DTypeError, ShapeError, ValueError } from '../errors';
 import { checkQuantColumns, packedWords, type QuantizeOptions, type QuantSpec, quantizeAffine, quantSpec } from '../quantize';
 import { formatShape } from '../shape';
-import { type Tensor, tensor } from '../tensor';
+import type { Tensor } from '../tensor';
 import { assertFloat, assertTensor } from './helpers';
 
 // Gradients: ops/gradients.ts.
@@ -86,20 +86,37 @@ export function quantizedMatmul(x: Tensor, weight: Tensor, scales: Tensor, biase
 
 /**
  * MLX's affine quantization of a float matrix `[rows, cols]` (`mx.quantize`): packed int32 words
- * and scales and biases in w's dtype, on w's backend. Reads w synchronously (the CPU backend);
- * {@link quantizeAsync} works on every backend.
+ * and scales and biases in w's dtype, on w's backend (the `quantize` kernel: f32 arithmetic). For
+ * backends that read synchronously (the CPU backend); {@link quantizeAsync} works on every backend.
  */
 export function quantize(w: Tensor, options: QuantizeOptions = {}): QuantizedWeight {
   const op = 'quantize';
   checkQuantizable(op, w, options);
   if (!w.backend.readSync) throw new ValueError(op, 'this backend reads asynchronously', 'quantizeAsync on webgpu', 'a synchronous call');
-  return packed(w, w.dataSync(), quantSpec(op, options));
+  return runOp(op, [w], quantSpec(op, options));
 }
 
-/** {@link quantize} for backends that read asynchronously (webgpu). */
+/**
+ * {@link quantize} for every backend: on webgpu the weight is quantized where it is, on the GPU
+ * (nothing is read back but the scales, to report a value that is not finite).
+ */
 export async function quantizeAsync(w: Tensor, options: QuantizeOptions = {}): Promise<QuantizedWeight> {
-  checkQuantizable('quantize', w, options);
-  return packed(w, await w.data(), quantSpec('quantize', options));
+  const op = 'quantize';
+  checkQuantizable(op, w, options);
+  const spec = quantSpec(op, options);
+  const q = runOp(op, [w], spec);
+  if (w.backend.readSync) return q;
+  // A GPU kernel cannot throw: a group holding a value that is not finite got a NaN scale. The
+  // host quantization then names the value (or, for a finite range that overflowed, agrees).
+  if (!(await q.scales.data()).every((v) => !Number.isNaN(v))) {
+    try {
+      quantizeAffine(await w.data(), w.shape[0], w.shape[1], spec);
+    } catch (e) {
+      for (const t of [q.weight, q.scales, q.biases]) t.dispose();
+      throw e;
+    }
+  }
+  return q;
 }
 
 function checkQuantizable(op: string, w: Tensor, options: QuantizeOptions): void {
@@ -107,16 +124,4 @@ function checkQuantizable(op: string, w: Tensor, options: QuantizeOptions): void
   assertFloat(op, w, 'w');
   if (w.rank !== 2) throw new ShapeError(op, 'w must be a matrix', '[rows, cols]', formatShape(w.shape));
   checkQuantColumns(op, w.shape[1], quantSpec(op, options));
-}
-
-function packed(w: Tensor, values: ArrayLike<number>, spec: QuantSpec): QuantizedWeight {
-  const [rows, cols] = w.shape;
-  const q = quantizeAffine(values, rows, cols, spec);
-  const groups = cols / spec.groupSize;
-  const backend = w.backend;
-  return {
-    weight: tensor(q.packed, [rows, packedWords(cols, spec.bits)], { dtype: 'int32', backend }),
-    scales: tensor(q.scales, [rows, groups], { dtype: w.dtype, backend }),
-    biases: tensor(q.biases, [rows, groups], { dtype: w.dtype, backend }),
-  };
 }
