@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, gemmTolerance, randomValues, TOLERANCES } from '@metal-lora/tensor/testing';
 import { describe, expect } from 'vitest';
-import { gpuIt } from '../../../test-support/gpu';
+import { gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 import type { WebGPUBackend } from '../src/index';
 
 /** A random weight quantized on the host, as CPU tensors (the reference) and on the GPU. */
@@ -163,6 +163,68 @@ describe('webgpu quantized weights (MLX affine)', () => {
     }
     expect(differ).toBeLessThanOrEqual(2);
   });
+
+  // QLoRA: loraLinear over a packed base, forward and every gradient against the CPU float64
+  // reference (the same op on the float64 parts): decode rows (qgemv and a term product), the vec4
+  // kernel with the LoRA term as its prologue, and the composed products (odd rank, or forced).
+  const qlora: [number, number, number, number, number, number, boolean, number, boolean][] = [
+    // M, in, out, rank, bits, groupSize, bias, dropout, force composed
+    [5, 128, 36, 4, 4, 64, true, 0, false],
+    [70, 128, 68, 8, 4, 32, false, 0.2, false],
+    [66, 96, 40, 8, 8, 32, true, 0, false],
+    [33, 64, 20, 3, 3, 32, false, 0.1, false],
+    [40, 128, 24, 4, 4, 64, true, 0.1, true],
+  ];
+  for (const [m, inF, outF, r, bits, groupSize, hasBias, p, composed] of qlora) {
+    gpuIt(
+      `QLoRA loraLinear: M=${m} in=${inF} out=${outF} r=${r}, ${bits} bits / ${groupSize}, bias ${hasBias}, dropout ${p}${composed ? ', composed' : ''}: y, dx, dA, dB against float64`,
+      async (b) => {
+        const { cpu, gpu } = quantized(b, outF, inF, bits, groupSize, m + r);
+        const values = {
+          x: randomValues(m * inF, 1),
+          a: randomValues(r * inF, 2, 0.2),
+          b: randomValues(outF * r, 3, 0.2),
+          bias: randomValues(outF, 4),
+          dy: randomValues(m * outF, 5),
+        };
+        const run = async (backend: T.Backend, q: { weight: Tensor; scales: Tensor; biases: Tensor }, dtype: 'float32' | 'float64') => {
+          const make = (v: Float64Array, shape: number[], grad = false) => T.tensor(v, shape, { dtype, backend, requiresGrad: grad });
+          const x = make(values.x, [m, inF], true);
+          const a = make(values.a, [r, inF], true);
+          const lb = make(values.b, [outF, r], true);
+          const quant = {
+            scales: dtype === 'float64' ? q.scales.cast('float64') : q.scales,
+            biases: dtype === 'float64' ? q.biases.cast('float64') : q.biases,
+            bits,
+            groupSize,
+          };
+          const y = T.loraLinear(x, q.weight, a, lb, { scale: 1.5, bias: hasBias ? make(values.bias, [outF]) : undefined, dropout: p, seed: 11, quant });
+          T.sum(T.mul(y, make(values.dy, [m, outF]))).backward();
+          return Promise.all([y, x.grad!, a.grad!, lb.grad!].map((t) => t.data()));
+        };
+        b.poisonOutputs = true;
+        if (composed) b.overrides.loraPlan = 'composed';
+        try {
+          const want = await run(cpuBackend, cpu, 'float64');
+          const { result: got, labels } = await withDispatchLabels(b, () => run(b, gpu, 'float32'));
+          // Which kernels ran: the fused y and dx products on the vec4 tile (no separate base
+          // product), qgemv at decode, or the quantized products beside the LoRA term's.
+          const fusedTile = labels.filter((l) => l === 'vec4-128x128').length;
+          if (m > 16 && r % 4 === 0 && !composed) {
+            expect(fusedTile).toBe(2);
+            expect(labels.filter((l) => /^(qmm|qgemv)/.test(l))).toEqual([]);
+          } else {
+            expect(fusedTile).toBe(0);
+            expect(labels.some((l) => (m <= 16 ? l.startsWith(`qgemv q${bits} m${m}`) : l.startsWith('qmm-')))).toBe(true);
+          }
+          for (const [i, name] of ['y', 'dx', 'dA', 'dB'].entries()) assertClose(got[i], want[i], gemmTolerance('float32', want[i]), name);
+        } finally {
+          b.poisonOutputs = false;
+          b.overrides.loraPlan = null;
+        }
+      },
+    );
+  }
 
   gpuIt('float16 scales and activations: the product within f16 tolerance of float64', async (b, ctx) => {
     if (!b.context.report.shaderF16) {

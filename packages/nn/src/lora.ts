@@ -1,5 +1,5 @@
-import { add, type DType, loraLinear, matmul, mul, noGrad, rand, type Tensor, ValueError, zeros } from '@metal-lora/tensor';
-import { dropout, Linear } from './layers';
+import { add, type DType, loraLinear, matmul, noGrad, rand, type Tensor, ValueError, zeros } from '@metal-lora/tensor';
+import { Linear } from './layers';
 import type { Module } from './module';
 import { QuantizedLinear } from './quantized';
 
@@ -105,7 +105,8 @@ export class LoRALinear extends Linear {
 
 /**
  * LoRA over a quantized base (QLoRA, as mlx-lm trains on 4-bit models): `y = x·Wᵀ + b +
- * scale·(dropout(x)·Aᵀ)·Bᵀ` with W read from its packed words by `quantizedMatmul`; the packed
+ * scale·(dropout(x)·Aᵀ)·Bᵀ` as one `loraLinear` op over W's packed words (on webgpu the LoRA term
+ * rides in the quantized GEMM, forward and backward, as it does over a float base); the packed
  * weight, scales and biases (and bias) are frozen, the adapter is in the scales' float dtype.
  * `merged()` gives a float Linear of the dequantized weight plus the adapter.
  */
@@ -121,8 +122,13 @@ export class QuantizedLoRALinear extends LoRALinear {
   }
   override forward(x: Tensor): Tensor {
     if (!this.enabled) return this.base.forward(x);
-    const lora = matmul(matmul(dropout(x, this.training ? this.dropout : 0), this.loraA, { transposeB: true }), this.loraB, { transposeB: true });
-    return add(this.base.forward(x), mul(lora, this.scale));
+    const q = this.base.packed;
+    return loraLinear(x, q.weight, this.loraA, this.loraB, {
+      scale: this.scale,
+      bias: this.bias,
+      dropout: this.training ? this.dropout : 0,
+      quant: { scales: q.scales, biases: q.biases, bits: q.bits, groupSize: q.groupSize },
+    });
   }
   protected override denseWeight(): Tensor {
     return this.base.dequantized();

@@ -1,5 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { add, dropoutKeep, getKernel, loraLinear, matmul, mul, registerKernel, sum, tensor, unregisterKernel, type Tensor } from '../src/index';
+import {
+  add,
+  dequantize,
+  dropoutKeep,
+  getKernel,
+  loraLinear,
+  matmul,
+  mul,
+  quantize,
+  registerKernel,
+  sum,
+  tensor,
+  unregisterKernel,
+  type Tensor,
+} from '../src/index';
 import { assertClose, randomTensor, TOLERANCES } from '../src/testing';
 
 /** y = x·Wᵀ + bias + s·(mask⊙x/(1-p))·Aᵀ·Bᵀ written with separate ops, as the reference. */
@@ -51,7 +65,7 @@ describe('loraLinear (CPU reference)', () => {
   });
 
   it('backward asks only for the gradients that are needed (frozen weight, x without grad)', () => {
-    const seen: Record<string, boolean | number>[] = [];
+    const seen: Record<string, unknown>[] = [];
     const cpuBackward = getKernel('cpu', 'loraLinearBackward');
     unregisterKernel('cpu', 'loraLinearBackward');
     registerKernel('cpu', 'loraLinearBackward', (args) => {
@@ -83,5 +97,52 @@ describe('loraLinear (CPU reference)', () => {
     expect(y.dtype).toBe('float16');
     expect(y.dataSync()).toBeInstanceOf(Float32Array);
     assertClose(y.dataSync(), make({ dtype: 'float32' }).dataSync(), { rtol: 5e-3, atol: 5e-3 });
+  });
+
+  describe('over a quantized base (QLoRA)', () => {
+    /** A random W quantized, its float64 parts, and the float64 W they stand for. */
+    function base(outF: number, inF: number, bits: number, groupSize: number) {
+      const q = quantize(randomTensor([outF, inF], 2), { bits, groupSize });
+      const quant = { scales: q.scales.cast('float64'), biases: q.biases.cast('float64'), bits, groupSize };
+      return { weight: q.weight, quant, dense: dequantize(q.weight, quant.scales, quant.biases, quant) };
+    }
+
+    it.each([
+      [5, 64, 9, 4, 4, 32, true, 0],
+      [19, 96, 7, 8, 3, 32, false, 0.2],
+      [2, 128, 12, 2, 8, 128, true, 0.1],
+    ])(
+      'M=%i in=%i out=%i rank=%i %i bits, groups of %i, bias=%s dropout=%f: y and every gradient equal those of the dequantized W',
+      (m, inF, outF, r, bits, groupSize, hasBias, p) => {
+        const opts = { dtype: 'float64' as const };
+        const { weight, quant, dense } = base(outF, inF, bits, groupSize);
+        const bias = hasBias ? randomTensor([outF], 5, opts) : undefined;
+        const run = (w: Tensor, q?: typeof quant) => {
+          const x = randomTensor([m, inF], 1, { ...opts, requiresGrad: true });
+          const a = randomTensor([r, inF], 3, { ...opts, requiresGrad: true });
+          const b = randomTensor([outF, r], 4, { ...opts, requiresGrad: true });
+          const y = loraLinear(x, w, a, b, { scale: 2, bias, dropout: p, seed: 5, quant: q });
+          sum(mul(y, y)).backward();
+          return [y, x.grad!, a.grad!, b.grad!].map((t) => t.dataSync());
+        };
+        const got = run(weight, quant);
+        const want = run(dense);
+        for (let i = 0; i < 4; i++) assertClose(got[i], want[i], TOLERANCES.float64, ['y', 'dx', 'dA', 'dB'][i]);
+      },
+    );
+
+    it('refuses a base that asks for gradients, parts of the wrong shape and a dtype other than the activations', () => {
+      const { weight, quant } = base(6, 64, 4, 32);
+      const opts = { dtype: 'float64' as const };
+      const [x, a, b] = [randomTensor([3, 64], 1, opts), randomTensor([2, 64], 3, opts), randomTensor([6, 2], 4, opts)];
+      const frozen = quant.scales;
+      quant.scales = randomTensor([6, 2], 7, { ...opts, requiresGrad: true });
+      expect(() => loraLinear(x, weight, a, b, { scale: 1, quant })).toThrow('loraLinear: a quantized base is constant');
+      quant.scales = frozen;
+      expect(() => loraLinear(x, weight, a, b, { scale: 1, quant: { ...quant, groupSize: 64 } })).toThrow(/loraLinear: weight's packed width does not match/);
+      expect(() => loraLinear(randomTensor([3, 64], 1), weight, a, b, { scale: 1, quant })).toThrow(/loraLinear: .*dtype/);
+      expect(() => loraLinear(x, weight, a, b, { scale: 1, quant: { ...quant, bits: 7 } })).toThrow('loraLinear: unsupported bits');
+      expect(() => loraLinear(x, weight, randomTensor([2, 32], 3, opts), b, { scale: 1, quant })).toThrow('loraLinear: loraA must be [rank, in]');
+    });
   });
 });

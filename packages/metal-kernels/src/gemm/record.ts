@@ -79,12 +79,12 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       `${cfg.name}, batch ${batch}, r ${ops.lora.r}`,
     );
   }
-  if (ops.quant && ((cfg.kind !== 'tiled' && cfg.kind !== 'vec4') || batch !== 1 || ops.lora || ops.pair || ops.concatN)) {
+  if (ops.quant && ((cfg.kind !== 'tiled' && cfg.kind !== 'vec4') || batch !== 1 || ops.pair || ops.concatN || (ops.lora && cfg.kind !== 'vec4'))) {
     throw new ValueError(
       'matmul',
-      'a quantized B needs the tiled or vec4 kernel, batch 1, and no LoRA term, pair or appended rows',
+      'a quantized B needs the tiled or vec4 kernel, batch 1, and no pair or appended rows (a LoRA term: the vec4 kernel)',
       'a tiled or vec4 config',
-      `${cfg.name}, batch ${batch}`,
+      `${cfg.name}, batch ${batch}${ops.lora ? ', a LoRA term' : ''}`,
     );
   }
   if (cfg.kind === 'vec4' && !vec4Aligned(shape)) {

@@ -321,7 +321,7 @@ export interface LoraDims {
 const gemmDType = (dtype: string): 'float32' | 'float16' => (dtype === 'float16' ? 'float16' : 'float32');
 
 /** y = x·Wᵀ: the layer's base product. */
-function baseShape({ M, inF, outF, dtype }: LoraDims): GemmShape {
+export function baseShape({ M, inF, outF, dtype }: LoraDims): GemmShape {
   return { M, N: outF, K: inF, batch: 1, transA: false, transB: true, dtype: gemmDType(dtype) };
 }
 

@@ -13,7 +13,7 @@ export function recordTiled(backend: WebGPUBackend, shape: GemmShape, ops: GemmO
     ENABLE: enableFor(t),
     T: t,
     QUANT: quant ? '1' : '0',
-    ...(quant ? { BITS: String(quant.bits), GROUP: String(quant.groupSize) } : {}),
+    ...(quant ? { BITS: String(quant.bits), GROUP: String(quant.groupSize), QS: '4', QB: '5' } : {}),
     TC: target.split ? 'f32' : t,
     TM: String(cfg.tm),
     TN: String(cfg.tn),

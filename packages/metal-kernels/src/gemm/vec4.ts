@@ -58,7 +58,7 @@ export function recordVec4(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
     PAIR: flag(!!pair),
     CONCAT_N: flag(!!concatN),
     QUANT: flag(!!quant),
-    ...(quant ? { BITS: String(quant.bits), GROUP: String(quant.groupSize) } : {}),
+    ...(quant ? { BITS: String(quant.bits), GROUP: String(quant.groupSize), QS: '6', QB: '7' } : {}),
   });
   backend.dispatch({
     key,
@@ -69,8 +69,9 @@ export function recordVec4(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       ops.b,
       ops.bias ?? dummy(backend),
       target.out,
-      lora?.la ?? pair?.a ?? quant?.scales ?? null,
-      lora?.lb ?? pair?.b ?? concatN?.b ?? quant?.biases ?? null,
+      lora?.la ?? pair?.a ?? null,
+      lora?.lb ?? pair?.b ?? concatN?.b ?? null,
+      ...(quant ? [quant.scales, quant.biases] : []),
     ],
     uniform: uniform([
       ...gemmUniformHead({ M, N: NT, K, entries }, ops, target.split ? target.kChunk : K, target.splits),

@@ -1,12 +1,13 @@
-import { type DType, type OpOutputs, registerKernel } from '@metal-lora/tensor';
+import { type DType, type OpOutputs, registerKernel, type TensorRef } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
 import { recordLoraDual } from '../gemm/lora-dual';
 import { gemmDevice, gemmOutput, recordGemm } from '../gemm/record';
-import { selectLoraBackward, selectLoraForward } from '../gemm/select';
-import type { GemmDevice, GemmOperands, Product } from '../gemm/types';
+import { baseShape, chooseGemm, LORA_TILE, selectLoraBackward, selectLoraForward } from '../gemm/select';
+import type { GemmDevice, GemmOperands, GemmShape, Product } from '../gemm/types';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
+import { type PackedWeight, recordQuantizedProduct } from './quantized';
 
 /** A copy of `x` ([n] elements) with the LoRA dropout mask applied and kept values scaled by 1/(1-p). */
 export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, n: number, p: number, seed: number): GpuData {
@@ -43,11 +44,17 @@ function record(backend: WebGPUBackend, dtype: DType, p: Product, ops: Omit<Gemm
  * LoRA term fused into the base GEMM, or products accumulating into the same output buffer.
  */
 function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOutputs['loraLinear'] {
-  const [x, w, a, b, bias] = inputs;
+  const [x, w, a, b] = inputs;
+  const bias = attrs.hasBias ? inputs[4] : undefined;
   const dtype = x.dtype;
   const [M, inF] = x.shape;
   const outF = w.shape[0];
   const r = a.shape[0];
+  if (attrs.quant) {
+    const [scales, biases] = inputs.slice(attrs.hasBias ? 5 : 4);
+    const packed = { weight: buf(w), scales: buf(scales), biases: buf(biases), ...attrs.quant, words: w.shape[1] };
+    return quantLoraForward(backend, attrs, x, packed, buf(a), buf(b), bias && buf(bias), { M, inF, outF, r });
+  }
   const plan = selectLoraForward({ M, inF, outF, r, dtype, dropout: attrs.dropout }, loraDevice(backend, dtype), backend.overrides);
   const biasBuf = attrs.hasBias && bias ? buf(bias) : undefined;
   if (plan.kind === 'along') {
@@ -79,15 +86,81 @@ function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOut
   return { y: out(y, [M, outF], dtype), t: out(t, [M, r], dtype) };
 }
 
+/**
+ * loraLinear over a quantized base (QLoRA): T = dropout(x)·Aᵀ, then where the vec4 kernel takes
+ * the base product (M > 16, in, out and rank multiples of 4) y = x·Wᵀ + bias + s·T·Bᵀ in one GEMM,
+ * W dequantized as its tiles load and the LoRA term its prologue; else y = x·Wᵀ (qgemv at decode)
+ * and the term and bias added onto it by a second product.
+ */
+function quantLoraForward(
+  backend: WebGPUBackend,
+  attrs: Args<'loraLinear'>['attrs'],
+  x: TensorRef,
+  w: PackedWeight,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  bias: GPUBuffer | undefined,
+  dims: { M: number; inF: number; outF: number; r: number },
+): OpOutputs['loraLinear'] {
+  const { M, inF, outF, r } = dims;
+  const dtype = x.dtype;
+  const device = loraDevice(backend, dtype);
+  const xd = attrs.dropout > 0 ? dropoutData(backend, dtype, buf(x), M * inF, attrs.dropout, attrs.seed) : null;
+  const t = gemmOutput(backend, dtype, 1, M, r);
+  const base = baseShape({ M, inF, outF, r, dtype });
+  const tShape: GemmShape = { ...base, N: r };
+  record(
+    backend,
+    dtype,
+    { shape: tShape, config: chooseGemm(tShape, device, backend.overrides) },
+    { a: xd?.buffer ?? buf(x), b: a, c: t.buffer, alpha: 1, beta: 0 },
+  );
+  if (xd) backend.release(xd.buffer);
+  const y = gemmOutput(backend, dtype, 1, M, outF);
+  const quant = { bits: w.bits, groupSize: w.groupSize, scales: w.scales, biases: w.biases };
+  if (quantLoraFused(M, inF, outF, r, backend)) {
+    record(
+      backend,
+      dtype,
+      { shape: base, config: LORA_TILE },
+      { a: buf(x), b: w.weight, c: y.buffer, bias, alpha: 1, beta: 0, quant, lora: { la: t.buffer, lb: b, r, transB: true, scale: attrs.scale } },
+    );
+  } else {
+    recordQuantizedProduct(backend, dtype, buf(x), w, { M, N: outF, K: inF, transpose: true }, y.buffer, 0);
+    const termShape: GemmShape = { ...base, K: r };
+    record(
+      backend,
+      dtype,
+      { shape: termShape, config: chooseGemm(termShape, device, backend.overrides) },
+      { a: t.buffer, b, c: y.buffer, bias, alpha: attrs.scale, beta: 1 },
+    );
+  }
+  return { y: out(y, [M, outF], dtype), t: out(t, [M, r], dtype) };
+}
+
+/** Whether QLoRA's products take the vec4 kernel with the LoRA term as its prologue (a forced `composed` plan keeps them apart, for tests). */
+function quantLoraFused(M: number, inF: number, outF: number, r: number, backend: WebGPUBackend): boolean {
+  return M > 16 && inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 && backend.overrides.loraPlan !== 'composed';
+}
+
 /** The gradients of loraLinear, each requested one on the selector's products (`selectLoraBackward`; see the op's CPU reference). */
 function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBackward'>): OpOutputs['loraLinearBackward'] {
-  const [dy, x, w, a, b, t] = inputs;
+  const [dy, x, w, a, b, t, ...quantParts] = inputs;
   const dtype = dy.dtype;
   const [M, outF] = dy.shape;
   const inF = x.shape[1];
   const r = a.shape[0];
   const { scale: s, dropout: p } = attrs;
-  const plan = selectLoraBackward({ M, inF, outF, r, dtype }, attrs, loraDevice(backend, dtype), backend.overrides);
+  const plan = selectLoraBackward(
+    { M, inF, outF, r, dtype },
+    { ...attrs, needWeight: attrs.needWeight && !attrs.quant },
+    loraDevice(backend, dtype),
+    backend.overrides,
+  );
+  // QLoRA: dy·W reads the packed words (the vec4 kernel with U·A as its prologue where it applies).
+  const packed: PackedWeight | null = attrs.quant
+    ? { weight: buf(w), scales: buf(quantParts[0]), biases: buf(quantParts[1]), ...attrs.quant, words: w.shape[1] }
+    : null;
   const outputs: OpOutputs['loraLinearBackward'] = {};
   // U = s·dy·B [M, r] (for dx and dA) and dB = s·dyᵀ·T [out, r], from one read of dy where the dual kernel applies.
   let dB: GpuData | null = null;
@@ -98,19 +171,22 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
     u = gemmOutput(backend, dtype, 1, M, r);
     record(backend, dtype, plan.u, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
   }
-  if (plan.dx && 'fused' in plan.dx) {
+  const fusedDx = plan.dx && 'fused' in plan.dx ? plan.dx.fused : packed && attrs.needX && quantLoraFused(M, inF, outF, r, backend) ? LORA_TILE : null;
+  if (plan.dx && fusedDx) {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM, U·A the prologue (the mask's code is a shader variant of its own: only dropout pays for it).
     const dx = gemmOutput(backend, dtype, 1, M, inF);
-    record(backend, dtype, plan.dx.fused, {
+    const shape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: dtype === 'float16' ? 'float16' : 'float32' };
+    record(backend, dtype, 'shape' in fusedDx ? fusedDx : { shape, config: fusedDx }, {
       a: buf(dy),
       b: buf(w),
       c: dx.buffer,
       alpha: 1,
       beta: 0,
       lora: { la: u!.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined },
+      ...(packed ? { quant: { bits: packed.bits, groupSize: packed.groupSize, scales: packed.scales, biases: packed.biases } } : {}),
     });
     outputs.dx = out(dx, [M, inF], dtype);
-  } else if (plan.dx) {
+  } else if (plan.dx && 'term' in plan.dx) {
     // dx = dropout(U·A) + dy·W: the LoRA term first, then the base product accumulates onto it.
     let dx = gemmOutput(backend, dtype, 1, M, inF);
     record(backend, dtype, plan.dx.term, { a: u!.buffer, b: buf(a), c: dx.buffer, alpha: 1, beta: 0 });
@@ -119,7 +195,8 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
       backend.release(dx.buffer);
       dx = masked;
     }
-    record(backend, dtype, plan.dx.base, { a: buf(dy), b: buf(w), c: dx.buffer, alpha: 1, beta: 1 });
+    if (packed) recordQuantizedProduct(backend, dtype, buf(dy), packed, { M, N: inF, K: outF, transpose: false }, dx.buffer, 1);
+    else record(backend, dtype, plan.dx.base, { a: buf(dy), b: buf(w), c: dx.buffer, alpha: 1, beta: 1 });
     outputs.dx = out(dx, [M, inF], dtype);
   }
   if (plan.dA) {

@@ -1,4 +1,4 @@
-import { type KernelOutput, type OpOutputs, registerKernel } from '@metal-lora/tensor';
+import { type DType, type KernelOutput, type OpOutputs, registerKernel } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { recordGemm } from '../gemm/record';
 import { type GemmConfig, type GemmShape, vec4Aligned } from '../gemm/types';
@@ -60,7 +60,7 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
  * (K, and N for dy·W, multiples of 4: every MLX group size makes K one), else gemm-tiled, one
  * 8-row block for the few rows of decode or 64×64 tiles.
  */
-function quantConfig(shape: GemmShape): GemmConfig {
+export function quantConfig(shape: GemmShape): GemmConfig {
   if (shape.M >= 64 && vec4Aligned(shape)) return { kind: 'vec4', name: 'qmm-vec4-128x128', splits: 1 };
   return shape.M <= 8
     ? { kind: 'tiled', name: 'qmm-8x64', tm: 1, tn: 2, tk: 32, wgx: 32, wgy: 8, splits: 1 }
@@ -95,25 +95,43 @@ export function qgemvConfig(
  * (qgemv.wgsl); otherwise a GEMM stages W's tiles dequantized (the QUANT sections of gemm-vec4.wgsl
  * and gemm-tiled.wgsl).
  */
-function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, backend }: Args<'quantizedMatmul'>): KernelOutput {
-  const t = typeOf(backend, x.dtype, 'quantizedMatmul');
-  const rows = weight.shape[0];
-  const cols = scales.shape[1] * attrs.groupSize;
-  const [K, N] = attrs.transpose ? [cols, rows] : [rows, cols];
-  const M = x.shape.reduce((a, b) => a * b, 1) / K;
-  const y = backend.allocate(x.dtype, M * N, 'quantizedMatmul out');
-  const result = out(y, [...x.shape.slice(0, -1), N], x.dtype);
-  if (M === 0 || N === 0) return result;
-  if (attrs.transpose && M <= 16 && attrs.bits % 2 === 0 && attrs.bits !== 6) {
+/** A packed weight's GPU parts and packing, as the products read them. */
+export interface PackedWeight {
+  weight: GPUBuffer;
+  scales: GPUBuffer;
+  biases: GPUBuffer;
+  bits: number;
+  groupSize: number;
+  /** Packed words per row of W. */
+  words: number;
+}
+
+/**
+ * C = x·Wᵀ (`transpose`) or x·W over a packed W, written into `c` (β = 0) or added to it (β = 1):
+ * up to sixteen rows at 2, 4 or 8 bits stream W's words once (qgemv.wgsl, β = 0 only); otherwise a
+ * GEMM stages W's tiles dequantized (the QUANT sections of gemm-vec4.wgsl and gemm-tiled.wgsl).
+ */
+export function recordQuantizedProduct(
+  backend: WebGPUBackend,
+  dtype: DType,
+  x: GPUBuffer,
+  w: PackedWeight,
+  dims: { M: number; N: number; K: number; transpose: boolean },
+  c: GPUBuffer,
+  beta: 0 | 1,
+): void {
+  const { M, N, K, transpose } = dims;
+  if (M === 0 || N === 0) return;
+  const t = typeOf(backend, dtype, 'quantizedMatmul');
+  if (transpose && beta === 0 && M <= 16 && w.bits % 2 === 0 && w.bits !== 6) {
     // Decode: W streamed once as packed words, TEAMS·ROWS rows of W per workgroup.
-    const words = weight.shape[1];
-    const { lanes, rows: rowsPerTeam, vw } = qgemvConfig(backend, N, M, attrs.bits, attrs.groupSize, words);
+    const { lanes, rows: rowsPerTeam, vw } = qgemvConfig(backend, N, M, w.bits, w.groupSize, w.words);
     const groups = Math.ceil(N / ((256 / lanes) * rowsPerTeam));
     const { key, source } = shader('qgemv', qgemvSource, {
       ENABLE: enableFor(t),
       T: t,
-      BITS: String(attrs.bits),
-      GROUP: String(attrs.groupSize),
+      BITS: String(w.bits),
+      GROUP: String(w.groupSize),
       MR: String(M),
       ROWS: String(rowsPerTeam),
       LANES: String(lanes),
@@ -123,18 +141,29 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
     backend.dispatch({
       key,
       source,
-      buffers: [buf(x), buf(weight), buf(scales), buf(biases), y.buffer],
-      uniform: uniform([N, K, words, Math.min(groups, 65535)]),
+      buffers: [x, w.weight, w.scales, w.biases, c],
+      uniform: uniform([N, K, w.words, Math.min(groups, 65535)]),
       workgroups: [Math.min(groups, 65535), Math.ceil(groups / 65535), 1],
-      label: `qgemv q${attrs.bits} m${M}`,
+      label: `qgemv q${w.bits} m${M}`,
     });
-    return result;
+    return;
   }
-  const quant = { bits: attrs.bits, groupSize: attrs.groupSize, scales: buf(scales), biases: buf(biases) };
-  const ops = { a: buf(x), b: buf(weight), c: y.buffer, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta: 0, quant, dtype: x.dtype };
-  const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: attrs.transpose, dtype: x.dtype === 'float16' ? 'float16' : 'float32' };
+  const quant = { bits: w.bits, groupSize: w.groupSize, scales: w.scales, biases: w.biases };
+  const ops = { a: x, b: w.weight, c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta, quant, dtype };
+  const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: transpose, dtype: dtype === 'float16' ? 'float16' : 'float32' };
   recordGemm(backend, shape, ops, quantConfig(shape));
-  return result;
+}
+
+/** `quantizedMatmul`: {@link recordQuantizedProduct} into a new output. */
+function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, backend }: Args<'quantizedMatmul'>): KernelOutput {
+  const rows = weight.shape[0];
+  const cols = scales.shape[1] * attrs.groupSize;
+  const [K, N] = attrs.transpose ? [cols, rows] : [rows, cols];
+  const M = x.shape.reduce((a, b) => a * b, 1) / K;
+  const y = backend.allocate(x.dtype, M * N, 'quantizedMatmul out');
+  const packed = { weight: buf(weight), scales: buf(scales), biases: buf(biases), bits: attrs.bits, groupSize: attrs.groupSize, words: weight.shape[1] };
+  recordQuantizedProduct(backend, x.dtype, buf(x), packed, { M, N, K, transpose: attrs.transpose }, y.buffer, 0);
+  return out(y, [...x.shape.slice(0, -1), N], x.dtype);
 }
 
 export function registerQuantizedKernels(): void {

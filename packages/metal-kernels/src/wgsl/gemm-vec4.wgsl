@@ -41,7 +41,7 @@
 //   scalars.
 //   4  la    storage, read        [M, r] vec4<T> (LORA only)
 //   5  lb    storage, read        [N, r] or [r, N] vec4<T> (LORA only)
-//   6  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta,
+//   6  p     uniform (8 with QUANT) { M, N, K, batch, a_batch_stride, b_batch_stride, k_chunk, splits, alpha, beta,
 //                      r, lora_trans_b, lora_scale, dropout_on, dropout_seed, dropout_threshold,
 //                      dropout_keep_scale, n1: the columns from B under CONCAT_N } (batch strides in elements, multiples of 4; r % 4 = 0)
 // Dispatch: (ceil(N / BN), ceil(M / BM), batch · splits) workgroups of WGX × WGY threads.
@@ -59,10 +59,10 @@
 //   (binding 5) stored like B: the decode LoRA forward's T = x·Aᵀ computed with x·Wᵀ, which
 //   gemm-splitk-reduce.wgsl (CONCAT_C) then writes to y and T.
 // Text types: T (f32 or f16; ENABLE is `enable f16;` for f16), TC (C's element type).
-// Section QUANT (text constants BITS, GROUP; batch 1, no LORA, PAIR or CONCAT_N): op(B) is an
-//   MLX affine-quantized matrix, its packed u32 words at binding 1 and its scales and biases at
-//   bindings 4 and 5; each vec4 of the B tile is unpacked (one word read, one group) and scaled and
-//   biased as it is loaded.
+// Section QUANT (text constants BITS, GROUP; batch 1, no PAIR or CONCAT_N; with or without LORA):
+//   op(B) is an MLX affine-quantized matrix, its packed u32 words at binding 1 and its scales and
+//   biases at bindings 6 and 7 (the uniform moves to 8); each vec4 of the B tile is unpacked (one
+//   word read, one group) and scaled and biased as it is loaded. With LORA: QLoRA's fused term.
 // Text flags: VEC_OUT (above); LORA compiles the LoRA prologue and binds la, lb (without it the
 //   kernel is the plain GEMM and bindings 4, 5 are absent); LORA_MASK (dx with dropout) adds the
 //   mask's code, which even behind a runtime check slowed the forward GEMM (RESULTS.md, "The mask's code out of the prologue"),
@@ -136,7 +136,12 @@ fn lb_trans() -> bool {
 @group(0) @binding(4) var<storage, read> la: array<vec4<{{T}}>>;
 @group(0) @binding(5) var<storage, read> lb: array<vec4<{{T}}>>;
 {{/LORA}}
+{{^QUANT}}
 @group(0) @binding(6) var<uniform> p: Params;
+{{/QUANT}}
+{{#QUANT}}
+@group(0) @binding(8) var<uniform> p: Params;
+{{/QUANT}}
 
 // [buffer][k][BM / 4]: row k of a tile holds BM m values as BM / 4 vec4 (likewise B with BN n).
 var<workgroup> As: array<array<vec4<f32>, TK * BM4>, 2>;

@@ -483,8 +483,16 @@ function transposed(src: Floats, rows: number, cols: number): Floats {
   return out;
 }
 
+/** W [out, in] of a loraLinear: its values, or with `quant` its packed words dequantized (float64). */
+function baseWeight(backend: CpuBackend, w: TensorRef, quantParts: readonly TensorRef[], quant: QuantSpec | null, dtype: DType): Floats {
+  if (!quant) return asFloats(backend.values(w), dtype);
+  return dequantized(backend, w, quantParts[0], quantParts[1], quant).w;
+}
+
 function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOutputs['loraLinear'] {
-  const [x, w, a, b, bias] = inputs;
+  const [x, w, a, b] = inputs;
+  const bias = attrs.hasBias ? inputs[4] : undefined;
+  const quantParts = inputs.slice(attrs.hasBias ? 5 : 4);
   const dtype = x.dtype;
   const [m, inF] = x.shape;
   const outF = w.shape[0];
@@ -494,7 +502,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOut
   const t = floatArray(dtype, m * r);
   gemmABt(m, r, inF, xd, 0, asFloats(backend.values(a), dtype), 0, t, 0, false);
   const y = floatArray(dtype, m * outF);
-  gemmABt(m, outF, inF, xv, 0, asFloats(backend.values(w), dtype), 0, y, 0, false);
+  gemmABt(m, outF, inF, xv, 0, baseWeight(backend, w, quantParts, attrs.quant, dtype), 0, y, 0, false);
   const ts = t.map((v) => v * attrs.scale);
   gemmABt(m, outF, r, ts, 0, asFloats(backend.values(b), dtype), 0, y, 0, true);
   if (attrs.hasBias) {
@@ -505,7 +513,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOut
 }
 
 function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBackward'>): OpOutputs['loraLinearBackward'] {
-  const [dyRef, xRef, wRef, aRef, bRef, tRef] = inputs;
+  const [dyRef, xRef, wRef, aRef, bRef, tRef, ...quantParts] = inputs;
   const dtype = dyRef.dtype;
   const [m, outF] = dyRef.shape;
   const inF = xRef.shape[1];
@@ -524,7 +532,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   const dyT = transposed(dy, m, outF);
   if (attrs.needX) {
     const dx = floatArray(dtype, m * inF);
-    gemmABt(m, inF, outF, dy, 0, transposed(asFloats(backend.values(wRef), dtype), outF, inF), 0, dx, 0, false);
+    gemmABt(m, inF, outF, dy, 0, transposed(baseWeight(backend, wRef, quantParts, attrs.quant, dtype), outF, inF), 0, dx, 0, false);
     const lora = floatArray(dtype, m * inF);
     gemmABt(m, inF, r, u, 0, transposed(a, r, inF), 0, lora, 0, false);
     const keepScale = 1 / (1 - attrs.dropout);

@@ -1,6 +1,7 @@
 import type { DType } from '../dtype';
 import type { Shape } from '../shape';
 import type { Tensor } from '../tensor';
+import type { QuantSpec } from '../quantize';
 import type { OpAttrs } from './op-names';
 
 /**
@@ -83,7 +84,7 @@ export interface GradientContexts {
   /** saves [a, b] */
   matmul: { transposeA: boolean; transposeB: boolean } & BinaryContext;
   /** saves [x as [M, in], weight, loraA, loraB, t]; `needs`: per input (x, weight, loraA, loraB, bias?). */
-  loraLinear: { scale: number; dropout: number; seed: number; needs: readonly boolean[]; xShape: Shape; outFeatures: number };
+  loraLinear: { scale: number; dropout: number; seed: number; needs: readonly boolean[]; xShape: Shape; outFeatures: number; quant: QuantSpec | null };
   /** saves [logits, targets, weights, logsumexp] */
   softmaxCrossEntropy: None;
   /** saves [the gradient in h of the summed loss rows, per row] */

@@ -211,7 +211,7 @@ const GRADIENTS: GradientTable = {
     }
     return [ga, gb];
   },
-  loraLinear: (dy, [x, weight, loraA, loraB, t], { scale, dropout, seed, needs, xShape, outFeatures }) => {
+  loraLinear: (dy, [x, weight, loraA, loraB, t, ...quantParts], { scale, dropout, seed, needs, xShape, outFeatures, quant }) => {
     // One fused op computes the wanted gradients (the dropout mask regenerated from its seed).
     const dy2 = reshape(dy, [-1, outFeatures]);
     const {
@@ -220,7 +220,8 @@ const GRADIENTS: GradientTable = {
       dB,
       dWeight: dW,
       dBias,
-    } = runOp('loraLinearBackward', [dy2, x, weight, loraA, loraB, t], {
+    } = runOp('loraLinearBackward', [dy2, x, weight, loraA, loraB, t, ...quantParts], {
+      quant,
       scale,
       dropout,
       seed,

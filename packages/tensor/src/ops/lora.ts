@@ -4,7 +4,9 @@ import { ShapeError, ValueError } from '../errors';
 import { nextSeed } from '../random';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
+import { quantSpec } from '../quantize';
 import { assertFloat, assertSameDType, assertTensor } from './helpers';
+import { checkPacked } from './quantized';
 import { reshape } from './layout';
 
 // Gradients: ops/gradients.ts.
@@ -21,6 +23,12 @@ export interface LoraLinearOptions {
    * Default: drawn from the global generator on each call.
    */
   seed?: number;
+  /**
+   * The base is MLX affine-quantized (QLoRA): `weight` holds its packed int32 words
+   * `[out, in·bits/32]` and these its scales and biases `[out, in/groupSize]` (constants, in the
+   * activations' dtype). W is read from its packed words by the kernels, never made whole.
+   */
+  quant?: { scales: Tensor; biases: Tensor; bits: number; groupSize: number };
 }
 
 /**
@@ -32,6 +40,8 @@ export interface LoraLinearOptions {
  *
  * @example
  * const y = loraLinear(x, w, a, b, { scale: 16 / 8, dropout: 0.05 });
+ * // A 4-bit base (QLoRA): w the packed words of `quantize(...)`.
+ * const yq = loraLinear(x, q.weight, a, b, { scale: 2, quant: { scales: q.scales, biases: q.biases, bits: 4, groupSize: 64 } });
  */
 export function loraLinear(x: Tensor, weight: Tensor, loraA: Tensor, loraB: Tensor, options: LoraLinearOptions): Tensor {
   const op = 'loraLinear';
@@ -44,11 +54,21 @@ export function loraLinear(x: Tensor, weight: Tensor, loraA: Tensor, loraB: Tens
   if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new ValueError(op, 'scale must be a finite number', 'e.g. alpha / rank', String(scale));
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1))
     throw new ValueError(op, 'dropout out of range', 'a probability in [0, 1)', String(dropout));
-  const tensors = [x, weight, loraA, loraB, ...(bias ? [assertTensor(op, bias, 'bias')] : [])];
-  assertSameDType(op, tensors, ['x', 'weight', 'loraA', 'loraB', 'bias']);
+  const quant = options.quant;
+  const float = [x, loraA, loraB, ...(bias ? [assertTensor(op, bias, 'bias')] : []), ...(quant ? [quant.scales, quant.biases] : [weight])];
+  assertSameDType(op, float, ['x', 'loraA', 'loraB', ...(bias ? ['bias'] : []), ...(quant ? ['scales', 'biases'] : ['weight'])]);
   assertFloat(op, x, 'x');
-  if (weight.rank !== 2) throw new ShapeError(op, 'weight must be [out, in]', 'rank 2', formatShape(weight.shape));
-  const [outF, inF] = weight.shape;
+  let outF: number;
+  let inF: number;
+  const spec = quant ? quantSpec(op, quant) : null;
+  if (quant && spec) {
+    ({ rows: outF, cols: inF } = checkPacked(op, weight, quant.scales, quant.biases, spec));
+    if (weight.requiresGrad || quant.scales.requiresGrad || quant.biases.requiresGrad)
+      throw new ValueError(op, 'a quantized base is constant', 'weight, scales and biases without requiresGrad (freeze them)', 'one requiring grad');
+  } else {
+    if (weight.rank !== 2) throw new ShapeError(op, 'weight must be [out, in]', 'rank 2', formatShape(weight.shape));
+    [outF, inF] = weight.shape;
+  }
   if (x.rank < 1 || x.shape[x.rank - 1] !== inF)
     throw new ShapeError(op, "x's last dimension must equal weight's in-features", `[..., ${inF}]`, formatShape(x.shape));
   if (loraA.rank !== 2 || loraA.shape[1] !== inF || loraA.shape[0] < 1)
@@ -60,12 +80,21 @@ export function loraLinear(x: Tensor, weight: Tensor, loraA: Tensor, loraB: Tens
   const seed = dropout > 0 ? (options.seed ?? nextSeed()) >>> 0 : 0;
   const lead = x.shape.slice(0, -1);
   const x2 = reshape(x, [-1, inF]);
-  const { y: y2, t } = runOp(op, bias ? [x2, weight, loraA, loraB, bias] : [x2, weight, loraA, loraB], { scale, dropout, seed, hasBias: !!bias });
+  const parts = quant ? [quant.scales, quant.biases] : [];
+  const attrs = { scale, dropout, seed, hasBias: !!bias, quant: spec };
+  const { y: y2, t } = runOp(op, [x2, weight, loraA, loraB, ...(bias ? [bias] : []), ...parts], attrs);
   const y = reshape(y2, [...lead, outF]);
   y2.dispose();
   const inputs = bias ? [x, weight, loraA, loraB, bias] : [x, weight, loraA, loraB];
   const needs = inputs.map((i) => i.requiresGrad);
-  const result = recordOp(op, y, inputs, { scale, dropout, seed, needs, xShape: x.shape, outFeatures: outF }, [x2, weight, loraA, loraB, t]);
+  const result = recordOp(op, y, inputs, { scale, dropout, seed, needs, xShape: x.shape, outFeatures: outF, quant: spec }, [
+    x2,
+    weight,
+    loraA,
+    loraB,
+    t,
+    ...parts,
+  ]);
   x2.dispose();
   t.dispose();
   return result;

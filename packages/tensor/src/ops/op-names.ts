@@ -1,5 +1,6 @@
 import type { KernelOutput, TensorRef } from '../backend';
 import type { DType } from '../dtype';
+import type { QuantSpec } from '../quantize';
 
 /**
  * Every op of the library, with the attributes its kernels receive. A backend registers kernels
@@ -52,15 +53,19 @@ export interface OpAttrs {
   // [indices int32, updates]: zeros of `shape` with updates added at indices along axis
   scatterAdd: { axis: number; shape: number[] };
   /**
-   * [x [M, in], weight [out, in], loraA [r, in], loraB [out, r], bias? [out]] →
-   * [y [M, out], t [M, r]] with t = dropout(x)·Aᵀ and y = x·Wᵀ + bias + scale·t·Bᵀ.
+   * [x [M, in], weight [out, in], loraA [r, in], loraB [out, r], bias? [out] (hasBias), then with
+   * `quant` scales and biases [out, in/groupSize] (weight: the packed int32 words [out, in·bits/32]
+   * of an MLX affine-quantized W)] → [y [M, out], t [M, r]] with t = dropout(x)·Aᵀ and
+   * y = x·Wᵀ + bias + scale·t·Bᵀ.
    */
-  loraLinear: { scale: number; dropout: number; seed: number; hasBias: boolean };
+  loraLinear: { scale: number; dropout: number; seed: number; hasBias: boolean; quant: QuantSpec | null };
   /**
-   * [dy [M, out], x [M, in], weight, loraA, loraB, t [M, r]] → those requested, by name (`OpOutputs`):
-   * dx [M, in], dA [r, in], dB [out, r], dWeight [out, in], dBias [out].
+   * [dy [M, out], x [M, in], weight, loraA, loraB, t [M, r], then with `quant` scales and biases] →
+   * those requested, by name (`OpOutputs`): dx [M, in], dA [r, in], dB [out, r], dWeight [out, in]
+   * (never with `quant`), dBias [out].
    */
   loraLinearBackward: {
+    quant: QuantSpec | null;
     scale: number;
     dropout: number;
     seed: number;
@@ -156,8 +161,8 @@ export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: 
   concat: readonly R[];
   gather: readonly [table: R, indices: R];
   scatterAdd: readonly [indices: R, updates: R];
-  loraLinear: readonly [x: R, weight: R, loraA: R, loraB: R, bias?: R];
-  loraLinearBackward: readonly [dy: R, x: R, weight: R, loraA: R, loraB: R, t: R];
+  loraLinear: readonly [x: R, weight: R, loraA: R, loraB: R, ...biasThenQuant: R[]];
+  loraLinearBackward: readonly [dy: R, x: R, weight: R, loraA: R, loraB: R, t: R, ...quant: R[]];
   rmsNorm: readonly [x: R, weight: R];
   rmsNormBackward: readonly [dy: R, x: R, weight: R, rstd: R];
   addRmsNorm: readonly [x: R, residual: R, weight: R];

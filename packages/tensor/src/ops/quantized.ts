@@ -19,7 +19,7 @@ export interface QuantizedWeight {
 }
 
 /** Checks a packed weight against its spec; returns its rows and unpacked columns. */
-function checkPacked(op: string, weight: Tensor, scales: Tensor, biases: Tensor, spec: QuantSpec): { rows: number; cols: number } {
+export function checkPacked(op: string, weight: Tensor, scales: Tensor, biases: Tensor, spec: QuantSpec): { rows: number; cols: number } {
   assertTensor(op, weight, 'weight');
   assertTensor(op, scales, 'scales');
   assertTensor(op, biases, 'biases');

@@ -1,14 +1,15 @@
 // gemm-quant.wgsl, a shared WGSL piece: the QUANT section of gemm-tiled and gemm-vec4, where op(B)
 // is an MLX affine-quantized matrix W (batch 1): its packed u32 words at binding 1, a scale and a
-// bias per group of GROUP columns at bindings 4 and 5; W's elements dequantized one at a time
+// bias per group of GROUP columns at bindings QS and QB (text constants: 4 and 5 in gemm-tiled,
+// 6 and 7 in gemm-vec4, whose LoRA prologue holds 4 and 5); W's elements dequantized one at a time
 // (`weight_at`) or four consecutive ones of a row at once (`weight_vec4`).
 // W's rows hold K values when TRANS_B (W [N, K]), else N (W [K, N]); reads the includer's `p`
 // (gemm-uniform's N and K) and TRANS_B.
 const BITS: u32 = {{BITS}}u;
 const GROUP: u32 = {{GROUP}}u;
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
-@group(0) @binding(4) var<storage, read> scales: array<{{T}}>;
-@group(0) @binding(5) var<storage, read> biases: array<{{T}}>;
+@group(0) @binding({{QS}}) var<storage, read> scales: array<{{T}}>;
+@group(0) @binding({{QB}}) var<storage, read> biases: array<{{T}}>;
 
 {{>quant-unpack}}
 
