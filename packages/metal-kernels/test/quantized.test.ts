@@ -30,6 +30,9 @@ describe('webgpu quantized weights (MLX affine)', () => {
     [4, 32, 64, 4, 100],
     [8, 64, 96, 2, 130],
     [3, 32, 32, 3, 65],
+    // Long K over few tiles: the vec4 kernel with K split (x·Wᵀ, then dy·W).
+    [4, 64, 68, 36, 64],
+    [8, 32, 2052, 2, 64],
     // The decode kernel (2, 4 and 8 bits, up to eight rows): awkward row counts of W.
     [8, 32, 33, 2, 4],
     [2, 128, 13, 1, 8],

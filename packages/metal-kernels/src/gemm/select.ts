@@ -87,7 +87,7 @@ function splitsToward(target: number, groups: number, K: number, minChunk: numbe
   return Math.max(1, Math.min(cap, Math.ceil(target / groups), Math.floor(K / minChunk)));
 }
 
-function splitsFor(tiles: number, K: number): number {
+export function splitsFor(tiles: number, K: number): number {
   // Enough workgroups to fill a large GPU (~256), but each split keeps ≥ 256 of K.
   if (tiles >= 128 || K < 1024) return 1;
   return splitsToward(256, tiles, K, 256, 16);

@@ -1,7 +1,8 @@
 import { type DType, type KernelOutput, type OpOutputs, registerKernel } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { recordGemm } from '../gemm/record';
-import { type GemmConfig, type GemmShape, vec4Aligned } from '../gemm/types';
+import { splitsFor } from '../gemm/select';
+import { type GemmConfig, type GemmShape, type Vec4Config, vec4Aligned, vec4Tiles, withSplits } from '../gemm/types';
 import dequantizeSource from '../wgsl/dequantize.wgsl';
 import qgemvSource from '../wgsl/qgemv.wgsl';
 import quantizeSource from '../wgsl/quantize.wgsl';
@@ -56,12 +57,17 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
 }
 
 /**
- * The kernel for a quantized B: gemm-vec4's 128×128 tiles where the product is large and aligned
+ * The kernel for a quantized B: gemm-vec4's 128×128 tiles (K split as {@link splitsFor} says) where the product is large and aligned
  * (K, and N for dy·W, multiples of 4: every MLX group size makes K one), else gemm-tiled, one
  * 8-row block for the few rows of decode or 64×64 tiles.
  */
 export function quantConfig(shape: GemmShape): GemmConfig {
-  if (shape.M >= 64 && vec4Aligned(shape)) return { kind: 'vec4', name: 'qmm-vec4-128x128', splits: 1 };
+  if (shape.M >= 64 && vec4Aligned(shape)) {
+    // K split where the tiles are few and K long, as for float B (an LM head's dlogits·W over the
+    // vocabulary: unsplit it took 25 ms a chunk of Llama-3.2-1B's on the H200).
+    const base: Vec4Config = { kind: 'vec4', name: 'qmm-vec4-128x128', splits: 1 };
+    return withSplits(base, splitsFor(vec4Tiles(base, shape.M, shape.N, 1), shape.K));
+  }
   return shape.M <= 8
     ? { kind: 'tiled', name: 'qmm-8x64', tm: 1, tn: 2, tk: 32, wgx: 32, wgy: 8, splits: 1 }
     : { kind: 'tiled', name: 'qmm-64x64', tm: 4, tn: 4, tk: 16, wgx: 16, wgy: 16, splits: 1 };
