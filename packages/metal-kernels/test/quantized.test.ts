@@ -229,6 +229,40 @@ describe('webgpu quantized weights (MLX affine)', () => {
     );
   }
 
+  gpuIt('QLoRA loraLinear in float16 (f16 scales, activations and adapter): y, dx, dA, dB within f16 tolerance of float64', async (b, ctx) => {
+    if (!b.context.report.shaderF16) {
+      ctx.skip('the adapter has no shader-f16');
+      return;
+    }
+    const [m, inF, outF, r] = [70, 128, 68, 8];
+    const { cpu, gpu } = quantized(b, outF, inF, 4, 64, 21, 'float16');
+    const half = (v: Float64Array) => Float64Array.from(v, (x) => T.float16BitsToFloat32(T.float32ToFloat16Bits(x)));
+    const values = {
+      x: half(randomValues(m * inF, 1)),
+      a: half(randomValues(r * inF, 2, 0.2)),
+      b: half(randomValues(outF * r, 3, 0.2)),
+      dy: half(randomValues(m * outF, 5)),
+    };
+    const run = async (backend: T.Backend, q: { weight: Tensor; scales: Tensor; biases: Tensor }, dtype: 'float16' | 'float64') => {
+      const make = (v: Float64Array, shape: number[], grad = false) => T.tensor(v, shape, { dtype, backend, requiresGrad: grad });
+      const x = make(values.x, [m, inF], true);
+      const a = make(values.a, [r, inF], true);
+      const lb = make(values.b, [outF, r], true);
+      const cast = (t: Tensor) => (dtype === 'float64' ? t.cast('float64') : t);
+      const y = T.loraLinear(x, q.weight, a, lb, { scale: 2, quant: { scales: cast(q.scales), biases: cast(q.biases), bits: 4, groupSize: 64 } });
+      T.sum(T.mul(y, make(values.dy, [m, outF]))).backward();
+      return Promise.all([y, x.grad!, a.grad!, lb.grad!].map((t) => t.data()));
+    };
+    const want = await run(cpuBackend, cpu, 'float64');
+    b.poisonOutputs = true;
+    try {
+      const got = await run(b, gpu, 'float16');
+      for (const [i, name] of ['y', 'dx', 'dA', 'dB'].entries()) assertClose(got[i], want[i], gemmTolerance('float16', want[i]), name);
+    } finally {
+      b.poisonOutputs = false;
+    }
+  });
+
   gpuIt('float16 scales and activations: the product within f16 tolerance of float64', async (b, ctx) => {
     if (!b.context.report.shaderF16) {
       ctx.skip('the adapter has no shader-f16');
