@@ -30,6 +30,9 @@ describe('webgpu quantized weights (MLX affine)', () => {
     [4, 32, 64, 4, 100],
     [8, 64, 96, 2, 130],
     [3, 32, 32, 3, 65],
+    // 5 and 6 bits through the vec4 kernel both ways (values straddling words in weight_vec4).
+    [6, 32, 64, 4, 100],
+    [5, 32, 64, 4, 100],
     // Long K over few tiles: the vec4 kernel with K split (x·Wᵀ, then dy·W).
     [4, 64, 68, 36, 64],
     [8, 32, 2052, 2, 64],
@@ -38,6 +41,10 @@ describe('webgpu quantized weights (MLX affine)', () => {
     [2, 128, 13, 1, 8],
     [4, 64, 250, 2, 2],
     [4, 32, 40, 2, 16],
+    // Rows long enough that each lane of a team walks several chunks (64 at 4 bits, VW = 4; 64 at
+    // 2 bits in groups of 32, VW = 1).
+    [4, 64, 37, 32, 1],
+    [2, 32, 21, 32, 3],
   ];
   for (const [bits, groupSize, rows, groups, m] of cases) {
     gpuIt(`${bits} bits, groups of ${groupSize}: dequantize, x·Wᵀ and dy·W against float64 ([${rows}, ${groups * groupSize}], ${m} rows)`, async (b) => {
@@ -131,7 +138,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
     });
   }
 
-  gpuIt('quantize on the GPU: float16 weights, and a value that is not finite named as on the CPU', async (b, ctx) => {
+  gpuIt('quantize on the GPU: a value that is not finite or a range that overflows named as on the CPU, and float16 weights', async (b, ctx) => {
     const values = randomValues(4 * 64, 3, 0.5);
     values[2 * 64 + 17] = Number.NaN;
     await expect(T.quantizeAsync(T.tensor(values, [4, 64], { dtype: 'float32', backend: b }), { bits: 4, groupSize: 32 })).rejects.toThrow(
@@ -141,6 +148,12 @@ describe('webgpu quantized weights (MLX affine)', () => {
     await expect(T.quantizeAsync(T.tensor(values, [4, 64], { dtype: 'float32', backend: b }), { bits: 8, groupSize: 64 })).rejects.toThrow(
       'quantize: value at row 2, column 17 is not finite',
     );
+    // Finite values whose range float32 cannot hold: the GPU marks the group, the host names it.
+    const wide = Float64Array.from(values, (v, i) => (i === 70 ? 3e38 : i === 75 ? -3e38 : v));
+    wide[2 * 64 + 17] = 0.5;
+    await expect(T.quantizeAsync(T.tensor(wide, [4, 64], { dtype: 'float32', backend: b }), { bits: 4, groupSize: 32 })).rejects.toThrow(
+      'quantize: the values of row 1, columns 0..31 span more than float32 holds',
+    );
     if (!b.context.report.shaderF16) {
       ctx.skip('the adapter has no shader-f16');
       return;
@@ -148,6 +161,11 @@ describe('webgpu quantized weights (MLX affine)', () => {
     values[2 * 64 + 17] = 0.75;
     const half = Float64Array.from(values, (v) => T.float16BitsToFloat32(T.float32ToFloat16Bits(v)));
     const want = T.quantize(T.tensor(half, [4, 64], { dtype: 'float16', backend: cpuBackend }), { bits: 4, groupSize: 32 });
+    // float16 weights: an infinity is reported through an f16 NaN scale.
+    const inf = Float64Array.from(half, (v, i) => (i === 100 ? Number.POSITIVE_INFINITY : v));
+    await expect(T.quantizeAsync(T.tensor(inf, [4, 64], { dtype: 'float16', backend: b }), { bits: 4, groupSize: 32 })).rejects.toThrow(
+      'quantize: value at row 1, column 36 is not finite',
+    );
     const got = await T.quantizeAsync(T.tensor(half, [4, 64], { dtype: 'float16', backend: b }), { bits: 4, groupSize: 32 });
     expect(got.scales.dtype).toBe('float16');
     assertClose(await got.scales.data(), want.scales.dataSync(), TOLERANCES.float16, 'scales');
@@ -177,6 +195,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
     [66, 96, 40, 8, 8, 32, true, 0, false],
     [33, 64, 20, 3, 3, 32, false, 0.1, false],
     [40, 128, 24, 4, 4, 64, true, 0.1, true],
+    [70, 96, 40, 8, 6, 32, true, 0.1, false],
   ];
   for (const [m, inF, outF, r, bits, groupSize, hasBias, p, composed] of qlora) {
     gpuIt(
@@ -295,7 +314,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
   });
 
   gpuIt('decode: every team shape (lanes 8 / 16 / 32, rows 1 / 2 / 4) against float64, ragged N', async (b) => {
-    const [bits, groupSize, rows, cols] = [4, 32, 203, 160];
+    const [bits, groupSize, rows, cols] = [4, 32, 203, 640];
     const { gpu, ref } = quantized(b, rows, cols, bits, groupSize, 77);
     b.poisonOutputs = true;
     try {
@@ -313,6 +332,19 @@ describe('webgpu quantized weights (MLX affine)', () => {
     } finally {
       b.overrides.qgemv = null;
       b.poisonOutputs = false;
+    }
+    b.overrides.qgemv = { lanes: 24, rows: 2 };
+    try {
+      expect(() =>
+        T.quantizedMatmul(T.tensor(randomValues(cols, 1), [1, cols], { dtype: 'float32', backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+          bits,
+          groupSize,
+        }),
+      ).toThrow(
+        'quantizedMatmul: overrides.qgemv names a team shape qgemv.wgsl does not have; expected lanes 8, 16 or 32 and rows 1, 2 or 4, got lanes 24, rows 2',
+      );
+    } finally {
+      b.overrides.qgemv = null;
     }
   });
 

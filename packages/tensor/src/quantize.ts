@@ -112,6 +112,15 @@ export function quantizeAffine(
       }
       const lower = Math.abs(lo) > Math.abs(hi);
       let scale = Math.max(f(f(hi - lo) / levels), eps) * (lower ? 1 : -1);
+      // A range wider than float32 holds (max − min overflows) has no scale: every value would
+      // dequantize to NaN.
+      if (!Number.isFinite(scale))
+        throw new ValueError(
+          'quantize',
+          `the values of row ${r}, columns ${g * groupSize}..${(g + 1) * groupSize - 1} span more than float32 holds`,
+          'max − min of a group within float32',
+          `${lo} .. ${hi}`,
+        );
       const edge = lower ? lo : hi;
       const q0 = rint(f(edge / scale));
       let bias = 0;

@@ -143,6 +143,8 @@ describe('loraLinear (CPU reference)', () => {
       expect(() => loraLinear(randomTensor([3, 64], 1), weight, a, b, { scale: 1, quant })).toThrow(/loraLinear: .*dtype/);
       expect(() => loraLinear(x, weight, a, b, { scale: 1, quant: { ...quant, bits: 7 } })).toThrow('loraLinear: unsupported bits');
       expect(() => loraLinear(x, weight, randomTensor([2, 32], 3, opts), b, { scale: 1, quant })).toThrow('loraLinear: loraA must be [rank, in]');
+      expect(() => loraLinear(x, weight, a, b, { scale: 1 })).toThrow('loraLinear: weight holds packed words but no quant was given');
+      expect(() => loraLinear(x, weight, a, b, { scale: 1, quant: { ...quant, scales: undefined as unknown as Tensor } })).toThrow(/loraLinear: quant\.scales/);
     });
   });
 });

@@ -92,6 +92,11 @@ describe('MLX affine quantization (host)', () => {
         { groupSize: 32 },
       ),
     ).toThrow(/quantize: value at row 0, column 3 is not finite/);
+    // Finite values whose range float32 cannot hold (max − min overflows): no scale exists.
+    const wide = Float64Array.from({ length: 64 }, (_, i) => (i === 33 ? 3e38 : i === 40 ? -3e38 : i));
+    expect(() => quantize(tensor(wide, [1, 64]), { bits: 4, groupSize: 32 })).toThrow(
+      'quantize: the values of row 0, columns 32..63 span more than float32 holds',
+    );
   });
 });
 

@@ -1,4 +1,4 @@
-import { type DType, type OpOutputs, registerKernel, type TensorRef } from '@metal-lora/tensor';
+import { type DType, type OpOutputs, registerKernel, type TensorRef, ValueError } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
 import { recordLoraDual } from '../gemm/lora-dual';
 import { gemmDevice, gemmOutput, recordGemm } from '../gemm/record';
@@ -146,17 +146,14 @@ function quantLoraFused(M: number, inF: number, outF: number, r: number, backend
 /** The gradients of loraLinear, each requested one on the selector's products (`selectLoraBackward`; see the op's CPU reference). */
 function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBackward'>): OpOutputs['loraLinearBackward'] {
   const [dy, x, w, a, b, t, ...quantParts] = inputs;
+  if (attrs.quant && attrs.needWeight)
+    throw new ValueError('loraLinearBackward', 'a quantized base has no gradient', 'needWeight false with quant', 'needWeight true');
   const dtype = dy.dtype;
   const [M, outF] = dy.shape;
   const inF = x.shape[1];
   const r = a.shape[0];
   const { scale: s, dropout: p } = attrs;
-  const plan = selectLoraBackward(
-    { M, inF, outF, r, dtype },
-    { ...attrs, needWeight: attrs.needWeight && !attrs.quant },
-    loraDevice(backend, dtype),
-    backend.overrides,
-  );
+  const plan = selectLoraBackward({ M, inF, outF, r, dtype }, attrs, loraDevice(backend, dtype), backend.overrides);
   // QLoRA: dy·W reads the packed words (the vec4 kernel with U·A as its prologue where it applies).
   const packed: PackedWeight | null = attrs.quant
     ? { weight: buf(w), scales: buf(quantParts[0]), biases: buf(quantParts[1]), ...attrs.quant, words: w.shape[1] }

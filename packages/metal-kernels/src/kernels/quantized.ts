@@ -1,8 +1,8 @@
-import { type DType, type KernelOutput, type OpOutputs, registerKernel } from '@metal-lora/tensor';
+import { type DType, type KernelOutput, type OpOutputs, registerKernel, ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { recordGemm } from '../gemm/record';
 import { splitsFor } from '../gemm/select';
-import { type GemmConfig, type GemmShape, type Vec4Config, vec4Aligned, vec4Tiles, withSplits } from '../gemm/types';
+import { type GemmConfig, type GemmOverrides, type GemmShape, type Vec4Config, vec4Aligned, vec4Tiles, withSplits } from '../gemm/types';
 import dequantizeSource from '../wgsl/dequantize.wgsl';
 import qgemvSource from '../wgsl/qgemv.wgsl';
 import quantizeSource from '../wgsl/quantize.wgsl';
@@ -43,7 +43,14 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
   const biases = backend.allocate(w.dtype, groups, 'quantize biases');
   const blocks = Math.ceil(groups / 64);
   const gridX = Math.min(blocks, 65535);
-  const { key, source } = shader('quantize', quantizeSource, { ENABLE: enableFor(t), T: t, BITS: String(attrs.bits), GROUP: String(attrs.groupSize) });
+  const nan = t === 'f16' ? 'bitcast<vec2<f16>>(0x7e00u | (g & 0u)).x' : 'bitcast<f32>(0x7fc00000u | (g & 0u))';
+  const { key, source } = shader('quantize', quantizeSource, {
+    ENABLE: enableFor(t),
+    T: t,
+    BITS: String(attrs.bits),
+    GROUP: String(attrs.groupSize),
+    NAN: nan,
+  });
   if (groups > 0)
     backend.dispatch({
       key,
@@ -61,12 +68,14 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
  * (K, and N for dy·W, multiples of 4: every MLX group size makes K one), else gemm-tiled, one
  * 8-row block for the few rows of decode or 64×64 tiles.
  */
-export function quantConfig(shape: GemmShape): GemmConfig {
+export function quantConfig(shape: GemmShape, overrides: GemmOverrides = {}): GemmConfig {
   if (shape.M >= 64 && vec4Aligned(shape)) {
     // K split where the tiles are few and K long, as for float B (an LM head's dlogits·W over the
-    // vocabulary: unsplit it took 25 ms a chunk of Llama-3.2-1B's on the H200).
+    // vocabulary: unsplit it took 25 ms a chunk of Llama-3.2-1B's on the H200), capped as
+    // `overrides.maxSplits` caps the selector's.
     const base: Vec4Config = { kind: 'vec4', name: 'qmm-vec4-128x128', splits: 1 };
-    return withSplits(base, splitsFor(vec4Tiles(base, shape.M, shape.N, 1), shape.K));
+    const splits = splitsFor(vec4Tiles(base, shape.M, shape.N, 1), shape.K);
+    return withSplits(base, overrides.maxSplits ? Math.min(splits, overrides.maxSplits) : splits);
   }
   return shape.M <= 8
     ? { kind: 'tiled', name: 'qmm-8x64', tm: 1, tn: 2, tk: 32, wgx: 32, wgy: 8, splits: 1 }
@@ -88,7 +97,16 @@ export function qgemvConfig(
 ): { lanes: number; rows: number; vw: number } {
   const vw = words % 4 === 0 && (4 * 32) / bits <= groupSize ? 4 : 1;
   const forced = backend.overrides.qgemv;
-  if (forced) return { lanes: forced.lanes, rows: forced.rows, vw };
+  if (forced) {
+    if (![8, 16, 32].includes(forced.lanes) || ![1, 2, 4].includes(forced.rows))
+      throw new ValueError(
+        'quantizedMatmul',
+        'overrides.qgemv names a team shape qgemv.wgsl does not have',
+        'lanes 8, 16 or 32 and rows 1, 2 or 4',
+        `lanes ${forced.lanes}, rows ${forced.rows}`,
+      );
+    return { lanes: forced.lanes, rows: forced.rows, vw };
+  }
   // The H200 sweep (`qmm-bench --explore`; RESULTS.md, "Quantized weights"): more rows of W per
   // team reuse each loaded x (four from 8192 rows, two from 1024; at most two with 9..16 rows of
   // x, for registers), and a wide W at M = 1 (an LM head) runs fastest on teams of 8 lanes.
@@ -157,7 +175,7 @@ export function recordQuantizedProduct(
   const quant = { bits: w.bits, groupSize: w.groupSize, scales: w.scales, biases: w.biases };
   const ops = { a: x, b: w.weight, c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta, quant, dtype };
   const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: transpose, dtype: dtype === 'float16' ? 'float16' : 'float32' };
-  recordGemm(backend, shape, ops, quantConfig(shape));
+  recordGemm(backend, shape, ops, quantConfig(shape, backend.overrides));
 }
 
 /** `quantizedMatmul`: {@link recordQuantizedProduct} into a new output. */

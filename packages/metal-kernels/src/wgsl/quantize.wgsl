@@ -6,7 +6,8 @@
 //   q = clamp(round((w - bias) / scale), 0, levels)   (round: half to even)
 // packed LSB-first into the group's own words (GROUP·BITS is a multiple of 32 for every group size,
 // so no word is shared between groups; 3, 5 and 6 bits straddle words within the group). A group
-// holding a value that is not finite gets a NaN scale (the host reports it).
+// holding a value that is not finite, or whose range overflows f32, gets a NaN scale (the host
+// reports it). Text constant NAN: a run-time NaN of type T.
 //
 // Bindings (group 0):
 //   0  w       storage, read        [rows, cols] {{T}}
@@ -57,9 +58,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     scale = edge / q0;
     bias = edge;
   }
-  // A NaN built at run time (a constant NaN does not compile): the bits of a quiet NaN.
-  if (!finite) { scale = bitcast<f32>(0x7fc00000u | (g & 0u)); }
-  scales[g] = {{T}}(scale);
+  // No scale where a value is not finite or the range overflowed float32 (the scale's exponent
+  // bits all set): a NaN marks the group, stored as T's own bits (a NaN converted between float
+  // types is indeterminate in WGSL) and built at run time (a constant NaN does not compile).
+  if (!finite || (bitcast<u32>(scale) & 0x7f800000u) == 0x7f800000u) {
+    scales[g] = {{NAN}};
+  } else {
+    scales[g] = {{T}}(scale);
+  }
   biases[g] = {{T}}(bias);
   // The group's words, filled value by value in a register and stored once each.
   let base = g * WORDS;

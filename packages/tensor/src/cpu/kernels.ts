@@ -514,6 +514,8 @@ function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOut
 
 function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBackward'>): OpOutputs['loraLinearBackward'] {
   const [dyRef, xRef, wRef, aRef, bRef, tRef, ...quantParts] = inputs;
+  if (attrs.quant && attrs.needWeight)
+    throw new ValueError('loraLinearBackward', 'a quantized base has no gradient', 'needWeight false with quant', 'needWeight true');
   const dtype = dyRef.dtype;
   const [m, outF] = dyRef.shape;
   const inF = xRef.shape[1];

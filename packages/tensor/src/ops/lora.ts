@@ -1,6 +1,6 @@
 import { runOp } from '../dispatch';
 import { recordOp } from '../engine';
-import { ShapeError, ValueError } from '../errors';
+import { DTypeError, ShapeError, ValueError } from '../errors';
 import { nextSeed } from '../random';
 import { formatShape } from '../shape';
 import type { Tensor } from '../tensor';
@@ -55,6 +55,16 @@ export function loraLinear(x: Tensor, weight: Tensor, loraA: Tensor, loraB: Tens
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1))
     throw new ValueError(op, 'dropout out of range', 'a probability in [0, 1)', String(dropout));
   const quant = options.quant;
+  if (quant) {
+    assertTensor(op, quant.scales, 'quant.scales');
+    assertTensor(op, quant.biases, 'quant.biases');
+  } else if (weight.dtype === 'int32')
+    throw new DTypeError(
+      op,
+      'weight holds packed words but no quant was given (a quantized base needs options.quant: its scales, biases, bits and group size)',
+      x.dtype,
+      'int32',
+    );
   const float = [x, loraA, loraB, ...(bias ? [assertTensor(op, bias, 'bias')] : []), ...(quant ? [quant.scales, quant.biases] : [weight])];
   assertSameDType(op, float, ['x', 'loraA', 'loraB', ...(bias ? ['bias'] : []), ...(quant ? ['scales', 'biases'] : ['weight'])]);
   assertFloat(op, x, 'x');

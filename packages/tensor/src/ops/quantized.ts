@@ -106,8 +106,8 @@ export async function quantizeAsync(w: Tensor, options: QuantizeOptions = {}): P
   const spec = quantSpec(op, options);
   const q = runOp(op, [w], spec);
   if (w.backend.readSync) return q;
-  // A GPU kernel cannot throw: a group holding a value that is not finite got a NaN scale. The
-  // host quantization then names the value (or, for a finite range that overflowed, agrees).
+  // A GPU kernel cannot throw: a group holding a value that is not finite, or whose range float32
+  // cannot hold, got a NaN scale. The host quantization then names the value or the group.
   if (!(await q.scales.data()).every((v) => !Number.isNaN(v))) {
     try {
       quantizeAffine(await w.data(), w.shape[0], w.shape[1], spec);
