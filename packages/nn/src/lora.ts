@@ -127,7 +127,7 @@ export class QuantizedLoRALinear extends LoRALinear {
       scale: this.scale,
       bias: this.bias,
       dropout: this.training ? this.dropout : 0,
-      quant: { scales: q.scales, biases: q.biases, bits: q.bits, groupSize: q.groupSize },
+      quant: q,
     });
   }
   protected override denseWeight(): Tensor {

@@ -7,7 +7,7 @@ import type { GemmDevice, GemmOperands, GemmShape, Product } from '../gemm/types
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
-import { type PackedWeight, recordQuantizedProduct } from './quantized';
+import { gemmQuant, type PackedWeight, packedWeight, recordQuantizedProduct } from './quantized';
 
 /** A copy of `x` ([n] elements) with the LoRA dropout mask applied and kept values scaled by 1/(1-p). */
 export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, n: number, p: number, seed: number): GpuData {
@@ -52,8 +52,7 @@ function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOut
   const r = a.shape[0];
   if (attrs.quant) {
     const [scales, biases] = inputs.slice(attrs.hasBias ? 5 : 4);
-    const packed = { weight: buf(w), scales: buf(scales), biases: buf(biases), ...attrs.quant, words: w.shape[1] };
-    return quantLoraForward(backend, attrs, x, packed, buf(a), buf(b), bias && buf(bias), { M, inF, outF, r });
+    return quantLoraForward(backend, attrs, x, packedWeight(w, scales, biases, attrs.quant), buf(a), buf(b), bias && buf(bias), { M, inF, outF, r });
   }
   const plan = selectLoraForward({ M, inF, outF, r, dtype, dropout: attrs.dropout }, loraDevice(backend, dtype), backend.overrides);
   const biasBuf = attrs.hasBias && bias ? buf(bias) : undefined;
@@ -117,13 +116,12 @@ function quantLoraForward(
   );
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
-  const quant = { bits: w.bits, groupSize: w.groupSize, scales: w.scales, biases: w.biases };
   if (quantLoraFused(M, inF, outF, r, backend)) {
     record(
       backend,
       dtype,
       { shape: base, config: LORA_TILE },
-      { a: buf(x), b: w.weight, c: y.buffer, bias, alpha: 1, beta: 0, quant, lora: { la: t.buffer, lb: b, r, transB: true, scale: attrs.scale } },
+      { a: buf(x), b: w.weight, c: y.buffer, bias, alpha: 1, beta: 0, quant: gemmQuant(w), lora: { la: t.buffer, lb: b, r, transB: true, scale: attrs.scale } },
     );
   } else {
     recordQuantizedProduct(backend, dtype, buf(x), w, { M, N: outF, K: inF, transpose: true }, y.buffer, 0);
@@ -155,9 +153,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   const { scale: s, dropout: p } = attrs;
   const plan = selectLoraBackward({ M, inF, outF, r, dtype }, attrs, loraDevice(backend, dtype), backend.overrides);
   // QLoRA: dy·W reads the packed words (the vec4 kernel with U·A as its prologue where it applies).
-  const packed: PackedWeight | null = attrs.quant
-    ? { weight: buf(w), scales: buf(quantParts[0]), biases: buf(quantParts[1]), ...attrs.quant, words: w.shape[1] }
-    : null;
+  const packed = attrs.quant ? packedWeight(w, quantParts[0], quantParts[1], attrs.quant) : null;
   const outputs: OpOutputs['loraLinearBackward'] = {};
   // U = s·dy·B [M, r] (for dx and dA) and dB = s·dyᵀ·T [out, r], from one read of dy where the dual kernel applies.
   let dB: GpuData | null = null;
@@ -168,19 +164,26 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
     u = gemmOutput(backend, dtype, 1, M, r);
     record(backend, dtype, plan.u, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
   }
-  const fusedDx = plan.dx && 'fused' in plan.dx ? plan.dx.fused : packed && attrs.needX && quantLoraFused(M, inF, outF, r, backend) ? LORA_TILE : null;
-  if (plan.dx && fusedDx) {
+  // A quantized base fuses where quantLoraFused says, also where the float plan would not (its
+  // base product on subgroup matrices): the base product's shape on the LoRA tile.
+  const fusedDx: Product | null = !plan.dx
+    ? null
+    : 'fused' in plan.dx
+      ? plan.dx.fused
+      : packed && quantLoraFused(M, inF, outF, r, backend)
+        ? { shape: plan.dx.base.shape, config: LORA_TILE }
+        : null;
+  if (fusedDx) {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM, U·A the prologue (the mask's code is a shader variant of its own: only dropout pays for it).
     const dx = gemmOutput(backend, dtype, 1, M, inF);
-    const shape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: dtype === 'float16' ? 'float16' : 'float32' };
-    record(backend, dtype, 'shape' in fusedDx ? fusedDx : { shape, config: fusedDx }, {
+    record(backend, dtype, fusedDx, {
       a: buf(dy),
       b: buf(w),
       c: dx.buffer,
       alpha: 1,
       beta: 0,
       lora: { la: u!.buffer, lb: buf(a), r, transB: false, scale: 1, dropout: p > 0 ? { p, seed: attrs.seed } : undefined },
-      ...(packed ? { quant: { bits: packed.bits, groupSize: packed.groupSize, scales: packed.scales, biases: packed.biases } } : {}),
+      ...(packed ? { quant: gemmQuant(packed) } : {}),
     });
     outputs.dx = out(dx, [M, inF], dtype);
   } else if (plan.dx && 'term' in plan.dx) {

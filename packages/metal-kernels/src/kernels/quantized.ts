@@ -1,8 +1,8 @@
-import { type DType, type KernelOutput, type OpOutputs, registerKernel, ValueError } from '@metal-lora/tensor';
+import { type DType, type KernelOutput, type OpOutputs, type QuantSpec, registerKernel, type TensorRef, ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { recordGemm } from '../gemm/record';
 import { splitsFor } from '../gemm/select';
-import { type GemmConfig, type GemmOverrides, type GemmShape, type Vec4Config, vec4Aligned, vec4Tiles, withSplits } from '../gemm/types';
+import { type GemmConfig, type GemmOperands, type GemmOverrides, type GemmShape, type Vec4Config, vec4Aligned, vec4Tiles, withSplits } from '../gemm/types';
 import dequantizeSource from '../wgsl/dequantize.wgsl';
 import qgemvSource from '../wgsl/qgemv.wgsl';
 import quantizeSource from '../wgsl/quantize.wgsl';
@@ -68,7 +68,7 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
  * (K, and N for dy·W, multiples of 4: every MLX group size makes K one), else gemm-tiled, one
  * 8-row block for the few rows of decode or 64×64 tiles.
  */
-export function quantConfig(shape: GemmShape, overrides: GemmOverrides = {}): GemmConfig {
+function quantConfig(shape: GemmShape, overrides: GemmOverrides = {}): GemmConfig {
   if (shape.M >= 64 && vec4Aligned(shape)) {
     // K split where the tiles are few and K long, as for float B (an LM head's dlogits·W over the
     // vocabulary: unsplit it took 25 ms a chunk of Llama-3.2-1B's on the H200), capped as
@@ -87,7 +87,7 @@ export function quantConfig(shape: GemmShape, overrides: GemmOverrides = {}): Ge
  * `backend.overrides.qgemv`), and words per chunk (4, read as one vec4, where a row's words come
  * in fours and four words stay in one group).
  */
-export function qgemvConfig(
+function qgemvConfig(
   backend: WebGPUBackend,
   N: number,
   M: number,
@@ -128,6 +128,16 @@ export interface PackedWeight {
   groupSize: number;
   /** Packed words per row of W. */
   words: number;
+}
+
+/** The packed weight of kernel inputs `weight`, `scales` and `biases` packed as `spec` says. */
+export function packedWeight(weight: TensorRef, scales: TensorRef, biases: TensorRef, spec: QuantSpec): PackedWeight {
+  return { weight: buf(weight), scales: buf(scales), biases: buf(biases), bits: spec.bits, groupSize: spec.groupSize, words: weight.shape[1] };
+}
+
+/** The GEMM operands' `quant` for a packed weight (its words go in as B). */
+export function gemmQuant(w: PackedWeight): NonNullable<GemmOperands['quant']> {
+  return { bits: w.bits, groupSize: w.groupSize, scales: w.scales, biases: w.biases };
 }
 
 /**
@@ -172,8 +182,7 @@ export function recordQuantizedProduct(
     });
     return;
   }
-  const quant = { bits: w.bits, groupSize: w.groupSize, scales: w.scales, biases: w.biases };
-  const ops = { a: x, b: w.weight, c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta, quant, dtype };
+  const ops = { a: x, b: w.weight, c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta, quant: gemmQuant(w), dtype };
   const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: transpose, dtype: dtype === 'float16' ? 'float16' : 'float32' };
   recordGemm(backend, shape, ops, quantConfig(shape, backend.overrides));
 }
@@ -185,8 +194,7 @@ function quantizedMatmulKernel({ inputs: [x, weight, scales, biases], attrs, bac
   const [K, N] = attrs.transpose ? [cols, rows] : [rows, cols];
   const M = x.shape.reduce((a, b) => a * b, 1) / K;
   const y = backend.allocate(x.dtype, M * N, 'quantizedMatmul out');
-  const packed = { weight: buf(weight), scales: buf(scales), biases: buf(biases), bits: attrs.bits, groupSize: attrs.groupSize, words: weight.shape[1] };
-  recordQuantizedProduct(backend, x.dtype, buf(x), packed, { M, N, K, transpose: attrs.transpose }, y.buffer, 0);
+  recordQuantizedProduct(backend, x.dtype, buf(x), packedWeight(weight, scales, biases, attrs), { M, N, K, transpose: attrs.transpose }, y.buffer, 0);
   return out(y, [...x.shape.slice(0, -1), N], x.dtype);
 }
 
