@@ -10,6 +10,7 @@ export default defineConfig({
     'probe-decode': 'src/probe-decode.ts',
     'probe-lora': 'src/probe-lora.ts',
     'probe-sgmat': 'src/probe-sgmat.ts',
+    'probe-mma': 'src/probe-mma.ts',
     'sgmat-bench': 'src/sgmat-bench.ts',
     'qmm-bench': 'src/qmm-bench.ts',
     'lora-bench': 'src/lora-bench.ts',

@@ -131,8 +131,8 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
     const blockings: [number, number, boolean][] = [
       [choice.rm, choice.rn, choice.direct],
       [2, 2, false],
+      [4, 2, false],
       [4, 4, false],
-      [2, 2, true],
       [4, 2, true],
       [4, 4, true],
     ];
@@ -177,7 +177,7 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
   const ranks = [8, 16, 64];
   const timed: Timed[] = [];
   await useClockWarmer(backend);
-  const time = async (label: string, path: string, dtype: Stored, sgmat: SgmatConfig | boolean, rank?: number) => {
+  const time = async (label: string, path: string, dtype: Stored, sgmat: SgmatConfig | boolean, rank?: number, transposeB = true) => {
     const xs = Array.from({ length: 3 }, (_, i) => T.tensor(randomValues(M * K, 10 + i), [M, K], { dtype, backend }));
     const ws = Array.from({ length: 3 }, (_, i) => T.tensor(randomValues(N * K, 20 + i), [N, K], { dtype, backend }));
     const a = rank ? T.tensor(randomValues(rank * K, 30), [rank, K], { dtype, backend }) : null;
@@ -189,7 +189,7 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
         if (typeof sgmat === 'object') backend.overrides.gemm = sgmat;
         try {
           if (a && b) T.loraLinear(xs[i % 3], ws[i % 3], a, b, { scale: 2 });
-          else T.matmul(xs[i % 3], ws[i % 3], { transposeB: true });
+          else T.matmul(xs[i % 3], ws[i % 3], { transposeB });
         } finally {
           backend.overrides = {};
         }
@@ -205,6 +205,11 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
   };
   console.log(`timing x·Wᵀ ${M}×${N}×${K} and the LoRA forward (composed in f16) at r = ${ranks.join(', ')}:`);
   for (const [dtype, cfg] of variants) await time(`gemm ${dtype === 'float16' ? 'f16' : 'f32'}`, cfg.name, dtype, cfg);
+  // dx = dy·W, backward's product over a frozen weight (no transposes), where the shape allows it (N = K).
+  if (N === K) {
+    for (const [dtype, cfg] of variants) await time(`dy·W ${dtype === 'float16' ? 'f16' : 'f32'}`, cfg.name, dtype, cfg, undefined, false);
+    if (report.shaderF16) await time('dy·W f16', 'portable', 'float16', false, undefined, false);
+  }
   const f16 = variants.some(([d]) => d === 'float16');
   if (report.shaderF16) {
     await time('gemm f16', 'portable', 'float16', false);

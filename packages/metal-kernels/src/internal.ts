@@ -25,6 +25,7 @@ export {
   selectLoraBackward,
   selectLoraForward,
   sgmatConfig,
+  sgmatStorageBytes,
   subgroupMatrixChoice,
   TILED_VARIANTS,
   VEC4_128,

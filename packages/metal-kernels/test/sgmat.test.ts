@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AdapterReport, type GemmShape, selectGemm, type WebGPUBackend } from '../src/index';
-import { type SgmatConfig, sgmatConfig, subgroupMatrixChoice } from '../src/internal';
+import { type SgmatConfig, sgmatConfig, sgmatShader, sgmatStorageBytes, subgroupMatrixChoice } from '../src/internal';
 import { checkMatmul, type Stored } from './gemm-check';
 import { clearOverrides, gpuIt } from '../../../test-support/gpu';
 
@@ -52,7 +52,16 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
     expect(subgroupMatrixChoice(mixed, 'float32')?.component).toBe('f32');
   });
   it('takes f16→f32 16×16×16 on an H200 for f16 operands only (f32 operands would be rounded)', () => {
-    expect(subgroupMatrixChoice(h200, 'float16')).toMatchObject({ component: 'f16', sm: 16, sn: 16, sk: 16, rm: 4, rn: 2, name: 'sgmat-128x64 f16 16x16x16' });
+    expect(subgroupMatrixChoice(h200, 'float16')).toMatchObject({
+      component: 'f16',
+      sm: 16,
+      sn: 16,
+      sk: 16,
+      rm: 4,
+      rn: 4,
+      direct: true,
+      name: 'sgmat-128x128/direct f16 16x16x16',
+    });
     expect(subgroupMatrixChoice(h200, 'float32')).toBeNull();
     expect(subgroupMatrixChoice({ ...h200, shaderF16: false }, 'float16')).toBeNull();
   });
@@ -72,6 +81,21 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
     expect(selectGemm(shape(1, 4096, 4096), device).name).toBe('gemv-rows1');
     expect(selectGemm(shape(2048, 16, 4096), device).kind).toBe('gemv-rows');
     expect(selectGemm(shape(2048, 4096, 4096), { ...device, sgmat: null }).name).toBe('vec4-128x128');
+  });
+  it('keeps a configuration whose staged tiles exceed the workgroup memory off the matrix units', () => {
+    const wide = sgmatConfig('f32', 16, 16, 16, 32, 4, 4, false);
+    expect(sgmatStorageBytes(wide)).toBe((128 + 128) * 32 * 4 + 4 * 16 * 16 * 4);
+    const shape: GemmShape = { M: 2048, N: 4096, K: 4096, batch: 1, transA: false, transB: true };
+    expect(selectGemm(shape, { maxWorkgroupStorage: 16384, maxInvocations: 256, sgmat: wide }).kind).not.toBe('sgmat');
+    expect(selectGemm(shape, { maxWorkgroupStorage: 65536, maxInvocations: 256, sgmat: wide }).kind).toBe('sgmat');
+  });
+  it('writes each tile as its own variable: an array of subgroup matrices was kept in memory on the H200 (33 against 565 TFLOP/s)', () => {
+    for (const direct of [false, true]) {
+      const { source } = sgmatShader(sgmatConfig('f16', 16, 16, 16, 32, 4, 4, direct), 'f16');
+      expect(source).not.toMatch(/array<subgroup_matrix/);
+      for (const name of ['acc_0_0', 'acc_3_3', 'l3']) expect(source).toContain(`var ${name}`);
+      expect(source.match(/subgroupMatrixMultiplyAccumulate/g)?.length).toBe(direct ? 32 : 16);
+    }
   });
 });
 

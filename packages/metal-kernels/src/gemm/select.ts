@@ -218,7 +218,7 @@ export function selectGemm(shape: GemmShape, device: GemmDevice): GemmConfig {
     return withSplits(base, splitsFor(vec4Tiles(base, M, N, batch), K));
   }
   // Subgroup matrices (opt-in) for the products that are neither decode- nor rank-shaped.
-  if (device.sgmat && Math.min(M, N) > 64 && K >= 16) return device.sgmat;
+  if (device.sgmat && Math.min(M, N) > 64 && K >= 16 && sgmatStorageBytes(device.sgmat) <= device.maxWorkgroupStorage) return device.sgmat;
   let base: TiledConfig;
   if (N <= 16) base = TILED_VARIANTS.skinnyN16;
   else if (N <= 64 && M >= 256)
@@ -247,8 +247,8 @@ export function chooseGemm(shape: GemmShape, device: GemmDevice, overrides: Gemm
  * float configuration with f32 results and dims of at most 16, on an adapter whose subgroup size
  * is fixed and at most 64 (four subgroups make a workgroup). f32 operands need f32 components
  * (f16 ones would round them); f16 operands prefer f16 components (exact for them) and take f32
- * ones otherwise. Each subgroup owns 4 × 2 result tiles of 16 × 16 (a workgroup tile of 128 × 64)
- * or 4 × 4 of 8 × 8 (64 × 64).
+ * ones otherwise. Each subgroup owns 4 × 4 result tiles (a workgroup tile of 128 × 128 with
+ * 16 × 16 matrices, loaded from storage directly; 64 × 64 with 8 × 8, staged).
  */
 export function subgroupMatrixChoice(
   report: Pick<AdapterReport, 'features' | 'shaderF16' | 'subgroupMatrixConfigs' | 'subgroupMinSize' | 'subgroupMaxSize'>,
@@ -265,10 +265,18 @@ export function subgroupMatrixChoice(
   for (const component of components) {
     const c = usable(component);
     if (c) {
-      return sgmatConfig(component, c.M, c.N, c.K, size, 4, c.N >= 16 ? 2 : 4, false);
+      // Interior workgroups of 16-wide configurations load straight from storage (measured faster
+      // than staging on the H200); Apple's 8 × 8 ones stage until measured there.
+      return sgmatConfig(component, c.M, c.N, c.K, size, 4, 4, c.M >= 16 && c.N >= 16);
     }
   }
   return null;
+}
+
+/** The workgroup memory gemm-sgmat.wgsl declares for `cfg`: its staged tiles and one result tile per subgroup. */
+export function sgmatStorageBytes(cfg: SgmatConfig): number {
+  const [BM, BN, BK] = [2 * cfg.rm * cfg.sm, 2 * cfg.rn * cfg.sn, 2 * cfg.sk];
+  return (BM + BN) * BK * (cfg.component === 'f16' ? 2 : 4) + 4 * cfg.sm * cfg.sn * 4;
 }
 
 /** A subgroup-matrix GEMM configuration (benchmarks force other blockings with it). */

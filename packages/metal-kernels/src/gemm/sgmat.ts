@@ -13,8 +13,45 @@ import { subgroupMatrixChoice } from './select';
 import type { GemmOperands, GemmShape, SgmatConfig } from './types';
 import { gemmConstants, gemmUniformHead } from './uniform';
 
+/** `n` generated lines, `line(i)` each. */
+function lines(n: number, line: (i: number) => string): string {
+  return Array.from({ length: n }, (_, i) => line(i)).join('\n');
+}
+
+/**
+ * The statements of one K step of `cfg`: the RM left tiles loaded, then each right tile loaded
+ * and multiplied into its RM results. `left(i, trans)` and `right(j, trans)` give a load's
+ * pointer, offset, column-major flag and stride for each layout.
+ */
+function step(cfg: SgmatConfig, left: (i: number, trans: boolean) => string, right: (j: number, trans: boolean) => string, indent: string): string {
+  const L = `subgroup_matrix_left<${cfg.component}, ${cfg.sk}, ${cfg.sm}>`;
+  const R = `subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>`;
+  const loads = (trans: boolean) => lines(cfg.rm, (i) => `${indent}  l${i} = subgroupMatrixLoad<${L}>(${left(i, trans)});`);
+  const out = [`${indent}if (TRANS_A == 1u) {`, loads(true), `${indent}} else {`, loads(false), `${indent}}`];
+  for (let j = 0; j < cfg.rn; j++)
+    out.push(
+      `${indent}if (TRANS_B == 1u) { right = subgroupMatrixLoad<${R}>(${right(j, true)}); } else { right = subgroupMatrixLoad<${R}>(${right(j, false)}); }`,
+      lines(cfg.rm, (i) => `${indent}acc_${i}_${j} = subgroupMatrixMultiplyAccumulate(l${i}, right, acc_${i}_${j});`),
+    );
+  return out.join('\n');
+}
+
 /** The WGSL of `cfg` for operands of type `t` (benchmarks compile it on adapters that cannot run it, to validate it). */
 export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; source: string } {
+  const direct = cfg.direct && t === cfg.component;
+  const tiles = Array.from({ length: cfg.rm * cfg.rn }, (_, e) => [Math.floor(e / cfg.rn), e % cfg.rn]);
+  const staged = step(
+    cfg,
+    (i, trans) => (trans ? `&As, ks * BM + (tm0 + ${i}u) * SM, true, BM` : `&As, (tm0 + ${i}u) * SM * BK + ks, false, BK`),
+    (j, trans) => (trans ? `&Bs, (tn0 + ${j}u) * SN * BK + ks, true, BK` : `&Bs, ks * BN + (tn0 + ${j}u) * SN, false, BN`),
+    '      ',
+  );
+  const straight = step(
+    cfg,
+    (i, trans) => (trans ? `&a, a_base + k * p.M + row0 + (tm0 + ${i}u) * SM, true, p.M` : `&a, a_base + (row0 + (tm0 + ${i}u) * SM) * p.K + k, false, p.K`),
+    (j, trans) => (trans ? `&b, b_base + (col0 + (tn0 + ${j}u) * SN) * p.K + k, true, p.K` : `&b, b_base + k * p.N + col0 + (tn0 + ${j}u) * SN, false, p.N`),
+    '      ',
+  );
   return shader('gemm-sgmat', sgmatSource, {
     ENABLE: enableFor(t, cfg.component),
     T: t,
@@ -25,7 +62,17 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; 
     SG: String(cfg.subgroupSize),
     RM: String(cfg.rm),
     RN: String(cfg.rn),
-    DIRECT: cfg.direct && t === cfg.component ? '1' : '0',
+    ACC: tiles.map(([i, j]) => `  var acc_${i}_${j} = subgroup_matrix_result<f32, ${cfg.sn}, ${cfg.sm}>();`).join('\n'),
+    OPERANDS: [
+      lines(cfg.rm, (i) => `  var l${i}: subgroup_matrix_left<${cfg.component}, ${cfg.sk}, ${cfg.sm}>;`),
+      `  var right: subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>;`,
+    ].join('\n'),
+    STAGED_STEP: staged,
+    ...(direct ? { DIRECT_STEP: straight } : {}),
+    STORE: tiles
+      .map(([i, j]) => `  subgroupMatrixStore(&Cs, sg * SM * SN, acc_${i}_${j}, false, SN);\n  write_tile(${i}u, ${j}u, row0, col0, batch, t);`)
+      .join('\n'),
+    DIRECT: direct ? '1' : '0',
   });
 }
 
@@ -72,7 +119,7 @@ export function recordSgmat(
     key,
     source,
     constants: gemmConstants(shape, ops),
-    buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), ops.c],
+    buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), ops.c, ops.a, ops.b],
     uniform: uniform(gemmUniformHead({ M, N, K, entries: batch }, ops, 0, 0)),
     workgroups: [Math.ceil(N / (2 * cfg.rn * cfg.sn)), Math.ceil(M / (2 * cfg.rm * cfg.sm)), batch],
     label: cfg.name,

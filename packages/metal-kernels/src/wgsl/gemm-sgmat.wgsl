@@ -9,7 +9,8 @@
 // serves RN products and each right one RM. The workgroup stages BM × BK of op(A) and BK × BN of
 // op(B) (BK = 2·SK) in workgroup memory in the order they are stored in (so global reads run
 // along memory in every layout; a transposed operand is loaded column-major), converted to MT,
-// zero outside the matrices, so the subgroup-matrix loads never leave the tiles. Results leave
+// zero outside the matrices, so the subgroup-matrix loads never leave the tiles (a tile inside
+// both operands, rows on whole vec4s, is staged a vec4 at a time without checks). Results leave
 // one tile per subgroup at a time through workgroup memory; the store to C checks bounds.
 //
 // Bindings (group 0):
@@ -17,7 +18,9 @@
 //   1  b     storage, read        batches of B (T)
 //   2  bias  storage, read        [N] T (a dummy when HAS_BIAS = 0)
 //   3  c     storage, read_write  [batch][M, N] T
-//   4  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, _, _, alpha, beta }
+//   4  a4    storage, read        binding 0 again as vec4<T>
+//   5  b4    storage, read        binding 1 again as vec4<T>
+//   6  p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, _, _, alpha, beta }
 // Dispatch: (ceil(N / BN), ceil(M / BM), batch) workgroups of 4·SG threads.
 // Text constants: T (storage type), MT (matrix component type), ENABLE, SM, SN, SK (the
 //   configuration), SG (the adapter's subgroup size: its minimum and maximum must agree), RM, RN
@@ -55,7 +58,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read> b: array<{{T}}>;
 @group(0) @binding(2) var<storage, read> bias: array<{{T}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{{T}}>;
-@group(0) @binding(4) var<uniform> p: Params;
+// The same operands again, four elements at a time, for the staging of interior tiles.
+@group(0) @binding(4) var<storage, read> a4: array<vec4<{{T}}>>;
+@group(0) @binding(5) var<storage, read> b4: array<vec4<{{T}}>>;
+@group(0) @binding(6) var<uniform> p: Params;
 
 // op(A)'s tile: [BM][BK], or [BK][BM] when TRANS_A. op(B)'s: [BK][BN], or [BN][BK] when TRANS_B.
 var<workgroup> As: array<{{MT}}, BM * BK>;
@@ -104,6 +110,67 @@ fn stage(row0: u32, col0: u32, k0: u32, a_base: u32, b_base: u32, t: u32) {
   }
 }
 
+// `stage` for a tile inside both operands whose rows start on whole vec4s (checked by the caller):
+// one vec4 load per four elements, no bounds checks.
+fn stage_vec4(row0: u32, col0: u32, k0: u32, a_base: u32, b_base: u32, t: u32) {
+  for (var e = t; e < BM * BK / 4u; e += THREADS) {
+    var o: u32;
+    var at: u32;
+    if (TRANS_A == 1u) {
+      let k = e / (BM / 4u);
+      let m = (e % (BM / 4u)) * 4u;
+      o = a_base + (k0 + k) * p.M + row0 + m;
+      at = k * BM + m;
+    } else {
+      let m = e / (BK / 4u);
+      let k = (e % (BK / 4u)) * 4u;
+      o = a_base + (row0 + m) * p.K + k0 + k;
+      at = m * BK + k;
+    }
+    let v = vec4<{{MT}}>(a4[o / 4u]);
+    As[at] = v.x;
+    As[at + 1u] = v.y;
+    As[at + 2u] = v.z;
+    As[at + 3u] = v.w;
+  }
+  for (var e = t; e < BK * BN / 4u; e += THREADS) {
+    var o: u32;
+    var at: u32;
+    if (TRANS_B == 1u) {
+      let n = e / (BK / 4u);
+      let k = (e % (BK / 4u)) * 4u;
+      o = b_base + (col0 + n) * p.K + k0 + k;
+      at = n * BK + k;
+    } else {
+      let k = e / (BN / 4u);
+      let n = (e % (BN / 4u)) * 4u;
+      o = b_base + (k0 + k) * p.N + col0 + n;
+      at = k * BN + n;
+    }
+    let v = vec4<{{MT}}>(b4[o / 4u]);
+    Bs[at] = v.x;
+    Bs[at + 1u] = v.y;
+    Bs[at + 2u] = v.z;
+    Bs[at + 3u] = v.w;
+  }
+}
+
+// Writes result tile (i, j) of every subgroup, parked in Cs, to C through the epilogue.
+fn write_tile(i: u32, j: u32, row0: u32, col0: u32, batch: u32, t: u32) {
+  workgroupBarrier();
+  for (var e = t; e < 4u * SM * SN; e += THREADS) {
+    let s = e / (SM * SN);
+    let r = e % (SM * SN);
+    let m = row0 + ((s / 2u) * RM + i) * SM + r / SN;
+    let n = col0 + ((s % 2u) * RN + j) * SN + r % SN;
+    if (m < p.M && n < p.N) {
+      let o = batch * p.M * p.N + m * p.N + n;
+      c[o] = {{T}}(epilogue(o, n, Cs[e]));
+    }
+  }
+  workgroupBarrier();
+}
+
 @compute @workgroup_size(THREADS)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32, @builtin(subgroup_id) sg: u32) {
   let row0 = wid.y * BM;
@@ -115,8 +182,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let tm0 = (sg / 2u) * RM;
   let tn0 = (sg % 2u) * RN;
 
-  var acc: array<subgroup_matrix_result<f32, {{SN}}, {{SM}}>, RM * RN>;
-  for (var i = 0u; i < RM * RN; i++) { acc[i] = subgroup_matrix_result<f32, {{SN}}, {{SM}}>(); }
+  // The tiles, operands and results alike, are separate variables written out by the host
+  // (sgmat.ts): an array of subgroup matrices indexed in a loop is kept in memory rather than in
+  // registers by a driver that does not unroll it.
+{{ACC}}
+{{OPERANDS}}
 
 {{#DIRECT}}
   // A workgroup whose tile lies inside C, with K a whole number of BK and strides aligned, loads
@@ -124,51 +194,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   let strides_aligned = p.K % 8u == 0u && (TRANS_A == 0u || p.M % 8u == 0u) && (TRANS_B == 1u || p.N % 8u == 0u);
   if (row0 + BM <= p.M && col0 + BN <= p.N && p.K % BK == 0u && strides_aligned) {
     for (var k = 0u; k < p.K; k += SK) {
-      var left: array<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>, RM>;
-      for (var i = 0u; i < RM; i++) {
-        let m = row0 + (tm0 + i) * SM;
-        if (TRANS_A == 1u) {
-          left[i] = subgroupMatrixLoad<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>>(&a, a_base + k * p.M + m, true, p.M);
-        } else {
-          left[i] = subgroupMatrixLoad<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>>(&a, a_base + m * p.K + k, false, p.K);
-        }
-      }
-      for (var j = 0u; j < RN; j++) {
-        let n = col0 + (tn0 + j) * SN;
-        if (TRANS_B == 1u) {
-          let right = subgroupMatrixLoad<subgroup_matrix_right<{{MT}}, {{SN}}, {{SK}}>>(&b, b_base + n * p.K + k, true, p.K);
-          for (var i = 0u; i < RM; i++) { acc[i * RN + j] = subgroupMatrixMultiplyAccumulate(left[i], right, acc[i * RN + j]); }
-        } else {
-          let right = subgroupMatrixLoad<subgroup_matrix_right<{{MT}}, {{SN}}, {{SK}}>>(&b, b_base + k * p.N + n, false, p.N);
-          for (var i = 0u; i < RM; i++) { acc[i * RN + j] = subgroupMatrixMultiplyAccumulate(left[i], right, acc[i * RN + j]); }
-        }
-      }
+{{DIRECT_STEP}}
     }
   } else {
 {{/DIRECT}}
+  // Every row of both operands starts on a whole vec4 (the batch offsets too).
+  let vec4_rows = (TRANS_A == 1u || p.K % 4u == 0u) && (TRANS_A == 0u || p.M % 4u == 0u) && (TRANS_B == 0u || p.K % 4u == 0u) &&
+    (TRANS_B == 1u || p.N % 4u == 0u) && p.a_batch_stride % 4u == 0u && p.b_batch_stride % 4u == 0u;
+  let inside = vec4_rows && row0 + BM <= p.M && col0 + BN <= p.N;
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    stage(row0, col0, k0, a_base, b_base, t);
+    if (inside && k0 + BK <= p.K) {
+      stage_vec4(row0, col0, k0, a_base, b_base, t);
+    } else {
+      stage(row0, col0, k0, a_base, b_base, t);
+    }
     workgroupBarrier();
     for (var ks = 0u; ks < BK; ks += SK) {
-      var left: array<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>, RM>;
-      for (var i = 0u; i < RM; i++) {
-        let m = (tm0 + i) * SM;
-        if (TRANS_A == 1u) {
-          left[i] = subgroupMatrixLoad<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>>(&As, ks * BM + m, true, BM);
-        } else {
-          left[i] = subgroupMatrixLoad<subgroup_matrix_left<{{MT}}, {{SK}}, {{SM}}>>(&As, m * BK + ks, false, BK);
-        }
-      }
-      for (var j = 0u; j < RN; j++) {
-        let n = (tn0 + j) * SN;
-        if (TRANS_B == 1u) {
-          let right = subgroupMatrixLoad<subgroup_matrix_right<{{MT}}, {{SN}}, {{SK}}>>(&Bs, n * BK + ks, true, BK);
-          for (var i = 0u; i < RM; i++) { acc[i * RN + j] = subgroupMatrixMultiplyAccumulate(left[i], right, acc[i * RN + j]); }
-        } else {
-          let right = subgroupMatrixLoad<subgroup_matrix_right<{{MT}}, {{SN}}, {{SK}}>>(&Bs, ks * BN + n, false, BN);
-          for (var i = 0u; i < RM; i++) { acc[i * RN + j] = subgroupMatrixMultiplyAccumulate(left[i], right, acc[i * RN + j]); }
-        }
-      }
+{{STAGED_STEP}}
     }
     workgroupBarrier();
   }
@@ -176,21 +218,5 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
   }
 {{/DIRECT}}
 
-  for (var i = 0u; i < RM; i++) {
-    for (var j = 0u; j < RN; j++) {
-      subgroupMatrixStore(&Cs, sg * SM * SN, acc[i * RN + j], false, SN);
-      workgroupBarrier();
-      for (var e = t; e < 4u * SM * SN; e += THREADS) {
-        let s = e / (SM * SN);
-        let r = e % (SM * SN);
-        let m = row0 + ((s / 2u) * RM + i) * SM + r / SN;
-        let n = col0 + ((s % 2u) * RN + j) * SN + r % SN;
-        if (m < p.M && n < p.N) {
-          let o = batch * p.M * p.N + m * p.N + n;
-          c[o] = {{T}}(epilogue(o, n, Cs[e]));
-        }
-      }
-      workgroupBarrier();
-    }
-  }
+{{STORE}}
 }
