@@ -416,6 +416,51 @@ describe('webgpu fused transformer-block ops', () => {
         `a cache of 400 slots, 150 written, ${dtype}`,
       );
   });
+  gpuIt('attention: value and the gradients of q, k and v; grouped rows, masks, causal, odd heads, more keys than rows', async (b) => {
+    // An additive mask with −1e9 entries: past each position where `causal`, and scattered otherwise.
+    const maskValues = (B: number, T: number, S: number, causal: boolean) =>
+      Float64Array.from({ length: B * T * S }, (_, i) => ((causal ? i % S > (Math.floor(i / S) % T) + S - T : i % 7 === 5) ? -1e9 : 0.1 * (i % 3)));
+    for (const [B, H, g, P, S, D, perSeq, causal] of [
+      [1, 2, 3, 7, 7, 17, false, true],
+      [2, 1, 2, 5, 37, 64, true, false],
+      [1, 1, 1, 33, 40, 8, false, true],
+      [2, 2, 1, 19, 19, 3, true, true],
+      [1, 1, 2, 3, 5, 256, false, false],
+    ] as const) {
+      const maskShape = perSeq ? [B, 1, 1, P, S] : [P, S];
+      const mask = maskValues(perSeq ? B : 1, P, S, causal);
+      await valueAndGradsAgainstReference(
+        b,
+        (q, k, v) => T.attention(q, k, v, T.tensor(mask, maskShape, { dtype: q.dtype, backend: q.backend }), 0.37, { causal }),
+        [
+          [B, H, g * P, D],
+          [B, H, S, D],
+          [B, H, S, D],
+        ],
+        { rtol: 2e-4, atol: 2e-5 },
+      );
+    }
+  });
+  gpuIt('attention in float16, and a row that sees no key', async (b) => {
+    const mask = Float64Array.from({ length: 9 * 9 }, (_, i) => (i % 9 > Math.floor(i / 9) ? -1e9 : 0));
+    await againstReference(
+      b,
+      (q, k, v) => T.attention(q, k, v, T.tensor(mask, [9, 9], { dtype: q.dtype, backend: q.backend }), 0.25, { causal: true }),
+      [
+        { shape: [2, 2, 18, 40], dtype: 'float16' },
+        { shape: [2, 2, 9, 40], dtype: 'float16' },
+        { shape: [2, 2, 9, 40], dtype: 'float16' },
+      ],
+      { rtol: 2e-2, atol: 2e-3 },
+      'float16',
+    );
+    const blind = T.tensor([-Infinity, -Infinity, -Infinity, 0, 1, 2], [2, 3], { dtype: 'float32', backend: b });
+    const q = T.tensor(values({ shape: [1, 1, 2, 4] }, 3), [1, 1, 2, 4], { dtype: 'float32', backend: b });
+    const k = T.tensor(values({ shape: [1, 1, 3, 4] }, 4), [1, 1, 3, 4], { dtype: 'float32', backend: b });
+    const y = await T.attention(q, k, k, blind, 1).data();
+    expect(Array.from(y.slice(0, 4))).toEqual([0, 0, 0, 0]);
+    expect(Array.from(y.slice(4)).every((x) => Number.isFinite(x) && x !== 0)).toBe(true);
+  });
   for (const activation of ['silu', 'gelu_tanh'] as const)
     gpuIt(`gatedActivation (${activation}) on 1031 elements: value and both gradients`, (b) =>
       valueAndGradsAgainstReference(b, (g, u) => T.gatedActivation(T.mul(g, 3), u, activation), [[1031], [1031]], tol),

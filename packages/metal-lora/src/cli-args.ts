@@ -145,6 +145,11 @@ export const FLAGS = {
     commands: TRAIN,
     help: 'recompute each block in backward instead of keeping its activations (less memory, ~1 more forward)',
   },
+  'fused-attention': {
+    kind: 'switch',
+    commands: TRAIN,
+    help: 'attention as one fused op: no [batch, heads, T, T] scores held (memory for long sequences)',
+  },
   'max-grad-norm': {
     kind: 'number',
     value: 'N',

@@ -200,6 +200,7 @@ async function train(commandLine: Flags): Promise<void> {
         seed,
         pack: flags.pack === true,
         gradCheckpoint: flags['grad-checkpoint'] === true,
+        fusedAttention: flags['fused-attention'] === true,
         // The embedded default saves only after its checks below.
         adapterPath: embedded ? undefined : adapterPath,
         adapter: { format, numLayers, keys: keys ?? null, fineTuneType: full ? 'full' : 'lora' },

@@ -73,6 +73,8 @@ export interface TrainingOptions {
   seed?: number;
   /** Recompute each decoder block in backward instead of keeping its activations (default false). */
   gradCheckpoint?: boolean;
+  /** Attention as one fused op, holding no `[B, heads, T, T]` scores (`LlamaModel.fusedAttention`; default: the model's setting). */
+  fusedAttention?: boolean;
   /**
    * Replay each batch shape's forward and backward once captured (`valueAndGrad`'s `capture`):
    * the ops' JavaScript runs only until a shape has been seen twice in a row. Default true; it
@@ -415,6 +417,7 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
   if (store?.save && options.adapter?.fineTuneType !== 'full' && !model.namedModules().some(([, m]) => m instanceof LoRALinear))
     throw new ValueError(op, 'the model has no LoRA layers to save (train unfrozen weights with adapter.fineTuneType "full")', 'LoRA layers', 'none');
   const checkpointingBefore = model.gradientCheckpointing;
+  const fusedBefore = model.fusedAttention;
   let pending: { grads: Record<string, Tensor>; batches: number } | null = null;
   let lossSum: Tensor | null = null;
   let disposeSteps = () => {};
@@ -435,6 +438,7 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
     const start = resumed?.iteration ?? 0;
     if (start > iters) throw new ValueError(op, `resume: the checkpoint is at iteration ${start}, past iters`, `iters ≥ ${start}`, String(iters));
     model.gradientCheckpointing = options.gradCheckpoint ?? checkpointingBefore;
+    model.fusedAttention = options.fusedAttention ?? fusedBefore;
 
     const metrics = (record: Record<string, unknown>) => store?.metrics?.(record);
     const backend = getBackend();
@@ -576,6 +580,7 @@ export async function train(model: LlamaForCausalLM, dataset: Dataset, options: 
     disposeSteps();
     optimizer.dispose();
     model.gradientCheckpointing = checkpointingBefore;
+    model.fusedAttention = fusedBefore;
   }
 }
 

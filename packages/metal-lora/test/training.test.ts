@@ -423,6 +423,32 @@ describe('train: the loop of `metal-lora train` as a library call', () => {
     for (const [i, l] of plain.entries()) expect(checkpointed[i]).toBeCloseTo(l, 5);
   }, 60_000);
 
+  it('fused attention gives the same run, packed rows (per-document masks) included', async () => {
+    const run = async (fusedAttention: boolean, pack: boolean) => {
+      const losses: number[] = [];
+      const model = fresh();
+      await train(model, data, {
+        iters: 4,
+        batchSize: 2,
+        maxSeqLength: 96,
+        learningRate: 1e-2,
+        seed: 3,
+        pack,
+        fusedAttention,
+        stepsPerReport: 1,
+        onReport: (r) => losses.push(r.loss),
+      });
+      expect(model.fusedAttention).toBe(false); // restored after the run
+      return losses;
+    };
+    for (const pack of [false, true]) {
+      const composed = await run(false, pack);
+      const fused = await run(true, pack);
+      expect(fused).toHaveLength(4);
+      for (const [i, l] of composed.entries()) expect(fused[i]).toBeCloseTo(l, 4);
+    }
+  }, 60_000);
+
   it('refuses what it cannot do', async () => {
     await expect(train(fresh(), {}, { iters: 1, batchSize: 1 })).rejects.toThrow(/the dataset has no train split/);
     await expect(train(fresh(), data, { iters: 1, batchSize: 1, optimizer: 'adam', optimizerConfig: { bias_correction: false } })).rejects.toThrow(

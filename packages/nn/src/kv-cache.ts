@@ -207,6 +207,8 @@ export class AttentionContext {
   readonly cache: KVCache | undefined;
   /** Whether attention keeps q, k, v and recomputes its probabilities in backward: set by `LlamaModel` for a training pass without a cache or whole-block checkpoints (`recomputeAttention`). */
   recompute = false;
+  /** Whether attention runs as one fused op (`LlamaModel.fusedAttention`). */
+  fused = false;
   private readonly like: Tensor;
   private readonly masks = new Map<number, Tensor>();
   private readonly tables = new Map<Float64Array, RopeTables>();

@@ -1,6 +1,7 @@
 import {
   add,
   checkpoint,
+  attention,
   decodeAttention,
   gatedActivation,
   gelu,
@@ -166,6 +167,13 @@ export class Attention extends Module {
       const rows = decodeAttention(reshape(q, [B, kvHeads, g * T, headDim]), k, v, mask, this.scale);
       return this.sub<Linear>('o_proj').forward(reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]));
     }
+    if (ctx.fused && !this.softcap) {
+      // One op, flash style: no [B, h, T, S] scores held, forward or backward. The masks are
+      // causal wherever the keys are exactly the visible ones (not a fixed-capacity cache's slots).
+      const rows = attention(reshape(q, [B, kvHeads, g * T, headDim]), k, v, mask, this.scale, { causal: S === ctx.total });
+      const out = reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]);
+      return this.sub<Linear>('o_proj').forward(out);
+    }
     const core = (qs: Tensor, ks: Tensor, vs: Tensor) => {
       const raw = reshape(matmul(reshape(qs, [B, kvHeads, g * T, headDim]), ks, { transposeB: true }), [B, kvHeads, g, T, S]);
       // Scale, mask and softmax in one op (nothing but the probabilities kept for backward); a
@@ -286,6 +294,14 @@ export class LlamaModel extends Module {
    * blocks that are checkpointed whole recompute everything anyway.
    */
   recomputeAttention = true;
+  /**
+   * Run each block's attention as one fused op (`attention`: scores, mask, softmax and the
+   * weighted values a block of keys at a time, backward recomputing from each row's log-sum-exp),
+   * so no `[B, heads, T, S]` tensor is ever held: memory that grows with T rather than T². Off by
+   * default (the composed products are faster at short sequences on the GPUs measured so far);
+   * Gemma 2's logit soft-cap keeps the composition.
+   */
+  fusedAttention = false;
   constructor(
     readonly config: LlamaConfig,
     options: LlamaOptions = {},
@@ -313,6 +329,7 @@ export class LlamaModel extends Module {
     const context = new AttentionContext(h, options.cache, options.segments);
     const checkpointing = this.gradientCheckpointing && isGradEnabled() && !options.cache;
     context.recompute = this.recomputeAttention && isGradEnabled() && !options.cache && !checkpointing;
+    context.fused = this.fusedAttention;
     const layers = this.sub<ModuleList<DecoderLayer>>('layers').items;
     // Each block's last residual add goes into the next norm (see DecoderLayer.step), except
     // with checkpointed blocks, whose boundaries are the residual stream itself.
@@ -431,6 +448,14 @@ export class LlamaForCausalLM extends Module {
   }
   set recomputeAttention(on: boolean) {
     this.sub<LlamaModel>('model').recomputeAttention = on;
+  }
+
+  /** Whether attention runs as one fused op (see `LlamaModel.fusedAttention`). */
+  get fusedAttention(): boolean {
+    return this.sub<LlamaModel>('model').fusedAttention;
+  }
+  set fusedAttention(on: boolean) {
+    this.sub<LlamaModel>('model').fusedAttention = on;
   }
 
   /** Logits `[B, T, vocab]` for int32 token ids `[B, T]` (`[B, 1, vocab]` with `logits: 'last'`). */

@@ -9,12 +9,13 @@ import { type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } 
 const configs: Record<string, LlamaConfig> = { llama: CONFIGS.llama, 'mistral window 3': CONFIGS['mistral window 3'], gemma3: CONFIGS.gemma3 };
 
 /** Loss and LoRA gradients of one step, with or without checkpointing, from the same RNG state (dropout 0.2). */
-async function step(config: LlamaConfig, checkpointing: boolean, rows: number, length: number, recomputeAttention = true) {
+async function step(config: LlamaConfig, checkpointing: boolean, rows: number, length: number, recomputeAttention = true, fusedAttention = false) {
   const model = new LlamaForCausalLM(config, { seed: 4 });
   linearToLoRALayers(model, { rank: 3, dropout: 0.2, seed: 5 });
   for (const [, p] of model.trainableParameters()) p.assign(T.randn([...p.shape], { seed: p.size, std: 0.2 }));
   model.gradientCheckpointing = checkpointing;
   model.recomputeAttention = recomputeAttention;
+  model.fusedAttention = fusedAttention;
   const ids = T.tensor(
     Int32Array.from({ length: rows * length }, (_, i) => (i * 7 + 3) % config.vocab_size),
     [rows, length],
@@ -87,5 +88,33 @@ describe('attention probabilities recomputed in backward (recomputeAttention)', 
     const probabilities = 2 * config.num_attention_heads * 128 * 128 * 4;
     console.log(`allocator peak of a step: ${kept.peak} bytes keeping the probabilities, ${recomputed.peak} recomputing them`);
     expect(recomputed.peak).toBeLessThanOrEqual(kept.peak - probabilities);
+  });
+});
+
+describe('attention as one fused op (fusedAttention)', () => {
+  afterAll(async () => {
+    await T.setBackend('cpu');
+  });
+  for (const [name, config] of Object.entries(configs)) {
+    it(`${name} (cpu): the loss and LoRA gradients of the composed attention, with and without checkpointing`, async () => {
+      await T.setBackend('cpu');
+      for (const checkpointing of [false, true]) {
+        const composed = await step(config, checkpointing, 2, 9);
+        const fused = await step(config, checkpointing, 2, 9, true, true);
+        expect(fused.loss).toBeCloseTo(composed.loss, 5);
+        for (const [k, g] of Object.entries(composed.grads)) assertClose(fused.grads[k], g, { atol: 1e-5, rtol: 1e-4 }, `${name}: ${k}`);
+      }
+    });
+  }
+
+  gpuIt('webgpu: the same gradients, and a lower allocator peak than recomputing the probabilities', async () => {
+    await T.setBackend('webgpu');
+    const config = { ...base, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 3 };
+    const recomputed = await step(config, false, 2, 128, true);
+    const fused = await step(config, false, 2, 128, true, true);
+    expect(fused.loss).toBeCloseTo(recomputed.loss, 4);
+    for (const [k, g] of Object.entries(recomputed.grads)) assertClose(fused.grads[k], g, { atol: 5e-5, rtol: 5e-4 }, k);
+    console.log(`allocator peak of a step: ${recomputed.peak} bytes recomputing the probabilities, ${fused.peak} fused`);
+    expect(fused.peak).toBeLessThan(recomputed.peak);
   });
 });

@@ -32,6 +32,7 @@ import {
   tensor,
   noGrad,
   decodeAttention,
+  attention,
   reshape,
 } from '../src/index';
 import { assertClose, gradCheck, randomTensor, randomValues, TOLERANCES } from '../src/testing';
@@ -451,6 +452,104 @@ describe('decodeAttention', () => {
     expect(() => decodeAttention(q, k, k, randomTensor([1, 4], 3), 1)).toThrow('decodeAttention: mask must be');
     const wanting = randomTensor([1, 2, 3, 4], 1, { requiresGrad: true });
     expect(() => decodeAttention(wanting, k, k, mask, 1)).toThrow('decodeAttention: the op has no gradient');
+  });
+});
+
+describe('attention', () => {
+  /** A random additive mask with some −1e9 entries (and, with `causal`, −1e9 past each position too). */
+  const maskOf = (shape: number[], S: number, T: number, seed: number, causal: boolean) =>
+    tensor(
+      randomValues(
+        shape.reduce((a, b) => a * b, 1),
+        seed,
+      ).map((x, i) => (i % 5 === 3 || (causal && i % S > (Math.floor(i / S) % T) + S - T) ? -1e9 : x)),
+      shape,
+      { dtype: 'float64' },
+    );
+  /** The composition attention stands for: matmul, maskedSoftmax, matmul over rows [B, H, g, T, S]. */
+  const composed = (q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: number) => {
+    const [B, H, R] = q.shape;
+    const [T, S] = [mask.shape[mask.rank - 2], k.shape[2]];
+    const scores = reshape(matmul(q, k, { transposeB: true }), [B, H, R / T, T, S]);
+    return matmul(reshape(maskedSoftmax(scores, mask, scale), [B, H, R, S]), v);
+  };
+  const cases = [
+    [1, 3, 3, 1, 37, 8, false],
+    [2, 2, 3, 5, 5, 5, true],
+    [2, 1, 1, 6, 9, 3, false],
+    [1, 2, 2, 7, 7, 17, true],
+  ] as const;
+  it('equals the composition in float64: grouped rows, shared and per-sequence masks, causal or not', () => {
+    for (const [B, H, g, T, S, D, perSeq] of cases)
+      for (const causal of [false, true]) {
+        const R = g * T;
+        const q = randomTensor([B, H, R, D], 1, { dtype: 'float64' });
+        const k = randomTensor([B, H, S, D], 2, { dtype: 'float64' });
+        const v = randomTensor([B, H, S, D], 3, { dtype: 'float64' });
+        // With causal, the mask masks the same keys, so the composition agrees.
+        const mask = maskOf(perSeq ? [B, 1, 1, T, S] : [T, S], S, T, 4, causal);
+        assertClose(
+          attention(q, k, v, mask, 0.41, { causal }).dataSync(),
+          composed(q, k, v, mask, 0.41).dataSync(),
+          TOLERANCES.float64,
+          `B ${B} T ${T} S ${S} causal ${causal}`,
+        );
+      }
+  });
+  it('causal leaves out the keys past each position whatever the mask says', () => {
+    const [T, S, D] = [4, 6, 3];
+    const q = randomTensor([1, 1, 2 * T, D], 5, { dtype: 'float64' });
+    const k = randomTensor([1, 1, S, D], 6, { dtype: 'float64' });
+    const v = randomTensor([1, 1, S, D], 7, { dtype: 'float64' });
+    const open = tensor(randomValues(T * S, 8), [T, S], { dtype: 'float64' });
+    const closed = add(
+      open,
+      tensor(
+        Array.from({ length: T * S }, (_, i) => (i % S > Math.floor(i / S) + S - T ? -1e30 : 0)),
+        [T, S],
+        { dtype: 'float64' },
+      ),
+    );
+    assertClose(attention(q, k, v, open, 0.7, { causal: true }).dataSync(), composed(q, k, v, closed, 0.7).dataSync(), TOLERANCES.float64, 'causal');
+  });
+  it('gives zeros, and no gradient, to a row that sees no key', () => {
+    const q = randomTensor([1, 1, 2, 3], 1, { dtype: 'float64', requiresGrad: true });
+    const k = randomTensor([1, 1, 4, 3], 2, { dtype: 'float64', requiresGrad: true });
+    const mask = tensor([-Infinity, -Infinity, -Infinity, -Infinity, 0.5, -1, 0, 2], [2, 4], { dtype: 'float64' });
+    const y = attention(q, k, k, mask, 1);
+    expect(Array.from(y.dataSync().slice(0, 3))).toEqual([0, 0, 0]);
+    expect(
+      y
+        .dataSync()
+        .slice(3)
+        .every((x) => Number.isFinite(x) && x !== 0),
+    ).toBe(true);
+    sum(y).backward();
+    expect(Array.from(q.grad!.dataSync().slice(0, 3))).toEqual([0, 0, 0]);
+    expect(k.grad!.dataSync().every(Number.isFinite)).toBe(true);
+  });
+  it('has the gradients of its composition (central differences in float64)', () => {
+    for (const [B, H, g, T, S, D, perSeq] of [cases[1], cases[3]])
+      for (const causal of [false, true]) {
+        const R = g * T;
+        const q = randomTensor([B, H, R, D], 11, { dtype: 'float64', std: 0.7 });
+        const k = randomTensor([B, H, S, D], 12, { dtype: 'float64', std: 0.7 });
+        const v = randomTensor([B, H, S, D], 13, { dtype: 'float64' });
+        const mask = maskOf(perSeq ? [B, 1, 1, T, S] : [T, S], S, T, 14, false);
+        gradCheck((a, b, c) => attention(a, b, c, mask, 0.6, { causal }), [q, k, v]);
+      }
+  });
+  it('refuses bad shapes, a mask that wants gradients and a non-boolean causal', () => {
+    const q = randomTensor([1, 2, 3, 4], 1);
+    const k = randomTensor([1, 2, 5, 4], 2);
+    const mask = randomTensor([1, 5], 3);
+    expect(() => attention(q, k, k, mask, Number.NaN)).toThrow('attention: scale must be a finite number');
+    expect(() => attention(q, k, randomTensor([1, 2, 4, 4], 2), mask, 1)).toThrow('attention: v must have the shape of k');
+    expect(() => attention(q, k, k, randomTensor([2, 5], 3), 1)).toThrow('attention: mask must be [T, S] or [B, 1, 1, T, S] with T dividing');
+    expect(() => attention(q, k, k, randomTensor([1, 5], 3, { requiresGrad: true }), 1)).toThrow('attention: the mask is a constant');
+    expect(() => attention(q, k, k, mask, 1, { causal: 1 as unknown as boolean })).toThrow(
+      'attention: causal must be a boolean; expected true or false, got 1',
+    );
   });
 });
 

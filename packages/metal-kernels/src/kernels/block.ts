@@ -1,5 +1,8 @@
 import { type KernelOutput, type OpOutputs, registerKernel, sizeOf, type TensorRef, ValueError } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
+import attentionDkdvSource from '../wgsl/attention-dkdv.wgsl';
+import attentionDqSource from '../wgsl/attention-dq.wgsl';
+import attentionForwardSource from '../wgsl/attention-forward.wgsl';
 import decodeAttentionSource from '../wgsl/decode-attention.wgsl';
 import gatedSource from '../wgsl/gated-act.wgsl';
 import normSource from '../wgsl/rms-norm.wgsl';
@@ -161,6 +164,87 @@ function maskedSoftmaxKernel<K extends 'maskedSoftmax' | 'maskedSoftmaxBackward'
   };
 }
 
+/**
+ * What the three attention kernels share: the checked sizes, the uniform, the text constants and
+ * the mask's override. Heads of at most 256 features whose staged blocks fit the device's
+ * workgroup memory (8 rows or keys of q and dy, or of k and v, padded to a multiple of 8 features).
+ */
+function attentionSetup(backend: WebGPUBackend, op: string, q: TensorRef, k: TensorRef, mask: TensorRef, attrs: { scale: number; causal: boolean }) {
+  const t = typeOf(backend, q.dtype, op);
+  const [B, H, R, D] = q.shape;
+  const S = k.shape[2];
+  const T = mask.shape[mask.shape.length - 2];
+  if (D > 256) throw new ValueError(op, 'the webgpu kernels take heads of at most 256 features', 'D ≤ 256', String(D));
+  const DS = Math.ceil(D / 8);
+  const bytes = (2 * 8 * DS * 8 + 2 * 16 * 8) * 4;
+  const limit = backend.device.limits.maxComputeWorkgroupStorageSize;
+  if (bytes > limit) throw new ValueError(op, `heads of ${D} features need more workgroup memory than the device has`, `${bytes} bytes`, `${limit} bytes`);
+  if (B * H > 65535) throw new ValueError(op, 'batch · heads is too large for one dispatch', 'B·H ≤ 65535', String(B * H));
+  return {
+    t,
+    B,
+    H,
+    R,
+    D,
+    S,
+    values: { ENABLE: enableFor(t), T: t, D: String(D), DS: String(DS) },
+    constants: { PER_SEQ: mask.shape.length > 2 ? 1 : 0 },
+    uniform: uniform([R, S, T, H, attrs.causal ? 1 : 0, 0, 0, { f32: attrs.scale }]),
+  };
+}
+
+/** `attention`: flash-style forward, 16 rows per workgroup, scores never stored (attention-forward.wgsl). */
+function attentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args<'attention'>): OpOutputs['attention'] {
+  const op = 'attention';
+  const { B, H, R, D, values, constants, uniform: params } = attentionSetup(backend, op, q, k, mask, attrs);
+  const y = backend.allocate(q.dtype, B * H * R * D, `${op} out`);
+  const lse = backend.allocate('float32', B * H * R, `${op} logsumexp`);
+  const { key, source } = shader('attention-forward', attentionForwardSource, values);
+  if (B * H * R > 0 && D > 0)
+    backend.dispatch({
+      key,
+      source,
+      constants,
+      buffers: [buf(q), buf(k), buf(v), buf(mask), y.buffer, lse.buffer],
+      uniform: params,
+      workgroups: [Math.ceil(R / 16), B * H, 1],
+      label: op,
+    });
+  return { y: out(y, [...q.shape], q.dtype), lse: out(lse, [B, H, R], 'float32') };
+}
+
+/** `attentionBackward`: dq (and each row's Σ dy·y) by blocks of rows, then dk and dv by blocks of keys (attention-dq.wgsl, attention-dkdv.wgsl). */
+function attentionBackwardKernel({ inputs: [q, k, v, mask, y, lse, dy], attrs, backend }: Args<'attentionBackward'>): OpOutputs['attentionBackward'] {
+  const op = 'attentionBackward';
+  const { B, H, R, D, S, values, constants, uniform: params } = attentionSetup(backend, op, q, k, mask, attrs);
+  const dq = backend.allocate(q.dtype, B * H * R * D, 'attention dq');
+  const dk = backend.allocate(q.dtype, B * H * S * D, 'attention dk');
+  const dv = backend.allocate(q.dtype, B * H * S * D, 'attention dv');
+  if (B * H * R > 0 && D > 0) {
+    const dsum = backend.acquire(B * H * R * 4, 'attention Σ dy·y');
+    const dqShader = shader('attention-dq', attentionDqSource, values);
+    backend.dispatch({
+      ...dqShader,
+      constants,
+      buffers: [buf(q), buf(k), buf(v), buf(mask), buf(y), buf(lse), buf(dy), dq.buffer, dsum],
+      uniform: params,
+      workgroups: [Math.ceil(R / 16), B * H, 1],
+      label: 'attention dq',
+    });
+    const dkdvShader = shader('attention-dkdv', attentionDkdvSource, values);
+    backend.dispatch({
+      ...dkdvShader,
+      constants,
+      buffers: [buf(q), buf(k), buf(v), buf(mask), buf(lse), dsum, buf(dy), dk.buffer, dv.buffer],
+      uniform: params,
+      workgroups: [Math.ceil(S / 16), B * H, 1],
+      label: 'attention dk dv',
+    });
+    backend.release(dsum);
+  }
+  return { dq: out(dq, [...q.shape], q.dtype), dk: out(dk, [...k.shape], q.dtype), dv: out(dv, [...k.shape], q.dtype) };
+}
+
 /** `decodeAttention`: one workgroup per query row (decode-attention.wgsl). */
 function decodeAttentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args<'decodeAttention'>): KernelOutput {
   const op = 'decodeAttention';
@@ -187,6 +271,8 @@ function decodeAttentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args
 
 export function registerBlockKernels(): void {
   registerKernel('webgpu', 'decodeAttention', decodeAttentionKernel);
+  registerKernel('webgpu', 'attention', attentionKernel);
+  registerKernel('webgpu', 'attentionBackward', attentionBackwardKernel);
   registerKernel('webgpu', 'maskedSoftmax', maskedSoftmaxKernel<'maskedSoftmax'>(false));
   registerKernel('webgpu', 'maskedSoftmaxBackward', maskedSoftmaxKernel<'maskedSoftmaxBackward'>(true));
   registerKernel('webgpu', 'rmsNorm', rmsNormKernel);

@@ -1,4 +1,4 @@
-import { type KernelArgs, type KernelOutput, registerKernel } from '../backend';
+import { type KernelArgs, type KernelOutput, registerKernel, type TensorRef } from '../backend';
 import { GELU_TANH_C, gelu, sigmoid } from '../math';
 import { type StorageArray, toStorage, type ValueArray } from '../dtype';
 import { ValueError } from '../errors';
@@ -232,7 +232,92 @@ function decodeAttentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args
   return backend.output(y, [...q.shape], q.dtype);
 }
 
+/** Attention's index arithmetic, shared by its forward and backward reference kernels. */
+function attentionLayout(q: TensorRef, k: TensorRef, mask: TensorRef, causal: boolean) {
+  const [B, H, R, D] = q.shape;
+  const S = k.shape[2];
+  const T = mask.shape[mask.shape.length - 2];
+  const perSequence = mask.shape.length > 2;
+  return {
+    B,
+    H,
+    R,
+    D,
+    S,
+    visible: (r: number, j: number) => !causal || j + T <= (r % T) + S,
+    /** Calls `fn` for each query row: its index, the offset of its keys, its mask row and r. */
+    eachRow(fn: (row: number, keys: number, m: number, r: number) => void): void {
+      for (let b = 0; b < B; b++)
+        for (let h = 0; h < H; h++) for (let r = 0; r < R; r++) fn((b * H + h) * R + r, (b * H + h) * S * D, ((perSequence ? b * T : 0) + (r % T)) * S, r);
+    },
+  };
+}
+
+/**
+ * `attention` in float64: per row, the scores it sees (−∞ for the keys `causal` leaves out), their
+ * softmax's weighted sum of v, and their log-sum-exp (+∞ for a row that sees no key, whose output is 0).
+ */
+function attentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args<'attention'>): OpOutputs['attention'] {
+  const { B, H, R, D, S, visible, eachRow } = attentionLayout(q, k, mask, attrs.causal);
+  const [qv, kv, vv, mv] = [q, k, v, mask].map((t) => backend.values(t));
+  const y = backend.alloc(q.dtype, qv.length);
+  const lseType = q.dtype === 'float64' ? 'float64' : 'float32';
+  const lse = backend.alloc(lseType, B * H * R);
+  const scores = new Float64Array(S);
+  eachRow((row, keys, m, r) => {
+    let mx = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < S; j++) {
+      let dot = 0;
+      for (let d = 0; d < D; d++) dot += qv[row * D + d] * kv[keys + j * D + d];
+      scores[j] = visible(r, j) ? dot * attrs.scale + mv[m + j] : Number.NEGATIVE_INFINITY;
+      mx = Math.max(mx, scores[j]);
+    }
+    let total = 0;
+    for (let j = 0; j < S; j++) total += scores[j] = mx === Number.NEGATIVE_INFINITY ? 0 : Math.exp(scores[j] - mx);
+    lse[row] = total > 0 ? mx + Math.log(total) : Number.POSITIVE_INFINITY;
+    for (let d = 0; d < D; d++) {
+      let acc = 0;
+      for (let j = 0; j < S; j++) acc += scores[j] * vv[keys + j * D + d];
+      y[row * D + d] = total > 0 ? acc / total : 0;
+    }
+  });
+  return { y: backend.output(y, [...q.shape], q.dtype), lse: backend.output(lse, [B, H, R], lseType) };
+}
+
+/** `attentionBackward` in float64: P from the saved log-sum-exp, dS = P·(dy·vᵀ − Σ dy·y), dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·dy. */
+function attentionBackwardKernel({ inputs: [q, k, v, mask, y, lse, dy], attrs, backend }: Args<'attentionBackward'>): OpOutputs['attentionBackward'] {
+  const { D, S, visible, eachRow } = attentionLayout(q, k, mask, attrs.causal);
+  const [qv, kv, vv, mv, yv, lv, gv] = [q, k, v, mask, y, lse, dy].map((t) => backend.values(t));
+  const dq = backend.alloc(q.dtype, qv.length);
+  const dk = backend.alloc(q.dtype, kv.length);
+  const dv = backend.alloc(q.dtype, kv.length);
+  eachRow((row, keys, m, r) => {
+    let delta = 0;
+    for (let d = 0; d < D; d++) delta += gv[row * D + d] * yv[row * D + d];
+    for (let j = 0; j < S; j++) {
+      if (!visible(r, j)) continue;
+      let dot = 0;
+      let dp = 0;
+      for (let d = 0; d < D; d++) {
+        dot += qv[row * D + d] * kv[keys + j * D + d];
+        dp += gv[row * D + d] * vv[keys + j * D + d];
+      }
+      const p = Math.exp(dot * attrs.scale + mv[m + j] - lv[row]);
+      const ds = p * (dp - delta) * attrs.scale;
+      for (let d = 0; d < D; d++) {
+        dq[row * D + d] += ds * kv[keys + j * D + d];
+        dk[keys + j * D + d] += ds * qv[row * D + d];
+        dv[keys + j * D + d] += p * gv[row * D + d];
+      }
+    }
+  });
+  const shape = (t: TensorRef) => [...t.shape];
+  return { dq: backend.output(dq, shape(q), q.dtype), dk: backend.output(dk, shape(k), q.dtype), dv: backend.output(dv, shape(k), q.dtype) };
+}
+
 export function registerCpuBlockKernels(): void {
+  registerKernel('cpu', 'attention', attentionKernel);
+  registerKernel('cpu', 'attentionBackward', attentionBackwardKernel);
   registerKernel('cpu', 'decodeAttention', decodeAttentionKernel);
   registerKernel('cpu', 'maskedSoftmax', maskedSoftmaxKernel);
   registerKernel('cpu', 'maskedSoftmaxBackward', maskedSoftmaxBackwardKernel);

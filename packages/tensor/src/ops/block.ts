@@ -174,16 +174,8 @@ export function maskedSoftmax(x: Tensor, mask: Tensor, scale: number): Tensor {
   return recordOp(op, y, [x, mask], { scale }, [y]);
 }
 
-/**
- * Attention of a few query rows over a cache of keys, as one op (generation's decode step):
- * `softmax(q·kᵀ·scale + mask)·v` for each batch entry and KV head, with q `[B, H, R, D]` (the R =
- * g·T rows of the g query heads sharing one KV head, row r at position r mod T), k and v
- * `[B, H, S, D]` and an additive mask `[T, S]` (shared) or `[B, 1, 1, T, S]` (per sequence), as
- * `maskedSoftmax` takes it. Returns `[B, H, R, D]`; the scores are never stored (on the GPU: one
- * workgroup per query row). Inference only: refused while gradients are recorded.
- */
-export function decodeAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: number): Tensor {
-  const op = 'decodeAttention';
+/** Checks attention's operands (`decodeAttention`, `attention`): q `[B, H, R, D]`, k and v `[B, H, S, D]`, the mask `[T, S]` or `[B, 1, 1, T, S]` with T dividing R, S ≥ 1. */
+function checkAttention(op: string, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: number): void {
   for (const [t, name] of [
     [q, 'q'],
     [k, 'k'],
@@ -211,9 +203,49 @@ export function decodeAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, s
       formatShape(mask.shape),
     );
   if (S < 1) throw new ShapeError(op, 'there must be at least one key', 'S ≥ 1', String(S));
+}
+
+/**
+ * Attention of a few query rows over a cache of keys, as one op (generation's decode step):
+ * `softmax(q·kᵀ·scale + mask)·v` for each batch entry and KV head, with q `[B, H, R, D]` (the R =
+ * g·T rows of the g query heads sharing one KV head, row r at position r mod T), k and v
+ * `[B, H, S, D]` and an additive mask `[T, S]` (shared) or `[B, 1, 1, T, S]` (per sequence), as
+ * `maskedSoftmax` takes it. Returns `[B, H, R, D]`; the scores are never stored (on the GPU: one
+ * workgroup per query row). Inference only: refused while gradients are recorded.
+ */
+export function decodeAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: number): Tensor {
+  const op = 'decodeAttention';
+  checkAttention(op, q, k, v, mask, scale);
   if (isGradEnabled() && [q, k, v, mask].some((t) => t.requiresGrad))
     throw new StateError(op, 'the op has no gradient; expected it under noGrad() (generation), got gradients recorded');
   return runOp(op, [q, k, v, mask], { scale });
+}
+
+/**
+ * Causal self-attention's core as one differentiable op, flash style: `softmax(q·kᵀ·scale +
+ * mask)·v` for each batch entry and KV head, with q `[B, H, R, D]` (the R = g·T rows of the g
+ * query heads sharing a KV head, row r at position r mod T), k and v `[B, H, S, D]` and an
+ * additive mask `[T, S]` (shared) or `[B, 1, 1, T, S]` (per sequence: padding, packed documents,
+ * sliding windows). With `causal`, keys past a row's position (j > t + S − T) are left out whatever
+ * the mask says, and the GPU kernels skip them. Returns `[B, H, R, D]`. The `[B, H, R, S]` scores
+ * and probabilities are never stored: forward keeps each row's log-sum-exp, and backward
+ * (`attentionBackward`) recomputes the probabilities from it a block at a time. A row that sees no
+ * key (every entry of its mask −∞) gives zeros and no gradient. Differentiable in q, k and v; on
+ * webgpu heads of at most 256 features.
+ *
+ * @example
+ * const rows = attention(reshape(q, [B, kvHeads, g * T, D]), k, v, mask, D ** -0.5, { causal: true });
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: number, options: { causal?: boolean } = {}): Tensor {
+  const op = 'attention';
+  checkAttention(op, q, k, v, mask, scale);
+  const causal = options.causal ?? false;
+  if (typeof causal !== 'boolean') throw new ValueError(op, 'causal must be a boolean', 'true or false', String(causal));
+  if (mask.requiresGrad) throw new ValueError(op, 'the mask is a constant', 'a mask without requiresGrad', 'a mask requiring grad');
+  const { y, lse } = runOp(op, [q, k, v, mask], { scale, causal });
+  const result = recordOp(op, y, [q, k, v, mask], { scale, causal }, [q, k, v, mask, y, lse]);
+  lse.dispose();
+  return result;
 }
 
 /**

@@ -97,6 +97,7 @@ export interface GradientContexts {
   gatedActivation: { activation: OpAttrs['gatedActivation']['activation'] };
   /** saves [y] */
   maskedSoftmax: { scale: number };
+  attention: { scale: number; causal: boolean };
   /** saves [weight, scales, biases] */
   quantizedMatmul: { bits: number; groupSize: number; transpose: boolean };
 }

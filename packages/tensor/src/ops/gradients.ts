@@ -269,6 +269,11 @@ const GRADIENTS: GradientTable = {
     const { dGate, dUp } = runOp('gatedActivationBackward', [dy, gate, up], { activation });
     return [dGate, dUp];
   },
+  // The probabilities are recomputed from the saved log-sum-exp, a block at a time.
+  attention: (dy, [q, k, v, mask, y, lse], { scale, causal }) => {
+    const { dq, dk, dv } = runOp('attentionBackward', [q, k, v, mask, y, lse, dy], { scale, causal });
+    return [dq, dk, dv, null];
+  },
   maskedSoftmax: (dy, [y], { scale }) => {
     const dx = runOp('maskedSoftmaxBackward', [dy, y], { scale });
     return [dx, null];

@@ -109,6 +109,14 @@ export interface OpAttrs {
    */
   decodeAttention: { scale: number };
   /**
+   * [q [B, H, R, D], k [B, H, S, D], v [B, H, S, D], mask [T, S] or [B, 1, 1, T, S]] →
+   * [y [B, H, R, D], lse [B, H, R] (float32; float64 for float64 inputs)]: `decodeAttention`'s formula, differentiable, with the
+   * rows' log-sum-exp for backward; `causal` leaves out keys past t + S − T (`attention`).
+   */
+  attention: { scale: number; causal: boolean };
+  /** [q, k, v, mask, y, lse, dy] → [dq, dk, dv]. */
+  attentionBackward: { scale: number; causal: boolean };
+  /**
    * [param, grad, m, v, copy?, schedule?] → []: the same step written into param, m and v, and
    * rounded into copy when given (grad in param's or copy's dtype); with `schedule` (last, float32
    * [4]: lr, decay, c1, c2 as `adamSchedule` gives them) the step's values are read from it
@@ -169,6 +177,8 @@ export type OpInputs = { [K in UnaryOp]: readonly [x: R] } & { [K in BinaryOp]: 
   rope: readonly [x: R, cos: R, sin: R];
   maskedSoftmax: readonly [x: R, mask: R];
   decodeAttention: readonly [q: R, k: R, v: R, mask: R];
+  attention: readonly [q: R, k: R, v: R, mask: R];
+  attentionBackward: readonly [q: R, k: R, v: R, mask: R, y: R, lse: R, dy: R];
   maskedSoftmaxBackward: readonly [dy: R, y: R];
   gatedActivation: readonly [gate: R, up: R];
   gatedActivationBackward: readonly [dy: R, gate: R, up: R];
@@ -191,6 +201,8 @@ export interface OpOutputs {
   /** Those requested by the `need…` attributes. */
   loraLinearBackward: { dx?: O; dA?: O; dB?: O; dWeight?: O; dBias?: O };
   rmsNorm: { y: O; rstd: O };
+  attention: { y: O; lse: O };
+  attentionBackward: { dq: O; dk: O; dv: O };
   addRmsNorm: { sum: O; y: O };
   gatedActivationBackward: { dGate: O; dUp: O };
   softmaxCrossEntropy: { loss: O; logsumexp: O };
@@ -273,6 +285,8 @@ export const OP_NAMES = [
   'maskedSoftmax',
   'maskedSoftmaxBackward',
   'decodeAttention',
+  'attention',
+  'attentionBackward',
   'gatedActivation',
   'gatedActivationBackward',
   'softmaxCrossEntropy',

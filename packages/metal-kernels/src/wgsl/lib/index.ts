@@ -1,3 +1,4 @@
+import attentionScores from './attention-scores.wgsl';
 import counterHash from './counter-hash.wgsl';
 import gemmEpilogue from './gemm-epilogue.wgsl';
 import gemmQuant from './gemm-quant.wgsl';
@@ -13,6 +14,7 @@ import stridedIndex from './strided-index.wgsl';
  * for `{{>name}}`. A static table of imported sources, so includes work in browsers too.
  */
 export const wgslPieces: Readonly<Record<string, string>> = {
+  'attention-scores': attentionScores,
   'counter-hash': counterHash,
   'gemm-epilogue': gemmEpilogue,
   'gemm-quant': gemmQuant,
