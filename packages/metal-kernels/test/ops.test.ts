@@ -283,7 +283,13 @@ describe('webgpu fused cross-entropy', () => {
  * `fn`'s value and its gradients in every input, on the GPU (f32) and the CPU (f64), from the same
  * random inputs and output weights: outputs, then gradients, compared.
  */
-async function valueAndGradsAgainstReference(b: WebGPUBackend, fn: (...xs: Tensor[]) => Tensor, shapes: number[][], tol: Tolerance): Promise<void> {
+async function valueAndGradsAgainstReference(
+  b: WebGPUBackend,
+  fn: (...xs: Tensor[]) => Tensor,
+  shapes: number[][],
+  tol: Tolerance,
+  dtype: 'float32' | 'float16' = 'float32',
+): Promise<void> {
   const data = shapes.map((shape, i) => values({ shape }, 500 + 7 * i));
   const run = (backend: T.Backend, dtype: DType) => {
     const xs = shapes.map((shape, i) => T.tensor(data[i], shape, { dtype, backend, requiresGrad: true }));
@@ -292,7 +298,7 @@ async function valueAndGradsAgainstReference(b: WebGPUBackend, fn: (...xs: Tenso
     return { y, grads: T.grad(T.sum(T.mul(y, w)), xs) };
   };
   const want = run(cpuBackend, 'float64');
-  const got = run(b, 'float32');
+  const got = run(b, dtype);
   assertClose(await got.y.data(), want.y.dataSync(), tol, 'value');
   for (const [i, g] of got.grads.entries()) assertClose(await g.data(), want.grads[i].dataSync(), tol, `gradient ${i}`);
 }
@@ -441,6 +447,39 @@ describe('webgpu fused transformer-block ops', () => {
       );
     }
   });
+  gpuIt('attention: causal over an open mask leaves out the keys past each position, with as many, more or fewer keys than positions', async (b) => {
+    for (const [P, S] of [
+      [9, 9],
+      [9, 14],
+      [9, 5],
+    ]) {
+      const mask = Float64Array.from(values({ shape: [P, S] }, 41));
+      await valueAndGradsAgainstReference(
+        b,
+        (q, k, v) => T.attention(q, k, v, T.tensor(mask, [P, S], { dtype: q.dtype, backend: q.backend }), 0.45, { causal: true }),
+        [
+          [2, 2, 2 * P, 12],
+          [2, 2, S, 12],
+          [2, 2, S, 12],
+        ],
+        { rtol: 2e-4, atol: 2e-5 },
+      );
+    }
+  });
+  gpuIt('attention in float16: value and gradients', async (b) => {
+    const mask = Float64Array.from({ length: 11 * 11 }, (_, i) => (i % 11 > Math.floor(i / 11) ? -1e9 : 0.1 * (i % 3)));
+    await valueAndGradsAgainstReference(
+      b,
+      (q, k, v) => T.attention(q, k, v, T.tensor(mask, [11, 11], { dtype: q.dtype, backend: q.backend }), 0.3, { causal: true }),
+      [
+        [1, 2, 22, 24],
+        [1, 2, 11, 24],
+        [1, 2, 11, 24],
+      ],
+      { rtol: 3e-2, atol: 3e-2 },
+      'float16',
+    );
+  });
   gpuIt('attention in float16, and a row that sees no key', async (b) => {
     const mask = Float64Array.from({ length: 9 * 9 }, (_, i) => (i % 9 > Math.floor(i / 9) ? -1e9 : 0));
     await againstReference(
@@ -460,6 +499,16 @@ describe('webgpu fused transformer-block ops', () => {
     const y = await T.attention(q, k, k, blind, 1).data();
     expect(Array.from(y.slice(0, 4))).toEqual([0, 0, 0, 0]);
     expect(Array.from(y.slice(4)).every((x) => Number.isFinite(x) && x !== 0)).toBe(true);
+    // Its gradients: none for the blind row's q, finite ones elsewhere.
+    const [qg, kg] = [
+      [1, 1, 2, 4, 3],
+      [1, 1, 3, 4, 4],
+    ].map(([B, H, R, D, seed]) => T.tensor(values({ shape: [B, H, R, D] }, seed), [B, H, R, D], { dtype: 'float32', backend: b, requiresGrad: true }));
+    const [dq, dk] = T.grad(T.sum(T.attention(qg, kg, kg, blind, 1)), [qg, kg]);
+    const dqv = await dq.data();
+    expect(Array.from(dqv.slice(0, 4))).toEqual([0, 0, 0, 0]);
+    expect(Array.from(dqv.slice(4)).every(Number.isFinite)).toBe(true);
+    expect(Array.from(await dk.data()).every(Number.isFinite)).toBe(true);
   });
   for (const activation of ['silu', 'gelu_tanh'] as const)
     gpuIt(`gatedActivation (${activation}) on 1031 elements: value and both gradients`, (b) =>

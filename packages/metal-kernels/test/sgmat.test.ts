@@ -145,6 +145,10 @@ describe('webgpu subgroup-matrix GEMM', () => {
         await check(backend, blocked, dtype, [200, 256], [136, 256], { transposeB: true });
         await check(backend, blocked, dtype, [256, 200], [256, 136], { transposeA: true });
       }
+      // The choice itself on whole interior workgroups (vec4 staging or direct loads): batched, and both operands transposed.
+      await check(backend, cfg, dtype, [2, 256, 256], [2, 256, 256], {});
+      await check(backend, cfg, dtype, [256, 260], [260, 256], { transposeA: true, transposeB: true });
+      await check(backend, { ...cfg, direct: !cfg.direct }, dtype, [2, 256, 256], [2, 256, 256], { transposeB: true });
       if (f32 && f16) await check(backend, f16, 'float16', [67, 36], [29, 36], { transposeB: true });
       backend.subgroupMatrix = true;
       try {

@@ -167,7 +167,7 @@ export class Attention extends Module {
       const rows = decodeAttention(reshape(q, [B, kvHeads, g * T, headDim]), k, v, mask, this.scale);
       return this.sub<Linear>('o_proj').forward(reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]));
     }
-    if (ctx.fused && !this.softcap) {
+    if (ctx.fused && !this.softcap && headDim <= 256) {
       // One op, flash style: no [B, h, T, S] scores held, forward or backward. The masks are
       // causal wherever the keys are exactly the visible ones (not a fixed-capacity cache's slots).
       const rows = attention(reshape(q, [B, kvHeads, g * T, headDim]), k, v, mask, this.scale, { causal: S === ctx.total });
@@ -297,9 +297,9 @@ export class LlamaModel extends Module {
   /**
    * Run each block's attention as one fused op (`attention`: scores, mask, softmax and the
    * weighted values a block of keys at a time, backward recomputing from each row's log-sum-exp),
-   * so no `[B, heads, T, S]` tensor is ever held: memory that grows with T rather than T². Off by
-   * default (the composed products are faster at short sequences on the GPUs measured so far);
-   * Gemma 2's logit soft-cap keeps the composition.
+   * so no per-head `[B, heads, T, S]` scores are held, forward or backward (the mask, `[T, S]` or
+   * one per row, still is). Off by default until measured against the composed products; Gemma 2's
+   * logit soft-cap and heads of more than 256 features keep the composition.
    */
   fusedAttention = false;
   constructor(

@@ -497,6 +497,17 @@ describe('attention', () => {
       }
   });
   it('causal leaves out the keys past each position whatever the mask says', () => {
+    // Fewer keys than positions: the first rows see none (zeros).
+    const few = attention(
+      randomTensor([1, 1, 6, 3], 9, { dtype: 'float64' }),
+      randomTensor([1, 1, 4, 3], 10, { dtype: 'float64' }),
+      randomTensor([1, 1, 4, 3], 11, { dtype: 'float64' }),
+      tensor(new Float64Array(24), [6, 4], { dtype: 'float64' }),
+      1,
+      { causal: true },
+    ).dataSync();
+    expect(Array.from(few.slice(0, 6))).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(few.slice(6).every((x) => x !== 0)).toBe(true);
     const [T, S, D] = [4, 6, 3];
     const q = randomTensor([1, 1, 2 * T, D], 5, { dtype: 'float64' });
     const k = randomTensor([1, 1, S, D], 6, { dtype: 'float64' });
@@ -550,6 +561,7 @@ describe('attention', () => {
     expect(() => attention(q, k, k, mask, 1, { causal: 1 as unknown as boolean })).toThrow(
       'attention: causal must be a boolean; expected true or false, got 1',
     );
+    expect(() => attention(randomTensor([1, 2, 0, 4], 1), k, k, mask, 1)).toThrow('attention: q must have at least one row; expected R ≥ 1, got [1, 2, 0, 4]');
   });
 });
 

@@ -178,8 +178,11 @@ function attentionSetup(backend: WebGPUBackend, op: string, q: TensorRef, k: Ten
   const DS = Math.ceil(D / 8);
   const bytes = (2 * 8 * DS * 8 + 2 * 16 * 8) * 4;
   const limit = backend.device.limits.maxComputeWorkgroupStorageSize;
-  if (bytes > limit) throw new ValueError(op, `heads of ${D} features need more workgroup memory than the device has`, `${bytes} bytes`, `${limit} bytes`);
+  if (bytes > limit)
+    throw new ValueError(op, `heads of ${D} features need more workgroup memory than the device has`, `at most ${limit} bytes`, `${bytes} bytes`);
   if (B * H > 65535) throw new ValueError(op, 'batch · heads is too large for one dispatch', 'B·H ≤ 65535', String(B * H));
+  if (Math.ceil(Math.max(R, S) / 16) > 65535)
+    throw new ValueError(op, 'too many query rows or keys for one dispatch', `R and S ≤ ${65535 * 16}`, `R ${R}, S ${S}`);
   return {
     t,
     B,

@@ -232,6 +232,9 @@ function decodeAttentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args
   return backend.output(y, [...q.shape], q.dtype);
 }
 
+/** Scores at or below this count as −∞ in `attention` (as in its WGSL, whose sentinel it is). */
+const ATTENTION_EXCLUDED = -3e38;
+
 /** Attention's index arithmetic, shared by its forward and backward reference kernels. */
 function attentionLayout(q: TensorRef, k: TensorRef, mask: TensorRef, causal: boolean) {
   const [B, H, R, D] = q.shape;
@@ -269,7 +272,8 @@ function attentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args<'atte
     for (let j = 0; j < S; j++) {
       let dot = 0;
       for (let d = 0; d < D; d++) dot += qv[row * D + d] * kv[keys + j * D + d];
-      scores[j] = visible(r, j) ? dot * attrs.scale + mv[m + j] : Number.NEGATIVE_INFINITY;
+      const score = dot * attrs.scale + mv[m + j];
+      scores[j] = visible(r, j) && score > ATTENTION_EXCLUDED ? score : Number.NEGATIVE_INFINITY;
       mx = Math.max(mx, scores[j]);
     }
     let total = 0;
@@ -302,7 +306,9 @@ function attentionBackwardKernel({ inputs: [q, k, v, mask, y, lse, dy], attrs, b
         dot += qv[row * D + d] * kv[keys + j * D + d];
         dp += gv[row * D + d] * vv[keys + j * D + d];
       }
-      const p = Math.exp(dot * attrs.scale + mv[m + j] - lv[row]);
+      const score = dot * attrs.scale + mv[m + j];
+      if (score <= ATTENTION_EXCLUDED) continue;
+      const p = Math.exp(score - lv[row]);
       const ds = p * (dp - delta) * attrs.scale;
       for (let d = 0; d < D; d++) {
         dq[row * D + d] += ds * kv[keys + j * D + d];

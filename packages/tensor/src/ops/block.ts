@@ -229,8 +229,8 @@ export function decodeAttention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, s
  * sliding windows). With `causal`, keys past a row's position (j > t + S − T) are left out whatever
  * the mask says, and the GPU kernels skip them. Returns `[B, H, R, D]`. The `[B, H, R, S]` scores
  * and probabilities are never stored: forward keeps each row's log-sum-exp, and backward
- * (`attentionBackward`) recomputes the probabilities from it a block at a time. A row that sees no
- * key (every entry of its mask −∞) gives zeros and no gradient. Differentiable in q, k and v; on
+ * (`attentionBackward`) recomputes the probabilities from it a block at a time. A score at or below
+ * −3·10³⁸ counts as −∞ (left out), and a row that sees no key gives zeros and no gradient. Differentiable in q, k and v; on
  * webgpu heads of at most 256 features.
  *
  * @example
@@ -242,6 +242,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: 
   const causal = options.causal ?? false;
   if (typeof causal !== 'boolean') throw new ValueError(op, 'causal must be a boolean', 'true or false', String(causal));
   if (mask.requiresGrad) throw new ValueError(op, 'the mask is a constant', 'a mask without requiresGrad', 'a mask requiring grad');
+  if (q.shape[2] < 1) throw new ShapeError(op, 'q must have at least one row', 'R ≥ 1', formatShape(q.shape));
   const { y, lse } = runOp(op, [q, k, v, mask], { scale, causal });
   const result = recordOp(op, y, [q, k, v, mask], { scale, causal }, [q, k, v, mask, y, lse]);
   lse.dispose();
