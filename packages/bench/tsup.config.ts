@@ -16,6 +16,7 @@ export default defineConfig({
     'lora-bench': 'src/lora-bench.ts',
     'decode-bench': 'src/decode-bench.ts',
     'e2e-bench': 'src/e2e-bench.ts',
+    'attention-bench': 'src/attention-bench.ts',
     cli: 'src/cli.ts',
   },
   format: ['esm'],

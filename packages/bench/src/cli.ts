@@ -5,6 +5,7 @@
  *   metal-lora-bench [--quick] [--backend webgpu|cpu] [--json out.json] [--svg out.svg] [--no-peers] [--no-warm]
  *   metal-lora-bench decode [...]   (generation: see decode-bench.ts)
  *   metal-lora-bench e2e [...]      (a LoRA training step of whole models: see e2e-bench.ts)
+ *   metal-lora-bench attention [...] (causal attention's forward and backward, fused and composed: see attention-bench.ts)
  *
  * Rows: forward at rank 8, 16, 32, 64 and backward (a training step: forward + dx, dA, dB) for
  * M = 2048 tokens (batch 4 × seq 512), in = out = 4096, plus decode (M = 1, 16; rank 16); the
@@ -14,6 +15,7 @@
 import { writeFileSync } from 'node:fs';
 import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
+import { runAttentionBench } from './attention-bench';
 import { runDecodeBench } from './decode-bench';
 import { type E2EOptions, measureE2E, runE2EBench } from './e2e-bench';
 import { type LoraCase, runLoraBench } from './lora-core';
@@ -104,6 +106,7 @@ if (process.argv[1]?.match(/cli\.(ts|mjs|js)$|metal-lora-bench/)) {
   try {
     if (process.argv[2] === 'decode') await runDecodeBench(process.argv.slice(3));
     else if (process.argv[2] === 'e2e') await runE2EBench(process.argv.slice(3));
+    else if (process.argv[2] === 'attention') await runAttentionBench(process.argv.slice(3));
     else await main();
   } catch (error) {
     // Bad flags and values are the user's to fix: one line, not a stack trace.
