@@ -162,18 +162,18 @@ export class Attention extends Module {
     // Grouped heads without copying keys: the g query heads of one KV head become g·T rows of it.
     const g = heads / kvHeads;
     const mask = ctx.mask(this.slidingWindow);
-    if (ctx.cache && T <= DECODE_ROWS && !this.softcap && headDim <= 256 && !isGradEnabled()) {
+    // Each KV head's g·T rows back to [B, T, h·Dh], through o_proj.
+    const project = (rows: Tensor) =>
+      this.sub<Linear>('o_proj').forward(reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]));
+    // The one-op kernels take heads of up to 256 features and no logit soft-cap.
+    const oneOp = !this.softcap && headDim <= 256;
+    if (oneOp && ctx.cache && T <= DECODE_ROWS && !isGradEnabled())
       // A decode step: scores, softmax and the weighted values in one op, no scores stored.
-      const rows = decodeAttention(reshape(q, [B, kvHeads, g * T, headDim]), k, v, mask, this.scale);
-      return this.sub<Linear>('o_proj').forward(reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]));
-    }
-    if (ctx.fused && !this.softcap && headDim <= 256) {
+      return project(decodeAttention(reshape(q, [B, kvHeads, g * T, headDim]), k, v, mask, this.scale));
+    if (oneOp && ctx.fused)
       // One op, flash style: no [B, h, T, S] scores held, forward or backward. The masks are
       // causal wherever the keys are exactly the visible ones (not a fixed-capacity cache's slots).
-      const rows = attention(reshape(q, [B, kvHeads, g * T, headDim]), k, v, mask, this.scale, { causal: S === ctx.total });
-      const out = reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]);
-      return this.sub<Linear>('o_proj').forward(out);
-    }
+      return project(attention(reshape(q, [B, kvHeads, g * T, headDim]), k, v, mask, this.scale, { causal: S === ctx.total }));
     const core = (qs: Tensor, ks: Tensor, vs: Tensor) => {
       const raw = reshape(matmul(reshape(qs, [B, kvHeads, g * T, headDim]), ks, { transposeB: true }), [B, kvHeads, g, T, S]);
       // Scale, mask and softmax in one op (nothing but the probabilities kept for backward); a
@@ -183,9 +183,7 @@ export class Attention extends Module {
     };
     // Training keeps q, k and v and recomputes the [B, h, T, S] probabilities in backward (as
     // SDPA does) rather than holding them from forward to backward.
-    const rows = ctx.recompute ? checkpoint(core, [q, k, v], []) : core(q, k, v);
-    const out = reshape(transpose(reshape(rows, [B, heads, T, headDim]), [0, 2, 1, 3]), [B, T, heads * headDim]);
-    return this.sub<Linear>('o_proj').forward(out);
+    return project(ctx.recompute ? checkpoint(core, [q, k, v], []) : core(q, k, v));
   }
 }
 

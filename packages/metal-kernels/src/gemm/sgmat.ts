@@ -7,16 +7,11 @@
 import { ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { subgroupMatrixConfigsText } from '../device';
-import { dummy, enableFor, shader, uniform } from '../kernels/common';
+import { dummy, enableFor, generatedShader, lines, uniform } from '../kernels/common';
 import sgmatSource from '../wgsl/gemm-sgmat.wgsl';
 import { subgroupMatrixChoice } from './select';
 import type { GemmOperands, GemmShape, SgmatConfig } from './types';
 import { gemmConstants, gemmUniformHead } from './uniform';
-
-/** `n` generated lines, `line(i)` each. */
-function lines(n: number, line: (i: number) => string): string {
-  return Array.from({ length: n }, (_, i) => line(i)).join('\n');
-}
 
 /**
  * The statements of one K step of `cfg`: the RM left tiles loaded, then each right tile loaded
@@ -39,40 +34,44 @@ function step(cfg: SgmatConfig, left: (i: number, trans: boolean) => string, rig
 /** The WGSL of `cfg` for operands of type `t` (benchmarks compile it on adapters that cannot run it, to validate it). */
 export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; source: string } {
   const direct = cfg.direct && t === cfg.component;
-  const tiles = Array.from({ length: cfg.rm * cfg.rn }, (_, e) => [Math.floor(e / cfg.rn), e % cfg.rn]);
-  const staged = step(
-    cfg,
-    (i, trans) => (trans ? `&As, ks * BM + (tm0 + ${i}u) * SM, true, BM` : `&As, (tm0 + ${i}u) * SM * BK + ks, false, BK`),
-    (j, trans) => (trans ? `&Bs, (tn0 + ${j}u) * SN * BK + ks, true, BK` : `&Bs, ks * BN + (tn0 + ${j}u) * SN, false, BN`),
-    '      ',
-  );
-  const straight = step(
-    cfg,
-    (i, trans) => (trans ? `&a, a_base + k * p.M + row0 + (tm0 + ${i}u) * SM, true, p.M` : `&a, a_base + (row0 + (tm0 + ${i}u) * SM) * p.K + k, false, p.K`),
-    (j, trans) => (trans ? `&b, b_base + (col0 + (tn0 + ${j}u) * SN) * p.K + k, true, p.K` : `&b, b_base + k * p.N + col0 + (tn0 + ${j}u) * SN, false, p.N`),
-    '      ',
-  );
-  return shader('gemm-sgmat', sgmatSource, {
-    ENABLE: enableFor(t, cfg.component),
-    T: t,
-    MT: cfg.component,
-    SM: String(cfg.sm),
-    SN: String(cfg.sn),
-    SK: String(cfg.sk),
-    SG: String(cfg.subgroupSize),
-    RM: String(cfg.rm),
-    RN: String(cfg.rn),
-    ACC: tiles.map(([i, j]) => `  var acc_${i}_${j} = subgroup_matrix_result<f32, ${cfg.sn}, ${cfg.sm}>();`).join('\n'),
-    OPERANDS: [
-      lines(cfg.rm, (i) => `  var l${i}: subgroup_matrix_left<${cfg.component}, ${cfg.sk}, ${cfg.sm}>;`),
-      `  var right: subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>;`,
-    ].join('\n'),
-    STAGED_STEP: staged,
-    ...(direct ? { DIRECT_STEP: straight } : {}),
-    STORE: tiles
-      .map(([i, j]) => `  subgroupMatrixStore(&Cs, sg * SM * SN, acc_${i}_${j}, false, SN);\n  write_tile(${i}u, ${j}u, row0, col0, batch, t);`)
-      .join('\n'),
-    DIRECT: direct ? '1' : '0',
+  const params = { t, mt: cfg.component, sm: cfg.sm, sn: cfg.sn, sk: cfg.sk, sg: cfg.subgroupSize, rm: cfg.rm, rn: cfg.rn, direct: direct ? 1 : 0 };
+  // The statements are generated once per configuration (generatedShader), not per dispatch.
+  return generatedShader('gemm-sgmat', sgmatSource, params, () => {
+    const tiles = Array.from({ length: cfg.rm * cfg.rn }, (_, e) => [Math.floor(e / cfg.rn), e % cfg.rn]);
+    const staged = step(
+      cfg,
+      (i, trans) => (trans ? `&As, ks * BM + (tm0 + ${i}u) * SM, true, BM` : `&As, (tm0 + ${i}u) * SM * BK + ks, false, BK`),
+      (j, trans) => (trans ? `&Bs, (tn0 + ${j}u) * SN * BK + ks, true, BK` : `&Bs, ks * BN + (tn0 + ${j}u) * SN, false, BN`),
+      '      ',
+    );
+    const straight = step(
+      cfg,
+      (i, trans) => (trans ? `&a, a_base + k * p.M + row0 + (tm0 + ${i}u) * SM, true, p.M` : `&a, a_base + (row0 + (tm0 + ${i}u) * SM) * p.K + k, false, p.K`),
+      (j, trans) => (trans ? `&b, b_base + (col0 + (tn0 + ${j}u) * SN) * p.K + k, true, p.K` : `&b, b_base + k * p.N + col0 + (tn0 + ${j}u) * SN, false, p.N`),
+      '      ',
+    );
+    return {
+      ENABLE: enableFor(t, cfg.component),
+      T: t,
+      MT: cfg.component,
+      SM: String(cfg.sm),
+      SN: String(cfg.sn),
+      SK: String(cfg.sk),
+      SG: String(cfg.subgroupSize),
+      RM: String(cfg.rm),
+      RN: String(cfg.rn),
+      ACC: tiles.map(([i, j]) => `  var acc_${i}_${j} = subgroup_matrix_result<f32, ${cfg.sn}, ${cfg.sm}>();`).join('\n'),
+      OPERANDS: [
+        lines(cfg.rm, (i) => `  var l${i}: subgroup_matrix_left<${cfg.component}, ${cfg.sk}, ${cfg.sm}>;`),
+        `  var right: subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>;`,
+      ].join('\n'),
+      STAGED_STEP: staged,
+      ...(direct ? { DIRECT_STEP: straight } : {}),
+      STORE: tiles
+        .map(([i, j]) => `  subgroupMatrixStore(&Cs, sg * SM * SN, acc_${i}_${j}, false, SN);\n  write_tile(${i}u, ${j}u, row0, col0, batch, t);`)
+        .join('\n'),
+      DIRECT: direct ? '1' : '0',
+    };
   });
 }
 

@@ -184,7 +184,6 @@ function attentionSetup(backend: WebGPUBackend, op: string, q: TensorRef, k: Ten
   if (Math.ceil(Math.max(R, S) / 16) > 65535)
     throw new ValueError(op, 'too many query rows or keys for one dispatch', `R and S ≤ ${65535 * 16}`, `R ${R}, S ${S}`);
   return {
-    t,
     B,
     H,
     R,
