@@ -29,12 +29,22 @@ export const ATTENTION_SHAPES: Record<string, { heads: number; kvHeads: number; 
 
 export type AttentionPath = 'fused' | 'recomputed' | 'kept';
 
+export interface PathTiming {
+  ms: number;
+  peakBytes: number;
+  relError: number;
+}
+
 export interface AttentionRow {
   model: string;
   batch: number;
   seq: number;
-  /** Per path: GPU ms of one forward + backward, the peak bytes above the inputs, and the largest error against the fused path (relative to the largest value). */
-  ours: Record<AttentionPath, { ms: number; peakBytes: number; relError: number }>;
+  /**
+   * Per path: GPU ms of one forward + backward, the peak bytes above the inputs, and the largest
+   * error against the fused path (relative to the largest value); for a composed path the backend
+   * refused (scores past a buffer's limit), the reason.
+   */
+  ours: { fused: PathTiming } & Record<Exclude<AttentionPath, 'fused'>, PathTiming | string>;
   torch?: { ms: number; peakBytes: number } | string;
 }
 
@@ -81,9 +91,18 @@ export async function measureAttention(backend: T.Backend, model: string, batch:
   const scale = headDim ** -0.5;
   const gpu = backend.name === 'webgpu' ? (backend as WebGPUBackend) : null;
   const reference = step('fused', q, k, v, dy, mask, scale, g);
-  const ours = {} as AttentionRow['ours'];
+  const ours: Partial<Record<AttentionPath, PathTiming | string>> = {};
   for (const path of ['fused', 'recomputed', 'kept'] as const) {
-    const grads = step(path, q, k, v, dy, mask, scale, g);
+    let grads: T.Tensor[];
+    try {
+      grads = step(path, q, k, v, dy, mask, scale, g);
+    } catch (e) {
+      // The composed paths hold [B, H, T, T] scores: past the largest buffer the backend refuses them.
+      const refused = e instanceof T.ValueError || (e instanceof T.GPUError && e.reason === 'out-of-memory');
+      if (path === 'fused' || !refused) throw e;
+      ours[path] = e.message;
+      continue;
+    }
     const error = await relError(grads, reference);
     for (const t of grads) t.dispose();
     const uploaded = performance.now();
@@ -106,7 +125,7 @@ export async function measureAttention(backend: T.Backend, model: string, batch:
     ours[path] = { ms, peakBytes, relError: error };
   }
   for (const t of [...reference, q, k, v, dy, mask]) t.dispose();
-  return { model, batch, seq, ours };
+  return { model, batch, seq, ours: ours as AttentionRow['ours'] };
 }
 
 /** PyTorch's SDPA (causal, grouped KV heads, f32, TF32 off) for the same shapes; a string where it is unavailable. */
@@ -156,15 +175,23 @@ export function attentionTable(rows: AttentionRow[], device: string, date: strin
     '| model | batch × seq | fused: ms | peak | composed, recomputed: ms | peak | composed, kept: ms | peak | PyTorch SDPA: ms | peak | fused speed / recomputed | fused speed / PyTorch |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
+  const refusals: string[] = [];
+  const cells = (t: PathTiming | string) => {
+    if (typeof t === 'object') return `${t.ms.toFixed(3)} | ${mb(t.peakBytes)}`;
+    if (!refusals.includes(t)) refusals.push(t);
+    return `refused (${refusals.indexOf(t) + 1}) | –`;
+  };
   for (const r of rows) {
     const { fused, recomputed, kept } = r.ours;
     const torch = typeof r.torch === 'object' ? r.torch : null;
+    const speedup = typeof recomputed === 'object' ? `${(recomputed.ms / fused.ms).toFixed(2)}×` : '–';
     lines.push(
-      `| ${r.model} | ${r.batch} × ${r.seq} | ${fused.ms.toFixed(3)} | ${mb(fused.peakBytes)} | ${recomputed.ms.toFixed(3)} | ${mb(recomputed.peakBytes)} | ${kept.ms.toFixed(3)} | ${mb(kept.peakBytes)} | ${torch ? torch.ms.toFixed(3) : '–'} | ${torch ? mb(torch.peakBytes) : '–'} | ${(recomputed.ms / fused.ms).toFixed(2)}× | ${torch ? `${(torch.ms / fused.ms).toFixed(2)}×` : '–'} |`,
+      `| ${r.model} | ${r.batch} × ${r.seq} | ${cells(fused)} | ${cells(recomputed)} | ${cells(kept)} | ${torch ? torch.ms.toFixed(3) : '–'} | ${torch ? mb(torch.peakBytes) : '–'} | ${speedup} | ${torch ? `${(torch.ms / fused.ms).toFixed(2)}×` : '–'} |`,
     );
   }
-  const notes = rows.map((r) => (typeof r.torch === 'string' ? r.torch : null)).filter((n): n is string => n !== null);
-  if (notes.length) lines.push('', notes[0]);
+  const torchNote = rows.map((r) => r.torch).find((t): t is string => typeof t === 'string');
+  const notes = [...refusals.map((n, i) => `(${i + 1}) ${n}`), ...(torchNote ? [torchNote] : [])];
+  if (notes.length) lines.push('', ...notes);
   return lines.join('\n');
 }
 
@@ -208,9 +235,8 @@ export async function runAttentionBench(argv: string[]): Promise<{ rows: Attenti
       const row = await measureAttention(backend, model, batch, seq);
       rows.push(row);
       const { fused, recomputed, kept } = row.ours;
-      console.log(
-        `${model} ${batch} × ${seq}: fused ${fused.ms.toFixed(3)} ms, recomputed ${recomputed.ms.toFixed(3)} ms (error ${recomputed.relError.toExponential(1)}), kept ${kept.ms.toFixed(3)} ms (error ${kept.relError.toExponential(1)})`,
-      );
+      const composed = (t: PathTiming | string) => (typeof t === 'string' ? `refused (${t})` : `${t.ms.toFixed(3)} ms (error ${t.relError.toExponential(1)})`);
+      console.log(`${model} ${batch} × ${seq}: fused ${fused.ms.toFixed(3)} ms, recomputed ${composed(recomputed)}, kept ${composed(kept)}`);
     }
   if (!values['no-peers'] && values.backend === 'webgpu') {
     const torch = torchAttention(rows);

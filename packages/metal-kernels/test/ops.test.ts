@@ -1,7 +1,8 @@
 import * as T from '@metal-lora/tensor';
 import { cpuBackend, type DType, type Tensor } from '@metal-lora/tensor';
 import { assertClose, randomValues, TOLERANCES, type Tolerance } from '@metal-lora/tensor/testing';
-import { describe, expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { attentionKeySplit } from '../src/kernels/block';
 import type { WebGPUBackend } from '../src/index';
 import { gpuIt } from '../../../test-support/gpu';
 
@@ -432,6 +433,13 @@ describe('webgpu fused transformer-block ops', () => {
       [1, 1, 1, 33, 40, 8, false, true],
       [2, 2, 1, 19, 19, 3, true, true],
       [1, 1, 2, 3, 5, 256, false, false],
+      // Blocks of 32 rows that straddle the query heads of a group, several blocks of keys, and
+      // heads whose vec4 count leaves lanes idle (D = 100: 25 vec4) or fills two per lane (128).
+      [1, 1, 3, 45, 45, 100, false, true],
+      [2, 1, 2, 40, 70, 128, true, true],
+      [1, 2, 1, 66, 66, 64, false, false],
+      // 32 blocks of keys in 32 heads: dk and dv in one pass over the rows (the others split them).
+      [1, 32, 1, 40, 1024, 8, false, false],
     ] as const) {
       const maskShape = perSeq ? [B, 1, 1, P, S] : [P, S];
       const mask = maskValues(perSeq ? B : 1, P, S, causal);
@@ -445,6 +453,27 @@ describe('webgpu fused transformer-block ops', () => {
         ],
         { rtol: 2e-4, atol: 2e-5 },
       );
+    }
+  });
+  it('attention backward splits the rows for dk and dv only where few keys and heads leave the GPU idle', () => {
+    // SmolLM2 at batch 4 × 512: 16 blocks of keys in 12 heads; 48 blocks of rows in 6 parts of 8.
+    expect(attentionKeySplit(1536, 512, 12)).toEqual({ parts: 6, partRows: 256 });
+    // Llama-3.2-1B: 16 × 32 blocks: 2 parts of the 64 blocks of rows.
+    expect(attentionKeySplit(2048, 512, 32)).toEqual({ parts: 2, partRows: 1024 });
+    // Enough blocks of keys, or a single block of rows: one part covering every row.
+    expect(attentionKeySplit(4096, 2048, 16)).toEqual({ parts: 1, partRows: 4096 });
+    expect(attentionKeySplit(20, 9, 1)).toEqual({ parts: 1, partRows: 32 });
+    // Parts never outnumber the blocks of rows, and cover them all.
+    for (const [R, S, H] of [
+      [135, 45, 1],
+      [1000, 3, 2],
+      [33, 1, 1],
+    ]) {
+      const { parts, partRows } = attentionKeySplit(R, S, H);
+      expect(parts).toBeLessThanOrEqual(Math.ceil(R / 32));
+      expect(partRows % 32).toBe(0);
+      expect(parts * partRows).toBeGreaterThanOrEqual(R);
+      expect((parts - 1) * partRows).toBeLessThan(R);
     }
   });
   gpuIt('attention: causal over an open mask leaves out the keys past each position, with as many, more or fewer keys than positions', async (b) => {
@@ -466,15 +495,15 @@ describe('webgpu fused transformer-block ops', () => {
       );
     }
   });
-  gpuIt('attention in float16: value and gradients', async (b) => {
-    const mask = Float64Array.from({ length: 11 * 11 }, (_, i) => (i % 11 > Math.floor(i / 11) ? -1e9 : 0.1 * (i % 3)));
+  gpuIt('attention in float16: value and gradients (dk and dv summed over parts of the rows)', async (b) => {
+    const mask = Float64Array.from({ length: 33 * 33 }, (_, i) => (i % 33 > Math.floor(i / 33) ? -1e9 : 0.1 * (i % 3)));
     await valueAndGradsAgainstReference(
       b,
-      (q, k, v) => T.attention(q, k, v, T.tensor(mask, [11, 11], { dtype: q.dtype, backend: q.backend }), 0.3, { causal: true }),
+      (q, k, v) => T.attention(q, k, v, T.tensor(mask, [33, 33], { dtype: q.dtype, backend: q.backend }), 0.3, { causal: true }),
       [
-        [1, 2, 22, 24],
-        [1, 2, 11, 24],
-        [1, 2, 11, 24],
+        [1, 2, 66, 24],
+        [1, 2, 33, 24],
+        [1, 2, 33, 24],
       ],
       { rtol: 3e-2, atol: 3e-2 },
       'float16',

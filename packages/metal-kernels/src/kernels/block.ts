@@ -1,5 +1,6 @@
 import { type KernelOutput, type OpOutputs, registerKernel, sizeOf, type TensorRef, ValueError } from '@metal-lora/tensor';
 import type { GpuData, WebGPUBackend } from '../backend';
+import { recordSplitKReduce } from '../gemm/splitk';
 import attentionDkdvSource from '../wgsl/attention-dkdv.wgsl';
 import attentionDqSource from '../wgsl/attention-dq.wgsl';
 import attentionForwardSource from '../wgsl/attention-forward.wgsl';
@@ -8,7 +9,7 @@ import gatedSource from '../wgsl/gated-act.wgsl';
 import normSource from '../wgsl/rms-norm.wgsl';
 import ropeSource from '../wgsl/rope.wgsl';
 import softmaxSource from '../wgsl/softmax.wgsl';
-import { type Args, buf, enableFor, grid1d, gridRows, out, shader, typeOf, uniform } from './common';
+import { type Args, buf, enableFor, generatedShader, grid1d, gridRows, out, shader, typeOf, uniform } from './common';
 
 // The fused transformer-block ops: one dispatch each where the composition took five to twenty.
 
@@ -164,10 +165,48 @@ function maskedSoftmaxKernel<K extends 'maskedSoftmax' | 'maskedSoftmaxBackward'
   };
 }
 
+/** The largest power of two from 4 to 32 with `n · dv4 ≤ budget` (vec4): rows or keys per chunk of whole heads. */
+function chunkRows(dv4: number, budget: number): number {
+  let n = 32;
+  while (n > 4 && n * dv4 > budget) n /= 2;
+  return n;
+}
+
+/**
+ * WGSL functions `load_<name>(row, d)`: features d..d+3 of a row of the bound tensor as vec4<f32>,
+ * zeros past D; with `keyed`, also `fetch_keys(keys, j, i)`: thread i's share (vec4 i + 128·u) of
+ * the VK rows of that tensor from key j, zeros past S, for lib/attention-key-chunks.wgsl.
+ */
+function attentionLoads(names: string[], keyed?: string): string {
+  const fetch = keyed
+    ? `
+fn fetch_keys(keys: u32, j: u32, i: u32) -> array<vec4<f32>, VPT> {
+  var x: array<vec4<f32>, VPT>;
+  for (var u = 0u; u < VPT; u++) {
+    let e = i + 128u * u;
+    x[u] = vec4<f32>(0.0);
+    if (e < VK * DV4 && j + e / DV4 < p.S) { x[u] = load_${keyed}(keys + j + e / DV4, 4u * (e % DV4)); }
+  }
+  return x;
+}`
+    : '';
+  return `${names
+    .map(
+      (n) => `fn load_${n}(row: u32, d: u32) -> vec4<f32> {
+  let base = row * D + d;
+  if (d + 4u <= D) { return vec4<f32>(f32(${n}[base]), f32(${n}[base + 1u]), f32(${n}[base + 2u]), f32(${n}[base + 3u])); }
+  var x = vec4<f32>(0.0);
+  for (var e = 0u; e < 4u; e++) { if (d + e < D) { x[e] = f32(${n}[base + e]); } }
+  return x;
+}`,
+    )
+    .join('\n')}${fetch}`;
+}
+
 /**
  * What the three attention kernels share: the checked sizes, the uniform, the text constants and
- * the mask's override. Heads of at most 256 features whose staged blocks fit the device's
- * workgroup memory (8 rows or keys of q and dy, or of k and v, padded to a multiple of 8 features).
+ * the mask's override. Heads of at most 256 features (an output row's vec4 spread over 16 lanes,
+ * at most 4 each); each kernel holds 16 KiB of workgroup memory, WebGPU's guaranteed minimum.
  */
 function attentionSetup(backend: WebGPUBackend, op: string, q: TensorRef, k: TensorRef, mask: TensorRef, attrs: { scale: number; causal: boolean }) {
   const t = typeOf(backend, q.dtype, op);
@@ -175,73 +214,110 @@ function attentionSetup(backend: WebGPUBackend, op: string, q: TensorRef, k: Ten
   const S = k.shape[2];
   const T = mask.shape[mask.shape.length - 2];
   if (D > 256) throw new ValueError(op, 'the webgpu kernels take heads of at most 256 features', 'D ≤ 256', String(D));
-  const DS = Math.ceil(D / 8);
-  const bytes = (2 * 8 * DS * 8 + 2 * 16 * 8) * 4;
-  const limit = backend.device.limits.maxComputeWorkgroupStorageSize;
-  if (bytes > limit)
-    throw new ValueError(op, `heads of ${D} features need more workgroup memory than the device has`, `at most ${limit} bytes`, `${bytes} bytes`);
   if (B * H > 65535) throw new ValueError(op, 'batch · heads is too large for one dispatch', 'B·H ≤ 65535', String(B * H));
-  if (Math.ceil(Math.max(R, S) / 16) > 65535)
-    throw new ValueError(op, 'too many query rows or keys for one dispatch', `R and S ≤ ${65535 * 16}`, `R ${R}, S ${S}`);
+  if (Math.ceil(Math.max(R, S) / 32) > 65535)
+    throw new ValueError(op, 'too many query rows or keys for one dispatch', `R and S ≤ ${65535 * 32}`, `R ${R}, S ${S}`);
+  const DV4 = Math.max(1, Math.ceil(D / 4));
+  const vk = chunkRows(DV4, 512);
+  /** vec4 per thread (of 128) of a chunk of `n` rows of whole heads. */
+  const perThread = (n: number) => Math.ceil((n * DV4) / 128);
+  const vr = chunkRows(DV4, 256);
+  const sizes = { ENABLE: enableFor(t), T: t, D: String(D), DV4: String(DV4), ON: String(Math.ceil(DV4 / 16)) };
+  /** The kernel's specialized text, keyed by its few parameters (the loads are generated once). */
+  const kernel = (name: string, template: string, loads: string[], extra: Record<string, string>, keyed?: string) =>
+    generatedShader(name, template, { t, D, ...extra }, () => ({ ...sizes, ...extra, LOADS: attentionLoads(loads, keyed) }));
   return {
     B,
     H,
     R,
     D,
     S,
-    values: { ENABLE: enableFor(t), T: t, D: String(D), DS: String(DS) },
+    forward: () => kernel('attention-forward', attentionForwardSource, ['q', 'k', 'v'], { VK: String(vk), VPT: String(perThread(vk)) }, 'v'),
+    dq: () => kernel('attention-dq', attentionDqSource, ['q', 'k', 'v', 'y', 'dy'], { VK: String(vk), VPT: String(perThread(vk)) }, 'k'),
+    dkdv: (split: boolean) =>
+      kernel('attention-dkdv', attentionDkdvSource, ['q', 'k', 'v', 'dy'], { VR: String(vr), RPT: String(perThread(vr)), SPLIT: split ? '1' : '0' }),
     constants: { PER_SEQ: mask.shape.length > 2 ? 1 : 0 },
-    uniform: uniform([R, S, T, H, attrs.causal ? 1 : 0, 0, 0, { f32: attrs.scale }]),
+    /** The uniform, with attention-dkdv's parts of `partRows` rows and workspaces of `partStride` elements each. */
+    params: (partRows = 0, partStride = 0) => uniform([R, S, T, H, attrs.causal ? 1 : 0, partRows, partStride, { f32: attrs.scale }]),
   };
 }
 
-/** `attention`: flash-style forward, 16 rows per workgroup, scores never stored (attention-forward.wgsl). */
+/** `attention`: flash-style forward, 32 rows per workgroup, scores never stored (attention-forward.wgsl). */
 function attentionKernel({ inputs: [q, k, v, mask], attrs, backend }: Args<'attention'>): OpOutputs['attention'] {
   const op = 'attention';
-  const { B, H, R, D, values, constants, uniform: params } = attentionSetup(backend, op, q, k, mask, attrs);
+  const { B, H, R, D, forward, constants, params } = attentionSetup(backend, op, q, k, mask, attrs);
   const y = backend.allocate(q.dtype, B * H * R * D, `${op} out`);
   const lse = backend.allocate('float32', B * H * R, `${op} logsumexp`);
-  const { key, source } = shader('attention-forward', attentionForwardSource, values);
   if (B * H * R > 0 && D > 0)
     backend.dispatch({
-      key,
-      source,
+      ...forward(),
       constants,
       buffers: [buf(q), buf(k), buf(v), buf(mask), y.buffer, lse.buffer],
-      uniform: params,
-      workgroups: [Math.ceil(R / 16), B * H, 1],
+      uniform: params(),
+      workgroups: [Math.ceil(R / 32), B * H, 1],
       label: op,
     });
   return { y: out(y, [...q.shape], q.dtype), lse: out(lse, [B, H, R], 'float32') };
 }
 
-/** `attentionBackward`: dq (and each row's Σ dy·y) by blocks of rows, then dk and dv by blocks of keys (attention-dq.wgsl, attention-dkdv.wgsl). */
+/**
+ * How attention-dkdv splits the rows: into parts of `partRows` rows (a multiple of 32) so that at
+ * least ~1024 workgroups run where few keys and heads would leave the GPU idle (SmolLM2's 3 KV
+ * heads at batch 4: 192 blocks of keys); one part where the keys fill it.
+ */
+export function attentionKeySplit(R: number, S: number, heads: number): { parts: number; partRows: number } {
+  const rowBlocks = Math.max(1, Math.ceil(R / 32));
+  const wanted = Math.min(rowBlocks, Math.ceil(1024 / Math.max(1, Math.ceil(S / 32) * heads)));
+  const partRows = 32 * Math.ceil(rowBlocks / Math.max(1, wanted));
+  return { parts: Math.ceil(rowBlocks / (partRows / 32)), partRows };
+}
+
+/**
+ * `attentionBackward`: dq (and each row's Σ dy·y) by blocks of rows, then dk and dv by blocks of
+ * keys (attention-dq.wgsl, attention-dkdv.wgsl), split over the rows where the keys are few and
+ * the parts added up by the split-K reduction.
+ */
 function attentionBackwardKernel({ inputs: [q, k, v, mask, y, lse, dy], attrs, backend }: Args<'attentionBackward'>): OpOutputs['attentionBackward'] {
   const op = 'attentionBackward';
-  const { B, H, R, D, S, values, constants, uniform: params } = attentionSetup(backend, op, q, k, mask, attrs);
+  const { B, H, R, D, S, dq: dqShader, dkdv: dkdvShader, constants, params } = attentionSetup(backend, op, q, k, mask, attrs);
   const dq = backend.allocate(q.dtype, B * H * R * D, 'attention dq');
   const dk = backend.allocate(q.dtype, B * H * S * D, 'attention dk');
   const dv = backend.allocate(q.dtype, B * H * S * D, 'attention dv');
   if (B * H * R > 0 && D > 0) {
     const dsum = backend.acquire(B * H * R * 4, 'attention Σ dy·y');
-    const dqShader = shader('attention-dq', attentionDqSource, values);
     backend.dispatch({
-      ...dqShader,
+      ...dqShader(),
       constants,
       buffers: [buf(q), buf(k), buf(v), buf(mask), buf(y), buf(lse), buf(dy), dq.buffer, dsum],
-      uniform: params,
-      workgroups: [Math.ceil(R / 16), B * H, 1],
+      uniform: params(),
+      workgroups: [Math.ceil(R / 32), B * H, 1],
       label: 'attention dq',
     });
-    const dkdvShader = shader('attention-dkdv', attentionDkdvSource, values);
+    const { parts, partRows } = attentionKeySplit(R, S, B * H);
+    const n = B * H * S * D;
+    const split = parts > 1 && S > 0;
+    const [wk, wv] = split
+      ? [backend.acquire(parts * n * 4, 'attention dk parts'), backend.acquire(parts * n * 4, 'attention dv parts')]
+      : [dk.buffer, dv.buffer];
     backend.dispatch({
-      ...dkdvShader,
+      ...dkdvShader(split),
       constants,
-      buffers: [buf(q), buf(k), buf(v), buf(mask), buf(lse), dsum, buf(dy), dk.buffer, dv.buffer],
-      uniform: params,
-      workgroups: [Math.ceil(S / 16), B * H, 1],
+      buffers: [buf(q), buf(k), buf(v), buf(mask), buf(lse), dsum, buf(dy), wk, wv],
+      uniform: split ? params(partRows, n) : params(32 * Math.ceil(R / 32), 0),
+      workgroups: [Math.ceil(S / 32), B * H, split ? parts : 1],
       label: 'attention dk dv',
     });
+    if (split) {
+      const t = typeOf(backend, q.dtype, op);
+      const shape = { M: B * H * S, N: D, K: 0, batch: 1, transA: false, transB: false };
+      for (const [ws, c, alpha, label] of [
+        [wk, dk.buffer, attrs.scale, 'attention dk reduce'],
+        [wv, dv.buffer, 1, 'attention dv reduce'],
+      ] as const) {
+        recordSplitKReduce(backend, shape, { a: ws, b: ws, c, aBatchStride: 0, bBatchStride: 0, alpha, beta: 0 }, t, ws, parts, label);
+        backend.release(ws);
+      }
+    }
     backend.release(dsum);
   }
   return { dq: out(dq, [...q.shape], q.dtype), dk: out(dk, [...k.shape], q.dtype), dv: out(dv, [...k.shape], q.dtype) };

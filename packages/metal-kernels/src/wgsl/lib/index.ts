@@ -1,3 +1,4 @@
+import attentionKeyChunks from './attention-key-chunks.wgsl';
 import attentionScores from './attention-scores.wgsl';
 import counterHash from './counter-hash.wgsl';
 import gemmEpilogue from './gemm-epilogue.wgsl';
@@ -14,6 +15,7 @@ import stridedIndex from './strided-index.wgsl';
  * for `{{>name}}`. A static table of imported sources, so includes work in browsers too.
  */
 export const wgslPieces: Readonly<Record<string, string>> = {
+  'attention-key-chunks': attentionKeyChunks,
   'attention-scores': attentionScores,
   'counter-hash': counterHash,
   'gemm-epilogue': gemmEpilogue,
