@@ -6,7 +6,7 @@
  *
  *   metal-lora-bench e2e [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b,qwen2.5-0.5b]
  *                        [--batch 4] [--seq 512] [--rank 8] [--steps 5] [--warmup 2] [--json out.json] [--no-peers] [--separate-passes]
- *                        [--grad-checkpoint] [--keep-attention] [--fused-attention] [--dtype float32|float16] [--subgroup-matrix] [--no-capture] [--quantize BITS]
+ *                        [--grad-checkpoint] [--keep-attention] [--fused-attention|--composed-attention] [--dtype float32|float16] [--subgroup-matrix] [--no-capture] [--quantize BITS]
  *
  * LoRA rank `--rank` (alpha 16) on all seven linear layers of every block, as mlx-lm and PEFT users
  * commonly train. Per step: wall time (the loss is read back every step, as a training loop that
@@ -63,8 +63,8 @@ export interface E2EOptions {
   gradCheckpoint?: boolean;
   /** Keep attention's probabilities from forward to backward (ours: `model.recomputeAttention = false`). */
   keepAttention?: boolean;
-  /** Attention as one fused op (ours: `model.fusedAttention = true`). */
-  fusedAttention?: boolean;
+  /** Ours: attention as one fused op (`model.fusedAttention`: true, false, or `'auto'`, the default: fused on webgpu). */
+  fusedAttention?: boolean | 'auto';
   /**
    * The model's dtype. `float16`: ours holds the base (and the adapter) in f16, AdamW keeping f32
    * master weights and moments; PyTorch holds the base in bf16 (PEFT keeps the adapter in f32).
@@ -173,7 +173,7 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
   linearToLoRALayers(model, { rank: options.rank, alpha: 16, seed: 7 });
   model.gradientCheckpointing = options.gradCheckpoint === true;
   model.recomputeAttention = options.keepAttention !== true;
-  model.fusedAttention = options.fusedAttention === true;
+  model.fusedAttention = options.fusedAttention ?? 'auto';
   const trainable = model.trainableParameters().reduce((n, [, p]) => n + p.size, 0);
   model.train();
   const optimizer = new AdamW(model, { lr: 1e-4 });
@@ -279,7 +279,7 @@ const pct = (v: number | undefined) => (v === undefined ? '–' : `${Math.round(
 /** The markdown table of a run: ours and PyTorch side by side, with the ratios. */
 export function e2eTable(rows: E2ERow[], device: string, options: E2EOptions, date: string): string {
   const lines = [
-    `LoRA training step on ${device}, ${date}: batch ${options.batch} × ${options.seq} tokens, rank ${options.rank} on all linear layers, AdamW, ${options.dtype === 'float16' ? 'mixed precision (ours: f16 model, f32 master weights; PyTorch: bf16 base, f32 adapter)' : 'f32'}${options.gradCheckpoint ? ', gradient checkpointing on both sides' : ''}${options.fusedAttention ? ', ours with fused attention' : ''}; median of ${options.steps} steps after ${options.warmup}.`,
+    `LoRA training step on ${device}, ${date}: batch ${options.batch} × ${options.seq} tokens, rank ${options.rank} on all linear layers, AdamW, ${options.dtype === 'float16' ? 'mixed precision (ours: f16 model, f32 master weights; PyTorch: bf16 base, f32 adapter)' : 'f32'}${options.gradCheckpoint ? ', gradient checkpointing on both sides' : ''}${options.fusedAttention === true ? ', ours with fused attention' : options.fusedAttention === false ? ', ours with composed attention' : ''}; median of ${options.steps} steps after ${options.warmup}.`,
     '',
     '| model | ours: step (ms) | host (ms) | tokens/s | peak (GB) | GPU busy | dispatches/step | PyTorch+PEFT: step (ms) | tokens/s | peak (GB) | GPU busy | speed ours/PyTorch | memory ours/PyTorch |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -326,6 +326,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       'grad-checkpoint': { type: 'boolean', default: false },
       'keep-attention': { type: 'boolean', default: false },
       'fused-attention': { type: 'boolean', default: false },
+      'composed-attention': { type: 'boolean', default: false },
       dtype: { type: 'string', default: 'float32' },
       'subgroup-matrix': { type: 'boolean', default: false },
       'no-capture': { type: 'boolean', default: false },
@@ -343,6 +344,8 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
   };
   if (values.dtype !== 'float32' && values.dtype !== 'float16')
     throw new T.ValueError('metal-lora-bench e2e', 'unknown --dtype', 'float32 or float16', String(values.dtype));
+  if (values['fused-attention'] && values['composed-attention'])
+    throw new T.ValueError('metal-lora-bench e2e', '--fused-attention and --composed-attention ask for both kinds of attention', 'at most one', 'both');
   const options: E2EOptions = {
     models: (values.models ?? (cpu ? 'embedded' : 'smollm2-135m,qwen2.5-0.5b,llama-3.2-1b')).split(','),
     batch: int('batch', values.batch, 4),
@@ -352,7 +355,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     warmup: int('warmup', values.warmup, 2),
     gradCheckpoint: values['grad-checkpoint'] === true,
     keepAttention: values['keep-attention'] === true,
-    fusedAttention: values['fused-attention'] === true,
+    fusedAttention: values['fused-attention'] ? true : values['composed-attention'] ? false : 'auto',
     dtype: values.dtype,
     capture: values['no-capture'] !== true,
     quantize: values.quantize === undefined ? undefined : int('quantize', values.quantize, 4),

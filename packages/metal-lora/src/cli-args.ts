@@ -148,7 +148,12 @@ export const FLAGS = {
   'fused-attention': {
     kind: 'switch',
     commands: TRAIN,
-    help: 'attention as one fused op: no [batch, heads, T, T] scores held (memory for long sequences)',
+    help: 'attention as one fused op, no [batch, heads, T, T] scores held (the default on webgpu; this forces it on the CPU too)',
+  },
+  'composed-attention': {
+    kind: 'switch',
+    commands: TRAIN,
+    help: 'attention as score and value products around a softmax (the default on the CPU backend)',
   },
   'max-grad-norm': {
     kind: 'number',

@@ -95,6 +95,8 @@ async function train(commandLine: Flags): Promise<void> {
   if (flags['fine-tune-type'] === 'dora') throw new UsageError('DoRA is not implemented yet', '--fine-tune-type lora', 'dora');
   const full = flags['fine-tune-type'] === 'full';
   if (full && flags.format === 'peft') throw new UsageError('a full fine-tune is saved in MLX format only', '--format mlx', 'peft');
+  if (flags['fused-attention'] === true && flags['composed-attention'] === true)
+    throw new UsageError('--fused-attention and --composed-attention ask for both kinds of attention', 'at most one', 'both');
   const doTrain = flags.train === true || flags.resume === true || flags.test !== true;
   const doTest = flags.test === true;
   const modelDir = flags.model ?? join(assets, 'base');
@@ -200,7 +202,7 @@ async function train(commandLine: Flags): Promise<void> {
         seed,
         pack: flags.pack === true,
         gradCheckpoint: flags['grad-checkpoint'] === true,
-        fusedAttention: flags['fused-attention'] === true,
+        fusedAttention: flags['fused-attention'] === true ? true : flags['composed-attention'] === true ? false : undefined,
         // The embedded default saves only after its checks below.
         adapterPath: embedded ? undefined : adapterPath,
         adapter: { format, numLayers, keys: keys ?? null, fineTuneType: full ? 'full' : 'lora' },

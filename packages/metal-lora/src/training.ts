@@ -73,8 +73,8 @@ export interface TrainingOptions {
   seed?: number;
   /** Recompute each decoder block in backward instead of keeping its activations (default false). */
   gradCheckpoint?: boolean;
-  /** Attention as one fused op, holding no `[B, heads, T, T]` scores (`LlamaModel.fusedAttention`; default: the model's setting). */
-  fusedAttention?: boolean;
+  /** Attention as one fused op, holding no `[B, heads, T, T]` scores (`LlamaModel.fusedAttention`: true, false or `'auto'`, fused on GPU backends; default: the model's setting). */
+  fusedAttention?: boolean | 'auto';
   /**
    * Replay each batch shape's forward and backward once captured (`valueAndGrad`'s `capture`):
    * the ops' JavaScript runs only until a shape has been seen twice in a row. Default true; it

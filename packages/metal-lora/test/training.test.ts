@@ -438,7 +438,7 @@ describe('train: the loop of `metal-lora train` as a library call', () => {
         stepsPerReport: 1,
         onReport: (r) => losses.push(r.loss),
       });
-      expect(model.fusedAttention).toBe(false); // restored after the run
+      expect(model.fusedAttention).toBe('auto'); // restored after the run (the default)
       return losses;
     };
     for (const pack of [false, true]) {
@@ -569,6 +569,8 @@ describe('metal-lora train on a model folder', () => {
     expect(testOnly.out).toMatch(/Test loss/);
     const bad = await cli(['--model', fixture, '--data', data, '--fine-tune-type', 'dora', '--backend', 'cpu']);
     expect(bad.err.trim()).toBe('metal-lora: DoRA is not implemented yet; expected --fine-tune-type lora, got dora');
+    const both = await cli(['--model', fixture, '--data', data, '--fused-attention', '--composed-attention', '--backend', 'cpu']);
+    expect(both.err.trim()).toBe('metal-lora: --fused-attention and --composed-attention ask for both kinds of attention; expected at most one, got both');
   }, 120_000);
 });
 

