@@ -11,8 +11,8 @@ import { epilogueConstants } from './uniform';
  */
 export function recordSplitKReduce(
   backend: WebGPUBackend,
-  shape: GemmShape,
-  ops: GemmOperands,
+  shape: Pick<GemmShape, 'M' | 'N' | 'batch'>,
+  ops: Pick<GemmOperands, 'c' | 'bias' | 'alpha' | 'beta' | 'pair' | 'concatN'>,
   t: GemmType,
   ws: GPUBuffer,
   splits: number,

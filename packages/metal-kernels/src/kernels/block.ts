@@ -227,6 +227,7 @@ function attentionSetup(backend: WebGPUBackend, op: string, q: TensorRef, k: Ten
   const kernel = (name: string, template: string, loads: string[], extra: Record<string, string>, keyed?: string) =>
     generatedShader(name, template, { t, D, ...extra }, () => ({ ...sizes, ...extra, LOADS: attentionLoads(loads, keyed) }));
   return {
+    t,
     B,
     H,
     R,
@@ -279,7 +280,7 @@ export function attentionKeySplit(R: number, S: number, heads: number): { parts:
  */
 function attentionBackwardKernel({ inputs: [q, k, v, mask, y, lse, dy], attrs, backend }: Args<'attentionBackward'>): OpOutputs['attentionBackward'] {
   const op = 'attentionBackward';
-  const { B, H, R, D, S, dq: dqShader, dkdv: dkdvShader, constants, params } = attentionSetup(backend, op, q, k, mask, attrs);
+  const { t, B, H, R, D, S, dq: dqShader, dkdv: dkdvShader, constants, params } = attentionSetup(backend, op, q, k, mask, attrs);
   const dq = backend.allocate(q.dtype, B * H * R * D, 'attention dq');
   const dk = backend.allocate(q.dtype, B * H * S * D, 'attention dk');
   const dv = backend.allocate(q.dtype, B * H * S * D, 'attention dv');
@@ -295,7 +296,7 @@ function attentionBackwardKernel({ inputs: [q, k, v, mask, y, lse, dy], attrs, b
     });
     const { parts, partRows } = attentionKeySplit(R, S, B * H);
     const n = B * H * S * D;
-    const split = parts > 1 && S > 0;
+    const split = parts > 1;
     const [wk, wv] = split
       ? [backend.acquire(parts * n * 4, 'attention dk parts'), backend.acquire(parts * n * 4, 'attention dv parts')]
       : [dk.buffer, dv.buffer];
@@ -303,18 +304,17 @@ function attentionBackwardKernel({ inputs: [q, k, v, mask, y, lse, dy], attrs, b
       ...dkdvShader(split),
       constants,
       buffers: [buf(q), buf(k), buf(v), buf(mask), buf(lse), dsum, buf(dy), wk, wv],
-      uniform: split ? params(partRows, n) : params(32 * Math.ceil(R / 32), 0),
+      uniform: params(partRows, split ? n : 0),
       workgroups: [Math.ceil(S / 32), B * H, split ? parts : 1],
       label: 'attention dk dv',
     });
     if (split) {
-      const t = typeOf(backend, q.dtype, op);
-      const shape = { M: B * H * S, N: D, K: 0, batch: 1, transA: false, transB: false };
+      const shape = { M: B * H * S, N: D, batch: 1 };
       for (const [ws, c, alpha, label] of [
         [wk, dk.buffer, attrs.scale, 'attention dk reduce'],
         [wv, dv.buffer, 1, 'attention dv reduce'],
       ] as const) {
-        recordSplitKReduce(backend, shape, { a: ws, b: ws, c, aBatchStride: 0, bBatchStride: 0, alpha, beta: 0 }, t, ws, parts, label);
+        recordSplitKReduce(backend, shape, { c, alpha, beta: 0 }, t, ws, parts, label);
         backend.release(ws);
       }
     }
