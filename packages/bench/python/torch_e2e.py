@@ -1,13 +1,16 @@
 """PyTorch + transformers + PEFT LoRA training-step timings, the peer of e2e-bench.ts, in the same call.
 
-Takes one JSON argument: {"shapes": {name: config}, "batch", "seq", "rank", "steps", "warmup", "seed", "dtype"}.
+Takes one JSON argument: {"shapes": {name: config}, "batch", "seq", "rank", "steps", "warmup", "seed", "dtype",
+"stepsPerReport"}.
 With "dtype": "float16" (e2e-bench's mixed precision) the base model is held in bf16 and PEFT keeps the
 adapter in f32 (its autocast_adapter_dtype default), as PyTorch users fine-tune in reduced precision.
 For each shape: a random-weight model of its model_type in f32 on CUDA (TF32 off, SDPA attention),
 PEFT LoRA (r = rank, alpha 16, dropout 0) on all seven linear layers of every block, AdamW (lr 1e-4)
 over the adapter, and the same seeded tokens as e2e-bench.ts. A step is forward, cross-entropy,
 backward, optimizer step, zero_grad and the loss read back (`.item()`), timed on the host around a
-synchronized device, median of `steps` after `warmup`; peak = max_memory_allocated during the timed
+synchronized device, median of `steps` after `warmup`. With "stepsPerReport" N > 1 (e2e-bench's
+`--steps-per-report`) the losses are read back every N steps and a step is the mean over the timed steps,
+as a training loop that reports every N steps runs. Peak = max_memory_allocated during the timed
 steps; GPU busy from nvidia-smi samples every 100 ms where it exists. Prints one JSON object.
 """
 import json
@@ -78,23 +81,44 @@ for name, shape in spec["shapes"].items():
     inputs, targets = flat[:, :L].contiguous(), flat[:, 1:].contiguous()
     losses = []
 
-    def step():
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    every = spec.get("stepsPerReport") or 1
+
+    def record():
         logits = model(input_ids=inputs).logits
         loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.view(-1))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        return loss.detach()
+
+    def step():
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        losses.append(record().item())
         torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    for _ in range(spec["warmup"]):
-        step()
+    def run(count):
+        """`count` steps with the losses read every `every`: the mean time of a step."""
+        pending = []
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(1, count + 1):
+            pending.append(record())
+            if i % every == 0 or i == count:
+                losses.extend(l.item() for l in pending)
+                pending = []
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / count
+
+    if every > 1:
+        run(spec["warmup"])
+    else:
+        for _ in range(spec["warmup"]):
+            step()
     torch.cuda.reset_peak_memory_stats()
     proc = busy_sampler()
-    times = sorted(step() for _ in range(spec["steps"]))
+    times = [run(spec["steps"])] if every > 1 else sorted(step() for _ in range(spec["steps"]))
     busy = busy_stop(proc)
     median = times[len(times) // 2]
     results[name] = {

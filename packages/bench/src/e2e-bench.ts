@@ -7,10 +7,13 @@
  *   metal-lora-bench e2e [--backend webgpu|cpu] [--models smollm2-135m,llama-3.2-1b,qwen2.5-0.5b]
  *                        [--batch 4] [--seq 512] [--rank 8] [--steps 5] [--warmup 2] [--json out.json] [--no-peers] [--separate-passes]
  *                        [--grad-checkpoint] [--keep-attention] [--fused-attention|--composed-attention] [--dtype float32|float16] [--subgroup-matrix] [--no-capture] [--quantize BITS]
+ *                        [--steps-per-report N]
  *
  * LoRA rank `--rank` (alpha 16) on all seven linear layers of every block, as mlx-lm and PEFT users
- * commonly train. Per step: wall time (the loss is read back every step, as a training loop that
- * reports it does), the host time spent recording it, tokens/s, the allocator's peak, the GPU's busy
+ * commonly train. Per step: wall time (by default the loss is read back every step and a step is
+ * timed alone, median of `--steps`; with `--steps-per-report N` the losses are read back every N
+ * steps, as `metal-lora train` reports every 10, and a step is the timed steps' mean, on both sides),
+ * the host time spent recording it, tokens/s, the allocator's peak, the GPU's busy
  * share (NVIDIA: `nvidia-smi` sampled during the timed steps) and the backend's dispatches, submits
  * and buffer creations per step. The CPU backend times the embedded model (`pnpm start`'s).
  *
@@ -74,6 +77,12 @@ export interface E2EOptions {
   capture?: boolean;
   /** QLoRA: quantize the base to this many bits (MLX affine, groups of 64) before adding LoRA; ours only (no peer). */
   quantize?: number;
+  /**
+   * Read the losses back every this many steps (default 1: every step, each step timed alone). Above
+   * 1 the host records the next steps while the GPU runs, as `metal-lora train` does between its
+   * reports, and a step's time is the mean over the timed steps (PyTorch: the same).
+   */
+  stepsPerReport?: number;
 }
 
 export interface E2ERow {
@@ -82,9 +91,9 @@ export interface E2ERow {
   /** The model's weights as held before LoRA (f32: 4 bytes each, f16: 2; quantized: the packed words, scales and biases). */
   weightBytes: number;
   trainable: number;
-  /** Median wall time of a step (loss read back), ms. */
+  /** Wall time of a step, ms: the median with the loss read back each step, else the mean (`stepsPerReport`). */
   stepMs: number;
-  /** Median host time recording a step (before waiting for the loss), ms. */
+  /** Host time recording a step (before waiting for the loss), ms: median, or mean as `stepMs`. */
   hostMs: number;
   tokensPerSecond: number;
   /** The allocator's peak during the timed steps (live tensors and workspaces; not the idle pool). */
@@ -194,24 +203,49 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
   // The profiled step runs the ops (a replay's kernels are not timed one by one).
   const plainStep = valueAndGrad(model, lossFn);
   const losses: number[] = [];
-  const once = async (plain = false): Promise<{ wall: number; host: number }> => {
-    const t0 = performance.now();
-    const loss = T.tidy(() => {
+  /** Records one step; its loss (a copy: a replay overwrites the captured one) is read later. */
+  const record = (plain = false): T.Tensor =>
+    T.tidy(() => {
       const [l, grads] = (plain ? plainStep : step)(inputs, targets);
       optimizer.update(model, grads);
-      return l;
+      return T.mul(l, 1);
     });
+  const report = async (pending: T.Tensor[]) => {
+    for (const l of pending) {
+      losses.push(await l.item());
+      l.dispose();
+    }
+    pending.length = 0;
+  };
+  const once = async (plain = false): Promise<{ wall: number; host: number }> => {
+    const t0 = performance.now();
+    const loss = record(plain);
     const host = performance.now() - t0;
-    losses.push(await loss.item());
-    loss.dispose();
+    await report([loss]);
     return { wall: performance.now() - t0, host };
   };
-  for (let i = 0; i < options.warmup; i++) await once();
+  /** `count` steps with the losses read every `every`: the mean wall and host time of a step. */
+  const run = async (count: number, every: number): Promise<{ wall: number; host: number }> => {
+    const pending: T.Tensor[] = [];
+    let host = 0;
+    const t0 = performance.now();
+    for (let i = 1; i <= count; i++) {
+      const h0 = performance.now();
+      pending.push(record());
+      host += performance.now() - h0;
+      if (i % every === 0 || i === count) await report(pending);
+    }
+    return { wall: (performance.now() - t0) / count, host: host / count };
+  };
+  const every = options.stepsPerReport ?? 1;
+  if (every > 1) await run(options.warmup, every);
+  else for (let i = 0; i < options.warmup; i++) await once();
   backend.resetPeak();
   const before = gpu ? { ...gpu.stats } : null;
   const sampler = gpu ? busySampler() : null;
   const times: { wall: number; host: number }[] = [];
-  for (let i = 0; i < options.steps; i++) times.push(await once());
+  if (every > 1) times.push(await run(options.steps, every));
+  else for (let i = 0; i < options.steps; i++) times.push(await once());
   const gpuBusy = await sampler?.stop();
   const after = gpu ? { ...gpu.stats } : null;
   // Before the profiled step, which runs the ops beside a captured step's buffers.
@@ -279,7 +313,7 @@ const pct = (v: number | undefined) => (v === undefined ? '–' : `${Math.round(
 /** The markdown table of a run: ours and PyTorch side by side, with the ratios. */
 export function e2eTable(rows: E2ERow[], device: string, options: E2EOptions, date: string): string {
   const lines = [
-    `LoRA training step on ${device}, ${date}: batch ${options.batch} × ${options.seq} tokens, rank ${options.rank} on all linear layers, AdamW, ${options.dtype === 'float16' ? 'mixed precision (ours: f16 model, f32 master weights; PyTorch: bf16 base, f32 adapter)' : 'f32'}${options.gradCheckpoint ? ', gradient checkpointing on both sides' : ''}${options.fusedAttention === true ? ', ours with fused attention' : options.fusedAttention === false ? ', ours with composed attention' : ''}; median of ${options.steps} steps after ${options.warmup}.`,
+    `LoRA training step on ${device}, ${date}: batch ${options.batch} × ${options.seq} tokens, rank ${options.rank} on all linear layers, AdamW, ${options.dtype === 'float16' ? 'mixed precision (ours: f16 model, f32 master weights; PyTorch: bf16 base, f32 adapter)' : 'f32'}${options.gradCheckpoint ? ', gradient checkpointing on both sides' : ''}${options.fusedAttention === true ? ', ours with fused attention' : options.fusedAttention === false ? ', ours with composed attention' : ''}; ${(options.stepsPerReport ?? 1) > 1 ? `losses read every ${options.stepsPerReport} steps, mean of ${options.steps} steps` : `median of ${options.steps} steps`} after ${options.warmup}.`,
     '',
     '| model | ours: step (ms) | host (ms) | tokens/s | peak (GB) | GPU busy | dispatches/step | PyTorch+PEFT: step (ms) | tokens/s | peak (GB) | GPU busy | speed ours/PyTorch | memory ours/PyTorch |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -331,6 +365,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       'subgroup-matrix': { type: 'boolean', default: false },
       'no-capture': { type: 'boolean', default: false },
       quantize: { type: 'string' },
+      'steps-per-report': { type: 'string', default: '1' },
     },
     strict: true,
   });
@@ -359,6 +394,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
     dtype: values.dtype,
     capture: values['no-capture'] !== true,
     quantize: values.quantize === undefined ? undefined : int('quantize', values.quantize, 4),
+    stepsPerReport: int('steps-per-report', values['steps-per-report'], 1),
   };
   for (const m of options.models) if (m !== 'embedded' && !E2E_SHAPES[m]) unknownModel(m);
   let device: string;

@@ -47,6 +47,14 @@ describe('e2e training-step benchmark (reduced: the tiny shape)', () => {
     expect(rows[0].dispatches).toBeUndefined();
     expect(rows[0].losses.every(Number.isFinite)).toBe(true);
     expect(table).toContain('| tiny |');
+    // Losses read every 2 steps, as `metal-lora train` reports: the same losses as reading each step.
+    const args = ['--backend', 'cpu', '--models', 'tiny', '--batch', '1', '--seq', '8', '--steps', '3', '--warmup', '2', '--no-peers'];
+    const each = (await runE2EBench(args)).rows[0];
+    const piped = await runE2EBench([...args, '--steps-per-report', '2']);
+    expect(piped.rows[0].losses).toEqual(each.losses);
+    expect(piped.rows[0].losses).toHaveLength(5);
+    expect(piped.table).toContain('losses read every 2 steps, mean of 3 steps after 2');
+    await expect(runE2EBench([...args, '--steps-per-report', '0'])).rejects.toThrow('--steps-per-report must be a positive integer');
     await expect(runE2EBench(['--backend', 'cpu', '--models', 'gpt-5'])).rejects.toThrow("metal-lora-bench e2e: unknown model shape 'gpt-5'");
     await expect(runE2EBench(['--learning-rate', '1'])).rejects.toThrow(/learning-rate/);
     await expect(runE2EBench(['--backend', 'cpu', '--steps', '0'])).rejects.toThrow('metal-lora-bench e2e: --steps must be a positive integer');
