@@ -11,6 +11,7 @@ export default defineConfig({
     'probe-lora': 'src/probe-lora.ts',
     'probe-sgmat': 'src/probe-sgmat.ts',
     'probe-mma': 'src/probe-mma.ts',
+    'probe-sgmat-gemm': 'src/probe-sgmat-gemm.ts',
     'sgmat-bench': 'src/sgmat-bench.ts',
     'qmm-bench': 'src/qmm-bench.ts',
     'lora-bench': 'src/lora-bench.ts',

@@ -32,7 +32,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createWebGPUBackend, WebGPUBackend } from '@metal-lora/metal-kernels';
+import { createWebGPUBackend, subgroupMatrixPath, WebGPUBackend } from '@metal-lora/metal-kernels';
 import { AdamW, type LlamaConfig, LlamaForCausalLM, linearToLoRALayers, quantizeModel, valueAndGrad } from '@metal-lora/nn';
 import * as T from '@metal-lora/tensor';
 import { loadModel } from 'metal-lora';
@@ -363,6 +363,7 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
       'composed-attention': { type: 'boolean', default: false },
       dtype: { type: 'string', default: 'float32' },
       'subgroup-matrix': { type: 'boolean', default: false },
+      'no-subgroup-matrix': { type: 'boolean', default: false },
       'no-capture': { type: 'boolean', default: false },
       quantize: { type: 'string' },
       'steps-per-report': { type: 'string', default: '1' },
@@ -411,11 +412,14 @@ export async function runE2EBench(argv: string[]): Promise<{ rows: E2ERow[]; tab
         gpu.context.report.precisionNotes.join('; '),
       );
     gpu.sharePasses = !values['separate-passes'];
-    gpu.subgroupMatrix = values['subgroup-matrix'] === true;
+    if (values['subgroup-matrix'] && values['no-subgroup-matrix'])
+      throw new T.ValueError('metal-lora-bench e2e', '--subgroup-matrix and --no-subgroup-matrix exclude each other', 'at most one', 'both');
+    gpu.subgroupMatrix = values['subgroup-matrix'] ? true : values['no-subgroup-matrix'] ? false : 'auto';
     T.setBackendSync(gpu);
     const r = gpu.context.report;
+    const path = subgroupMatrixPath(gpu, options.dtype === 'float16' ? 'float16' : 'float32');
     device =
-      `${r.vendor} ${r.device || r.architecture} ${r.description} (WebGPU via ${r.runtime}${gpu.subgroupMatrix ? ', subgroup matrices on' : ''})`.replace(
+      `${r.vendor} ${r.device || r.architecture} ${r.description} (WebGPU via ${r.runtime}${path === 'portable' ? '' : `, subgroup matrices on (${path})`})`.replace(
         /\s+/g,
         ' ',
       );

@@ -129,15 +129,15 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
   const variants: [Stored, SgmatConfig][] = [];
   for (const [dtype, choice] of choices) {
     const blockings: [number, number, boolean][] = [
-      [choice.rm, choice.rn, choice.direct],
+      [choice.rm, choice.rn, choice.prefetch],
       [2, 2, false],
-      [4, 2, false],
       [4, 4, false],
+      [2, 4, true],
       [4, 2, true],
       [4, 4, true],
     ];
-    for (const [rm, rn, direct] of blockings.filter(([m, n, d], i, all) => all.findIndex(([m2, n2, d2]) => m2 === m && n2 === n && d2 === d) === i)) {
-      const cfg = sgmatConfig(choice.component, choice.sm, choice.sn, choice.sk, choice.subgroupSize, rm, rn, direct);
+    for (const [rm, rn, prefetch] of blockings.filter(([m, n, d], i, all) => all.findIndex(([m2, n2, d2]) => m2 === m && n2 === n && d2 === d) === i)) {
+      const cfg = sgmatConfig(choice.component, choice.sm, choice.sn, choice.sk, choice.subgroupSize, rm, rn, prefetch);
       console.log(`checking ${cfg.name} on ${dtype} operands against float64:`);
       try {
         const [M, N, K] = [70, 45, 101];
@@ -161,6 +161,10 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
           [[200, 256], [136, 256], { transposeB: true }],
           [[256, 200], [256, 136], { transposeA: true }],
           [[512, 256], [256, 384], {}],
+          [[256, 1024], [384, 1024], { transposeB: true }],
+          [[2, 256, 512], [2, 384, 512], { transposeB: true }],
+          [[2, 256, 512], [2, 512, 384], {}],
+          [[256, 264], [264, 384], {}],
         ] as [number[], number[], T.MatmulOptions][])
           checks.push({ config: cfg.name, dtype, relError: await check(backend, cfg, dtype, a, b, o) });
         variants.push([dtype, cfg]);

@@ -2,16 +2,19 @@
  * What both pages say about the WebGPU adapter on top: the device, the precision path the
  * library's kernels take on it, and a warning when the adapter is a software renderer.
  */
-import { type AdapterReport, subgroupMatrixConfigsText, webgpuBackend } from '@metal-lora/metal-kernels';
+import { type AdapterReport, subgroupMatrixConfigsText, subgroupMatrixPath, webgpuBackend } from '@metal-lora/metal-kernels';
 import * as T from '@metal-lora/tensor';
 
-/** Which precision path the kernels take here, and what else the adapter offers. */
-export function precisionPath(r: AdapterReport): string {
+/**
+ * Which precision path the kernels take here (`gemm`: the f32 products' path, from
+ * `subgroupMatrixPath`), and what else the adapter offers.
+ */
+export function precisionPath(r: AdapterReport, gemm: string): string {
   const offers = [
     r.shaderF16 ? 'shader-f16 (f16 storage)' : 'no shader-f16',
-    r.subgroupMatrixConfigs.length ? `subgroup matrices (${subgroupMatrixConfigsText(r)}; opt-in)` : 'no subgroup matrices',
+    r.subgroupMatrixConfigs.length ? `subgroup matrices (${subgroupMatrixConfigsText(r)})` : 'no subgroup matrices',
   ];
-  return `f32, portable kernels; the adapter also offers ${offers.join(', ')}`;
+  return `f32, ${gemm === 'portable' ? 'portable kernels' : `big products on subgroup matrices (${gemm})`}; the adapter also offers ${offers.join(', ')}`;
 }
 
 export const SOFTWARE_WARNING =
@@ -19,14 +22,15 @@ export const SOFTWARE_WARNING =
 
 /**
  * Starts the WebGPU backend, makes it current, and fills `#summary` (device and path) and
- * `#software` (shown on a software adapter). Returns the report and the device's name.
+ * `#software` (shown on a software adapter). Returns the report, the device's name, the f32 path
+ * and the path of f16 products (`subgroupMatrixPath`).
  */
-export async function startWebGPU(): Promise<{ report: AdapterReport; device: string; path: string; limits: GPUSupportedLimits }> {
+export async function startWebGPU(): Promise<{ report: AdapterReport; device: string; path: string; f16Gemm: string; limits: GPUSupportedLimits }> {
   const backend = await webgpuBackend();
   T.setBackendSync(backend);
   const report = backend.context.report;
   const device = `${report.vendor} ${report.device || report.architecture} ${report.description}`.replace(/\s+/g, ' ').trim() || 'unnamed adapter';
-  const path = precisionPath(report);
+  const path = precisionPath(report, subgroupMatrixPath(backend, 'float32'));
   const summary = document.getElementById('summary')!;
   summary.textContent = `Device: ${device}. Path: ${path}.`;
   if (report.software) {
@@ -34,5 +38,5 @@ export async function startWebGPU(): Promise<{ report: AdapterReport; device: st
     warning.textContent = SOFTWARE_WARNING;
     warning.style.display = 'block';
   }
-  return { report, device, path, limits: backend.context.device.limits };
+  return { report, device, path, f16Gemm: subgroupMatrixPath(backend, 'float16'), limits: backend.context.device.limits };
 }

@@ -58,6 +58,8 @@ const dtype = () => $<HTMLSelectElement>('dtype').value as 'float32' | 'float16'
 let limits: GPUSupportedLimits | undefined;
 /** The precision path the kernels take on this adapter (the summary's words). */
 let kernelPath = '';
+/** The path f16 products take here (`subgroupMatrixPath`). */
+let f16Gemm = 'portable';
 let folder: ModelFolder | undefined;
 let loaded: (LoadedModel & { name: string; key: string }) | undefined;
 let dataText: { text: string; name: string } | undefined;
@@ -169,7 +171,12 @@ function showModelInfo(name: string, info: ModelFolderInfo, live?: number): void
     ['stored as', `${info.storedDtypes.join(', ')} in ${info.weightFiles.join(', ')} (${megabytes(info.fileBytes)})`],
     ['quantization', q],
     ['held on the GPU as', `${dtype() === 'float16' ? 'f16' : 'f32'}${info.quantization ? ' (quantized layers packed)' : ''}: ${megabytes(info.heldBytes)}`],
-    ['kernel path', dtype() === 'float16' ? 'f16 storage, f32 accumulation, portable kernels (LoRA factors stepped in f32 by Adam)' : kernelPath],
+    [
+      'kernel path',
+      dtype() === 'float16'
+        ? `f16 storage, f32 accumulation, ${f16Gemm === 'portable' ? 'portable kernels' : `big products on subgroup matrices (${f16Gemm})`} (LoRA factors stepped in f32 by Adam)`
+        : kernelPath,
+    ],
   ];
   if (live !== undefined) rows.push(['GPU memory now', megabytes(live)]);
   $('model-info').innerHTML = `<table>${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</table>`;
@@ -489,7 +496,7 @@ function urlName(url: string): string {
 async function main(): Promise<void> {
   try {
     const gpu = await startWebGPU();
-    ({ limits, path: kernelPath } = gpu);
+    ({ limits, path: kernelPath, f16Gemm } = gpu);
     const f16 = $<HTMLSelectElement>('dtype').options[1];
     f16.disabled = !gpu.report.shaderF16;
     if (!gpu.report.shaderF16) f16.textContent = 'f16 (this adapter has no shader-f16)';

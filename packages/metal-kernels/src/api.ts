@@ -9,6 +9,7 @@ export { type DispatchSpec, type GpuData, WebGPUBackend } from './backend';
 export {
   type AdapterReport,
   type DawnBinding,
+  DAWN_TOGGLES_ENV,
   GPU_EXPERIMENTAL_ENV,
   type GPUContext,
   hasWebGPU,
@@ -17,7 +18,7 @@ export {
   setDawnLoader,
   subgroupMatrixConfigsText,
 } from './device';
-export { gemmDevice } from './gemm/record';
+export { gemmDevice, subgroupMatrixPath } from './gemm/record';
 export { loraPlan, selectGemm } from './gemm/select';
 export { DEFAULT_GEMM_DEVICE, type GemmDevice, type GemmOverrides, type GemmShape, type LoraPlan } from './gemm/types';
 export { createWebGPUBackend, registerWebGPUBackend, registerWebGPUKernels, webgpuBackend } from './register';

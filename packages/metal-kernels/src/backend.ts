@@ -148,12 +148,15 @@ export class WebGPUBackend implements Backend {
   maxPooledBytes: number | null = null;
   private highWater = 0;
   /**
-   * Use the subgroup-matrix GEMM (gemm-sgmat.wgsl) for big products where the adapter offers a
-   * float configuration (Apple GPUs: f32 and f16 8×8×8; NVIDIA with `f16OnNvidia`: f16→f32
-   * 16×16×16). Off by default: correct on the H200, but slower there than the portable kernels
-   * (RESULTS.md, "Subgroup matrices"); no Apple GPU has run it.
+   * Whether big products use the subgroup-matrix GEMM (gemm-sgmat.wgsl) where the adapter offers
+   * a float configuration (Apple GPUs: f32 and f16 8×8×8; NVIDIA with `f16OnNvidia`: f16→f32
+   * 16×16×16). `'auto'` (the default) uses it where its form was measured faster than the
+   * portable kernels: the 16-wide configurations, whose interior tiles prefetch (an f16 GEMM
+   * 3.9× the portable one on the H200; RESULTS.md, "Subgroup matrices"). Apple's 8 × 8 ones stay
+   * off until measured on Apple hardware; `true` forces them on, `false` keeps every product on
+   * the portable kernels. `subgroupMatrixPath` says what a dtype gets.
    */
-  subgroupMatrix = false;
+  subgroupMatrix: boolean | 'auto' = 'auto';
   /**
    * Choices forced on this backend's GEMM family (tests and benchmarks): `gemm` replaces the
    * selector's config for every product, `loraPlan` loraLinear's plan where it applies. Empty by default.

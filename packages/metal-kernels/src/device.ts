@@ -1,4 +1,4 @@
-import { GPUError } from '@metal-lora/tensor';
+import { GPUError, ValueError } from '@metal-lora/tensor';
 
 /** What the library knows about the adapter it runs on. */
 export interface AdapterReport {
@@ -175,6 +175,9 @@ export interface RequestGPUOptions {
 /** The environment variable that opts every request in to Dawn's experimental features and NVIDIA f16. */
 export const GPU_EXPERIMENTAL_ENV = 'METAL_LORA_GPU_EXPERIMENTAL';
 
+/** Extra Dawn toggles for experiments (Node only): `METAL_LORA_DAWN_TOGGLES=disable_robustness,-lazy_clear_resource_on_first_use`. */
+export const DAWN_TOGGLES_ENV = 'METAL_LORA_DAWN_TOGGLES';
+
 /** Node's environment where there is one (never in a browser bundle). */
 function environment(): Record<string, string | undefined> {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env ?? {};
@@ -189,7 +192,17 @@ export function dawnToggles(options: RequestGPUOptions, env: Record<string, stri
   const fromEnv = value !== undefined && value !== '' && value !== '0' && value.toLowerCase() !== 'false';
   const f16 = options.f16OnNvidia === true || fromEnv;
   const enabled = [...(options.experimentalFeatures || f16 ? ['allow_unsafe_apis'] : []), ...(f16 ? ['vulkan_enable_f16_on_nvidia'] : [])];
-  return { enabled, disabled: options.preciseTimestamps ? ['timestamp_quantization'] : [] };
+  const disabled = options.preciseTimestamps ? ['timestamp_quantization'] : [];
+  // Any other Dawn toggle, for experiments: a comma list, a leading '-' turns one off.
+  for (const raw of (env[DAWN_TOGGLES_ENV] ?? '').split(',')) {
+    const name = raw.trim();
+    if (!name) continue;
+    const [list, toggle] = name.startsWith('-') ? [disabled, name.slice(1)] : [enabled, name];
+    if (!/^[a-z0-9_]+$/.test(toggle))
+      throw new ValueError('requestGPU', `${DAWN_TOGGLES_ENV} names Dawn toggles`, 'snake_case names, e.g. disable_robustness', raw);
+    if (!list.includes(toggle)) list.push(toggle);
+  }
+  return { enabled, disabled };
 }
 
 /** Dawn's instance flags for those toggles (one `enable-dawn-features=` list, one `disable-dawn-features=` list). */

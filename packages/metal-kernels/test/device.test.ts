@@ -14,6 +14,18 @@ describe('Dawn toggles and precision notes', () => {
       expect(dawnToggles({}, { METAL_LORA_GPU_EXPERIMENTAL: off }), `'${off}'`).toEqual({ enabled: [], disabled: [] });
   });
 
+  it('adds the toggles METAL_LORA_DAWN_TOGGLES names (a leading - turns one off), once each, and refuses other text', () => {
+    const env = { METAL_LORA_DAWN_TOGGLES: ' disable_robustness, -lazy_clear_resource_on_first_use,,allow_unsafe_apis ' };
+    expect(dawnToggles({ f16OnNvidia: true, preciseTimestamps: true }, env)).toEqual({
+      enabled: ['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', 'disable_robustness'],
+      disabled: ['timestamp_quantization', 'lazy_clear_resource_on_first_use'],
+    });
+    for (const bad of ['disable robustness', 'Disable_Robustness', '-', 'a=b'])
+      expect(() => dawnToggles({}, { METAL_LORA_DAWN_TOGGLES: bad }), bad).toThrow(
+        /requestGPU: METAL_LORA_DAWN_TOGGLES names Dawn toggles; expected snake_case names, e\.g\. disable_robustness, got/,
+      );
+  });
+
   it('says why f16 or subgroup matrices are missing, and how to get them where that is possible', () => {
     const nvidia = { vendor: 'nvidia', description: 'NVIDIA: 580.159.04', runtime: 'node-dawn' as const, features: ['subgroups', 'timestamp-query'] };
     const plain = precisionNotes(nvidia, []);

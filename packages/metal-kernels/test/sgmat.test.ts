@@ -1,7 +1,7 @@
 import * as T from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type AdapterReport, type GemmShape, selectGemm, type WebGPUBackend } from '../src/index';
+import { type AdapterReport, type GemmShape, selectGemm, subgroupMatrixPath, type WebGPUBackend } from '../src/index';
 import { type SgmatConfig, sgmatConfig, sgmatShader, sgmatStorageBytes, subgroupMatrixChoice } from '../src/internal';
 import { checkMatmul, type Stored } from './gemm-check';
 import { clearOverrides, gpuIt } from '../../../test-support/gpu';
@@ -59,8 +59,8 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
       sk: 16,
       rm: 4,
       rn: 4,
-      direct: true,
-      name: 'sgmat-128x128/direct f16 16x16x16',
+      prefetch: true,
+      name: 'sgmat-128x128/prefetch f16 16x16x16',
     });
     expect(subgroupMatrixChoice(h200, 'float32')).toBeNull();
     expect(subgroupMatrixChoice({ ...h200, shaderF16: false }, 'float16')).toBeNull();
@@ -88,14 +88,52 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
     const shape: GemmShape = { M: 2048, N: 4096, K: 4096, batch: 1, transA: false, transB: true };
     expect(selectGemm(shape, { maxWorkgroupStorage: 16384, maxInvocations: 256, sgmat: wide }).kind).not.toBe('sgmat');
     expect(selectGemm(shape, { maxWorkgroupStorage: 65536, maxInvocations: 256, sgmat: wide }).kind).toBe('sgmat');
+    // Prefetching pads each staged row by 16 bytes; B's tile is the larger of [BN][BK + 8] and [BK][BN + 8].
+    expect(sgmatStorageBytes(sgmatConfig('f16', 16, 16, 16, 32, 4, 4, true))).toBe((128 * 40 + 128 * 40) * 2 + 4 * 16 * 16 * 4);
+    expect(sgmatStorageBytes(sgmatConfig('f16', 16, 16, 16, 32, 1, 4, true))).toBe((32 * 40 + Math.max(128 * 40, 32 * 136)) * 2 + 4 * 16 * 16 * 4);
   });
   it('writes each tile as its own variable: an array of subgroup matrices was kept in memory on the H200 (33 against 565 TFLOP/s)', () => {
-    for (const direct of [false, true]) {
-      const { source } = sgmatShader(sgmatConfig('f16', 16, 16, 16, 32, 4, 4, direct), 'f16');
+    for (const prefetch of [false, true]) {
+      const { source } = sgmatShader(sgmatConfig('f16', 16, 16, 16, 32, 4, 4, prefetch), 'f16');
       expect(source).not.toMatch(/array<subgroup_matrix/);
       for (const name of ['acc_0_0', 'acc_3_3', 'l3']) expect(source).toContain(`var ${name}`);
-      expect(source.match(/subgroupMatrixMultiplyAccumulate/g)?.length).toBe(direct ? 32 : 16);
+      // The staged loop's step, and prefetch's two K steps of a 32-deep tile unrolled.
+      expect(source.match(/subgroupMatrixMultiplyAccumulate/g)?.length).toBe(prefetch ? 48 : 16);
     }
+  });
+  it("'auto' takes the configurations that prefetch (NVIDIA's 16-wide), not Apple's unmeasured 8 × 8; true and false force", () => {
+    const on = (report: Report, subgroupMatrix: boolean | 'auto', dtype: 'float32' | 'float16') =>
+      subgroupMatrixPath({ subgroupMatrix, context: { report } } as unknown as WebGPUBackend, dtype);
+    expect(on(h200, 'auto', 'float16')).toBe('sgmat-128x128/prefetch f16 16x16x16');
+    expect(on(h200, 'auto', 'float32')).toBe('portable');
+    expect(on(h200, false, 'float16')).toBe('portable');
+    expect(on(apple, 'auto', 'float32')).toBe('portable');
+    expect(on(apple, true, 'float32')).toBe('sgmat-64x64 f32 8x8x8');
+  });
+  it('prefetches through 16-byte views bound after the vec4 ones, into rows padded by 16 bytes', () => {
+    const { source } = sgmatShader(sgmatConfig('f16', 16, 16, 16, 32, 4, 4, true), 'f16');
+    expect(source).toContain('@group(0) @binding(6) var<storage, read> a16: array<vec4<u32>>;');
+    expect(source).toContain('@group(0) @binding(8) var<uniform> p: Params;');
+    expect(source).toContain('var<workgroup> As: array<f16, 5120>;');
+    // Four 16-byte loads of A and of B per thread (128 × 32 halves over 128 threads), named, not an array.
+    for (const v of ['ga0', 'ga3', 'gb3']) expect(source).toContain(`var ${v}: vec4<u32>;`);
+    expect(source).not.toContain('ga4');
+    // A's rows are 40 halves apart, B's 40 (transposed) or 136.
+    expect(source).toMatch(/&As, \(tm0 \+ 1u\) \* 640u \+ 16u, false, 40u/);
+    expect(source).toMatch(/&Bs, 2176u \+ \(tn0 \+ 2u\) \* SN, false, 136u/);
+    // Without prefetch (or with f16 operands on an f32 component) the views are not declared and the uniform is binding 6.
+    for (const [cfg, t] of [
+      [sgmatConfig('f16', 16, 16, 16, 32, 4, 4, false), 'f16'],
+      [sgmatConfig('f32', 8, 8, 8, 32, 4, 4, true), 'f16'],
+    ] as const) {
+      const other = sgmatShader(cfg, t).source;
+      expect(other).not.toContain('var<storage, read> a16');
+      expect(other).toContain('@group(0) @binding(6) var<uniform> p: Params;');
+    }
+    // f32 operands unpack four floats a load (Apple's f32 8 × 8 × 8 with prefetch: 64 × 16 floats over 128 threads, two loads each).
+    const f32 = sgmatShader(sgmatConfig('f32', 8, 8, 8, 32, 4, 4, true), 'f32').source;
+    expect(f32).toContain('bitcast<vec4<f32>>(ga1)');
+    expect(f32).not.toContain('ga2');
   });
 });
 
@@ -134,21 +172,26 @@ describe('webgpu subgroup-matrix GEMM', () => {
       await check(backend, cfg, dtype, [3, 33, 40], [40, 37], {});
       await check(backend, cfg, dtype, [2, 65, 17], [2, 17, 130], {});
       await check(backend, cfg, dtype, [1, 1], [1, 1], {});
-      for (const [rm, rn, direct] of [
+      for (const [rm, rn, prefetch] of [
         [1, 1, false],
         [2, 4, false],
         [2, 2, true],
+        [1, 4, true],
       ] as const) {
-        const blocked = sgmatConfig(cfg.component, cfg.sm, cfg.sn, cfg.sk, cfg.subgroupSize, rm, rn, direct);
+        const blocked = sgmatConfig(cfg.component, cfg.sm, cfg.sn, cfg.sk, cfg.subgroupSize, rm, rn, prefetch);
         await check(backend, blocked, dtype, [300, 130], [300, 200], { transposeA: true });
-        // Interior tiles (loaded straight from storage where direct) and edge ones in one product.
+        // Interior tiles (prefetched where chosen) and edge ones in one product, both layouts of B.
         await check(backend, blocked, dtype, [200, 256], [136, 256], { transposeB: true });
+        await check(backend, blocked, dtype, [200, 256], [256, 136], {});
         await check(backend, blocked, dtype, [256, 200], [256, 136], { transposeA: true });
       }
-      // The choice itself on whole interior workgroups (vec4 staging or direct loads): batched, and both operands transposed.
+      // The choice itself on whole interior workgroups (prefetched, or vec4 staging): batched, and both operands transposed.
       await check(backend, cfg, dtype, [2, 256, 256], [2, 256, 256], {});
       await check(backend, cfg, dtype, [256, 260], [260, 256], { transposeA: true, transposeB: true });
-      await check(backend, { ...cfg, direct: !cfg.direct }, dtype, [2, 256, 256], [2, 256, 256], { transposeB: true });
+      await check(backend, { ...cfg, prefetch: !cfg.prefetch }, dtype, [2, 256, 256], [2, 256, 256], { transposeB: true });
+      // Interior workgroups that cannot prefetch: K not a whole tile, and rows not on 16 bytes.
+      await check(backend, cfg, dtype, [256, 264], [256, 264], { transposeB: true });
+      await check(backend, cfg, dtype, [256, 132], [132, 260], {});
       if (f32 && f16) await check(backend, f16, 'float16', [67, 36], [29, 36], { transposeB: true });
       backend.subgroupMatrix = true;
       try {
@@ -168,7 +211,7 @@ describe('webgpu subgroup-matrix GEMM', () => {
         const tol = dtype === 'float16' ? scaledTolerance(TOLERANCES.float16, ref, 1e-3) : scaledTolerance(TOLERANCES.float32Gemm, ref);
         assertClose(await y.data(), ref, tol, 'sgmat through the selector');
       } finally {
-        backend.subgroupMatrix = false;
+        backend.subgroupMatrix = 'auto';
       }
     },
   );
@@ -201,7 +244,7 @@ describe('webgpu subgroup-matrix GEMM', () => {
       ).dataSync();
       assertClose(await y.data(), want, scaledTolerance(TOLERANCES.float32Gemm, want), 'opted in without a configuration: the usual kernels');
     } finally {
-      backend.subgroupMatrix = false;
+      backend.subgroupMatrix = 'auto';
     }
   });
 });

@@ -20,7 +20,7 @@ import { readAdapterFiles } from '@metal-lora/adapter-io/node';
 import { mlxFineTuneType, parseMlxAdapter, parsePeftAdapter } from '@metal-lora/adapter-io';
 import { dequantizeModel, linearToLoRALayers, LoRALinear, mergeWeights, QuantizedEmbedding, QuantizedLinear, quantizeModel } from '@metal-lora/nn';
 import '@metal-lora/metal-kernels'; // registers the webgpu backend
-import type { AdapterReport } from '@metal-lora/metal-kernels';
+import { type AdapterReport, subgroupMatrixPath, WebGPUBackend } from '@metal-lora/metal-kernels';
 import { type Backend, bytesPerElement, MetalLoRAError, noGrad, setBackend, tensor, tidy } from '@metal-lora/tensor';
 import { applyAdapter, fuseAdapter, loadAdapter, loadFineTune, requantizeFused, saveAdapter } from './adapters';
 import { loadModel, saveModel } from './checkpoint';
@@ -49,7 +49,16 @@ function bar(done: number, total: number): string {
 async function chooseBackend(wanted: string): Promise<Backend> {
   const backend = await setBackend(wanted);
   const report = (backend as { context?: { report: AdapterReport } }).context?.report;
-  console.log(`backend: ${backend.name}${report ? ` (${report.vendor} ${report.description}${report.software ? ', a software renderer' : ''})` : ''}`);
+  // Where big products run on subgroup matrices, say so (with the f16 toggle on NVIDIA, f16 models do).
+  const sgmat =
+    backend instanceof WebGPUBackend
+      ? (['float32', 'float16'] as const)
+          .filter((d) => subgroupMatrixPath(backend, d) !== 'portable')
+          .map((d) => `${d} products on ${subgroupMatrixPath(backend, d)}`)
+      : [];
+  console.log(
+    `backend: ${backend.name}${report ? ` (${[`${report.vendor} ${report.description}`, ...(report.software ? ['a software renderer'] : []), ...sgmat].join(', ')})` : ''}`,
+  );
   return backend;
 }
 

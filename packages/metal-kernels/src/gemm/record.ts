@@ -23,20 +23,37 @@ import {
   gemvColsStream,
   gemvRowsStream,
   kSplit,
+  type SgmatConfig,
   vec4Aligned,
 } from './types';
 import { recordVec4 } from './vec4';
 
 /**
+ * The subgroup-matrix configuration big products of WGSL type `t` take on `backend`, or null:
+ * the adapter's choice where `backend.subgroupMatrix` is true, or is `'auto'` and the choice
+ * prefetches (the form measured faster than the portable kernels).
+ */
+export function activeSgmat(backend: WebGPUBackend, t: string | undefined): SgmatConfig | null {
+  if (backend.subgroupMatrix === false || (t !== 'f32' && t !== 'f16')) return null;
+  const choice = subgroupMatrixChoice(backend.context.report, t === 'f16' ? 'float16' : 'float32');
+  return choice && (backend.subgroupMatrix === true || choice.prefetch) ? choice : null;
+}
+
+/**
+ * Which GEMM path big products of `dtype` take on `backend`: the subgroup-matrix configuration's
+ * name (e.g. `sgmat-128x128/prefetch f16 16x16x16`), or `'portable'`. For reports and the CLI.
+ */
+export function subgroupMatrixPath(backend: WebGPUBackend, dtype: 'float32' | 'float16'): string {
+  return activeSgmat(backend, dtype === 'float16' ? 'f16' : 'f32')?.name ?? 'portable';
+}
+
+/**
  * What the selector needs of `backend`'s device; given the operands' WGSL type, also the
- * subgroup-matrix configuration where the backend opts in (`WebGPUBackend.subgroupMatrix`).
+ * subgroup-matrix configuration they take (`activeSgmat`).
  */
 export function gemmDevice(backend: WebGPUBackend, t?: string): GemmDevice {
   const { limits } = backend.device;
-  const sgmat =
-    t !== undefined && backend.subgroupMatrix && (t === 'f32' || t === 'f16')
-      ? subgroupMatrixChoice(backend.context.report, t === 'f16' ? 'float16' : 'float32')
-      : null;
+  const sgmat = activeSgmat(backend, t);
   return {
     maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize,
     maxInvocations: limits.maxComputeInvocationsPerWorkgroup,

@@ -248,7 +248,7 @@ export function chooseGemm(shape: GemmShape, device: GemmDevice, overrides: Gemm
  * is fixed and at most 64 (four subgroups make a workgroup). f32 operands need f32 components
  * (f16 ones would round them); f16 operands prefer f16 components (exact for them) and take f32
  * ones otherwise. Each subgroup owns 4 × 4 result tiles (a workgroup tile of 128 × 128 with
- * 16 × 16 matrices, loaded from storage directly; 64 × 64 with 8 × 8, staged).
+ * 16 × 16 matrices, prefetched; 64 × 64 with 8 × 8, staged).
  */
 export function subgroupMatrixChoice(
   report: Pick<AdapterReport, 'features' | 'shaderF16' | 'subgroupMatrixConfigs' | 'subgroupMinSize' | 'subgroupMaxSize'>,
@@ -265,18 +265,23 @@ export function subgroupMatrixChoice(
   for (const component of components) {
     const c = usable(component);
     if (c) {
-      // Interior workgroups of 16-wide configurations load straight from storage (measured faster
-      // than staging on the H200); Apple's 8 × 8 ones stage until measured there.
+      // Interior workgroups of 16-wide configurations prefetch (measured 2.8× loading straight
+      // from storage on the H200); Apple's 8 × 8 ones stage element by element until measured there.
       return sgmatConfig(component, c.M, c.N, c.K, size, 4, 4, c.M >= 16 && c.N >= 16);
     }
   }
   return null;
 }
 
-/** The workgroup memory gemm-sgmat.wgsl declares for `cfg`: its staged tiles and one result tile per subgroup. */
+/**
+ * The workgroup memory gemm-sgmat.wgsl declares for `cfg`: its staged tiles (padded by 16 bytes a
+ * row with `prefetch`; B's the larger of its two layouts) and one result tile per subgroup.
+ */
 export function sgmatStorageBytes(cfg: SgmatConfig): number {
   const [BM, BN, BK] = [2 * cfg.rm * cfg.sm, 2 * cfg.rn * cfg.sn, 2 * cfg.sk];
-  return (BM + BN) * BK * (cfg.component === 'f16' ? 2 : 4) + 4 * cfg.sm * cfg.sn * 4;
+  const bytes = cfg.component === 'f16' ? 2 : 4;
+  const pad = cfg.prefetch ? 16 / bytes : 0;
+  return (BM * (BK + pad) + Math.max(BN * (BK + pad), BK * (BN + pad))) * bytes + 4 * cfg.sm * cfg.sn * 4;
 }
 
 /** A subgroup-matrix GEMM configuration (benchmarks force other blockings with it). */
@@ -288,10 +293,10 @@ export function sgmatConfig(
   subgroupSize: number,
   rm: number,
   rn: number,
-  direct: boolean,
+  prefetch: boolean,
 ): SgmatConfig {
-  const name = `sgmat-${2 * rm * sm}x${2 * rn * sn}${direct ? '/direct' : ''} ${component} ${sm}x${sn}x${sk}`;
-  return { kind: 'sgmat', name, component, sm, sn, sk, subgroupSize, rm, rn, direct, splits: 1 };
+  const name = `sgmat-${2 * rm * sm}x${2 * rn * sn}${prefetch ? '/prefetch' : ''} ${component} ${sm}x${sn}x${sk}`;
+  return { kind: 'sgmat', name, component, sm, sn, sk, subgroupSize, rm, rn, prefetch, splits: 1 };
 }
 
 /** `cfg` where it is the vec4 kernel splitting K for `shape` (batch 1), else null: what a pair of products needs. */

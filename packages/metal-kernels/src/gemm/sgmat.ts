@@ -15,26 +15,145 @@ import { gemmConstants, gemmUniformHead } from './uniform';
 
 /**
  * The statements of one K step of `cfg`: the RM left tiles loaded, then each right tile loaded
- * and multiplied into its RM results. `left(i, trans)` and `right(j, trans)` give a load's
- * pointer, offset, column-major flag and stride for each layout.
+ * and multiplied into its RM results (or, with `allRights`, the RN right tiles loaded into r0…
+ * before any product). `left(i, trans)` and `right(j, trans)` give a load's pointer, offset,
+ * column-major flag and stride for each layout.
  */
-function step(cfg: SgmatConfig, left: (i: number, trans: boolean) => string, right: (j: number, trans: boolean) => string, indent: string): string {
+function step(
+  cfg: SgmatConfig,
+  left: (i: number, trans: boolean) => string,
+  right: (j: number, trans: boolean) => string,
+  indent: string,
+  allRights = false,
+): string {
   const L = `subgroup_matrix_left<${cfg.component}, ${cfg.sk}, ${cfg.sm}>`;
   const R = `subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>`;
   const loads = (trans: boolean) => lines(cfg.rm, (i) => `${indent}  l${i} = subgroupMatrixLoad<${L}>(${left(i, trans)});`);
   const out = [`${indent}if (TRANS_A == 1u) {`, loads(true), `${indent}} else {`, loads(false), `${indent}}`];
-  for (let j = 0; j < cfg.rn; j++)
+  const loadRight = (v: string, j: number) =>
+    `${indent}if (TRANS_B == 1u) { ${v} = subgroupMatrixLoad<${R}>(${right(j, true)}); } else { ${v} = subgroupMatrixLoad<${R}>(${right(j, false)}); }`;
+  const products = (v: string, j: number) => lines(cfg.rm, (i) => `${indent}acc_${i}_${j} = subgroupMatrixMultiplyAccumulate(l${i}, ${v}, acc_${i}_${j});`);
+  if (allRights)
     out.push(
-      `${indent}if (TRANS_B == 1u) { right = subgroupMatrixLoad<${R}>(${right(j, true)}); } else { right = subgroupMatrixLoad<${R}>(${right(j, false)}); }`,
-      lines(cfg.rm, (i) => `${indent}acc_${i}_${j} = subgroupMatrixMultiplyAccumulate(l${i}, right, acc_${i}_${j});`),
+      lines(cfg.rn, (j) => loadRight(`r${j}`, j)),
+      lines(cfg.rn, (j) => products(`r${j}`, j)),
     );
+  else for (let j = 0; j < cfg.rn; j++) out.push(loadRight('right', j), products('right', j));
   return out.join('\n');
+}
+
+/** PREFETCH's tile geometry for `cfg`: elements per 16 bytes, padded row lengths and tile sizes, loads per thread. */
+function prefetchGeometry(cfg: SgmatConfig) {
+  const e = cfg.component === 'f16' ? 8 : 4;
+  const [BM, BN, BK, threads] = [2 * cfg.rm * cfg.sm, 2 * cfg.rn * cfg.sn, 2 * cfg.sk, 4 * cfg.subgroupSize];
+  // Rows padded by 16 bytes: a matrix load's rows then start in different banks.
+  const [ap, bpT, bpN] = [BK + e, BK + e, BN + e];
+  return {
+    e,
+    ap,
+    bpT,
+    bpN,
+    aTile: BM * ap,
+    bTile: Math.max(BN * bpT, BK * bpN),
+    aLoads: Math.ceil((BM * BK) / e / threads),
+    bLoads: Math.ceil((BN * BK) / e / threads),
+    exactA: ((BM * BK) / e) % threads === 0,
+    exactB: ((BN * BK) / e) % threads === 0,
+  };
+}
+
+/**
+ * PREFETCH's K loop (gemm-sgmat.wgsl): each thread holds its share of the next tiles in registers
+ * (ga*, gb*: 16 bytes each) while the subgroups multiply the current ones out of workgroup memory.
+ */
+function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16'): { decl: string; loop: string } {
+  const g = prefetchGeometry(cfg);
+  const [BN, BK, threads] = [2 * cfg.rn * cfg.sn, 2 * cfg.sk, 4 * cfg.subgroupSize];
+  const ind = '    ';
+  // Load i of a thread covers element group e = t + i·threads: row e / (groups per row), group e % that.
+  const at = (i: number, perRow: number) => [`(t + ${i * threads}u) / ${perRow}u`, `(t + ${i * threads}u) % ${perRow}u`];
+  const guard = (exact: boolean, i: number, total: number, body: string) => (exact ? body : `if (t + ${i * threads}u < ${total}u) { ${body} }`);
+  const unpack = (v: string, dst: string, base: string) =>
+    t === 'f16'
+      ? ['x', 'y', 'z', 'w']
+          .map((w, q) => `{ let h = bitcast<vec2<f16>>(${v}.${w}); ${dst}[${base} + ${2 * q}u] = h.x; ${dst}[${base} + ${2 * q + 1}u] = h.y; }`)
+          .join(' ')
+      : `{ let f = bitcast<vec4<f32>>(${v}); ${['x', 'y', 'z', 'w'].map((w, q) => `${dst}[${base} + ${q}u] = f.${w};`).join(' ')} }`;
+  const aGroups = (BM: number) => (BM * BK) / g.e;
+  const BM = 2 * cfg.rm * cfg.sm;
+  const [perT, perN] = [BK / g.e, BN / g.e];
+  const fetch = (k0: string) =>
+    [
+      lines(g.aLoads, (i) => {
+        const [r, c] = at(i, perT);
+        return ind + guard(g.exactA, i, aGroups(BM), `ga${i} = a16[a16_base + (row0 + ${r}) * kv + ${k0} / E + ${c}];`);
+      }),
+      `${ind}if (TRANS_B == 1u) {`,
+      lines(g.bLoads, (i) => {
+        const [r, c] = at(i, perT);
+        return `${ind}  ${guard(g.exactB, i, aGroups(BN), `gb${i} = b16[b16_base + (col0 + ${r}) * kv + ${k0} / E + ${c}];`)}`;
+      }),
+      `${ind}} else {`,
+      lines(g.bLoads, (i) => {
+        const [r, c] = at(i, perN);
+        return `${ind}  ${guard(g.exactB, i, aGroups(BN), `gb${i} = b16[b16_base + (${k0} + ${r}) * nv + col0 / E + ${c}];`)}`;
+      }),
+      `${ind}}`,
+    ].join('\n');
+  const put = [
+    lines(g.aLoads, (i) => {
+      const [r, c] = at(i, perT);
+      return ind + guard(g.exactA, i, aGroups(BM), unpack(`ga${i}`, 'As', `(${r}) * ${g.ap}u + (${c}) * E`));
+    }),
+    `${ind}if (TRANS_B == 1u) {`,
+    lines(g.bLoads, (i) => {
+      const [r, c] = at(i, perT);
+      return `${ind}  ${guard(g.exactB, i, aGroups(BN), unpack(`gb${i}`, 'Bs', `(${r}) * ${g.bpT}u + (${c}) * E`))}`;
+    }),
+    `${ind}} else {`,
+    lines(g.bLoads, (i) => {
+      const [r, c] = at(i, perN);
+      return `${ind}  ${guard(g.exactB, i, aGroups(BN), unpack(`gb${i}`, 'Bs', `(${r}) * ${g.bpN}u + (${c}) * E`))}`;
+    }),
+    `${ind}}`,
+  ].join('\n');
+  // The K steps of a tile, unrolled with constant offsets (A is never transposed here).
+  const compute = Array.from({ length: BK / cfg.sk }, (_, q) =>
+    step(
+      cfg,
+      (i) => `&As, (tm0 + ${i}u) * ${cfg.sm * g.ap}u + ${q * cfg.sk}u, false, ${g.ap}u`,
+      (j, trans) =>
+        trans
+          ? `&Bs, (tn0 + ${j}u) * ${cfg.sn * g.bpT}u + ${q * cfg.sk}u, true, ${g.bpT}u`
+          : `&Bs, ${q * cfg.sk * g.bpN}u + (tn0 + ${j}u) * SN, false, ${g.bpN}u`,
+      ind,
+      true,
+    ),
+  ).join('\n');
+  const decl = [
+    lines(g.aLoads, (i) => `  var ga${i}: vec4<u32>;`),
+    lines(g.bLoads, (i) => `  var gb${i}: vec4<u32>;`),
+    lines(cfg.rn, (j) => `  var r${j}: subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>;`),
+  ].join('\n');
+  const loop = [
+    fetch('0u'),
+    `${ind}for (var k0 = 0u; k0 < p.K; k0 += BK) {`,
+    put,
+    `${ind}  workgroupBarrier();`,
+    `${ind}  if (k0 + BK < p.K) {`,
+    fetch('(k0 + BK)'),
+    `${ind}  }`,
+    compute,
+    `${ind}  workgroupBarrier();`,
+    `${ind}}`,
+  ].join('\n');
+  return { decl, loop };
 }
 
 /** The WGSL of `cfg` for operands of type `t` (benchmarks compile it on adapters that cannot run it, to validate it). */
 export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; source: string } {
-  const direct = cfg.direct && t === cfg.component;
-  const params = { t, mt: cfg.component, sm: cfg.sm, sn: cfg.sn, sk: cfg.sk, sg: cfg.subgroupSize, rm: cfg.rm, rn: cfg.rn, direct: direct ? 1 : 0 };
+  const prefetch = cfg.prefetch && t === cfg.component;
+  const params = { t, mt: cfg.component, sm: cfg.sm, sn: cfg.sn, sk: cfg.sk, sg: cfg.subgroupSize, rm: cfg.rm, rn: cfg.rn, prefetch: prefetch ? 1 : 0 };
   // The statements are generated once per configuration (generatedShader), not per dispatch.
   return generatedShader('gemm-sgmat', sgmatSource, params, () => {
     const tiles = Array.from({ length: cfg.rm * cfg.rn }, (_, e) => [Math.floor(e / cfg.rn), e % cfg.rn]);
@@ -44,12 +163,9 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; 
       (j, trans) => (trans ? `&Bs, (tn0 + ${j}u) * SN * BK + ks, true, BK` : `&Bs, ks * BN + (tn0 + ${j}u) * SN, false, BN`),
       '      ',
     );
-    const straight = step(
-      cfg,
-      (i, trans) => (trans ? `&a, a_base + k * p.M + row0 + (tm0 + ${i}u) * SM, true, p.M` : `&a, a_base + (row0 + (tm0 + ${i}u) * SM) * p.K + k, false, p.K`),
-      (j, trans) => (trans ? `&b, b_base + (col0 + (tn0 + ${j}u) * SN) * p.K + k, true, p.K` : `&b, b_base + k * p.N + col0 + (tn0 + ${j}u) * SN, false, p.N`),
-      '      ',
-    );
+    const [BM, BN, BK] = [2 * cfg.rm * cfg.sm, 2 * cfg.rn * cfg.sn, 2 * cfg.sk];
+    const g = prefetchGeometry(cfg);
+    const pre = prefetch ? prefetchLoop(cfg, t) : null;
     return {
       ENABLE: enableFor(t, cfg.component),
       T: t,
@@ -60,17 +176,22 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; 
       SG: String(cfg.subgroupSize),
       RM: String(cfg.rm),
       RN: String(cfg.rn),
+      E: String(g.e),
+      A_TILE: String(prefetch ? Math.max(BM * BK, g.aTile) : BM * BK),
+      B_TILE: String(prefetch ? Math.max(BN * BK, g.bTile) : BN * BK),
+      UB: prefetch ? '8' : '6',
       ACC: tiles.map(([i, j]) => `  var acc_${i}_${j} = subgroup_matrix_result<f32, ${cfg.sn}, ${cfg.sm}>();`).join('\n'),
       OPERANDS: [
         lines(cfg.rm, (i) => `  var l${i}: subgroup_matrix_left<${cfg.component}, ${cfg.sk}, ${cfg.sm}>;`),
         `  var right: subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>;`,
+        ...(pre ? [pre.decl] : []),
       ].join('\n'),
       STAGED_STEP: staged,
-      ...(direct ? { DIRECT_STEP: straight } : {}),
+      ...(pre ? { PREFETCH_LOOP: pre.loop } : {}),
       STORE: tiles
         .map(([i, j]) => `  subgroupMatrixStore(&Cs, sg * SM * SN, acc_${i}_${j}, false, SN);\n  write_tile(${i}u, ${j}u, row0, col0, batch, t);`)
         .join('\n'),
-      DIRECT: direct ? '1' : '0',
+      PREFETCH: prefetch ? '1' : '0',
     };
   });
 }
@@ -108,17 +229,14 @@ export function recordSgmat(
       `${report.features.includes('chromium-experimental-subgroup-matrix') ? configs || 'no configurations' : 'no such feature'}, subgroup sizes ${report.subgroupMinSize}..${report.subgroupMaxSize}`,
     );
   }
-  // Loading matrices straight from storage makes Dawn require bindings of at least one matrix
-  // (16 × 16 halves: 512 bytes); smaller operands take the staged form, which has no such minimum.
-  const matrixBytes = Math.max(cfg.sm, cfg.sn) * cfg.sk * (t === 'f16' ? 2 : 4);
-  const direct = cfg.direct && ops.a.size >= matrixBytes && ops.b.size >= matrixBytes;
-  const { key, source } = sgmatShader(direct ? cfg : { ...cfg, direct: false }, t);
+  const prefetch = cfg.prefetch && t === cfg.component;
+  const { key, source } = sgmatShader(cfg, t);
   const { M, N, K, batch } = shape;
   backend.dispatch({
     key,
     source,
     constants: gemmConstants(shape, ops),
-    buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), ops.c, ops.a, ops.b],
+    buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), ops.c, ops.a, ops.b, ...(prefetch ? [ops.a, ops.b] : [])],
     uniform: uniform(gemmUniformHead({ M, N, K, entries: batch }, ops, 0, 0)),
     workgroups: [Math.ceil(N / (2 * cfg.rn * cfg.sn)), Math.ceil(M / (2 * cfg.rm * cfg.sm)), batch],
     label: cfg.name,

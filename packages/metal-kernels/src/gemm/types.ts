@@ -134,8 +134,12 @@ export interface SgmatConfig {
   /** Result tiles per subgroup down (M) and across (N); four subgroups (2 × 2) make a workgroup's 2·rm·sm × 2·rn·sn tile. */
   rm: number;
   rn: number;
-  /** Interior workgroups load straight from storage where operands are stored as the component type (else staged). */
-  direct: boolean;
+  /**
+   * Interior workgroups whose rows start on whole 16 bytes (operands stored as the component type,
+   * A not transposed) stage through registers, 16 bytes a load, the next tiles loaded while the
+   * current ones multiply, into padded tiles (else every tile is staged element by element).
+   */
+  prefetch: boolean;
   splits: 1;
 }
 
