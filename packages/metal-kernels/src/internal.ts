@@ -25,6 +25,7 @@ export {
   selectLoraBackward,
   selectLoraForward,
   sgmatConfig,
+  sgmatPrefetches,
   sgmatStorageBytes,
   subgroupMatrixChoice,
   TILED_VARIANTS,

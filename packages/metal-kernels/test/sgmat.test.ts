@@ -2,7 +2,7 @@ import * as T from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AdapterReport, type GemmShape, selectGemm, subgroupMatrixPath, type WebGPUBackend } from '../src/index';
-import { type SgmatConfig, sgmatConfig, sgmatShader, sgmatStorageBytes, subgroupMatrixChoice } from '../src/internal';
+import { type SgmatConfig, sgmatConfig, sgmatPrefetches, sgmatShader, sgmatStorageBytes, subgroupMatrixChoice } from '../src/internal';
 import { checkMatmul, type Stored } from './gemm-check';
 import { clearOverrides, gpuIt } from '../../../test-support/gpu';
 
@@ -81,6 +81,32 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
     expect(selectGemm(shape(1, 4096, 4096), device).name).toBe('gemv-rows1');
     expect(selectGemm(shape(2048, 16, 4096), device).kind).toBe('gemv-rows');
     expect(selectGemm(shape(2048, 4096, 4096), { ...device, sgmat: null }).name).toBe('vec4-128x128');
+  });
+  it('sends a prefetching configuration only products whose every workgroup prefetches', () => {
+    const sgmat = subgroupMatrixChoice(h200, 'float16');
+    const device = { maxWorkgroupStorage: 49152, maxInvocations: 1024, sgmat };
+    const pick = (M: number, N: number, K: number, transB: boolean, transA = false, batch = 1) =>
+      selectGemm({ M, N, K, batch, transA, transB }, device).kind;
+    // Llama-3.2-1B's projections at 4 × 512 tokens, both directions.
+    expect(pick(2048, 2048, 2048, true)).toBe('sgmat');
+    expect(pick(2048, 512, 2048, true)).toBe('sgmat');
+    expect(pick(2048, 2048, 8192, false)).toBe('sgmat');
+    expect(pick(2048, 512, 2048, false, false, 2)).toBe('sgmat');
+    // SmolLM2's products with its hidden size 576 on N: a column of edge workgroups.
+    expect(pick(2048, 576, 576, true)).not.toBe('sgmat');
+    expect(pick(2048, 1536, 576, true)).toBe('sgmat');
+    expect(pick(2000, 1536, 576, true)).not.toBe('sgmat');
+    // Qwen2.5-0.5B's head backward dlogits·W in a chunk of 512 rows: 4 × 7 workgroups over K =
+    // 151,936, faster there than the portable kernels' K split (19.7 against 30.1 ms a step).
+    expect(pick(512, 896, 151936, false)).toBe('sgmat');
+    // Shapes whose tiles would all be staged element by element.
+    expect(pick(2048, 2048, 2048, false, true)).not.toBe('sgmat');
+    expect(pick(2048, 2048, 2056, true)).not.toBe('sgmat');
+    expect(sgmatPrefetches({ M: 8, N: 8, K: 64, batch: 1, transA: false, transB: true }, sgmat!)).toBe(true);
+    expect(sgmatPrefetches({ M: 8, N: 8, K: 64, batch: 1, transA: false, transB: true }, { ...sgmat!, prefetch: false })).toBe(false);
+    // A configuration that stages anyway (Apple's 8 × 8) takes every such product, as before.
+    const apple32 = { ...device, sgmat: subgroupMatrixChoice(apple, 'float32') };
+    expect(selectGemm({ M: 2048, N: 576, K: 49152, batch: 1, transA: false, transB: false }, apple32).kind).toBe('sgmat');
   });
   it('keeps a configuration whose staged tiles exceed the workgroup memory off the matrix units', () => {
     const wide = sgmatConfig('f32', 16, 16, 16, 32, 4, 4, false);

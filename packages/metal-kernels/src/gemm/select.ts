@@ -217,8 +217,18 @@ export function selectGemm(shape: GemmShape, device: GemmDevice): GemmConfig {
     const base = rank > 64 ? bigTile(shape) : VEC4_64x128;
     return withSplits(base, splitsFor(vec4Tiles(base, M, N, batch), K));
   }
-  // Subgroup matrices (opt-in) for the products that are neither decode- nor rank-shaped.
-  if (device.sgmat && Math.min(M, N) > 64 && K >= 16 && sgmatStorageBytes(device.sgmat) <= device.maxWorkgroupStorage) return device.sgmat;
+  // Subgroup matrices for the products that are neither decode- nor rank-shaped. A configuration
+  // that prefetches takes only products every workgroup of which prefetches: edge workgroups
+  // stage element by element, several times slower, and a product waits for its slowest
+  // workgroup. On the H200, SmolLM2's mixed-precision step (hidden size 576: a column of edge
+  // workgroups in most products) took 288.8 ms with every product on subgroup matrices, 104.4
+  // with this rule; Qwen2.5's head backward (28 workgroups over K = 151,936) took 19.7 ms on
+  // subgroup matrices against 30.1 with the portable kernels' K split (two calls' profiles).
+  const sgmat = device.sgmat;
+  if (sgmat && Math.min(M, N) > 64 && K >= 16 && sgmatStorageBytes(sgmat) <= device.maxWorkgroupStorage) {
+    const whole = M % (2 * sgmat.rm * sgmat.sm) === 0 && N % (2 * sgmat.rn * sgmat.sn) === 0;
+    if (!sgmat.prefetch || (sgmatPrefetches(shape, sgmat) && whole)) return sgmat;
+  }
   let base: TiledConfig;
   if (N <= 16) base = TILED_VARIANTS.skinnyN16;
   else if (N <= 64 && M >= 256)
@@ -271,6 +281,17 @@ export function subgroupMatrixChoice(
     }
   }
   return null;
+}
+
+/**
+ * Whether gemm-sgmat.wgsl's interior workgroups prefetch for `shape` under `cfg` (its section
+ * PREFETCH: A not transposed, K a whole number of tiles, rows starting on whole 16 bytes, for
+ * contiguous operands of the configuration's component type); elsewhere every tile is staged
+ * element by element, slower than the portable kernels.
+ */
+export function sgmatPrefetches(shape: GemmShape, cfg: SgmatConfig): boolean {
+  const e = cfg.component === 'f16' ? 8 : 4;
+  return cfg.prefetch && !shape.transA && shape.K % (2 * cfg.sk) === 0 && shape.K % e === 0 && (shape.transB || shape.N % e === 0);
 }
 
 /**
