@@ -34,10 +34,12 @@ interface Form {
   pad: number;
   /** 1: one buffer, two barriers a tile; 2: two buffers chosen by a variable; 3: two buffers, the loop unrolled over them. */
   stages: 1 | 2 | 3;
+  /** Staged only: tiles copied by 16-byte loads and scalar stores, or (`matrix`) as f16 result matrices loaded from storage and stored to workgroup memory. */
+  copy?: 'vec' | 'matrix';
 }
 
 const name = (f: Form) =>
-  `${f.mode} ${f.wgm}x${f.wgn}sg ${f.rm}x${f.rn}t${f.mode === 'staged' ? ` bk${f.bk} pad${f.pad} s${f.stages}` : ''} (${f.wgm * f.rm * 16}x${f.wgn * f.rn * 16})`;
+  `${f.mode} ${f.wgm}x${f.wgn}sg ${f.rm}x${f.rn}t${f.mode === 'staged' ? ` bk${f.bk} pad${f.pad} s${f.stages}${f.copy === 'matrix' ? ' mcopy' : ''}` : ''} (${f.wgm * f.rm * 16}x${f.wgn * f.rn * 16})`;
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
@@ -129,7 +131,38 @@ ${mma('lb', 'rb')}
   const bMajor = layout === 'NT' ? bk / 8 : BN / 8;
   const bRow = (i: number) => `(t + ${i * threads}u) / ${bMajor}u`;
   const bCol = (i: number) => `((t + ${i * threads}u) % ${bMajor}u)`;
-  const fetch = (k0: string) =>
+  const nsg = wgm * wgn;
+  const M16 = `subgroup_matrix_result<f16, ${s}, ${s}>`;
+  const aMats = ((BM / s) * (bk / s)) / nsg;
+  const bMats = ((BN / s) * (bk / s)) / nsg;
+  if (f.copy === 'matrix' && (!Number.isInteger(aMats) || !Number.isInteger(bMats)))
+    throw new Error(`${name(f)}: tiles do not split into matrices per subgroup`);
+  const mi = (i: number) => `(sg + ${i * nsg}u)`;
+  const kMats = bk / s;
+  const nMats = BN / s;
+  const matFetch = (k0: string) =>
+    [
+      ...range(aMats).map(
+        (i) => `    ma${i} = subgroupMatrixLoad<${M16}>(&a, (row0 + ${mi(i)} / ${kMats}u * ${s}u) * p.K + ${k0} + ${mi(i)} % ${kMats}u * ${s}u, false, p.K);`,
+      ),
+      ...range(bMats).map((i) =>
+        layout === 'NT'
+          ? `    mb${i} = subgroupMatrixLoad<${M16}>(&b, (col0 + ${mi(i)} / ${kMats}u * ${s}u) * p.K + ${k0} + ${mi(i)} % ${kMats}u * ${s}u, false, p.K);`
+          : `    mb${i} = subgroupMatrixLoad<${M16}>(&b, (${k0} + ${mi(i)} / ${nMats}u * ${s}u) * p.N + col0 + ${mi(i)} % ${nMats}u * ${s}u, false, p.N);`,
+      ),
+    ].join('\n');
+  const matPut = (buf: string) =>
+    [
+      ...range(aMats).map(
+        (i) => `    subgroupMatrixStore(&As, ${buf} * ${aTile}u + ${mi(i)} / ${kMats}u * ${s * AP}u + ${mi(i)} % ${kMats}u * ${s}u, ma${i}, false, ${AP}u);`,
+      ),
+      ...range(bMats).map((i) =>
+        layout === 'NT'
+          ? `    subgroupMatrixStore(&Bs, ${buf} * ${bTile}u + ${mi(i)} / ${kMats}u * ${s * BP}u + ${mi(i)} % ${kMats}u * ${s}u, mb${i}, false, ${BP}u);`
+          : `    subgroupMatrixStore(&Bs, ${buf} * ${bTile}u + ${mi(i)} / ${nMats}u * ${s * BP}u + ${mi(i)} % ${nMats}u * ${s}u, mb${i}, false, ${BP}u);`,
+      ),
+    ].join('\n');
+  const vecFetch = (k0: string) =>
     [
       ...range(aLoads).map((i) => `    ga${i} = a8[(row0 + ${aRow(i)}) * kv + ${k0} / 8u + ${aCol(i)}];`),
       ...range(bLoads).map((i) =>
@@ -138,11 +171,13 @@ ${mma('lb', 'rb')}
           : `    gb${i} = b8[(${k0} + ${bRow(i)}) * nv + col0 / 8u + ${bCol(i)}];`,
       ),
     ].join('\n');
-  const put = (buf: string) =>
+  const vecPut = (buf: string) =>
     [
       ...range(aLoads).map((i) => halves(`ga${i}`, 'As', `${buf} * ${aTile}u + (${aRow(i)}) * ${AP}u + ${aCol(i)} * 8u`)),
       ...range(bLoads).map((i) => halves(`gb${i}`, 'Bs', `${buf} * ${bTile}u + (${bRow(i)}) * ${BP}u + ${bCol(i)} * 8u`)),
     ].join('\n');
+  const fetch = f.copy === 'matrix' ? matFetch : vecFetch;
+  const put = f.copy === 'matrix' ? matPut : vecPut;
   const compute = (buf: string) =>
     range(bk / s)
       .map((q) =>
@@ -215,12 +250,11 @@ ${compute('0u')}
 var<workgroup> Bs: array<f16, ${Math.min(stages, 2) * bTile}>;
 ${prologue}  let kv = p.K / 8u;
   let nv = p.N / 8u;
-${range(aLoads)
-  .map((i) => `  var ga${i}: vec4<u32>;`)
-  .join('\n')}
-${range(bLoads)
-  .map((i) => `  var gb${i}: vec4<u32>;`)
-  .join('\n')}
+${
+  f.copy === 'matrix'
+    ? [...range(aMats).map((i) => `  var ma${i}: ${M16};`), ...range(bMats).map((i) => `  var mb${i}: ${M16};`)].join('\n')
+    : [...range(aLoads).map((i) => `  var ga${i}: vec4<u32>;`), ...range(bLoads).map((i) => `  var gb${i}: vec4<u32>;`)].join('\n')
+}
 ${range(rm)
   .map((i) => `  var l${i}: ${L};`)
   .join('\n')}
@@ -247,9 +281,9 @@ const { values } = parseArgs({
 });
 const [M, N, K] = values.shape.split('x').map(Number);
 if (values.print) {
-  // The WGSL of one form (its name's start) in a layout, e.g. --print 'NT staged 2x2sg 4x4t bk32 pad8 s2'.
+  // The WGSL of one form in a layout, e.g. --print 'NT staged 2x2sg 4x4t bk32 pad8 s1 mcopy'.
   const [layout, ...rest] = values.print.split(' ');
-  const [mode, grid, tiles, bk, pad, st] = rest;
+  const [mode, grid, tiles, bk, pad, st, copy] = rest;
   const [wgm, wgn] = grid.split('x').map((v) => Number.parseInt(v, 10));
   const [rm, rn] = tiles.split('x').map((v) => Number.parseInt(v, 10));
   const form: Form = {
@@ -261,6 +295,7 @@ if (values.print) {
     bk: Number(bk?.slice(2) ?? 32),
     pad: Number(pad?.slice(3) ?? 8),
     stages: st === 's1' ? 1 : st === 's3' ? 3 : 2,
+    copy: copy === 'mcopy' ? 'matrix' : 'vec',
   };
   console.log(shader(form, layout as Layout, 16, 32));
   process.exit(0);
@@ -279,8 +314,8 @@ if (!cfg || report.subgroupMinSize !== report.subgroupMaxSize) {
 }
 const s = 16;
 const forms: Form[] = [];
-const f = (mode: Form['mode'], wgm: number, wgn: number, rm: number, rn: number, bk = 32, pad = 8, stages: 1 | 2 | 3 = 2) =>
-  forms.push({ mode, wgm, wgn, rm, rn, bk, pad, stages });
+const f = (mode: Form['mode'], wgm: number, wgn: number, rm: number, rn: number, bk = 32, pad = 8, stages: 1 | 2 | 3 = 2, copy: Form['copy'] = 'vec') =>
+  forms.push({ mode, wgm, wgn, rm, rn, bk, pad, stages, copy });
 // Measured on the H200 (2026-12-04), 2048×4096×4096 x·Wᵀ with Dawn's bounds clamps: direct 56 TFLOP/s
 // (direct2 the same), staged s1 pad8 4×4 tiles 156, s2 52 (its buffer index is a variable), pad0 46.
 f('direct', 2, 2, 4, 4);
@@ -294,6 +329,12 @@ f('staged', 2, 4, 4, 2, 32, 8, 3);
 f('staged', 4, 2, 4, 4, 32, 8, 1);
 f('staged', 2, 2, 4, 4, 64, 8, 1);
 f('staged', 2, 2, 2, 4, 32, 8, 3);
+// Tiles copied as f16 result matrices (one bounds check a matrix instead of one a half).
+f('staged', 2, 2, 4, 4, 32, 8, 1, 'matrix');
+f('staged', 2, 2, 4, 4, 64, 8, 1, 'matrix');
+f('staged', 2, 2, 4, 4, 32, 8, 3, 'matrix');
+f('staged', 4, 2, 4, 4, 32, 8, 1, 'matrix');
+f('staged', 2, 4, 4, 2, 32, 8, 1, 'matrix');
 const only = values.only?.split(',');
 const chosen = only ? forms.filter((g) => only.some((o) => name(g).startsWith(o))) : forms;
 
