@@ -7,7 +7,9 @@
  *   staged   the workgroup's tiles go storage → registers (16-byte loads, the next tile's issued
  *            before this tile's products) → workgroup memory (rows padded by PAD halves); s1: one
  *            buffer, two barriers a tile (gemm-sgmat's PREFETCH); s2: two buffers, one barrier a
- *            tile, the buffer a variable; s3: the same with the loop unrolled over the two
+ *            tile, the buffer a variable; s3: the same with the loop unrolled over the two;
+ *            mcopy: the tiles copied as f16 result matrices instead (storage → registers →
+ *            workgroup memory by subgroupMatrixLoad / subgroupMatrixStore)
  * Results are f32, stored straight from the result matrices. Run it twice, with and without
  * `METAL_LORA_DAWN_TOGGLES=disable_robustness`, to see what Dawn's bounds clamps cost. Not part of
  * the published benchmark.
