@@ -70,53 +70,44 @@ function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16'): { decl: string; loop:
   const g = prefetchGeometry(cfg);
   const [BN, BK, threads] = [2 * cfg.rn * cfg.sn, 2 * cfg.sk, 4 * cfg.subgroupSize];
   const ind = '    ';
-  // Load i of a thread covers element group e = t + i·threads: row e / (groups per row), group e % that.
-  const at = (i: number, perRow: number) => [`(t + ${i * threads}u) / ${perRow}u`, `(t + ${i * threads}u) % ${perRow}u`];
-  const guard = (exact: boolean, i: number, total: number, body: string) => (exact ? body : `if (t + ${i * threads}u < ${total}u) { ${body} }`);
+  const BM = 2 * cfg.rm * cfg.sm;
+  const [perT, perN] = [BK / g.e, BN / g.e];
+  // A thread's n loads of a tile of `rows` × BK: load i covers 16-byte group t + i·threads, at row
+  // (group / perRow) and group (group % perRow) of it; guarded where the tile does not split evenly.
+  const each = (n: number, exact: boolean, rows: number, perRow: number, indent: string, f: (i: number, r: string, c: string) => string) =>
+    lines(n, (i) => {
+      const [group, total] = [`(t + ${i * threads}u)`, (rows * BK) / g.e];
+      const body = f(i, `${group} / ${perRow}u`, `${group} % ${perRow}u`);
+      return indent + (exact ? body : `if (${group} < ${total}u) { ${body} }`);
+    });
+  type Load = (i: number, r: string, c: string) => string;
+  // A's loads, then B's for either layout (TRANS_B is a pipeline constant).
+  const both = (a: Load, bT: Load, bN: Load) =>
+    [
+      each(g.aLoads, g.exactA, BM, perT, ind, a),
+      `${ind}if (TRANS_B == 1u) {`,
+      each(g.bLoads, g.exactB, BN, perT, `${ind}  `, bT),
+      `${ind}} else {`,
+      each(g.bLoads, g.exactB, BN, perN, `${ind}  `, bN),
+      `${ind}}`,
+    ].join('\n');
   const unpack = (v: string, dst: string, base: string) =>
     t === 'f16'
       ? ['x', 'y', 'z', 'w']
           .map((w, q) => `{ let h = bitcast<vec2<f16>>(${v}.${w}); ${dst}[${base} + ${2 * q}u] = h.x; ${dst}[${base} + ${2 * q + 1}u] = h.y; }`)
           .join(' ')
       : `{ let f = bitcast<vec4<f32>>(${v}); ${['x', 'y', 'z', 'w'].map((w, q) => `${dst}[${base} + ${q}u] = f.${w};`).join(' ')} }`;
-  const aGroups = (BM: number) => (BM * BK) / g.e;
-  const BM = 2 * cfg.rm * cfg.sm;
-  const [perT, perN] = [BK / g.e, BN / g.e];
   const fetch = (k0: string) =>
-    [
-      lines(g.aLoads, (i) => {
-        const [r, c] = at(i, perT);
-        return ind + guard(g.exactA, i, aGroups(BM), `ga${i} = a16[a16_base + (row0 + ${r}) * kv + ${k0} / E + ${c}];`);
-      }),
-      `${ind}if (TRANS_B == 1u) {`,
-      lines(g.bLoads, (i) => {
-        const [r, c] = at(i, perT);
-        return `${ind}  ${guard(g.exactB, i, aGroups(BN), `gb${i} = b16[b16_base + (col0 + ${r}) * kv + ${k0} / E + ${c}];`)}`;
-      }),
-      `${ind}} else {`,
-      lines(g.bLoads, (i) => {
-        const [r, c] = at(i, perN);
-        return `${ind}  ${guard(g.exactB, i, aGroups(BN), `gb${i} = b16[b16_base + (${k0} + ${r}) * nv + col0 / E + ${c}];`)}`;
-      }),
-      `${ind}}`,
-    ].join('\n');
-  const put = [
-    lines(g.aLoads, (i) => {
-      const [r, c] = at(i, perT);
-      return ind + guard(g.exactA, i, aGroups(BM), unpack(`ga${i}`, 'As', `(${r}) * ${g.ap}u + (${c}) * E`));
-    }),
-    `${ind}if (TRANS_B == 1u) {`,
-    lines(g.bLoads, (i) => {
-      const [r, c] = at(i, perT);
-      return `${ind}  ${guard(g.exactB, i, aGroups(BN), unpack(`gb${i}`, 'Bs', `(${r}) * ${g.bpT}u + (${c}) * E`))}`;
-    }),
-    `${ind}} else {`,
-    lines(g.bLoads, (i) => {
-      const [r, c] = at(i, perN);
-      return `${ind}  ${guard(g.exactB, i, aGroups(BN), unpack(`gb${i}`, 'Bs', `(${r}) * ${g.bpN}u + (${c}) * E`))}`;
-    }),
-    `${ind}}`,
-  ].join('\n');
+    both(
+      (i, r, c) => `ga${i} = a16[a16_base + (row0 + ${r}) * kv + ${k0} / E + ${c}];`,
+      (i, r, c) => `gb${i} = b16[b16_base + (col0 + ${r}) * kv + ${k0} / E + ${c}];`,
+      (i, r, c) => `gb${i} = b16[b16_base + (${k0} + ${r}) * nv + col0 / E + ${c}];`,
+    );
+  const put = both(
+    (i, r, c) => unpack(`ga${i}`, 'As', `(${r}) * ${g.ap}u + (${c}) * E`),
+    (i, r, c) => unpack(`gb${i}`, 'Bs', `(${r}) * ${g.bpT}u + (${c}) * E`),
+    (i, r, c) => unpack(`gb${i}`, 'Bs', `(${r}) * ${g.bpN}u + (${c}) * E`),
+  );
   // The K steps of a tile, unrolled with constant offsets (A is never transposed here).
   const compute = Array.from({ length: BK / cfg.sk }, (_, q) =>
     step(
