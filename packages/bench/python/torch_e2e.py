@@ -111,14 +111,14 @@ for name, shape in spec["shapes"].items():
         torch.cuda.synchronize()
         return (time.perf_counter() - t0) / count
 
-    if every > 1:
-        run(spec["warmup"])
-    else:
-        for _ in range(spec["warmup"]):
-            step()
+    def timed(count):
+        """`count` steps, timed each alone (the loss read every step), or as one mean (read every `every`)."""
+        return [run(count)] if every > 1 else sorted(step() for _ in range(count))
+
+    timed(spec["warmup"])
     torch.cuda.reset_peak_memory_stats()
     proc = busy_sampler()
-    times = [run(spec["steps"])] if every > 1 else sorted(step() for _ in range(spec["steps"]))
+    times = timed(spec["steps"])
     busy = busy_stop(proc)
     median = times[len(times) // 2]
     results[name] = {

@@ -238,14 +238,18 @@ export async function timeTrainingSteps(name: string, options: E2EOptions): Prom
     return { wall: (performance.now() - t0) / count, host: host / count };
   };
   const every = options.stepsPerReport ?? 1;
-  if (every > 1) await run(options.warmup, every);
-  else for (let i = 0; i < options.warmup; i++) await once();
+  /** `count` steps, timed each alone (the loss read every step), or as one mean (read every `every`). */
+  const timed = async (count: number): Promise<{ wall: number; host: number }[]> => {
+    if (every > 1) return [await run(count, every)];
+    const times: { wall: number; host: number }[] = [];
+    for (let i = 0; i < count; i++) times.push(await once());
+    return times;
+  };
+  await timed(options.warmup);
   backend.resetPeak();
   const before = gpu ? { ...gpu.stats } : null;
   const sampler = gpu ? busySampler() : null;
-  const times: { wall: number; host: number }[] = [];
-  if (every > 1) times.push(await run(options.steps, every));
-  else for (let i = 0; i < options.steps; i++) times.push(await once());
+  const times = await timed(options.steps);
   const gpuBusy = await sampler?.stop();
   const after = gpu ? { ...gpu.stats } : null;
   // Before the profiled step, which runs the ops beside a captured step's buffers.
