@@ -85,8 +85,7 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
   it('sends a prefetching configuration only products whose every workgroup prefetches', () => {
     const sgmat = subgroupMatrixChoice(h200, 'float16');
     const device = { maxWorkgroupStorage: 49152, maxInvocations: 1024, sgmat };
-    const pick = (M: number, N: number, K: number, transB: boolean, transA = false, batch = 1) =>
-      selectGemm({ M, N, K, batch, transA, transB }, device).kind;
+    const pick = (M: number, N: number, K: number, transB: boolean, transA = false, batch = 1) => selectGemm({ M, N, K, batch, transA, transB }, device).kind;
     // Llama-3.2-1B's projections at 4 × 512 tokens, both directions.
     expect(pick(2048, 2048, 2048, true)).toBe('sgmat');
     expect(pick(2048, 512, 2048, true)).toBe('sgmat');
