@@ -226,7 +226,8 @@ export function selectGemm(shape: GemmShape, device: GemmDevice): GemmConfig {
   // subgroup matrices against 30.1 with the portable kernels' K split (two calls' profiles).
   const sgmat = device.sgmat;
   if (sgmat && Math.min(M, N) > 64 && K >= 16 && sgmatStorageBytes(sgmat) <= device.maxWorkgroupStorage) {
-    const whole = M % (2 * sgmat.rm * sgmat.sm) === 0 && N % (2 * sgmat.rn * sgmat.sn) === 0;
+    const { BM, BN } = sgmatTile(sgmat);
+    const whole = M % BM === 0 && N % BN === 0;
     if (!sgmat.prefetch || (sgmatPrefetches(shape, sgmat) && whole)) return sgmat;
   }
   let base: TiledConfig;
@@ -290,19 +291,27 @@ export function subgroupMatrixChoice(
  * element by element, slower than the portable kernels.
  */
 export function sgmatPrefetches(shape: GemmShape, cfg: SgmatConfig): boolean {
-  const e = cfg.component === 'f16' ? 8 : 4;
-  return cfg.prefetch && !shape.transA && shape.K % (2 * cfg.sk) === 0 && shape.K % e === 0 && (shape.transB || shape.N % e === 0);
+  const { BK, e } = sgmatTile(cfg);
+  return cfg.prefetch && !shape.transA && shape.K % BK === 0 && shape.K % e === 0 && (shape.transB || shape.N % e === 0);
 }
 
 /**
- * The workgroup memory gemm-sgmat.wgsl declares for `cfg`: its staged tiles (padded by 16 bytes a
- * row with `prefetch`; B's the larger of its two layouts) and one result tile per subgroup.
+ * gemm-sgmat.wgsl's workgroup tile for `cfg`: BM × BN outputs, BK deep, E elements of the
+ * component in 16 bytes; and its staged tiles, in elements: A's [BM][ap], B's [BN][bpT] or
+ * [BK][bpN] (bTile, the larger), rows padded by 16 bytes where `padded` (section PREFETCH).
  */
-export function sgmatStorageBytes(cfg: SgmatConfig): number {
+export function sgmatTile(cfg: SgmatConfig, padded = cfg.prefetch) {
+  const e = cfg.component === 'f16' ? 8 : 4;
   const [BM, BN, BK] = [2 * cfg.rm * cfg.sm, 2 * cfg.rn * cfg.sn, 2 * cfg.sk];
-  const bytes = cfg.component === 'f16' ? 2 : 4;
-  const pad = cfg.prefetch ? 16 / bytes : 0;
-  return (BM * (BK + pad) + Math.max(BN * (BK + pad), BK * (BN + pad))) * bytes + 4 * cfg.sm * cfg.sn * 4;
+  const pad = padded ? e : 0;
+  const [ap, bpT, bpN] = [BK + pad, BK + pad, BN + pad];
+  return { BM, BN, BK, e, ap, bpT, bpN, aTile: BM * ap, bTile: Math.max(BN * bpT, BK * bpN) };
+}
+
+/** The workgroup memory gemm-sgmat.wgsl declares for `cfg`: its staged tiles (`sgmatTile`) and one result tile per subgroup. */
+export function sgmatStorageBytes(cfg: SgmatConfig): number {
+  const { aTile, bTile } = sgmatTile(cfg);
+  return (aTile + bTile) * (cfg.component === 'f16' ? 2 : 4) + 4 * cfg.sm * cfg.sn * 4;
 }
 
 /** A subgroup-matrix GEMM configuration (benchmarks force other blockings with it). */

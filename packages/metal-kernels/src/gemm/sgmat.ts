@@ -9,7 +9,7 @@ import type { WebGPUBackend } from '../backend';
 import { subgroupMatrixConfigsText } from '../device';
 import { dummy, enableFor, generatedShader, lines, uniform } from '../kernels/common';
 import sgmatSource from '../wgsl/gemm-sgmat.wgsl';
-import { subgroupMatrixChoice } from './select';
+import { sgmatTile, subgroupMatrixChoice } from './select';
 import type { GemmOperands, GemmShape, SgmatConfig } from './types';
 import { gemmConstants, gemmUniformHead } from './uniform';
 
@@ -42,55 +42,33 @@ function step(
   return out.join('\n');
 }
 
-/** PREFETCH's tile geometry for `cfg`: elements per 16 bytes, padded row lengths and tile sizes, loads per thread. */
-function prefetchGeometry(cfg: SgmatConfig) {
-  const e = cfg.component === 'f16' ? 8 : 4;
-  const [BM, BN, BK, threads] = [2 * cfg.rm * cfg.sm, 2 * cfg.rn * cfg.sn, 2 * cfg.sk, 4 * cfg.subgroupSize];
-  // Rows padded by 16 bytes: a matrix load's rows then start in different banks.
-  const [ap, bpT, bpN] = [BK + e, BK + e, BN + e];
-  return {
-    e,
-    ap,
-    bpT,
-    bpN,
-    aTile: BM * ap,
-    bTile: Math.max(BN * bpT, BK * bpN),
-    aLoads: Math.ceil((BM * BK) / e / threads),
-    bLoads: Math.ceil((BN * BK) / e / threads),
-    exactA: ((BM * BK) / e) % threads === 0,
-    exactB: ((BN * BK) / e) % threads === 0,
-  };
-}
-
 /**
  * PREFETCH's K loop (gemm-sgmat.wgsl): each thread holds its share of the next tiles in registers
  * (ga*, gb*: 16 bytes each) while the subgroups multiply the current ones out of workgroup memory.
  */
 function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16'): { decl: string; loop: string } {
-  const g = prefetchGeometry(cfg);
-  const [BN, BK, threads] = [2 * cfg.rn * cfg.sn, 2 * cfg.sk, 4 * cfg.subgroupSize];
+  const g = sgmatTile(cfg, true);
+  const { BM, BN, BK } = g;
+  const threads = 4 * cfg.subgroupSize;
   const ind = '    ';
-  const BM = 2 * cfg.rm * cfg.sm;
   const [perT, perN] = [BK / g.e, BN / g.e];
-  // A thread's n loads of a tile of `rows` × BK: load i covers 16-byte group t + i·threads, at row
-  // (group / perRow) and group (group % perRow) of it; guarded where the tile does not split evenly.
-  const each = (n: number, exact: boolean, rows: number, perRow: number, indent: string, f: (i: number, r: string, c: string) => string) =>
-    lines(n, (i) => {
+  // A thread's loads of a tile of `rows` × BK (16-byte groups over the threads): load i covers
+  // group t + i·threads, at row (group / perRow) and group (group % perRow) of it; guarded where
+  // the tile does not split evenly.
+  const loadsOf = (rows: number) => Math.ceil((rows * BK) / g.e / threads);
+  const [aLoads, bLoads] = [loadsOf(BM), loadsOf(BN)];
+  const each = (rows: number, perRow: number, indent: string, f: (i: number, r: string, c: string) => string) =>
+    lines(loadsOf(rows), (i) => {
       const [group, total] = [`(t + ${i * threads}u)`, (rows * BK) / g.e];
       const body = f(i, `${group} / ${perRow}u`, `${group} % ${perRow}u`);
-      return indent + (exact ? body : `if (${group} < ${total}u) { ${body} }`);
+      return indent + (total % threads === 0 ? body : `if (${group} < ${total}u) { ${body} }`);
     });
   type Load = (i: number, r: string, c: string) => string;
   // A's loads, then B's for either layout (TRANS_B is a pipeline constant).
   const both = (a: Load, bT: Load, bN: Load) =>
-    [
-      each(g.aLoads, g.exactA, BM, perT, ind, a),
-      `${ind}if (TRANS_B == 1u) {`,
-      each(g.bLoads, g.exactB, BN, perT, `${ind}  `, bT),
-      `${ind}} else {`,
-      each(g.bLoads, g.exactB, BN, perN, `${ind}  `, bN),
-      `${ind}}`,
-    ].join('\n');
+    [each(BM, perT, ind, a), `${ind}if (TRANS_B == 1u) {`, each(BN, perT, `${ind}  `, bT), `${ind}} else {`, each(BN, perN, `${ind}  `, bN), `${ind}}`].join(
+      '\n',
+    );
   const unpack = (v: string, dst: string, base: string) =>
     t === 'f16'
       ? ['x', 'y', 'z', 'w']
@@ -122,8 +100,8 @@ function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16'): { decl: string; loop:
     ),
   ).join('\n');
   const decl = [
-    lines(g.aLoads, (i) => `  var ga${i}: vec4<u32>;`),
-    lines(g.bLoads, (i) => `  var gb${i}: vec4<u32>;`),
+    lines(aLoads, (i) => `  var ga${i}: vec4<u32>;`),
+    lines(bLoads, (i) => `  var gb${i}: vec4<u32>;`),
     lines(cfg.rn, (j) => `  var r${j}: subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>;`),
   ].join('\n');
   const loop = [
@@ -141,9 +119,14 @@ function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16'): { decl: string; loop:
   return { decl, loop };
 }
 
+/** Whether `cfg` prefetches for operands of type `t` (stored as the configuration's component). */
+function prefetchesFor(cfg: SgmatConfig, t: 'f32' | 'f16'): boolean {
+  return cfg.prefetch && t === cfg.component;
+}
+
 /** The WGSL of `cfg` for operands of type `t` (benchmarks compile it on adapters that cannot run it, to validate it). */
 export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; source: string } {
-  const prefetch = cfg.prefetch && t === cfg.component;
+  const prefetch = prefetchesFor(cfg, t);
   const params = { t, mt: cfg.component, sm: cfg.sm, sn: cfg.sn, sk: cfg.sk, sg: cfg.subgroupSize, rm: cfg.rm, rn: cfg.rn, prefetch: prefetch ? 1 : 0 };
   // The statements are generated once per configuration (generatedShader), not per dispatch.
   return generatedShader('gemm-sgmat', sgmatSource, params, () => {
@@ -154,8 +137,7 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; 
       (j, trans) => (trans ? `&Bs, (tn0 + ${j}u) * SN * BK + ks, true, BK` : `&Bs, ks * BN + (tn0 + ${j}u) * SN, false, BN`),
       '      ',
     );
-    const [BM, BN, BK] = [2 * cfg.rm * cfg.sm, 2 * cfg.rn * cfg.sn, 2 * cfg.sk];
-    const g = prefetchGeometry(cfg);
+    const tile = sgmatTile(cfg, prefetch);
     const pre = prefetch ? prefetchLoop(cfg, t) : null;
     return {
       ENABLE: enableFor(t, cfg.component),
@@ -167,9 +149,9 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; 
       SG: String(cfg.subgroupSize),
       RM: String(cfg.rm),
       RN: String(cfg.rn),
-      E: String(g.e),
-      A_TILE: String(prefetch ? Math.max(BM * BK, g.aTile) : BM * BK),
-      B_TILE: String(prefetch ? Math.max(BN * BK, g.bTile) : BN * BK),
+      E: String(tile.e),
+      A_TILE: String(tile.aTile),
+      B_TILE: String(tile.bTile),
       UB: prefetch ? '8' : '6',
       ACC: tiles.map(([i, j]) => `  var acc_${i}_${j} = subgroup_matrix_result<f32, ${cfg.sn}, ${cfg.sm}>();`).join('\n'),
       OPERANDS: [
@@ -220,16 +202,17 @@ export function recordSgmat(
       `${report.features.includes('chromium-experimental-subgroup-matrix') ? configs || 'no configurations' : 'no such feature'}, subgroup sizes ${report.subgroupMinSize}..${report.subgroupMaxSize}`,
     );
   }
-  const prefetch = cfg.prefetch && t === cfg.component;
+  const prefetch = prefetchesFor(cfg, t);
   const { key, source } = sgmatShader(cfg, t);
   const { M, N, K, batch } = shape;
+  const { BM, BN } = sgmatTile(cfg);
   backend.dispatch({
     key,
     source,
     constants: gemmConstants(shape, ops),
     buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), ops.c, ops.a, ops.b, ...(prefetch ? [ops.a, ops.b] : [])],
     uniform: uniform(gemmUniformHead({ M, N, K, entries: batch }, ops, 0, 0)),
-    workgroups: [Math.ceil(N / (2 * cfg.rn * cfg.sn)), Math.ceil(M / (2 * cfg.rm * cfg.sm)), batch],
+    workgroups: [Math.ceil(N / BN), Math.ceil(M / BM), batch],
     label: cfg.name,
   });
 }
