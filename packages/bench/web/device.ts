@@ -14,7 +14,12 @@ export function precisionPath(r: AdapterReport, gemm: string): string {
     r.shaderF16 ? 'shader-f16 (f16 storage)' : 'no shader-f16',
     r.subgroupMatrixConfigs.length ? `subgroup matrices (${subgroupMatrixConfigsText(r)})` : 'no subgroup matrices',
   ];
-  return `f32, ${gemm === 'portable' ? 'portable kernels' : `big products on subgroup matrices (${gemm})`}; the adapter also offers ${offers.join(', ')}`;
+  return `f32, ${gemmWords(gemm)}; the adapter also offers ${offers.join(', ')}`;
+}
+
+/** A GEMM path (`subgroupMatrixPath`) in the pages' words. */
+export function gemmWords(path: string): string {
+  return path === 'portable' ? 'portable kernels' : `big products on subgroup matrices (${path})`;
 }
 
 export const SOFTWARE_WARNING =

@@ -30,7 +30,7 @@ import {
 } from 'metal-lora/browser';
 import * as T from '@metal-lora/tensor';
 import { escapeHtml } from '../src/report';
-import { startWebGPU } from './device';
+import { gemmWords, startWebGPU } from './device';
 import { clearRun, loadRun, type SavedRun, saveRun } from './run-store';
 
 interface PageState {
@@ -171,12 +171,7 @@ function showModelInfo(name: string, info: ModelFolderInfo, live?: number): void
     ['stored as', `${info.storedDtypes.join(', ')} in ${info.weightFiles.join(', ')} (${megabytes(info.fileBytes)})`],
     ['quantization', q],
     ['held on the GPU as', `${dtype() === 'float16' ? 'f16' : 'f32'}${info.quantization ? ' (quantized layers packed)' : ''}: ${megabytes(info.heldBytes)}`],
-    [
-      'kernel path',
-      dtype() === 'float16'
-        ? `f16 storage, f32 accumulation, ${f16Gemm === 'portable' ? 'portable kernels' : `big products on subgroup matrices (${f16Gemm})`} (LoRA factors stepped in f32 by Adam)`
-        : kernelPath,
-    ],
+    ['kernel path', dtype() === 'float16' ? `f16 storage, f32 accumulation, ${gemmWords(f16Gemm)} (LoRA factors stepped in f32 by Adam)` : kernelPath],
   ];
   if (live !== undefined) rows.push(['GPU memory now', megabytes(live)]);
   $('model-info').innerHTML = `<table>${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</table>`;

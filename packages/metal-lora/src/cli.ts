@@ -52,9 +52,10 @@ async function chooseBackend(wanted: string): Promise<Backend> {
   // Where big products run on subgroup matrices, say so (with the f16 toggle on NVIDIA, f16 models do).
   const sgmat =
     backend instanceof WebGPUBackend
-      ? (['float32', 'float16'] as const)
-          .filter((d) => subgroupMatrixPath(backend, d) !== 'portable')
-          .map((d) => `${d} products on ${subgroupMatrixPath(backend, d)}`)
+      ? (['float32', 'float16'] as const).flatMap((d) => {
+          const path = subgroupMatrixPath(backend, d);
+          return path === 'portable' ? [] : [`${d} products on ${path}`];
+        })
       : [];
   console.log(
     `backend: ${backend.name}${report ? ` (${[`${report.vendor} ${report.description}`, ...(report.software ? ['a software renderer'] : []), ...sgmat].join(', ')})` : ''}`,
