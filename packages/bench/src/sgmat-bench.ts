@@ -13,13 +13,20 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { createWebGPUBackend, subgroupMatrixConfigsText, type WebGPUBackend } from '@metal-lora/metal-kernels';
-import { type SgmatConfig, sgmatConfig, subgroupMatrixChoice } from '@metal-lora/metal-kernels/internal';
+import { createWebGPUBackend, gemmDevice, subgroupMatrixConfigsText, type WebGPUBackend } from '@metal-lora/metal-kernels';
+import { quantConfig, type SgmatConfig, sgmatConfig, subgroupMatrixChoice } from '@metal-lora/metal-kernels/internal';
 import * as T from '@metal-lora/tensor';
 import { assertClose, gemmTolerance, randomValues, storedValues } from '@metal-lora/tensor/testing';
 import { settleAfterUploads, timeKernel, useClockWarmer } from './timing';
 
 type Stored = 'float32' | 'float16';
+
+/** The largest |actual - expected| relative to the largest |expected|. */
+function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  let [maxAbs, maxErr] = [0, 0];
+  for (let i = 0; i < expected.length; i++) [maxAbs, maxErr] = [Math.max(maxAbs, Math.abs(expected[i])), Math.max(maxErr, Math.abs(actual[i] - expected[i]))];
+  return maxErr / maxAbs;
+}
 
 /** One product through `cfg` (or the selector when null) against float64; returns the largest error relative to the largest |expected|. */
 async function check(
@@ -48,18 +55,97 @@ async function check(
     const actual = await got.data();
     const label = `${cfg?.name ?? 'selector'} ${dtype} [${aShape}]·[${bShape}]${options.transposeA ? ' Aᵀ' : ''}${options.transposeB ? ' Bᵀ' : ''}${withBias ? ' + bias' : ''}`;
     assertClose(actual, expected, gemmTolerance(dtype, expected), label);
-    let maxAbs = 0;
-    let maxErr = 0;
-    for (let i = 0; i < expected.length; i++) {
-      maxAbs = Math.max(maxAbs, Math.abs(expected[i]));
-      maxErr = Math.max(maxErr, Math.abs(actual[i] - expected[i]));
-    }
-    console.log(`  ok ${label}: max |error| / max |expected| = ${(maxErr / maxAbs).toExponential(2)}`);
+    const rel = relativeError(actual, expected);
+    console.log(`  ok ${label}: max |error| / max |expected| = ${rel.toExponential(2)}`);
     got.dispose();
-    return maxErr / maxAbs;
+    return rel;
   } finally {
     backend.overrides = {};
     backend.subgroupMatrix = previous;
+  }
+}
+
+/**
+ * x·Wᵀ (`transpose`) or x·W with W quantized (`quantizedMatmul`, f16) through the subgroup-matrix
+ * configuration's section QUANT (refused here if the product would take another kernel), against
+ * float64 of x and of W dequantized as the kernel stages it (rounded to f16). Returns the largest
+ * error relative to the largest |expected|.
+ */
+async function checkQuant(backend: WebGPUBackend, bits: number, groupSize: number, M: number, rows: number, cols: number, transpose: boolean): Promise<number> {
+  const [K, N] = transpose ? [cols, rows] : [rows, cols];
+  const x = storedValues(M * K, 40 + bits, 'float16');
+  const host = T.tensor(randomValues(rows * cols, 41 + groupSize, 0.05), [rows, cols], { dtype: 'float16', backend: T.cpuBackend });
+  const q = T.quantize(host, { bits, groupSize });
+  const parts = [q.weight, q.scales, q.biases].map((t) => ({ data: t.dataSync(), shape: [...t.shape], dtype: t.dtype }));
+  const wRef = T.dequantize(q.weight, q.scales, q.biases, { bits, groupSize }).cast('float64');
+  const ref = T.matmul(T.tensor(x, [M, K], { dtype: 'float64', backend: T.cpuBackend }), wRef, { transposeB: transpose }).dataSync();
+  const previous = backend.subgroupMatrix;
+  backend.subgroupMatrix = true;
+  const label = `q${bits}/g${groupSize} f16 [${M}, ${K}]·W${transpose ? 'ᵀ' : ''} (W [${rows}, ${cols}])`;
+  try {
+    const shape = { M, N, K, batch: 1, transA: false, transB: transpose, dtype: 'float16' as const };
+    const cfg = quantConfig(shape, gemmDevice(backend, 'f16'), { bits, groupSize });
+    if (cfg.kind !== 'sgmat') throw new Error(`${label}: the quantized product took ${cfg.name}, not the subgroup-matrix kernel`);
+    const [wq, sc, bi] = parts.map((t) => T.tensor(t.data, t.shape, { dtype: t.dtype, backend }));
+    const got = await T.tidy(() => T.quantizedMatmul(T.tensor(x, [M, K], { dtype: 'float16', backend }), wq, sc, bi, { bits, groupSize, transpose })).data();
+    for (const t of [wq, sc, bi]) t.dispose();
+    assertClose(got, ref, gemmTolerance('float16', ref), `${cfg.name} ${label}`);
+    const rel = relativeError(got, ref);
+    console.log(`  ok ${cfg.name} ${label}: max |error| / max |expected| = ${rel.toExponential(2)}`);
+    return rel;
+  } finally {
+    backend.subgroupMatrix = previous;
+    for (const t of [host, q.weight, q.scales, q.biases, wRef]) t.dispose();
+  }
+}
+
+/**
+ * QLoRA's loraLinear over a 4-bit f16 base through the selector (its base products on the matrix
+ * units), forward and backward (y, dx, dA, dB), against the CPU backend's float64 run of the same
+ * op on the same packed weight; throws where it differs or where the base products took another
+ * kernel. Returns the largest error relative to the largest |expected| over the four.
+ */
+async function checkQLoRA(backend: WebGPUBackend, path: string): Promise<number> {
+  const [m, inF, outF, r, bits, groupSize] = [256, 512, 384, 8, 4, 64];
+  const q = T.quantize(T.tensor(randomValues(outF * inF, 60, 0.4), [outF, inF], { dtype: 'float16', backend: T.cpuBackend }), { bits, groupSize });
+  const parts = [q.weight, q.scales, q.biases].map((t) => T.tensor(t.dataSync(), [...t.shape], { dtype: t.dtype, backend }));
+  const values = [
+    storedValues(m * inF, 61, 'float16'),
+    storedValues(r * inF, 62, 'float16'),
+    storedValues(outF * r, 63, 'float16'),
+    storedValues(m * outF, 64, 'float16'),
+  ];
+  const run = async (be: T.Backend, [weight, scales, biases]: T.Tensor[], dtype: 'float16' | 'float64') => {
+    const [x, a, lb, dy] = [
+      [m, inF],
+      [r, inF],
+      [outF, r],
+      [m, outF],
+    ].map((shape, i) => T.tensor(values[i], shape, { dtype, backend: be, requiresGrad: i < 3 }));
+    const cast = (t: T.Tensor) => (dtype === 'float64' ? t.cast('float64') : t);
+    const y = T.loraLinear(x, weight, a, lb, { scale: 1.5, dropout: 0.1, seed: 7, quant: { scales: cast(scales), biases: cast(biases), bits, groupSize } });
+    T.sum(T.mul(y, dy)).backward();
+    return Promise.all([y, x.grad!, a.grad!, lb.grad!].map((t) => t.data()));
+  };
+  const previous = backend.subgroupMatrix;
+  backend.subgroupMatrix = true;
+  backend.startProfile();
+  try {
+    const want = await run(T.cpuBackend, [q.weight, q.scales, q.biases], 'float64');
+    const got = await run(backend, parts, 'float16');
+    const ran = [...(await backend.stopProfile()).keys()];
+    if (!ran.includes(path) || ran.some((l) => l.startsWith('qmm-')))
+      throw new Error(`QLoRA's base products did not take ${path}: the kernels that ran were ${ran.join(', ')}`);
+    let worst = 0;
+    for (const [i, name] of ['y', 'dx', 'dA', 'dB'].entries()) {
+      assertClose(got[i], want[i], gemmTolerance('float16', want[i]), `QLoRA ${name}`);
+      worst = Math.max(worst, relativeError(got[i], want[i]));
+    }
+    console.log(`  ok QLoRA loraLinear q${bits}/g${groupSize} f16 on ${path}: y, dx, dA, dB; max |error| / max |expected| = ${worst.toExponential(2)}`);
+    return worst;
+  } finally {
+    backend.subgroupMatrix = previous;
+    for (const t of [...parts, q.weight, q.scales, q.biases]) t.dispose();
   }
 }
 
@@ -173,6 +259,25 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
       }
     }
   }
+  // Quantized B (QLoRA's base products, x·Wᵀ and dy·W) on the f16 choice's section QUANT: every bit width and group size.
+  if (choices.some(([d, c]) => d === 'float16' && c.prefetch)) {
+    // A failure is reported and recorded (NaN), and the run goes on to the timings.
+    const attempt = async (config: string, run: () => Promise<number>) => {
+      try {
+        checks.push({ config, dtype: 'float16', relError: await run() });
+      } catch (error) {
+        console.log(`  FAILED ${config}: ${(error as Error).message.split('\n').slice(0, 3).join(' | ')}`);
+        checks.push({ config, dtype: 'float16', relError: Number.NaN });
+      }
+    };
+    console.log('checking quantized B (section QUANT) against float64 of the dequantized weight:');
+    for (const bits of [2, 3, 4, 5, 6, 8])
+      for (const groupSize of [32, 64, 128])
+        for (const transpose of [true, false])
+          await attempt(`quant q${bits}/g${groupSize}${transpose ? ' Wᵀ' : ' W'}`, () => checkQuant(backend, bits, groupSize, 256, 384, 512, transpose));
+    const path = choices.find(([d]) => d === 'float16')![1].name;
+    await attempt(`QLoRA ${path}`, () => checkQLoRA(backend, path));
+  }
   // Through the selector (subgroup matrices on, where it sends a product this big), with a linear layer's bias.
   for (const dtype of report.shaderF16 ? (['float32', 'float16'] as const) : (['float32'] as const))
     checks.push({ config: 'selector', dtype, relError: await check(backend, null, dtype, [130, 96], [100, 96], { transposeB: true }, true) });
@@ -181,6 +286,11 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
   const ranks = [8, 16, 64];
   const timed: Timed[] = [];
   await useClockWarmer(backend);
+  const record = (label: string, path: string, ms: number, flops: number) => {
+    const row = { label, path, ms, tflops: flops / (ms * 1e-3) / 1e12 };
+    timed.push(row);
+    console.log(`${label.padEnd(34)} ${path.padEnd(28)} ${ms.toFixed(3).padStart(8)} ms ${row.tflops.toFixed(1).padStart(7)} TFLOP/s`);
+  };
   const time = async (label: string, path: string, dtype: Stored, sgmat: SgmatConfig | boolean, rank?: number, transposeB = true) => {
     const xs = Array.from({ length: 3 }, (_, i) => T.tensor(randomValues(M * K, 10 + i), [M, K], { dtype, backend }));
     const ws = Array.from({ length: 3 }, (_, i) => T.tensor(randomValues(N * K, 20 + i), [N, K], { dtype, backend }));
@@ -202,10 +312,7 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
     const { ms } = await timeKernel(backend, run);
     backend.subgroupMatrix = false;
     for (const t of [...xs, ...ws, a, b]) t?.dispose();
-    const flops = 2 * M * N * K + (rank ? 2 * M * rank * (K + N) : 0);
-    const row = { label, path, ms, tflops: flops / (ms * 1e-3) / 1e12 };
-    timed.push(row);
-    console.log(`${label.padEnd(34)} ${path.padEnd(28)} ${ms.toFixed(3).padStart(8)} ms ${row.tflops.toFixed(1).padStart(7)} TFLOP/s`);
+    record(label, path, ms, 2 * M * N * K + (rank ? 2 * M * rank * (K + N) : 0));
   };
   console.log(`timing x·Wᵀ ${M}×${N}×${K} and the LoRA forward (composed in f16) at r = ${ranks.join(', ')}:`);
   for (const [dtype, cfg] of variants) await time(`gemm ${dtype === 'float16' ? 'f16' : 'f32'}`, cfg.name, dtype, cfg);
@@ -220,6 +327,32 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
     for (const r of ranks) {
       if (f16) await time(`lora r=${r} f16`, 'selector, subgroup matrices on', 'float16', true, r);
       await time(`lora r=${r} f16`, 'portable', 'float16', false, r);
+    }
+  }
+  if (f16) {
+    // QLoRA's base products at this shape: W at 4 bits in groups of 64 (the weight as [N, K], or [K, N] for dy·W).
+    for (const transpose of N === K ? [true, false] : [true]) {
+      const host = T.tensor(randomValues(N * K, 50, 0.05), [N, K], { dtype: 'float16', backend: T.cpuBackend });
+      const q = T.quantize(host, { bits: 4, groupSize: 64 });
+      const copies = Array.from({ length: 3 }, () =>
+        [q.weight, q.scales, q.biases].map((t) => T.tensor(t.dataSync(), [...t.shape], { dtype: t.dtype, backend })),
+      );
+      for (const t of [host, q.weight, q.scales, q.biases]) t.dispose();
+      const xs = Array.from({ length: 3 }, (_, i) => T.tensor(randomValues(M * K, 10 + i), [M, K], { dtype: 'float16', backend }));
+      for (const sgmat of [true, false]) {
+        const uploaded = performance.now();
+        backend.subgroupMatrix = sgmat;
+        const run = (i: number) =>
+          T.tidy(() => {
+            const [wq, s, b] = copies[i % 3];
+            T.quantizedMatmul(xs[i % 3], wq, s, b, { bits: 4, groupSize: 64, transpose });
+          });
+        await settleAfterUploads(backend, run, uploaded, 1000);
+        const { ms } = await timeKernel(backend, run);
+        record(`q4 ${transpose ? 'x·Wᵀ' : 'dy·W'} f16`, sgmat ? 'subgroup matrices (QUANT)' : 'portable (vec4 QUANT)', ms, 2 * M * N * K);
+      }
+      backend.subgroupMatrix = false;
+      for (const t of [...xs, ...copies.flat()]) t.dispose();
     }
   }
   await time('gemm f32', 'portable', 'float32', false);

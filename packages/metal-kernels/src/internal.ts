@@ -26,6 +26,7 @@ export {
   selectLoraForward,
   sgmatConfig,
   sgmatPrefetches,
+  sgmatQuantApplies,
   sgmatStorageBytes,
   subgroupMatrixChoice,
   TILED_VARIANTS,
@@ -37,7 +38,8 @@ export {
   VEC4_32x128,
   VEC4_64x128,
 } from './gemm/select';
-export { sgmatShader } from './gemm/sgmat';
+export { type SgmatQuant, sgmatShader } from './gemm/sgmat';
+export { quantConfig } from './kernels/quantized';
 export {
   fixedSubgroupSize,
   type GemmConfig,

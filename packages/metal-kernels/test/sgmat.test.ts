@@ -2,9 +2,18 @@ import * as T from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AdapterReport, type GemmShape, selectGemm, subgroupMatrixPath, type WebGPUBackend } from '../src/index';
-import { type SgmatConfig, sgmatConfig, sgmatPrefetches, sgmatShader, sgmatStorageBytes, subgroupMatrixChoice } from '../src/internal';
+import {
+  quantConfig,
+  type SgmatConfig,
+  sgmatConfig,
+  sgmatPrefetches,
+  sgmatQuantApplies,
+  sgmatShader,
+  sgmatStorageBytes,
+  subgroupMatrixChoice,
+} from '../src/internal';
 import { checkMatmul, type Stored } from './gemm-check';
-import { clearOverrides, gpuIt } from '../../../test-support/gpu';
+import { clearOverrides, gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 
 afterEach(clearOverrides);
 
@@ -106,6 +115,66 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
     // A configuration that stages anyway (Apple's 8 × 8) takes every such product, as before.
     const apple32 = { ...device, sgmat: subgroupMatrixChoice(apple, 'float32') };
     expect(selectGemm({ M: 2048, N: 576, K: 49152, batch: 1, transA: false, transB: false }, apple32).kind).toBe('sgmat');
+  });
+  it('takes a quantized B (QLoRA) only where every workgroup prefetches whole 32-value chunks of W', () => {
+    const sgmat = subgroupMatrixChoice(h200, 'float16')!;
+    const device = { maxWorkgroupStorage: 49152, maxInvocations: 1024, sgmat };
+    const shape = (M: number, N: number, K: number, transB: boolean, extra: Partial<GemmShape> = {}): GemmShape => ({
+      M,
+      N,
+      K,
+      batch: 1,
+      transA: false,
+      transB,
+      dtype: 'float16',
+      ...extra,
+    });
+    const q4 = { bits: 4, groupSize: 64 };
+    // Llama-3.2-1B's base products at 4 × 512 tokens, both directions, and its tied head's chunk.
+    for (const s of [shape(2048, 2048, 2048, true), shape(2048, 512, 2048, true), shape(2048, 2048, 8192, false), shape(512, 128256, 2048, true)]) {
+      expect(sgmatQuantApplies(s, sgmat, q4)).toBe(true);
+      expect(quantConfig(s, device, q4).kind).toBe('sgmat');
+      for (const bits of [2, 3, 5, 6, 8]) expect(sgmatQuantApplies(s, sgmat, { ...q4, bits })).toBe(true);
+    }
+    // Not: f32 operands, A transposed, batches, edge tiles (SmolLM2's 576), K not whole tiles, no prefetch.
+    for (const s of [
+      shape(2048, 2048, 2048, true, { dtype: 'float32' }),
+      shape(2048, 2048, 2048, true, { transA: true }),
+      shape(2048, 2048, 2048, true, { batch: 2 }),
+      shape(2048, 576, 576, true),
+      shape(2000, 1536, 576, true),
+      shape(2048, 2048, 2080, true),
+    ]) {
+      expect(sgmatQuantApplies(s, sgmat, q4)).toBe(false);
+      expect(quantConfig(s, device, q4).kind).not.toBe('sgmat');
+    }
+    expect(sgmatQuantApplies(shape(2048, 2048, 2048, true), { ...sgmat, prefetch: false }, q4)).toBe(false);
+    // Without the backend's configuration the vec4 kernel's QUANT section takes it, as before.
+    expect(quantConfig(shape(2048, 2048, 2048, true), { ...device, sgmat: null }, q4).name).toBe('qmm-vec4-128x128');
+    // A 16-deep tile (the 16 × 8 × 8 configuration) holds no 32-value chunk along K; along N (dy·W) it does.
+    const shallow = sgmatConfig('f16', 16, 8, 8, 32, 4, 4, true);
+    expect(sgmatQuantApplies(shape(2048, 2048, 2048, true), shallow, q4)).toBe(false);
+    expect(sgmatQuantApplies(shape(2048, 2048, 2048, false), shallow, q4)).toBe(true);
+  });
+  it('stages a quantized B from its packed words: 16 bytes a load at 4 and 8 bits, words across boundaries at 3 bits', () => {
+    const cfg = sgmatConfig('f16', 16, 16, 16, 32, 4, 4, true);
+    const q4 = sgmatShader(cfg, 'f16', { bits: 4, groupSize: 64 }).source;
+    expect(q4).toContain('@group(0) @binding(8) var<storage, read> scales: array<f16>;');
+    expect(q4).toContain('@group(0) @binding(10) var<uniform> p: Params;');
+    // One 16-byte load of 32 values per thread (128 rows × 32 over 128 threads), and no element-wise fallback.
+    expect(q4).toContain('var gq0_0: vec4<u32>;');
+    expect(q4).not.toContain('gq0_1');
+    expect(q4).not.toMatch(/fn stage\(|stage_vec4\(/);
+    // Value 7 of a word is its top four bits: no mask needed.
+    expect(q4).toContain('(gq0_0.x >> 28u))');
+    expect(sgmatShader(cfg, 'f16', { bits: 8, groupSize: 32 }).source).toContain('var gq0_1: vec4<u32>;');
+    // 3 bits: three scalar words; value 10 spans bits 30..32, so it takes word 0's top two bits and word 1's lowest.
+    const q3 = sgmatShader(cfg, 'f16', { bits: 3, groupSize: 128 }).source;
+    expect(q3).toContain('var gw0_2: u32;');
+    expect(q3).toContain('((gw0_0 >> 30u) | (gw0_1 << 2u)) & 7u');
+    // Each variant its own shader; f32 operands on an f16 configuration are refused.
+    expect(sgmatShader(cfg, 'f16', { bits: 4, groupSize: 32 }).key).not.toBe(sgmatShader(cfg, 'f16', { bits: 4, groupSize: 64 }).key);
+    expect(() => sgmatShader(cfg, 'f32', { bits: 4, groupSize: 64 })).toThrow(/matmul: .* takes a quantized B only where it prefetches/);
   });
   it('keeps a configuration whose staged tiles exceed the workgroup memory off the matrix units', () => {
     const wide = sgmatConfig('f32', 16, 16, 16, 32, 4, 4, false);
@@ -240,6 +309,53 @@ describe('webgpu subgroup-matrix GEMM', () => {
       }
     },
   );
+  gpuIt('QLoRA on it: quantizedMatmul both ways and loraLinear forward and backward over a quantized f16 base, against float64', async (backend, ctx) => {
+    const cfg = subgroupMatrixChoice(backend.context.report, 'float16');
+    if (!backend.context.report.shaderF16 || !cfg?.prefetch) {
+      ctx.skip(`no prefetching f16 subgroup-matrix configuration on ${backend.context.report.description || 'this adapter'}`);
+      return;
+    }
+    const [m, inF, outF, r] = [256, 512, 384, 8];
+    const half = (v: Float64Array) => Float64Array.from(v, (x) => T.float16BitsToFloat32(T.float32ToFloat16Bits(x)));
+    for (const [bits, groupSize, p] of [
+      [4, 64, 0.1],
+      [3, 32, 0],
+      [8, 128, 0],
+    ] as const) {
+      const q = T.quantize(T.tensor(randomValues(outF * inF, bits, 0.4), [outF, inF], { dtype: 'float16', backend: T.cpuBackend }), { bits, groupSize });
+      const parts = [q.weight, q.scales, q.biases].map((t) => T.tensor(t.dataSync(), [...t.shape], { dtype: t.dtype, backend }));
+      const values = {
+        x: half(randomValues(m * inF, 1)),
+        a: half(randomValues(r * inF, 2, 0.2)),
+        b: half(randomValues(outF * r, 3, 0.2)),
+        dy: half(randomValues(m * outF, 5)),
+      };
+      const run = async (be: T.Backend, [weight, scales, biases]: T.Tensor[], dtype: 'float16' | 'float64') => {
+        const make = (v: Float64Array, shape: number[], grad = false) => T.tensor(v, shape, { dtype, backend: be, requiresGrad: grad });
+        const x = make(values.x, [m, inF], true);
+        const a = make(values.a, [r, inF], true);
+        const lb = make(values.b, [outF, r], true);
+        const cast = (t: T.Tensor) => (dtype === 'float64' ? t.cast('float64') : t);
+        const quant = { scales: cast(scales), biases: cast(biases), bits, groupSize };
+        const y = T.loraLinear(x, weight, a, lb, { scale: 1.5, dropout: p, seed: 7, quant });
+        T.sum(T.mul(y, make(values.dy, [m, outF]))).backward();
+        return Promise.all([y, x.grad!, a.grad!, lb.grad!].map((t) => t.data()));
+      };
+      backend.poisonOutputs = true;
+      try {
+        const want = await run(T.cpuBackend, [q.weight, q.scales, q.biases], 'float64');
+        const { result: got, labels } = await withDispatchLabels(backend, () => run(backend, parts, 'float16'));
+        // y = x·Wᵀ and dx's dy·W on the matrix units (the LoRA term a product of its own), not the vec4 tile.
+        expect(labels.filter((l) => l === cfg.name).length).toBeGreaterThanOrEqual(2);
+        expect(labels.filter((l) => /^qmm-/.test(l) || l === 'vec4-128x128')).toEqual([]);
+        for (const [i, name] of ['y', 'dx', 'dA', 'dB'].entries())
+          assertClose(got[i], want[i], scaledTolerance(TOLERANCES.float16, want[i], 1e-3), `q${bits}/${groupSize} ${name}`);
+      } finally {
+        backend.poisonOutputs = false;
+        for (const t of [...parts, q.weight, q.scales, q.biases]) t.dispose();
+      }
+    }
+  });
   gpuIt('a typed error where the adapter cannot run it, and the selector does not pick it', async (backend, ctx) => {
     if (subgroupMatrixChoice(backend.context.report, 'float32')) {
       ctx.skip('this adapter offers a float subgroup-matrix configuration: the other test runs it');

@@ -96,11 +96,14 @@ export function recordGemm(backend: WebGPUBackend, shape: GemmShape, ops: GemmOp
       `${cfg.name}, batch ${batch}, r ${ops.lora.r}`,
     );
   }
-  if (ops.quant && ((cfg.kind !== 'tiled' && cfg.kind !== 'vec4') || batch !== 1 || ops.pair || ops.concatN || (ops.lora && cfg.kind !== 'vec4'))) {
+  if (
+    ops.quant &&
+    ((cfg.kind !== 'tiled' && cfg.kind !== 'vec4' && cfg.kind !== 'sgmat') || batch !== 1 || ops.pair || ops.concatN || (ops.lora && cfg.kind !== 'vec4'))
+  ) {
     throw new ValueError(
       'matmul',
-      'a quantized B needs the tiled or vec4 kernel, batch 1, and no pair or appended rows (a LoRA term: the vec4 kernel)',
-      'a tiled or vec4 config',
+      'a quantized B needs the tiled, vec4 or subgroup-matrix kernel, batch 1, and no pair or appended rows (a LoRA term: the vec4 kernel)',
+      'a tiled, vec4 or sgmat config',
       `${cfg.name}, batch ${batch}${ops.lora ? ', a LoRA term' : ''}`,
     );
   }

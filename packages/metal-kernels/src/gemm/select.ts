@@ -296,6 +296,30 @@ export function sgmatPrefetches(shape: GemmShape, cfg: SgmatConfig): boolean {
 }
 
 /**
+ * Whether gemm-sgmat.wgsl's section QUANT takes a product whose op(B) is MLX affine-quantized
+ * (`quant`) under `cfg`: it has no element-wise fallback, so every workgroup must prefetch whole
+ * tiles (operands stored as the configuration's component, batch 1, M and N whole tiles, K whole
+ * tiles), and each thread's chunk of 32 values of a row of W must be whole words of one group
+ * (groups of a multiple of 32; a tile's run along W's rows a multiple of 32).
+ */
+export function sgmatQuantApplies(shape: GemmShape, cfg: SgmatConfig, quant: { bits: number; groupSize: number }): boolean {
+  const { BM, BN, BK } = sgmatTile(cfg);
+  const stored = (shape.dtype ?? 'float32') === (cfg.component === 'f16' ? 'float16' : 'float32');
+  const run = shape.transB ? BK : BN;
+  return (
+    stored &&
+    shape.batch === 1 &&
+    sgmatPrefetches(shape, cfg) &&
+    shape.M % BM === 0 &&
+    shape.N % BN === 0 &&
+    shape.M > 0 &&
+    quant.groupSize % 32 === 0 &&
+    run % 32 === 0 &&
+    (shape.transB ? shape.K : shape.N) % quant.groupSize === 0
+  );
+}
+
+/**
  * gemm-sgmat.wgsl's workgroup tile for `cfg`: BM × BN outputs, BK deep, E elements of the
  * component in 16 bytes; and its staged tiles, in elements: A's [BM][ap], B's [BN][bpT] or
  * [BK][bpN] (bTile, the larger), rows padded by 16 bytes where `padded` (section PREFETCH).

@@ -9,7 +9,7 @@ import type { WebGPUBackend } from '../backend';
 import { subgroupMatrixConfigsText } from '../device';
 import { dummy, enableFor, generatedShader, lines, uniform } from '../kernels/common';
 import sgmatSource from '../wgsl/gemm-sgmat.wgsl';
-import { sgmatTile, subgroupMatrixChoice } from './select';
+import { sgmatQuantApplies, sgmatTile, subgroupMatrixChoice } from './select';
 import type { GemmOperands, GemmShape, SgmatConfig } from './types';
 import { gemmConstants, gemmUniformHead } from './uniform';
 
@@ -46,7 +46,7 @@ function step(
  * PREFETCH's K loop (gemm-sgmat.wgsl): each thread holds its share of the next tiles in registers
  * (ga*, gb*: 16 bytes each) while the subgroups multiply the current ones out of workgroup memory.
  */
-function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16'): { decl: string; loop: string } {
+function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16', quant: SgmatQuant | null): { decl: string; loop: string } {
   const g = sgmatTile(cfg, true);
   const { BM, BN, BK } = g;
   const threads = 4 * cfg.subgroupSize;
@@ -75,17 +75,27 @@ function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16'): { decl: string; loop:
           .map((w, q) => `{ let h = bitcast<vec2<f16>>(${v}.${w}); ${dst}[${base} + ${2 * q}u] = h.x; ${dst}[${base} + ${2 * q + 1}u] = h.y; }`)
           .join(' ')
       : `{ let f = bitcast<vec4<f32>>(${v}); ${['x', 'y', 'z', 'w'].map((w, q) => `${dst}[${base} + ${q}u] = f.${w};`).join(' ')} }`;
+  const aFetch =
+    (k0: string): Load =>
+    (i, r, c) =>
+      `ga${i} = a16[a16_base + (row0 + ${r}) * kv + ${k0} / E + ${c}];`;
+  const aPut: Load = (i, r, c) => unpack(`ga${i}`, 'As', `(${r}) * ${g.ap}u + (${c}) * E`);
+  const q = quant ? quantB(cfg, g, quant.bits, threads, ind) : null;
   const fetch = (k0: string) =>
-    both(
-      (i, r, c) => `ga${i} = a16[a16_base + (row0 + ${r}) * kv + ${k0} / E + ${c}];`,
-      (i, r, c) => `gb${i} = b16[b16_base + (col0 + ${r}) * kv + ${k0} / E + ${c}];`,
-      (i, r, c) => `gb${i} = b16[b16_base + (${k0} + ${r}) * nv + col0 / E + ${c}];`,
-    );
-  const put = both(
-    (i, r, c) => unpack(`ga${i}`, 'As', `(${r}) * ${g.ap}u + (${c}) * E`),
-    (i, r, c) => unpack(`gb${i}`, 'Bs', `(${r}) * ${g.bpT}u + (${c}) * E`),
-    (i, r, c) => unpack(`gb${i}`, 'Bs', `(${r}) * ${g.bpN}u + (${c}) * E`),
-  );
+    q
+      ? [each(BM, perT, ind, aFetch(k0)), q.fetch(k0)].join('\n')
+      : both(
+          aFetch(k0),
+          (i, r, c) => `gb${i} = b16[b16_base + (col0 + ${r}) * kv + ${k0} / E + ${c}];`,
+          (i, r, c) => `gb${i} = b16[b16_base + (${k0} + ${r}) * nv + col0 / E + ${c}];`,
+        );
+  const put = q
+    ? [each(BM, perT, ind, aPut), q.put].join('\n')
+    : both(
+        aPut,
+        (i, r, c) => unpack(`gb${i}`, 'Bs', `(${r}) * ${g.bpT}u + (${c}) * E`),
+        (i, r, c) => unpack(`gb${i}`, 'Bs', `(${r}) * ${g.bpN}u + (${c}) * E`),
+      );
   // The K steps of a tile, unrolled with constant offsets (A is never transposed here).
   const compute = Array.from({ length: BK / cfg.sk }, (_, q) =>
     step(
@@ -101,7 +111,7 @@ function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16'): { decl: string; loop:
   ).join('\n');
   const decl = [
     lines(aLoads, (i) => `  var ga${i}: vec4<u32>;`),
-    lines(bLoads, (i) => `  var gb${i}: vec4<u32>;`),
+    q ? q.decl : lines(bLoads, (i) => `  var gb${i}: vec4<u32>;`),
     lines(cfg.rn, (j) => `  var r${j}: subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>;`),
   ].join('\n');
   const loop = [
@@ -119,15 +129,112 @@ function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16'): { decl: string; loop:
   return { decl, loop };
 }
 
+/** A quantized op(B) for the kernel (section QUANT): MLX affine packing of `bits`, groups of `groupSize`. */
+export interface SgmatQuant {
+  bits: number;
+  groupSize: number;
+}
+
+/**
+ * PREFETCH's B side under QUANT: each thread fetches chunks of 32 consecutive values of a row of
+ * W (BITS whole words, 16 bytes at a time where BITS is a multiple of 4, one scale and one bias),
+ * and puts them dequantized into the staged tile. For TRANS_B W is [N, K] and a chunk runs along
+ * K inside one row of Bs ([BN][bpT]); otherwise W is [K, N] and a chunk runs along N inside one
+ * row of Bs ([BK][bpN]).
+ */
+function quantB(cfg: SgmatConfig, g: ReturnType<typeof sgmatTile>, bits: number, threads: number, ind: string) {
+  const { BN, BK } = g;
+  const vec = bits % 4 === 0;
+  const total = (BN * BK) / 32;
+  const loads = Math.ceil(total / threads);
+  const word = (i: number, w: number) => (vec ? `gq${i}_${w >> 2}.${'xyzw'[w & 3]}` : `gw${i}_${w}`);
+  const mask = `${2 ** bits - 1}u`;
+  // Value j of chunk i's words: LSB-first, straddling a word boundary at 3, 5 and 6 bits.
+  const value = (i: number, j: number) => {
+    const [w, sh] = [(j * bits) >> 5, (j * bits) & 31];
+    if (sh + bits > 32) return `((${word(i, w)} >> ${sh}u) | (${word(i, w + 1)} << ${32 - sh}u)) & ${mask}`;
+    const shifted = sh === 0 ? word(i, w) : `(${word(i, w)} >> ${sh}u)`;
+    return sh + bits === 32 ? shifted : `${shifted} & ${mask}`;
+  };
+  const layouts = [
+    { trans: true, perRow: BK / 32, pitch: g.bpT },
+    { trans: false, perRow: BN / 32, pitch: g.bpN },
+  ];
+  const each = (indent: string, f: (i: number, r: string, c: string, l: (typeof layouts)[number]) => string) =>
+    [
+      `${ind}if (TRANS_B == 1u) {`,
+      ...layouts.flatMap((l, n) => [
+        ...(n === 1 ? [`${ind}} else {`] : []),
+        lines(loads, (i) => {
+          const chunk = `(t + ${i * threads}u)`;
+          const body = f(i, `${chunk} / ${l.perRow}u`, `${chunk} % ${l.perRow}u`, l);
+          return indent + (total % threads === 0 ? body : `if (${chunk} < ${total}u) { ${body} }`);
+        }),
+      ]),
+      `${ind}}`,
+    ].join('\n');
+  const fetch = (k0: string) =>
+    each(`${ind}  `, (i, r, c, l) => {
+      const [row, words, group] = l.trans
+        ? [`(col0 + ${r})`, `kw + (${k0} / 32u + ${c}) * BITS`, `(p.K / GROUP) + (${k0} + (${c}) * 32u) / GROUP`]
+        : [`(${k0} + ${r})`, `nw + (col0 / 32u + ${c}) * BITS`, `(p.N / GROUP) + (col0 + (${c}) * 32u) / GROUP`];
+      const load = vec
+        ? lines(bits / 4, (v) => `gq${i}_${v} = b16[o / 4u + ${v}u];`).replaceAll('\n', ' ')
+        : lines(bits, (w) => `gw${i}_${w} = wq[o + ${w}u];`).replaceAll('\n', ' ');
+      return `{ let o = ${row} * ${words}; ${load} let gi = ${row} * ${group}; gs${i} = scales[gi]; gz${i} = biases[gi]; }`;
+    });
+  const put = each(`${ind}  `, (i, r, c, l) => {
+    const quads = lines(8, (v) => {
+      const q = [0, 1, 2, 3].map((e) => value(i, 4 * v + e)).join(', ');
+      const stores = [0, 1, 2, 3].map((e) => `Bs[o + ${4 * v + e}u] = h.${'xyzw'[e]};`).join(' ');
+      return `{ let h = vec4<${cfg.component}>(fma(vec4<f32>(vec4<u32>(${q})), s, z)); ${stores} }`;
+    }).replaceAll('\n', ' ');
+    return `{ let s = vec4<f32>(f32(gs${i})); let z = vec4<f32>(f32(gz${i})); let o = (${r}) * ${l.pitch}u + (${c}) * 32u; ${quads} }`;
+  });
+  const decl = [
+    "  // W's words per row (K and N are multiples of 32 under QUANT).",
+    '  let kw = p.K / 32u * BITS;',
+    '  let nw = p.N / 32u * BITS;',
+    lines(loads, (i) =>
+      [
+        ...(vec
+          ? Array.from({ length: bits / 4 }, (_, v) => `  var gq${i}_${v}: vec4<u32>;`)
+          : Array.from({ length: bits }, (_, w) => `  var gw${i}_${w}: u32;`)),
+        `  var gs${i}: ${cfg.component};`,
+        `  var gz${i}: ${cfg.component};`,
+      ].join('\n'),
+    ),
+  ].join('\n');
+  return { decl, fetch, put };
+}
+
 /** Whether `cfg` prefetches for operands of type `t` (stored as the configuration's component). */
 function prefetchesFor(cfg: SgmatConfig, t: 'f32' | 'f16'): boolean {
   return cfg.prefetch && t === cfg.component;
 }
 
 /** The WGSL of `cfg` for operands of type `t` (benchmarks compile it on adapters that cannot run it, to validate it). */
-export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; source: string } {
+export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16', quant: SgmatQuant | null = null): { key: string; source: string } {
   const prefetch = prefetchesFor(cfg, t);
-  const params = { t, mt: cfg.component, sm: cfg.sm, sn: cfg.sn, sk: cfg.sk, sg: cfg.subgroupSize, rm: cfg.rm, rn: cfg.rn, prefetch: prefetch ? 1 : 0 };
+  if (quant && !prefetch)
+    throw new ValueError(
+      'matmul',
+      `${cfg.name} takes a quantized B only where it prefetches`,
+      `a prefetching configuration on ${cfg.component} operands`,
+      `${t} operands`,
+    );
+  const params = {
+    t,
+    mt: cfg.component,
+    sm: cfg.sm,
+    sn: cfg.sn,
+    sk: cfg.sk,
+    sg: cfg.subgroupSize,
+    rm: cfg.rm,
+    rn: cfg.rn,
+    prefetch: prefetch ? 1 : 0,
+    quant: quant ? `${quant.bits}/${quant.groupSize}` : 0,
+  };
   // The statements are generated once per configuration (generatedShader), not per dispatch.
   return generatedShader('gemm-sgmat', sgmatSource, params, () => {
     const tiles = Array.from({ length: cfg.rm * cfg.rn }, (_, e) => [Math.floor(e / cfg.rn), e % cfg.rn]);
@@ -138,7 +245,7 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; 
       '      ',
     );
     const tile = sgmatTile(cfg, prefetch);
-    const pre = prefetch ? prefetchLoop(cfg, t) : null;
+    const pre = prefetch ? prefetchLoop(cfg, t, quant) : null;
     return {
       ENABLE: enableFor(t, cfg.component),
       T: t,
@@ -152,19 +259,21 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; 
       E: String(tile.e),
       A_TILE: String(tile.aTile),
       B_TILE: String(tile.bTile),
-      UB: prefetch ? '8' : '6',
+      UB: quant ? '10' : prefetch ? '8' : '6',
       ACC: tiles.map(([i, j]) => `  var acc_${i}_${j} = subgroup_matrix_result<f32, ${cfg.sn}, ${cfg.sm}>();`).join('\n'),
       OPERANDS: [
         lines(cfg.rm, (i) => `  var l${i}: subgroup_matrix_left<${cfg.component}, ${cfg.sk}, ${cfg.sm}>;`),
         `  var right: subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>;`,
         ...(pre ? [pre.decl] : []),
       ].join('\n'),
-      STAGED_STEP: staged,
+      ...(quant ? {} : { STAGED_STEP: staged }),
       ...(pre ? { PREFETCH_LOOP: pre.loop } : {}),
       STORE: tiles
         .map(([i, j]) => `  subgroupMatrixStore(&Cs, sg * SM * SN, acc_${i}_${j}, false, SN);\n  write_tile(${i}u, ${j}u, row0, col0, batch, t);`)
         .join('\n'),
       PREFETCH: prefetch ? '1' : '0',
+      QUANT: quant ? '1' : '0',
+      ...(quant ? { BITS: String(quant.bits), GROUP: String(quant.groupSize) } : {}),
     };
   });
 }
@@ -173,7 +282,7 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16'): { key: string; 
 export function recordSgmat(
   backend: WebGPUBackend,
   shape: GemmShape,
-  ops: Pick<GemmOperands, 'a' | 'b' | 'c' | 'bias' | 'aBatchStride' | 'bBatchStride' | 'alpha' | 'beta'>,
+  ops: Pick<GemmOperands, 'a' | 'b' | 'c' | 'bias' | 'aBatchStride' | 'bBatchStride' | 'alpha' | 'beta' | 'quant'>,
   t: 'f32' | 'f16',
   cfg: SgmatConfig,
 ): void {
@@ -203,14 +312,27 @@ export function recordSgmat(
     );
   }
   const prefetch = prefetchesFor(cfg, t);
-  const { key, source } = sgmatShader(cfg, t);
+  const { quant } = ops;
+  if (quant && !sgmatQuantApplies(shape, cfg, quant))
+    throw new ValueError(
+      'matmul',
+      `${cfg.name} takes a quantized B only where every workgroup prefetches whole tiles of whole 32-value chunks`,
+      `operands of ${cfg.component}, batch 1, A not transposed, M, N and K whole tiles, groups of a multiple of 32`,
+      `${JSON.stringify(shape)}, ${quant.bits} bits in groups of ${quant.groupSize}`,
+    );
+  const { key, source } = sgmatShader(cfg, t, quant ?? null);
   const { M, N, K, batch } = shape;
   const { BM, BN } = sgmatTile(cfg);
+  // Under QUANT the words are read as u32 (binding 1) or 16 bytes at a time (binding 7), not both.
+  const vecWords = quant !== undefined && quant.bits % 4 === 0;
+  const buffers = quant
+    ? [ops.a, vecWords ? null : ops.b, ops.bias ?? dummy(backend), ops.c, null, null, ops.a, vecWords ? ops.b : null, quant.scales, quant.biases]
+    : [ops.a, ops.b, ops.bias ?? dummy(backend), ops.c, ops.a, ops.b, ...(prefetch ? [ops.a, ops.b] : [])];
   backend.dispatch({
     key,
     source,
     constants: gemmConstants(shape, ops),
-    buffers: [ops.a, ops.b, ops.bias ?? dummy(backend), ops.c, ops.a, ops.b, ...(prefetch ? [ops.a, ops.b] : [])],
+    buffers,
     uniform: uniform(gemmUniformHead({ M, N, K, entries: batch }, ops, 0, 0)),
     workgroups: [Math.ceil(N / BN), Math.ceil(M / BM), batch],
     label: cfg.name,

@@ -7,7 +7,7 @@ import type { GemmDevice, GemmOperands, GemmShape, Product } from '../gemm/types
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
-import { gemmQuant, type PackedWeight, packedWeight, recordQuantizedProduct } from './quantized';
+import { gemmQuant, type PackedWeight, packedWeight, quantConfig, recordQuantizedProduct } from './quantized';
 
 /** A copy of `x` ([n] elements) with the LoRA dropout mask applied and kept values scaled by 1/(1-p). */
 export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, n: number, p: number, seed: number): GpuData {
@@ -116,7 +116,7 @@ function quantLoraForward(
   );
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
-  if (quantLoraFused(M, inF, outF, r, backend)) {
+  if (quantLoraFused(base, r, w, backend)) {
     record(
       backend,
       dtype,
@@ -136,9 +136,16 @@ function quantLoraForward(
   return { y: out(y, [M, outF], dtype), t: out(t, [M, r], dtype) };
 }
 
-/** Whether QLoRA's products take the vec4 kernel with the LoRA term as its prologue (a forced `composed` plan keeps them apart, for tests). */
-function quantLoraFused(M: number, inF: number, outF: number, r: number, backend: WebGPUBackend): boolean {
-  return M > 16 && inF % 4 === 0 && outF % 4 === 0 && r % 4 === 0 && backend.overrides.loraPlan !== 'composed';
+/**
+ * Whether QLoRA's base product `shape` (y = x·Wᵀ, or dx = dy·W) takes the vec4 kernel with the
+ * LoRA term as its prologue: not where the subgroup-matrix GEMM takes the quantized product (as
+ * over a float base, the term is then a product of its own), nor under a forced `composed` plan
+ * (tests).
+ */
+function quantLoraFused(shape: GemmShape, r: number, w: PackedWeight, backend: WebGPUBackend): boolean {
+  const { M, N, K } = shape;
+  if (!(M > 16 && N % 4 === 0 && K % 4 === 0 && r % 4 === 0) || backend.overrides.loraPlan === 'composed') return false;
+  return quantConfig(shape, gemmDevice(backend, typeOf(backend, shape.dtype ?? 'float32', 'matmul')), w, backend.overrides).kind !== 'sgmat';
 }
 
 /** The gradients of loraLinear, each requested one on the selector's products (`selectLoraBackward`; see the op's CPU reference). */
@@ -164,14 +171,17 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
     u = gemmOutput(backend, dtype, 1, M, r);
     record(backend, dtype, plan.u, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
   }
-  // A quantized base fuses where quantLoraFused says, also where the float plan would not (its
-  // base product on subgroup matrices): the base product's shape on the LoRA tile.
+  // A quantized base fuses where quantLoraFused says, whatever the float plan (its base product
+  // may be on subgroup matrices where the quantized one is not, or the other way round).
+  const dxShape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: dtype === 'float16' ? 'float16' : 'float32' };
   const fusedDx: Product | null = !plan.dx
     ? null
-    : 'fused' in plan.dx
-      ? plan.dx.fused
-      : packed && quantLoraFused(M, inF, outF, r, backend)
-        ? { shape: plan.dx.base.shape, config: LORA_TILE }
+    : packed
+      ? quantLoraFused(dxShape, r, packed, backend)
+        ? { shape: dxShape, config: LORA_TILE }
+        : null
+      : 'fused' in plan.dx
+        ? plan.dx.fused
         : null;
   if (fusedDx) {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM, U·A the prologue (the mask's code is a shader variant of its own: only dropout pays for it).
@@ -186,17 +196,19 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
       ...(packed ? { quant: gemmQuant(packed) } : {}),
     });
     outputs.dx = out(dx, [M, inF], dtype);
-  } else if (plan.dx && 'term' in plan.dx) {
+  } else if (plan.dx) {
     // dx = dropout(U·A) + dy·W: the LoRA term first, then the base product accumulates onto it.
     let dx = gemmOutput(backend, dtype, 1, M, inF);
-    record(backend, dtype, plan.dx.term, { a: u!.buffer, b: buf(a), c: dx.buffer, alpha: 1, beta: 0 });
+    const termShape: GemmShape = { ...dxShape, K: r };
+    const term = 'term' in plan.dx ? plan.dx.term : { shape: termShape, config: chooseGemm(termShape, loraDevice(backend, dtype), backend.overrides) };
+    record(backend, dtype, term, { a: u!.buffer, b: buf(a), c: dx.buffer, alpha: 1, beta: 0 });
     if (p > 0) {
       const masked = dropoutData(backend, dtype, dx.buffer, M * inF, p, attrs.seed);
       backend.release(dx.buffer);
       dx = masked;
     }
     if (packed) recordQuantizedProduct(backend, dtype, buf(dy), packed, { M, N: inF, K: outF, transpose: false }, dx.buffer, 1);
-    else record(backend, dtype, plan.dx.base, { a: buf(dy), b: buf(w), c: dx.buffer, alpha: 1, beta: 1 });
+    else if ('base' in plan.dx) record(backend, dtype, plan.dx.base, { a: buf(dy), b: buf(w), c: dx.buffer, alpha: 1, beta: 1 });
     outputs.dx = out(dx, [M, inF], dtype);
   }
   if (plan.dA) {

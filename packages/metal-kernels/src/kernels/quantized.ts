@@ -1,8 +1,19 @@
 import { type DType, type KernelOutput, type OpOutputs, type QuantSpec, registerKernel, type TensorRef, ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
-import { recordGemm } from '../gemm/record';
-import { splitsFor } from '../gemm/select';
-import { type GemmConfig, type GemmOperands, type GemmOverrides, type GemmShape, type Vec4Config, vec4Aligned, vec4Tiles, withSplits } from '../gemm/types';
+import { gemmDevice, recordGemm } from '../gemm/record';
+import { sgmatQuantApplies, splitsFor } from '../gemm/select';
+import type { SgmatQuant } from '../gemm/sgmat';
+import {
+  type GemmConfig,
+  type GemmDevice,
+  type GemmOperands,
+  type GemmOverrides,
+  type GemmShape,
+  type Vec4Config,
+  vec4Aligned,
+  vec4Tiles,
+  withSplits,
+} from '../gemm/types';
 import dequantizeSource from '../wgsl/dequantize.wgsl';
 import qgemvSource from '../wgsl/qgemv.wgsl';
 import quantizeSource from '../wgsl/quantize.wgsl';
@@ -64,11 +75,14 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
 }
 
 /**
- * The kernel for a quantized B: gemm-vec4's 128×128 tiles (K split as {@link splitsFor} says) where the product is large and aligned
- * (K, and N for dy·W, multiples of 4: every MLX group size makes K one), else gemm-tiled, one
- * 8-row block for the few rows of decode or 64×64 tiles.
+ * The kernel for a quantized B: the subgroup-matrix GEMM's section QUANT where the backend's
+ * configuration takes the product whole ({@link sgmatQuantApplies}: mixed-precision training's
+ * products on the H200); else gemm-vec4's 128×128 tiles (K split as {@link splitsFor} says) where
+ * the product is large and aligned (K, and N for dy·W, multiples of 4: every MLX group size makes
+ * K one), else gemm-tiled, one 8-row block for the few rows of decode or 64×64 tiles.
  */
-function quantConfig(shape: GemmShape, overrides: GemmOverrides = {}): GemmConfig {
+export function quantConfig(shape: GemmShape, device: GemmDevice, quant: SgmatQuant, overrides: GemmOverrides = {}): GemmConfig {
+  if (device.sgmat && sgmatQuantApplies(shape, device.sgmat, quant)) return device.sgmat;
   if (shape.M >= 64 && vec4Aligned(shape)) {
     // K split where the tiles are few and K long, as for float B (an LM head's dlogits·W over the
     // vocabulary: unsplit it took 25 ms a chunk of Llama-3.2-1B's on the H200), capped as
@@ -184,7 +198,7 @@ export function recordQuantizedProduct(
   }
   const ops = { a: x, b: w.weight, c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta, quant: gemmQuant(w), dtype };
   const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: transpose, dtype: dtype === 'float16' ? 'float16' : 'float32' };
-  recordGemm(backend, shape, ops, quantConfig(shape, backend.overrides));
+  recordGemm(backend, shape, ops, quantConfig(shape, gemmDevice(backend, t), w, backend.overrides));
 }
 
 /** `quantizedMatmul`: {@link recordQuantizedProduct} into a new output. */

@@ -15,15 +15,16 @@
 //
 // Bindings (group 0):
 //   0  a     storage, read        batches of A (T)
-//   1  b     storage, read        batches of B (T)
+//   1  b     storage, read        batches of B (T); under QUANT wq, W's packed words (u32)
 //   2  bias  storage, read        [N] T (a dummy when HAS_BIAS = 0)
 //   3  c     storage, read_write  [batch][M, N] T
 //   4  a4    storage, read        binding 0 again as vec4<T>
 //   5  b4    storage, read        binding 1 again as vec4<T>
 //   6  a16   storage, read        binding 0 again as vec4<u32> (section PREFETCH)
 //   7  b16   storage, read        binding 1 again as vec4<u32> (section PREFETCH)
+//   8  scales, 9 biases  storage, read  [rows of W][groups per row] T (section QUANT)
 //   UB p     uniform { M, N, K, batch, a_batch_stride, b_batch_stride, _, _, alpha, beta }
-//            (UB is 8 with PREFETCH, else 6)
+//            (UB is 10 with QUANT, 8 with PREFETCH, else 6)
 // Dispatch: (ceil(N / BN), ceil(M / BM), batch) workgroups of 4·SG threads.
 // Text constants: T (storage type), MT (matrix component type), ENABLE, SM, SN, SK (the
 //   configuration), SG (the adapter's subgroup size: its minimum and maximum must agree), RM, RN
@@ -33,6 +34,13 @@
 //   the next tiles 16 bytes at a time while the subgroups multiply the current ones, and stores
 //   it into tiles whose rows are padded by 16 bytes (so the matrix loads do not conflict).
 //   Measured 2.8× the direct loads from storage on the H200 (probe-sgmat-gemm, 2026-12-04).
+// Section QUANT (with PREFETCH; text constants BITS, GROUP; batch 1): op(B) is an MLX
+//   affine-quantized matrix W (W [N, K] when TRANS_B, else [K, N]), its packed u32 words at
+//   binding 1 (and 7, 16 bytes at a time, where BITS is a multiple of 4) and a scale and bias per
+//   group of GROUP values of a row at bindings 8 and 9 (the uniform moves to 10). Each thread
+//   fetches chunks of 32 consecutive values of a row (BITS whole words, one group) and stores them
+//   dequantized (scale·q + bias, in f32, rounded to MT) into the staged tile. Every workgroup must
+//   be interior and prefetch (the recorder checks it): there is no element-wise fallback.
 // Overrides: TRANS_A, TRANS_B, HAS_BIAS, ACCUMULATE (0/1).
 enable chromium_experimental_subgroup_matrix;
 {{ENABLE}}
@@ -63,16 +71,29 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> a: array<{{T}}>;
+{{^QUANT}}
 @group(0) @binding(1) var<storage, read> b: array<{{T}}>;
+{{/QUANT}}
+{{#QUANT}}
+const BITS: u32 = {{BITS}}u;
+const GROUP: u32 = {{GROUP}}u;
+@group(0) @binding(1) var<storage, read> wq: array<u32>;
+{{/QUANT}}
 @group(0) @binding(2) var<storage, read> bias: array<{{T}}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{{T}}>;
 // The same operands again, four elements at a time, for the staging of interior tiles.
 @group(0) @binding(4) var<storage, read> a4: array<vec4<{{T}}>>;
+{{^QUANT}}
 @group(0) @binding(5) var<storage, read> b4: array<vec4<{{T}}>>;
+{{/QUANT}}
 {{#PREFETCH}}
 @group(0) @binding(6) var<storage, read> a16: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> b16: array<vec4<u32>>;
 {{/PREFETCH}}
+{{#QUANT}}
+@group(0) @binding(8) var<storage, read> scales: array<{{T}}>;
+@group(0) @binding(9) var<storage, read> biases: array<{{T}}>;
+{{/QUANT}}
 @group(0) @binding({{UB}}) var<uniform> p: Params;
 
 // op(A)'s tile: [BM][BK], or [BK][BM] when TRANS_A. op(B)'s: [BK][BN], or [BN][BK] when TRANS_B.
@@ -84,6 +105,7 @@ var<workgroup> Cs: array<f32, 4u * SM * SN>;
 
 {{>gemm-epilogue}}
 
+{{^QUANT}}
 fn stage(row0: u32, col0: u32, k0: u32, a_base: u32, b_base: u32, t: u32) {
   let a_inside = row0 + BM <= p.M && k0 + BK <= p.K;
   for (var e = t; e < BM * BK; e += THREADS) {
@@ -167,6 +189,7 @@ fn stage_vec4(row0: u32, col0: u32, k0: u32, a_base: u32, b_base: u32, t: u32) {
     Bs[at + 3u] = v.w;
   }
 }
+{{/QUANT}}
 
 // Writes result tile (i, j) of every subgroup, parked in Cs, to C through the epilogue.
 fn write_tile(i: u32, j: u32, row0: u32, col0: u32, batch: u32, t: u32) {
@@ -201,6 +224,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
 {{ACC}}
 {{OPERANDS}}
 
+{{#QUANT}}
+  // Every workgroup is interior and every row starts on whole 16 bytes (the recorder checks).
+  let kv = p.K / E;
+  let a16_base = a_base / E;
+{{PREFETCH_LOOP}}
+{{/QUANT}}
+{{^QUANT}}
 {{#PREFETCH}}
   // E elements make 16 bytes; every row of both operands (and each batch) starts on whole ones.
   let rows16 = TRANS_A == 0u && p.K % BK == 0u && p.K % E == 0u && (TRANS_B == 1u || p.N % E == 0u) &&
@@ -232,6 +262,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u
 {{#PREFETCH}}
   }
 {{/PREFETCH}}
+
+{{/QUANT}}
 
 {{STORE}}
 }
