@@ -6,9 +6,15 @@
  * float product of its dequantized weight. The GPU is requested with Dawn's f16 toggle for NVIDIA.
  *
  *   node qmm-bench.mjs [--bits 4,8] [--group-size 64] [--json out.json] [--quick] [--host] [--explore]
+ *                      [--shapes NAMES] [--rows M,...] [--forms FORMS]
  *
- * `--explore`: each decode product (M = 1, 8) also on every team shape of qgemv.wgsl (lanes 8 /
- * 16 / 32 × rows of W 1 / 2 / 4, forced through `backend.overrides.qgemv`), to choose its default.
+ * `--explore`: each decode product (M ≤ 16) also on every team shape of qgemv.wgsl (lanes 8 /
+ * 16 / 32 × rows of W 1 / 2 / 4, forced through `backend.overrides.qgemv`), each without and with
+ * its section ONCE (rows `q4 f16 L8R4`, `… L8R4 once`),
+ * to choose its defaults; each forced form is checked like the default first.
+ * `--shapes lm_head,down`: only the shapes whose names contain one of these (to fit a time limit).
+ * `--rows 1,2,4,8,16`: the rows of x timed (default 1, 8 and 2048; the LM head skips 2048);
+ * `--forms 'L8R2 once,L8R4'`: with `--explore`, only these forms.
  * `--quick`: one small shape (a check that it runs, on lavapipe). `--host`: only the quantization
  * itself on the host (`quantize` on the CPU backend: what `convert -q` and `quantizeModel` spend
  * per weight), in values per second, for the layer shapes; no GPU.
@@ -52,6 +58,9 @@ async function main(): Promise<void> {
       quick: { type: 'boolean', default: false },
       host: { type: 'boolean', default: false },
       explore: { type: 'boolean', default: false },
+      shapes: { type: 'string' },
+      rows: { type: 'string' },
+      forms: { type: 'string' },
     },
     strict: true,
   });
@@ -70,8 +79,15 @@ async function main(): Promise<void> {
   console.log(`qmm bench on ${device}; copy bandwidth ${copy.best.toFixed(0)} GB/s (read + written)`);
   const rows: Row[] = [];
   const since = performance.now();
-  const shapes: [string, number, number][] = values.quick ? [['small 256×512', 256, 512]] : SHAPES;
+  const only = values.shapes?.split(',');
+  const shapes = (values.quick ? ([['small 256×512', 256, 512]] as [string, number, number][]) : SHAPES).filter(
+    ([name]) => !only || only.some((part) => name.includes(part)),
+  );
   const big = values.quick ? 64 : 2048;
+  const rowCounts = values.rows ? values.rows.split(',').map(Number) : [1, 8, big];
+  if (!rowCounts.every((m) => Number.isInteger(m) && m > 0))
+    throw new T.ValueError('qmm-bench', '--rows must list positive integers', 'e.g. 1,2,4,8', values.rows!);
+  const forms = values.forms?.split(',').map((f) => f.trim());
   for (const [name, N, K] of shapes) {
     const w = T.tensor(randomValues(N * K, 2, 0.05), [N, K], { dtype: 'float32', backend: T.cpuBackend });
     for (const dtype of f16 ? (['float32', 'float16'] as const) : (['float32'] as const)) {
@@ -91,7 +107,7 @@ async function main(): Promise<void> {
         return { bits, bytes, gpu };
       });
       if (host !== w) host.dispose();
-      for (const M of [1, 8, big]) {
+      for (const M of rowCounts) {
         if (M === big && N > 8192) continue;
         const x = T.tensor(randomValues(M * K, 1), [M, K], { dtype, backend });
         const flops = 2 * M * N * K;
@@ -102,7 +118,7 @@ async function main(): Promise<void> {
           const row = { shape: name, M, path, ms, weightBytes, gbps: weightBytes / (ms * 1e-3) / 1e9, tflops: flops / (ms * 1e-3) / 1e12 };
           rows.push(row);
           console.log(
-            `${name.padEnd(28)} M=${String(M).padEnd(5)} ${path.padEnd(16)} ${ms.toFixed(4).padStart(9)} ms ${row.gbps.toFixed(0).padStart(6)} GB/s ${row.tflops.toFixed(2).padStart(7)} TFLOP/s` +
+            `${name.padEnd(28)} M=${String(M).padEnd(5)} ${path.padEnd(20)} ${ms.toFixed(4).padStart(9)} ms ${row.gbps.toFixed(0).padStart(6)} GB/s ${row.tflops.toFixed(2).padStart(7)} TFLOP/s` +
               (hostMs > ms ? ` (host ${hostMs.toFixed(4)} ms per run: the GPU may have waited)` : ''),
           );
         };
@@ -115,17 +131,31 @@ async function main(): Promise<void> {
           };
           // Checked first: the float product of the dequantized weight.
           const [wq, s, b] = gpu[0];
-          const got = await T.tidy(() => product(0)).data();
           const want = await T.tidy(() => T.matmul(x, T.dequantize(wq, s, b, { bits, groupSize }), { transposeB: true })).data();
-          assertClose(got, want, { atol: dtype === 'float32' ? 1e-3 : 5e-2, rtol: dtype === 'float32' ? 1e-3 : 2e-2 }, `${name} M=${M} q${bits} ${dtype}`);
+          const check = async (path: string) =>
+            assertClose(
+              await T.tidy(() => product(0)).data(),
+              want,
+              { atol: dtype === 'float32' ? 1e-3 : 5e-2, rtol: dtype === 'float32' ? 1e-3 : 2e-2 },
+              `${name} M=${M} ${path} ${dtype}`,
+            );
+          await check(`q${bits}`);
           await record(`q${bits} ${tag}`, bytes, product);
           if (values.explore && M <= 16) {
-            for (const lanes of [8, 16, 32])
-              for (const teamRows of [1, 2, 4]) {
-                backend.overrides.qgemv = { lanes, rows: teamRows };
-                await record(`q${bits} ${tag} L${lanes}R${teamRows}`, bytes, product);
-              }
-            backend.overrides.qgemv = null;
+            try {
+              for (const lanes of [8, 16, 32])
+                for (const teamRows of [1, 2, 4])
+                  for (const once of [false, true]) {
+                    backend.overrides.qgemv = { lanes, rows: teamRows, once };
+                    const form = `L${lanes}R${teamRows}${once ? ' once' : ''}`;
+                    if (forms && !forms.includes(form)) continue;
+                    const path = `q${bits} ${tag} ${form}`;
+                    await check(path);
+                    await record(path, bytes, product);
+                  }
+            } finally {
+              backend.overrides.qgemv = null;
+            }
           }
         }
         x.dispose();

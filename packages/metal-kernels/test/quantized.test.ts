@@ -343,13 +343,93 @@ describe('webgpu quantized weights (MLX affine)', () => {
       ).toThrow(
         'quantizedMatmul: overrides.qgemv names a team shape qgemv.wgsl does not have; expected lanes 8, 16 or 32 and rows 1, 2 or 4, got lanes 24, rows 2',
       );
+      b.overrides.qgemv = { lanes: 8, rows: 2, once: 1 as unknown as boolean };
+      expect(() =>
+        T.quantizedMatmul(T.tensor(randomValues(cols, 1), [1, cols], { dtype: 'float32', backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+          bits,
+          groupSize,
+        }),
+      ).toThrow('quantizedMatmul: overrides.qgemv.once is not a flag; expected true, false or absent, got number 1');
     } finally {
       b.overrides.qgemv = null;
     }
   });
 
+  // qgemv.wgsl's sections PREFETCH and ONCE, each combination (none included) at 2 bits in groups
+  // of 32 (one word a chunk), 4 and 8 bits (four), 1 to 16 rows of x, team shapes in turn (at most
+  // two rows of W beside 16 rows of x: accumulators cost compile time), ragged N; a short K, where
+  // each lane walks one chunk or none, and a long one, where each walks three or more.
+  gpuIt('decode: section ONCE against float64 (2 / 4 / 8 bits, M 1..16, ragged N, short and long K)', async (b) => {
+    const rows = 75;
+    const shapes = [
+      [8, 4],
+      [16, 2],
+      [32, 1],
+      [8, 2],
+      [32, 4],
+      [16, 1],
+    ] as const;
+    let turn = 0;
+    b.poisonOutputs = true;
+    try {
+      for (const [bits, groupSize, chunkValues] of [
+        [2, 32, 16],
+        [4, 64, 32],
+        [8, 32, 16],
+      ] as const) {
+        // 6 chunks a row (fewer than any team's lanes), then 100 (at least 3 per lane).
+        const weights = [6, 100].map((chunks) => {
+          const cols = chunks * chunkValues;
+          return { cols, ...quantized(b, rows, cols, bits, groupSize, bits * 13 + chunks) };
+        });
+        for (const m of [1, 3, 8, 16])
+          for (const once of [false, true]) {
+            const fitting = shapes.filter(([, teamRows]) => m < 16 || teamRows <= 2);
+            const [lanes, teamRows] = fitting[turn++ % fitting.length];
+            b.overrides.qgemv = { lanes, rows: teamRows, once };
+            for (const { cols, gpu, ref } of weights) {
+              const xv = randomValues(m * cols, 90 + m + cols);
+              const x = T.tensor(xv, [m, cols], { dtype: 'float32', backend: b });
+              const want = T.matmul(T.tensor(xv, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
+              const what = `q${bits} K=${cols} M=${m} lanes ${lanes} rows ${teamRows}${once ? ' once' : ''}`;
+              const { labels } = await withDispatchLabels(b, async () => {
+                const got = await T.quantizedMatmul(x, gpu.weight, gpu.scales, gpu.biases, { bits, groupSize }).data();
+                assertClose(got, want, gemmTolerance('float32', want), what);
+              });
+              expect(labels, what).toContain(`qgemv q${bits} m${m}${once ? ' once' : ''}`);
+            }
+          }
+      }
+    } finally {
+      b.overrides.qgemv = null;
+      b.poisonOutputs = false;
+    }
+  });
+
+  gpuIt('decode in f16 unpacks each value once for all rows from 4 rows of x on (the default), not below', async (b, ctx) => {
+    if (!b.context.report.shaderF16) {
+      ctx.skip('the adapter has no shader-f16');
+      return;
+    }
+    const [rows, cols] = [70, 256];
+    const { gpu, ref } = quantized(b, rows, cols, 4, 64, 77, 'float16');
+    for (const m of [3, 4, 16]) {
+      const xv = Float64Array.from(randomValues(m * cols, 78 + m), (v) => T.float16BitsToFloat32(T.float32ToFloat16Bits(v)));
+      const want = T.matmul(T.tensor(xv, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
+      const { labels } = await withDispatchLabels(b, async () => {
+        const got = await T.quantizedMatmul(T.tensor(xv, [m, cols], { dtype: 'float16', backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+          bits: 4,
+          groupSize: 64,
+        }).data();
+        assertClose(got, want, gemmTolerance('float16', want), `f16 M=${m}`);
+      });
+      expect(labels).toContain(`qgemv q4 m${m}${m >= 4 ? ' once' : ''}`);
+    }
+  });
+
   // One-hot rows of x pick single columns of W: the decode kernel must unpack every value of every
-  // word exactly (each bit position, values past bit 23 included), whatever the row and chunk.
+  // word exactly (each bit position, values past bit 23 included), whatever the row and chunk; in
+  // its default form and in section ONCE's (another unpacking).
   for (const [bits, groupSize, rows] of [
     [4, 32, 37],
     [8, 64, 21],
@@ -362,13 +442,20 @@ describe('webgpu quantized weights (MLX affine)', () => {
       const { gpu } = quantized(b, rows, cols, bits, groupSize, 40 + bits);
       const spec = { bits, groupSize };
       const w = await T.dequantize(gpu.weight, gpu.scales, gpu.biases, spec).data();
-      for (let first = 0; first < cols; first += 16) {
-        const m = Math.min(16, cols - first);
-        const x = new Float64Array(m * cols);
-        for (let i = 0; i < m; i++) x[i * cols + first + i] = 1;
-        const got = await T.quantizedMatmul(T.tensor(x, [m, cols], { dtype: 'float32', backend: b }), gpu.weight, gpu.scales, gpu.biases, spec).data();
-        const want = Float64Array.from({ length: m * rows }, (_, i) => w[(i % rows) * cols + first + Math.floor(i / rows)]);
-        assertClose(got, want, TOLERANCES.float32, `columns ${first}..${first + m - 1}`);
+      try {
+        for (const forced of [null, { lanes: 16, rows: 1, once: true }]) {
+          b.overrides.qgemv = forced;
+          for (let first = 0; first < cols; first += 16) {
+            const m = Math.min(16, cols - first);
+            const x = new Float64Array(m * cols);
+            for (let i = 0; i < m; i++) x[i * cols + first + i] = 1;
+            const got = await T.quantizedMatmul(T.tensor(x, [m, cols], { dtype: 'float32', backend: b }), gpu.weight, gpu.scales, gpu.biases, spec).data();
+            const want = Float64Array.from({ length: m * rows }, (_, i) => w[(i % rows) * cols + first + Math.floor(i / rows)]);
+            assertClose(got, want, TOLERANCES.float32, `columns ${first}..${first + m - 1}${forced ? ' (once)' : ''}`);
+          }
+        }
+      } finally {
+        b.overrides.qgemv = null;
       }
     });
   }

@@ -158,8 +158,11 @@ export interface GemmOverrides {
   loraPlan?: LoraPlan | null;
   /** At most this many K splits for the plain products the selector picks (1: none). */
   maxSplits?: number | null;
-  /** qgemv.wgsl's lanes per team (8, 16, 32) and rows of W per team (1, 2, 4), for benchmarks. */
-  qgemv?: { lanes: number; rows: number } | null;
+  /**
+   * qgemv.wgsl's lanes per team (8, 16, 32) and rows of W per team (1, 2, 4), for benchmarks; with
+   * `once` its section ONCE (each packed value unpacked once for all rows of x; off when absent).
+   */
+  qgemv?: { lanes: number; rows: number; once?: boolean } | null;
 }
 
 /** One product of a layer: its shape and the config it runs on (the selector's answer). */

@@ -97,18 +97,19 @@ export function quantConfig(shape: GemmShape, device: GemmDevice, quant: SgmatQu
 }
 
 /**
- * qgemv.wgsl's shape for x·Wᵀ with M ≤ 16 rows: lanes per team and rows of W per team (forced by
- * `backend.overrides.qgemv`), and words per chunk (4, read as one vec4, where a row's words come
- * in fours and four words stay in one group).
+ * qgemv.wgsl's shape for x·Wᵀ with M ≤ 16 rows of type `t`: lanes per team, rows of W per team
+ * and its section ONCE (forced by `backend.overrides.qgemv`), and words per chunk (4, read as one
+ * vec4, where a row's words come in fours and four words stay in one group).
  */
 function qgemvConfig(
   backend: WebGPUBackend,
+  t: string,
   N: number,
   M: number,
   bits: number,
   groupSize: number,
   words: number,
-): { lanes: number; rows: number; vw: number } {
+): { lanes: number; rows: number; vw: number; once: boolean } {
   const vw = words % 4 === 0 && (4 * 32) / bits <= groupSize ? 4 : 1;
   const forced = backend.overrides.qgemv;
   if (forced) {
@@ -119,13 +120,20 @@ function qgemvConfig(
         'lanes 8, 16 or 32 and rows 1, 2 or 4',
         `lanes ${forced.lanes}, rows ${forced.rows}`,
       );
-    return { lanes: forced.lanes, rows: forced.rows, vw };
+    if (forced.once !== undefined && typeof forced.once !== 'boolean')
+      throw new ValueError('quantizedMatmul', 'overrides.qgemv.once is not a flag', 'true, false or absent', `${typeof forced.once} ${String(forced.once)}`);
+    return { lanes: forced.lanes, rows: forced.rows, vw, once: forced.once ?? false };
   }
+  // f16 with 4..16 rows of x: each value unpacked once for all rows, on teams of 8 lanes walking
+  // two rows of W (the H200 sweep, `qmm-bench --rows 2,4,8,16 --explore`: at 4, 8 and 16 rows
+  // 1.1–1.6× the form below for the LM head and a gate projection; at 2 rows, and with f32 x,
+  // whose loads double, not faster).
+  if (t === 'f16' && M >= 4) return { lanes: 8, rows: 2, vw, once: true };
   // The H200 sweep (`qmm-bench --explore`; RESULTS.md, "Quantized weights"): more rows of W per
   // team reuse each loaded x (four from 8192 rows, two from 1024; at most two with 9..16 rows of
   // x, for registers), and a wide W at M = 1 (an LM head) runs fastest on teams of 8 lanes.
   const rows = Math.min(N >= 8192 ? 4 : N >= 1024 ? 2 : 1, M > 8 ? 2 : 4);
-  return { lanes: M === 1 && N >= 65536 ? 8 : 32, rows, vw };
+  return { lanes: M === 1 && N >= 65536 ? 8 : 32, rows, vw, once: false };
 }
 
 /**
@@ -173,7 +181,7 @@ export function recordQuantizedProduct(
   const t = typeOf(backend, dtype, 'quantizedMatmul');
   if (transpose && beta === 0 && M <= 16 && w.bits % 2 === 0 && w.bits !== 6) {
     // Decode: W streamed once as packed words, TEAMS·ROWS rows of W per workgroup.
-    const { lanes, rows: rowsPerTeam, vw } = qgemvConfig(backend, N, M, w.bits, w.groupSize, w.words);
+    const { lanes, rows: rowsPerTeam, vw, once } = qgemvConfig(backend, t, N, M, w.bits, w.groupSize, w.words);
     const groups = Math.ceil(N / ((256 / lanes) * rowsPerTeam));
     const { key, source } = shader('qgemv', qgemvSource, {
       ENABLE: enableFor(t),
@@ -185,6 +193,7 @@ export function recordQuantizedProduct(
       LANES: String(lanes),
       VW: String(vw),
       VEC: vw === 4 ? '1' : '0',
+      ONCE: once ? '1' : '0',
     });
     backend.dispatch({
       key,
@@ -192,7 +201,7 @@ export function recordQuantizedProduct(
       buffers: [x, w.weight, w.scales, w.biases, c],
       uniform: uniform([N, K, w.words, Math.min(groups, 65535)]),
       workgroups: [Math.min(groups, 65535), Math.ceil(groups / 65535), 1],
-      label: `qgemv q${w.bits} m${M}`,
+      label: `qgemv q${w.bits} m${M}${once ? ' once' : ''}`,
     });
     return;
   }

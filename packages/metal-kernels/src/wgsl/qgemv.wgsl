@@ -21,7 +21,15 @@
 //   5  p       uniform { N, K, words, groups_x: u32 }
 // Dispatch: ceil(N / (TEAMS·ROWS)) workgroups of 256 threads, folded into (groups_x, y) above 65535.
 // Text constants: BITS (2, 4, 8), GROUP (32, 64, 128), MR (1..16), ROWS (1, 2, 4), LANES (8, 16,
-// 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group); flag VEC (VW = 4).
+// 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group). Flags (sections, '0' or '1';
+// any combination):
+//   VEC       VW = 4: wq bound as vec4<u32>, a chunk's words read as one vec4 per row of W.
+//   ONCE      each value unpacked once for all MR rows of A: w = s·q + b in f32 (q: the value
+//             shifted down and masked into the mantissa of 2^23, minus 2^23), four values of a word
+//             at a time (PER % 4 = 0; ROWS vec4 live), then one fma per value and row of A, whose
+//             values are read as vec4, neither scaled nor summed (the bias is in w). Without it (the
+//             form described above) each row of A repeats the unpacking, with the bias term from
+//             Σ A per chunk.
 {{ENABLE}}
 
 const BITS: u32 = {{BITS}}u;
@@ -56,6 +64,7 @@ struct Params { N: u32, K: u32, words: u32, groups_x: u32 }
 // The lanes' partial sums of eight outputs per team, a row of LANES + 1 (no bank conflicts) each.
 var<workgroup> red: array<f32, TEAMS * 8u * (LANES + 1u)>;
 
+{{^ONCE}}
 /** Whether value j of a word is read from the word shifted down 16 (its bits reach past bit 23). */
 fn high(j: u32) -> bool { return j * BITS + BITS > 23u; }
 
@@ -71,6 +80,7 @@ fn unscale(j: u32) -> f32 {
   if (high(j)) { e -= 16u; }
   return bitcast<f32>((127u - e) << 23u);
 }
+{{/ONCE}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid: u32) {
@@ -103,6 +113,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid:
       s[r] = f32(scales[rows[r] * groups + g]);
       b[r] = f32(biases[rows[r] * groups + g]);
     }
+{{^ONCE}}
     for (var m = 0u; m < MR; m++) {
       var xs: array<f32, VALS>;
       var xsum = 0.0;
@@ -120,6 +131,28 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid:
         acc[m * ROWS + r] = fma(s[r], dot, fma(b[r], xsum, acc[m * ROWS + r]));
       }
     }
+{{/ONCE}}
+{{#ONCE}}
+    // Four values of word wi per step (PER % 4 = 0), dequantized for the ROWS rows, then one vec4
+    // of each row of A against them.
+    for (var wi = 0u; wi < VW; wi++) {
+      for (var i = 0u; i < PER / 4u; i++) {
+        let shift = (vec4<u32>(0u, 1u, 2u, 3u) + 4u * i) * BITS;
+        var wv: array<vec4<f32>, ROWS>;
+        for (var r = 0u; r < ROWS; r++) {
+          let q = bitcast<vec4<f32>>(((vec4<u32>(words[r * VW + wi]) >> shift) & vec4<u32>(MASK)) | vec4<u32>(MAGIC)) - TWO23;
+          wv[r] = fma(q, vec4<f32>(s[r]), vec4<f32>(b[r]));
+        }
+        for (var m = 0u; m < MR; m++) {
+          let x4 = vec4<f32>(a[(m * p.K + ch * VALS + wi * PER) / 4u + i]);
+          for (var r = 0u; r < ROWS; r++) {
+            let o = m * ROWS + r;
+            acc[o] = fma(wv[r].w, x4.w, fma(wv[r].z, x4.z, fma(wv[r].y, x4.y, fma(wv[r].x, x4.x, acc[o]))));
+          }
+        }
+      }
+    }
+{{/ONCE}}
   }
   // Eight outputs per round: every lane stores its partial sums, then lane e of the team adds up output e.
   for (var base = 0u; base < OUTS; base += 8u) {
