@@ -83,11 +83,14 @@ async function main(): Promise<void> {
   const shapes = (values.quick ? ([['small 256×512', 256, 512]] as [string, number, number][]) : SHAPES).filter(
     ([name]) => !only || only.some((part) => name.includes(part)),
   );
+  if (shapes.length === 0) throw new T.ValueError('qmm-bench', '--shapes matches no shape', SHAPES.map(([name]) => name).join(', '), values.shapes!);
   const big = values.quick ? 64 : 2048;
   const rowCounts = values.rows ? values.rows.split(',').map(Number) : [1, 8, big];
   if (!rowCounts.every((m) => Number.isInteger(m) && m > 0))
     throw new T.ValueError('qmm-bench', '--rows must list positive integers', 'e.g. 1,2,4,8', values.rows!);
   const forms = values.forms?.split(',').map((f) => f.trim());
+  const badForm = forms?.find((f) => !/^L(8|16|32)R[124]( once)?$/.test(f));
+  if (badForm !== undefined) throw new T.ValueError('qmm-bench', '--forms names a form qgemv.wgsl does not have', "e.g. 'L8R2 once,L32R4'", badForm);
   for (const [name, N, K] of shapes) {
     const w = T.tensor(randomValues(N * K, 2, 0.05), [N, K], { dtype: 'float32', backend: T.cpuBackend });
     for (const dtype of f16 ? (['float32', 'float16'] as const) : (['float32'] as const)) {

@@ -355,7 +355,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
     }
   });
 
-  // qgemv.wgsl's sections PREFETCH and ONCE, each combination (none included) at 2 bits in groups
+  // qgemv.wgsl with and without its section ONCE at 2 bits in groups
   // of 32 (one word a chunk), 4 and 8 bits (four), 1 to 16 rows of x, team shapes in turn (at most
   // two rows of W beside 16 rows of x: accumulators cost compile time), ragged N; a short K, where
   // each lane walks one chunk or none, and a long one, where each walks three or more.

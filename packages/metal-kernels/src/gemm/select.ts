@@ -385,7 +385,8 @@ export interface LoraDims {
   dtype: string;
 }
 
-const gemmDType = (dtype: string): 'float32' | 'float16' => (dtype === 'float16' ? 'float16' : 'float32');
+/** The GEMM shape's dtype for tensors of `dtype` (float16 storage, else float32). */
+export const gemmDType = (dtype: string): 'float32' | 'float16' => (dtype === 'float16' ? 'float16' : 'float32');
 
 /** y = x·Wᵀ: the layer's base product. */
 export function baseShape({ M, inF, outF, dtype }: LoraDims): GemmShape {

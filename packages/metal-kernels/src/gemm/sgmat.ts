@@ -221,7 +221,7 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16', quant: SgmatQuan
       'matmul',
       `${cfg.name} takes a quantized B only where it prefetches`,
       `a prefetching configuration on ${cfg.component} operands`,
-      `${t} operands`,
+      `prefetch ${cfg.prefetch} on ${t} operands`,
     );
   const params = {
     t,
@@ -313,16 +313,16 @@ export function recordSgmat(
   }
   const prefetch = prefetchesFor(cfg, t);
   const { quant } = ops;
+  const { M, N, K, batch } = shape;
+  const { BM, BN, BK } = sgmatTile(cfg);
   if (quant && !sgmatQuantApplies(shape, cfg, quant))
     throw new ValueError(
       'matmul',
       `${cfg.name} takes a quantized B only where every workgroup prefetches whole tiles of whole 32-value chunks`,
-      `operands of ${cfg.component}, batch 1, A not transposed, M, N and K whole tiles, groups of a multiple of 32`,
-      `${JSON.stringify(shape)}, ${quant.bits} bits in groups of ${quant.groupSize}`,
+      `${cfg.component} operands, batch 1, A not transposed, M % ${BM} = 0, N % ${BN} = 0, K % ${BK} = 0, groups of 32, 64 or 128`,
+      `[${M}, ${K}]${shape.transA ? 'ᵀ' : ''}·W${shape.transB ? 'ᵀ' : ''} → [${M}, ${N}] ${shape.dtype ?? 'float32'}, batch ${batch}, ${quant.bits} bits in groups of ${quant.groupSize}`,
     );
   const { key, source } = sgmatShader(cfg, t, quant ?? null);
-  const { M, N, K, batch } = shape;
-  const { BM, BN } = sgmatTile(cfg);
   // Under QUANT the words are read as u32 (binding 1) or 16 bytes at a time (binding 7), not both.
   const vecWords = quant !== undefined && quant.bits % 4 === 0;
   const buffers = quant

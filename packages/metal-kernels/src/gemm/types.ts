@@ -200,8 +200,8 @@ export interface GemmOperands {
   /** Only with the vec4 kernel, batch 1 and r % 4 = 0. */
   lora?: LoraPrologue;
   /**
-   * op(B) is an MLX affine-quantized matrix (tiled or vec4 kernel, batch 1): `b` holds its packed
-   * u32 words, unpacked as the B tile is staged (the kernels' QUANT sections).
+   * op(B) is an MLX affine-quantized matrix (tiled, vec4 or subgroup-matrix kernel, batch 1): `b`
+   * holds its packed u32 words, unpacked as the B tile is staged (the kernels' QUANT sections).
    */
   quant?: { bits: number; groupSize: number; scales: GPUBuffer; biases: GPUBuffer };
   /**

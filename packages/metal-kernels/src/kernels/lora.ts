@@ -2,8 +2,8 @@ import { type DType, type OpOutputs, registerKernel, type TensorRef, ValueError 
 import type { GpuData, WebGPUBackend } from '../backend';
 import { recordLoraDual } from '../gemm/lora-dual';
 import { gemmDevice, gemmOutput, recordGemm } from '../gemm/record';
-import { baseShape, chooseGemm, LORA_TILE, selectLoraBackward, selectLoraForward } from '../gemm/select';
-import type { GemmDevice, GemmOperands, GemmShape, Product } from '../gemm/types';
+import { baseShape, chooseGemm, gemmDType, LORA_TILE, selectLoraBackward, selectLoraForward } from '../gemm/select';
+import type { GemmConfig, GemmDevice, GemmOperands, GemmShape, Product } from '../gemm/types';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
@@ -87,9 +87,10 @@ function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOut
 
 /**
  * loraLinear over a quantized base (QLoRA): T = dropout(x)·Aᵀ, then where the vec4 kernel takes
- * the base product (M > 16, in, out and rank multiples of 4) y = x·Wᵀ + bias + s·T·Bᵀ in one GEMM,
- * W dequantized as its tiles load and the LoRA term its prologue; else y = x·Wᵀ (qgemv at decode)
- * and the term and bias added onto it by a second product.
+ * the base product (M > 16, in, out and rank multiples of 4, not on subgroup matrices:
+ * {@link quantLoraFused}) y = x·Wᵀ + bias + s·T·Bᵀ in one GEMM, W dequantized as its tiles load
+ * and the LoRA term its prologue; else y = x·Wᵀ (qgemv at decode, the subgroup-matrix kernel's
+ * QUANT section where it takes it) and the term and bias added onto it by a second product.
  */
 function quantLoraForward(
   backend: WebGPUBackend,
@@ -116,7 +117,8 @@ function quantLoraForward(
   );
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
-  if (quantLoraFused(base, r, w, backend)) {
+  const baseConfig = quantConfig(base, device, w, backend.overrides);
+  if (quantLoraFused(base, r, baseConfig, backend)) {
     record(
       backend,
       dtype,
@@ -124,7 +126,7 @@ function quantLoraForward(
       { a: buf(x), b: w.weight, c: y.buffer, bias, alpha: 1, beta: 0, quant: gemmQuant(w), lora: { la: t.buffer, lb: b, r, transB: true, scale: attrs.scale } },
     );
   } else {
-    recordQuantizedProduct(backend, dtype, buf(x), w, { M, N: outF, K: inF, transpose: true }, y.buffer, 0);
+    recordQuantizedProduct(backend, dtype, buf(x), w, { M, N: outF, K: inF, transpose: true }, y.buffer, 0, baseConfig);
     const termShape: GemmShape = { ...base, K: r };
     record(
       backend,
@@ -137,15 +139,14 @@ function quantLoraForward(
 }
 
 /**
- * Whether QLoRA's base product `shape` (y = x·Wᵀ, or dx = dy·W) takes the vec4 kernel with the
- * LoRA term as its prologue: not where the subgroup-matrix GEMM takes the quantized product (as
- * over a float base, the term is then a product of its own), nor under a forced `composed` plan
- * (tests).
+ * Whether QLoRA's base product `shape` (y = x·Wᵀ, or dx = dy·W), which {@link quantConfig} gave
+ * `config`, takes the vec4 kernel with the LoRA term as its prologue instead: not where the
+ * subgroup-matrix GEMM takes it (as over a float base, the term is then a product of its own),
+ * nor under a forced `composed` plan (tests).
  */
-function quantLoraFused(shape: GemmShape, r: number, w: PackedWeight, backend: WebGPUBackend): boolean {
+function quantLoraFused(shape: GemmShape, r: number, config: GemmConfig, backend: WebGPUBackend): boolean {
   const { M, N, K } = shape;
-  if (!(M > 16 && N % 4 === 0 && K % 4 === 0 && r % 4 === 0) || backend.overrides.loraPlan === 'composed') return false;
-  return quantConfig(shape, gemmDevice(backend, typeOf(backend, shape.dtype ?? 'float32', 'matmul')), w, backend.overrides).kind !== 'sgmat';
+  return M > 16 && N % 4 === 0 && K % 4 === 0 && r % 4 === 0 && backend.overrides.loraPlan !== 'composed' && config.kind !== 'sgmat';
 }
 
 /** The gradients of loraLinear, each requested one on the selector's products (`selectLoraBackward`; see the op's CPU reference). */
@@ -173,11 +174,12 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   }
   // A quantized base fuses where quantLoraFused says, whatever the float plan (its base product
   // may be on subgroup matrices where the quantized one is not, or the other way round).
-  const dxShape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: dtype === 'float16' ? 'float16' : 'float32' };
+  const dxShape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: gemmDType(dtype) };
+  const dxConfig = packed ? quantConfig(dxShape, loraDevice(backend, dtype), packed, backend.overrides) : null;
   const fusedDx: Product | null = !plan.dx
     ? null
     : packed
-      ? quantLoraFused(dxShape, r, packed, backend)
+      ? quantLoraFused(dxShape, r, dxConfig!, backend)
         ? { shape: dxShape, config: LORA_TILE }
         : null
       : 'fused' in plan.dx
@@ -207,7 +209,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
       backend.release(dx.buffer);
       dx = masked;
     }
-    if (packed) recordQuantizedProduct(backend, dtype, buf(dy), packed, { M, N: inF, K: outF, transpose: false }, dx.buffer, 1);
+    if (packed) recordQuantizedProduct(backend, dtype, buf(dy), packed, { M, N: inF, K: outF, transpose: false }, dx.buffer, 1, dxConfig!);
     else if ('base' in plan.dx) record(backend, dtype, plan.dx.base, { a: buf(dy), b: buf(w), c: dx.buffer, alpha: 1, beta: 1 });
     outputs.dx = out(dx, [M, inF], dtype);
   }

@@ -1,7 +1,7 @@
 import { type DType, type KernelOutput, type OpOutputs, type QuantSpec, registerKernel, type TensorRef, ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { gemmDevice, recordGemm } from '../gemm/record';
-import { sgmatQuantApplies, splitsFor } from '../gemm/select';
+import { gemmDType, sgmatQuantApplies, sgmatStorageBytes, splitsFor } from '../gemm/select';
 import type { SgmatQuant } from '../gemm/sgmat';
 import {
   type GemmConfig,
@@ -82,7 +82,8 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
  * K one), else gemm-tiled, one 8-row block for the few rows of decode or 64×64 tiles.
  */
 export function quantConfig(shape: GemmShape, device: GemmDevice, quant: SgmatQuant, overrides: GemmOverrides = {}): GemmConfig {
-  if (device.sgmat && sgmatQuantApplies(shape, device.sgmat, quant)) return device.sgmat;
+  const { sgmat } = device;
+  if (sgmat && sgmatStorageBytes(sgmat) <= device.maxWorkgroupStorage && sgmatQuantApplies(shape, sgmat, quant)) return sgmat;
   if (shape.M >= 64 && vec4Aligned(shape)) {
     // K split where the tiles are few and K long, as for float B (an LM head's dlogits·W over the
     // vocabulary: unsplit it took 25 ms a chunk of Llama-3.2-1B's on the H200), capped as
@@ -126,8 +127,9 @@ function qgemvConfig(
   }
   // f16 with 4..16 rows of x: each value unpacked once for all rows, on teams of 8 lanes walking
   // two rows of W (the H200 sweep, `qmm-bench --rows 2,4,8,16 --explore`: at 4, 8 and 16 rows
-  // 1.1–1.6× the form below for the LM head and a gate projection; at 2 rows, and with f32 x,
-  // whose loads double, not faster).
+  // 1.1–1.6× the form below for the LM head and a gate projection, for both; at 2 rows faster for
+  // the head only, and with f32 x, whose loads double, faster for the head only at 4 and 16 rows
+  // on four rows of W and slower for the gate projection).
   if (t === 'f16' && M >= 4) return { lanes: 8, rows: 2, vw, once: true };
   // The H200 sweep (`qmm-bench --explore`; RESULTS.md, "Quantized weights"): more rows of W per
   // team reuse each loaded x (four from 8192 rows, two from 1024; at most two with 9..16 rows of
@@ -136,11 +138,6 @@ function qgemvConfig(
   return { lanes: M === 1 && N >= 65536 ? 8 : 32, rows, vw, once: false };
 }
 
-/**
- * `quantizedMatmul`: x·Wᵀ for up to sixteen rows at 2, 4 or 8 bits streams W's words once
- * (qgemv.wgsl); otherwise a GEMM stages W's tiles dequantized (the QUANT sections of gemm-vec4.wgsl
- * and gemm-tiled.wgsl).
- */
 /** A packed weight's GPU parts and packing, as the products read them. */
 export interface PackedWeight {
   weight: GPUBuffer;
@@ -165,7 +162,8 @@ export function gemmQuant(w: PackedWeight): NonNullable<GemmOperands['quant']> {
 /**
  * C = x·Wᵀ (`transpose`) or x·W over a packed W, written into `c` (β = 0) or added to it (β = 1):
  * up to sixteen rows at 2, 4 or 8 bits stream W's words once (qgemv.wgsl, β = 0 only); otherwise a
- * GEMM stages W's tiles dequantized (the QUANT sections of gemm-vec4.wgsl and gemm-tiled.wgsl).
+ * GEMM stages W's tiles dequantized (the QUANT sections of gemm-sgmat.wgsl, gemm-vec4.wgsl and
+ * gemm-tiled.wgsl) on `config`, or on {@link quantConfig}'s choice where none is given.
  */
 export function recordQuantizedProduct(
   backend: WebGPUBackend,
@@ -175,6 +173,7 @@ export function recordQuantizedProduct(
   dims: { M: number; N: number; K: number; transpose: boolean },
   c: GPUBuffer,
   beta: 0 | 1,
+  config?: GemmConfig,
 ): void {
   const { M, N, K, transpose } = dims;
   if (M === 0 || N === 0) return;
@@ -206,8 +205,8 @@ export function recordQuantizedProduct(
     return;
   }
   const ops = { a: x, b: w.weight, c, aBatchStride: 0, bBatchStride: 0, alpha: 1, beta, quant: gemmQuant(w), dtype };
-  const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: transpose, dtype: dtype === 'float16' ? 'float16' : 'float32' };
-  recordGemm(backend, shape, ops, quantConfig(shape, gemmDevice(backend, t), w, backend.overrides));
+  const shape: GemmShape = { M, N, K, batch: 1, transA: false, transB: transpose, dtype: gemmDType(dtype) };
+  recordGemm(backend, shape, ops, config ?? quantConfig(shape, gemmDevice(backend, t), w, backend.overrides));
 }
 
 /** `quantizedMatmul`: {@link recordQuantizedProduct} into a new output. */
