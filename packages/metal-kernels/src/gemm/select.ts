@@ -224,8 +224,8 @@ export function selectGemm(shape: GemmShape, device: GemmDevice): GemmConfig {
   // workgroups in most products) took 288.8 ms with every product on subgroup matrices, 104.4
   // with this rule; Qwen2.5's head backward (28 workgroups over K = 151,936) took 19.7 ms on
   // subgroup matrices against 30.1 with the portable kernels' K split (two calls' profiles).
-  const sgmat = device.sgmat;
-  if (sgmat && Math.min(M, N) > 64 && K >= 16 && sgmatStorageBytes(sgmat) <= device.maxWorkgroupStorage) {
+  const sgmat = fittingSgmat(device);
+  if (sgmat && Math.min(M, N) > 64 && K >= 16) {
     const { BM, BN } = sgmatTile(sgmat);
     const whole = M % BM === 0 && N % BN === 0;
     if (!sgmat.prefetch || (sgmatPrefetches(shape, sgmat) && whole)) return sgmat;
@@ -330,6 +330,12 @@ export function sgmatTile(cfg: SgmatConfig, padded = cfg.prefetch) {
   const pad = padded ? e : 0;
   const [ap, bpT, bpN] = [BK + pad, BK + pad, BN + pad];
   return { BM, BN, BK, e, ap, bpT, bpN, aTile: BM * ap, bTile: Math.max(BN * bpT, BK * bpN) };
+}
+
+/** The device's subgroup-matrix configuration where its workgroup memory fits the device, else null. */
+export function fittingSgmat(device: GemmDevice): SgmatConfig | null {
+  const { sgmat } = device;
+  return sgmat && sgmatStorageBytes(sgmat) <= device.maxWorkgroupStorage ? sgmat : null;
 }
 
 /** The workgroup memory gemm-sgmat.wgsl declares for `cfg`: its staged tiles (`sgmatTile`) and one result tile per subgroup. */

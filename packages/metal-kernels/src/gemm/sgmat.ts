@@ -43,6 +43,18 @@ function step(
 }
 
 /**
+ * The statements of one thread's share of `total` units spread over `threads` threads: share i is
+ * unit `(t + i·threads)`, guarded where the units do not split evenly.
+ */
+function perThread(total: number, threads: number, indent: string, f: (i: number, unit: string) => string): string {
+  return lines(Math.ceil(total / threads), (i) => {
+    const unit = `(t + ${i * threads}u)`;
+    const body = f(i, unit);
+    return indent + (total % threads === 0 ? body : `if (${unit} < ${total}u) { ${body} }`);
+  });
+}
+
+/**
  * PREFETCH's K loop (gemm-sgmat.wgsl): each thread holds its share of the next tiles in registers
  * (ga*, gb*: 16 bytes each) while the subgroups multiply the current ones out of workgroup memory.
  */
@@ -58,11 +70,7 @@ function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16', quant: SgmatQuant | nu
   const loadsOf = (rows: number) => Math.ceil((rows * BK) / g.e / threads);
   const [aLoads, bLoads] = [loadsOf(BM), loadsOf(BN)];
   const each = (rows: number, perRow: number, indent: string, f: (i: number, r: string, c: string) => string) =>
-    lines(loadsOf(rows), (i) => {
-      const [group, total] = [`(t + ${i * threads}u)`, (rows * BK) / g.e];
-      const body = f(i, `${group} / ${perRow}u`, `${group} % ${perRow}u`);
-      return indent + (total % threads === 0 ? body : `if (${group} < ${total}u) { ${body} }`);
-    });
+    perThread((rows * BK) / g.e, threads, indent, (i, group) => f(i, `${group} / ${perRow}u`, `${group} % ${perRow}u`));
   type Load = (i: number, r: string, c: string) => string;
   // A's loads, then B's for either layout (TRANS_B is a pipeline constant).
   const both = (a: Load, bT: Load, bN: Load) =>
@@ -165,11 +173,7 @@ function quantB(cfg: SgmatConfig, g: ReturnType<typeof sgmatTile>, bits: number,
       `${ind}if (TRANS_B == 1u) {`,
       ...layouts.flatMap((l, n) => [
         ...(n === 1 ? [`${ind}} else {`] : []),
-        lines(loads, (i) => {
-          const chunk = `(t + ${i * threads}u)`;
-          const body = f(i, `${chunk} / ${l.perRow}u`, `${chunk} % ${l.perRow}u`, l);
-          return indent + (total % threads === 0 ? body : `if (${chunk} < ${total}u) { ${body} }`);
-        }),
+        perThread(total, threads, indent, (i, chunk) => f(i, `${chunk} / ${l.perRow}u`, `${chunk} % ${l.perRow}u`, l)),
       ]),
       `${ind}}`,
     ].join('\n');

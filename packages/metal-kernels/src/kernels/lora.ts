@@ -159,7 +159,8 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   const inF = x.shape[1];
   const r = a.shape[0];
   const { scale: s, dropout: p } = attrs;
-  const plan = selectLoraBackward({ M, inF, outF, r, dtype }, attrs, loraDevice(backend, dtype), backend.overrides);
+  const device = loraDevice(backend, dtype);
+  const plan = selectLoraBackward({ M, inF, outF, r, dtype }, attrs, device, backend.overrides);
   // QLoRA: dy·W reads the packed words (the vec4 kernel with U·A as its prologue where it applies).
   const packed = attrs.quant ? packedWeight(w, quantParts[0], quantParts[1], attrs.quant) : null;
   const outputs: OpOutputs['loraLinearBackward'] = {};
@@ -175,7 +176,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   // A quantized base fuses where quantLoraFused says, whatever the float plan (its base product
   // may be on subgroup matrices where the quantized one is not, or the other way round).
   const dxShape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: gemmDType(dtype) };
-  const dxConfig = packed ? quantConfig(dxShape, loraDevice(backend, dtype), packed, backend.overrides) : null;
+  const dxConfig = packed ? quantConfig(dxShape, device, packed, backend.overrides) : null;
   const fusedDx: Product | null = !plan.dx
     ? null
     : packed
@@ -202,7 +203,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
     // dx = dropout(U·A) + dy·W: the LoRA term first, then the base product accumulates onto it.
     let dx = gemmOutput(backend, dtype, 1, M, inF);
     const termShape: GemmShape = { ...dxShape, K: r };
-    const term = 'term' in plan.dx ? plan.dx.term : { shape: termShape, config: chooseGemm(termShape, loraDevice(backend, dtype), backend.overrides) };
+    const term = 'term' in plan.dx ? plan.dx.term : { shape: termShape, config: chooseGemm(termShape, device, backend.overrides) };
     record(backend, dtype, term, { a: u!.buffer, b: buf(a), c: dx.buffer, alpha: 1, beta: 0 });
     if (p > 0) {
       const masked = dropoutData(backend, dtype, dx.buffer, M * inF, p, attrs.seed);

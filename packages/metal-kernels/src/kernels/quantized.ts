@@ -1,7 +1,7 @@
 import { type DType, type KernelOutput, type OpOutputs, type QuantSpec, registerKernel, type TensorRef, ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { gemmDevice, recordGemm } from '../gemm/record';
-import { gemmDType, sgmatQuantApplies, sgmatStorageBytes, splitsFor } from '../gemm/select';
+import { fittingSgmat, gemmDType, sgmatQuantApplies, splitsFor } from '../gemm/select';
 import type { SgmatQuant } from '../gemm/sgmat';
 import {
   type GemmConfig,
@@ -82,8 +82,8 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
  * K one), else gemm-tiled, one 8-row block for the few rows of decode or 64×64 tiles.
  */
 export function quantConfig(shape: GemmShape, device: GemmDevice, quant: SgmatQuant, overrides: GemmOverrides = {}): GemmConfig {
-  const { sgmat } = device;
-  if (sgmat && sgmatStorageBytes(sgmat) <= device.maxWorkgroupStorage && sgmatQuantApplies(shape, sgmat, quant)) return sgmat;
+  const sgmat = fittingSgmat(device);
+  if (sgmat && sgmatQuantApplies(shape, sgmat, quant)) return sgmat;
   if (shape.M >= 64 && vec4Aligned(shape)) {
     // K split where the tiles are few and K long, as for float B (an LM head's dlogits·W over the
     // vocabulary: unsplit it took 25 ms a chunk of Llama-3.2-1B's on the H200), capped as
