@@ -22,8 +22,12 @@ export {
   type LoraForward,
   type LoraNeeds,
   loraDualApplies,
+  type QuantPacking,
+  quantConfig,
+  quantLoraFuses,
   selectLoraBackward,
   selectLoraForward,
+  selectQLoraForward,
   sgmatConfig,
   sgmatPrefetches,
   sgmatQuantApplies,
@@ -39,7 +43,6 @@ export {
   VEC4_64x128,
 } from './gemm/select';
 export { type SgmatQuant, sgmatShader } from './gemm/sgmat';
-export { quantConfig } from './kernels/quantized';
 export {
   fixedSubgroupSize,
   type GemmConfig,

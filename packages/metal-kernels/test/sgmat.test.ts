@@ -1,10 +1,13 @@
 import * as T from '@metal-lora/tensor';
 import { assertClose, randomValues, scaledTolerance, TOLERANCES } from '@metal-lora/tensor/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type AdapterReport, type GemmShape, selectGemm, subgroupMatrixPath, type WebGPUBackend } from '../src/index';
+import { type AdapterReport, type GemmOverrides, type GemmShape, selectGemm, subgroupMatrixPath, type WebGPUBackend } from '../src/index';
 import {
+  LORA_TILE,
   quantConfig,
   type SgmatConfig,
+  selectLoraBackward,
+  selectQLoraForward,
   sgmatConfig,
   sgmatPrefetches,
   sgmatQuantApplies,
@@ -157,6 +160,44 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
     const shallow = sgmatConfig('f16', 16, 8, 8, 32, 4, 4, true);
     expect(sgmatQuantApplies(shape(2048, 2048, 2048, true), shallow, q4)).toBe(false);
     expect(sgmatQuantApplies(shape(2048, 2048, 2048, false), shallow, q4)).toBe(true);
+  });
+  it('plans QLoRA: the LoRA term its own product on matrix units, the vec4 prologue elsewhere', () => {
+    const sgmat = subgroupMatrixChoice(h200, 'float16')!;
+    const device = { maxWorkgroupStorage: 49152, maxInvocations: 1024, subgroupSize: 32, sgmat };
+    const portable = { ...device, sgmat: null };
+    const q4 = { bits: 4, groupSize: 64 };
+    const needs = { needX: true, needA: true, needB: true, needWeight: false, needBias: false };
+    const named = (p: { config: { name: string } } | null | undefined) => p?.config.name ?? null;
+    type Row = [string, [number, number, number, number], typeof device | typeof portable, GemmOverrides, string, string | null, string | null];
+    // model, [M, in, out, r], device, overrides, forward kind, y's base config (fused: the LoRA
+    // tile), dx's base config (null: fused, U·A the prologue)
+    const rows: Row[] = [
+      ['Llama q_proj', [2048, 2048, 2048, 8], device, {}, 'composed', 'sgmat-128x128/prefetch f16 16x16x16', 'sgmat-128x128/prefetch f16 16x16x16'],
+      ['Llama down_proj', [2048, 8192, 2048, 8], device, {}, 'composed', 'sgmat-128x128/prefetch f16 16x16x16', 'sgmat-128x128/prefetch f16 16x16x16'],
+      ['Llama q_proj, portable', [2048, 2048, 2048, 8], portable, {}, 'fused', 'vec4-128x128', null],
+      ['SmolLM2 q_proj (576: edge tiles)', [2048, 576, 576, 8], device, {}, 'fused', 'vec4-128x128', null],
+      ['forced composed', [2048, 2048, 2048, 8], portable, { loraPlan: 'composed' }, 'composed', 'qmm-vec4-128x128', 'qmm-vec4-128x128'],
+      ['rank 6', [2048, 2048, 2048, 6], portable, {}, 'composed', 'qmm-vec4-128x128', 'qmm-vec4-128x128'],
+      ['decode', [8, 2048, 2048, 8], device, {}, 'composed', 'qmm-8x64', 'qmm-8x64'],
+    ];
+    for (const [what, [M, inF, outF, r], dev, overrides, kind, y, dx] of rows) {
+      const dims = { M, inF, outF, r, dtype: 'float16' as const };
+      const forward = selectQLoraForward(dims, dev, q4, overrides);
+      expect([forward.kind, named(forward.y)], what).toEqual([kind, y]);
+      expect(forward.t.shape, what).toMatchObject({ M, N: r, K: inF });
+      if (forward.kind === 'composed') expect(forward.term.shape, what).toMatchObject({ M, N: outF, K: r });
+      const backward = selectLoraBackward(dims, needs, dev, overrides, q4);
+      const plan = backward.dx!;
+      expect('fused' in plan ? null : named(plan.base), what).toBe(dx);
+      if ('fused' in plan) expect(plan.fused.config, what).toBe(LORA_TILE);
+      else
+        expect([plan.base.shape, plan.term.shape], what).toMatchObject([
+          { M, N: inF, K: outF, transB: false },
+          { M, N: inF, K: r },
+        ]);
+    }
+    // Only what is asked for is planned.
+    expect(selectLoraBackward({ M: 2048, inF: 2048, outF: 2048, r: 8, dtype: 'float16' }, { ...needs, needX: false }, device, {}, q4).dx).toBeNull();
   });
   it('stages a quantized B from its packed words: 16 bytes a load at 4 and 8 bits, words across boundaries at 3 bits', () => {
     const cfg = sgmatConfig('f16', 16, 16, 16, 32, 4, 4, true);

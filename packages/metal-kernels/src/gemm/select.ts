@@ -1,7 +1,8 @@
 /**
  * The one selector of the GEMM family: a pure function of the product's shape and the device
  * description, for plain products (`selectGemm`) and for the products of a LoRA layer
- * (`selectLoraForward`, `selectLoraBackward`), so every choice is table-tested. Each product is
+ * (`selectLoraForward`, `selectLoraBackward`; over a quantized base `quantConfig`,
+ * `selectQLoraForward` and `selectLoraBackward`'s `quant`), so every choice is table-tested. Each product is
  * decided here once; the recorders take the config they are given.
  */
 import type { AdapterReport } from '../device';
@@ -485,7 +486,8 @@ export interface LoraNeeds {
 /**
  * loraLinear's backward products, each decided once:
  * - `u`: U = s·dy·B [M, r] (for dx and dA) and dB = s·dyᵀ·T from one read of dy (`dual`), or U as a product;
- * - `dx`: dy·W with U·A as the vec4 prologue (`fused`), or U·A then dy·W accumulated onto it;
+ * - `dx`: dy·W with U·A as the vec4 prologue (`fused`), or U·A then dy·W accumulated onto it
+ *   (with `quant`, dy·W over W's packed words: {@link quantConfig}, {@link quantLoraFuses});
  * - `dA`: Uᵀ·x, paired with dBᵀ = s·Tᵀ·dy in one dispatch where in = out (`pair`), or alone;
  * - `dB`, `dWeight`, `dBias`: plain products (dB absent where the dual or the pair makes it).
  */
@@ -498,7 +500,7 @@ export interface LoraBackward {
   dBias: Product | null;
 }
 
-export function selectLoraBackward(dims: LoraDims, needs: LoraNeeds, device: GemmDevice, overrides: GemmOverrides = {}): LoraBackward {
+export function selectLoraBackward(dims: LoraDims, needs: LoraNeeds, device: GemmDevice, overrides: GemmOverrides = {}, quant?: QuantPacking): LoraBackward {
   const { M, inF, outF, r, dtype } = dims;
   const product = (M: number, N: number, K: number, transA: boolean): Product => {
     const shape: GemmShape = { M, N, K, batch: 1, transA, transB: false, dtype: gemmDType(dtype) };
@@ -511,7 +513,14 @@ export function selectLoraBackward(dims: LoraDims, needs: LoraNeeds, device: Gem
   const dual = needU && needs.needB && fused && r <= 8 && loraDualApplies(M, outF, r, dtype);
   const u = dual ? 'dual' : needU ? product(M, r, outF, false) : null;
   let dx: LoraBackward['dx'] = null;
-  if (needs.needX && fused && M > 16) {
+  if (needs.needX && quant) {
+    // Over a quantized base dy·W reads the packed words: fused where quantLoraFuses says, whatever
+    // the float plan (its base product may be on subgroup matrices where the quantized one is
+    // not, or the other way round).
+    const shape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: gemmDType(dtype) };
+    const config = quantConfig(shape, device, quant, overrides);
+    dx = quantLoraFuses(shape, r, config, overrides) ? { fused: { shape, config: LORA_TILE } } : { term: product(M, inF, r, false), base: { shape, config } };
+  } else if (needs.needX && fused && M > 16) {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue (masked in registers with
     // dropout), so no [M, in] intermediate exists, and it is faster than U·A written into dx with
     // dy·W accumulated on top, which also reads dx back (RESULTS.md, "dx through the prologue").
@@ -539,4 +548,65 @@ export function selectLoraBackward(dims: LoraDims, needs: LoraNeeds, device: Gem
     // Column sums of dy as a 1-row product: onesᵀ·dy.
     dBias: needs.needBias ? product(1, outF, M, false) : null,
   };
+}
+
+/** A quantized weight's packing, as the selector reads it. */
+export interface QuantPacking {
+  bits: number;
+  groupSize: number;
+}
+
+/**
+ * The kernel for a quantized B: the subgroup-matrix GEMM's section QUANT where the backend's
+ * configuration takes the product whole ({@link sgmatQuantApplies}: mixed-precision training's
+ * products on the H200); else gemm-vec4's 128×128 tiles (K split as {@link splitsFor} says) where
+ * the product is large and aligned (K, and N for dy·W, multiples of 4: every MLX group size makes
+ * K one), else gemm-tiled, one 8-row block for the few rows of decode or 64×64 tiles.
+ */
+export function quantConfig(shape: GemmShape, device: GemmDevice, quant: QuantPacking, overrides: GemmOverrides = {}): GemmConfig {
+  const sgmat = fittingSgmat(device);
+  if (sgmat && sgmatQuantApplies(shape, sgmat, quant)) return sgmat;
+  if (shape.M >= 64 && vec4Aligned(shape)) {
+    // K split where the tiles are few and K long, as for float B (an LM head's dlogits·W over the
+    // vocabulary: unsplit it took 25 ms a chunk of Llama-3.2-1B's on the H200), capped as
+    // `overrides.maxSplits` caps the selector's.
+    const base: Vec4Config = { kind: 'vec4', name: 'qmm-vec4-128x128', splits: 1 };
+    const splits = splitsFor(vec4Tiles(base, shape.M, shape.N, 1), shape.K);
+    return withSplits(base, overrides.maxSplits ? Math.min(splits, overrides.maxSplits) : splits);
+  }
+  return shape.M <= 8
+    ? { kind: 'tiled', name: 'qmm-8x64', tm: 1, tn: 2, tk: 32, wgx: 32, wgy: 8, splits: 1 }
+    : { kind: 'tiled', name: 'qmm-64x64', tm: 4, tn: 4, tk: 16, wgx: 16, wgy: 16, splits: 1 };
+}
+
+/**
+ * Whether QLoRA's base product `shape` (y = x·Wᵀ, or dx = dy·W), which {@link quantConfig} gave
+ * `config`, takes the vec4 kernel with the LoRA term as its prologue instead (M > 16; in, out and
+ * rank multiples of 4): not where the subgroup-matrix GEMM takes it (as over a float base, the
+ * term is then a product of its own), nor under a forced `composed` plan.
+ */
+export function quantLoraFuses(shape: GemmShape, r: number, config: GemmConfig, overrides: GemmOverrides = {}): boolean {
+  const { M, N, K } = shape;
+  return M > 16 && N % 4 === 0 && K % 4 === 0 && r % 4 === 0 && overrides.loraPlan !== 'composed' && config.kind !== 'sgmat';
+}
+
+/**
+ * loraLinear's forward products over a quantized base (QLoRA), W's packing `quant`: T =
+ * dropout(x)·Aᵀ, then y = x·Wᵀ + bias + s·T·Bᵀ in one vec4 GEMM where {@link quantLoraFuses}
+ * (`fused`), else y = x·Wᵀ on {@link quantConfig}'s config (at decode, M ≤ 16 at 2, 4 or 8 bits,
+ * the recorder streams W through qgemv.wgsl instead) and the term and bias added onto it.
+ */
+export function selectQLoraForward(
+  dims: LoraDims,
+  device: GemmDevice,
+  quant: QuantPacking,
+  overrides: GemmOverrides = {},
+): Extract<LoraForward, { kind: 'fused' | 'composed' }> {
+  const shape = baseShape(dims);
+  const tShape: GemmShape = { ...shape, N: dims.r };
+  const termShape: GemmShape = { ...shape, K: dims.r };
+  const t = { shape: tShape, config: chooseGemm(tShape, device, overrides) };
+  const config = quantConfig(shape, device, quant, overrides);
+  if (quantLoraFuses(shape, dims.r, config, overrides)) return { kind: 'fused', t, y: { shape, config: LORA_TILE } };
+  return { kind: 'composed', t, y: { shape, config }, term: { shape: termShape, config: chooseGemm(termShape, device, overrides) } };
 }

@@ -2,12 +2,12 @@ import { type DType, type OpOutputs, registerKernel, type TensorRef, ValueError 
 import type { GpuData, WebGPUBackend } from '../backend';
 import { recordLoraDual } from '../gemm/lora-dual';
 import { gemmDevice, gemmOutput, recordGemm } from '../gemm/record';
-import { baseShape, chooseGemm, gemmDType, LORA_TILE, selectLoraBackward, selectLoraForward } from '../gemm/select';
-import type { GemmConfig, GemmDevice, GemmOperands, GemmShape, Product } from '../gemm/types';
+import { selectLoraBackward, selectLoraForward, selectQLoraForward } from '../gemm/select';
+import type { GemmDevice, GemmOperands, Product } from '../gemm/types';
 import dropoutSource from '../wgsl/dropout.wgsl';
 import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
 import { fill } from './elementwise';
-import { gemmQuant, type PackedWeight, packedWeight, quantConfig, recordQuantizedProduct } from './quantized';
+import { gemmQuant, type PackedWeight, packedWeight, recordQuantizedProduct } from './quantized';
 
 /** A copy of `x` ([n] elements) with the LoRA dropout mask applied and kept values scaled by 1/(1-p). */
 export function dropoutData(backend: WebGPUBackend, dtype: DType, x: GPUBuffer, n: number, p: number, seed: number): GpuData {
@@ -86,11 +86,9 @@ function loraLinearKernel({ inputs, attrs, backend }: Args<'loraLinear'>): OpOut
 }
 
 /**
- * loraLinear over a quantized base (QLoRA): T = dropout(x)·Aᵀ, then where the vec4 kernel takes
- * the base product (M > 16, in, out and rank multiples of 4, not on subgroup matrices:
- * {@link quantLoraFused}) y = x·Wᵀ + bias + s·T·Bᵀ in one GEMM, W dequantized as its tiles load
- * and the LoRA term its prologue; else y = x·Wᵀ (qgemv at decode, the subgroup-matrix kernel's
- * QUANT section where it takes it) and the term and bias added onto it by a second product.
+ * loraLinear over a quantized base (QLoRA), as {@link selectQLoraForward} plans it: T =
+ * dropout(x)·Aᵀ, then y = x·Wᵀ + bias + s·T·Bᵀ in one GEMM (W dequantized as its tiles load, the
+ * LoRA term its prologue), or y = x·Wᵀ (qgemv at decode) and the term and bias added onto it.
  */
 function quantLoraForward(
   backend: WebGPUBackend,
@@ -104,49 +102,28 @@ function quantLoraForward(
 ): OpOutputs['loraLinear'] {
   const { M, inF, outF, r } = dims;
   const dtype = x.dtype;
-  const device = loraDevice(backend, dtype);
+  const plan = selectQLoraForward({ M, inF, outF, r, dtype }, loraDevice(backend, dtype), w, backend.overrides);
   const xd = attrs.dropout > 0 ? dropoutData(backend, dtype, buf(x), M * inF, attrs.dropout, attrs.seed) : null;
   const t = gemmOutput(backend, dtype, 1, M, r);
-  const base = baseShape({ M, inF, outF, r, dtype });
-  const tShape: GemmShape = { ...base, N: r };
-  record(
-    backend,
-    dtype,
-    { shape: tShape, config: chooseGemm(tShape, device, backend.overrides) },
-    { a: xd?.buffer ?? buf(x), b: a, c: t.buffer, alpha: 1, beta: 0 },
-  );
+  record(backend, dtype, plan.t, { a: xd?.buffer ?? buf(x), b: a, c: t.buffer, alpha: 1, beta: 0 });
   if (xd) backend.release(xd.buffer);
   const y = gemmOutput(backend, dtype, 1, M, outF);
-  const baseConfig = quantConfig(base, device, w, backend.overrides);
-  if (quantLoraFused(base, r, baseConfig, backend)) {
-    record(
-      backend,
-      dtype,
-      { shape: base, config: LORA_TILE },
-      { a: buf(x), b: w.weight, c: y.buffer, bias, alpha: 1, beta: 0, quant: gemmQuant(w), lora: { la: t.buffer, lb: b, r, transB: true, scale: attrs.scale } },
-    );
-  } else {
-    recordQuantizedProduct(backend, dtype, buf(x), w, { M, N: outF, K: inF, transpose: true }, y.buffer, 0, baseConfig);
-    const termShape: GemmShape = { ...base, K: r };
-    record(
-      backend,
-      dtype,
-      { shape: termShape, config: chooseGemm(termShape, device, backend.overrides) },
-      { a: t.buffer, b, c: y.buffer, bias, alpha: attrs.scale, beta: 1 },
-    );
+  if (plan.kind === 'fused')
+    record(backend, dtype, plan.y, {
+      a: buf(x),
+      b: w.weight,
+      c: y.buffer,
+      bias,
+      alpha: 1,
+      beta: 0,
+      quant: gemmQuant(w),
+      lora: { la: t.buffer, lb: b, r, transB: true, scale: attrs.scale },
+    });
+  else {
+    recordQuantizedProduct(backend, dtype, buf(x), w, { M, N: outF, K: inF, transpose: true }, y.buffer, 0, plan.y.config);
+    record(backend, dtype, plan.term, { a: t.buffer, b, c: y.buffer, bias, alpha: attrs.scale, beta: 1 });
   }
   return { y: out(y, [M, outF], dtype), t: out(t, [M, r], dtype) };
-}
-
-/**
- * Whether QLoRA's base product `shape` (y = x·Wᵀ, or dx = dy·W), which {@link quantConfig} gave
- * `config`, takes the vec4 kernel with the LoRA term as its prologue instead: not where the
- * subgroup-matrix GEMM takes it (as over a float base, the term is then a product of its own),
- * nor under a forced `composed` plan (tests).
- */
-function quantLoraFused(shape: GemmShape, r: number, config: GemmConfig, backend: WebGPUBackend): boolean {
-  const { M, N, K } = shape;
-  return M > 16 && N % 4 === 0 && K % 4 === 0 && r % 4 === 0 && backend.overrides.loraPlan !== 'composed' && config.kind !== 'sgmat';
 }
 
 /** The gradients of loraLinear, each requested one on the selector's products (`selectLoraBackward`; see the op's CPU reference). */
@@ -159,10 +136,9 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   const inF = x.shape[1];
   const r = a.shape[0];
   const { scale: s, dropout: p } = attrs;
-  const device = loraDevice(backend, dtype);
-  const plan = selectLoraBackward({ M, inF, outF, r, dtype }, attrs, device, backend.overrides);
   // QLoRA: dy·W reads the packed words (the vec4 kernel with U·A as its prologue where it applies).
   const packed = attrs.quant ? packedWeight(w, quantParts[0], quantParts[1], attrs.quant) : null;
+  const plan = selectLoraBackward({ M, inF, outF, r, dtype }, attrs, loraDevice(backend, dtype), backend.overrides, attrs.quant ?? undefined);
   const outputs: OpOutputs['loraLinearBackward'] = {};
   // U = s·dy·B [M, r] (for dx and dA) and dB = s·dyᵀ·T [out, r], from one read of dy where the dual kernel applies.
   let dB: GpuData | null = null;
@@ -173,23 +149,10 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
     u = gemmOutput(backend, dtype, 1, M, r);
     record(backend, dtype, plan.u, { a: buf(dy), b: buf(b), c: u.buffer, alpha: s, beta: 0 });
   }
-  // A quantized base fuses where quantLoraFused says, whatever the float plan (its base product
-  // may be on subgroup matrices where the quantized one is not, or the other way round).
-  const dxShape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: gemmDType(dtype) };
-  const dxConfig = packed ? quantConfig(dxShape, device, packed, backend.overrides) : null;
-  const fusedDx: Product | null = !plan.dx
-    ? null
-    : packed
-      ? quantLoraFused(dxShape, r, dxConfig!, backend)
-        ? { shape: dxShape, config: LORA_TILE }
-        : null
-      : 'fused' in plan.dx
-        ? plan.dx.fused
-        : null;
-  if (fusedDx) {
+  if (plan.dx && 'fused' in plan.dx) {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM, U·A the prologue (the mask's code is a shader variant of its own: only dropout pays for it).
     const dx = gemmOutput(backend, dtype, 1, M, inF);
-    record(backend, dtype, fusedDx, {
+    record(backend, dtype, plan.dx.fused, {
       a: buf(dy),
       b: buf(w),
       c: dx.buffer,
@@ -202,16 +165,14 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   } else if (plan.dx) {
     // dx = dropout(U·A) + dy·W: the LoRA term first, then the base product accumulates onto it.
     let dx = gemmOutput(backend, dtype, 1, M, inF);
-    const termShape: GemmShape = { ...dxShape, K: r };
-    const term = 'term' in plan.dx ? plan.dx.term : { shape: termShape, config: chooseGemm(termShape, device, backend.overrides) };
-    record(backend, dtype, term, { a: u!.buffer, b: buf(a), c: dx.buffer, alpha: 1, beta: 0 });
+    record(backend, dtype, plan.dx.term, { a: u!.buffer, b: buf(a), c: dx.buffer, alpha: 1, beta: 0 });
     if (p > 0) {
       const masked = dropoutData(backend, dtype, dx.buffer, M * inF, p, attrs.seed);
       backend.release(dx.buffer);
       dx = masked;
     }
-    if (packed) recordQuantizedProduct(backend, dtype, buf(dy), packed, { M, N: inF, K: outF, transpose: false }, dx.buffer, 1, dxConfig!);
-    else if ('base' in plan.dx) record(backend, dtype, plan.dx.base, { a: buf(dy), b: buf(w), c: dx.buffer, alpha: 1, beta: 1 });
+    if (packed) recordQuantizedProduct(backend, dtype, buf(dy), packed, { M, N: inF, K: outF, transpose: false }, dx.buffer, 1, plan.dx.base.config);
+    else record(backend, dtype, plan.dx.base, { a: buf(dy), b: buf(w), c: dx.buffer, alpha: 1, beta: 1 });
     outputs.dx = out(dx, [M, inF], dtype);
   }
   if (plan.dA) {

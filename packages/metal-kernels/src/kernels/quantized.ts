@@ -1,19 +1,8 @@
 import { type DType, type KernelOutput, type OpOutputs, type QuantSpec, registerKernel, type TensorRef, ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { gemmDevice, recordGemm } from '../gemm/record';
-import { fittingSgmat, gemmDType, sgmatQuantApplies, splitsFor } from '../gemm/select';
-import type { SgmatQuant } from '../gemm/sgmat';
-import {
-  type GemmConfig,
-  type GemmDevice,
-  type GemmOperands,
-  type GemmOverrides,
-  type GemmShape,
-  type Vec4Config,
-  vec4Aligned,
-  vec4Tiles,
-  withSplits,
-} from '../gemm/types';
+import { gemmDType, quantConfig } from '../gemm/select';
+import type { GemmConfig, GemmOperands, GemmShape } from '../gemm/types';
 import dequantizeSource from '../wgsl/dequantize.wgsl';
 import qgemvSource from '../wgsl/qgemv.wgsl';
 import quantizeSource from '../wgsl/quantize.wgsl';
@@ -72,29 +61,6 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
       label: `quantize q${attrs.bits}`,
     });
   return { weight: out(packed, [rows, words], 'int32'), scales: out(scales, [rows, perRow], w.dtype), biases: out(biases, [rows, perRow], w.dtype) };
-}
-
-/**
- * The kernel for a quantized B: the subgroup-matrix GEMM's section QUANT where the backend's
- * configuration takes the product whole ({@link sgmatQuantApplies}: mixed-precision training's
- * products on the H200); else gemm-vec4's 128×128 tiles (K split as {@link splitsFor} says) where
- * the product is large and aligned (K, and N for dy·W, multiples of 4: every MLX group size makes
- * K one), else gemm-tiled, one 8-row block for the few rows of decode or 64×64 tiles.
- */
-export function quantConfig(shape: GemmShape, device: GemmDevice, quant: SgmatQuant, overrides: GemmOverrides = {}): GemmConfig {
-  const sgmat = fittingSgmat(device);
-  if (sgmat && sgmatQuantApplies(shape, sgmat, quant)) return sgmat;
-  if (shape.M >= 64 && vec4Aligned(shape)) {
-    // K split where the tiles are few and K long, as for float B (an LM head's dlogits·W over the
-    // vocabulary: unsplit it took 25 ms a chunk of Llama-3.2-1B's on the H200), capped as
-    // `overrides.maxSplits` caps the selector's.
-    const base: Vec4Config = { kind: 'vec4', name: 'qmm-vec4-128x128', splits: 1 };
-    const splits = splitsFor(vec4Tiles(base, shape.M, shape.N, 1), shape.K);
-    return withSplits(base, overrides.maxSplits ? Math.min(splits, overrides.maxSplits) : splits);
-  }
-  return shape.M <= 8
-    ? { kind: 'tiled', name: 'qmm-8x64', tm: 1, tn: 2, tk: 32, wgx: 32, wgy: 8, splits: 1 }
-    : { kind: 'tiled', name: 'qmm-64x64', tm: 4, tn: 4, tk: 16, wgx: 16, wgy: 16, splits: 1 };
 }
 
 /**
