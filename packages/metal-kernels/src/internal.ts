@@ -22,7 +22,6 @@ export {
   type LoraForward,
   type LoraNeeds,
   loraDualApplies,
-  type QuantPacking,
   quantConfig,
   quantLoraFuses,
   selectLoraBackward,
@@ -42,7 +41,7 @@ export {
   VEC4_32x128,
   VEC4_64x128,
 } from './gemm/select';
-export { type SgmatQuant, sgmatShader } from './gemm/sgmat';
+export { sgmatShader } from './gemm/sgmat';
 export {
   fixedSubgroupSize,
   type GemmConfig,

@@ -5,6 +5,7 @@
  * `selectQLoraForward` and `selectLoraBackward`'s `quant`), so every choice is table-tested. Each product is
  * decided here once; the recorders take the config they are given.
  */
+import type { QuantSpec } from '@metal-lora/tensor';
 import type { AdapterReport } from '../device';
 import {
   type GemmConfig,
@@ -303,7 +304,7 @@ export function sgmatPrefetches(shape: GemmShape, cfg: SgmatConfig): boolean {
  * tiles), and each thread's chunk of 32 values of a row of W must be whole words of one group
  * (groups of a multiple of 32; a tile's run along W's rows a multiple of 32).
  */
-export function sgmatQuantApplies(shape: GemmShape, cfg: SgmatConfig, quant: { bits: number; groupSize: number }): boolean {
+export function sgmatQuantApplies(shape: GemmShape, cfg: SgmatConfig, quant: QuantSpec): boolean {
   const { BM, BN, BK } = sgmatTile(cfg);
   const stored = (shape.dtype ?? 'float32') === (cfg.component === 'f16' ? 'float16' : 'float32');
   const run = shape.transB ? BK : BN;
@@ -500,7 +501,13 @@ export interface LoraBackward {
   dBias: Product | null;
 }
 
-export function selectLoraBackward(dims: LoraDims, needs: LoraNeeds, device: GemmDevice, overrides: GemmOverrides = {}, quant?: QuantPacking): LoraBackward {
+export function selectLoraBackward(
+  dims: LoraDims,
+  needs: LoraNeeds,
+  device: GemmDevice,
+  overrides: GemmOverrides = {},
+  quant: QuantSpec | null = null,
+): LoraBackward {
   const { M, inF, outF, r, dtype } = dims;
   const product = (M: number, N: number, K: number, transA: boolean): Product => {
     const shape: GemmShape = { M, N, K, batch: 1, transA, transB: false, dtype: gemmDType(dtype) };
@@ -513,19 +520,20 @@ export function selectLoraBackward(dims: LoraDims, needs: LoraNeeds, device: Gem
   const dual = needU && needs.needB && fused && r <= 8 && loraDualApplies(M, outF, r, dtype);
   const u = dual ? 'dual' : needU ? product(M, r, outF, false) : null;
   let dx: LoraBackward['dx'] = null;
+  const dxShape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: gemmDType(dtype) };
   if (needs.needX && quant) {
     // Over a quantized base dy·W reads the packed words: fused where quantLoraFuses says, whatever
     // the float plan (its base product may be on subgroup matrices where the quantized one is
     // not, or the other way round).
-    const shape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: gemmDType(dtype) };
-    const config = quantConfig(shape, device, quant, overrides);
-    dx = quantLoraFuses(shape, r, config, overrides) ? { fused: { shape, config: LORA_TILE } } : { term: product(M, inF, r, false), base: { shape, config } };
+    const config = quantConfig(dxShape, device, quant, overrides);
+    dx = quantLoraFuses(dxShape, r, config, overrides)
+      ? { fused: { shape: dxShape, config: LORA_TILE } }
+      : { term: product(M, inF, r, false), base: { shape: dxShape, config } };
   } else if (needs.needX && fused && M > 16) {
     // dx = dy·W + mask⊙(U·A)/(1-p) in one GEMM: U·A is the prologue (masked in registers with
     // dropout), so no [M, in] intermediate exists, and it is faster than U·A written into dx with
     // dy·W accumulated on top, which also reads dx back (RESULTS.md, "dx through the prologue").
-    const shape: GemmShape = { M, N: inF, K: outF, batch: 1, transA: false, transB: false, dtype: gemmDType(dtype) };
-    dx = { fused: { shape, config: LORA_TILE } };
+    dx = { fused: { shape: dxShape, config: LORA_TILE } };
   } else if (needs.needX) dx = { term: product(M, inF, r, false), base: product(M, inF, outF, false) };
   // dA = Uᵀ·dropout(x) and dB = s·dyᵀ·T: where in = out the two are one pair of products of the
   // same shape (dA and dBᵀ = s·Tᵀ·dy, r × in, K = M) in one dispatch and one reduction, which
@@ -550,12 +558,6 @@ export function selectLoraBackward(dims: LoraDims, needs: LoraNeeds, device: Gem
   };
 }
 
-/** A quantized weight's packing, as the selector reads it. */
-export interface QuantPacking {
-  bits: number;
-  groupSize: number;
-}
-
 /**
  * The kernel for a quantized B: the subgroup-matrix GEMM's section QUANT where the backend's
  * configuration takes the product whole ({@link sgmatQuantApplies}: mixed-precision training's
@@ -563,7 +565,7 @@ export interface QuantPacking {
  * the product is large and aligned (K, and N for dy·W, multiples of 4: every MLX group size makes
  * K one), else gemm-tiled, one 8-row block for the few rows of decode or 64×64 tiles.
  */
-export function quantConfig(shape: GemmShape, device: GemmDevice, quant: QuantPacking, overrides: GemmOverrides = {}): GemmConfig {
+export function quantConfig(shape: GemmShape, device: GemmDevice, quant: QuantSpec, overrides: GemmOverrides = {}): GemmConfig {
   const sgmat = fittingSgmat(device);
   if (sgmat && sgmatQuantApplies(shape, sgmat, quant)) return sgmat;
   if (shape.M >= 64 && vec4Aligned(shape)) {
@@ -599,7 +601,7 @@ export function quantLoraFuses(shape: GemmShape, r: number, config: GemmConfig, 
 export function selectQLoraForward(
   dims: LoraDims,
   device: GemmDevice,
-  quant: QuantPacking,
+  quant: QuantSpec,
   overrides: GemmOverrides = {},
 ): Extract<LoraForward, { kind: 'fused' | 'composed' }> {
   const shape = baseShape(dims);

@@ -4,7 +4,7 @@
  * and others on NVIDIA). Its config comes from the adapter's report (`subgroupMatrixChoice` in
  * select.ts), and the selector takes it only where the backend opts in (`WebGPUBackend.subgroupMatrix`).
  */
-import { ValueError } from '@metal-lora/tensor';
+import { type QuantSpec, ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
 import { subgroupMatrixConfigsText } from '../device';
 import { dummy, enableFor, generatedShader, lines, uniform } from '../kernels/common';
@@ -58,7 +58,7 @@ function perThread(total: number, threads: number, indent: string, f: (i: number
  * PREFETCH's K loop (gemm-sgmat.wgsl): each thread holds its share of the next tiles in registers
  * (ga*, gb*: 16 bytes each) while the subgroups multiply the current ones out of workgroup memory.
  */
-function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16', quant: SgmatQuant | null): { decl: string; loop: string } {
+function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16', quant: QuantSpec | null): { decl: string; loop: string } {
   const g = sgmatTile(cfg, true);
   const { BM, BN, BK } = g;
   const threads = 4 * cfg.subgroupSize;
@@ -137,12 +137,6 @@ function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16', quant: SgmatQuant | nu
   return { decl, loop };
 }
 
-/** A quantized op(B) for the kernel (section QUANT): MLX affine packing of `bits`, groups of `groupSize`. */
-export interface SgmatQuant {
-  bits: number;
-  groupSize: number;
-}
-
 /**
  * PREFETCH's B side under QUANT: each thread fetches chunks of 32 consecutive values of a row of
  * W (BITS whole words, 16 bytes at a time where BITS is a multiple of 4, one scale and one bias),
@@ -218,7 +212,7 @@ function prefetchesFor(cfg: SgmatConfig, t: 'f32' | 'f16'): boolean {
 }
 
 /** The WGSL of `cfg` for operands of type `t` (benchmarks compile it on adapters that cannot run it, to validate it). */
-export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16', quant: SgmatQuant | null = null): { key: string; source: string } {
+export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16', quant: QuantSpec | null = null): { key: string; source: string } {
   const prefetch = prefetchesFor(cfg, t);
   if (quant && !prefetch)
     throw new ValueError(

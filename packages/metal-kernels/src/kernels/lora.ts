@@ -138,7 +138,7 @@ function loraLinearBackwardKernel({ inputs, attrs, backend }: Args<'loraLinearBa
   const { scale: s, dropout: p } = attrs;
   // QLoRA: dy·W reads the packed words (the vec4 kernel with U·A as its prologue where it applies).
   const packed = attrs.quant ? packedWeight(w, quantParts[0], quantParts[1], attrs.quant) : null;
-  const plan = selectLoraBackward({ M, inF, outF, r, dtype }, attrs, loraDevice(backend, dtype), backend.overrides, attrs.quant ?? undefined);
+  const plan = selectLoraBackward({ M, inF, outF, r, dtype }, attrs, loraDevice(backend, dtype), backend.overrides, attrs.quant);
   const outputs: OpOutputs['loraLinearBackward'] = {};
   // U = s·dy·B [M, r] (for dx and dA) and dB = s·dyᵀ·T [out, r], from one read of dy where the dual kernel applies.
   let dB: GpuData | null = null;
