@@ -1,9 +1,10 @@
 import * as T from '@metal-lora/tensor';
 import { cpuBackend, type Tensor } from '@metal-lora/tensor';
 import { assertClose, gemmTolerance, randomValues, TOLERANCES } from '@metal-lora/tensor/testing';
-import { describe, expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { gpuIt, withDispatchLabels } from '../../../test-support/gpu';
 import type { WebGPUBackend } from '../src/index';
+import { qgemvBody } from '../src/kernels/qgemv-body';
 
 /** A random weight quantized on the host, as CPU tensors (the reference) and on the GPU. */
 function quantized(b: WebGPUBackend, rows: number, cols: number, bits: number, groupSize: number, seed: number, dtype: 'float32' | 'float16' = 'float32') {
@@ -14,6 +15,26 @@ function quantized(b: WebGPUBackend, rows: number, cols: number, bits: number, g
   const ref = T.dequantize(q.weight, q.scales.cast('float64'), q.biases.cast('float64'), { bits, groupSize });
   return { cpu: q, gpu: { weight: gpu[0], scales: gpu[1], biases: gpu[2] }, ref };
 }
+
+describe('qgemv.wgsl section GEN (generated text)', () => {
+  it('f16 pairs: PER/2 pair unpackings a word and row, masks as literals, the f16 guard from the bit width', () => {
+    for (const [bits, masks, largest] of [
+      [2, ['0x30003u', '0xc000cu', '0x300030u', '0xc000c0u', '0x3000300u'], 2048],
+      [4, ['0xf000fu', '0xf000f0u'], 1024],
+      [8, ['0xff00ffu'], 128],
+    ] as const) {
+      const body = qgemvBody({ bits, vw: 4, rows: 2, mr: 1, half: true });
+      // Two rows of W, four words each: 16 / BITS pairs a word.
+      expect(body.match(/0x64006400u/g)?.length, `q${bits}`).toBe(2 * 4 * (16 / bits));
+      for (const mask of masks) expect(body, `q${bits}`).toContain(`& ${mask})`);
+      expect(body, `q${bits}`).toContain(`<= ${largest}h) {`);
+      // The f32 unpacking beside it, for chunks past the guard: every value of every word.
+      expect(body.match(/\| MAGIC\) - TWO23/g)?.length, `q${bits}`).toBe(2 * 4 * (32 / bits));
+      expect(body).not.toMatch(/\[[a-z]\w*\]/);
+    }
+    expect(qgemvBody({ bits: 4, vw: 1, rows: 1, mr: 2, half: false })).not.toContain('0x64006400u');
+  });
+});
 
 describe('webgpu quantized weights (MLX affine)', () => {
   // Every bit width, every group size, awkward row counts; rows of x from 1 (decode) to past a tile.
@@ -350,6 +371,21 @@ describe('webgpu quantized weights (MLX affine)', () => {
           groupSize,
         }),
       ).toThrow('quantizedMatmul: overrides.qgemv.once is not a flag; expected true, false or absent, got number 1');
+      for (const [forced, got] of [
+        [{ lanes: 8, rows: 2, body: 'half' as const }, 'half with f32 x'],
+        [{ lanes: 8, rows: 2, body: 'unroll' as const, once: true }, 'unroll with f32 x, once'],
+        [{ lanes: 8, rows: 2, body: 'fast' as 'half' }, 'fast with f32 x'],
+      ] as const) {
+        b.overrides.qgemv = forced;
+        expect(() =>
+          T.quantizedMatmul(T.tensor(randomValues(cols, 1), [1, cols], { dtype: 'float32', backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+            bits,
+            groupSize,
+          }),
+        ).toThrow(
+          `quantizedMatmul: overrides.qgemv.body names a body this product cannot take; expected 'loop', 'unroll', or 'half' with f16 x, without once, got ${got}`,
+        );
+      }
     } finally {
       b.overrides.qgemv = null;
     }
@@ -400,6 +436,73 @@ describe('webgpu quantized weights (MLX affine)', () => {
             }
           }
       }
+    } finally {
+      b.overrides.qgemv = null;
+      b.poisonOutputs = false;
+    }
+  });
+
+  // Section GEN's bodies: the f32 one (f32 and f16 x) and the f16 pairs (f16 x), at 2 bits in
+  // groups of 32 (one word a chunk), 4 and 8 bits (four), 1 to 3 rows of x, ragged N, a short K
+  // (fewer chunks than lanes) and a long one.
+  gpuIt('decode: section GEN (unroll, half) against float64 (2 / 4 / 8 bits, M 1..3, ragged N)', async (b, ctx) => {
+    if (!b.context.report.shaderF16) {
+      ctx.skip('the adapter has no shader-f16');
+      return;
+    }
+    const rows = 75;
+    b.poisonOutputs = true;
+    try {
+      for (const [bits, groupSize, chunkValues] of [
+        [2, 32, 16],
+        [4, 64, 32],
+        [8, 32, 16],
+      ] as const)
+        for (const dtype of ['float32', 'float16'] as const) {
+          const weights = [6, 40].map((chunks) => {
+            const cols = chunks * chunkValues;
+            return { cols, ...quantized(b, rows, cols, bits, groupSize, bits * 17 + chunks, dtype) };
+          });
+          for (const m of [1, 3])
+            for (const body of dtype === 'float16' ? (['unroll', 'half'] as const) : (['unroll'] as const)) {
+              const [lanes, teamRows] = m === 1 ? [8, 4] : [32, 2];
+              b.overrides.qgemv = { lanes, rows: teamRows, body };
+              for (const { cols, gpu, ref } of weights) {
+                // Large values in the second chunk of each row: past what f16 pairs keep finite
+                // at every bit width (8 bits: 64), so there `half` takes the f32 unpacking.
+                const xv = Float64Array.from(randomValues(m * cols, 91 + m + cols), (v, i) => {
+                  const big = Math.floor((i % cols) / chunkValues) === 1 ? 3000 : 1;
+                  return dtype === 'float16' ? T.float16BitsToFloat32(T.float32ToFloat16Bits(v * big)) : v * big;
+                });
+                const want = T.matmul(T.tensor(xv, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
+                const what = `q${bits} ${dtype} K=${cols} M=${m} ${body}`;
+                const { labels } = await withDispatchLabels(b, async () => {
+                  const got = await T.quantizedMatmul(T.tensor(xv, [m, cols], { dtype, backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+                    bits,
+                    groupSize,
+                  }).data();
+                  assertClose(got, want, gemmTolerance(dtype, want), what);
+                  // f16 pairs round each product to f16: still within 1e-3 of the largest output
+                  // (f16 output's own rounding is up to 2^-11 of it).
+                  const largest = Array.from(want).reduce((acc: number, v: number) => Math.max(acc, Math.abs(v)), 0);
+                  assertClose(got, want, { rtol: 0, atol: 1e-3 * largest }, `${what}, absolute`);
+                });
+                expect(labels, what).toContain(`qgemv q${bits} m${m} ${body}`);
+              }
+              // One-hot rows over a chunk's columns: every bit position of every word unpacked exactly.
+              const { cols, gpu, ref } = weights[0];
+              for (let first = 0; m === 3 && first < chunkValues; first += m) {
+                const x = new Float64Array(m * cols);
+                for (let i = 0; i < m; i++) x[i * cols + first + i] = 1;
+                const got = await T.quantizedMatmul(T.tensor(x, [m, cols], { dtype, backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+                  bits,
+                  groupSize,
+                }).data();
+                const want = T.matmul(T.tensor(x, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
+                assertClose(got, want, TOLERANCES[dtype], `q${bits} ${dtype} ${body} one-hot columns ${first}..${first + m - 1}`);
+              }
+            }
+        }
     } finally {
       b.overrides.qgemv = null;
       b.poisonOutputs = false;

@@ -160,9 +160,11 @@ export interface GemmOverrides {
   maxSplits?: number | null;
   /**
    * qgemv.wgsl's lanes per team (8, 16, 32) and rows of W per team (1, 2, 4), for benchmarks; with
-   * `once` its section ONCE (each packed value unpacked once for all rows of x; off when absent).
+   * `once` its section ONCE (each packed value unpacked once for all rows of x; off when absent),
+   * and without it the chunk's `body` (`'loop'` when absent; `'unroll'`, or `'half'` with f16 x:
+   * section GEN).
    */
-  qgemv?: { lanes: number; rows: number; once?: boolean } | null;
+  qgemv?: { lanes: number; rows: number; once?: boolean; body?: 'loop' | 'unroll' | 'half' } | null;
 }
 
 /** One product of a layer: its shape and the config it runs on (the selector's answer). */

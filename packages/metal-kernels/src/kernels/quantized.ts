@@ -6,7 +6,8 @@ import type { GemmConfig, GemmOperands, GemmShape } from '../gemm/types';
 import dequantizeSource from '../wgsl/dequantize.wgsl';
 import qgemvSource from '../wgsl/qgemv.wgsl';
 import quantizeSource from '../wgsl/quantize.wgsl';
-import { type Args, buf, enableFor, grid1d, out, shader, typeOf, uniform } from './common';
+import { type Args, buf, enableFor, generatedShader, grid1d, out, shader, typeOf, uniform } from './common';
+import { type QgemvBodyForm, qgemvBody } from './qgemv-body';
 
 // MLX affine-quantized weights (packed int32 words, a scale and bias per group), read as u32.
 
@@ -76,8 +77,8 @@ function qgemvConfig(
   bits: number,
   groupSize: number,
   words: number,
-): { lanes: number; rows: number; vw: number; once: boolean } {
-  const vw = words % 4 === 0 && (4 * 32) / bits <= groupSize ? 4 : 1;
+): { lanes: number; rows: number; vw: 1 | 4; once: boolean; body: QgemvBodyForm } {
+  const vw: 1 | 4 = words % 4 === 0 && (4 * 32) / bits <= groupSize ? 4 : 1;
   const forced = backend.overrides.qgemv;
   if (forced) {
     if (![8, 16, 32].includes(forced.lanes) || ![1, 2, 4].includes(forced.rows))
@@ -89,19 +90,27 @@ function qgemvConfig(
       );
     if (forced.once !== undefined && typeof forced.once !== 'boolean')
       throw new ValueError('quantizedMatmul', 'overrides.qgemv.once is not a flag', 'true, false or absent', `${typeof forced.once} ${String(forced.once)}`);
-    return { lanes: forced.lanes, rows: forced.rows, vw, once: forced.once ?? false };
+    const body = forced.body ?? 'loop';
+    if (!['loop', 'unroll', 'half'].includes(body) || (body === 'half' && t !== 'f16') || (body !== 'loop' && forced.once))
+      throw new ValueError(
+        'quantizedMatmul',
+        'overrides.qgemv.body names a body this product cannot take',
+        "'loop', 'unroll', or 'half' with f16 x, without once",
+        `${String(body)} with ${t} x${forced.once ? ', once' : ''}`,
+      );
+    return { lanes: forced.lanes, rows: forced.rows, vw, once: forced.once ?? false, body };
   }
   // f16 with 4..16 rows of x: each value unpacked once for all rows, on teams of 8 lanes walking
   // two rows of W (the H200 sweep, `qmm-bench --rows 2,4,8,16 --explore`: at 4, 8 and 16 rows
   // 1.1–1.6× the form below for the LM head and a gate projection, for both; at 2 rows faster for
   // the head only, and with f32 x, whose loads double, faster for the head only at 4 and 16 rows
   // on four rows of W and slower for the gate projection).
-  if (t === 'f16' && M >= 4) return { lanes: 8, rows: 2, vw, once: true };
+  if (t === 'f16' && M >= 4) return { lanes: 8, rows: 2, vw, once: true, body: 'loop' };
   // The H200 sweep (`qmm-bench --explore`; RESULTS.md, "Quantized weights"): more rows of W per
   // team reuse each loaded x (four from 8192 rows, two from 1024; at most two with 9..16 rows of
   // x, for registers), and a wide W at M = 1 (an LM head) runs fastest on teams of 8 lanes.
   const rows = Math.min(N >= 8192 ? 4 : N >= 1024 ? 2 : 1, M > 8 ? 2 : 4);
-  return { lanes: M === 1 && N >= 65536 ? 8 : 32, rows, vw, once: false };
+  return { lanes: M === 1 && N >= 65536 ? 8 : 32, rows, vw, once: false, body: 'loop' };
 }
 
 /** A packed weight's GPU parts and packing, as the products read them. */
@@ -146,9 +155,20 @@ export function recordQuantizedProduct(
   const t = typeOf(backend, dtype, 'quantizedMatmul');
   if (transpose && beta === 0 && M <= 16 && w.bits % 2 === 0 && w.bits !== 6) {
     // Decode: W streamed once as packed words, TEAMS·ROWS rows of W per workgroup.
-    const { lanes, rows: rowsPerTeam, vw, once } = qgemvConfig(backend, t, N, M, w.bits, w.groupSize, w.words);
+    const { lanes, rows: rowsPerTeam, vw, once, body } = qgemvConfig(backend, t, N, M, w.bits, w.groupSize, w.words);
     const groups = Math.ceil(N / ((256 / lanes) * rowsPerTeam));
-    const { key, source } = shader('qgemv', qgemvSource, {
+    const params = {
+      T: t,
+      BITS: w.bits,
+      GROUP: w.groupSize,
+      MR: M,
+      ROWS: rowsPerTeam,
+      LANES: lanes,
+      VW: vw,
+      ONCE: once ? 1 : 0,
+      BODY: body,
+    };
+    const { key, source } = generatedShader('qgemv', qgemvSource, params, () => ({
       ENABLE: enableFor(t),
       T: t,
       BITS: String(w.bits),
@@ -159,14 +179,16 @@ export function recordQuantizedProduct(
       VW: String(vw),
       VEC: vw === 4 ? '1' : '0',
       ONCE: once ? '1' : '0',
-    });
+      GEN: body === 'loop' ? '0' : '1',
+      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits as 2 | 4 | 8, vw, rows: rowsPerTeam, mr: M, half: body === 'half' }) }),
+    }));
     backend.dispatch({
       key,
       source,
       buffers: [x, w.weight, w.scales, w.biases, c],
       uniform: uniform([N, K, w.words, Math.min(groups, 65535)]),
       workgroups: [Math.min(groups, 65535), Math.ceil(groups / 65535), 1],
-      label: `qgemv q${w.bits} m${M}${once ? ' once' : ''}`,
+      label: `qgemv q${w.bits} m${M}${once ? ' once' : ''}${body === 'loop' ? '' : ` ${body}`}`,
     });
     return;
   }

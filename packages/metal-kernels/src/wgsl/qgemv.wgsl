@@ -22,7 +22,7 @@
 // Dispatch: ceil(N / (TEAMS·ROWS)) workgroups of 256 threads, folded into (groups_x, y) above 65535.
 // Text constants: BITS (2, 4, 8), GROUP (32, 64, 128), MR (1..16), ROWS (1, 2, 4), LANES (8, 16,
 // 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group). Flags (sections, '0' or '1';
-// any combination):
+// any combination but ONCE with GEN):
 //   VEC       VW = 4: wq bound as vec4<u32>, a chunk's words read as one vec4 per row of W.
 //   ONCE      each value unpacked once for all MR rows of A: w = s·q + b in f32 (q: the value
 //             shifted down and masked into the mantissa of 2^23, minus 2^23), four values of a word
@@ -30,6 +30,9 @@
 //             values are read as vec4, neither scaled nor summed (the bias is in w). Without it (the
 //             form described above) each row of A repeats the unpacking, with the bias term from
 //             Σ A per chunk.
+//   GEN       the form without ONCE, its chunk written out by the host as the text constant BODY
+//             (kernels/qgemv-body.ts): every mask and power of two a literal, no array indexed in
+//             a loop; with f16 x it may unpack two values per instruction as f16 pairs (see there).
 {{ENABLE}}
 
 const BITS: u32 = {{BITS}}u;
@@ -96,6 +99,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid:
   for (var o = 0u; o < OUTS; o++) { acc[o] = 0.0; }
   for (var ch = lane; ch < chunks; ch += LANES) {
     let g = ch * VALS / GROUP;
+{{#GEN}}
+{{BODY}}
+{{/GEN}}
+{{^GEN}}
     var words: array<u32, ROWS * VW>;
     var s: array<f32, ROWS>;
     var b: array<f32, ROWS>;
@@ -153,6 +160,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid:
       }
     }
 {{/ONCE}}
+{{/GEN}}
   }
   // Eight outputs per round: every lane stores its partial sums, then lane e of the team adds up output e.
   for (var base = 0u; base < OUTS; base += 8u) {

@@ -1,0 +1,125 @@
+/** qgemv.wgsl's chunk without ONCE: its loops (`loop`), or {@link qgemvBody} in f32 (`unroll`) or f16 pairs (`half`). */
+export type QgemvBodyForm = 'loop' | 'unroll' | 'half';
+
+/** What {@link qgemvBody} writes out. */
+export interface QgemvBodyShape {
+  bits: 2 | 4 | 8;
+  /** Words per chunk: 1, or 4 read as one vec4<u32> (binding `wq` as qgemv.wgsl's VEC binds it). */
+  vw: 1 | 4;
+  /** Rows of W per team. */
+  rows: number;
+  /** Rows of x. */
+  mr: number;
+  /** f16 pairs (f16 x and scales only), else f32. */
+  half: boolean;
+}
+
+const C = 'xyzw';
+
+function hex(v: number): string {
+  return `0x${(v >>> 0).toString(16)}u`;
+}
+
+/**
+ * The body of qgemv.wgsl's section GEN: one chunk of a lane's walk as straight-line WGSL (every
+ * mask, shift and power of two a literal, no array indexed in a loop), for the few rows of x where
+ * each row unpacks W's values itself. In scope there: `ch`, `g`, `groups`, `rows`, `acc`, `p`,
+ * `a`, `wq`, `scales`, `biases`, `VALS`, `MAGIC`, `TWO23`.
+ *
+ * f32: value j of a word is masked in place into the mantissa of 2^23 (from the word shifted down
+ * 16 where its bits reach past bit 23) and 2^23 subtracted, which gives q·2^e exactly; x is scaled
+ * by 2^-e (a power of two: exact).
+ * f16 pairs (`half`): values j and j + PER/2 (the word's two halves) are masked into the mantissas
+ * of 1024 (0x6400) at once, from the word shifted down 8 where they reach past bit 10; one f16
+ * fma per pair (·2^-e, -1024·2^-e - 2^(BITS-1)) gives both values, centred on 2^(BITS-1),
+ * exactly (the bias term takes the centre back), one more takes their products with x, summed in
+ * f16 over one word and then in f32. A word's sum in f16 is at most PER/2 · 2^(BITS-1) · max|x|,
+ * so a chunk whose x reaches past what keeps it under 2^15 takes the f32 unpacking.
+ */
+export function qgemvBody({ bits, vw, rows, mr, half }: QgemvBodyShape): string {
+  const per = 32 / bits;
+  const vals = vw * per;
+  const mask = (1 << bits) - 1;
+  const out: string[] = [];
+  const word = (r: number, i: number) => (vw === 4 ? `w${r}.${C[i]}` : `w${r}`);
+  for (let r = 0; r < rows; r++) {
+    out.push(vw === 4 ? `let w${r} = wq[rows[${r}] * (p.words / 4u) + ch];` : `let w${r} = wq[rows[${r}] * p.words + ch];`);
+    out.push(`let s${r} = f32(scales[rows[${r}] * groups + g]);`, `let b${r} = f32(biases[rows[${r}] * groups + g]);`);
+  }
+  for (let m = 0; m < mr; m++) {
+    const xs = Array.from({ length: vals / 4 }, (_, i) => `x${m}_${i}`);
+    out.push(...xs.map((x, i) => `let ${x} = a[(${m}u * p.K + ch * VALS) / 4u + ${i}u];`));
+    // Σ x for the bias term, in f32.
+    out.push(`let t${m} = dot(${xs.map((x) => `vec4<f32>(${x})`).join(' + ')}, vec4<f32>(1.0));`);
+    const x = (v: number) => `${xs[v >> 2]}.${C[v & 3]}`;
+    const f32Rows = unpackF32(m, x, word, { bits, per, vals, mask, rows, vw });
+    if (!half) {
+      out.push(...f32Rows);
+      continue;
+    }
+    const mid = 2 ** (bits - 1);
+    const largest = Math.floor(2 ** 15 / ((per / 2) * mid));
+    const absMax = xs.map((v) => `abs(${v})`).reduce((acc, v) => `max(${acc}, ${v})`);
+    out.push(`let xm${m} = ${absMax};`, `if (max(max(xm${m}.x, xm${m}.y), max(xm${m}.z, xm${m}.w)) <= ${largest}h) {`);
+    for (let wi = 0; wi < vw; wi++)
+      for (let j = 0; j < per / 2; j++) out.push(`  let xp${m}_${wi}_${j} = vec2<f16>(${x(wi * per + j)}, ${x(wi * per + j + per / 2)});`);
+    for (let r = 0; r < rows; r++) {
+      out.push(`  var d${m}_${r} = vec2<f32>(0.0);`);
+      for (let wi = 0; wi < vw; wi++) {
+        if (per / 2 > 1 && (per / 2 - 1) * bits + bits > 10) out.push(`  let k${m}_${r}_${wi} = ${word(r, wi)} >> 8u;`);
+        const terms: string[] = [];
+        for (let j = 0; j < per / 2; j++) {
+          const s = j * bits;
+          const sh = s + bits > 10 ? 8 : 0;
+          const e = s - sh;
+          const src = sh ? `k${m}_${r}_${wi}` : word(r, wi);
+          const q = `fma(bitcast<vec2<f16>>((${src} & ${hex((mask << e) | (mask << (e + 16)))}) | 0x64006400u), vec2<f16>(${2 ** -e}h), vec2<f16>(${-1024 * 2 ** -e - mid}h))`;
+          terms.push(j === 0 ? `${q} * xp${m}_${wi}_${j}` : `fma(${q}, xp${m}_${wi}_${j}, h)`);
+        }
+        out.push(`  {`, `    var h = ${terms[0]};`, ...terms.slice(1).map((t) => `    h = ${t};`), `    d${m}_${r} += vec2<f32>(h);`, `  }`);
+      }
+      const o = m * rows + r;
+      out.push(`  acc[${o}u] = fma(s${r}, d${m}_${r}.x + d${m}_${r}.y, fma(fma(${mid}.0, s${r}, b${r}), t${m}, acc[${o}u]));`);
+    }
+    out.push('} else {', ...f32Rows.map((l) => `  ${l}`), '}');
+  }
+  return out.map((l) => `    ${l}`).join('\n');
+}
+
+/** The f32 unpacking of row m of x against the team's rows of W (see {@link qgemvBody}). */
+function unpackF32(
+  m: number,
+  x: (v: number) => string,
+  word: (r: number, i: number) => string,
+  { bits, per, vals, mask, rows, vw }: { bits: number; per: number; vals: number; mask: number; rows: number; vw: number },
+): string[] {
+  const out: string[] = [];
+  const place = (j: number) => {
+    const high = j * bits + bits > 23;
+    return { high, e: j * bits - (high ? 16 : 0) };
+  };
+  const scaled: string[] = [];
+  for (let v = 0; v < vals; v++) {
+    const { e } = place(v % per);
+    if (e === 0) scaled.push(`f32(${x(v)})`);
+    else {
+      out.push(`let u${m}_${v} = f32(${x(v)}) * ${2 ** -e}f;`);
+      scaled.push(`u${m}_${v}`);
+    }
+  }
+  const hi = Array.from({ length: per }, (_, j) => place(j).high).some(Boolean);
+  for (let r = 0; r < rows; r++) {
+    out.push(`var e${m}_${r} = 0.0;`);
+    for (let wi = 0; wi < vw; wi++) {
+      if (hi) out.push(`let h${m}_${r}_${wi} = ${word(r, wi)} >> 16u;`);
+      for (let j = 0; j < per; j++) {
+        const { high, e } = place(j);
+        const src = high ? `h${m}_${r}_${wi}` : word(r, wi);
+        out.push(`e${m}_${r} = fma(bitcast<f32>((${src} & ${hex(mask << e)}) | MAGIC) - TWO23, ${scaled[wi * per + j]}, e${m}_${r});`);
+      }
+    }
+    const o = m * rows + r;
+    out.push(`acc[${o}u] = fma(s${r}, e${m}_${r}, fma(b${r}, t${m}, acc[${o}u]));`);
+  }
+  return out;
+}
