@@ -23,7 +23,7 @@ describe('qgemv.wgsl section GEN (generated text)', () => {
       [4, ['0xf000fu', '0xf000f0u'], 1024],
       [8, ['0xff00ffu'], 128],
     ] as const) {
-      const body = qgemvBody({ bits, vw: 4, rows: 2, mr: 1, half: true });
+      const body = qgemvBody({ bits, vw: 4, vec: true, rows: 2, mr: 1, half: true });
       // Two rows of W, four words each: 16 / BITS pairs a word.
       expect(body.match(/0x64006400u/g)?.length, `q${bits}`).toBe(2 * 4 * (16 / bits));
       for (const mask of masks) expect(body, `q${bits}`).toContain(`& ${mask})`);
@@ -32,7 +32,38 @@ describe('qgemv.wgsl section GEN (generated text)', () => {
       expect(body.match(/\| MAGIC\) - TWO23/g)?.length, `q${bits}`).toBe(2 * 4 * (32 / bits));
       expect(body).not.toMatch(/\[[a-z]\w*\]/);
     }
-    expect(qgemvBody({ bits: 4, vw: 1, rows: 1, mr: 2, half: false })).not.toContain('0x64006400u');
+    expect(qgemvBody({ bits: 4, vw: 1, vec: false, rows: 1, mr: 2, half: false })).not.toContain('0x64006400u');
+  });
+  it('f32 at 3, 5 and 6 bits: chunks of BITS scalar words, the values across two words joined from both', () => {
+    for (const [bits, joins] of [
+      // Values whose bits cross a word boundary in 32 values: 3 bits: 10 (30..32) and 21 (63..65); 5 bits: 6, 12, 19, 25; 6 bits: 5, 10, 21, 26.
+      [3, ['(w0_0 >> 30u) | ((w0_1 & 0x1u) << 2u)', '(w0_1 >> 31u) | ((w0_2 & 0x3u) << 1u)']],
+      [
+        5,
+        [
+          '(w0_0 >> 30u) | ((w0_1 & 0x7u) << 2u)',
+          '(w0_1 >> 28u) | ((w0_2 & 0x1u) << 4u)',
+          '(w0_2 >> 31u) | ((w0_3 & 0xfu) << 1u)',
+          '(w0_3 >> 29u) | ((w0_4 & 0x3u) << 3u)',
+        ],
+      ],
+      [
+        6,
+        [
+          '(w0_0 >> 30u) | ((w0_1 & 0xfu) << 2u)',
+          '(w0_1 >> 28u) | ((w0_2 & 0x3u) << 4u)',
+          '(w0_3 >> 30u) | ((w0_4 & 0xfu) << 2u)',
+          '(w0_4 >> 28u) | ((w0_5 & 0x3u) << 4u)',
+        ],
+      ],
+    ] as const) {
+      const body = qgemvBody({ bits, vw: bits, vec: false, rows: 1, mr: 1, half: false });
+      expect(body.match(/let w0_\d+ = wq\[/g)?.length, `q${bits}`).toBe(bits);
+      expect(body.match(/\| MAGIC\) - TWO23/g)?.length, `q${bits}`).toBe(32);
+      for (const join of joins) expect(body, `q${bits}`).toContain(join);
+      expect(body.match(/<< \d+u\)/g)?.length, `q${bits}`).toBe(joins.length);
+    }
+    expect(() => qgemvBody({ bits: 6, vw: 6, vec: false, rows: 1, mr: 1, half: true })).toThrow('expected 2, 4 or 8 bits, got 6');
   });
 });
 
@@ -383,13 +414,20 @@ describe('webgpu quantized weights (MLX affine)', () => {
             groupSize,
           }),
         ).toThrow(
-          `quantizedMatmul: overrides.qgemv.body names a body this product cannot take; expected 'loop', 'unroll', or 'half' with f16 x, without once, got ${got}`,
+          `quantizedMatmul: overrides.qgemv.body names a body this product cannot take; expected 'loop', 'unroll', or 'half' with f16 x, without once; 'unroll' alone at 3, 5 and 6 bits, got ${got} at 4 bits`,
         );
       }
     } finally {
       b.overrides.qgemv = null;
     }
   });
+
+  // bits, group size, values a chunk: 2 bits in groups of 32 (one word a chunk), 4 and 8 bits (four words).
+  const WHOLE_WORDS = [
+    [2, 32, 16],
+    [4, 64, 32],
+    [8, 32, 16],
+  ] as const;
 
   // qgemv.wgsl with and without its section ONCE at 2 bits in groups
   // of 32 (one word a chunk), 4 and 8 bits (four), 1 to 16 rows of x, team shapes in turn (at most
@@ -408,11 +446,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
     let turn = 0;
     b.poisonOutputs = true;
     try {
-      for (const [bits, groupSize, chunkValues] of [
-        [2, 32, 16],
-        [4, 64, 32],
-        [8, 32, 16],
-      ] as const) {
+      for (const [bits, groupSize, chunkValues] of WHOLE_WORDS) {
         // 6 chunks a row (fewer than any team's lanes), then 100 (at least 3 per lane).
         const weights = [6, 100].map((chunks) => {
           const cols = chunks * chunkValues;
@@ -442,29 +476,22 @@ describe('webgpu quantized weights (MLX affine)', () => {
     }
   });
 
-  // Section GEN's bodies: the f32 one (f32 and f16 x) and the f16 pairs (f16 x), at 2 bits in
-  // groups of 32 (one word a chunk), 4 and 8 bits (four), 1 to 3 rows of x, ragged N, a short K
-  // (fewer chunks than lanes) and a long one.
-  gpuIt('decode: section GEN (unroll, half) against float64 (2 / 4 / 8 bits, M 1..3, ragged N)', async (b, ctx) => {
-    if (!b.context.report.shaderF16) {
-      ctx.skip('the adapter has no shader-f16');
-      return;
-    }
+  // Section GEN's bodies: the f32 one (f32 and f16 x) and the f16 pairs (f16 x), at the widths
+  // above and at 3, 5 and 6 bits (f32 only; chunks of BITS words, values across two words), 1 and
+  // 3 rows of x, ragged N, a short K (fewer chunks than lanes) and a long one.
+  gpuIt('decode: section GEN (unroll, half) against float64 (2 to 8 bits, M 1..3, ragged N)', async (b) => {
     const rows = 75;
     b.poisonOutputs = true;
     try {
-      for (const [bits, groupSize, chunkValues] of [
-        [2, 32, 16],
-        [4, 64, 32],
-        [8, 32, 16],
-      ] as const)
-        for (const dtype of ['float32', 'float16'] as const) {
-          const weights = [6, 40].map((chunks) => {
+      for (const [bits, groupSize, chunkValues] of [...WHOLE_WORDS, [3, 32, 32], [5, 64, 32], [6, 128, 32]] as const)
+        for (const dtype of b.context.report.shaderF16 ? (['float32', 'float16'] as const) : (['float32'] as const)) {
+          // 4 chunks a row (fewer than any team's lanes), then 40.
+          const weights = [4, 40].map((chunks) => {
             const cols = chunks * chunkValues;
             return { cols, ...quantized(b, rows, cols, bits, groupSize, bits * 17 + chunks, dtype) };
           });
           for (const m of [1, 3])
-            for (const body of dtype === 'float16' ? (['unroll', 'half'] as const) : (['unroll'] as const)) {
+            for (const body of dtype === 'float16' && 32 % bits === 0 ? (['unroll', 'half'] as const) : (['unroll'] as const)) {
               const [lanes, teamRows] = m === 1 ? [8, 4] : [32, 2];
               b.overrides.qgemv = { lanes, rows: teamRows, body };
               for (const { cols, gpu, ref } of weights) {
@@ -506,6 +533,44 @@ describe('webgpu quantized weights (MLX affine)', () => {
     } finally {
       b.overrides.qgemv = null;
       b.poisonOutputs = false;
+    }
+  });
+
+  gpuIt('decode at 3, 5 and 6 bits streams W through qgemv up to 4 rows of x, the tiled GEMM from 5', async (b) => {
+    const [rows, cols] = [40, 256];
+    for (const bits of [3, 5, 6]) {
+      const { gpu, ref } = quantized(b, rows, cols, bits, 64, 60 + bits);
+      for (const m of [1, 4, 5]) {
+        const xv = randomValues(m * cols, 61 + m);
+        const want = T.matmul(T.tensor(xv, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
+        const { labels } = await withDispatchLabels(b, async () => {
+          const got = await T.quantizedMatmul(T.tensor(xv, [m, cols], { dtype: 'float32', backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+            bits,
+            groupSize: 64,
+          }).data();
+          assertClose(got, want, gemmTolerance('float32', want), `q${bits} M=${m}`);
+        });
+        if (m <= 4) expect(labels, `q${bits} M=${m}`).toContain(`qgemv q${bits} m${m} unroll`);
+        else
+          expect(
+            labels.filter((l) => l.startsWith('qgemv')),
+            `q${bits} M=${m}`,
+          ).toEqual([]);
+      }
+    }
+    const w6 = quantized(b, rows, cols, 6, 64, 1).gpu;
+    b.overrides.qgemv = { lanes: 8, rows: 2, once: true };
+    try {
+      expect(() =>
+        T.quantizedMatmul(T.tensor(randomValues(cols, 1), [1, cols], { dtype: 'float32', backend: b }), w6.weight, w6.scales, w6.biases, {
+          bits: 6,
+          groupSize: 64,
+        }),
+      ).toThrow(
+        "quantizedMatmul: overrides.qgemv.body names a body this product cannot take; expected 'loop', 'unroll', or 'half' with f16 x, without once; 'unroll' alone at 3, 5 and 6 bits, got unroll with f32 x, once at 6 bits",
+      );
+    } finally {
+      b.overrides.qgemv = null;
     }
   });
 

@@ -1,11 +1,20 @@
+import { GPUError } from '@metal-lora/tensor';
+
 /** qgemv.wgsl's chunk without ONCE: its loops (`loop`), or {@link qgemvBody} in f32 (`unroll`) or f16 pairs (`half`). */
 export type QgemvBodyForm = 'loop' | 'unroll' | 'half';
 
 /** What {@link qgemvBody} writes out. */
 export interface QgemvBodyShape {
-  bits: 2 | 4 | 8;
-  /** Words per chunk: 1, or 4 read as one vec4<u32> (binding `wq` as qgemv.wgsl's VEC binds it). */
-  vw: 1 | 4;
+  /** 2..8; f16 pairs only at 2, 4 and 8 (a word of whole values whose halves hold as many). */
+  bits: number;
+  /**
+   * Words per chunk (a chunk's 32·vw / bits values are whole vec4s of x and stay in one group):
+   * 4 read as one vec4<u32> where qgemv.wgsl's VEC binds `wq` so, else scalar words (`bits` words,
+   * 32 values, at 3, 5 and 6 bits).
+   */
+  vw: number;
+  /** Whether `wq` is bound as vec4<u32> (VEC; vw = 4). */
+  vec: boolean;
   /** Rows of W per team. */
   rows: number;
   /** Rows of x. */
@@ -26,9 +35,10 @@ function hex(v: number): string {
  * each row unpacks W's values itself. In scope there: `ch`, `g`, `groups`, `rows`, `acc`, `p`,
  * `a`, `wq`, `scales`, `biases`, `VALS`, `MAGIC`, `TWO23`.
  *
- * f32: value j of a word is masked in place into the mantissa of 2^23 (from the word shifted down
- * 16 where its bits reach past bit 23) and 2^23 subtracted, which gives q·2^e exactly; x is scaled
- * by 2^-e (a power of two: exact).
+ * f32 (2 to 8 bits): a value inside a word is masked in place into the mantissa of 2^23 (from the
+ * word shifted down 16 where its bits reach past bit 23) and 2^23 subtracted, which gives q·2^e
+ * exactly, x scaled by 2^-e (a power of two: exact); a value across two words (3, 5, 6 bits) is
+ * joined from its two pieces first.
  * f16 pairs (`half`): values j and j + PER/2 (the word's two halves) are masked into the mantissas
  * of 1024 (0x6400) at once, from the word shifted down 8 where they reach past bit 10; one f16
  * fma per pair (·2^-e, -1024·2^-e - 2^(BITS-1)) gives both values, centred on 2^(BITS-1),
@@ -36,14 +46,17 @@ function hex(v: number): string {
  * f16 over one word and then in f32. A word's sum in f16 is at most PER/2 · 2^(BITS-1) · max|x|,
  * so a chunk whose x reaches past what keeps it under 2^15 takes the f32 unpacking.
  */
-export function qgemvBody({ bits, vw, rows, mr, half }: QgemvBodyShape): string {
+export function qgemvBody({ bits, vw, vec, rows, mr, half }: QgemvBodyShape): string {
+  if (half && 32 % bits !== 0)
+    throw new GPUError('quantizedMatmul', 'internal', `qgemv's f16 pairs need whole values in a word; expected 2, 4 or 8 bits, got ${bits}`);
   const per = 32 / bits;
-  const vals = vw * per;
+  const vals = (vw * 32) / bits;
   const mask = (1 << bits) - 1;
   const out: string[] = [];
-  const word = (r: number, i: number) => (vw === 4 ? `w${r}.${C[i]}` : `w${r}`);
+  const word = (r: number, i: number) => (vec ? `w${r}.${C[i]}` : `w${r}_${i}`);
   for (let r = 0; r < rows; r++) {
-    out.push(vw === 4 ? `let w${r} = wq[rows[${r}] * (p.words / 4u) + ch];` : `let w${r} = wq[rows[${r}] * p.words + ch];`);
+    if (vec) out.push(`let w${r} = wq[rows[${r}] * (p.words / 4u) + ch];`);
+    else for (let i = 0; i < vw; i++) out.push(`let w${r}_${i} = wq[rows[${r}] * p.words + ch * ${vw}u + ${i}u];`);
     out.push(`let s${r} = f32(scales[rows[${r}] * groups + g]);`, `let b${r} = f32(biases[rows[${r}] * groups + g]);`);
   }
   for (let m = 0; m < mr; m++) {
@@ -52,7 +65,7 @@ export function qgemvBody({ bits, vw, rows, mr, half }: QgemvBodyShape): string 
     // Σ x for the bias term, in f32.
     out.push(`let t${m} = dot(${xs.map((x) => `vec4<f32>(${x})`).join(' + ')}, vec4<f32>(1.0));`);
     const x = (v: number) => `${xs[v >> 2]}.${C[v & 3]}`;
-    const f32Rows = unpackF32(m, x, word, { bits, per, vals, mask, rows, vw });
+    const f32Rows = unpackF32(m, x, word, { bits, vals, mask, rows });
     if (!half) {
       out.push(...f32Rows);
       continue;
@@ -91,32 +104,43 @@ function unpackF32(
   m: number,
   x: (v: number) => string,
   word: (r: number, i: number) => string,
-  { bits, per, vals, mask, rows, vw }: { bits: number; per: number; vals: number; mask: number; rows: number; vw: number },
+  { bits, vals, mask, rows }: { bits: number; vals: number; mask: number; rows: number },
 ): string[] {
   const out: string[] = [];
-  const place = (j: number) => {
-    const high = j * bits + bits > 23;
-    return { high, e: j * bits - (high ? 16 : 0) };
+  // Value v of the chunk: bits o..o+BITS of its words, LSB first. Inside a word it is masked in
+  // place (from the word shifted down 16 where it reaches past bit 23): q·2^e; across two words
+  // (3, 5, 6 bits) its pieces are joined at bit 0: q.
+  const place = (v: number) => {
+    const o = v * bits;
+    const wi = o >> 5;
+    const s = o & 31;
+    if (s + bits > 32) return { wi, s, straddle: true, high: false, e: 0 };
+    const high = s + bits > 23;
+    return { wi, s, straddle: false, high, e: s - (high ? 16 : 0) };
   };
   const scaled: string[] = [];
   for (let v = 0; v < vals; v++) {
-    const { e } = place(v % per);
+    const { e } = place(v);
     if (e === 0) scaled.push(`f32(${x(v)})`);
     else {
       out.push(`let u${m}_${v} = f32(${x(v)}) * ${2 ** -e}f;`);
       scaled.push(`u${m}_${v}`);
     }
   }
-  const hi = Array.from({ length: per }, (_, j) => place(j).high).some(Boolean);
+  const highWords = new Set(
+    Array.from({ length: vals }, (_, v) => place(v))
+      .filter((p) => p.high)
+      .map((p) => p.wi),
+  );
   for (let r = 0; r < rows; r++) {
     out.push(`var e${m}_${r} = 0.0;`);
-    for (let wi = 0; wi < vw; wi++) {
-      if (hi) out.push(`let h${m}_${r}_${wi} = ${word(r, wi)} >> 16u;`);
-      for (let j = 0; j < per; j++) {
-        const { high, e } = place(j);
-        const src = high ? `h${m}_${r}_${wi}` : word(r, wi);
-        out.push(`e${m}_${r} = fma(bitcast<f32>((${src} & ${hex(mask << e)}) | MAGIC) - TWO23, ${scaled[wi * per + j]}, e${m}_${r});`);
-      }
+    for (const wi of highWords) out.push(`let h${m}_${r}_${wi} = ${word(r, wi)} >> 16u;`);
+    for (let v = 0; v < vals; v++) {
+      const { wi, s, straddle, high, e } = place(v);
+      const bitsOf = straddle
+        ? `(${word(r, wi)} >> ${s}u) | ((${word(r, wi + 1)} & ${hex(mask >> (32 - s))}) << ${32 - s}u)`
+        : `${high ? `h${m}_${r}_${wi}` : word(r, wi)} & ${hex(mask << e)}`;
+      out.push(`e${m}_${r} = fma(bitcast<f32>((${bitsOf}) | MAGIC) - TWO23, ${scaled[v]}, e${m}_${r});`);
     }
     const o = m * rows + r;
     out.push(`acc[${o}u] = fma(s${r}, e${m}_${r}, fma(b${r}, t${m}, acc[${o}u]));`);

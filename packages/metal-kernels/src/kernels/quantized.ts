@@ -65,9 +65,10 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
 }
 
 /**
- * qgemv.wgsl's shape for x·Wᵀ with M ≤ 16 rows of type `t`: lanes per team, rows of W per team
- * and its section ONCE (forced by `backend.overrides.qgemv`), and words per chunk (4, read as one
- * vec4, where a row's words come in fours and four words stay in one group).
+ * qgemv.wgsl's shape for x·Wᵀ with M ≤ 16 rows of type `t`: lanes per team, rows of W per team,
+ * its section ONCE or GEN's body (forced by `backend.overrides.qgemv`), and words per chunk (4,
+ * read as one vec4, where a row's words come in fours and four words stay in one group; `bits`
+ * words at 3, 5 and 6 bits, which only GEN's f32 body unpacks).
  */
 function qgemvConfig(
   backend: WebGPUBackend,
@@ -77,8 +78,10 @@ function qgemvConfig(
   bits: number,
   groupSize: number,
   words: number,
-): { lanes: number; rows: number; vw: 1 | 4; once: boolean; body: QgemvBodyForm } {
-  const vw: 1 | 4 = words % 4 === 0 && (4 * 32) / bits <= groupSize ? 4 : 1;
+): { lanes: number; rows: number; vw: number; once: boolean; body: QgemvBodyForm } {
+  // 3, 5 and 6 bits: chunks of `bits` words (32 values, some across two words), unpacked by GEN's f32 body only.
+  const whole = 32 % bits === 0;
+  const vw = !whole ? bits : words % 4 === 0 && (4 * 32) / bits <= groupSize ? 4 : 1;
   const forced = backend.overrides.qgemv;
   if (forced) {
     if (![8, 16, 32].includes(forced.lanes) || ![1, 2, 4].includes(forced.rows))
@@ -90,13 +93,18 @@ function qgemvConfig(
       );
     if (forced.once !== undefined && typeof forced.once !== 'boolean')
       throw new ValueError('quantizedMatmul', 'overrides.qgemv.once is not a flag', 'true, false or absent', `${typeof forced.once} ${String(forced.once)}`);
-    const body = forced.body ?? 'loop';
-    if (!['loop', 'unroll', 'half'].includes(body) || (body === 'half' && t !== 'f16') || (body !== 'loop' && forced.once))
+    const body = forced.body ?? (whole ? 'loop' : 'unroll');
+    if (
+      !['loop', 'unroll', 'half'].includes(body) ||
+      (body === 'half' && t !== 'f16') ||
+      (body !== 'loop' && forced.once) ||
+      (!whole && (body !== 'unroll' || forced.once))
+    )
       throw new ValueError(
         'quantizedMatmul',
         'overrides.qgemv.body names a body this product cannot take',
-        "'loop', 'unroll', or 'half' with f16 x, without once",
-        `${String(body)} with ${t} x${forced.once ? ', once' : ''}`,
+        "'loop', 'unroll', or 'half' with f16 x, without once; 'unroll' alone at 3, 5 and 6 bits",
+        `${String(body)} with ${t} x${forced.once ? ', once' : ''} at ${bits} bits`,
       );
     return { lanes: forced.lanes, rows: forced.rows, vw, once: forced.once ?? false, body };
   }
@@ -105,13 +113,19 @@ function qgemvConfig(
   // 1.1–1.6× the form below for the LM head and a gate projection, for both; at 2 rows faster for
   // the head only, and with f32 x, whose loads double, faster for the head only at 4 and 16 rows
   // on four rows of W and slower for the gate projection).
-  if (t === 'f16' && M >= 4) return { lanes: 8, rows: 2, vw, once: true, body: 'loop' };
+  if (t === 'f16' && M >= 4 && whole) return { lanes: 8, rows: 2, vw, once: true, body: 'loop' };
   // The H200 sweep (`qmm-bench --explore`; RESULTS.md, "Quantized weights"): more rows of W per
   // team reuse each loaded x (four from 8192 rows, two from 1024; at most two with 9..16 rows of
   // x, for registers), and a wide W at M = 1 (an LM head) runs fastest on teams of 8 lanes.
   const rows = Math.min(N >= 8192 ? 4 : N >= 1024 ? 2 : 1, M > 8 ? 2 : 4);
-  return { lanes: M === 1 && N >= 65536 ? 8 : 32, rows, vw, once: false, body: 'loop' };
+  return { lanes: M === 1 && N >= 65536 ? 8 : 32, rows, vw, once: false, body: whole ? 'loop' : 'unroll' };
 }
+
+/**
+ * Rows of x up to which qgemv.wgsl takes 3, 5 and 6 bits: its GEN body is written out per row of
+ * x (the unpacking repeated for each), so a few rows only; more take the tiled GEMM's QUANT.
+ */
+const QGEMV_STRADDLING_ROWS = 4;
 
 /** A packed weight's GPU parts and packing, as the products read them. */
 export interface PackedWeight {
@@ -136,7 +150,8 @@ export function gemmQuant(w: PackedWeight): NonNullable<GemmOperands['quant']> {
 
 /**
  * C = x·Wᵀ (`transpose`) or x·W over a packed W, written into `c` (β = 0) or added to it (β = 1):
- * up to sixteen rows at 2, 4 or 8 bits stream W's words once (qgemv.wgsl, β = 0 only); otherwise a
+ * up to sixteen rows at 2, 4 or 8 bits, and up to four at 3, 5 or 6, stream W's words once
+ * (qgemv.wgsl, β = 0 only); otherwise a
  * GEMM stages W's tiles dequantized (the QUANT sections of gemm-sgmat.wgsl, gemm-vec4.wgsl and
  * gemm-tiled.wgsl) on `config`, or on {@link quantConfig}'s choice where none is given.
  */
@@ -153,7 +168,7 @@ export function recordQuantizedProduct(
   const { M, N, K, transpose } = dims;
   if (M === 0 || N === 0) return;
   const t = typeOf(backend, dtype, 'quantizedMatmul');
-  if (transpose && beta === 0 && M <= 16 && w.bits % 2 === 0 && w.bits !== 6) {
+  if (transpose && beta === 0 && M <= (32 % w.bits === 0 ? 16 : QGEMV_STRADDLING_ROWS)) {
     // Decode: W streamed once as packed words, TEAMS·ROWS rows of W per workgroup.
     const { lanes, rows: rowsPerTeam, vw, once, body } = qgemvConfig(backend, t, N, M, w.bits, w.groupSize, w.words);
     const groups = Math.ceil(N / ((256 / lanes) * rowsPerTeam));
@@ -177,10 +192,11 @@ export function recordQuantizedProduct(
       ROWS: String(rowsPerTeam),
       LANES: String(lanes),
       VW: String(vw),
+      VALS: String((vw * 32) / w.bits),
       VEC: vw === 4 ? '1' : '0',
       ONCE: once ? '1' : '0',
       GEN: body === 'loop' ? '0' : '1',
-      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits as 2 | 4 | 8, vw, rows: rowsPerTeam, mr: M, half: body === 'half' }) }),
+      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits, vw, vec: vw === 4, rows: rowsPerTeam, mr: M, half: body === 'half' }) }),
     }));
     backend.dispatch({
       key,

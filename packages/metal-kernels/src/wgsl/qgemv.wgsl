@@ -1,5 +1,6 @@
 // qgemv.wgsl: C [M, N] = A [M, K]·Wᵀ for the few rows of decode (M = MR ≤ 16), W [N, K] MLX
-// affine-quantized with BITS in {2, 4, 8} (a word holds 32 / BITS whole values, all of one group):
+// affine-quantized with BITS in {2, 4, 8} (a word holds 32 / BITS whole values, all of one group;
+// 3, 5 and 6 with GEN only, whose chunks of BITS words hold 32 values, some across two words):
 //   C[m, n] = Σ_chunks s·Σ_j q_j·A[m, k_j] + b·Σ_j A[m, k_j]   (s, b: the chunk's group scale and bias)
 // W is read once, as packed words. A team of LANES threads walks ROWS rows of W together, chunk by
 // chunk: a chunk is VW consecutive words of a row (VALS values, all of one group; VW = 4 reads a
@@ -20,8 +21,9 @@
 //   4  c       storage, read_write  [MR, N] {{T}}
 //   5  p       uniform { N, K, words, groups_x: u32 }
 // Dispatch: ceil(N / (TEAMS·ROWS)) workgroups of 256 threads, folded into (groups_x, y) above 65535.
-// Text constants: BITS (2, 4, 8), GROUP (32, 64, 128), MR (1..16), ROWS (1, 2, 4), LANES (8, 16,
-// 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group). Flags (sections, '0' or '1';
+// Text constants: BITS (2, 4, 8; 3, 5, 6 with GEN), GROUP (32, 64, 128), MR (1..16), ROWS (1, 2,
+// 4), LANES (8, 16, 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group; BITS at 3, 5
+// and 6), VALS (VW·32 / BITS, the values of a chunk: a whole number of vec4). Flags (sections, '0' or '1';
 // any combination but ONCE with GEN):
 //   VEC       VW = 4: wq bound as vec4<u32>, a chunk's words read as one vec4 per row of W.
 //   ONCE      each value unpacked once for all MR rows of A: w = s·q + b in f32 (q: the value
@@ -42,7 +44,7 @@ const ROWS: u32 = {{ROWS}}u;
 const LANES: u32 = {{LANES}}u;
 const VW: u32 = {{VW}}u;
 const PER: u32 = 32u / BITS;
-const VALS: u32 = VW * PER;
+const VALS: u32 = {{VALS}}u;
 const TEAMS: u32 = 256u / LANES;
 const MASK: u32 = (1u << BITS) - 1u;
 const OUTS: u32 = MR * ROWS;
