@@ -417,6 +417,16 @@ describe('webgpu quantized weights (MLX affine)', () => {
           `quantizedMatmul: overrides.qgemv.body names a body this product cannot take; expected 'loop', 'unroll', or 'half' with f16 x, without once; 'unroll' alone at 3, 5 and 6 bits, got ${got} at 4 bits`,
         );
       }
+      // Eight words a chunk hold 64 values at 4 bits: more than a group of 32.
+      b.overrides.qgemv = { lanes: 8, rows: 2, body: 'unroll', words: 8 };
+      expect(() =>
+        T.quantizedMatmul(T.tensor(randomValues(cols, 1), [1, cols], { dtype: 'float32', backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+          bits,
+          groupSize,
+        }),
+      ).toThrow(
+        "quantizedMatmul: overrides.qgemv.words names a chunk this product cannot take; expected 4, or 8 with a GEN body where a row's words come in eights and 8 words stay in one group of 32, got 8 (unroll, 80 words a row at 4 bits)",
+      );
     } finally {
       b.overrides.qgemv = null;
     }
@@ -491,9 +501,14 @@ describe('webgpu quantized weights (MLX affine)', () => {
             return { cols, ...quantized(b, rows, cols, bits, groupSize, bits * 17 + chunks, dtype) };
           });
           for (const m of [1, 3])
-            for (const body of dtype === 'float16' && 32 % bits === 0 ? (['unroll', 'half'] as const) : (['unroll'] as const)) {
+            for (const [body, words] of [
+              ['unroll', undefined],
+              ...(dtype === 'float16' && 32 % bits === 0 ? [['half', undefined] as const] : []),
+              // Chunks of two vec4 of words where 8 words stay in a group (4 bits in 64s, 8 bits in 32s).
+              ...(m === 1 && (bits === 4 || bits === 8) ? [[dtype === 'float16' ? 'half' : 'unroll', 8] as const] : []),
+            ] as const) {
               const [lanes, teamRows] = m === 1 ? [8, 4] : [32, 2];
-              b.overrides.qgemv = { lanes, rows: teamRows, body };
+              b.overrides.qgemv = { lanes, rows: teamRows, body, words };
               for (const { cols, gpu, ref } of weights) {
                 // Large values in the second chunk of each row: past what f16 pairs keep finite
                 // at every bit width (8 bits: 64), so there `half` takes the f32 unpacking.
@@ -502,7 +517,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
                   return dtype === 'float16' ? T.float16BitsToFloat32(T.float32ToFloat16Bits(v * big)) : v * big;
                 });
                 const want = T.matmul(T.tensor(xv, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
-                const what = `q${bits} ${dtype} K=${cols} M=${m} ${body}`;
+                const what = `q${bits} ${dtype} K=${cols} M=${m} ${body}${words ? ` w${words}` : ''}`;
                 const { labels } = await withDispatchLabels(b, async () => {
                   const got = await T.quantizedMatmul(T.tensor(xv, [m, cols], { dtype, backend: b }), gpu.weight, gpu.scales, gpu.biases, {
                     bits,
@@ -514,7 +529,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
                   const largest = Array.from(want).reduce((acc: number, v: number) => Math.max(acc, Math.abs(v)), 0);
                   assertClose(got, want, { rtol: 0, atol: 1e-3 * largest }, `${what}, absolute`);
                 });
-                expect(labels, what).toContain(`qgemv q${bits} m${m} ${body}`);
+                expect(labels, what).toContain(`qgemv q${bits} m${m} ${body}${words ? ` w${words}` : ''}`);
               }
               // One-hot rows over a chunk's columns: every bit position of every word unpacked exactly.
               const { cols, gpu, ref } = weights[0];

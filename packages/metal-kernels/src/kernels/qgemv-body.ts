@@ -9,11 +9,11 @@ export interface QgemvBodyShape {
   bits: number;
   /**
    * Words per chunk (a chunk's 32·vw / bits values are whole vec4s of x and stay in one group):
-   * 4 read as one vec4<u32> where qgemv.wgsl's VEC binds `wq` so, else scalar words (`bits` words,
-   * 32 values, at 3, 5 and 6 bits).
+   * 4 or 8, read as vec4<u32> where qgemv.wgsl's VEC binds `wq` so, else scalar words (`bits`
+   * words, 32 values, at 3, 5 and 6 bits).
    */
   vw: number;
-  /** Whether `wq` is bound as vec4<u32> (VEC; vw = 4). */
+  /** Whether `wq` is bound as vec4<u32> (VEC; vw 4 or 8, read as one or two vec4 a row). */
   vec: boolean;
   /** Rows of W per team. */
   rows: number;
@@ -53,9 +53,9 @@ export function qgemvBody({ bits, vw, vec, rows, mr, half }: QgemvBodyShape): st
   const vals = (vw * 32) / bits;
   const mask = (1 << bits) - 1;
   const out: string[] = [];
-  const word = (r: number, i: number) => (vec ? `w${r}.${C[i]}` : `w${r}_${i}`);
+  const word = (r: number, i: number) => (vec ? `w${r}_${i >> 2}.${C[i & 3]}` : `w${r}_${i}`);
   for (let r = 0; r < rows; r++) {
-    if (vec) out.push(`let w${r} = wq[rows[${r}] * (p.words / 4u) + ch];`);
+    if (vec) for (let i = 0; i < vw / 4; i++) out.push(`let w${r}_${i} = wq[rows[${r}] * (p.words / 4u) + ch * ${vw / 4}u + ${i}u];`);
     else for (let i = 0; i < vw; i++) out.push(`let w${r}_${i} = wq[rows[${r}] * p.words + ch * ${vw}u + ${i}u];`);
     out.push(`let s${r} = f32(scales[rows[${r}] * groups + g]);`, `let b${r} = f32(biases[rows[${r}] * groups + g]);`);
   }

@@ -106,7 +106,15 @@ function qgemvConfig(
         "'loop', 'unroll', or 'half' with f16 x, without once; 'unroll' alone at 3, 5 and 6 bits",
         `${String(body)} with ${t} x${forced.once ? ', once' : ''} at ${bits} bits`,
       );
-    return { lanes: forced.lanes, rows: forced.rows, vw, once: forced.once ?? false, body };
+    const chunkWords = forced.words ?? vw;
+    if (chunkWords !== vw && !(chunkWords === 8 && body !== 'loop' && words % 8 === 0 && (8 * 32) / bits <= groupSize))
+      throw new ValueError(
+        'quantizedMatmul',
+        'overrides.qgemv.words names a chunk this product cannot take',
+        `${vw}, or 8 with a GEN body where a row's words come in eights and 8 words stay in one group of ${groupSize}`,
+        `${String(chunkWords)} (${body}, ${words} words a row at ${bits} bits)`,
+      );
+    return { lanes: forced.lanes, rows: forced.rows, vw: chunkWords, once: forced.once ?? false, body };
   }
   // f16 with 4..16 rows of x: each value unpacked once for all rows, on teams of 8 lanes walking
   // two rows of W (the H200 sweep, `qmm-bench --rows 2,4,8,16 --explore`: at 4, 8 and 16 rows
@@ -193,10 +201,10 @@ export function recordQuantizedProduct(
       LANES: String(lanes),
       VW: String(vw),
       VALS: String((vw * 32) / w.bits),
-      VEC: vw === 4 ? '1' : '0',
+      VEC: vw % 4 === 0 ? '1' : '0',
       ONCE: once ? '1' : '0',
       GEN: body === 'loop' ? '0' : '1',
-      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits, vw, vec: vw === 4, rows: rowsPerTeam, mr: M, half: body === 'half' }) }),
+      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits, vw, vec: vw % 4 === 0, rows: rowsPerTeam, mr: M, half: body === 'half' }) }),
     }));
     backend.dispatch({
       key,
@@ -204,7 +212,7 @@ export function recordQuantizedProduct(
       buffers: [x, w.weight, w.scales, w.biases, c],
       uniform: uniform([N, K, w.words, Math.min(groups, 65535)]),
       workgroups: [Math.min(groups, 65535), Math.ceil(groups / 65535), 1],
-      label: `qgemv q${w.bits} m${M}${once ? ' once' : ''}${body === 'loop' ? '' : ` ${body}`}`,
+      label: `qgemv q${w.bits} m${M}${once ? ' once' : ''}${body === 'loop' ? '' : ` ${body}`}${vw === 8 ? ' w8' : ''}`,
     });
     return;
   }
