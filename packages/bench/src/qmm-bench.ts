@@ -147,14 +147,22 @@ async function main(): Promise<void> {
             );
           await check(`q${bits}`);
           await record(`q${bits} ${tag}`, bytes, product);
-          if (values.explore && M <= 16) {
+          // qgemv takes 3, 5 and 6 bits up to 4 rows of x, and only with GEN's f32 body.
+          const whole = 32 % bits === 0;
+          if (values.explore && M <= (whole ? 16 : 4)) {
             try {
               for (const lanes of [8, 16, 32])
                 for (const teamRows of [1, 2, 4])
                   for (const variant of ['', 'once', 'unroll', 'half', 'unroll w8', 'half w8'] as const) {
                     const form = `L${lanes}R${teamRows}${variant ? ` ${variant}` : ''}`;
                     // f16 pairs need f16 x; chunks of eight words only where named.
-                    if ((forms && !forms.includes(form)) || (variant.startsWith('half') && dtype !== 'float16') || (!forms && variant.endsWith('w8'))) continue;
+                    if (
+                      (forms && !forms.includes(form)) ||
+                      (variant.startsWith('half') && dtype !== 'float16') ||
+                      (!forms && variant.endsWith('w8')) ||
+                      (!whole && variant !== 'unroll')
+                    )
+                      continue;
                     const body = variant.startsWith('unroll') ? 'unroll' : variant.startsWith('half') ? 'half' : 'loop';
                     backend.overrides.qgemv = { lanes, rows: teamRows, once: variant === 'once', body, words: variant.endsWith('w8') ? 8 : undefined };
                     const path = `q${bits} ${tag} ${form}`;

@@ -425,7 +425,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
           groupSize,
         }),
       ).toThrow(
-        "quantizedMatmul: overrides.qgemv.words names a chunk this product cannot take; expected 4, or 8 with a GEN body where a row's words come in eights and 8 words stay in one group of 32, got 8 (unroll, 80 words a row at 4 bits)",
+        "quantizedMatmul: overrides.qgemv.words names a chunk this product cannot take; expected 4, or 8 with a GEN body at 2, 4 or 8 bits where a row's words come in eights and 8 words stay in one group of 32, got 8 (unroll, 80 words a row at 4 bits)",
       );
     } finally {
       b.overrides.qgemv = null;
@@ -510,8 +510,9 @@ describe('webgpu quantized weights (MLX affine)', () => {
               const [lanes, teamRows] = m === 1 ? [8, 4] : [32, 2];
               b.overrides.qgemv = { lanes, rows: teamRows, body, words };
               for (const { cols, gpu, ref } of weights) {
-                // Large values in the second chunk of each row: past what f16 pairs keep finite
-                // at every bit width (8 bits: 64), so there `half` takes the f32 unpacking.
+                // Large values in the second chunk of each row: past the f16 pairs' guard at every
+                // bit width (8 bits: 128), where unguarded sums overflow f16, so there `half` takes
+                // the f32 unpacking.
                 const xv = Float64Array.from(randomValues(m * cols, 91 + m + cols), (v, i) => {
                   const big = Math.floor((i % cols) / chunkValues) === 1 ? 3000 : 1;
                   return dtype === 'float16' ? T.float16BitsToFloat32(T.float32ToFloat16Bits(v * big)) : v * big;
@@ -574,6 +575,20 @@ describe('webgpu quantized weights (MLX affine)', () => {
       }
     }
     const w6 = quantized(b, rows, cols, 6, 64, 1).gpu;
+    // Eight words are not a chunk at 6 bits (42.7 values).
+    b.overrides.qgemv = { lanes: 8, rows: 2, body: 'unroll', words: 8 };
+    try {
+      expect(() =>
+        T.quantizedMatmul(T.tensor(randomValues(cols, 1), [1, cols], { dtype: 'float32', backend: b }), w6.weight, w6.scales, w6.biases, {
+          bits: 6,
+          groupSize: 64,
+        }),
+      ).toThrow(
+        "quantizedMatmul: overrides.qgemv.words names a chunk this product cannot take; expected 6, or 8 with a GEN body at 2, 4 or 8 bits where a row's words come in eights and 8 words stay in one group of 64, got 8 (unroll, 48 words a row at 6 bits)",
+      );
+    } finally {
+      b.overrides.qgemv = null;
+    }
     b.overrides.qgemv = { lanes: 8, rows: 2, once: true };
     try {
       expect(() =>

@@ -595,8 +595,9 @@ export function quantLoraFuses(shape: GemmShape, r: number, config: GemmConfig, 
 /**
  * loraLinear's forward products over a quantized base (QLoRA), W's packing `quant`: T =
  * dropout(x)·Aᵀ, then y = x·Wᵀ + bias + s·T·Bᵀ in one vec4 GEMM where {@link quantLoraFuses}
- * (`fused`), else y = x·Wᵀ on {@link quantConfig}'s config (at decode, M ≤ 16 at 2, 4 or 8 bits,
- * the recorder streams W through qgemv.wgsl instead) and the term and bias added onto it.
+ * (`fused`), else y = x·Wᵀ on {@link quantConfig}'s config (at decode, M ≤ 16 at 2, 4 or 8 bits
+ * and M ≤ 4 at 3, 5 or 6, the recorder streams W through qgemv.wgsl instead) and the term and bias
+ * added onto it.
  */
 export function selectQLoraForward(
   dims: LoraDims,

@@ -107,11 +107,11 @@ function qgemvConfig(
         `${String(body)} with ${t} x${forced.once ? ', once' : ''} at ${bits} bits`,
       );
     const chunkWords = forced.words ?? vw;
-    if (chunkWords !== vw && !(chunkWords === 8 && body !== 'loop' && words % 8 === 0 && (8 * 32) / bits <= groupSize))
+    if (chunkWords !== vw && !(chunkWords === 8 && whole && body !== 'loop' && words % 8 === 0 && (8 * 32) / bits <= groupSize))
       throw new ValueError(
         'quantizedMatmul',
         'overrides.qgemv.words names a chunk this product cannot take',
-        `${vw}, or 8 with a GEN body where a row's words come in eights and 8 words stay in one group of ${groupSize}`,
+        `${vw}, or 8 with a GEN body at 2, 4 or 8 bits where a row's words come in eights and 8 words stay in one group of ${groupSize}`,
         `${String(chunkWords)} (${body}, ${words} words a row at ${bits} bits)`,
       );
     return { lanes: forced.lanes, rows: forced.rows, vw: chunkWords, once: forced.once ?? false, body };

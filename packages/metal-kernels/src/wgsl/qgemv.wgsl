@@ -23,8 +23,8 @@
 // Dispatch: ceil(N / (TEAMS·ROWS)) workgroups of 256 threads, folded into (groups_x, y) above 65535.
 // Text constants: BITS (2, 4, 8; 3, 5, 6 with GEN), GROUP (32, 64, 128), MR (1..16), ROWS (1, 2,
 // 4), LANES (8, 16, 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group, or 8 likewise
-// with GEN; BITS at 3, 5
-// and 6), VALS (VW·32 / BITS, the values of a chunk: a whole number of vec4). Flags (sections, '0' or '1';
+// with GEN; VW = BITS at 3, 5 and 6), VALS (VW·32 / BITS, the values of a chunk: a whole number
+// of vec4). Flags (sections, '0' or '1';
 // any combination but ONCE with GEN):
 //   VEC       VW = 4 (or 8): wq bound as vec4<u32>, a chunk's words read as one (two) vec4 per row of W.
 //   ONCE      each value unpacked once for all MR rows of A: w = s·q + b in f32 (q: the value
