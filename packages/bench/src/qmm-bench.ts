@@ -10,13 +10,11 @@
  *
  * `--explore`: each decode product (M ≤ 16) also on every team shape of qgemv.wgsl (lanes 8 /
  * 16 / 32 × rows of W 1 / 2 / 4, forced through `backend.overrides.qgemv`), each without and with
- * its section ONCE, and with section GEN's bodies (`unroll`; `half` with f16 x; with `w8` in
- * chunks of eight words, only where `--forms` names them) (rows `q4 f16 L8R4`, `… L8R4 once`,
- * `… L8R4 half`),
+ * its section ONCE, and with section GEN's body (rows `q4 f16 L8R4`, `… L8R4 once`, `… L8R4 unroll`),
  * to choose its defaults; each forced form is checked like the default first.
  * `--shapes lm_head,down`: only the shapes whose names contain one of these (to fit a time limit).
  * `--rows 1,2,4,8,16`: the rows of x timed (default 1, 8 and 2048; the LM head skips 2048);
- * `--forms 'L8R2 once,L8R4,L8R4 half'`: with `--explore`, only these forms.
+ * `--forms 'L8R2 once,L8R4,L32R4 unroll'`: with `--explore`, only these forms.
  * `--quick`: one small shape (a check that it runs, on lavapipe). `--host`: only the quantization
  * itself on the host (`quantize` on the CPU backend: what `convert -q` and `quantizeModel` spend
  * per weight), in values per second, for the layer shapes; no GPU.
@@ -91,9 +89,9 @@ async function main(): Promise<void> {
   if (!rowCounts.every((m) => Number.isInteger(m) && m > 0))
     throw new T.ValueError('qmm-bench', '--rows must list positive integers', 'e.g. 1,2,4,8', values.rows!);
   const forms = values.forms?.split(',').map((f) => f.trim());
-  const badForm = forms?.find((f) => !/^L(8|16|32)R[124]( once| unroll| half| unroll w8| half w8)?$/.test(f));
+  const badForm = forms?.find((f) => !/^L(8|16|32)R[124]( once| unroll)?$/.test(f));
   if (badForm !== undefined)
-    throw new T.ValueError('qmm-bench', '--forms names a form qgemv.wgsl does not have', "e.g. 'L8R2 once,L32R4,L8R4 half w8'", badForm);
+    throw new T.ValueError('qmm-bench', '--forms names a form qgemv.wgsl does not have', "e.g. 'L8R2 once,L32R4,L32R4 unroll'", badForm);
   for (const [name, N, K] of shapes) {
     const w = T.tensor(randomValues(N * K, 2, 0.05), [N, K], { dtype: 'float32', backend: T.cpuBackend });
     for (const dtype of f16 ? (['float32', 'float16'] as const) : (['float32'] as const)) {
@@ -153,18 +151,10 @@ async function main(): Promise<void> {
             try {
               for (const lanes of [8, 16, 32])
                 for (const teamRows of [1, 2, 4])
-                  for (const variant of ['', 'once', 'unroll', 'half', 'unroll w8', 'half w8'] as const) {
+                  for (const variant of ['', 'once', 'unroll'] as const) {
                     const form = `L${lanes}R${teamRows}${variant ? ` ${variant}` : ''}`;
-                    // f16 pairs need f16 x; chunks of eight words only where named.
-                    if (
-                      (forms && !forms.includes(form)) ||
-                      (variant.startsWith('half') && dtype !== 'float16') ||
-                      (!forms && variant.endsWith('w8')) ||
-                      (!whole && variant !== 'unroll')
-                    )
-                      continue;
-                    const body = variant.startsWith('unroll') ? 'unroll' : variant.startsWith('half') ? 'half' : 'loop';
-                    backend.overrides.qgemv = { lanes, rows: teamRows, once: variant === 'once', body, words: variant.endsWith('w8') ? 8 : undefined };
+                    if ((forms && !forms.includes(form)) || (!whole && variant !== 'unroll')) continue;
+                    backend.overrides.qgemv = { lanes, rows: teamRows, once: variant === 'once', body: variant === 'unroll' ? 'unroll' : 'loop' };
                     const path = `q${bits} ${tag} ${form}`;
                     await check(path);
                     await record(path, bytes, product);

@@ -17,22 +17,22 @@ function quantized(b: WebGPUBackend, rows: number, cols: number, bits: number, g
 }
 
 describe('qgemv.wgsl section GEN (generated text)', () => {
-  it('f16 pairs: PER/2 pair unpackings a word and row, masks as literals, the f16 guard from the bit width', () => {
-    for (const [bits, masks, largest] of [
-      [2, ['0x30003u', '0xc000cu', '0x300030u', '0xc000c0u', '0x3000300u'], 2048],
-      [4, ['0xf000fu', '0xf000f0u'], 1024],
-      [8, ['0xff00ffu'], 128],
+  it('at 2, 4 and 8 bits: each value masked in place by a literal, from the word shifted down 16 past bit 23', () => {
+    // The first word's first values, masked in place, and those whose bits reach past bit 23.
+    for (const [bits, inPlace, high] of [
+      [2, ['0x3u', '0xcu', '0x300000u'], ['0xc0u', '0x300u']],
+      [4, ['0xfu', '0xf0u', '0xf0000u'], ['0xf0u', '0xf00u', '0xf000u']],
+      [8, ['0xffu', '0xff00u'], ['0xffu', '0xff00u']],
     ] as const) {
-      const body = qgemvBody({ bits, vw: 4, vec: true, rows: 2, mr: 1, half: true });
-      // Two rows of W, four words each: 16 / BITS pairs a word.
-      expect(body.match(/0x64006400u/g)?.length, `q${bits}`).toBe(2 * 4 * (16 / bits));
-      for (const mask of masks) expect(body, `q${bits}`).toContain(`& ${mask})`);
-      expect(body, `q${bits}`).toContain(`<= ${largest}h) {`);
-      // The f32 unpacking beside it, for chunks past the guard: every value of every word.
+      const body = qgemvBody({ bits, vw: 4, vec: true, rows: 2, mr: 1 });
+      // Two rows of W, one vec4 of words each, every value of every word unpacked.
+      expect(body.match(/let w\d_0 = wq\[/g)?.length, `q${bits}`).toBe(2);
       expect(body.match(/\| MAGIC\) - TWO23/g)?.length, `q${bits}`).toBe(2 * 4 * (32 / bits));
+      for (const mask of inPlace) expect(body, `q${bits}`).toContain(`(w0_0.x & ${mask}) | MAGIC`);
+      expect(body, `q${bits}`).toContain('let h0_0_0 = w0_0.x >> 16u;');
+      for (const mask of high) expect(body, `q${bits}`).toContain(`(h0_0_0 & ${mask}) | MAGIC`);
       expect(body).not.toMatch(/\[[a-z]\w*\]/);
     }
-    expect(qgemvBody({ bits: 4, vw: 1, vec: false, rows: 1, mr: 2, half: false })).not.toContain('0x64006400u');
   });
   it('f32 at 3, 5 and 6 bits: chunks of BITS scalar words, the values across two words joined from both', () => {
     for (const [bits, joins] of [
@@ -57,13 +57,12 @@ describe('qgemv.wgsl section GEN (generated text)', () => {
         ],
       ],
     ] as const) {
-      const body = qgemvBody({ bits, vw: bits, vec: false, rows: 1, mr: 1, half: false });
+      const body = qgemvBody({ bits, vw: bits, vec: false, rows: 1, mr: 1 });
       expect(body.match(/let w0_\d+ = wq\[/g)?.length, `q${bits}`).toBe(bits);
       expect(body.match(/\| MAGIC\) - TWO23/g)?.length, `q${bits}`).toBe(32);
       for (const join of joins) expect(body, `q${bits}`).toContain(join);
       expect(body.match(/<< \d+u\)/g)?.length, `q${bits}`).toBe(joins.length);
     }
-    expect(() => qgemvBody({ bits: 6, vw: 6, vec: false, rows: 1, mr: 1, half: true })).toThrow('expected 2, 4 or 8 bits, got 6');
   });
 });
 
@@ -403,9 +402,8 @@ describe('webgpu quantized weights (MLX affine)', () => {
         }),
       ).toThrow('quantizedMatmul: overrides.qgemv.once is not a flag; expected true, false or absent, got number 1');
       for (const [forced, got] of [
-        [{ lanes: 8, rows: 2, body: 'half' as const }, 'half with f32 x'],
-        [{ lanes: 8, rows: 2, body: 'unroll' as const, once: true }, 'unroll with f32 x, once'],
-        [{ lanes: 8, rows: 2, body: 'fast' as 'half' }, 'fast with f32 x'],
+        [{ lanes: 8, rows: 2, body: 'unroll' as const, once: true }, 'unroll, once'],
+        [{ lanes: 8, rows: 2, body: 'fast' as 'unroll' }, 'fast'],
       ] as const) {
         b.overrides.qgemv = forced;
         expect(() =>
@@ -414,19 +412,9 @@ describe('webgpu quantized weights (MLX affine)', () => {
             groupSize,
           }),
         ).toThrow(
-          `quantizedMatmul: overrides.qgemv.body names a body this product cannot take; expected 'loop', 'unroll', or 'half' with f16 x, without once; 'unroll' alone at 3, 5 and 6 bits, got ${got} at 4 bits`,
+          `quantizedMatmul: overrides.qgemv.body names a body this product cannot take; expected 'loop', or 'unroll' without once; 'unroll' alone at 3, 5 and 6 bits, got ${got} at 4 bits`,
         );
       }
-      // Eight words a chunk hold 64 values at 4 bits: more than a group of 32.
-      b.overrides.qgemv = { lanes: 8, rows: 2, body: 'unroll', words: 8 };
-      expect(() =>
-        T.quantizedMatmul(T.tensor(randomValues(cols, 1), [1, cols], { dtype: 'float32', backend: b }), gpu.weight, gpu.scales, gpu.biases, {
-          bits,
-          groupSize,
-        }),
-      ).toThrow(
-        "quantizedMatmul: overrides.qgemv.words names a chunk this product cannot take; expected 4, or 8 with a GEN body at 2, 4 or 8 bits where a row's words come in eights and 8 words stay in one group of 32, got 8 (unroll, 80 words a row at 4 bits)",
-      );
     } finally {
       b.overrides.qgemv = null;
     }
@@ -486,10 +474,10 @@ describe('webgpu quantized weights (MLX affine)', () => {
     }
   });
 
-  // Section GEN's bodies: the f32 one (f32 and f16 x) and the f16 pairs (f16 x), at the widths
-  // above and at 3, 5 and 6 bits (f32 only; chunks of BITS words, values across two words), 1 and
-  // 3 rows of x, ragged N, a short K (fewer chunks than lanes) and a long one.
-  gpuIt('decode: section GEN (unroll, half) against float64 (2 to 8 bits, M 1..3, ragged N)', async (b) => {
+  // Section GEN's body (f32 and f16 x) at the widths above and at 3, 5 and 6 bits (chunks of BITS
+  // words, values across two words), 1 and 3 rows of x, ragged N, a short K (fewer chunks than
+  // lanes) and a long one.
+  gpuIt('decode: section GEN against float64 (2 to 8 bits, M 1..3, ragged N)', async (b) => {
     const rows = 75;
     b.poisonOutputs = true;
     try {
@@ -500,51 +488,39 @@ describe('webgpu quantized weights (MLX affine)', () => {
             const cols = chunks * chunkValues;
             return { cols, ...quantized(b, rows, cols, bits, groupSize, bits * 17 + chunks, dtype) };
           });
-          for (const m of [1, 3])
-            for (const [body, words] of [
-              ['unroll', undefined],
-              ...(dtype === 'float16' && 32 % bits === 0 ? [['half', undefined] as const] : []),
-              // Chunks of two vec4 of words where 8 words stay in a group (4 bits in 64s, 8 bits in 32s).
-              ...(m === 1 && (bits === 4 || bits === 8) ? [[dtype === 'float16' ? 'half' : 'unroll', 8] as const] : []),
-            ] as const) {
-              const [lanes, teamRows] = m === 1 ? [8, 4] : [32, 2];
-              b.overrides.qgemv = { lanes, rows: teamRows, body, words };
-              for (const { cols, gpu, ref } of weights) {
-                // Large values in the second chunk of each row: past the f16 pairs' guard at every
-                // bit width (8 bits: 128), where unguarded sums overflow f16, so there `half` takes
-                // the f32 unpacking.
-                const xv = Float64Array.from(randomValues(m * cols, 91 + m + cols), (v, i) => {
-                  const big = Math.floor((i % cols) / chunkValues) === 1 ? 3000 : 1;
-                  return dtype === 'float16' ? T.float16BitsToFloat32(T.float32ToFloat16Bits(v * big)) : v * big;
-                });
-                const want = T.matmul(T.tensor(xv, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
-                const what = `q${bits} ${dtype} K=${cols} M=${m} ${body}${words ? ` w${words}` : ''}`;
-                const { labels } = await withDispatchLabels(b, async () => {
-                  const got = await T.quantizedMatmul(T.tensor(xv, [m, cols], { dtype, backend: b }), gpu.weight, gpu.scales, gpu.biases, {
-                    bits,
-                    groupSize,
-                  }).data();
-                  assertClose(got, want, gemmTolerance(dtype, want), what);
-                  // f16 pairs round each product to f16: still within 1e-3 of the largest output
-                  // (f16 output's own rounding is up to 2^-11 of it).
-                  const largest = Array.from(want).reduce((acc: number, v: number) => Math.max(acc, Math.abs(v)), 0);
-                  assertClose(got, want, { rtol: 0, atol: 1e-3 * largest }, `${what}, absolute`);
-                });
-                expect(labels, what).toContain(`qgemv q${bits} m${m} ${body}${words ? ` w${words}` : ''}`);
-              }
-              // One-hot rows over a chunk's columns: every bit position of every word unpacked exactly.
-              const { cols, gpu, ref } = weights[0];
-              for (let first = 0; m === 3 && first < chunkValues; first += m) {
-                const x = new Float64Array(m * cols);
-                for (let i = 0; i < m; i++) x[i * cols + first + i] = 1;
-                const got = await T.quantizedMatmul(T.tensor(x, [m, cols], { dtype, backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+          for (const m of [1, 3]) {
+            const [lanes, teamRows] = m === 1 ? [8, 4] : [32, 2];
+            b.overrides.qgemv = { lanes, rows: teamRows, body: 'unroll' };
+            for (const { cols, gpu, ref } of weights) {
+              // Large values in the second chunk of each row (sums that would overflow f16).
+              const xv = Float64Array.from(randomValues(m * cols, 91 + m + cols), (v, i) => {
+                const big = Math.floor((i % cols) / chunkValues) === 1 ? 3000 : 1;
+                return dtype === 'float16' ? T.float16BitsToFloat32(T.float32ToFloat16Bits(v * big)) : v * big;
+              });
+              const want = T.matmul(T.tensor(xv, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
+              const what = `q${bits} ${dtype} K=${cols} M=${m}`;
+              const { labels } = await withDispatchLabels(b, async () => {
+                const got = await T.quantizedMatmul(T.tensor(xv, [m, cols], { dtype, backend: b }), gpu.weight, gpu.scales, gpu.biases, {
                   bits,
                   groupSize,
                 }).data();
-                const want = T.matmul(T.tensor(x, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
-                assertClose(got, want, TOLERANCES[dtype], `q${bits} ${dtype} ${body} one-hot columns ${first}..${first + m - 1}`);
-              }
+                assertClose(got, want, gemmTolerance(dtype, want), what);
+              });
+              expect(labels, what).toContain(`qgemv q${bits} m${m} unroll`);
             }
+            // One-hot rows over a chunk's columns: every bit position of every word unpacked exactly.
+            const { cols, gpu, ref } = weights[0];
+            for (let first = 0; m === 3 && first < chunkValues; first += m) {
+              const x = new Float64Array(m * cols);
+              for (let i = 0; i < m; i++) x[i * cols + first + i] = 1;
+              const got = await T.quantizedMatmul(T.tensor(x, [m, cols], { dtype, backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+                bits,
+                groupSize,
+              }).data();
+              const want = T.matmul(T.tensor(x, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
+              assertClose(got, want, TOLERANCES[dtype], `q${bits} ${dtype} one-hot columns ${first}..${first + m - 1}`);
+            }
+          }
         }
     } finally {
       b.overrides.qgemv = null;
@@ -575,20 +551,6 @@ describe('webgpu quantized weights (MLX affine)', () => {
       }
     }
     const w6 = quantized(b, rows, cols, 6, 64, 1).gpu;
-    // Eight words are not a chunk at 6 bits (42.7 values).
-    b.overrides.qgemv = { lanes: 8, rows: 2, body: 'unroll', words: 8 };
-    try {
-      expect(() =>
-        T.quantizedMatmul(T.tensor(randomValues(cols, 1), [1, cols], { dtype: 'float32', backend: b }), w6.weight, w6.scales, w6.biases, {
-          bits: 6,
-          groupSize: 64,
-        }),
-      ).toThrow(
-        "quantizedMatmul: overrides.qgemv.words names a chunk this product cannot take; expected 6, or 8 with a GEN body at 2, 4 or 8 bits where a row's words come in eights and 8 words stay in one group of 64, got 8 (unroll, 48 words a row at 6 bits)",
-      );
-    } finally {
-      b.overrides.qgemv = null;
-    }
     b.overrides.qgemv = { lanes: 8, rows: 2, once: true };
     try {
       expect(() =>
@@ -597,7 +559,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
           groupSize: 64,
         }),
       ).toThrow(
-        "quantizedMatmul: overrides.qgemv.body names a body this product cannot take; expected 'loop', 'unroll', or 'half' with f16 x, without once; 'unroll' alone at 3, 5 and 6 bits, got unroll with f32 x, once at 6 bits",
+        "quantizedMatmul: overrides.qgemv.body names a body this product cannot take; expected 'loop', or 'unroll' without once; 'unroll' alone at 3, 5 and 6 bits, got unroll, once at 6 bits",
       );
     } finally {
       b.overrides.qgemv = null;
@@ -622,6 +584,30 @@ describe('webgpu quantized weights (MLX affine)', () => {
         assertClose(got, want, gemmTolerance('float16', want), `f16 M=${m}`);
       });
       expect(labels).toContain(`qgemv q4 m${m}${m >= 4 ? ' once' : ''}`);
+    }
+  });
+
+  // An LM head's width (N ≥ 65536) at one row of x: GEN's body at 8 bits, the loop at 4 (the H200's choice).
+  gpuIt('decode of a wide W: GEN at 8 bits, the loop at 4, against float64', async (b) => {
+    const [rows, cols] = [65536 + 37, 64];
+    const xv = randomValues(cols, 5);
+    b.poisonOutputs = true;
+    try {
+      for (const bits of [8, 4]) {
+        const { gpu, ref } = quantized(b, rows, cols, bits, 32, 70 + bits);
+        const want = T.matmul(T.tensor(xv, [1, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
+        const { labels } = await withDispatchLabels(b, async () => {
+          const got = await T.quantizedMatmul(T.tensor(xv, [1, cols], { dtype: 'float32', backend: b }), gpu.weight, gpu.scales, gpu.biases, {
+            bits,
+            groupSize: 32,
+          }).data();
+          assertClose(got, want, gemmTolerance('float32', want), `q${bits}`);
+        });
+        expect(labels).toContain(bits === 8 ? 'qgemv q8 m1 unroll' : 'qgemv q4 m1');
+        for (const t of Object.values(gpu)) t.dispose();
+      }
+    } finally {
+      b.poisonOutputs = false;
     }
   });
 

@@ -161,10 +161,9 @@ export interface GemmOverrides {
   /**
    * qgemv.wgsl's lanes per team (8, 16, 32) and rows of W per team (1, 2, 4), for benchmarks; with
    * `once` its section ONCE (each packed value unpacked once for all rows of x; off when absent),
-   * and without it the chunk's `body` (`'loop'` when absent; `'unroll'`, or `'half'` with f16 x:
-   * section GEN), whose chunks `words: 8` makes two vec4 of words a row instead of one.
+   * and without it the chunk's `body` (`'loop'` when absent; `'unroll'`: section GEN).
    */
-  qgemv?: { lanes: number; rows: number; once?: boolean; body?: 'loop' | 'unroll' | 'half'; words?: 4 | 8 } | null;
+  qgemv?: { lanes: number; rows: number; once?: boolean; body?: 'loop' | 'unroll' } | null;
 }
 
 /** One product of a layer: its shape and the config it runs on (the selector's answer). */

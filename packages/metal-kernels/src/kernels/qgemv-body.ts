@@ -1,26 +1,22 @@
-import { GPUError } from '@metal-lora/tensor';
-
-/** qgemv.wgsl's chunk without ONCE: its loops (`loop`), or {@link qgemvBody} in f32 (`unroll`) or f16 pairs (`half`). */
-export type QgemvBodyForm = 'loop' | 'unroll' | 'half';
+/** qgemv.wgsl's chunk without ONCE: its loops (`loop`), or {@link qgemvBody} written out (`unroll`). */
+export type QgemvBodyForm = 'loop' | 'unroll';
 
 /** What {@link qgemvBody} writes out. */
 export interface QgemvBodyShape {
-  /** 2..8; f16 pairs only at 2, 4 and 8 (a word of whole values whose halves hold as many). */
+  /** 2..8. */
   bits: number;
   /**
    * Words per chunk (a chunk's 32·vw / bits values are whole vec4s of x and stay in one group):
-   * 4 or 8, read as vec4<u32> where qgemv.wgsl's VEC binds `wq` so, else scalar words (`bits`
+   * 4, read as a vec4<u32> where qgemv.wgsl's VEC binds `wq` so, else scalar words (1, or `bits`
    * words, 32 values, at 3, 5 and 6 bits).
    */
   vw: number;
-  /** Whether `wq` is bound as vec4<u32> (VEC; vw 4 or 8, read as one or two vec4 a row). */
+  /** Whether `wq` is bound as vec4<u32> (VEC). */
   vec: boolean;
   /** Rows of W per team. */
   rows: number;
   /** Rows of x. */
   mr: number;
-  /** f16 pairs (f16 x and scales only), else f32. */
-  half: boolean;
 }
 
 const C = 'xyzw';
@@ -35,21 +31,12 @@ function hex(v: number): string {
  * each row unpacks W's values itself. In scope there: `ch`, `g`, `groups`, `rows`, `acc`, `p`,
  * `a`, `wq`, `scales`, `biases`, `VALS`, `MAGIC`, `TWO23`.
  *
- * f32 (2 to 8 bits): a value inside a word is masked in place into the mantissa of 2^23 (from the
- * word shifted down 16 where its bits reach past bit 23) and 2^23 subtracted, which gives q·2^e
- * exactly, x scaled by 2^-e (a power of two: exact); a value across two words (3, 5, 6 bits) is
- * joined from its two pieces first.
- * f16 pairs (`half`): values j and j + PER/2 (the word's two halves) are masked into the mantissas
- * of 1024 (0x6400) at once, from the word shifted down 8 where they reach past bit 10; one f16
- * fma per pair (·2^-e, -1024·2^-e - 2^(BITS-1)) gives both values, centred on 2^(BITS-1),
- * exactly (the bias term takes the centre back), one more takes their products with x, summed in
- * f16 over one word and then in f32. A word's sum in f16 is at most PER/2 · 2^(BITS-1) · max|x|,
- * so a chunk whose x reaches past what keeps it under 2^15 takes the f32 unpacking.
+ * A value inside a word is masked in place into the mantissa of 2^23 (from the word shifted down
+ * 16 where its bits reach past bit 23) and 2^23 subtracted, which gives q·2^e exactly, x scaled by
+ * 2^-e (a power of two: exact); a value across two words (3, 5, 6 bits) is joined from its two
+ * pieces first. f32 accumulation.
  */
-export function qgemvBody({ bits, vw, vec, rows, mr, half }: QgemvBodyShape): string {
-  if (half && 32 % bits !== 0)
-    throw new GPUError('quantizedMatmul', 'internal', `qgemv's f16 pairs need whole values in a word; expected 2, 4 or 8 bits, got ${bits}`);
-  const per = 32 / bits;
+export function qgemvBody({ bits, vw, vec, rows, mr }: QgemvBodyShape): string {
   const vals = (vw * 32) / bits;
   const mask = (1 << bits) - 1;
   const out: string[] = [];
@@ -64,37 +51,7 @@ export function qgemvBody({ bits, vw, vec, rows, mr, half }: QgemvBodyShape): st
     out.push(...xs.map((x, i) => `let ${x} = a[(${m}u * p.K + ch * VALS) / 4u + ${i}u];`));
     // Σ x for the bias term, in f32.
     out.push(`let t${m} = dot(${xs.map((x) => `vec4<f32>(${x})`).join(' + ')}, vec4<f32>(1.0));`);
-    const x = (v: number) => `${xs[v >> 2]}.${C[v & 3]}`;
-    const f32Rows = unpackF32(m, x, word, { bits, vals, mask, rows });
-    if (!half) {
-      out.push(...f32Rows);
-      continue;
-    }
-    const mid = 2 ** (bits - 1);
-    const largest = Math.floor(2 ** 15 / ((per / 2) * mid));
-    const absMax = xs.map((v) => `abs(${v})`).reduce((acc, v) => `max(${acc}, ${v})`);
-    out.push(`let xm${m} = ${absMax};`, `if (max(max(xm${m}.x, xm${m}.y), max(xm${m}.z, xm${m}.w)) <= ${largest}h) {`);
-    for (let wi = 0; wi < vw; wi++)
-      for (let j = 0; j < per / 2; j++) out.push(`  let xp${m}_${wi}_${j} = vec2<f16>(${x(wi * per + j)}, ${x(wi * per + j + per / 2)});`);
-    for (let r = 0; r < rows; r++) {
-      out.push(`  var d${m}_${r} = vec2<f32>(0.0);`);
-      for (let wi = 0; wi < vw; wi++) {
-        if (per / 2 > 1 && (per / 2 - 1) * bits + bits > 10) out.push(`  let k${m}_${r}_${wi} = ${word(r, wi)} >> 8u;`);
-        const terms: string[] = [];
-        for (let j = 0; j < per / 2; j++) {
-          const s = j * bits;
-          const sh = s + bits > 10 ? 8 : 0;
-          const e = s - sh;
-          const src = sh ? `k${m}_${r}_${wi}` : word(r, wi);
-          const q = `fma(bitcast<vec2<f16>>((${src} & ${hex((mask << e) | (mask << (e + 16)))}) | 0x64006400u), vec2<f16>(${2 ** -e}h), vec2<f16>(${-1024 * 2 ** -e - mid}h))`;
-          terms.push(j === 0 ? `${q} * xp${m}_${wi}_${j}` : `fma(${q}, xp${m}_${wi}_${j}, h)`);
-        }
-        out.push(`  {`, `    var h = ${terms[0]};`, ...terms.slice(1).map((t) => `    h = ${t};`), `    d${m}_${r} += vec2<f32>(h);`, `  }`);
-      }
-      const o = m * rows + r;
-      out.push(`  acc[${o}u] = fma(s${r}, d${m}_${r}.x + d${m}_${r}.y, fma(fma(${mid}.0, s${r}, b${r}), t${m}, acc[${o}u]));`);
-    }
-    out.push('} else {', ...f32Rows.map((l) => `  ${l}`), '}');
+    out.push(...unpackF32(m, (v) => `${xs[v >> 2]}.${C[v & 3]}`, word, { bits, vals, mask, rows }));
   }
   return out.map((l) => `    ${l}`).join('\n');
 }

@@ -68,7 +68,7 @@ function quantizeKernel({ inputs: [w], attrs, backend }: Args<'quantize'>): OpOu
  * qgemv.wgsl's shape for x·Wᵀ with M ≤ 16 rows of type `t`: lanes per team, rows of W per team,
  * its section ONCE or GEN's body (forced by `backend.overrides.qgemv`), and words per chunk (4,
  * read as one vec4, where a row's words come in fours and four words stay in one group; `bits`
- * words at 3, 5 and 6 bits, which only GEN's f32 body unpacks).
+ * words at 3, 5 and 6 bits, which only GEN's body unpacks).
  */
 function qgemvConfig(
   backend: WebGPUBackend,
@@ -94,27 +94,14 @@ function qgemvConfig(
     if (forced.once !== undefined && typeof forced.once !== 'boolean')
       throw new ValueError('quantizedMatmul', 'overrides.qgemv.once is not a flag', 'true, false or absent', `${typeof forced.once} ${String(forced.once)}`);
     const body = forced.body ?? (whole ? 'loop' : 'unroll');
-    if (
-      !['loop', 'unroll', 'half'].includes(body) ||
-      (body === 'half' && t !== 'f16') ||
-      (body !== 'loop' && forced.once) ||
-      (!whole && (body !== 'unroll' || forced.once))
-    )
+    if (!['loop', 'unroll'].includes(body) || (body !== 'loop' && forced.once) || (!whole && (body !== 'unroll' || forced.once)))
       throw new ValueError(
         'quantizedMatmul',
         'overrides.qgemv.body names a body this product cannot take',
-        "'loop', 'unroll', or 'half' with f16 x, without once; 'unroll' alone at 3, 5 and 6 bits",
-        `${String(body)} with ${t} x${forced.once ? ', once' : ''} at ${bits} bits`,
+        "'loop', or 'unroll' without once; 'unroll' alone at 3, 5 and 6 bits",
+        `${String(body)}${forced.once ? ', once' : ''} at ${bits} bits`,
       );
-    const chunkWords = forced.words ?? vw;
-    if (chunkWords !== vw && !(chunkWords === 8 && whole && body !== 'loop' && words % 8 === 0 && (8 * 32) / bits <= groupSize))
-      throw new ValueError(
-        'quantizedMatmul',
-        'overrides.qgemv.words names a chunk this product cannot take',
-        `${vw}, or 8 with a GEN body at 2, 4 or 8 bits where a row's words come in eights and 8 words stay in one group of ${groupSize}`,
-        `${String(chunkWords)} (${body}, ${words} words a row at ${bits} bits)`,
-      );
-    return { lanes: forced.lanes, rows: forced.rows, vw: chunkWords, once: forced.once ?? false, body };
+    return { lanes: forced.lanes, rows: forced.rows, vw, once: forced.once ?? false, body };
   }
   // f16 with 4..16 rows of x: each value unpacked once for all rows, on teams of 8 lanes walking
   // two rows of W (the H200 sweep, `qmm-bench --rows 2,4,8,16 --explore`: at 4, 8 and 16 rows
@@ -124,9 +111,12 @@ function qgemvConfig(
   if (t === 'f16' && M >= 4 && whole) return { lanes: 8, rows: 2, vw, once: true, body: 'loop' };
   // The H200 sweep (`qmm-bench --explore`; RESULTS.md, "Quantized weights"): more rows of W per
   // team reuse each loaded x (four from 8192 rows, two from 1024; at most two with 9..16 rows of
-  // x, for registers), and a wide W at M = 1 (an LM head) runs fastest on teams of 8 lanes.
+  // x, for registers), and a wide W at M = 1 (an LM head) runs fastest on teams of 8 lanes at 2
+  // and 4 bits, and at 8 bits on teams of 32 with GEN's body (1.11× with f32 x, 1.17× with f16).
   const rows = Math.min(N >= 8192 ? 4 : N >= 1024 ? 2 : 1, M > 8 ? 2 : 4);
-  return { lanes: M === 1 && N >= 65536 ? 8 : 32, rows, vw, once: false, body: whole ? 'loop' : 'unroll' };
+  const head = M === 1 && N >= 65536;
+  if (head && bits === 8) return { lanes: 32, rows, vw, once: false, body: 'unroll' };
+  return { lanes: head ? 8 : 32, rows, vw, once: false, body: whole ? 'loop' : 'unroll' };
 }
 
 /**
@@ -204,7 +194,7 @@ export function recordQuantizedProduct(
       VEC: vw % 4 === 0 ? '1' : '0',
       ONCE: once ? '1' : '0',
       GEN: body === 'loop' ? '0' : '1',
-      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits, vw, vec: vw % 4 === 0, rows: rowsPerTeam, mr: M, half: body === 'half' }) }),
+      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits, vw, vec: vw % 4 === 0, rows: rowsPerTeam, mr: M }) }),
     }));
     backend.dispatch({
       key,
@@ -212,7 +202,7 @@ export function recordQuantizedProduct(
       buffers: [x, w.weight, w.scales, w.biases, c],
       uniform: uniform([N, K, w.words, Math.min(groups, 65535)]),
       workgroups: [Math.min(groups, 65535), Math.ceil(groups / 65535), 1],
-      label: `qgemv q${w.bits} m${M}${once ? ' once' : ''}${body === 'loop' ? '' : ` ${body}`}${vw === 8 ? ' w8' : ''}`,
+      label: `qgemv q${w.bits} m${M}${once ? ' once' : ''}${body === 'loop' ? '' : ` ${body}`}`,
     });
     return;
   }

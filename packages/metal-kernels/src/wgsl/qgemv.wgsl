@@ -22,11 +22,11 @@
 //   5  p       uniform { N, K, words, groups_x: u32 }
 // Dispatch: ceil(N / (TEAMS·ROWS)) workgroups of 256 threads, folded into (groups_x, y) above 65535.
 // Text constants: BITS (2, 4, 8; 3, 5, 6 with GEN), GROUP (32, 64, 128), MR (1..16), ROWS (1, 2,
-// 4), LANES (8, 16, 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group, or 8 likewise
-// with GEN; VW = BITS at 3, 5 and 6), VALS (VW·32 / BITS, the values of a chunk: a whole number
+// 4), LANES (8, 16, 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group; VW = BITS
+// at 3, 5 and 6), VALS (VW·32 / BITS, the values of a chunk: a whole number
 // of vec4). Flags (sections, '0' or '1';
 // any combination but ONCE with GEN):
-//   VEC       VW = 4 (or 8): wq bound as vec4<u32>, a chunk's words read as one (two) vec4 per row of W.
+//   VEC       VW = 4: wq bound as vec4<u32>, a chunk's words read as one vec4 per row of W.
 //   ONCE      each value unpacked once for all MR rows of A: w = s·q + b in f32 (q: the value
 //             shifted down and masked into the mantissa of 2^23, minus 2^23), four values of a word
 //             at a time (PER % 4 = 0; ROWS vec4 live), then one fma per value and row of A, whose
@@ -35,7 +35,7 @@
 //             Σ A per chunk.
 //   GEN       the form without ONCE, its chunk written out by the host as the text constant BODY
 //             (kernels/qgemv-body.ts): every mask and power of two a literal, no array indexed in
-//             a loop; with f16 x it may unpack two values per instruction as f16 pairs (see there).
+//             a loop.
 {{ENABLE}}
 
 const BITS: u32 = {{BITS}}u;
