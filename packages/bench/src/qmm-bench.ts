@@ -10,7 +10,8 @@
  *
  * `--explore`: each decode product (M ≤ 16) also on every team shape of qgemv.wgsl (lanes 8 /
  * 16 / 32 × rows of W 1 / 2 / 4, forced through `backend.overrides.qgemv`), each without and with
- * its section ONCE, and with section GEN's body (rows `q4 f16 L8R4`, `… L8R4 once`, `… L8R4 unroll`),
+ * its section ONCE, and with section GEN's body (rows `q4 f16 L8R4`, `… L8R4 once`, `… L8R4 unroll`);
+ * only where `--forms` names them, 8 rows of W and GEN with x staged (`… L16R8 unroll stage`),
  * to choose its defaults; each forced form is checked like the default first.
  * `--shapes lm_head,down`: only the shapes whose names contain one of these (to fit a time limit).
  * `--rows 1,2,4,8,16`: the rows of x timed (default 1, 8 and 2048; the LM head skips 2048);
@@ -45,6 +46,9 @@ const SHAPES: [string, number, number][] = [
   ['down 2048×8192', 2048, 8192],
   ['lm_head 128256×2048', 128256, 2048],
 ];
+
+/** A qgemv form `--forms` names: lanes, rows of W, section ONCE or GEN's body, and `stage` (GEN only). */
+const FORM = /^L(8|16|32)R([1248])(?:( once)|( unroll)( stage)?)?$/;
 
 /** Bytes of weight copies taken in turn by the decode timings (four times the H200's L2). */
 const ROTATE_BYTES = 200e6;
@@ -89,9 +93,9 @@ async function main(): Promise<void> {
   if (!rowCounts.every((m) => Number.isInteger(m) && m > 0))
     throw new T.ValueError('qmm-bench', '--rows must list positive integers', 'e.g. 1,2,4,8', values.rows!);
   const forms = values.forms?.split(',').map((f) => f.trim());
-  const badForm = forms?.find((f) => !/^L(8|16|32)R[124]( once| unroll)?$/.test(f));
+  const badForm = forms?.find((f) => !FORM.test(f));
   if (badForm !== undefined)
-    throw new T.ValueError('qmm-bench', '--forms names a form qgemv.wgsl does not have', "e.g. 'L8R2 once,L32R4,L32R4 unroll'", badForm);
+    throw new T.ValueError('qmm-bench', '--forms names a form qgemv.wgsl does not have', "e.g. 'L8R2 once,L32R4,L16R8 unroll stage'", badForm);
   for (const [name, N, K] of shapes) {
     const w = T.tensor(randomValues(N * K, 2, 0.05), [N, K], { dtype: 'float32', backend: T.cpuBackend });
     for (const dtype of f16 ? (['float32', 'float16'] as const) : (['float32'] as const)) {
@@ -149,16 +153,22 @@ async function main(): Promise<void> {
           const whole = 32 % bits === 0;
           if (values.explore && M <= (whole ? 16 : 4)) {
             try {
-              for (const lanes of [8, 16, 32])
-                for (const teamRows of [1, 2, 4])
-                  for (const variant of ['', 'once', 'unroll'] as const) {
-                    const form = `L${lanes}R${teamRows}${variant ? ` ${variant}` : ''}`;
-                    if ((forms && !forms.includes(form)) || (!whole && variant !== 'unroll')) continue;
-                    backend.overrides.qgemv = { lanes, rows: teamRows, once: variant === 'once', body: variant === 'unroll' ? 'unroll' : 'loop' };
-                    const path = `q${bits} ${tag} ${form}`;
-                    await check(path);
-                    await record(path, bytes, product);
-                  }
+              // Every team shape without and with ONCE, and GEN's body; 8 rows and `stage` only where named.
+              const all = [8, 16, 32].flatMap((lanes) => [1, 2, 4].flatMap((teamRows) => ['', ' once', ' unroll'].map((v) => `L${lanes}R${teamRows}${v}`)));
+              for (const form of forms ?? all) {
+                const [, lanes, teamRows, once, unroll, stage] = FORM.exec(form)!;
+                if (!whole && !unroll) continue;
+                backend.overrides.qgemv = {
+                  lanes: Number(lanes),
+                  rows: Number(teamRows),
+                  once: once !== undefined,
+                  body: unroll ? 'unroll' : 'loop',
+                  stage: stage !== undefined,
+                };
+                const path = `q${bits} ${tag} ${form}`;
+                await check(path);
+                await record(path, bytes, product);
+              }
             } finally {
               backend.overrides.qgemv = null;
             }

@@ -392,7 +392,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
           groupSize,
         }),
       ).toThrow(
-        'quantizedMatmul: overrides.qgemv names a team shape qgemv.wgsl does not have; expected lanes 8, 16 or 32 and rows 1, 2 or 4, got lanes 24, rows 2',
+        'quantizedMatmul: overrides.qgemv names a team shape qgemv.wgsl does not have; expected lanes 8, 16 or 32 and rows 1, 2, 4 or 8, got lanes 24, rows 2',
       );
       b.overrides.qgemv = { lanes: 8, rows: 2, once: 1 as unknown as boolean };
       expect(() =>
@@ -488,9 +488,16 @@ describe('webgpu quantized weights (MLX affine)', () => {
             const cols = chunks * chunkValues;
             return { cols, ...quantized(b, rows, cols, bits, groupSize, bits * 17 + chunks, dtype) };
           });
-          for (const m of [1, 3]) {
-            const [lanes, teamRows] = m === 1 ? [8, 4] : [32, 2];
-            b.overrides.qgemv = { lanes, rows: teamRows, body: 'unroll' };
+          // x from the storage buffer, or staged in workgroup memory: all of it at once (one row),
+          // or in tiles of 16 chunks (three rows; K = 40 chunks: two whole tiles and a ragged one).
+          for (const [m, stage] of [
+            [1, undefined],
+            [3, undefined],
+            [1, true],
+            [3, 16],
+          ] as const) {
+            const [lanes, teamRows] = stage ? (m === 1 ? [8, 8] : [16, 8]) : m === 1 ? [8, 4] : [32, 2];
+            b.overrides.qgemv = { lanes, rows: teamRows, body: 'unroll', stage };
             for (const { cols, gpu, ref } of weights) {
               // Large values in the second chunk of each row (sums that would overflow f16).
               const xv = Float64Array.from(randomValues(m * cols, 91 + m + cols), (v, i) => {
@@ -498,7 +505,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
                 return dtype === 'float16' ? T.float16BitsToFloat32(T.float32ToFloat16Bits(v * big)) : v * big;
               });
               const want = T.matmul(T.tensor(xv, [m, cols], { dtype: 'float64', backend: cpuBackend }), ref, { transposeB: true }).dataSync();
-              const what = `q${bits} ${dtype} K=${cols} M=${m}`;
+              const what = `q${bits} ${dtype} K=${cols} M=${m}${stage ? ` stage ${stage}` : ''}`;
               const { labels } = await withDispatchLabels(b, async () => {
                 const got = await T.quantizedMatmul(T.tensor(xv, [m, cols], { dtype, backend: b }), gpu.weight, gpu.scales, gpu.biases, {
                   bits,
@@ -506,7 +513,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
                 }).data();
                 assertClose(got, want, gemmTolerance(dtype, want), what);
               });
-              expect(labels, what).toContain(`qgemv q${bits} m${m} unroll`);
+              expect(labels, what).toContain(`qgemv q${bits} m${m} unroll${stage ? ' stage' : ''}`);
             }
             // One-hot rows over a chunk's columns: every bit position of every word unpacked exactly.
             const { cols, gpu, ref } = weights[0];
@@ -561,6 +568,18 @@ describe('webgpu quantized weights (MLX affine)', () => {
       ).toThrow(
         "quantizedMatmul: overrides.qgemv.body names a body this product cannot take; expected 'loop', or 'unroll' without once; 'unroll' alone at 3, 5 and 6 bits, got unroll, once at 6 bits",
       );
+      // x's tiles: a whole number of chunks a lane, and no more than a row's 8 chunks.
+      for (const stage of [12, 16]) {
+        b.overrides.qgemv = { lanes: 8, rows: 2, stage };
+        expect(() =>
+          T.quantizedMatmul(T.tensor(randomValues(cols, 1), [1, cols], { dtype: 'float32', backend: b }), w6.weight, w6.scales, w6.biases, {
+            bits: 6,
+            groupSize: 64,
+          }),
+        ).toThrow(
+          `quantizedMatmul: overrides.qgemv.stage names a tile of x this product cannot take; expected GEN's body ('unroll') and true, or chunks a tile that are a multiple of the 8 lanes up to 8, got ${stage} with unroll, 1 rows of f32 x`,
+        );
+      }
     } finally {
       b.overrides.qgemv = null;
     }
@@ -587,8 +606,8 @@ describe('webgpu quantized weights (MLX affine)', () => {
     }
   });
 
-  // An LM head's width (N ≥ 65536) at one row of x: GEN's body at 8 bits, the loop at 4 (the H200's choice).
-  gpuIt('decode of a wide W: GEN at 8 bits, the loop at 4, against float64', async (b) => {
+  // An LM head's width (N ≥ 65536) at one row of x: GEN's body at 8 bits, with x staged at 4 (the H200's choice).
+  gpuIt('decode of a wide W: GEN at 8 bits, with x staged at 4, against float64', async (b) => {
     const [rows, cols] = [65536 + 37, 64];
     const xv = randomValues(cols, 5);
     b.poisonOutputs = true;
@@ -603,7 +622,7 @@ describe('webgpu quantized weights (MLX affine)', () => {
           }).data();
           assertClose(got, want, gemmTolerance('float32', want), `q${bits}`);
         });
-        expect(labels).toContain(bits === 8 ? 'qgemv q8 m1 unroll' : 'qgemv q4 m1');
+        expect(labels).toContain(bits === 8 ? 'qgemv q8 m1 unroll' : 'qgemv q4 m1 unroll stage');
         for (const t of Object.values(gpu)) t.dispose();
       }
     } finally {

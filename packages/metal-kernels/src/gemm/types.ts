@@ -159,11 +159,13 @@ export interface GemmOverrides {
   /** At most this many K splits for the plain products the selector picks (1: none). */
   maxSplits?: number | null;
   /**
-   * qgemv.wgsl's lanes per team (8, 16, 32) and rows of W per team (1, 2, 4), for benchmarks; with
-   * `once` its section ONCE (each packed value unpacked once for all rows of x; off when absent),
-   * and without it the chunk's `body` (`'loop'` when absent; `'unroll'`: section GEN).
+   * qgemv.wgsl's lanes per team (8, 16, 32) and rows of W per team (1, 2, 4, 8), for benchmarks;
+   * with `once` its section ONCE (each packed value unpacked once for all rows of x; off when
+   * absent), and without it the chunk's `body` (`'loop'` when absent; `'unroll'`: section GEN),
+   * which `stage` makes read x from tiles in workgroup memory (section STAGE: `true` for the
+   * largest tiles that fit, or a number of chunks a tile, a multiple of `lanes`; off when absent).
    */
-  qgemv?: { lanes: number; rows: number; once?: boolean; body?: 'loop' | 'unroll' } | null;
+  qgemv?: { lanes: number; rows: number; once?: boolean; body?: 'loop' | 'unroll'; stage?: boolean | number } | null;
 }
 
 /** One product of a layer: its shape and the config it runs on (the selector's answer). */

@@ -17,6 +17,8 @@ export interface QgemvBodyShape {
   rows: number;
   /** Rows of x. */
   mr: number;
+  /** Whether x is read from qgemv.wgsl's workgroup tile `xw` (STAGE; chunk `cl` of the tile) instead of `a`. */
+  staged?: boolean;
 }
 
 const C = 'xyzw';
@@ -29,14 +31,14 @@ function hex(v: number): string {
  * The body of qgemv.wgsl's section GEN: one chunk of a lane's walk as straight-line WGSL (every
  * mask, shift and power of two a literal, no array indexed in a loop), for the few rows of x where
  * each row unpacks W's values itself. In scope there: `ch`, `g`, `groups`, `rows`, `acc`, `p`,
- * `a`, `wq`, `scales`, `biases`, `VALS`, `MAGIC`, `TWO23`.
+ * `a`, `wq`, `scales`, `biases`, `VALS`, `MAGIC`, `TWO23` (and `xw`, `cl`, `CT` where `staged`).
  *
  * A value inside a word is masked in place into the mantissa of 2^23 (from the word shifted down
  * 16 where its bits reach past bit 23) and 2^23 subtracted, which gives q·2^e exactly, x scaled by
  * 2^-e (a power of two: exact); a value across two words (3, 5, 6 bits) is joined from its two
  * pieces first. f32 accumulation.
  */
-export function qgemvBody({ bits, vw, vec, rows, mr }: QgemvBodyShape): string {
+export function qgemvBody({ bits, vw, vec, rows, mr, staged = false }: QgemvBodyShape): string {
   const vals = (vw * 32) / bits;
   const mask = (1 << bits) - 1;
   const out: string[] = [];
@@ -48,7 +50,8 @@ export function qgemvBody({ bits, vw, vec, rows, mr }: QgemvBodyShape): string {
   }
   for (let m = 0; m < mr; m++) {
     const xs = Array.from({ length: vals / 4 }, (_, i) => `x${m}_${i}`);
-    out.push(...xs.map((x, i) => `let ${x} = a[(${m}u * p.K + ch * VALS) / 4u + ${i}u];`));
+    const load = (i: number) => (staged ? `xw[${m * (vals / 4) + i}u * (CT + 1u) + cl]` : `a[(${m}u * p.K + ch * VALS) / 4u + ${i}u]`);
+    out.push(...xs.map((x, i) => `let ${x} = ${load(i)};`));
     // Σ x for the bias term, in f32.
     out.push(`let t${m} = dot(${xs.map((x) => `vec4<f32>(${x})`).join(' + ')}, vec4<f32>(1.0));`);
     out.push(...unpackF32(m, (v) => `${xs[v >> 2]}.${C[v & 3]}`, word, { bits, vals, mask, rows }));

@@ -78,17 +78,17 @@ function qgemvConfig(
   bits: number,
   groupSize: number,
   words: number,
-): { lanes: number; rows: number; vw: number; once: boolean; body: QgemvBodyForm } {
+): { lanes: number; rows: number; vw: number; once: boolean; body: QgemvBodyForm; stage: number } {
   // 3, 5 and 6 bits: chunks of `bits` words (32 values, some across two words), unpacked by GEN's f32 body only.
   const whole = 32 % bits === 0;
   const vw = !whole ? bits : words % 4 === 0 && (4 * 32) / bits <= groupSize ? 4 : 1;
   const forced = backend.overrides.qgemv;
   if (forced) {
-    if (![8, 16, 32].includes(forced.lanes) || ![1, 2, 4].includes(forced.rows))
+    if (![8, 16, 32].includes(forced.lanes) || ![1, 2, 4, 8].includes(forced.rows))
       throw new ValueError(
         'quantizedMatmul',
         'overrides.qgemv names a team shape qgemv.wgsl does not have',
-        'lanes 8, 16 or 32 and rows 1, 2 or 4',
+        'lanes 8, 16 or 32 and rows 1, 2, 4 or 8',
         `lanes ${forced.lanes}, rows ${forced.rows}`,
       );
     if (forced.once !== undefined && typeof forced.once !== 'boolean')
@@ -101,22 +101,55 @@ function qgemvConfig(
         "'loop', or 'unroll' without once; 'unroll' alone at 3, 5 and 6 bits",
         `${String(body)}${forced.once ? ', once' : ''} at ${bits} bits`,
       );
-    return { lanes: forced.lanes, rows: forced.rows, vw, once: forced.once ?? false, body };
+    const most = forced.stage ? stageChunks(backend, t, M, (vw * 32) / bits, forced.lanes, words / vw) : 0;
+    const stage = typeof forced.stage === 'number' ? forced.stage : most;
+    if (forced.stage !== undefined && forced.stage !== false && (body === 'loop' || most === 0 || stage % forced.lanes !== 0 || stage <= 0 || stage > most))
+      throw new ValueError(
+        'quantizedMatmul',
+        'overrides.qgemv.stage names a tile of x this product cannot take',
+        `GEN's body ('unroll') and true, or chunks a tile that are a multiple of the ${forced.lanes} lanes up to ${most}`,
+        `${String(forced.stage)} with ${body}, ${M} rows of ${t} x`,
+      );
+    return { lanes: forced.lanes, rows: forced.rows, vw, once: forced.once ?? false, body, stage };
   }
   // f16 with 4..16 rows of x: each value unpacked once for all rows, on teams of 8 lanes walking
   // two rows of W (the H200 sweep, `qmm-bench --rows 2,4,8,16 --explore`: at 4, 8 and 16 rows
   // 1.1–1.6× the form below for the LM head and a gate projection, for both; at 2 rows faster for
   // the head only, and with f32 x, whose loads double, faster for the head only at 4 and 16 rows
   // on four rows of W and slower for the gate projection).
-  if (t === 'f16' && M >= 4 && whole) return { lanes: 8, rows: 2, vw, once: true, body: 'loop' };
+  if (t === 'f16' && M >= 4 && whole) return { lanes: 8, rows: 2, vw, once: true, body: 'loop', stage: 0 };
   // The H200 sweep (`qmm-bench --explore`; RESULTS.md, "Quantized weights"): more rows of W per
   // team reuse each loaded x (four from 8192 rows, two from 1024; at most two with 9..16 rows of
-  // x, for registers), and a wide W at M = 1 (an LM head) runs fastest on teams of 8 lanes at 2
-  // and 4 bits, and at 8 bits on teams of 32 with GEN's body (1.11× with f32 x, 1.17× with f16).
+  // x, for registers), and a wide W at M = 1 (an LM head) runs fastest: at 8 bits on teams of
+  // 32 with GEN's body (1.11× with f32 x, 1.17× with f16); at 4 bits on teams of 16 walking 8 rows
+  // with GEN's body and x staged in workgroup memory (1.40× with f32 x, 1.07× with f16); at 2 bits
+  // (not timed with GEN) on teams of 8.
   const rows = Math.min(N >= 8192 ? 4 : N >= 1024 ? 2 : 1, M > 8 ? 2 : 4);
   const head = M === 1 && N >= 65536;
-  if (head && bits === 8) return { lanes: 32, rows, vw, once: false, body: 'unroll' };
-  return { lanes: head ? 8 : 32, rows, vw, once: false, body: whole ? 'loop' : 'unroll' };
+  if (head && bits === 8) return { lanes: 32, rows, vw, once: false, body: 'unroll', stage: 0 };
+  if (head && bits === 4 && vw === 4) {
+    const stage = stageChunks(backend, t, M, 32, 16, words / 4);
+    if (stage > 0) return { lanes: 16, rows: 8, vw, once: false, body: 'unroll', stage };
+  }
+  return { lanes: head ? 8 : 32, rows, vw, once: false, body: whole ? 'loop' : 'unroll', stage: 0 };
+}
+
+/** Workgroup bytes qgemv.wgsl's STAGE takes for x's tile at most. */
+const STAGE_BYTES = 16384;
+
+/**
+ * qgemv.wgsl's CT: chunks a lane's team walks per tile of x staged in workgroup memory (section
+ * STAGE), a multiple of `lanes`, the tiles of a row as even as that allows; 0 where x's tile, in
+ * {@link STAGE_BYTES} and beside the reduction's memory, has not one chunk a lane.
+ */
+function stageChunks(backend: WebGPUBackend, t: string, M: number, vals: number, lanes: number, chunks: number): number {
+  const reduction = (256 / lanes) * 8 * (lanes + 1) * 4;
+  const bytes = Math.min(STAGE_BYTES, backend.device.limits.maxComputeWorkgroupStorageSize - reduction);
+  // A tile's rows are CT + 1 vec4 long.
+  const most = Math.floor((Math.floor(bytes / (M * (vals / 4) * (t === 'f16' ? 8 : 16))) - 1) / lanes) * lanes;
+  if (most <= 0) return 0;
+  const tiles = Math.ceil(chunks / most);
+  return Math.min(most, Math.ceil(chunks / tiles / lanes) * lanes);
 }
 
 /**
@@ -168,7 +201,7 @@ export function recordQuantizedProduct(
   const t = typeOf(backend, dtype, 'quantizedMatmul');
   if (transpose && beta === 0 && M <= (32 % w.bits === 0 ? 16 : QGEMV_STRADDLING_ROWS)) {
     // Decode: W streamed once as packed words, TEAMS·ROWS rows of W per workgroup.
-    const { lanes, rows: rowsPerTeam, vw, once, body } = qgemvConfig(backend, t, N, M, w.bits, w.groupSize, w.words);
+    const { lanes, rows: rowsPerTeam, vw, once, body, stage } = qgemvConfig(backend, t, N, M, w.bits, w.groupSize, w.words);
     const groups = Math.ceil(N / ((256 / lanes) * rowsPerTeam));
     const params = {
       T: t,
@@ -180,6 +213,7 @@ export function recordQuantizedProduct(
       VW: vw,
       ONCE: once ? 1 : 0,
       BODY: body,
+      CT: stage,
     };
     const { key, source } = generatedShader('qgemv', qgemvSource, params, () => ({
       ENABLE: enableFor(t),
@@ -194,7 +228,9 @@ export function recordQuantizedProduct(
       VEC: vw % 4 === 0 ? '1' : '0',
       ONCE: once ? '1' : '0',
       GEN: body === 'loop' ? '0' : '1',
-      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits, vw, vec: vw % 4 === 0, rows: rowsPerTeam, mr: M }) }),
+      STAGE: stage ? '1' : '0',
+      ...(stage ? { CT: String(stage) } : {}),
+      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits, vw, vec: vw % 4 === 0, rows: rowsPerTeam, mr: M, staged: stage > 0 }) }),
     }));
     backend.dispatch({
       key,
@@ -202,7 +238,7 @@ export function recordQuantizedProduct(
       buffers: [x, w.weight, w.scales, w.biases, c],
       uniform: uniform([N, K, w.words, Math.min(groups, 65535)]),
       workgroups: [Math.min(groups, 65535), Math.ceil(groups / 65535), 1],
-      label: `qgemv q${w.bits} m${M}${once ? ' once' : ''}${body === 'loop' ? '' : ` ${body}`}`,
+      label: `qgemv q${w.bits} m${M}${once ? ' once' : ''}${body === 'loop' ? '' : ` ${body}`}${stage ? ' stage' : ''}`,
     });
     return;
   }

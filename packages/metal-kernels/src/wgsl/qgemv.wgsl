@@ -22,10 +22,10 @@
 //   5  p       uniform { N, K, words, groups_x: u32 }
 // Dispatch: ceil(N / (TEAMS·ROWS)) workgroups of 256 threads, folded into (groups_x, y) above 65535.
 // Text constants: BITS (2, 4, 8; 3, 5, 6 with GEN), GROUP (32, 64, 128), MR (1..16), ROWS (1, 2,
-// 4), LANES (8, 16, 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group; VW = BITS
-// at 3, 5 and 6), VALS (VW·32 / BITS, the values of a chunk: a whole number
-// of vec4). Flags (sections, '0' or '1';
-// any combination but ONCE with GEN):
+// 4, 8), LANES (8, 16, 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group; VW = BITS
+// at 3, 5 and 6), VALS (VW·32 / BITS, the values of a chunk: a whole number of vec4), CT (with
+// STAGE: chunks a tile, a multiple of LANES). Flags (sections, '0' or '1'; any combination but
+// ONCE with GEN, STAGE without GEN):
 //   VEC       VW = 4: wq bound as vec4<u32>, a chunk's words read as one vec4 per row of W.
 //   ONCE      each value unpacked once for all MR rows of A: w = s·q + b in f32 (q: the value
 //             shifted down and masked into the mantissa of 2^23, minus 2^23), four values of a word
@@ -36,6 +36,8 @@
 //   GEN       the form without ONCE, its chunk written out by the host as the text constant BODY
 //             (kernels/qgemv-body.ts): every mask and power of two a literal, no array indexed in
 //             a loop.
+//   STAGE     (GEN only) A read in tiles of CT chunks a row into workgroup memory, each value
+//             once per workgroup, instead of by each team from the storage buffer.
 {{ENABLE}}
 
 const BITS: u32 = {{BITS}}u;
@@ -69,6 +71,15 @@ struct Params { N: u32, K: u32, words: u32, groups_x: u32 }
 
 // The lanes' partial sums of eight outputs per team, a row of LANES + 1 (no bank conflicts) each.
 var<workgroup> red: array<f32, TEAMS * 8u * (LANES + 1u)>;
+{{#STAGE}}
+
+// A tile of CT chunks of each row of A, its vec4 transposed ([m][i][chunk], rows of CT + 1) so
+// that a team's lanes, on consecutive chunks, read consecutive vec4 (the teams of a subgroup read
+// the same ones).
+const CT: u32 = {{CT}}u;
+const XV: u32 = VALS / 4u;
+var<workgroup> xw: array<vec4<{{T}}>, MR * XV * (CT + 1u)>;
+{{/STAGE}}
 
 {{^ONCE}}
 /** Whether value j of a word is read from the word shifted down 16 (its bits reach past bit 23). */
@@ -100,7 +111,22 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid:
   for (var r = 0u; r < ROWS; r++) { rows[r] = min(n0 + r, p.N - 1u); }
   var acc: array<f32, OUTS>;
   for (var o = 0u; o < OUTS; o++) { acc[o] = 0.0; }
+{{#STAGE}}
+  for (var c0 = 0u; c0 < chunks; c0 += CT) {
+    workgroupBarrier();
+    for (var e = tid; e < MR * CT * XV; e += 256u) {
+      let c = (e / XV) % CT;
+      var v = vec4<{{T}}>();
+      if (c0 + c < chunks) { v = a[((e / (CT * XV)) * p.K + (c0 + c) * VALS) / 4u + e % XV]; }
+      xw[((e / (CT * XV)) * XV + e % XV) * (CT + 1u) + c] = v;
+    }
+    workgroupBarrier();
+  for (var ch = c0 + lane; ch < min(c0 + CT, chunks); ch += LANES) {
+    let cl = ch - c0;
+{{/STAGE}}
+{{^STAGE}}
   for (var ch = lane; ch < chunks; ch += LANES) {
+{{/STAGE}}
     let g = ch * VALS / GROUP;
 {{#GEN}}
 {{BODY}}
@@ -165,6 +191,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid:
 {{/ONCE}}
 {{/GEN}}
   }
+{{#STAGE}}
+  }
+{{/STAGE}}
   // Eight outputs per round: every lane stores its partial sums, then lane e of the team adds up output e.
   for (var base = 0u; base < OUTS; base += 8u) {
     for (var e = 0u; e < 8u; e++) {
