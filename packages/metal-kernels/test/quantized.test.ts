@@ -24,7 +24,7 @@ describe('qgemv.wgsl section GEN (generated text)', () => {
       [4, ['0xfu', '0xf0u', '0xf0000u'], ['0xf0u', '0xf00u', '0xf000u']],
       [8, ['0xffu', '0xff00u'], ['0xffu', '0xff00u']],
     ] as const) {
-      const body = qgemvBody({ bits, vw: 4, vec: true, rows: 2, mr: 1 });
+      const body = qgemvBody({ bits, vw: 4, rows: 2, mr: 1 });
       // Two rows of W, one vec4 of words each, every value of every word unpacked.
       expect(body.match(/let w\d_0 = wq\[/g)?.length, `q${bits}`).toBe(2);
       expect(body.match(/\| MAGIC\) - TWO23/g)?.length, `q${bits}`).toBe(2 * 4 * (32 / bits));
@@ -57,7 +57,7 @@ describe('qgemv.wgsl section GEN (generated text)', () => {
         ],
       ],
     ] as const) {
-      const body = qgemvBody({ bits, vw: bits, vec: false, rows: 1, mr: 1 });
+      const body = qgemvBody({ bits, vw: bits, rows: 1, mr: 1 });
       expect(body.match(/let w0_\d+ = wq\[/g)?.length, `q${bits}`).toBe(bits);
       expect(body.match(/\| MAGIC\) - TWO23/g)?.length, `q${bits}`).toBe(32);
       for (const join of joins) expect(body, `q${bits}`).toContain(join);

@@ -7,12 +7,10 @@ export interface QgemvBodyShape {
   bits: number;
   /**
    * Words per chunk (a chunk's 32·vw / bits values are whole vec4s of x and stay in one group):
-   * 4, read as a vec4<u32> where qgemv.wgsl's VEC binds `wq` so, else scalar words (1, or `bits`
+   * 4, read as one vec4<u32> (qgemv.wgsl's VEC binds `wq` so), else scalar words (1, or `bits`
    * words, 32 values, at 3, 5 and 6 bits).
    */
   vw: number;
-  /** Whether `wq` is bound as vec4<u32> (VEC). */
-  vec: boolean;
   /** Rows of W per team. */
   rows: number;
   /** Rows of x. */
@@ -38,13 +36,14 @@ function hex(v: number): string {
  * 2^-e (a power of two: exact); a value across two words (3, 5, 6 bits) is joined from its two
  * pieces first. f32 accumulation.
  */
-export function qgemvBody({ bits, vw, vec, rows, mr, staged = false }: QgemvBodyShape): string {
+export function qgemvBody({ bits, vw, rows, mr, staged = false }: QgemvBodyShape): string {
+  const vec = vw === 4;
   const vals = (vw * 32) / bits;
   const mask = (1 << bits) - 1;
   const out: string[] = [];
   const word = (r: number, i: number) => (vec ? `w${r}_${i >> 2}.${C[i & 3]}` : `w${r}_${i}`);
   for (let r = 0; r < rows; r++) {
-    if (vec) for (let i = 0; i < vw / 4; i++) out.push(`let w${r}_${i} = wq[rows[${r}] * (p.words / 4u) + ch * ${vw / 4}u + ${i}u];`);
+    if (vec) out.push(`let w${r}_0 = wq[rows[${r}] * (p.words / 4u) + ch];`);
     else for (let i = 0; i < vw; i++) out.push(`let w${r}_${i} = wq[rows[${r}] * p.words + ch * ${vw}u + ${i}u];`);
     out.push(`let s${r} = f32(scales[rows[${r}] * groups + g]);`, `let b${r} = f32(biases[rows[${r}] * groups + g]);`);
   }

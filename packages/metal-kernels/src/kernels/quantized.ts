@@ -224,13 +224,12 @@ export function recordQuantizedProduct(
       ROWS: String(rowsPerTeam),
       LANES: String(lanes),
       VW: String(vw),
-      VALS: String((vw * 32) / w.bits),
-      VEC: vw % 4 === 0 ? '1' : '0',
+      VEC: vw === 4 ? '1' : '0',
       ONCE: once ? '1' : '0',
       GEN: body === 'loop' ? '0' : '1',
       STAGE: stage ? '1' : '0',
       ...(stage ? { CT: String(stage) } : {}),
-      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits, vw, vec: vw % 4 === 0, rows: rowsPerTeam, mr: M, staged: stage > 0 }) }),
+      ...(body === 'loop' ? {} : { BODY: qgemvBody({ bits: w.bits, vw, rows: rowsPerTeam, mr: M, staged: stage > 0 }) }),
     }));
     backend.dispatch({
       key,

@@ -23,7 +23,7 @@
 // Dispatch: ceil(N / (TEAMS·ROWS)) workgroups of 256 threads, folded into (groups_x, y) above 65535.
 // Text constants: BITS (2, 4, 8; 3, 5, 6 with GEN), GROUP (32, 64, 128), MR (1..16), ROWS (1, 2,
 // 4, 8), LANES (8, 16, 32), VW (1, or 4 when words % 4 = 0 and 4 words fit in a group; VW = BITS
-// at 3, 5 and 6), VALS (VW·32 / BITS, the values of a chunk: a whole number of vec4), CT (with
+// at 3, 5 and 6), CT (with
 // STAGE: chunks a tile, a multiple of LANES). Flags (sections, '0' or '1'; any combination but
 // ONCE with GEN, STAGE without GEN):
 //   VEC       VW = 4: wq bound as vec4<u32>, a chunk's words read as one vec4 per row of W.
@@ -47,7 +47,7 @@ const ROWS: u32 = {{ROWS}}u;
 const LANES: u32 = {{LANES}}u;
 const VW: u32 = {{VW}}u;
 const PER: u32 = 32u / BITS;
-const VALS: u32 = {{VALS}}u;
+const VALS: u32 = VW * 32u / BITS;
 const TEAMS: u32 = 256u / LANES;
 const MASK: u32 = (1u << BITS) - 1u;
 const OUTS: u32 = MR * ROWS;
@@ -115,10 +115,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) tid:
   for (var c0 = 0u; c0 < chunks; c0 += CT) {
     workgroupBarrier();
     for (var e = tid; e < MR * CT * XV; e += 256u) {
+      let m = e / (CT * XV);
       let c = (e / XV) % CT;
       var v = vec4<{{T}}>();
-      if (c0 + c < chunks) { v = a[((e / (CT * XV)) * p.K + (c0 + c) * VALS) / 4u + e % XV]; }
-      xw[((e / (CT * XV)) * XV + e % XV) * (CT + 1u) + c] = v;
+      if (c0 + c < chunks) { v = a[(m * p.K + (c0 + c) * VALS) / 4u + e % XV]; }
+      xw[(m * XV + e % XV) * (CT + 1u) + c] = v;
     }
     workgroupBarrier();
   for (var ch = c0 + lane; ch < min(c0 + CT, chunks); ch += LANES) {
