@@ -205,7 +205,7 @@ export async function runSgmatBench(argv: string[]): Promise<void> {
   backend.poisonOutputs = true;
   const report = backend.context.report;
   console.log(`${report.vendor} ${report.architecture} ${report.description}; subgroup sizes ${report.subgroupMinSize}..${report.subgroupMaxSize}`);
-  console.log(`subgroup-matrix configurations: ${subgroupMatrixConfigsText(report) || 'none'}`);
+  console.log(`subgroup-matrix configurations: ${subgroupMatrixConfigsText(report) || 'none'}; layouts as ${report.subgroupMatrixMajorness} arguments`);
   for (const note of report.precisionNotes) console.log(`note: ${note}`);
   const choices = (['float32', 'float16'] as const)
     .map((d) => [d, subgroupMatrixChoice(report, d)] as const)

@@ -15,6 +15,13 @@ export interface AdapterReport {
   subgroupMatrixConfigs: { componentType: string; resultComponentType: string; M: number; N: number; K: number }[];
   subgroupMinSize: number | undefined;
   subgroupMaxSize: number | undefined;
+  /**
+   * How the WGSL compiler takes a subgroup matrix's layout in `subgroupMatrixLoad` / `Store`:
+   * as a template argument (`<…, row_major>`: Dawn as the `webgpu` package 0.6.2 has it, which
+   * warns at every call of the other form) or as a bool argument (older Dawn and browsers). Probed
+   * where the device has subgroup matrices; `'template'` elsewhere.
+   */
+  subgroupMatrixMajorness: 'template' | 'argument';
   /** The WGSL language extensions of the WebGPU implementation (`gpu.wgslLanguageFeatures`), e.g. `subgroup_id`. */
   wgslLanguageFeatures: string[];
   limits: Record<string, number>;
@@ -137,6 +144,7 @@ function describeAdapter(gpu: GPU, adapter: GPUAdapter, runtime: AdapterReport['
     })),
     subgroupMinSize: info.subgroupMinSize,
     subgroupMaxSize: info.subgroupMaxSize,
+    subgroupMatrixMajorness: 'template',
     wgslLanguageFeatures: [...((gpu as { wgslLanguageFeatures?: Iterable<string> }).wgslLanguageFeatures ?? [])].map(String).sort(),
     limits,
     runtime,
@@ -286,6 +294,7 @@ export async function requestGPU(options: RequestGPUOptions = {}): Promise<GPUCo
   report.subgroups = wanted.includes('subgroups');
   report.timestampQuery = wanted.includes('timestamp-query');
   if (!wanted.includes('chromium-experimental-subgroup-matrix')) report.subgroupMatrixConfigs = [];
+  else report.subgroupMatrixMajorness = await subgroupMatrixMajorness(device, report.subgroupMatrixConfigs);
   report.precisionNotes = precisionNotes(report, runtime === 'node-dawn' ? instanceToggles : [], options.disableFeatures);
   const missed = runtime === 'node-dawn' ? toggles.enabled.filter((t) => !instanceToggles.includes(t)) : [];
   if (missed.length > 0)
@@ -293,6 +302,29 @@ export async function requestGPU(options: RequestGPUOptions = {}): Promise<GPUCo
       `Dawn toggles ${missed.join(', ')} were asked for after the process's first GPU request, whose instance lacks them; they take effect in a new process`,
     );
   return { gpu, adapter, device, report };
+}
+
+/**
+ * Which form of `subgroupMatrixLoad` / `Store` the device's WGSL compiler takes (see
+ * {@link AdapterReport.subgroupMatrixMajorness}): a small module in the template form, on a
+ * configuration with f32 results (the only kind the kernels use), compiles or not.
+ */
+export async function subgroupMatrixMajorness(device: GPUDevice, configs: AdapterReport['subgroupMatrixConfigs']): Promise<'template' | 'argument'> {
+  const c = configs.find((c) => c.resultComponentType === 'f32');
+  if (!c) return 'template';
+  const code = [
+    'enable chromium_experimental_subgroup_matrix;',
+    `var<workgroup> m: array<f32, ${c.M * c.N}>;`,
+    '@compute @workgroup_size(64) fn main() {',
+    `  let x = subgroupMatrixLoad<subgroup_matrix_result<f32, ${c.N}, ${c.M}>, row_major>(&m, 0u, ${c.N}u);`,
+    `  subgroupMatrixStore<row_major>(&m, 0u, x, ${c.N}u);`,
+    '}',
+  ].join('\n');
+  device.pushErrorScope('validation');
+  const module = device.createShaderModule({ label: 'subgroup-matrix majorness probe', code });
+  const [info, error] = await Promise.all([module.getCompilationInfo().catch(() => null), device.popErrorScope()]);
+  // Without a compilation log the scope alone decides.
+  return error || info?.messages.some((m) => m.type === 'error') ? 'argument' : 'template';
 }
 
 /** Whether a WebGPU adapter can be had here (no throw). */

@@ -41,6 +41,7 @@ export {
   VEC4_32x128,
   VEC4_64x128,
 } from './gemm/select';
+export { subgroupMatrixMajorness } from './device';
 export { sgmatShader } from './gemm/sgmat';
 export {
   fixedSubgroupSize,

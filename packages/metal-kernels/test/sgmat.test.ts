@@ -14,6 +14,7 @@ import {
   sgmatShader,
   sgmatStorageBytes,
   subgroupMatrixChoice,
+  subgroupMatrixMajorness,
 } from '../src/internal';
 import { checkMatmul, type Stored } from './gemm-check';
 import { clearOverrides, gpuIt, withDispatchLabels } from '../../../test-support/gpu';
@@ -249,6 +250,22 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
       expect(source.match(/subgroupMatrixMultiplyAccumulate/g)?.length).toBe(prefetch ? 48 : 16);
     }
   });
+  it("loads and stores in the compiler's form: the layout a template argument, or (older Dawn) a bool argument", () => {
+    for (const prefetch of [false, true]) {
+      const cfg = sgmatConfig('f16', 16, 16, 16, 32, 4, 4, prefetch);
+      const template = sgmatShader(cfg, 'f16');
+      const argument = sgmatShader(cfg, 'f16', null, 'argument');
+      expect(template.key).not.toBe(argument.key);
+      // A transposed B is read column-major, the rest row-major; C's tiles are stored row-major.
+      expect(template.source).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&Bs, ');
+      expect(template.source).toContain('subgroupMatrixStore<row_major>(&Cs, sg * SM * SN, acc_3_3, SN);');
+      expect(template.source).not.toMatch(/subgroupMatrix(Load<[^>]*>>|Store)\(/);
+      expect(argument.source).toContain('subgroupMatrixStore(&Cs, sg * SM * SN, acc_3_3, false, SN);');
+      expect(argument.source).not.toMatch(/_major/);
+      // The same calls otherwise.
+      expect(template.source.match(/subgroupMatrixLoad/g)?.length).toBe(argument.source.match(/subgroupMatrixLoad/g)?.length);
+    }
+  });
   it("'auto' takes the configurations that prefetch (NVIDIA's 16-wide), not Apple's unmeasured 8 × 8; true and false force", () => {
     const on = (report: Report, subgroupMatrix: boolean | 'auto', dtype: 'float32' | 'float16') =>
       subgroupMatrixPath({ subgroupMatrix, context: { report } } as unknown as WebGPUBackend, dtype);
@@ -267,8 +284,8 @@ describe('subgroupMatrixChoice and the selector (pure)', () => {
     for (const v of ['ga0', 'ga3', 'gb3']) expect(source).toContain(`var ${v}: vec4<u32>;`);
     expect(source).not.toContain('ga4');
     // A's rows are 40 halves apart, B's 40 (transposed) or 136.
-    expect(source).toMatch(/&As, \(tm0 \+ 1u\) \* 640u \+ 16u, false, 40u/);
-    expect(source).toMatch(/&Bs, 2176u \+ \(tn0 \+ 2u\) \* SN, false, 136u/);
+    expect(source).toContain('subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&As, (tm0 + 1u) * 640u + 16u, 40u)');
+    expect(source).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&Bs, 2176u + (tn0 + 2u) * SN, 136u)');
     // Without prefetch (or with f16 operands on an f32 component) the views are not declared and the uniform is binding 6.
     for (const [cfg, t] of [
       [sgmatConfig('f16', 16, 16, 16, 32, 4, 4, false), 'f16'],
@@ -441,5 +458,69 @@ describe('webgpu subgroup-matrix GEMM', () => {
     } finally {
       backend.subgroupMatrix = 'auto';
     }
+  });
+});
+
+/** Dawn's instance for the null backend, kept referenced for the process's life (CONVENTIONS: Dawn aborts if it is collected while a device lives). */
+let nullInstance: GPU | undefined;
+
+/**
+ * A device of Dawn's null backend, which offers every feature (subgroup matrices and f16 among
+ * them) and runs nothing: where no adapter here has subgroup matrices, it still validates their
+ * WGSL as Dawn compiles it. Null where the `webgpu` package does not load.
+ */
+async function nullDevice(): Promise<GPUDevice | null> {
+  let dawn: typeof import('webgpu');
+  try {
+    dawn = await import('webgpu');
+  } catch {
+    return null;
+  }
+  Object.assign(globalThis, dawn.globals);
+  nullInstance ??= dawn.create(['backend=null', 'enable-dawn-features=allow_unsafe_apis']);
+  const adapter = await nullInstance.requestAdapter();
+  if (!adapter?.features.has('chromium-experimental-subgroup-matrix')) return null;
+  return adapter.requestDevice({ requiredFeatures: ['chromium-experimental-subgroup-matrix', 'shader-f16', 'subgroups'] as GPUFeatureName[] });
+}
+
+/**
+ * The compiler's messages on `code` and the module's validation error, if any (no pipeline: the
+ * null device's 16 KiB of workgroup memory are less than the big tiles take).
+ */
+async function compile(device: GPUDevice, code: string): Promise<{ messages: string[]; error: string | undefined }> {
+  device.pushErrorScope('validation');
+  const info = await device.createShaderModule({ code }).getCompilationInfo();
+  const error = await device.popErrorScope();
+  return { messages: info.messages.map((m) => `${m.type}: ${m.message}`), error: error?.message };
+}
+
+describe("gemm-sgmat.wgsl as Dawn compiles it (the null backend's device: no GPU)", () => {
+  it('every configuration, QLoRA sections included, compiles without a message in the template form, which the probe finds', async (ctx) => {
+    // Not destroyed: destroying it crashed the test's process (Dawn 0.6.2).
+    const device = await nullDevice();
+    if (!device) return ctx.skip();
+    expect(await subgroupMatrixMajorness(device, [config('f16', 'f32', 16, 16, 16)])).toBe('template');
+    const cases: [SgmatConfig, 'f32' | 'f16', { bits: number; groupSize: number } | null][] = [
+      [sgmatConfig('f16', 16, 16, 16, 32, 4, 4, true), 'f16', null],
+      [sgmatConfig('f16', 16, 16, 16, 32, 4, 4, false), 'f16', null],
+      [sgmatConfig('f16', 16, 8, 16, 32, 4, 4, true), 'f16', null],
+      [sgmatConfig('f32', 8, 8, 8, 32, 4, 4, false), 'f32', null],
+      [sgmatConfig('f32', 8, 8, 8, 32, 4, 4, true), 'f32', null],
+      [sgmatConfig('f32', 8, 8, 8, 32, 4, 4, true), 'f16', null],
+      ...[2, 3, 4, 5, 6, 8].map((bits, i): [SgmatConfig, 'f16', { bits: number; groupSize: number }] => [
+        sgmatConfig('f16', 16, 16, 16, 32, 4, 4, true),
+        'f16',
+        { bits, groupSize: [32, 64, 128][i % 3] },
+      ]),
+    ];
+    for (const [cfg, t, quant] of cases) {
+      const what = `${cfg.name} on ${t}${quant ? ` q${quant.bits}/g${quant.groupSize}` : ''}`;
+      expect(await compile(device, sgmatShader(cfg, t, quant).source), what).toEqual({ messages: [], error: undefined });
+    }
+    // The bool form compiles too (older compilers take only it), with a warning at each call.
+    const old = await compile(device, sgmatShader(cases[0][0], 'f16', null, 'argument').source);
+    expect(old.error).toBeUndefined();
+    expect(old.messages.length).toBeGreaterThan(0);
+    expect(old.messages.every((m) => m === 'warning: use of deprecated builtin')).toBe(true);
   });
 });

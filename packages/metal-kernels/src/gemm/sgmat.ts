@@ -6,32 +6,52 @@
  */
 import { type QuantSpec, ValueError } from '@metal-lora/tensor';
 import type { WebGPUBackend } from '../backend';
-import { subgroupMatrixConfigsText } from '../device';
+import { type AdapterReport, subgroupMatrixConfigsText } from '../device';
 import { dummy, enableFor, generatedShader, lines, uniform } from '../kernels/common';
 import sgmatSource from '../wgsl/gemm-sgmat.wgsl';
 import { sgmatQuantApplies, sgmatTile, subgroupMatrixChoice } from './select';
 import type { GemmOperands, GemmShape, SgmatConfig } from './types';
 import { gemmConstants, gemmUniformHead } from './uniform';
 
+/** Where a subgroup matrix is loaded from or stored to: pointer, offset, column-major, stride. */
+type MatrixAt = [pointer: string, offset: string, colMajor: boolean, stride: string];
+
+/** A `subgroupMatrixLoad` of a matrix of `type` in the compiler's form (`majorness`). */
+function matrixLoad(type: string, [pointer, offset, colMajor, stride]: MatrixAt, majorness: Majorness): string {
+  return majorness === 'template'
+    ? `subgroupMatrixLoad<${type}, ${colMajor ? 'col_major' : 'row_major'}>(${pointer}, ${offset}, ${stride})`
+    : `subgroupMatrixLoad<${type}>(${pointer}, ${offset}, ${colMajor}, ${stride})`;
+}
+
+/** A `subgroupMatrixStore` of `value` in the compiler's form (`majorness`). */
+function matrixStore([pointer, offset, colMajor, stride]: MatrixAt, value: string, majorness: Majorness): string {
+  return majorness === 'template'
+    ? `subgroupMatrixStore<${colMajor ? 'col_major' : 'row_major'}>(${pointer}, ${offset}, ${value}, ${stride});`
+    : `subgroupMatrixStore(${pointer}, ${offset}, ${value}, ${colMajor}, ${stride});`;
+}
+
+type Majorness = AdapterReport['subgroupMatrixMajorness'];
+
 /**
  * The statements of one K step of `cfg`: the RM left tiles loaded, then each right tile loaded
  * and multiplied into its RM results (or, with `allRights`, the RN right tiles loaded into r0…
- * before any product). `left(i, trans)` and `right(j, trans)` give a load's pointer, offset,
- * column-major flag and stride for each layout.
+ * before any product). `left(i, trans)` and `right(j, trans)` say where each load reads, for
+ * each layout.
  */
 function step(
   cfg: SgmatConfig,
-  left: (i: number, trans: boolean) => string,
-  right: (j: number, trans: boolean) => string,
+  majorness: Majorness,
+  left: (i: number, trans: boolean) => MatrixAt,
+  right: (j: number, trans: boolean) => MatrixAt,
   indent: string,
   allRights = false,
 ): string {
   const L = `subgroup_matrix_left<${cfg.component}, ${cfg.sk}, ${cfg.sm}>`;
   const R = `subgroup_matrix_right<${cfg.component}, ${cfg.sn}, ${cfg.sk}>`;
-  const loads = (trans: boolean) => lines(cfg.rm, (i) => `${indent}  l${i} = subgroupMatrixLoad<${L}>(${left(i, trans)});`);
+  const loads = (trans: boolean) => lines(cfg.rm, (i) => `${indent}  l${i} = ${matrixLoad(L, left(i, trans), majorness)};`);
   const out = [`${indent}if (TRANS_A == 1u) {`, loads(true), `${indent}} else {`, loads(false), `${indent}}`];
   const loadRight = (v: string, j: number) =>
-    `${indent}if (TRANS_B == 1u) { ${v} = subgroupMatrixLoad<${R}>(${right(j, true)}); } else { ${v} = subgroupMatrixLoad<${R}>(${right(j, false)}); }`;
+    `${indent}if (TRANS_B == 1u) { ${v} = ${matrixLoad(R, right(j, true), majorness)}; } else { ${v} = ${matrixLoad(R, right(j, false), majorness)}; }`;
   const products = (v: string, j: number) => lines(cfg.rm, (i) => `${indent}acc_${i}_${j} = subgroupMatrixMultiplyAccumulate(l${i}, ${v}, acc_${i}_${j});`);
   if (allRights)
     out.push(
@@ -58,7 +78,7 @@ function perThread(total: number, threads: number, indent: string, f: (i: number
  * PREFETCH's K loop (gemm-sgmat.wgsl): each thread holds its share of the next tiles in registers
  * (ga*, gb*: 16 bytes each) while the subgroups multiply the current ones out of workgroup memory.
  */
-function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16', quant: QuantSpec | null): { decl: string; loop: string } {
+function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16', quant: QuantSpec | null, majorness: Majorness): { decl: string; loop: string } {
   const g = sgmatTile(cfg, true);
   const { BM, BN, BK } = g;
   const threads = 4 * cfg.subgroupSize;
@@ -108,11 +128,12 @@ function prefetchLoop(cfg: SgmatConfig, t: 'f32' | 'f16', quant: QuantSpec | nul
   const compute = Array.from({ length: BK / cfg.sk }, (_, q) =>
     step(
       cfg,
-      (i) => `&As, (tm0 + ${i}u) * ${cfg.sm * g.ap}u + ${q * cfg.sk}u, false, ${g.ap}u`,
+      majorness,
+      (i) => ['&As', `(tm0 + ${i}u) * ${cfg.sm * g.ap}u + ${q * cfg.sk}u`, false, `${g.ap}u`],
       (j, trans) =>
         trans
-          ? `&Bs, (tn0 + ${j}u) * ${cfg.sn * g.bpT}u + ${q * cfg.sk}u, true, ${g.bpT}u`
-          : `&Bs, ${q * cfg.sk * g.bpN}u + (tn0 + ${j}u) * SN, false, ${g.bpN}u`,
+          ? ['&Bs', `(tn0 + ${j}u) * ${cfg.sn * g.bpT}u + ${q * cfg.sk}u`, true, `${g.bpT}u`]
+          : ['&Bs', `${q * cfg.sk * g.bpN}u + (tn0 + ${j}u) * SN`, false, `${g.bpN}u`],
       ind,
       true,
     ),
@@ -211,8 +232,16 @@ function prefetchesFor(cfg: SgmatConfig, t: 'f32' | 'f16'): boolean {
   return cfg.prefetch && t === cfg.component;
 }
 
-/** The WGSL of `cfg` for operands of type `t` (benchmarks compile it on adapters that cannot run it, to validate it). */
-export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16', quant: QuantSpec | null = null): { key: string; source: string } {
+/**
+ * The WGSL of `cfg` for operands of type `t`, its loads and stores in the compiler's form
+ * (`majorness`; benchmarks compile it on adapters that cannot run it, to validate it).
+ */
+export function sgmatShader(
+  cfg: SgmatConfig,
+  t: 'f32' | 'f16',
+  quant: QuantSpec | null = null,
+  majorness: Majorness = 'template',
+): { key: string; source: string } {
   const prefetch = prefetchesFor(cfg, t);
   if (quant && !prefetch)
     throw new ValueError(
@@ -232,18 +261,20 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16', quant: QuantSpec
     rn: cfg.rn,
     prefetch: prefetch ? 1 : 0,
     quant: quant ? `${quant.bits}/${quant.groupSize}` : 0,
+    majorness,
   };
   // The statements are generated once per configuration (generatedShader), not per dispatch.
   return generatedShader('gemm-sgmat', sgmatSource, params, () => {
     const tiles = Array.from({ length: cfg.rm * cfg.rn }, (_, e) => [Math.floor(e / cfg.rn), e % cfg.rn]);
     const staged = step(
       cfg,
-      (i, trans) => (trans ? `&As, ks * BM + (tm0 + ${i}u) * SM, true, BM` : `&As, (tm0 + ${i}u) * SM * BK + ks, false, BK`),
-      (j, trans) => (trans ? `&Bs, (tn0 + ${j}u) * SN * BK + ks, true, BK` : `&Bs, ks * BN + (tn0 + ${j}u) * SN, false, BN`),
+      majorness,
+      (i, trans) => (trans ? ['&As', `ks * BM + (tm0 + ${i}u) * SM`, true, 'BM'] : ['&As', `(tm0 + ${i}u) * SM * BK + ks`, false, 'BK']),
+      (j, trans) => (trans ? ['&Bs', `(tn0 + ${j}u) * SN * BK + ks`, true, 'BK'] : ['&Bs', `ks * BN + (tn0 + ${j}u) * SN`, false, 'BN']),
       '      ',
     );
     const tile = sgmatTile(cfg, prefetch);
-    const pre = prefetch ? prefetchLoop(cfg, t, quant) : null;
+    const pre = prefetch ? prefetchLoop(cfg, t, quant, majorness) : null;
     return {
       ENABLE: enableFor(t, cfg.component),
       T: t,
@@ -267,7 +298,9 @@ export function sgmatShader(cfg: SgmatConfig, t: 'f32' | 'f16', quant: QuantSpec
       ...(quant ? {} : { STAGED_STEP: staged }),
       ...(pre ? { PREFETCH_LOOP: pre.loop } : {}),
       STORE: tiles
-        .map(([i, j]) => `  subgroupMatrixStore(&Cs, sg * SM * SN, acc_${i}_${j}, false, SN);\n  write_tile(${i}u, ${j}u, row0, col0, batch, t);`)
+        .map(
+          ([i, j]) => `  ${matrixStore(['&Cs', 'sg * SM * SN', false, 'SN'], `acc_${i}_${j}`, majorness)}\n  write_tile(${i}u, ${j}u, row0, col0, batch, t);`,
+        )
         .join('\n'),
       PREFETCH: prefetch ? '1' : '0',
       QUANT: quant ? '1' : '0',
@@ -320,7 +353,7 @@ export function recordSgmat(
       `${cfg.component} operands, batch 1, A not transposed, M % ${BM} = 0, N % ${BN} = 0, K % ${BK} = 0, groups of 32, 64 or 128`,
       `[${M}, ${K}]${shape.transA ? 'ᵀ' : ''}·W${shape.transB ? 'ᵀ' : ''} → [${M}, ${N}] ${shape.dtype ?? 'float32'}, batch ${batch}, ${quant.bits} bits in groups of ${quant.groupSize}`,
     );
-  const { key, source } = sgmatShader(cfg, t, quant ?? null);
+  const { key, source } = sgmatShader(cfg, t, quant ?? null, backend.context.report.subgroupMatrixMajorness);
   // Under QUANT the words are read as u32 (binding 1) or 16 bytes at a time (binding 7), not both.
   const vecWords = quant !== undefined && quant.bits % 4 === 0;
   const buffers = quant
