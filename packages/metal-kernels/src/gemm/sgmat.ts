@@ -13,6 +13,9 @@ import { sgmatQuantApplies, sgmatTile, subgroupMatrixChoice } from './select';
 import type { GemmOperands, GemmShape, SgmatConfig } from './types';
 import { gemmConstants, gemmUniformHead } from './uniform';
 
+/** The form of `subgroupMatrixLoad` / `Store` the device's compiler takes. */
+type Majorness = AdapterReport['subgroupMatrixMajorness'];
+
 /** Where a subgroup matrix is loaded from or stored to: pointer, offset, column-major, stride. */
 type MatrixAt = [pointer: string, offset: string, colMajor: boolean, stride: string];
 
@@ -29,8 +32,6 @@ function matrixStore([pointer, offset, colMajor, stride]: MatrixAt, value: strin
     ? `subgroupMatrixStore<${colMajor ? 'col_major' : 'row_major'}>(${pointer}, ${offset}, ${value}, ${stride});`
     : `subgroupMatrixStore(${pointer}, ${offset}, ${value}, ${colMajor}, ${stride});`;
 }
-
-type Majorness = AdapterReport['subgroupMatrixMajorness'];
 
 /**
  * The statements of one K step of `cfg`: the RM left tiles loaded, then each right tile loaded

@@ -101,7 +101,7 @@ function qgemvConfig(
         "'loop', or 'unroll' without once; 'unroll' alone at 3, 5 and 6 bits",
         `${String(body)}${forced.once ? ', once' : ''} at ${bits} bits`,
       );
-    const most = forced.stage ? stageChunks(backend, t, M, (vw * 32) / bits, forced.lanes, words / vw) : 0;
+    const most = forced.stage ? stageChunks(backend, t, M, bits, vw, words, forced.lanes) : 0;
     const stage = typeof forced.stage === 'number' ? forced.stage : most;
     if (forced.stage !== undefined && forced.stage !== false && (body === 'loop' || most === 0 || stage % forced.lanes !== 0 || stage <= 0 || stage > most))
       throw new ValueError(
@@ -128,7 +128,7 @@ function qgemvConfig(
   const head = M === 1 && N >= 65536;
   if (head && bits === 8) return { lanes: 32, rows, vw, once: false, body: 'unroll', stage: 0 };
   if (head && bits === 4 && vw === 4) {
-    const stage = stageChunks(backend, t, M, 32, 16, words / 4);
+    const stage = stageChunks(backend, t, M, bits, vw, words, 16);
     if (stage > 0) return { lanes: 16, rows: 8, vw, once: false, body: 'unroll', stage };
   }
   return { lanes: head ? 8 : 32, rows, vw, once: false, body: whole ? 'loop' : 'unroll', stage: 0 };
@@ -138,11 +138,14 @@ function qgemvConfig(
 const STAGE_BYTES = 16384;
 
 /**
- * qgemv.wgsl's CT: chunks a lane's team walks per tile of x staged in workgroup memory (section
- * STAGE), a multiple of `lanes`, the tiles of a row as even as that allows; 0 where x's tile, in
- * {@link STAGE_BYTES} and beside the reduction's memory, has not one chunk a lane.
+ * qgemv.wgsl's CT: chunks (`vw` words each) a lane's team walks per tile of x staged in workgroup
+ * memory (section STAGE), a multiple of `lanes`, the tiles of a row of `words` as even as that
+ * allows; 0 where x's tile, in {@link STAGE_BYTES} and beside the reduction's memory, has not one
+ * chunk a lane.
  */
-function stageChunks(backend: WebGPUBackend, t: string, M: number, vals: number, lanes: number, chunks: number): number {
+function stageChunks(backend: WebGPUBackend, t: string, M: number, bits: number, vw: number, words: number, lanes: number): number {
+  const vals = (vw * 32) / bits;
+  const chunks = words / vw;
   const reduction = (256 / lanes) * 8 * (lanes + 1) * 4;
   const bytes = Math.min(STAGE_BYTES, backend.device.limits.maxComputeWorkgroupStorageSize - reduction);
   // A tile's rows are CT + 1 vec4 long.
