@@ -423,24 +423,12 @@ describe('webgpu fused transformer-block ops', () => {
         `a cache of 400 slots, 150 written, ${dtype}`,
       );
   });
-  gpuIt('attention: value and the gradients of q, k and v; grouped rows, masks, causal, odd heads, more keys than rows', async (b) => {
-    // An additive mask with −1e9 entries: past each position where `causal`, and scattered otherwise.
-    const maskValues = (B: number, T: number, S: number, causal: boolean) =>
-      Float64Array.from({ length: B * T * S }, (_, i) => ((causal ? i % S > (Math.floor(i / S) % T) + S - T : i % 7 === 5) ? -1e9 : 0.1 * (i % 3)));
-    for (const [B, H, g, P, S, D, perSeq, causal] of [
-      [1, 2, 3, 7, 7, 17, false, true],
-      [2, 1, 2, 5, 37, 64, true, false],
-      [1, 1, 1, 33, 40, 8, false, true],
-      [2, 2, 1, 19, 19, 3, true, true],
-      [1, 1, 2, 3, 5, 256, false, false],
-      // Blocks of 32 rows that straddle the query heads of a group, several blocks of keys, and
-      // heads whose vec4 count leaves lanes idle (D = 100: 25 vec4) or fills two per lane (128).
-      [1, 1, 3, 45, 45, 100, false, true],
-      [2, 1, 2, 40, 70, 128, true, true],
-      [1, 2, 1, 66, 66, 64, false, false],
-      // 32 blocks of keys in 32 heads: dk and dv in one pass over the rows (the others split them).
-      [1, 32, 1, 40, 1024, 8, false, false],
-    ] as const) {
+  // An additive mask with −1e9 entries: past each position where `causal`, and scattered otherwise.
+  const maskValues = (B: number, T: number, S: number, causal: boolean) =>
+    Float64Array.from({ length: B * T * S }, (_, i) => ((causal ? i % S > (Math.floor(i / S) % T) + S - T : i % 7 === 5) ? -1e9 : 0.1 * (i % 3)));
+  /** attention's value and gradients against the float64 reference for each [B, H, g, P, S, D, perSeq, causal]. */
+  const attentionCases = async (b: WebGPUBackend, cases: readonly (readonly [number, number, number, number, number, number, boolean, boolean])[]) => {
+    for (const [B, H, g, P, S, D, perSeq, causal] of cases) {
       const maskShape = perSeq ? [B, 1, 1, P, S] : [P, S];
       const mask = maskValues(perSeq ? B : 1, P, S, causal);
       await valueAndGradsAgainstReference(
@@ -454,7 +442,29 @@ describe('webgpu fused transformer-block ops', () => {
         { rtol: 2e-4, atol: 2e-5 },
       );
     }
-  });
+  };
+  // Two tests, each within the suite's timeout on CI's two cores with an empty shader cache (the
+  // nine shapes in one test took 131–300 s there, most of it compiling).
+  gpuIt('attention: value and the gradients of q, k and v; grouped rows, masks, causal, odd heads, more keys than rows', (b) =>
+    attentionCases(b, [
+      [1, 2, 3, 7, 7, 17, false, true],
+      [2, 1, 2, 5, 37, 64, true, false],
+      [1, 1, 1, 33, 40, 8, false, true],
+      [2, 2, 1, 19, 19, 3, true, true],
+      [1, 1, 2, 3, 5, 256, false, false],
+    ]),
+  );
+  gpuIt('attention: value and the gradients of q, k and v over blocks of 32 rows and of keys, and wide heads', (b) =>
+    attentionCases(b, [
+      // Blocks of 32 rows that straddle the query heads of a group, several blocks of keys, and
+      // heads whose vec4 count leaves lanes idle (D = 100: 25 vec4) or fills two per lane (128).
+      [1, 1, 3, 45, 45, 100, false, true],
+      [2, 1, 2, 40, 70, 128, true, true],
+      [1, 2, 1, 66, 66, 64, false, false],
+      // 32 blocks of keys in 32 heads: dk and dv in one pass over the rows (the others split them).
+      [1, 32, 1, 40, 1024, 8, false, false],
+    ]),
+  );
   it('attention backward splits the rows for dk and dv only where few keys and heads leave the GPU idle', () => {
     // SmolLM2 at batch 4 × 512: 16 blocks of keys in 12 heads; 48 blocks of rows in 6 parts of 8.
     expect(attentionKeySplit(1536, 512, 12)).toEqual({ parts: 6, partRows: 256 });
